@@ -1,0 +1,97 @@
+#include "core/thread_pool.h"
+
+#include <cassert>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define MOERUN_CPU_RELAX() _mm_pause()
+#else
+#define MOERUN_CPU_RELAX() ((void)0)
+#endif
+
+namespace moerun {
+
+int DefaultThreadCount() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
+  assert(n_threads >= 1);
+  for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& w : workers_) w.join();
+}
+
+void ThreadPool::RunTasks(int thread) {
+  for (;;) {
+    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
+    if (task >= n_tasks_) return;
+    (*fn_)(task, thread);
+  }
+}
+
+void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
+  if (n_tasks <= 0) return;
+  if (n_threads_ == 1 || n_tasks == 1) {
+    for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    n_tasks_ = n_tasks;
+    next_task_.store(0, std::memory_order_relaxed);
+    active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  work_cv_.notify_all();
+  RunTasks(0);
+  // Wait for the workers: bounded spin, then block.
+  for (int i = 0; i < kSpinIterations; ++i) {
+    if (active_workers_.load(std::memory_order_acquire) == 0) return;
+    MOERUN_CPU_RELAX();
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [this] { return active_workers_.load(std::memory_order_acquire) == 0; });
+}
+
+void ThreadPool::WorkerLoop(int thread) {
+  uint64_t seen = 0;
+  for (;;) {
+    // Bounded spin for the next generation, then block.
+    bool found = false;
+    for (int i = 0; i < kSpinIterations; ++i) {
+      if (generation_.load(std::memory_order_acquire) != seen) {
+        found = true;
+        break;
+      }
+      MOERUN_CPU_RELAX();
+    }
+    if (!found) {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
+      if (stop_) return;
+    }
+    {
+      // Read the loop state under the lock so it is the state of this generation.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      seen = generation_.load(std::memory_order_acquire);
+    }
+    RunTasks(thread);
+    if (active_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_cv_.notify_one();
+    }
+  }
+}
+
+}  // namespace moerun

@@ -1,0 +1,61 @@
+// ThreadPool: a fixed set of worker threads running parallel-for loops.
+//
+// ParallelFor(n, fn) runs fn(task, thread) for every task in [0, n) exactly once, spread over the
+// calling thread plus (size() - 1) workers, and returns when all tasks are done. Tasks are taken
+// from a shared atomic counter (dynamic scheduling), so a preempted thread delays only the tasks
+// it holds. Waiting never spins unboundedly: a thread spins for at most kSpinIterations polls,
+// then blocks on a condition variable (on a shared 2-vCPU host a spinning peer can stall the run).
+//
+// Thread safety: ParallelFor must be called from one thread at a time (it is not reentrant and
+// must not be called from inside a task). `thread` in fn is in [0, size()), 0 = the caller.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moerun {
+
+class ThreadPool {
+ public:
+  // REQUIRES: n_threads >= 1.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  using TaskFn = std::function<void(int64_t task, int thread)>;
+  void ParallelFor(int64_t n_tasks, const TaskFn& fn);
+
+  static constexpr int kSpinIterations = 4000;  // ~10-50 us of polling before blocking
+
+ private:
+  void WorkerLoop(int thread);
+  void RunTasks(int thread);
+
+  const int n_threads_;
+  std::vector<std::thread> workers_;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // workers wait here for a new generation
+  std::condition_variable done_cv_;  // the caller waits here for the last worker
+  std::atomic<uint64_t> generation_{0};
+  bool stop_ = false;  // guarded by mu_
+
+  // State of the current loop (valid while a generation is running).
+  const TaskFn* fn_ = nullptr;
+  int64_t n_tasks_ = 0;
+  std::atomic<int64_t> next_task_{0};
+  std::atomic<int> active_workers_{0};
+};
+
+// Default thread count: the number of online CPUs (at least 1).
+int DefaultThreadCount();
+
+}  // namespace moerun

@@ -1,0 +1,19 @@
+// Atomic file writes: the bytes go to "<path>.tmp.<pid>" in the same directory, are flushed,
+// then renamed over <path>. A failure removes the temporary file, so a reader sees either the
+// old file or the complete new one, never a half-written file.
+// Thread safety: independent calls on distinct paths are safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace moerun {
+
+Status WriteFileAtomically(const std::string& path, std::string_view bytes);
+
+// Reads a whole (small) file, e.g. config.json. NotFound / IOError name the path.
+StatusOr<std::string> ReadFileToString(const std::string& path);
+
+}  // namespace moerun
