@@ -1,0 +1,43 @@
+// The obviously-correct MoE block: the test oracle and the CLI's --check.
+//
+// A per-token loop in double precision over the weights exactly as stored in the checkpoint
+// (no packing, no permutation, no threads), written independently of MoeBlock: router by a full
+// sort of (score desc, id asc), experts by the textbook formula down(silu(gate x) * up x).
+// It also reports, per token, the router's selection margin (the gap between the k-th chosen
+// and the best unchosen selection score), so a comparison can tell a genuine routing bug from a
+// near-tie that f32 and double legitimately break differently.
+// Thread safety: pure function of its inputs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+#include "moe/moe_config.h"
+
+namespace moerun {
+
+struct ReferenceMoeOutput {
+  std::vector<double> out;      // [T, H] routed + shared
+  std::vector<int32_t> ids;     // [T, k] chosen experts, best first
+  std::vector<double> weights;  // [T, k]
+  std::vector<double> margin;   // [T] selection margin (inf when every allowed expert is chosen)
+};
+
+StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+                                          const Tensor& x);
+
+// Compares an engine result with the reference. Tokens whose margin is below `tie_margin` are
+// skipped (counted in `near_ties`). Error is |got - want| / (atol + rtol * |want|) maximised.
+struct MoeComparison {
+  double max_abs_diff = 0;    // over compared tokens
+  double max_scaled_err = 0;  // max |got - want| / (atol + rtol * max|want of the token|)
+  int64_t routing_mismatches = 0;  // compared tokens whose expert set differs
+  int64_t near_ties = 0;
+  bool ok = false;            // max_scaled_err <= 1 and routing_mismatches == 0
+};
+MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids, int64_t tokens,
+                                   int64_t hidden, int64_t k, double atol, double rtol, double tie_margin = 1e-5);
+
+}  // namespace moerun

@@ -1,0 +1,173 @@
+#include "moe/moe_weights.h"
+
+#include <atomic>
+#include <mutex>
+#include <set>
+
+namespace moerun {
+namespace {
+
+bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
+
+bool HasFusedExperts(const Checkpoint& ckpt, const std::string& prefix) {
+  return ckpt.Has(prefix + "experts.gate_up_proj") || ckpt.Has(prefix + "experts.down_proj");
+}
+
+// Replaces the per-expert specs by the transformers-v5 fused ones.
+std::vector<MoeTensorSpec> FusedSpecs(const MoeConfig& c, std::vector<MoeTensorSpec> specs) {
+  std::erase_if(specs, [](const MoeTensorSpec& s) { return s.name.rfind("experts.", 0) == 0; });
+  const int64_t e = c.n_routed_experts, h = c.hidden_size, i = c.moe_intermediate_size;
+  specs.push_back({"experts.gate_up_proj", {e, 2 * i, h}});
+  specs.push_back({"experts.down_proj", {e, h, i}});
+  return specs;
+}
+
+Status CheckTensor(const Checkpoint& ckpt, const std::string& full, const Shape& want) {
+  const SafetensorsEntry* entry = ckpt.Find(full);
+  if (entry == nullptr) {
+    return NotFound("tensor '{}' is missing from {} (expected shape {})", full, ckpt.path(), ShapeToString(want));
+  }
+  if (entry->shape != want) {
+    return InvalidArgument("tensor '{}' has shape {}, expected {} from the config", full, ShapeToString(entry->shape),
+                           ShapeToString(want));
+  }
+  if (!IsFloat(entry->dtype)) {
+    return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", full, DTypeName(entry->dtype));
+  }
+  return Status::Ok();
+}
+
+// Every expected tensor present with its shape; nothing unexpected under the prefix.
+Status Validate(const std::vector<MoeTensorSpec>& specs, const Checkpoint& ckpt, const std::string& prefix,
+                const MoeConfig& c) {
+  std::set<std::string> expected;
+  for (const MoeTensorSpec& s : specs) {
+    RETURN_IF_ERROR(CheckTensor(ckpt, prefix + s.name, s.shape));
+    expected.insert(prefix + s.name);
+  }
+  for (const std::string& name : ckpt.Names()) {
+    if (name.rfind(prefix, 0) != 0 || expected.count(name)) continue;
+    return InvalidArgument("unexpected tensor '{}' in {}: the config ({}) does not use it", name, ckpt.path(),
+                           c.Summary());
+  }
+  return Status::Ok();
+}
+
+// Slice `index` of a 3-D tensor [n, a, b] as a 2-D view [a, b].
+Tensor Slice(const Tensor& t, int64_t index) {
+  Tensor rows = t.Rows(index, index + 1);
+  return Tensor::View(rows.dtype(), {t.dim(1), t.dim(2)}, rows.raw(), nullptr);
+}
+
+DType PackDType(DType requested, DType stored) {
+  if (requested == DType::kBF16 || requested == DType::kF32) return requested;
+  return stored == DType::kBF16 ? DType::kBF16 : DType::kF32;
+}
+
+}  // namespace
+
+std::string SharedExpertPrefix(const MoeConfig& c) {
+  return c.shared_expert_gated || c.model_type == "qwen2_moe" ? "shared_expert." : "shared_experts.";
+}
+
+std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
+  const int64_t e = c.n_routed_experts, h = c.hidden_size, i = c.moe_intermediate_size;
+  std::vector<MoeTensorSpec> specs;
+  specs.push_back({"gate.weight", {e, h}});
+  if (c.topk_method == TopkMethod::kNoauxTc) specs.push_back({"gate.e_score_correction_bias", {e}});
+  for (int64_t x = 0; x < e; ++x) {
+    const std::string p = fmt::format("experts.{}.", x);
+    specs.push_back({p + "gate_proj.weight", {i, h}});
+    specs.push_back({p + "up_proj.weight", {i, h}});
+    specs.push_back({p + "down_proj.weight", {h, i}});
+  }
+  if (c.shared_intermediate_size > 0) {
+    const std::string p = SharedExpertPrefix(c);
+    const int64_t s = c.shared_intermediate_size;
+    specs.push_back({p + "gate_proj.weight", {s, h}});
+    specs.push_back({p + "up_proj.weight", {s, h}});
+    specs.push_back({p + "down_proj.weight", {h, s}});
+    if (c.shared_expert_gated) specs.push_back({"shared_expert_gate.weight", {1, h}});
+  }
+  return specs;
+}
+
+StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix,
+                                      DType weight_dtype, ThreadPool* pool) {
+  const bool fused = HasFusedExperts(ckpt, prefix);
+  std::vector<MoeTensorSpec> specs = ExpectedMoeTensors(c);
+  if (fused) specs = FusedSpecs(c, std::move(specs));
+  RETURN_IF_ERROR(Validate(specs, ckpt, prefix, c));
+
+  MoeWeights w;
+  ASSIGN_OR_RETURN(Tensor router_stored, ckpt.Get(prefix + "gate.weight"));
+  ASSIGN_OR_RETURN(w.router, router_stored.ToF32());
+  ASSIGN_OR_RETURN(w.router_packed, PackedWeight::Pack(w.router, DType::kF32));
+  if (c.topk_method == TopkMethod::kNoauxTc) {
+    ASSIGN_OR_RETURN(Tensor bias, ckpt.Get(prefix + "gate.e_score_correction_bias"));
+    ASSIGN_OR_RETURN(Tensor bias32, bias.ToF32());
+    w.score_bias.assign(bias32.span<float>().begin(), bias32.span<float>().end());
+  }
+
+  const int64_t e = c.n_routed_experts;
+  Tensor fused_gate_up, fused_down;
+  if (fused) {
+    ASSIGN_OR_RETURN(fused_gate_up, ckpt.Get(prefix + "experts.gate_up_proj"));
+    ASSIGN_OR_RETURN(fused_down, ckpt.Get(prefix + "experts.down_proj"));
+  }
+  const DType stored = fused ? fused_down.dtype() : ckpt.Find(prefix + "experts.0.down_proj.weight")->dtype;
+  w.weight_dtype = PackDType(weight_dtype, stored);
+  w.gate_up.resize(static_cast<size_t>(e));
+  w.down.resize(static_cast<size_t>(e));
+
+  // Pack the experts in parallel; the first error wins.
+  std::mutex mu;
+  Status first_error;
+  auto pack_expert = [&](int64_t x, int) {
+    Status s = [&]() -> Status {
+      Tensor gate, up, down;
+      if (fused) {
+        const int64_t i = c.moe_intermediate_size;
+        Tensor gu = Slice(fused_gate_up, x);  // [2I, H]: gate rows then up rows
+        gate = gu.Rows(0, i);
+        up = gu.Rows(i, 2 * i);
+        down = Slice(fused_down, x);
+      } else {
+        const std::string p = fmt::format("{}experts.{}.", prefix, x);
+        ASSIGN_OR_RETURN(gate, ckpt.Get(p + "gate_proj.weight"));
+        ASSIGN_OR_RETURN(up, ckpt.Get(p + "up_proj.weight"));
+        ASSIGN_OR_RETURN(down, ckpt.Get(p + "down_proj.weight"));
+      }
+      ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)], PackedWeight::PackGateUp(gate, up, w.weight_dtype));
+      ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)], PackedWeight::Pack(down, w.weight_dtype));
+      return Status::Ok();
+    }();
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (first_error.ok()) first_error = s;
+    }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(e, pack_expert);
+  } else {
+    for (int64_t x = 0; x < e; ++x) pack_expert(x, 0);
+  }
+  RETURN_IF_ERROR(first_error);
+
+  if (c.shared_intermediate_size > 0) {
+    const std::string p = prefix + SharedExpertPrefix(c);
+    ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "gate_proj.weight"));
+    ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "up_proj.weight"));
+    ASSIGN_OR_RETURN(Tensor down, ckpt.Get(p + "down_proj.weight"));
+    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate, up, w.weight_dtype));
+    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down, w.weight_dtype));
+    if (c.shared_expert_gated) {
+      ASSIGN_OR_RETURN(Tensor g, ckpt.Get(prefix + "shared_expert_gate.weight"));
+      ASSIGN_OR_RETURN(Tensor g32, g.ToF32());
+      w.shared_gate.assign(g32.span<float>().begin(), g32.span<float>().end());
+    }
+  }
+  return w;
+}
+
+}  // namespace moerun

@@ -1,0 +1,54 @@
+// MoeWeights: one MoE block's weights, validated against MoeConfig and packed for the kernels.
+//
+// Tensor names are relative to the block (HF layout), after `prefix` (e.g. "model.layers.3.mlp."):
+//   gate.weight                         [E, H]   router (kept in f32, as DeepSeek computes it)
+//   gate.e_score_correction_bias        [E]      noaux_tc only (required there, refused elsewhere)
+//   experts.{e}.{gate,up}_proj.weight   [I, H]   e < E, or the fused experts.gate_up_proj [E, 2I, H]
+//   experts.{e}.down_proj.weight        [H, I]   or the fused experts.down_proj [E, H, I]
+//   shared_experts.{gate,up}_proj.weight [S, H], shared_experts.down_proj.weight [H, S]  (DeepSeek)
+//   shared_expert.{gate,up,down}_proj.weight + shared_expert_gate.weight [1, H]          (Qwen2-MoE)
+// Validation happens before any weight is packed: every expected tensor present with its exact
+// shape and a float dtype, and no unexpected tensor under the prefix (an extra expert means the
+// config and the weights disagree). Errors name the tensor, its shape and the expected shape.
+//
+// Thread safety: immutable after Load; shared read-only.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "io/checkpoint.h"
+#include "kernels/packed_weight.h"
+#include "moe/moe_config.h"
+
+namespace moerun {
+
+// Expected tensor names and shapes of a block (relative names), for validation and generators.
+struct MoeTensorSpec {
+  std::string name;  // e.g. "experts.3.up_proj.weight"
+  Shape shape;       // e.g. [1408, 2048]
+};
+std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& config);
+// The name prefix of shared-expert tensors: "shared_experts." (DeepSeek) or "shared_expert." (Qwen2).
+std::string SharedExpertPrefix(const MoeConfig& config);
+
+struct MoeWeights {
+  Tensor router;                        // [E, H] f32
+  PackedWeight router_packed;           // the same, packed f32 for the matmul kernels
+  std::vector<float> score_bias;        // [E] e_score_correction_bias, empty if absent
+  std::vector<PackedWeight> gate_up;    // E x [I (gate|up interleaved), H]
+  std::vector<PackedWeight> down;       // E x [H, I]
+  PackedWeight shared_gate_up;          // [S, H] interleaved; empty when S = 0
+  PackedWeight shared_down;             // [H, S]
+  std::vector<float> shared_gate;       // [H] Qwen2-MoE sigmoid gate row, empty otherwise
+  DType weight_dtype = DType::kBF16;    // dtype of the packed expert weights (kBF16 or kF32)
+
+  // Validates and loads the block at `prefix` in `ckpt`. `weight_dtype` kBF16/kF32 packs experts
+  // in that dtype; DType::kU8 means "as stored" (bf16 stays bf16, f32/f16 become f32).
+  static StatusOr<MoeWeights> Load(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+                                   DType weight_dtype, ThreadPool* pool);
+};
+
+}  // namespace moerun

@@ -1,0 +1,31 @@
+// Small helpers shared by the moerun subcommands: error printing, option parsing, loading.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "io/checkpoint.h"
+#include "kernels/matmul.h"
+#include "moe/moe_config.h"
+
+namespace moerun {
+
+// Prints "moerun: error: <message>" and returns 1.
+int ReportError(const Status& status);
+
+// "auto" -> kU8 (as stored), "bf16", "f32".
+StatusOr<DType> ParseWeightDType(const std::string& s);
+// "auto", "f32", "bf16".
+StatusOr<ActivationPrecision> ParsePrecision(const std::string& s);
+
+// Reads and parses a config.json.
+StatusOr<MoeConfig> LoadMoeConfig(const std::string& path);
+
+inline double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace moerun

@@ -1,0 +1,13 @@
+// The moerun subcommands. Each Register* adds one CLI11 subcommand whose callback stores its
+// exit code in *exit_code (0 = success; errors are printed as "moerun: error: ..." on stderr).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace moerun {
+
+void RegisterMoeLayerCommand(CLI::App& app, int* exit_code);
+void RegisterBenchMoeCommand(CLI::App& app, int* exit_code);
+void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
+
+}  // namespace moerun
