@@ -11,12 +11,11 @@
 #pragma once
 
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/status.h"
 
@@ -49,7 +48,7 @@ class JsonStructureChecker final : public nlohmann::json_sax<nlohmann::json> {
     Frame& frame = frames_.back();
     if (!frame.keys.insert(val).second) {
       if (frames_.size() == 1) return Fail(fmt::format("duplicate key '{}'", val));
-      return Fail(fmt::format("duplicate key '{}' inside '{}'", val, top_key_));
+      return Fail(fmt::format("duplicate key '{}'{}", val, Where()));
     }
     if (frames_.size() == 1) top_key_ = val;
     return true;
@@ -70,20 +69,22 @@ class JsonStructureChecker final : public nlohmann::json_sax<nlohmann::json> {
     std::unordered_set<std::string> keys;  // objects only
   };
 
+  // " inside '<top key>'", or "" before the first key of the root object.
+  std::string Where() const {
+    return top_key_.empty() ? std::string() : fmt::format(" inside '{}'", top_key_);
+  }
   // Counts a value (scalar or container) against the enclosing array's length cap.
   bool Value() {
     if (frames_.empty() || !frames_.back().is_array) return true;
     if (++frames_.back().elements > limits_.max_array_elements) {
-      return Fail(fmt::format("an array inside '{}' has more than {} elements", top_key_,
-                              limits_.max_array_elements));
+      return Fail(fmt::format("an array{} has more than {} elements", Where(), limits_.max_array_elements));
     }
     return true;
   }
   bool Open(bool is_array) {
     if (!Value()) return false;
     if (frames_.size() + 1 > limits_.max_depth) {
-      return Fail(fmt::format("JSON nested deeper than {} levels inside '{}'", limits_.max_depth,
-                              top_key_));
+      return Fail(fmt::format("JSON nested deeper than {} levels{}", limits_.max_depth, Where()));
     }
     frames_.push_back(Frame{is_array, 0, {}});
     return true;
@@ -104,8 +105,7 @@ class JsonStructureChecker final : public nlohmann::json_sax<nlohmann::json> {
 };
 
 // OK, or Corruption "<label>: <violation>".
-inline Status CheckJsonStructure(std::string_view text, JsonLimits limits,
-                                 std::string_view label) {
+inline Status CheckJsonStructure(std::string_view text, JsonLimits limits, std::string_view label) {
   JsonStructureChecker checker(limits);
   const bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker);
   if (ok && !checker.failed()) return Status::Ok();

@@ -10,7 +10,10 @@
 //   N <= kMaxHeaderBytes and 8 + N <= file size; JSON parses and has the shape above; dtype is
 //   known; no duplicate names; numel * itemsize computed with overflow checks and equal to
 //   END - BEGIN; tensors sorted by BEGIN tile the buffer contiguously from 0 with no gap and no
-//   overlap; the last END equals the buffer length.
+//   overlap; the last END equals the buffer length. Also (moerun limits): the JSON nests at most
+//   3 deep and no array has more than 64 elements (so rank <= 64), every key of every object is
+//   unique, and the product of the nonzero dims fits int64. dtypes the format defines but moerun
+//   lacks (U16, F8_E4M3, ...) fail with Unimplemented rather than Corruption.
 //
 // Thread safety: a SafetensorsFile is immutable after Open; all const methods are thread-safe.
 // Tensors returned by Get() keep the mapping alive.
@@ -78,7 +81,10 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
 // One tensor to write: its name and (f32/bf16/f16/i32/...) contents.
 using NamedTensor = std::pair<std::string, Tensor>;
 
-// Serialises `tensors` (in the given order, names must be unique) to a safetensors image.
+// Serialises `tensors` (in the given order, names must be unique) to a safetensors image. The
+// header is space-padded to a multiple of 8; a tensor is naturally aligned (so it reads back as a
+// zero-copy view) only if the bytes before it are a multiple of its dtype size, so put wide
+// dtypes first when that matters.
 StatusOr<std::string> SerializeSafetensors(const std::vector<NamedTensor>& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
 // Writes the image atomically: to a temporary file beside `path`, then rename. On any error
