@@ -8,12 +8,12 @@
 // Thread safety: values are immutable after construction and may be shared read-only.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cassert>
 #include <optional>
 #include <string>
 #include <utility>
-
-#include <fmt/format.h>
 
 namespace moerun {
 
@@ -120,9 +120,9 @@ class [[nodiscard]] StatusOr {
 #define MOERUN_CONCAT(a, b) MOERUN_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::moerun::Status moerun_status_ = (expr);  \
+#define RETURN_IF_ERROR(expr)                        \
+  do {                                               \
+    ::moerun::Status moerun_status_ = (expr);        \
     if (!moerun_status_.ok()) return moerun_status_; \
   } while (0)
 

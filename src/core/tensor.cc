@@ -35,8 +35,9 @@ StatusOr<Tensor> Tensor::Zeros(DType dtype, Shape shape) {
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
   t.data_ = p;
-  t.owner_ = std::shared_ptr<const void>(
-      p, [](const void* q) { ::operator delete[](const_cast<void*>(q), std::align_val_t(kTensorAlignment)); });
+  t.owner_ = std::shared_ptr<const void>(p, [](const void* q) {
+    ::operator delete[](const_cast<void*>(q), std::align_val_t(kTensorAlignment));
+  });
   return t;
 }
 

@@ -9,9 +9,12 @@ namespace moerun {
 
 const char* MatmulPathName(MatmulPath path) {
   switch (path) {
-    case MatmulPath::kGeneric: return "generic";
-    case MatmulPath::kAvx512F32: return "avx512-f32";
-    case MatmulPath::kAvx512Bf16Dot: return "avx512-bf16dot";
+    case MatmulPath::kGeneric:
+      return "generic";
+    case MatmulPath::kAvx512F32:
+      return "avx512-f32";
+    case MatmulPath::kAvx512Bf16Dot:
+      return "avx512-bf16dot";
   }
   return "?";
 }
@@ -20,9 +23,12 @@ MatmulPath ChooseMatmulPath(DType weight_dtype, int64_t rows, ActivationPrecisio
   if (!GetCpuFeatures().HasAvx512Bf16Kernels()) return MatmulPath::kGeneric;
   if (weight_dtype != DType::kBF16) return MatmulPath::kAvx512F32;
   switch (precision) {
-    case ActivationPrecision::kF32: return MatmulPath::kAvx512F32;
-    case ActivationPrecision::kBf16: return MatmulPath::kAvx512Bf16Dot;
-    case ActivationPrecision::kAuto: break;
+    case ActivationPrecision::kF32:
+      return MatmulPath::kAvx512F32;
+    case ActivationPrecision::kBf16:
+      return MatmulPath::kAvx512Bf16Dot;
+    case ActivationPrecision::kAuto:
+      break;
   }
   return rows >= kBf16DotMinRows ? MatmulPath::kAvx512Bf16Dot : MatmulPath::kAvx512F32;
 }
@@ -49,9 +55,15 @@ void RunMatmulTask(const MatmulJob& job, int64_t task) {
   const int64_t b1 = std::min(job.w->n_blocks(), b0 + kMatmulGroupBlocks);
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());
   switch (job.path) {
-    case MatmulPath::kGeneric: internal::MatmulTaskGeneric(job, m0, m1, b0, b1); return;
-    case MatmulPath::kAvx512F32: internal::MatmulTaskAvx512F32(job, m0, m1, b0, b1); return;
-    case MatmulPath::kAvx512Bf16Dot: internal::MatmulTaskAvx512Bf16Dot(job, m0, m1, b0, b1); return;
+    case MatmulPath::kGeneric:
+      internal::MatmulTaskGeneric(job, m0, m1, b0, b1);
+      return;
+    case MatmulPath::kAvx512F32:
+      internal::MatmulTaskAvx512F32(job, m0, m1, b0, b1);
+      return;
+    case MatmulPath::kAvx512Bf16Dot:
+      internal::MatmulTaskAvx512Bf16Dot(job, m0, m1, b0, b1);
+      return;
   }
 }
 

@@ -55,7 +55,7 @@ struct MatmulJob {
   MatmulPath path = MatmulPath::kGeneric;
 };
 
-inline constexpr int64_t kMatmulChunkRows = 96;  // rows per task
+inline constexpr int64_t kMatmulChunkRows = 96;   // rows per task
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-column blocks per task
 
 int64_t MatmulTaskCount(const MatmulJob& job);

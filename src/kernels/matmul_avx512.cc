@@ -44,7 +44,8 @@ inline __m512 Silu512(__m512 g) {
 inline void StoreLanes(const MatmulJob& job, int64_t m, int64_t col, __m512 v, int64_t n) {
   const int64_t left = n - col;
   if (left <= 0) return;
-  const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+  const __mmask16 mask =
+      left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
   if (job.y_f32 != nullptr) {
     _mm512_mask_storeu_ps(job.y_f32 + m * job.ldy + col, mask, v);
   } else {
@@ -103,7 +104,8 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
       for (int j = 0; j < NB; ++j) {
         const __m512i v = _mm512_load_si512(blk[j] + p * 32);
         const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-        for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[i][2 * p]), acc[i][j]);
+        for (int i = 0; i < MR; ++i)
+          acc[i][j] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[i][2 * p]), acc[i][j]);
       }
     }
   } else {
@@ -140,7 +142,8 @@ void TileBf16Dot(const MatmulJob& job, int64_t m, int64_t b) {
       int32_t pair;
       std::memcpy(&pair, x[i] + 2 * p, sizeof pair);
       const __m512bh a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, reinterpret_cast<__m512bh>(v[j]));
+      for (int j = 0; j < NB; ++j)
+        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, reinterpret_cast<__m512bh>(v[j]));
     }
   }
   Finish<MR, NB>(job, acc, m, b);

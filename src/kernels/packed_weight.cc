@@ -9,7 +9,8 @@ namespace moerun {
 namespace {
 
 Status CheckSource(const Tensor& w, const char* what) {
-  if (w.rank() != 2) return InvalidArgument("{} weight must be 2-D [out, in], got {}", what, ShapeToString(w.shape()));
+  if (w.rank() != 2)
+    return InvalidArgument("{} weight must be 2-D [out, in], got {}", what, ShapeToString(w.shape()));
   if (w.dtype() != DType::kF32 && w.dtype() != DType::kBF16 && w.dtype() != DType::kF16) {
     return InvalidArgument("{} weight has dtype {}, expected F32, BF16 or F16", what, DTypeName(w.dtype()));
   }
@@ -65,7 +66,8 @@ StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor
   RETURN_IF_ERROR(CheckSource(gate, "gate"));
   RETURN_IF_ERROR(CheckSource(up, "up"));
   if (gate.shape() != up.shape()) {
-    return InvalidArgument("gate {} and up {} shapes differ", ShapeToString(gate.shape()), ShapeToString(up.shape()));
+    return InvalidArgument("gate {} and up {} shapes differ", ShapeToString(gate.shape()),
+                           ShapeToString(up.shape()));
   }
   PackedWeight p;
   p.n_ = gate.dim(0);

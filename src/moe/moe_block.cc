@@ -25,9 +25,9 @@ void RunJobs(const std::vector<MatmulJob>& jobs, ThreadPool* pool) {
 // Expert-sorted slots: slot_of[t * k + j] = position of (token t, choice j) in the permuted rows;
 // rows [offset[e], offset[e + 1]) belong to expert e, in token order.
 struct Permutation {
-  std::vector<int64_t> offset;     // [E + 1]
-  std::vector<int64_t> token_of;   // [T * k] permuted row -> token
-  std::vector<int64_t> slot_of;    // [T * k] (t, j) -> permuted row
+  std::vector<int64_t> offset;    // [E + 1]
+  std::vector<int64_t> token_of;  // [T * k] permuted row -> token
+  std::vector<int64_t> slot_of;   // [T * k] (t, j) -> permuted row
 };
 
 Permutation Permute(const Routing& r, int64_t experts) {
@@ -81,9 +81,16 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
 
   // 1. Router: logits [T, E] in f32, then top-k.
   std::vector<float> logits(static_cast<size_t>(t_count * e));
-  const MatmulPath router_path = options_.force_generic ? MatmulPath::kGeneric : ChooseMatmulPath(DType::kF32, t_count, ActivationPrecision::kF32);
-  RunJobs({MatmulJob{.rows = t_count, .x_f32 = x.data<float>(), .ldx = h, .w = &weights_.router_packed,
-                     .y_f32 = logits.data(), .ldy = e, .path = router_path}},
+  const MatmulPath router_path = options_.force_generic
+                                     ? MatmulPath::kGeneric
+                                     : ChooseMatmulPath(DType::kF32, t_count, ActivationPrecision::kF32);
+  RunJobs({MatmulJob{.rows = t_count,
+                     .x_f32 = x.data<float>(),
+                     .ldx = h,
+                     .w = &weights_.router_packed,
+                     .y_f32 = logits.data(),
+                     .ldy = e,
+                     .path = router_path}},
           pool);
   out.routing = RouteTokens(config_, logits, t_count, weights_.score_bias);
   const Permutation perm = Permute(out.routing, e);
@@ -102,7 +109,8 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   any_dot |= s_size > 0 && shared_path == MatmulPath::kAvx512Bf16Dot;
 
   AlignedArray<float> x_perm = MakeAlignedArray<float>(static_cast<size_t>(rows * h));
-  AlignedArray<uint16_t> x_bf16 = MakeAlignedArray<uint16_t>(any_dot ? static_cast<size_t>((rows + t_count) * h_pad) : 0);
+  AlignedArray<uint16_t> x_bf16 =
+      MakeAlignedArray<uint16_t>(any_dot ? static_cast<size_t>((rows + t_count) * h_pad) : 0);
   uint16_t* x_shared_bf16 = any_dot ? x_bf16.get() + rows * h_pad : nullptr;
   const float* xs = x.data<float>();
   for (int64_t row = 0; row < rows; ++row) {
@@ -137,7 +145,8 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
     if (n == 0) continue;
     const bool dot = path[x_e] == MatmulPath::kAvx512Bf16Dot;
     MatmulJob up{.rows = n, .w = &weights_.gate_up[x_e], .epilogue = Epilogue::kSwiGlu, .path = path[x_e]};
-    MatmulJob down{.rows = n, .w = &weights_.down[x_e], .y_f32 = y_perm.get() + r0 * h, .ldy = h, .path = path[x_e]};
+    MatmulJob down{
+        .rows = n, .w = &weights_.down[x_e], .y_f32 = y_perm.get() + r0 * h, .ldy = h, .path = path[x_e]};
     if (dot) {
       up.x_bf16 = x_bf16.get() + r0 * h_pad;
       up.ldx = h_pad;
@@ -158,8 +167,12 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   }
   if (s_size > 0) {
     const bool dot = shared_path == MatmulPath::kAvx512Bf16Dot;
-    MatmulJob up{.rows = t_count, .w = &weights_.shared_gate_up, .epilogue = Epilogue::kSwiGlu, .path = shared_path};
-    MatmulJob down{.rows = t_count, .w = &weights_.shared_down, .y_f32 = out.shared.data<float>(), .ldy = h,
+    MatmulJob up{
+        .rows = t_count, .w = &weights_.shared_gate_up, .epilogue = Epilogue::kSwiGlu, .path = shared_path};
+    MatmulJob down{.rows = t_count,
+                   .w = &weights_.shared_down,
+                   .y_f32 = out.shared.data<float>(),
+                   .ldy = h,
                    .path = shared_path};
     if (dot) {
       up.x_bf16 = x_shared_bf16;

@@ -20,8 +20,10 @@ class FieldReader {
       return InvalidArgument("{}: field '{}' must be an integer, got {}", source_, name, v.dump());
     }
     const int64_t x = v.get<int64_t>();
-    if (x < min_value) return InvalidArgument("{}: field '{}' = {} must be >= {}", source_, name, x, min_value);
-    if (x > (int64_t{1} << 24)) return InvalidArgument("{}: field '{}' = {} exceeds {}", source_, name, x, 1 << 24);
+    if (x < min_value)
+      return InvalidArgument("{}: field '{}' = {} must be >= {}", source_, name, x, min_value);
+    if (x > (int64_t{1} << 24))
+      return InvalidArgument("{}: field '{}' = {} exceeds {}", source_, name, x, 1 << 24);
     return x;
   }
   StatusOr<int64_t> IntOr(const char* name, int64_t min_value, int64_t fallback) const {
@@ -31,19 +33,22 @@ class FieldReader {
   StatusOr<bool> BoolOr(const char* name, bool fallback) const {
     if (!Has(name)) return fallback;
     const Json& v = j_.at(name);
-    if (!v.is_boolean()) return InvalidArgument("{}: field '{}' must be true or false, got {}", source_, name, v.dump());
+    if (!v.is_boolean())
+      return InvalidArgument("{}: field '{}' must be true or false, got {}", source_, name, v.dump());
     return v.get<bool>();
   }
   StatusOr<double> NumberOr(const char* name, double fallback) const {
     if (!Has(name)) return fallback;
     const Json& v = j_.at(name);
-    if (!v.is_number()) return InvalidArgument("{}: field '{}' must be a number, got {}", source_, name, v.dump());
+    if (!v.is_number())
+      return InvalidArgument("{}: field '{}' must be a number, got {}", source_, name, v.dump());
     return v.get<double>();
   }
   StatusOr<std::string> StringOr(const char* name, const std::string& fallback) const {
     if (!Has(name)) return fallback;
     const Json& v = j_.at(name);
-    if (!v.is_string()) return InvalidArgument("{}: field '{}' must be a string, got {}", source_, name, v.dump());
+    if (!v.is_string())
+      return InvalidArgument("{}: field '{}' must be a string, got {}", source_, name, v.dump());
     return v.get<std::string>();
   }
 
@@ -101,9 +106,12 @@ Status ReadQwen(const FieldReader& f, MoeConfig* c) {
 
 const char* TopkMethodName(TopkMethod m) {
   switch (m) {
-    case TopkMethod::kGreedy: return "greedy";
-    case TopkMethod::kGroupLimitedGreedy: return "group_limited_greedy";
-    case TopkMethod::kNoauxTc: return "noaux_tc";
+    case TopkMethod::kGreedy:
+      return "greedy";
+    case TopkMethod::kGroupLimitedGreedy:
+      return "group_limited_greedy";
+    case TopkMethod::kNoauxTc:
+      return "noaux_tc";
   }
   return "?";
 }
@@ -123,8 +131,9 @@ StatusOr<MoeConfig> MoeConfig::FromJson(const std::string& text, const std::stri
   } else if (c.model_type == "qwen2_moe" || c.model_type == "qwen3_moe") {
     RETURN_IF_ERROR(ReadQwen(f, &c));
   } else {
-    return InvalidArgument("{}: unsupported model_type '{}' (expected deepseek_v2, deepseek_v3, qwen2_moe or qwen3_moe)",
-                           source, c.model_type);
+    return InvalidArgument(
+        "{}: unsupported model_type '{}' (expected deepseek_v2, deepseek_v3, qwen2_moe or qwen3_moe)", source,
+        c.model_type);
   }
   RETURN_IF_ERROR(c.Validate().WithContext(source));
   return c;
@@ -133,13 +142,14 @@ StatusOr<MoeConfig> MoeConfig::FromJson(const std::string& text, const std::stri
 Status MoeConfig::Validate() const {
   const int64_t e = n_routed_experts, k = num_experts_per_tok;
   if (k > e) return InvalidArgument("num_experts_per_tok = {} exceeds the {} routed experts", k, e);
-  if (n_group < 1 || e % n_group != 0) return InvalidArgument("n_group = {} does not divide {} routed experts", n_group, e);
+  if (n_group < 1 || e % n_group != 0)
+    return InvalidArgument("n_group = {} does not divide {} routed experts", n_group, e);
   if (topk_group < 1 || topk_group > n_group) {
     return InvalidArgument("topk_group = {} must be in [1, n_group = {}]", topk_group, n_group);
   }
   if (topk_method != TopkMethod::kGreedy && topk_group * (e / n_group) < k) {
-    return InvalidArgument("topk_group = {} groups of {} experts cannot supply num_experts_per_tok = {}", topk_group,
-                           e / n_group, k);
+    return InvalidArgument("topk_group = {} groups of {} experts cannot supply num_experts_per_tok = {}",
+                           topk_group, e / n_group, k);
   }
   if (topk_method == TopkMethod::kNoauxTc && e / n_group < 2) {
     return InvalidArgument("noaux_tc needs >= 2 experts per group (top-2 group score), got {}", e / n_group);
@@ -151,11 +161,11 @@ Status MoeConfig::Validate() const {
 }
 
 std::string MoeConfig::Summary() const {
-  return fmt::format("{} H={} I={} E={} k={} shared={}{} {} groups={}/{} {} norm_topk_prob={} scale={}", model_type,
-                     hidden_size, moe_intermediate_size, n_routed_experts, num_experts_per_tok,
-                     shared_intermediate_size, shared_expert_gated ? " (gated)" : "", TopkMethodName(topk_method),
-                     topk_group, n_group, scoring_func == ScoringFunc::kSoftmax ? "softmax" : "sigmoid",
-                     norm_topk_prob, routed_scaling_factor);
+  return fmt::format(
+      "{} H={} I={} E={} k={} shared={}{} {} groups={}/{} {} norm_topk_prob={} scale={}", model_type,
+      hidden_size, moe_intermediate_size, n_routed_experts, num_experts_per_tok, shared_intermediate_size,
+      shared_expert_gated ? " (gated)" : "", TopkMethodName(topk_method), topk_group, n_group,
+      scoring_func == ScoringFunc::kSoftmax ? "softmax" : "sigmoid", norm_topk_prob, routed_scaling_factor);
 }
 
 }  // namespace moerun

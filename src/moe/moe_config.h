@@ -23,18 +23,18 @@ enum class TopkMethod {
 const char* TopkMethodName(TopkMethod m);
 
 struct MoeConfig {
-  std::string model_type;                   // "deepseek_v2", "deepseek_v3", "qwen2_moe", "qwen3_moe"
-  int64_t hidden_size = 0;                  // H, e.g. 2048
-  int64_t moe_intermediate_size = 0;        // I per routed expert, e.g. 1408
-  int64_t n_routed_experts = 0;             // E, e.g. 64
-  int64_t num_experts_per_tok = 0;          // k, e.g. 6
-  int64_t shared_intermediate_size = 0;     // width of the one shared MLP, e.g. 2816 (= 2 x 1408); 0 = none
-  bool shared_expert_gated = false;         // Qwen2-MoE: shared output x sigmoid(x . shared_expert_gate)
+  std::string model_type;                // "deepseek_v2", "deepseek_v3", "qwen2_moe", "qwen3_moe"
+  int64_t hidden_size = 0;               // H, e.g. 2048
+  int64_t moe_intermediate_size = 0;     // I per routed expert, e.g. 1408
+  int64_t n_routed_experts = 0;          // E, e.g. 64
+  int64_t num_experts_per_tok = 0;       // k, e.g. 6
+  int64_t shared_intermediate_size = 0;  // width of the one shared MLP, e.g. 2816 (= 2 x 1408); 0 = none
+  bool shared_expert_gated = false;      // Qwen2-MoE: shared output x sigmoid(x . shared_expert_gate)
   TopkMethod topk_method = TopkMethod::kGreedy;
-  int64_t n_group = 1;                      // expert groups, e.g. 8 (DeepSeek-V2); experts [g*E/G, (g+1)*E/G)
-  int64_t topk_group = 1;                   // groups kept per token, e.g. 3
-  bool norm_topk_prob = false;              // renormalise the k weights to sum 1
-  float routed_scaling_factor = 1.0f;       // e.g. 16.0 (DeepSeek-V2), 2.5 (V3)
+  int64_t n_group = 1;                 // expert groups, e.g. 8 (DeepSeek-V2); experts [g*E/G, (g+1)*E/G)
+  int64_t topk_group = 1;              // groups kept per token, e.g. 3
+  bool norm_topk_prob = false;         // renormalise the k weights to sum 1
+  float routed_scaling_factor = 1.0f;  // e.g. 16.0 (DeepSeek-V2), 2.5 (V3)
   // DeepSeek-V2 remote code scales only when it does not renormalise; V3 (and vLLM) always scale.
   bool scale_after_norm = true;
   ScoringFunc scoring_func = ScoringFunc::kSoftmax;

@@ -9,9 +9,9 @@
 namespace moerun {
 namespace {
 
-struct Matrix {  // a stored weight widened to double, [rows, cols]
+struct Matrix {  // a stored weight as f32 (exact for f32/bf16/f16), [rows, cols]; read as double
   int64_t rows = 0, cols = 0;
-  std::vector<double> v;
+  std::vector<float> v;
   double at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
 };
 
@@ -26,7 +26,8 @@ StatusOr<Matrix> LoadMatrix(const Checkpoint& ckpt, const std::string& name) {
 }
 
 // Rows [r0, r0 + n) of a fused [E, R, C] tensor's slice e, as a matrix.
-StatusOr<Matrix> LoadFusedSlice(const Checkpoint& ckpt, const std::string& name, int64_t e, int64_t r0, int64_t n) {
+StatusOr<Matrix> LoadFusedSlice(const Checkpoint& ckpt, const std::string& name, int64_t e, int64_t r0,
+                                int64_t n) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   ASSIGN_OR_RETURN(Tensor f, t.ToF32());
   Matrix m{n, f.dim(2), {}};
@@ -63,7 +64,8 @@ StatusOr<Mlp> LoadMlp(const Checkpoint& ckpt, const std::string& p) {
 }
 
 StatusOr<Mlp> LoadExpert(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix, int64_t e) {
-  if (!ckpt.Has(prefix + "experts.gate_up_proj")) return LoadMlp(ckpt, fmt::format("{}experts.{}.", prefix, e));
+  if (!ckpt.Has(prefix + "experts.gate_up_proj"))
+    return LoadMlp(ckpt, fmt::format("{}experts.{}.", prefix, e));
   const int64_t i = c.moe_intermediate_size;
   Mlp m;
   ASSIGN_OR_RETURN(m.gate, LoadFusedSlice(ckpt, prefix + "experts.gate_up_proj", e, 0, i));
@@ -103,7 +105,8 @@ Choice Route(const MoeConfig& c, const std::vector<double>& logits, const std::v
       std::sort(v.begin(), v.end(), std::greater<>());
       groups.push_back({c.topk_method == TopkMethod::kNoauxTc ? v[0] + v[1] : v[0], g});
     }
-    std::sort(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    std::sort(groups.begin(), groups.end(),
+              [](auto& a, auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
     std::set<int64_t> kept;
     for (int64_t n = 0; n < c.topk_group; ++n) kept.insert(groups[static_cast<size_t>(n)].second);
     for (int64_t i = 0; i < e; ++i) allowed[i] = kept.count(i / per) > 0;
@@ -111,7 +114,8 @@ Choice Route(const MoeConfig& c, const std::vector<double>& logits, const std::v
   std::vector<int64_t> order;
   for (int64_t i = 0; i < e; ++i)
     if (allowed[i]) order.push_back(i);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sel[a] != sel[b] ? sel[a] > sel[b] : a < b; });
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return sel[a] != sel[b] ? sel[a] > sel[b] : a < b; });
   const int64_t k = c.num_experts_per_tok;
   Choice ch;
   for (int64_t j = 0; j < k; ++j) {
@@ -130,15 +134,15 @@ Choice Route(const MoeConfig& c, const std::vector<double>& logits, const std::v
 
 }  // namespace
 
-StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix,
-                                          const Tensor& x_in) {
+StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const Checkpoint& ckpt,
+                                          const std::string& prefix, const Tensor& x_in) {
   ASSIGN_OR_RETURN(Tensor x, x_in.ToF32());
   const int64_t t_count = x.dim(0), h = c.hidden_size, e = c.n_routed_experts, k = c.num_experts_per_tok;
   ASSIGN_OR_RETURN(Matrix router, LoadMatrix(ckpt, prefix + "gate.weight"));
   std::vector<double> bias;
   if (c.topk_method == TopkMethod::kNoauxTc) {
     ASSIGN_OR_RETURN(Matrix b, LoadMatrix(ckpt, prefix + "gate.e_score_correction_bias"));
-    bias = b.v;
+    bias.assign(b.v.begin(), b.v.end());
   }
   std::vector<Mlp> experts;
   for (int64_t i = 0; i < e; ++i) {
@@ -149,7 +153,8 @@ StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const Checkpoint& 
   Matrix shared_gate;
   const bool has_shared = c.shared_intermediate_size > 0;
   if (has_shared) {
-    const std::string sp = c.shared_expert_gated || c.model_type == "qwen2_moe" ? "shared_expert." : "shared_experts.";
+    const std::string sp =
+        c.shared_expert_gated || c.model_type == "qwen2_moe" ? "shared_expert." : "shared_experts.";
     ASSIGN_OR_RETURN(shared, LoadMlp(ckpt, prefix + sp));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(shared_gate, LoadMatrix(ckpt, prefix + "shared_expert_gate.weight"));
@@ -178,15 +183,17 @@ StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const Checkpoint& 
   return r;
 }
 
-MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids, int64_t tokens,
-                                   int64_t hidden, int64_t k, double atol, double rtol, double tie_margin) {
+MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids,
+                                   int64_t tokens, int64_t hidden, int64_t k, double atol, double rtol,
+                                   double tie_margin) {
   MoeComparison cmp;
   for (int64_t t = 0; t < tokens; ++t) {
     if (ref.margin[static_cast<size_t>(t)] < tie_margin) {
       ++cmp.near_ties;
       continue;
     }
-    std::set<int32_t> a(ids + t * k, ids + (t + 1) * k), b(ref.ids.begin() + t * k, ref.ids.begin() + (t + 1) * k);
+    std::set<int32_t> a(ids + t * k, ids + (t + 1) * k),
+        b(ref.ids.begin() + t * k, ref.ids.begin() + (t + 1) * k);
     if (a != b) ++cmp.routing_mismatches;
     double scale = 0;
     for (int64_t i = 0; i < hidden; ++i) scale = std::max(scale, std::fabs(ref.out[t * hidden + i]));

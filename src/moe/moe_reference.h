@@ -25,19 +25,20 @@ struct ReferenceMoeOutput {
   std::vector<double> margin;   // [T] selection margin (inf when every allowed expert is chosen)
 };
 
-StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-                                          const Tensor& x);
+StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const Checkpoint& ckpt,
+                                          const std::string& prefix, const Tensor& x);
 
 // Compares an engine result with the reference. Tokens whose margin is below `tie_margin` are
 // skipped (counted in `near_ties`). Error is |got - want| / (atol + rtol * |want|) maximised.
 struct MoeComparison {
-  double max_abs_diff = 0;    // over compared tokens
-  double max_scaled_err = 0;  // max |got - want| / (atol + rtol * max|want of the token|)
+  double max_abs_diff = 0;         // over compared tokens
+  double max_scaled_err = 0;       // max |got - want| / (atol + rtol * max|want of the token|)
   int64_t routing_mismatches = 0;  // compared tokens whose expert set differs
   int64_t near_ties = 0;
-  bool ok = false;            // max_scaled_err <= 1 and routing_mismatches == 0
+  bool ok = false;  // max_scaled_err <= 1 and routing_mismatches == 0
 };
-MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids, int64_t tokens,
-                                   int64_t hidden, int64_t k, double atol, double rtol, double tie_margin = 1e-5);
+MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids,
+                                   int64_t tokens, int64_t hidden, int64_t k, double atol, double rtol,
+                                   double tie_margin = 1e-5);
 
 }  // namespace moerun

@@ -25,14 +25,16 @@ std::vector<MoeTensorSpec> FusedSpecs(const MoeConfig& c, std::vector<MoeTensorS
 Status CheckTensor(const Checkpoint& ckpt, const std::string& full, const Shape& want) {
   const SafetensorsEntry* entry = ckpt.Find(full);
   if (entry == nullptr) {
-    return NotFound("tensor '{}' is missing from {} (expected shape {})", full, ckpt.path(), ShapeToString(want));
+    return NotFound("tensor '{}' is missing from {} (expected shape {})", full, ckpt.path(),
+                    ShapeToString(want));
   }
   if (entry->shape != want) {
-    return InvalidArgument("tensor '{}' has shape {}, expected {} from the config", full, ShapeToString(entry->shape),
-                           ShapeToString(want));
+    return InvalidArgument("tensor '{}' has shape {}, expected {} from the config", full,
+                           ShapeToString(entry->shape), ShapeToString(want));
   }
   if (!IsFloat(entry->dtype)) {
-    return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", full, DTypeName(entry->dtype));
+    return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", full,
+                           DTypeName(entry->dtype));
   }
   return Status::Ok();
 }
@@ -125,21 +127,21 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
   Status first_error;
   auto pack_expert = [&](int64_t x, int) {
     Status s = [&]() -> Status {
-      Tensor gate, up, down;
+      Tensor gate_w, up_w, down_w;
       if (fused) {
         const int64_t i = c.moe_intermediate_size;
         Tensor gu = Slice(fused_gate_up, x);  // [2I, H]: gate rows then up rows
-        gate = gu.Rows(0, i);
-        up = gu.Rows(i, 2 * i);
-        down = Slice(fused_down, x);
+        gate_w = gu.Rows(0, i);
+        up_w = gu.Rows(i, 2 * i);
+        down_w = Slice(fused_down, x);
       } else {
         const std::string p = fmt::format("{}experts.{}.", prefix, x);
-        ASSIGN_OR_RETURN(gate, ckpt.Get(p + "gate_proj.weight"));
-        ASSIGN_OR_RETURN(up, ckpt.Get(p + "up_proj.weight"));
-        ASSIGN_OR_RETURN(down, ckpt.Get(p + "down_proj.weight"));
+        ASSIGN_OR_RETURN(gate_w, ckpt.Get(p + "gate_proj.weight"));
+        ASSIGN_OR_RETURN(up_w, ckpt.Get(p + "up_proj.weight"));
+        ASSIGN_OR_RETURN(down_w, ckpt.Get(p + "down_proj.weight"));
       }
-      ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)], PackedWeight::PackGateUp(gate, up, w.weight_dtype));
-      ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)], PackedWeight::Pack(down, w.weight_dtype));
+      ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)], PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
+      ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)], PackedWeight::Pack(down_w, w.weight_dtype));
       return Status::Ok();
     }();
     if (!s.ok()) {
@@ -156,11 +158,11 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
 
   if (c.shared_intermediate_size > 0) {
     const std::string p = prefix + SharedExpertPrefix(c);
-    ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "gate_proj.weight"));
-    ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "up_proj.weight"));
-    ASSIGN_OR_RETURN(Tensor down, ckpt.Get(p + "down_proj.weight"));
-    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate, up, w.weight_dtype));
-    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down, w.weight_dtype));
+    ASSIGN_OR_RETURN(Tensor gate_w, ckpt.Get(p + "gate_proj.weight"));
+    ASSIGN_OR_RETURN(Tensor up_w, ckpt.Get(p + "up_proj.weight"));
+    ASSIGN_OR_RETURN(Tensor down_w, ckpt.Get(p + "down_proj.weight"));
+    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
+    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, w.weight_dtype));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(Tensor g, ckpt.Get(prefix + "shared_expert_gate.weight"));
       ASSIGN_OR_RETURN(Tensor g32, g.ToF32());

@@ -35,15 +35,15 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& config);
 std::string SharedExpertPrefix(const MoeConfig& config);
 
 struct MoeWeights {
-  Tensor router;                        // [E, H] f32
-  PackedWeight router_packed;           // the same, packed f32 for the matmul kernels
-  std::vector<float> score_bias;        // [E] e_score_correction_bias, empty if absent
-  std::vector<PackedWeight> gate_up;    // E x [I (gate|up interleaved), H]
-  std::vector<PackedWeight> down;       // E x [H, I]
-  PackedWeight shared_gate_up;          // [S, H] interleaved; empty when S = 0
-  PackedWeight shared_down;             // [H, S]
-  std::vector<float> shared_gate;       // [H] Qwen2-MoE sigmoid gate row, empty otherwise
-  DType weight_dtype = DType::kBF16;    // dtype of the packed expert weights (kBF16 or kF32)
+  Tensor router;                      // [E, H] f32
+  PackedWeight router_packed;         // the same, packed f32 for the matmul kernels
+  std::vector<float> score_bias;      // [E] e_score_correction_bias, empty if absent
+  std::vector<PackedWeight> gate_up;  // E x [I (gate|up interleaved), H]
+  std::vector<PackedWeight> down;     // E x [H, I]
+  PackedWeight shared_gate_up;        // [S, H] interleaved; empty when S = 0
+  PackedWeight shared_down;           // [H, S]
+  std::vector<float> shared_gate;     // [H] Qwen2-MoE sigmoid gate row, empty otherwise
+  DType weight_dtype = DType::kBF16;  // dtype of the packed expert weights (kBF16 or kF32)
 
   // Validates and loads the block at `prefix` in `ckpt`. `weight_dtype` kBF16/kF32 packs experts
   // in that dtype; DType::kU8 means "as stored" (bf16 stays bf16, f32/f16 become f32).

@@ -71,7 +71,8 @@ void MaskGroups(const MoeConfig& c, float* choice) {
 
 }  // namespace
 
-Routing RouteTokens(const MoeConfig& c, std::span<const float> logits, int64_t tokens, std::span<const float> bias) {
+Routing RouteTokens(const MoeConfig& c, std::span<const float> logits, int64_t tokens,
+                    std::span<const float> bias) {
   const int64_t e = c.n_routed_experts, k = c.num_experts_per_tok;
   assert(static_cast<int64_t>(logits.size()) == tokens * e);
   assert(bias.empty() || static_cast<int64_t>(bias.size()) == e);

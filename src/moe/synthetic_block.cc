@@ -36,22 +36,48 @@ StatusOr<std::string> PresetConfigJson(const std::string& preset, bool small) {
   j["hidden_size"] = h;
   j["moe_intermediate_size"] = i;
   if (preset == "v2-lite") {
-    j.update({{"model_type", "deepseek_v2"}, {"n_routed_experts", small ? 16 : 64}, {"num_experts_per_tok", 6},
-              {"n_shared_experts", 2}, {"topk_method", "greedy"}, {"n_group", 1}, {"topk_group", 1},
-              {"norm_topk_prob", false}, {"routed_scaling_factor", 1.0}, {"scoring_func", "softmax"}});
+    j.update({{"model_type", "deepseek_v2"},
+              {"n_routed_experts", small ? 16 : 64},
+              {"num_experts_per_tok", 6},
+              {"n_shared_experts", 2},
+              {"topk_method", "greedy"},
+              {"n_group", 1},
+              {"topk_group", 1},
+              {"norm_topk_prob", false},
+              {"routed_scaling_factor", 1.0},
+              {"scoring_func", "softmax"}});
   } else if (preset == "v2") {
-    j.update({{"model_type", "deepseek_v2"}, {"n_routed_experts", small ? 32 : 160}, {"num_experts_per_tok", 6},
-              {"n_shared_experts", 2}, {"topk_method", "group_limited_greedy"}, {"n_group", 8}, {"topk_group", 3},
-              {"norm_topk_prob", false}, {"routed_scaling_factor", 16.0}, {"scoring_func", "softmax"}});
+    j.update({{"model_type", "deepseek_v2"},
+              {"n_routed_experts", small ? 32 : 160},
+              {"num_experts_per_tok", 6},
+              {"n_shared_experts", 2},
+              {"topk_method", "group_limited_greedy"},
+              {"n_group", 8},
+              {"topk_group", 3},
+              {"norm_topk_prob", false},
+              {"routed_scaling_factor", 16.0},
+              {"scoring_func", "softmax"}});
   } else if (preset == "v3") {
-    j.update({{"model_type", "deepseek_v3"}, {"n_routed_experts", small ? 32 : 256}, {"num_experts_per_tok", 8},
-              {"n_shared_experts", 1}, {"topk_method", "noaux_tc"}, {"n_group", 8}, {"topk_group", 4},
-              {"norm_topk_prob", true}, {"routed_scaling_factor", 2.5}, {"scoring_func", "sigmoid"}});
+    j.update({{"model_type", "deepseek_v3"},
+              {"n_routed_experts", small ? 32 : 256},
+              {"num_experts_per_tok", 8},
+              {"n_shared_experts", 1},
+              {"topk_method", "noaux_tc"},
+              {"n_group", 8},
+              {"topk_group", 4},
+              {"norm_topk_prob", true},
+              {"routed_scaling_factor", 2.5},
+              {"scoring_func", "sigmoid"}});
   } else if (preset == "qwen2") {
-    j.update({{"model_type", "qwen2_moe"}, {"num_experts", small ? 12 : 60}, {"num_experts_per_tok", 4},
-              {"shared_expert_intermediate_size", 4 * i}, {"norm_topk_prob", false}});
+    j.update({{"model_type", "qwen2_moe"},
+              {"num_experts", small ? 12 : 60},
+              {"num_experts_per_tok", 4},
+              {"shared_expert_intermediate_size", 4 * i},
+              {"norm_topk_prob", false}});
   } else if (preset == "qwen3") {
-    j.update({{"model_type", "qwen3_moe"}, {"num_experts", small ? 16 : 128}, {"num_experts_per_tok", 8},
+    j.update({{"model_type", "qwen3_moe"},
+              {"num_experts", small ? 16 : 128},
+              {"num_experts_per_tok", 8},
               {"norm_topk_prob", true}});
   } else {
     return InvalidArgument("unknown preset '{}' (expected v2-lite, v2, v3, qwen2 or qwen3)", preset);
@@ -59,7 +85,8 @@ StatusOr<std::string> PresetConfigJson(const std::string& preset, bool small) {
   return j.dump(2);
 }
 
-StatusOr<std::vector<NamedTensor>> MakeSyntheticMoeTensors(const MoeConfig& c, uint64_t seed, DType dtype, bool fused) {
+StatusOr<std::vector<NamedTensor>> MakeSyntheticMoeTensors(const MoeConfig& c, uint64_t seed, DType dtype,
+                                                           bool fused) {
   std::mt19937_64 rng(seed);
   std::vector<NamedTensor> out;
   const float router_std = 1.0f / std::sqrt(static_cast<float>(c.hidden_size));

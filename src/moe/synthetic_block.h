@@ -22,8 +22,8 @@ std::vector<std::string> PresetNames();
 
 // Random block weights for `config`: router ~ N(0, router_std), experts ~ N(0, 0.02), stored as
 // `dtype` (kF32 or kBF16). `fused` writes transformers-v5 experts.gate_up_proj/down_proj.
-StatusOr<std::vector<NamedTensor>> MakeSyntheticMoeTensors(const MoeConfig& config, uint64_t seed, DType dtype,
-                                                           bool fused = false);
+StatusOr<std::vector<NamedTensor>> MakeSyntheticMoeTensors(const MoeConfig& config, uint64_t seed,
+                                                           DType dtype, bool fused = false);
 
 // Random hidden states [tokens, H] ~ N(0, 1) stored as `dtype`.
 StatusOr<Tensor> MakeSyntheticInput(int64_t tokens, int64_t hidden, uint64_t seed, DType dtype);

@@ -57,11 +57,11 @@ Status Run(const MoeLayerArgs& a) {
   ASSIGN_OR_RETURN(Tensor x, LoadInput(a.input, config.hidden_size));
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
 
-  std::fprintf(stderr, "moerun: %s\n", config.Summary().c_str());
   auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
   ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, a.prefix, wdtype, &pool));
-  std::fprintf(stderr, "moerun: loaded %s%s in %.2f s (%s weights, %d threads, cpu: %s)\n", a.weights.c_str(),
+  std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, cpu: %s)\n",
+               config.Summary().c_str(), a.weights.c_str(),
                a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(), SecondsSince(t0),
                std::string(DTypeName(weights.weight_dtype)).c_str(), pool.size(),
                GetCpuFeatures().ToString().c_str());
@@ -77,8 +77,9 @@ Status Run(const MoeLayerArgs& a) {
   }
   const int64_t tokens = x.dim(0), k = config.num_experts_per_tok;
   ASSIGN_OR_RETURN(Tensor y, out->Sum());
-  std::printf("moe-layer: %lld tokens in %.3f ms (%.1f tokens/s, best of %d)\n", static_cast<long long>(tokens),
-              best * 1e3, best > 0 ? static_cast<double>(tokens) / best : 0.0, a.repeat);
+  std::printf("moe-layer: %lld tokens in %.3f ms (%.1f tokens/s, best of %d)\n",
+              static_cast<long long>(tokens), best * 1e3, best > 0 ? static_cast<double>(tokens) / best : 0.0,
+              a.repeat);
 
   if (a.check) {
     ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, *ckpt, a.prefix, x));
@@ -87,10 +88,11 @@ Status Run(const MoeLayerArgs& a) {
     const double rtol = bf16 ? 2e-2 : 1e-4;
     const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), out->routing.ids.data(), tokens,
                                                    config.hidden_size, k, 1e-5, rtol);
-    std::printf("check: %s against the double-precision reference: max |diff| %.3g, max scaled error %.3f "
-                "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld\n",
-                cmp.ok ? "PASS" : "FAIL", cmp.max_abs_diff, cmp.max_scaled_err, rtol,
-                static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties));
+    std::printf(
+        "check: %s against the double-precision reference: max |diff| %.3g, max scaled error %.3f "
+        "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld\n",
+        cmp.ok ? "PASS" : "FAIL", cmp.max_abs_diff, cmp.max_scaled_err, rtol,
+        static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties));
     if (!cmp.ok) return Internal("output differs from the reference beyond tolerance");
   }
 
@@ -98,7 +100,8 @@ Status Run(const MoeLayerArgs& a) {
   ASSIGN_OR_RETURN(Tensor wts, Tensor::Zeros(DType::kF32, {tokens, k}));
   std::copy(out->routing.ids.begin(), out->routing.ids.end(), ids.data<int32_t>());
   std::copy(out->routing.weights.begin(), out->routing.weights.end(), wts.data<float>());
-  RETURN_IF_ERROR(WriteSafetensors(a.output, {{"hidden_states", y}, {"topk_ids", ids}, {"topk_weights", wts}}));
+  RETURN_IF_ERROR(
+      WriteSafetensors(a.output, {{"hidden_states", y}, {"topk_ids", ids}, {"topk_weights", wts}}));
   std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
   return Status::Ok();
 }
@@ -109,10 +112,12 @@ void RegisterMoeLayerCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<MoeLayerArgs>();
   CLI::App* cmd = app.add_subcommand("moe-layer", "Run one MoE block on hidden states from a file");
   cmd->add_option("--config", args->config, "HF config.json (default: <weights dir>/config.json)");
-  cmd->add_option("--weights,-m", args->weights, "Block .safetensors file or checkpoint directory")->required();
+  cmd->add_option("--weights,-m", args->weights, "Block .safetensors file or checkpoint directory")
+      ->required();
   cmd->add_option("--prefix", args->prefix, "Name prefix of the block, e.g. model.layers.1.mlp.");
   cmd->add_option("--input,-i", args->input, "safetensors file with hidden_states [n_tokens, H]")->required();
-  cmd->add_option("--output,-o", args->output, "Output safetensors (hidden_states, topk_ids, topk_weights)")->required();
+  cmd->add_option("--output,-o", args->output, "Output safetensors (hidden_states, topk_ids, topk_weights)")
+      ->required();
   cmd->add_option("-t,--threads", args->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
   cmd->add_option("--weight-dtype", args->weight_dtype, "Packed expert weights: auto|bf16|f32");
   cmd->add_option("--precision", args->precision, "Activation rounding for bf16 weights: auto|f32|bf16");

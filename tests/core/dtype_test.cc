@@ -31,8 +31,8 @@ TEST(DTypeTest, F16ExhaustiveRoundTrip) {
   }
   EXPECT_EQ(F16ToF32(0x3c00), 1.0f);
   EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));
-  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00);  // rounds to infinity
-  EXPECT_EQ(F32ToF16(65519.0f), 0x7bff);  // max finite
+  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00);                      // rounds to infinity
+  EXPECT_EQ(F32ToF16(65519.0f), 0x7bff);                      // max finite
   EXPECT_EQ(F32ToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie to even
 }
 

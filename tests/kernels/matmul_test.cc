@@ -69,8 +69,14 @@ TEST_P(MatmulTest, StoreMatchesReference) {
     SCOPED_TRACE(MatmulPathName(path));
     const bool dot = path == MatmulPath::kAvx512Bf16Dot;
     std::vector<float> y(static_cast<size_t>(c.m * c.n), -1.0f), y2(y.size(), -2.0f);
-    MatmulJob job{.rows = c.m, .x_f32 = x.data(), .x_bf16 = xb.data(), .ldx = dot ? kpad : c.k, .w = &w,
-                  .y_f32 = y.data(), .ldy = c.n, .path = path};
+    MatmulJob job{.rows = c.m,
+                  .x_f32 = x.data(),
+                  .x_bf16 = xb.data(),
+                  .ldx = dot ? kpad : c.k,
+                  .w = &w,
+                  .y_f32 = y.data(),
+                  .ldy = c.n,
+                  .path = path};
     RunMatmul(job, nullptr);
     job.y_f32 = y2.data();
     RunMatmul(job, &pool);
@@ -98,8 +104,14 @@ TEST_P(MatmulTest, SwiGluMatchesReference) {
     if (path == MatmulPath::kAvx512Bf16Dot) continue;  // covered by the store test's rounding check
     SCOPED_TRACE(MatmulPathName(path));
     std::vector<float> h(static_cast<size_t>(c.m * c.n), -1.0f);
-    MatmulJob job{.rows = c.m, .x_f32 = x.data(), .ldx = c.k, .w = &w, .y_f32 = h.data(), .ldy = c.n,
-                  .epilogue = Epilogue::kSwiGlu, .path = path};
+    MatmulJob job{.rows = c.m,
+                  .x_f32 = x.data(),
+                  .ldx = c.k,
+                  .w = &w,
+                  .y_f32 = h.data(),
+                  .ldy = c.n,
+                  .epilogue = Epilogue::kSwiGlu,
+                  .path = path};
     RunMatmul(job, nullptr);
     for (int64_t i = 0; i < c.m; ++i)
       for (int64_t n = 0; n < c.n; ++n) {

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The default job: build moerun, generate a DeepSeek-V2-Lite-shaped MoE block (H=2048, I=1408,
+# 64 routed experts, top-6, 2 shared experts, random bf16 weights) and 32 tokens of input, run
+# `moerun moe-layer` on it, check the result against the double-precision reference and print
+# its speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh
+MOERUN=build/bin/moerun
+EXAMPLE=build/example-v2-lite
+if [[ ! -f $EXAMPLE/layer.safetensors ]]; then
+  "$MOERUN" make-example --out "$EXAMPLE" --preset v2-lite --tokens 32 --dtype bf16
+fi
+"$MOERUN" moe-layer --config "$EXAMPLE/config.json" --weights "$EXAMPLE/layer.safetensors" \
+  --input "$EXAMPLE/x.safetensors" --output "$EXAMPLE/y.safetensors" --check --repeat 5

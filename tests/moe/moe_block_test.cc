@@ -1,0 +1,228 @@
+// MoeBlock against the double-precision reference, for every router variant, weight dtype,
+// kernel path and several token counts; plus weight validation errors.
+#include "moe/moe_block.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <tuple>
+
+#include "core/cpu_features.h"
+#include "moe/moe_reference.h"
+#include "moe/synthetic_block.h"
+
+namespace moerun {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path TempDir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("moerun_moe_test_" + std::to_string(::getpid())) / name;
+  fs::create_directories(dir);
+  return dir;
+}
+
+MoeConfig SmallConfig(const std::string& preset) {
+  return MoeConfig::FromJson(PresetConfigJson(preset, /*small=*/true).value(), preset).value();
+}
+
+// Writes a synthetic block to a fresh file and opens it as a checkpoint.
+std::unique_ptr<Checkpoint> WriteBlock(const MoeConfig& c, DType dtype, const std::string& name, bool fused = false) {
+  const fs::path path = TempDir(name) / "layer.safetensors";
+  EXPECT_TRUE(WriteSafetensors(path.string(), MakeSyntheticMoeTensors(c, 7, dtype, fused).value()).ok());
+  return Checkpoint::Open(path.string()).value();
+}
+
+enum class Kernel { kGeneric, kAuto, kF32, kBf16Dot };
+
+struct BlockCase {
+  std::string preset;
+  DType dtype;
+  Kernel kernel;
+};
+
+std::string CaseName(const ::testing::TestParamInfo<BlockCase>& info) {
+  std::string s = info.param.preset + "_" + std::string(DTypeName(info.param.dtype)) + "_";
+  const char* k[] = {"generic", "auto", "f32", "bf16dot"};
+  s += k[static_cast<int>(info.param.kernel)];
+  for (char& ch : s)
+    if (ch == '-') ch = '_';
+  return s;
+}
+
+class MoeBlockTest : public ::testing::TestWithParam<BlockCase> {};
+
+TEST_P(MoeBlockTest, MatchesReference) {
+  const BlockCase& p = GetParam();
+  if (p.kernel != Kernel::kGeneric && !GetCpuFeatures().HasAvx512Bf16Kernels()) GTEST_SKIP() << "no AVX-512 BF16";
+  const MoeConfig c = SmallConfig(p.preset);
+  auto ckpt = WriteBlock(c, p.dtype, CaseName({GetParam(), 0}));
+  MoeOptions opt;
+  opt.force_generic = p.kernel == Kernel::kGeneric;
+  opt.precision = p.kernel == Kernel::kF32       ? ActivationPrecision::kF32
+                  : p.kernel == Kernel::kBf16Dot ? ActivationPrecision::kBf16
+                                                 : ActivationPrecision::kAuto;
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value(), opt);
+  // bf16 activations (rounded, relative 2^-9 per element) only on the bf16-dot path.
+  const bool rounds = p.dtype == DType::kBF16 && p.kernel != Kernel::kGeneric && p.kernel != Kernel::kF32;
+  const double rtol = rounds ? 2e-2 : 1e-4;
+  ThreadPool pool1(1), pool3(3);
+  for (int64_t tokens : {1, 5, 64, 203}) {
+    SCOPED_TRACE(tokens);
+    const Tensor x = MakeSyntheticInput(tokens, c.hidden_size, 100 + tokens, DType::kF32).value();
+    const MoeOutput a = block.Forward(x, &pool1).value();
+    const MoeOutput b = block.Forward(x, &pool3).value();
+    const Tensor y = a.Sum().value(), y3 = b.Sum().value();
+    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], y3.data<float>()[i]) << "threads changed " << i;
+    const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, "", x).value();
+    const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), a.routing.ids.data(), tokens, c.hidden_size,
+                                                   c.num_experts_per_tok, 1e-6, rtol);
+    EXPECT_TRUE(cmp.ok) << "max scaled err " << cmp.max_scaled_err << " max abs " << cmp.max_abs_diff
+                        << " routing mismatches " << cmp.routing_mismatches;
+    EXPECT_LE(cmp.near_ties, tokens / 10 + 1);
+    // Routing weights agree with the reference where the expert sets agree.
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (ref.margin[t] < 1e-5) continue;
+      for (int64_t j = 0; j < c.num_experts_per_tok; ++j) {
+        EXPECT_EQ(a.routing.ids[t * c.num_experts_per_tok + j], ref.ids[t * c.num_experts_per_tok + j]);
+        EXPECT_NEAR(a.routing.weights[t * c.num_experts_per_tok + j], ref.weights[t * c.num_experts_per_tok + j],
+                    1e-5 * (1 + ref.weights[t * c.num_experts_per_tok + j]));
+      }
+    }
+  }
+}
+
+std::vector<BlockCase> AllCases() {
+  std::vector<BlockCase> cases;
+  for (const std::string& preset : PresetNames()) {
+    for (DType d : {DType::kF32, DType::kBF16}) {
+      for (Kernel k : {Kernel::kGeneric, Kernel::kAuto, Kernel::kF32, Kernel::kBf16Dot}) {
+        if (d == DType::kF32 && k == Kernel::kBf16Dot) continue;  // dot path needs bf16 weights
+        cases.push_back({preset, d, k});
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, MoeBlockTest, ::testing::ValuesIn(AllCases()), CaseName);
+
+TEST(MoeBlockFusedTest, FusedExpertTensorsMatchReference) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  auto ckpt = WriteBlock(c, DType::kF32, "fused", /*fused=*/true);
+  ASSERT_TRUE(ckpt->Has("experts.gate_up_proj"));
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  const Tensor x = MakeSyntheticInput(17, c.hidden_size, 3, DType::kF32).value();
+  const MoeOutput out = block.Forward(x, nullptr).value();
+  const Tensor y = out.Sum().value();
+  const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, "", x).value();
+  EXPECT_TRUE(CompareWithReference(ref, y.data<float>(), out.routing.ids.data(), 17, c.hidden_size,
+                                   c.num_experts_per_tok, 1e-6, 1e-4)
+                  .ok);
+}
+
+TEST(MoeBlockTest, ZeroTokens) {
+  const MoeConfig c = SmallConfig("v3");
+  auto ckpt = WriteBlock(c, DType::kBF16, "zero");
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  const MoeOutput out = block.Forward(Tensor::Zeros(DType::kF32, {0, c.hidden_size}).value(), nullptr).value();
+  EXPECT_EQ(out.routed.dim(0), 0);
+}
+
+TEST(MoeBlockTest, RejectsWrongInputShape) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  auto ckpt = WriteBlock(c, DType::kBF16, "shape");
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  const Status s = block.Forward(Tensor::Zeros(DType::kF32, {2, c.hidden_size + 1}).value(), nullptr).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("[n_tokens, 64]"), std::string::npos) << s.message();
+}
+
+// Weight validation: each defect is refused with the tensor name and the expected value.
+Status LoadWith(const MoeConfig& c, const std::string& name,
+                const std::function<void(std::vector<NamedTensor>&)>& edit) {
+  std::vector<NamedTensor> tensors = MakeSyntheticMoeTensors(c, 1, DType::kBF16).value();
+  edit(tensors);
+  const fs::path path = TempDir(name) / "layer.safetensors";
+  EXPECT_TRUE(WriteSafetensors(path.string(), tensors).ok());
+  auto ckpt = Checkpoint::Open(path.string());
+  if (!ckpt.ok()) return ckpt.status();
+  return MoeWeights::Load(c, **ckpt, "", DType::kU8, nullptr).status();
+}
+
+void ExpectMessage(const Status& s, StatusCode code, const std::string& needle) {
+  EXPECT_EQ(s.code(), code) << s.ToString();
+  EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+}
+
+TEST(MoeWeightsTest, MissingTensor) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  ExpectMessage(LoadWith(c, "missing",
+                         [](auto& t) { std::erase_if(t, [](auto& n) { return n.first == "experts.3.up_proj.weight"; }); }),
+                StatusCode::kNotFound, "'experts.3.up_proj.weight' is missing");
+}
+
+TEST(MoeWeightsTest, WrongShape) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  ExpectMessage(LoadWith(c, "shape",
+                         [](auto& t) {
+                           for (auto& n : t)
+                             if (n.first == "experts.0.down_proj.weight")
+                               n.second = Tensor::Zeros(DType::kBF16, {64, 31}).value();
+                         }),
+                StatusCode::kInvalidArgument, "'experts.0.down_proj.weight' has shape [64, 31], expected [64, 32]");
+}
+
+TEST(MoeWeightsTest, ExtraExpertMeansConfigMismatch) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  ExpectMessage(LoadWith(c, "extra",
+                         [](auto& t) {
+                           t.emplace_back("experts.16.up_proj.weight", Tensor::Zeros(DType::kBF16, {32, 64}).value());
+                         }),
+                StatusCode::kInvalidArgument, "unexpected tensor 'experts.16.up_proj.weight'");
+}
+
+TEST(MoeWeightsTest, NonFloatDType) {
+  const MoeConfig c = SmallConfig("v2-lite");
+  ExpectMessage(LoadWith(c, "dtype",
+                         [](auto& t) {
+                           for (auto& n : t)
+                             if (n.first == "gate.weight") n.second = Tensor::Zeros(DType::kI32, {16, 64}).value();
+                         }),
+                StatusCode::kInvalidArgument, "'gate.weight' has dtype I32");
+}
+
+TEST(MoeWeightsTest, NoauxTcNeedsTheBias) {
+  const MoeConfig c = SmallConfig("v3");
+  ExpectMessage(LoadWith(c, "bias",
+                         [](auto& t) {
+                           std::erase_if(t, [](auto& n) { return n.first == "gate.e_score_correction_bias"; });
+                         }),
+                StatusCode::kNotFound, "gate.e_score_correction_bias");
+}
+
+TEST(MoeWeightsTest, PrefixSelectsOneBlockOfACheckpoint) {
+  const MoeConfig c = SmallConfig("qwen2");
+  std::vector<NamedTensor> tensors;
+  for (int layer : {0, 1}) {
+    const std::vector<NamedTensor> block = MakeSyntheticMoeTensors(c, 10 + layer, DType::kF32).value();
+    for (const auto& [name, t] : block) tensors.emplace_back(fmt::format("model.layers.{}.mlp.{}", layer, name), t);
+  }
+  tensors.emplace_back("model.embed_tokens.weight", Tensor::Zeros(DType::kF32, {10, c.hidden_size}).value());
+  const fs::path path = TempDir("prefix") / "model.safetensors";
+  ASSERT_TRUE(WriteSafetensors(path.string(), tensors).ok());
+  auto ckpt = Checkpoint::Open(path.parent_path().string()).value();
+  const std::string prefix = "model.layers.1.mlp.";
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, prefix, DType::kU8, nullptr).value());
+  const Tensor x = MakeSyntheticInput(9, c.hidden_size, 5, DType::kF32).value();
+  const MoeOutput out = block.Forward(x, nullptr).value();
+  const Tensor y = out.Sum().value();
+  const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, prefix, x).value();
+  EXPECT_TRUE(CompareWithReference(ref, y.data<float>(), out.routing.ids.data(), 9, c.hidden_size,
+                                   c.num_experts_per_tok, 1e-6, 1e-4)
+                  .ok);
+}
+
+}  // namespace
+}  // namespace moerun
