@@ -14,7 +14,8 @@ namespace {
 const MoeBlock& V2LiteBlock() {
   static const MoeBlock* block = [] {
     const MoeConfig c = MoeConfig::FromJson(PresetConfigJson("v2-lite", false).value(), "v2-lite").value();
-    const std::string path = (std::filesystem::temp_directory_path() / "moerun-bench-v2-lite-BF16.safetensors").string();
+    const std::string path =
+        (std::filesystem::temp_directory_path() / "moerun-bench-v2-lite-BF16.safetensors").string();
     auto ckpt = Checkpoint::Open(path);
     if (!ckpt.ok()) {
       (void)WriteSafetensors(path, MakeSyntheticMoeTensors(c, 1234, DType::kBF16).value());
@@ -37,9 +38,16 @@ void BM_MoeBlockV2Lite(benchmark::State& state) {
     auto out = block.Forward(inputs[i++ % inputs.size()], &pool);
     benchmark::DoNotOptimize(out);
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_MoeBlockV2Lite)->Arg(1)->Arg(16)->Arg(128)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MoeBlockV2Lite)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(128)
+    ->Arg(1024)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // One expert's gate/up matmul (2 x [1408, 2048] bf16) on each path.
 void BM_GateUpMatmul(benchmark::State& state) {
@@ -49,15 +57,24 @@ void BM_GateUpMatmul(benchmark::State& state) {
   const PackedWeight& w = block.weights().gate_up[0];
   std::vector<float> x(static_cast<size_t>(rows * 2048), 0.5f), y(static_cast<size_t>(rows * 1408));
   std::vector<uint16_t> xb(static_cast<size_t>(rows * 2048), F32ToBf16(0.5f)), yb(y.size());
-  MatmulJob job{.rows = rows, .x_f32 = x.data(), .x_bf16 = xb.data(), .ldx = 2048, .w = &w, .y_f32 = y.data(),
-                .ldy = 1408, .epilogue = Epilogue::kSwiGlu, .path = path};
+  MatmulJob job{.rows = rows,
+                .x_f32 = x.data(),
+                .x_bf16 = xb.data(),
+                .ldx = 2048,
+                .w = &w,
+                .y_f32 = y.data(),
+                .ldy = 1408,
+                .epilogue = Epilogue::kSwiGlu,
+                .path = path};
   for (auto _ : state) RunMatmul(job, nullptr);
   state.counters["GFLOP/s"] =
-      benchmark::Counter(2.0 * 2 * 1408 * 2048 * static_cast<double>(rows), benchmark::Counter::kIsIterationInvariantRate,
-                         benchmark::Counter::kIs1000);
+      benchmark::Counter(2.0 * 2 * 1408 * 2048 * static_cast<double>(rows),
+                         benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_GateUpMatmul)
-    ->ArgsProduct({{1, 8, 64, 256}, {static_cast<int64_t>(MatmulPath::kAvx512F32), static_cast<int64_t>(MatmulPath::kAvx512Bf16Dot)}})
+    ->ArgsProduct({{1, 8, 64, 256},
+                   {static_cast<int64_t>(MatmulPath::kAvx512F32),
+                    static_cast<int64_t>(MatmulPath::kAvx512Bf16Dot)}})
     ->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -140,7 +140,8 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
         ASSIGN_OR_RETURN(up_w, ckpt.Get(p + "up_proj.weight"));
         ASSIGN_OR_RETURN(down_w, ckpt.Get(p + "down_proj.weight"));
       }
-      ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)], PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
+      ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)],
+                       PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
       ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)], PackedWeight::Pack(down_w, w.weight_dtype));
       return Status::Ok();
     }();

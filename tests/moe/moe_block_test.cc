@@ -28,7 +28,8 @@ MoeConfig SmallConfig(const std::string& preset) {
 }
 
 // Writes a synthetic block to a fresh file and opens it as a checkpoint.
-std::unique_ptr<Checkpoint> WriteBlock(const MoeConfig& c, DType dtype, const std::string& name, bool fused = false) {
+std::unique_ptr<Checkpoint> WriteBlock(const MoeConfig& c, DType dtype, const std::string& name,
+                                       bool fused = false) {
   const fs::path path = TempDir(name) / "layer.safetensors";
   EXPECT_TRUE(WriteSafetensors(path.string(), MakeSyntheticMoeTensors(c, 7, dtype, fused).value()).ok());
   return Checkpoint::Open(path.string()).value();
@@ -41,6 +42,10 @@ struct BlockCase {
   DType dtype;
   Kernel kernel;
 };
+
+void PrintTo(const BlockCase& c, std::ostream* os) {
+  *os << c.preset << "/" << DTypeName(c.dtype) << "/kernel" << static_cast<int>(c.kernel);
+}
 
 std::string CaseName(const ::testing::TestParamInfo<BlockCase>& info) {
   std::string s = info.param.preset + "_" + std::string(DTypeName(info.param.dtype)) + "_";
@@ -55,7 +60,8 @@ class MoeBlockTest : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(MoeBlockTest, MatchesReference) {
   const BlockCase& p = GetParam();
-  if (p.kernel != Kernel::kGeneric && !GetCpuFeatures().HasAvx512Bf16Kernels()) GTEST_SKIP() << "no AVX-512 BF16";
+  if (p.kernel != Kernel::kGeneric && !GetCpuFeatures().HasAvx512Bf16Kernels())
+    GTEST_SKIP() << "no AVX-512 BF16";
   const MoeConfig c = SmallConfig(p.preset);
   auto ckpt = WriteBlock(c, p.dtype, CaseName({GetParam(), 0}));
   MoeOptions opt;
@@ -74,10 +80,11 @@ TEST_P(MoeBlockTest, MatchesReference) {
     const MoeOutput a = block.Forward(x, &pool1).value();
     const MoeOutput b = block.Forward(x, &pool3).value();
     const Tensor y = a.Sum().value(), y3 = b.Sum().value();
-    for (int64_t i = 0; i < y.numel(); ++i) ASSERT_EQ(y.data<float>()[i], y3.data<float>()[i]) << "threads changed " << i;
+    for (int64_t i = 0; i < y.numel(); ++i)
+      ASSERT_EQ(y.data<float>()[i], y3.data<float>()[i]) << "threads changed " << i;
     const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, "", x).value();
-    const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), a.routing.ids.data(), tokens, c.hidden_size,
-                                                   c.num_experts_per_tok, 1e-6, rtol);
+    const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), a.routing.ids.data(), tokens,
+                                                   c.hidden_size, c.num_experts_per_tok, 1e-6, rtol);
     EXPECT_TRUE(cmp.ok) << "max scaled err " << cmp.max_scaled_err << " max abs " << cmp.max_abs_diff
                         << " routing mismatches " << cmp.routing_mismatches;
     EXPECT_LE(cmp.near_ties, tokens / 10 + 1);
@@ -86,7 +93,8 @@ TEST_P(MoeBlockTest, MatchesReference) {
       if (ref.margin[t] < 1e-5) continue;
       for (int64_t j = 0; j < c.num_experts_per_tok; ++j) {
         EXPECT_EQ(a.routing.ids[t * c.num_experts_per_tok + j], ref.ids[t * c.num_experts_per_tok + j]);
-        EXPECT_NEAR(a.routing.weights[t * c.num_experts_per_tok + j], ref.weights[t * c.num_experts_per_tok + j],
+        EXPECT_NEAR(a.routing.weights[t * c.num_experts_per_tok + j],
+                    ref.weights[t * c.num_experts_per_tok + j],
                     1e-5 * (1 + ref.weights[t * c.num_experts_per_tok + j]));
       }
     }
@@ -126,7 +134,8 @@ TEST(MoeBlockTest, ZeroTokens) {
   const MoeConfig c = SmallConfig("v3");
   auto ckpt = WriteBlock(c, DType::kBF16, "zero");
   MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
-  const MoeOutput out = block.Forward(Tensor::Zeros(DType::kF32, {0, c.hidden_size}).value(), nullptr).value();
+  const MoeOutput out =
+      block.Forward(Tensor::Zeros(DType::kF32, {0, c.hidden_size}).value(), nullptr).value();
   EXPECT_EQ(out.routed.dim(0), 0);
 }
 
@@ -134,7 +143,8 @@ TEST(MoeBlockTest, RejectsWrongInputShape) {
   const MoeConfig c = SmallConfig("v2-lite");
   auto ckpt = WriteBlock(c, DType::kBF16, "shape");
   MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
-  const Status s = block.Forward(Tensor::Zeros(DType::kF32, {2, c.hidden_size + 1}).value(), nullptr).status();
+  const Status s =
+      block.Forward(Tensor::Zeros(DType::kF32, {2, c.hidden_size + 1}).value(), nullptr).status();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("[n_tokens, 64]"), std::string::npos) << s.message();
 }
@@ -159,7 +169,9 @@ void ExpectMessage(const Status& s, StatusCode code, const std::string& needle) 
 TEST(MoeWeightsTest, MissingTensor) {
   const MoeConfig c = SmallConfig("v2-lite");
   ExpectMessage(LoadWith(c, "missing",
-                         [](auto& t) { std::erase_if(t, [](auto& n) { return n.first == "experts.3.up_proj.weight"; }); }),
+                         [](auto& t) {
+                           std::erase_if(t, [](auto& n) { return n.first == "experts.3.up_proj.weight"; });
+                         }),
                 StatusCode::kNotFound, "'experts.3.up_proj.weight' is missing");
 }
 
@@ -171,16 +183,18 @@ TEST(MoeWeightsTest, WrongShape) {
                              if (n.first == "experts.0.down_proj.weight")
                                n.second = Tensor::Zeros(DType::kBF16, {64, 31}).value();
                          }),
-                StatusCode::kInvalidArgument, "'experts.0.down_proj.weight' has shape [64, 31], expected [64, 32]");
+                StatusCode::kInvalidArgument,
+                "'experts.0.down_proj.weight' has shape [64, 31], expected [64, 32]");
 }
 
 TEST(MoeWeightsTest, ExtraExpertMeansConfigMismatch) {
   const MoeConfig c = SmallConfig("v2-lite");
-  ExpectMessage(LoadWith(c, "extra",
-                         [](auto& t) {
-                           t.emplace_back("experts.16.up_proj.weight", Tensor::Zeros(DType::kBF16, {32, 64}).value());
-                         }),
-                StatusCode::kInvalidArgument, "unexpected tensor 'experts.16.up_proj.weight'");
+  ExpectMessage(
+      LoadWith(c, "extra",
+               [](auto& t) {
+                 t.emplace_back("experts.16.up_proj.weight", Tensor::Zeros(DType::kBF16, {32, 64}).value());
+               }),
+      StatusCode::kInvalidArgument, "unexpected tensor 'experts.16.up_proj.weight'");
 }
 
 TEST(MoeWeightsTest, NonFloatDType) {
@@ -188,7 +202,8 @@ TEST(MoeWeightsTest, NonFloatDType) {
   ExpectMessage(LoadWith(c, "dtype",
                          [](auto& t) {
                            for (auto& n : t)
-                             if (n.first == "gate.weight") n.second = Tensor::Zeros(DType::kI32, {16, 64}).value();
+                             if (n.first == "gate.weight")
+                               n.second = Tensor::Zeros(DType::kI32, {16, 64}).value();
                          }),
                 StatusCode::kInvalidArgument, "'gate.weight' has dtype I32");
 }
@@ -197,7 +212,8 @@ TEST(MoeWeightsTest, NoauxTcNeedsTheBias) {
   const MoeConfig c = SmallConfig("v3");
   ExpectMessage(LoadWith(c, "bias",
                          [](auto& t) {
-                           std::erase_if(t, [](auto& n) { return n.first == "gate.e_score_correction_bias"; });
+                           std::erase_if(t,
+                                         [](auto& n) { return n.first == "gate.e_score_correction_bias"; });
                          }),
                 StatusCode::kNotFound, "gate.e_score_correction_bias");
 }
@@ -207,7 +223,8 @@ TEST(MoeWeightsTest, PrefixSelectsOneBlockOfACheckpoint) {
   std::vector<NamedTensor> tensors;
   for (int layer : {0, 1}) {
     const std::vector<NamedTensor> block = MakeSyntheticMoeTensors(c, 10 + layer, DType::kF32).value();
-    for (const auto& [name, t] : block) tensors.emplace_back(fmt::format("model.layers.{}.mlp.{}", layer, name), t);
+    for (const auto& [name, t] : block)
+      tensors.emplace_back(fmt::format("model.layers.{}.mlp.{}", layer, name), t);
   }
   tensors.emplace_back("model.embed_tokens.weight", Tensor::Zeros(DType::kF32, {10, c.hidden_size}).value());
   const fs::path path = TempDir("prefix") / "model.safetensors";

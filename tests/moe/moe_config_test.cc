@@ -27,17 +27,22 @@ TEST(MoeConfigTest, ParsesV3AndQwenFamilies) {
   const MoeConfig v3 = MoeConfig::FromJson(R"({"model_type": "deepseek_v3", "hidden_size": 7168,
       "moe_intermediate_size": 2048, "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8,
       "topk_method": "noaux_tc", "scoring_func": "sigmoid", "n_group": 8, "topk_group": 4,
-      "norm_topk_prob": true, "routed_scaling_factor": 2.5})", "v3").value();
+      "norm_topk_prob": true, "routed_scaling_factor": 2.5})",
+                                           "v3")
+                           .value();
   EXPECT_EQ(v3.topk_method, TopkMethod::kNoauxTc);
   EXPECT_EQ(v3.scoring_func, ScoringFunc::kSigmoid);
   EXPECT_TRUE(v3.scale_after_norm);
   const MoeConfig q2 = MoeConfig::FromJson(R"({"model_type": "qwen2_moe", "hidden_size": 2048,
       "moe_intermediate_size": 1408, "num_experts": 60, "num_experts_per_tok": 4,
-      "shared_expert_intermediate_size": 5632})", "q2").value();
+      "shared_expert_intermediate_size": 5632})",
+                                           "q2")
+                           .value();
   EXPECT_TRUE(q2.shared_expert_gated);
   EXPECT_EQ(q2.shared_intermediate_size, 5632);
   const MoeConfig q3 = MoeConfig::FromJson(R"({"model_type": "qwen3_moe", "hidden_size": 2048,
-      "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": true})", "q3")
+      "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": true})",
+                                           "q3")
                            .value();
   EXPECT_EQ(q3.shared_intermediate_size, 0);
   EXPECT_TRUE(q3.norm_topk_prob);
@@ -60,15 +65,17 @@ std::string V2LiteWith(const std::string& key, const std::string& value) {
 TEST(MoeConfigTest, RejectionsNameTheFieldAndBound) {
   ExpectError(V2LiteWith("topk_method", "\"best\""), "unknown topk_method 'best'");
   ExpectError(V2LiteWith("scoring_func", "\"relu\""), "scoring_func 'relu'");
-  ExpectError(V2LiteWith("num_experts_per_tok", "65"), "num_experts_per_tok = 65 exceeds the 64 routed experts");
+  ExpectError(V2LiteWith("num_experts_per_tok", "65"),
+              "num_experts_per_tok = 65 exceeds the 64 routed experts");
   ExpectError(V2LiteWith("n_group", "3"), "n_group = 3 does not divide 64");
   ExpectError(V2LiteWith("hidden_size", "-5"), "'hidden_size' = -5 must be >= 1");
   ExpectError(V2LiteWith("hidden_size", "\"big\""), "'hidden_size' must be an integer");
   ExpectError(V2LiteWith("model_type", "\"llama\""), "unsupported model_type 'llama'");
   ExpectError(V2LiteWith("norm_topk_prob", "1"), "'norm_topk_prob' must be true or false");
   ExpectError("{\"model_type\": \"deepseek_v2\"", "not valid JSON");
-  ExpectError(R"({"model_type": "deepseek_v2", "hidden_size": 8, "moe_intermediate_size": 8, "num_experts_per_tok": 2})",
-              "'n_routed_experts' is missing");
+  ExpectError(
+      R"({"model_type": "deepseek_v2", "hidden_size": 8, "moe_intermediate_size": 8, "num_experts_per_tok": 2})",
+      "'n_routed_experts' is missing");
   std::string grouped = V2LiteWith("topk_method", "\"group_limited_greedy\"");
   grouped = V2LiteWith("n_group", "16");  // 4 experts per group, keep 1 group: 4 < k = 6
   grouped = [&] {
