@@ -39,18 +39,21 @@ int64_t GroupCount(const MatmulJob& job) {
   return (job.w->n_blocks() + kMatmulGroupBlocks - 1) / kMatmulGroupBlocks;
 }
 
+int64_t ChunkCount(const MatmulJob& job) {
+  return (job.rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
+}
+
 }  // namespace
 
-int64_t MatmulTaskCount(const MatmulJob& job) {
-  if (job.rows == 0) return 0;
-  return ((job.rows + kMatmulChunkRows - 1) / kMatmulChunkRows) * GroupCount(job);
-}
+int64_t MatmulTaskCount(const MatmulJob& job) { return ChunkCount(job) * GroupCount(job); }
 
 void RunMatmulTask(const MatmulJob& job, int64_t task) {
   const int64_t groups = GroupCount(job);
   const int64_t chunk = task / groups, group = task % groups;
-  const int64_t m0 = chunk * kMatmulChunkRows;
-  const int64_t m1 = std::min(job.rows, m0 + kMatmulChunkRows);
+  // Near-equal chunks: chunk c covers [c * M / C, (c + 1) * M / C).
+  const int64_t chunks = ChunkCount(job);
+  const int64_t m0 = chunk * job.rows / chunks;
+  const int64_t m1 = (chunk + 1) * job.rows / chunks;
   const int64_t b0 = group * kMatmulGroupBlocks;
   const int64_t b1 = std::min(job.w->n_blocks(), b0 + kMatmulGroupBlocks);
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());

@@ -55,7 +55,10 @@ struct MatmulJob {
   MatmulPath path = MatmulPath::kGeneric;
 };
 
-inline constexpr int64_t kMatmulChunkRows = 96;   // rows per task
+// A task covers a chunk of rows x kMatmulGroupBlocks column blocks. Rows are split into
+// ceil(M / kMatmulMaxChunkRows) near-equal chunks (so no chunk is a thin remainder that would
+// stream the weight panel again for a few rows); the panel stays in L2 across the chunk's tiles.
+inline constexpr int64_t kMatmulMaxChunkRows = 192;
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-column blocks per task
 
 int64_t MatmulTaskCount(const MatmulJob& job);

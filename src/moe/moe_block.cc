@@ -22,6 +22,21 @@ void RunJobs(const std::vector<MatmulJob>& jobs, ThreadPool* pool) {
   }
 }
 
+// Runs fn(row) for every row in [0, n), in blocks of kRowBlock rows per task.
+template <typename Fn>
+void ParallelForRows(ThreadPool* pool, int64_t n, const Fn& fn) {
+  constexpr int64_t kRowBlock = 16;
+  const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+  auto run = [&](int64_t b, int) {
+    for (int64_t r = b * kRowBlock; r < std::min(n, (b + 1) * kRowBlock); ++r) fn(r);
+  };
+  if (pool == nullptr) {
+    for (int64_t b = 0; b < blocks; ++b) run(b, 0);
+  } else {
+    pool->ParallelFor(blocks, run);
+  }
+}
+
 // Expert-sorted slots: slot_of[t * k + j] = position of (token t, choice j) in the permuted rows;
 // rows [offset[e], offset[e + 1]) belong to expert e, in token order.
 struct Permutation {
@@ -80,7 +95,9 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   }
 
   // 1. Router: logits [T, E] in f32, then top-k.
-  std::vector<float> logits(static_cast<size_t>(t_count * e));
+  std::lock_guard<std::mutex> lock(scratch_mu_);
+  Scratch& ws = scratch_;
+  float* logits = ws.logits.Get(static_cast<size_t>(t_count * e));
   const MatmulPath router_path = options_.force_generic
                                      ? MatmulPath::kGeneric
                                      : ChooseMatmulPath(DType::kF32, t_count, ActivationPrecision::kF32);
@@ -88,11 +105,12 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
                      .x_f32 = x.data<float>(),
                      .ldx = h,
                      .w = &weights_.router_packed,
-                     .y_f32 = logits.data(),
+                     .y_f32 = logits,
                      .ldy = e,
                      .path = router_path}},
           pool);
-  out.routing = RouteTokens(config_, logits, t_count, weights_.score_bias);
+  out.routing =
+      RouteTokens(config_, {logits, static_cast<size_t>(t_count * e)}, t_count, weights_.score_bias);
   const Permutation perm = Permute(out.routing, e);
 
   // 2. Gather token rows per expert (f32, plus bf16 copies for bf16-dot experts).
@@ -108,56 +126,60 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   const MatmulPath shared_path = PathFor(t_count);
   any_dot |= s_size > 0 && shared_path == MatmulPath::kAvx512Bf16Dot;
 
-  AlignedArray<float> x_perm = MakeAlignedArray<float>(static_cast<size_t>(rows * h));
-  AlignedArray<uint16_t> x_bf16 =
-      MakeAlignedArray<uint16_t>(any_dot ? static_cast<size_t>((rows + t_count) * h_pad) : 0);
-  uint16_t* x_shared_bf16 = any_dot ? x_bf16.get() + rows * h_pad : nullptr;
+  float* x_perm = ws.x_perm.Get(static_cast<size_t>(rows * h));
+  uint16_t* x_bf16 = any_dot ? ws.x_bf16.Get(static_cast<size_t>((rows + t_count) * h_pad)) : nullptr;
+  uint16_t* x_shared_bf16 = any_dot ? x_bf16 + rows * h_pad : nullptr;
   const float* xs = x.data<float>();
-  for (int64_t row = 0; row < rows; ++row) {
-    const float* src = xs + perm.token_of[row] * h;
-    std::copy(src, src + h, x_perm.get() + row * h);
+  const bool shared_dot = s_size > 0 && shared_path == MatmulPath::kAvx512Bf16Dot;
+  std::vector<char> row_dot(static_cast<size_t>(rows), 0);
+  for (int64_t x_e = 0; x_e < e; ++x_e) {
+    if (path[x_e] != MatmulPath::kAvx512Bf16Dot) continue;
+    std::fill(row_dot.begin() + perm.offset[x_e], row_dot.begin() + perm.offset[x_e + 1], 1);
   }
-  if (any_dot) {
-    for (int64_t x_e = 0; x_e < e; ++x_e) {
-      if (path[x_e] != MatmulPath::kAvx512Bf16Dot) continue;
-      for (int64_t row = perm.offset[x_e]; row < perm.offset[x_e + 1]; ++row) {
-        ConvertRowToBf16(x_perm.get() + row * h, h, x_bf16.get() + row * h_pad, h_pad);
-      }
+  // Rows [0, rows) are routed (permuted) rows, rows [rows, rows + T) the shared expert's input.
+  ParallelForRows(pool, rows + t_count, [&](int64_t row) {
+    if (row < rows) {
+      const float* src = xs + perm.token_of[row] * h;
+      std::copy(src, src + h, x_perm + row * h);
+      if (row_dot[row]) ConvertRowToBf16(src, h, x_bf16 + row * h_pad, h_pad);
+    } else if (shared_dot) {
+      const int64_t t = row - rows;
+      ConvertRowToBf16(xs + t * h, h, x_shared_bf16 + t * h_pad, h_pad);
     }
-    if (s_size > 0 && shared_path == MatmulPath::kAvx512Bf16Dot) {
-      for (int64_t t = 0; t < t_count; ++t) ConvertRowToBf16(xs + t * h, h, x_shared_bf16 + t * h_pad, h_pad);
-    }
-  }
+  });
 
   // 3. Phase 1: gate/up + SwiGLU for every expert with rows, and the shared expert.
   //    Activations h go to f32 buffers, or bf16 (zero-padded to even width) for bf16-dot experts.
-  AlignedArray<float> act = MakeAlignedArray<float>(static_cast<size_t>(rows * i_size + t_count * s_size));
-  AlignedArray<uint16_t> act_bf16 =
-      MakeAlignedArray<uint16_t>(any_dot ? static_cast<size_t>(rows * i_pad + t_count * s_pad) : 0);
-  if (any_dot) std::fill(act_bf16.get(), act_bf16.get() + rows * i_pad + t_count * s_pad, uint16_t{0});
-  float* act_shared = act.get() + rows * i_size;
-  uint16_t* act_shared_bf16 = any_dot ? act_bf16.get() + rows * i_pad : nullptr;
+  float* act = ws.act.Get(static_cast<size_t>(rows * i_size + t_count * s_size));
+  uint16_t* act_bf16 =
+      any_dot ? ws.act_bf16.Get(static_cast<size_t>(rows * i_pad + t_count * s_pad)) : nullptr;
+  // The pad column (odd I or S) must read as zero in the bf16-dot down projection.
+  if (any_dot && (i_pad != i_size || s_pad != s_size)) {
+    std::fill(act_bf16, act_bf16 + rows * i_pad + t_count * s_pad, uint16_t{0});
+  }
+  float* act_shared = act + rows * i_size;
+  uint16_t* act_shared_bf16 = any_dot ? act_bf16 + rows * i_pad : nullptr;
 
   std::vector<MatmulJob> phase1, phase2;
-  AlignedArray<float> y_perm = MakeAlignedArray<float>(static_cast<size_t>(rows * h));
+  float* y_perm = ws.y_perm.Get(static_cast<size_t>(rows * h));
   for (int64_t x_e = 0; x_e < e; ++x_e) {
     const int64_t r0 = perm.offset[x_e], n = perm.offset[x_e + 1] - r0;
     if (n == 0) continue;
     const bool dot = path[x_e] == MatmulPath::kAvx512Bf16Dot;
     MatmulJob up{.rows = n, .w = &weights_.gate_up[x_e], .epilogue = Epilogue::kSwiGlu, .path = path[x_e]};
     MatmulJob down{
-        .rows = n, .w = &weights_.down[x_e], .y_f32 = y_perm.get() + r0 * h, .ldy = h, .path = path[x_e]};
+        .rows = n, .w = &weights_.down[x_e], .y_f32 = y_perm + r0 * h, .ldy = h, .path = path[x_e]};
     if (dot) {
-      up.x_bf16 = x_bf16.get() + r0 * h_pad;
+      up.x_bf16 = x_bf16 + r0 * h_pad;
       up.ldx = h_pad;
-      up.y_bf16 = act_bf16.get() + r0 * i_pad;
+      up.y_bf16 = act_bf16 + r0 * i_pad;
       up.ldy = i_pad;
       down.x_bf16 = up.y_bf16;
       down.ldx = i_pad;
     } else {
-      up.x_f32 = x_perm.get() + r0 * h;
+      up.x_f32 = x_perm + r0 * h;
       up.ldx = h;
-      up.y_f32 = act.get() + r0 * i_size;
+      up.y_f32 = act + r0 * i_size;
       up.ldy = i_size;
       down.x_f32 = up.y_f32;
       down.ldx = i_size;
@@ -200,11 +222,11 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   float* routed = out.routed.data<float>();
   float* shared = out.shared.data<float>();
   const std::vector<float>& gate = weights_.shared_gate;
-  auto combine = [&](int64_t t, int) {
+  ParallelForRows(pool, t_count, [&](int64_t t) {
     float* dst = routed + t * h;
     for (int64_t j = 0; j < k; ++j) {
       const float w = out.routing.weights[t * k + j];
-      const float* src = y_perm.get() + perm.slot_of[t * k + j] * h;
+      const float* src = y_perm + perm.slot_of[t * k + j] * h;
       for (int64_t c = 0; c < h; ++c) dst[c] += w * src[c];
     }
     if (!gate.empty()) {
@@ -213,12 +235,7 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
       const float g = 1.0f / (1.0f + std::exp(-dot));
       for (int64_t c = 0; c < h; ++c) shared[t * h + c] *= g;
     }
-  };
-  if (pool == nullptr) {
-    for (int64_t t = 0; t < t_count; ++t) combine(t, 0);
-  } else {
-    pool->ParallelFor(t_count, combine);
-  }
+  });
   return out;
 }
 

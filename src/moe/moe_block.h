@@ -9,10 +9,14 @@
 // by sigmoid(x . shared_expert_gate).
 //
 // Outputs are kept separate (routed and shared) so that a parallel runner can give each its own
-// reduction state; Sum() adds them. Thread safety: Forward is const and may run concurrently on
-// different inputs only with different pools.
+// reduction state; Sum() adds them. Thread safety: Forward is const and thread-safe; calls on
+// one block are serialised (they share its scratch buffers), so use one block per thread for
+// concurrency.
 #pragma once
 
+#include <mutex>
+
+#include "core/scratch_buffer.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
@@ -40,6 +44,8 @@ class MoeBlock {
  public:
   MoeBlock(MoeConfig config, MoeWeights weights, MoeOptions options = {})
       : config_(std::move(config)), weights_(std::move(weights)), options_(options) {}
+  MoeBlock(const MoeBlock&) = delete;
+  MoeBlock& operator=(const MoeBlock&) = delete;
 
   // x: [T, H] f32. Fails if the shape does not match the config.
   StatusOr<MoeOutput> Forward(const Tensor& x, ThreadPool* pool) const;
@@ -53,6 +59,18 @@ class MoeBlock {
   MoeConfig config_;
   MoeWeights weights_;
   MoeOptions options_;
+
+  // Scratch reused across Forward calls (guarded by scratch_mu_).
+  struct Scratch {
+    ScratchBuffer<float> x_perm;       // [T*k, H] token rows in expert order
+    ScratchBuffer<uint16_t> x_bf16;    // [T*k + T, H_pad] bf16 copies for bf16-dot experts
+    ScratchBuffer<float> act;          // [T*k, I] + [T, S] SwiGLU activations (f32 paths)
+    ScratchBuffer<uint16_t> act_bf16;  // [T*k, I_pad] + [T, S_pad] (bf16-dot paths)
+    ScratchBuffer<float> y_perm;       // [T*k, H] expert outputs in expert order
+    ScratchBuffer<float> logits;       // [T, E]
+  };
+  mutable std::mutex scratch_mu_;
+  mutable Scratch scratch_;
 };
 
 }  // namespace moerun
