@@ -9,6 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   python3-numpy python3-torch
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

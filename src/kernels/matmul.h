@@ -53,6 +53,13 @@ struct MatmulJob {
   int64_t ldy = 0;
   Epilogue epilogue = Epilogue::kStore;
   MatmulPath path = MatmulPath::kGeneric;
+  // Reduce over k in [k_begin, k_end) only (k_end < 0: in_features). x is still indexed by the
+  // absolute k. REQUIRES: k_begin even; k_end even or == in_features. Used to compute fixed
+  // K-block partial sums (deterministic mode).
+  int64_t k_begin = 0;
+  int64_t k_end = -1;
+
+  int64_t KEnd() const { return k_end < 0 ? w->in_features() : k_end; }
 };
 
 // A task covers a chunk of rows x kMatmulGroupBlocks column blocks. Rows are split into

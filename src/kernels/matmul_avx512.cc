@@ -77,13 +77,13 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
     for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
   const float* x[MR];
   for (int i = 0; i < MR; ++i) x[i] = job.x_f32 + (m + i) * job.ldx;
-  const int64_t k_len = w.in_features();
+  const int64_t k_len = job.KEnd();
   if (w.dtype() == DType::kBF16) {
     const uint16_t* blk[NB];
     for (int j = 0; j < NB; ++j) blk[j] = w.bf16_block(b + j);
     const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
     const int64_t full_pairs = k_len / 2;
-    for (int64_t p = 0; p < full_pairs; ++p) {
+    for (int64_t p = job.k_begin / 2; p < full_pairs; ++p) {
       __m512 xe[MR], xo[MR];
       for (int i = 0; i < MR; ++i) {
         xe[i] = _mm512_set1_ps(x[i][2 * p]);
@@ -111,7 +111,7 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
   } else {
     const float* blk[NB];
     for (int j = 0; j < NB; ++j) blk[j] = w.f32_block(b + j);
-    for (int64_t k = 0; k < k_len; ++k) {
+    for (int64_t k = job.k_begin; k < k_len; ++k) {
       __m512 xk[MR];
       for (int i = 0; i < MR; ++i) xk[i] = _mm512_set1_ps(x[i][k]);
       for (int j = 0; j < NB; ++j) {
@@ -134,8 +134,8 @@ void TileBf16Dot(const MatmulJob& job, int64_t m, int64_t b) {
   for (int i = 0; i < MR; ++i) x[i] = job.x_bf16 + (m + i) * job.ldx;
   const uint16_t* blk[NB];
   for (int j = 0; j < NB; ++j) blk[j] = w.bf16_block(b + j);
-  const int64_t pairs = w.k_pairs();
-  for (int64_t p = 0; p < pairs; ++p) {
+  const int64_t pairs = (job.KEnd() + 1) / 2;
+  for (int64_t p = job.k_begin / 2; p < pairs; ++p) {
     __m512i v[NB];
     for (int j = 0; j < NB; ++j) v[j] = _mm512_load_si512(blk[j] + p * 32);
     for (int i = 0; i < MR; ++i) {

@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
+#include "moe/expert_compute.h"
 #include "moe/moe_config.h"
 #include "moe/moe_weights.h"
 #include "moe/router.h"
@@ -43,7 +44,10 @@ struct MoeOutput {
 class MoeBlock {
  public:
   MoeBlock(MoeConfig config, MoeWeights weights, MoeOptions options = {})
-      : config_(std::move(config)), weights_(std::move(weights)), options_(options) {}
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        options_(options),
+        compute_(options.precision, options.force_generic) {}
   MoeBlock(const MoeBlock&) = delete;
   MoeBlock& operator=(const MoeBlock&) = delete;
 
@@ -54,23 +58,15 @@ class MoeBlock {
   const MoeWeights& weights() const { return weights_; }
 
  private:
-  MatmulPath PathFor(int64_t rows) const;
-
   MoeConfig config_;
   MoeWeights weights_;
   MoeOptions options_;
 
-  // Scratch reused across Forward calls (guarded by scratch_mu_).
-  struct Scratch {
-    ScratchBuffer<float> x_perm;       // [T*k, H] token rows in expert order
-    ScratchBuffer<uint16_t> x_bf16;    // [T*k + T, H_pad] bf16 copies for bf16-dot experts
-    ScratchBuffer<float> act;          // [T*k, I] + [T, S] SwiGLU activations (f32 paths)
-    ScratchBuffer<uint16_t> act_bf16;  // [T*k, I_pad] + [T, S_pad] (bf16-dot paths)
-    ScratchBuffer<float> y_perm;       // [T*k, H] expert outputs in expert order
-    ScratchBuffer<float> logits;       // [T, E]
-  };
-  mutable std::mutex scratch_mu_;
-  mutable Scratch scratch_;
+  // Scratch reused across Forward calls (guarded by mu_).
+  mutable std::mutex mu_;
+  mutable ExpertCompute compute_;
+  mutable ScratchBuffer<float> logits_;  // [T, E]
+  mutable ScratchBuffer<float> y_;       // [T*k + T, H] expert outputs per (token, slot), then shared
 };
 
 }  // namespace moerun

@@ -122,6 +122,36 @@ TEST_P(MatmulTest, SwiGluMatchesReference) {
   }
 }
 
+TEST_P(MatmulTest, KRangeGivesBlockPartials) {
+  const Case c = GetParam();
+  if (c.k < 4) GTEST_SKIP();
+  std::mt19937 rng(11);
+  PackedWeight w = PackedWeight::Pack(RandomMatrix(c.n, c.k, rng, 0.05f), c.wdtype).value();
+  Tensor xt = RandomMatrix(c.m, c.k, rng, 1.0f);
+  std::vector<float> x(xt.span<float>().begin(), xt.span<float>().end());
+  const int64_t kmid = (c.k / 4) * 2;  // even split point
+  // Reference over [kmid, K) only.
+  std::vector<float> x_tail = x;
+  for (int64_t i = 0; i < c.m; ++i)
+    for (int64_t kk = 0; kk < kmid; ++kk) x_tail[i * c.k + kk] = 0.0f;
+  const std::vector<double> ref_tail = Reference(x_tail, c.m, c.k, w, c.n);
+  for (MatmulPath path : PathsFor(c.wdtype)) {
+    if (path == MatmulPath::kAvx512Bf16Dot) continue;
+    SCOPED_TRACE(MatmulPathName(path));
+    std::vector<float> y(static_cast<size_t>(c.m * c.n));
+    MatmulJob job{.rows = c.m,
+                  .x_f32 = x.data(),
+                  .ldx = c.k,
+                  .w = &w,
+                  .y_f32 = y.data(),
+                  .ldy = c.n,
+                  .path = path,
+                  .k_begin = kmid};
+    RunMatmul(job, nullptr);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref_tail[i], 1e-5) << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
                          ::testing::Values(Case{1, 16, 32, DType::kBF16}, Case{1, 40, 33, DType::kBF16},
                                            Case{5, 100, 64, DType::kF32}, Case{7, 33, 17, DType::kF32},

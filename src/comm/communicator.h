@@ -1,0 +1,96 @@
+// Communicator: the collectives a parallel MoE layer needs, over a group of ranks.
+//
+// Two implementations: InProcessWorld (ranks are threads of one process sharing memory; the
+// default for --tp/--dp on one machine and for tests) and MpiCommunicator (one rank per process
+// under mpirun). Every rank of a group must call the same collectives in the same order. Each
+// call waits at most `timeout` for its peers and then fails with a DeadlineExceeded-style
+// IOError naming the op and group (a lost peer must not hang the job). Waiting never spins
+// unboundedly (condition variables in-process, sleep-polling non-blocking MPI requests).
+//
+// Reductions are on f32 (fast mode) or on 128-bit fixed-point integers (deterministic mode: an
+// integer sum is exact, so its result does not depend on the order in which ranks combine).
+// Every collective is recorded in the group's CollectiveLog (op, group name, bytes sent by this
+// rank) so callers can report and test the collectives a layer performed.
+//
+// Thread safety: one Communicator object per rank; a rank's calls are sequential.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace moerun {
+
+enum class ReduceType { kF32Sum, kI128Sum };
+size_t ReduceTypeSize(ReduceType t);  // 4 or 16
+
+struct CollectiveRecord {
+  std::string op;      // "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast"
+  std::string group;   // "tp", "dp", "ep", "world"
+  uint64_t bytes = 0;  // bytes this rank contributed
+};
+
+// A per-rank log of collectives, shared by a rank's communicators (world and sub-groups).
+class CollectiveLog {
+ public:
+  void Record(std::string op, std::string group, uint64_t bytes) {
+    records_.push_back({std::move(op), std::move(group), bytes});
+  }
+  std::vector<CollectiveRecord> Take() { return std::exchange(records_, {}); }
+
+ private:
+  std::vector<CollectiveRecord> records_;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // The group's name in stats, e.g. "tp".
+  const std::string& name() const { return name_; }
+  CollectiveLog* log() const { return log_.get(); }
+
+  // In place: data[i] = sum over ranks of data[i]. `count` elements of `type`.
+  virtual Status AllReduce(void* data, size_t count, ReduceType type) = 0;
+  // send holds sum(counts) elements (rank r's segment at offset sum(counts[0..r))); recv gets
+  // this rank's segment summed over ranks: counts[rank()] elements.
+  virtual Status ReduceScatter(const void* send, void* recv, std::span<const size_t> counts,
+                               ReduceType type) = 0;
+  // Concatenates every rank's bytes in rank order; recv_bytes[r] = bytes rank r sends.
+  virtual Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) = 0;
+  // send_bytes[r]: bytes for rank r (consecutive in send); recv_bytes[r]: bytes from rank r.
+  virtual Status AllToAll(const void* send, std::span<const size_t> send_bytes, void* recv,
+                          std::span<const size_t> recv_bytes) = 0;
+  virtual Status Broadcast(void* data, size_t bytes, int root) = 0;
+  virtual Status Barrier() = 0;
+  // Collective: ranks with the same color form a new group, ordered by (key, rank).
+  virtual StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, std::string name) = 0;
+
+  // Helpers built on the primitives.
+  // Every rank's value, in rank order.
+  StatusOr<std::vector<uint64_t>> AllGatherValue(uint64_t value);
+
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+ protected:
+  Communicator(std::string name, std::shared_ptr<CollectiveLog> log)
+      : name_(std::move(name)), log_(std::move(log)) {}
+  void Record(const char* op, uint64_t bytes) const {
+    if (log_ && size() > 1) log_->Record(op, name_, bytes);
+  }
+
+  std::string name_;
+  std::shared_ptr<CollectiveLog> log_;
+  std::chrono::milliseconds timeout_{std::chrono::seconds(120)};
+};
+
+}  // namespace moerun

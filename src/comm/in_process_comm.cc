@@ -1,0 +1,260 @@
+#include "comm/in_process_comm.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace moerun {
+namespace {
+
+// What a rank publishes for one collective.
+struct Slot {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  const size_t* send_counts = nullptr;  // per peer (bytes or elements, op-specific)
+  const size_t* recv_counts = nullptr;
+  int color = 0, key = 0;
+  void* shared = nullptr;  // Split: the new group created by the color's first member
+};
+
+// State shared by the ranks of one group.
+class Group {
+ public:
+  explicit Group(int n) : n_(n), slots_(static_cast<size_t>(n)) {}
+
+  int size() const { return n_; }
+  Slot& slot(int r) { return slots_[static_cast<size_t>(r)]; }
+
+  // Blocks until all n ranks arrive or the timeout passes.
+  Status Barrier(std::chrono::milliseconds timeout, const char* op, const std::string& name) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (broken_) return Broken(op, name);
+    const uint64_t gen = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return Status::Ok();
+    }
+    if (!cv_.wait_for(lock, timeout, [&] { return generation_ != gen || broken_; })) {
+      broken_ = true;  // the group cannot be used again: peers are out of step
+      cv_.notify_all();
+      return Status(StatusCode::kIOError,
+                    fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name,
+                                n_, timeout.count()));
+    }
+    if (broken_ && generation_ == gen) return Broken(op, name);
+    return Status::Ok();
+  }
+
+  std::mutex& split_mu() { return split_mu_; }
+  std::map<int, std::shared_ptr<Group>>& split_groups() { return split_groups_; }
+
+ private:
+  static Status Broken(const char* op, const std::string& name) {
+    return Status(StatusCode::kIOError,
+                  fmt::format("{} on group '{}': the group failed earlier (timeout)", op, name));
+  }
+
+  const int n_;
+  std::vector<Slot> slots_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  uint64_t generation_ = 0;
+  bool broken_ = false;
+  std::mutex split_mu_;
+  std::map<int, std::shared_ptr<Group>> split_groups_;  // per Split call: color -> group
+};
+
+void AddInto(void* dst, const void* src, size_t count, ReduceType type) {
+  if (type == ReduceType::kF32Sum) {
+    auto* d = static_cast<float*>(dst);
+    const auto* s = static_cast<const float*>(src);
+    for (size_t i = 0; i < count; ++i) d[i] += s[i];
+  } else {
+    auto* d = static_cast<__int128*>(dst);
+    const auto* s = static_cast<const __int128*>(src);
+    for (size_t i = 0; i < count; ++i) d[i] += s[i];
+  }
+}
+
+class InProcessComm final : public Communicator {
+ public:
+  InProcessComm(std::shared_ptr<Group> group, int rank, std::string name, std::shared_ptr<CollectiveLog> log)
+      : Communicator(std::move(name), std::move(log)), group_(std::move(group)), rank_(rank) {}
+
+  int rank() const override { return rank_; }
+  int size() const override { return group_->size(); }
+
+  Status AllReduce(void* data, size_t count, ReduceType type) override {
+    Record("all_reduce", count * ReduceTypeSize(type));
+    if (size() == 1) return Status::Ok();
+    // Each rank sums its own segment over all ranks (rank order) into a private buffer, then
+    // everyone copies the finished segments: deterministic and one read per element per rank.
+    const size_t esize = ReduceTypeSize(type);
+    const size_t n = static_cast<size_t>(size()), seg = (count + n - 1) / n;
+    const size_t begin = std::min(count, seg * static_cast<size_t>(rank_)),
+                 end = std::min(count, begin + seg);
+    std::vector<std::byte> mine((end - begin) * esize);
+    Slot& s = group_->slot(rank_);
+    s.send = data;
+    s.recv = mine.data();
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_reduce", name_));
+    if (end > begin) {
+      std::memcpy(mine.data(), static_cast<const std::byte*>(group_->slot(0).send) + begin * esize,
+                  mine.size());
+      for (int r = 1; r < size(); ++r) {
+        AddInto(mine.data(), static_cast<const std::byte*>(group_->slot(r).send) + begin * esize, end - begin,
+                type);
+      }
+    }
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_reduce", name_));  // every segment is summed
+    for (int r = 0; r < size(); ++r) {
+      const size_t b = std::min(count, seg * static_cast<size_t>(r)), e = std::min(count, b + seg);
+      if (e > b)
+        std::memcpy(static_cast<std::byte*>(data) + b * esize, group_->slot(r).recv, (e - b) * esize);
+    }
+    return group_->Barrier(timeout_, "all_reduce", name_);  // peers are done reading `mine`
+  }
+
+  Status ReduceScatter(const void* send, void* recv, std::span<const size_t> counts,
+                       ReduceType type) override {
+    size_t total = 0;
+    for (size_t c : counts) total += c;
+    Record("reduce_scatter", total * ReduceTypeSize(type));
+    const size_t esize = ReduceTypeSize(type);
+    size_t offset = 0;
+    for (int r = 0; r < rank_; ++r) offset += counts[static_cast<size_t>(r)];
+    const size_t mine = counts[static_cast<size_t>(rank_)];
+    group_->slot(rank_).send = send;
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "reduce_scatter", name_));
+    if (mine > 0) {
+      std::memcpy(recv, static_cast<const std::byte*>(group_->slot(0).send) + offset * esize, mine * esize);
+      for (int r = 1; r < size(); ++r) {
+        AddInto(recv, static_cast<const std::byte*>(group_->slot(r).send) + offset * esize, mine, type);
+      }
+    }
+    return group_->Barrier(timeout_, "reduce_scatter", name_);
+  }
+
+  Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) override {
+    Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
+    group_->slot(rank_).send = send;
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_gather", name_));
+    size_t offset = 0;
+    for (int r = 0; r < size(); ++r) {
+      const size_t b = recv_bytes[static_cast<size_t>(r)];
+      if (b > 0) std::memcpy(static_cast<std::byte*>(recv) + offset, group_->slot(r).send, b);
+      offset += b;
+    }
+    return group_->Barrier(timeout_, "all_gather", name_);
+  }
+
+  Status AllToAll(const void* send, std::span<const size_t> send_bytes, void* recv,
+                  std::span<const size_t> recv_bytes) override {
+    size_t total = 0;
+    for (size_t b : send_bytes) total += b;
+    Record("all_to_all", total);
+    Slot& s = group_->slot(rank_);
+    s.send = send;
+    s.send_counts = send_bytes.data();
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_to_all", name_));
+    size_t recv_offset = 0;
+    for (int r = 0; r < size(); ++r) {
+      const Slot& peer = group_->slot(r);
+      size_t src_offset = 0;
+      for (int q = 0; q < rank_; ++q) src_offset += peer.send_counts[q];
+      const size_t b = peer.send_counts[rank_];
+      if (b != recv_bytes[static_cast<size_t>(r)]) {
+        // Still meet the peers at the closing barrier before reporting.
+        (void)group_->Barrier(timeout_, "all_to_all", name_);
+        return Internal("all_to_all on group '{}': rank {} sends {} bytes to rank {}, which expects {}",
+                        name_, r, b, rank_, recv_bytes[static_cast<size_t>(r)]);
+      }
+      if (b > 0)
+        std::memcpy(static_cast<std::byte*>(recv) + recv_offset,
+                    static_cast<const std::byte*>(peer.send) + src_offset, b);
+      recv_offset += b;
+    }
+    return group_->Barrier(timeout_, "all_to_all", name_);
+  }
+
+  Status Broadcast(void* data, size_t bytes, int root) override {
+    Record("broadcast", rank_ == root ? bytes : 0);
+    group_->slot(rank_).send = data;
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "broadcast", name_));
+    if (rank_ != root && bytes > 0) std::memcpy(data, group_->slot(root).send, bytes);
+    return group_->Barrier(timeout_, "broadcast", name_);
+  }
+
+  Status Barrier() override { return group_->Barrier(timeout_, "barrier", name_); }
+
+  StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, std::string name) override {
+    Slot& s = group_->slot(rank_);
+    s.color = color;
+    s.key = key;
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));
+    // Members of my color, ordered by (key, rank).
+    std::vector<std::pair<int, int>> members;
+    for (int r = 0; r < size(); ++r) {
+      if (group_->slot(r).color == color) members.push_back({group_->slot(r).key, r});
+    }
+    std::sort(members.begin(), members.end());
+    int new_rank = 0;
+    for (size_t i = 0; i < members.size(); ++i)
+      if (members[i].second == rank_) new_rank = static_cast<int>(i);
+    std::shared_ptr<Group> g;
+    {
+      std::lock_guard<std::mutex> lock(group_->split_mu());
+      auto& groups = group_->split_groups();
+      auto it = groups.find(color);
+      if (it == groups.end())
+        it = groups.emplace(color, std::make_shared<Group>(static_cast<int>(members.size()))).first;
+      g = it->second;
+    }
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));  // everyone holds its group
+    if (rank_ == 0) {
+      std::lock_guard<std::mutex> lock(group_->split_mu());
+      group_->split_groups().clear();  // the next Split starts afresh
+    }
+    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));
+    auto comm = std::make_unique<InProcessComm>(std::move(g), new_rank, std::move(name), log_);
+    comm->set_timeout(timeout_);
+    return std::unique_ptr<Communicator>(std::move(comm));
+  }
+
+ private:
+  std::shared_ptr<Group> group_;
+  int rank_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Communicator>> InProcessWorld::Create(int n) {
+  auto group = std::make_shared<Group>(n);
+  std::vector<std::unique_ptr<Communicator>> comms;
+  for (int r = 0; r < n; ++r) {
+    comms.push_back(std::make_unique<InProcessComm>(group, r, "world", std::make_shared<CollectiveLog>()));
+  }
+  return comms;
+}
+
+Status RunRanks(int n, const std::function<Status(Communicator&)>& fn) {
+  std::vector<std::unique_ptr<Communicator>> comms = InProcessWorld::Create(n);
+  std::vector<Status> results(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 1; r < n; ++r) {
+    threads.emplace_back([&, r] { results[static_cast<size_t>(r)] = fn(*comms[static_cast<size_t>(r)]); });
+  }
+  results[0] = fn(*comms[0]);
+  for (auto& t : threads) t.join();
+  for (const Status& s : results)
+    if (!s.ok()) return s;
+  return Status::Ok();
+}
+
+}  // namespace moerun

@@ -1,0 +1,62 @@
+// ExpertCompute: runs SwiGLU expert MLPs over arbitrary rows, grouped by expert.
+//
+// Given hidden states x [T, H] and n rows, each naming a source token and an expert, it gathers
+// the rows expert by expert (stable order), runs one gate/up matmul with a fused SwiGLU epilogue
+// and one down matmul per expert over all its rows (all experts' tasks in one parallel loop per
+// phase), and writes y in row order. The down projection can be cut into `k_blocks` fixed
+// K-blocks whose partial sums are returned separately (deterministic mode sums them exactly).
+// Used by the one-rank MoeBlock and by every parallel layout; experts may be whole or a TP slice
+// of the intermediate dimension.
+//
+// Thread safety: Run is not reentrant on one ExpertCompute (it owns scratch buffers).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/scratch_buffer.h"
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+#include "kernels/packed_weight.h"
+
+namespace moerun {
+
+struct ExpertWeightsRef {
+  const PackedWeight* gate_up = nullptr;  // [I_local (gate|up interleaved), H]
+  const PackedWeight* down = nullptr;     // [H, I_local]
+};
+
+struct ExpertRowsSpec {
+  const float* x = nullptr;         // [T, H] source hidden states
+  int64_t hidden = 0;               // H
+  int64_t n_rows = 0;               // rows to compute
+  const int64_t* token = nullptr;   // [n_rows] source row of x
+  const int32_t* expert = nullptr;  // [n_rows] index into the experts span, or -1 (skip, y = 0)
+  int64_t k_blocks = 1;             // split the down projection's K into this many equal blocks
+};
+
+class ExpertCompute {
+ public:
+  ExpertCompute(ActivationPrecision precision, bool force_generic)
+      : precision_(precision), force_generic_(force_generic) {}
+
+  // y: [n_rows, k_blocks, H] f32 (block b = partial sum over K-block b of the down projection).
+  // REQUIRES: with k_blocks > 1, every expert's I_local is a multiple of 2 * k_blocks.
+  void Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts, ThreadPool* pool, float* y);
+
+ private:
+  MatmulPath PathFor(DType wdtype, int64_t rows) const;
+
+  ActivationPrecision precision_;
+  bool force_generic_;
+  ScratchBuffer<float> x_perm_;       // [n, H] rows in expert order
+  ScratchBuffer<uint16_t> x_bf16_;    // [n, H_pad] bf16 copies for bf16-dot experts
+  ScratchBuffer<float> act_;          // [n, I] SwiGLU activations (f32 paths)
+  ScratchBuffer<uint16_t> act_bf16_;  // [n, I_pad] (bf16-dot paths)
+  ScratchBuffer<float> y_perm_;       // [n, k_blocks, H] outputs in expert order
+};
+
+// Runs fn(row) for every row in [0, n) in blocks of 16 rows per pool task (inline if no pool).
+void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn);
+
+}  // namespace moerun
