@@ -48,15 +48,22 @@ void PackedWeight::PutRow(const float* row, int64_t block, int lane) {
   }
 }
 
-StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, DType dtype) {
+StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, DType dtype, int64_t col_begin, int64_t col_end) {
   RETURN_IF_ERROR(CheckSource(w, "linear"));
+  if (col_end < 0) col_end = w.dim(1);
+  if (col_begin < 0 || col_begin > col_end || col_end > w.dim(1)) {
+    return InvalidArgument("column range [{}, {}) outside the {} input columns", col_begin, col_end,
+                           w.dim(1));
+  }
   PackedWeight p;
   p.n_ = w.dim(0);
-  RETURN_IF_ERROR(p.Allocate(dtype, (w.dim(0) + 15) / 16, w.dim(1)));
+  RETURN_IF_ERROR(p.Allocate(dtype, (w.dim(0) + 15) / 16, col_end - col_begin));
   std::vector<float> row(static_cast<size_t>(p.k_));
-  const size_t row_bytes = static_cast<size_t>(p.k_) * DTypeSize(w.dtype());
+  const size_t esize = DTypeSize(w.dtype());
+  const size_t row_bytes = static_cast<size_t>(w.dim(1)) * esize;
   for (int64_t n = 0; n < p.n_; ++n) {
-    ConvertToF32(w.dtype(), w.data<char>() + n * row_bytes, row.data(), row.size());
+    ConvertToF32(w.dtype(), w.data<char>() + n * row_bytes + static_cast<size_t>(col_begin) * esize,
+                 row.data(), row.size());
     p.PutRow(row.data(), n / 16, static_cast<int>(n % 16));
   }
   return p;

@@ -26,8 +26,10 @@ class PackedWeight {
  public:
   PackedWeight() = default;
 
-  // Packs W [N, K] (f32, bf16 or f16) into `dtype` (kF32 or kBF16).
-  static StatusOr<PackedWeight> Pack(const Tensor& w, DType dtype);
+  // Packs W [N, K] (f32, bf16 or f16) into `dtype` (kF32 or kBF16); with a column range, packs
+  // only W[:, col_begin:col_end) (a tensor-parallel slice of the input dimension).
+  static StatusOr<PackedWeight> Pack(const Tensor& w, DType dtype, int64_t col_begin = 0,
+                                     int64_t col_end = -1);
   // Packs gate [I, K] and up [I, K] interleaved (see above). Shapes must match.
   static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, DType dtype);
 

@@ -69,7 +69,6 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
   float* routed = out.routed.data<float>();
   float* shared = out.shared.data<float>();
   const float* xs = x.data<float>();
-  const std::vector<float>& gate = weights_.shared_gate;
   ParallelForRows(pool, t_count, [&](int64_t t) {
     float* dst = routed + t * h;
     for (int64_t j = 0; j < k; ++j) {
@@ -78,12 +77,7 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
       for (int64_t c = 0; c < h; ++c) dst[c] += w * src[c];
     }
     if (!has_shared) return;
-    float g = 1.0f;
-    if (!gate.empty()) {
-      float dot = 0.0f;
-      for (int64_t c = 0; c < h; ++c) dot += xs[t * h + c] * gate[c];
-      g = 1.0f / (1.0f + std::exp(-dot));
-    }
+    const float g = SharedGateValue(weights_, xs + t * h, h);
     const float* src = y + (routed_rows + t) * h;
     for (int64_t c = 0; c < h; ++c) shared[t * h + c] = g * src[c];
   });

@@ -1,6 +1,7 @@
 #include "moe/moe_weights.h"
 
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <set>
 
@@ -95,7 +96,10 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
 }
 
 StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix,
-                                      DType weight_dtype, ThreadPool* pool) {
+                                      DType weight_dtype, ThreadPool* pool, MoeShard shard) {
+  if (shard.expert_end < 0) shard.expert_end = c.n_routed_experts;
+  if (shard.i_end < 0) shard.i_end = c.moe_intermediate_size;
+  if (shard.s_end < 0) shard.s_end = c.shared_intermediate_size;
   const bool fused = HasFusedExperts(ckpt, prefix);
   std::vector<MoeTensorSpec> specs = ExpectedMoeTensors(c);
   if (fused) specs = FusedSpecs(c, std::move(specs));
@@ -126,6 +130,7 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
   std::mutex mu;
   Status first_error;
   auto pack_expert = [&](int64_t x, int) {
+    if (x < shard.expert_begin || x >= shard.expert_end) return;
     Status s = [&]() -> Status {
       Tensor gate_w, up_w, down_w;
       if (fused) {
@@ -141,8 +146,10 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
         ASSIGN_OR_RETURN(down_w, ckpt.Get(p + "down_proj.weight"));
       }
       ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)],
-                       PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
-      ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)], PackedWeight::Pack(down_w, w.weight_dtype));
+                       PackedWeight::PackGateUp(gate_w.Rows(shard.i_begin, shard.i_end),
+                                                up_w.Rows(shard.i_begin, shard.i_end), w.weight_dtype));
+      ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)],
+                       PackedWeight::Pack(down_w, w.weight_dtype, shard.i_begin, shard.i_end));
       return Status::Ok();
     }();
     if (!s.ok()) {
@@ -162,8 +169,10 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
     ASSIGN_OR_RETURN(Tensor gate_w, ckpt.Get(p + "gate_proj.weight"));
     ASSIGN_OR_RETURN(Tensor up_w, ckpt.Get(p + "up_proj.weight"));
     ASSIGN_OR_RETURN(Tensor down_w, ckpt.Get(p + "down_proj.weight"));
-    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate_w, up_w, w.weight_dtype));
-    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, w.weight_dtype));
+    ASSIGN_OR_RETURN(w.shared_gate_up,
+                     PackedWeight::PackGateUp(gate_w.Rows(shard.s_begin, shard.s_end),
+                                              up_w.Rows(shard.s_begin, shard.s_end), w.weight_dtype));
+    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, w.weight_dtype, shard.s_begin, shard.s_end));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(Tensor g, ckpt.Get(prefix + "shared_expert_gate.weight"));
       ASSIGN_OR_RETURN(Tensor g32, g.ToF32());
@@ -171,6 +180,13 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
     }
   }
   return w;
+}
+
+float SharedGateValue(const MoeWeights& w, const float* x_row, int64_t hidden) {
+  if (w.shared_gate.empty()) return 1.0f;
+  float dot = 0.0f;
+  for (int64_t c = 0; c < hidden; ++c) dot += x_row[c] * w.shared_gate[static_cast<size_t>(c)];
+  return 1.0f / (1.0f + std::exp(-dot));
 }
 
 }  // namespace moerun

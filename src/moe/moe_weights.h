@@ -34,6 +34,13 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& config);
 // The name prefix of shared-expert tensors: "shared_experts." (DeepSeek) or "shared_expert." (Qwen2).
 std::string SharedExpertPrefix(const MoeConfig& config);
 
+// Which part of a block one rank holds. Defaults: everything.
+struct MoeShard {
+  int64_t expert_begin = 0, expert_end = -1;  // routed experts held, e.g. [16, 32) under --ep
+  int64_t i_begin = 0, i_end = -1;            // slice of moe_intermediate_size held, e.g. [704, 1408)
+  int64_t s_begin = 0, s_end = -1;            // slice of the shared MLP width held
+};
+
 struct MoeWeights {
   Tensor router;                      // [E, H] f32
   PackedWeight router_packed;         // the same, packed f32 for the matmul kernels
@@ -47,8 +54,13 @@ struct MoeWeights {
 
   // Validates and loads the block at `prefix` in `ckpt`. `weight_dtype` kBF16/kF32 packs experts
   // in that dtype; DType::kU8 means "as stored" (bf16 stays bf16, f32/f16 become f32).
+  // `shard` selects what this rank packs (only those bytes of the mapping are read).
   static StatusOr<MoeWeights> Load(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-                                   DType weight_dtype, ThreadPool* pool);
+                                   DType weight_dtype, ThreadPool* pool, MoeShard shard = {});
 };
+
+// The shared expert's multiplier for one token: sigmoid(x . shared_expert_gate) for Qwen2-MoE,
+// 1 otherwise. x_row: [H]. One fixed summation order, so every layout gets the same bits.
+float SharedGateValue(const MoeWeights& w, const float* x_row, int64_t hidden);
 
 }  // namespace moerun

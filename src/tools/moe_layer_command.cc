@@ -2,12 +2,15 @@
 #include <filesystem>
 #include <string>
 
+#include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
 #include "moe/moe_block.h"
 #include "moe/moe_reference.h"
+#include "moe/parallel_moe.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/parallel_flags.h"
 
 namespace moerun {
 namespace {
@@ -24,6 +27,7 @@ struct MoeLayerArgs {
   bool generic = false;
   bool check = false;
   int repeat = 1;
+  ParallelFlags parallel;
 };
 
 StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
@@ -42,6 +46,108 @@ StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
   return x.ToF32();
 }
 
+Status CheckOutput(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+                   const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, DType weight_dtype) {
+  ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, ckpt, prefix, x));
+  // f32 weights: f32 rounding only; bf16 weights may round activations to bf16 (relative ~4e-3).
+  const double rtol = weight_dtype == DType::kBF16 ? 2e-2 : 1e-4;
+  const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), ids.data(), x.dim(0),
+                                                 config.hidden_size, config.num_experts_per_tok, 1e-5, rtol);
+  std::printf(
+      "check: %s against the double-precision reference: max |diff| %.3g, max scaled error %.3f "
+      "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld\n",
+      cmp.ok ? "PASS" : "FAIL", cmp.max_abs_diff, cmp.max_scaled_err, rtol,
+      static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties));
+  if (!cmp.ok) return Internal("output differs from the reference beyond tolerance");
+  return Status::Ok();
+}
+
+Status WriteOutput(const std::string& path, const Tensor& y, const Routing& routing, int64_t k) {
+  const int64_t tokens = y.dim(0);
+  ASSIGN_OR_RETURN(Tensor ids, Tensor::Zeros(DType::kI32, {tokens, k}));
+  ASSIGN_OR_RETURN(Tensor wts, Tensor::Zeros(DType::kF32, {tokens, k}));
+  std::copy(routing.ids.begin(), routing.ids.end(), ids.data<int32_t>());
+  std::copy(routing.weights.begin(), routing.weights.end(), wts.data<float>());
+  return WriteSafetensors(path, {{"hidden_states", y}, {"topk_ids", ids}, {"topk_weights", wts}});
+}
+
+// Gathers the written rows of every rank onto every rank, in world-rank order (= token order).
+template <typename T>
+StatusOr<std::vector<T>> GatherOutputRows(Communicator& world, const T* rows, int64_t n, int64_t cols,
+                                          bool writes) {
+  const int64_t mine = writes ? n : 0;
+  ASSIGN_OR_RETURN(std::vector<uint64_t> counts, world.AllGatherValue(static_cast<uint64_t>(mine)));
+  std::vector<size_t> bytes;
+  size_t total = 0;
+  for (uint64_t c : counts) {
+    bytes.push_back(c * static_cast<size_t>(cols) * sizeof(T));
+    total += c * static_cast<size_t>(cols);
+  }
+  std::vector<T> all(total);
+  RETURN_IF_ERROR(world.AllGather(rows, all.data(), bytes));
+  return all;
+}
+
+Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, DType wdtype,
+                   ActivationPrecision precision, const Tensor& x) {
+  ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
+  // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
+  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
+  const int threads = a.threads > 0 ? a.threads : DefaultThreadCount();
+  const int64_t tokens = x.dim(0), h = config.hidden_size, k = config.num_experts_per_tok;
+  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+    ThreadPool pool(rank_threads);
+    auto t0 = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
+    ASSIGN_OR_RETURN(std::unique_ptr<ParallelMoe> moe,
+                     ParallelMoe::Create(config, *ckpt, a.prefix, options, world, wdtype, &pool, precision));
+    const bool lead = world.rank() == 0;
+    if (lead) {
+      std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s on %d ranks (%s) in %.2f s, %d threads per rank\n",
+                   config.Summary().c_str(), a.weights.c_str(), world.size(), options.ToString().c_str(),
+                   SecondsSince(t0), pool.size());
+    }
+    const auto [begin, end] = moe->TokenRange(tokens);
+    const Tensor x_own = x.Rows(begin, end);
+    Tensor y_own;
+    Routing routing;
+    double best = 1e30;
+    for (int r = 0; r < a.repeat; ++r) {
+      (void)world.log()->Take();
+      RETURN_IF_ERROR(world.Barrier());
+      t0 = std::chrono::steady_clock::now();
+      ASSIGN_OR_RETURN(y_own, moe->Forward(x_own, 0, &routing));
+      const std::vector<CollectiveRecord> records = world.log()->Take();
+      RETURN_IF_ERROR(world.Barrier());
+      best = std::min(best, SecondsSince(t0));
+      if (lead && a.parallel.stats) PrintStats(0, records);
+    }
+    ASSIGN_OR_RETURN(std::vector<float> y_all,
+                     GatherOutputRows(world, y_own.data<float>(), end - begin, h, moe->WritesOutput()));
+    ASSIGN_OR_RETURN(std::vector<int32_t> ids_all,
+                     GatherOutputRows(world, routing.ids.data(), end - begin, k, moe->WritesOutput()));
+    ASSIGN_OR_RETURN(std::vector<float> w_all,
+                     GatherOutputRows(world, routing.weights.data(), end - begin, k, moe->WritesOutput()));
+    if (!lead) return Status::Ok();
+    if (static_cast<int64_t>(y_all.size()) != tokens * h) {
+      return Internal("gathered {} output rows, expected {}", y_all.size() / static_cast<size_t>(h), tokens);
+    }
+    std::printf("moe-layer: %lld tokens in %.3f ms (%.1f tokens/s, best of %d) on %d ranks\n",
+                static_cast<long long>(tokens), best * 1e3,
+                best > 0 ? static_cast<double>(tokens) / best : 0.0, a.repeat, world.size());
+    ASSIGN_OR_RETURN(Tensor y, Tensor::Zeros(DType::kF32, {tokens, h}));
+    std::copy(y_all.begin(), y_all.end(), y.data<float>());
+    Routing all{.tokens = tokens, .k = k, .ids = std::move(ids_all), .weights = std::move(w_all)};
+    const DType packed = wdtype == DType::kU8 ? ckpt->Find(a.prefix + "gate.weight")->dtype : wdtype;
+    if (a.check)
+      RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, all.ids,
+                                  packed == DType::kBF16 ? DType::kBF16 : DType::kF32));
+    RETURN_IF_ERROR(WriteOutput(a.output, y, all, k));
+    std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
+    return Status::Ok();
+  });
+}
+
 Status Run(const MoeLayerArgs& a) {
   std::string config_path = a.config;
   if (config_path.empty()) {
@@ -55,6 +161,7 @@ Status Run(const MoeLayerArgs& a) {
   ASSIGN_OR_RETURN(ActivationPrecision precision, ParsePrecision(a.precision));
   if (a.repeat < 1) return InvalidArgument("--repeat {} must be >= 1", a.repeat);
   ASSIGN_OR_RETURN(Tensor x, LoadInput(a.input, config.hidden_size));
+  if (a.parallel.Parallel()) return RunParallel(a, config, wdtype, precision, x);
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
 
   auto t0 = std::chrono::steady_clock::now();
@@ -81,27 +188,10 @@ Status Run(const MoeLayerArgs& a) {
               static_cast<long long>(tokens), best * 1e3, best > 0 ? static_cast<double>(tokens) / best : 0.0,
               a.repeat);
 
-  if (a.check) {
-    ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, *ckpt, a.prefix, x));
-    // f32 weights: f32 rounding only; bf16 weights may round activations to bf16 (relative ~4e-3).
-    const bool bf16 = block.weights().weight_dtype == DType::kBF16;
-    const double rtol = bf16 ? 2e-2 : 1e-4;
-    const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), out->routing.ids.data(), tokens,
-                                                   config.hidden_size, k, 1e-5, rtol);
-    std::printf(
-        "check: %s against the double-precision reference: max |diff| %.3g, max scaled error %.3f "
-        "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld\n",
-        cmp.ok ? "PASS" : "FAIL", cmp.max_abs_diff, cmp.max_scaled_err, rtol,
-        static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties));
-    if (!cmp.ok) return Internal("output differs from the reference beyond tolerance");
-  }
-
-  ASSIGN_OR_RETURN(Tensor ids, Tensor::Zeros(DType::kI32, {tokens, k}));
-  ASSIGN_OR_RETURN(Tensor wts, Tensor::Zeros(DType::kF32, {tokens, k}));
-  std::copy(out->routing.ids.begin(), out->routing.ids.end(), ids.data<int32_t>());
-  std::copy(out->routing.weights.begin(), out->routing.weights.end(), wts.data<float>());
-  RETURN_IF_ERROR(
-      WriteSafetensors(a.output, {{"hidden_states", y}, {"topk_ids", ids}, {"topk_weights", wts}}));
+  if (a.check)
+    RETURN_IF_ERROR(
+        CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().weight_dtype));
+  RETURN_IF_ERROR(WriteOutput(a.output, y, out->routing, k));
   std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
   return Status::Ok();
 }
@@ -124,6 +214,7 @@ void RegisterMoeLayerCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--generic", args->generic, "Use the portable kernels, not AVX-512");
   cmd->add_flag("--check", args->check, "Compare with the double-precision reference; fail if it differs");
   cmd->add_option("--repeat", args->repeat, "Run the forward N times, report the best time");
+  args->parallel.Add(cmd);
   cmd->callback([args, exit_code] {
     const Status s = Run(*args);
     *exit_code = s.ok() ? 0 : ReportError(s);

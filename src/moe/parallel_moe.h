@@ -1,0 +1,139 @@
+// ParallelMoe: one MoE block split over ranks, with every cross-rank reduction derived from
+// declared reduction states (moe/reduction_state.h) rather than from flags.
+//
+// Layouts (world = tp x dp; rank r is DP replica r / tp, TP rank r % tp):
+//   --tp T          experts' intermediate dim sharded over all T x D ranks (or whole experts
+//                   spread over them with --ep); shared experts TP-sharded or replicated.
+//   --dp D          each replica owns a contiguous slice of the tokens.
+//   --ep            whole experts, E / (T x D) per rank.
+//   --sp            sequence-parallel MoE: each TP rank owns 1/T of its replica's tokens; shared
+//                   experts replicated; the caller all-gathers afterwards.
+//   --dispatch      how tokens reach experts when ranks hold different tokens: allgather
+//                   (all-gather tokens, reduce-scatter results) or alltoall (send each (token,
+//                   slot) row to its expert's rank and back; needs --ep).
+// Each rank declares three states per call: the routed output's (declared by the dispatch
+// strategy bound to the layer, read only after Bind), the shared output's (from its sharding),
+// and the one the caller needs (Complete(replicated over tp), or Complete(token-shard of tp)
+// under SP). The runner plans the collectives from them: a single all_reduce of (routed +
+// shared) when both are Partial(tp); the shared output alone when the combine already completed
+// the routed output; nothing under SP. An impossible plan is an error naming layer and states.
+//
+// Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit
+// fixed point (core/fixed_point.h): exact, so results are bitwise identical across layouts and
+// thread counts. Collectives then move 16-byte integers instead of floats.
+//
+// Thread safety: one ParallelMoe per rank; Forward is called by that rank's thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/fixed_point.h"
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "io/checkpoint.h"
+#include "moe/expert_compute.h"
+#include "moe/moe_block.h"
+#include "moe/moe_config.h"
+#include "moe/moe_weights.h"
+#include "moe/reduction_state.h"
+#include "moe/router.h"
+
+namespace moerun {
+
+enum class DispatchKind { kAllGather, kAllToAll };
+const char* DispatchName(DispatchKind d);
+
+inline constexpr int kDeterministicBlocks = 8;  // canonical K-blocks of every expert's down projection
+
+struct ParallelOptions {
+  int tp = 1;       // tensor-parallel ranks per replica, e.g. 2
+  int dp = 1;       // data-parallel replicas, e.g. 2
+  bool ep = false;  // expert parallel over all tp x dp ranks
+  bool sp = false;  // sequence-parallel MoE (needs tp > 1 and ep)
+  DispatchKind dispatch = DispatchKind::kAllGather;
+  bool deterministic = false;      // bitwise identical across layouts (fixed-point sums)
+  bool shared_replicated = false;  // replicate shared experts (always under sp or tp = 1)
+
+  int world() const { return tp * dp; }
+  bool SharedSharded() const { return tp > 1 && !sp && !shared_replicated; }
+  // Checks the flags against the block and the world size; each error names the flag and bound.
+  Status Validate(const MoeConfig& config, int world_size) const;
+  std::string ToString() const;  // "tp=2 dp=1 ep sp dispatch=alltoall deterministic"
+};
+
+// One rank's MoE output part with its reduction state (f32 in fast mode, fixed point otherwise).
+struct MoePart {
+  ReductionState state;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> f32;       // [rows, cols] fast mode
+  std::vector<Fixed128> fixed;  // [rows, cols] deterministic mode
+};
+
+// How routed tokens reach their experts on this layout; declares the state of its result.
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  virtual const char* name() const = 0;
+  // The state of the routed output this dispatcher returns, for the layout it was built for.
+  virtual ReductionState RoutedState() const = 0;
+};
+
+class ParallelMoe {
+ public:
+  // Validates the options, splits the groups and loads this rank's part of the block.
+  static StatusOr<std::unique_ptr<ParallelMoe>> Create(
+      const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+      const ParallelOptions& options, Communicator& world, DType weight_dtype, ThreadPool* pool,
+      ActivationPrecision precision = ActivationPrecision::kAuto);
+  ~ParallelMoe();
+
+  // Rows [begin, end) of an n-token batch that this rank holds on input and output.
+  std::pair<int64_t, int64_t> TokenRange(int64_t n_tokens) const;
+  // Whether this rank writes its token range to the final output (TP rank 0, or every rank under SP).
+  bool WritesOutput() const;
+
+  // x_own: [T_own, H] f32, this rank's rows. Returns the block output for the same rows.
+  // `layer` names the layer in errors. Routing of the own rows is returned through `routing`.
+  StatusOr<Tensor> Forward(const Tensor& x_own, int layer, Routing* routing);
+
+  // The declared state of the routed output: an error until a dispatcher is bound (the state is
+  // a property of the bound kernel, never cached before it exists).
+  StatusOr<ReductionState> RoutedOutputState() const;
+  ReductionState SharedOutputState() const;
+  ReductionState RequestedState() const;
+
+  // Test hooks: unbind the dispatcher, or force a wrong shared-output declaration.
+  void UnbindForTest();
+  void DeclareSharedStateForTest(ReductionState s) { shared_state_override_ = std::move(s); }
+
+ private:
+  ParallelMoe() = default;
+  Status Bind();
+  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing);
+  StatusOr<MoePart> SharedPart(const Tensor& x_own);
+  Status Reduce(MoePart* part, const std::string& op, const std::string& what);
+  Communicator& GroupComm(const std::string& group);
+  int64_t LocalBlocks(bool whole) const;
+
+  // Accumulate the weighted terms of y [n_rows, nb, H] into part rows (fast: f32 sum; det: fixed).
+  void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight);
+
+  MoeConfig config_;
+  ParallelOptions options_;
+  MoeWeights weights_;
+  int world_rank_ = 0, tp_rank_ = 0, dp_rank_ = 0;
+  int64_t expert_begin_ = 0, expert_end_ = 0;  // whole experts held (ep) or all (sliced)
+  std::unique_ptr<Communicator> tp_, dp_, ep_;
+  Communicator* world_ = nullptr;
+  ThreadPool* pool_ = nullptr;
+  std::unique_ptr<ExpertCompute> compute_;
+  std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
+  std::optional<ReductionState> shared_state_override_;
+  MatmulPath router_path_ = MatmulPath::kGeneric;
+  ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]
+};
+
+}  // namespace moerun

@@ -1,0 +1,71 @@
+#include "tools/parallel_flags.h"
+
+#include <cstdio>
+
+#include "comm/in_process_comm.h"
+#include "comm/mpi_comm.h"
+#include "core/thread_pool.h"
+
+namespace moerun {
+
+void ParallelFlags::Add(CLI::App* cmd) {
+  cmd->add_option("--tp", tp, "Tensor-parallel ranks per replica")->check(CLI::Range(1, 1024));
+  cmd->add_option("--dp", dp, "Data-parallel replicas")->check(CLI::Range(1, 1024));
+  cmd->add_flag("--ep", ep, "Expert parallel: whole experts spread over all tp x dp ranks");
+  cmd->add_flag("--sp", sp, "Sequence-parallel MoE (needs --tp > 1 and --ep)");
+  cmd->add_option("--dispatch", dispatch, "How EP moves tokens: allgather|alltoall");
+  cmd->add_flag("--deterministic", deterministic,
+                "Bitwise-identical output on every layout (fixed-point sums)");
+  cmd->add_flag("--shared-replicated", shared_replicated,
+                "Replicate shared experts instead of TP-sharding them");
+  cmd->add_flag("--stats", stats, "Print every collective of each MoE layer call as JSON on rank 0's stderr");
+}
+
+StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
+  ParallelOptions o;
+  o.tp = tp;
+  o.dp = dp;
+  o.ep = ep;
+  o.sp = sp;
+  o.deterministic = deterministic;
+  o.shared_replicated = shared_replicated;
+  if (dispatch == "allgather") {
+    o.dispatch = DispatchKind::kAllGather;
+  } else if (dispatch == "alltoall") {
+    o.dispatch = DispatchKind::kAllToAll;
+  } else {
+    return InvalidArgument("--dispatch '{}' is not one of allgather, alltoall", dispatch);
+  }
+  return o;
+}
+
+bool ParallelFlags::Parallel() const {
+  return tp * dp > 1 || ep || sp || deterministic || stats || StartedByMpirun();
+}
+
+Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body) {
+  if (StartedByMpirun()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr));
+    const Status s = body(*world, std::max(1, total_threads));
+    if (!s.ok()) {
+      std::fprintf(stderr, "moerun: error (rank %d of %d): %s\n", world->rank(), world->size(),
+                   s.message().c_str());
+      if (world->size() > 1) MpiAbort(1);
+    }
+    return s;
+  }
+  const int per_rank = std::max(1, total_threads / world_size);
+  return RunRanks(world_size, [&](Communicator& comm) { return body(comm, per_rank); });
+}
+
+void PrintStats(int layer, const std::vector<CollectiveRecord>& records) {
+  std::string line = fmt::format("{{\"layer\": {}, \"collectives\": [", layer);
+  for (size_t i = 0; i < records.size(); ++i) {
+    line += fmt::format("{}{{\"op\": \"{}\", \"group\": \"{}\", \"bytes\": {}}}", i ? ", " : "",
+                        records[i].op, records[i].group, records[i].bytes);
+  }
+  line += "]}";
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+}  // namespace moerun

@@ -1,0 +1,33 @@
+// The layout flags shared by moe-layer and bench-moe (--tp, --dp, --ep, --sp, --dispatch,
+// --deterministic, --shared-replicated, --stats), and the driver that runs a per-rank body on
+// in-process ranks or, under mpirun, on this process's MPI rank.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "comm/communicator.h"
+#include "moe/parallel_moe.h"
+
+namespace moerun {
+
+struct ParallelFlags {
+  int tp = 1, dp = 1;
+  bool ep = false, sp = false, deterministic = false, shared_replicated = false, stats = false;
+  std::string dispatch = "allgather";
+
+  void Add(CLI::App* cmd);
+  StatusOr<ParallelOptions> ToOptions() const;
+  // Whether the parallel runner is needed (any layout flag, or started by mpirun).
+  bool Parallel() const;
+};
+
+// Runs body(world, threads_per_rank) on every rank: under mpirun on this process (errors abort
+// the whole job so no rank hangs), otherwise on tp x dp threads of this process.
+Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body);
+
+// Prints {"layer": L, "collectives": [...]} on stderr.
+void PrintStats(int layer, const std::vector<CollectiveRecord>& records);
+
+}  // namespace moerun
