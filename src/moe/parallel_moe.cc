@@ -235,19 +235,46 @@ MoePart MakePart(ReductionState state, int64_t rows, int64_t cols, bool determin
   return p;
 }
 
-template <typename T>
-Status GatherRows(Communicator& comm, const T* own, int64_t own_rows, int64_t cols, std::vector<T>* all,
-                  std::vector<int64_t>* rows_of_rank) {
-  ASSIGN_OR_RETURN(std::vector<uint64_t> counts, comm.AllGatherValue(static_cast<uint64_t>(own_rows)));
-  rows_of_rank->assign(counts.begin(), counts.end());
-  std::vector<size_t> bytes(counts.size());
-  size_t total = 0;
-  for (size_t r = 0; r < counts.size(); ++r) {
-    bytes[r] = counts[r] * static_cast<size_t>(cols) * sizeof(T);
-    total += counts[r];
+// One row of a token as the all-gather dispatch ships it: hidden state, expert ids, weights.
+struct PackedTokens {
+  std::vector<float> x;      // [n, H]
+  std::vector<int32_t> ids;  // [n, k]
+  std::vector<float> wts;    // [n, k]
+  std::vector<int64_t> rows_of_rank;
+};
+
+// Gathers every owner's tokens (x, ids, weights packed per row) in two collectives: the row
+// counts, then the rows.
+Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_t n, int64_t h,
+                    PackedTokens* out) {
+  const int64_t k = r.k, row_floats = h + 2 * k;
+  ASSIGN_OR_RETURN(std::vector<uint64_t> counts, comm.AllGatherValue(static_cast<uint64_t>(n)));
+  std::vector<float> send(static_cast<size_t>(n * row_floats));
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = send.data() + t * row_floats;
+    std::memcpy(row, x + t * h, static_cast<size_t>(h) * sizeof(float));
+    std::memcpy(row + h, r.ids.data() + t * k, static_cast<size_t>(k) * sizeof(int32_t));
+    std::memcpy(row + h + k, r.weights.data() + t * k, static_cast<size_t>(k) * sizeof(float));
   }
-  all->resize(total * static_cast<size_t>(cols));
-  return comm.AllGather(own, all->data(), bytes);
+  std::vector<size_t> bytes;
+  int64_t total = 0;
+  for (uint64_t c : counts) {
+    bytes.push_back(static_cast<size_t>(c * row_floats) * sizeof(float));
+    total += static_cast<int64_t>(c);
+  }
+  std::vector<float> all(static_cast<size_t>(total * row_floats));
+  RETURN_IF_ERROR(comm.AllGather(send.data(), all.data(), bytes));
+  out->rows_of_rank.assign(counts.begin(), counts.end());
+  out->x.resize(static_cast<size_t>(total * h));
+  out->ids.resize(static_cast<size_t>(total * k));
+  out->wts.resize(static_cast<size_t>(total * k));
+  for (int64_t t = 0; t < total; ++t) {
+    const float* row = all.data() + t * row_floats;
+    std::memcpy(out->x.data() + t * h, row, static_cast<size_t>(h) * sizeof(float));
+    std::memcpy(out->ids.data() + t * k, row + h, static_cast<size_t>(k) * sizeof(int32_t));
+    std::memcpy(out->wts.data() + t * k, row + h + k, static_cast<size_t>(k) * sizeof(float));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -272,19 +299,26 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     const int32_t* ids = routing.ids.data();
     const float* wts = routing.weights.data();
     int64_t t_all = t_own;
-    std::vector<float> x_all, w_all;
-    std::vector<int32_t> id_all;
-    std::vector<int64_t> rows_of_rank;
+    PackedTokens gathered;
     Communicator* owners = nullptr;
+    std::vector<int> source_of_token;  // world rank that owns each gathered token (probe only)
     if (kind == "allgather") {
       owners = options_.sp ? ep_.get() : dp_.get();
-      RETURN_IF_ERROR(GatherRows(*owners, x_own.data<float>(), t_own, h, &x_all, &rows_of_rank));
-      RETURN_IF_ERROR(GatherRows(*owners, routing.ids.data(), t_own, k, &id_all, &rows_of_rank));
-      RETURN_IF_ERROR(GatherRows(*owners, routing.weights.data(), t_own, k, &w_all, &rows_of_rank));
-      t_all = static_cast<int64_t>(x_all.size()) / h;
-      x_rows = x_all.data();
-      ids = id_all.data();
-      wts = w_all.data();
+      RETURN_IF_ERROR(GatherTokens(*owners, x_own.data<float>(), routing, t_own, h, &gathered));
+      t_all = static_cast<int64_t>(gathered.x.size()) / h;
+      x_rows = gathered.x.data();
+      ids = gathered.ids.data();
+      wts = gathered.wts.data();
+      if (probe_) {
+        for (size_t g = 0; g < gathered.rows_of_rank.size(); ++g) {
+          const int world_rank =
+              options_.sp ? static_cast<int>(g) : static_cast<int>(g) * options_.tp + tp_rank_;
+          source_of_token.insert(source_of_token.end(), static_cast<size_t>(gathered.rows_of_rank[g]),
+                                 world_rank);
+        }
+      }
+    } else if (probe_) {
+      source_of_token.assign(static_cast<size_t>(t_own), world_rank_);
     }
     const int64_t n = t_all * k;
     std::vector<int64_t> token(static_cast<size_t>(n));
@@ -292,6 +326,8 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     for (int64_t r = 0; r < n; ++r) {
       token[r] = r / k;
       expert[r] = local(ids[r]);
+      if (probe_ && expert[r] >= 0)
+        probe_(source_of_token[static_cast<size_t>(r / k)], x_rows + (r / k) * h, ids[r]);
     }
     float* y = y_.Get(static_cast<size_t>(n * nb * h));
     compute_->Run({.x = x_rows,
@@ -309,8 +345,8 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     });
     if (kind == "none") return all;
     // Reduce-scatter the partial sums back to their owners.
-    std::vector<size_t> counts(rows_of_rank.size());
-    for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(rows_of_rank[r] * h);
+    std::vector<size_t> counts(gathered.rows_of_rank.size());
+    for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(gathered.rows_of_rank[r] * h);
     if (det) {
       RETURN_IF_ERROR(
           owners->ReduceScatter(all.fixed.data(), part.fixed.data(), counts, ReduceType::kI128Sum));
@@ -359,9 +395,13 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                               bytes_of(recv_n, sizeof(int32_t))));
   std::vector<int64_t> token(static_cast<size_t>(n_recv));
   std::vector<int32_t> expert(static_cast<size_t>(n_recv));
+  int src = 0;
+  int64_t src_end = w > 0 ? static_cast<int64_t>(recv_n[0]) : 0;
   for (int64_t r = 0; r < n_recv; ++r) {
+    while (r >= src_end) src_end += static_cast<int64_t>(recv_n[static_cast<size_t>(++src)]);
     token[r] = r;
     expert[r] = local(recv_id[r]);
+    if (probe_) probe_(src, recv_x.data() + r * h, recv_id[r]);
     if (expert[r] < 0)
       return Internal("all_to_all delivered expert {} to rank {}, which does not hold it", recv_id[r],
                       ep.rank());
@@ -428,6 +468,13 @@ Status ParallelMoe::Reduce(MoePart* part, const std::string& op, const std::stri
   const bool det = options_.deterministic;
   const size_t n = static_cast<size_t>(part->rows * part->cols);
   if (op == "all_reduce") {
+    if (part->state.kind != StateKind::kPartial) {
+      return InvalidArgument("{}: all_reduce over {} refused: the output is {}, {}", what, part->state.group,
+                             part->state.ToString(),
+                             part->state.kind == StateKind::kTokenShard
+                                 ? "and summing token shards adds unrelated tokens"
+                                 : "and reducing it again multiplies it by the group size");
+    }
     if (det) {
       RETURN_IF_ERROR(comm.AllReduce(part->fixed.data(), n, ReduceType::kI128Sum));
     } else {
@@ -475,12 +522,13 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   ASSIGN_OR_RETURN(MoePart shared, SharedPart(x_own));
   MoePart* result = &routed;
   if (fuse) {
-    RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-    if (has_shared) {
+    if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
+      RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
       for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
       for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
     }
-    RETURN_IF_ERROR(Reduce(&routed, op_sum, layer_name + " routed+shared output"));
+    RETURN_IF_ERROR(
+        Reduce(&routed, op_sum, layer_name + (has_shared ? " routed+shared output" : " routed output")));
   } else {
     RETURN_IF_ERROR(Reduce(&routed, op_routed, layer_name + " routed output"));
     RETURN_IF_ERROR(Reduce(&shared, op_shared, layer_name + " shared output"));
@@ -488,6 +536,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
     for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
     for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
   }
+  if (reduce_again_) RETURN_IF_ERROR(Reduce(result, "all_reduce", layer_name + " output (fault injection)"));
   if (result->state != want) {
     return Internal("{}: output ended as {}, caller needs {}", layer_name, result->state.ToString(),
                     want.ToString());

@@ -25,7 +25,9 @@
 // Thread safety: one ParallelMoe per rank; Forward is called by that rank's thread.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -105,9 +107,15 @@ class ParallelMoe {
   ReductionState SharedOutputState() const;
   ReductionState RequestedState() const;
 
-  // Test hooks: unbind the dispatcher, or force a wrong shared-output declaration.
+  // Test hooks. Unbind the dispatcher; force a (wrong) shared-output declaration; reduce the
+  // finished output once more (the double reduction of vLLM #40673, or under SP a sum of
+  // token shards); observe every dispatched row as it reaches the rank computing its expert.
   void UnbindForTest();
   void DeclareSharedStateForTest(ReductionState s) { shared_state_override_ = std::move(s); }
+  void ReduceOutputAgainForTest(bool on) { reduce_again_ = on; }
+  // probe(source world rank, the row's hidden state, global expert id)
+  using ProbeFn = std::function<void(int, const float*, int32_t)>;
+  void SetProbeForTest(ProbeFn probe) { probe_ = std::move(probe); }
 
  private:
   ParallelMoe() = default;
@@ -133,6 +141,8 @@ class ParallelMoe {
   std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
   std::optional<ReductionState> shared_state_override_;
   MatmulPath router_path_ = MatmulPath::kGeneric;
+  bool reduce_again_ = false;
+  ProbeFn probe_;
   ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]
 };
 

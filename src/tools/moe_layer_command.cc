@@ -93,7 +93,7 @@ Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, DType wdtype,
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
-  const int threads = a.threads > 0 ? a.threads : DefaultThreadCount();
+  const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   const int64_t tokens = x.dim(0), h = config.hidden_size, k = config.num_experts_per_tok;
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);

@@ -1,6 +1,7 @@
 #include "tools/parallel_flags.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "comm/in_process_comm.h"
 #include "comm/mpi_comm.h"
@@ -41,6 +42,13 @@ StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
 
 bool ParallelFlags::Parallel() const {
   return tp * dp > 1 || ep || sp || deterministic || stats || StartedByMpirun();
+}
+
+int DefaultThreadsPerProcess() {
+  // Under mpirun, share this host's CPUs among the ranks started on it.
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+  return std::max(1, DefaultThreadCount() / ranks_here);
 }
 
 Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body) {

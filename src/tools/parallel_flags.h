@@ -27,6 +27,10 @@ struct ParallelFlags {
 // the whole job so no rank hangs), otherwise on tp x dp threads of this process.
 Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body);
 
+// Threads for this process when -t is not given: all CPUs, divided among the MPI ranks started
+// on this host under mpirun.
+int DefaultThreadsPerProcess();
+
 // Prints {"layer": L, "collectives": [...]} on stderr.
 void PrintStats(int layer, const std::vector<CollectiveRecord>& records);
 

@@ -120,5 +120,24 @@ if [[ $(cat "$WORK/bad/existing.safetensors") == keep ]]; then pass "existing ou
 expect_error "bad precision flag" "--precision 'fp8'" "$out" -- \
   "$MOERUN" moe-layer --config "$base/config.json" -m "$base/layer.safetensors" -i "$base/x.safetensors" -o "$out" --precision fp8
 
+# Layout flags are checked before any weight is read.
+lay() { "$MOERUN" moe-layer --config "$base/config.json" -m "$base/layer.safetensors" -i "$base/x.safetensors" -o "$out" "$@"; }
+expect_error "--ep over 3 ranks" "--ep: 3 ranks do not divide 16 routed experts" "$out" -- lay --tp 3 --ep
+expect_error "--sp without tp" "--sp needs --tp > 1" "$out" -- lay --sp --ep
+expect_error "--sp without ep" "--sp needs --ep" "$out" -- lay --tp 2 --sp
+expect_error "alltoall without ep" "--dispatch alltoall needs --ep" "$out" -- lay --dp 2 --dispatch alltoall
+expect_error "unknown dispatch" "--dispatch 'ring'" "$out" -- lay --tp 2 --dispatch ring
+
+# In-process ranks, deterministic mode: byte-identical output files across layouts and threads.
+det_ref="$WORK/det-ref.safetensors"
+"$MOERUN" moe-layer --config "$base/config.json" -m "$base/layer.safetensors" -i "$base/x.safetensors" \
+  -o "$det_ref" --deterministic -t 1 2>/dev/null
+for flags in "--tp 2" "--tp 4 --ep" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp" "-t 2" "--tp 8"; do
+  # shellcheck disable=SC2086
+  lay --deterministic $flags 2>/dev/null
+  if cmp -s "$out" "$det_ref"; then pass "deterministic $flags"; else fail "deterministic $flags differs"; fi
+  rm -f "$out"
+done
+
 echo "cli_test: $failures failure(s)"
 exit $((failures > 0))

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# moe-layer under real `mpirun` processes (Open MPI): every layout's output is byte-identical to
+# the one-rank output in --deterministic mode and passes --check in fast mode; bad layouts make
+# every rank exit non-zero (no hang).
+set -uo pipefail
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+MPIRUN=(timeout 300 mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none
+  --mca btl self,vader)
+
+for preset in v2-lite qwen2; do
+  d="$WORK/$preset"
+  "$MOERUN" make-example --out "$d" --preset "$preset" --small --tokens 45 --dtype bf16 2>/dev/null
+  io=(--config "$d/config.json" --weights "$d/layer.safetensors" --input "$d/x.safetensors")
+  "$MOERUN" moe-layer "${io[@]}" --output "$d/one.safetensors" --deterministic 2>/dev/null
+  while read -r np flags; do
+    [[ -z $np ]] && continue
+    # shellcheck disable=SC2086
+    if out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" moe-layer "${io[@]}" --output "$d/det.safetensors" \
+        --deterministic $flags 2>&1 </dev/null) && cmp -s "$d/det.safetensors" "$d/one.safetensors"; then
+      pass "$preset -np $np $flags --deterministic: bitwise equal to one rank"
+    else
+      fail "$preset -np $np $flags --deterministic: $out"
+    fi
+    # shellcheck disable=SC2086
+    if out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" moe-layer "${io[@]}" --output "$d/fast.safetensors" --check \
+        --stats $flags 2>&1 </dev/null) && grep -q "check: PASS" <<<"$out"; then
+      pass "$preset -np $np $flags: check passes"
+    else
+      fail "$preset -np $np $flags: $out"
+    fi
+  done <<'LAYOUTS'
+2 --tp 2
+2 --tp 2 --ep
+2 --dp 2
+2 --dp 2 --ep --dispatch alltoall
+4 --tp 2 --dp 2 --ep --sp
+4 --tp 2 --dp 2 --ep --sp --dispatch alltoall
+4 --tp 2 --dp 2 --ep --dispatch alltoall
+4 --tp 4 --shared-replicated
+4 --dp 4 --ep
+LAYOUTS
+done
+
+# TP under MPI, fast mode, with shared experts: exactly one all_reduce in the layer.
+d="$WORK/v2-lite"
+stats=$("${MPIRUN[@]}" -np 2 "$MOERUN" moe-layer --config "$d/config.json" -m "$d/layer.safetensors" \
+  -i "$d/x.safetensors" -o "$d/s.safetensors" --tp 2 --stats 2>&1 | grep '"layer"')
+if [[ $stats == '{"layer": 0, "collectives": [{"op": "all_reduce", "group": "tp", "bytes": 11520}]}' ]]; then
+  pass "mpi tp=2 stats: one all_reduce"
+else
+  fail "mpi tp=2 stats: $stats"
+fi
+
+# Bad layouts: every rank exits non-zero, promptly.
+for bad in "3|--tp 2|world size 3 != --tp 2 x --dp 1" "2|--tp 2 --sp|--sp needs --ep"; do
+  IFS='|' read -r np flags needle <<<"$bad"
+  # shellcheck disable=SC2086
+  out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" moe-layer --config "$d/config.json" -m "$d/layer.safetensors" \
+    -i "$d/x.safetensors" -o "$d/bad.safetensors" $flags 2>&1)
+  rc=$?
+  if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -qF -- "$needle" <<<"$out" && [[ ! -e $d/bad.safetensors ]]; then
+    pass "mpi -np $np $flags refused"
+  else
+    fail "mpi -np $np $flags: rc $rc: $out"
+  fi
+done
+
+echo "mpi_test: $failures failure(s)"
+exit $((failures > 0))

@@ -1,0 +1,319 @@
+// The parallel runner on in-process ranks against the one-rank output, over the cross product of
+// layouts x dispatch x shared experts on/off x shared sharded/replicated x world 1, 2, 4, 8:
+// bitwise in deterministic mode, within tolerance in fast mode; collective counts per layout;
+// wrong declarations refused; every dispatched row probed to arrive where its route says.
+#include "moe/parallel_moe.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
+
+#include "comm/in_process_comm.h"
+#include "moe/moe_block.h"
+#include "moe/synthetic_block.h"
+
+namespace moerun {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Fixture {
+  MoeConfig config;
+  std::unique_ptr<Checkpoint> ckpt;
+  Tensor x;  // [kTokens, H]
+};
+
+constexpr int64_t kTokens = 37;  // odd on purpose: uneven DP/SP splits
+
+// f32 weights keep fast-mode tolerances tight; one fixture per preset, written once.
+const Fixture& GetFixture(const std::string& preset) {
+  static std::map<std::string, Fixture> cache;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(preset);
+  if (it != cache.end()) return it->second;
+  Fixture f;
+  f.config = MoeConfig::FromJson(PresetConfigJson(preset, true).value(), preset).value();
+  const fs::path dir = fs::temp_directory_path() / ("moerun_parallel_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / (preset + ".safetensors")).string();
+  EXPECT_TRUE(WriteSafetensors(path, MakeSyntheticMoeTensors(f.config, 3, DType::kF32).value()).ok());
+  f.ckpt = Checkpoint::Open(path).value();
+  f.x = MakeSyntheticInput(kTokens, f.config.hidden_size, 9, DType::kF32).value();
+  return cache.emplace(preset, std::move(f)).first->second;
+}
+
+struct RunResult {
+  std::vector<float> y;                                  // [kTokens, H], assembled from the writer ranks
+  std::map<int, std::vector<CollectiveRecord>> records;  // per world rank
+};
+
+StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool reduce_again = false) {
+  RunResult result;
+  result.y.assign(static_cast<size_t>(kTokens * f.config.hidden_size), std::nanf(""));
+  std::mutex mu;
+  const Status s = RunRanks(o.world(), [&](Communicator& world) -> Status {
+    ThreadPool pool(1);
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, DType::kU8, &pool,
+                                                   ActivationPrecision::kF32));
+    moe->ReduceOutputAgainForTest(reduce_again);
+    const auto [begin, end] = moe->TokenRange(kTokens);
+    (void)world.log()->Take();
+    ASSIGN_OR_RETURN(Tensor y, moe->Forward(f.x.Rows(begin, end), 0, nullptr));
+    std::lock_guard<std::mutex> lock(mu);
+    result.records[world.rank()] = world.log()->Take();
+    if (moe->WritesOutput()) {
+      std::copy(y.data<float>(), y.data<float>() + y.numel(),
+                result.y.begin() + begin * f.config.hidden_size);
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  return result;
+}
+
+std::vector<ParallelOptions> AllLayouts() {
+  std::vector<ParallelOptions> out;
+  for (int world : {1, 2, 4, 8}) {
+    for (int tp = 1; tp <= world; tp *= 2) {
+      const int dp = world / tp;
+      for (bool ep : {false, true}) {
+        for (bool sp : {false, true}) {
+          if (sp && (tp < 2 || !ep)) continue;
+          for (DispatchKind d : {DispatchKind::kAllGather, DispatchKind::kAllToAll}) {
+            if (d == DispatchKind::kAllToAll && !ep) continue;
+            if (d == DispatchKind::kAllToAll && dp == 1 && !sp) continue;  // no dispatch happens
+            for (bool replicated : {false, true}) {
+              if (replicated && (tp < 2 || sp)) continue;
+              ParallelOptions o;
+              o.tp = tp;
+              o.dp = dp;
+              o.ep = ep;
+              o.sp = sp;
+              o.dispatch = d;
+              o.shared_replicated = replicated;
+              out.push_back(o);
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+struct Case {
+  std::string preset;  // v2-lite: shared experts; qwen3: none
+  ParallelOptions layout;
+};
+
+std::vector<Case> AllCases() {
+  std::vector<Case> cases;
+  for (const char* preset : {"v2-lite", "qwen3"})
+    for (const ParallelOptions& o : AllLayouts()) cases.push_back({preset, o});
+  return cases;
+}
+
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  std::string s = info.param.preset + "_" + info.param.layout.ToString();
+  for (char& c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return s;
+}
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.preset << " " << c.layout.ToString(); }
+
+class ParallelMoeTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ParallelMoeTest, FastModeMatchesOneRank) {
+  const Case& c = GetParam();
+  const Fixture& f = GetFixture(c.preset);
+  MoeBlock block(f.config, MoeWeights::Load(f.config, *f.ckpt, "", DType::kU8, nullptr).value(),
+                 MoeOptions{.precision = ActivationPrecision::kF32});
+  const Tensor want = block.Forward(f.x, nullptr).value().Sum().value();
+  auto got = RunLayout(f, c.layout);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  double max_err = 0, scale = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    max_err = std::max(max_err, static_cast<double>(std::fabs(got->y[i] - want.data<float>()[i])));
+    scale = std::max(scale, static_cast<double>(std::fabs(want.data<float>()[i])));
+  }
+  EXPECT_LE(max_err, 1e-5 * scale + 1e-7) << "max err " << max_err << " scale " << scale;
+
+  // Collectives on rank 0 (fast mode).
+  const std::vector<CollectiveRecord>& rec = got->records[0];
+  int all_reduce = 0;
+  for (const auto& r : rec) all_reduce += r.op == "all_reduce";
+  EXPECT_LE(all_reduce, 1) << "at most one all_reduce per layer";
+  if (c.layout.sp) EXPECT_EQ(all_reduce, 0) << "SP: the layer must not all-reduce";
+  if (c.layout.dp == 1 && !c.layout.sp && c.layout.tp > 1) {
+    ASSERT_EQ(rec.size(), 1u) << "TP: exactly one collective";
+    EXPECT_EQ(rec[0].op, "all_reduce");
+    EXPECT_EQ(rec[0].group, "tp");
+  }
+  if (c.layout.world() == 1) EXPECT_TRUE(rec.empty());
+}
+
+TEST_P(ParallelMoeTest, DeterministicModeIsBitwiseIdenticalToOneRank) {
+  const Case& c = GetParam();
+  const Fixture& f = GetFixture(c.preset);
+  ParallelOptions one;
+  one.deterministic = true;
+  ParallelOptions layout = c.layout;
+  layout.deterministic = true;
+  auto want = RunLayout(f, one);
+  auto got = RunLayout(f, layout);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  for (size_t i = 0; i < want->y.size(); ++i) {
+    ASSERT_EQ(std::memcmp(&want->y[i], &got->y[i], sizeof(float)), 0)
+        << "element " << i << ": " << want->y[i] << " vs " << got->y[i];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ParallelMoeTest, ::testing::ValuesIn(AllCases()), CaseName);
+
+ParallelOptions Layout(int tp, int dp, bool ep, bool sp, DispatchKind d = DispatchKind::kAllGather) {
+  ParallelOptions o;
+  o.tp = tp;
+  o.dp = dp;
+  o.ep = ep;
+  o.sp = sp;
+  o.dispatch = d;
+  return o;
+}
+
+TEST(ParallelMoeRefusals, InvalidLayoutsNameTheFlag) {
+  const Fixture& f = GetFixture("v2-lite");  // 16 experts, I = 32, S = 64
+  auto expect = [&](const ParallelOptions& o, int world, const std::string& needle) {
+    const Status s = o.Validate(f.config, world);
+    EXPECT_FALSE(s.ok()) << o.ToString();
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+  };
+  expect(Layout(3, 1, true, false), 3, "--ep: 3 ranks do not divide 16 routed experts");
+  expect(Layout(1, 2, true, true), 2, "--sp needs --tp > 1");
+  expect(Layout(2, 1, false, true), 2, "--sp needs --ep");
+  expect(Layout(2, 2, false, false, DispatchKind::kAllToAll), 4, "--dispatch alltoall needs --ep");
+  expect(Layout(2, 2, true, false), 3, "world size 3 != --tp 2 x --dp 2");
+  expect(Layout(3, 1, false, false), 3, "3 ranks do not divide moe_intermediate_size 32");
+}
+
+TEST(ParallelMoeRefusals, DoubleReductionIsRefused) {
+  const Fixture& f = GetFixture("v2-lite");
+  const Status s = RunLayout(f, Layout(2, 1, false, false), /*reduce_again=*/true).status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("layer 0"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("Complete(replicated over tp)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("multiplies it"), std::string::npos) << s.message();
+}
+
+TEST(ParallelMoeRefusals, TokenShardSumIsRefused) {
+  // vLLM #40673: under SP, all-reducing outputs of ranks that hold different tokens.
+  const Fixture& f = GetFixture("v2-lite");
+  const Status s = RunLayout(f, Layout(2, 1, true, true), /*reduce_again=*/true).status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("Complete(token-shard of tp)"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token shards"), std::string::npos) << s.message();
+}
+
+TEST(ParallelMoeRefusals, MismatchedDeclarationsCannotBeAdded) {
+  EXPECT_FALSE(CheckAddable(ReductionState::Partial("tp"), ReductionState::Replicated("tp"), "layer 3").ok());
+  const Status s =
+      PlanTransition(ReductionState::TokenShard("tp"), ReductionState::Replicated("dp"), "layer 3").status();
+  EXPECT_NE(s.message().find("layer 3"), std::string::npos);
+  EXPECT_EQ(PlanTransition(ReductionState::Partial("tp"), ReductionState::Replicated("tp"), "x").value(),
+            "all_reduce");
+  EXPECT_EQ(PlanTransition(ReductionState::TokenShard("tp"), ReductionState::Replicated("tp"), "x").value(),
+            "all_gather");
+  EXPECT_EQ(PlanTransition(ReductionState::Partial("tp"), ReductionState::TokenShard("tp"), "x").value(),
+            "reduce_scatter");
+  EXPECT_FALSE(PlanTransition(ReductionState::Replicated("tp"), ReductionState::TokenShard("tp"), "x").ok());
+}
+
+TEST(ParallelMoeRefusals, StateReadBeforeTheKernelIsBound) {
+  const Fixture& f = GetFixture("v2-lite");
+  const Status s = RunRanks(2, [&](Communicator& world) -> Status {
+    ThreadPool pool(1);
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", Layout(2, 1, false, false), world,
+                                                   DType::kU8, &pool));
+    EXPECT_TRUE(moe->RoutedOutputState().ok());
+    moe->UnbindForTest();
+    const Status read = moe->RoutedOutputState().status();
+    EXPECT_NE(read.message().find("before a dispatch kernel is bound"), std::string::npos) << read.message();
+    EXPECT_FALSE(moe->Forward(f.x, 0, nullptr).ok());
+    return Status::Ok();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+}
+
+// Every EP dispatch: each (source rank, token, slot) row reaches the rank holding its expert,
+// exactly once, carrying that token's hidden state.
+class DispatchProbeTest : public ::testing::TestWithParam<ParallelOptions> {};
+
+TEST_P(DispatchProbeTest, RowsArriveWhereTheRouteSays) {
+  const Fixture& f = GetFixture("v2-lite");
+  const ParallelOptions o = GetParam();
+  const int64_t h = f.config.hidden_size, k = f.config.num_experts_per_tok, e = f.config.n_routed_experts;
+  // Token t carries its id in column 0.
+  Tensor x = MakeSyntheticInput(kTokens, h, 4, DType::kF32).value();
+  for (int64_t t = 0; t < kTokens; ++t) x.data<float>()[t * h] = static_cast<float>(t);
+  std::mutex mu;
+  std::multiset<std::tuple<int, int64_t, int32_t, int>> arrived;  // (src, token, expert, at rank)
+  std::map<int, std::vector<int32_t>> routes;                     // src rank -> ids of its tokens
+  std::map<int, std::pair<int64_t, int64_t>> ranges;
+  const Status s = RunRanks(o.world(), [&](Communicator& world) -> Status {
+    ThreadPool pool(1);
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, DType::kU8, &pool));
+    const int me = world.rank();
+    moe->SetProbeForTest([&, me](int src, const float* row, int32_t expert) {
+      std::lock_guard<std::mutex> lock(mu);
+      arrived.insert({src, static_cast<int64_t>(row[0]), expert, me});
+    });
+    const auto range = moe->TokenRange(kTokens);
+    Routing routing;
+    ASSIGN_OR_RETURN(Tensor y, moe->Forward(x.Rows(range.first, range.second), 0, &routing));
+    std::lock_guard<std::mutex> lock(mu);
+    routes[me] = routing.ids;
+    ranges[me] = range;
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const int64_t per_rank = e / o.world();
+  std::multiset<std::tuple<int, int64_t, int32_t, int>> expected;
+  for (const auto& [src, ids] : routes) {
+    for (int64_t t = 0; t < ranges[src].second - ranges[src].first; ++t) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t id = ids[t * k + j];
+        expected.insert({src, ranges[src].first + t, id, static_cast<int>(id / per_rank)});
+      }
+    }
+  }
+  if (o.dispatch == DispatchKind::kAllGather && !o.sp) {
+    // All-gather over DP: each rank sees the rows of its DP group's owners (TP peers are copies).
+    std::multiset<std::tuple<int, int64_t, int32_t, int>> filtered;
+    for (const auto& row : expected) {
+      const int src = std::get<0>(row), dst = std::get<3>(row);
+      if (src % o.tp == dst % o.tp) filtered.insert(row);
+    }
+    expected = filtered;
+  }
+  EXPECT_EQ(arrived, expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(EpLayouts, DispatchProbeTest,
+                         ::testing::Values(Layout(1, 2, true, false, DispatchKind::kAllToAll),
+                                           Layout(1, 4, true, false, DispatchKind::kAllToAll),
+                                           Layout(2, 2, true, false, DispatchKind::kAllToAll),
+                                           Layout(2, 2, true, true, DispatchKind::kAllToAll),
+                                           Layout(4, 2, true, true, DispatchKind::kAllToAll),
+                                           Layout(1, 2, true, false, DispatchKind::kAllGather),
+                                           Layout(2, 2, true, false, DispatchKind::kAllGather),
+                                           Layout(2, 2, true, true, DispatchKind::kAllGather),
+                                           Layout(2, 4, true, true, DispatchKind::kAllGather)));
+
+}  // namespace
+}  // namespace moerun
