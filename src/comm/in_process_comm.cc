@@ -7,6 +7,8 @@
 #include <mutex>
 #include <thread>
 
+#include "core/fixed_point.h"
+
 namespace moerun {
 namespace {
 
@@ -76,8 +78,8 @@ void AddInto(void* dst, const void* src, size_t count, ReduceType type) {
     const auto* s = static_cast<const float*>(src);
     for (size_t i = 0; i < count; ++i) d[i] += s[i];
   } else {
-    auto* d = static_cast<__int128*>(dst);
-    const auto* s = static_cast<const __int128*>(src);
+    auto* d = static_cast<Fixed128*>(dst);
+    const auto* s = static_cast<const Fixed128*>(src);
     for (size_t i = 0; i < count; ++i) d[i] += s[i];
   }
 }

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "core/fixed_point.h"
+
 #ifdef MOERUN_WITH_MPI
 #include <mpi.h>
 #endif
@@ -21,8 +23,8 @@ bool MpiAvailable() { return true; }
 namespace {
 
 void SumI128(void* in, void* inout, int* len, MPI_Datatype*) {
-  const auto* a = static_cast<const __int128*>(in);
-  auto* b = static_cast<__int128*>(inout);
+  const auto* a = static_cast<const Fixed128*>(in);
+  auto* b = static_cast<Fixed128*>(inout);
   for (int i = 0; i < *len; ++i) b[i] += a[i];
 }
 

@@ -13,7 +13,7 @@
 
 namespace moerun {
 
-using Fixed128 = __int128;
+__extension__ typedef __int128 Fixed128;  // NOLINT(modernize-use-using): __extension__ silences -Wpedantic
 inline constexpr int kFixedFracBits = 80;
 
 inline Fixed128 ToFixed(float v) {

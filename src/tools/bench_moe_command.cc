@@ -4,12 +4,15 @@
 #include <set>
 #include <vector>
 
+#include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
 #include "moe/moe_block.h"
+#include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/parallel_flags.h"
 
 namespace moerun {
 namespace {
@@ -24,6 +27,7 @@ struct BenchArgs {
   int min_iters = 3;
   std::string cache_dir;  // where the synthetic layer file is kept between runs
   bool json = false;
+  ParallelFlags parallel;
 };
 
 // Writes (once) and opens the synthetic layer file for `preset`.
@@ -61,6 +65,105 @@ CallCost CostOf(const MoeConfig& c, const MoeOutput& out, double bytes_per_weigh
   return cost;
 }
 
+struct Timing {
+  double median = 0, min = 0;
+  size_t iters = 0;
+};
+
+Timing Summarise(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return {times[times.size() / 2], times[0], times.size()};
+}
+
+void PrintRow(const BenchArgs& a, const std::string& layout, int ranks, int threads, int64_t t_count,
+              const Timing& t, double gbs, double gflops, uint64_t comm_bytes) {
+  const double tps = static_cast<double>(t_count) / t.median;
+  if (a.json) {
+    std::printf(
+        "{\"preset\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, \"tokens\": %lld, "
+        "\"median_ms\": %.4f, \"min_ms\": %.4f, \"tokens_per_s\": %.2f, \"weights_gb_per_s\": %.2f, "
+        "\"gflop_per_s\": %.2f, \"collective_bytes\": %llu, \"iters\": %zu}\n",
+        a.preset.c_str(), layout.c_str(), ranks, threads, static_cast<long long>(t_count), t.median * 1e3,
+        t.min * 1e3, tps, gbs, gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
+  } else {
+    std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.1f | %llu | %zu |\n", static_cast<long long>(t_count),
+                t.median * 1e3, t.min * 1e3, tps, gbs, gflops, static_cast<unsigned long long>(comm_bytes),
+                t.iters);
+  }
+  std::fflush(stdout);
+}
+
+// The same benchmark on tp x dp ranks (in-process threads, or MPI processes under mpirun).
+Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, ActivationPrecision precision) {
+  ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
+  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
+  const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
+  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+    ThreadPool pool(rank_threads);
+    ASSIGN_OR_RETURN(auto moe,
+                     ParallelMoe::Create(config, *ckpt, "", options, world, dtype, &pool, precision));
+    const bool lead = world.rank() == 0;
+    if (lead) {
+      std::fprintf(stderr, "bench-moe: %s, %s weights, %d ranks x %d threads (%s)\n",
+                   config.Summary().c_str(), std::string(DTypeName(dtype)).c_str(), world.size(), pool.size(),
+                   options.ToString().c_str());
+      if (!a.json) {
+        std::printf(
+            "| tokens | median ms | min ms | tokens/s | weights GB/s | GFLOP/s | collective bytes/layer | "
+            "iters |\n");
+        std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      }
+    }
+    for (int64_t t_count : a.tokens) {
+      std::vector<Tensor> inputs;
+      for (uint64_t s = 0; s < 8; ++s) {
+        ASSIGN_OR_RETURN(Tensor x, MakeSyntheticInput(t_count, config.hidden_size, 100 + s, DType::kF32));
+        inputs.push_back(std::move(x));
+      }
+      const auto [begin, end] = moe->TokenRange(t_count);
+      auto call = [&](size_t i, Routing* routing) -> StatusOr<double> {
+        RETURN_IF_ERROR(world.Barrier());
+        const auto t0 = std::chrono::steady_clock::now();
+        RETURN_IF_ERROR(moe->Forward(inputs[i % inputs.size()].Rows(begin, end), 0, routing).status());
+        RETURN_IF_ERROR(world.Barrier());
+        return SecondsSince(t0);
+      };
+      for (size_t w = 0; w < 2; ++w) RETURN_IF_ERROR(call(w, nullptr).status());
+      (void)world.log()->Take();
+      Routing routing;
+      ASSIGN_OR_RETURN(double first, call(0, &routing));
+      uint64_t comm_bytes = 0;
+      for (const auto& r : world.log()->Take()) comm_bytes += r.bytes;
+      // Rank 0 picks the iteration count so that every rank runs the same number of calls.
+      uint64_t iters = static_cast<uint64_t>(
+          std::clamp(a.min_time / std::max(first, 1e-6), static_cast<double>(a.min_iters), 1000.0));
+      RETURN_IF_ERROR(world.Broadcast(&iters, sizeof iters, 0));
+      std::vector<double> times = {first};
+      for (uint64_t i = 1; i < iters; ++i) {
+        ASSIGN_OR_RETURN(double t, call(i, nullptr));
+        times.push_back(t);
+      }
+      if (lead) {
+        const Timing timing = Summarise(times);
+        // Weight bytes and flops for the whole layer (all ranks), as in the one-rank table.
+        MoeOutput whole;
+        whole.routing.tokens = t_count;
+        whole.routing.ids = routing.ids;  // rank 0's tokens: an estimate of distinct experts touched
+        const CallCost c = CostOf(config, whole, static_cast<double>(DTypeSize(dtype)));
+        const double flops = 2.0 * static_cast<double>(t_count) *
+                             (static_cast<double>(config.num_experts_per_tok) * 3 * config.hidden_size *
+                                  config.moe_intermediate_size +
+                              3.0 * config.hidden_size * config.shared_intermediate_size +
+                              static_cast<double>(config.n_routed_experts) * config.hidden_size);
+        PrintRow(a, options.ToString(), world.size(), pool.size(), t_count, timing,
+                 c.weight_bytes / timing.median / 1e9, flops / timing.median / 1e9, comm_bytes);
+      }
+    }
+    return Status::Ok();
+  });
+}
+
 Status Run(const BenchArgs& a) {
   ASSIGN_OR_RETURN(std::string config_json, PresetConfigJson(a.preset, /*small=*/false));
   ASSIGN_OR_RETURN(MoeConfig config, MoeConfig::FromJson(config_json, "preset " + a.preset));
@@ -70,6 +173,7 @@ Status Run(const BenchArgs& a) {
   for (int64_t t : a.tokens) {
     if (t < 1) return InvalidArgument("--tokens {} must be >= 1", t);
   }
+  if (a.parallel.Parallel()) return RunParallel(a, config, dtype, precision);
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
   ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, "", dtype, &pool));
@@ -140,6 +244,7 @@ void RegisterBenchMoeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--cache-dir", args->cache_dir,
                   "Where to keep the synthetic layer file (default: $TMPDIR)");
   cmd->add_flag("--json", args->json, "One JSON object per line instead of a markdown table");
+  args->parallel.Add(cmd);
   cmd->callback([args, exit_code] {
     const Status s = Run(*args);
     *exit_code = s.ok() ? 0 : ReportError(s);

@@ -149,13 +149,17 @@ TEST_P(ParallelMoeTest, FastModeMatchesOneRank) {
   int all_reduce = 0;
   for (const auto& r : rec) all_reduce += r.op == "all_reduce";
   EXPECT_LE(all_reduce, 1) << "at most one all_reduce per layer";
-  if (c.layout.sp) EXPECT_EQ(all_reduce, 0) << "SP: the layer must not all-reduce";
+  if (c.layout.sp) {
+    EXPECT_EQ(all_reduce, 0) << "SP: the layer must not all-reduce";
+  }
   if (c.layout.dp == 1 && !c.layout.sp && c.layout.tp > 1) {
     ASSERT_EQ(rec.size(), 1u) << "TP: exactly one collective";
     EXPECT_EQ(rec[0].op, "all_reduce");
     EXPECT_EQ(rec[0].group, "tp");
   }
-  if (c.layout.world() == 1) EXPECT_TRUE(rec.empty());
+  if (c.layout.world() == 1) {
+    EXPECT_TRUE(rec.empty());
+  }
 }
 
 TEST_P(ParallelMoeTest, DeterministicModeIsBitwiseIdenticalToOneRank) {
