@@ -121,7 +121,8 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, Act
         ASSIGN_OR_RETURN(Tensor x, MakeSyntheticInput(t_count, config.hidden_size, 100 + s, DType::kF32));
         inputs.push_back(std::move(x));
       }
-      const auto [begin, end] = moe->TokenRange(t_count);
+      const auto range = moe->TokenRange(t_count);
+      const int64_t begin = range.first, end = range.second;
       auto call = [&](size_t i, Routing* routing) -> StatusOr<double> {
         RETURN_IF_ERROR(world.Barrier());
         const auto t0 = std::chrono::steady_clock::now();
