@@ -1,8 +1,8 @@
 // 128-bit fixed-point accumulation: exact, order-independent sums of f32 terms.
 //
-// A term v is mapped to round_toward_minus_inf(v * 2^kFixedFracBits) as a signed 128-bit integer
-// (exact for |v| >= 2^-56, i.e. for every f32 term that matters to an f32 result; smaller terms
-// are floored deterministically). Integer addition is associative, so a sum of such terms has the
+// A term v is mapped to trunc(v * 2^kFixedFracBits) as a signed 128-bit integer (exact for
+// |v| >= 2^-56, i.e. for every f32 term that matters to an f32 result; smaller terms are
+// truncated deterministically). Integer addition is associative, so a sum of such terms has the
 // same bits whatever the order or grouping in which ranks and threads add them. That is what makes
 // deterministic mode bitwise identical across parallel layouts. Range: |sum| < 2^47.
 // Thread safety: pure functions.
@@ -10,28 +10,35 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace moerun {
 
 __extension__ typedef __int128 Fixed128;  // NOLINT(modernize-use-using): __extension__ silences -Wpedantic
 inline constexpr int kFixedFracBits = 80;
 
+// Exact for |v| >= 2^-56; smaller magnitudes are truncated toward zero. Bit manipulation only
+// (this runs once per term in deterministic mode).
 inline Fixed128 ToFixed(float v) {
-  if (!std::isfinite(v)) {
-    if (std::isnan(v)) return 0;
-    return v > 0 ? (Fixed128{1} << 126) : -(Fixed128{1} << 126);
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t biased = (bits >> 23) & 0xffu;
+  const bool negative = (bits >> 31) != 0;
+  constexpr Fixed128 kSaturated = Fixed128{1} << 126;
+  if (biased == 0xffu) {  // inf or NaN
+    if ((bits & 0x7fffffu) != 0) return 0;
+    return negative ? -kSaturated : kSaturated;
   }
-  if (v == 0.0f) return 0;
-  int exp = 0;
-  const float m = std::frexp(v, &exp);                        // v = m * 2^exp, 0.5 <= |m| < 1
-  const auto mant = static_cast<int64_t>(std::ldexp(m, 24));  // exact: 24 significant bits
-  const int shift = exp - 24 + kFixedFracBits;
+  // v = mant * 2^(exp - 150) with a 24-bit mant (subnormals: exp 1, no implicit bit).
+  const int64_t mant = biased == 0 ? (bits & 0x7fffffu) : ((bits & 0x7fffffu) | 0x800000u);
+  const int shift = (biased == 0 ? 1 : static_cast<int>(biased)) - 150 + kFixedFracBits;
+  Fixed128 magnitude;
   if (shift >= 0) {
-    if (shift > 100) return mant > 0 ? (Fixed128{1} << 126) : -(Fixed128{1} << 126);  // saturate
-    return static_cast<Fixed128>(mant) * (Fixed128{1} << shift);
+    magnitude = shift > 100 ? kSaturated : static_cast<Fixed128>(mant) << shift;
+  } else {
+    magnitude = shift <= -24 ? 0 : static_cast<Fixed128>(mant >> -shift);
   }
-  if (shift <= -63) return mant < 0 ? -1 : 0;
-  return static_cast<Fixed128>(mant >> -shift);  // arithmetic shift: floor
+  return negative ? -magnitude : magnitude;
 }
 
 inline float FromFixed(Fixed128 f) {

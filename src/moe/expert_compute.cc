@@ -25,11 +25,11 @@ void RunJobs(const std::vector<MatmulJob>& jobs, ThreadPool* pool) {
 
 }  // namespace
 
-void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn) {
-  constexpr int64_t kRowBlock = 16;
-  const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn,
+                     int64_t rows_per_task) {
+  const int64_t blocks = (n + rows_per_task - 1) / rows_per_task;
   auto run = [&](int64_t b, int) {
-    for (int64_t r = b * kRowBlock; r < std::min(n, (b + 1) * kRowBlock); ++r) fn(r);
+    for (int64_t r = b * rows_per_task; r < std::min(n, (b + 1) * rows_per_task); ++r) fn(r);
   };
   if (pool == nullptr) {
     for (int64_t b = 0; b < blocks; ++b) run(b, 0);

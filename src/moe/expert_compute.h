@@ -56,7 +56,9 @@ class ExpertCompute {
   ScratchBuffer<float> y_perm_;       // [n, k_blocks, H] outputs in expert order
 };
 
-// Runs fn(row) for every row in [0, n) in blocks of 16 rows per pool task (inline if no pool).
-void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn);
+// Runs fn(row) for every row in [0, n) in blocks of `rows_per_task` rows per pool task (inline if
+// no pool).
+void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn,
+                     int64_t rows_per_task = 16);
 
 }  // namespace moerun

@@ -207,6 +207,8 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
   return *ep_;
 }
 
+int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
+
 void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, const float* y, float weight) {
   const int64_t h = part->cols, nb = LocalBlocks(options_.ep);
   (void)nb;
@@ -338,11 +340,14 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                    .k_blocks = nb},
                   refs, pool_, y);
     MoePart all = kind == "none" ? std::move(part) : MakePart(state, t_all, h, det);
-    ParallelForRows(pool_, t_all, [&](int64_t t) {
-      for (int64_t j = 0; j < k; ++j) {
-        if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j]);
-      }
-    });
+    ParallelForRows(
+        pool_, t_all,
+        [&](int64_t t) {
+          for (int64_t j = 0; j < k; ++j) {
+            if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j]);
+          }
+        },
+        AccumulateRowsPerTask());
     if (kind == "none") return all;
     // Reduce-scatter the partial sums back to their owners.
     std::vector<size_t> counts(gathered.rows_of_rank.size());
@@ -421,10 +426,13 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
   for (int64_t p = 0; p < n_send; ++p) pos_of[send_row[p]] = p;
-  ParallelForRows(pool_, t_own, [&](int64_t t) {
-    for (int64_t j = 0; j < k; ++j)
-      Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j]);
-  });
+  ParallelForRows(
+      pool_, t_own,
+      [&](int64_t t) {
+        for (int64_t j = 0; j < k; ++j)
+          Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j]);
+      },
+      AccumulateRowsPerTask());
   return part;
 }
 

@@ -128,6 +128,7 @@ class ParallelMoe {
 
   // Accumulate the weighted terms of y [n_rows, nb, H] into part rows (fast: f32 sum; det: fixed).
   void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight);
+  int64_t AccumulateRowsPerTask() const;  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
   ParallelOptions options_;
