@@ -9,5 +9,6 @@ namespace moerun {
 void RegisterMoeLayerCommand(CLI::App& app, int* exit_code);
 void RegisterBenchMoeCommand(CLI::App& app, int* exit_code);
 void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
+void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, generate, inspect
 
 }  // namespace moerun

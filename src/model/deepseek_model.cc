@@ -1,0 +1,312 @@
+#include "model/deepseek_model.h"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "io/atomic_file.h"
+#include "moe/moe_weights.h"
+
+namespace moerun {
+namespace {
+
+constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
+
+struct Expected {
+  std::map<std::string, Shape> shapes;  // non-MoE tensors
+  std::set<std::string> moe_prefixes;   // "model.layers.N.mlp." of MoE layers
+};
+
+Expected ExpectedTensors(const ModelConfig& c) {
+  Expected e;
+  const int64_t h = c.hidden_size, nh = c.num_attention_heads, qd = c.q_head_dim();
+  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
+  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
+  e.shapes["model.norm.weight"] = {h};
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    e.shapes[p + "input_layernorm.weight"] = {h};
+    e.shapes[p + "post_attention_layernorm.weight"] = {h};
+    const std::string a = p + "self_attn.";
+    if (c.q_lora_rank == 0) {
+      e.shapes[a + "q_proj.weight"] = {nh * qd, h};
+    } else {
+      e.shapes[a + "q_a_proj.weight"] = {c.q_lora_rank, h};
+      e.shapes[a + "q_a_layernorm.weight"] = {c.q_lora_rank};
+      e.shapes[a + "q_b_proj.weight"] = {nh * qd, c.q_lora_rank};
+    }
+    e.shapes[a + "kv_a_proj_with_mqa.weight"] = {c.kv_lora_rank + c.qk_rope_head_dim, h};
+    e.shapes[a + "kv_a_layernorm.weight"] = {c.kv_lora_rank};
+    e.shapes[a + "kv_b_proj.weight"] = {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
+    e.shapes[a + "o_proj.weight"] = {h, nh * c.v_head_dim};
+    if (c.IsMoeLayer(l)) {
+      e.moe_prefixes.insert(p + "mlp.");
+    } else {
+      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
+    }
+  }
+  return e;
+}
+
+// Layer index of "model.layers.N.*", or -1.
+int64_t LayerOf(const std::string& name) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  if (name.rfind(kPrefix, 0) != 0) return -1;
+  int64_t n = 0;
+  size_t i = kPrefix.size();
+  if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) n = n * 10 + (name[i++] - '0');
+  return n;
+}
+
+Status Validate(const ModelConfig& c, const Checkpoint& ckpt, const Expected& e) {
+  for (const auto& [name, shape] : e.shapes) {
+    const SafetensorsEntry* t = ckpt.Find(name);
+    if (t == nullptr)
+      return NotFound("{}: tensor '{}' is missing (expected shape {})", ckpt.path(), name,
+                      ShapeToString(shape));
+    if (t->shape != shape) {
+      return InvalidArgument("{}: tensor '{}' has shape {}, expected {} from config.json", ckpt.path(), name,
+                             ShapeToString(t->shape), ShapeToString(shape));
+    }
+    if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {
+      return InvalidArgument("{}: tensor '{}' has dtype {}, expected F32, BF16 or F16", ckpt.path(), name,
+                             DTypeName(t->dtype));
+    }
+  }
+  for (const std::string& name : ckpt.Names()) {
+    if (e.shapes.count(name)) continue;
+    const int64_t layer = LayerOf(name);
+    if (layer >= c.num_hidden_layers) continue;  // multi-token-prediction layers (V3): not used
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    bool in_moe = false;
+    for (const std::string& p : e.moe_prefixes) in_moe |= name.rfind(p, 0) == 0;
+    if (in_moe) continue;  // validated by MoeWeights::Load
+    return InvalidArgument("{}: unexpected tensor '{}' (not used by the config: {})", ckpt.path(), name,
+                           c.Summary());
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::string& name) {
+  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+  ASSIGN_OR_RETURN(Tensor f, t.ToF32());
+  return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
+}
+
+DType PackDType(DType requested, DType stored) {
+  if (requested == DType::kBF16 || requested == DType::kF32) return requested;
+  return stored == DType::kBF16 ? DType::kBF16 : DType::kF32;
+}
+
+StatusOr<PackedWeight> LoadPacked(const Checkpoint& ckpt, const std::string& name, DType requested) {
+  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+  return PackedWeight::Pack(t, PackDType(requested, t.dtype()));
+}
+
+Status CheckFinite(const Checkpoint& ckpt) {
+  for (const std::string& name : ckpt.Names()) {
+    ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+    if (t.dtype() != DType::kF32 && t.dtype() != DType::kBF16 && t.dtype() != DType::kF16) continue;
+    ASSIGN_OR_RETURN(Tensor f, t.ToF32());
+    const std::span<const float> v = f.span<float>();
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!std::isfinite(v[i])) {
+        return InvalidArgument("{}: tensor '{}' holds {} at flat index {}", ckpt.path(), name, v[i], i);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
+    const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
+    const std::function<void(double, const std::string&)>& progress) {
+  std::unique_ptr<DeepseekModel> m(new DeepseekModel());
+  m->options_ = options;
+  m->pool_ = pool;
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
+  ASSIGN_OR_RETURN(m->config_, ModelConfig::FromJson(text, dir + "/config.json"));
+  const ModelConfig& c = m->config_;
+  ASSIGN_OR_RETURN(m->ckpt_, Checkpoint::Open(dir));
+  const Checkpoint& ckpt = *m->ckpt_;
+  const Expected expected = ExpectedTensors(c);
+  RETURN_IF_ERROR(Validate(c, ckpt, expected));
+  if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
+
+  m->rope_ = std::make_unique<Rope>(c);
+  ASSIGN_OR_RETURN(m->embed_, ckpt.Get("model.embed_tokens.weight"));
+  ASSIGN_OR_RETURN(m->final_norm_, LoadVector(ckpt, "model.norm.weight"));
+  ASSIGN_OR_RETURN(m->lm_head_,
+                   LoadPacked(ckpt, c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
+                              options.weight_dtype));
+  const DType w = options.weight_dtype;
+  m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (progress)
+      progress(static_cast<double>(l) / static_cast<double>(c.num_hidden_layers), fmt::format("layer {}", l));
+    LayerWeights& lw = m->layers_[static_cast<size_t>(l)];
+    const std::string p = fmt::format("model.layers.{}.", l), a = p + "self_attn.";
+    ASSIGN_OR_RETURN(lw.input_norm, LoadVector(ckpt, p + "input_layernorm.weight"));
+    ASSIGN_OR_RETURN(lw.post_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight"));
+    AttentionWeights& at = lw.attn;
+    if (c.q_lora_rank == 0) {
+      ASSIGN_OR_RETURN(at.q_proj, LoadPacked(ckpt, a + "q_proj.weight", w));
+    } else {
+      ASSIGN_OR_RETURN(at.q_a_proj, LoadPacked(ckpt, a + "q_a_proj.weight", w));
+      ASSIGN_OR_RETURN(at.q_a_norm, LoadVector(ckpt, a + "q_a_layernorm.weight"));
+      ASSIGN_OR_RETURN(at.q_b_proj, LoadPacked(ckpt, a + "q_b_proj.weight", w));
+    }
+    ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
+    ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
+    ASSIGN_OR_RETURN(at.kv_b, LoadVector(ckpt, a + "kv_b_proj.weight"));
+    ASSIGN_OR_RETURN(at.o_proj, LoadPacked(ckpt, a + "o_proj.weight", w));
+    if (c.IsMoeLayer(l)) {
+      ASSIGN_OR_RETURN(MoeWeights mw, MoeWeights::Load(c.moe, ckpt, p + "mlp.", w, pool));
+      lw.moe = std::make_unique<MoeBlock>(c.moe, std::move(mw), MoeOptions{.precision = options.precision});
+    } else {
+      ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
+      ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
+      ASSIGN_OR_RETURN(lw.mlp_gate_up, PackedWeight::PackGateUp(gate, up, PackDType(w, gate.dtype())));
+      ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
+    }
+  }
+  if (progress) progress(1.0, "done");
+  return m;
+}
+
+void DeepseekModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
+                            float* y) const {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = xr[i] * inv * w[static_cast<size_t>(i)];
+  }
+}
+
+void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache,
+                              float* out) {
+  const ModelConfig& c = config_;
+  const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qd = c.q_head_dim();
+  // Projections: q [T, nh * qd], ckv [T, r + dr].
+  std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
+  if (c.q_lora_rank == 0) {
+    LinearForward(at.q_proj, x, t_count, q.data(), pool_, options_.precision, &xb_);
+  } else {
+    std::vector<float> qa(static_cast<size_t>(t_count * c.q_lora_rank));
+    LinearForward(at.q_a_proj, x, t_count, qa.data(), pool_, options_.precision, &xb_);
+    RmsNorm(qa.data(), at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa.data());
+    LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), pool_, options_.precision, &xb_);
+  }
+  LinearForward(at.kv_a_proj, x, t_count, ckv.data(), pool_, options_.precision, &xb_);
+  // Cache: normalised c_kv and roped k_pe per token.
+  for (int64_t t = 0; t < t_count; ++t) {
+    float* e = cache->entry(layer, start + t);
+    RmsNorm(ckv.data() + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
+    std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
+    rope_->Apply(e + r, start + t);
+  }
+  // Absorbed attention per (token, head).
+  const float scale = static_cast<float>(c.SoftmaxScale());
+  std::vector<float> o(static_cast<size_t>(t_count * nh * dv));
+  auto head = [&](int64_t task, int) {
+    const int64_t t = task / nh, hd = task % nh, pos = start + t;
+    const float* qn = q.data() + t * nh * qd + hd * qd;
+    std::vector<float> qp(qn + dn, qn + qd);
+    rope_->Apply(qp.data(), pos);
+    const float* kv_b = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r], then V rows [dv, r]
+    std::vector<float> q_lat(static_cast<size_t>(r), 0.0f);
+    for (int64_t d = 0; d < dn; ++d)
+      for (int64_t i = 0; i < r; ++i) q_lat[i] += qn[d] * kv_b[d * r + i];
+    std::vector<float> s(static_cast<size_t>(pos + 1));
+    float mx = -INFINITY;
+    for (int64_t j = 0; j <= pos; ++j) {
+      const float* e = cache->entry(layer, j);
+      float dot = 0.0f, rdot = 0.0f;
+      for (int64_t i = 0; i < r; ++i) dot += q_lat[i] * e[i];
+      for (int64_t i = 0; i < dr; ++i) rdot += qp[i] * e[r + i];
+      s[j] = scale * (dot + rdot);
+      mx = std::max(mx, s[j]);
+    }
+    double sum = 0;
+    for (int64_t j = 0; j <= pos; ++j) sum += s[j] = std::exp(s[j] - mx);
+    std::vector<float> o_lat(static_cast<size_t>(r), 0.0f);
+    for (int64_t j = 0; j <= pos; ++j) {
+      const float p = static_cast<float>(s[j] / sum);
+      const float* e = cache->entry(layer, j);
+      for (int64_t i = 0; i < r; ++i) o_lat[i] += p * e[i];
+    }
+    float* oh = o.data() + t * nh * dv + hd * dv;
+    for (int64_t d = 0; d < dv; ++d) {
+      const float* vrow = kv_b + (dn + d) * r;
+      float acc = 0.0f;
+      for (int64_t i = 0; i < r; ++i) acc += o_lat[i] * vrow[i];
+      oh[d] = acc;
+    }
+  };
+  if (pool_) {
+    pool_->ParallelFor(t_count * nh, head);
+  } else {
+    for (int64_t i = 0; i < t_count * nh; ++i) head(i, 0);
+  }
+  LinearForward(at.o_proj, o.data(), t_count, out, pool_, options_.precision, &xb_);
+}
+
+Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
+                              std::vector<float>* logits) {
+  const ModelConfig& c = config_;
+  const int64_t t_count = static_cast<int64_t>(tokens.size()), h = c.hidden_size, start = cache->size();
+  if (t_count == 0) return InvalidArgument("no tokens to run");
+  if (start + t_count > cache->capacity()) {
+    return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", t_count, start,
+                      cache->capacity());
+  }
+  for (int64_t t = 0; t < t_count; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
+      return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", tokens[t], start + t,
+                        c.vocab_size);
+    }
+  }
+  // Embeddings.
+  std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
+  const size_t row_bytes = static_cast<size_t>(h) * DTypeSize(embed_.dtype());
+  for (int64_t t = 0; t < t_count; ++t) {
+    ConvertToF32(embed_.dtype(), embed_.data<char>() + static_cast<size_t>(tokens[t]) * row_bytes,
+                 hs.data() + t * h, static_cast<size_t>(h));
+  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    LayerWeights& lw = layers_[static_cast<size_t>(l)];
+    RmsNorm(hs.data(), lw.input_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
+    Attention(l, a.data(), t_count, start, cache, out.data());
+    for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
+    RmsNorm(hs.data(), lw.post_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
+    if (lw.moe) {
+      const Tensor xin = Tensor::View(DType::kF32, {t_count, h}, a.data());
+      ASSIGN_OR_RETURN(MoeOutput mo, lw.moe->Forward(xin, pool_));
+      ASSIGN_OR_RETURN(Tensor y, mo.Sum());
+      for (size_t i = 0; i < hs.size(); ++i) hs[i] += y.data<float>()[i];
+    } else {
+      std::vector<float> act(static_cast<size_t>(t_count * c.intermediate_size));
+      LinearForward(lw.mlp_gate_up, a.data(), t_count, act.data(), pool_, options_.precision, &xb_,
+                    /*swiglu=*/true);
+      LinearForward(lw.mlp_down, act.data(), t_count, out.data(), pool_, options_.precision, &xb_);
+      for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
+    }
+  }
+  cache->set_size(start + t_count);
+  const int64_t first = all_logits ? 0 : t_count - 1, rows = t_count - first;
+  RmsNorm(hs.data() + first * h, final_norm_, rows, h, static_cast<float>(c.rms_norm_eps), a.data());
+  logits->assign(static_cast<size_t>(rows * c.vocab_size), 0.0f);
+  LinearForward(lm_head_, a.data(), rows, logits->data(), pool_, options_.precision, &xb_);
+  return Status::Ok();
+}
+
+}  // namespace moerun

@@ -1,0 +1,89 @@
+// DeepseekModel: a DeepSeek-V2/V3-family model loaded from a Hugging Face checkpoint directory.
+//
+// Forward math follows models.md section 2: embeddings; per layer RMSNorm -> MLA attention ->
+// residual -> RMSNorm -> dense MLP (layers < first_k_dense_replace) or MoE block -> residual;
+// final RMSNorm; lm_head. MLA runs in the absorbed form (q_nope projected into the kv_lora latent
+// through kv_b's K rows; values read back through kv_b's V rows), which is exactly equal in math
+// to the expanded per-head form and lets the cache hold only c_kv and k_pe (KvCache).
+// Validation before any weight is packed: every tensor the config implies is present with its
+// shape, nothing else under model.* (bar the MTP layers of V3), float dtypes.
+//
+// Thread safety: immutable after Load; Forward uses internal scratch, so one sequence at a time.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/scratch_buffer.h"
+#include "core/thread_pool.h"
+#include "io/checkpoint.h"
+#include "kernels/linear.h"
+#include "kernels/packed_weight.h"
+#include "model/kv_cache.h"
+#include "model/model_config.h"
+#include "model/rope.h"
+#include "moe/moe_block.h"
+
+namespace moerun {
+
+struct ModelLoadOptions {
+  DType weight_dtype = DType::kU8;  // kU8: as stored (bf16 stays bf16, f32/f16 -> f32)
+  ActivationPrecision precision = ActivationPrecision::kAuto;
+  bool check_tensors = false;  // scan every tensor for NaN/Inf first
+};
+
+struct AttentionWeights {
+  PackedWeight q_proj;           // [nh * (dn + dr), H] when q_lora_rank == 0
+  PackedWeight q_a_proj;         // [q_lora, H]
+  std::vector<float> q_a_norm;   // [q_lora]
+  PackedWeight q_b_proj;         // [nh * (dn + dr), q_lora]
+  PackedWeight kv_a_proj;        // [r + dr, H]: rows [0, r) c_kv, [r, r + dr) k_pe
+  std::vector<float> kv_a_norm;  // [r]
+  std::vector<float> kv_b;       // [nh * (dn + dv), r] f32: rows h*(dn+dv)+[0,dn) K, +[dn,dn+dv) V
+  PackedWeight o_proj;           // [H, nh * dv]
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm;  // [H]
+  std::vector<float> post_norm;   // [H]
+  AttentionWeights attn;
+  PackedWeight mlp_gate_up;       // dense layers: [intermediate (gate|up), H]
+  PackedWeight mlp_down;          // [H, intermediate]
+  std::unique_ptr<MoeBlock> moe;  // MoE layers
+};
+
+class DeepseekModel {
+ public:
+  // `progress(fraction, what)` is called while loading (may be empty).
+  static StatusOr<std::unique_ptr<DeepseekModel>> Load(
+      const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
+      const std::function<void(double, const std::string&)>& progress = {});
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs tokens at positions [cache->size(), cache->size() + T), appending to the cache.
+  // logits: [T, vocab] when all_logits, else [1, vocab] for the last token.
+  Status Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
+                 std::vector<float>* logits);
+
+ private:
+  DeepseekModel() = default;
+  void Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache, float* out);
+  void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
+               float* y) const;
+
+  ModelConfig config_;
+  ModelLoadOptions options_;
+  ThreadPool* pool_ = nullptr;
+  std::unique_ptr<Rope> rope_;
+  Tensor embed_;                      // [V, H] as stored (mmapped view)
+  std::unique_ptr<Checkpoint> ckpt_;  // keeps the mapping of embed_ alive
+  std::vector<LayerWeights> layers_;
+  std::vector<float> final_norm_;  // [H]
+  PackedWeight lm_head_;           // [V, H]
+  ScratchBuffer<uint16_t> xb_;     // bf16 activations for Linear
+};
+
+}  // namespace moerun

@@ -1,0 +1,64 @@
+// ModelConfig: a DeepSeek-V2/V3-family model's hyper-parameters from its Hugging Face config.json.
+//
+// Reads the attention (MLA), RoPE/YaRN, layer-layout and vocabulary fields, plus the MoE block
+// fields through MoeConfig. Accepts both the original `rope_scaling` object and the newer
+// transformers `rope_parameters` form. Every field is type- and range-checked; errors name the
+// field, its value and the bound. Thread safety: a plain value type.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+#include "moe/moe_config.h"
+
+namespace moerun {
+
+struct YarnConfig {
+  bool enabled = false;                  // rope_scaling.type == "yarn"
+  double factor = 1.0;                   // e.g. 40
+  int64_t original_max_position = 4096;  // original_max_position_embeddings, e.g. 4096
+  double beta_fast = 32.0;               // e.g. 32
+  double beta_slow = 1.0;                // e.g. 1
+  double mscale = 1.0;                   // e.g. 0.707
+  double mscale_all_dim = 0.0;           // e.g. 0.707 (0: absent)
+};
+
+struct ModelConfig {
+  std::string model_type;           // "deepseek_v2" or "deepseek_v3"
+  int64_t vocab_size = 0;           // e.g. 102400
+  int64_t hidden_size = 0;          // H, e.g. 2048
+  int64_t intermediate_size = 0;    // dense MLP width, e.g. 10944
+  int64_t num_hidden_layers = 0;    // e.g. 27
+  int64_t num_attention_heads = 0;  // nh, e.g. 16
+  int64_t q_lora_rank = 0;          // 0 = plain q_proj (V2-Lite), e.g. 1536 (V2)
+  int64_t kv_lora_rank = 0;         // r, e.g. 512
+  int64_t qk_nope_head_dim = 0;     // dn, e.g. 128
+  int64_t qk_rope_head_dim = 0;     // dr, e.g. 64
+  int64_t v_head_dim = 0;           // dv, e.g. 128
+  double rms_norm_eps = 1e-6;       // e.g. 1e-6
+  double rope_theta = 10000.0;      // e.g. 10000
+  YarnConfig yarn;
+  int64_t max_position_embeddings = 4096;  // e.g. 163840
+  int64_t first_k_dense_replace = 0;       // leading dense layers, e.g. 1
+  int64_t moe_layer_freq = 1;              // e.g. 1
+  int64_t bos_token_id = -1;               // e.g. 100000
+  int64_t eos_token_id = -1;               // e.g. 100001
+  bool tie_word_embeddings = false;
+  MoeConfig moe;  // the MoE block fields
+
+  static StatusOr<ModelConfig> FromJson(const std::string& text, const std::string& source);
+
+  bool IsMoeLayer(int64_t layer) const {
+    return moe.n_routed_experts > 0 && layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
+  }
+  int64_t q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  // softmax scale: q_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 (YaRN).
+  double SoftmaxScale() const;
+  std::string Summary() const;
+};
+
+// YaRN's attention scale: 1 if factor <= 1, else 0.1 * m * ln(factor) + 1.
+double YarnGetMscale(double factor, double m);
+
+}  // namespace moerun

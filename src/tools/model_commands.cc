@@ -1,0 +1,214 @@
+// moerun logits / generate / inspect: whole DeepSeek-V2-family models from a checkpoint directory.
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "engine/sampler.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "model/deepseek_model.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+
+namespace moerun {
+namespace {
+
+StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0' || v < 0 || v > INT32_MAX) {
+      return InvalidArgument("--tokens: '{}' is not a token id (a non-negative integer)", item);
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return InvalidArgument("--tokens is empty");
+  return ids;
+}
+
+struct ModelArgs {
+  std::string model_dir;
+  int threads = 0;
+  std::string weight_dtype = "auto";
+  std::string precision = "auto";
+  bool check_tensors = false;
+};
+
+void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
+  cmd->add_option("-m,--model", a->model_dir, "Checkpoint directory (config.json + safetensors)")->required();
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--weight-dtype", a->weight_dtype, "Packed weights: auto|bf16|f32");
+  cmd->add_option("--precision", a->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
+  cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
+}
+
+StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool) {
+  ModelLoadOptions o;
+  ASSIGN_OR_RETURN(o.weight_dtype, ParseWeightDType(a.weight_dtype));
+  ASSIGN_OR_RETURN(o.precision, ParsePrecision(a.precision));
+  o.check_tensors = a.check_tensors;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto progress = [](double f, const std::string& what) {
+    std::fprintf(stderr, "\rmoerun: loading [%-30s] %3.0f%% %-12s",
+                 std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
+    if (f >= 1.0) std::fprintf(stderr, "\n");
+  };
+  ASSIGN_OR_RETURN(auto model, DeepseekModel::Load(a.model_dir, o, pool, progress));
+  std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d threads\n",
+               model->config().Summary().c_str(), SecondsSince(t0), pool->size());
+  return model;
+}
+
+// ---- logits ----
+struct LogitsArgs {
+  ModelArgs model;
+  std::string tokens;
+  std::string output;
+  bool decode = false;  // one token per step through the KV cache instead of one prefill
+};
+
+Status RunLogits(const LogitsArgs& a) {
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
+  ThreadPool pool(a.model.threads > 0 ? a.model.threads : DefaultThreadCount());
+  ASSIGN_OR_RETURN(auto model, LoadModel(a.model, &pool));
+  KvCache cache(model->config(), static_cast<int64_t>(ids.size()));
+  std::vector<float> logits;
+  const int64_t v = model->config().vocab_size;
+  if (a.decode) {
+    std::vector<float> step;
+    for (const int32_t id : ids) {
+      RETURN_IF_ERROR(model->Forward(std::span<const int32_t>(&id, 1), &cache, /*all_logits=*/false, &step));
+      logits.insert(logits.end(), step.begin(), step.end());
+    }
+  } else {
+    RETURN_IF_ERROR(model->Forward(ids, &cache, /*all_logits=*/true, &logits));
+  }
+  ASSIGN_OR_RETURN(Tensor t, Tensor::Zeros(DType::kF32, {static_cast<int64_t>(ids.size()), v}));
+  std::copy(logits.begin(), logits.end(), t.data<float>());
+  RETURN_IF_ERROR(WriteSafetensors(a.output, {{"logits", t}}));
+  std::fprintf(stderr, "moerun: wrote logits [%zu, %lld] to %s\n", ids.size(), static_cast<long long>(v),
+               a.output.c_str());
+  return Status::Ok();
+}
+
+// ---- generate ----
+struct GenerateArgs {
+  ModelArgs model;
+  std::string tokens;
+  int n_predict = 32;
+  int64_t context = 0;  // 0: prompt + n
+  SamplingParams sampling;
+  bool print_ids = true;
+};
+
+Status RunGenerate(const GenerateArgs& a) {
+  RETURN_IF_ERROR(a.sampling.Validate());
+  if (a.n_predict < 0) return InvalidArgument("-n {} must be >= 0", a.n_predict);
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, ParseTokenList(a.tokens));
+  const int64_t ctx = a.context > 0 ? a.context : static_cast<int64_t>(prompt.size()) + a.n_predict;
+  if (static_cast<int64_t>(prompt.size()) > ctx) {
+    return InvalidArgument("the prompt has {} tokens, more than the context -c {}", prompt.size(), ctx);
+  }
+  ThreadPool pool(a.model.threads > 0 ? a.model.threads : DefaultThreadCount());
+  ASSIGN_OR_RETURN(auto model, LoadModel(a.model, &pool));
+  if (ctx > model->config().max_position_embeddings) {
+    return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
+                           model->config().max_position_embeddings);
+  }
+  KvCache cache(model->config(), ctx);
+  Sampler sampler(a.sampling);
+  std::vector<float> logits;
+  auto t0 = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(model->Forward(prompt, &cache, false, &logits));
+  const double prompt_s = SecondsSince(t0);
+  std::vector<int32_t> generated;
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < a.n_predict && cache.size() < ctx; ++i) {
+    const int32_t next = sampler.Sample(logits);
+    generated.push_back(next);
+    std::printf("%s%d", generated.size() > 1 ? "," : "", next);
+    std::fflush(stdout);
+    if (next == model->config().eos_token_id) break;
+    if (cache.size() >= ctx) break;
+    RETURN_IF_ERROR(model->Forward(std::span<const int32_t>(&next, 1), &cache, false, &logits));
+  }
+  const double gen_s = SecondsSince(t0);
+  std::printf("\n");
+  std::fprintf(
+      stderr,
+      "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %zu tokens in %.3f s (%.1f tok/s)\n",
+      prompt.size(), prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9),
+      generated.size(), gen_s, static_cast<double>(generated.size()) / std::max(gen_s, 1e-9));
+  return Status::Ok();
+}
+
+// ---- inspect ----
+Status RunInspect(const ModelArgs& a) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(a.model_dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(text, a.model_dir + "/config.json"));
+  std::printf("config: %s\n", c.Summary().c_str());
+  ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(a.model_dir));
+  uint64_t params = 0, bytes = 0;
+  std::printf("| tensor | dtype | shape |\n|---|---|---|\n");
+  for (const std::string& name : ckpt->Names()) {
+    const SafetensorsEntry* e = ckpt->Find(name);
+    std::printf("| %s | %s | %s |\n", name.c_str(), std::string(DTypeName(e->dtype)).c_str(),
+                ShapeToString(e->shape).c_str());
+    uint64_t n = 1;
+    for (int64_t d : e->shape) n *= static_cast<uint64_t>(d);
+    params += n;
+    bytes += e->end - e->begin;
+  }
+  std::printf("tensors: %zu, parameters: %llu, bytes: %llu\n", ckpt->Names().size(),
+              static_cast<unsigned long long>(params), static_cast<unsigned long long>(bytes));
+  ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
+  const Status s = LoadModel(a, &pool).status();
+  std::printf("validation: %s\n", s.ok() ? "OK" : s.ToString().c_str());
+  return s;
+}
+
+}  // namespace
+
+void RegisterModelCommands(CLI::App& app, int* exit_code) {
+  auto logits = std::make_shared<LogitsArgs>();
+  CLI::App* lc = app.add_subcommand("logits", "Run one prefill and write logits [n_tokens, vocab] f32");
+  AddModelOptions(lc, &logits->model);
+  lc->add_option("--tokens", logits->tokens, "Token ids, comma-separated")->required();
+  lc->add_option("-o,--output", logits->output, "Output safetensors (tensor 'logits')")->required();
+  lc->add_flag("--decode", logits->decode,
+               "Feed the tokens one at a time through the KV cache (decode path)");
+  lc->callback([logits, exit_code] {
+    const Status s = RunLogits(*logits);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+
+  auto gen = std::make_shared<GenerateArgs>();
+  CLI::App* gc = app.add_subcommand("generate", "Generate tokens from a prompt");
+  AddModelOptions(gc, &gen->model);
+  gc->add_option("--tokens", gen->tokens, "Prompt token ids, comma-separated")->required();
+  gc->add_option("-n,--n-predict", gen->n_predict, "Tokens to generate");
+  gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)");
+  gc->add_option("--temp", gen->sampling.temperature, "Temperature (0 = greedy)");
+  gc->add_option("--top-k", gen->sampling.top_k, "Top-k (0 = off)");
+  gc->add_option("--top-p", gen->sampling.top_p, "Top-p (1 = off)");
+  gc->add_option("--seed", gen->sampling.seed, "Sampling seed");
+  gc->add_flag("--print-ids", gen->print_ids, "Print generated token ids, comma-separated");
+  gc->callback([gen, exit_code] {
+    const Status s = RunGenerate(*gen);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+
+  auto inspect = std::make_shared<ModelArgs>();
+  CLI::App* ic = app.add_subcommand("inspect", "Config summary, tensor table and validation result");
+  AddModelOptions(ic, inspect.get());
+  ic->callback([inspect, exit_code] {
+    const Status s = RunInspect(*inspect);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+}
+
+}  // namespace moerun

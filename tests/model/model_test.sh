@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Whole DeepSeek-V2-family models: moerun's logits against the independent float64 numpy
+# reference (tests/model/ref_deepseek.py) for every variant (greedy / group-limited / noaux_tc,
+# with and without q_lora), f32 and bf16, single and sharded checkpoints; prefill equals decode;
+# bad checkpoints and bad requests fail with one clear error.
+set -uo pipefail
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=/usr/bin/python3
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+# compare A B TOL: max |A - B| <= TOL * max |B| over all logits, and argmax agreement >= MIN.
+compare() {
+  $PY - "$1" "$2" "$3" "$4" <<'PY'
+import json, struct, sys
+import numpy as np
+def read(p):
+    d = open(p, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); b = d[8 + n:]
+    v = h["logits"]; o = v["data_offsets"]
+    return np.frombuffer(b[o[0]:o[1]], dtype=np.float32).reshape(v["shape"])
+a, r = read(sys.argv[1]), read(sys.argv[2])
+tol, min_agree = float(sys.argv[3]), float(sys.argv[4])
+err = float(np.abs(a - r).max()); scale = float(np.abs(r).max()); agree = float((a.argmax(1) == r.argmax(1)).mean())
+print(f"maxdiff {err:.3g} (scale {scale:.3g}), argmax agreement {agree:.2f}")
+sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree else 1)
+PY
+}
+
+TOKENS=5,17,3,99,42,7,8,200,1,0,33,150,12,13,14,15,16,17,18,19,20,21,22,23
+for variant in lite v2 v3; do
+  for dtype in f32 bf16; do
+    for shards in 1 3; do
+      d="$WORK/$variant-$dtype-$shards"
+      $PY "$ROOT/tools/make_test_model.py" "$d" --variant "$variant" --dtype "$dtype" --shards "$shards" >/dev/null
+      $PY "$HERE/ref_deepseek.py" "$d" --tokens "$TOKENS" --output "$d.ref" >/dev/null 2>&1
+      # Exact activations (--precision f32): only f32 rounding separates moerun from float64.
+      "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.exact" --precision f32 2>/dev/null
+      if msg=$(compare "$d.exact" "$d.ref" 2e-5 1.0); then pass "$variant $dtype shards=$shards exact: $msg"; else fail "$variant $dtype shards=$shards exact: $msg"; fi
+      # Default (bf16 activations on the bf16-dot path for batches >= 8 rows): looser.
+      "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.auto" 2>/dev/null
+      if msg=$(compare "$d.auto" "$d.ref" 0.35 0.85); then pass "$variant $dtype shards=$shards auto: $msg"; else fail "$variant $dtype shards=$shards auto: $msg"; fi
+      # Decode (one token at a time through the KV cache) equals prefill.
+      "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.decode" --decode --precision f32 2>/dev/null
+      if msg=$(compare "$d.decode" "$d.exact" 1e-6 1.0); then pass "$variant $dtype shards=$shards decode=prefill: $msg"; else fail "$variant $dtype shards=$shards decode: $msg"; fi
+    done
+  done
+done
+
+# Greedy generation is reproducible and stops at -n.
+g1=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 2>/dev/null)
+g2=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 -t 1 2>/dev/null)
+if [[ -n $g1 && $g1 == "$g2" && $(tr ',' '\n' <<<"$g1" | wc -l) -le 8 ]]; then pass "greedy generate: $g1"; else fail "generate: '$g1' vs '$g2'"; fi
+s1=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 --temp 0.8 --top-k 20 --top-p 0.9 --seed 7 2>/dev/null)
+s2=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 --temp 0.8 --top-k 20 --top-p 0.9 --seed 7 2>/dev/null)
+if [[ -n $s1 && $s1 == "$s2" ]]; then pass "seeded sampling reproducible: $s1"; else fail "sampling: '$s1' vs '$s2'"; fi
+
+# Bad input: one clear error, exit != 0.
+expect_error() {
+  local name=$1 needle=$2
+  shift 3
+  local err
+  err=$("$@" 2>&1 >/dev/null)
+  local rc=$?
+  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then pass "$name"; else fail "$name (rc $rc): $err"; fi
+}
+d="$WORK/lite-f32-3"
+expect_error "token out of range" "token id 300 at position 1 is outside the vocabulary [0, 300)" -- \
+  "$MOERUN" logits -m "$d" --tokens 5,300 -o "$WORK/x.st"
+expect_error "prompt longer than context" "more than the context -c 2" -- \
+  "$MOERUN" generate -m "$d" --tokens 5,6,7 -c 2
+cp -r "$d" "$WORK/missing"; rm "$WORK/missing/model-00002-of-000003.safetensors"
+expect_error "missing shard" "model-00002-of-000003.safetensors" -- "$MOERUN" logits -m "$WORK/missing" --tokens 5 -o "$WORK/x.st"
+cp -r "$d" "$WORK/trunc"; f="$WORK/trunc/model-00001-of-000003.safetensors"; head -c 10000 "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+expect_error "truncated shard" "model-00001-of-000003.safetensors" -- "$MOERUN" logits -m "$WORK/trunc" --tokens 5 -o "$WORK/x.st"
+cp -r "$WORK/lite-f32-1" "$WORK/shape"; sed -i 's/"kv_lora_rank": 32/"kv_lora_rank": 24/' "$WORK/shape/config.json"
+expect_error "config contradicts weights" "has shape [32], expected [24] from config.json" -- "$MOERUN" logits -m "$WORK/shape" --tokens 5 -o "$WORK/x.st"
+expect_error "not a token list" "--tokens: 'x' is not a token id" -- "$MOERUN" logits -m "$d" --tokens 5,x -o "$WORK/x.st"
+
+echo "model_test: $failures failure(s)"
+exit $((failures > 0))
