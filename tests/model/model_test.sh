@@ -31,6 +31,8 @@ sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree e
 PY
 }
 
+if $PY "$HERE/ref_deepseek.py" --self-test >/dev/null 2>&1; then pass "reference self-test (YaRN inv_freq, mscale, RoPE, router)"; else fail "reference self-test"; fi
+
 TOKENS=5,17,3,99,42,7,8,200,1,0,33,150,12,13,14,15,16,17,18,19,20,21,22,23
 for variant in lite v2 v3; do
   for dtype in f32 bf16; do

@@ -1,0 +1,359 @@
+#!/usr/bin/python3
+"""Write small random DeepSeek-V2-family Hugging Face checkpoint directories.
+
+Purpose: test fixtures for moerun's DeepSeek-V2 / V3 model code. The output is
+checked against tests/model/ref_deepseek.py, a float64 reference forward pass.
+Each checkpoint has the real DeepSeek structure: MLA attention, YaRN rope
+scaling, one dense first layer (first_k_dense_replace = 1), then MoE layers
+with shared and routed experts, and an untied lm_head. Tensor names and shapes
+follow /work/shared/spec/models.md section 3.1. The safetensors writer is
+plain Python (spec section 3.2).
+
+Usage:
+  make_test_model.py OUT_DIR [--variant lite|v2|v3] [--dtype f32|bf16]
+                     [--shards N] [--seed S] [--layers L]
+                     [--rope-mscale M] [--fused-experts]
+
+Variants (the tiny sizes are in BASE_CONFIG below):
+  lite  deepseek_v2, q_lora_rank null (plain q_proj), greedy, softmax,
+        norm_topk_prob false, routed_scaling_factor 1.0
+  v2    deepseek_v2, q_lora (q_a_proj, q_a_layernorm, q_b_proj),
+        group_limited_greedy (n_group 4, topk_group 2), softmax,
+        norm_topk_prob false, routed_scaling_factor 16.0
+  v3    deepseek_v3, q_lora, noaux_tc, sigmoid, e_score_correction_bias
+        (stored as F32, like the real V3), n_group 4, topk_group 2,
+        norm_topk_prob true, routed_scaling_factor 2.5,
+        yarn mscale 1.0 / mscale_all_dim 1.0
+
+Optional extras (off by default):
+  --rope-mscale M  overrides rope_scaling.mscale only. The cos/sin factor
+                   get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
+                   is then no longer 1.0, so that path gets tested too.
+  --fused-experts  stores the routed experts in the transformers-v5 fused form:
+                   mlp.experts.gate_up_proj [E, 2*I, H] (rows [0,I) gate,
+                   [I,2I) up) and mlp.experts.down_proj [E, H, I]. The values
+                   are the same as without the flag, so for one seed both
+                   forms must give identical logits.
+
+Output: config.json, plus either model.safetensors (--shards 1), or
+model-0000K-of-00000N.safetensors (5-digit index, 6-digit total, as DeepSeek
+names them) and model.safetensors.index.json. Tensors are dealt round-robin
+over the shards, so one layer's tensors land in several files.
+Deterministic for a given (variant, dtype, seed, layers, flags).
+"""
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Configurations
+# ---------------------------------------------------------------------------
+
+# Shared tiny sizes. YaRN check for qk_rope_head_dim 8, base 10000, L0 1024:
+#   corr_dim(r) = 8 * ln(1024 / (r*2*pi)) / (2 * ln 10000)
+#   corr_dim(32) = 0.7071 -> low  = max(floor(.), 0)  = 0
+#   corr_dim(1)  = 2.2122 -> high = min(ceil(.), 7)   = 3
+#   ramp over i = 0..3 = [0, 1/3, 2/3, 1]: i=0 keeps the base frequency,
+#   i=1 and i=2 blend, i=3 is fully interpolated (freq / factor).
+BASE_CONFIG = {
+    "architectures": ["DeepseekV2ForCausalLM"],
+    "model_type": "deepseek_v2",
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "n_routed_experts": 16,
+    "n_shared_experts": 2,
+    "num_experts_per_tok": 4,
+    "first_k_dense_replace": 1,
+    "moe_layer_freq": 1,
+    "kv_lora_rank": 32,
+    "q_lora_rank": None,
+    "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8,
+    "v_head_dim": 16,
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096,
+    "rope_theta": 10000.0,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 40,
+        "original_max_position_embeddings": 1024,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+    },
+    "topk_method": "greedy",
+    "n_group": 1,
+    "topk_group": 1,
+    "scoring_func": "softmax",
+    "norm_topk_prob": False,
+    "routed_scaling_factor": 1.0,
+    "aux_loss_alpha": 0.001,
+    "seq_aux": True,
+    "rms_norm_eps": 1e-06,
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": None,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "initializer_range": 0.02,
+    "pretraining_tp": 1,
+    "use_cache": True,
+    "ep_size": 1,
+}
+
+VARIANT_OVERRIDES = {
+    "lite": {},
+    "v2": {
+        "q_lora_rank": 48,
+        "topk_method": "group_limited_greedy",
+        "n_group": 4,
+        "topk_group": 2,
+        "routed_scaling_factor": 16.0,
+    },
+    "v3": {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "q_lora_rank": 48,
+        "topk_method": "noaux_tc",
+        "scoring_func": "sigmoid",
+        "n_group": 4,
+        "topk_group": 2,
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 2.5,
+        "num_nextn_predict_layers": 0,   # no MTP tensors are written
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 40,
+            "original_max_position_embeddings": 1024,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    },
+}
+
+
+def make_config(variant, dtype, layers, rope_mscale=None):
+    cfg = json.loads(json.dumps(BASE_CONFIG))  # deep copy
+    for k, v in VARIANT_OVERRIDES[variant].items():
+        cfg[k] = json.loads(json.dumps(v))
+    cfg["num_hidden_layers"] = layers
+    cfg["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16"}[dtype]
+    if rope_mscale is not None:
+        cfg["rope_scaling"]["mscale"] = rope_mscale
+    return cfg
+
+
+def is_moe_layer(cfg, l):
+    """Spec 2.1: MoE iff routed experts exist, l >= first_k_dense_replace and l % freq == 0."""
+    return (cfg.get("n_routed_experts") is not None
+            and l >= cfg["first_k_dense_replace"]
+            and l % cfg["moe_layer_freq"] == 0)
+
+
+# ---------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------
+
+def make_weights(cfg, rng, fused_experts=False):
+    """Return an ordered list of (name, float32 ndarray, dtype_override or None).
+
+    Linear weights are stored [out, in] and drawn N(0, 1/in), so y = x @ W^T keeps
+    unit variance. Norm weights are 1 + 0.1*N(0,1). Embeddings are N(0,1).
+    """
+    H = cfg["hidden_size"]
+    nh = cfg["num_attention_heads"]
+    dn, dr, dv = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
+    r_kv = cfg["kv_lora_rank"]
+    r_q = cfg["q_lora_rank"]
+    V = cfg["vocab_size"]
+    I_dense = cfg["intermediate_size"]
+    I_moe = cfg["moe_intermediate_size"]
+    E = cfg["n_routed_experts"]
+    I_shared = cfg["n_shared_experts"] * I_moe
+
+    out = []
+
+    def linear(name, n_out, n_in, gain=1.0):
+        w = rng.standard_normal((n_out, n_in)) * (gain / math.sqrt(n_in))
+        out.append((name, w.astype(np.float32), None))
+
+    def norm(name, n):
+        w = 1.0 + 0.1 * rng.standard_normal(n)
+        out.append((name, w.astype(np.float32), None))
+
+    out.append(("model.embed_tokens.weight",
+                rng.standard_normal((V, H)).astype(np.float32), None))       # [V, H]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        norm(f"{p}.input_layernorm.weight", H)                                # [H]
+        # --- MLA attention ---
+        if r_q is None:
+            linear(f"{p}.self_attn.q_proj.weight", nh * (dn + dr), H)         # [nh*(dn+dr), H]
+        else:
+            linear(f"{p}.self_attn.q_a_proj.weight", r_q, H)                  # [r_q, H]
+            norm(f"{p}.self_attn.q_a_layernorm.weight", r_q)                  # [r_q]
+            linear(f"{p}.self_attn.q_b_proj.weight", nh * (dn + dr), r_q)     # [nh*(dn+dr), r_q]
+        linear(f"{p}.self_attn.kv_a_proj_with_mqa.weight", r_kv + dr, H)      # [r_kv+dr, H]
+        norm(f"{p}.self_attn.kv_a_layernorm.weight", r_kv)                    # [r_kv]
+        linear(f"{p}.self_attn.kv_b_proj.weight", nh * (dn + dv), r_kv)       # [nh*(dn+dv), r_kv]
+        linear(f"{p}.self_attn.o_proj.weight", H, nh * dv)                    # [H, nh*dv]
+        norm(f"{p}.post_attention_layernorm.weight", H)                       # [H]
+        # --- MLP ---
+        if not is_moe_layer(cfg, l):
+            linear(f"{p}.mlp.gate_proj.weight", I_dense, H)                   # [I, H]
+            linear(f"{p}.mlp.up_proj.weight", I_dense, H)                     # [I, H]
+            linear(f"{p}.mlp.down_proj.weight", H, I_dense)                   # [H, I]
+            continue
+        # Router: gain 2 gives a clearly peaked distribution, so the top-k choice
+        # has a healthy margin (fewer routing flips in low-precision engines).
+        linear(f"{p}.mlp.gate.weight", E, H, gain=2.0)                        # [E, H]
+        if cfg["topk_method"] == "noaux_tc":
+            bias = 0.2 * rng.standard_normal(E)
+            out.append((f"{p}.mlp.gate.e_score_correction_bias",
+                        bias.astype(np.float32), "f32"))                      # [E], always F32
+        first_expert = len(out)
+        for e in range(E):
+            q = f"{p}.mlp.experts.{e}"
+            linear(f"{q}.gate_proj.weight", I_moe, H)                         # [I_moe, H]
+            linear(f"{q}.up_proj.weight", I_moe, H)                           # [I_moe, H]
+            linear(f"{q}.down_proj.weight", H, I_moe)                         # [H, I_moe]
+        if fused_experts:
+            # Same values as the per-expert form (same seed -> same logits), restacked.
+            ex = [a for _, a, _ in out[first_expert:]]
+            del out[first_expert:]
+            gate_up = np.stack([np.concatenate([ex[3 * e], ex[3 * e + 1]]) for e in range(E)])
+            down = np.stack([ex[3 * e + 2] for e in range(E)])
+            out.append((f"{p}.mlp.experts.gate_up_proj", gate_up, None))     # [E, 2*I_moe, H]
+            out.append((f"{p}.mlp.experts.down_proj", down, None))           # [E, H, I_moe]
+        linear(f"{p}.mlp.shared_experts.gate_proj.weight", I_shared, H)       # [n_sh*I_moe, H]
+        linear(f"{p}.mlp.shared_experts.up_proj.weight", I_shared, H)         # [n_sh*I_moe, H]
+        linear(f"{p}.mlp.shared_experts.down_proj.weight", H, I_shared)       # [H, n_sh*I_moe]
+    norm("model.norm.weight", H)                                              # [H]
+    linear("lm_head.weight", V, H)                                            # [V, H]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# safetensors writer
+# ---------------------------------------------------------------------------
+
+def f32_to_bf16_bits(a):
+    """float32 array -> uint16 bf16 bit patterns, round to nearest, ties to even."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    lsb = (u >> np.uint64(16)) & np.uint64(1)
+    r = ((u + np.uint64(0x7FFF) + lsb) >> np.uint64(16)).astype(np.uint16)
+    nan = np.isnan(a)
+    if nan.any():
+        r[nan] = np.uint16(0x7FC0)
+    return r
+
+
+def encode(arr, dtype):
+    """Return (safetensors dtype string, little-endian bytes)."""
+    if dtype == "bf16":
+        return "BF16", f32_to_bf16_bits(arr).astype("<u2").tobytes()
+    if dtype == "f32":
+        return "F32", np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, tensors):
+    """tensors: list of (name, dtype_str, shape, bytes); written contiguously in order."""
+    header = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dt, shape, data in tensors:
+        header[name] = {"dtype": dt, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hjson += b" " * ((8 - len(hjson) % 8) % 8)   # pad to a multiple of 8 with spaces
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hjson)))
+        f.write(hjson)
+        for _, _, _, data in tensors:
+            f.write(data)
+    return offset
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out_dir")
+    ap.add_argument("--variant", default="lite", choices=sorted(VARIANT_OVERRIDES))
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=BASE_CONFIG["num_hidden_layers"])
+    ap.add_argument("--rope-mscale", type=float, default=None,
+                    help="override rope_scaling.mscale (makes the cos/sin factor != 1)")
+    ap.add_argument("--fused-experts", action="store_true",
+                    help="store routed experts as fused gate_up_proj/down_proj [E,...]")
+    args = ap.parse_args(argv)
+    if args.shards < 1:
+        ap.error("--shards must be >= 1")
+    if args.layers < 1:
+        ap.error("--layers must be >= 1")
+
+    cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
+    rng = np.random.default_rng(args.seed)
+    weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
+    if args.shards > len(weights):
+        ap.error(f"--shards {args.shards} exceeds the tensor count {len(weights)}")
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    # Remove stale checkpoint files from a previous run with another shard count.
+    for fn in os.listdir(args.out_dir):
+        if fn.endswith(".safetensors") or fn == "model.safetensors.index.json":
+            os.remove(os.path.join(args.out_dir, fn))
+    with open(os.path.join(args.out_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+
+    encoded = []
+    for name, arr, override in weights:
+        dt, data = encode(arr, override or args.dtype)
+        encoded.append((name, dt, arr.shape, data))
+
+    n = args.shards
+    if n == 1:
+        total = write_safetensors(os.path.join(args.out_dir, "model.safetensors"), encoded)
+        files = ["model.safetensors"]
+    else:
+        files = [f"model-{k + 1:05d}-of-{n:06d}.safetensors" for k in range(n)]
+        buckets = [[] for _ in range(n)]
+        for i, t in enumerate(encoded):
+            buckets[i % n].append(t)          # round-robin: layers straddle shards
+        total = 0
+        weight_map = {}
+        for fn, bucket in zip(files, buckets):
+            total += write_safetensors(os.path.join(args.out_dir, fn), bucket)
+            for t in bucket:
+                weight_map[t[0]] = fn
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        with open(os.path.join(args.out_dir, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f, indent=2)
+            f.write("\n")
+    n_params = sum(int(np.prod(a.shape)) for _, a, _ in weights)
+    print(f"wrote {args.out_dir}: variant={args.variant} dtype={args.dtype} "
+          f"layers={args.layers} tensors={len(weights)} params={n_params} "
+          f"bytes={total} files={','.join(files)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
