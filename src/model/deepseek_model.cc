@@ -4,6 +4,8 @@
 #include <map>
 #include <set>
 
+#include "comm/in_process_comm.h"
+#include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "moe/moe_weights.h"
 
@@ -123,17 +125,40 @@ Status CheckFinite(const Checkpoint& ckpt) {
 
 }  // namespace
 
+DeepseekModel::~DeepseekModel() = default;
+
 StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
-    const std::function<void(double, const std::string&)>& progress) {
+    const std::function<void(double, const std::string&)>& progress, Communicator* world) {
   std::unique_ptr<DeepseekModel> m(new DeepseekModel());
   m->options_ = options;
+  // Deterministic mode needs batch-invariant kernels: one matmul path whatever the row count.
+  if (options.parallel.deterministic) m->options_.precision = ActivationPrecision::kBf16;
   m->pool_ = pool;
+  if (world == nullptr) {
+    m->own_world_ = std::move(InProcessWorld::Create(1)[0]);
+    world = m->own_world_.get();
+  }
+  m->world_ = world;
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
   ASSIGN_OR_RETURN(m->config_, ModelConfig::FromJson(text, dir + "/config.json"));
   const ModelConfig& c = m->config_;
   ASSIGN_OR_RETURN(m->ckpt_, Checkpoint::Open(dir));
   const Checkpoint& ckpt = *m->ckpt_;
+  const ParallelOptions& par = options.parallel;
+  RETURN_IF_ERROR(par.Validate(c.moe, world->size()));
+  if (c.num_attention_heads % par.tp != 0) {
+    return InvalidArgument("--tp {} does not divide num_attention_heads {}", par.tp, c.num_attention_heads);
+  }
+  if (par.deterministic && c.v_head_dim % 2 != 0) {
+    return InvalidArgument("--deterministic needs an even v_head_dim, got {}", c.v_head_dim);
+  }
+  const int dp_rank = world->rank() / par.tp;
+  m->tp_rank_ = world->rank() % par.tp;
+  ASSIGN_OR_RETURN(m->tp_, world->Split(dp_rank, m->tp_rank_, "tp"));
+  const int64_t heads = c.num_attention_heads / par.tp;
+  m->head_begin_ = m->tp_rank_ * heads;
+  m->head_end_ = m->head_begin_ + heads;
   const Expected expected = ExpectedTensors(c);
   RETURN_IF_ERROR(Validate(c, ckpt, expected));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
@@ -153,21 +178,30 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     const std::string p = fmt::format("model.layers.{}.", l), a = p + "self_attn.";
     ASSIGN_OR_RETURN(lw.input_norm, LoadVector(ckpt, p + "input_layernorm.weight"));
     ASSIGN_OR_RETURN(lw.post_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight"));
+    // Attention: this rank's heads [h0, h1): q rows, kv_b rows, o_proj columns; kv_a replicated.
     AttentionWeights& at = lw.attn;
+    const int64_t h0 = m->head_begin_, h1 = m->head_end_, qd = c.q_head_dim();
+    const int64_t kvd = c.qk_nope_head_dim + c.v_head_dim;
     if (c.q_lora_rank == 0) {
-      ASSIGN_OR_RETURN(at.q_proj, LoadPacked(ckpt, a + "q_proj.weight", w));
+      ASSIGN_OR_RETURN(Tensor q, ckpt.Get(a + "q_proj.weight"));
+      ASSIGN_OR_RETURN(at.q_proj, PackedWeight::Pack(q.Rows(h0 * qd, h1 * qd), PackDType(w, q.dtype())));
     } else {
       ASSIGN_OR_RETURN(at.q_a_proj, LoadPacked(ckpt, a + "q_a_proj.weight", w));
       ASSIGN_OR_RETURN(at.q_a_norm, LoadVector(ckpt, a + "q_a_layernorm.weight"));
-      ASSIGN_OR_RETURN(at.q_b_proj, LoadPacked(ckpt, a + "q_b_proj.weight", w));
+      ASSIGN_OR_RETURN(Tensor qb, ckpt.Get(a + "q_b_proj.weight"));
+      ASSIGN_OR_RETURN(at.q_b_proj, PackedWeight::Pack(qb.Rows(h0 * qd, h1 * qd), PackDType(w, qb.dtype())));
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    ASSIGN_OR_RETURN(at.kv_b, LoadVector(ckpt, a + "kv_b_proj.weight"));
-    ASSIGN_OR_RETURN(at.o_proj, LoadPacked(ckpt, a + "o_proj.weight", w));
+    ASSIGN_OR_RETURN(Tensor kv_b, ckpt.Get(a + "kv_b_proj.weight"));
+    ASSIGN_OR_RETURN(Tensor kv_b32, kv_b.Rows(h0 * kvd, h1 * kvd).ToF32());
+    at.kv_b.assign(kv_b32.span<float>().begin(), kv_b32.span<float>().end());
+    ASSIGN_OR_RETURN(Tensor o, ckpt.Get(a + "o_proj.weight"));
+    ASSIGN_OR_RETURN(at.o_proj,
+                     PackedWeight::Pack(o, PackDType(w, o.dtype()), h0 * c.v_head_dim, h1 * c.v_head_dim));
     if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(MoeWeights mw, MoeWeights::Load(c.moe, ckpt, p + "mlp.", w, pool));
-      lw.moe = std::make_unique<MoeBlock>(c.moe, std::move(mw), MoeOptions{.precision = options.precision});
+      ASSIGN_OR_RETURN(
+          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.precision));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
@@ -191,10 +225,10 @@ void DeepseekModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t
 }
 
 void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache,
-                              float* out) {
+                              float* o) {
   const ModelConfig& c = config_;
   const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
-  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const int64_t nh = head_end_ - head_begin_, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qd = c.q_head_dim();
   // Projections: q [T, nh * qd], ckv [T, r + dr].
   std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
@@ -216,7 +250,6 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
   }
   // Absorbed attention per (token, head).
   const float scale = static_cast<float>(c.SoftmaxScale());
-  std::vector<float> o(static_cast<size_t>(t_count * nh * dv));
   auto head = [&](int64_t task, int) {
     const int64_t t = task / nh, hd = task % nh, pos = start + t;
     const float* qn = q.data() + t * nh * qd + hd * qd;
@@ -244,7 +277,7 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
       const float* e = cache->entry(layer, j);
       for (int64_t i = 0; i < r; ++i) o_lat[i] += p * e[i];
     }
-    float* oh = o.data() + t * nh * dv + hd * dv;
+    float* oh = o + t * nh * dv + hd * dv;
     for (int64_t d = 0; d < dv; ++d) {
       const float* vrow = kv_b + (dn + d) * r;
       float acc = 0.0f;
@@ -257,14 +290,74 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
   } else {
     for (int64_t i = 0; i < t_count * nh; ++i) head(i, 0);
   }
-  LinearForward(at.o_proj, o.data(), t_count, out, pool_, options_.precision, &xb_);
+}
+
+Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out) {
+  const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
+  const int64_t h = config_.hidden_size, dv = config_.v_head_dim, nh = head_end_ - head_begin_;
+  if (!options_.parallel.deterministic) {
+    // Row-parallel o_proj: a partial sum over this rank's heads, all-reduced over TP.
+    LinearForward(at.o_proj, o, t_count, out, pool_, options_.precision, &xb_);
+    if (tp_->size() > 1)
+      RETURN_IF_ERROR(tp_->AllReduce(out, static_cast<size_t>(t_count * h), ReduceType::kF32Sum));
+    return Status::Ok();
+  }
+  // Deterministic: every head's contribution (a fixed K-block of o_proj) is summed exactly in
+  // fixed point, so the result does not depend on how heads are split over ranks.
+  const int64_t k = nh * dv;
+  std::vector<Fixed128> acc(static_cast<size_t>(t_count * h), 0);
+  std::vector<float> part(static_cast<size_t>(t_count * h));
+  MatmulJob job{.rows = t_count,
+                .x_f32 = o,
+                .ldx = k,
+                .w = &at.o_proj,
+                .y_f32 = part.data(),
+                .ldy = h,
+                .path = ChooseMatmulPath(at.o_proj.dtype(), t_count, options_.precision)};
+  if (job.path == MatmulPath::kAvx512Bf16Dot) {
+    uint16_t* ob = xb_.Get(static_cast<size_t>(t_count * k));
+    for (int64_t t = 0; t < t_count; ++t) ConvertRowToBf16(o + t * k, k, ob + t * k, k);
+    job.x_bf16 = ob;
+  }
+  for (int64_t hd = 0; hd < nh; ++hd) {
+    job.k_begin = hd * dv;
+    job.k_end = (hd + 1) * dv;
+    RunMatmul(job, pool_);
+    for (size_t i = 0; i < part.size(); ++i) acc[i] += ToFixed(part[i]);
+  }
+  if (tp_->size() > 1) RETURN_IF_ERROR(tp_->AllReduce(acc.data(), acc.size(), ReduceType::kI128Sum));
+  for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixed(acc[i]);
+  return Status::Ok();
+}
+
+Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out) {
+  ParallelMoe& moe = *layers_[static_cast<size_t>(layer)].moe;
+  const int64_t h = config_.hidden_size;
+  if (!options_.parallel.sp) {
+    ASSIGN_OR_RETURN(Tensor y, moe.Forward(Tensor::View(DType::kF32, {t_count, h}, const_cast<float*>(x)),
+                                           static_cast<int>(layer), nullptr));
+    std::copy(y.data<float>(), y.data<float>() + t_count * h, out);
+    return Status::Ok();
+  }
+  // Sequence-parallel MoE: this TP rank runs its slice of the replica's tokens; the layer returns
+  // Complete(token-shard of tp) and the model all-gathers the slices.
+  const int64_t tp = tp_->size(), r = tp_->rank();
+  const int64_t begin = r * t_count / tp, end = (r + 1) * t_count / tp;
+  ASSIGN_OR_RETURN(Tensor y,
+                   moe.Forward(Tensor::View(DType::kF32, {end - begin, h}, const_cast<float*>(x) + begin * h),
+                               static_cast<int>(layer), nullptr));
+  std::vector<size_t> bytes;
+  for (int64_t q = 0; q < tp; ++q) {
+    bytes.push_back(static_cast<size_t>(((q + 1) * t_count / tp - q * t_count / tp) * h) * sizeof(float));
+  }
+  return tp_->AllGather(y.data<float>(), out, bytes);
 }
 
 Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                               std::vector<float>* logits) {
   const ModelConfig& c = config_;
   const int64_t t_count = static_cast<int64_t>(tokens.size()), h = c.hidden_size, start = cache->size();
-  if (t_count == 0) return InvalidArgument("no tokens to run");
+  if (t_count == 0 && world_->size() == 1) return InvalidArgument("no tokens to run");
   if (start + t_count > cache->capacity()) {
     return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", t_count, start,
                       cache->capacity());
@@ -277,6 +370,7 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
   }
   // Embeddings.
   std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
+  std::vector<float> o(static_cast<size_t>(t_count * (head_end_ - head_begin_) * c.v_head_dim));
   const size_t row_bytes = static_cast<size_t>(h) * DTypeSize(embed_.dtype());
   for (int64_t t = 0; t < t_count; ++t) {
     ConvertToF32(embed_.dtype(), embed_.data<char>() + static_cast<size_t>(tokens[t]) * row_bytes,
@@ -285,14 +379,13 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& lw = layers_[static_cast<size_t>(l)];
     RmsNorm(hs.data(), lw.input_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
-    Attention(l, a.data(), t_count, start, cache, out.data());
+    Attention(l, a.data(), t_count, start, cache, o.data());
+    RETURN_IF_ERROR(OutputProjection(l, o.data(), t_count, out.data()));
     for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     RmsNorm(hs.data(), lw.post_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
     if (lw.moe) {
-      const Tensor xin = Tensor::View(DType::kF32, {t_count, h}, a.data());
-      ASSIGN_OR_RETURN(MoeOutput mo, lw.moe->Forward(xin, pool_));
-      ASSIGN_OR_RETURN(Tensor y, mo.Sum());
-      for (size_t i = 0; i < hs.size(); ++i) hs[i] += y.data<float>()[i];
+      RETURN_IF_ERROR(MoeLayer(l, a.data(), t_count, out.data()));
+      for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     } else {
       std::vector<float> act(static_cast<size_t>(t_count * c.intermediate_size));
       LinearForward(lw.mlp_gate_up, a.data(), t_count, act.data(), pool_, options_.precision, &xb_,
@@ -302,6 +395,10 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
     }
   }
   cache->set_size(start + t_count);
+  if (t_count == 0) {
+    logits->clear();
+    return Status::Ok();
+  }
   const int64_t first = all_logits ? 0 : t_count - 1, rows = t_count - first;
   RmsNorm(hs.data() + first * h, final_norm_, rows, h, static_cast<float>(c.rms_norm_eps), a.data());
   logits->assign(static_cast<size_t>(rows * c.vocab_size), 0.0f);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
 #include "io/checkpoint.h"
@@ -24,7 +25,7 @@
 #include "model/kv_cache.h"
 #include "model/model_config.h"
 #include "model/rope.h"
-#include "moe/moe_block.h"
+#include "moe/parallel_moe.h"
 
 namespace moerun {
 
@@ -32,6 +33,10 @@ struct ModelLoadOptions {
   DType weight_dtype = DType::kU8;  // kU8: as stored (bf16 stays bf16, f32/f16 -> f32)
   ActivationPrecision precision = ActivationPrecision::kAuto;
   bool check_tensors = false;  // scan every tensor for NaN/Inf first
+  // Layout (world = tp x dp). Attention heads are split over the TP ranks of a replica (row-
+  // parallel o_proj, one all-reduce); MoE layers run on ParallelMoe with the same flags; dense
+  // MLP, norms, embeddings and lm_head are replicated. Each DP replica runs its own sequences.
+  ParallelOptions parallel;
 };
 
 struct AttentionWeights {
@@ -49,28 +54,34 @@ struct LayerWeights {
   std::vector<float> input_norm;  // [H]
   std::vector<float> post_norm;   // [H]
   AttentionWeights attn;
-  PackedWeight mlp_gate_up;       // dense layers: [intermediate (gate|up), H]
-  PackedWeight mlp_down;          // [H, intermediate]
-  std::unique_ptr<MoeBlock> moe;  // MoE layers
+  PackedWeight mlp_gate_up;          // dense layers: [intermediate (gate|up), H]
+  PackedWeight mlp_down;             // [H, intermediate]
+  std::unique_ptr<ParallelMoe> moe;  // MoE layers
 };
 
 class DeepseekModel {
  public:
-  // `progress(fraction, what)` is called while loading (may be empty).
+  // `progress(fraction, what)` is called while loading (may be empty). `world` is this rank's
+  // communicator (nullptr: a one-rank world of its own).
   static StatusOr<std::unique_ptr<DeepseekModel>> Load(
       const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
-      const std::function<void(double, const std::string&)>& progress = {});
+      const std::function<void(double, const std::string&)>& progress = {}, Communicator* world = nullptr);
+  ~DeepseekModel();
 
   const ModelConfig& config() const { return config_; }
 
   // Runs tokens at positions [cache->size(), cache->size() + T), appending to the cache.
-  // logits: [T, vocab] when all_logits, else [1, vocab] for the last token.
+  // logits: [T, vocab] when all_logits, else [1, vocab] for the last token. Under DP a replica
+  // without a sequence calls it with no tokens to take part in the collectives (logits empty).
   Status Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                  std::vector<float>* logits);
 
  private:
   DeepseekModel() = default;
-  void Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache, float* out);
+  void Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache, float* o);
+  // o [T, local_heads * dv] -> out [T, H] summed over all heads (all TP ranks).
+  Status OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out);
+  Status MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out);
   void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
                float* y) const;
 
@@ -84,6 +95,12 @@ class DeepseekModel {
   std::vector<float> final_norm_;  // [H]
   PackedWeight lm_head_;           // [V, H]
   ScratchBuffer<uint16_t> xb_;     // bf16 activations for Linear
+
+  std::unique_ptr<Communicator> own_world_;  // when loaded without a world
+  Communicator* world_ = nullptr;
+  std::unique_ptr<Communicator> tp_;  // this replica's TP group
+  int tp_rank_ = 0;
+  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank
 };
 
 }  // namespace moerun

@@ -9,6 +9,7 @@
 #include "model/deepseek_model.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/parallel_flags.h"
 
 namespace moerun {
 namespace {
@@ -31,6 +32,7 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s) {
 }
 
 struct ModelArgs {
+  ParallelFlags parallel;
   std::string model_dir;
   int threads = 0;
   std::string weight_dtype = "auto";
@@ -44,26 +46,51 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   cmd->add_option("--weight-dtype", a->weight_dtype, "Packed weights: auto|bf16|f32");
   cmd->add_option("--precision", a->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
   cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
+  a->parallel.Add(cmd);
 }
 
-StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool) {
+StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
+                                                   Communicator* world = nullptr) {
   ModelLoadOptions o;
+  ASSIGN_OR_RETURN(o.parallel, a.parallel.ToOptions());
   ASSIGN_OR_RETURN(o.weight_dtype, ParseWeightDType(a.weight_dtype));
   ASSIGN_OR_RETURN(o.precision, ParsePrecision(a.precision));
   o.check_tensors = a.check_tensors;
   const auto t0 = std::chrono::steady_clock::now();
-  auto progress = [](double f, const std::string& what) {
+  const bool lead = world == nullptr || world->rank() == 0;
+  auto progress = [lead](double f, const std::string& what) {
+    if (!lead) return;
     std::fprintf(stderr, "\rmoerun: loading [%-30s] %3.0f%% %-12s",
                  std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
     if (f >= 1.0) std::fprintf(stderr, "\n");
   };
-  ASSIGN_OR_RETURN(auto model, DeepseekModel::Load(a.model_dir, o, pool, progress));
-  std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d threads\n",
-               model->config().Summary().c_str(), SecondsSince(t0), pool->size());
+  ASSIGN_OR_RETURN(auto model, DeepseekModel::Load(a.model_dir, o, pool, progress, world));
+  if (lead) {
+    std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d ranks x %d threads (%s)\n",
+                 model->config().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1, pool->size(),
+                 o.parallel.ToString().c_str());
+  }
   return model;
 }
 
+// Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
+// is given). The sequence belongs to DP replica 0; other replicas run every step with no tokens.
+Status RunModelOnRanks(const ModelArgs& a,
+                       const std::function<Status(Communicator&, DeepseekModel&, bool)>& body) {
+  ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
+  const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
+  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+    ThreadPool pool(rank_threads);
+    ASSIGN_OR_RETURN(auto model, LoadModel(a, &pool, &world));
+    return body(world, *model, world.rank() / options.tp == 0);
+  });
+}
+
 // ---- logits ----
+struct LogitsArgs;
+Status WriteLogits(const LogitsArgs& a, const DeepseekModel& model, const std::vector<int32_t>& ids,
+                   const std::vector<float>& logits);
+
 struct LogitsArgs {
   ModelArgs model;
   std::string tokens;
@@ -72,21 +99,30 @@ struct LogitsArgs {
 };
 
 Status RunLogits(const LogitsArgs& a) {
-  ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
-  ThreadPool pool(a.model.threads > 0 ? a.model.threads : DefaultThreadCount());
-  ASSIGN_OR_RETURN(auto model, LoadModel(a.model, &pool));
-  KvCache cache(model->config(), static_cast<int64_t>(ids.size()));
-  std::vector<float> logits;
-  const int64_t v = model->config().vocab_size;
-  if (a.decode) {
-    std::vector<float> step;
-    for (const int32_t id : ids) {
-      RETURN_IF_ERROR(model->Forward(std::span<const int32_t>(&id, 1), &cache, /*all_logits=*/false, &step));
-      logits.insert(logits.end(), step.begin(), step.end());
+  ASSIGN_OR_RETURN(std::vector<int32_t> all_ids, ParseTokenList(a.tokens));
+  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
+    const std::vector<int32_t> ids = owns ? all_ids : std::vector<int32_t>{};
+    KvCache cache(model.config(), static_cast<int64_t>(all_ids.size()));
+    std::vector<float> logits;
+    if (a.decode) {
+      std::vector<float> step;
+      for (size_t i = 0; i < all_ids.size(); ++i) {
+        const std::span<const int32_t> one =
+            owns ? std::span<const int32_t>(&ids[i], 1) : std::span<const int32_t>();
+        RETURN_IF_ERROR(model.Forward(one, &cache, /*all_logits=*/false, &step));
+        logits.insert(logits.end(), step.begin(), step.end());
+      }
+    } else {
+      RETURN_IF_ERROR(model.Forward(ids, &cache, /*all_logits=*/true, &logits));
     }
-  } else {
-    RETURN_IF_ERROR(model->Forward(ids, &cache, /*all_logits=*/true, &logits));
-  }
+    if (world.rank() != 0) return Status::Ok();
+    return WriteLogits(a, model, all_ids, logits);
+  });
+}
+
+Status WriteLogits(const LogitsArgs& a, const DeepseekModel& model, const std::vector<int32_t>& ids,
+                   const std::vector<float>& logits) {
+  const int64_t v = model.config().vocab_size;
   ASSIGN_OR_RETURN(Tensor t, Tensor::Zeros(DType::kF32, {static_cast<int64_t>(ids.size()), v}));
   std::copy(logits.begin(), logits.end(), t.data<float>());
   RETURN_IF_ERROR(WriteSafetensors(a.output, {{"logits", t}}));
@@ -113,37 +149,47 @@ Status RunGenerate(const GenerateArgs& a) {
   if (static_cast<int64_t>(prompt.size()) > ctx) {
     return InvalidArgument("the prompt has {} tokens, more than the context -c {}", prompt.size(), ctx);
   }
-  ThreadPool pool(a.model.threads > 0 ? a.model.threads : DefaultThreadCount());
-  ASSIGN_OR_RETURN(auto model, LoadModel(a.model, &pool));
-  if (ctx > model->config().max_position_embeddings) {
-    return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
-                           model->config().max_position_embeddings);
-  }
-  KvCache cache(model->config(), ctx);
-  Sampler sampler(a.sampling);
-  std::vector<float> logits;
-  auto t0 = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(model->Forward(prompt, &cache, false, &logits));
-  const double prompt_s = SecondsSince(t0);
-  std::vector<int32_t> generated;
-  t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < a.n_predict && cache.size() < ctx; ++i) {
-    const int32_t next = sampler.Sample(logits);
-    generated.push_back(next);
-    std::printf("%s%d", generated.size() > 1 ? "," : "", next);
-    std::fflush(stdout);
-    if (next == model->config().eos_token_id) break;
-    if (cache.size() >= ctx) break;
-    RETURN_IF_ERROR(model->Forward(std::span<const int32_t>(&next, 1), &cache, false, &logits));
-  }
-  const double gen_s = SecondsSince(t0);
-  std::printf("\n");
-  std::fprintf(
-      stderr,
-      "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %zu tokens in %.3f s (%.1f tok/s)\n",
-      prompt.size(), prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9),
-      generated.size(), gen_s, static_cast<double>(generated.size()) / std::max(gen_s, 1e-9));
-  return Status::Ok();
+  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
+    if (ctx > model.config().max_position_embeddings) {
+      return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
+                             model.config().max_position_embeddings);
+    }
+    const bool lead = world.rank() == 0;
+    KvCache cache(model.config(), ctx);
+    Sampler sampler(a.sampling);
+    std::vector<float> logits;
+    auto t0 = std::chrono::steady_clock::now();
+    RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
+                                  &cache, false, &logits));
+    const double prompt_s = SecondsSince(t0);
+    std::vector<int32_t> generated;
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < a.n_predict; ++i) {
+      // Rank 0 samples; every rank learns the token (or -1: stop) so all take the same steps.
+      int32_t next = lead ? sampler.Sample(logits) : 0;
+      RETURN_IF_ERROR(world.Broadcast(&next, sizeof next, 0));
+      generated.push_back(next);
+      if (lead) {
+        std::printf("%s%d", generated.size() > 1 ? "," : "", next);
+        std::fflush(stdout);
+      }
+      if (next == model.config().eos_token_id ||
+          static_cast<int64_t>(prompt.size() + generated.size()) >= ctx || i + 1 == a.n_predict) {
+        break;
+      }
+      RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(),
+                                    &cache, false, &logits));
+    }
+    const double gen_s = SecondsSince(t0);
+    if (!lead) return Status::Ok();
+    std::printf("\n");
+    std::fprintf(
+        stderr,
+        "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %zu tokens in %.3f s (%.1f tok/s)\n",
+        prompt.size(), prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9),
+        generated.size(), gen_s, static_cast<double>(generated.size()) / std::max(gen_s, 1e-9));
+    return Status::Ok();
+  });
 }
 
 // ---- inspect ----

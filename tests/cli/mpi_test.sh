@@ -70,5 +70,23 @@ for bad in "3|--tp 2|world size 3 != --tp 2 x --dp 1" "2|--tp 2 --sp|--sp needs 
   fi
 done
 
+# A whole model under mpirun: deterministic logits bitwise equal to one in-process rank.
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+m="$WORK/model"
+/usr/bin/python3 "$ROOT/tools/make_test_model.py" "$m" --variant v3 --dtype bf16 --shards 2 >/dev/null
+toks=5,17,3,99,42,7,8,200,1,0,33,150
+"$MOERUN" logits -m "$m" --tokens $toks -o "$WORK/m1.safetensors" --deterministic 2>/dev/null
+for layout in "2|--tp 2" "2|--dp 2 --ep --dispatch alltoall" "4|--tp 2 --dp 2 --ep --sp"; do
+  IFS='|' read -r np flags <<<"$layout"
+  # shellcheck disable=SC2086
+  out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" logits -m "$m" --tokens $toks -o "$WORK/mx.safetensors" --deterministic \
+    $flags 2>&1 </dev/null)
+  if cmp -s "$WORK/m1.safetensors" "$WORK/mx.safetensors"; then
+    pass "model under mpirun -np $np $flags: bitwise equal logits"
+  else
+    fail "model under mpirun -np $np $flags: $out"
+  fi
+done
+
 echo "mpi_test: $failures failure(s)"
 exit $((failures > 0))

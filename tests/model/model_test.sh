@@ -53,6 +53,30 @@ for variant in lite v2 v3; do
   done
 done
 
+# Layouts on in-process ranks: --deterministic logits are bitwise equal to one rank's; fast mode
+# stays within f32 rounding of the reference; greedy tokens are the same everywhere.
+LAYOUTS=("--tp 2" "--tp 4" "--tp 2 --ep" "--dp 2" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp"
+  "--tp 2 --dp 2 --ep --dispatch alltoall" "--tp 4 --dp 2 --ep --sp" "--tp 2 --shared-replicated")
+for variant in lite v3; do
+  d="$WORK/$variant-bf16-3"
+  "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.det1" --deterministic 2>/dev/null
+  g_ref=$("$MOERUN" generate -m "$d" --tokens 5,17,3 -n 6 --precision f32 2>/dev/null)
+  for layout in "${LAYOUTS[@]}"; do
+    # shellcheck disable=SC2086
+    "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.detx" --deterministic $layout 2>/dev/null
+    if cmp -s "$d.det1" "$d.detx"; then pass "$variant $layout --deterministic: bitwise"; else fail "$variant $layout --deterministic differs"; fi
+    # shellcheck disable=SC2086
+    "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.fast" --precision f32 $layout 2>/dev/null
+    if msg=$(compare "$d.fast" "$d.ref" 2e-5 1.0); then pass "$variant $layout fast: $msg"; else fail "$variant $layout fast: $msg"; fi
+    # shellcheck disable=SC2086
+    g=$("$MOERUN" generate -m "$d" --tokens 5,17,3 -n 6 --precision f32 $layout 2>/dev/null)
+    if [[ -n $g && $g == "$g_ref" ]]; then pass "$variant $layout generate: $g"; else fail "$variant $layout generate: '$g' vs '$g_ref'"; fi
+  done
+done
+if err=$("$MOERUN" logits -m "$WORK/lite-f32-1" --tokens 5 -o "$WORK/x.st" --tp 3 2>&1 >/dev/null); then
+  fail "--tp 3 with 4 heads accepted"
+elif grep -qF "divide" <<<"$err"; then pass "--tp 3 refused: $err"; else fail "--tp 3: $err"; fi
+
 # Greedy generation is reproducible and stops at -n.
 g1=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 2>/dev/null)
 g2=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 -t 1 2>/dev/null)
