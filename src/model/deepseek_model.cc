@@ -125,6 +125,15 @@ Status CheckFinite(const Checkpoint& ckpt) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& c) {
+  const Expected e = ExpectedTensors(c);
+  std::vector<std::pair<std::string, Shape>> out(e.shapes.begin(), e.shapes.end());
+  for (const std::string& prefix : e.moe_prefixes) {
+    for (const MoeTensorSpec& spec : ExpectedMoeTensors(c.moe)) out.emplace_back(prefix + spec.name, spec.shape);
+  }
+  return out;
+}
+
 DeepseekModel::~DeepseekModel() = default;
 
 StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(

@@ -59,6 +59,9 @@ struct LayerWeights {
   std::unique_ptr<ParallelMoe> moe;  // MoE layers
 };
 
+// Every tensor name and shape the config implies (MoE blocks in the per-expert form).
+std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& config);
+
 class DeepseekModel {
  public:
   // `progress(fraction, what)` is called while loading (may be empty). `world` is this rank's

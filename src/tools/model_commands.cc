@@ -1,5 +1,8 @@
 // moerun logits / generate / inspect: whole DeepSeek-V2-family models from a checkpoint directory.
 #include <chrono>
+#include <cmath>
+#include <random>
+#include <tuple>
 #include <cstdio>
 #include <sstream>
 
@@ -7,6 +10,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/deepseek_model.h"
+#include "model/synthetic_model.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/parallel_flags.h"
@@ -192,6 +196,87 @@ Status RunGenerate(const GenerateArgs& a) {
   });
 }
 
+// ---- bench (llama-bench style) ----
+struct BenchArgs {
+  ModelArgs model;
+  int n_prompt = 512;  // pp: prefill this many tokens into an empty cache
+  int n_gen = 128;     // tg: decode this many tokens one at a time
+  int reps = 3;
+  std::string output = "md";  // md | json
+};
+
+struct MeanSd {
+  double mean = 0, sd = 0;
+};
+MeanSd Stats(const std::vector<double>& v) {
+  MeanSd r;
+  for (double x : v) r.mean += x;
+  r.mean /= static_cast<double>(v.size());
+  for (double x : v) r.sd += (x - r.mean) * (x - r.mean);
+  r.sd = v.size() > 1 ? std::sqrt(r.sd / static_cast<double>(v.size() - 1)) : 0.0;
+  return r;
+}
+
+Status RunBench(const BenchArgs& a) {
+  if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
+  if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
+  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
+    const ModelConfig& c = model.config();
+    std::mt19937_64 rng(1);
+    std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
+    std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
+    for (int32_t& t : prompt) t = tok(rng);
+    std::vector<double> pp, tg;
+    std::vector<float> logits;
+    for (int rep = 0; rep < a.reps + 1; ++rep) {  // rep 0 warms up
+      if (a.n_prompt > 0) {
+        KvCache cache(c, a.n_prompt);
+        RETURN_IF_ERROR(world.Barrier());
+        const auto t0 = std::chrono::steady_clock::now();
+        RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(), &cache,
+                                      false, &logits));
+        RETURN_IF_ERROR(world.Barrier());
+        if (rep > 0) pp.push_back(a.n_prompt / SecondsSince(t0));
+      }
+      if (a.n_gen > 0) {
+        KvCache cache(c, a.n_gen);
+        int32_t next = 2;
+        RETURN_IF_ERROR(world.Barrier());
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < a.n_gen; ++i) {
+          RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(), &cache,
+                                        false, &logits));
+          next = tok(rng);
+        }
+        RETURN_IF_ERROR(world.Barrier());
+        if (rep > 0) tg.push_back(a.n_gen / SecondsSince(t0));
+      }
+    }
+    if (world.rank() != 0) return Status::Ok();
+    ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
+    const std::string layout = fmt::format("{} ranks ({})", world.size(), par.ToString());
+    auto row = [&](const char* test, int n, const std::vector<double>& v) {
+      if (v.empty()) return;
+      const MeanSd m = Stats(v);
+      if (a.output == "json") {
+        std::printf("{\"model\": \"%s\", \"layers\": %lld, \"layout\": \"%s\", \"test\": \"%s%d\", "
+                    "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
+                    a.model.model_dir.c_str(), static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n,
+                    m.mean, m.sd, v.size());
+      } else {
+        std::printf("| %s | %lld | %s | %s%d | %.2f ± %.2f |\n", c.model_type.c_str(),
+                    static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n, m.mean, m.sd);
+      }
+    };
+    if (a.output == "md") {
+      std::printf("| model | layers | layout | test | t/s |\n|---|---:|---|---:|---:|\n");
+    }
+    row("pp", a.n_prompt, pp);
+    row("tg", a.n_gen, tg);
+    return Status::Ok();
+  });
+}
+
 // ---- inspect ----
 Status RunInspect(const ModelArgs& a) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(a.model_dir + "/config.json"));
@@ -245,6 +330,30 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   gc->add_flag("--print-ids", gen->print_ids, "Print generated token ids, comma-separated");
   gc->callback([gen, exit_code] {
     const Status s = RunGenerate(*gen);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+
+  auto bench = std::make_shared<BenchArgs>();
+  CLI::App* bc = app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
+  AddModelOptions(bc, &bench->model);
+  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp");
+  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg");
+  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)");
+  bc->add_option("-o,--output", bench->output, "md|json");
+  bc->callback([bench, exit_code] {
+    const Status s = RunBench(*bench);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+
+  auto make = std::make_shared<std::tuple<std::string, int64_t, uint64_t, int>>("", 4, 1, 0);
+  CLI::App* mc = app.add_subcommand("make-model", "Write a DeepSeek-V2-Lite-shaped random bf16 model (for bench)");
+  mc->add_option("--out,-o", std::get<0>(*make), "Output directory")->required();
+  mc->add_option("--layers", std::get<1>(*make), "Layers (layer 0 dense, the rest MoE)");
+  mc->add_option("--seed", std::get<2>(*make), "Random seed");
+  mc->add_option("-t,--threads", std::get<3>(*make), "Threads");
+  mc->callback([make, exit_code] {
+    ThreadPool pool(std::get<3>(*make) > 0 ? std::get<3>(*make) : DefaultThreadCount());
+    const Status s = WriteSyntheticV2Lite(std::get<0>(*make), std::get<1>(*make), std::get<2>(*make), &pool);
     *exit_code = s.ok() ? 0 : ReportError(s);
   });
 
