@@ -129,7 +129,8 @@ std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfi
   const Expected e = ExpectedTensors(c);
   std::vector<std::pair<std::string, Shape>> out(e.shapes.begin(), e.shapes.end());
   for (const std::string& prefix : e.moe_prefixes) {
-    for (const MoeTensorSpec& spec : ExpectedMoeTensors(c.moe)) out.emplace_back(prefix + spec.name, spec.shape);
+    for (const MoeTensorSpec& spec : ExpectedMoeTensors(c.moe))
+      out.emplace_back(prefix + spec.name, spec.shape);
   }
   return out;
 }
@@ -175,9 +176,14 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
   m->rope_ = std::make_unique<Rope>(c);
   ASSIGN_OR_RETURN(m->embed_, ckpt.Get("model.embed_tokens.weight"));
   ASSIGN_OR_RETURN(m->final_norm_, LoadVector(ckpt, "model.norm.weight"));
-  ASSIGN_OR_RETURN(m->lm_head_,
-                   LoadPacked(ckpt, c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
-                              options.weight_dtype));
+  // Vocab-parallel lm_head: each TP rank holds rows [v0, v1) and the logits are all-gathered.
+  {
+    ASSIGN_OR_RETURN(Tensor head,
+                     ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+    const int64_t v0 = m->tp_rank_ * c.vocab_size / par.tp, v1 = (m->tp_rank_ + 1) * c.vocab_size / par.tp;
+    ASSIGN_OR_RETURN(m->lm_head_,
+                     PackedWeight::Pack(head.Rows(v0, v1), PackDType(options.weight_dtype, head.dtype())));
+  }
   const DType w = options.weight_dtype;
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -411,7 +417,29 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
   const int64_t first = all_logits ? 0 : t_count - 1, rows = t_count - first;
   RmsNorm(hs.data() + first * h, final_norm_, rows, h, static_cast<float>(c.rms_norm_eps), a.data());
   logits->assign(static_cast<size_t>(rows * c.vocab_size), 0.0f);
-  LinearForward(lm_head_, a.data(), rows, logits->data(), pool_, options_.precision, &xb_);
+  if (tp_->size() == 1) {
+    LinearForward(lm_head_, a.data(), rows, logits->data(), pool_, options_.precision, &xb_);
+    return Status::Ok();
+  }
+  // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
+  const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
+  std::vector<float> mine(static_cast<size_t>(rows * v_local)), all(logits->size());
+  LinearForward(lm_head_, a.data(), rows, mine.data(), pool_, options_.precision, &xb_);
+  std::vector<size_t> bytes;
+  for (int64_t q = 0; q < tp; ++q) {
+    const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;
+    bytes.push_back(static_cast<size_t>(rows * vq) * sizeof(float));
+  }
+  RETURN_IF_ERROR(tp_->AllGather(mine.data(), all.data(), bytes));
+  int64_t offset = 0;
+  for (int64_t q = 0; q < tp; ++q) {
+    const int64_t v0 = q * c.vocab_size / tp, vq = (q + 1) * c.vocab_size / tp - v0;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy(all.begin() + offset + r * vq, all.begin() + offset + (r + 1) * vq,
+                logits->begin() + r * c.vocab_size + v0);
+    }
+    offset += rows * vq;
+  }
   return Status::Ok();
 }
 

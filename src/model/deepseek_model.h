@@ -96,7 +96,7 @@ class DeepseekModel {
   std::unique_ptr<Checkpoint> ckpt_;  // keeps the mapping of embed_ alive
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;  // [H]
-  PackedWeight lm_head_;           // [V, H]
+  PackedWeight lm_head_;           // [V_local, H]: this TP rank's vocab rows
   ScratchBuffer<uint16_t> xb_;     // bf16 activations for Linear
 
   std::unique_ptr<Communicator> own_world_;  // when loaded without a world
