@@ -10,7 +10,13 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   python3-numpy python3-torch
   openmpi-bin libopenmpi-dev
+  libpcre2-dev
 )
+# node + npm run the tokenizer comparison (tests/tokenizer/npm_compare.sh). Asked for only when
+# missing: a NodeSource nodejs bundles npm, and Debian's separate npm package conflicts with it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,6 +7,7 @@
 #include "comm/in_process_comm.h"
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
+#include "kernels/vector_ops.h"
 #include "moe/moe_weights.h"
 
 namespace moerun {
@@ -263,47 +264,56 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
     std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
     rope_->Apply(e + r, start + t);
   }
-  // Absorbed attention per (token, head).
+  // Absorbed attention. A task is one token and a range of heads; the heads of a task share each
+  // cache entry while it is in L1 (scores and the latent value sum loop over entries outside).
   const float scale = static_cast<float>(c.SoftmaxScale());
-  auto head = [&](int64_t task, int) {
-    const int64_t t = task / nh, hd = task % nh, pos = start + t;
-    const float* qn = q.data() + t * nh * qd + hd * qd;
-    std::vector<float> qp(qn + dn, qn + qd);
-    rope_->Apply(qp.data(), pos);
-    const float* kv_b = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r], then V rows [dv, r]
-    std::vector<float> q_lat(static_cast<size_t>(r), 0.0f);
-    for (int64_t d = 0; d < dn; ++d)
-      for (int64_t i = 0; i < r; ++i) q_lat[i] += qn[d] * kv_b[d * r + i];
-    std::vector<float> s(static_cast<size_t>(pos + 1));
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= pos; ++j) {
-      const float* e = cache->entry(layer, j);
-      float dot = 0.0f, rdot = 0.0f;
-      for (int64_t i = 0; i < r; ++i) dot += q_lat[i] * e[i];
-      for (int64_t i = 0; i < dr; ++i) rdot += qp[i] * e[r + i];
-      s[j] = scale * (dot + rdot);
-      mx = std::max(mx, s[j]);
+  const int threads = pool_ ? pool_->size() : 1;
+  const int64_t heads_per_task = t_count >= 2 * threads ? nh : std::max<int64_t>(1, nh / (2 * threads));
+  const int64_t head_groups = (nh + heads_per_task - 1) / heads_per_task;
+  auto task = [&](int64_t id, int) {
+    const int64_t t = id / head_groups, h_a = (id % head_groups) * heads_per_task;
+    const int64_t h_b = std::min(nh, h_a + heads_per_task), nt = h_b - h_a, pos = start + t, ctx = pos + 1;
+    std::vector<float> q_lat(static_cast<size_t>(nt * r), 0.0f), qp(static_cast<size_t>(nt * dr));
+    std::vector<float> s(static_cast<size_t>(nt * ctx)), o_lat(static_cast<size_t>(nt * r), 0.0f);
+    for (int64_t k = 0; k < nt; ++k) {
+      const int64_t hd = h_a + k;
+      const float* qn = q.data() + t * nh * qd + hd * qd;
+      std::copy(qn + dn, qn + qd, qp.data() + k * dr);
+      rope_->Apply(qp.data() + k * dr, pos);
+      const float* kb = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r]
+      float* ql = q_lat.data() + k * r;
+      for (int64_t d = 0; d < dn; ++d) VecAxpy(qn[d], kb + d * r, ql, r);
     }
-    double sum = 0;
-    for (int64_t j = 0; j <= pos; ++j) sum += s[j] = std::exp(s[j] - mx);
-    std::vector<float> o_lat(static_cast<size_t>(r), 0.0f);
-    for (int64_t j = 0; j <= pos; ++j) {
-      const float p = static_cast<float>(s[j] / sum);
+    for (int64_t j = 0; j < ctx; ++j) {
       const float* e = cache->entry(layer, j);
-      for (int64_t i = 0; i < r; ++i) o_lat[i] += p * e[i];
+      for (int64_t k = 0; k < nt; ++k) {
+        s[k * ctx + j] = scale * (VecDot(q_lat.data() + k * r, e, r) + VecDot(qp.data() + k * dr, e + r, dr));
+      }
     }
-    float* oh = o + t * nh * dv + hd * dv;
-    for (int64_t d = 0; d < dv; ++d) {
-      const float* vrow = kv_b + (dn + d) * r;
-      float acc = 0.0f;
-      for (int64_t i = 0; i < r; ++i) acc += o_lat[i] * vrow[i];
-      oh[d] = acc;
+    for (int64_t k = 0; k < nt; ++k) {
+      float* sk = s.data() + k * ctx;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < ctx; ++j) mx = std::max(mx, sk[j]);
+      double sum = 0;
+      for (int64_t j = 0; j < ctx; ++j) sum += sk[j] = std::exp(sk[j] - mx);
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < ctx; ++j) sk[j] *= inv;
+    }
+    for (int64_t j = 0; j < ctx; ++j) {
+      const float* e = cache->entry(layer, j);
+      for (int64_t k = 0; k < nt; ++k) VecAxpy(s[k * ctx + j], e, o_lat.data() + k * r, r);
+    }
+    for (int64_t k = 0; k < nt; ++k) {
+      const int64_t hd = h_a + k;
+      const float* vb = at.kv_b.data() + (hd * (dn + dv) + dn) * r;  // V rows [dv, r]
+      float* oh = o + t * nh * dv + hd * dv;
+      for (int64_t d = 0; d < dv; ++d) oh[d] = VecDot(o_lat.data() + k * r, vb + d * r, r);
     }
   };
   if (pool_) {
-    pool_->ParallelFor(t_count * nh, head);
+    pool_->ParallelFor(t_count * head_groups, task);
   } else {
-    for (int64_t i = 0; i < t_count * nh; ++i) head(i, 0);
+    for (int64_t i = 0; i < t_count * head_groups; ++i) task(i, 0);
   }
 }
 

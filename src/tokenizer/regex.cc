@@ -59,8 +59,8 @@ Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, bool literal,
                                                 std::string_view label) {
   if (!IsValidUtf8(pattern)) return InvalidArgument("{}: the pattern is not valid UTF-8", label);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal) options |= PCRE2_LITERAL;
+  // PCRE2_UCP only changes the meaning of escapes and classes, and is not allowed with LITERAL.
+  const uint32_t options = literal ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,

@@ -1,6 +1,7 @@
 #include "tokenizer/utf8.h"
 
 #include <array>
+#include <cstdint>
 
 namespace moerun::tokenizer_internal {
 namespace {
@@ -8,6 +9,7 @@ namespace {
 struct ByteLevelTables {
   std::array<std::string, 256> byte_to_text;
   std::array<char32_t, 256> byte_to_cp{};
+  std::array<int16_t, 0x100 + 68> cp_to_byte{};  // every mapped code point is below U+0144
 };
 
 bool IsPrintableLatin1(int b) {
@@ -18,9 +20,11 @@ const ByteLevelTables& Tables() {
   static const ByteLevelTables tables = [] {
     ByteLevelTables t;
     char32_t next = 0x100;
+    t.cp_to_byte.fill(-1);
     for (int b = 0; b < 256; ++b) {
       t.byte_to_cp[b] = IsPrintableLatin1(b) ? static_cast<char32_t>(b) : next++;
       AppendUtf8(t.byte_to_cp[b], &t.byte_to_text[b]);
+      t.cp_to_byte[t.byte_to_cp[b]] = static_cast<int16_t>(b);
     }
     return t;
   }();
@@ -126,13 +130,8 @@ void AppendUtf8(char32_t cp, std::string* out) {
 const std::string& ByteToUnicode(unsigned char b) { return Tables().byte_to_text[b]; }
 
 int UnicodeToByte(char32_t cp) {
-  if (cp < 256 && IsPrintableLatin1(static_cast<int>(cp))) return static_cast<int>(cp);
-  if (cp < 0x100 || cp >= 0x100 + 68) return -1;
   const ByteLevelTables& t = Tables();
-  for (int b = 0; b < 256; ++b) {
-    if (t.byte_to_cp[b] == cp) return b;
-  }
-  return -1;
+  return cp < t.cp_to_byte.size() ? t.cp_to_byte[cp] : -1;
 }
 
 bool IsUnicodeWhitespace(char32_t cp) {

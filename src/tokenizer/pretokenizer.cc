@@ -1,0 +1,198 @@
+#include "tokenizer/pretokenizer.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "tokenizer/json_fields.h"
+
+namespace moerun::tokenizer_internal {
+namespace {
+
+// The pattern HF's ByteLevel pre-tokenizer splits with when use_regex is true (from GPT-2).
+constexpr std::string_view kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+StatusOr<SplitBehavior> ParseBehavior(const Json& obj, const std::string& label) {
+  ASSIGN_OR_RETURN(std::string name, GetString(obj, "behavior", label));
+  if (name == "Removed") return SplitBehavior::kRemoved;
+  if (name == "Isolated") return SplitBehavior::kIsolated;
+  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+  if (name == "Contiguous") return SplitBehavior::kContiguous;
+  return Corruption(
+      "{}.behavior: unknown value '{}' (expected Removed, Isolated, MergedWithPrevious, "
+      "MergedWithNext or Contiguous)",
+      label, name);
+}
+
+struct Segment {
+  size_t begin;
+  size_t end;
+  bool is_match;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::FromJson(const Json& value, std::string_view label) {
+  std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
+  if (!value.is_null()) RETURN_IF_ERROR(pre->AddElement(value, std::string(label)));
+  if (pre->steps_.empty() || !pre->steps_.back().byte_level) {
+    return Unimplemented(
+        "{}: the last step must be a ByteLevel pre-tokenizer (only byte-level BPE tokenizers are "
+        "supported)",
+        label);
+  }
+  for (size_t i = 0; i + 1 < pre->steps_.size(); ++i) {
+    if (pre->steps_[i].byte_level) {
+      return Unimplemented(
+          "{}: ByteLevel is supported only as the last pre-tokenizer step (it is step {} of {})", label,
+          i + 1, pre->steps_.size());
+    }
+  }
+  return pre;
+}
+
+Status PreTokenizer::AddElement(const Json& value, const std::string& label) {
+  RETURN_IF_ERROR(ExpectObject(value, label));
+  ASSIGN_OR_RETURN(std::string type, GetString(value, "type", label));
+  if (type == "Sequence") {
+    const Json* list = FindField(value, "pretokenizers");
+    if (list == nullptr || !list->is_array()) {
+      return Corruption("{}.pretokenizers: expected an array, got {}", label,
+                        list == nullptr ? "nothing" : list->type_name());
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      RETURN_IF_ERROR(AddElement((*list)[i], fmt::format("{}.pretokenizers[{}]", label, i)));
+    }
+    return Status::Ok();
+  }
+  Step step;
+  if (type == "Split") {
+    const Json* pattern = FindField(value, "pattern");
+    const std::string pattern_label = label + ".pattern";
+    if (pattern == nullptr)
+      return Corruption("{}: missing (expected {{\"Regex\": ..}} or {{\"String\": ..}})", pattern_label);
+    RETURN_IF_ERROR(ExpectObject(*pattern, pattern_label));
+    ASSIGN_OR_RETURN(std::optional<std::string> regex, GetOptionalString(*pattern, "Regex", pattern_label));
+    ASSIGN_OR_RETURN(std::optional<std::string> literal,
+                     GetOptionalString(*pattern, "String", pattern_label));
+    if (regex.has_value() == literal.has_value()) {
+      return Corruption("{}: expected exactly one of \"Regex\" and \"String\"", pattern_label);
+    }
+    const bool is_literal = literal.has_value();
+    const std::string& text = is_literal ? *literal : *regex;
+    if (text.empty())
+      return Corruption("{}.{}: the pattern is empty", pattern_label, is_literal ? "String" : "Regex");
+    ASSIGN_OR_RETURN(step.regex,
+                     Regex::Compile(text, is_literal,
+                                    fmt::format("{}.{}", pattern_label, is_literal ? "String" : "Regex")));
+    ASSIGN_OR_RETURN(step.behavior, ParseBehavior(value, label));
+    ASSIGN_OR_RETURN(step.invert, GetBool(value, "invert", label, false));
+  } else if (type == "Digits") {
+    ASSIGN_OR_RETURN(const bool individual, GetBool(value, "individual_digits", label, false));
+    // HF splits on char::is_numeric (categories Nd, Nl, No), i.e. \p{N}.
+    ASSIGN_OR_RETURN(step.regex, Regex::Compile(R"(\p{N})", /*literal=*/false, label));
+    step.behavior = individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous;
+  } else if (type == "ByteLevel") {
+    step.byte_level = true;
+    ASSIGN_OR_RETURN(step.add_prefix_space, GetBool(value, "add_prefix_space", label, true));
+    ASSIGN_OR_RETURN(const bool use_regex, GetBool(value, "use_regex", label, true));
+    if (use_regex) {
+      ASSIGN_OR_RETURN(step.regex, Regex::Compile(kGpt2Pattern, /*literal=*/false, label));
+    }
+  } else {
+    return Unimplemented(
+        "{}.type: pre-tokenizer '{}' is not supported (supported: Sequence, Split, Digits, ByteLevel)", label,
+        type);
+  }
+  steps_.push_back(std::move(step));
+  return Status::Ok();
+}
+
+void PreTokenizer::Split(std::string_view text, std::vector<std::string>* pieces) const {
+  if (text.empty()) return;
+  std::vector<std::string> current{std::string(text)};
+  std::vector<std::string> next;
+  for (const Step& step : steps_) {
+    next.clear();
+    for (std::string& piece : current) {
+      if (step.byte_level && step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
+      if (step.regex == nullptr) {
+        next.push_back(std::move(piece));
+      } else {
+        ApplySplit(step, piece, &next);
+      }
+    }
+    std::swap(current, next);
+  }
+  for (std::string& piece : current) pieces->push_back(std::move(piece));
+}
+
+void PreTokenizer::ApplySplit(const Step& step, std::string_view piece, std::vector<std::string>* out) {
+  std::vector<std::pair<size_t, size_t>> matches;
+  // On a PCRE2 resource error the text after the last match found stays one unmatched segment.
+  (void)step.regex->FindAll(piece, &matches);
+
+  // The piece as alternating unmatched / matched segments, in order, none empty.
+  std::vector<Segment> segments;
+  size_t pos = 0;
+  for (const auto& [begin, end] : matches) {
+    if (begin > pos) segments.push_back({pos, begin, false});
+    segments.push_back({begin, end, true});
+    pos = end;
+  }
+  if (pos < piece.size()) segments.push_back({pos, piece.size(), false});
+  if (step.invert) {
+    for (Segment& s : segments) s.is_match = !s.is_match;
+  }
+
+  std::vector<Segment> kept;
+  bool previous_match = false;
+  switch (step.behavior) {
+    case SplitBehavior::kRemoved:
+      for (const Segment& s : segments) {
+        if (!s.is_match) kept.push_back(s);
+      }
+      break;
+    case SplitBehavior::kIsolated:
+      for (const Segment& s : segments) kept.push_back(s);
+      break;
+    case SplitBehavior::kMergedWithPrevious:
+      // A match joins the piece before it, unless that piece is itself a match.
+      for (const Segment& s : segments) {
+        if (s.is_match && !previous_match && !kept.empty()) {
+          kept.back().end = s.end;
+        } else {
+          kept.push_back(s);
+        }
+        previous_match = s.is_match;
+      }
+      break;
+    case SplitBehavior::kMergedWithNext:
+      // Mirror image: a match joins the piece after it, unless that piece is itself a match.
+      for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+        if (it->is_match && !previous_match && !kept.empty()) {
+          kept.back().begin = it->begin;
+        } else {
+          kept.push_back(*it);
+        }
+        previous_match = it->is_match;
+      }
+      std::reverse(kept.begin(), kept.end());
+      break;
+    case SplitBehavior::kContiguous:
+      // Adjacent matches form one piece.
+      for (const Segment& s : segments) {
+        if (s.is_match && previous_match && !kept.empty()) {
+          kept.back().end = s.end;
+        } else {
+          kept.push_back(s);
+        }
+        previous_match = s.is_match;
+      }
+      break;
+  }
+  for (const Segment& s : kept) out->emplace_back(piece.substr(s.begin, s.end - s.begin));
+}
+
+}  // namespace moerun::tokenizer_internal

@@ -1,0 +1,69 @@
+// Test driver for npm_compare.sh: encodes a file with moerun's Tokenizer.
+//
+// usage: tokenizer_encode_tool <model_dir> <input>
+// Loads <model_dir>/tokenizer.json (+ tokenizer_config.json) and prints one line of
+// comma-separated ids (no special tokens added) per '\n'-separated line of <input>, then one line
+// for the whole file -- the format of encode_reference.mjs. It also checks that decoding each
+// line's ids gives the line back (with ill-formed UTF-8 replaced by U+FFFD) and exits 1 if not.
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/atomic_file.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+
+namespace {
+
+std::string Join(const std::vector<int32_t>& ids) {
+  std::string out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(ids[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s <model_dir> <input>\n", argv[0]);
+    return 2;
+  }
+  moerun::StatusOr<std::unique_ptr<moerun::Tokenizer>> tok = moerun::Tokenizer::FromDirectory(argv[1]);
+  if (!tok.ok()) {
+    std::fprintf(stderr, "%s\n", tok.status().ToString().c_str());
+    return 2;
+  }
+  moerun::StatusOr<std::string> input = moerun::ReadFileToString(argv[2]);
+  if (!input.ok()) {
+    std::fprintf(stderr, "%s\n", input.status().ToString().c_str());
+    return 2;
+  }
+  const std::string_view text = *input;
+  std::vector<std::string_view> lines;
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      lines.push_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (start < text.size()) lines.push_back(text.substr(start));
+  lines.push_back(text);  // the whole file, last
+
+  int failures = 0;
+  for (size_t n = 0; n < lines.size(); ++n) {
+    const std::vector<int32_t> ids = (*tok)->Encode(lines[n], /*add_special_tokens=*/false);
+    std::printf("%s\n", Join(ids).c_str());
+    moerun::StatusOr<std::string> back = (*tok)->Decode(ids, /*skip_special_tokens=*/false);
+    if (!back.ok() || *back != moerun::tokenizer_internal::SanitizeUtf8(lines[n])) {
+      std::fprintf(stderr, "round trip failed on input line %zu%s\n", n + 1,
+                   back.ok() ? "" : (": " + back.status().ToString()).c_str());
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
