@@ -46,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import struct
 import sys
 
@@ -303,6 +304,10 @@ def main(argv=None):
                     help="override rope_scaling.mscale (makes the cos/sin factor != 1)")
     ap.add_argument("--fused-experts", action="store_true",
                     help="store routed experts as fused gate_up_proj/down_proj [E,...]")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="override vocab_size (e.g. to match a tokenizer.json placed beside the model)")
+    ap.add_argument("--tokenizer-dir", default=None,
+                    help="copy tokenizer.json and tokenizer_config.json from this directory")
     args = ap.parse_args(argv)
     if args.shards < 1:
         ap.error("--shards must be >= 1")
@@ -310,12 +315,17 @@ def main(argv=None):
         ap.error("--layers must be >= 1")
 
     cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
+    if args.vocab is not None:
+        cfg["vocab_size"] = args.vocab
     rng = np.random.default_rng(args.seed)
     weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
     if args.shards > len(weights):
         ap.error(f"--shards {args.shards} exceeds the tensor count {len(weights)}")
 
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.tokenizer_dir:
+        for fn in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(os.path.join(args.tokenizer_dir, fn), os.path.join(args.out_dir, fn))
     # Remove stale checkpoint files from a previous run with another shard count.
     for fn in os.listdir(args.out_dir):
         if fn.endswith(".safetensors") or fn == "model.safetensors.index.json":

@@ -85,6 +85,17 @@ s1=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 --temp 0.8 --
 s2=$("$MOERUN" generate -m "$WORK/lite-f32-1" --tokens 5,17,3 -n 8 --temp 0.8 --top-k 20 --top-p 0.9 --seed 7 2>/dev/null)
 if [[ -n $s1 && $s1 == "$s2" ]]; then pass "seeded sampling reproducible: $s1"; else fail "sampling: '$s1' vs '$s2'"; fi
 
+# Text in, text out: -p goes through tokenizer.json; --print-ids shows the same ids as --tokens.
+tm="$WORK/with-tokenizer"
+$PY "$ROOT/tools/make_test_model.py" "$tm" --vocab 305 --tokenizer-dir "$ROOT/tests/tokenizer/testdata/synthetic" >/dev/null
+ids=$("$MOERUN" tokenize -m "$tm" -p "hello world")
+a=$("$MOERUN" generate -m "$tm" -p "hello world" -n 6 --print-ids 2>/dev/null)
+b=$("$MOERUN" generate -m "$tm" --tokens "$ids" -n 6 --print-ids 2>/dev/null)
+if [[ $ids == 300,* && -n $a && $a == "$b" ]]; then pass "generate -p == generate --tokens (tokenize: $ids)"; else fail "-p vs --tokens: ids=$ids a=$a b=$b"; fi
+if "$MOERUN" generate -m "$tm" -p "hello" --chat -n 4 >/dev/null 2>&1; then pass "generate --chat runs"; else fail "generate --chat"; fi
+chat_ids=$("$MOERUN" generate -m "$tm" -p "hi" --chat -n 0 --print-ids 2>&1 >/dev/null | grep -o "prompt [0-9]* tokens")
+if [[ $chat_ids == "prompt "*" tokens" ]]; then pass "--chat prompt: $chat_ids"; else fail "--chat prompt: $chat_ids"; fi
+
 # Bad input: one clear error, exit != 0.
 expect_error() {
   local name=$1 needle=$2
