@@ -1,11 +1,11 @@
 // moerun logits / generate / inspect: whole DeepSeek-V2-family models from a checkpoint directory.
 #include <chrono>
-#include <filesystem>
 #include <cmath>
-#include <random>
-#include <tuple>
 #include <cstdio>
+#include <filesystem>
+#include <random>
 #include <sstream>
+#include <tuple>
 
 #include "engine/sampler.h"
 #include "io/atomic_file.h"
@@ -183,7 +183,8 @@ StatusOr<std::vector<int32_t>> PromptIds(const GenerateArgs& a, const Tokenizer*
 Status RunGenerate(const GenerateArgs& a) {
   RETURN_IF_ERROR(a.sampling.Validate());
   if (a.n_predict < 0) return InvalidArgument("-n {} must be >= 0", a.n_predict);
-  if (a.tokens.empty() == a.prompt.empty()) return InvalidArgument("give exactly one of -p TEXT or --tokens IDS");
+  if (a.tokens.empty() == a.prompt.empty())
+    return InvalidArgument("give exactly one of -p TEXT or --tokens IDS");
   std::unique_ptr<Tokenizer> tok;
   if (!a.prompt.empty() || std::filesystem::exists(a.model.model_dir + "/tokenizer.json")) {
     ASSIGN_OR_RETURN(tok, Tokenizer::FromDirectory(a.model.model_dir));
@@ -208,8 +209,8 @@ Status RunGenerate(const GenerateArgs& a) {
                                   &cache, false, &logits));
     const double prompt_s = SecondsSince(t0);
     std::vector<int32_t> generated, shown;  // shown: the generated ids that have text
-    size_t printed = 0;                      // bytes of decoded text already written
-    int64_t textless = 0;                    // generated ids the tokenizer has no text for
+    size_t printed = 0;                     // bytes of decoded text already written
+    int64_t textless = 0;                   // generated ids the tokenizer has no text for
     t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.n_predict; ++i) {
       // Rank 0 samples; every rank learns the token (or -1: stop) so all take the same steps.
@@ -242,7 +243,9 @@ Status RunGenerate(const GenerateArgs& a) {
     const double gen_s = SecondsSince(t0);
     if (!lead) return Status::Ok();
     std::printf("\n");
-    if (textless > 0) std::fprintf(stderr, "moerun: %lld generated ids have no text in the tokenizer\n", static_cast<long long>(textless));
+    if (textless > 0)
+      std::fprintf(stderr, "moerun: %lld generated ids have no text in the tokenizer\n",
+                   static_cast<long long>(textless));
     std::fprintf(
         stderr,
         "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %zu tokens in %.3f s (%.1f tok/s)\n",
@@ -320,8 +323,8 @@ Status RunBench(const BenchArgs& a) {
         KvCache cache(c, a.n_prompt);
         RETURN_IF_ERROR(world.Barrier());
         const auto t0 = std::chrono::steady_clock::now();
-        RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(), &cache,
-                                      false, &logits));
+        RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
+                                      &cache, false, &logits));
         RETURN_IF_ERROR(world.Barrier());
         if (rep > 0) pp.push_back(a.n_prompt / SecondsSince(t0));
       }
@@ -331,8 +334,9 @@ Status RunBench(const BenchArgs& a) {
         RETURN_IF_ERROR(world.Barrier());
         const auto t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < a.n_gen; ++i) {
-          RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(), &cache,
-                                        false, &logits));
+          RETURN_IF_ERROR(
+              model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(), &cache,
+                            false, &logits));
           next = tok(rng);
         }
         RETURN_IF_ERROR(world.Barrier());
@@ -346,10 +350,11 @@ Status RunBench(const BenchArgs& a) {
       if (v.empty()) return;
       const MeanSd m = Stats(v);
       if (a.output == "json") {
-        std::printf("{\"model\": \"%s\", \"layers\": %lld, \"layout\": \"%s\", \"test\": \"%s%d\", "
-                    "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
-                    a.model.model_dir.c_str(), static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n,
-                    m.mean, m.sd, v.size());
+        std::printf(
+            "{\"model\": \"%s\", \"layers\": %lld, \"layout\": \"%s\", \"test\": \"%s%d\", "
+            "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
+            a.model.model_dir.c_str(), static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n,
+            m.mean, m.sd, v.size());
       } else {
         std::printf("| %s | %lld | %s | %s%d | %.2f ± %.2f |\n", c.model_type.c_str(),
                     static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n, m.mean, m.sd);
@@ -423,8 +428,10 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   });
 
   auto tk = std::make_shared<TokenizeArgs>();
-  CLI::App* tc = app.add_subcommand("tokenize", "Print token ids (comma-separated; one line per input line with -f)");
-  tc->add_option("-m,--model", tk->model_dir, "Directory with tokenizer.json (and tokenizer_config.json)")->required();
+  CLI::App* tc =
+      app.add_subcommand("tokenize", "Print token ids (comma-separated; one line per input line with -f)");
+  tc->add_option("-m,--model", tk->model_dir, "Directory with tokenizer.json (and tokenizer_config.json)")
+      ->required();
   tc->add_option("-p,--prompt", tk->text, "Text to tokenize");
   tc->add_option("-f,--file", tk->file, "File to tokenize line by line");
   tc->add_flag("--no-special", tk->no_special, "Do not add BOS/special prefix tokens");
@@ -434,7 +441,8 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   });
 
   auto bench = std::make_shared<BenchArgs>();
-  CLI::App* bc = app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
+  CLI::App* bc =
+      app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
   AddModelOptions(bc, &bench->model);
   bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp");
   bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg");
@@ -446,7 +454,8 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   });
 
   auto make = std::make_shared<std::tuple<std::string, int64_t, uint64_t, int>>("", 4, 1, 0);
-  CLI::App* mc = app.add_subcommand("make-model", "Write a DeepSeek-V2-Lite-shaped random bf16 model (for bench)");
+  CLI::App* mc =
+      app.add_subcommand("make-model", "Write a DeepSeek-V2-Lite-shaped random bf16 model (for bench)");
   mc->add_option("--out,-o", std::get<0>(*make), "Output directory")->required();
   mc->add_option("--layers", std::get<1>(*make), "Layers (layer 0 dense, the rest MoE)");
   mc->add_option("--seed", std::get<2>(*make), "Random seed");
