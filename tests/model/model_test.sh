@@ -118,5 +118,26 @@ cp -r "$WORK/lite-f32-1" "$WORK/shape"; sed -i 's/"kv_lora_rank": 32/"kv_lora_ra
 expect_error "config contradicts weights" "has shape [32], expected [24] from config.json" -- "$MOERUN" logits -m "$WORK/shape" --tokens 5 -o "$WORK/x.st"
 expect_error "not a token list" "--tokens: 'x' is not a token id" -- "$MOERUN" logits -m "$d" --tokens 5,x -o "$WORK/x.st"
 
+# inspect: config summary, tensor table, validation result.
+out=$("$MOERUN" inspect -m "$WORK/v2-bf16-3" 2>/dev/null)
+if grep -q "validation: OK" <<<"$out" && grep -q "model.layers.1.mlp.experts.15.down_proj.weight | BF16 | \[64, 32\]" <<<"$out"; then
+  pass "inspect"
+else
+  fail "inspect: $out"
+fi
+
+# --check-tensors names a tensor holding NaN.
+cp -r "$WORK/lite-f32-1" "$WORK/nan"
+$PY - "$WORK/nan/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+d = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n])
+o = h["model.layers.1.post_attention_layernorm.weight"]["data_offsets"]
+d[8 + n + o[0] + 12:8 + n + o[0] + 16] = struct.pack("<f", float("nan"))
+open(p, "wb").write(d)
+PY
+expect_error "--check-tensors finds NaN" "tensor 'model.layers.1.post_attention_layernorm.weight' holds nan at flat index 3" -- \
+  "$MOERUN" logits -m "$WORK/nan" --tokens 5 -o "$WORK/x.st" --check-tensors
+
 echo "model_test: $failures failure(s)"
 exit $((failures > 0))
