@@ -240,8 +240,7 @@ void DeepseekModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t
   }
 }
 
-void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache,
-                              float* o) {
+void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) {
   const ModelConfig& c = config_;
   const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
   const int64_t nh = head_end_ - head_begin_, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
@@ -257,12 +256,12 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
     LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), pool_, options_.precision, &xb_);
   }
   LinearForward(at.kv_a_proj, x, t_count, ckv.data(), pool_, options_.precision, &xb_);
-  // Cache: normalised c_kv and roped k_pe per token.
+  // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
-    float* e = cache->entry(layer, start + t);
+    float* e = rows[t].cache->entry(layer, rows[t].pos);
     RmsNorm(ckv.data() + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
     std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
-    rope_->Apply(e + r, start + t);
+    rope_->Apply(e + r, rows[t].pos);
   }
   // Absorbed attention. A task is one token and a range of heads; the heads of a task share each
   // cache entry while it is in L1 (scores and the latent value sum loop over entries outside).
@@ -272,7 +271,8 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, in
   const int64_t head_groups = (nh + heads_per_task - 1) / heads_per_task;
   auto task = [&](int64_t id, int) {
     const int64_t t = id / head_groups, h_a = (id % head_groups) * heads_per_task;
-    const int64_t h_b = std::min(nh, h_a + heads_per_task), nt = h_b - h_a, pos = start + t, ctx = pos + 1;
+    const int64_t h_b = std::min(nh, h_a + heads_per_task), nt = h_b - h_a, pos = rows[t].pos, ctx = pos + 1;
+    const KvCache* cache = rows[t].cache;
     std::vector<float> q_lat(static_cast<size_t>(nt * r), 0.0f), qp(static_cast<size_t>(nt * dr));
     std::vector<float> s(static_cast<size_t>(nt * ctx)), o_lat(static_cast<size_t>(nt * r), 0.0f);
     for (int64_t k = 0; k < nt; ++k) {
@@ -380,19 +380,34 @@ Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, f
 
 Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                               std::vector<float>* logits) {
+  const SequenceChunk chunk{cache, tokens};
+  return ForwardBatch(std::span<const SequenceChunk>(&chunk, 1), all_logits, logits);
+}
+
+Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits, std::vector<float>* logits) {
   const ModelConfig& c = config_;
-  const int64_t t_count = static_cast<int64_t>(tokens.size()), h = c.hidden_size, start = cache->size();
-  if (t_count == 0 && world_->size() == 1) return InvalidArgument("no tokens to run");
-  if (start + t_count > cache->capacity()) {
-    return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", t_count, start,
-                      cache->capacity());
-  }
-  for (int64_t t = 0; t < t_count; ++t) {
-    if (tokens[t] < 0 || tokens[t] >= c.vocab_size) {
-      return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", tokens[t], start + t,
-                        c.vocab_size);
+  const int64_t h = c.hidden_size;
+  // Rows of the batch: every token of every sequence, in order, each with its cache and position.
+  std::vector<RowPlace> rows;
+  std::vector<int32_t> tokens;
+  std::vector<int64_t> last_rows;  // the last row of each sequence with tokens
+  for (const SequenceChunk& sc : seqs) {
+    const int64_t start = sc.cache->size(), n = static_cast<int64_t>(sc.tokens.size());
+    if (start + n > sc.cache->capacity()) {
+      return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", n, start, sc.cache->capacity());
     }
+    for (int64_t t = 0; t < n; ++t) {
+      if (sc.tokens[t] < 0 || sc.tokens[t] >= c.vocab_size) {
+        return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", sc.tokens[t], start + t,
+                          c.vocab_size);
+      }
+      rows.push_back({sc.cache, start + t});
+      tokens.push_back(sc.tokens[t]);
+    }
+    if (n > 0) last_rows.push_back(static_cast<int64_t>(rows.size()) - 1);
   }
+  const int64_t t_count = static_cast<int64_t>(rows.size());
+  if (t_count == 0 && world_->size() == 1) return InvalidArgument("no tokens to run");
   // Embeddings.
   std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
   std::vector<float> o(static_cast<size_t>(t_count * (head_end_ - head_begin_) * c.v_head_dim));
@@ -404,7 +419,7 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& lw = layers_[static_cast<size_t>(l)];
     RmsNorm(hs.data(), lw.input_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
-    Attention(l, a.data(), t_count, start, cache, o.data());
+    Attention(l, a.data(), t_count, rows.data(), o.data());
     RETURN_IF_ERROR(OutputProjection(l, o.data(), t_count, out.data()));
     for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     RmsNorm(hs.data(), lw.post_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
@@ -419,36 +434,46 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
       for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     }
   }
-  cache->set_size(start + t_count);
+  for (const SequenceChunk& sc : seqs) sc.cache->set_size(sc.cache->size() + static_cast<int64_t>(sc.tokens.size()));
   if (t_count == 0) {
     logits->clear();
     return Status::Ok();
   }
-  const int64_t first = all_logits ? 0 : t_count - 1, rows = t_count - first;
-  RmsNorm(hs.data() + first * h, final_norm_, rows, h, static_cast<float>(c.rms_norm_eps), a.data());
-  logits->assign(static_cast<size_t>(rows * c.vocab_size), 0.0f);
+  // Final norm on the rows whose logits are wanted: all, or each sequence's last.
+  std::vector<int64_t> out_rows;
+  if (all_logits) {
+    for (int64_t r = 0; r < t_count; ++r) out_rows.push_back(r);
+  } else {
+    out_rows = last_rows;
+  }
+  const int64_t rows_out = static_cast<int64_t>(out_rows.size());
+  for (int64_t i = 0; i < rows_out; ++i) {
+    RmsNorm(hs.data() + out_rows[i] * h, final_norm_, 1, h, static_cast<float>(c.rms_norm_eps), a.data() + i * h);
+  }
+  const int64_t n_rows = rows_out;
+  logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
   if (tp_->size() == 1) {
-    LinearForward(lm_head_, a.data(), rows, logits->data(), pool_, options_.precision, &xb_);
+    LinearForward(lm_head_, a.data(), n_rows, logits->data(), pool_, options_.precision, &xb_);
     return Status::Ok();
   }
   // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
   const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
-  std::vector<float> mine(static_cast<size_t>(rows * v_local)), all(logits->size());
-  LinearForward(lm_head_, a.data(), rows, mine.data(), pool_, options_.precision, &xb_);
+  std::vector<float> mine(static_cast<size_t>(n_rows * v_local)), all(logits->size());
+  LinearForward(lm_head_, a.data(), n_rows, mine.data(), pool_, options_.precision, &xb_);
   std::vector<size_t> bytes;
   for (int64_t q = 0; q < tp; ++q) {
     const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;
-    bytes.push_back(static_cast<size_t>(rows * vq) * sizeof(float));
+    bytes.push_back(static_cast<size_t>(n_rows * vq) * sizeof(float));
   }
   RETURN_IF_ERROR(tp_->AllGather(mine.data(), all.data(), bytes));
   int64_t offset = 0;
   for (int64_t q = 0; q < tp; ++q) {
     const int64_t v0 = q * c.vocab_size / tp, vq = (q + 1) * c.vocab_size / tp - v0;
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = 0; r < n_rows; ++r) {
       std::copy(all.begin() + offset + r * vq, all.begin() + offset + (r + 1) * vq,
                 logits->begin() + r * c.vocab_size + v0);
     }
-    offset += rows * vq;
+    offset += n_rows * vq;
   }
   return Status::Ok();
 }

@@ -73,6 +73,16 @@ class DeepseekModel {
 
   const ModelConfig& config() const { return config_; }
 
+  // Runs a batch of sequences at once: each chunk's tokens at positions [cache->size(), +n) of its
+  // own cache (appended). Linear layers and MoE see all rows together; attention stays within
+  // each sequence. logits: [rows, vocab] for every row (all_logits) or for the last row of each
+  // chunk with tokens, in chunk order.
+  struct SequenceChunk {
+    KvCache* cache;
+    std::span<const int32_t> tokens;
+  };
+  Status ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits, std::vector<float>* logits);
+
   // Runs tokens at positions [cache->size(), cache->size() + T), appending to the cache.
   // logits: [T, vocab] when all_logits, else [1, vocab] for the last token. Under DP a replica
   // without a sequence calls it with no tokens to take part in the collectives (logits empty).
@@ -81,7 +91,11 @@ class DeepseekModel {
 
  private:
   DeepseekModel() = default;
-  void Attention(int64_t layer, const float* x, int64_t t_count, int64_t start, KvCache* cache, float* o);
+  struct RowPlace {
+    KvCache* cache;  // the row's sequence
+    int64_t pos;     // the row's position in it
+  };
+  void Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o);
   // o [T, local_heads * dv] -> out [T, H] summed over all heads (all TP ranks).
   Status OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out);
   Status MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out);
