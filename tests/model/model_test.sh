@@ -96,6 +96,24 @@ if "$MOERUN" generate -m "$tm" -p "hello" --chat -n 4 >/dev/null 2>&1; then pass
 chat_ids=$("$MOERUN" generate -m "$tm" -p "hi" --chat -n 0 --print-ids 2>&1 >/dev/null | grep -o "prompt [0-9]* tokens")
 if [[ $chat_ids == "prompt "*" tokens" ]]; then pass "--chat prompt: $chat_ids"; else fail "--chat prompt: $chat_ids"; fi
 
+# eval: batched greedy decoding over a JSONL task; the same answers, problem by problem, on every
+# layout and batch size (--deterministic).
+$PY - "$WORK/task.jsonl" <<'PY'
+import json, random, sys
+r = random.Random(3)
+with open(sys.argv[1], "w") as f:
+    for _ in range(24):
+        a, b = r.randint(0, 99), r.randint(0, 99)
+        f.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
+PY
+last=$("$MOERUN" eval -m "$tm" --task "$WORK/task.jsonl" --max-new 4 --answers "$WORK/ans1" --deterministic 2>/dev/null | tail -1)
+if [[ $last =~ ^accuracy:\ [0-9.]+\ \([0-9]+/24\)$ ]]; then pass "eval prints '$last'"; else fail "eval last line: '$last'"; fi
+for layout in "--tp 2" "--dp 2 --batch 5" "--tp 2 --dp 2 --ep --sp" "--dp 2 --ep --dispatch alltoall"; do
+  # shellcheck disable=SC2086
+  "$MOERUN" eval -m "$tm" --task "$WORK/task.jsonl" --max-new 4 --answers "$WORK/ans2" --deterministic $layout >/dev/null 2>&1
+  if cmp -s "$WORK/ans1" "$WORK/ans2"; then pass "eval $layout: same answers"; else fail "eval $layout: answers differ"; fi
+done
+
 # Bad input: one clear error, exit != 0.
 expect_error() {
   local name=$1 needle=$2
