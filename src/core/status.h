@@ -127,9 +127,12 @@ class [[nodiscard]] StatusOr {
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, F())` declares x from F()'s value or returns F()'s error.
+// (lhs is a declaration and tmp an identifier: neither may be parenthesised.)
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL(MOERUN_CONCAT(moerun_statusor_, __LINE__), lhs, expr)
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                          \
   if (!tmp.ok()) return tmp.status();         \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

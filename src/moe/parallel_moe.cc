@@ -292,7 +292,6 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   auto local = [&](int32_t id) -> int32_t {
     return id >= expert_begin_ && id < expert_end_ ? static_cast<int32_t>(id - expert_begin_) : -1;
   };
-  MoePart part = MakePart(state, t_own, h, det);
   const std::string kind = dispatcher_->name();
 
   if (kind == "none" || kind == "allgather") {
@@ -339,7 +338,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                    .expert = expert.data(),
                    .k_blocks = nb},
                   refs, pool_, y);
-    MoePart all = kind == "none" ? std::move(part) : MakePart(state, t_all, h, det);
+    MoePart all = MakePart(state, t_all, h, det);
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
@@ -350,6 +349,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         AccumulateRowsPerTask());
     if (kind == "none") return all;
     // Reduce-scatter the partial sums back to their owners.
+    MoePart part = MakePart(state, t_own, h, det);
     std::vector<size_t> counts(gathered.rows_of_rank.size());
     for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(gathered.rows_of_rank[r] * h);
     if (det) {
@@ -424,6 +424,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
+  MoePart part = MakePart(state, t_own, h, det);
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
   for (int64_t p = 0; p < n_send; ++p) pos_of[send_row[p]] = p;
   ParallelForRows(
