@@ -471,13 +471,32 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   return part;
 }
 
+Status ParallelMoe::FaultReduceShared(MoePart* shared, const std::string& layer_name) {
+  const ReductionState before = shared->state;
+  if (!options_.disable_state_checks) {
+    return Reduce(shared, "all_reduce", layer_name + " shared output (injected fault)");
+  }
+  // Checks off: sum the first min-rows rows over TP whatever they hold, then keep the declared
+  // state, exactly the silent double count of the original bug.
+  ASSIGN_OR_RETURN(std::vector<uint64_t> rows, tp_->AllGatherValue(static_cast<uint64_t>(shared->rows)));
+  const uint64_t common = *std::min_element(rows.begin(), rows.end());
+  const size_t n = static_cast<size_t>(common) * static_cast<size_t>(shared->cols);
+  if (options_.deterministic) {
+    RETURN_IF_ERROR(tp_->AllReduce(shared->fixed.data(), n, ReduceType::kI128Sum));
+  } else {
+    RETURN_IF_ERROR(tp_->AllReduce(shared->f32.data(), n, ReduceType::kF32Sum));
+  }
+  shared->state = before;
+  return Status::Ok();
+}
+
 Status ParallelMoe::Reduce(MoePart* part, const std::string& op, const std::string& what) {
   if (op.empty()) return Status::Ok();
   Communicator& comm = GroupComm(part->state.group);
   const bool det = options_.deterministic;
   const size_t n = static_cast<size_t>(part->rows * part->cols);
   if (op == "all_reduce") {
-    if (part->state.kind != StateKind::kPartial) {
+    if (part->state.kind != StateKind::kPartial && !options_.disable_state_checks) {
       return InvalidArgument("{}: all_reduce over {} refused: the output is {}, {}", what, part->state.group,
                              part->state.ToString(),
                              part->state.kind == StateKind::kTokenShard
@@ -529,6 +548,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
 
   ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing));
   ASSIGN_OR_RETURN(MoePart shared, SharedPart(x_own));
+  if (options_.fault_reduce_shared && has_shared) RETURN_IF_ERROR(FaultReduceShared(&shared, layer_name));
   MoePart* result = &routed;
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration

@@ -58,6 +58,11 @@ struct ParallelOptions {
   DispatchKind dispatch = DispatchKind::kAllGather;
   bool deterministic = false;      // bitwise identical across layouts (fixed-point sums)
   bool shared_replicated = false;  // replicate shared experts (always under sp or tp = 1)
+  // Fault injection (tests and demonstrations only): all-reduce the shared-expert output over TP
+  // once more, as vLLM did under SP (#40560). The state checks refuse it unless they are disabled,
+  // in which case the wrong sum is computed, as in the original bug.
+  bool fault_reduce_shared = false;
+  bool disable_state_checks = false;
 
   int world() const { return tp * dp; }
   bool SharedSharded() const { return tp > 1 && !sp && !shared_replicated; }
@@ -123,6 +128,7 @@ class ParallelMoe {
   StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
   Status Reduce(MoePart* part, const std::string& op, const std::string& what);
+  Status FaultReduceShared(MoePart* shared, const std::string& layer_name);
   Communicator& GroupComm(const std::string& group);
   int64_t LocalBlocks(bool whole) const;
 

@@ -20,6 +20,12 @@ void ParallelFlags::Add(CLI::App* cmd) {
   cmd->add_flag("--shared-replicated", shared_replicated,
                 "Replicate shared experts instead of TP-sharding them");
   cmd->add_flag("--stats", stats, "Print every collective of each MoE layer call as JSON on rank 0's stderr");
+  cmd->add_flag("--fault-reduce-shared", fault_reduce_shared,
+                "Testing: all-reduce the shared-expert output once more (the vLLM #40560 bug)")
+      ->group("Fault injection");
+  cmd->add_flag("--unsafe-disable-state-checks", disable_state_checks,
+                "Testing: let the injected fault through instead of refusing it")
+      ->group("Fault injection");
 }
 
 StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
@@ -30,6 +36,8 @@ StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
   o.sp = sp;
   o.deterministic = deterministic;
   o.shared_replicated = shared_replicated;
+  o.fault_reduce_shared = fault_reduce_shared;
+  o.disable_state_checks = disable_state_checks;
   if (dispatch == "allgather") {
     o.dispatch = DispatchKind::kAllGather;
   } else if (dispatch == "alltoall") {

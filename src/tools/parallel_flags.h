@@ -15,6 +15,7 @@ namespace moerun {
 struct ParallelFlags {
   int tp = 1, dp = 1;
   bool ep = false, sp = false, deterministic = false, shared_replicated = false, stats = false;
+  bool fault_reduce_shared = false, disable_state_checks = false;  // fault injection (testing)
   std::string dispatch = "allgather";
 
   void Add(CLI::App* cmd);

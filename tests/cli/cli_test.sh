@@ -128,6 +128,17 @@ expect_error "--sp without ep" "--sp needs --ep" "$out" -- lay --tp 2 --sp
 expect_error "alltoall without ep" "--dispatch alltoall needs --ep" "$out" -- lay --dp 2 --dispatch alltoall
 expect_error "unknown dispatch" "--dispatch 'ring'" "$out" -- lay --tp 2 --dispatch ring
 
+# Fault injection (vLLM #40560): all-reducing the SP shared output is refused by the state checks;
+# forced through, the output is wrong (the reference check fails).
+expect_error "injected double reduction under SP" "summing token shards adds unrelated tokens" "$out" -- \
+  lay --tp 2 --dp 2 --ep --sp --fault-reduce-shared
+if lay --tp 2 --dp 2 --ep --sp --fault-reduce-shared --unsafe-disable-state-checks --check 2>/dev/null | grep -q "check: FAIL"; then
+  pass "with the checks off, the injected fault corrupts the output"
+else
+  fail "the injected fault went unnoticed by --check"
+fi
+rm -f "$out"
+
 # In-process ranks, deterministic mode: byte-identical output files across layouts and threads.
 det_ref="$WORK/det-ref.safetensors"
 "$MOERUN" moe-layer --config "$base/config.json" -m "$base/layer.safetensors" -i "$base/x.safetensors" \
