@@ -132,7 +132,8 @@ expect_error "unknown dispatch" "--dispatch 'ring'" "$out" -- lay --tp 2 --dispa
 # forced through, the output is wrong (the reference check fails).
 expect_error "injected double reduction under SP" "summing token shards adds unrelated tokens" "$out" -- \
   lay --tp 2 --dp 2 --ep --sp --fault-reduce-shared
-if lay --tp 2 --dp 2 --ep --sp --fault-reduce-shared --unsafe-disable-state-checks --check 2>/dev/null | grep -q "check: FAIL"; then
+fault_out=$(lay --tp 2 --dp 2 --ep --sp --fault-reduce-shared --unsafe-disable-state-checks --check 2>/dev/null)
+if grep -q "check: FAIL" <<<"$fault_out"; then
   pass "with the checks off, the injected fault corrupts the output"
 else
   fail "the injected fault went unnoticed by --check"
