@@ -9,6 +9,8 @@ namespace moerun {
 void RegisterMoeLayerCommand(CLI::App& app, int* exit_code);
 void RegisterBenchMoeCommand(CLI::App& app, int* exit_code);
 void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
-void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, generate, inspect
+void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, bench, make-model, inspect
+void RegisterGenerateCommand(CLI::App& app, int* exit_code);
+void RegisterEvalCommand(CLI::App& app, int* exit_code);
 
 }  // namespace moerun

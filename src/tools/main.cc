@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   moerun::RegisterMoeLayerCommand(app, &exit_code);
   moerun::RegisterBenchMoeCommand(app, &exit_code);
   moerun::RegisterMakeExampleCommand(app, &exit_code);
+  moerun::RegisterGenerateCommand(app, &exit_code);
+  moerun::RegisterEvalCommand(app, &exit_code);
   moerun::RegisterModelCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;

@@ -1,0 +1,79 @@
+#include "tools/model_cli.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "tools/cli_util.h"
+
+namespace moerun {
+
+StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0' || v < 0 || v > INT32_MAX) {
+      return InvalidArgument("--tokens: '{}' is not a token id (a non-negative integer)", item);
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) return InvalidArgument("--tokens is empty");
+  return ids;
+}
+
+void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
+  // Default: the tiny trained model committed under models/ (the embedded default), or $MOERUN_MODEL.
+  const char* env = std::getenv("MOERUN_MODEL");
+  a->model_dir = env != nullptr ? env : MOERUN_DEFAULT_MODEL_DIR;
+  cmd->add_option("-m,--model", a->model_dir, "Checkpoint directory (config.json + safetensors)")
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--weight-dtype", a->weight_dtype, "Packed weights: auto|bf16|f32");
+  cmd->add_option("--precision", a->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
+  cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
+  a->parallel.Add(cmd);
+}
+
+StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
+                                                   Communicator* world) {
+  ModelLoadOptions o;
+  ASSIGN_OR_RETURN(o.parallel, a.parallel.ToOptions());
+  ASSIGN_OR_RETURN(o.weight_dtype, ParseWeightDType(a.weight_dtype));
+  ASSIGN_OR_RETURN(o.precision, ParsePrecision(a.precision));
+  o.check_tensors = a.check_tensors;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool lead = world == nullptr || world->rank() == 0;
+  auto progress = [lead](double f, const std::string& what) {
+    if (!lead) return;
+    std::fprintf(stderr, "\rmoerun: loading [%-30s] %3.0f%% %-12s",
+                 std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
+    if (f >= 1.0) std::fprintf(stderr, "\n");
+  };
+  ASSIGN_OR_RETURN(auto model, DeepseekModel::Load(a.model_dir, o, pool, progress, world));
+  if (lead) {
+    std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d ranks x %d threads (%s)\n",
+                 model->config().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1, pool->size(),
+                 o.parallel.ToString().c_str());
+  }
+  return model;
+}
+
+// Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
+// is given). The sequence belongs to DP replica 0; other replicas run every step with no tokens.
+Status RunModelOnRanks(const ModelArgs& a,
+                       const std::function<Status(Communicator&, DeepseekModel&, bool)>& body) {
+  ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
+  const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
+  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+    ThreadPool pool(rank_threads);
+    ASSIGN_OR_RETURN(auto model, LoadModel(a, &pool, &world));
+    return body(world, *model, world.rank() / options.tp == 0);
+  });
+}
+
+}  // namespace moerun

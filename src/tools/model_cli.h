@@ -1,0 +1,39 @@
+// Shared pieces of the whole-model subcommands (generate, eval, logits, bench, inspect): the model
+// options, loading with a progress bar, and running a body on every rank of a layout.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/thread_pool.h"
+#include "model/deepseek_model.h"
+#include "tools/parallel_flags.h"
+
+namespace moerun {
+
+// "1,2,3" -> ids; errors name the bad item.
+StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s);
+
+struct ModelArgs {
+  ParallelFlags parallel;
+  std::string model_dir;  // default: models/tiny-arith (or $MOERUN_MODEL)
+  int threads = 0;        // 0 = all CPUs (divided among MPI ranks on this host)
+  std::string weight_dtype = "auto";
+  std::string precision = "auto";
+  bool check_tensors = false;
+};
+
+void AddModelOptions(CLI::App* cmd, ModelArgs* a);
+StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
+                                                   Communicator* world = nullptr);
+
+// Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
+// is given). DP replica 0 owns a single sequence; other replicas run every step with no tokens.
+Status RunModelOnRanks(const ModelArgs& a,
+                       const std::function<Status(Communicator&, DeepseekModel&, bool)>& body);
+
+}  // namespace moerun
