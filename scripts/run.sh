@@ -13,3 +13,14 @@ if [[ ! -f $EXAMPLE/layer.safetensors ]]; then
 fi
 "$MOERUN" moe-layer --config "$EXAMPLE/config.json" --weights "$EXAMPLE/layer.safetensors" \
   --input "$EXAMPLE/x.safetensors" --output "$EXAMPLE/y.safetensors" --check --repeat 5
+
+# The embedded default model (models/tiny-arith: a tiny DeepSeek-V2 trained on arithmetic) answers
+# prompts, then its held-out accuracy on one rank and on four in-process ranks (TP 2 x DP 2, EP, SP).
+if [[ -f models/tiny-arith/model.safetensors ]]; then
+  for prompt in "12+34=" "305-178=" "47*6="; do
+    printf '%s' "$prompt"
+    "$MOERUN" generate -p "$prompt" -n 8 2>/dev/null
+  done
+  "$MOERUN" eval --task models/tiny-arith/heldout.jsonl
+  "$MOERUN" eval --task models/tiny-arith/heldout.jsonl --tp 2 --dp 2 --ep --sp
+fi
