@@ -15,6 +15,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+scripts/install_deps.sh --bench  # PyTorch for the baseline
 MOERUN=${MOERUN:-build/bin/moerun}
 [[ -x $MOERUN ]] || scripts/build.sh
 out=$(mktemp)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Installs every build, test and benchmark dependency of moerun from Debian 12 packages.
+# Installs every build and test dependency of moerun from Debian 12 packages; with --bench also
+# PyTorch (the peer baseline of bench/compare_torch.sh and the trainer tools/train_tiny.py).
 # Idempotent: packages already present are skipped, so repeated runs cost one dpkg query.
 set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  g++ clang clang-format clang-tidy
+  g++ clang clang-format clang-tidy libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
-  python3-numpy python3-torch
+  python3 python3-numpy
   openmpi-bin libopenmpi-dev
   libpcre2-dev
 )
@@ -16,6 +17,9 @@ PACKAGES=(
 # missing: a NodeSource nodejs bundles npm, and Debian's separate npm package conflicts with it.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   PACKAGES+=(nodejs npm)
+fi
+if [[ ${1:-} == --bench ]]; then
+  PACKAGES+=(python3-torch)
 fi
 
 missing=()
