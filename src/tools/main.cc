@@ -1,9 +1,13 @@
 // moerun: run mixture-of-experts blocks and models on CPUs.
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
 
 #include "tools/commands.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+int Run(int argc, char** argv) {
   CLI::App app{"moerun: mixture-of-experts inference on CPUs"};
   app.require_subcommand(1);
   int exit_code = 0;
@@ -15,4 +19,16 @@ int main(int argc, char** argv) {
   moerun::RegisterModelCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Errors travel as Status; this only catches what a library throws (e.g. allocation failure).
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moerun: error: %s\n", e.what());
+    return 2;
+  }
 }

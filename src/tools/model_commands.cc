@@ -203,7 +203,7 @@ Status RunInspect(const ModelArgs& a) {
   std::printf("tensors: %zu, parameters: %llu, bytes: %llu\n", ckpt->Names().size(),
               static_cast<unsigned long long>(params), static_cast<unsigned long long>(bytes));
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
-  const Status s = LoadModel(a, &pool).status();
+  Status s = LoadModel(a, &pool).status();
   std::printf("validation: %s\n", s.ok() ? "OK" : s.ToString().c_str());
   return s;
 }

@@ -62,7 +62,7 @@ int DefaultThreadsPerProcess() {
 Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body) {
   if (StartedByMpirun()) {
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr));
-    const Status s = body(*world, std::max(1, total_threads));
+    Status s = body(*world, std::max(1, total_threads));
     if (!s.ok()) {
       std::fprintf(stderr, "moerun: error (rank %d of %d): %s\n", world->rank(), world->size(),
                    s.message().c_str());
