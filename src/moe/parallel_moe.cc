@@ -11,6 +11,7 @@ namespace {
 class NoDispatch final : public Dispatcher {
  public:
   explicit NoDispatch(const ParallelOptions& o) : tp_(o.tp) {}
+  Kind kind() const override { return Kind::kNone; }
   const char* name() const override { return "none"; }
   // Tokens are replicated over tp; each rank sums only its experts (or its slice of each).
   ReductionState RoutedState() const override {
@@ -24,6 +25,7 @@ class NoDispatch final : public Dispatcher {
 class AllGatherDispatch final : public Dispatcher {
  public:
   explicit AllGatherDispatch(const ParallelOptions& o) : tp_(o.tp), sp_(o.sp) {}
+  Kind kind() const override { return Kind::kAllGather; }
   const char* name() const override { return "allgather"; }
   // Reduce-scatter over the token owners completes the sum over them: under SP the owners are all
   // ranks (Complete token-shard); otherwise the DP group, leaving a Partial over tp.
@@ -40,6 +42,7 @@ class AllGatherDispatch final : public Dispatcher {
 class AllToAllDispatch final : public Dispatcher {
  public:
   explicit AllToAllDispatch(const ParallelOptions& o) : sp_(o.sp) {}
+  Kind kind() const override { return Kind::kAllToAll; }
   const char* name() const override { return "alltoall"; }
   // The combine returns finished rows to their source: complete for the source's tokens, which
   // are the TP group's shared tokens (replicated) or, under SP, this rank's shard.
@@ -292,9 +295,10 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   auto local = [&](int32_t id) -> int32_t {
     return id >= expert_begin_ && id < expert_end_ ? static_cast<int32_t>(id - expert_begin_) : -1;
   };
-  const std::string kind = dispatcher_->name();
+  using Kind = Dispatcher::Kind;
+  const Kind kind = dispatcher_->kind();
 
-  if (kind == "none" || kind == "allgather") {
+  if (kind == Kind::kNone || kind == Kind::kAllGather) {
     // Tokens this rank computes for: its own (none) or all token owners' (allgather).
     const float* x_rows = x_own.data<float>();
     const int32_t* ids = routing.ids.data();
@@ -303,7 +307,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     PackedTokens gathered;
     Communicator* owners = nullptr;
     std::vector<int> source_of_token;  // world rank that owns each gathered token (probe only)
-    if (kind == "allgather") {
+    if (kind == Kind::kAllGather) {
       owners = options_.sp ? ep_.get() : dp_.get();
       RETURN_IF_ERROR(GatherTokens(*owners, x_own.data<float>(), routing, t_own, h, &gathered));
       t_all = static_cast<int64_t>(gathered.x.size()) / h;
@@ -347,7 +351,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
           }
         },
         AccumulateRowsPerTask());
-    if (kind == "none") return all;
+    if (kind == Kind::kNone) return all;
     // Reduce-scatter the partial sums back to their owners.
     MoePart part = MakePart(state, t_own, h, det);
     std::vector<size_t> counts(gathered.rows_of_rank.size());

@@ -82,7 +82,13 @@ struct MoePart {
 // How routed tokens reach their experts on this layout; declares the state of its result.
 class Dispatcher {
  public:
+  enum class Kind {
+    kNone,       // tokens already on every rank that needs them (TP, TP+EP without DP/SP)
+    kAllGather,  // all-gather tokens over their owners, reduce-scatter the results back
+    kAllToAll,   // send (token, slot) rows to the expert's rank and the results back
+  };
   virtual ~Dispatcher() = default;
+  virtual Kind kind() const = 0;
   virtual const char* name() const = 0;
   // The state of the routed output this dispatcher returns, for the layout it was built for.
   virtual ReductionState RoutedState() const = 0;
