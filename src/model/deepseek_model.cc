@@ -240,7 +240,8 @@ void DeepseekModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t
   }
 }
 
-void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) {
+void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows,
+                              float* o) {
   const ModelConfig& c = config_;
   const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
   const int64_t nh = head_end_ - head_begin_, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
@@ -380,11 +381,13 @@ Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, f
 
 Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                               std::vector<float>* logits) {
+  if (tokens.empty() && world_->size() == 1) return InvalidArgument("no tokens to run");
   const SequenceChunk chunk{cache, tokens};
   return ForwardBatch(std::span<const SequenceChunk>(&chunk, 1), all_logits, logits);
 }
 
-Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits, std::vector<float>* logits) {
+Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
+                                   std::vector<float>* logits) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
   // Rows of the batch: every token of every sequence, in order, each with its cache and position.
@@ -394,12 +397,13 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
   for (const SequenceChunk& sc : seqs) {
     const int64_t start = sc.cache->size(), n = static_cast<int64_t>(sc.tokens.size());
     if (start + n > sc.cache->capacity()) {
-      return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", n, start, sc.cache->capacity());
+      return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", n, start,
+                        sc.cache->capacity());
     }
     for (int64_t t = 0; t < n; ++t) {
       if (sc.tokens[t] < 0 || sc.tokens[t] >= c.vocab_size) {
-        return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", sc.tokens[t], start + t,
-                          c.vocab_size);
+        return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", sc.tokens[t],
+                          start + t, c.vocab_size);
       }
       rows.push_back({sc.cache, start + t});
       tokens.push_back(sc.tokens[t]);
@@ -407,7 +411,10 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
     if (n > 0) last_rows.push_back(static_cast<int64_t>(rows.size()) - 1);
   }
   const int64_t t_count = static_cast<int64_t>(rows.size());
-  if (t_count == 0 && world_->size() == 1) return InvalidArgument("no tokens to run");
+  if (t_count == 0 && world_->size() == 1) {  // nothing to do and no peers to meet
+    logits->clear();
+    return Status::Ok();
+  }
   // Embeddings.
   std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
   std::vector<float> o(static_cast<size_t>(t_count * (head_end_ - head_begin_) * c.v_head_dim));
@@ -434,7 +441,8 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
       for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     }
   }
-  for (const SequenceChunk& sc : seqs) sc.cache->set_size(sc.cache->size() + static_cast<int64_t>(sc.tokens.size()));
+  for (const SequenceChunk& sc : seqs)
+    sc.cache->set_size(sc.cache->size() + static_cast<int64_t>(sc.tokens.size()));
   if (t_count == 0) {
     logits->clear();
     return Status::Ok();
@@ -448,7 +456,8 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
   }
   const int64_t rows_out = static_cast<int64_t>(out_rows.size());
   for (int64_t i = 0; i < rows_out; ++i) {
-    RmsNorm(hs.data() + out_rows[i] * h, final_norm_, 1, h, static_cast<float>(c.rms_norm_eps), a.data() + i * h);
+    RmsNorm(hs.data() + out_rows[i] * h, final_norm_, 1, h, static_cast<float>(c.rms_norm_eps),
+            a.data() + i * h);
   }
   const int64_t n_rows = rows_out;
   logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
