@@ -60,13 +60,18 @@ Status WriteFileAtomically(const std::string& path, std::string_view bytes) {
   return Status::Ok();
 }
 
-StatusOr<std::string> ReadFileToString(const std::string& path) {
+StatusOr<int> OpenReadOnly(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return NotFound("{}: no such file", path);
     return IOError("{}: cannot open: {}", path, ErrnoMessage(err));
   }
+  return fd;
+}
+
+StatusOr<std::string> ReadFileToString(const std::string& path) {
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
   struct stat st {};
   const bool have_stat = ::fstat(fd, &st) == 0;
   if (have_stat && S_ISDIR(st.st_mode)) {

@@ -13,6 +13,9 @@ namespace moerun {
 
 Status WriteFileAtomically(const std::string& path, std::string_view bytes);
 
+// Opens `path` read-only (O_CLOEXEC) and returns the descriptor. NotFound / IOError name the path.
+StatusOr<int> OpenReadOnly(const std::string& path);
+
 // Reads a whole (small) file, e.g. config.json. NotFound / IOError name the path.
 StatusOr<std::string> ReadFileToString(const std::string& path);
 

@@ -210,12 +210,7 @@ Status CheckTiling(const std::string& label, uint64_t buffer_len, std::vector<Sa
 // SafetensorsFile
 
 StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT) return NotFound("{}: no such file", path);
-    return IOError("{}: cannot open: {}", path, ErrnoMessage(err));
-  }
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;

@@ -47,6 +47,16 @@ StatusOr<std::unique_ptr<Checkpoint>> SyntheticLayer(const BenchArgs& a, const M
   return Checkpoint::Open(path);
 }
 
+// Eight different random inputs per token count, so consecutive calls hit different experts.
+StatusOr<std::vector<Tensor>> BenchInputs(const MoeConfig& config, int64_t t_count) {
+  std::vector<Tensor> inputs;
+  for (uint64_t s = 0; s < 8; ++s) {
+    ASSIGN_OR_RETURN(Tensor x, MakeSyntheticInput(t_count, config.hidden_size, 100 + s, DType::kF32));
+    inputs.push_back(std::move(x));
+  }
+  return inputs;
+}
+
 struct CallCost {
   double weight_bytes = 0;  // bytes of weights touched (distinct experts + shared + router)
   double flops = 0;
@@ -116,11 +126,7 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, Act
       }
     }
     for (int64_t t_count : a.tokens) {
-      std::vector<Tensor> inputs;
-      for (uint64_t s = 0; s < 8; ++s) {
-        ASSIGN_OR_RETURN(Tensor x, MakeSyntheticInput(t_count, config.hidden_size, 100 + s, DType::kF32));
-        inputs.push_back(std::move(x));
-      }
+      ASSIGN_OR_RETURN(std::vector<Tensor> inputs, BenchInputs(config, t_count));
       const auto range = moe->TokenRange(t_count);
       const int64_t begin = range.first, end = range.second;
       auto call = [&](size_t i, Routing* routing) -> StatusOr<double> {
@@ -187,11 +193,7 @@ Status Run(const BenchArgs& a) {
     std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   for (int64_t t_count : a.tokens) {
-    std::vector<Tensor> inputs;
-    for (uint64_t s = 0; s < 8; ++s) {
-      ASSIGN_OR_RETURN(Tensor x, MakeSyntheticInput(t_count, config.hidden_size, 100 + s, DType::kF32));
-      inputs.push_back(std::move(x));
-    }
+    ASSIGN_OR_RETURN(std::vector<Tensor> inputs, BenchInputs(config, t_count));
     for (int w = 0; w < 2; ++w)
       RETURN_IF_ERROR(block.Forward(inputs[static_cast<size_t>(w)], &pool).status());
     std::vector<double> times;
