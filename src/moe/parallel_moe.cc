@@ -212,9 +212,9 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
 
-void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, const float* y, float weight) {
-  const int64_t h = part->cols, nb = LocalBlocks(options_.ep);
-  (void)nb;
+void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, const float* y, float weight,
+                             int64_t nb) const {
+  const int64_t h = part->cols;
   if (options_.deterministic) {
     Fixed128* dst = part->fixed.data() + part_row * h;
     for (int64_t b = 0; b < nb; ++b)
@@ -347,7 +347,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         pool_, t_all,
         [&](int64_t t) {
           for (int64_t j = 0; j < k; ++j) {
-            if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j]);
+            if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j], nb);
           }
         },
         AccumulateRowsPerTask());
@@ -435,7 +435,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       pool_, t_own,
       [&](int64_t t) {
         for (int64_t j = 0; j < k; ++j)
-          Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j]);
+          Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j], nb);
       },
       AccumulateRowsPerTask());
   return part;
@@ -462,15 +462,7 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
                 std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
   ParallelForRows(pool_, t_own, [&](int64_t t) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
-    const float* src = y + t * nb * h;
-    if (options_.deterministic) {
-      Fixed128* dst = part.fixed.data() + t * h;
-      for (int64_t b = 0; b < nb; ++b)
-        for (int64_t c = 0; c < h; ++c) dst[c] += ToFixed(g * src[b * h + c]);
-    } else {
-      float* dst = part.f32.data() + t * h;
-      for (int64_t c = 0; c < h; ++c) dst[c] = g * src[c];
-    }
+    Accumulate(&part, t, y + t * nb * h, g, nb);
   });
   return part;
 }

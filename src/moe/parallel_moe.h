@@ -138,8 +138,9 @@ class ParallelMoe {
   Communicator& GroupComm(const std::string& group);
   int64_t LocalBlocks(bool whole) const;
 
-  // Accumulate the weighted terms of y [n_rows, nb, H] into part rows (fast: f32 sum; det: fixed).
-  void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight);
+  // Adds weight x y into one part row. y: [nb, H] K-block partials (fast mode: nb = 1, an f32
+  // sum; deterministic: every block term summed exactly in fixed point).
+  void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight, int64_t nb) const;
   int64_t AccumulateRowsPerTask() const;  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;

@@ -76,6 +76,16 @@ StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool r
   return result;
 }
 
+ParallelOptions Layout(int tp, int dp, bool ep, bool sp, DispatchKind d = DispatchKind::kAllGather) {
+  ParallelOptions o;
+  o.tp = tp;
+  o.dp = dp;
+  o.ep = ep;
+  o.sp = sp;
+  o.dispatch = d;
+  return o;
+}
+
 std::vector<ParallelOptions> AllLayouts() {
   std::vector<ParallelOptions> out;
   for (int world : {1, 2, 4, 8}) {
@@ -89,12 +99,7 @@ std::vector<ParallelOptions> AllLayouts() {
             if (d == DispatchKind::kAllToAll && dp == 1 && !sp) continue;  // no dispatch happens
             for (bool replicated : {false, true}) {
               if (replicated && (tp < 2 || sp)) continue;
-              ParallelOptions o;
-              o.tp = tp;
-              o.dp = dp;
-              o.ep = ep;
-              o.sp = sp;
-              o.dispatch = d;
+              ParallelOptions o = Layout(tp, dp, ep, sp, d);
               o.shared_replicated = replicated;
               out.push_back(o);
             }
@@ -180,16 +185,6 @@ TEST_P(ParallelMoeTest, DeterministicModeIsBitwiseIdenticalToOneRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ParallelMoeTest, ::testing::ValuesIn(AllCases()), CaseName);
-
-ParallelOptions Layout(int tp, int dp, bool ep, bool sp, DispatchKind d = DispatchKind::kAllGather) {
-  ParallelOptions o;
-  o.tp = tp;
-  o.dp = dp;
-  o.ep = ep;
-  o.sp = sp;
-  o.dispatch = d;
-  return o;
-}
 
 TEST(ParallelMoeRefusals, InvalidLayoutsNameTheFlag) {
   const Fixture& f = GetFixture("v2-lite");  // 16 experts, I = 32, S = 64
