@@ -21,8 +21,51 @@ size_t DTypeSize(DType t) {
     case DType::kU8:
     case DType::kBool:
       return 1;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      assert(false && "DTypeSize: block type");
+      return 0;
   }
   return 0;
+}
+
+bool IsBlockDType(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_K || t == DType::kQ6_K;
+}
+
+int64_t DTypeBlockSize(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      return 32;
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      return 256;
+    default:
+      return 1;
+  }
+}
+
+size_t DTypeBlockBytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+      return 34;
+    case DType::kQ4_0:
+      return 18;
+    case DType::kQ4_K:
+      return 144;
+    case DType::kQ6_K:
+      return 210;
+    default:
+      return DTypeSize(t);
+  }
+}
+
+size_t DTypeRowBytes(DType t, int64_t cols) {
+  assert(cols % DTypeBlockSize(t) == 0);
+  return static_cast<size_t>(cols / DTypeBlockSize(t)) * DTypeBlockBytes(t);
 }
 
 std::string_view DTypeName(DType t) {
@@ -47,6 +90,14 @@ std::string_view DTypeName(DType t) {
       return "U8";
     case DType::kBool:
       return "BOOL";
+    case DType::kQ8_0:
+      return "Q8_0";
+    case DType::kQ4_0:
+      return "Q4_0";
+    case DType::kQ4_K:
+      return "Q4_K";
+    case DType::kQ6_K:
+      return "Q6_K";
   }
   return "?";
 }

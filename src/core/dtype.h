@@ -1,6 +1,11 @@
 // Element types and scalar conversions between f32, bf16 and f16.
 //
-// DType names follow safetensors ("F32", "BF16", ...). bf16 and f16 are stored as raw uint16_t
+// Dense types store one element per DTypeSize() bytes. Block types (llama.cpp's GGUF formats
+// Q8_0, Q4_0, Q4_K, Q6_K; layouts in docs/formats.md) store DTypeBlockSize() elements of a row in
+// DTypeBlockBytes() bytes; a row's length must be a multiple of the block size. Their reference
+// quantise/dequantise code is core/block_quant.h.
+//
+// Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are stored as raw uint16_t
 // bit patterns (little-endian, as in every supported file format). Conversions round to nearest
 // even and keep NaN a NaN. Thread safety: pure functions.
 #pragma once
@@ -12,13 +17,28 @@
 
 namespace moerun {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kI16, kI8, kU8, kBool };
+enum class DType : uint8_t {
+  kF32, kBF16, kF16, kF64, kI32, kI64, kI16, kI8, kU8, kBool,
+  // Block types (GGUF / ggml):
+  kQ8_0,  // 32 elements: f16 scale + 32 x int8                              = 34 bytes
+  kQ4_0,  // 32 elements: f16 scale + 16 bytes of 4-bit values (offset 8)    = 18 bytes
+  kQ4_K,  // 256 elements: f16 d, dmin, 12 bytes of 6-bit scales/mins, 128 B = 144 bytes
+  kQ6_K,  // 256 elements: 128 B low 4 bits, 64 B high 2 bits, 16 int8 scales, f16 d = 210 bytes
+};
 
-// Bytes per element, e.g. 2 for kBF16.
+// Bytes per element of a dense type, e.g. 2 for kBF16. REQUIRES: !IsBlockDType(t).
 size_t DTypeSize(DType t);
-// The safetensors spelling, e.g. "BF16".
+bool IsBlockDType(DType t);
+// Elements per block: 1 for dense types, 32 for Q8_0/Q4_0, 256 for Q4_K/Q6_K.
+int64_t DTypeBlockSize(DType t);
+// Bytes per block: DTypeSize for dense types, 34 / 18 / 144 / 210 for block types.
+size_t DTypeBlockBytes(DType t);
+// Bytes of a row of `cols` elements. REQUIRES: cols % DTypeBlockSize(t) == 0.
+size_t DTypeRowBytes(DType t, int64_t cols);
+// The safetensors spelling, e.g. "BF16", or ggml's for block types, e.g. "Q4_K".
 std::string_view DTypeName(DType t);
-// Parses a safetensors dtype string; nullopt for unknown or unsupported ones (F8_*, sub-byte).
+// Parses a safetensors dtype string; nullopt for unknown or unsupported ones (F8_*, sub-byte,
+// block types, which safetensors cannot hold).
 std::optional<DType> ParseDType(std::string_view name);
 
 inline float Bf16ToF32(uint16_t h) {
@@ -39,7 +59,8 @@ inline uint16_t F32ToBf16(float f) {
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
 
-// Converts n elements of `src` (of type `t`, one of f32/bf16/f16) to f32.
+// Converts n elements of `src` (of type `t`: f32/bf16/f16, or a block type with n a multiple of
+// its block size, dequantised as core/block_quant.h specifies) to f32.
 void ConvertToF32(DType t, const void* src, float* dst, size_t n);
 
 }  // namespace moerun

@@ -23,9 +23,21 @@ int64_t Tensor::numel() const {
   return n;
 }
 
+size_t Tensor::nbytes() const {
+  if (!IsBlockDType(dtype_)) return static_cast<size_t>(numel()) * DTypeSize(dtype_);
+  if (shape_.empty()) return 0;
+  const int64_t cols = shape_.back();
+  return cols == 0 ? 0 : static_cast<size_t>(numel() / cols) * DTypeRowBytes(dtype_, cols);
+}
+
 StatusOr<Tensor> Tensor::Zeros(DType dtype, Shape shape) {
   ASSIGN_OR_RETURN(uint64_t n, CheckedProduct(shape, "tensor " + ShapeToString(shape)));
-  ASSIGN_OR_RETURN(uint64_t bytes, CheckedMul(n, DTypeSize(dtype), "tensor bytes"));
+  if (IsBlockDType(dtype) && (shape.empty() || shape.back() % DTypeBlockSize(dtype) != 0)) {
+    return InvalidArgument("{} tensor {}: rows must be a multiple of {} elements", DTypeName(dtype),
+                           ShapeToString(shape), DTypeBlockSize(dtype));
+  }
+  const uint64_t per_block = DTypeBlockBytes(dtype), block = static_cast<uint64_t>(DTypeBlockSize(dtype));
+  ASSIGN_OR_RETURN(uint64_t bytes, CheckedMul(n / block, per_block, "tensor bytes"));
   if (bytes > (uint64_t{1} << 46)) return OutOfRange("tensor of {} bytes exceeds 64 TiB", bytes);
   const size_t alloc = bytes == 0 ? kTensorAlignment : static_cast<size_t>(bytes);
   void* p = ::operator new[](alloc, std::align_val_t(kTensorAlignment), std::nothrow);

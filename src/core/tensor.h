@@ -1,4 +1,5 @@
-// Tensor: a dense, row-major (C order) n-dimensional array of one DType.
+// Tensor: a dense, row-major (C order) n-dimensional array of one DType (for block dtypes such as
+// Q4_K, each row along the last dim is a run of blocks; see core/dtype.h).
 //
 // A Tensor either owns its bytes (64-byte aligned heap storage, freed with the last copy) or
 // views memory owned elsewhere (an mmapped file, another tensor); a view never outlives its
@@ -40,7 +41,8 @@ class Tensor {
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const { return shape_[static_cast<size_t>(i)]; }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype_); }
+  // For block dtypes the last dim is the row length in elements (a multiple of the block size).
+  size_t nbytes() const;
   bool empty() const { return data_ == nullptr && numel() == 0; }
 
   void* raw() { return data_; }
