@@ -14,11 +14,20 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
   bool fma = false;
+  bool avx2 = false;
+  bool f16c = false;
   bool os_saves_zmm = false;  // XCR0 enables opmask + ZMM state
+  bool os_saves_ymm = false;  // XCR0 enables SSE + AVX state
 
   // Everything the AVX-512 kernels use.
   bool HasAvx512Bf16Kernels() const {
     return avx512f && avx512bw && avx512vl && avx512dq && avx512_bf16 && fma && os_saves_zmm;
+  }
+  // Everything the AVX2 kernels use (AVX2 + FMA + F16C, the Zen 1-3 / Haswell level).
+  bool HasAvx2Kernels() const { return avx2 && fma && f16c && os_saves_ymm; }
+  // AVX-512 F/BW/VL/DQ + VNNI: the int8 vpdpbusd kernels.
+  bool HasAvx512VnniKernels() const {
+    return avx512f && avx512bw && avx512vl && avx512dq && avx512_vnni && fma && os_saves_zmm;
   }
   std::string ToString() const;  // "avx512f avx512bw ... "
 };

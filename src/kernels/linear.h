@@ -1,19 +1,26 @@
-// Linear: y = x W^T for a PackedWeight, picking the matmul path and preparing bf16 activations
-// when the path needs them. The convenience layer over kernels/matmul.h for model code.
-// Thread safety: Forward uses a caller-provided scratch; distinct scratches may run concurrently.
+// Linear: y = x W^T for a PackedWeight. The one entry point model code uses: it selects the
+// kernel row for the weight's format and the batch size (kernels/kernel_table.h), prepares the
+// activations that row reads, and runs it.
+// Thread safety: a LinearContext's ActivationBuffer serialises callers; distinct contexts may run
+// concurrently.
 #pragma once
 
 #include <cstdint>
 
-#include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
-#include "kernels/matmul.h"
+#include "kernels/kernel_table.h"
 
 namespace moerun {
 
-// x: [rows, w.in_features()] f32 row-major; y: [rows, w.out_features()] f32.
-// With a gate/up weight and `swiglu`, y is [rows, I] = silu(gate) * up.
-void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, ThreadPool* pool,
-                   ActivationPrecision precision, ScratchBuffer<uint16_t>* scratch, bool swiglu = false);
+struct LinearContext {
+  ThreadPool* pool = nullptr;
+  const KernelPolicy* policy = nullptr;  // never null when used
+  ActivationBuffer* acts = nullptr;       // scratch for the prepared activations
+};
+
+// x: [rows, w.in_features()] f32 row-major; y: [rows, w.out_features()] f32 (row stride ldy, or
+// out_features when ldy = 0). With a gate/up weight and `swiglu`, y is [rows, I] = silu(gate) * up.
+void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, const LinearContext& ctx,
+                   bool swiglu = false, int64_t ldy = 0);
 
 }  // namespace moerun

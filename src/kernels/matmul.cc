@@ -1,38 +1,11 @@
 #include "kernels/matmul.h"
 
+#include <algorithm>
 #include <cassert>
 
-#include "core/cpu_features.h"
-#include "kernels/matmul_impl.h"
+#include "kernels/kernel_table.h"
 
 namespace moerun {
-
-const char* MatmulPathName(MatmulPath path) {
-  switch (path) {
-    case MatmulPath::kGeneric:
-      return "generic";
-    case MatmulPath::kAvx512F32:
-      return "avx512-f32";
-    case MatmulPath::kAvx512Bf16Dot:
-      return "avx512-bf16dot";
-  }
-  return "?";
-}
-
-MatmulPath ChooseMatmulPath(DType weight_dtype, int64_t rows, ActivationPrecision precision) {
-  if (!GetCpuFeatures().HasAvx512Bf16Kernels()) return MatmulPath::kGeneric;
-  if (weight_dtype != DType::kBF16) return MatmulPath::kAvx512F32;
-  switch (precision) {
-    case ActivationPrecision::kF32:
-      return MatmulPath::kAvx512F32;
-    case ActivationPrecision::kBf16:
-      return MatmulPath::kAvx512Bf16Dot;
-    case ActivationPrecision::kAuto:
-      break;
-  }
-  return rows >= kBf16DotMinRows ? MatmulPath::kAvx512Bf16Dot : MatmulPath::kAvx512F32;
-}
-
 namespace {
 
 int64_t GroupCount(const MatmulJob& job) {
@@ -57,17 +30,9 @@ void RunMatmulTask(const MatmulJob& job, int64_t task) {
   const int64_t b0 = group * kMatmulGroupBlocks;
   const int64_t b1 = std::min(job.w->n_blocks(), b0 + kMatmulGroupBlocks);
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());
-  switch (job.path) {
-    case MatmulPath::kGeneric:
-      internal::MatmulTaskGeneric(job, m0, m1, b0, b1);
-      return;
-    case MatmulPath::kAvx512F32:
-      internal::MatmulTaskAvx512F32(job, m0, m1, b0, b1);
-      return;
-    case MatmulPath::kAvx512Bf16Dot:
-      internal::MatmulTaskAvx512Bf16Dot(job, m0, m1, b0, b1);
-      return;
-  }
+  assert(job.kernel != nullptr && job.kernel->weights == job.w->format());
+  assert(job.kernel->acts == job.x.format);
+  job.kernel->task(job, m0, m1, b0, b1);
 }
 
 void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
@@ -77,11 +42,6 @@ void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
     return;
   }
   pool->ParallelFor(n, [&](int64_t t, int) { RunMatmulTask(job, t); });
-}
-
-void ConvertRowToBf16(const float* src, int64_t n, uint16_t* dst, int64_t padded_n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = F32ToBf16(src[i]);
-  for (int64_t i = n; i < padded_n; ++i) dst[i] = 0;
 }
 
 }  // namespace moerun

@@ -1,5 +1,5 @@
-// AVX-512 matmul task bodies (compiled with -mavx512f/bw/vl/dq/bf16; called only when
-// GetCpuFeatures().HasAvx512Bf16Kernels()). Register tiles: MR rows x NB 16-column blocks of
+// AVX-512 matmul task bodies for the kLanes16 formats (compiled with -mavx512f/bw/vl/dq/bf16 and
+// F16C; called only when GetCpuFeatures().HasAvx512Bf16Kernels()). Register tiles: MR rows x NB 16-column blocks of
 // accumulators, the full K reduced per tile in k order (so results are thread-count invariant).
 // GCC 12's own intrinsics headers trip -Wmaybe-uninitialized (_mm512_undefined_ps) when inlined.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -46,12 +46,7 @@ inline void StoreLanes(const MatmulJob& job, int64_t m, int64_t col, __m512 v, i
   if (left <= 0) return;
   const __mmask16 mask =
       left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
-  if (job.y_f32 != nullptr) {
-    _mm512_mask_storeu_ps(job.y_f32 + m * job.ldy + col, mask, v);
-  } else {
-    const __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
-    _mm256_mask_storeu_epi16(job.y_bf16 + m * job.ldy + col, mask, h);
-  }
+  _mm512_mask_storeu_ps(job.y + m * job.ldy + col, mask, v);
 }
 
 template <int MR, int NB>
@@ -68,7 +63,7 @@ inline void Finish(const MatmulJob& job, __m512 (&acc)[MR][NB], int64_t m, int64
   }
 }
 
-// f32 activations; weights bf16 (widened) or f32.
+// f32 activations; weights bf16 (widened), f16 (vcvtph2ps) or f32.
 template <int MR, int NB>
 void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
   const PackedWeight& w = *job.w;
@@ -76,11 +71,11 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
   const float* x[MR];
-  for (int i = 0; i < MR; ++i) x[i] = job.x_f32 + (m + i) * job.ldx;
+  for (int i = 0; i < MR; ++i) x[i] = job.x.f32 + (m + i) * job.x.ld;
   const int64_t k_len = job.KEnd();
-  if (w.dtype() == DType::kBF16) {
+  if (w.format() == WeightFormat::kBF16) {
     const uint16_t* blk[NB];
-    for (int j = 0; j < NB; ++j) blk[j] = w.bf16_block(b + j);
+    for (int j = 0; j < NB; ++j) blk[j] = w.u16_block(b + j);
     const __m512i hi_mask = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
     const int64_t full_pairs = k_len / 2;
     for (int64_t p = job.k_begin / 2; p < full_pairs; ++p) {
@@ -108,6 +103,17 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
           acc[i][j] = _mm512_fmadd_ps(even, _mm512_set1_ps(x[i][2 * p]), acc[i][j]);
       }
     }
+  } else if (w.format() == WeightFormat::kF16) {
+    const uint16_t* blk[NB];
+    for (int j = 0; j < NB; ++j) blk[j] = w.u16_block(b + j);
+    for (int64_t k = job.k_begin; k < k_len; ++k) {
+      __m512 xk[MR];
+      for (int i = 0; i < MR; ++i) xk[i] = _mm512_set1_ps(x[i][k]);
+      for (int j = 0; j < NB; ++j) {
+        const __m512 v = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(blk[j] + k * 16)));
+        for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(v, xk[i], acc[i][j]);
+      }
+    }
   } else {
     const float* blk[NB];
     for (int j = 0; j < NB; ++j) blk[j] = w.f32_block(b + j);
@@ -131,9 +137,9 @@ void TileBf16Dot(const MatmulJob& job, int64_t m, int64_t b) {
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
   const uint16_t* x[MR];
-  for (int i = 0; i < MR; ++i) x[i] = job.x_bf16 + (m + i) * job.ldx;
+  for (int i = 0; i < MR; ++i) x[i] = job.x.bf16 + (m + i) * job.x.ld;
   const uint16_t* blk[NB];
-  for (int j = 0; j < NB; ++j) blk[j] = w.bf16_block(b + j);
+  for (int j = 0; j < NB; ++j) blk[j] = w.u16_block(b + j);
   const int64_t pairs = (job.KEnd() + 1) / 2;
   for (int64_t p = job.k_begin / 2; p < pairs; ++p) {
     __m512i v[NB];

@@ -1,15 +1,35 @@
-// Internal: the per-path task bodies behind kernels/matmul.h. Each computes rows [m0, m1) and
-// 16-column blocks [b0, b1) of `job` (b0, b1 in stored-block units; even for gate/up weights).
+// Internal: the per-ISA task bodies behind the kernel table (kernels/kernel_table.h). Each
+// computes rows [m0, m1) and stored 16-row blocks [b0, b1) of `job` (b0, b1 even for gate/up).
 #pragma once
 
-#include "kernels/matmul.h"
+#include <cmath>
+
+#include "kernels/kernel_table.h"
+#include "kernels/quant_dot.h"
 
 namespace moerun::internal {
 
-void MatmulTaskGeneric(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+// Portable C++ (matmul_ref.cc): float formats on f32 activations.
+void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+// AVX2 + FMA + F16C (matmul_avx2.cc).
+void MatmulTaskAvx2(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+// AVX-512 (matmul_avx512.cc): f32 activations, and vdpbf16ps on bf16 pairs.
 void MatmulTaskAvx512F32(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 void MatmulTaskAvx512Bf16Dot(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 
-inline float Silu(float g) { return g / (1.0f + __builtin_expf(-g)); }
+// Block formats on q8 activations: per 16-row block, the ISA's quant_dot tile, then the epilogue.
+template <QuantDotTileFn Tile>
+void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+extern template void MatmulTaskQuant<QuantDotTileRef>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx2>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx512Vnni>(const MatmulJob&, int64_t, int64_t, int64_t,
+                                                             int64_t);
+
+inline float Silu(float g) { return g / (1.0f + std::exp(-g)); }
+
+// Output columns of stored block b: [col0, col0 + 16) clipped to out_features.
+inline int64_t BlockCol0(const MatmulJob& job, int64_t b) {
+  return job.epilogue == Epilogue::kSwiGlu ? (b / 2) * 16 : b * 16;
+}
 
 }  // namespace moerun::internal

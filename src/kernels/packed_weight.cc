@@ -1,8 +1,8 @@
 #include "kernels/packed_weight.h"
 
 #include <cstring>
-#include <vector>
 
+#include "core/block_quant.h"
 #include "core/checked_math.h"
 
 namespace moerun {
@@ -11,44 +11,100 @@ namespace {
 Status CheckSource(const Tensor& w, const char* what) {
   if (w.rank() != 2)
     return InvalidArgument("{} weight must be 2-D [out, in], got {}", what, ShapeToString(w.shape()));
-  if (w.dtype() != DType::kF32 && w.dtype() != DType::kBF16 && w.dtype() != DType::kF16) {
-    return InvalidArgument("{} weight has dtype {}, expected F32, BF16 or F16", what, DTypeName(w.dtype()));
+  if (!FormatOfDType(w.dtype())) {
+    return InvalidArgument("{} weight has dtype {}, expected a float or GGUF block type", what,
+                           DTypeName(w.dtype()));
   }
   return Status::Ok();
 }
 
 }  // namespace
 
-Status PackedWeight::Allocate(DType dtype, int64_t n_blocks, int64_t k) {
-  if (dtype != DType::kF32 && dtype != DType::kBF16) {
-    return InvalidArgument("packed weights must be F32 or BF16, not {}", DTypeName(dtype));
+Status PackedWeight::Allocate(WeightFormat format, int64_t n_blocks, int64_t k) {
+  const WeightFormatTraits& t = Traits(format);
+  if (k % t.k_alignment != 0) {
+    return InvalidArgument("{} needs rows of a multiple of {} elements, got {}", t.name, t.k_alignment, k);
   }
-  dtype_ = dtype;
+  format_ = format;
   n_blocks_ = n_blocks;
   k_ = k;
-  const int64_t dims[] = {n_blocks, block_elems()};
-  ASSIGN_OR_RETURN(uint64_t elems, CheckedProduct(dims, "packed weight"));
-  if (dtype == DType::kBF16) {
-    bf16_ = MakeAlignedArray<uint16_t>(elems);
-    std::memset(bf16_.get(), 0, elems * sizeof(uint16_t));
-  } else {
-    f32_ = MakeAlignedArray<float>(elems);
-    std::memset(f32_.get(), 0, elems * sizeof(float));
+  switch (format) {
+    case WeightFormat::kF32:
+      block_bytes_ = static_cast<size_t>(k) * 64;
+      break;
+    case WeightFormat::kF16:
+      block_bytes_ = static_cast<size_t>(k) * 32;
+      break;
+    case WeightFormat::kBF16:
+      block_bytes_ = static_cast<size_t>((k + 1) / 2) * 64;
+      break;
+    default:
+      row_bytes_ = DTypeRowBytes(t.storage, k);
+      block_bytes_ = row_bytes_ * 16;
+      break;
   }
+  const int64_t dims[] = {n_blocks, static_cast<int64_t>(block_bytes_)};
+  ASSIGN_OR_RETURN(uint64_t bytes, CheckedProduct(dims, "packed weight"));
+  bytes_ = MakeAlignedArray<uint8_t>(bytes);
+  std::memset(bytes_.get(), 0, bytes);
   return Status::Ok();
 }
 
 void PackedWeight::PutRow(const float* row, int64_t block, int lane) {
-  if (dtype_ == DType::kBF16) {
-    uint16_t* dst = bf16_.get() + block * block_elems();
-    for (int64_t k = 0; k < k_; ++k) dst[(k / 2) * 32 + lane * 2 + (k % 2)] = F32ToBf16(row[k]);
-  } else {
-    float* dst = f32_.get() + block * block_elems();
-    for (int64_t k = 0; k < k_; ++k) dst[k * 16 + lane] = row[k];
+  uint8_t* base = bytes_.get() + static_cast<size_t>(block) * block_bytes_;
+  switch (format_) {
+    case WeightFormat::kF32: {
+      auto* dst = reinterpret_cast<float*>(base);
+      for (int64_t k = 0; k < k_; ++k) dst[k * 16 + lane] = row[k];
+      return;
+    }
+    case WeightFormat::kF16: {
+      auto* dst = reinterpret_cast<uint16_t*>(base);
+      for (int64_t k = 0; k < k_; ++k) dst[k * 16 + lane] = F32ToF16(row[k]);
+      return;
+    }
+    case WeightFormat::kBF16: {
+      auto* dst = reinterpret_cast<uint16_t*>(base);
+      for (int64_t k = 0; k < k_; ++k) dst[(k / 2) * 32 + lane * 2 + (k % 2)] = F32ToBf16(row[k]);
+      return;
+    }
+    default:
+      QuantizeRow(Traits(format_).storage, row, k_, base + static_cast<size_t>(lane) * row_bytes_);
+      return;
   }
 }
 
-StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, DType dtype, int64_t col_begin, int64_t col_end) {
+void PackedWeight::PutRawRow(const uint8_t* row, int64_t block, int lane) {
+  std::memcpy(bytes_.get() + static_cast<size_t>(block) * block_bytes_ + static_cast<size_t>(lane) * row_bytes_,
+              row, row_bytes_);
+}
+
+Status PackedWeight::PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride) {
+  const DType sd = src.dtype();
+  const int64_t cols = src.dim(1), sbs = DTypeBlockSize(sd);
+  const size_t src_row_bytes = DTypeRowBytes(sd, cols);
+  const bool raw = Traits(format_).storage == sd && IsBlockDType(sd) && c0 % sbs == 0;
+  // Block sources are dequantised whole-row (blocks span the slice edges), then sliced.
+  std::vector<float> row(static_cast<size_t>(IsBlockDType(sd) ? cols : c1 - c0));
+  for (int64_t n = 0; n < src.dim(0); ++n) {
+    const uint8_t* s = src.data<uint8_t>() + static_cast<size_t>(n) * src_row_bytes;
+    const int64_t block = stride * (n / 16) + which;
+    const int lane = static_cast<int>(n % 16);
+    if (raw) {
+      PutRawRow(s + static_cast<size_t>(c0 / sbs) * DTypeBlockBytes(sd), block, lane);
+    } else if (IsBlockDType(sd)) {
+      ConvertToF32(sd, s, row.data(), row.size());
+      PutRow(row.data() + c0, block, lane);
+    } else {
+      ConvertToF32(sd, s + static_cast<size_t>(c0) * DTypeSize(sd), row.data(), row.size());
+      PutRow(row.data(), block, lane);
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, WeightFormat format, int64_t col_begin,
+                                          int64_t col_end) {
   RETURN_IF_ERROR(CheckSource(w, "linear"));
   if (col_end < 0) col_end = w.dim(1);
   if (col_begin < 0 || col_begin > col_end || col_end > w.dim(1)) {
@@ -57,19 +113,12 @@ StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, DType dtype, int64_t 
   }
   PackedWeight p;
   p.n_ = w.dim(0);
-  RETURN_IF_ERROR(p.Allocate(dtype, (w.dim(0) + 15) / 16, col_end - col_begin));
-  std::vector<float> row(static_cast<size_t>(p.k_));
-  const size_t esize = DTypeSize(w.dtype());
-  const size_t row_bytes = static_cast<size_t>(w.dim(1)) * esize;
-  for (int64_t n = 0; n < p.n_; ++n) {
-    ConvertToF32(w.dtype(), w.data<char>() + n * row_bytes + static_cast<size_t>(col_begin) * esize,
-                 row.data(), row.size());
-    p.PutRow(row.data(), n / 16, static_cast<int>(n % 16));
-  }
+  RETURN_IF_ERROR(p.Allocate(format, (w.dim(0) + 15) / 16, col_end - col_begin));
+  RETURN_IF_ERROR(p.PackRows(w, col_begin, col_end, 0, 1));
   return p;
 }
 
-StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor& up, DType dtype) {
+StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format) {
   RETURN_IF_ERROR(CheckSource(gate, "gate"));
   RETURN_IF_ERROR(CheckSource(up, "up"));
   if (gate.shape() != up.shape()) {
@@ -79,35 +128,48 @@ StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor
   PackedWeight p;
   p.n_ = gate.dim(0);
   p.gate_up_ = true;
-  RETURN_IF_ERROR(p.Allocate(dtype, 2 * ((gate.dim(0) + 15) / 16), gate.dim(1)));
-  std::vector<float> row(static_cast<size_t>(p.k_));
-  for (int which = 0; which < 2; ++which) {
-    const Tensor& src = which == 0 ? gate : up;
-    const size_t row_bytes = static_cast<size_t>(p.k_) * DTypeSize(src.dtype());
-    for (int64_t n = 0; n < p.n_; ++n) {
-      ConvertToF32(src.dtype(), src.data<char>() + n * row_bytes, row.data(), row.size());
-      p.PutRow(row.data(), 2 * (n / 16) + which, static_cast<int>(n % 16));
-    }
-  }
+  RETURN_IF_ERROR(p.Allocate(format, 2 * ((gate.dim(0) + 15) / 16), gate.dim(1)));
+  RETURN_IF_ERROR(p.PackRows(gate, 0, gate.dim(1), 0, 2));
+  RETURN_IF_ERROR(p.PackRows(up, 0, up.dim(1), 1, 2));
   return p;
 }
 
-size_t PackedWeight::bytes() const {
-  return static_cast<size_t>(n_blocks_ * block_elems()) * DTypeSize(dtype_);
-}
-
-float PackedWeight::At16(int64_t block, int lane, int64_t k) const {
-  if (dtype_ == DType::kBF16) return Bf16ToF32(bf16_block(block)[(k / 2) * 32 + lane * 2 + (k % 2)]);
-  return f32_block(block)[k * 16 + lane];
-}
-
-float PackedWeight::At(int64_t n, int64_t k) const {
+void PackedWeight::Locate(int64_t n, int64_t* block, int* lane) const {
   if (gate_up_) {
     const int which = n >= n_ ? 1 : 0;
     const int64_t r = n - which * n_;
-    return At16(2 * (r / 16) + which, static_cast<int>(r % 16), k);
+    *block = 2 * (r / 16) + which;
+    *lane = static_cast<int>(r % 16);
+  } else {
+    *block = n / 16;
+    *lane = static_cast<int>(n % 16);
   }
-  return At16(n / 16, static_cast<int>(n % 16), k);
 }
+
+std::vector<double> PackedWeight::Row(int64_t n) const {
+  int64_t b;
+  int lane;
+  Locate(n, &b, &lane);
+  std::vector<double> out(static_cast<size_t>(k_));
+  switch (format_) {
+    case WeightFormat::kF32:
+      for (int64_t k = 0; k < k_; ++k) out[k] = f32_block(b)[k * 16 + lane];
+      break;
+    case WeightFormat::kF16:
+      for (int64_t k = 0; k < k_; ++k) out[k] = F16ToF32(u16_block(b)[k * 16 + lane]);
+      break;
+    case WeightFormat::kBF16:
+      for (int64_t k = 0; k < k_; ++k) out[k] = Bf16ToF32(u16_block(b)[(k / 2) * 32 + lane * 2 + (k % 2)]);
+      break;
+    default: {
+      std::vector<float> f(static_cast<size_t>(k_));
+      DequantizeRow(Traits(format_).storage, block(b) + static_cast<size_t>(lane) * row_bytes_, f.data(), k_);
+      for (int64_t k = 0; k < k_; ++k) out[k] = f[k];
+    }
+  }
+  return out;
+}
+
+double PackedWeight::At(int64_t n, int64_t k) const { return Row(n)[static_cast<size_t>(k)]; }
 
 }  // namespace moerun

@@ -1,12 +1,16 @@
-// PackedWeight: a linear layer's weight reordered once, at load time, for the matmul kernels.
+// PackedWeight: a linear layer's weight W [N, K] (nn.Linear layout, y = x W^T) reordered once, at
+// load time, for the matmul kernels: bytes + a WeightFormat (kernels/weight_format.h), nothing
+// per-dtype in callers.
 //
-// Source layout is nn.Linear's W [N, K] (y = x W^T). Packed layout: output rows in blocks of 16
-// (N padded with zero rows to a multiple of 16); within a block,
-//   bf16: for each k pair p in [0, K2 = ceil(K/2)): 16 lanes x (W[n][2p], W[n][2p+1]) = 32 bf16
-//         = 64 bytes, i.e. block b occupies K2 * 32 uint16 (K padded with a zero column if odd);
-//   f32:  for each k in [0, K): 16 lanes W[n][k] = 64 bytes, block b occupies K * 16 floats.
-// One zmm load thus holds 16 output columns for one k pair (bf16) or one k (f32); the bf16 pairs
-// feed vdpbf16ps directly and split into two f32 vectors with one shift / one mask.
+// Output rows are grouped in blocks of 16 (N padded with zero rows to a multiple of 16). A block
+// holds, by the format's layout:
+//   kLanes16 f32:  for each k in [0, K): 16 lanes W[n][k]                 (K * 64 bytes)
+//            f16:  for each k in [0, K): 16 lanes W[n][k] as f16          (K * 32 bytes)
+//            bf16: for each k pair p < ceil(K/2): 16 lanes x (W[n][2p], W[n][2p+1]) (K padded
+//                  with a zero column if odd)                              (ceil(K/2) * 64 bytes)
+//   kRows    q8_0/q4_0/q4_k/q6_k: 16 rows one after another, each its K / block_size ggml blocks,
+//            byte for byte as in a GGUF file (padding rows are all-zero blocks: value 0).
+// One zmm load of a kLanes16 block holds 16 output columns for one k (a k pair for bf16).
 //
 // A gate/up pair is packed interleaved: block 2j holds gate rows [16j, 16j+16) and block 2j+1 the
 // up rows [16j, 16j+16), so one kernel task sees matching gate and up columns and can apply
@@ -16,9 +20,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/weight_format.h"
 
 namespace moerun {
 
@@ -26,40 +32,52 @@ class PackedWeight {
  public:
   PackedWeight() = default;
 
-  // Packs W [N, K] (f32, bf16 or f16) into `dtype` (kF32 or kBF16); with a column range, packs
-  // only W[:, col_begin:col_end) (a tensor-parallel slice of the input dimension).
-  static StatusOr<PackedWeight> Pack(const Tensor& w, DType dtype, int64_t col_begin = 0,
+  // Packs W [N, K] (any float or block dtype) into `format`; with a column range, packs only
+  // W[:, col_begin:col_end) (a tensor-parallel slice of the input dimension). A block-dtype
+  // source in the same format with a block-aligned range is copied byte for byte; anything else
+  // goes through f32 rows (dequantised, then quantised with core/block_quant.h). Fails, naming
+  // the bound, when K is not a multiple of the format's K alignment.
+  static StatusOr<PackedWeight> Pack(const Tensor& w, WeightFormat format, int64_t col_begin = 0,
                                      int64_t col_end = -1);
   // Packs gate [I, K] and up [I, K] interleaved (see above). Shapes must match.
-  static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, DType dtype);
+  static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format);
 
-  DType dtype() const { return dtype_; }
+  WeightFormat format() const { return format_; }
   int64_t out_features() const { return n_; }  // N, or I for a gate/up pair
   int64_t in_features() const { return k_; }   // K
-  int64_t k_pairs() const { return (k_ + 1) / 2; }
   int64_t n_blocks() const { return n_blocks_; }  // 16-row blocks stored (2x for gate/up)
   bool interleaved_gate_up() const { return gate_up_; }
-  // Elements (uint16 or float) per block.
-  int64_t block_elems() const { return dtype_ == DType::kBF16 ? k_pairs() * 32 : k_ * 16; }
-  const uint16_t* bf16_block(int64_t b) const { return bf16_.get() + b * block_elems(); }
-  const float* f32_block(int64_t b) const { return f32_.get() + b * block_elems(); }
+  size_t block_bytes() const { return block_bytes_; }
+  // kRows layout: bytes of one output row (K / block_size ggml blocks).
+  size_t row_bytes() const { return row_bytes_; }
+  const uint8_t* block(int64_t b) const { return bytes_.get() + static_cast<size_t>(b) * block_bytes_; }
+  const float* f32_block(int64_t b) const { return reinterpret_cast<const float*>(block(b)); }
+  const uint16_t* u16_block(int64_t b) const { return reinterpret_cast<const uint16_t*>(block(b)); }
   // Bytes of packed weights (what one full pass streams).
-  size_t bytes() const;
+  size_t bytes() const { return static_cast<size_t>(n_blocks_) * block_bytes_; }
 
-  // Reads back W[n][k] (for tests); for gate/up, n in [0, 2I): gate rows then up rows.
-  float At(int64_t n, int64_t k) const;
+  // W[n][k] as stored (dequantised), in double: the reference the kernel tests compare against.
+  // For gate/up, n in [0, 2I): gate rows then up rows.
+  double At(int64_t n, int64_t k) const;
+  // The whole row n, dequantised (faster than K calls of At).
+  std::vector<double> Row(int64_t n) const;
 
  private:
-  Status Allocate(DType dtype, int64_t n_blocks, int64_t k);
-  // Writes source row `row` of `src` (converted to f32 first) into lane `lane` of block `block`.
+  Status Allocate(WeightFormat format, int64_t n_blocks, int64_t k);
+  // Writes f32 row `row` [K] into lane `lane` of block `block`.
   void PutRow(const float* row, int64_t block, int lane);
-  float At16(int64_t block, int lane, int64_t k) const;
+  // Copies one stored row of the same block format.
+  void PutRawRow(const uint8_t* row, int64_t block, int lane);
+  // Packs rows of `src` (columns [c0, c1)) into lanes; which = 0/1 for interleaved gate/up.
+  Status PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride);
+  // (block, lane) holding output row n.
+  void Locate(int64_t n, int64_t* block, int* lane) const;
 
-  DType dtype_ = DType::kF32;
+  WeightFormat format_ = WeightFormat::kF32;
   int64_t n_ = 0, k_ = 0, n_blocks_ = 0;
   bool gate_up_ = false;
-  AlignedArray<uint16_t> bf16_;
-  AlignedArray<float> f32_;
+  size_t block_bytes_ = 0, row_bytes_ = 0;
+  AlignedArray<uint8_t> bytes_;
 };
 
 }  // namespace moerun

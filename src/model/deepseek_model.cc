@@ -99,14 +99,19 @@ StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::strin
   return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
 }
 
-DType PackDType(DType requested, DType stored) {
-  if (requested == DType::kBF16 || requested == DType::kF32) return requested;
-  return stored == DType::kBF16 ? DType::kBF16 : DType::kF32;
+// Packs W[:, c0:c1) in the requested format, or the nearest one whose K alignment divides
+// `align_k` (the slice width, or a deterministic K-block).
+StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0 = 0,
+                              int64_t c1 = -1, int64_t align_k = 0) {
+  if (c1 < 0) c1 = t.dim(1);
+  const WeightFormat f = ResolveWeightFormat(requested, t.dtype(), align_k > 0 ? align_k : c1 - c0);
+  return PackedWeight::Pack(t, f, c0, c1);
 }
 
-StatusOr<PackedWeight> LoadPacked(const Checkpoint& ckpt, const std::string& name, DType requested) {
+StatusOr<PackedWeight> LoadPacked(const Checkpoint& ckpt, const std::string& name,
+                                  std::optional<WeightFormat> requested) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-  return PackedWeight::Pack(t, PackDType(requested, t.dtype()));
+  return PackAs(t, requested);
 }
 
 Status CheckFinite(const Checkpoint& ckpt) {
@@ -143,8 +148,8 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     const std::function<void(double, const std::string&)>& progress, Communicator* world) {
   std::unique_ptr<DeepseekModel> m(new DeepseekModel());
   m->options_ = options;
-  // Deterministic mode needs batch-invariant kernels: one matmul path whatever the row count.
-  if (options.parallel.deterministic) m->options_.precision = ActivationPrecision::kBf16;
+  // Deterministic mode needs batch-invariant kernels: one kernel row whatever the row count.
+  m->options_.kernels.deterministic = m->options_.kernels.deterministic || options.parallel.deterministic;
   m->pool_ = pool;
   if (world == nullptr) {
     m->own_world_ = std::move(InProcessWorld::Create(1)[0]);
@@ -183,9 +188,9 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
                      ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
     const int64_t v0 = m->tp_rank_ * c.vocab_size / par.tp, v1 = (m->tp_rank_ + 1) * c.vocab_size / par.tp;
     ASSIGN_OR_RETURN(m->lm_head_,
-                     PackedWeight::Pack(head.Rows(v0, v1), PackDType(options.weight_dtype, head.dtype())));
+                     PackAs(head.Rows(v0, v1), options.weight_format));
   }
-  const DType w = options.weight_dtype;
+  const std::optional<WeightFormat> w = options.weight_format;
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     if (progress)
@@ -200,12 +205,12 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     const int64_t kvd = c.qk_nope_head_dim + c.v_head_dim;
     if (c.q_lora_rank == 0) {
       ASSIGN_OR_RETURN(Tensor q, ckpt.Get(a + "q_proj.weight"));
-      ASSIGN_OR_RETURN(at.q_proj, PackedWeight::Pack(q.Rows(h0 * qd, h1 * qd), PackDType(w, q.dtype())));
+      ASSIGN_OR_RETURN(at.q_proj, PackAs(q.Rows(h0 * qd, h1 * qd), w));
     } else {
       ASSIGN_OR_RETURN(at.q_a_proj, LoadPacked(ckpt, a + "q_a_proj.weight", w));
       ASSIGN_OR_RETURN(at.q_a_norm, LoadVector(ckpt, a + "q_a_layernorm.weight"));
       ASSIGN_OR_RETURN(Tensor qb, ckpt.Get(a + "q_b_proj.weight"));
-      ASSIGN_OR_RETURN(at.q_b_proj, PackedWeight::Pack(qb.Rows(h0 * qd, h1 * qd), PackDType(w, qb.dtype())));
+      ASSIGN_OR_RETURN(at.q_b_proj, PackAs(qb.Rows(h0 * qd, h1 * qd), w));
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
@@ -213,15 +218,16 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     ASSIGN_OR_RETURN(Tensor kv_b32, kv_b.Rows(h0 * kvd, h1 * kvd).ToF32());
     at.kv_b.assign(kv_b32.span<float>().begin(), kv_b32.span<float>().end());
     ASSIGN_OR_RETURN(Tensor o, ckpt.Get(a + "o_proj.weight"));
-    ASSIGN_OR_RETURN(at.o_proj,
-                     PackedWeight::Pack(o, PackDType(w, o.dtype()), h0 * c.v_head_dim, h1 * c.v_head_dim));
+    // Deterministic mode sums o_proj per head (K-blocks of v_head_dim columns).
+    ASSIGN_OR_RETURN(at.o_proj, PackAs(o, w, h0 * c.v_head_dim, h1 * c.v_head_dim,
+                                       par.deterministic ? c.v_head_dim : 0));
     if (c.IsMoeLayer(l)) {
       ASSIGN_OR_RETURN(
-          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.precision));
+          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.kernels));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
-      ASSIGN_OR_RETURN(lw.mlp_gate_up, PackedWeight::PackGateUp(gate, up, PackDType(w, gate.dtype())));
+      ASSIGN_OR_RETURN(lw.mlp_gate_up, PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.dim(1))));
       ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
     }
   }
@@ -249,14 +255,14 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
   // Projections: q [T, nh * qd], ckv [T, r + dr].
   std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
   if (c.q_lora_rank == 0) {
-    LinearForward(at.q_proj, x, t_count, q.data(), pool_, options_.precision, &xb_);
+    LinearForward(at.q_proj, x, t_count, q.data(), Ctx());
   } else {
     std::vector<float> qa(static_cast<size_t>(t_count * c.q_lora_rank));
-    LinearForward(at.q_a_proj, x, t_count, qa.data(), pool_, options_.precision, &xb_);
+    LinearForward(at.q_a_proj, x, t_count, qa.data(), Ctx());
     RmsNorm(qa.data(), at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa.data());
-    LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), pool_, options_.precision, &xb_);
+    LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), Ctx());
   }
-  LinearForward(at.kv_a_proj, x, t_count, ckv.data(), pool_, options_.precision, &xb_);
+  LinearForward(at.kv_a_proj, x, t_count, ckv.data(), Ctx());
   // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
     float* e = rows[t].cache->entry(layer, rows[t].pos);
@@ -323,7 +329,7 @@ Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_
   const int64_t h = config_.hidden_size, dv = config_.v_head_dim, nh = head_end_ - head_begin_;
   if (!options_.parallel.deterministic) {
     // Row-parallel o_proj: a partial sum over this rank's heads, all-reduced over TP.
-    LinearForward(at.o_proj, o, t_count, out, pool_, options_.precision, &xb_);
+    LinearForward(at.o_proj, o, t_count, out, Ctx());
     if (tp_->size() > 1)
       RETURN_IF_ERROR(tp_->AllReduce(out, static_cast<size_t>(t_count * h), ReduceType::kF32Sum));
     return Status::Ok();
@@ -333,18 +339,13 @@ Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_
   const int64_t k = nh * dv;
   std::vector<Fixed128> acc(static_cast<size_t>(t_count * h), 0);
   std::vector<float> part(static_cast<size_t>(t_count * h));
+  const MatmulKernel& kernel = SelectKernel(at.o_proj.format(), t_count, options_.kernels);
   MatmulJob job{.rows = t_count,
-                .x_f32 = o,
-                .ldx = k,
+                .x = acts_.Prepare(kernel.acts, o, t_count, k, k, pool_),
                 .w = &at.o_proj,
-                .y_f32 = part.data(),
-                .ldy = h,
-                .path = ChooseMatmulPath(at.o_proj.dtype(), t_count, options_.precision)};
-  if (job.path == MatmulPath::kAvx512Bf16Dot) {
-    uint16_t* ob = xb_.Get(static_cast<size_t>(t_count * k));
-    for (int64_t t = 0; t < t_count; ++t) ConvertRowToBf16(o + t * k, k, ob + t * k, k);
-    job.x_bf16 = ob;
-  }
+                .kernel = &kernel,
+                .y = part.data(),
+                .ldy = h};
   for (int64_t hd = 0; hd < nh; ++hd) {
     job.k_begin = hd * dv;
     job.k_end = (hd + 1) * dv;
@@ -435,9 +436,8 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
       for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     } else {
       std::vector<float> act(static_cast<size_t>(t_count * c.intermediate_size));
-      LinearForward(lw.mlp_gate_up, a.data(), t_count, act.data(), pool_, options_.precision, &xb_,
-                    /*swiglu=*/true);
-      LinearForward(lw.mlp_down, act.data(), t_count, out.data(), pool_, options_.precision, &xb_);
+      LinearForward(lw.mlp_gate_up, a.data(), t_count, act.data(), Ctx(), /*swiglu=*/true);
+      LinearForward(lw.mlp_down, act.data(), t_count, out.data(), Ctx());
       for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     }
   }
@@ -462,13 +462,13 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
   const int64_t n_rows = rows_out;
   logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
   if (tp_->size() == 1) {
-    LinearForward(lm_head_, a.data(), n_rows, logits->data(), pool_, options_.precision, &xb_);
+    LinearForward(lm_head_, a.data(), n_rows, logits->data(), Ctx());
     return Status::Ok();
   }
   // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
   const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
   std::vector<float> mine(static_cast<size_t>(n_rows * v_local)), all(logits->size());
-  LinearForward(lm_head_, a.data(), n_rows, mine.data(), pool_, options_.precision, &xb_);
+  LinearForward(lm_head_, a.data(), n_rows, mine.data(), Ctx());
   std::vector<size_t> bytes;
   for (int64_t q = 0; q < tp; ++q) {
     const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;

@@ -30,8 +30,10 @@
 namespace moerun {
 
 struct ModelLoadOptions {
-  DType weight_dtype = DType::kU8;  // kU8: as stored (bf16 stays bf16, f32/f16 -> f32)
-  ActivationPrecision precision = ActivationPrecision::kAuto;
+  // Packed format of the linear layers, e.g. kQ4_K; nullopt: as stored. Embeddings, norms, the
+  // MoE router and the absorbed kv_b stay full precision, as in llama.cpp.
+  std::optional<WeightFormat> weight_format;
+  KernelPolicy kernels;  // kernel rows (kernels/kernel_table.h)
   bool check_tensors = false;  // scan every tensor for NaN/Inf first
   // Layout (world = tp x dp). Attention heads are split over the TP ranks of a replica (row-
   // parallel o_proj, one all-reduce); MoE layers run on ParallelMoe with the same flags; dense
@@ -111,7 +113,8 @@ class DeepseekModel {
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;  // [H]
   PackedWeight lm_head_;           // [V_local, H]: this TP rank's vocab rows
-  ScratchBuffer<uint16_t> xb_;     // bf16 activations for Linear
+  ActivationBuffer acts_;          // prepared activations for Linear
+  LinearContext Ctx() { return {.pool = pool_, .policy = &options_.kernels, .acts = &acts_}; }
 
   std::unique_ptr<Communicator> own_world_;  // when loaded without a world
   Communicator* world_ = nullptr;

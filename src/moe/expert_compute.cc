@@ -38,11 +38,6 @@ void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64
   }
 }
 
-MatmulPath ExpertCompute::PathFor(DType wdtype, int64_t rows) const {
-  if (force_generic_) return MatmulPath::kGeneric;
-  return ChooseMatmulPath(wdtype, rows, precision_);
-}
-
 void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts,
                         ThreadPool* pool, float* y) {
   const int64_t n = spec.n_rows, h = spec.hidden, nb = spec.k_blocks;
@@ -65,73 +60,76 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
     }
   }
 
-  // Per expert: its path and activation width; buffers sized for the widest expert.
-  std::vector<MatmulPath> path(static_cast<size_t>(n_experts));
+  // Per expert: the kernel rows for its batch size; buffers sized for the widest expert.
+  std::vector<const MatmulKernel*> up_kernel(static_cast<size_t>(n_experts), nullptr);
+  std::vector<const MatmulKernel*> down_kernel(static_cast<size_t>(n_experts), nullptr);
+  bool up_needs[3] = {}, down_needs[3] = {};
   int64_t i_max = 0;
-  bool any_dot = false;
   for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t rows = offset[e + 1] - offset[e];
     if (rows == 0) continue;
-    path[e] = PathFor(experts[e].down->dtype(), rows);
-    any_dot |= path[e] == MatmulPath::kAvx512Bf16Dot;
+    up_kernel[e] = &SelectKernel(experts[e].gate_up->format(), rows, policy_);
+    down_kernel[e] = &SelectKernel(experts[e].down->format(), rows, policy_);
+    up_needs[static_cast<int>(up_kernel[e]->acts)] = true;
+    down_needs[static_cast<int>(down_kernel[e]->acts)] = true;
     i_max = std::max(i_max, experts[e].down->in_features());
-    assert(nb == 1 || experts[e].down->in_features() % (2 * nb) == 0);
+    assert(experts[e].down->in_features() % (nb * Traits(experts[e].down->format()).k_alignment) == 0 ||
+           nb == 1);
   }
-  const int64_t h_pad = h + (h % 2), i_pad = i_max + (i_max % 2);
   float* x_perm = x_perm_.Get(static_cast<size_t>(m * h));
-  uint16_t* x_bf16 = any_dot ? x_bf16_.Get(static_cast<size_t>(m * h_pad)) : nullptr;
   float* act = act_.Get(static_cast<size_t>(m * i_max));
-  uint16_t* act_bf16 = any_dot ? act_bf16_.Get(static_cast<size_t>(m * i_pad)) : nullptr;
   float* y_perm = y_perm_.Get(static_cast<size_t>(m * nb * h));
-  // The pad column of an odd width must read as zero in the bf16-dot down projection.
-  if (any_dot && i_pad != i_max) std::fill(act_bf16, act_bf16 + m * i_pad, uint16_t{0});
-
-  std::vector<char> dot_row(static_cast<size_t>(m), 0);
-  for (int64_t e = 0; e < n_experts; ++e) {
-    if (path[e] == MatmulPath::kAvx512Bf16Dot)
-      std::fill(dot_row.begin() + offset[e], dot_row.begin() + offset[e + 1], 1);
-  }
   ParallelForRows(pool, m, [&](int64_t p) {
     const float* src = spec.x + spec.token[perm_row[p]] * h;
     std::copy(src, src + h, x_perm + p * h);
-    if (dot_row[p]) ConvertRowToBf16(src, h, x_bf16 + p * h_pad, h_pad);
   });
+  // Narrower experts (e.g. a shared expert beside routed ones) leave zeros past their width, so
+  // the down activations can be prepared for all rows at once.
+  for (int64_t e = 0; e < n_experts; ++e) {
+    if (up_kernel[e] == nullptr || experts[e].down->in_features() == i_max) continue;
+    for (int64_t p = offset[e]; p < offset[e + 1]; ++p)
+      std::fill(act + p * i_max + experts[e].down->in_features(), act + (p + 1) * i_max, 0.0f);
+  }
+  ActView x_view[3], act_view[3];
+  for (int f = 0; f < 3; ++f) {
+    if (up_needs[f]) x_view[f] = x_acts_.Prepare(static_cast<ActFormat>(f), x_perm, m, h, h, pool);
+  }
 
-  // Phase 1: gate/up + SwiGLU. Phase 2: down, per K-block.
+  // Phase 1: gate/up + SwiGLU.
   std::vector<MatmulJob> phase1, phase2;
   for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t r0 = offset[e], rows = offset[e + 1] - r0;
     if (rows == 0) continue;
-    const bool dot = path[e] == MatmulPath::kAvx512Bf16Dot;
+    phase1.push_back(MatmulJob{.rows = rows,
+                               .x = OffsetRows(x_view[static_cast<int>(up_kernel[e]->acts)], r0),
+                               .w = experts[e].gate_up,
+                               .kernel = up_kernel[e],
+                               .y = act + r0 * i_max,
+                               .ldy = i_max,
+                               .epilogue = Epilogue::kSwiGlu});
+  }
+  RunJobs(phase1, pool);
+
+  // Phase 2: down, per K-block.
+  for (int f = 0; f < 3; ++f) {
+    if (down_needs[f]) act_view[f] = act_acts_.Prepare(static_cast<ActFormat>(f), act, m, i_max, i_max, pool);
+  }
+  for (int64_t e = 0; e < n_experts; ++e) {
+    const int64_t r0 = offset[e], rows = offset[e + 1] - r0;
+    if (rows == 0) continue;
     const int64_t i_size = experts[e].down->in_features();
-    MatmulJob up{.rows = rows, .w = experts[e].gate_up, .epilogue = Epilogue::kSwiGlu, .path = path[e]};
-    if (dot) {
-      up.x_bf16 = x_bf16 + r0 * h_pad;
-      up.ldx = h_pad;
-      up.y_bf16 = act_bf16 + r0 * i_pad;
-      up.ldy = i_pad;
-    } else {
-      up.x_f32 = x_perm + r0 * h;
-      up.ldx = h;
-      up.y_f32 = act + r0 * i_max;
-      up.ldy = i_max;
-    }
-    phase1.push_back(up);
     for (int64_t b = 0; b < nb; ++b) {
       MatmulJob down{.rows = rows,
-                     .x_f32 = up.y_f32,
-                     .x_bf16 = up.y_bf16,
-                     .ldx = up.ldy,
+                     .x = OffsetRows(act_view[static_cast<int>(down_kernel[e]->acts)], r0),
                      .w = experts[e].down,
-                     .y_f32 = y_perm + r0 * nb * h + b * h,
-                     .ldy = nb * h,
-                     .path = path[e]};
+                     .kernel = down_kernel[e],
+                     .y = y_perm + r0 * nb * h + b * h,
+                     .ldy = nb * h};
       down.k_begin = b * (i_size / nb);
       down.k_end = nb == 1 ? -1 : (b + 1) * (i_size / nb);
       phase2.push_back(down);
     }
   }
-  RunJobs(phase1, pool);
   RunJobs(phase2, pool);
 
   // Scatter back to row order.

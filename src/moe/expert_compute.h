@@ -16,7 +16,7 @@
 
 #include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
-#include "kernels/matmul.h"
+#include "kernels/kernel_table.h"
 #include "kernels/packed_weight.h"
 
 namespace moerun {
@@ -33,27 +33,27 @@ struct ExpertRowsSpec {
   const int64_t* token = nullptr;   // [n_rows] source row of x
   const int32_t* expert = nullptr;  // [n_rows] index into the experts span, or -1 (skip, y = 0)
   int64_t k_blocks = 1;             // split the down projection's K into this many equal blocks
+                                    // (each a multiple of the weight format's K alignment)
 };
 
 class ExpertCompute {
  public:
-  ExpertCompute(ActivationPrecision precision, bool force_generic)
-      : precision_(precision), force_generic_(force_generic) {}
+  explicit ExpertCompute(KernelPolicy policy) : policy_(std::move(policy)) {}
 
   // y: [n_rows, k_blocks, H] f32 (block b = partial sum over K-block b of the down projection).
-  // REQUIRES: with k_blocks > 1, every expert's I_local is a multiple of 2 * k_blocks.
+  // REQUIRES: with k_blocks > 1, every expert's I_local / k_blocks is a multiple of its down
+  // weight's K alignment (2 for bf16).
   void Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts, ThreadPool* pool, float* y);
 
- private:
-  MatmulPath PathFor(DType wdtype, int64_t rows) const;
+  const KernelPolicy& policy() const { return policy_; }
 
-  ActivationPrecision precision_;
-  bool force_generic_;
-  ScratchBuffer<float> x_perm_;       // [n, H] rows in expert order
-  ScratchBuffer<uint16_t> x_bf16_;    // [n, H_pad] bf16 copies for bf16-dot experts
-  ScratchBuffer<float> act_;          // [n, I] SwiGLU activations (f32 paths)
-  ScratchBuffer<uint16_t> act_bf16_;  // [n, I_pad] (bf16-dot paths)
-  ScratchBuffer<float> y_perm_;       // [n, k_blocks, H] outputs in expert order
+ private:
+  KernelPolicy policy_;
+  ScratchBuffer<float> x_perm_;  // [n, H] rows in expert order
+  ScratchBuffer<float> act_;     // [n, I_max] SwiGLU activations, zero beyond an expert's I
+  ScratchBuffer<float> y_perm_;  // [n, k_blocks, H] outputs in expert order
+  ActivationBuffer x_acts_;      // x_perm_ in the gate/up kernels' formats
+  ActivationBuffer act_acts_;    // act_ in the down kernels' formats
 };
 
 // Runs fn(row) for every row in [0, n) in blocks of `rows_per_task` rows per pool task (inline if

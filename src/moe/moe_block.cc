@@ -30,16 +30,12 @@ StatusOr<MoeOutput> MoeBlock::Forward(const Tensor& x, ThreadPool* pool) const {
 
   // 1. Router: logits [T, E] in f32, then top-k.
   float* logits = logits_.Get(static_cast<size_t>(t_count * e));
-  const MatmulPath router_path = options_.force_generic
-                                     ? MatmulPath::kGeneric
-                                     : ChooseMatmulPath(DType::kF32, t_count, ActivationPrecision::kF32);
   RunMatmul(MatmulJob{.rows = t_count,
-                      .x_f32 = x.data<float>(),
-                      .ldx = h,
+                      .x = {.format = ActFormat::kF32, .f32 = x.data<float>(), .ld = h},
                       .w = &weights_.router_packed,
-                      .y_f32 = logits,
-                      .ldy = e,
-                      .path = router_path},
+                      .kernel = &SelectKernel(WeightFormat::kF32, t_count, options_.kernels),
+                      .y = logits,
+                      .ldy = e},
             pool);
   out.routing =
       RouteTokens(config_, {logits, static_cast<size_t>(t_count * e)}, t_count, weights_.score_bias);

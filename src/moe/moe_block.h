@@ -19,7 +19,7 @@
 #include "core/scratch_buffer.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
-#include "kernels/matmul.h"
+#include "kernels/kernel_table.h"
 #include "moe/expert_compute.h"
 #include "moe/moe_config.h"
 #include "moe/moe_weights.h"
@@ -28,8 +28,7 @@
 namespace moerun {
 
 struct MoeOptions {
-  ActivationPrecision precision = ActivationPrecision::kAuto;  // see kernels/matmul.h
-  bool force_generic = false;  // use the portable kernels even when AVX-512 is available
+  KernelPolicy kernels;  // which kernel rows run (kernels/kernel_table.h); "ref" = portable C++
 };
 
 struct MoeOutput {
@@ -47,7 +46,7 @@ class MoeBlock {
       : config_(std::move(config)),
         weights_(std::move(weights)),
         options_(options),
-        compute_(options.precision, options.force_generic) {}
+        compute_(options.kernels) {}
   MoeBlock(const MoeBlock&) = delete;
   MoeBlock& operator=(const MoeBlock&) = delete;
 

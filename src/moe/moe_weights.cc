@@ -62,10 +62,6 @@ Tensor Slice(const Tensor& t, int64_t index) {
   return Tensor::View(rows.dtype(), {t.dim(1), t.dim(2)}, rows.raw(), nullptr);
 }
 
-DType PackDType(DType requested, DType stored) {
-  if (requested == DType::kBF16 || requested == DType::kF32) return requested;
-  return stored == DType::kBF16 ? DType::kBF16 : DType::kF32;
-}
 
 }  // namespace
 
@@ -96,7 +92,8 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
 }
 
 StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix,
-                                      DType weight_dtype, ThreadPool* pool, MoeShard shard) {
+                                      std::optional<WeightFormat> requested, ThreadPool* pool,
+                                      MoeShard shard) {
   if (shard.expert_end < 0) shard.expert_end = c.n_routed_experts;
   if (shard.i_end < 0) shard.i_end = c.moe_intermediate_size;
   if (shard.s_end < 0) shard.s_end = c.shared_intermediate_size;
@@ -108,7 +105,7 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
   MoeWeights w;
   ASSIGN_OR_RETURN(Tensor router_stored, ckpt.Get(prefix + "gate.weight"));
   ASSIGN_OR_RETURN(w.router, router_stored.ToF32());
-  ASSIGN_OR_RETURN(w.router_packed, PackedWeight::Pack(w.router, DType::kF32));
+  ASSIGN_OR_RETURN(w.router_packed, PackedWeight::Pack(w.router, WeightFormat::kF32));
   if (c.topk_method == TopkMethod::kNoauxTc) {
     ASSIGN_OR_RETURN(Tensor bias, ckpt.Get(prefix + "gate.e_score_correction_bias"));
     ASSIGN_OR_RETURN(Tensor bias32, bias.ToF32());
@@ -122,7 +119,8 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
     ASSIGN_OR_RETURN(fused_down, ckpt.Get(prefix + "experts.down_proj"));
   }
   const DType stored = fused ? fused_down.dtype() : ckpt.Find(prefix + "experts.0.down_proj.weight")->dtype;
-  w.weight_dtype = PackDType(weight_dtype, stored);
+  w.format = ResolveWeightFormat(requested, stored, c.hidden_size);
+  const WeightFormat down_format = ResolveWeightFormat(requested, stored, shard.i_end - shard.i_begin);
   w.gate_up.resize(static_cast<size_t>(e));
   w.down.resize(static_cast<size_t>(e));
 
@@ -147,9 +145,9 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
       }
       ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)],
                        PackedWeight::PackGateUp(gate_w.Rows(shard.i_begin, shard.i_end),
-                                                up_w.Rows(shard.i_begin, shard.i_end), w.weight_dtype));
+                                                up_w.Rows(shard.i_begin, shard.i_end), w.format));
       ASSIGN_OR_RETURN(w.down[static_cast<size_t>(x)],
-                       PackedWeight::Pack(down_w, w.weight_dtype, shard.i_begin, shard.i_end));
+                       PackedWeight::Pack(down_w, down_format, shard.i_begin, shard.i_end));
       return Status::Ok();
     }();
     if (!s.ok()) {
@@ -169,10 +167,11 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt
     ASSIGN_OR_RETURN(Tensor gate_w, ckpt.Get(p + "gate_proj.weight"));
     ASSIGN_OR_RETURN(Tensor up_w, ckpt.Get(p + "up_proj.weight"));
     ASSIGN_OR_RETURN(Tensor down_w, ckpt.Get(p + "down_proj.weight"));
-    ASSIGN_OR_RETURN(w.shared_gate_up,
-                     PackedWeight::PackGateUp(gate_w.Rows(shard.s_begin, shard.s_end),
-                                              up_w.Rows(shard.s_begin, shard.s_end), w.weight_dtype));
-    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, w.weight_dtype, shard.s_begin, shard.s_end));
+    const WeightFormat up_format = ResolveWeightFormat(requested, gate_w.dtype(), c.hidden_size);
+    const WeightFormat sdown_format = ResolveWeightFormat(requested, down_w.dtype(), shard.s_end - shard.s_begin);
+    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate_w.Rows(shard.s_begin, shard.s_end),
+                                                                up_w.Rows(shard.s_begin, shard.s_end), up_format));
+    ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, sdown_format, shard.s_begin, shard.s_end));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(Tensor g, ckpt.Get(prefix + "shared_expert_gate.weight"));
       ASSIGN_OR_RETURN(Tensor g32, g.ToF32());

@@ -50,13 +50,15 @@ struct MoeWeights {
   PackedWeight shared_gate_up;        // [S, H] interleaved; empty when S = 0
   PackedWeight shared_down;           // [H, S]
   std::vector<float> shared_gate;     // [H] Qwen2-MoE sigmoid gate row, empty otherwise
-  DType weight_dtype = DType::kBF16;  // dtype of the packed expert weights (kBF16 or kF32)
+  WeightFormat format = WeightFormat::kBF16;  // of the routed gate/up weights, e.g. kQ4_K (a down
+                                              // slice may fall back, see ResolveWeightFormat)
 
-  // Validates and loads the block at `prefix` in `ckpt`. `weight_dtype` kBF16/kF32 packs experts
-  // in that dtype; DType::kU8 means "as stored" (bf16 stays bf16, f32/f16 become f32).
+  // Validates and loads the block at `prefix` in `ckpt`. `requested` packs experts in that
+  // format; nullopt means "as stored" (bf16 stays bf16, a GGUF Q4_K stays Q4_K, ...).
   // `shard` selects what this rank packs (only those bytes of the mapping are read).
   static StatusOr<MoeWeights> Load(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-                                   DType weight_dtype, ThreadPool* pool, MoeShard shard = {});
+                                   std::optional<WeightFormat> requested, ThreadPool* pool,
+                                   MoeShard shard = {});
 };
 
 // The shared expert's multiplier for one token: sigmoid(x . shared_expert_gate) for Qwen2-MoE,

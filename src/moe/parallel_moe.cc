@@ -115,8 +115,9 @@ ParallelMoe::~ParallelMoe() = default;
 StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const Checkpoint& ckpt,
                                                            const std::string& prefix,
                                                            const ParallelOptions& options,
-                                                           Communicator& world, DType weight_dtype,
-                                                           ThreadPool* pool, ActivationPrecision precision) {
+                                                           Communicator& world,
+                                                           std::optional<WeightFormat> weight_format,
+                                                           ThreadPool* pool, KernelPolicy kernels) {
   RETURN_IF_ERROR(options.Validate(config, world.size()));
   std::unique_ptr<ParallelMoe> m(new ParallelMoe());
   m->config_ = config;
@@ -145,11 +146,11 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
   }
   m->expert_begin_ = shard.expert_begin;
   m->expert_end_ = shard.expert_end < 0 ? config.n_routed_experts : shard.expert_end;
-  ASSIGN_OR_RETURN(m->weights_, MoeWeights::Load(config, ckpt, prefix, weight_dtype, pool, shard));
-  // Deterministic mode needs batch-invariant kernels: one path whatever the row count.
-  if (options.deterministic) precision = ActivationPrecision::kBf16;
-  m->compute_ = std::make_unique<ExpertCompute>(precision, /*force_generic=*/false);
-  m->router_path_ = ChooseMatmulPath(DType::kF32, 1, ActivationPrecision::kF32);
+  ASSIGN_OR_RETURN(m->weights_, MoeWeights::Load(config, ckpt, prefix, weight_format, pool, shard));
+  if (options.deterministic) RETURN_IF_ERROR(m->CheckDeterministicBlocks(prefix));
+  // Deterministic mode needs batch-invariant kernels: one row whatever the row count.
+  kernels.deterministic = kernels.deterministic || options.deterministic;
+  m->compute_ = std::make_unique<ExpertCompute>(std::move(kernels));
   RETURN_IF_ERROR(m->Bind());
   return m;
 }
@@ -198,6 +199,22 @@ std::pair<int64_t, int64_t> ParallelMoe::TokenRange(int64_t n) const {
 }
 
 bool ParallelMoe::WritesOutput() const { return options_.sp || tp_rank_ == 0; }
+
+Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
+  auto check = [&](const PackedWeight& down, int64_t nb, const char* what) -> Status {
+    if (down.n_blocks() == 0) return Status::Ok();
+    const int64_t block = down.in_features() / nb, align = Traits(down.format()).k_alignment;
+    if (block % align == 0) return Status::Ok();
+    return InvalidArgument(
+        "{}: --deterministic cuts the {}-wide {} down projection into {} K-blocks of {} columns, not a "
+        "multiple of {}'s {}-column blocks; use --weight-format bf16 (or f32/f16) with --deterministic",
+        prefix, down.in_features(), what, nb, block, WeightFormatName(down.format()), align);
+  };
+  for (int64_t e = expert_begin_; e < expert_end_; ++e)
+    RETURN_IF_ERROR(check(weights_.down[static_cast<size_t>(e)], LocalBlocks(options_.ep), "expert"));
+  const int64_t shared_nb = options_.SharedSharded() ? kDeterministicBlocks / options_.tp : kDeterministicBlocks;
+  return check(weights_.shared_down, shared_nb, "shared expert");
+}
 
 int64_t ParallelMoe::LocalBlocks(bool whole) const {
   if (!options_.deterministic) return 1;
@@ -533,12 +550,11 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   // Route this rank's tokens.
   std::vector<float> logits(static_cast<size_t>(t_own * e));
   RunMatmul(MatmulJob{.rows = t_own,
-                      .x_f32 = x_own.data<float>(),
-                      .ldx = h,
+                      .x = {.format = ActFormat::kF32, .f32 = x_own.data<float>(), .ld = h},
                       .w = &weights_.router_packed,
-                      .y_f32 = logits.data(),
-                      .ldy = e,
-                      .path = router_path_},
+                      .kernel = &SelectKernel(WeightFormat::kF32, t_own, compute_->policy()),
+                      .y = logits.data(),
+                      .ldy = e},
             pool_);
   Routing routing = RouteTokens(config_, logits, t_own, weights_.score_bias);
 

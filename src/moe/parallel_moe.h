@@ -99,8 +99,8 @@ class ParallelMoe {
   // Validates the options, splits the groups and loads this rank's part of the block.
   static StatusOr<std::unique_ptr<ParallelMoe>> Create(
       const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-      const ParallelOptions& options, Communicator& world, DType weight_dtype, ThreadPool* pool,
-      ActivationPrecision precision = ActivationPrecision::kAuto);
+      const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
+      ThreadPool* pool, KernelPolicy kernels = {});
   ~ParallelMoe();
 
   // Rows [begin, end) of an n-token batch that this rank holds on input and output.
@@ -117,6 +117,8 @@ class ParallelMoe {
   StatusOr<ReductionState> RoutedOutputState() const;
   ReductionState SharedOutputState() const;
   ReductionState RequestedState() const;
+  // This rank's packed part of the block.
+  const MoeWeights& weights() const { return weights_; }
 
   // Test hooks. Unbind the dispatcher; force a (wrong) shared-output declaration; reduce the
   // finished output once more (the double reduction of vLLM #40673, or under SP a sum of
@@ -137,6 +139,8 @@ class ParallelMoe {
   Status FaultReduceShared(MoePart* shared, const std::string& layer_name);
   Communicator& GroupComm(const std::string& group);
   int64_t LocalBlocks(bool whole) const;
+  // Deterministic K-blocks must be whole blocks of the down weights' format (e.g. q8_0: 32 columns).
+  Status CheckDeterministicBlocks(const std::string& prefix) const;
 
   // Adds weight x y into one part row. y: [nb, H] K-block partials (fast mode: nb = 1, an f32
   // sum; deterministic: every block term summed exactly in fixed point).
@@ -154,7 +158,6 @@ class ParallelMoe {
   std::unique_ptr<ExpertCompute> compute_;
   std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
   std::optional<ReductionState> shared_state_override_;
-  MatmulPath router_path_ = MatmulPath::kGeneric;
   bool reduce_again_ = false;
   ProbeFn probe_;
   ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]

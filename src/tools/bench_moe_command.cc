@@ -12,6 +12,7 @@
 #include "moe/synthetic_block.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
 namespace moerun {
@@ -21,8 +22,7 @@ struct BenchArgs {
   std::string preset = "v2-lite";
   std::vector<int64_t> tokens = {1, 16, 128, 1024};
   int threads = 0;
-  std::string weight_dtype = "bf16";
-  std::string precision = "auto";
+  KernelFlags kernels;
   double min_time = 1.0;
   int min_iters = 3;
   std::string cache_dir;  // where the synthetic layer file is kept between runs
@@ -103,8 +103,12 @@ void PrintRow(const BenchArgs& a, const std::string& layout, int ranks, int thre
   std::fflush(stdout);
 }
 
+// The synthetic layer file's dtype: f32 for f32 weights, bf16 otherwise (quantised at load).
+DType StorageFor(WeightFormat f) { return f == WeightFormat::kF32 ? DType::kF32 : DType::kBF16; }
+
 // The same benchmark on tp x dp ranks (in-process threads, or MPI processes under mpirun).
-Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, ActivationPrecision precision) {
+Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat format, const KernelPolicy& policy) {
+  const DType dtype = StorageFor(format);
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
@@ -112,11 +116,11 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, Act
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     ASSIGN_OR_RETURN(auto moe,
-                     ParallelMoe::Create(config, *ckpt, "", options, world, dtype, &pool, precision));
+                     ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
     if (lead) {
       std::fprintf(stderr, "bench-moe: %s, %s weights, %d ranks x %d threads (%s)\n",
-                   config.Summary().c_str(), std::string(DTypeName(dtype)).c_str(), world.size(), pool.size(),
+                   config.Summary().c_str(), WeightFormatName(format), world.size(), pool.size(),
                    options.ToString().c_str());
       if (!a.json) {
         std::printf(
@@ -157,7 +161,7 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, Act
         MoeOutput whole;
         whole.routing.tokens = t_count;
         whole.routing.ids = routing.ids;  // rank 0's tokens: an estimate of distinct experts touched
-        const CallCost c = CostOf(config, whole, static_cast<double>(DTypeSize(dtype)));
+        const CallCost c = CostOf(config, whole, Traits(format).bits_per_weight / 8);
         const double flops = 2.0 * static_cast<double>(t_count) *
                              (static_cast<double>(config.num_experts_per_tok) * 3 * config.hidden_size *
                                   config.moe_intermediate_size +
@@ -174,20 +178,22 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, DType dtype, Act
 Status Run(const BenchArgs& a) {
   ASSIGN_OR_RETURN(std::string config_json, PresetConfigJson(a.preset, /*small=*/false));
   ASSIGN_OR_RETURN(MoeConfig config, MoeConfig::FromJson(config_json, "preset " + a.preset));
-  ASSIGN_OR_RETURN(DType dtype, ParseWeightDType(a.weight_dtype));
-  if (dtype == DType::kU8) dtype = DType::kBF16;
-  ASSIGN_OR_RETURN(ActivationPrecision precision, ParsePrecision(a.precision));
+  ASSIGN_OR_RETURN(std::optional<WeightFormat> requested, a.kernels.Format());
+  const WeightFormat format = requested.value_or(WeightFormat::kBF16);
+  const DType dtype = StorageFor(format);
+  ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   for (int64_t t : a.tokens) {
     if (t < 1) return InvalidArgument("--tokens {} must be >= 1", t);
   }
-  if (a.parallel.Parallel()) return RunParallel(a, config, dtype, precision);
+  if (a.parallel.Parallel()) return RunParallel(a, config, format, policy);
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
-  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, "", dtype, &pool));
-  MoeBlock block(config, std::move(weights), MoeOptions{.precision = precision});
-  const double bytes_per_weight = static_cast<double>(DTypeSize(dtype));
-  std::fprintf(stderr, "bench-moe: %s, %s weights, %d threads, cpu: %s\n", config.Summary().c_str(),
-               std::string(DTypeName(dtype)).c_str(), pool.size(), GetCpuFeatures().ToString().c_str());
+  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, "", format, &pool));
+  MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
+  const double bytes_per_weight = Traits(format).bits_per_weight / 8;
+  std::fprintf(stderr, "bench-moe: %s, %s weights, %d threads, cpu: %s, kernel %s at 1 row\n",
+               config.Summary().c_str(), WeightFormatName(format), pool.size(), GetCpuFeatures().ToString().c_str(),
+               SelectKernel(format, 1, policy).name);
   if (!a.json) {
     std::printf("| tokens | median ms | min ms | tokens/s | weights GB/s | GFLOP/s | iters |\n");
     std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -241,8 +247,7 @@ void RegisterBenchMoeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--preset", args->preset, "v2-lite|v2|v3|qwen2|qwen3 (full-size shapes)");
   cmd->add_option("--tokens,-n", args->tokens, "Token counts, e.g. 1,16,128,1024")->delimiter(',');
   cmd->add_option("-t,--threads", args->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
-  cmd->add_option("--weight-dtype", args->weight_dtype, "bf16|f32");
-  cmd->add_option("--precision", args->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
+  args->kernels.Add(cmd, "bf16");
   cmd->add_option("--min-time", args->min_time, "Seconds per token count (at least 3 iterations)");
   cmd->add_option("--cache-dir", args->cache_dir,
                   "Where to keep the synthetic layer file (default: $TMPDIR)");

@@ -8,18 +8,12 @@
 
 #include "core/status.h"
 #include "io/checkpoint.h"
-#include "kernels/matmul.h"
 #include "moe/moe_config.h"
 
 namespace moerun {
 
 // Prints "moerun: error: <message>" and returns 1.
 int ReportError(const Status& status);
-
-// "auto" -> kU8 (as stored), "bf16", "f32".
-StatusOr<DType> ParseWeightDType(const std::string& s);
-// "auto", "f32", "bf16".
-StatusOr<ActivationPrecision> ParsePrecision(const std::string& s);
 
 // Reads and parses a config.json.
 StatusOr<MoeConfig> LoadMoeConfig(const std::string& path);

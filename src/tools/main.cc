@@ -3,13 +3,16 @@
 #include <cstdio>
 #include <exception>
 
+#include "kernels/kernel_table.h"
 #include "tools/commands.h"
 
 namespace {
 
 int Run(int argc, char** argv) {
   CLI::App app{"moerun: mixture-of-experts inference on CPUs"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);
+  bool version = false;
+  app.add_flag("--version", version, "Print the version, the CPU features and the kernel rows chosen");
   int exit_code = 0;
   moerun::RegisterMoeLayerCommand(app, &exit_code);
   moerun::RegisterBenchMoeCommand(app, &exit_code);
@@ -18,6 +21,14 @@ int Run(int argc, char** argv) {
   moerun::RegisterEvalCommand(app, &exit_code);
   moerun::RegisterModelCommands(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
+  if (version) {
+    std::printf("moerun %s\n%s\n", MOERUN_VERSION, moerun::DescribeKernelChoice({}).c_str());
+    return 0;
+  }
+  if (app.get_subcommands().empty()) {
+    std::fprintf(stderr, "%s", app.help().c_str());
+    return 1;
+  }
   return exit_code;
 }
 

@@ -33,8 +33,7 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   cmd->add_option("-m,--model", a->model_dir, "Checkpoint directory (config.json + safetensors)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
-  cmd->add_option("--weight-dtype", a->weight_dtype, "Packed weights: auto|bf16|f32");
-  cmd->add_option("--precision", a->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
+  a->kernels.Add(cmd);
   cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
   a->parallel.Add(cmd);
 }
@@ -43,8 +42,8 @@ StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPoo
                                                    Communicator* world) {
   ModelLoadOptions o;
   ASSIGN_OR_RETURN(o.parallel, a.parallel.ToOptions());
-  ASSIGN_OR_RETURN(o.weight_dtype, ParseWeightDType(a.weight_dtype));
-  ASSIGN_OR_RETURN(o.precision, ParsePrecision(a.precision));
+  ASSIGN_OR_RETURN(o.weight_format, a.kernels.Format());
+  ASSIGN_OR_RETURN(o.kernels, a.kernels.Policy());
   o.check_tensors = a.check_tensors;
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = world == nullptr || world->rank() == 0;

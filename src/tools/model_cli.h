@@ -11,6 +11,7 @@
 #include "comm/communicator.h"
 #include "core/thread_pool.h"
 #include "model/deepseek_model.h"
+#include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
 namespace moerun {
@@ -22,8 +23,7 @@ struct ModelArgs {
   ParallelFlags parallel;
   std::string model_dir;  // default: models/tiny-arith (or $MOERUN_MODEL)
   int threads = 0;        // 0 = all CPUs (divided among MPI ranks on this host)
-  std::string weight_dtype = "auto";
-  std::string precision = "auto";
+  KernelFlags kernels;
   bool check_tensors = false;
 };
 

@@ -202,6 +202,8 @@ Status RunInspect(const ModelArgs& a) {
   }
   std::printf("tensors: %zu, parameters: %llu, bytes: %llu\n", ckpt->Names().size(),
               static_cast<unsigned long long>(params), static_cast<unsigned long long>(bytes));
+  ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
+  std::printf("%s\n", DescribeKernelChoice(policy).c_str());
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
   Status s = LoadModel(a, &pool).status();
   std::printf("validation: %s\n", s.ok() ? "OK" : s.ToString().c_str());

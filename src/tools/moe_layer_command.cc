@@ -10,6 +10,7 @@
 #include "moe/parallel_moe.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
 namespace moerun {
@@ -22,9 +23,7 @@ struct MoeLayerArgs {
   std::string input;    // safetensors with hidden_states [T, H]
   std::string output;   // safetensors to write
   int threads = 0;      // 0 = all CPUs
-  std::string weight_dtype = "auto";
-  std::string precision = "auto";
-  bool generic = false;
+  KernelFlags kernels;
   bool check = false;
   int repeat = 1;
   ParallelFlags parallel;
@@ -46,11 +45,30 @@ StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
   return x.ToF32();
 }
 
+// The reference runs on the weights as stored. f32: f32 rounding only; f16 weights ~5e-4; bf16
+// weights may round activations to bf16 (~4e-3); block formats add their quantisation error
+// (relative RMS ~0.4% for 8-bit, ~2% for 6-bit, ~7% for 4-bit per weight, averaged over K).
+double ReferenceTolerance(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kF32:
+      return 1e-4;
+    case WeightFormat::kF16:
+      return 2e-3;
+    case WeightFormat::kBF16:
+      return 2e-2;
+    case WeightFormat::kQ8_0:
+      return 5e-2;
+    case WeightFormat::kQ6_K:
+      return 8e-2;
+    default:
+      return 0.3;
+  }
+}
+
 Status CheckOutput(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-                   const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, DType weight_dtype) {
+                   const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, WeightFormat format) {
   ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, ckpt, prefix, x));
-  // f32 weights: f32 rounding only; bf16 weights may round activations to bf16 (relative ~4e-3).
-  const double rtol = weight_dtype == DType::kBF16 ? 2e-2 : 1e-4;
+  const double rtol = ReferenceTolerance(format);
   const MoeComparison cmp = CompareWithReference(ref, y.data<float>(), ids.data(), x.dim(0),
                                                  config.hidden_size, config.num_experts_per_tok, 1e-5, rtol);
   std::printf(
@@ -88,8 +106,8 @@ StatusOr<std::vector<T>> GatherOutputRows(Communicator& world, const T* rows, in
   return all;
 }
 
-Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, DType wdtype,
-                   ActivationPrecision precision, const Tensor& x) {
+Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, std::optional<WeightFormat> format,
+                   const KernelPolicy& policy, const Tensor& x) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
@@ -100,7 +118,7 @@ Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, DType wdtype,
     auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
     ASSIGN_OR_RETURN(std::unique_ptr<ParallelMoe> moe,
-                     ParallelMoe::Create(config, *ckpt, a.prefix, options, world, wdtype, &pool, precision));
+                     ParallelMoe::Create(config, *ckpt, a.prefix, options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
     if (lead) {
       std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s on %d ranks (%s) in %.2f s, %d threads per rank\n",
@@ -138,10 +156,7 @@ Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, DType wdtype,
     ASSIGN_OR_RETURN(Tensor y, Tensor::Zeros(DType::kF32, {tokens, h}));
     std::copy(y_all.begin(), y_all.end(), y.data<float>());
     Routing all{.tokens = tokens, .k = k, .ids = std::move(ids_all), .weights = std::move(w_all)};
-    const DType packed = wdtype == DType::kU8 ? ckpt->Find(a.prefix + "gate.weight")->dtype : wdtype;
-    if (a.check)
-      RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, all.ids,
-                                  packed == DType::kBF16 ? DType::kBF16 : DType::kF32));
+    if (a.check) RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, all.ids, moe->weights().format));
     RETURN_IF_ERROR(WriteOutput(a.output, y, all, k));
     std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
     return Status::Ok();
@@ -157,23 +172,22 @@ Status Run(const MoeLayerArgs& a) {
     config_path = (std::filesystem::path(a.weights) / "config.json").string();
   }
   ASSIGN_OR_RETURN(MoeConfig config, LoadMoeConfig(config_path));
-  ASSIGN_OR_RETURN(DType wdtype, ParseWeightDType(a.weight_dtype));
-  ASSIGN_OR_RETURN(ActivationPrecision precision, ParsePrecision(a.precision));
+  ASSIGN_OR_RETURN(std::optional<WeightFormat> format, a.kernels.Format());
+  ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   if (a.repeat < 1) return InvalidArgument("--repeat {} must be >= 1", a.repeat);
   ASSIGN_OR_RETURN(Tensor x, LoadInput(a.input, config.hidden_size));
-  if (a.parallel.Parallel()) return RunParallel(a, config, wdtype, precision, x);
+  if (a.parallel.Parallel()) return RunParallel(a, config, format, policy, x);
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
 
   auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
-  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, a.prefix, wdtype, &pool));
-  std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, cpu: %s)\n",
-               config.Summary().c_str(), a.weights.c_str(),
-               a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(), SecondsSince(t0),
-               std::string(DTypeName(weights.weight_dtype)).c_str(), pool.size(),
-               GetCpuFeatures().ToString().c_str());
+  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, a.prefix, format, &pool));
+  std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, kernel %s at 1 row)\n",
+               config.Summary().c_str(), a.weights.c_str(), a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(),
+               SecondsSince(t0), WeightFormatName(weights.format), pool.size(),
+               SelectKernel(weights.format, 1, policy).name);
 
-  MoeBlock block(config, std::move(weights), MoeOptions{.precision = precision, .force_generic = a.generic});
+  MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
   StatusOr<MoeOutput> out = Status(StatusCode::kInternal, "not run");
   double best = 1e30;
   for (int r = 0; r < a.repeat; ++r) {
@@ -190,7 +204,7 @@ Status Run(const MoeLayerArgs& a) {
 
   if (a.check)
     RETURN_IF_ERROR(
-        CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().weight_dtype));
+        CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().format));
   RETURN_IF_ERROR(WriteOutput(a.output, y, out->routing, k));
   std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
   return Status::Ok();
@@ -209,9 +223,7 @@ void RegisterMoeLayerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--output,-o", args->output, "Output safetensors (hidden_states, topk_ids, topk_weights)")
       ->required();
   cmd->add_option("-t,--threads", args->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
-  cmd->add_option("--weight-dtype", args->weight_dtype, "Packed expert weights: auto|bf16|f32");
-  cmd->add_option("--precision", args->precision, "Activation rounding for bf16 weights: auto|f32|bf16");
-  cmd->add_flag("--generic", args->generic, "Use the portable kernels, not AVX-512");
+  args->kernels.Add(cmd);
   cmd->add_flag("--check", args->check, "Compare with the double-precision reference; fail if it differs");
   cmd->add_option("--repeat", args->repeat, "Run the forward N times, report the best time");
   args->parallel.Add(cmd);

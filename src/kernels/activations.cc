@@ -1,0 +1,105 @@
+#include "kernels/activations.h"
+
+#include <algorithm>
+
+namespace moerun {
+namespace {
+
+int64_t Pad(int64_t k, int64_t to) { return (k + to - 1) / to * to; }
+
+template <typename Fn>
+void ForRows(ThreadPool* pool, int64_t rows, Fn&& fn) {
+  if (pool == nullptr || rows < 8) {
+    for (int64_t r = 0; r < rows; ++r) fn(r);
+    return;
+  }
+  pool->ParallelFor(rows, [&](int64_t r, int) { fn(r); });
+}
+
+}  // namespace
+
+const char* ActFormatName(ActFormat f) {
+  switch (f) {
+    case ActFormat::kF32:
+      return "f32";
+    case ActFormat::kBf16Pairs:
+      return "bf16";
+    case ActFormat::kQ8Block32:
+      return "q8";
+  }
+  return "?";
+}
+
+ActView OffsetRows(const ActView& v, int64_t r0) {
+  ActView o = v;
+  if (o.f32 != nullptr) o.f32 += r0 * v.ld;
+  if (o.bf16 != nullptr) o.bf16 += r0 * v.ld;
+  if (o.q8.q != nullptr) {
+    o.q8.q += r0 * v.q8.ldq;
+    o.q8.d += r0 * v.q8.ldb;
+    o.q8.sum += r0 * v.q8.ldb;
+  }
+  return o;
+}
+
+ActView ActivationBuffer::Prepare(ActFormat format, const float* x, int64_t rows, int64_t k, int64_t ldx,
+                                  ThreadPool* pool) {
+  ActView v;
+  v.format = format;
+  switch (format) {
+    case ActFormat::kF32:
+      v.f32 = x;
+      v.ld = ldx;
+      return v;
+    case ActFormat::kBf16Pairs: {
+      const int64_t ld = Pad(k, 2);
+      uint16_t* dst = bf16_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ld)));
+      ForRows(pool, rows, [&](int64_t r) {
+        const float* src = x + r * ldx;
+        uint16_t* out = dst + r * ld;
+        for (int64_t i = 0; i < k; ++i) out[i] = F32ToBf16(src[i]);
+        for (int64_t i = k; i < ld; ++i) out[i] = 0;
+      });
+      v.bf16 = dst;
+      v.ld = ld;
+      return v;
+    }
+    case ActFormat::kQ8Block32: {
+      const int64_t ldq = Pad(k, 32), ldb = ldq / 32;
+      int8_t* q = q_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldq)));
+      float* d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
+      int32_t* s = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
+      ForRows(pool, rows, [&](int64_t r) {
+        QuantizeActivationRow(x + r * ldx, k, q + r * ldq, d + r * ldb, s + r * ldb);
+      });
+      v.q8 = Q8Activations{.q = q, .d = d, .sum = s, .ldq = ldq, .ldb = ldb};
+      v.ld = ldq;
+      return v;
+    }
+  }
+  return v;
+}
+
+std::vector<double> ActivationsAsSeen(ActFormat format, const float* x, int64_t k) {
+  std::vector<double> out(static_cast<size_t>(k));
+  switch (format) {
+    case ActFormat::kF32:
+      for (int64_t i = 0; i < k; ++i) out[i] = x[i];
+      break;
+    case ActFormat::kBf16Pairs:
+      for (int64_t i = 0; i < k; ++i) out[i] = Bf16ToF32(F32ToBf16(x[i]));
+      break;
+    case ActFormat::kQ8Block32: {
+      const int64_t kp = Pad(k, 32);
+      std::vector<int8_t> q(static_cast<size_t>(kp));
+      std::vector<float> d(static_cast<size_t>(kp / 32));
+      std::vector<int32_t> s(static_cast<size_t>(kp / 32));
+      QuantizeActivationRow(x, k, q.data(), d.data(), s.data());
+      for (int64_t i = 0; i < k; ++i) out[i] = static_cast<double>(d[i / 32]) * q[i];
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace moerun

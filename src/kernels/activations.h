@@ -1,0 +1,56 @@
+// Activations prepared for a matmul kernel row: the kernel table says which ActFormat a row reads,
+// and ActivationBuffer converts f32 activations [rows, K] into it, so no caller ever tests which
+// path it got.
+//   kF32        the f32 rows as given (no copy);
+//   kBf16Pairs  rounded to bf16 (nearest even), K padded to even with a zero (vdpbf16ps pairs);
+//   kQ8Block32  int8 per 32-element block with an f32 scale and the block's int sum
+//               (kernels/quant_dot.h), K padded with zeros to a multiple of 32. Block-local
+//               scales make a K slice's quantisation equal to the whole row's on 32-aligned
+//               slices, so tensor-parallel K splits see the same integers as one rank.
+// Thread safety: an ActivationBuffer is used by one caller at a time; the views it returns stay
+// valid until its next Prepare of the same format.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/scratch_buffer.h"
+#include "core/thread_pool.h"
+#include "kernels/quant_dot.h"
+
+namespace moerun {
+
+enum class ActFormat : uint8_t { kF32, kBf16Pairs, kQ8Block32 };
+const char* ActFormatName(ActFormat f);
+
+// A read-only view of prepared activations: row r of the format's array starts at r * ld
+// (elements of that array; for kQ8Block32 the q8 struct carries its own strides).
+struct ActView {
+  ActFormat format = ActFormat::kF32;
+  const float* f32 = nullptr;     // kF32: [rows, ld]
+  const uint16_t* bf16 = nullptr;  // kBf16Pairs: [rows, ld], ld even
+  Q8Activations q8;                // kQ8Block32
+  int64_t ld = 0;
+};
+
+// The view of rows [r0, ...) of `v`.
+ActView OffsetRows(const ActView& v, int64_t r0);
+
+class ActivationBuffer {
+ public:
+  // x: [rows, k] f32 with row stride ldx. Returns the view in `format` (kF32 views x itself).
+  ActView Prepare(ActFormat format, const float* x, int64_t rows, int64_t k, int64_t ldx,
+                  ThreadPool* pool = nullptr);
+
+ private:
+  ScratchBuffer<uint16_t> bf16_;
+  ScratchBuffer<int8_t> q_;
+  ScratchBuffer<float> d_;
+  ScratchBuffer<int32_t> sum_;
+};
+
+// The activation row x[0, k) as the kernel sees it, in double: exact for kF32, bf16-rounded for
+// kBf16Pairs, dequantised int8 for kQ8Block32. The test oracle's input.
+std::vector<double> ActivationsAsSeen(ActFormat format, const float* x, int64_t k);
+
+}  // namespace moerun

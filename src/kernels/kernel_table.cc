@@ -1,0 +1,139 @@
+#include "kernels/kernel_table.h"
+
+#include <array>
+#include <cstring>
+
+#include "kernels/matmul_impl.h"
+
+namespace moerun {
+namespace {
+
+using internal::MatmulTaskQuant;
+using WF = WeightFormat;
+using AF = ActFormat;
+
+bool Always(const CpuFeatures&) { return true; }
+bool Avx2(const CpuFeatures& f) { return f.HasAvx2Kernels(); }
+bool Avx512(const CpuFeatures& f) { return f.HasAvx512Bf16Kernels(); }
+bool Avx512Vnni(const CpuFeatures& f) { return f.HasAvx512VnniKernels() && f.HasAvx2Kernels(); }
+
+constexpr MatmulTaskFn kRefQ = MatmulTaskQuant<QuantDotTileRef>;
+constexpr MatmulTaskFn kAvx2Q = MatmulTaskQuant<QuantDotTileAvx2>;
+constexpr MatmulTaskFn kVnniQ = MatmulTaskQuant<QuantDotTileAvx512Vnni>;
+
+// clang-format off
+constexpr std::array<MatmulKernel, 22> kKernels = {{
+    // name               isa           weights    acts              cpu         inv   min prio task
+    {"ref-f32",           "ref",        WF::kF32,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
+    {"ref-f16",           "ref",        WF::kF16,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
+    {"ref-bf16",          "ref",        WF::kBF16, AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
+    {"ref-q8_0",          "ref",        WF::kQ8_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"ref-q4_0",          "ref",        WF::kQ4_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"ref-q4_k",          "ref",        WF::kQ4_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"ref-q6_k",          "ref",        WF::kQ6_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"avx2-f32",          "avx2",       WF::kF32,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
+    {"avx2-f16",          "avx2",       WF::kF16,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
+    {"avx2-bf16",         "avx2",       WF::kBF16, AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
+    {"avx2-q8_0",         "avx2",       WF::kQ8_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx2-q4_0",         "avx2",       WF::kQ4_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx2-q4_k",         "avx2",       WF::kQ4_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx2-q6_k",         "avx2",       WF::kQ6_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx512-f32",        "avx512",     WF::kF32,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
+    {"avx512-f16",        "avx512",     WF::kF16,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
+    {"avx512-bf16",       "avx512",     WF::kBF16, AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
+    {"avx512-bf16dot",    "avx512",     WF::kBF16, AF::kBf16Pairs,   Avx512,     true, kBf16DotMinRows, 3,
+     internal::MatmulTaskAvx512Bf16Dot},
+    {"avx512vnni-q8_0",   "avx512vnni", WF::kQ8_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+    {"avx512vnni-q4_0",   "avx512vnni", WF::kQ4_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+    {"avx512vnni-q4_k",   "avx512vnni", WF::kQ4_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+    {"avx512vnni-q6_k",   "avx512vnni", WF::kQ6_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+}};
+// clang-format on
+
+bool IsIsa(const std::string& s) { return s == "ref" || s == "avx2" || s == "avx512" || s == "avx512vnni"; }
+
+// Whether the policy lets `k` serve `format` at `rows` rows (before the CPU check).
+bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
+  if (!p.forced.empty()) {
+    if (IsIsa(p.forced)) {
+      // A forced ISA: its rows only; the AVX-512 ISAs serve each other's formats.
+      const bool avx512_family = std::strncmp(p.forced.c_str(), "avx512", 6) == 0 &&
+                                 std::strncmp(k.isa, "avx512", 6) == 0;
+      if (p.forced != k.isa && !avx512_family) return false;
+    } else if (const MatmulKernel* f = FindKernel(p.forced); f != nullptr && f->weights == k.weights) {
+      return f == &k;
+    }
+  }
+  const bool bf16_acts = k.acts == ActFormat::kBf16Pairs;
+  switch (p.precision) {
+    case ActivationPrecision::kF32:
+      if (bf16_acts) return false;
+      break;
+    case ActivationPrecision::kBf16:
+      return true;  // bf16 rows win on priority
+    case ActivationPrecision::kAuto:
+      if (!p.deterministic && rows < k.min_rows) return false;
+      break;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::span<const MatmulKernel> AllKernels() { return kKernels; }
+
+const MatmulKernel* FindKernel(const std::string& name) {
+  for (const MatmulKernel& k : AllKernels()) {
+    if (name == k.name) return &k;
+  }
+  return nullptr;
+}
+
+Status ValidateKernelPolicy(const KernelPolicy& policy) {
+  if (policy.forced.empty()) return Status::Ok();
+  const CpuFeatures& cpu = GetCpuFeatures();
+  if (const MatmulKernel* k = FindKernel(policy.forced)) {
+    if (!k->supported(cpu))
+      return InvalidArgument("--kernel {}: this CPU lacks the {} instructions (has: {})", policy.forced, k->isa,
+                             cpu.ToString());
+    return Status::Ok();
+  }
+  if (!IsIsa(policy.forced)) {
+    std::string names = "ref|avx2|avx512|avx512vnni";
+    for (const MatmulKernel& k : AllKernels()) names += std::string("|") + k.name;
+    return InvalidArgument("--kernel {}: unknown; expected one of {}", policy.forced, names);
+  }
+  for (const MatmulKernel& k : AllKernels()) {
+    if (k.isa == policy.forced && k.supported(cpu)) return Status::Ok();
+  }
+  return InvalidArgument("--kernel {}: this CPU lacks the {} instructions (has: {})", policy.forced,
+                         policy.forced, cpu.ToString());
+}
+
+const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy) {
+  const CpuFeatures& cpu = GetCpuFeatures();
+  const MatmulKernel* best = nullptr;
+  for (const MatmulKernel& k : AllKernels()) {
+    if (k.weights != format || !k.supported(cpu) || !Allowed(k, rows, policy)) continue;
+    if (policy.deterministic && !k.batch_invariant) continue;
+    if (best == nullptr || k.priority > best->priority) best = &k;
+  }
+  if (best != nullptr) return *best;
+  // A forced ISA without a row for this format: the best auto row.
+  KernelPolicy fallback = policy;
+  fallback.forced.clear();
+  return SelectKernel(format, rows, fallback);
+}
+
+std::string DescribeKernelChoice(const KernelPolicy& policy) {
+  std::string s = "cpu: " + GetCpuFeatures().ToString() + "\nkernels:";
+  for (const WeightFormatTraits& f : AllWeightFormats()) {
+    const MatmulKernel& one = SelectKernel(f.format, 1, policy);
+    const MatmulKernel& many = SelectKernel(f.format, 512, policy);
+    s += std::string(" ") + f.name + "=" + one.name;
+    if (&one != &many) s += std::string(" (>=") + std::to_string(many.min_rows) + " rows: " + many.name + ")";
+  }
+  return s;
+}
+
+}  // namespace moerun

@@ -1,0 +1,75 @@
+// The kernel table: every matmul implementation is one row (weight format, activation format,
+// ISA) with a CPU predicate, ggml's type_traits idea. Row 0 of each format is the portable C++
+// reference. SelectKernel picks a row from the table and the policy (auto, a forced ISA or row
+// name, deterministic); callers then prepare activations in the row's format
+// (kernels/activations.h) and never test which path they got.
+//
+// Rows:
+//   ref-<fmt>            portable C++, every format (f32 activations, or q8 for block formats)
+//   avx2-<fmt>           AVX2 + FMA + F16C (f32/f16/bf16 widened and FMA'd; block formats with
+//                        vpmaddubsw/vpmaddwd on q8 activations)
+//   avx512-<fmt>         AVX-512 F/BW/VL/DQ (f32/f16/bf16 FMA'd)
+//   avx512-bf16dot       AVX-512 BF16 vdpbf16ps on bf16-rounded activations (bf16 weights;
+//                        auto picks it from kBf16DotMinRows rows: compute bound)
+//   avx512vnni-<fmt>     AVX-512 VNNI vpdpbusd for the block formats
+// Every row is batch-invariant (an output element does not depend on the other rows of the
+// batch), so deterministic mode may use any; it uses one row per format for every row count.
+//
+// Thread safety: the table is constant; selection is a pure function.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "core/cpu_features.h"
+#include "core/status.h"
+#include "kernels/matmul.h"
+
+namespace moerun {
+
+// Computes rows [m0, m1) x stored 16-row blocks [b0, b1) of job (b0, b1 even for gate/up).
+using MatmulTaskFn = void (*)(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+
+struct MatmulKernel {
+  const char* name;  // "avx2-q4_k"
+  const char* isa;   // "ref" | "avx2" | "avx512" | "avx512vnni"
+  WeightFormat weights;
+  ActFormat acts;
+  bool (*supported)(const CpuFeatures&);
+  bool batch_invariant;
+  int64_t min_rows;  // auto selection uses the row only for batches of at least this many rows
+  int priority;      // auto selection prefers the highest
+  MatmulTaskFn task;
+};
+
+inline constexpr int64_t kBf16DotMinRows = 8;
+
+std::span<const MatmulKernel> AllKernels();
+const MatmulKernel* FindKernel(const std::string& name);
+
+// How activations may be rounded (the --precision flag).
+enum class ActivationPrecision {
+  kAuto,  // bf16 dot products for rows >= kBf16DotMinRows, exact f32 otherwise
+  kF32,   // never round f32 activations for float weights (slower at large batch)
+  kBf16,  // always use bf16 dot products where the CPU has them
+};
+
+struct KernelPolicy {
+  // "" (auto), an ISA ("ref", "avx2", "avx512", "avx512vnni": the best row of that ISA for each
+  // format) or a row name ("avx2-q4_k": that row for its format, auto for the others).
+  std::string forced;
+  bool deterministic = false;  // one row per format whatever the row count
+  ActivationPrecision precision = ActivationPrecision::kAuto;
+};
+
+// Checks that `policy.forced` names an ISA or row this CPU supports ("--kernel avx512: this CPU
+// lacks avx512f ..."), before any weight is read.
+Status ValidateKernelPolicy(const KernelPolicy& policy);
+// The row for `format` at `rows` rows. Never null: the ref row always qualifies.
+const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy);
+
+// "cpu: avx2 f16c ...; kernels: f32=avx512-f32 bf16=avx512-bf16 (>=8 rows: avx512-bf16dot) ..."
+std::string DescribeKernelChoice(const KernelPolicy& policy);
+
+}  // namespace moerun

@@ -1,0 +1,86 @@
+// Portable matmul tasks: scalar loops over the packed layouts, f32 accumulation in k order (float
+// formats), or the reference quant_dot tile (block formats). Row 0 of every format in the table.
+#include <algorithm>
+
+#include "kernels/matmul_impl.h"
+
+namespace moerun::internal {
+namespace {
+
+float Lane(const PackedWeight& w, int64_t block, int64_t k, int lane) {
+  switch (w.format()) {
+    case WeightFormat::kF32:
+      return w.f32_block(block)[k * 16 + lane];
+    case WeightFormat::kF16:
+      return F16ToF32(w.u16_block(block)[k * 16 + lane]);
+    default:  // kBF16
+      return Bf16ToF32(w.u16_block(block)[(k / 2) * 32 + lane * 2 + (k % 2)]);
+  }
+}
+
+// acc[16] = sum_k x[k] * block[k][lane] for one 16-row block.
+void DotBlock(const PackedWeight& w, int64_t block, const float* x, int64_t k_begin, int64_t k_end,
+              float acc[16]) {
+  std::fill(acc, acc + 16, 0.0f);
+  for (int64_t k = k_begin; k < k_end; ++k) {
+    for (int l = 0; l < 16; ++l) acc[l] += x[k] * Lane(w, block, k, l);
+  }
+}
+
+}  // namespace
+
+void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+  const PackedWeight& w = *job.w;
+  const int64_t n = w.out_features();
+  float acc[16], up[16];
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* x = job.x.f32 + m * job.x.ld;
+    float* y = job.y + m * job.ldy;
+    if (job.epilogue == Epilogue::kStore) {
+      for (int64_t b = b0; b < b1; ++b) {
+        DotBlock(w, b, x, job.k_begin, job.KEnd(), acc);
+        for (int l = 0; l < 16 && b * 16 + l < n; ++l) y[b * 16 + l] = acc[l];
+      }
+    } else {
+      for (int64_t b = b0; b < b1; b += 2) {
+        DotBlock(w, b, x, job.k_begin, job.KEnd(), acc);
+        DotBlock(w, b + 1, x, job.k_begin, job.KEnd(), up);
+        const int64_t col0 = (b / 2) * 16;
+        for (int l = 0; l < 16 && col0 + l < n; ++l) y[col0 + l] = Silu(acc[l]) * up[l];
+      }
+    }
+  }
+}
+
+template <QuantDotTileFn Tile>
+void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+  const PackedWeight& w = *job.w;
+  const int64_t n = w.out_features();
+  const DType storage = Traits(w.format()).storage;
+  const int64_t kb0 = job.k_begin / 32, kb1 = (job.KEnd() + 31) / 32;
+  const int64_t rows = m1 - m0;
+  float gate[kMatmulMaxChunkRows * 16], up[kMatmulMaxChunkRows * 16];
+  const int step = job.epilogue == Epilogue::kSwiGlu ? 2 : 1;
+  for (int64_t b = b0; b < b1; b += step) {
+    const int64_t col0 = BlockCol0(job, b);
+    const int valid = static_cast<int>(std::min<int64_t>(16, n - col0));
+    if (valid <= 0) continue;
+    Tile(storage, w.block(b), w.row_bytes(), valid, job.x.q8, m0, m1, kb0, kb1, gate);
+    if (step == 2) Tile(storage, w.block(b + 1), w.row_bytes(), valid, job.x.q8, m0, m1, kb0, kb1, up);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* y = job.y + (m0 + i) * job.ldy + col0;
+      const float* g = gate + i * 16;
+      if (step == 1) {
+        std::copy(g, g + valid, y);
+      } else {
+        for (int l = 0; l < valid; ++l) y[l] = Silu(g[l]) * up[i * 16 + l];
+      }
+    }
+  }
+}
+
+template void MatmulTaskQuant<QuantDotTileRef>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx2>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx512Vnni>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+
+}  // namespace moerun::internal

@@ -1,0 +1,69 @@
+#include "kernels/weight_format.h"
+
+#include <array>
+#include <cassert>
+
+namespace moerun {
+namespace {
+
+constexpr std::array<WeightFormatTraits, 7> kFormats = {{
+    {WeightFormat::kF32, "f32", DType::kF32, 1, PackedLayout::kLanes16, 32.0},
+    {WeightFormat::kF16, "f16", DType::kF16, 1, PackedLayout::kLanes16, 16.0},
+    {WeightFormat::kBF16, "bf16", DType::kBF16, 1, PackedLayout::kLanes16, 16.0},
+    {WeightFormat::kQ8_0, "q8_0", DType::kQ8_0, 32, PackedLayout::kRows, 8.5},
+    {WeightFormat::kQ4_0, "q4_0", DType::kQ4_0, 32, PackedLayout::kRows, 4.5},
+    {WeightFormat::kQ4_K, "q4_k", DType::kQ4_K, 256, PackedLayout::kRows, 4.5},
+    {WeightFormat::kQ6_K, "q6_k", DType::kQ6_K, 256, PackedLayout::kRows, 6.5625},
+}};
+
+}  // namespace
+
+const WeightFormatTraits& Traits(WeightFormat f) {
+  const auto& t = kFormats[static_cast<size_t>(f)];
+  assert(t.format == f);
+  return t;
+}
+
+std::span<const WeightFormatTraits> AllWeightFormats() { return kFormats; }
+
+const char* WeightFormatName(WeightFormat f) { return Traits(f).name; }
+
+std::optional<WeightFormat> ParseWeightFormat(std::string_view name) {
+  for (const auto& t : kFormats) {
+    if (name == t.name) return t.format;
+  }
+  return std::nullopt;
+}
+
+std::optional<WeightFormat> FormatOfDType(DType dtype) {
+  for (const auto& t : kFormats) {
+    if (t.storage == dtype) return t.format;
+  }
+  return std::nullopt;
+}
+
+WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k) {
+  WeightFormat f = requested ? *requested : FormatOfDType(stored).value_or(WeightFormat::kF32);
+  while (k % Traits(f).k_alignment != 0) {
+    switch (f) {
+      case WeightFormat::kQ4_K:
+        f = WeightFormat::kQ4_0;
+        break;
+      case WeightFormat::kQ6_K:
+        f = WeightFormat::kQ8_0;
+        break;
+      default:
+        f = WeightFormat::kBF16;
+        break;
+    }
+  }
+  return f;
+}
+
+std::string WeightFormatChoices() {
+  std::string s;
+  for (const auto& t : kFormats) s += (s.empty() ? "" : "|") + std::string(t.name);
+  return s;
+}
+
+}  // namespace moerun

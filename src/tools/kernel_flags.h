@@ -1,0 +1,29 @@
+// KernelFlags: the weight-format and kernel flags every runner takes (moe-layer, bench-moe and
+// every model command): --weight-format auto|f32|f16|bf16|q8_0|q4_0|q4_k|q6_k (--weight-dtype is
+// the old spelling), --precision auto|f32|bf16 and --kernel ISA|ROW (kernels/kernel_table.h).
+// Parsed and validated once, before any weight is read.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "core/status.h"
+#include "kernels/kernel_table.h"
+#include "kernels/weight_format.h"
+
+namespace moerun {
+
+struct KernelFlags {
+  std::string weight_format = "auto";  // e.g. "q4_k"
+  std::string precision = "auto";
+  std::string kernel;  // "" = auto, e.g. "avx2" or "avx512vnni-q4_k"
+
+  void Add(CLI::App* cmd, const std::string& default_format = "auto");
+  // nullopt for "auto" (as stored).
+  StatusOr<std::optional<WeightFormat>> Format() const;
+  StatusOr<KernelPolicy> Policy() const;
+};
+
+}  // namespace moerun
