@@ -13,15 +13,18 @@ CpuFeatures Detect() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
   f.fma = (c >> 12) & 1;
+  f.f16c = (c >> 29) & 1;
   const bool osxsave = (c >> 27) & 1;
   if (osxsave) {
     unsigned lo = 0, hi = 0;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     // bits 1,2 (SSE, AVX) and 5,6,7 (opmask, ZMM_Hi256, Hi16_ZMM)
+    f.os_saves_ymm = (lo & 0x6u) == 0x6u;
     f.os_saves_zmm = (lo & 0xe6u) == 0xe6u;
   }
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
+  f.avx2 = (b >> 5) & 1;
   f.avx512f = (b >> 16) & 1;
   f.avx512dq = (b >> 17) & 1;
   f.avx512bw = (b >> 30) & 1;
@@ -46,7 +49,9 @@ std::string CpuFeatures::ToString() const {
   add(avx512dq, "avx512dq");
   add(avx512_bf16, "avx512_bf16");
   add(avx512_vnni, "avx512_vnni");
+  add(avx2, "avx2");
   add(fma, "fma");
+  add(f16c, "f16c");
   return s.empty() ? "none" : s;
 }
 
