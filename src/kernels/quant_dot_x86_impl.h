@@ -62,6 +62,15 @@ inline __m256 GatherF16(const uint8_t* const* rows, size_t off) {
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
 }
 
+// Software prefetch of `bytes` bytes (whole lines) of every row at `off`: the 8 rows are 8
+// interleaved streams, more than the hardware prefetchers follow well when weights are cold.
+inline void PrefetchRows(const uint8_t* const* rows, size_t off, size_t bytes) {
+  for (int j = 0; j < kGroup; ++j) {
+    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(rows[j] + off + b), _MM_HINT_T0);
+  }
+}
+constexpr size_t kPrefetchAhead = 1024;  // bytes ahead in each row
+
 inline __m256i LoadAct(const Q8Activations& a, int64_t m, int64_t kb) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + m * a.ldq + kb * 32));
 }
@@ -85,6 +94,7 @@ void GroupQ8_0(const uint8_t* const* rows, const Q8Activations& a, int64_t m, in
                __m256 acc[R]) {
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const size_t off = static_cast<size_t>(kb) * 34;
+    if ((kb & 1) == 0) PrefetchRows(rows, off + kPrefetchAhead, 64);
     __m256i act[R];
     for (int r = 0; r < R; ++r) act[r] = LoadAct(a, m + r, kb);
     auto unpack = [&](int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + off + 2)); };
@@ -120,6 +130,7 @@ void GroupQ4_0(const uint8_t* const* rows, const Q8Activations& a, int64_t m, in
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const size_t off = static_cast<size_t>(kb) * 18;
+    if ((kb & 3) == 0) PrefetchRows(rows, off + kPrefetchAhead, 64);
     __m256i act[R];
     for (int r = 0; r < R; ++r) act[r] = LoadAct(a, m + r, kb);
     auto unpack = [&](int j) {
@@ -144,6 +155,7 @@ void GroupQ4_K(const uint8_t* const* rows, const Q8Activations& a, int64_t m, in
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const size_t base = static_cast<size_t>(sb) * 144;
+    PrefetchRows(rows, base + kPrefetchAhead, 128);
     // ws[s][j] = d * sc_s, wm[s][j] = dmin * m_s of row j.
     alignas(32) float ws[8][kGroup], wm[8][kGroup];
     for (int j = 0; j < kGroup; ++j) {
@@ -196,6 +208,7 @@ void GroupQ6_K(const uint8_t* const* rows, const Q8Activations& a, int64_t m, in
   const __m256i k32 = _mm256_set1_epi8(32);
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const size_t base = static_cast<size_t>(sb) * 210;
+    PrefetchRows(rows, base + kPrefetchAhead, 192);
     const __m256 d = GatherF16(rows, base + 208);
     for (int i = 0; i < 8; ++i) {
       const int64_t kb = sb * 8 + i;
