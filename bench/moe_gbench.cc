@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "kernels/kernel_table.h"
 #include "moe/moe_block.h"
 #include "moe/synthetic_block.h"
 
@@ -22,7 +23,7 @@ const MoeBlock& V2LiteBlock() {
       ckpt = Checkpoint::Open(path);
     }
     ThreadPool pool(DefaultThreadCount());
-    return new MoeBlock(c, MoeWeights::Load(c, **ckpt, "", DType::kBF16, &pool).value());
+    return new MoeBlock(c, MoeWeights::Load(c, **ckpt, "", WeightFormat::kBF16, &pool).value());
   }();
   return *block;
 }
@@ -49,33 +50,41 @@ BENCHMARK(BM_MoeBlockV2Lite)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// One expert's gate/up matmul (2 x [1408, 2048] bf16) on each path.
+// The bf16 rows of the kernel table this CPU supports.
+std::vector<const MatmulKernel*> Bf16Rows() {
+  std::vector<const MatmulKernel*> rows;
+  for (const MatmulKernel& k : AllKernels())
+    if (k.weights == WeightFormat::kBF16 && k.supported(GetCpuFeatures())) rows.push_back(&k);
+  return rows;
+}
+
+// One expert's gate/up matmul (2 x [1408, 2048] bf16) on each bf16 kernel row.
 void BM_GateUpMatmul(benchmark::State& state) {
   const int64_t rows = state.range(0);
-  const MatmulPath path = static_cast<MatmulPath>(state.range(1));
+  const std::vector<const MatmulKernel*> kernels = Bf16Rows();
+  if (state.range(1) >= static_cast<int64_t>(kernels.size())) {
+    state.SkipWithError("no such kernel row on this CPU");
+    return;
+  }
+  const MatmulKernel& kernel = *kernels[static_cast<size_t>(state.range(1))];
+  state.SetLabel(kernel.name);
   const MoeBlock& block = V2LiteBlock();
   const PackedWeight& w = block.weights().gate_up[0];
   std::vector<float> x(static_cast<size_t>(rows * 2048), 0.5f), y(static_cast<size_t>(rows * 1408));
-  std::vector<uint16_t> xb(static_cast<size_t>(rows * 2048), F32ToBf16(0.5f)), yb(y.size());
+  ActivationBuffer acts;
   MatmulJob job{.rows = rows,
-                .x_f32 = x.data(),
-                .x_bf16 = xb.data(),
-                .ldx = 2048,
+                .x = acts.Prepare(kernel.acts, x.data(), rows, 2048, 2048),
                 .w = &w,
-                .y_f32 = y.data(),
+                .kernel = &kernel,
+                .y = y.data(),
                 .ldy = 1408,
-                .epilogue = Epilogue::kSwiGlu,
-                .path = path};
+                .epilogue = Epilogue::kSwiGlu};
   for (auto _ : state) RunMatmul(job, nullptr);
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * 2 * 1408 * 2048 * static_cast<double>(rows),
                          benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_GateUpMatmul)
-    ->ArgsProduct({{1, 8, 64, 256},
-                   {static_cast<int64_t>(MatmulPath::kAvx512F32),
-                    static_cast<int64_t>(MatmulPath::kAvx512Bf16Dot)}})
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GateUpMatmul)->ArgsProduct({{1, 8, 64, 256}, {0, 1, 2, 3}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace moerun

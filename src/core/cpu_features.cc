@@ -19,8 +19,8 @@ CpuFeatures Detect() {
     unsigned lo = 0, hi = 0;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     // bits 1,2 (SSE, AVX) and 5,6,7 (opmask, ZMM_Hi256, Hi16_ZMM)
-    f.os_saves_zmm = (lo & 0xe6u) == 0xe6u;
     f.os_saves_ymm = (lo & 0x6u) == 0x6u;
+    f.os_saves_zmm = (lo & 0xe6u) == 0xe6u;
   }
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
@@ -43,15 +43,15 @@ std::string CpuFeatures::ToString() const {
   auto add = [&](bool on, const char* name) {
     if (on) s += s.empty() ? name : std::string(" ") + name;
   };
-  add(avx2, "avx2");
-  add(f16c, "f16c");
   add(avx512f, "avx512f");
   add(avx512bw, "avx512bw");
   add(avx512vl, "avx512vl");
   add(avx512dq, "avx512dq");
   add(avx512_bf16, "avx512_bf16");
   add(avx512_vnni, "avx512_vnni");
+  add(avx2, "avx2");
   add(fma, "fma");
+  add(f16c, "f16c");
   return s.empty() ? "none" : s;
 }
 

@@ -13,21 +13,21 @@ struct CpuFeatures {
   bool avx512dq = false;
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
-  bool fma = false;
   bool avx2 = false;
+  bool fma = false;
   bool f16c = false;
+  bool os_saves_ymm = false;  // XCR0 enables SSE + AVX (YMM) state
   bool os_saves_zmm = false;  // XCR0 enables opmask + ZMM state
-  bool os_saves_ymm = false;  // XCR0 enables SSE + AVX state
 
   // Everything the AVX-512 kernels use.
   bool HasAvx512Bf16Kernels() const {
     return avx512f && avx512bw && avx512vl && avx512dq && avx512_bf16 && fma && os_saves_zmm;
   }
-  // Everything the AVX2 kernels use (AVX2 + FMA + F16C, the Zen 1-3 / Haswell level).
+  // Everything the AVX2 quantised-dot kernels (kernels/quant_dot_avx2.cc) use.
   bool HasAvx2Kernels() const { return avx2 && fma && f16c && os_saves_ymm; }
-  // AVX-512 F/BW/VL/DQ + VNNI: the int8 vpdpbusd kernels.
+  // Everything the AVX-512 VNNI quantised-dot kernels (kernels/quant_dot_avx512.cc) use.
   bool HasAvx512VnniKernels() const {
-    return avx512f && avx512bw && avx512vl && avx512dq && avx512_vnni && fma && os_saves_zmm;
+    return avx512f && avx512bw && avx512vl && avx512dq && avx512_vnni && fma && f16c && os_saves_zmm;
   }
   std::string ToString() const;  // "avx512f avx512bw ... "
 };

@@ -1,5 +1,7 @@
 #include "core/dtype.h"
 
+#include "core/block_quant.h"
+
 #include <cassert>
 #include <cmath>
 
@@ -170,8 +172,14 @@ void ConvertToF32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
       return;
     }
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      DequantizeRow(t, src, dst, static_cast<int64_t>(n));
+      return;
     default:
-      assert(false && "ConvertToF32: not a float type");
+      assert(false && "ConvertToF32: not a float or block type");
   }
 }
 

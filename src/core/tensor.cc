@@ -74,7 +74,7 @@ Tensor Tensor::Rows(int64_t begin, int64_t end) const {
 }
 
 StatusOr<Tensor> Tensor::ToF32() const {
-  if (dtype_ != DType::kF32 && dtype_ != DType::kBF16 && dtype_ != DType::kF16) {
+  if (dtype_ != DType::kF32 && dtype_ != DType::kBF16 && dtype_ != DType::kF16 && !IsBlockDType(dtype_)) {
     return InvalidArgument("cannot convert {} tensor to F32", DTypeName(dtype_));
   }
   ASSIGN_OR_RETURN(Tensor out, Zeros(DType::kF32, shape_));

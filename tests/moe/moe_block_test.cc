@@ -35,44 +35,66 @@ std::unique_ptr<Checkpoint> WriteBlock(const MoeConfig& c, DType dtype, const st
   return Checkpoint::Open(path.string()).value();
 }
 
-enum class Kernel { kGeneric, kAuto, kF32, kBf16Dot };
+// A kernel choice: a forced ISA ("" = auto) and the activation precision.
+struct Kernel {
+  const char* isa;
+  ActivationPrecision precision;
+  const char* name;
+};
+constexpr Kernel kKernels[] = {{"ref", ActivationPrecision::kAuto, "ref"},
+                               {"avx2", ActivationPrecision::kAuto, "avx2"},
+                               {"", ActivationPrecision::kAuto, "auto"},
+                               {"", ActivationPrecision::kF32, "f32acts"},
+                               {"", ActivationPrecision::kBf16, "bf16dot"}};
 
 struct BlockCase {
   std::string preset;
-  DType dtype;
+  DType dtype;                         // as stored in the file
+  std::optional<WeightFormat> format;  // packed as (nullopt: as stored)
   Kernel kernel;
 };
 
-void PrintTo(const BlockCase& c, std::ostream* os) {
-  *os << c.preset << "/" << DTypeName(c.dtype) << "/kernel" << static_cast<int>(c.kernel);
-}
-
 std::string CaseName(const ::testing::TestParamInfo<BlockCase>& info) {
-  std::string s = info.param.preset + "_" + std::string(DTypeName(info.param.dtype)) + "_";
-  const char* k[] = {"generic", "auto", "f32", "bf16dot"};
-  s += k[static_cast<int>(info.param.kernel)];
+  const BlockCase& p = info.param;
+  std::string s = p.preset + "_" + std::string(DTypeName(p.dtype)) + "_" +
+                  (p.format ? WeightFormatName(*p.format) : "stored") + "_" + p.kernel.name;
   for (char& ch : s)
     if (ch == '-') ch = '_';
   return s;
+}
+
+void PrintTo(const BlockCase& c, std::ostream* os) { *os << CaseName({c, 0}); }
+
+// The reference runs on the weights as stored: f32 rounding only, bf16-rounded activations on
+// the bf16-dot row, plus the quantisation error of a block format.
+double Tolerance(const BlockCase& p, WeightFormat packed) {
+  switch (packed) {
+    case WeightFormat::kF32:
+      return 1e-4;
+    case WeightFormat::kF16:
+      return 2e-3;
+    case WeightFormat::kBF16:
+      return p.dtype == DType::kBF16 ? 2e-2 : 2e-2;
+    case WeightFormat::kQ8_0:
+      return 5e-2;
+    case WeightFormat::kQ6_K:
+      return 8e-2;
+    default:
+      return 0.3;
+  }
 }
 
 class MoeBlockTest : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(MoeBlockTest, MatchesReference) {
   const BlockCase& p = GetParam();
-  if (p.kernel != Kernel::kGeneric && !GetCpuFeatures().HasAvx512Bf16Kernels())
-    GTEST_SKIP() << "no AVX-512 BF16";
+  MoeOptions opt;
+  opt.kernels = {.forced = p.kernel.isa, .precision = p.kernel.precision};
+  if (!ValidateKernelPolicy(opt.kernels).ok()) GTEST_SKIP() << "this CPU lacks " << p.kernel.isa;
   const MoeConfig c = SmallConfig(p.preset);
   auto ckpt = WriteBlock(c, p.dtype, CaseName({GetParam(), 0}));
-  MoeOptions opt;
-  opt.force_generic = p.kernel == Kernel::kGeneric;
-  opt.precision = p.kernel == Kernel::kF32       ? ActivationPrecision::kF32
-                  : p.kernel == Kernel::kBf16Dot ? ActivationPrecision::kBf16
-                                                 : ActivationPrecision::kAuto;
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value(), opt);
-  // bf16 activations (rounded, relative 2^-9 per element) only on the bf16-dot path.
-  const bool rounds = p.dtype == DType::kBF16 && p.kernel != Kernel::kGeneric && p.kernel != Kernel::kF32;
-  const double rtol = rounds ? 2e-2 : 1e-4;
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", p.format, nullptr).value(), opt);
+  const double rtol = Tolerance(p, block.weights().format);
   ThreadPool pool1(1), pool3(3);
   for (int64_t tokens : {1, 5, 64, 203}) {
     SCOPED_TRACE(tokens);
@@ -105,9 +127,13 @@ std::vector<BlockCase> AllCases() {
   std::vector<BlockCase> cases;
   for (const std::string& preset : PresetNames()) {
     for (DType d : {DType::kF32, DType::kBF16}) {
-      for (Kernel k : {Kernel::kGeneric, Kernel::kAuto, Kernel::kF32, Kernel::kBf16Dot}) {
-        if (d == DType::kF32 && k == Kernel::kBf16Dot) continue;  // dot path needs bf16 weights
-        cases.push_back({preset, d, k});
+      for (const Kernel& k : kKernels) cases.push_back({preset, d, std::nullopt, k});
+    }
+    // Quantised at load from bf16 (the formats' kernels are checked exactly in kernels_test).
+    for (WeightFormat f : {WeightFormat::kF16, WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ4_K,
+                           WeightFormat::kQ6_K}) {
+      for (const Kernel& k : kKernels) {
+        if (k.precision == ActivationPrecision::kAuto) cases.push_back({preset, DType::kBF16, f, k});
       }
     }
   }
@@ -120,7 +146,7 @@ TEST(MoeBlockFusedTest, FusedExpertTensorsMatchReference) {
   const MoeConfig c = SmallConfig("v2-lite");
   auto ckpt = WriteBlock(c, DType::kF32, "fused", /*fused=*/true);
   ASSERT_TRUE(ckpt->Has("experts.gate_up_proj"));
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
   const Tensor x = MakeSyntheticInput(17, c.hidden_size, 3, DType::kF32).value();
   const MoeOutput out = block.Forward(x, nullptr).value();
   const Tensor y = out.Sum().value();
@@ -133,7 +159,7 @@ TEST(MoeBlockFusedTest, FusedExpertTensorsMatchReference) {
 TEST(MoeBlockTest, ZeroTokens) {
   const MoeConfig c = SmallConfig("v3");
   auto ckpt = WriteBlock(c, DType::kBF16, "zero");
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
   const MoeOutput out =
       block.Forward(Tensor::Zeros(DType::kF32, {0, c.hidden_size}).value(), nullptr).value();
   EXPECT_EQ(out.routed.dim(0), 0);
@@ -142,7 +168,7 @@ TEST(MoeBlockTest, ZeroTokens) {
 TEST(MoeBlockTest, RejectsWrongInputShape) {
   const MoeConfig c = SmallConfig("v2-lite");
   auto ckpt = WriteBlock(c, DType::kBF16, "shape");
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", DType::kU8, nullptr).value());
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
   const Status s =
       block.Forward(Tensor::Zeros(DType::kF32, {2, c.hidden_size + 1}).value(), nullptr).status();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
@@ -158,7 +184,7 @@ Status LoadWith(const MoeConfig& c, const std::string& name,
   EXPECT_TRUE(WriteSafetensors(path.string(), tensors).ok());
   auto ckpt = Checkpoint::Open(path.string());
   if (!ckpt.ok()) return ckpt.status();
-  return MoeWeights::Load(c, **ckpt, "", DType::kU8, nullptr).status();
+  return MoeWeights::Load(c, **ckpt, "", std::nullopt, nullptr).status();
 }
 
 void ExpectMessage(const Status& s, StatusCode code, const std::string& needle) {
@@ -231,7 +257,7 @@ TEST(MoeWeightsTest, PrefixSelectsOneBlockOfACheckpoint) {
   ASSERT_TRUE(WriteSafetensors(path.string(), tensors).ok());
   auto ckpt = Checkpoint::Open(path.parent_path().string()).value();
   const std::string prefix = "model.layers.1.mlp.";
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, prefix, DType::kU8, nullptr).value());
+  MoeBlock block(c, MoeWeights::Load(c, *ckpt, prefix, std::nullopt, nullptr).value());
   const Tensor x = MakeSyntheticInput(9, c.hidden_size, 5, DType::kF32).value();
   const MoeOutput out = block.Forward(x, nullptr).value();
   const Tensor y = out.Sum().value();

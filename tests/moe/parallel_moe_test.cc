@@ -58,8 +58,8 @@ StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool r
   std::mutex mu;
   const Status s = RunRanks(o.world(), [&](Communicator& world) -> Status {
     ThreadPool pool(1);
-    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, DType::kU8, &pool,
-                                                   ActivationPrecision::kF32));
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, std::nullopt, &pool,
+                                                   KernelPolicy{.precision = ActivationPrecision::kF32}));
     moe->ReduceOutputAgainForTest(reduce_again);
     const auto [begin, end] = moe->TokenRange(kTokens);
     (void)world.log()->Take();
@@ -137,8 +137,8 @@ class ParallelMoeTest : public ::testing::TestWithParam<Case> {};
 TEST_P(ParallelMoeTest, FastModeMatchesOneRank) {
   const Case& c = GetParam();
   const Fixture& f = GetFixture(c.preset);
-  MoeBlock block(f.config, MoeWeights::Load(f.config, *f.ckpt, "", DType::kU8, nullptr).value(),
-                 MoeOptions{.precision = ActivationPrecision::kF32});
+  MoeBlock block(f.config, MoeWeights::Load(f.config, *f.ckpt, "", std::nullopt, nullptr).value(),
+                 MoeOptions{.kernels = {.precision = ActivationPrecision::kF32}});
   const Tensor want = block.Forward(f.x, nullptr).value().Sum().value();
   auto got = RunLayout(f, c.layout);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -238,7 +238,7 @@ TEST(ParallelMoeRefusals, StateReadBeforeTheKernelIsBound) {
   const Status s = RunRanks(2, [&](Communicator& world) -> Status {
     ThreadPool pool(1);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", Layout(2, 1, false, false), world,
-                                                   DType::kU8, &pool));
+                                                   std::nullopt, &pool));
     EXPECT_TRUE(moe->RoutedOutputState().ok());
     moe->UnbindForTest();
     const Status read = moe->RoutedOutputState().status();
@@ -266,7 +266,7 @@ TEST_P(DispatchProbeTest, RowsArriveWhereTheRouteSays) {
   std::map<int, std::pair<int64_t, int64_t>> ranges;
   const Status s = RunRanks(o.world(), [&](Communicator& world) -> Status {
     ThreadPool pool(1);
-    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, DType::kU8, &pool));
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, std::nullopt, &pool));
     const int me = world.rank();
     moe->SetProbeForTest([&, me](int src, const float* row, int32_t expert) {
       std::lock_guard<std::mutex> lock(mu);

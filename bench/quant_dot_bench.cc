@@ -1,0 +1,77 @@
+// Standalone benchmark of the quantised dot tiles (kernels/quant_dot.h): for each format x ISA and
+// 1 / 4 / 32 activation rows, a 16-row x K=2048 tile. "cold" streams a weight set far larger than
+// the caches (a different 16-row tile each call); "hot" reuses one tile. Reports GB/s of weight
+// bytes and GOP/s (2 * rows * 16 * K integer multiply-adds per call).
+//   build-quant/bin/quant_dot_bench [seconds_per_case]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/block_quant.h"
+#include "kernels/quant_dot.h"
+
+using namespace moerun;
+
+int main(int argc, char** argv) {
+  const double seconds = argc > 1 ? std::atof(argv[1]) : 0.3;
+  constexpr int64_t kK = 2048, kRows = 16;
+  constexpr int64_t kColdTiles = 1024;  // 1024 x 16 rows x 2048: 18-36 MB of weights... scaled below
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(32 * kK));
+  for (float& v : x) v = nd(rng);
+  std::vector<int8_t> q(static_cast<size_t>(32 * kK));
+  std::vector<float> d(static_cast<size_t>(32 * kK / 32));
+  std::vector<int32_t> s(d.size());
+  for (int m = 0; m < 32; ++m) {
+    QuantizeActivationRow(x.data() + m * kK, kK, q.data() + m * kK, d.data() + m * kK / 32, s.data() + m * kK / 32);
+  }
+  const Q8Activations a{q.data(), d.data(), s.data(), kK, kK / 32};
+  std::vector<float> out(32 * 16);
+  std::printf("%-5s %-11s %5s %10s %10s %10s\n", "fmt", "isa", "rows", "GB/s cold", "GB/s hot", "GOP/s hot");
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+    const size_t row_bytes = DTypeRowBytes(t, kK), tile_bytes = row_bytes * kRows;
+    // Cold set: 256 MB worth of tiles (>> L3); quantise one tile and copy it around.
+    const size_t n_tiles = std::max<size_t>(kColdTiles, (256u << 20) / tile_bytes);
+    std::vector<uint8_t> w(tile_bytes * n_tiles);
+    {
+      std::vector<float> wf(static_cast<size_t>(kRows * kK));
+      for (float& v : wf) v = nd(rng) * 0.05f;
+      for (int64_t j = 0; j < kRows; ++j) QuantizeRow(t, wf.data() + j * kK, kK, w.data() + j * row_bytes);
+      for (size_t i = 1; i < n_tiles; ++i) std::copy(w.begin(), w.begin() + tile_bytes, w.begin() + i * tile_bytes);
+    }
+    for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
+      if (!QuantDotIsaSupported(isa)) continue;
+      QuantDotTileFn fn = QuantDotTileFor(isa);
+      for (int64_t rows : {1, 4, 32}) {
+        double gbs[2] = {0, 0}, gops = 0;
+        for (int hot = 0; hot < 2; ++hot) {
+          const double budget = isa == QuantDotIsa::kRef ? seconds / 4 : seconds;
+          int64_t calls = 0;
+          size_t tile = 0;
+          const auto t0 = std::chrono::steady_clock::now();
+          double el = 0;
+          while (el < budget) {
+            for (int rep = 0; rep < 16; ++rep) {
+              fn(t, w.data() + tile * tile_bytes, row_bytes, static_cast<int>(kRows), a, 0, rows, 0, kK / 32,
+                 out.data());
+              if (!hot) tile = (tile + 1) % n_tiles;
+              ++calls;
+            }
+            el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          }
+          gbs[hot] = static_cast<double>(calls) * static_cast<double>(tile_bytes) / el / 1e9;
+          if (hot) gops = static_cast<double>(calls) * 2.0 * static_cast<double>(rows * kRows * kK) / el / 1e9;
+        }
+        std::printf("%-5s %-11s %5lld %10.2f %10.2f %10.2f\n", std::string(DTypeName(t)).c_str(),
+                    QuantDotIsaName(isa), static_cast<long long>(rows), gbs[0], gbs[1], gops);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return out[0] == 12345.0f;  // keep the results alive
+}

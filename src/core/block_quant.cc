@@ -1,0 +1,410 @@
+// Reference (scalar) quantisers for the GGUF block formats; see core/block_quant.h.
+//
+// The float arithmetic below deliberately mirrors ggml's reference code operation by operation
+// (same association, no fused multiply-add: this file is compiled with -ffp-contract=off), because
+// any change of rounding changes the chosen integers and therefore the bytes.
+#include "core/block_quant.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+namespace moerun {
+namespace {
+
+constexpr int kQK = 256;          // elements per K-quant super-block
+constexpr float kGroupMaxEps = 1e-15f;
+
+// Round to nearest, ties to even, for |f| <= 2^22: adding 1.5 * 2^23 puts the integer part in the
+// low mantissa bits (the f32 addition does the rounding).
+inline int NearestInt(float f) {
+  const float v = f + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &v, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+inline void StoreF16(uint8_t* p, float f) {
+  const uint16_t h = F32ToF16(f);
+  std::memcpy(p, &h, 2);
+}
+inline float LoadF16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return F16ToF32(h);
+}
+
+// ---- Q8_0: [f16 d][int8 q[32]], x = d * q.
+void QuantizeQ8_0(const float* x, uint8_t* y) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  StoreF16(y, d);
+  for (int j = 0; j < 32; ++j) {
+    const float v = x[j] * id;
+    y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(v)));  // ties away from zero
+  }
+}
+
+// ---- Q4_0: [f16 d][16 bytes], byte j = q[j] | q[j + 16] << 4, x = d * (q - 8).
+void QuantizeQ4_0(const float* x, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = max / -8;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  StoreF16(y, d);
+  for (int j = 0; j < 16; ++j) {
+    const float x0 = x[j] * id;
+    const float x1 = x[16 + j] * id;
+    // Truncation toward zero of x + 8.5 (always >= 0.5 here), then clamp to 15.
+    const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 8.5f))));
+    const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 8.5f))));
+    y[2 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+  }
+}
+
+// Weighted asymmetric fit of n values to L in [0, nmax] with x ~ scale * L - the_min, searching
+// nstep + 1 candidate scales around nmax / (max - min) (ggml's make_qkx2_quants, use_mad false).
+float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                     uint8_t* Laux, float rmin, float rdelta, int nstep) {
+  float min = x[0];
+  float max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = NearestInt(iscale * (x[i] - min));
+    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
+    float diff = scale * L[i] + min - x[i];
+    diff = diff * diff;
+    best_error += weights[i] * diff;
+  }
+  if (nstep < 1) {
+    *the_min = -min;
+    return scale;
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = NearestInt(iscale * (x[i] - min));
+      l = std::max(0, std::min(nmax, l));
+      Laux[i] = static_cast<uint8_t>(l);
+      const float w = weights[i];
+      sum_l += w * l;
+      sum_l2 += w * l * l;
+      sum_xl += w * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        float diff = this_scale * Laux[i] + this_min - x[i];
+        diff = diff * diff;
+        cur_error += weights[i] * diff;
+      }
+      if (cur_error < best_error) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// Symmetric fit of n values to L in [0, 2 nmax) (stored with offset nmax), weights x^2, trying 19
+// scales around -nmax / max (ggml's make_qx_quants with rmse_type 1 and no importance weights).
+float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0;
+  float amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = -nmax / max;
+  float sumlx = 0;
+  float suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = NearestInt(iscale * x[i]);
+    l = std::max(-nmax, std::min(nmax - 1, l));
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = NearestInt(iscale * x[i]);
+      l = std::max(-nmax, std::min(nmax - 1, l));
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) {
+        const int l = NearestInt(iscale * x[i]);
+        L[i] = static_cast<int8_t>(nmax + std::max(-nmax, std::min(nmax - 1, l)));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes of a Q4_K block.
+inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// ---- Q4_K: [f16 d][f16 dmin][12 B scales/mins][128 B nibbles].
+void QuantizeQ4_K(const float* x, uint8_t* y) {
+  uint8_t L[kQK];
+  uint8_t Laux[32];
+  float weights[32];
+  float mins[8];
+  float scales[8];
+  float max_scale = 0;
+  float max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = MakeQkx2Quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  uint8_t* sc = y + 4;
+  std::memset(sc, 0, 12);
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (int j = 0; j < 8; ++j) {
+    // ggml stores nearest_int into a uint8_t (wrapping) before the clamp; do the same.
+    uint8_t ls = static_cast<uint8_t>(NearestInt(inv_scale * scales[j]));
+    uint8_t lm = static_cast<uint8_t>(NearestInt(inv_min * mins[j]));
+    ls = std::min<uint8_t>(63, ls);
+    lm = std::min<uint8_t>(63, lm);
+    if (j < 4) {
+      sc[j] = ls;
+      sc[j + 4] = lm;
+    } else {
+      sc[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      sc[j - 4] = static_cast<uint8_t>(sc[j - 4] | ((ls >> 4) << 6));
+      sc[j] = static_cast<uint8_t>(sc[j] | ((lm >> 4) << 6));
+    }
+  }
+  StoreF16(y, max_scale / 63.f);
+  StoreF16(y + 2, max_min / 63.f);
+  const float d_all = LoadF16(y);
+  const float dmin_all = LoadF16(y + 2);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t s, m;
+    GetScaleMinK4(j, sc, &s, &m);
+    const float d = d_all * s;
+    if (d == 0.0f) continue;
+    const float dm = dmin_all * m;
+    for (int ii = 0; ii < 32; ++ii) {
+      const int l = NearestInt((x[32 * j + ii] + dm) / d);
+      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(15, l)));
+    }
+  }
+  uint8_t* q = y + 16;
+  for (int j = 0; j < kQK; j += 64) {
+    for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    q += 32;
+  }
+}
+
+// ---- Q6_K: [ql 128 B][qh 64 B][int8 scales 16][f16 d].
+void QuantizeQ6_K(const float* x, uint8_t* y) {
+  int8_t L[kQK];
+  float scales[16];
+  float max_scale = 0;
+  float max_abs_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    const float scale = MakeQxQuants(16, 32, x + 16 * ib, L + 16 * ib);
+    scales[ib] = scale;
+    const float abs_scale = std::fabs(scale);
+    if (abs_scale > max_abs_scale) {
+      max_abs_scale = abs_scale;
+      max_scale = scale;
+    }
+  }
+  if (max_abs_scale < kGroupMaxEps) {
+    std::memset(y, 0, 210);
+    return;
+  }
+  uint8_t* ql = y;
+  uint8_t* qh = y + 128;
+  auto* sc = reinterpret_cast<int8_t*>(y + 192);
+  const float iscale = -128.f / max_scale;
+  StoreF16(y + 208, 1 / iscale);
+  for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[ib])));
+  const float d_all = LoadF16(y + 208);
+  for (int j = 0; j < 16; ++j) {
+    const float d = d_all * sc[j];
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      int l = NearestInt(x[16 * j + ii] / d);
+      l = std::max(-32, std::min(31, l));
+      L[16 * j + ii] = static_cast<int8_t>(l + 32);
+    }
+  }
+  for (int j = 0; j < kQK; j += 128) {
+    for (int l = 0; l < 32; ++l) {
+      const int q1 = L[j + l] & 0xF;
+      const int q2 = L[j + l + 32] & 0xF;
+      const int q3 = L[j + l + 64] & 0xF;
+      const int q4 = L[j + l + 96] & 0xF;
+      ql[l] = static_cast<uint8_t>(q1 | (q3 << 4));
+      ql[l + 32] = static_cast<uint8_t>(q2 | (q4 << 4));
+      qh[l] = static_cast<uint8_t>((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                                   ((L[j + l + 96] >> 4) << 6));
+    }
+    ql += 64;
+    qh += 32;
+  }
+}
+
+void DequantizeQ8_0(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+}
+
+void DequantizeQ4_0(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = ((b[2 + j] & 0x0F) - 8) * d;
+    y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
+  }
+}
+
+void DequantizeQ4_K(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  const float min = LoadF16(b + 2);
+  const uint8_t* q = b + 16;
+  for (int j = 0; j < 8; j += 2) {
+    uint8_t sc, m;
+    GetScaleMinK4(j, b + 4, &sc, &m);
+    const float d1 = d * sc, m1 = min * m;
+    GetScaleMinK4(j + 1, b + 4, &sc, &m);
+    const float d2 = d * sc, m2 = min * m;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+    q += 32;
+  }
+}
+
+void DequantizeQ6_K(const uint8_t* b, float* y) {
+  const float d = LoadF16(b + 208);
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+  for (int n = 0; n < kQK; n += 128) {
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[l] = d * sc[is] * q1;
+      y[l + 32] = d * sc[is + 2] * q2;
+      y[l + 64] = d * sc[is + 4] * q3;
+      y[l + 96] = d * sc[is + 6] * q4;
+    }
+    y += 128;
+    ql += 64;
+    qh += 32;
+    sc += 8;
+  }
+}
+
+}  // namespace
+
+void QuantizeRow(DType t, const float* x, int64_t n, void* dst) {
+  assert(IsBlockDType(t) && n % DTypeBlockSize(t) == 0);
+  const int64_t bs = DTypeBlockSize(t);
+  const size_t bb = DTypeBlockBytes(t);
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < n / bs; ++i) {
+    const float* xb = x + i * bs;
+    uint8_t* yb = out + static_cast<size_t>(i) * bb;
+    switch (t) {
+      case DType::kQ8_0: QuantizeQ8_0(xb, yb); break;
+      case DType::kQ4_0: QuantizeQ4_0(xb, yb); break;
+      case DType::kQ4_K: QuantizeQ4_K(xb, yb); break;
+      case DType::kQ6_K: QuantizeQ6_K(xb, yb); break;
+      default: assert(false && "QuantizeRow: not a block type");
+    }
+  }
+}
+
+void DequantizeRow(DType t, const void* src, float* y, int64_t n) {
+  assert(IsBlockDType(t) && n % DTypeBlockSize(t) == 0);
+  const int64_t bs = DTypeBlockSize(t);
+  const size_t bb = DTypeBlockBytes(t);
+  const auto* in = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n / bs; ++i) {
+    const uint8_t* b = in + static_cast<size_t>(i) * bb;
+    float* yb = y + i * bs;
+    switch (t) {
+      case DType::kQ8_0: DequantizeQ8_0(b, yb); break;
+      case DType::kQ4_0: DequantizeQ4_0(b, yb); break;
+      case DType::kQ4_K: DequantizeQ4_K(b, yb); break;
+      case DType::kQ6_K: DequantizeQ6_K(b, yb); break;
+      default: assert(false && "DequantizeRow: not a block type");
+    }
+  }
+}
+
+}  // namespace moerun

@@ -1,0 +1,71 @@
+// Integer dot-product tiles between GGUF block-quantised weights (Q8_0, Q4_0, Q4_K, Q6_K; layouts in
+// docs/formats.md) and activations quantised to int8 per 32-element block.
+//
+// Arithmetic (identical in every implementation, which is what makes results batch invariant and,
+// in practice, bitwise equal across ISAs): for each (activation row m, weight row j) one f32
+// accumulator starts at 0 and takes the blocks kb = kb0, kb0 + 1, ... in order. For each block the
+// integer part I is summed exactly in int32, then (da = activation block scale, A = its int8 sum,
+// fma = one rounding):
+//   Q8_0: I = sum w*a;                              acc = fma(dw * da, I, acc)
+//   Q4_0: I = sum q*a - 8*A  (= sum (q - 8) a);     acc = fma(dw * da, I, acc)
+//   Q4_K: I = sum q*a over sub-block s = kb % 8;    acc = fma(da, fma(d*sc_s, I, -(dmin*m_s * A)), acc)
+//   Q6_K: I = sc_2i * sum_{16} (q-32) a + sc_2i+1 * sum_{16} (q-32) a  (i = kb % 8);
+//                                                   acc = fma(d * da, I, acc)
+// so the value for (m, j) depends only on the weight row, the activation row and [kb0, kb1), never
+// on m0, m1 or n_rows. The SIMD paths vectorise across weight rows (lanes = rows j).
+//
+// Thread safety: pure functions; concurrent calls may share inputs and must not share `out`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace moerun {
+
+// Activations quantised per 32-element block: q = round(x / d), d = max|x| / 127 (0 -> all zero).
+struct Q8Activations {
+  const int8_t* q = nullptr;     // [rows, ldq] int8; K padded with zeros to a multiple of 32
+  const float* d = nullptr;      // [rows, ldb] scale of each 32-element block
+  const int32_t* sum = nullptr;  // [rows, ldb] sum of the block's 32 int8 values
+  int64_t ldq = 0, ldb = 0;      // row strides in elements
+};
+
+// Quantises one row x[0, k) into q[0, k_pad), d[0, k_pad/32), sum[...] with k_pad = k rounded up to
+// 32. Per block: amax = max |x| (padding counts as 0), d = amax / 127, q = x * (127 / amax) rounded
+// to nearest even (so |q| <= 127), or all zero when amax == 0.
+void QuantizeActivationRow(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
+
+// The tile function: for m in [m0, m1) and j in [0, n_rows) (n_rows <= 16):
+//   out[(m - m0) * 16 + j] = sum over 32-element blocks kb in [kb0, kb1) of
+//        dot(weight row j restricted to block kb, activation row m restricted to block kb)
+// where weight row j starts at w + j * w_row_bytes, stored in `format` (one of the 4 block types),
+// and kb indexes 32-element blocks from the start of the row (for Q4_K/Q6_K, kb0 and kb1 are
+// multiples of 8). Computed as the header comment above says. Q8_0 weights may be any int8
+// (including -128).
+using QuantDotTileFn = void (*)(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                                const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
+                                float* out);
+
+inline constexpr int kQuantDotMaxRows = 16;  // n_rows limit and the row stride of `out`
+
+// Portable scalar C++ (the reference row of the kernel table).
+void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
+                     int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out);
+// AVX2 + FMA + F16C (vpmaddubsw / vpmaddwd). REQUIRES: GetCpuFeatures().HasAvx2Kernels().
+void QuantDotTileAvx2(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
+                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out);
+// AVX-512 VL/BW + VNNI (vpdpbusd / vpdpwssd). REQUIRES: GetCpuFeatures().HasAvx512VnniKernels().
+void QuantDotTileAvx512Vnni(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                            const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
+                            float* out);
+
+// Dispatch helpers.
+enum class QuantDotIsa { kRef, kAvx2, kAvx512Vnni };
+const char* QuantDotIsaName(QuantDotIsa isa);
+bool QuantDotIsaSupported(QuantDotIsa isa);  // by this CPU (cpu_features.h)
+QuantDotTileFn QuantDotTileFor(QuantDotIsa isa);
+QuantDotIsa BestQuantDotIsa();  // the fastest supported one
+
+}  // namespace moerun

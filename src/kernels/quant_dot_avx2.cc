@@ -1,0 +1,13 @@
+// AVX2 + FMA + F16C quantised dot tile (vpmaddubsw / vpmaddwd); body in quant_dot_x86_impl.h.
+// Compiled with -mavx2 -mfma -mf16c; called only when GetCpuFeatures().HasAvx2Kernels().
+#define MOERUN_QUANT_DOT_VNNI 0
+#include "kernels/quant_dot_x86_impl.h"
+
+namespace moerun {
+
+void QuantDotTileAvx2(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
+                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
+  QuantDotTileX86(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
+}
+
+}  // namespace moerun

@@ -1,0 +1,15 @@
+// AVX-512 (VL/BW/DQ) + VNNI quantised dot tile (vpdpbusd / vpdpwssd on 256-bit registers, 32 of
+// them, so 4 activation rows share each unpacked weight block); body in quant_dot_x86_impl.h.
+// Called only when GetCpuFeatures().HasAvx512VnniKernels().
+#define MOERUN_QUANT_DOT_VNNI 1
+#include "kernels/quant_dot_x86_impl.h"
+
+namespace moerun {
+
+void QuantDotTileAvx512Vnni(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                            const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
+                            float* out) {
+  QuantDotTileX86(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
+}
+
+}  // namespace moerun

@@ -1,0 +1,232 @@
+// GGUF block formats: layout facts, hand-derived bytes of ggml's reference quantisers, and
+// quantise -> dequantise error bounds.
+#include "core/block_quant.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moerun {
+namespace {
+
+std::vector<uint8_t> Quantize(DType t, const std::vector<float>& x) {
+  std::vector<uint8_t> out(DTypeRowBytes(t, static_cast<int64_t>(x.size())), 0xAB);
+  QuantizeRow(t, x.data(), static_cast<int64_t>(x.size()), out.data());
+  return out;
+}
+
+std::vector<float> Dequantize(DType t, const std::vector<uint8_t>& b, size_t n) {
+  std::vector<float> y(n);
+  DequantizeRow(t, b.data(), y.data(), static_cast<int64_t>(n));
+  return y;
+}
+
+TEST(BlockQuantTest, LayoutFacts) {
+  EXPECT_EQ(DTypeBlockSize(DType::kQ8_0), 32);
+  EXPECT_EQ(DTypeBlockSize(DType::kQ4_0), 32);
+  EXPECT_EQ(DTypeBlockSize(DType::kQ4_K), 256);
+  EXPECT_EQ(DTypeBlockSize(DType::kQ6_K), 256);
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ8_0), 2u + 32u);
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ4_0), 2u + 16u);
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ4_K), 2u + 2u + 12u + 128u);
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ6_K), 128u + 64u + 16u + 2u);
+  EXPECT_EQ(DTypeRowBytes(DType::kQ4_K, 2048), 8u * 144u);
+  EXPECT_EQ(DTypeRowBytes(DType::kQ8_0, 96), 3u * 34u);
+}
+
+// d = amax / 127 = 1 exactly; q = roundf(x) (ties away from zero).
+TEST(BlockQuantTest, Q8_0HandBlock) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = 127.0f;
+  x[1] = -127.0f;
+  x[2] = 1.5f;   // -> 2
+  x[3] = -2.5f;  // -> -3
+  x[4] = 0.49f;  // -> 0
+  x[5] = 100.4f; // -> 100
+  const std::vector<uint8_t> b = Quantize(DType::kQ8_0, x);
+  std::vector<uint8_t> want(34, 0);
+  want[0] = 0x00;  // f16 1.0 = 0x3C00, little-endian
+  want[1] = 0x3C;
+  want[2] = 127;
+  want[3] = 0x81;  // -127
+  want[4] = 2;
+  want[5] = 0xFD;  // -3
+  want[6] = 0;
+  want[7] = 100;
+  EXPECT_EQ(b, want);
+}
+
+// The largest-magnitude value is -8, so d = -8 / -8 = 1, and q = min(15, trunc(x + 8.5)).
+TEST(BlockQuantTest, Q4_0HandBlock) {
+  std::vector<float> x(32, 0.0f);  // 0 -> 8
+  x[0] = -8.0f;    // -> 0
+  x[1] = 7.9f;     // 16.4 -> 16 -> clamped 15
+  x[3] = -0.5f;    // 8.0 -> 8
+  x[4] = 0.5f;     // 9.0 -> 9
+  x[16] = 7.0f;    // 15.5 -> 15
+  x[17] = 3.2f;    // 11.7 -> 11
+  x[20] = -7.51f;  // 0.99 -> 0
+  const std::vector<uint8_t> b = Quantize(DType::kQ4_0, x);
+  std::vector<uint8_t> want(18, 0x88);
+  want[0] = 0x00;
+  want[1] = 0x3C;
+  want[2] = 0xF0;  // q0 = 0, q16 = 15
+  want[3] = 0xBF;  // q1 = 15, q17 = 11
+  want[5] = 0x88;  // q3 = 8, q19 = 8
+  want[6] = 0x09;  // q4 = 9, q20 = 0
+  EXPECT_EQ(b, want);
+}
+
+// A positive extreme gives a negative d: here max = +8 so d = -1 and q = min(15, trunc(8.5 - x)).
+TEST(BlockQuantTest, Q4_0NegativeScale) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = 8.0f;   // -> 0
+  x[1] = -3.0f;  // 11.5 -> 11
+  const std::vector<uint8_t> b = Quantize(DType::kQ4_0, x);
+  EXPECT_EQ(b[0], 0x00);
+  EXPECT_EQ(b[1], 0xBC);  // f16 -1.0
+  EXPECT_EQ(b[2], 0x80);
+  EXPECT_EQ(b[3], 0x8B);
+  const std::vector<float> y = Dequantize(DType::kQ4_0, b, 32);
+  EXPECT_EQ(y[0], 8.0f);
+  EXPECT_EQ(y[1], -3.0f);
+}
+
+// Constant 2.0: d = 2/127 -> f16 0x2408 (1 + 8/1024) * 2^-6, q = round(2 * 127 / 2) = 127.
+TEST(BlockQuantTest, Q8_0ConstantRow) {
+  const std::vector<uint8_t> b = Quantize(DType::kQ8_0, std::vector<float>(64, 2.0f));
+  for (int blk = 0; blk < 2; ++blk) {
+    EXPECT_EQ(b[34 * blk + 0], 0x08);
+    EXPECT_EQ(b[34 * blk + 1], 0x24);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(b[34 * blk + 2 + j], 127);
+  }
+}
+
+// All-zero rows: Q8_0, Q4_K and Q6_K give all-zero bytes; Q4_0 has d = 0 / -8 = -0 (f16 0x8000) and
+// every nibble 8.
+TEST(BlockQuantTest, AllZeroRows) {
+  const std::vector<float> z(256, 0.0f);
+  for (DType t : {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
+    const std::vector<uint8_t> b = Quantize(t, z);
+    for (uint8_t v : b) ASSERT_EQ(v, 0) << DTypeName(t);
+    for (float v : Dequantize(t, b, 256)) ASSERT_EQ(v, 0.0f);
+  }
+  const std::vector<uint8_t> b = Quantize(DType::kQ4_0, z);
+  for (int blk = 0; blk < 8; ++blk) {
+    EXPECT_EQ(b[18 * blk], 0x00);
+    EXPECT_EQ(b[18 * blk + 1], 0x80);
+    for (int j = 0; j < 16; ++j) EXPECT_EQ(b[18 * blk + 2 + j], 0x88);
+  }
+}
+
+// Hand-made Q4_K and Q6_K blocks decode with ggml's bit placement.
+TEST(BlockQuantTest, KQuantDecodeLayout) {
+  std::vector<uint8_t> q4k(144, 0);
+  q4k[0] = 0x00;
+  q4k[1] = 0x3C;  // d = 1
+  q4k[2] = 0x00;
+  q4k[3] = 0x38;  // dmin = 0.5
+  // Sub-block 1: sc = 3 (byte 1 low 6 bits), m = 4 (byte 5). Sub-block 5: sc = 0x12 = 18
+  // (low 4 bits in byte 9, high 2 bits in byte 1 bits 6-7), m = 0x21 = 33 (byte 9 high nibble,
+  // byte 5 bits 6-7).
+  q4k[4 + 1] = 3 | (1 << 6);
+  q4k[4 + 5] = 4 | (2 << 6);
+  q4k[4 + 9] = 0x2 | (0x1 << 4);
+  // Element 32 + 7 (sub-block 1) is the high nibble of qs[7]; element 160 + 2 (sub-block 5) the
+  // high nibble of qs[64 + 2].
+  q4k[16 + 7] = 0x90;
+  q4k[16 + 64 + 2] = 0x50;
+  const std::vector<float> y = Dequantize(DType::kQ4_K, q4k, 256);
+  EXPECT_EQ(y[39], 1.0f * 3 * 9 - 0.5f * 4);
+  EXPECT_EQ(y[162], 1.0f * 18 * 5 - 0.5f * 33);
+  EXPECT_EQ(y[160], -0.5f * 33);
+  EXPECT_EQ(y[0], 0.0f);
+
+  std::vector<uint8_t> q6k(210, 0);
+  q6k[208] = 0x00;
+  q6k[209] = 0x3C;  // d = 1
+  q6k[192 + 9] = static_cast<uint8_t>(-2);  // scale of elements 144..159
+  // Element 128 + 64 + 17 = 209 lies in scale group 13; use 150 = 128 + 22: group g = 0 (l = 22):
+  // low nibble of ql[64 + 22], qh[32 + 22] bits 0-1. Value q = 0x2B = 43 -> 43 - 32 = 11.
+  // Element 150 is in 16-group 9 (144..159).
+  q6k[64 + 22] = 0x0B;
+  q6k[128 + 32 + 22] = 0x02;
+  const std::vector<float> z = Dequantize(DType::kQ6_K, q6k, 256);
+  EXPECT_EQ(z[150], -2.0f * 11);
+  EXPECT_EQ(z[0], 0.0f);  // scale 0
+}
+
+double MaxAbs(const std::vector<float>& x, size_t b0, size_t n) {
+  double m = 0;
+  for (size_t i = b0; i < b0 + n; ++i) m = std::max(m, std::fabs(static_cast<double>(x[i])));
+  return m;
+}
+
+// Per-element bounds for the 32-blocks; RMS bounds for the K-quants, on Gaussian rows and rows
+// with one large outlier.
+TEST(BlockQuantTest, RoundTripErrorBounds) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int outlier = 0; outlier < 2; ++outlier) {
+    std::vector<float> x(1024);
+    for (float& v : x) v = nd(rng) * 0.05f;
+    if (outlier) x[300] = 40.0f;
+    for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+      const std::vector<float> y = Dequantize(t, Quantize(t, x), x.size());
+      const double levels = t == DType::kQ8_0 ? 127.0 : 8.0;
+      // Q8_0: half a step plus the f16 rounding of d; Q4_0: a full step (the extreme opposite to
+      // the signed max clamps from +8 to +7 steps).
+      const double frac = t == DType::kQ8_0 ? 0.57 : 1.01;
+      for (size_t b = 0; b < x.size(); b += 32) {
+        const double step = MaxAbs(x, b, 32) / levels;
+        for (size_t i = b; i < b + 32; ++i) ASSERT_LE(std::fabs(x[i] - y[i]), frac * step + 1e-12) << i;
+      }
+    }
+    for (DType t : {DType::kQ4_K, DType::kQ6_K}) {
+      const std::vector<float> y = Dequantize(t, Quantize(t, x), x.size());
+      for (size_t b = 0; b < x.size(); b += 256) {
+        if (outlier && b == 256) {
+          // An outlier sets the super-block's scale range: the other values of its super-block
+          // can only be bounded by a step of the outlier's scale (x / 15 resp. x / 63).
+          const double step = 40.0 / (t == DType::kQ4_K ? 15 : 63);
+          for (size_t i = b; i < b + 256; ++i) ASSERT_LE(std::fabs(x[i] - y[i]), step) << DTypeName(t) << i;
+          continue;
+        }
+        double e2 = 0, x2 = 0;
+        for (size_t i = b; i < b + 256; ++i) {
+          e2 += (x[i] - y[i]) * (x[i] - y[i]);
+          x2 += x[i] * x[i];
+        }
+        EXPECT_LE(std::sqrt(e2 / x2), t == DType::kQ4_K ? 0.12 : 0.03) << DTypeName(t) << " block " << b / 256;
+      }
+      if (outlier) {
+        EXPECT_NEAR(y[300], 40.0f, t == DType::kQ4_K ? 0.7 : 0.2) << DTypeName(t);
+      }
+    }
+  }
+}
+
+TEST(BlockQuantTest, TensorToF32Dequantises) {
+  std::vector<float> x(512);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 17) - 8) * 0.25f;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+    Tensor q = Tensor::Zeros(t, {2, 256}).value();
+    const std::vector<uint8_t> b = Quantize(t, x);
+    ASSERT_EQ(q.nbytes(), b.size());
+    std::memcpy(q.data<uint8_t>(), b.data(), b.size());
+    const Tensor f = q.ToF32().value();
+    const std::vector<float> want = Dequantize(t, b, x.size());
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(f.data<float>()[i], want[i]) << DTypeName(t);
+    std::vector<float> conv(x.size());
+    ConvertToF32(t, b.data(), conv.data(), conv.size());
+    EXPECT_EQ(conv, want);
+  }
+}
+
+}  // namespace
+}  // namespace moerun

@@ -1,0 +1,306 @@
+// Quantised dot tiles (kernels/quant_dot.h) against an independent double-precision oracle
+// (dequantised weights x dequantised activations), batch invariance, and exactness when every
+// scale is a power of two.
+#include "kernels/quant_dot.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/block_quant.h"
+#include "core/cpu_features.h"
+
+namespace moerun {
+namespace {
+
+constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
+
+std::vector<QuantDotIsa> SupportedIsas() {
+  std::vector<QuantDotIsa> out;
+  for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
+    if (QuantDotIsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+// Quantised activations [rows, k] with a padded stride (ldq > k_pad) to catch stride bugs.
+struct Acts {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> sum;
+  Q8Activations view;
+};
+
+Acts QuantizeActs(const std::vector<float>& x, int64_t rows, int64_t k) {
+  Acts a;
+  const int64_t nb = (k + 31) / 32;
+  const int64_t ldq = nb * 32 + 64, ldb = nb + 3;
+  a.q.assign(static_cast<size_t>(rows * ldq), 0);
+  a.d.assign(static_cast<size_t>(rows * ldb), 0.0f);
+  a.sum.assign(static_cast<size_t>(rows * ldb), 0);
+  for (int64_t m = 0; m < rows; ++m) {
+    QuantizeActivationRow(x.data() + m * k, k, a.q.data() + m * ldq, a.d.data() + m * ldb, a.sum.data() + m * ldb);
+  }
+  a.view = {a.q.data(), a.d.data(), a.sum.data(), ldq, ldb};
+  return a;
+}
+
+// Oracle: sum over blocks [kb0, kb1) of dequantised weight * (q * d) activation in double, and
+// the sum of |terms| for the tolerance.
+void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m, int j, int64_t kb0, int64_t kb1,
+            double* dot, double* mag) {
+  *dot = 0;
+  *mag = 0;
+  for (int64_t e = kb0 * 32; e < kb1 * 32; ++e) {
+    const double av = static_cast<double>(a.q[static_cast<size_t>(m * a.view.ldq + e)]) *
+                      a.d[static_cast<size_t>(m * a.view.ldb + e / 32)];
+    const double t = static_cast<double>(wdeq[static_cast<size_t>(j * k + e)]) * av;
+    *dot += t;
+    *mag += std::fabs(t);
+  }
+}
+
+struct Weights {
+  std::vector<uint8_t> bytes;  // [16 rows, row_bytes]
+  std::vector<float> deq;      // [16, k]
+  size_t row_bytes = 0;
+};
+
+Weights QuantizeWeights(DType t, const std::vector<float>& w, int64_t k) {
+  Weights out;
+  out.row_bytes = DTypeRowBytes(t, k);
+  out.bytes.resize(out.row_bytes * 16);
+  out.deq.resize(static_cast<size_t>(16 * k));
+  for (int j = 0; j < 16; ++j) QuantizeRow(t, w.data() + j * k, k, out.bytes.data() + j * out.row_bytes);
+  DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
+  return out;
+}
+
+// Random raw bytes (every int8 / nibble / 6-bit pattern, incl. Q8_0 -128 and Q6_K scale -128),
+// with the f16 scales overwritten by moderate values.
+Weights RawWeights(DType t, int64_t k, std::mt19937& rng) {
+  Weights out;
+  out.row_bytes = DTypeRowBytes(t, k);
+  out.bytes.resize(out.row_bytes * 16);
+  for (uint8_t& b : out.bytes) b = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> u(-0.02f, 0.02f);
+  const size_t bb = DTypeBlockBytes(t);
+  for (size_t off = 0; off < out.bytes.size(); off += bb) {
+    auto put = [&](size_t at) {
+      const uint16_t h = F32ToF16(u(rng));
+      std::memcpy(&out.bytes[off + at], &h, 2);
+    };
+    if (t == DType::kQ6_K) {
+      put(208);
+    } else {
+      put(0);
+      if (t == DType::kQ4_K) put(2);
+    }
+  }
+  out.deq.resize(static_cast<size_t>(16 * k));
+  DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
+  return out;
+}
+
+void CheckAgainstOracle(QuantDotIsa isa, DType t, const Weights& w, int64_t k, const Acts& a, int64_t m0,
+                        int64_t m1, int n_rows, int64_t kb0, int64_t kb1) {
+  std::vector<float> out(static_cast<size_t>((m1 - m0) * 16), -999.0f);
+  QuantDotTileFor(isa)(t, w.bytes.data(), w.row_bytes, n_rows, a.view, m0, m1, kb0, kb1, out.data());
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int j = 0; j < n_rows; ++j) {
+      double dot, mag;
+      Oracle(w.deq, k, a, m, j, kb0, kb1, &dot, &mag);
+      const double got = out[static_cast<size_t>((m - m0) * 16 + j)];
+      ASSERT_LE(std::fabs(got - dot), 1e-5 * mag + 1e-30)
+          << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=" << m << " j=" << j << " k=" << k << " kb=["
+          << kb0 << "," << kb1 << ") got " << got << " want " << dot;
+    }
+  }
+}
+
+TEST(QuantDotTest, ActivationQuantisation) {
+  std::vector<float> x(40, 0.0f);
+  x[0] = 2.0f;  // amax of block 0 -> q = 127
+  x[1] = -1.0f;  // -63.5 -> -64 (ties to even)
+  x[2] = 0.5f;   // 31.75 -> 32
+  x[33] = -3.0f;  // block 1 (elements 32..39, padded with zeros to 64)
+  std::vector<int8_t> q(64, 99);
+  float d[2];
+  int32_t s[2];
+  QuantizeActivationRow(x.data(), 40, q.data(), d, s);
+  EXPECT_EQ(q[0], 127);
+  EXPECT_EQ(q[1], -64);
+  EXPECT_EQ(q[2], 32);
+  EXPECT_EQ(q[3], 0);
+  EXPECT_EQ(q[33], -127);
+  for (int e = 40; e < 64; ++e) EXPECT_EQ(q[e], 0);
+  EXPECT_EQ(d[0], 2.0f / 127.0f);
+  EXPECT_EQ(d[1], 3.0f / 127.0f);
+  EXPECT_EQ(s[0], 127 - 64 + 32);
+  EXPECT_EQ(s[1], -127);
+  std::vector<float> z(32, 0.0f);
+  QuantizeActivationRow(z.data(), 32, q.data(), d, s);
+  EXPECT_EQ(d[0], 0.0f);
+  EXPECT_EQ(s[0], 0);
+  for (int e = 0; e < 32; ++e) EXPECT_EQ(q[e], 0);
+}
+
+TEST(QuantDotTest, MatchesOracleRandomAndAdversarial) {
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType t : kFormats) {
+    const bool kq = DTypeBlockSize(t) == 256;
+    for (int trial = 0; trial < 12; ++trial) {
+      const int64_t k = kq ? 256 * (1 + trial % 4) : 32 * (1 + (trial * 13) % 70);  // Q8_0/Q4_0: K % 256 != 0
+      const int64_t rows = 24;
+      std::vector<float> x(static_cast<size_t>(rows * k));
+      for (float& v : x) v = nd(rng);
+      if (trial % 3 == 1) {
+        for (float& v : x) v = (rng() & 1) ? 1.0f : -1.0f;  // every activation q = +-127
+      }
+      const Acts a = QuantizeActs(x, rows, k);
+      Weights w;
+      if (trial % 2 == 0) {
+        std::vector<float> wf(static_cast<size_t>(16 * k));
+        for (float& v : wf) v = nd(rng) * 0.1f;
+        w = QuantizeWeights(t, wf, k);
+      } else {
+        w = RawWeights(t, k, rng);
+      }
+      const int64_t nb = k / 32, step = kq ? 8 : 1;
+      for (QuantDotIsa isa : SupportedIsas()) {
+        for (int sub = 0; sub < 4; ++sub) {
+          int64_t kb0 = 0, kb1 = nb;
+          if (sub > 0) {
+            kb0 = static_cast<int64_t>(rng() % static_cast<unsigned>(nb / step)) * step;
+            kb1 = kb0 + step + static_cast<int64_t>(rng() % static_cast<unsigned>((nb - kb0) / step)) * step;
+          }
+          const int64_t m0 = static_cast<int64_t>(rng() % 4);
+          const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % 20);
+          const int n_rows = 1 + static_cast<int>(rng() % 16);
+          CheckAgainstOracle(isa, t, w, k, a, m0, m1, n_rows, kb0, kb1);
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+  }
+}
+
+// The same (m, j) element computed inside different tiles (m ranges, row subsets) is bitwise equal.
+TEST(QuantDotTest, BatchInvariance) {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType t : kFormats) {
+    const int64_t k = DTypeBlockSize(t) == 256 ? 512 : 352, rows = 20;
+    std::vector<float> x(static_cast<size_t>(rows * k)), wf(static_cast<size_t>(16 * k));
+    for (float& v : x) v = nd(rng);
+    for (float& v : wf) v = nd(rng);
+    const Acts a = QuantizeActs(x, rows, k);
+    const Weights w = QuantizeWeights(t, wf, k);
+    const int64_t nb = k / 32;
+    for (QuantDotIsa isa : SupportedIsas()) {
+      QuantDotTileFn fn = QuantDotTileFor(isa);
+      std::vector<float> full(static_cast<size_t>(rows * 16));
+      fn(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, nb, full.data());
+      for (int trial = 0; trial < 30; ++trial) {
+        const int64_t m0 = static_cast<int64_t>(rng() % rows);
+        const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
+        const int j0 = static_cast<int>(rng() % 16);
+        const int n = 1 + static_cast<int>(rng() % static_cast<unsigned>(16 - j0));
+        std::vector<float> part(static_cast<size_t>((m1 - m0) * 16));
+        fn(t, w.bytes.data() + j0 * w.row_bytes, w.row_bytes, n, a.view, m0, m1, 0, nb, part.data());
+        for (int64_t m = m0; m < m1; ++m) {
+          for (int j = 0; j < n; ++j) {
+            const float p = part[static_cast<size_t>((m - m0) * 16 + j)];
+            const float f = full[static_cast<size_t>(m * 16 + j0 + j)];
+            ASSERT_EQ(std::memcmp(&p, &f, sizeof p), 0) << QuantDotIsaName(isa) << " " << DTypeName(t);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Every path evaluates the same per-block integer sums and fma sequence, so they agree bitwise.
+TEST(QuantDotTest, IsasAgreeBitwise) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType t : kFormats) {
+    const int64_t k = 1024, rows = 9;
+    std::vector<float> x(static_cast<size_t>(rows * k));
+    for (float& v : x) v = nd(rng);
+    const Acts a = QuantizeActs(x, rows, k);
+    const Weights w = RawWeights(t, k, rng);
+    std::vector<float> ref(static_cast<size_t>(rows * 16));
+    QuantDotTileRef(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, k / 32, ref.data());
+    for (QuantDotIsa isa : SupportedIsas()) {
+      std::vector<float> got(ref.size());
+      QuantDotTileFor(isa)(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, k / 32, got.data());
+      EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(float)), 0)
+          << QuantDotIsaName(isa) << " " << DTypeName(t);
+    }
+  }
+}
+
+// Power-of-two scales (weights 2^-2 / 2^-4, activations 2^-3) and small enough sums: every f32
+// operation is exact, so the result equals the exactly computed integer value.
+TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
+  std::mt19937 rng(77);
+  for (DType t : kFormats) {
+    const bool kq = DTypeBlockSize(t) == 256;
+    const int64_t k = kq ? 256 : 512, rows = 5;
+    // Activations: one element per block at 127 * 2^-3 (so d = 2^-3 exactly), others j * 2^-3.
+    const int amax_other = t == DType::kQ8_0 || t == DType::kQ4_0 ? 127 : 3;
+    std::vector<float> x(static_cast<size_t>(rows * k));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const int v = (i % 32 == 5) ? 127 : static_cast<int>(rng() % (2 * amax_other + 1)) - amax_other;
+      x[i] = static_cast<float>(v) * 0.125f;
+    }
+    const Acts a = QuantizeActs(x, rows, k);
+    Weights w;
+    w.row_bytes = DTypeRowBytes(t, k);
+    w.bytes.resize(16 * w.row_bytes);
+    for (uint8_t& b : w.bytes) b = static_cast<uint8_t>(rng());
+    const size_t bb = DTypeBlockBytes(t);
+    for (size_t off = 0; off < w.bytes.size(); off += bb) {
+      const uint16_t quarter = 0x3400, sixteenth = 0x2C00;  // f16 2^-2, 2^-4
+      if (t == DType::kQ6_K) {
+        std::memcpy(&w.bytes[off + 208], &sixteenth, 2);
+      } else if (t == DType::kQ4_K) {
+        std::memcpy(&w.bytes[off], &sixteenth, 2);
+        std::memcpy(&w.bytes[off + 2], &sixteenth, 2);
+      } else {
+        std::memcpy(&w.bytes[off], &quarter, 2);
+      }
+    }
+    w.deq.resize(static_cast<size_t>(16 * k));
+    DequantizeRow(t, w.bytes.data(), w.deq.data(), 16 * k);
+    for (QuantDotIsa isa : SupportedIsas()) {
+      std::vector<float> out(static_cast<size_t>(rows * 16));
+      QuantDotTileFor(isa)(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, k / 32, out.data());
+      for (int64_t m = 0; m < rows; ++m) {
+        for (int j = 0; j < 16; ++j) {
+          double dot, mag;
+          Oracle(w.deq, k, a, m, j, 0, k / 32, &dot, &mag);
+          ASSERT_EQ(static_cast<double>(out[static_cast<size_t>(m * 16 + j)]), dot)
+              << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=" << m << " j=" << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantDotTest, DispatchHelpers) {
+  const CpuFeatures& f = GetCpuFeatures();
+  EXPECT_TRUE(QuantDotIsaSupported(QuantDotIsa::kRef));
+  EXPECT_EQ(QuantDotIsaSupported(QuantDotIsa::kAvx2), f.HasAvx2Kernels());
+  EXPECT_EQ(QuantDotIsaSupported(QuantDotIsa::kAvx512Vnni), f.HasAvx512VnniKernels());
+  EXPECT_TRUE(QuantDotIsaSupported(BestQuantDotIsa()));
+  std::printf("quant dot ISAs here: best %s; cpu: %s\n", QuantDotIsaName(BestQuantDotIsa()), f.ToString().c_str());
+}
+
+}  // namespace
+}  // namespace moerun
