@@ -33,7 +33,7 @@ for preset in v2-lite v2 v3 qwen2 qwen3; do
   for dtype in bf16 f32 f16; do
     d="$WORK/$preset-$dtype"
     "$MOERUN" make-example --out "$d" --preset "$preset" --small --tokens 150 --dtype "$dtype" 2>/dev/null
-    for extra in "" "--kernel ref" "--kernel avx2" "--weight-format bf16" "--weight-format f16"; do
+    for extra in "" "--kernel ref" "--kernel avx2" "--weight-format f16" "--weight-format q8_0" "--weight-format bf16"; do
       # shellcheck disable=SC2086
       if out=$("$MOERUN" moe-layer --config "$d/config.json" --weights "$d/layer.safetensors" \
           --input "$d/x.safetensors" --output "$d/y.safetensors" --check $extra 2>&1) &&
