@@ -22,6 +22,22 @@ if awk -v a="$a1" 'BEGIN { exit !(a >= 0.9) }'; then pass "one rank: $one"; else
 fast=$("$MOERUN" eval -m "$MODEL" --task "$TASK" 2>/dev/null | tail -1)
 if awk -v a="$(acc "$fast")" 'BEGIN { exit !(a >= 0.9) }'; then pass "one rank, fast mode: $fast"; else fail "fast mode: $fast"; fi
 
+# Per weight format (quantised at load, every kernel ISA this CPU has): q8_0 within 0.01 of f32,
+# the 4-bit formats within 0.05. The model is 128 wide, so q4_k/q6_k fall back to q4_0/q8_0 (their
+# 256-element super-blocks do not fit; see kernels/weight_format.h).
+f32=$(acc "$("$MOERUN" eval -m "$MODEL" --task "$TASK" --weight-format f32 2>/dev/null | tail -1)")
+for spec in "q8_0|0.01" "f16|0.01" "bf16|0.01" "q4_0|0.05" "q6_k|0.01" "q4_k|0.05"; do
+  IFS='|' read -r fmt tol <<<"$spec"
+  for kernel in ref avx2 ""; do
+    out=$("$MOERUN" eval -m "$MODEL" --task "$TASK" --weight-format "$fmt" ${kernel:+--kernel "$kernel"} 2>&1 | tail -1)
+    if awk -v a="$(acc "$out")" -v b="$f32" -v t="$tol" 'BEGIN { exit !(a >= b - t) }'; then
+      pass "--weight-format $fmt ${kernel:-auto}: $out (f32 $f32)"
+    else
+      fail "--weight-format $fmt ${kernel:-auto}: $out, more than $tol below f32 $f32"
+    fi
+  done
+done
+
 LAYOUTS=("--tp 2" "--tp 4" "--tp 2 --ep" "--tp 2 --dp 2 --ep --dispatch alltoall" "--dp 2 --ep"
   "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp" "--tp 2 --dp 2 --ep --sp --dispatch alltoall")
 for layout in "${LAYOUTS[@]}"; do
