@@ -55,8 +55,9 @@ struct MoeWeights {
   // Validates and loads the block at `prefix` in `ckpt`. `weight_dtype` kBF16/kF32 packs experts
   // in that dtype; DType::kU8 means "as stored" (bf16 stays bf16, f32/f16 become f32).
   // `shard` selects what this rank packs (only those bytes of the mapping are read).
-  static StatusOr<MoeWeights> Load(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
-                                   DType weight_dtype, ThreadPool* pool, MoeShard shard = {});
+  static StatusOr<MoeWeights> Load(const MoeConfig& config, const TensorSource& ckpt,
+                                   const std::string& prefix, DType weight_dtype, ThreadPool* pool,
+                                   MoeShard shard = {});
 };
 
 // The shared expert's multiplier for one token: sigmoid(x . shared_expert_gate) for Qwen2-MoE,

@@ -46,7 +46,7 @@ StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
   return x.ToF32();
 }
 
-Status CheckOutput(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+Status CheckOutput(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
                    const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, DType weight_dtype) {
   ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, ckpt, prefix, x));
   // f32 weights: f32 rounding only; bf16 weights may round activations to bf16 (relative ~4e-3).
