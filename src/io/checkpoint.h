@@ -20,22 +20,22 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "io/tensor_source.h"
 
 namespace moerun {
 
-class Checkpoint {
+class Checkpoint : public TensorSource {
  public:
   static StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path);
 
   // The tensor `name` as stored (dtype and shape from the file). NotFound names the tensor and
   // the checkpoint path.
-  StatusOr<Tensor> Get(std::string_view name) const;
+  StatusOr<Tensor> Get(std::string_view name) const override;
   // nullptr if absent.
-  const SafetensorsEntry* Find(std::string_view name) const;
-  bool Has(std::string_view name) const { return Find(name) != nullptr; }
+  const SafetensorsEntry* Find(std::string_view name) const override;
   // All tensor names, sorted.
-  std::vector<std::string> Names() const;
-  const std::string& path() const { return path_; }
+  std::vector<std::string> Names() const override;
+  const std::string& path() const override { return path_; }
 
  private:
   Checkpoint() = default;

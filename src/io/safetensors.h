@@ -29,15 +29,14 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "io/tensor_source.h"
 
 namespace moerun {
 
 inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
 
-struct SafetensorsEntry {
-  std::string name;    // e.g. "experts.3.up_proj.weight"
-  DType dtype;         // e.g. DType::kBF16
-  Shape shape;         // e.g. [1408, 2048]
+// name (e.g. "experts.3.up_proj.weight"), dtype (e.g. DType::kBF16), shape (e.g. [1408, 2048]).
+struct SafetensorsEntry : TensorMeta {
   uint64_t begin = 0;  // byte offset in the data buffer
   uint64_t end = 0;    // one past the last byte
 };

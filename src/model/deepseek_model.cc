@@ -64,9 +64,9 @@ int64_t LayerOf(const std::string& name) {
   return n;
 }
 
-Status Validate(const ModelConfig& c, const Checkpoint& ckpt, const Expected& e) {
+Status Validate(const ModelConfig& c, const TensorSource& ckpt, const Expected& e) {
   for (const auto& [name, shape] : e.shapes) {
-    const SafetensorsEntry* t = ckpt.Find(name);
+    const TensorMeta* t = ckpt.Find(name);
     if (t == nullptr)
       return NotFound("{}: tensor '{}' is missing (expected shape {})", ckpt.path(), name,
                       ShapeToString(shape));
@@ -93,7 +93,7 @@ Status Validate(const ModelConfig& c, const Checkpoint& ckpt, const Expected& e)
   return Status::Ok();
 }
 
-StatusOr<std::vector<float>> LoadVector(const Checkpoint& ckpt, const std::string& name) {
+StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::string& name) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   ASSIGN_OR_RETURN(Tensor f, t.ToF32());
   return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
@@ -108,13 +108,13 @@ StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> reque
   return PackedWeight::Pack(t, f, c0, c1);
 }
 
-StatusOr<PackedWeight> LoadPacked(const Checkpoint& ckpt, const std::string& name,
+StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
                                   std::optional<WeightFormat> requested) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   return PackAs(t, requested);
 }
 
-Status CheckFinite(const Checkpoint& ckpt) {
+Status CheckFinite(const TensorSource& ckpt) {
   for (const std::string& name : ckpt.Names()) {
     ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
     if (t.dtype() != DType::kF32 && t.dtype() != DType::kBF16 && t.dtype() != DType::kF16) continue;
@@ -146,6 +146,15 @@ DeepseekModel::~DeepseekModel() = default;
 StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
     const std::function<void(double, const std::string&)>& progress, Communicator* world) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, dir + "/config.json"));
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  return LoadFrom(std::move(ckpt), std::move(config), options, pool, progress, world);
+}
+
+StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
+    std::unique_ptr<TensorSource> source, ModelConfig config, const ModelLoadOptions& options,
+    ThreadPool* pool, const std::function<void(double, const std::string&)>& progress, Communicator* world) {
   std::unique_ptr<DeepseekModel> m(new DeepseekModel());
   m->options_ = options;
   // Deterministic mode needs batch-invariant kernels: one kernel row whatever the row count.
@@ -156,11 +165,10 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
     world = m->own_world_.get();
   }
   m->world_ = world;
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
-  ASSIGN_OR_RETURN(m->config_, ModelConfig::FromJson(text, dir + "/config.json"));
+  m->config_ = std::move(config);
   const ModelConfig& c = m->config_;
-  ASSIGN_OR_RETURN(m->ckpt_, Checkpoint::Open(dir));
-  const Checkpoint& ckpt = *m->ckpt_;
+  m->ckpt_ = std::move(source);
+  const TensorSource& ckpt = *m->ckpt_;
   const ParallelOptions& par = options.parallel;
   RETURN_IF_ERROR(par.Validate(c.moe, world->size()));
   if (c.num_attention_heads % par.tp != 0) {

@@ -71,6 +71,12 @@ class DeepseekModel {
   static StatusOr<std::unique_ptr<DeepseekModel>> Load(
       const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
       const std::function<void(double, const std::string&)>& progress = {}, Communicator* world = nullptr);
+  // The same from any tensor source under HF names (e.g. a GGUF file through
+  // model/gguf_deepseek2.h) and its config; the model keeps `source` alive (it may view its bytes).
+  static StatusOr<std::unique_ptr<DeepseekModel>> LoadFrom(
+      std::unique_ptr<TensorSource> source, ModelConfig config, const ModelLoadOptions& options,
+      ThreadPool* pool, const std::function<void(double, const std::string&)>& progress = {},
+      Communicator* world = nullptr);
   ~DeepseekModel();
 
   const ModelConfig& config() const { return config_; }
@@ -108,8 +114,8 @@ class DeepseekModel {
   ModelLoadOptions options_;
   ThreadPool* pool_ = nullptr;
   std::unique_ptr<Rope> rope_;
-  Tensor embed_;                      // [V, H] as stored (mmapped view)
-  std::unique_ptr<Checkpoint> ckpt_;  // keeps the mapping of embed_ alive
+  Tensor embed_;                        // [V, H] as stored (mmapped view)
+  std::unique_ptr<TensorSource> ckpt_;  // keeps the mapping of embed_ alive
   std::vector<LayerWeights> layers_;
   std::vector<float> final_norm_;  // [H]
   PackedWeight lm_head_;           // [V_local, H]: this TP rank's vocab rows

@@ -15,7 +15,7 @@ struct Matrix {  // a stored weight as f32 (exact for f32/bf16/f16), [rows, cols
   double at(int64_t r, int64_t c) const { return v[static_cast<size_t>(r * cols + c)]; }
 };
 
-StatusOr<Matrix> LoadMatrix(const Checkpoint& ckpt, const std::string& name) {
+StatusOr<Matrix> LoadMatrix(const TensorSource& ckpt, const std::string& name) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   ASSIGN_OR_RETURN(Tensor f, t.ToF32());
   Matrix m;
@@ -26,7 +26,7 @@ StatusOr<Matrix> LoadMatrix(const Checkpoint& ckpt, const std::string& name) {
 }
 
 // Rows [r0, r0 + n) of a fused [E, R, C] tensor's slice e, as a matrix.
-StatusOr<Matrix> LoadFusedSlice(const Checkpoint& ckpt, const std::string& name, int64_t e, int64_t r0,
+StatusOr<Matrix> LoadFusedSlice(const TensorSource& ckpt, const std::string& name, int64_t e, int64_t r0,
                                 int64_t n) {
   ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
   ASSIGN_OR_RETURN(Tensor f, t.ToF32());
@@ -55,7 +55,7 @@ struct Mlp {
   }
 };
 
-StatusOr<Mlp> LoadMlp(const Checkpoint& ckpt, const std::string& p) {
+StatusOr<Mlp> LoadMlp(const TensorSource& ckpt, const std::string& p) {
   Mlp m;
   ASSIGN_OR_RETURN(m.gate, LoadMatrix(ckpt, p + "gate_proj.weight"));
   ASSIGN_OR_RETURN(m.up, LoadMatrix(ckpt, p + "up_proj.weight"));
@@ -63,7 +63,7 @@ StatusOr<Mlp> LoadMlp(const Checkpoint& ckpt, const std::string& p) {
   return m;
 }
 
-StatusOr<Mlp> LoadExpert(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix, int64_t e) {
+StatusOr<Mlp> LoadExpert(const MoeConfig& c, const TensorSource& ckpt, const std::string& prefix, int64_t e) {
   if (!ckpt.Has(prefix + "experts.gate_up_proj"))
     return LoadMlp(ckpt, fmt::format("{}experts.{}.", prefix, e));
   const int64_t i = c.moe_intermediate_size;
@@ -134,7 +134,7 @@ Choice Route(const MoeConfig& c, const std::vector<double>& logits, const std::v
 
 }  // namespace
 
-StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const Checkpoint& ckpt,
+StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const TensorSource& ckpt,
                                           const std::string& prefix, const Tensor& x_in) {
   ASSIGN_OR_RETURN(Tensor x, x_in.ToF32());
   const int64_t t_count = x.dim(0), h = c.hidden_size, e = c.n_routed_experts, k = c.num_experts_per_tok;

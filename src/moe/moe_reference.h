@@ -25,7 +25,7 @@ struct ReferenceMoeOutput {
   std::vector<double> margin;   // [T] selection margin (inf when every allowed expert is chosen)
 };
 
-StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const Checkpoint& ckpt,
+StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const TensorSource& ckpt,
                                           const std::string& prefix, const Tensor& x);
 
 // Compares an engine result with the reference. Tokens whose margin is below `tie_margin` are

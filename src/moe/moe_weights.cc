@@ -10,7 +10,7 @@ namespace {
 
 bool IsFloat(DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; }
 
-bool HasFusedExperts(const Checkpoint& ckpt, const std::string& prefix) {
+bool HasFusedExperts(const TensorSource& ckpt, const std::string& prefix) {
   return ckpt.Has(prefix + "experts.gate_up_proj") || ckpt.Has(prefix + "experts.down_proj");
 }
 
@@ -23,8 +23,8 @@ std::vector<MoeTensorSpec> FusedSpecs(const MoeConfig& c, std::vector<MoeTensorS
   return specs;
 }
 
-Status CheckTensor(const Checkpoint& ckpt, const std::string& full, const Shape& want) {
-  const SafetensorsEntry* entry = ckpt.Find(full);
+Status CheckTensor(const TensorSource& ckpt, const std::string& full, const Shape& want) {
+  const TensorMeta* entry = ckpt.Find(full);
   if (entry == nullptr) {
     return NotFound("tensor '{}' is missing from {} (expected shape {})", full, ckpt.path(),
                     ShapeToString(want));
@@ -41,7 +41,7 @@ Status CheckTensor(const Checkpoint& ckpt, const std::string& full, const Shape&
 }
 
 // Every expected tensor present with its shape; nothing unexpected under the prefix.
-Status Validate(const std::vector<MoeTensorSpec>& specs, const Checkpoint& ckpt, const std::string& prefix,
+Status Validate(const std::vector<MoeTensorSpec>& specs, const TensorSource& ckpt, const std::string& prefix,
                 const MoeConfig& c) {
   std::set<std::string> expected;
   for (const MoeTensorSpec& s : specs) {
@@ -91,7 +91,7 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
   return specs;
 }
 
-StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const Checkpoint& ckpt, const std::string& prefix,
+StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ckpt, const std::string& prefix,
                                       std::optional<WeightFormat> requested, ThreadPool* pool,
                                       MoeShard shard) {
   if (shard.expert_end < 0) shard.expert_end = c.n_routed_experts;

@@ -56,7 +56,7 @@ struct MoeWeights {
   // Validates and loads the block at `prefix` in `ckpt`. `requested` packs experts in that
   // format; nullopt means "as stored" (bf16 stays bf16, a GGUF Q4_K stays Q4_K, ...).
   // `shard` selects what this rank packs (only those bytes of the mapping are read).
-  static StatusOr<MoeWeights> Load(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+  static StatusOr<MoeWeights> Load(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
                                    std::optional<WeightFormat> requested, ThreadPool* pool,
                                    MoeShard shard = {});
 };

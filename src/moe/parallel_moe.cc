@@ -112,7 +112,7 @@ std::string ParallelOptions::ToString() const {
 
 ParallelMoe::~ParallelMoe() = default;
 
-StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const Checkpoint& ckpt,
+StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const TensorSource& ckpt,
                                                            const std::string& prefix,
                                                            const ParallelOptions& options,
                                                            Communicator& world,

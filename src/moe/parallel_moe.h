@@ -98,7 +98,7 @@ class ParallelMoe {
  public:
   // Validates the options, splits the groups and loads this rank's part of the block.
   static StatusOr<std::unique_ptr<ParallelMoe>> Create(
-      const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+      const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
       const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
       ThreadPool* pool, KernelPolicy kernels = {});
   ~ParallelMoe();

@@ -65,7 +65,7 @@ double ReferenceTolerance(WeightFormat f) {
   }
 }
 
-Status CheckOutput(const MoeConfig& config, const Checkpoint& ckpt, const std::string& prefix,
+Status CheckOutput(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
                    const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, WeightFormat format) {
   ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, ckpt, prefix, x));
   const double rtol = ReferenceTolerance(format);

@@ -1,0 +1,71 @@
+// llama.cpp `deepseek2` GGUF files <-> moerun's Hugging Face view of DeepSeek-V2/V3 models.
+//
+// Reading (OpenGgufDeepseek2): the deepseek2.* metadata become the HF config.json that
+// ModelConfig::FromJson reads; a TensorSource serves the HF tensor names the loaders ask for from
+// the GGUF tensors (per-expert names are row views of the merged 3-D expert tensors; kv_b_proj is
+// rebuilt from attn_k_b / attn_v_b when the file has no attn_kv_b); the tokenizer.ggml.* keys
+// become a tokenizer.json + tokenizer_config.json that tokenizer/tokenizer.h loads.
+// Writing (WriteDeepseek2Gguf): the reverse, with llama.cpp's key names, value types, tensor names
+// and layouts as convert_hf_to_gguf.py writes them today (docs/gguf.md lists every rule and its
+// source), streamed tensor by tensor through GgufWriter.
+//
+// Thread safety: the returned objects are immutable; WriteDeepseek2Gguf is a plain function.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "io/gguf.h"
+#include "io/tensor_source.h"
+#include "model/model_config.h"
+
+namespace moerun {
+
+// (a) The HF config.json text equivalent to a deepseek2 GGUF's metadata. InvalidArgument naming
+// the key if general.architecture is not "deepseek2" or a required key is missing or mistyped.
+StatusOr<std::string> Deepseek2ConfigJsonFromGguf(const GgufFile& file);
+
+// (c) tokenizer.json and tokenizer_config.json texts from tokenizer.ggml.* (model "gpt2" only;
+// pre "deepseek-llm" or "deepseek-v3"; other values are Unimplemented naming them).
+struct HfTokenizerText {
+  std::string tokenizer_json;
+  std::string tokenizer_config_json;
+};
+StatusOr<HfTokenizerText> Deepseek2TokenizerFromGguf(const GgufFile& file);
+
+// (b) The HF-named view of a deepseek2 GGUF. Every GGUF tensor must map to an HF name (an
+// unknown one is InvalidArgument naming it), and every merged/split tensor must have the shape
+// `config` implies.
+StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_ptr<GgufFile> file,
+                                                                  const ModelConfig& config);
+
+// Everything at once.
+struct GgufDeepseek2 {
+  std::shared_ptr<GgufFile> file;
+  std::string config_json;
+  ModelConfig config;
+  std::unique_ptr<TensorSource> tensors;
+  HfTokenizerText tokenizer;  // empty texts if the file has no tokenizer.ggml.tokens
+};
+StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path);
+
+// (d) Writes `hf` (HF names, e.g. a Checkpoint) as a llama.cpp deepseek2 GGUF at `out_path`,
+// atomically. `target` is the type of the 2-D+ weight matrices: kF32, kF16, kBF16, or (once
+// core/block_quant.h's QuantizeRow is built in) kQ8_0, kQ4_0, kQ4_K, kQ6_K. Kept in F32 as
+// llama.cpp does: 1-D tensors, norms, ffn_gate_inp (router), exp_probs_b. A matrix whose row
+// length is not a multiple of the target's block size falls back: Q4_K -> Q8_0 (llama.cpp:
+// Q5_0, which moerun lacks), Q6_K -> Q8_0 (as llama.cpp), then F16 if still not divisible (as
+// llama.cpp). tokenizer_config_json may be empty.
+struct Deepseek2GgufOptions {
+  DType target = DType::kF16;
+  std::string name;  // general.name, written when not empty
+};
+Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json,
+                          const std::string& tokenizer_json, const std::string& tokenizer_config_json,
+                          const Deepseek2GgufOptions& options, const std::string& out_path);
+
+// The GGUF type a tensor gets under `target` (the rules above); exposed for tests and docs.
+DType Deepseek2GgufTensorType(const std::string& gguf_name, const Shape& shape, DType target);
+
+}  // namespace moerun

@@ -1,0 +1,270 @@
+// HF checkpoint -> llama.cpp deepseek2 GGUF -> loaded back: tiny models from
+// tools/make_test_model.py (lite: plain q_proj; v2: q-LoRA + group-limited routing; v3: sigmoid,
+// score-correction bias) must come back with every tensor, every config field, the tokenizer's
+// ids and the model's logits unchanged, and the file must follow llama.cpp's names and layouts.
+#include "model/gguf_deepseek2.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/thread_pool.h"
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "model/deepseek_model.h"
+#include "model/kv_cache.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moerun {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The synthetic DeepSeek-LLM tokenizer with its added tokens moved to ids 295..299, inside the
+// test models' vocab_size of 300 (llama.cpp's converter requires every id < vocab_size).
+void WriteTokenizer(const fs::path& dir) {
+  const std::string src = MOERUN_TOKENIZER_TESTDATA "/synthetic/";
+  nlohmann::json tok = nlohmann::json::parse(ReadFileToString(src + "tokenizer.json").value());
+  for (auto& a : tok["added_tokens"]) a["id"] = a["id"].get<int>() - 5;
+  for (auto& [name, st] : tok["post_processor"]["special_tokens"].items()) st["ids"] = {295};
+  ASSERT_TRUE(WriteFileAtomically((dir / "tokenizer.json").string(), tok.dump()).ok());
+  ASSERT_TRUE(WriteFileAtomically((dir / "tokenizer_config.json").string(),
+                                  ReadFileToString(src + "tokenizer_config.json").value())
+                  .ok());
+  // config.json's ids must name the same tokens (GGUF keeps one bos/eos id).
+  nlohmann::json cfg = nlohmann::json::parse(ReadFileToString((dir / "config.json").string()).value());
+  cfg["bos_token_id"] = 295;
+  cfg["eos_token_id"] = 296;
+  ASSERT_TRUE(WriteFileAtomically((dir / "config.json").string(), cfg.dump(2)).ok());
+}
+
+class GgufDeepseek2Test : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("gguf_ds2_" + std::to_string(::getpid()) + "_" + GetParam());
+    fs::remove_all(dir_);
+    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
+                            (dir_ / "hf").string() + " --variant " + GetParam() + " --dtype f32 > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    WriteTokenizer(dir_ / "hf");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Hf(const std::string& f) const { return (dir_ / "hf" / f).string(); }
+
+  // Writes the GGUF of the HF model with `target`; returns its path.
+  std::string Convert(DType target) {
+    auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+    EXPECT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    const std::string out = (dir_ / ("m-" + std::string(DTypeName(target)) + ".gguf")).string();
+    Deepseek2GgufOptions opt;
+    opt.target = target;
+    opt.name = "tiny";
+    Status s = WriteDeepseek2Gguf(**ckpt, ReadFileToString(Hf("config.json")).value(),
+                                  ReadFileToString(Hf("tokenizer.json")).value(),
+                                  ReadFileToString(Hf("tokenizer_config.json")).value(), opt, out);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  }
+
+  fs::path dir_;
+};
+
+TEST_P(GgufDeepseek2Test, F32RoundTripIsExact) {
+  const std::string path = Convert(DType::kF32);
+  auto m = OpenGgufDeepseek2(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const ModelConfig want = ModelConfig::FromJson(ReadFileToString(Hf("config.json")).value(), "cfg").value();
+  const ModelConfig& got = m->config;
+  EXPECT_EQ(got.model_type, want.model_type);
+  EXPECT_EQ(got.vocab_size, want.vocab_size);
+  EXPECT_EQ(got.hidden_size, want.hidden_size);
+  EXPECT_EQ(got.intermediate_size, want.intermediate_size);
+  EXPECT_EQ(got.num_hidden_layers, want.num_hidden_layers);
+  EXPECT_EQ(got.num_attention_heads, want.num_attention_heads);
+  EXPECT_EQ(got.q_lora_rank, want.q_lora_rank);
+  EXPECT_EQ(got.kv_lora_rank, want.kv_lora_rank);
+  EXPECT_EQ(got.qk_nope_head_dim, want.qk_nope_head_dim);
+  EXPECT_EQ(got.qk_rope_head_dim, want.qk_rope_head_dim);
+  EXPECT_EQ(got.v_head_dim, want.v_head_dim);
+  EXPECT_FLOAT_EQ(static_cast<float>(got.rms_norm_eps), static_cast<float>(want.rms_norm_eps));
+  EXPECT_FLOAT_EQ(static_cast<float>(got.rope_theta), static_cast<float>(want.rope_theta));
+  EXPECT_EQ(got.max_position_embeddings, want.max_position_embeddings);
+  EXPECT_EQ(got.first_k_dense_replace, want.first_k_dense_replace);
+  EXPECT_EQ(got.bos_token_id, want.bos_token_id);
+  EXPECT_EQ(got.eos_token_id, want.eos_token_id);
+  EXPECT_EQ(got.tie_word_embeddings, want.tie_word_embeddings);
+  EXPECT_EQ(got.yarn.enabled, want.yarn.enabled);
+  EXPECT_FLOAT_EQ(static_cast<float>(got.yarn.factor), static_cast<float>(want.yarn.factor));
+  EXPECT_EQ(got.yarn.original_max_position, want.yarn.original_max_position);
+  EXPECT_FLOAT_EQ(static_cast<float>(got.yarn.beta_fast), static_cast<float>(want.yarn.beta_fast));
+  EXPECT_FLOAT_EQ(static_cast<float>(got.yarn.beta_slow), static_cast<float>(want.yarn.beta_slow));
+  EXPECT_NEAR(got.yarn.mscale, want.yarn.mscale, 1e-6);
+  EXPECT_NEAR(got.yarn.mscale_all_dim, want.yarn.mscale_all_dim, 1e-6);
+  EXPECT_NEAR(got.SoftmaxScale(), want.SoftmaxScale(), 1e-7);
+  EXPECT_EQ(got.moe.n_routed_experts, want.moe.n_routed_experts);
+  EXPECT_EQ(got.moe.num_experts_per_tok, want.moe.num_experts_per_tok);
+  EXPECT_EQ(got.moe.moe_intermediate_size, want.moe.moe_intermediate_size);
+  EXPECT_EQ(got.moe.shared_intermediate_size, want.moe.shared_intermediate_size);
+  EXPECT_EQ(got.moe.topk_method, want.moe.topk_method);
+  EXPECT_EQ(got.moe.n_group, want.moe.n_group);
+  EXPECT_EQ(got.moe.topk_group, want.moe.topk_group);
+  EXPECT_EQ(got.moe.norm_topk_prob, want.moe.norm_topk_prob);
+  EXPECT_EQ(got.moe.routed_scaling_factor, want.moe.routed_scaling_factor);
+  EXPECT_EQ(got.moe.scale_after_norm, want.moe.scale_after_norm);
+  EXPECT_EQ(got.moe.scoring_func, want.moe.scoring_func);
+
+  // Every HF tensor, bit for bit, and nothing else.
+  auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+  ASSERT_TRUE(ckpt.ok());
+  EXPECT_EQ(m->tensors->Names(), (*ckpt)->Names());
+  for (const std::string& name : (*ckpt)->Names()) {
+    Tensor a = (*ckpt)->Get(name).value();
+    auto b = m->tensors->Get(name);
+    ASSERT_TRUE(b.ok()) << name << ": " << b.status().ToString();
+    ASSERT_EQ(b->shape(), a.shape()) << name;
+    ASSERT_EQ(b->dtype(), DType::kF32) << name;
+    EXPECT_EQ(m->tensors->Find(name)->shape, a.shape()) << name;
+    EXPECT_EQ(std::memcmp(a.raw(), b->raw(), a.nbytes()), 0) << name;
+  }
+
+  // Tokenizer: the same ids on sample strings, with and without special tokens.
+  auto t0 = Tokenizer::FromJsonWithConfig(ReadFileToString(Hf("tokenizer.json")).value(), "tokenizer.json",
+                                          ReadFileToString(Hf("tokenizer_config.json")).value(), "config");
+  ASSERT_TRUE(t0.ok()) << t0.status().ToString();
+  auto t1 = Tokenizer::FromJsonWithConfig(m->tokenizer.tokenizer_json, "gguf tokenizer.json",
+                                          m->tokenizer.tokenizer_config_json, "gguf config");
+  ASSERT_TRUE(t1.ok()) << t1.status().ToString();
+  // (Not "<strip>": GGUF has no lstrip/rstrip flags, see docs/gguf.md.)
+  for (const char* text : {"hello the world", "  12345 aa\n\nhello", "你好, 世界!", "<tool>call <tool> x",
+                           "<｜begin▁of▁sentence｜>hi<｜end▁of▁sentence｜>", ""}) {
+    EXPECT_EQ((*t1)->Encode(text, true), (*t0)->Encode(text, true)) << text;
+    EXPECT_EQ((*t1)->Encode(text, false), (*t0)->Encode(text, false)) << text;
+  }
+  EXPECT_EQ((*t1)->bos_id(), (*t0)->bos_id());
+  EXPECT_EQ((*t1)->eos_id(), (*t0)->eos_id());
+  EXPECT_EQ((*t1)->chat_template(), (*t0)->chat_template());
+}
+
+// The file itself follows llama.cpp's deepseek2 conventions (keys, types, names, ggml dims).
+TEST_P(GgufDeepseek2Test, FileFollowsLlamaCppLayout) {
+  const std::string path = Convert(DType::kF16);
+  auto f = GgufFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  const GgufFile& g = **f;
+  const ModelConfig c = ModelConfig::FromJson(ReadFileToString(Hf("config.json")).value(), "cfg").value();
+  EXPECT_EQ(*g.GetString("general.architecture"), "deepseek2");
+  EXPECT_EQ(*g.GetInt("general.file_type"), 1);
+  EXPECT_EQ(g.FindKey("deepseek2.block_count")->type, GgufType::kU32);
+  EXPECT_EQ(g.FindKey("deepseek2.rope.freq_base")->type, GgufType::kF32);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.head_count_kv"), 1);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.key_length"), c.kv_lora_rank + c.qk_rope_head_dim);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.value_length"), c.kv_lora_rank);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.key_length_mla"), c.q_head_dim());
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.value_length_mla"), c.v_head_dim);
+  EXPECT_NEAR(*g.GetFloat("deepseek2.rope.scaling.yarn_log_multiplier"), 0.1 * c.yarn.mscale_all_dim, 1e-7);
+  EXPECT_EQ(*g.GetString("tokenizer.ggml.pre"), "deepseek-llm");
+  EXPECT_EQ(g.GetStringArray("tokenizer.ggml.tokens")->size(), static_cast<size_t>(c.vocab_size));
+  EXPECT_EQ(g.FindKey("deepseek2.attention.q_lora_rank") != nullptr, c.q_lora_rank > 0);
+  const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, h = c.hidden_size;
+  EXPECT_EQ(g.FindInfo("token_embd.weight")->ne, (std::vector<int64_t>{h, c.vocab_size}));
+  EXPECT_EQ(g.FindInfo("blk.0.attn_k_b.weight")->ne, (std::vector<int64_t>{c.qk_nope_head_dim, r, nh}));
+  EXPECT_EQ(g.FindInfo("blk.0.attn_v_b.weight")->ne, (std::vector<int64_t>{r, c.v_head_dim, nh}));
+  EXPECT_EQ(g.FindInfo("blk.0.attn_kv_b.weight"), nullptr);
+  EXPECT_NE(g.FindInfo("blk.0.ffn_gate.weight"), nullptr);
+  const int64_t e = c.moe.n_routed_experts, i = c.moe.moe_intermediate_size;
+  EXPECT_EQ(g.FindInfo("blk.1.ffn_gate_exps.weight")->ne, (std::vector<int64_t>{h, i, e}));
+  EXPECT_EQ(g.FindInfo("blk.1.ffn_down_exps.weight")->ne, (std::vector<int64_t>{i, h, e}));
+  EXPECT_EQ(g.FindInfo("blk.1.ffn_gate_inp.weight")->type, 0u);  // router stays F32
+  EXPECT_EQ(g.FindInfo("blk.1.attn_norm.weight")->type, 0u);
+  EXPECT_EQ(g.FindInfo("blk.1.ffn_up_exps.weight")->type, 1u);
+  EXPECT_EQ(g.FindInfo("blk.1.exp_probs_b.bias") != nullptr, c.moe.topk_method == TopkMethod::kNoauxTc);
+  // F16 weights come back within f16 rounding, norms exactly.
+  auto m = OpenGgufDeepseek2(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+  for (const std::string& name : (*ckpt)->Names()) {
+    Tensor a = (*ckpt)->Get(name).value();
+    Tensor b = m->tensors->Get(name).value().ToF32().value();
+    for (int64_t k = 0; k < a.numel(); ++k) {
+      const float x = a.data<float>()[k], y = b.data<float>()[k];
+      ASSERT_LE(std::fabs(x - y), 1e-3f * std::fabs(x) + 1e-7f) << name << "[" << k << "]";
+    }
+  }
+}
+
+// The model loaded from the GGUF gives the logits of the model loaded from the HF directory.
+TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
+  const std::string path = Convert(DType::kF32);
+  ThreadPool pool(1);
+  ModelLoadOptions opt;
+  opt.weight_format = WeightFormat::kF32;
+  opt.kernels.precision = ActivationPrecision::kF32;
+  auto hf = DeepseekModel::Load((dir_ / "hf").string(), opt, &pool);
+  ASSERT_TRUE(hf.ok()) << hf.status().ToString();
+  auto m = OpenGgufDeepseek2(path);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto gg = DeepseekModel::LoadFrom(std::move(m->tensors), m->config, opt, &pool);
+  ASSERT_TRUE(gg.ok()) << gg.status().ToString();
+  const std::vector<int32_t> tokens = {295, 3, 17, 42, 256, 99, 7};
+  KvCache c0((*hf)->config(), 16), c1((*gg)->config(), 16);
+  std::vector<float> l0, l1;
+  ASSERT_TRUE((*hf)->Forward(tokens, &c0, true, &l0).ok());
+  ASSERT_TRUE((*gg)->Forward(tokens, &c1, true, &l1).ok());
+  ASSERT_EQ(l0.size(), l1.size());
+  for (size_t k = 0; k < l0.size(); ++k) ASSERT_NEAR(l0[k], l1[k], 1e-5f * (1 + std::fabs(l0[k]))) << k;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", "v2", "v3"));
+
+TEST(GgufDeepseek2Rules, TensorTypes) {
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_norm.weight", {64}, DType::kQ8_0), DType::kF32);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_kv_a_norm.weight", {512}, DType::kQ8_0), DType::kF32);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.1.ffn_gate_inp.weight", {64, 2048}, DType::kQ8_0), DType::kF32);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.1.exp_probs_b.bias", {64}, DType::kQ8_0), DType::kF32);
+  EXPECT_EQ(Deepseek2GgufTensorType("token_embd.weight", {102400, 2048}, DType::kQ8_0), DType::kQ8_0);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.1.ffn_up_exps.weight", {64, 1408, 2048}, DType::kQ4_K),
+            DType::kQ4_K);
+  // Row length 1408 is not a multiple of 256: Q4_K/Q6_K fall back to Q8_0.
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.1.ffn_down_exps.weight", {64, 2048, 1408}, DType::kQ4_K),
+            DType::kQ8_0);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.1.ffn_down_exps.weight", {64, 2048, 1408}, DType::kQ6_K),
+            DType::kQ8_0);
+  // Not even a multiple of 32: F16.
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_k_b.weight", {16, 512, 128}, DType::kQ8_0), DType::kQ8_0);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_k_b.weight", {16, 512, 16}, DType::kQ8_0), DType::kF16);
+  EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_k_b.weight", {16, 512, 24}, DType::kQ4_K), DType::kF16);
+  EXPECT_EQ(Deepseek2GgufTensorType("output.weight", {300, 64}, DType::kBF16), DType::kBF16);
+}
+
+TEST(GgufDeepseek2Rules, RefusesUnrepresentableYarnAndOtherArchitectures) {
+  const fs::path dir = fs::temp_directory_path() / ("gguf_ds2_mscale_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
+                          (dir / "hf").string() + " --variant lite --dtype f32 --rope-mscale 1.0 > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  WriteTokenizer(dir / "hf");
+  auto ckpt = Checkpoint::Open((dir / "hf").string());
+  ASSERT_TRUE(ckpt.ok());
+  Status s = WriteDeepseek2Gguf(**ckpt, ReadFileToString((dir / "hf/config.json").string()).value(),
+                                ReadFileToString((dir / "hf/tokenizer.json").string()).value(), "", {},
+                                (dir / "x.gguf").string());
+  EXPECT_EQ(s.code(), StatusCode::kUnimplemented) << s.ToString();
+  EXPECT_NE(s.message().find("mscale_all_dim"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "x.gguf"));
+  // A GGUF of another architecture is refused by name.
+  auto w = GgufWriter::Create((dir / "llama.gguf").string());
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->AddKv("general.architecture", GgufValue::String("llama")).ok());
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto m = OpenGgufDeepseek2((dir / "llama.gguf").string());
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("'llama'"), std::string::npos) << m.status().ToString();
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace moerun
