@@ -199,6 +199,8 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
                      PackAs(head.Rows(v0, v1), options.weight_format));
   }
   const std::optional<WeightFormat> w = options.weight_format;
+  // One set of MoE expert buffers for the whole rank, shared by every MoE layer.
+  auto moe_scratch = std::make_shared<MoeRankScratch>(m->options_.kernels);
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     if (progress)
@@ -231,7 +233,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
                                        par.deterministic ? c.v_head_dim : 0));
     if (c.IsMoeLayer(l)) {
       ASSIGN_OR_RETURN(
-          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.kernels));
+          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.kernels, moe_scratch));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
@@ -493,6 +495,41 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
     offset += n_rows * vq;
   }
   return Status::Ok();
+}
+
+double DeepseekModel::DecodeWeightBytesPerToken() const {
+  double bytes = static_cast<double>(lm_head_.bytes());
+  for (const LayerWeights& lw : layers_) {
+    const AttentionWeights& at = lw.attn;
+    bytes += static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
+                                 at.kv_a_proj.bytes() + at.o_proj.bytes());
+    bytes += static_cast<double>(at.kv_b.size() * sizeof(float));
+    bytes += static_cast<double>(lw.mlp_gate_up.bytes() + lw.mlp_down.bytes());
+    if (!lw.moe) continue;
+    const MoeWeights& w = lw.moe->weights();
+    bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
+    double experts = 0;
+    for (size_t e = 0; e < w.gate_up.size(); ++e) experts += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
+    // A token visits k of the E experts; this rank holds its share of them.
+    bytes += experts * static_cast<double>(config_.moe.num_experts_per_tok) /
+             static_cast<double>(config_.moe.n_routed_experts);
+  }
+  return bytes;
+}
+
+double DeepseekModel::PackedWeightBytes() const {
+  double bytes = static_cast<double>(lm_head_.bytes());
+  for (const LayerWeights& lw : layers_) {
+    const AttentionWeights& at = lw.attn;
+    bytes += static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
+                                 at.kv_a_proj.bytes() + at.o_proj.bytes() + at.kv_b.size() * sizeof(float));
+    bytes += static_cast<double>(lw.mlp_gate_up.bytes() + lw.mlp_down.bytes());
+    if (!lw.moe) continue;
+    const MoeWeights& w = lw.moe->weights();
+    bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
+    for (size_t e = 0; e < w.gate_up.size(); ++e) bytes += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
+  }
+  return bytes;
 }
 
 }  // namespace moerun

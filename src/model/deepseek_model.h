@@ -81,6 +81,12 @@ class DeepseekModel {
 
   const ModelConfig& config() const { return config_; }
 
+  // Bytes of weights this rank reads to decode one token: attention, dense MLPs, shared experts,
+  // num_experts_per_tok routed experts per MoE layer (those it holds, on average), lm_head slice.
+  double DecodeWeightBytesPerToken() const;
+  // Bytes of every packed weight this rank holds.
+  double PackedWeightBytes() const;
+
   // Runs a batch of sequences at once: each chunk's tokens at positions [cache->size(), +n) of its
   // own cache (appended). Linear layers and MoE see all rows together; attention stays within
   // each sequence. logits: [rows, vocab] for every row (all_logits) or for the last row of each

@@ -117,7 +117,8 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
                                                            const ParallelOptions& options,
                                                            Communicator& world,
                                                            std::optional<WeightFormat> weight_format,
-                                                           ThreadPool* pool, KernelPolicy kernels) {
+                                                           ThreadPool* pool, KernelPolicy kernels,
+                                                           std::shared_ptr<MoeRankScratch> scratch) {
   RETURN_IF_ERROR(options.Validate(config, world.size()));
   std::unique_ptr<ParallelMoe> m(new ParallelMoe());
   m->config_ = config;
@@ -150,7 +151,10 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
   if (options.deterministic) RETURN_IF_ERROR(m->CheckDeterministicBlocks(prefix));
   // Deterministic mode needs batch-invariant kernels: one row whatever the row count.
   kernels.deterministic = kernels.deterministic || options.deterministic;
-  m->compute_ = std::make_unique<ExpertCompute>(std::move(kernels));
+  if (scratch != nullptr && scratch->compute.policy().deterministic != kernels.deterministic) {
+    return Internal("{}: the shared MoE scratch was made for another kernel policy", prefix);
+  }
+  m->scratch_ = scratch != nullptr ? std::move(scratch) : std::make_shared<MoeRankScratch>(std::move(kernels));
   RETURN_IF_ERROR(m->Bind());
   return m;
 }
@@ -351,8 +355,8 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       if (probe_ && expert[r] >= 0)
         probe_(source_of_token[static_cast<size_t>(r / k)], x_rows + (r / k) * h, ids[r]);
     }
-    float* y = y_.Get(static_cast<size_t>(n * nb * h));
-    compute_->Run({.x = x_rows,
+    float* y = scratch_->y.Get(static_cast<size_t>(n * nb * h));
+    scratch_->compute.Run({.x = x_rows,
                    .hidden = h,
                    .n_rows = n,
                    .token = token.data(),
@@ -432,10 +436,10 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       return Internal("all_to_all delivered expert {} to rank {}, which does not hold it", recv_id[r],
                       ep.rank());
   }
-  float* y = y_.Get(static_cast<size_t>(std::max<int64_t>(n_recv, n_send) * nb * h * 2));
+  float* y = scratch_->y.Get(static_cast<size_t>(std::max<int64_t>(n_recv, n_send) * nb * h * 2));
   float* y_recv = y;
   float* y_back = y + n_recv * nb * h;
-  compute_->Run({.x = recv_x.data(),
+  scratch_->compute.Run({.x = recv_x.data(),
                  .hidden = h,
                  .n_rows = n_recv,
                  .token = token.data(),
@@ -469,8 +473,8 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
   for (int64_t t = 0; t < t_own; ++t) token[t] = t;
   const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
-  float* y = y_.Get(static_cast<size_t>(t_own * nb * h));
-  compute_->Run({.x = x_own.data<float>(),
+  float* y = scratch_->y.Get(static_cast<size_t>(t_own * nb * h));
+  scratch_->compute.Run({.x = x_own.data<float>(),
                  .hidden = h,
                  .n_rows = t_own,
                  .token = token.data(),
@@ -552,7 +556,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   RunMatmul(MatmulJob{.rows = t_own,
                       .x = {.format = ActFormat::kF32, .f32 = x_own.data<float>(), .ld = h},
                       .w = &weights_.router_packed,
-                      .kernel = &SelectKernel(WeightFormat::kF32, t_own, compute_->policy()),
+                      .kernel = &SelectKernel(WeightFormat::kF32, t_own, scratch_->compute.policy()),
                       .y = logits.data(),
                       .ldy = e},
             pool_);

@@ -94,13 +94,22 @@ class Dispatcher {
   virtual ReductionState RoutedState() const = 0;
 };
 
+// Scratch of one rank shared by every MoE layer of a model: layers run one after another on a
+// rank, so a 27-layer model holds one set of expert buffers (sized by the largest batch), not 27.
+// Thread safety: used by one layer's Forward at a time.
+struct MoeRankScratch {
+  explicit MoeRankScratch(KernelPolicy policy) : compute(std::move(policy)) {}
+  ExpertCompute compute;   // expert MLP buffers and prepared activations
+  ScratchBuffer<float> y;  // expert outputs [rows, nb, H]
+};
+
 class ParallelMoe {
  public:
   // Validates the options, splits the groups and loads this rank's part of the block.
   static StatusOr<std::unique_ptr<ParallelMoe>> Create(
       const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
       const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
-      ThreadPool* pool, KernelPolicy kernels = {});
+      ThreadPool* pool, KernelPolicy kernels = {}, std::shared_ptr<MoeRankScratch> scratch = nullptr);
   ~ParallelMoe();
 
   // Rows [begin, end) of an n-token batch that this rank holds on input and output.
@@ -155,12 +164,11 @@ class ParallelMoe {
   std::unique_ptr<Communicator> tp_, dp_, ep_;
   Communicator* world_ = nullptr;
   ThreadPool* pool_ = nullptr;
-  std::unique_ptr<ExpertCompute> compute_;
+  std::shared_ptr<MoeRankScratch> scratch_;  // this rank's, shared with the other layers
   std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
   std::optional<ReductionState> shared_state_override_;
   bool reduce_again_ = false;
   ProbeFn probe_;
-  ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]
 };
 
 }  // namespace moerun

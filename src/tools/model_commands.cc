@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -12,6 +13,7 @@
 #include "engine/sampler.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "kernels/read_bandwidth.h"
 #include "model/deepseek_model.h"
 #include "model/synthetic_model.h"
 #include "tokenizer/chat_template.h"
@@ -121,11 +123,71 @@ MeanSd Stats(const std::vector<double>& v) {
   return r;
 }
 
+// What the hardware allows this run, beside what it got.
+struct BenchBound {
+  double read_gbs = 0, bytes_per_token = 0, tg_bound = 0, fraction = 0;
+  double peak_rss = 0, file_bytes = 0, kv_bytes = 0;
+};
+
+// VmHWM of /proc/self/status: this process's peak resident set, in bytes (0 if unreadable).
+double PeakRssBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  double kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "VmHWM:", 6) == 0) kb = std::atof(line + 6);
+  }
+  std::fclose(f);
+  return kb * 1024.0;
+}
+
+// Restarts the peak at the current RSS (Linux: "5" to /proc/self/clear_refs).
+void ResetPeakRss() {
+  if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
+}
+
+double FileBytes(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return static_cast<double>(fs::file_size(path, ec));
+  double total = 0;
+  for (const auto& e : fs::directory_iterator(path, ec)) {
+    const std::string ext = e.path().extension().string();
+    if (ext == ".safetensors" || ext == ".gguf") total += static_cast<double>(e.file_size(ec));
+  }
+  return total;
+}
+
+BenchBound Bound(const DeepseekModel& model, const BenchArgs& a, double read_gbs, int world, double tg_ts) {
+  const ModelConfig& c = model.config();
+  BenchBound b;
+  b.read_gbs = read_gbs;
+  b.bytes_per_token = model.DecodeWeightBytesPerToken() * world;  // every rank's share
+  b.tg_bound = b.bytes_per_token > 0 ? read_gbs * 1e9 / b.bytes_per_token : 0;
+  b.fraction = b.tg_bound > 0 ? tg_ts / b.tg_bound : 0;
+  b.file_bytes = FileBytes(a.model.model_dir);
+  b.kv_bytes = static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim)) * sizeof(float) *
+               std::max(a.n_prompt, a.n_gen);
+  return b;
+}
+
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
   return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
     const ModelConfig& c = model.config();
+    // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
+    double read_gbs = 0;
+    const double load_peak = PeakRssBytes();
+    if (world.rank() == 0) {
+      ThreadPool probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
+      read_gbs = MeasureReadBandwidth(&probe);
+      ResetPeakRss();  // the probe's buffer is not the model's
+    }
     std::mt19937_64 rng(1);
     std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
     std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
@@ -179,6 +241,21 @@ Status RunBench(const BenchArgs& a) {
     }
     row("pp", a.n_prompt, pp);
     row("tg", a.n_gen, tg);
+    BenchBound b = Bound(model, a, read_gbs, world.size(), tg.empty() ? 0.0 : Stats(tg).mean);
+    b.peak_rss = std::max(load_peak, PeakRssBytes());
+    if (a.output == "json") {
+      std::printf(
+          "{\"read_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"tg_bound_ts\": %.3f, \"tg_fraction\": %.3f, "
+          "\"peak_rss_bytes\": %.0f, \"file_bytes\": %.0f, \"kv_bytes\": %.0f}\n",
+          b.read_gbs, b.bytes_per_token, b.tg_bound, b.fraction, b.peak_rss, b.file_bytes, b.kv_bytes);
+    } else {
+      std::printf(
+          "bound: read %.1f GB/s (measured just before), %.3f GB of weights per decoded token -> tg bound "
+          "%.2f t/s, reached %.0f%%\nmemory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; "
+          "ratio %.2f)\n",
+          b.read_gbs, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction, b.peak_rss / 1e9, b.file_bytes / 1e9,
+          b.kv_bytes / 1e9, b.peak_rss / std::max(1.0, b.file_bytes + b.kv_bytes));
+    }
     return Status::Ok();
   });
 }
