@@ -1,19 +1,100 @@
 #include "model/synthetic_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/deepseek_model.h"
 
 namespace moerun {
+namespace {
 
-Status WriteSyntheticV2Lite(const std::string& dir, int64_t layers, uint64_t seed, ThreadPool* pool) {
-  if (layers < 1) return InvalidArgument("--layers {} must be >= 1", layers);
-  // The real DeepSeek-V2-Lite config.json (models.md 1.1), with fewer layers.
+// splitmix64: a fast, seedable stream (one per tensor row, so rows fill in parallel).
+struct Rng {
+  uint64_t s;
+  uint64_t Next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Approximately N(0, 1): the sum of four uniforms, rescaled (variance 4/12).
+  float Normal() {
+    const uint64_t r = Next();
+    float sum = 0;
+    for (int i = 0; i < 4; ++i) sum += static_cast<float>((r >> (16 * i)) & 0xffff) / 65535.0f;
+    return (sum - 2.0f) * 1.7320508f;
+  }
+};
+
+// One row of `cols` random values of standard deviation `sd` in `dtype` (dense or block).
+void FillRow(DType dtype, int64_t cols, float sd, Rng* rng, uint8_t* dst) {
+  if (!IsBlockDType(dtype)) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = sd * rng->Normal();
+      if (dtype == DType::kF32) {
+        std::memcpy(dst + c * 4, &v, 4);
+      } else {
+        const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(v) : F32ToF16(v);
+        std::memcpy(dst + c * 2, &h, 2);
+      }
+    }
+    return;
+  }
+  // Random block bytes, then the scale fields set so values have about `sd` spread. Layouts:
+  // docs/formats.md.
+  const size_t bytes = DTypeRowBytes(dtype, cols), bb = DTypeBlockBytes(dtype);
+  for (size_t i = 0; i < bytes; i += 8) {
+    const uint64_t r = rng->Next();
+    std::memcpy(dst + i, &r, std::min<size_t>(8, bytes - i));
+  }
+  for (uint8_t* b = dst; b < dst + bytes; b += bb) {
+    switch (dtype) {
+      case DType::kQ8_0: {  // d * q, q uniform in [-128, 127]: sd ~ 74 d
+        const uint16_t d = F32ToF16(sd / 74.0f);
+        std::memcpy(b, &d, 2);
+        break;
+      }
+      case DType::kQ4_0: {  // d * (q - 8), q uniform in [0, 15]: sd ~ 4.6 d
+        const uint16_t d = F32ToF16(sd / 4.6f);
+        std::memcpy(b, &d, 2);
+        break;
+      }
+      case DType::kQ4_K: {  // d * sc * q - dmin * m, every sub-block sc = 32, m = 16 (mean 0)
+        const uint16_t d = F32ToF16(sd / (4.6f * 32.0f)), dmin = F32ToF16(sd * 7.5f / 16.0f / 4.6f);
+        std::memcpy(b, &d, 2);
+        std::memcpy(b + 2, &dmin, 2);
+        for (int j = 0; j < 4; ++j) {
+          b[4 + j] = 32 | (2 << 6);  // sc[j] = 32; top bits: sc[j + 4] = 2 << 4
+          b[8 + j] = 16 | (1 << 6);  // m[j] = 16; top bits: m[j + 4] = 1 << 4
+          b[12 + j] = 0;             // low nibbles of sc[j + 4] and m[j + 4]
+        }
+        break;
+      }
+      case DType::kQ6_K: {  // d * sc * (q - 32), q uniform in [0, 63]: sd ~ 18.5 d sc; sc = 16
+        for (int j = 0; j < 16; ++j) b[192 + j] = 16;
+        const uint16_t d = F32ToF16(sd / (18.5f * 16.0f));
+        std::memcpy(b + 208, &d, 2);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+float StdDev(const std::string& name, const Shape& shape) {
+  if (name == "model.embed_tokens.weight") return 1.0f;
+  return 1.0f / std::sqrt(static_cast<float>(shape.back()));
+}
+
+}  // namespace
+
+std::string SyntheticV2LiteConfigJson(int64_t layers) {
   nlohmann::json j = {{"architectures", {"DeepseekV2ForCausalLM"}},
                       {"model_type", "deepseek_v2"},
                       {"vocab_size", 102400},
@@ -54,34 +135,91 @@ Status WriteSyntheticV2Lite(const std::string& dir, int64_t layers, uint64_t see
                       {"eos_token_id", 100001},
                       {"tie_word_embeddings", false},
                       {"torch_dtype", "bfloat16"}};
-  const std::string text = j.dump(2);
+  return j.dump(2);
+}
+
+DType SyntheticMatrixDType(DType requested, int64_t cols) {
+  DType t = requested;
+  while (cols % DTypeBlockSize(t) != 0) t = t == DType::kQ8_0 || t == DType::kQ4_0 ? DType::kF16 : DType::kQ8_0;
+  return t;
+}
+
+StatusOr<std::unique_ptr<SyntheticTensorSource>> SyntheticTensorSource::Create(const ModelConfig& config,
+                                                                               DType matrix_dtype, uint64_t seed,
+                                                                               ThreadPool* pool) {
+  if (matrix_dtype != DType::kF32 && matrix_dtype != DType::kBF16 && matrix_dtype != DType::kF16 &&
+      !IsBlockDType(matrix_dtype)) {
+    return InvalidArgument("synthetic weights cannot be {}", DTypeName(matrix_dtype));
+  }
+  std::unique_ptr<SyntheticTensorSource> s(new SyntheticTensorSource());
+  s->seed_ = seed;
+  s->pool_ = pool;
+  for (const auto& [name, shape] : ExpectedModelTensors(config)) {
+    const bool router = name.size() > 16 && name.ends_with("mlp.gate.weight");
+    const bool vector = shape.size() == 1;
+    const DType t = vector || router ? DType::kF32 : SyntheticMatrixDType(matrix_dtype, shape.back());
+    s->metas_.push_back({name, t, shape});
+  }
+  std::sort(s->metas_.begin(), s->metas_.end(),
+            [](const TensorMeta& a, const TensorMeta& b) { return a.name < b.name; });
+  return s;
+}
+
+const TensorMeta* SyntheticTensorSource::Find(std::string_view name) const {
+  auto it = std::lower_bound(metas_.begin(), metas_.end(), name,
+                             [](const TensorMeta& m, std::string_view n) { return m.name < n; });
+  return it != metas_.end() && it->name == name ? &*it : nullptr;
+}
+
+std::vector<std::string> SyntheticTensorSource::Names() const {
+  std::vector<std::string> names;
+  for (const TensorMeta& m : metas_) names.push_back(m.name);
+  return names;
+}
+
+StatusOr<Tensor> SyntheticTensorSource::Get(std::string_view name) const {
+  const TensorMeta* m = Find(name);
+  if (m == nullptr) return NotFound("tensor '{}' is not part of the synthetic model", name);
+  ASSIGN_OR_RETURN(Tensor t, Tensor::Zeros(m->dtype, m->shape));
+  const bool norm = m->shape.size() == 1;
+  if (norm) {
+    // Norm weights 1; the score-correction bias 0.
+    if (!m->name.ends_with("e_score_correction_bias")) std::fill(t.data<float>(), t.data<float>() + t.numel(), 1.0f);
+    return t;
+  }
+  const int64_t rows = t.numel() / m->shape.back(), cols = m->shape.back();
+  const size_t row_bytes = DTypeRowBytes(m->dtype, cols);
+  const float sd = StdDev(m->name, m->shape);
+  const uint64_t base = seed_ * 0x100000001b3ull ^ std::hash<std::string_view>{}(name);
+  auto fill = [&](int64_t chunk, int) {
+    for (int64_t r = chunk * 64; r < std::min(rows, (chunk + 1) * 64); ++r) {
+      Rng rng{base + static_cast<uint64_t>(r) * 0x9e3779b97f4a7c15ull};
+      FillRow(m->dtype, cols, sd, &rng, t.data<uint8_t>() + static_cast<size_t>(r) * row_bytes);
+    }
+  };
+  const int64_t chunks = (rows + 63) / 64;
+  if (pool_ != nullptr) {
+    pool_->ParallelFor(chunks, fill);
+  } else {
+    for (int64_t c = 0; c < chunks; ++c) fill(c, 0);
+  }
+  return t;
+}
+
+Status WriteSyntheticV2Lite(const std::string& dir, int64_t layers, uint64_t seed, ThreadPool* pool) {
+  if (layers < 1) return InvalidArgument("--layers {} must be >= 1", layers);
+  const std::string text = SyntheticV2LiteConfigJson(layers);
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, "synthetic V2-Lite"));
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return IOError("cannot create {}: {}", dir, ec.message());
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/config.json", text + "\n"));
-
-  const auto specs = ExpectedModelTensors(config);
-  std::vector<NamedTensor> tensors(specs.size());
-  std::vector<Status> errors(specs.size());
-  pool->ParallelFor(static_cast<int64_t>(specs.size()), [&](int64_t i, int) {
-    const auto& [name, shape] = specs[static_cast<size_t>(i)];
-    auto t = Tensor::Zeros(DType::kBF16, shape);
-    if (!t.ok()) {
-      errors[static_cast<size_t>(i)] = t.status();
-      return;
-    }
-    std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(i));
-    const bool is_norm = shape.size() == 1;
-    const bool is_embed = name == "model.embed_tokens.weight";
-    const float stddev =
-        is_embed ? 1.0f : (is_norm ? 0.0f : 1.0f / std::sqrt(static_cast<float>(shape.back())));
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    uint16_t* d = t->data<uint16_t>();
-    for (int64_t k = 0; k < t->numel(); ++k) d[k] = F32ToBf16(is_norm ? 1.0f : stddev * dist(rng));
-    tensors[static_cast<size_t>(i)] = {name, std::move(*t)};
-  });
-  for (const Status& s : errors) RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(auto source, SyntheticTensorSource::Create(config, DType::kBF16, seed, pool));
+  std::vector<NamedTensor> tensors;
+  for (const std::string& name : source->Names()) {
+    ASSIGN_OR_RETURN(Tensor t, source->Get(name));
+    tensors.push_back({name, std::move(t)});
+  }
   return WriteSafetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 
