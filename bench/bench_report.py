@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench.sh's per-repetition JSON files into BENCHMARKS.md: mean ± sd per engine,
+format and test, the moerun/llama.cpp ratio of means, and the read bound measured in the same run."""
+import argparse
+import datetime
+import glob
+import json
+import os
+import statistics
+import subprocess
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip().startswith("{")]
+
+
+def mean_sd(v):
+    if not v:
+        return float("nan"), float("nan")
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+
+def cpu():
+    model, flags = "?", ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+                flags = " ".join(x for x in wanted if x in have)
+    fam = ""
+    try:
+        fam = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        fam = next((l.split(":", 1)[1].strip() for l in fam.splitlines() if l.startswith("CPU family")), "")
+    except OSError:
+        pass
+    return model, fam, flags
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--types", required=True)
+    ap.add_argument("--layers", type=int, required=True)
+    ap.add_argument("-p", type=int, required=True)
+    ap.add_argument("-n", type=int, required=True)
+    ap.add_argument("-t", type=int, required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    model, fam, flags = cpu()
+    rows, bounds, versions = [], [], ""
+    for t in a.types.split(","):
+        ll = {"pp": [], "tg": []}
+        mo = {"pp": [], "tg": []}
+        extra = []
+        for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
+            for j in load(f):
+                ll["pp"] += j.get("pp_tps", [])
+                ll["tg"] += j.get("tg_tps", [])
+                versions = f"llama.cpp {j.get('llama_cpp_version', '?')} ({j.get('backend', '?')})"
+        for f in sorted(glob.glob(os.path.join(a.results, f"moerun-{t}-*.json"))):
+            for j in load(f):
+                if "test" in j:
+                    mo["pp" if j["test"].startswith("pp") else "tg"].append(j["avg_ts"])
+                if "read_gbs" in j:
+                    extra.append(j)
+        for test, n in (("pp", a.p), ("tg", a.n)):
+            lm, ls = mean_sd(ll[test])
+            mm, ms = mean_sd(mo[test])
+            rows.append(f"| {t} | {test}{n} | {lm:.2f} ± {ls:.2f} | {mm:.2f} ± {ms:.2f} | {mm / lm:.2f}x |")
+        if extra:
+            gbs = statistics.mean(e["read_gbs"] for e in extra)
+            bpt = statistics.mean(e["weight_bytes_per_token"] for e in extra)
+            bound = gbs * 1e9 / bpt
+            lt, mt = mean_sd(ll["tg"])[0], mean_sd(mo["tg"])[0]
+            rss = max(e["peak_rss_bytes"] for e in extra)
+            fb = extra[0]["file_bytes"]
+            kv = extra[0]["kv_bytes"]
+            bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {gbs:.1f} | {bound:.2f} | "
+                          f"{100 * mt / bound:.0f}% | {100 * lt / bound:.0f}% | {rss / 1e9:.2f} | "
+                          f"{rss / (fb + kv):.2f} |")
+    with open(a.out, "w") as f:
+        f.write("# Benchmarks: moerun vs llama.cpp\n\n")
+        f.write("Written by `scripts/bench.sh` (do not edit by hand). Same GGUF files for both engines: "
+                f"DeepSeek-V2-Lite shapes, {a.layers} layers, random weights (`moerun make-model`). "
+                f"{a.t} threads, prompt processing of {a.p} tokens (pp) and generation of {a.n} (tg), "
+                "engines alternating one repetition at a time. The host is shared: compare ratios "
+                "from one run, not absolute numbers across runs.\n\n")
+        f.write(f"- CPU: {model} (family {fam}); flags: {flags}\n")
+        f.write(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; moerun commit {commit}; {versions}\n\n")
+        f.write("| format | test | llama.cpp t/s | moerun t/s | moerun / llama.cpp |\n|---|---|---:|---:|---:|\n")
+        f.write("\n".join(rows) + "\n\n")
+        f.write("Decode bound: bytes of weights read per generated token (moerun's count for this file) and "
+                "the read bandwidth measured just before moerun's run, by the same thread count.\n\n")
+        f.write("| format | file GB | weights GB/token | read GB/s | tg bound t/s | moerun % of bound | "
+                "llama.cpp % of bound | moerun peak RSS GB | RSS / (file + KV) |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+        f.write("\n".join(bounds) + "\n")
+
+
+if __name__ == "__main__":
+    main()
