@@ -809,7 +809,10 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
                       c.moe.scoring_func == ScoringFunc::kSigmoid ? kGatingSigmoid : kGatingSoftmax));
   RETURN_IF_ERROR(u32("leading_dense_block_count", c.first_k_dense_replace));
   RETURN_IF_ERROR(u32("vocab_size", c.vocab_size));
-  if (c.q_lora_rank > 0) RETURN_IF_ERROR(u32("attention.q_lora_rank", c.q_lora_rank));
+  // Always written, 0 for a plain q_proj: llama.cpp requires the key unless block_count is one of
+  // its known "lite" sizes (26, 27), and a 0 selects attn_q. (convert_hf_to_gguf.py omits it for
+  // V2-Lite, which llama.cpp recognises by its 27 layers.)
+  RETURN_IF_ERROR(u32("attention.q_lora_rank", c.q_lora_rank));
   RETURN_IF_ERROR(u32("attention.kv_lora_rank", c.kv_lora_rank));
   RETURN_IF_ERROR(u32("attention.key_length", c.kv_lora_rank + c.qk_rope_head_dim));
   RETURN_IF_ERROR(u32("attention.value_length", c.kv_lora_rank));

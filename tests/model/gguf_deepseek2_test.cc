@@ -168,7 +168,7 @@ TEST_P(GgufDeepseek2Test, FileFollowsLlamaCppLayout) {
   EXPECT_NEAR(*g.GetFloat("deepseek2.rope.scaling.yarn_log_multiplier"), 0.1 * c.yarn.mscale_all_dim, 1e-7);
   EXPECT_EQ(*g.GetString("tokenizer.ggml.pre"), "deepseek-llm");
   EXPECT_EQ(g.GetStringArray("tokenizer.ggml.tokens")->size(), static_cast<size_t>(c.vocab_size));
-  EXPECT_EQ(g.FindKey("deepseek2.attention.q_lora_rank") != nullptr, c.q_lora_rank > 0);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.q_lora_rank"), c.q_lora_rank);  // 0 for lite
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, h = c.hidden_size;
   EXPECT_EQ(g.FindInfo("token_embd.weight")->ne, (std::vector<int64_t>{h, c.vocab_size}));
   EXPECT_EQ(g.FindInfo("blk.0.attn_k_b.weight")->ne, (std::vector<int64_t>{c.qk_nope_head_dim, r, nh}));
