@@ -18,6 +18,7 @@ struct ConvertGgufArgs {
   std::string out;
   std::string type = "f16";
   std::string name;
+  std::string tokenizer_dir;  // default: model_dir
 };
 
 StatusOr<DType> ParseGgufType(const std::string& s) {
@@ -36,10 +37,11 @@ Status Run(const ConvertGgufArgs& a) {
   ASSIGN_OR_RETURN(opt.target, ParseGgufType(a.type));
   opt.name = a.name.empty() ? std::filesystem::path(a.model_dir).filename().string() : a.name;
   ASSIGN_OR_RETURN(std::string config, ReadFileToString(a.model_dir + "/config.json"));
-  ASSIGN_OR_RETURN(std::string tokenizer, ReadFileToString(a.model_dir + "/tokenizer.json"));
+  const std::string tok_dir = a.tokenizer_dir.empty() ? a.model_dir : a.tokenizer_dir;
+  ASSIGN_OR_RETURN(std::string tokenizer, ReadFileToString(tok_dir + "/tokenizer.json"));
   std::string tokenizer_config;
-  if (std::filesystem::exists(a.model_dir + "/tokenizer_config.json")) {
-    ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString(a.model_dir + "/tokenizer_config.json"));
+  if (std::filesystem::exists(tok_dir + "/tokenizer_config.json")) {
+    ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString(tok_dir + "/tokenizer_config.json"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.model_dir));
   RETURN_IF_ERROR(WriteDeepseek2Gguf(*ckpt, config, tokenizer, tokenizer_config, opt, a.out));
@@ -60,6 +62,8 @@ void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--type", args->type,
                   "Weight type: f32|f16|bf16|q8_0|q4_0|q4_k|q6_k (norms/router stay f32)");
   cmd->add_option("--name", args->name, "general.name (default: the directory name)");
+  cmd->add_option("--tokenizer", args->tokenizer_dir,
+                  "Directory with tokenizer.json (+ tokenizer_config.json) if not the model's");
   cmd->callback([args, exit_code] {
     const Status s = Run(*args);
     *exit_code = s.ok() ? 0 : ReportError(s);

@@ -220,6 +220,33 @@ TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", "v2", "v3"));
 
+// The transformers-v5 fused expert tensors (experts.gate_up_proj [E, 2I, H], experts.down_proj)
+// convert to the same GGUF as the per-expert form of the same weights.
+TEST(GgufDeepseek2Fused, FusedExpertsGiveTheSameFile) {
+  const fs::path dir = fs::temp_directory_path() / ("gguf_ds2_fused_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::string bytes[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    const fs::path hf = dir / (fused ? "fused" : "plain");
+    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") + hf.string() +
+                            " --variant v3 --dtype bf16" + (fused ? " --fused-experts" : "") + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    WriteTokenizer(hf);
+    auto ckpt = Checkpoint::Open(hf.string());
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    Deepseek2GgufOptions opt;
+    opt.target = DType::kBF16;
+    const std::string out = (dir / (fused ? "fused.gguf" : "plain.gguf")).string();
+    Status s = WriteDeepseek2Gguf(**ckpt, ReadFileToString((hf / "config.json").string()).value(),
+                                  ReadFileToString((hf / "tokenizer.json").string()).value(), "", opt, out);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    bytes[fused] = ReadFileToString(out).value();
+  }
+  EXPECT_EQ(bytes[0].size(), bytes[1].size());
+  EXPECT_TRUE(bytes[0] == bytes[1]);
+  fs::remove_all(dir);
+}
+
 TEST(GgufDeepseek2Rules, TensorTypes) {
   EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_norm.weight", {64}, DType::kQ8_0), DType::kF32);
   EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_kv_a_norm.weight", {512}, DType::kQ8_0), DType::kF32);
