@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 #   1. g++ Release build with -Werror; every ctest (unit, cli) runs.
 #   2. clang-14 build with AddressSanitizer + UndefinedBehaviorSanitizer; the unit tests run again.
-#   3. The safetensors libFuzzer target runs for a bounded time (MOERUN_FUZZ_SECONDS, default 30).
+#   3. The safetensors and GGUF libFuzzer targets run for a bounded time each (MOERUN_FUZZ_SECONDS, default 30).
 #   4. clang-format check of every C++ source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,23 @@ build-ci/bin/moerun make-example --out "$corpus/seed" --preset v3 --small --toke
 cp "$corpus/seed/x.safetensors" "$corpus/x.safetensors"
 build-asan/bin/safetensors_fuzz -max_total_time="${MOERUN_FUZZ_SECONDS:-30}" -max_len=4096 -print_final_stats=0 \
   "$corpus" 2>&1 | tail -n 3
+
+echo "== fuzz gguf for ${MOERUN_FUZZ_SECONDS:-30} s"
+gcorpus=$(mktemp -d)
+trap 'rm -rf "$corpus" "$gcorpus"' EXIT
+# Seed: a small valid GGUF v3 (a u32, a string array, an F32 [2, 4] and a Q8_0 [1, 32] tensor).
+/usr/bin/python3 - "$gcorpus/seed.gguf" <<'PY'
+import struct, sys
+def s(x): return struct.pack("<Q", len(x)) + x
+kv = s(b"general.alignment") + struct.pack("<II", 4, 32)
+kv += s(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + s(b"a") + s(b"\xc4\xa0b")
+ti = s(b"w") + struct.pack("<IQQIQ", 2, 4, 2, 0, 0) + s(b"q") + struct.pack("<IQIQ", 1, 32, 8, 32)
+b = b"GGUF" + struct.pack("<IQQ", 3, 2, 2) + kv + ti
+b += b"\0" * (-len(b) % 32) + struct.pack("<8f", *range(8)) + b"\x3c" * 34
+open(sys.argv[1], "wb").write(b)
+PY
+build-asan/bin/gguf_fuzz -max_total_time="${MOERUN_FUZZ_SECONDS:-30}" -max_len=4096 -print_final_stats=0 \
+  "$gcorpus" 2>&1 | tail -n 3
 
 echo "== clang-format"
 git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror

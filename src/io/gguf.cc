@@ -195,10 +195,26 @@ StatusOr<GgufValue> ReadValue(Reader* r, uint32_t type_id, const std::string& la
   GgufValue v;
   v.type = GgufType::kArray;
   v.elem = elem;
-  v.array.reserve(static_cast<size_t>(n));
+  const bool is_string = elem == GgufType::kString;
+  const bool is_float = elem == GgufType::kF32 || elem == GgufType::kF64;
+  const bool is_unsigned = elem == GgufType::kU8 || elem == GgufType::kU16 || elem == GgufType::kU32 ||
+                           elem == GgufType::kU64 || elem == GgufType::kBool;
+  if (is_string) {
+    v.strings.reserve(static_cast<size_t>(n));
+  } else if (is_float) {
+    v.floats.reserve(static_cast<size_t>(n));
+  } else {
+    v.ints.reserve(static_cast<size_t>(n));
+  }
   for (uint64_t i = 0; i < n; ++i) {
     ASSIGN_OR_RETURN(GgufValue e, ReadScalar(r, elem, fmt::format("{}[{}]", what, i), label));
-    v.array.push_back(std::move(e));
+    if (is_string) {
+      v.strings.push_back(std::move(e.s));
+    } else if (is_float) {
+      v.floats.push_back(e.f);
+    } else {
+      v.ints.push_back(is_unsigned ? static_cast<int64_t>(e.u) : e.i);
+    }
   }
   return v;
 }
@@ -270,8 +286,19 @@ void PutValue(const GgufValue& v, std::string* out) {
     return;
   }
   PutU32(static_cast<uint32_t>(v.elem), out);
-  PutU64(v.array.size(), out);
-  for (const GgufValue& e : v.array) PutScalar(e, v.elem, out);
+  PutU64(v.ArraySize(), out);
+  for (const std::string& e : v.strings) PutString(e, out);
+  for (double e : v.floats) {
+    GgufValue x;
+    x.f = e;
+    PutScalar(x, v.elem, out);
+  }
+  for (int64_t e : v.ints) {
+    GgufValue x;
+    x.u = static_cast<uint64_t>(e);
+    x.i = e;
+    PutScalar(x, v.elem, out);
+  }
 }
 
 uint64_t AlignUp(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
@@ -377,24 +404,21 @@ GgufValue GgufValue::StringArray(std::vector<std::string> v) {
   GgufValue x;
   x.type = GgufType::kArray;
   x.elem = GgufType::kString;
-  x.array.reserve(v.size());
-  for (std::string& s : v) x.array.push_back(String(std::move(s)));
+  x.strings = std::move(v);
   return x;
 }
 GgufValue GgufValue::I32Array(const std::vector<int32_t>& v) {
   GgufValue x;
   x.type = GgufType::kArray;
   x.elem = GgufType::kI32;
-  x.array.reserve(v.size());
-  for (int32_t e : v) x.array.push_back(I32(e));
+  x.ints.assign(v.begin(), v.end());
   return x;
 }
 GgufValue GgufValue::F32Array(const std::vector<float>& v) {
   GgufValue x;
   x.type = GgufType::kArray;
   x.elem = GgufType::kF32;
-  x.array.reserve(v.size());
-  for (float e : v) x.array.push_back(F32(e));
+  x.floats.assign(v.begin(), v.end());
   return x;
 }
 
@@ -794,10 +818,7 @@ StatusOr<std::vector<std::string>> GgufFile::GetStringArray(std::string_view key
                            GgufTypeName(v->type),
                            v->type == GgufType::kArray ? fmt::format(" of {}", GgufTypeName(v->elem)) : "");
   }
-  std::vector<std::string> out;
-  out.reserve(v->array.size());
-  for (const GgufValue& e : v->array) out.push_back(e.s);
-  return out;
+  return v->strings;
 }
 
 StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(std::string_view key) const {
@@ -810,14 +831,12 @@ StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(std::string_view key) const
                            GgufTypeName(v->type),
                            v->type == GgufType::kArray ? fmt::format(" of {}", GgufTypeName(v->elem)) : "");
   }
-  std::vector<int64_t> out;
-  out.reserve(v->array.size());
-  for (size_t i = 0; i < v->array.size(); ++i) {
-    const std::optional<int64_t> x = v->array[i].AsInt();
-    if (!x) return InvalidArgument("{}: key '{}'[{}] exceeds 2^63 - 1", label_, key, i);
-    out.push_back(*x);
+  if (v->elem == GgufType::kU64) {
+    for (size_t i = 0; i < v->ints.size(); ++i) {
+      if (v->ints[i] < 0) return InvalidArgument("{}: key '{}'[{}] exceeds 2^63 - 1", label_, key, i);
+    }
   }
-  return out;
+  return v->ints;
 }
 
 StatusOr<Tensor> GgufFile::Get(std::string_view name) const {

@@ -63,16 +63,20 @@ enum class GgufType : uint32_t {
 };
 std::string_view GgufTypeName(GgufType t);  // "u32", "string", "array", ...
 
-// One metadata value. Scalars keep their wire type; integers are held in `i` (u64 values above
-// 2^63 in `u`), floats in `f`. Arrays hold scalars of `elem` type in `array`.
+// One metadata value. Scalars keep their wire type: unsigned integers and bool in `u` (and in `i`
+// when they fit), signed integers in `i`, floats in `f`, strings in `s`. Arrays of `elem` type keep
+// their elements packed (a hostile count costs at most 8x the file's bytes): integers and bools in
+// `ints` (u64 as its bit pattern), f32/f64 in `floats`, strings in `strings`.
 struct GgufValue {
   GgufType type = GgufType::kU32;
   GgufType elem = GgufType::kU8;  // arrays only
-  uint64_t u = 0;                 // unsigned integer types and bool
-  int64_t i = 0;                  // signed integer types
-  double f = 0;                   // f32 / f64
-  std::string s;                  // string
-  std::vector<GgufValue> array;   // array elements (scalars or strings)
+  uint64_t u = 0;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  std::vector<std::string> strings;
 
   static GgufValue U32(uint32_t v);
   static GgufValue I32(int32_t v);
@@ -84,6 +88,7 @@ struct GgufValue {
   static GgufValue I32Array(const std::vector<int32_t>& v);
   static GgufValue F32Array(const std::vector<float>& v);
 
+  size_t ArraySize() const { return ints.size() + floats.size() + strings.size(); }
   bool IsInteger() const;
   bool IsFloat() const { return type == GgufType::kF32 || type == GgufType::kF64; }
   // The integer value as int64 (u64 above 2^63-1: nullopt).

@@ -5,7 +5,8 @@
 // ParallelMoe, ReferenceMoe, DeepseekModel) take a `const TensorSource&`.
 //
 // Contract: Find(name) describes exactly what Get(name) returns (dtype, row-major shape); Names()
-// lists every name Find knows, sorted; errors name the source's path() and the tensor.
+// lists every tensor, sorted (a raw GgufFile also lists tensors of ggml types moerun lacks, for
+// which Find is nullptr and Get explains); errors name the source's path() and the tensor.
 // Thread safety: implementations are immutable after construction; const methods are thread-safe.
 #pragma once
 

@@ -591,6 +591,24 @@ StatusOr<std::optional<std::string>> TokenContent(const Json& cfg, const char* k
   return InvalidArgument("tokenizer_config.json: '{}' must be a string or {{\"content\": ...}}", key);
 }
 
+// The Regex patterns of a pre-tokenizer's Split steps, in order (a Sequence or a single Split).
+std::vector<std::string> SplitRegexes(const Json& pre) {
+  std::vector<std::string> out;
+  const auto one = [&](const Json& p) {
+    if (p.is_object() && p.value("type", "") == "Split" && p.contains("pattern") &&
+        p["pattern"].is_object() && p["pattern"].contains("Regex") && p["pattern"]["Regex"].is_string()) {
+      out.push_back(p["pattern"]["Regex"].get<std::string>());
+    }
+  };
+  if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers") &&
+      pre["pretokenizers"].is_array()) {
+    for (const Json& p : pre["pretokenizers"]) one(p);
+  } else {
+    one(pre);
+  }
+  return out;
+}
+
 StatusOr<TokenizerKvs> ConvertTokenizer(const std::string& tok_text, const std::string& cfg_text,
                                         int64_t vocab_size, const ModelConfig& c) {
   const Json tok = Json::parse(tok_text, nullptr, /*allow_exceptions=*/false);
@@ -608,10 +626,17 @@ StatusOr<TokenizerKvs> ConvertTokenizer(const std::string& tok_text, const std::
   // The pre-tokenizer decides llama.cpp's tokenizer.ggml.pre; convert_hf_to_gguf.py hashes the
   // ids of a check text instead, which needs transformers: comparing the regexes is equivalent
   // for the two DeepSeek tokenizers.
-  const Json pre = tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : Json();
-  if (pre == Json::parse(kDeepseekLlmPreTokenizer)) {
+  // Only the Split regexes are compared (in order): the digit step may be a Digits pre-tokenizer or
+  // a \p{N}+ Split, and flags such as "invert" may be spelled out or not.
+  const std::vector<std::string> regexes =
+      SplitRegexes(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : Json());
+  const std::vector<std::string> llm = SplitRegexes(Json::parse(kDeepseekLlmPreTokenizer));
+  std::vector<std::string> llm_split_digits = llm;
+  llm_split_digits.push_back("\\p{N}+");
+  const std::vector<std::string> v3 = SplitRegexes(Json::parse(kDeepseekV3PreTokenizer));
+  if (regexes == llm || regexes == llm_split_digits) {
     k.pre = "deepseek-llm";
-  } else if (pre == Json::parse(kDeepseekV3PreTokenizer)) {
+  } else if (regexes == v3) {
     k.pre = "deepseek-v3";
   } else {
     return Unimplemented(
@@ -689,8 +714,10 @@ struct Planned {
   std::string name;
   DType type;
   Shape shape;
-  enum class Kind { kCopy, kExperts, kKB, kVB } kind = Kind::kCopy;
-  std::string hf;  // kCopy: the HF tensor; kExperts: "model.layers.N.mlp.experts.{}." + proj; kKB/kVB: kv_b
+  enum class Kind { kCopy, kExperts, kFusedGate, kFusedUp, kKB, kVB } kind = Kind::kCopy;
+  // kCopy: the HF tensor; kExperts: "model.layers.N.mlp.experts.{}.<proj>.weight"; kFused*: the
+  // transformers-v5 experts.gate_up_proj [E, 2I, H] (gate rows first); kKB/kVB: kv_b_proj.
+  std::string hf;
 };
 
 // Encodes one f32 row as `type` and appends it.
@@ -717,18 +744,20 @@ Status AppendRow(GgufWriter* w, DType type, const float* row, int64_t n, std::ve
   }
 }
 
-// Appends every row of `t` (F32/BF16/F16, any rank) converted to `type`.
+// Appends rows [begin, end) of `t` (F32/BF16/F16, any rank, rows along the last dim; end < 0:
+// all rows) converted to `type`.
 Status AppendTensor(GgufWriter* w, const Tensor& t, DType type, const std::string& name,
-                    std::vector<float>* f32, std::vector<uint8_t>* buf) {
+                    std::vector<float>* f32, std::vector<uint8_t>* buf, int64_t begin = 0, int64_t end = -1) {
   if (!IsFloat(t.dtype())) {
     return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", name, DTypeName(t.dtype()));
   }
   const int64_t cols = t.rank() == 0 ? 1 : t.dim(t.rank() - 1);
   const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
+  if (end < 0) end = rows;
   f32->resize(static_cast<size_t>(cols));
   const auto* p = static_cast<const uint8_t*>(t.raw());
   const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(t.dtype());
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = begin; r < end; ++r) {
     ConvertToF32(t.dtype(), p + static_cast<size_t>(r) * row_bytes, f32->data(), static_cast<size_t>(cols));
     RETURN_IF_ERROR(AppendRow(w, type, f32->data(), cols, buf));
   }
@@ -809,7 +838,10 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
                       c.moe.scoring_func == ScoringFunc::kSigmoid ? kGatingSigmoid : kGatingSoftmax));
   RETURN_IF_ERROR(u32("leading_dense_block_count", c.first_k_dense_replace));
   RETURN_IF_ERROR(u32("vocab_size", c.vocab_size));
-  if (c.q_lora_rank > 0) RETURN_IF_ERROR(u32("attention.q_lora_rank", c.q_lora_rank));
+  // Always written, 0 for a plain q_proj: llama.cpp requires the key unless block_count is one of
+  // its known "lite" sizes (26, 27), and a 0 selects attn_q. (convert_hf_to_gguf.py omits it for
+  // V2-Lite, which llama.cpp recognises by its 27 layers.)
+  RETURN_IF_ERROR(u32("attention.q_lora_rank", c.q_lora_rank));
   RETURN_IF_ERROR(u32("attention.kv_lora_rank", c.kv_lora_rank));
   RETURN_IF_ERROR(u32("attention.key_length", c.kv_lora_rank + c.qk_rope_head_dim));
   RETURN_IF_ERROR(u32("attention.value_length", c.kv_lora_rank));
@@ -899,7 +931,27 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
       RETURN_IF_ERROR(copy(gname, hname));
     }
     if (!moe) continue;
+    const std::string fused_gate_up = p + "mlp.experts.gate_up_proj",
+                      fused_down = p + "mlp.experts.down_proj";
+    const bool fused = hf.Has(fused_gate_up) || hf.Has(fused_down);
     for (const LayerName& n : kExpertNames) {
+      const std::string gname = g + std::string(n.gguf);
+      if (fused) {
+        const bool down = n.hf == "down_proj";
+        ASSIGN_OR_RETURN(const TensorMeta* m, need(down ? fused_down : fused_gate_up));
+        if (m->shape.size() != 3 || m->shape[0] != c.moe.n_routed_experts ||
+            (!down && m->shape[1] % 2 != 0)) {
+          return InvalidArgument("{}: tensor '{}' has shape {}, expected [{}, {}rows, cols]", hf.path(),
+                                 m->name, ShapeToString(m->shape), c.moe.n_routed_experts,
+                                 down ? "" : "2 x ");
+        }
+        const Shape shape{m->shape[0], down ? m->shape[1] : m->shape[1] / 2, m->shape[2]};
+        const Planned::Kind kind =
+            down ? Planned::Kind::kCopy
+                 : (n.hf == "gate_proj" ? Planned::Kind::kFusedGate : Planned::Kind::kFusedUp);
+        plan.push_back({gname, Deepseek2GgufTensorType(gname, shape, target), shape, kind, m->name});
+        continue;
+      }
       const std::string first = fmt::format("{}mlp.experts.0.{}.weight", p, n.hf);
       ASSIGN_OR_RETURN(const TensorMeta* m, need(first));
       for (int64_t e = 1; e < c.moe.n_routed_experts; ++e) {
@@ -910,7 +962,6 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
         }
       }
       const Shape shape{c.moe.n_routed_experts, m->shape[0], m->shape[1]};
-      const std::string gname = g + std::string(n.gguf);
       plan.push_back({gname, Deepseek2GgufTensorType(gname, shape, target), shape, Planned::Kind::kExperts,
                       fmt::format("{}mlp.experts.{{}}.{}.weight", p, n.hf)});
     }
@@ -941,6 +992,16 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
           RETURN_IF_ERROR(AppendTensor(w.get(), x, t.type, name, &row, &buf));
         }
         break;
+      case Planned::Kind::kFusedGate:
+      case Planned::Kind::kFusedUp: {
+        ASSIGN_OR_RETURN(Tensor x, hf.Get(t.hf));
+        const int64_t i = t.shape[1], first = t.kind == Planned::Kind::kFusedGate ? 0 : i;
+        for (int64_t e = 0; e < t.shape[0]; ++e) {
+          RETURN_IF_ERROR(
+              AppendTensor(w.get(), x, t.type, t.hf, &row, &buf, e * 2 * i + first, e * 2 * i + first + i));
+        }
+        break;
+      }
       case Planned::Kind::kKB:
       case Planned::Kind::kVB: {
         ASSIGN_OR_RETURN(Tensor x, hf.Get(t.hf));

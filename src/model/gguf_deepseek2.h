@@ -35,8 +35,9 @@ struct HfTokenizerText {
 StatusOr<HfTokenizerText> Deepseek2TokenizerFromGguf(const GgufFile& file);
 
 // (b) The HF-named view of a deepseek2 GGUF. Every GGUF tensor must map to an HF name (an
-// unknown one is InvalidArgument naming it), and every merged/split tensor must have the shape
-// `config` implies.
+// unknown one is InvalidArgument naming it; one of a ggml type moerun lacks is Unimplemented
+// naming it and the type), and every merged/split tensor must have the shape `config` implies.
+// Rebuilding kv_b_proj from block-quantised attn_k_b/attn_v_b is Unimplemented for now.
 StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_ptr<GgufFile> file,
                                                                   const ModelConfig& config);
 

@@ -12,5 +12,6 @@ void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
 void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, bench, make-model, inspect
 void RegisterGenerateCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
+void RegisterConvertGgufCommand(CLI::App& app, int* exit_code);  // convert-gguf
 
 }  // namespace moerun

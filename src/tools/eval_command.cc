@@ -67,7 +67,7 @@ std::string Trim(std::string s) {
 Status RunEval(const EvalArgs& a) {
   if (a.batch < 1 || a.max_new < 1) return InvalidArgument("--batch and --max-new must be >= 1");
   ASSIGN_OR_RETURN(std::vector<Problem> problems, ReadTask(a.task));
-  ASSIGN_OR_RETURN(auto tok, Tokenizer::FromDirectory(a.model.model_dir));
+  ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   const int64_t n = static_cast<int64_t>(problems.size()), dp = par.dp;
   return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool) -> Status {

@@ -72,8 +72,8 @@ Status RunGenerate(const GenerateArgs& a) {
   if (a.tokens.empty() == a.prompt.empty())
     return InvalidArgument("give exactly one of -p TEXT or --tokens IDS");
   std::unique_ptr<Tokenizer> tok;
-  if (!a.prompt.empty() || std::filesystem::exists(a.model.model_dir + "/tokenizer.json")) {
-    ASSIGN_OR_RETURN(tok, Tokenizer::FromDirectory(a.model.model_dir));
+  if (!a.prompt.empty() || HasTokenizer(a.model.model_dir)) {
+    ASSIGN_OR_RETURN(tok, LoadTokenizer(a.model.model_dir));
   }
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptIds(a, tok.get()));
   const bool text_out = tok != nullptr && !a.print_ids;

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
+#include "model/gguf_deepseek2.h"
 #include "tools/cli_util.h"
 
 namespace moerun {
@@ -30,12 +32,29 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   // Default: the tiny trained model committed under models/ (the embedded default), or $MOERUN_MODEL.
   const char* env = std::getenv("MOERUN_MODEL");
   a->model_dir = env != nullptr ? env : MOERUN_DEFAULT_MODEL_DIR;
-  cmd->add_option("-m,--model", a->model_dir, "Checkpoint directory (config.json + safetensors)")
+  cmd->add_option("-m,--model", a->model_dir,
+                  "Checkpoint directory (config.json + safetensors) or a llama.cpp deepseek2 .gguf file")
       ->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
   a->kernels.Add(cmd);
   cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
   a->parallel.Add(cmd);
+}
+
+bool IsGgufPath(const std::string& model) {
+  return model.size() > 5 && model.compare(model.size() - 5, 5, ".gguf") == 0;
+}
+
+bool HasTokenizer(const std::string& model) {
+  return IsGgufPath(model) || std::filesystem::exists(model + "/tokenizer.json");
+}
+
+StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model) {
+  if (!IsGgufPath(model)) return Tokenizer::FromDirectory(model);
+  ASSIGN_OR_RETURN(std::shared_ptr<GgufFile> file, GgufFile::Open(model));
+  ASSIGN_OR_RETURN(HfTokenizerText text, Deepseek2TokenizerFromGguf(*file));
+  return Tokenizer::FromJsonWithConfig(text.tokenizer_json, model + " (tokenizer.ggml.*)",
+                                       text.tokenizer_config_json, model + " (tokenizer.ggml.* config)");
 }
 
 StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
@@ -53,7 +72,14 @@ StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPoo
                  std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
     if (f >= 1.0) std::fprintf(stderr, "\n");
   };
-  ASSIGN_OR_RETURN(auto model, DeepseekModel::Load(a.model_dir, o, pool, progress, world));
+  std::unique_ptr<DeepseekModel> model;
+  if (IsGgufPath(a.model_dir)) {
+    ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
+    ASSIGN_OR_RETURN(model,
+                     DeepseekModel::LoadFrom(std::move(g.tensors), g.config, o, pool, progress, world));
+  } else {
+    ASSIGN_OR_RETURN(model, DeepseekModel::Load(a.model_dir, o, pool, progress, world));
+  }
   if (lead) {
     std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d ranks x %d threads (%s)\n",
                  model->config().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1, pool->size(),

@@ -11,6 +11,7 @@
 #include "comm/communicator.h"
 #include "core/thread_pool.h"
 #include "model/deepseek_model.h"
+#include "tokenizer/tokenizer.h"
 #include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
@@ -28,6 +29,13 @@ struct ModelArgs {
 };
 
 void AddModelOptions(CLI::App* cmd, ModelArgs* a);
+// True if -m names a llama.cpp GGUF file (by its .gguf suffix) rather than an HF directory.
+bool IsGgufPath(const std::string& model);
+// The tokenizer of -m: <dir>/tokenizer.json (+ tokenizer_config.json), or a GGUF's tokenizer.ggml.*.
+StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model);
+// Whether -m has a tokenizer at all.
+bool HasTokenizer(const std::string& model);
+
 StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
                                                    Communicator* world = nullptr);
 

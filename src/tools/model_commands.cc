@@ -81,7 +81,7 @@ struct TokenizeArgs {
 
 Status RunTokenize(const TokenizeArgs& a) {
   if (a.text.empty() == a.file.empty()) return InvalidArgument("give exactly one of -p TEXT or -f FILE");
-  ASSIGN_OR_RETURN(auto tok, Tokenizer::FromDirectory(a.model_dir));
+  ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model_dir));
   auto print = [&](std::string_view line) {
     const std::vector<int32_t> ids = tok->Encode(line, !a.no_special);
     for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? "," : "", ids[i]);

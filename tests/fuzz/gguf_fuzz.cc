@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!file.ok()) return 0;
   volatile uint64_t sink = 0;
   for (const auto& [key, value] : (*file)->metadata()) {
-    sink = sink + key.size() + value.s.size() + value.array.size();
+    sink = sink + key.size() + value.s.size() + value.ArraySize();
     (void)(*file)->GetString(key);
     (void)(*file)->GetIntArray(key);
   }

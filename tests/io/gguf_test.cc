@@ -410,6 +410,34 @@ TEST(GgufParse, UnsupportedKnownTypeParsesButGetNamesIt) {
   EXPECT_TRUE((*f)->Get("ok").ok());
 }
 
+TEST(GgufParse, ArraysOfEveryScalarType) {
+  Image im;
+  im.Header(0, 4);
+  auto arr = [&](std::string_view key, GgufType elem, uint64_t n, std::string_view bytes) {
+    im.Str(key);
+    im.U32(static_cast<uint32_t>(GgufType::kArray));
+    im.U32(static_cast<uint32_t>(elem));
+    im.U64(n);
+    im.b.append(bytes);
+  };
+  arr("u8", GgufType::kU8, 2, std::string("\x01\xff", 2));
+  arr("i16", GgufType::kI16, 1, std::string("\xfd\xff", 2));
+  const uint64_t big = (uint64_t{1} << 63) + 1;
+  arr("u64", GgufType::kU64, 1, std::string(reinterpret_cast<const char*>(&big), 8));
+  const double half = 0.5;
+  arr("f64", GgufType::kF64, 1, std::string(reinterpret_cast<const char*>(&half), 8));
+  auto f = GgufFile::FromBytes(im.b, "img.gguf");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ(*(*f)->GetIntArray("u8"), (std::vector<int64_t>{1, 255}));
+  EXPECT_EQ(*(*f)->GetIntArray("i16"), (std::vector<int64_t>{-3}));
+  Status s = (*f)->GetIntArray("u64").status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'u64'[0]"), std::string::npos) << s.message();
+  EXPECT_EQ((*f)->FindKey("f64")->floats, (std::vector<double>{0.5}));
+  EXPECT_EQ((*f)->FindKey("u8")->ArraySize(), 2u);
+  EXPECT_EQ((*f)->GetIntArray("f64").status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(GgufParse, TensorlessFileNeedsNoPadding) {
   Image im;
   im.Header(0, 1);

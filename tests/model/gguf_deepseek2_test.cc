@@ -168,7 +168,7 @@ TEST_P(GgufDeepseek2Test, FileFollowsLlamaCppLayout) {
   EXPECT_NEAR(*g.GetFloat("deepseek2.rope.scaling.yarn_log_multiplier"), 0.1 * c.yarn.mscale_all_dim, 1e-7);
   EXPECT_EQ(*g.GetString("tokenizer.ggml.pre"), "deepseek-llm");
   EXPECT_EQ(g.GetStringArray("tokenizer.ggml.tokens")->size(), static_cast<size_t>(c.vocab_size));
-  EXPECT_EQ(g.FindKey("deepseek2.attention.q_lora_rank") != nullptr, c.q_lora_rank > 0);
+  EXPECT_EQ(*g.GetInt("deepseek2.attention.q_lora_rank"), c.q_lora_rank);  // 0 for lite
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, h = c.hidden_size;
   EXPECT_EQ(g.FindInfo("token_embd.weight")->ne, (std::vector<int64_t>{h, c.vocab_size}));
   EXPECT_EQ(g.FindInfo("blk.0.attn_k_b.weight")->ne, (std::vector<int64_t>{c.qk_nope_head_dim, r, nh}));
@@ -219,6 +219,33 @@ TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", "v2", "v3"));
+
+// The transformers-v5 fused expert tensors (experts.gate_up_proj [E, 2I, H], experts.down_proj)
+// convert to the same GGUF as the per-expert form of the same weights.
+TEST(GgufDeepseek2Fused, FusedExpertsGiveTheSameFile) {
+  const fs::path dir = fs::temp_directory_path() / ("gguf_ds2_fused_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::string bytes[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    const fs::path hf = dir / (fused ? "fused" : "plain");
+    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") + hf.string() +
+                            " --variant v3 --dtype bf16" + (fused ? " --fused-experts" : "") + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    WriteTokenizer(hf);
+    auto ckpt = Checkpoint::Open(hf.string());
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    Deepseek2GgufOptions opt;
+    opt.target = DType::kBF16;
+    const std::string out = (dir / (fused ? "fused.gguf" : "plain.gguf")).string();
+    Status s = WriteDeepseek2Gguf(**ckpt, ReadFileToString((hf / "config.json").string()).value(),
+                                  ReadFileToString((hf / "tokenizer.json").string()).value(), "", opt, out);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    bytes[fused] = ReadFileToString(out).value();
+  }
+  EXPECT_EQ(bytes[0].size(), bytes[1].size());
+  EXPECT_TRUE(bytes[0] == bytes[1]);
+  fs::remove_all(dir);
+}
 
 TEST(GgufDeepseek2Rules, TensorTypes) {
   EXPECT_EQ(Deepseek2GgufTensorType("blk.0.attn_norm.weight", {64}, DType::kQ8_0), DType::kF32);

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `moerun convert-gguf` on tiny tools/make_test_model.py checkpoints, then the model commands with
+# `-m FILE.gguf`: the same greedy tokens and the same tokenizer ids as with the HF directory, and
+# clear errors (exit != 0, nothing left behind) on bad requests.
+set -uo pipefail
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+# The synthetic DeepSeek-LLM tokenizer with its added tokens moved under the models' vocab_size
+# (300), and config.json's bos/eos ids pointing at them.
+add_tokenizer() {
+  /usr/bin/python3 - "$ROOT/tests/tokenizer/testdata/synthetic" "$1" <<'PY'
+import json, sys
+src, dst = sys.argv[1], sys.argv[2]
+tok = json.load(open(f"{src}/tokenizer.json", encoding="utf-8"))
+for a in tok["added_tokens"]:
+    a["id"] -= 5
+for st in tok["post_processor"]["special_tokens"].values():
+    st["ids"] = [295]
+json.dump(tok, open(f"{dst}/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+open(f"{dst}/tokenizer_config.json", "w", encoding="utf-8").write(open(f"{src}/tokenizer_config.json", encoding="utf-8").read())
+cfg = json.load(open(f"{dst}/config.json"))
+cfg["bos_token_id"], cfg["eos_token_id"] = 295, 296
+json.dump(cfg, open(f"{dst}/config.json", "w"), indent=2)
+PY
+}
+
+for variant in lite v2 v3; do
+  hf="$WORK/$variant"
+  "$ROOT/tools/make_test_model.py" "$hf" --variant "$variant" --dtype f32 >/dev/null || { fail "$variant: make_test_model"; continue; }
+  add_tokenizer "$hf"
+  if ! "$MOERUN" convert-gguf -m "$hf" -o "$WORK/$variant.gguf" --type f32 2>/dev/null; then
+    fail "$variant: convert-gguf"
+    continue
+  fi
+  a=$("$MOERUN" generate -m "$hf" --tokens 295,3,17,42 -n 8 --print-ids -t 1 2>/dev/null)
+  b=$("$MOERUN" generate -m "$WORK/$variant.gguf" --tokens 295,3,17,42 -n 8 --print-ids -t 1 2>/dev/null)
+  if [[ -n $a && $a == "$b" ]]; then pass "$variant: generate on the GGUF = on the HF directory ($b)"; else
+    fail "$variant: generate differs: HF '$a' vs GGUF '$b'"; fi
+  a=$("$MOERUN" tokenize -m "$hf" -p "hello the world 12345 你好" 2>/dev/null)
+  b=$("$MOERUN" tokenize -m "$WORK/$variant.gguf" -p "hello the world 12345 你好" 2>/dev/null)
+  if [[ -n $a && $a == "$b" ]]; then pass "$variant: tokenize ($b)"; else fail "$variant: tokenize '$a' vs '$b'"; fi
+done
+
+# f16 and bf16 files load and generate.
+for t in f16 bf16; do
+  if "$MOERUN" convert-gguf -m "$WORK/v2" -o "$WORK/v2-$t.gguf" --type "$t" 2>/dev/null &&
+    "$MOERUN" generate -m "$WORK/v2-$t.gguf" --tokens 295,3 -n 4 --print-ids -t 1 >/dev/null 2>&1; then
+    pass "v2 $t: converted and generated"
+  else
+    fail "v2 $t: convert or generate failed"
+  fi
+done
+
+err=$("$MOERUN" convert-gguf -m "$WORK/v2" -o "$WORK/bad.gguf" --type q5_k 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -ne 0 && $rc -lt 128 && $err == *"q5_k"* && ! -e $WORK/bad.gguf ]]; then pass "unknown --type refused ($err)"; else
+  fail "unknown --type: $err"; fi
+err=$("$MOERUN" generate -m "$WORK/missing.gguf" --tokens 1 -n 1 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -ne 0 && $rc -lt 128 && $err == *"missing.gguf"* ]]; then pass "missing GGUF named ($err)"; else fail "missing GGUF: $err"; fi
+head -c 100 "$WORK/v2.gguf" >"$WORK/trunc.gguf"
+err=$("$MOERUN" generate -m "$WORK/trunc.gguf" --tokens 1 -n 1 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -ne 0 && $rc -lt 128 && $err == *"trunc.gguf"* ]]; then pass "truncated GGUF refused ($err)"; else
+  fail "truncated GGUF: $err"; fi
+
+if ((failures > 0)); then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "all GGUF CLI tests passed"
