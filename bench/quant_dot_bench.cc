@@ -2,7 +2,8 @@
 // 1 / 4 / 32 activation rows, a 16-row x K=2048 tile. "cold" streams a weight set far larger than
 // the caches (a different 16-row tile each call); "hot" reuses one tile. Reports GB/s of weight
 // bytes and GOP/s (2 * rows * 16 * K integer multiply-adds per call).
-//   build-quant/bin/quant_dot_bench [seconds_per_case]
+//   build-perf/bin/quant_dot_bench [seconds_per_case [format_filter [isa_filter]]]
+// e.g. `quant_dot_bench 0.2 Q4_K avx2`; rows 1 / 4 / 32 / 192 (the last two: prefill chunks).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,22 +19,24 @@ using namespace moerun;
 
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 0.3;
-  constexpr int64_t kK = 2048, kRows = 16;
+  const std::string fmt_filter = argc > 2 ? argv[2] : "", isa_filter = argc > 3 ? argv[3] : "";
+  constexpr int64_t kK = 2048, kRows = 16, kMaxM = 192;
   constexpr int64_t kColdTiles = 1024;  // 1024 x 16 rows x 2048: 18-36 MB of weights... scaled below
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(32 * kK));
+  std::vector<float> x(static_cast<size_t>(kMaxM * kK));
   for (float& v : x) v = nd(rng);
-  std::vector<int8_t> q(static_cast<size_t>(32 * kK));
-  std::vector<float> d(static_cast<size_t>(32 * kK / 32));
+  std::vector<int8_t> q(static_cast<size_t>(kMaxM * kK));
+  std::vector<float> d(static_cast<size_t>(kMaxM * kK / 32));
   std::vector<int32_t> s(d.size());
-  for (int m = 0; m < 32; ++m) {
+  for (int m = 0; m < kMaxM; ++m) {
     QuantizeActivationRow(x.data() + m * kK, kK, q.data() + m * kK, d.data() + m * kK / 32, s.data() + m * kK / 32);
   }
   const Q8Activations a{q.data(), d.data(), s.data(), kK, kK / 32};
-  std::vector<float> out(32 * 16);
+  std::vector<float> out(kMaxM * 16);
   std::printf("%-5s %-11s %5s %10s %10s %10s\n", "fmt", "isa", "rows", "GB/s cold", "GB/s hot", "GOP/s hot");
   for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+    if (!fmt_filter.empty() && fmt_filter != DTypeName(t)) continue;
     const size_t row_bytes = DTypeRowBytes(t, kK), tile_bytes = row_bytes * kRows;
     // Cold set: 256 MB worth of tiles (>> L3); quantise one tile and copy it around.
     const size_t n_tiles = std::max<size_t>(kColdTiles, (256u << 20) / tile_bytes);
@@ -46,8 +49,9 @@ int main(int argc, char** argv) {
     }
     for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
       if (!QuantDotIsaSupported(isa)) continue;
+      if (!isa_filter.empty() && isa_filter != QuantDotIsaName(isa)) continue;
       QuantDotTileFn fn = QuantDotTileFor(isa);
-      for (int64_t rows : {1, 4, 32}) {
+      for (int64_t rows : {1, 4, 32, 192}) {
         double gbs[2] = {0, 0}, gops = 0;
         for (int hot = 0; hot < 2; ++hot) {
           const double budget = isa == QuantDotIsa::kRef ? seconds / 4 : seconds;
