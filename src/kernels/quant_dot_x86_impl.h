@@ -30,6 +30,13 @@
 #error "define MOERUN_QUANT_DOT_VNNI before including quant_dot_x86_impl.h"
 #endif
 
+// g++ 12 flags the _mm512_undefined_* temporaries inside its own intrinsic headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace moerun {
 namespace {
 
@@ -288,14 +295,182 @@ void RowQ6K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
   for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]);
 }
 
+#if MOERUN_QUANT_DOT_VNNI
+// ---- AVX-512 (zmm) rows: 16-lane f32 accumulators, one vpdpbusd per pair of blocks. Lanes 0-7
+// hold the partial sums (4 elements each) of the first block of a pair, lanes 8-15 of the second;
+// each pair is converted once and fma'd with [s_first x 8, s_second x 8]. ----
+
+inline float HSum512(__m512 v) {
+  return HSum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+// Lane selectors: pair q of a 4- or 8-lane scale vector.
+inline __m512i PairIdx(int q) {
+  return _mm512_set_epi32(2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1,
+                          2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q);
+}
+
+// Activation bytes of blocks kb, kb + 1 (n = 1: the second is zero).
+inline __m512i LoadAct2(const Q8Activations& a, int64_t m, int64_t kb, int n) {
+  const int8_t* p = a.q + m * a.ldq + kb * 32;
+  if (n >= 2) return _mm512_loadu_si512(p);
+  return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+template <int R, bool kQ8>
+__attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, const Q8Activations& a, int64_t m,
+                                                          int64_t kb, int n, __m512 (&acc)[R]) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  const __m128 dw = _mm256_castps256_ps128(F16x4(b, kBB, n));
+  for (int q = 0; q < 2; ++q) {
+    const int nq = std::min(2, n - 2 * q);
+    if (nq <= 0) break;
+    const uint8_t* b0 = b + 2 * q * kBB;
+    __m512i u;
+    if constexpr (kQ8) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
+      const __m256i w1 = nq == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kBB + 2))
+                                 : _mm256_set1_epi8(-128);  // -> 0 after the flip
+      u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), _mm512_set1_epi8(-128));
+    } else {
+      const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
+      const __m128i x1 = nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
+      const __m256i t = _mm256_set_m128i(x1, x0);
+      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
+      // [x0, x1, x0 >> 4, x1 >> 4] -> [x0, x0 >> 4, x1, x1 >> 4], low nibbles.
+      u = _mm512_and_si512(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m128 sd = _mm_mul_ps(dw, _mm256_castps256_ps128(Da4(a, m + r, kb, n)));
+      const __m128i corr = _mm256_castsi256_si128(SumCorr4(a, m + r, kb, n, kQ8 ? 7 : 3));
+      const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, PairIdx(q), _mm512_castsi128_si512(corr));
+      const __m512i I = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), c), u,
+                                            LoadAct2(a, m + r, kb + 2 * q, nq));
+      const __m512 s = _mm512_permutexvar_ps(PairIdx(q), _mm512_castps128_ps512(sd));
+      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
+    }
+  }
+}
+
+template <int R, bool kQ8>
+void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int64_t kb = kb0;
+  for (; kb + 4 <= kb1; kb += 4) {
+    const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
+    Prefetch(b + kPrefetchAhead);
+    if (kQ8) Prefetch(b + kPrefetchAhead + 64);
+    GroupSimple512<R, kQ8>(b, a, m, kb, 4, acc);
+  }
+  if (kb < kb1) {
+    GroupSimple512<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]);
+}
+
+template <int R>
+void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m512 acc[R];
+  __m256 macc[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    macc[r] = _mm256_setzero_ps();
+  }
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 144;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    __m256 ws, wm;
+    ScalesQ4K(b, &ws, &wm);
+    __m512 S[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t o = (m + r) * a.ldb + sb * 8;
+      const __m256 da = _mm256_loadu_ps(a.d + o);
+      const __m256 A = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + o)));
+      macc[r] = _mm256_fmadd_ps(wm, _mm256_mul_ps(da, A), macc[r]);
+      S[r] = _mm512_castps256_ps512(_mm256_mul_ps(ws, da));
+    }
+    for (int t = 0; t < 4; ++t) {  // sub-blocks 2t, 2t + 1 share 32 bytes (low / high nibbles)
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * t));
+      const __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                                         _mm512_set1_epi8(0x0F));
+      for (int r = 0; r < R; ++r) {
+        const __m512i I = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
+        acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]) - HSum(macc[r]);
+}
+
+template <int R>
+void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
+  // Per 16-bit lane shifts moving qh bits (2g, 2g+1) to bits 4, 5: g = 0 | 1 (left 4 | 2), g = 2 | 3 (right 0 | 2).
+  const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shr23 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 210;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    Prefetch(b + kPrefetchAhead + 192);
+    // 16 int8 scales as int16, in a zmm: element e of block pair q uses scale 2(2q + e/32) + (e%32)/16.
+    const __m512i sc16 = _mm512_castsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    const __m512 d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(LoadU16(b + 208)))));
+    __m512 S[R];
+    for (int r = 0; r < R; ++r) {
+      S[r] = _mm512_mul_ps(d, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + (m + r) * a.ldb + sb * 8)));
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+      for (int gp = 0; gp < 2; ++gp) {  // blocks 4h + 2gp, 4h + 2gp + 1
+        const int q = 2 * h + gp;
+        const __m512i lo = _mm512_and_si512(gp ? _mm512_srli_epi16(ql, 4) : ql, low4);
+        const __m512i hi = _mm512_and_si512(gp ? _mm512_srlv_epi16(qh, shr23) : _mm512_sllv_epi16(qh, shl01), bits45);
+        const __m512i u = _mm512_or_si512(lo, hi);
+        // int16 lane l (elements 2l, 2l+1) of this pair: scale index 4q + l / 8.
+        const __m512i sidx = _mm512_add_epi16(
+            _mm512_set1_epi16(static_cast<int16_t>(4 * q)),
+            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
+                                               13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              3));
+        const __m512i scq = _mm512_permutexvar_epi16(sidx, sc16);
+        for (int r = 0; r < R; ++r) {
+          const __m512i av = LoadAct2(a, m + r, sb * 8 + 2 * q, 2);
+          const __m512i dq = _mm512_sub_epi16(_mm512_maddubs_epi16(u, av), _mm512_maddubs_epi16(k32, av));
+          const __m512i I = _mm512_madd_epi16(dq, scq);
+          acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]);
+}
+#endif
+
 template <int R>
 inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                    float* out) {
   switch (format) {
+#if MOERUN_QUANT_DOT_VNNI
+    case DType::kQ8_0: RowSimple512<R, true>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_0: RowSimple512<R, false>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_K: RowQ4K512<R>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ6_K: RowQ6K512<R>(row, a, m, kb0, kb1, out); break;
+#else
     case DType::kQ8_0: RowSimple<R, true>(row, a, m, kb0, kb1, out); break;
     case DType::kQ4_0: RowSimple<R, false>(row, a, m, kb0, kb1, out); break;
     case DType::kQ4_K: RowQ4K<R>(row, a, m, kb0, kb1, out); break;
     case DType::kQ6_K: RowQ6K<R>(row, a, m, kb0, kb1, out); break;
+#endif
     default: break;
   }
 }
@@ -323,3 +498,7 @@ void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_r
 
 }  // namespace
 }  // namespace moerun
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
