@@ -59,10 +59,6 @@ inline __m256i MaddI16(__m256i x, __m256i y) {
 #endif
 }
 
-inline __m256i Fold4(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
-  return _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
-}
-
 // Fixed-order horizontal sum.
 inline float HSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -127,31 +123,49 @@ __attribute__((always_inline)) inline void GroupSimple(const uint8_t* b, const Q
                                                        int n, __m256 (&acc)[R]) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256i p[R][4];
-  for (int i = 0; i < 4; ++i) {
-    if (i >= n) {
-      for (int r = 0; r < R; ++r) p[r][i] = _mm256_setzero_si256();
-      continue;
-    }
-    const uint8_t* bi = b + i * kBB;
-    if constexpr (kQ8) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bi + 2));
+  // Two blocks at a time, folded by one hadd right away (keeps the live registers down for R = 4).
+  __m256i h[R][2];
+  for (int hp = 0; hp < 2; ++hp) {
+    __m256i u[2], w[2];
+    for (int e = 0; e < 2; ++e) {
+      const int i = 2 * hp + e;
+      if (i >= n) {
+        u[e] = w[e] = _mm256_setzero_si256();
+        continue;
+      }
+      const uint8_t* bi = b + i * kBB;
+      if constexpr (kQ8) {
+        w[e] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bi + 2));
 #if MOERUN_QUANT_DOT_VNNI
-      const __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8(-128));  // w + 128
-      for (int r = 0; r < R; ++r) p[r][i] = DotU8S8(u, LoadAct(a, m + r, kb + i));
+        u[e] = _mm256_xor_si256(w[e], _mm256_set1_epi8(-128));  // w + 128
 #else
-      const __m256i u = _mm256_abs_epi8(w);
-      for (int r = 0; r < R; ++r) p[r][i] = DotU8S8(u, _mm256_sign_epi8(LoadAct(a, m + r, kb + i), w));
+        u[e] = _mm256_abs_epi8(w[e]);
 #endif
-    } else {
-      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bi + 2));
-      const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4);
-      for (int r = 0; r < R; ++r) p[r][i] = DotU8S8(u, LoadAct(a, m + r, kb + i));
+      } else {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bi + 2));
+        u[e] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      __m256i d2[2];
+      for (int e = 0; e < 2; ++e) {
+        const int i = 2 * hp + e;
+        if (i >= n) {
+          d2[e] = _mm256_setzero_si256();
+          continue;
+        }
+        __m256i av = LoadAct(a, m + r, kb + i);
+#if !MOERUN_QUANT_DOT_VNNI
+        if constexpr (kQ8) av = _mm256_sign_epi8(av, w[e]);  // |w| * (a with w's sign)
+#endif
+        d2[e] = DotU8S8(u[e], av);
+      }
+      h[r][hp] = _mm256_hadd_epi32(d2[0], d2[1]);
     }
   }
   const __m256 dw = F16x4(b, kBB, n);
   for (int r = 0; r < R; ++r) {
-    __m256i z = Fold4(p[r][0], p[r][1], p[r][2], p[r][3]);
+    __m256i z = _mm256_hadd_epi32(h[r][0], h[r][1]);
     if constexpr (!kQ8) {
       z = _mm256_sub_epi32(z, SumCorr4(a, m + r, kb, n, 3));  // - 8 A
     } else if (MOERUN_QUANT_DOT_VNNI) {
@@ -215,19 +229,19 @@ void RowQ4K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
       S[r] = _mm256_mul_ps(ws, da);
     }
     for (int half = 0; half < 2; ++half) {
-      __m256i p[R][4];
+      __m256i h[R][2];
       for (int t = 0; t < 2; ++t) {
         const int s0 = half * 4 + 2 * t;
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (s0 / 2)));
         const __m256i u0 = _mm256_and_si256(x, low4), u1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
         for (int r = 0; r < R; ++r) {
-          p[r][2 * t] = DotU8S8(u0, LoadAct(a, m + r, sb * 8 + s0));
-          p[r][2 * t + 1] = DotU8S8(u1, LoadAct(a, m + r, sb * 8 + s0 + 1));
+          h[r][t] = _mm256_hadd_epi32(DotU8S8(u0, LoadAct(a, m + r, sb * 8 + s0)),
+                                      DotU8S8(u1, LoadAct(a, m + r, sb * 8 + s0 + 1)));
         }
       }
       for (int r = 0; r < R; ++r) {
         const __m256 s = half ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(Fold4(p[r][0], p[r][1], p[r][2], p[r][3])), acc[r]);
+        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_hadd_epi32(h[r][0], h[r][1])), acc[r]);
       }
     }
   }
@@ -246,7 +260,7 @@ inline __m256i HiBits(__m256i qh) {  // bits 2G, 2G+1 of each byte moved to bits
 
 template <int R, int H, int G>
 inline void BlockQ6K(const uint8_t* b, __m128i scales, const Q8Activations& a, int64_t m, int64_t kb,
-                     __m256i (&p)[R][4]) {
+                     __m256i (&p)[R]) {
   constexpr int i = 4 * H + G;
   const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
   const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * H + 32 * (G & 1)));
@@ -259,7 +273,7 @@ inline void BlockQ6K(const uint8_t* b, __m128i scales, const Q8Activations& a, i
   for (int r = 0; r < R; ++r) {
     const __m256i av = LoadAct(a, m + r, kb + i);
     // Pair sums of (q - 32) * a fit int16 (|.| <= 2 * 32 * 127), then times the int16 scale.
-    p[r][G] = MaddI16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, av), _mm256_maddubs_epi16(k32, av)), sc16);
+    p[r] = MaddI16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, av), _mm256_maddubs_epi16(k32, av)), sc16);
   }
 }
 
@@ -279,14 +293,16 @@ void RowQ6K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
     for (int r = 0; r < R; ++r) S[r] = _mm256_mul_ps(d, _mm256_loadu_ps(a.d + (m + r) * a.ldb + sb * 8));
     const int64_t kb = sb * 8;
     auto half = [&]<int H>(std::integral_constant<int, H>) {
-      __m256i p[R][4];
-      BlockQ6K<R, H, 0>(b, scales, a, m, kb, p);
-      BlockQ6K<R, H, 1>(b, scales, a, m, kb, p);
-      BlockQ6K<R, H, 2>(b, scales, a, m, kb, p);
-      BlockQ6K<R, H, 3>(b, scales, a, m, kb, p);
+      __m256i p0[R], p1[R], h0[R];
+      BlockQ6K<R, H, 0>(b, scales, a, m, kb, p0);
+      BlockQ6K<R, H, 1>(b, scales, a, m, kb, p1);
+      for (int r = 0; r < R; ++r) h0[r] = _mm256_hadd_epi32(p0[r], p1[r]);
+      BlockQ6K<R, H, 2>(b, scales, a, m, kb, p0);
+      BlockQ6K<R, H, 3>(b, scales, a, m, kb, p1);
       for (int r = 0; r < R; ++r) {
         const __m256 s = H ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(Fold4(p[r][0], p[r][1], p[r][2], p[r][3])), acc[r]);
+        const __m256i z = _mm256_hadd_epi32(h0[r], _mm256_hadd_epi32(p0[r], p1[r]));
+        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(z), acc[r]);
       }
     };
     half(std::integral_constant<int, 0>{});
@@ -322,6 +338,13 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
                                                           int64_t kb, int n, __m512 (&acc)[R]) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
   const __m128 dw = _mm256_castps256_ps128(F16x4(b, kBB, n));
+  __m512 sd[R];
+  __m512i corr[R];
+  for (int r = 0; r < R; ++r) {
+    sd[r] = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm256_castps256_ps128(Da4(a, m + r, kb, n))));
+    corr[r] = _mm512_castsi128_si512(
+        _mm_sub_epi32(_mm_setzero_si128(), _mm256_castsi256_si128(SumCorr4(a, m + r, kb, n, kQ8 ? 7 : 3))));
+  }
   for (int q = 0; q < 2; ++q) {
     const int nq = std::min(2, n - 2 * q);
     if (nq <= 0) break;
@@ -340,14 +363,12 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
       // [x0, x1, x0 >> 4, x1 >> 4] -> [x0, x0 >> 4, x1, x1 >> 4], low nibbles.
       u = _mm512_and_si512(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
     }
+    const __m512i idx = PairIdx(q);
     for (int r = 0; r < R; ++r) {
-      const __m128 sd = _mm_mul_ps(dw, _mm256_castps256_ps128(Da4(a, m + r, kb, n)));
-      const __m128i corr = _mm256_castsi256_si128(SumCorr4(a, m + r, kb, n, kQ8 ? 7 : 3));
-      const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, PairIdx(q), _mm512_castsi128_si512(corr));
-      const __m512i I = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), c), u,
-                                            LoadAct2(a, m + r, kb + 2 * q, nq));
-      const __m512 s = _mm512_permutexvar_ps(PairIdx(q), _mm512_castps128_ps512(sd));
-      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
+      // The block-sum correction (-128 A or -8 A) enters lane 0 of each block as the dpbusd addend.
+      const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, idx, corr[r]);
+      const __m512i I = _mm512_dpbusd_epi32(c, u, LoadAct2(a, m + r, kb + 2 * q, nq));
+      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sd[r]), _mm512_cvtepi32_ps(I), acc[r]);
     }
   }
 }
@@ -477,20 +498,27 @@ inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int
 
 void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
-  for (int j = 0; j < n_rows; ++j) {
-    const uint8_t* row = w + static_cast<size_t>(j) * w_row_bytes;
-    for (int64_t m = m0; m < m1;) {
-      float* o = out + (m - m0) * kQuantDotMaxRows + j;
-      const int64_t left = m1 - m;
-      if (left >= kRowsPerPass) {
-        RunRow<kRowsPerPass>(format, row, a, m, kb0, kb1, o);
-        m += kRowsPerPass;
-      } else if (left >= 2) {
-        RunRow<2>(format, row, a, m, kb0, kb1, o);
-        m += 2;
-      } else {
-        RunRow<1>(format, row, a, m, kb0, kb1, o);
-        m += 1;
+  // Activation rows in chunks that stay in L1 (<= 24 KB of int8) while every weight row passes
+  // over them; each weight row streams through once per chunk. Does not change any (m, j) result.
+  const int64_t act_bytes = std::max<int64_t>(1, (kb1 - kb0) * 32);
+  const int64_t chunk = std::clamp<int64_t>((24 << 10) / act_bytes / kRowsPerPass, 1, 4) * kRowsPerPass;
+  for (int64_t c0 = m0; c0 < m1; c0 += chunk) {
+    const int64_t c1 = std::min(m1, c0 + chunk);
+    for (int j = 0; j < n_rows; ++j) {
+      const uint8_t* row = w + static_cast<size_t>(j) * w_row_bytes;
+      for (int64_t m = c0; m < c1;) {
+        float* o = out + (m - m0) * kQuantDotMaxRows + j;
+        const int64_t left = c1 - m;
+        if (left >= kRowsPerPass) {
+          RunRow<kRowsPerPass>(format, row, a, m, kb0, kb1, o);
+          m += kRowsPerPass;
+        } else if (left >= 2) {
+          RunRow<2>(format, row, a, m, kb0, kb1, o);
+          m += 2;
+        } else {
+          RunRow<1>(format, row, a, m, kb0, kb1, o);
+          m += 1;
+        }
       }
     }
   }
