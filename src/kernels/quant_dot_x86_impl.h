@@ -333,7 +333,9 @@ void RowQ6K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
 #if MOERUN_QUANT_DOT_VNNI
 // ---- AVX-512 (zmm) rows: 16-lane f32 accumulators, one vpdpbusd per pair of blocks. Lanes 0-7
 // hold the partial sums (4 elements each) of the first block of a pair, lanes 8-15 of the second;
-// each pair is converted once and fma'd with [s_first x 8, s_second x 8]. ----
+// each pair is converted once and fma'd with [s_first x 8, s_second x 8]. Pairs alternate between
+// two accumulators (two fma chains, so one activation row is not fma-latency bound), added at the end.
+// ----
 
 inline float HSum512(__m512 v) {
   return HSum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
@@ -354,7 +356,7 @@ inline __m512i LoadAct2(const Q8Activations& a, int64_t m, int64_t kb, int n) {
 
 template <int R, bool kQ8>
 __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, const Q8Activations& a, int64_t m,
-                                                          int64_t kb, int n, __m512 (&acc)[R]) {
+                                                          int64_t kb, int n, __m512 (&acc)[R][2]) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
   const __m128 dw = _mm256_castps256_ps128(F16x4(b, kBB, n));
   __m512 sd[R];
@@ -387,7 +389,7 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
       // The block-sum correction (-128 A or -8 A) enters lane 0 of each block as the dpbusd addend.
       const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, idx, corr[r]);
       const __m512i I = _mm512_dpbusd_epi32(c, u, LoadAct2(a, m + r, kb + 2 * q, nq));
-      acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sd[r]), _mm512_cvtepi32_ps(I), acc[r]);
+      acc[r][q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sd[r]), _mm512_cvtepi32_ps(I), acc[r][q]);
     }
   }
 }
@@ -395,8 +397,8 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
 template <int R, bool kQ8>
 void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   int64_t kb = kb0;
   for (; kb + 4 <= kb1; kb += 4) {
     const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
@@ -407,15 +409,15 @@ void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t
   if (kb < kb1) {
     GroupSimple512<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
   }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]);
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
 template <int R>
 void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
-  __m512 acc[R];
+  __m512 acc[R][2];
   __m256 macc[R];
   for (int r = 0; r < R; ++r) {
-    acc[r] = _mm512_setzero_ps();
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     macc[r] = _mm256_setzero_ps();
   }
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
@@ -439,17 +441,19 @@ void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
                                          _mm512_set1_epi8(0x0F));
       for (int r = 0; r < R; ++r) {
         const __m512i I = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
-        acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r]);
+        acc[r][t & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r][t & 1]);
       }
     }
   }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]) - HSum(macc[r]);
+  for (int r = 0; r < R; ++r) {
+    out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1])) - HSum(macc[r]);
+  }
 }
 
 template <int R>
 void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
   // Per 16-bit lane shifts moving qh bits (2g, 2g+1) to bits 4, 5: g = 0 | 1 (left 4 | 2), g = 2 | 3 (right 0 | 2).
   const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
@@ -487,12 +491,12 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
           const __m512i av = LoadAct2(a, m + r, sb * 8 + 2 * q, 2);
           const __m512i dq = _mm512_sub_epi16(_mm512_maddubs_epi16(u, av), _mm512_maddubs_epi16(k32, av));
           const __m512i I = _mm512_madd_epi16(dq, scq);
-          acc[r] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r]);
+          acc[r][gp] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r][gp]);
         }
       }
     }
   }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(acc[r]);
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 #endif
 
