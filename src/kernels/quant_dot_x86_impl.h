@@ -443,10 +443,12 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
     } else {
       const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
       const __m128i x1 = nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
-      const __m256i t = _mm256_set_m128i(x1, x0);
-      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
-      // [x0, x1, x0 >> 4, x1 >> 4] -> [x0, x0 >> 4, x1, x1 >> 4], low nibbles.
-      u = _mm512_and_si512(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0F));
+      // [x0, x0, x1, x1] shifted right by [0, 4, 0, 4] per 128 bits, low nibbles.
+      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(x0)),
+                                           _mm256_broadcastsi128_si256(x1), 1);
+      const __m512i shift = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                             0x0004000400040004LL, 0x0004000400040004LL, 0, 0);
+      u = _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F));
     }
     const __m512i idx = PairIdx(q);
     for (int r = 0; r < R; ++r) {
