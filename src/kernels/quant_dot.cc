@@ -1,6 +1,6 @@
 // Portable reference for kernels/quant_dot.h: activation quantisation, the scalar tile and the ISA
-// dispatch helpers. The scalar tile spells out the per-block integer sums and the fma sequence the
-// SIMD files reproduce lane by lane (compiled with -ffp-contract=off so no other fusion happens).
+// dispatch helpers. The scalar tile spells out the per-block integer sums and the f32 terms of each
+// block (summed in block order; the SIMD files sum the same terms in vector lanes).
 #include "kernels/quant_dot.h"
 
 #include <algorithm>

@@ -1,18 +1,22 @@
 // Integer dot-product tiles between GGUF block-quantised weights (Q8_0, Q4_0, Q4_K, Q6_K; layouts in
 // docs/formats.md) and activations quantised to int8 per 32-element block.
 //
-// Arithmetic (identical in every implementation, which is what makes results batch invariant and,
-// in practice, bitwise equal across ISAs): for each (activation row m, weight row j) one f32
-// accumulator starts at 0 and takes the blocks kb = kb0, kb0 + 1, ... in order. For each block the
-// integer part I is summed exactly in int32, then (da = activation block scale, A = its int8 sum,
-// fma = one rounding):
-//   Q8_0: I = sum w*a;                              acc = fma(dw * da, I, acc)
-//   Q4_0: I = sum q*a - 8*A  (= sum (q - 8) a);     acc = fma(dw * da, I, acc)
-//   Q4_K: I = sum q*a over sub-block s = kb % 8;    acc = fma(da, fma(d*sc_s, I, -(dmin*m_s * A)), acc)
+// Arithmetic. For each (activation row m, weight row j) and 32-element block kb the integer part I
+// is exact in int32, then enters f32 with the block's scales (da = activation block scale, A = its
+// int8 sum):
+//   Q8_0: I = sum w*a;                              term = dw * da * I
+//   Q4_0: I = sum q*a - 8*A  (= sum (q - 8) a);     term = dw * da * I
+//   Q4_K: I = sum q*a over sub-block s = kb % 8;    term = d*sc_s * da * I - dmin*m_s * da * A
 //   Q6_K: I = sc_2i * sum_{16} (q-32) a + sc_2i+1 * sum_{16} (q-32) a  (i = kb % 8);
-//                                                   acc = fma(d * da, I, acc)
-// so the value for (m, j) depends only on the weight row, the activation row and [kb0, kb1), never
-// on m0, m1 or n_rows. The SIMD paths vectorise across weight rows (lanes = rows j).
+//                                                   term = d * da * I
+// and the output is the f32 sum of the terms over kb in [kb0, kb1). The reference sums them in
+// block order with one fma each. The x86 paths (quant_dot_x86_impl.h) keep the int32 partial sums
+// of 4-element groups in vector lanes: AVX2 folds 4 blocks into one 8-lane vector per fma, AVX-512
+// puts 2 blocks in a 16-lane vector per vpdpbusd, and each output is reduced horizontally once, in a
+// fixed order (Q4_K's min terms go to a separate 8-lane accumulator, one fma per super-block). So ISA
+// paths differ in rounding (all within ~1e-6 of sum |terms|), but within one path the value for
+// (m, j) depends only on the weight row, the activation row and [kb0, kb1), never on m0, m1 or
+// n_rows (batch invariance).
 //
 // Thread safety: pure functions; concurrent calls may share inputs and must not share `out`.
 #pragma once

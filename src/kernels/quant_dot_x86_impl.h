@@ -3,17 +3,28 @@
 // vpdpbusd / vpdpwssd on 256-bit registers, AVX-512 VL). Include from exactly those two files:
 // everything here has internal linkage, so each gets its own copy compiled for its ISA.
 //
-// Scheme: weight rows are taken 8 at a time (lanes of a __m256 accumulator = weight rows); for
-// each 32-element block every row's weight bytes are unpacked once into 32 unsigned bytes and
-// multiplied with kRowsPerPass activation rows. Each product vector holds 8 int32 partial sums of
-// one (row, block); a hadd tree turns the 8 rows' vectors into one vector of exact int32 block sums,
-// which then enter the f32 formulas of quant_dot.h lane-wise (same fma sequence as the reference).
+// AVX2 scheme (one weight row at a time, so a tile is read as one sequential stream; R activation rows
+// share every unpacked weight block):
+//   * per 32-element block and activation row, the int8 dot is an 8 x int32 vector of partial sums
+//     (lane l = elements 4l..4l+3), exact;
+//   * 4 consecutive blocks are folded by an exact hadd tree into one vector
+//     [b0 lo, b1 lo, b2 lo, b3 lo | b0 hi, b1 hi, b2 hi, b3 hi] (lo/hi = elements 0-15 / 16-31);
+//   * that vector is converted once and fma'd into an 8-lane f32 accumulator with the scale vector
+//     [s0, s1, s2, s3, s0, s1, s2, s3] (s = weight scale * activation scale of each block); Q4_0
+//     first adds two such folds into the 8 full block sums and fmas once per 8 blocks with [s0..s7];
+//   * the accumulator is reduced horizontally once per output, in a fixed order.
+// Q4_K's min term goes to a second accumulator, one fma per super-block (8 lanes = 8 sub-blocks).
+// The AVX-512 rows (further down) put 2 blocks in one zmm per vpdpbusd instead.
+// Every (activation row m, weight row j) output goes through the same operation sequence whatever
+// m0, m1, n_rows and R are, so results are batch invariant (not bitwise equal to the scalar ref,
+// which sums in another order; both agree with the exact sum to ~1e-6 relative).
 #pragma once
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "kernels/quant_dot.h"
 
@@ -21,18 +32,19 @@
 #error "define MOERUN_QUANT_DOT_VNNI before including quant_dot_x86_impl.h"
 #endif
 
+// g++ 12 flags the _mm512_undefined_* temporaries inside its own intrinsic headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace moerun {
 namespace {
 
-constexpr int kGroup = 8;  // weight rows per accumulator vector
-#if MOERUN_QUANT_DOT_VNNI
-constexpr int kRowsPerPass = 4;  // activation rows sharing one unpacked weight block (32 registers)
-#else
-constexpr int kRowsPerPass = 2;  // 16 ymm registers
-#endif
+constexpr int kRowsPerPass = 4;  // activation rows sharing one unpacked weight block
 
-// Sum over groups of 4 bytes of u (unsigned) * a (signed), as 8 int32 lanes. REQUIRES for the
-// AVX2 form: every adjacent pair u0*a0 + u1*a1 fits int16 (true for u <= 128 and |a| <= 127).
+// Sum over groups of 4 bytes of u (unsigned, <= 127 or pairs fitting int16) * a (signed).
 inline __m256i DotU8S8(__m256i u, __m256i a) {
 #if MOERUN_QUANT_DOT_VNNI
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
@@ -41,7 +53,6 @@ inline __m256i DotU8S8(__m256i u, __m256i a) {
 #endif
 }
 
-// Pairwise int16 products summed to int32 (vpmaddwd / vpdpwssd).
 inline __m256i MaddI16(__m256i x, __m256i y) {
 #if MOERUN_QUANT_DOT_VNNI
   return _mm256_dpwssd_epi32(_mm256_setzero_si256(), x, y);
@@ -50,260 +61,553 @@ inline __m256i MaddI16(__m256i x, __m256i y) {
 #endif
 }
 
-// Finishes the hadd tree: q0 holds (per 128-bit half) partials of rows 0..3, q1 of rows 4..7.
-inline __m256i FinishReduce(__m256i q0, __m256i q1) {
-  return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+// Fixed-order horizontal sum.
+inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
 }
-
-// 8 f16 values at rows[j] + off as f32 lanes.
-inline __m256 GatherF16(const uint8_t* const* rows, size_t off) {
-  alignas(16) uint16_t h[kGroup];
-  for (int j = 0; j < kGroup; ++j) std::memcpy(&h[j], rows[j] + off, 2);
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
-}
-
-// Software prefetch of `bytes` bytes (whole lines) of every row at `off`: the 8 rows are 8
-// interleaved streams, more than the hardware prefetchers follow well when weights are cold.
-inline void PrefetchRows(const uint8_t* const* rows, size_t off, size_t bytes) {
-  for (int j = 0; j < kGroup; ++j) {
-    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(rows[j] + off + b), _MM_HINT_T0);
-  }
-}
-constexpr size_t kPrefetchAhead = 1024;  // bytes ahead in each row
 
 inline __m256i LoadAct(const Q8Activations& a, int64_t m, int64_t kb) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + m * a.ldq + kb * 32));
 }
 
-// Runs the 8-row x R-activation-row integer part of one block: unpack(j) gives row j's 32 weight
-// bytes, dot(u, r) its 8 int32 partials against activation row r. Writes red[r] = block sums.
-template <int R, typename Unpack, typename Dot>
-inline void ReduceBlock(Unpack unpack, Dot dot, __m256i red[R]) {
-  __m256i h[R][4];
-  for (int jp = 0; jp < 4; ++jp) {
-    const __m256i u0 = unpack(2 * jp), u1 = unpack(2 * jp + 1);
-    for (int r = 0; r < R; ++r) h[r][jp] = _mm256_hadd_epi32(dot(u0, r), dot(u1, r));
+inline uint16_t LoadU16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+
+// [x0..x3, x0..x3] from 4 f16 values at p, p + stride, ... (n < 4: missing lanes are 0).
+inline __m256 F16x4(const uint8_t* p, size_t stride, int n) {
+  uint64_t bits = 0;
+  for (int i = 0; i < n; ++i) bits |= static_cast<uint64_t>(LoadU16(p + i * stride)) << (16 * i);
+  const __m128 f = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(bits)));
+  return _mm256_set_m128(f, f);
+}
+
+// [d0..d3, d0..d3] activation scales of blocks kb.. (n valid, rest 0).
+inline __m256 Da4(const Q8Activations& a, int64_t m, int64_t kb, int n) {
+  const float* p = a.d + m * a.ldb + kb;
+  __m128 f;
+  if (n == 4) {
+    f = _mm_loadu_ps(p);
+  } else {
+    alignas(16) float t[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; ++i) t[i] = p[i];
+    f = _mm_load_ps(t);
+  }
+  return _mm256_set_m128(f, f);
+}
+
+// [c*A0..c*A3, 0 x 4]: a block-sum correction applied once per block (to the "lo" lanes).
+inline __m256i SumCorr4(const Q8Activations& a, int64_t m, int64_t kb, int n, int shift) {
+  const int32_t* p = a.sum + m * a.ldb + kb;
+  __m128i s;
+  if (n == 4) {
+    s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  } else {
+    alignas(16) int32_t t[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; ++i) t[i] = p[i];
+    s = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+  }
+  return _mm256_zextsi128_si256(_mm_sll_epi32(s, _mm_cvtsi32_si128(shift)));
+}
+
+inline void Prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
+constexpr size_t kPrefetchAhead = 2048;
+
+// ---- Q8_0 / Q4_0 (AVX2): groups of 4 / 8 blocks (the last group may be short) ----
+
+template <int R, bool kQ8>
+__attribute__((always_inline)) inline void GroupSimple(const uint8_t* b, const Q8Activations& a, int64_t m, int64_t kb,
+                                                       int n, __m256i (&z)[R]) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  // Two blocks at a time, folded by one hadd right away (keeps the live registers down for R = 4).
+  // AVX2 Q4_0: nibble x int8 products stay int16 through the fold (|16 x 15 x 127| < 2^15), so the
+  // 4 blocks take 4 vpmaddubsw + 3 vphaddw + 1 vpmaddwd instead of 8 + 3 vphaddd; same exact sums.
+  constexpr bool kFold16 = !kQ8 && !MOERUN_QUANT_DOT_VNNI;
+  __m256i h[R][2];
+  for (int hp = 0; hp < 2; ++hp) {
+    __m256i u[2], w[2];
+    for (int e = 0; e < 2; ++e) {
+      const int i = 2 * hp + e;
+      if (i >= n) {
+        u[e] = w[e] = _mm256_setzero_si256();
+        continue;
+      }
+      const uint8_t* bi = b + i * kBB;
+      if constexpr (kQ8) {
+        w[e] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bi + 2));
+#if MOERUN_QUANT_DOT_VNNI
+        u[e] = _mm256_xor_si256(w[e], _mm256_set1_epi8(-128));  // w + 128
+#else
+        u[e] = _mm256_abs_epi8(w[e]);
+#endif
+      } else {
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bi + 2));
+        u[e] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      __m256i d2[2];
+      for (int e = 0; e < 2; ++e) {
+        const int i = 2 * hp + e;
+        if (i >= n) {
+          d2[e] = _mm256_setzero_si256();
+          continue;
+        }
+        __m256i av = LoadAct(a, m + r, kb + i);
+#if !MOERUN_QUANT_DOT_VNNI
+        if constexpr (kQ8) {
+          d2[e] = DotU8S8(u[e], _mm256_sign_epi8(av, w[e]));  // |w| * (a with w's sign)
+        } else {
+          d2[e] = _mm256_maddubs_epi16(u[e], av);  // int16; folded below (16 x 15 x 127 fits)
+        }
+#else
+        d2[e] = DotU8S8(u[e], av);
+#endif
+      }
+      h[r][hp] = kFold16 ? _mm256_hadd_epi16(d2[0], d2[1]) : _mm256_hadd_epi32(d2[0], d2[1]);
+    }
   }
   for (int r = 0; r < R; ++r) {
-    red[r] = FinishReduce(_mm256_hadd_epi32(h[r][0], h[r][1]), _mm256_hadd_epi32(h[r][2], h[r][3]));
+    z[r] = kFold16 ? _mm256_madd_epi16(_mm256_hadd_epi16(h[r][0], h[r][1]), _mm256_set1_epi16(1))
+                   : _mm256_hadd_epi32(h[r][0], h[r][1]);
   }
 }
 
-template <int R>
-void GroupQ8_0(const uint8_t* const* rows, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-               __m256 acc[R]) {
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const size_t off = static_cast<size_t>(kb) * 34;
-    if ((kb & 1) == 0) PrefetchRows(rows, off + kPrefetchAhead, 64);
-    __m256i act[R];
-    for (int r = 0; r < R; ++r) act[r] = LoadAct(a, m + r, kb);
-    auto unpack = [&](int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + off + 2)); };
-#if MOERUN_QUANT_DOT_VNNI
-    // (w + 128) * a summed by vpdpbusd; 128 * A is taken off after the reduction.
-    auto dot = [&](__m256i w, int r) {
-      return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(w, _mm256_set1_epi8(-128)), act[r]);
-    };
-#else
-    // |w| * (a with w's sign): exact for every int8 w, pair sums <= 2 * 128 * 127.
-    auto dot = [&](__m256i w, int r) {
-      return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(act[r], w)),
-                               _mm256_set1_epi16(1));
-    };
-#endif
-    __m256i red[R];
-    ReduceBlock<R>(unpack, dot, red);
-    const __m256 dw = GatherF16(rows, off);
-    for (int r = 0; r < R; ++r) {
-      __m256i I = red[r];
-#if MOERUN_QUANT_DOT_VNNI
-      I = _mm256_sub_epi32(I, _mm256_set1_epi32(a.sum[(m + r) * a.ldb + kb] * 128));
-#endif
-      const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-      acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+// [x0..x7] from 8 f16 values at p, p + stride, ... (n < 8: missing lanes are 0).
+inline __m256 F16x8(const uint8_t* p, size_t stride, int n) {
+  uint64_t bits[2] = {0, 0};
+  for (int i = 0; i < n; ++i) bits[i / 4] |= static_cast<uint64_t>(LoadU16(p + i * stride)) << (16 * (i % 4));
+  return _mm256_cvtph_ps(_mm_set_epi64x(static_cast<long long>(bits[1]), static_cast<long long>(bits[0])));
+}
+
+// 8 activation scales / block sums of blocks kb.. (n valid, rest 0).
+inline __m256 Da8(const Q8Activations& a, int64_t m, int64_t kb, int n) {
+  const float* p = a.d + m * a.ldb + kb;
+  if (n == 8) return _mm256_loadu_ps(p);
+  alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) t[i] = p[i];
+  return _mm256_load_ps(t);
+}
+inline __m256i Sum8(const Q8Activations& a, int64_t m, int64_t kb, int n) {
+  const int32_t* p = a.sum + m * a.ldb + kb;
+  if (n == 8) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  alignas(32) int32_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) t[i] = p[i];
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+}
+
+// 8 blocks (n <= 8 valid): two 4-block folds combined into full block sums [b0..b7], then one
+// cvt + fma with [s0..s7].
+template <int R, bool kQ8>
+__attribute__((always_inline)) inline void GroupSimple8(const uint8_t* b, const Q8Activations& a, int64_t m,
+                                                        int64_t kb, int n, __m256 (&acc)[R]) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  __m256i z0[R], z1[R];
+  GroupSimple<R, kQ8>(b, a, m, kb, std::min(4, n), z0);
+  if (n > 4) {
+    GroupSimple<R, kQ8>(b + 4 * kBB, a, m, kb + 4, n - 4, z1);
+  } else {
+    for (int r = 0; r < R; ++r) z1[r] = _mm256_setzero_si256();
+  }
+  const __m256 dw = F16x8(b, kBB, n);
+  for (int r = 0; r < R; ++r) {
+    __m256i I = _mm256_add_epi32(_mm256_permute2x128_si256(z0[r], z1[r], 0x20),
+                                 _mm256_permute2x128_si256(z0[r], z1[r], 0x31));
+    if constexpr (!kQ8) {
+      I = _mm256_sub_epi32(I, _mm256_slli_epi32(Sum8(a, m + r, kb, n), 3));  // - 8 A
+    } else if (MOERUN_QUANT_DOT_VNNI) {
+      I = _mm256_sub_epi32(I, _mm256_slli_epi32(Sum8(a, m + r, kb, n), 7));  // - 128 A
     }
+    acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, Da8(a, m + r, kb, n)), _mm256_cvtepi32_ps(I), acc[r]);
   }
 }
 
-template <int R>
-void GroupQ4_0(const uint8_t* const* rows, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-               __m256 acc[R]) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const size_t off = static_cast<size_t>(kb) * 18;
-    if ((kb & 3) == 0) PrefetchRows(rows, off + kPrefetchAhead, 64);
-    __m256i act[R];
-    for (int r = 0; r < R; ++r) act[r] = LoadAct(a, m + r, kb);
-    auto unpack = [&](int j) {
-      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[j] + off + 2));
-      return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4);
-    };
-    auto dot = [&](__m256i u, int r) { return DotU8S8(u, act[r]); };
-    __m256i red[R];
-    ReduceBlock<R>(unpack, dot, red);
-    const __m256 dw = GatherF16(rows, off);
-    for (int r = 0; r < R; ++r) {
-      const __m256i I = _mm256_sub_epi32(red[r], _mm256_set1_epi32(a.sum[(m + r) * a.ldb + kb] * 8));
-      const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-      acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
-    }
-  }
-}
-
-template <int R>
-void GroupQ4_K(const uint8_t* const* rows, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-               __m256 acc[R]) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const size_t base = static_cast<size_t>(sb) * 144;
-    PrefetchRows(rows, base + kPrefetchAhead, 128);
-    // ws[s][j] = d * sc_s, wm[s][j] = dmin * m_s of row j.
-    alignas(32) float ws[8][kGroup], wm[8][kGroup];
-    for (int j = 0; j < kGroup; ++j) {
-      const uint8_t* b = rows[j] + base;
-      uint16_t hd, hm;
-      std::memcpy(&hd, b, 2);
-      std::memcpy(&hm, b + 2, 2);
-      const float d = F16ToF32(hd), dmin = F16ToF32(hm);
-      const uint8_t* q = b + 4;
-      for (int s = 0; s < 8; ++s) {
-        int sc, mn;
-        if (s < 4) {
-          sc = q[s] & 63;
-          mn = q[s + 4] & 63;
-        } else {
-          sc = (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
-          mn = (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
-        }
-        ws[s][j] = d * static_cast<float>(sc);
-        wm[s][j] = dmin * static_cast<float>(mn);
-      }
-    }
-    for (int s = 0; s < 8; ++s) {
-      const int64_t kb = sb * 8 + s;
-      const size_t qoff = base + 16 + 32 * static_cast<size_t>(s / 2);
-      __m256i act[R];
-      for (int r = 0; r < R; ++r) act[r] = LoadAct(a, m + r, kb);
-      auto unpack = [&](int j) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + qoff));
-        return _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, low4);
-      };
-      auto dot = [&](__m256i u, int r) { return DotU8S8(u, act[r]); };
-      __m256i red[R];
-      ReduceBlock<R>(unpack, dot, red);
-      const __m256 vws = _mm256_load_ps(ws[s]), vwm = _mm256_load_ps(wm[s]);
-      for (int r = 0; r < R; ++r) {
-        const float A = static_cast<float>(a.sum[(m + r) * a.ldb + kb]);
-        const __m256 t = _mm256_mul_ps(vwm, _mm256_set1_ps(A));
-        const __m256 inner = _mm256_fmsub_ps(vws, _mm256_cvtepi32_ps(red[r]), t);
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
-      }
-    }
-  }
-}
-
-template <int R>
-void GroupQ6_K(const uint8_t* const* rows, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-               __m256 acc[R]) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
-  const __m256i k32 = _mm256_set1_epi8(32);
-  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const size_t base = static_cast<size_t>(sb) * 210;
-    PrefetchRows(rows, base + kPrefetchAhead, 192);
-    const __m256 d = GatherF16(rows, base + 208);
-    for (int i = 0; i < 8; ++i) {
-      const int64_t kb = sb * 8 + i;
-      const int h = i / 4, g = i % 4;
-      const size_t ql_off = base + 64 * static_cast<size_t>(h) + 32 * static_cast<size_t>(g & 1);
-      const size_t qh_off = base + 128 + 32 * static_cast<size_t>(h);
-      // Bytes 2i (x8) then 2i+1 (x8): the two 16-element scales of this block, one per 128-bit half.
-      const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1), 0x0101010101010101LL * (2 * i));
-      __m256i act[R], m32[R];
-      for (int r = 0; r < R; ++r) {
-        act[r] = LoadAct(a, m + r, kb);
-        m32[r] = _mm256_maddubs_epi16(k32, act[r]);  // 32 * (a0 + a1) per int16 lane
-      }
-      __m256i sc16[kGroup];
-      for (int j = 0; j < kGroup; ++j) {
-        const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[j] + base + 192));
-        sc16[j] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, pick));
-      }
-      auto unpack = [&](int j) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + ql_off));
-        const __m256i lo = _mm256_and_si256((g & 2) ? _mm256_srli_epi16(x, 4) : x, low4);
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[j] + qh_off));
-        __m256i hi;  // bits 2g, 2g+1 of qh moved to bits 4, 5
-        switch (g) {
-          case 0: hi = _mm256_slli_epi16(qh, 4); break;
-          case 1: hi = _mm256_slli_epi16(qh, 2); break;
-          case 2: hi = qh; break;
-          default: hi = _mm256_srli_epi16(qh, 2); break;
-        }
-        return _mm256_or_si256(lo, _mm256_and_si256(hi, bits45));
-      };
-      // Pair sums of (q - 32) * a fit int16 (|.| <= 2 * 32 * 127), then times the int16 scale.
-      int cur_j = 0;
-      auto dot = [&](__m256i u, int r) {
-        return MaddI16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, act[r]), m32[r]), sc16[cur_j]);
-      };
-      // ReduceBlock calls unpack(2jp), unpack(2jp+1) then dot for both; track the row per call.
-      __m256i h4[R][4];
-      for (int jp = 0; jp < 4; ++jp) {
-        const __m256i u0 = unpack(2 * jp), u1 = unpack(2 * jp + 1);
-        for (int r = 0; r < R; ++r) {
-          cur_j = 2 * jp;
-          const __m256i p0 = dot(u0, r);
-          cur_j = 2 * jp + 1;
-          h4[r][jp] = _mm256_hadd_epi32(p0, dot(u1, r));
-        }
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m256i I =
-            FinishReduce(_mm256_hadd_epi32(h4[r][0], h4[r][1]), _mm256_hadd_epi32(h4[r][2], h4[r][3]));
-        const __m256 s = _mm256_mul_ps(d, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
-      }
-    }
-  }
-}
-
-template <int R>
-void RunGroup(DType format, const uint8_t* const* rows, int nj, const Q8Activations& a, int64_t m, int64_t kb0,
-              int64_t kb1, float* out) {
+template <int R, bool kQ8>
+void RowSimple(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  switch (format) {
-    case DType::kQ8_0: GroupQ8_0<R>(rows, a, m, kb0, kb1, acc); break;
-    case DType::kQ4_0: GroupQ4_0<R>(rows, a, m, kb0, kb1, acc); break;
-    case DType::kQ4_K: GroupQ4_K<R>(rows, a, m, kb0, kb1, acc); break;
-    case DType::kQ6_K: GroupQ6_K<R>(rows, a, m, kb0, kb1, acc); break;
-    default: return;
+  int64_t kb = kb0;
+  if constexpr (kQ8) {
+    // Q8_0 is heavier on integer work: the [s0..s3, s0..s3] fma per 4 blocks measured slightly faster.
+    auto group4 = [&](const uint8_t* b, int n) __attribute__((always_inline)) {
+      __m256i z[R];
+      GroupSimple<R, kQ8>(b, a, m, kb, n, z);
+      const __m256 dw = F16x4(b, kBB, n);
+      for (int r = 0; r < R; ++r) {
+        __m256i I = z[r];
+        if (MOERUN_QUANT_DOT_VNNI) I = _mm256_sub_epi32(I, SumCorr4(a, m + r, kb, n, 7));  // - 128 A
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, Da4(a, m + r, kb, n)), _mm256_cvtepi32_ps(I), acc[r]);
+      }
+    };
+    for (; kb + 4 <= kb1; kb += 4) {
+      const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
+      Prefetch(b + kPrefetchAhead);
+      Prefetch(b + kPrefetchAhead + 64);
+      group4(b, 4);
+    }
+    if (kb < kb1) group4(row + static_cast<size_t>(kb) * kBB, static_cast<int>(kb1 - kb));
+  } else {
+    for (; kb + 8 <= kb1; kb += 8) {
+      const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
+      for (size_t off = 0; off < 8 * kBB; off += 64) Prefetch(b + kPrefetchAhead + off);
+      GroupSimple8<R, kQ8>(b, a, m, kb, 8, acc);
+    }
+    if (kb < kb1) GroupSimple8<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]);
+}
+
+// ---- Q4_K ----
+
+// ws[s] = d * sc_s, wm[s] = dmin * m_s for the 8 sub-blocks of the super-block at b.
+inline void ScalesQ4K(const uint8_t* b, __m256* ws, __m256* wm) {
+  uint32_t u[3];
+  std::memcpy(u, b + 4, 12);
+  constexpr uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+  const uint32_t sc_lo = u[0] & k1, m_lo = u[1] & k1;
+  const uint32_t sc_hi = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+  const uint32_t m_hi = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+  const __m128i sc = _mm_set_epi32(0, 0, static_cast<int>(sc_hi), static_cast<int>(sc_lo));
+  const __m128i mn = _mm_set_epi32(0, 0, static_cast<int>(m_hi), static_cast<int>(m_lo));
+  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(LoadU16(b) | (static_cast<uint32_t>(LoadU16(b + 2)) << 16))));
+  *ws = _mm256_mul_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
+  *wm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn)));
+}
+
+template <int R>
+void RowQ4K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m256 acc[R], macc[R];
+  for (int r = 0; r < R; ++r) acc[r] = macc[r] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 144;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    __m256 ws, wm;
+    ScalesQ4K(b, &ws, &wm);
+    __m256 S[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t o = (m + r) * a.ldb + sb * 8;
+      const __m256 da = _mm256_loadu_ps(a.d + o);
+      const __m256 A = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + o)));
+      macc[r] = _mm256_fmadd_ps(wm, _mm256_mul_ps(da, A), macc[r]);
+      S[r] = _mm256_mul_ps(ws, da);
+    }
+    for (int half = 0; half < 2; ++half) {
+      __m256i h[R][2];
+      for (int t = 0; t < 2; ++t) {
+        const int s0 = half * 4 + 2 * t;
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (s0 / 2)));
+        const __m256i u0 = _mm256_and_si256(x, low4), u1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
+        for (int r = 0; r < R; ++r) {
+#if MOERUN_QUANT_DOT_VNNI
+          h[r][t] = _mm256_hadd_epi32(DotU8S8(u0, LoadAct(a, m + r, sb * 8 + s0)),
+                                      DotU8S8(u1, LoadAct(a, m + r, sb * 8 + s0 + 1)));
+#else  // int16 fold as in GroupSimple (nibbles: 16 x 15 x 127 fits int16)
+          h[r][t] = _mm256_hadd_epi16(_mm256_maddubs_epi16(u0, LoadAct(a, m + r, sb * 8 + s0)),
+                                      _mm256_maddubs_epi16(u1, LoadAct(a, m + r, sb * 8 + s0 + 1)));
+#endif
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256 s = half ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
+#if MOERUN_QUANT_DOT_VNNI
+        const __m256i z = _mm256_hadd_epi32(h[r][0], h[r][1]);
+#else
+        const __m256i z = _mm256_madd_epi16(_mm256_hadd_epi16(h[r][0], h[r][1]), _mm256_set1_epi16(1));
+#endif
+        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(z), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]) - HSum(macc[r]);
+}
+
+// ---- Q6_K ----
+
+template <int G>
+inline __m256i HiBits(__m256i qh) {  // bits 2G, 2G+1 of each byte moved to bits 4, 5
+  if constexpr (G == 0) return _mm256_slli_epi16(qh, 4);
+  if constexpr (G == 1) return _mm256_slli_epi16(qh, 2);
+  if constexpr (G == 2) return qh;
+  if constexpr (G == 3) return _mm256_srli_epi16(qh, 2);
+}
+
+template <int R, int H, int G>
+inline void BlockQ6K(const uint8_t* b, __m128i scales, const Q8Activations& a, int64_t m, int64_t kb,
+                     __m256i (&p)[R]) {
+  constexpr int i = 4 * H + G;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * H + 32 * (G & 1)));
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * H));
+  const __m256i lo = _mm256_and_si256((G & 2) ? _mm256_srli_epi16(x, 4) : x, low4);
+  const __m256i u = _mm256_or_si256(lo, _mm256_and_si256(HiBits<G>(qh), bits45));
+  const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1), 0x0101010101010101LL * (2 * i));
+  const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+  const __m256i k32 = _mm256_set1_epi8(32);
+  for (int r = 0; r < R; ++r) {
+    const __m256i av = LoadAct(a, m + r, kb + i);
+    // Pair sums of (q - 32) * a fit int16 (|.| <= 2 * 32 * 127), then times the int16 scale.
+    p[r] = MaddI16(_mm256_sub_epi16(_mm256_maddubs_epi16(u, av), _mm256_maddubs_epi16(k32, av)), sc16);
+  }
+}
+
+template <int R>
+void RowQ6K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 210;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    Prefetch(b + kPrefetchAhead + 192);
+    const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    const __m256 d = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(LoadU16(b + 208)))));
+    __m256 S[R];
+    for (int r = 0; r < R; ++r) S[r] = _mm256_mul_ps(d, _mm256_loadu_ps(a.d + (m + r) * a.ldb + sb * 8));
+    const int64_t kb = sb * 8;
+    auto half = [&]<int H>(std::integral_constant<int, H>) {
+      __m256i p0[R], p1[R], h0[R];
+      BlockQ6K<R, H, 0>(b, scales, a, m, kb, p0);
+      BlockQ6K<R, H, 1>(b, scales, a, m, kb, p1);
+      for (int r = 0; r < R; ++r) h0[r] = _mm256_hadd_epi32(p0[r], p1[r]);
+      BlockQ6K<R, H, 2>(b, scales, a, m, kb, p0);
+      BlockQ6K<R, H, 3>(b, scales, a, m, kb, p1);
+      for (int r = 0; r < R; ++r) {
+        const __m256 s = H ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
+        const __m256i z = _mm256_hadd_epi32(h0[r], _mm256_hadd_epi32(p0[r], p1[r]));
+        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(z), acc[r]);
+      }
+    };
+    half(std::integral_constant<int, 0>{});
+    half(std::integral_constant<int, 1>{});
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]);
+}
+
+#if MOERUN_QUANT_DOT_VNNI
+// ---- AVX-512 (zmm) rows: 16-lane f32 accumulators, one vpdpbusd per pair of blocks. Lanes 0-7
+// hold the partial sums (4 elements each) of the first block of a pair, lanes 8-15 of the second;
+// each pair is converted once and fma'd with [s_first x 8, s_second x 8]. Pairs alternate between
+// two accumulators (two fma chains, so one activation row is not fma-latency bound), added at the end.
+// ----
+
+inline float HSum512(__m512 v) {
+  return HSum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+// Lane selectors: pair q of a 4- or 8-lane scale vector.
+inline __m512i PairIdx(int q) {
+  return _mm512_set_epi32(2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1,
+                          2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q);
+}
+
+// Activation bytes of blocks kb, kb + 1 (n = 1: the second is zero).
+inline __m512i LoadAct2(const Q8Activations& a, int64_t m, int64_t kb, int n) {
+  const int8_t* p = a.q + m * a.ldq + kb * 32;
+  if (n >= 2) return _mm512_loadu_si512(p);
+  return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+template <int R, bool kQ8>
+__attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, const Q8Activations& a, int64_t m,
+                                                          int64_t kb, int n, __m512 (&acc)[R][2]) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  const __m128 dw = _mm256_castps256_ps128(F16x4(b, kBB, n));
+  __m512 sd[R];
+  __m512i corr[R];
+  for (int r = 0; r < R; ++r) {
+    sd[r] = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm256_castps256_ps128(Da4(a, m + r, kb, n))));
+    corr[r] = _mm512_castsi128_si512(
+        _mm_sub_epi32(_mm_setzero_si128(), _mm256_castsi256_si128(SumCorr4(a, m + r, kb, n, kQ8 ? 7 : 3))));
+  }
+  for (int q = 0; q < 2; ++q) {
+    const int nq = std::min(2, n - 2 * q);
+    if (nq <= 0) break;
+    const uint8_t* b0 = b + 2 * q * kBB;
+    __m512i u;
+    if constexpr (kQ8) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
+      const __m256i w1 = nq == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kBB + 2))
+                                 : _mm256_set1_epi8(-128);  // -> 0 after the flip
+      u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), _mm512_set1_epi8(-128));
+    } else {
+      const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
+      const __m128i x1 = nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
+      // [x0, x0, x1, x1] shifted right by [0, 4, 0, 4] per 128 bits, low nibbles.
+      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(x0)),
+                                           _mm256_broadcastsi128_si256(x1), 1);
+      const __m512i shift = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                             0x0004000400040004LL, 0x0004000400040004LL, 0, 0);
+      u = _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F));
+    }
+    const __m512i idx = PairIdx(q);
+    for (int r = 0; r < R; ++r) {
+      // The block-sum correction (-128 A or -8 A) enters lane 0 of each block as the dpbusd addend.
+      const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, idx, corr[r]);
+      const __m512i I = _mm512_dpbusd_epi32(c, u, LoadAct2(a, m + r, kb + 2 * q, nq));
+      acc[r][q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sd[r]), _mm512_cvtepi32_ps(I), acc[r][q]);
+    }
+  }
+}
+
+template <int R, bool kQ8>
+void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  constexpr size_t kBB = kQ8 ? 34 : 18;
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  int64_t kb = kb0;
+  for (; kb + 4 <= kb1; kb += 4) {
+    const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
+    Prefetch(b + kPrefetchAhead);
+    if (kQ8) Prefetch(b + kPrefetchAhead + 64);
+    GroupSimple512<R, kQ8>(b, a, m, kb, 4, acc);
+  }
+  if (kb < kb1) {
+    GroupSimple512<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
+template <int R>
+void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m512 acc[R][2];
+  __m256 macc[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    macc[r] = _mm256_setzero_ps();
+  }
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 144;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    __m256 ws, wm;
+    ScalesQ4K(b, &ws, &wm);
+    __m512 S[R];
+    for (int r = 0; r < R; ++r) {
+      const int64_t o = (m + r) * a.ldb + sb * 8;
+      const __m256 da = _mm256_loadu_ps(a.d + o);
+      const __m256 A = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + o)));
+      macc[r] = _mm256_fmadd_ps(wm, _mm256_mul_ps(da, A), macc[r]);
+      S[r] = _mm512_castps256_ps512(_mm256_mul_ps(ws, da));
+    }
+    for (int t = 0; t < 4; ++t) {  // sub-blocks 2t, 2t + 1 share 32 bytes (low / high nibbles)
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * t));
+      const __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
+                                         _mm512_set1_epi8(0x0F));
+      for (int r = 0; r < R; ++r) {
+        const __m512i I = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
+        acc[r][t & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r][t & 1]);
+      }
+    }
   }
   for (int r = 0; r < R; ++r) {
-    alignas(32) float tmp[kGroup];
-    _mm256_store_ps(tmp, acc[r]);
-    std::memcpy(out + r * kQuantDotMaxRows, tmp, sizeof(float) * static_cast<size_t>(nj));
+    out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1])) - HSum(macc[r]);
+  }
+}
+
+template <int R>
+void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
+  // Per 16-bit lane shifts moving qh bits (2g, 2g+1) to bits 4, 5: g = 0 | 1 (left 4 | 2), g = 2 | 3 (right 0 | 2).
+  const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shr23 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* b = row + static_cast<size_t>(sb) * 210;
+    Prefetch(b + kPrefetchAhead);
+    Prefetch(b + kPrefetchAhead + 64);
+    Prefetch(b + kPrefetchAhead + 128);
+    Prefetch(b + kPrefetchAhead + 192);
+    // 16 int8 scales as int16, in a zmm: element e of block pair q uses scale 2(2q + e/32) + (e%32)/16.
+    const __m512i sc16 = _mm512_castsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    const __m512 d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(LoadU16(b + 208)))));
+    __m512 S[R];
+    for (int r = 0; r < R; ++r) {
+      S[r] = _mm512_mul_ps(d, _mm512_castps256_ps512(_mm256_loadu_ps(a.d + (m + r) * a.ldb + sb * 8)));
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+      for (int gp = 0; gp < 2; ++gp) {  // blocks 4h + 2gp, 4h + 2gp + 1
+        const int q = 2 * h + gp;
+        const __m512i lo = _mm512_and_si512(gp ? _mm512_srli_epi16(ql, 4) : ql, low4);
+        const __m512i hi = _mm512_and_si512(gp ? _mm512_srlv_epi16(qh, shr23) : _mm512_sllv_epi16(qh, shl01), bits45);
+        const __m512i u = _mm512_or_si512(lo, hi);
+        // int16 lane l (elements 2l, 2l+1) of this pair: scale index 4q + l / 8.
+        const __m512i sidx = _mm512_add_epi16(
+            _mm512_set1_epi16(static_cast<int16_t>(4 * q)),
+            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
+                                               13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              3));
+        const __m512i scq = _mm512_permutexvar_epi16(sidx, sc16);
+        for (int r = 0; r < R; ++r) {
+          const __m512i av = LoadAct2(a, m + r, sb * 8 + 2 * q, 2);
+          const __m512i dq = _mm512_sub_epi16(_mm512_maddubs_epi16(u, av), _mm512_maddubs_epi16(k32, av));
+          const __m512i I = _mm512_madd_epi16(dq, scq);
+          acc[r][gp] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r][gp]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+#endif
+
+template <int R>
+inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                   float* out) {
+  switch (format) {
+#if MOERUN_QUANT_DOT_VNNI
+    case DType::kQ8_0: RowSimple512<R, true>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_0: RowSimple512<R, false>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_K: RowQ4K512<R>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ6_K: RowQ6K512<R>(row, a, m, kb0, kb1, out); break;
+#else
+    case DType::kQ8_0: RowSimple<R, true>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_0: RowSimple<R, false>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ4_K: RowQ4K<R>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ6_K: RowQ6K<R>(row, a, m, kb0, kb1, out); break;
+#endif
+    default: break;
   }
 }
 
 void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
-  for (int j0 = 0; j0 < n_rows; j0 += kGroup) {
-    const int nj = std::min(kGroup, n_rows - j0);
-    // Lanes past n_rows repeat row j0 (valid memory); their results are dropped.
-    const uint8_t* rows[kGroup];
-    for (int j = 0; j < kGroup; ++j) rows[j] = w + static_cast<size_t>(j0 + (j < nj ? j : 0)) * w_row_bytes;
-    for (int64_t m = m0; m < m1;) {
-      float* o = out + (m - m0) * kQuantDotMaxRows + j0;
-      const int64_t left = m1 - m;
-      if (left >= kRowsPerPass) {
-        RunGroup<kRowsPerPass>(format, rows, nj, a, m, kb0, kb1, o);
-        m += kRowsPerPass;
-      } else if (left >= 2) {
-        RunGroup<2>(format, rows, nj, a, m, kb0, kb1, o);
-        m += 2;
-      } else {
-        RunGroup<1>(format, rows, nj, a, m, kb0, kb1, o);
-        m += 1;
+  // Activation rows in chunks that stay in L1 (<= 24 KB of int8) while every weight row passes
+  // over them; each weight row streams through once per chunk. Does not change any (m, j) result.
+  const int64_t act_bytes = std::max<int64_t>(1, (kb1 - kb0) * 32);
+  const int64_t chunk = std::clamp<int64_t>((24 << 10) / act_bytes / kRowsPerPass, 1, 4) * kRowsPerPass;
+  for (int64_t c0 = m0; c0 < m1; c0 += chunk) {
+    const int64_t c1 = std::min(m1, c0 + chunk);
+    for (int j = 0; j < n_rows; ++j) {
+      const uint8_t* row = w + static_cast<size_t>(j) * w_row_bytes;
+      for (int64_t m = c0; m < c1;) {
+        float* o = out + (m - m0) * kQuantDotMaxRows + j;
+        const int64_t left = c1 - m;
+        if (left >= kRowsPerPass) {
+          RunRow<kRowsPerPass>(format, row, a, m, kb0, kb1, o);
+          m += kRowsPerPass;
+        } else if (left >= 2) {
+          RunRow<2>(format, row, a, m, kb0, kb1, o);
+          m += 2;
+        } else {
+          RunRow<1>(format, row, a, m, kb0, kb1, o);
+          m += 1;
+        }
       }
     }
   }
@@ -311,3 +615,7 @@ void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_r
 
 }  // namespace
 }  // namespace moerun
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

@@ -62,7 +62,10 @@ WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType st
 
 std::string WeightFormatChoices() {
   std::string s;
-  for (const auto& t : kFormats) s += (s.empty() ? "" : "|") + std::string(t.name);
+  for (const auto& t : kFormats) {
+    if (!s.empty()) s += '|';
+    s += t.name;
+  }
   return s;
 }
 

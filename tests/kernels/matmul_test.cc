@@ -207,8 +207,9 @@ TEST(KernelTable, RejectsUnknownOrUnsupportedKernels) {
   EXPECT_NE(ValidateKernelPolicy({.forced = "avx9"}).message().find("--kernel avx9"), std::string::npos);
   EXPECT_TRUE(ValidateKernelPolicy({.forced = "ref"}).ok());
   EXPECT_TRUE(ValidateKernelPolicy({.forced = "ref-q6_k"}).ok());
-  if (!GetCpuFeatures().HasAvx512VnniKernels())
+  if (!GetCpuFeatures().HasAvx512VnniKernels()) {
     EXPECT_FALSE(ValidateKernelPolicy({.forced = "avx512vnni-q4_0"}).ok());
+  }
 }
 
 TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
