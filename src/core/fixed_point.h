@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 
 namespace moerun {
 
@@ -44,5 +45,33 @@ inline Fixed128 ToFixed(float v) {
 inline float FromFixed(Fixed128 f) {
   return static_cast<float>(std::ldexp(static_cast<long double>(f), -kFixedFracBits));
 }
+
+// One row of weighted terms for AccumulateFixed: the terms weight * y[c], c < n.
+struct FixedTermRow {
+  const float* y = nullptr;
+  float weight = 0;
+};
+
+// How AccumulateFixed runs. Every path computes the same integers (bitwise).
+enum class FixedPath {
+  kAuto,    // the fastest path this CPU supports
+  kScalar,  // portable: one ToFixed per term
+  kAvx512,  // AVX-512 F/DQ: exact two-limb int64 sums per lane, normalised once per call
+};
+const char* FixedPathName(FixedPath path);
+bool FixedPathSupported(FixedPath path);
+
+// dst[c] += sum over rows r of ToFixed(rows[r].weight * rows[r].y[c]), for c in [0, n).
+// The f32 product is rounded as in scalar code (no FMA), then converted exactly; the integer
+// result is the same for every path, order and grouping of rows. REQUIRES: FixedPathSupported.
+void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows,
+                     FixedPath path = FixedPath::kAuto);
+
+namespace internal {
+// The AVX-512 kernel (core/fixed_point_avx512.cc); call only when the CPU supports it.
+void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const FixedTermRow* rows,
+                           int64_t n_rows);
+}  // namespace internal
 
 }  // namespace moerun

@@ -212,16 +212,28 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
 
-void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, const float* y, float weight,
+void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
                              int64_t nb) const {
   const int64_t h = part->cols;
   if (options_.deterministic) {
-    Fixed128* dst = part->fixed.data() + part_row * h;
-    for (int64_t b = 0; b < nb; ++b)
-      for (int64_t c = 0; c < h; ++c) dst[c] += ToFixed(weight * y[b * h + c]);
+    // Every (slot, K-block) term of the row in one exact accumulation.
+    constexpr size_t kInline = 128;
+    const size_t n_terms = slots.size() * static_cast<size_t>(nb);
+    FixedTermRow inline_terms[kInline];
+    std::vector<FixedTermRow> heap_terms;
+    FixedTermRow* terms = inline_terms;
+    if (n_terms > kInline) {
+      heap_terms.resize(n_terms);
+      terms = heap_terms.data();
+    }
+    size_t i = 0;
+    for (const SlotOutput& s : slots)
+      for (int64_t b = 0; b < nb; ++b) terms[i++] = {s.y + b * h, s.weight};
+    AccumulateFixed(part->fixed.data() + part_row * h, h, {terms, n_terms});
   } else {
     float* dst = part->f32.data() + part_row * h;
-    for (int64_t c = 0; c < h; ++c) dst[c] += weight * y[c];
+    for (const SlotOutput& s : slots)
+      for (int64_t c = 0; c < h; ++c) dst[c] += s.weight * s.y[c];
   }
 }
 
@@ -346,9 +358,11 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
+          std::vector<SlotOutput> slots;
           for (int64_t j = 0; j < k; ++j) {
-            if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j], nb);
+            if (expert[t * k + j] >= 0) slots.push_back({y + (t * k + j) * nb * h, wts[t * k + j]});
           }
+          Accumulate(&all, t, slots, nb);
         },
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
@@ -434,8 +448,10 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   ParallelForRows(
       pool_, t_own,
       [&](int64_t t) {
+        std::vector<SlotOutput> slots(static_cast<size_t>(k));
         for (int64_t j = 0; j < k; ++j)
-          Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j], nb);
+          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j]};
+        Accumulate(&part, t, slots, nb);
       },
       AccumulateRowsPerTask());
   return part;
@@ -462,7 +478,8 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
                 std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
   ParallelForRows(pool_, t_own, [&](int64_t t) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
-    Accumulate(&part, t, y + t * nb * h, g, nb);
+    const SlotOutput slot{y + t * nb * h, g};
+    Accumulate(&part, t, {&slot, 1}, nb);
   });
   return part;
 }

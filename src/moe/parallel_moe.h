@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -138,9 +139,14 @@ class ParallelMoe {
   Communicator& GroupComm(const std::string& group);
   int64_t LocalBlocks(bool whole) const;
 
-  // Adds weight x y into one part row. y: [nb, H] K-block partials (fast mode: nb = 1, an f32
-  // sum; deterministic: every block term summed exactly in fixed point).
-  void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight, int64_t nb) const;
+  // Adds sum over slots of weight x y into one part row, slots in order. y: [nb, H] K-block
+  // partials (fast mode: nb = 1, an f32 sum; deterministic: every block term summed exactly in
+  // fixed point, all terms of the row in one AccumulateFixed call).
+  struct SlotOutput {
+    const float* y = nullptr;
+    float weight = 0;
+  };
+  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots, int64_t nb) const;
   int64_t AccumulateRowsPerTask() const;  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
