@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <sys/resource.h>
 #include <string>
 #include <vector>
 
@@ -76,10 +77,20 @@ int Main(int argc, char** argv) {
     std::vector<Tensor> inputs;
     for (uint64_t s = 0; s < 8; ++s) inputs.push_back(MakeSyntheticInput(t, c.hidden_size, 100 + s, DType::kF32).value());
     std::vector<double> tb, tf, td, rb, rf;
-    auto time = [](auto&& fn) {
+    double faults[3] = {0, 0, 0};
+    auto minflt = [] {
+      rusage u;
+      getrusage(RUSAGE_SELF, &u);
+      return static_cast<double>(u.ru_minflt);
+    };
+    int current = 0;
+    auto time = [&](auto&& fn) {
+      const double f0 = minflt();
       const auto t0 = std::chrono::steady_clock::now();
       fn();
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      faults[current] += minflt() - f0;
+      return s;
     };
     const int reps = t == 1 ? 8 : (t <= 16 ? 3 : 1);  // several calls per sample for tiny calls
     for (int r = -2; r < rounds; ++r) {
@@ -89,6 +100,7 @@ int Main(int argc, char** argv) {
       for (int o = 0; o < 3; ++o) {
         const int which = (o + r + 3) % 3;
         if (!only.empty() && only != (which == 0 ? "block" : which == 1 ? "fast" : "det")) continue;
+        current = which;
         if (which == 0) b = time([&] { for (int i = 0; i < reps; ++i) (void)block.Forward(x, &pool).value(); });
         if (which == 1) f = time([&] { for (int i = 0; i < reps; ++i) (void)fast->Forward(x, 0, nullptr).value(); });
         if (which == 2) d = time([&] { for (int i = 0; i < reps; ++i) (void)det->Forward(x, 0, nullptr).value(); });
@@ -102,6 +114,9 @@ int Main(int argc, char** argv) {
     }
     std::printf("| %lld | %.3f | %.3f | %.3f | %.3f | %.3f |\n", static_cast<long long>(t), Median(tb) * 1e3,
                 Median(tf) * 1e3, Median(td) * 1e3, Median(rb), Median(rf));
+    const double calls = static_cast<double>(rounds + 2) * reps;
+    std::fprintf(stderr, "  page faults per call: block %.0f, parallel-fast %.0f, det %.0f\n", faults[0] / calls,
+                 faults[1] / calls, faults[2] / calls);
     std::fflush(stdout);
   }
   return 0;

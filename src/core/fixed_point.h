@@ -8,6 +8,7 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -42,8 +43,33 @@ inline Fixed128 ToFixed(float v) {
   return negative ? -magnitude : magnitude;
 }
 
+__extension__ typedef unsigned __int128 UFixed128;  // NOLINT(modernize-use-using)
+
+// f * 2^-80 rounded to float as by static_cast<float>(ldexp(long double(f), -80)): the 128-bit
+// integer rounded to a 64-bit significand (nearest even), then to float (nearest even); integer
+// arithmetic only (no x87 or libm calls).
 inline float FromFixed(Fixed128 f) {
-  return static_cast<float>(std::ldexp(static_cast<long double>(f), -kFixedFracBits));
+  const bool negative = f < 0;
+  const UFixed128 u = negative ? UFixed128{0} - static_cast<UFixed128>(f) : static_cast<UFixed128>(f);
+  const uint64_t hi = static_cast<uint64_t>(u >> 64);
+  int shift = 0;  // u ~ m * 2^shift
+  uint64_t m = static_cast<uint64_t>(u);
+  if (hi != 0) {
+    shift = 64 - __builtin_clzll(hi);
+    m = static_cast<uint64_t>(u >> shift);
+    const UFixed128 rem = u & ((UFixed128{1} << shift) - 1), half = UFixed128{1} << (shift - 1);
+    if (rem > half || (rem == half && (m & 1) != 0)) {
+      if (++m == 0) {  // carried out of 64 bits: 2^64
+        m = uint64_t{1} << 63;
+        ++shift;
+      }
+    }
+  }
+  // m < 2^64 converts with one rounding; the scale 2^(shift - 80) is in [2^-80, 2^48], so the
+  // product is exact (no subnormal or overflowing result).
+  const float scale = std::bit_cast<float>(static_cast<uint32_t>(127 + shift - kFixedFracBits) << 23);
+  const float r = static_cast<float>(m) * scale;
+  return negative ? -r : r;
 }
 
 // One row of weighted terms for AccumulateFixed: the terms weight * y[c], c < n.

@@ -237,20 +237,39 @@ void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const Sl
   }
 }
 
-namespace {
+void ParallelMoe::AddParts(MoePart* dst, const MoePart& src) const {
+  for (size_t i = 0; i < dst->f32.size(); ++i) dst->f32[i] += src.f32[i];
+  if (dst->fixed.empty()) return;
+  const int64_t h = dst->cols;
+  ParallelForRows(pool_, dst->rows, [&](int64_t t) {
+    for (int64_t c = t * h; c < (t + 1) * h; ++c) dst->fixed[c] += src.fixed[c];
+  });
+}
 
-MoePart MakePart(ReductionState state, int64_t rows, int64_t cols, bool deterministic) {
+MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols) {
   MoePart p;
   p.state = std::move(state);
   p.rows = rows;
   p.cols = cols;
-  if (deterministic) {
+  if (options_.deterministic) {
+    // Reuse a released buffer: fresh multi-megabyte vectors cost a page fault per 4 KiB.
+    if (!spare_fixed_.empty()) {
+      p.fixed = std::move(spare_fixed_.back());
+      spare_fixed_.pop_back();
+    }
     p.fixed.assign(static_cast<size_t>(rows * cols), 0);
   } else {
     p.f32.assign(static_cast<size_t>(rows * cols), 0.0f);
   }
   return p;
 }
+
+void ParallelMoe::ReleasePart(MoePart* part) {
+  if (part->fixed.capacity() > 0 && spare_fixed_.size() < 4) spare_fixed_.push_back(std::move(part->fixed));
+  part->fixed.clear();
+}
+
+namespace {
 
 // One row of a token as the all-gather dispatch ships it: hidden state, expert ids, weights.
 struct PackedTokens {
@@ -354,7 +373,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                    .expert = expert.data(),
                    .k_blocks = nb},
                   refs, pool_, y);
-    MoePart all = MakePart(state, t_all, h, det);
+    MoePart all = MakePart(state, t_all, h);
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
@@ -367,7 +386,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
     // Reduce-scatter the partial sums back to their owners.
-    MoePart part = MakePart(state, t_own, h, det);
+    MoePart part = MakePart(state, t_own, h);
     std::vector<size_t> counts(gathered.rows_of_rank.size());
     for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(gathered.rows_of_rank[r] * h);
     if (det) {
@@ -376,6 +395,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     } else {
       RETURN_IF_ERROR(owners->ReduceScatter(all.f32.data(), part.f32.data(), counts, ReduceType::kF32Sum));
     }
+    ReleasePart(&all);
     return part;
   }
 
@@ -442,7 +462,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
-  MoePart part = MakePart(state, t_own, h, det);
+  MoePart part = MakePart(state, t_own, h);
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
   for (int64_t p = 0; p < n_send; ++p) pos_of[send_row[p]] = p;
   ParallelForRows(
@@ -459,7 +479,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
 
 StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
-  MoePart part = MakePart(SharedOutputState(), t_own, h, options_.deterministic);
+  MoePart part = MakePart(SharedOutputState(), t_own, h);
   if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
   const bool whole = !options_.SharedSharded();
   const int64_t nb =
@@ -566,8 +586,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
       RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-      for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
-      for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
+      AddParts(&routed, shared);
     }
     RETURN_IF_ERROR(
         Reduce(&routed, op_sum, layer_name + (has_shared ? " routed+shared output" : " routed output")));
@@ -575,8 +594,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
     RETURN_IF_ERROR(Reduce(&routed, op_routed, layer_name + " routed output"));
     RETURN_IF_ERROR(Reduce(&shared, op_shared, layer_name + " shared output"));
     RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-    for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
-    for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
+    AddParts(&routed, shared);
   }
   if (reduce_again_) RETURN_IF_ERROR(Reduce(result, "all_reduce", layer_name + " output (fault injection)"));
   if (result->state != want) {
@@ -586,10 +604,15 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   ASSIGN_OR_RETURN(Tensor out, Tensor::Zeros(DType::kF32, {t_own, h}));
   float* o = out.data<float>();
   if (options_.deterministic) {
-    for (int64_t i = 0; i < t_own * h; ++i) o[i] = FromFixed(result->fixed[i]);
+    const Fixed128* fixed = result->fixed.data();
+    ParallelForRows(pool_, t_own, [&](int64_t t) {
+      for (int64_t c = t * h; c < (t + 1) * h; ++c) o[c] = FromFixed(fixed[c]);
+    });
   } else {
     std::copy(result->f32.begin(), result->f32.end(), o);
   }
+  ReleasePart(&routed);
+  ReleasePart(&shared);
   if (routing_out) *routing_out = std::move(routing);
   return out;
 }

@@ -147,7 +147,12 @@ class ParallelMoe {
     float weight = 0;
   };
   void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots, int64_t nb) const;
-  int64_t AccumulateRowsPerTask() const;  // fixed-point accumulation is costlier: finer tasks
+  int64_t AccumulateRowsPerTask() const;
+  // A zeroed part (deterministic mode reuses released fixed-point buffers); ReleasePart keeps a
+  // finished part's buffer for the next call.
+  MoePart MakePart(ReductionState state, int64_t rows, int64_t cols);
+  void ReleasePart(MoePart* part);
+  void AddParts(MoePart* dst, const MoePart& src) const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
   ParallelOptions options_;
@@ -164,6 +169,7 @@ class ParallelMoe {
   bool reduce_again_ = false;
   ProbeFn probe_;
   ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]
+  std::vector<std::vector<Fixed128>> spare_fixed_;  // released part buffers (deterministic mode)
 };
 
 }  // namespace moerun

@@ -92,6 +92,39 @@ TEST(FixedPoint, ToFixedBasics) {
   EXPECT_EQ(FromFixed(ToFixed(-123.456f)), -123.456f);
 }
 
+// FromFixed as it was first written (long double + ldexp): the integer-only version must match it.
+float FromFixedLongDouble(Fixed128 f) {
+  return static_cast<float>(std::ldexp(static_cast<long double>(f), -kFixedFracBits));
+}
+
+TEST(FixedPoint, FromFixedMatchesLongDoubleRounding) {
+  std::vector<Fixed128> values = {0, 1, -1, Fixed128{1} << 126, -(Fixed128{1} << 126),
+                                  static_cast<Fixed128>(UFixed128{1} << 127), (Fixed128{1} << 126) - 1};
+  for (int b = 0; b < 127; ++b) {
+    const Fixed128 p = Fixed128{1} << b;
+    for (Fixed128 v : {p, p - 1, p + 1, p + (p >> 24), p + (p >> 24) + 1, p + (p >> 25), p + (p >> 25) + 1,
+                       p + (p >> 64), p + (p >> 64) + (p >> 25), p - (p >> 65)}) {
+      values.push_back(v);
+      values.push_back(-v);
+    }
+  }
+  std::mt19937_64 rng(6);
+  for (int i = 0; i < 200000; ++i) {
+    const int bits = static_cast<int>(rng() % 127);
+    UFixed128 u = (static_cast<UFixed128>(rng()) << 64) | rng();
+    u >>= 127 - bits;
+    if (i % 3 == 0) u |= (UFixed128{1} << (bits > 40 ? bits - 40 : 0));  // ties and near-ties
+    if (i % 5 == 0 && bits > 64) u &= ~((UFixed128{1} << (bits - 64)) - 1);
+    const Fixed128 v = static_cast<Fixed128>(u);
+    values.push_back(i % 2 ? -v : v);
+  }
+  for (Fixed128 v : values) {
+    const float want = FromFixedLongDouble(v), got = FromFixed(v);
+    ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
+        << "hi " << static_cast<uint64_t>(static_cast<UFixed128>(v) >> 64) << " lo " << static_cast<uint64_t>(v);
+  }
+}
+
 TEST(FixedPoint, RandomExponentsEveryRange) {
   std::mt19937 rng(1);
   for (auto [lo, hi] : {std::pair{100, 140}, std::pair{1, 254}, std::pair{0, 255}, std::pair{60, 100}}) {
