@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
@@ -33,6 +34,9 @@ struct ExpertRowsSpec {
   const int64_t* token = nullptr;   // [n_rows] source row of x
   const int32_t* expert = nullptr;  // [n_rows] index into the experts span, or -1 (skip, y = 0)
   int64_t k_blocks = 1;             // split the down projection's K into this many equal blocks
+  // Write y in expert order (position p holds row RowsInExpertOrder()[p]; skipped rows are
+  // absent) instead of row order, saving the zero fill and the scatter of y.
+  bool expert_order = false;
 };
 
 class ExpertCompute {
@@ -43,6 +47,8 @@ class ExpertCompute {
   // y: [n_rows, k_blocks, H] f32 (block b = partial sum over K-block b of the down projection).
   // REQUIRES: with k_blocks > 1, every expert's I_local is a multiple of 2 * k_blocks.
   void Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts, ThreadPool* pool, float* y);
+  // The row of each output position of the last Run (rows with expert >= 0, stably by expert).
+  std::span<const int64_t> RowsInExpertOrder() const { return perm_row_; }
 
  private:
   MatmulPath PathFor(DType wdtype, int64_t rows) const;
@@ -54,6 +60,7 @@ class ExpertCompute {
   ScratchBuffer<float> act_;          // [n, I] SwiGLU activations (f32 paths)
   ScratchBuffer<uint16_t> act_bf16_;  // [n, I_pad] (bf16-dot paths)
   ScratchBuffer<float> y_perm_;       // [n, k_blocks, H] outputs in expert order
+  std::vector<int64_t> perm_row_;     // permuted position -> row, of the last Run
 };
 
 // Runs fn(row) for every row in [0, n) in blocks of `rows_per_task` rows per pool task (inline if

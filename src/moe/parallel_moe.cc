@@ -366,20 +366,30 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         probe_(source_of_token[static_cast<size_t>(r / k)], x_rows + (r / k) * h, ids[r]);
     }
     float* y = y_.Get(static_cast<size_t>(n * nb * h));
+    // Deterministic mode reads the K-block partials where the experts wrote them (expert order):
+    // no zero fill or scatter of the nb-times larger output.
     compute_->Run({.x = x_rows,
                    .hidden = h,
                    .n_rows = n,
                    .token = token.data(),
                    .expert = expert.data(),
-                   .k_blocks = nb},
+                   .k_blocks = nb,
+                   .expert_order = det},
                   refs, pool_, y);
+    std::vector<int64_t> pos_of(static_cast<size_t>(n));  // row -> output position
+    if (det) {
+      const std::span<const int64_t> rows = compute_->RowsInExpertOrder();
+      for (size_t p = 0; p < rows.size(); ++p) pos_of[static_cast<size_t>(rows[p])] = static_cast<int64_t>(p);
+    } else {
+      for (int64_t r = 0; r < n; ++r) pos_of[r] = r;
+    }
     MoePart all = MakePart(state, t_all, h);
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
           std::vector<SlotOutput> slots;
           for (int64_t j = 0; j < k; ++j) {
-            if (expert[t * k + j] >= 0) slots.push_back({y + (t * k + j) * nb * h, wts[t * k + j]});
+            if (expert[t * k + j] >= 0) slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j]});
           }
           Accumulate(&all, t, slots, nb);
         },
@@ -494,7 +504,8 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
                  .n_rows = t_own,
                  .token = token.data(),
                  .expert = expert.data(),
-                 .k_blocks = nb},
+                 .k_blocks = nb,
+                 .expert_order = options_.deterministic},  // one expert: expert order is row order
                 std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
   ParallelForRows(pool_, t_own, [&](int64_t t) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
