@@ -212,13 +212,13 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
 
-void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
-                             int64_t nb) const {
+void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots) const {
   const int64_t h = part->cols;
   if (options_.deterministic) {
     // Every (slot, K-block) term of the row in one exact accumulation.
     constexpr size_t kInline = 128;
-    const size_t n_terms = slots.size() * static_cast<size_t>(nb);
+    size_t n_terms = 0;
+    for (const SlotOutput& s : slots) n_terms += static_cast<size_t>(s.nb);
     FixedTermRow inline_terms[kInline];
     std::vector<FixedTermRow> heap_terms;
     FixedTermRow* terms = inline_terms;
@@ -228,7 +228,7 @@ void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const Sl
     }
     size_t i = 0;
     for (const SlotOutput& s : slots)
-      for (int64_t b = 0; b < nb; ++b) terms[i++] = {s.y + b * h, s.weight};
+      for (int64_t b = 0; b < s.nb; ++b) terms[i++] = {s.y + b * h, s.weight};
     AccumulateFixed(part->fixed.data() + part_row * h, h, {terms, n_terms});
   } else {
     float* dst = part->f32.data() + part_row * h;
@@ -315,7 +315,8 @@ Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_
 
 }  // namespace
 
-StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing) {
+StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing,
+                                          const SharedRows* fold) {
   ASSIGN_OR_RETURN(ReductionState state, RoutedOutputState());
   const int64_t h = config_.hidden_size, k = config_.num_experts_per_tok, t_own = x_own.dim(0);
   const bool det = options_.deterministic;
@@ -389,9 +390,12 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         [&](int64_t t) {
           std::vector<SlotOutput> slots;
           for (int64_t j = 0; j < k; ++j) {
-            if (expert[t * k + j] >= 0) slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j]});
+            if (expert[t * k + j] >= 0) slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
           }
-          Accumulate(&all, t, slots, nb);
+          if (fold != nullptr) {  // no dispatch: row t is own token t
+            slots.push_back({fold->y + t * fold->nb * h, SharedGateValue(weights_, x_rows + t * h, h), fold->nb});
+          }
+          Accumulate(&all, t, slots);
         },
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
@@ -480,17 +484,15 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       [&](int64_t t) {
         std::vector<SlotOutput> slots(static_cast<size_t>(k));
         for (int64_t j = 0; j < k; ++j)
-          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j]};
-        Accumulate(&part, t, slots, nb);
+          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j], nb};
+        Accumulate(&part, t, slots);
       },
       AccumulateRowsPerTask());
   return part;
 }
 
-StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
+ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
-  MoePart part = MakePart(SharedOutputState(), t_own, h);
-  if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
   const bool whole = !options_.SharedSharded();
   const int64_t nb =
       options_.deterministic ? (whole ? kDeterministicBlocks : kDeterministicBlocks / options_.tp) : 1;
@@ -498,7 +500,7 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
   for (int64_t t = 0; t < t_own; ++t) token[t] = t;
   const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
-  float* y = y_.Get(static_cast<size_t>(t_own * nb * h));
+  float* y = y_shared_.Get(static_cast<size_t>(t_own * nb * h));
   compute_->Run({.x = x_own.data<float>(),
                  .hidden = h,
                  .n_rows = t_own,
@@ -507,10 +509,18 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
                  .k_blocks = nb,
                  .expert_order = options_.deterministic},  // one expert: expert order is row order
                 std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
+  return {y, nb};
+}
+
+StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
+  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
+  MoePart part = MakePart(SharedOutputState(), t_own, h);
+  if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
+  const SharedRows rows = ComputeShared(x_own);
   ParallelForRows(pool_, t_own, [&](int64_t t) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
-    const SlotOutput slot{y + t * nb * h, g};
-    Accumulate(&part, t, {&slot, 1}, nb);
+    const SlotOutput slot{rows.y + t * rows.nb * h, g, rows.nb};
+    Accumulate(&part, t, {&slot, 1});
   });
   return part;
 }
@@ -590,14 +600,27 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
             pool_);
   Routing routing = RouteTokens(config_, logits, t_own, weights_.score_bias);
 
-  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing));
-  ASSIGN_OR_RETURN(MoePart shared, SharedPart(x_own));
+  // Deterministic mode without dispatch sums the shared experts' terms into the routed rows
+  // (exact integer sums: the same bits as adding a separate shared part, one pass fewer).
+  const bool fold_shared = options_.deterministic && fuse && has_shared && t_own > 0 &&
+                           !options_.fault_reduce_shared && dispatcher_->kind() == Dispatcher::Kind::kNone;
+  SharedRows shared_rows;
+  if (fold_shared) shared_rows = ComputeShared(x_own);
+  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, fold_shared ? &shared_rows : nullptr));
+  MoePart shared;
+  if (fold_shared) {  // already inside `routed`; an empty part with its declared state
+    shared.state = SharedOutputState();
+    shared.rows = t_own;
+    shared.cols = h;
+  } else {
+    ASSIGN_OR_RETURN(shared, SharedPart(x_own));
+  }
   if (options_.fault_reduce_shared && has_shared) RETURN_IF_ERROR(FaultReduceShared(&shared, layer_name));
   MoePart* result = &routed;
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
       RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-      AddParts(&routed, shared);
+      if (!fold_shared) AddParts(&routed, shared);
     }
     RETURN_IF_ERROR(
         Reduce(&routed, op_sum, layer_name + (has_shared ? " routed+shared output" : " routed output")));

@@ -132,7 +132,14 @@ class ParallelMoe {
  private:
   ParallelMoe() = default;
   Status Bind();
-  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing);
+  // The shared experts' outputs for this rank's tokens: y [t_own, nb, H] K-block partials.
+  struct SharedRows {
+    const float* y = nullptr;
+    int64_t nb = 0;
+  };
+  SharedRows ComputeShared(const Tensor& x_own);
+  // `fold` (deterministic mode, no dispatch): also sum the shared experts' terms into each row.
+  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
   Status Reduce(MoePart* part, const std::string& op, const std::string& what);
   Status FaultReduceShared(MoePart* shared, const std::string& layer_name);
@@ -145,8 +152,9 @@ class ParallelMoe {
   struct SlotOutput {
     const float* y = nullptr;
     float weight = 0;
+    int64_t nb = 1;
   };
-  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots, int64_t nb) const;
+  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots) const;
   int64_t AccumulateRowsPerTask() const;
   // A zeroed part (deterministic mode reuses released fixed-point buffers); ReleasePart keeps a
   // finished part's buffer for the next call.
@@ -168,7 +176,8 @@ class ParallelMoe {
   MatmulPath router_path_ = MatmulPath::kGeneric;
   bool reduce_again_ = false;
   ProbeFn probe_;
-  ScratchBuffer<float> y_;  // expert outputs [rows, nb, H]
+  ScratchBuffer<float> y_;         // routed expert outputs [rows, nb, H]
+  ScratchBuffer<float> y_shared_;  // shared expert outputs [tokens, nb, H]
   std::vector<std::vector<Fixed128>> spare_fixed_;  // released part buffers (deterministic mode)
 };
 
