@@ -5,6 +5,8 @@
 // deterministic / fast (median of per-round ratios).
 //
 //   build/bin/det_ratio [--tokens 1,16,128] [--rounds 40] [-t THREADS]
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,7 +14,6 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
-#include <sys/resource.h>
 #include <string>
 #include <vector>
 
@@ -75,7 +76,8 @@ int Main(int argc, char** argv) {
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
   for (int64_t t : tokens) {
     std::vector<Tensor> inputs;
-    for (uint64_t s = 0; s < 8; ++s) inputs.push_back(MakeSyntheticInput(t, c.hidden_size, 100 + s, DType::kF32).value());
+    for (uint64_t s = 0; s < 8; ++s)
+      inputs.push_back(MakeSyntheticInput(t, c.hidden_size, 100 + s, DType::kF32).value());
     std::vector<double> tb, tf, td, rb, rf;
     double faults[3] = {0, 0, 0};
     auto minflt = [] {
@@ -101,9 +103,18 @@ int Main(int argc, char** argv) {
         const int which = (o + r + 3) % 3;
         if (!only.empty() && only != (which == 0 ? "block" : which == 1 ? "fast" : "det")) continue;
         current = which;
-        if (which == 0) b = time([&] { for (int i = 0; i < reps; ++i) (void)block.Forward(x, &pool).value(); });
-        if (which == 1) f = time([&] { for (int i = 0; i < reps; ++i) (void)fast->Forward(x, 0, nullptr).value(); });
-        if (which == 2) d = time([&] { for (int i = 0; i < reps; ++i) (void)det->Forward(x, 0, nullptr).value(); });
+        if (which == 0)
+          b = time([&] {
+            for (int i = 0; i < reps; ++i) (void)block.Forward(x, &pool).value();
+          });
+        if (which == 1)
+          f = time([&] {
+            for (int i = 0; i < reps; ++i) (void)fast->Forward(x, 0, nullptr).value();
+          });
+        if (which == 2)
+          d = time([&] {
+            for (int i = 0; i < reps; ++i) (void)det->Forward(x, 0, nullptr).value();
+          });
       }
       if (r < 0) continue;
       tb.push_back(b / reps);
@@ -115,8 +126,8 @@ int Main(int argc, char** argv) {
     std::printf("| %lld | %.3f | %.3f | %.3f | %.3f | %.3f |\n", static_cast<long long>(t), Median(tb) * 1e3,
                 Median(tf) * 1e3, Median(td) * 1e3, Median(rb), Median(rf));
     const double calls = static_cast<double>(rounds + 2) * reps;
-    std::fprintf(stderr, "  page faults per call: block %.0f, parallel-fast %.0f, det %.0f\n", faults[0] / calls,
-                 faults[1] / calls, faults[2] / calls);
+    std::fprintf(stderr, "  page faults per call: block %.0f, parallel-fast %.0f, det %.0f\n",
+                 faults[0] / calls, faults[1] / calls, faults[2] / calls);
     std::fflush(stdout);
   }
   return 0;

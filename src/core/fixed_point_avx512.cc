@@ -44,7 +44,8 @@ void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, i
         _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
         const __m512 v = _mm512_mul_ps(_mm512_set1_ps(rows[r].weight), _mm512_loadu_ps(rows[r].y + c));
         ok = static_cast<__mmask16>(ok & _mm512_cmp_ps_mask(_mm512_abs_ps(v), limit, _CMP_LT_OQ));
-        const __m512 a = _mm512_roundscale_ps(_mm512_mul_ps(v, two32), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m512 a =
+            _mm512_roundscale_ps(_mm512_mul_ps(v, two32), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
         const __m512 b = _mm512_mul_ps(_mm512_fnmadd_ps(a, two_m32, v), two80);
         hi0 = _mm512_add_epi64(hi0, _mm512_cvttps_epi64(_mm512_castps512_ps256(a)));
         hi1 = _mm512_add_epi64(hi1, _mm512_cvttps_epi64(_mm512_extractf32x8_ps(a, 1)));

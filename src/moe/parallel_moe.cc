@@ -393,7 +393,8 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
             if (expert[t * k + j] >= 0) slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
           }
           if (fold != nullptr) {  // no dispatch: row t is own token t
-            slots.push_back({fold->y + t * fold->nb * h, SharedGateValue(weights_, x_rows + t * h, h), fold->nb});
+            slots.push_back(
+                {fold->y + t * fold->nb * h, SharedGateValue(weights_, x_rows + t * h, h), fold->nb});
           }
           Accumulate(&all, t, slots);
         },
@@ -484,7 +485,8 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       [&](int64_t t) {
         std::vector<SlotOutput> slots(static_cast<size_t>(k));
         for (int64_t j = 0; j < k; ++j)
-          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j], nb};
+          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j],
+                                           nb};
         Accumulate(&part, t, slots);
       },
       AccumulateRowsPerTask());

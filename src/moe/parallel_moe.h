@@ -160,7 +160,8 @@ class ParallelMoe {
   // finished part's buffer for the next call.
   MoePart MakePart(ReductionState state, int64_t rows, int64_t cols);
   void ReleasePart(MoePart* part);
-  void AddParts(MoePart* dst, const MoePart& src) const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
+  void AddParts(MoePart* dst, const MoePart& src)
+      const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
   ParallelOptions options_;
@@ -176,8 +177,8 @@ class ParallelMoe {
   MatmulPath router_path_ = MatmulPath::kGeneric;
   bool reduce_again_ = false;
   ProbeFn probe_;
-  ScratchBuffer<float> y_;         // routed expert outputs [rows, nb, H]
-  ScratchBuffer<float> y_shared_;  // shared expert outputs [tokens, nb, H]
+  ScratchBuffer<float> y_;                          // routed expert outputs [rows, nb, H]
+  ScratchBuffer<float> y_shared_;                   // shared expert outputs [tokens, nb, H]
   std::vector<std::vector<Fixed128>> spare_fixed_;  // released part buffers (deterministic mode)
 };
 

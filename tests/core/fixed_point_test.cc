@@ -61,7 +61,8 @@ void ExpectAllPathsEqual(const Terms& t, const char* what) {
     std::mt19937 rng(7);
     std::shuffle(rows.begin(), rows.end(), rng);
     const std::vector<Fixed128> shuffled = RunPath(t, p, rows);
-    for (int64_t c = 0; c < t.cols; ++c) ASSERT_TRUE(shuffled[c] == ref[c]) << what << " shuffled, column " << c;
+    for (int64_t c = 0; c < t.cols; ++c)
+      ASSERT_TRUE(shuffled[c] == ref[c]) << what << " shuffled, column " << c;
   }
 }
 
@@ -98,8 +99,13 @@ float FromFixedLongDouble(Fixed128 f) {
 }
 
 TEST(FixedPoint, FromFixedMatchesLongDoubleRounding) {
-  std::vector<Fixed128> values = {0, 1, -1, Fixed128{1} << 126, -(Fixed128{1} << 126),
-                                  static_cast<Fixed128>(UFixed128{1} << 127), (Fixed128{1} << 126) - 1};
+  std::vector<Fixed128> values = {0,
+                                  1,
+                                  -1,
+                                  Fixed128{1} << 126,
+                                  -(Fixed128{1} << 126),
+                                  static_cast<Fixed128>(UFixed128{1} << 127),
+                                  (Fixed128{1} << 126) - 1};
   for (int b = 0; b < 127; ++b) {
     const Fixed128 p = Fixed128{1} << b;
     for (Fixed128 v : {p, p - 1, p + 1, p + (p >> 24), p + (p >> 24) + 1, p + (p >> 25), p + (p >> 25) + 1,
@@ -121,7 +127,8 @@ TEST(FixedPoint, FromFixedMatchesLongDoubleRounding) {
   for (Fixed128 v : values) {
     const float want = FromFixedLongDouble(v), got = FromFixed(v);
     ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
-        << "hi " << static_cast<uint64_t>(static_cast<UFixed128>(v) >> 64) << " lo " << static_cast<uint64_t>(v);
+        << "hi " << static_cast<uint64_t>(static_cast<UFixed128>(v) >> 64) << " lo "
+        << static_cast<uint64_t>(v);
   }
 }
 
@@ -143,13 +150,40 @@ TEST(FixedPoint, RandomExponentsEveryRange) {
 TEST(FixedPoint, AdversarialValues) {
   const float inf = std::numeric_limits<float>::infinity();
   const float big = 0x1p16f;
-  const std::vector<float> specials = {
-      0.0f, -0.0f, 1.0f, -1.0f, std::nextafter(big, 0.0f), -std::nextafter(big, 0.0f), big, -big,
-      0x1p-32f, -0x1p-32f, std::nextafter(0x1p-32f, 0.0f), std::nextafter(0x1p-32f, 1.0f), 0x1p-56f,
-      0x1p-80f, -0x1p-80f, 0x1.8p-80f, -0x1.8p-80f, 0x1p-81f, std::numeric_limits<float>::min(),
-      std::numeric_limits<float>::denorm_min(), -std::numeric_limits<float>::denorm_min(), Bits(0x007fffffu),
-      std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(), 0x1p47f, 0x1p100f, inf, -inf,
-      std::numeric_limits<float>::quiet_NaN(), 3.0f * 0x1p-33f, 0x1.fffffep15f, 0x1.fffffep-33f, 1e-30f, 1e30f};
+  const std::vector<float> specials = {0.0f,
+                                       -0.0f,
+                                       1.0f,
+                                       -1.0f,
+                                       std::nextafter(big, 0.0f),
+                                       -std::nextafter(big, 0.0f),
+                                       big,
+                                       -big,
+                                       0x1p-32f,
+                                       -0x1p-32f,
+                                       std::nextafter(0x1p-32f, 0.0f),
+                                       std::nextafter(0x1p-32f, 1.0f),
+                                       0x1p-56f,
+                                       0x1p-80f,
+                                       -0x1p-80f,
+                                       0x1.8p-80f,
+                                       -0x1.8p-80f,
+                                       0x1p-81f,
+                                       std::numeric_limits<float>::min(),
+                                       std::numeric_limits<float>::denorm_min(),
+                                       -std::numeric_limits<float>::denorm_min(),
+                                       Bits(0x007fffffu),
+                                       std::numeric_limits<float>::max(),
+                                       -std::numeric_limits<float>::max(),
+                                       0x1p47f,
+                                       0x1p100f,
+                                       inf,
+                                       -inf,
+                                       std::numeric_limits<float>::quiet_NaN(),
+                                       3.0f * 0x1p-33f,
+                                       0x1.fffffep15f,
+                                       0x1.fffffep-33f,
+                                       1e-30f,
+                                       1e30f};
   std::mt19937 rng(2);
   // Every special alone in a row of ordinary values, so one bad lane sends its group to scalar.
   for (float s : specials) {
