@@ -135,15 +135,20 @@ TEST(FixedPoint, FromFixedMatchesLongDoubleRounding) {
 TEST(FixedPoint, RandomExponentsEveryRange) {
   std::mt19937 rng(1);
   for (auto [lo, hi] : {std::pair{100, 140}, std::pair{1, 254}, std::pair{0, 255}, std::pair{60, 100}}) {
-    Terms t;
-    t.cols = 16 * 5 + 7;  // a scalar tail too
-    for (int r = 0; r < 50; ++r) {
-      t.w.push_back(r % 7 == 0 ? -1.0f : RandomFloat(rng, 120, 130));
-      std::vector<float> row(static_cast<size_t>(t.cols));
-      for (float& v : row) v = RandomFloat(rng, lo, hi);
-      t.y.push_back(row);
+    // Wide ranges saturate (|v| >= 2^47); two saturated terms in one column would overflow the
+    // 128-bit sum, so those rows are summed one at a time.
+    const bool saturates = hi > 127 + 40;
+    for (int part = 0; part < (saturates ? 50 : 1); ++part) {
+      Terms t;
+      t.cols = 16 * 5 + 7;  // a scalar tail too
+      for (int r = 0; r < (saturates ? 1 : 50); ++r) {
+        t.w.push_back((part + r) % 7 == 0 ? -1.0f : RandomFloat(rng, 120, 130));
+        std::vector<float> row(static_cast<size_t>(t.cols));
+        for (float& v : row) v = RandomFloat(rng, lo, hi);
+        t.y.push_back(row);
+      }
+      ExpectAllPathsEqual(t, "random exponents");
     }
-    ExpectAllPathsEqual(t, "random exponents");
   }
 }
 
@@ -198,14 +203,15 @@ TEST(FixedPoint, AdversarialValues) {
     }
     ExpectAllPathsEqual(t, "special value");
   }
-  // All specials against all specials as weight x value.
-  Terms t;
-  t.cols = static_cast<int64_t>(specials.size());
+  // All specials against all specials as weight x value, one weight at a time (several saturated
+  // terms in one column would overflow the 128-bit sum, outside the documented range).
   for (float w : specials) {
+    Terms t;
+    t.cols = static_cast<int64_t>(specials.size());
     t.w.push_back(w);
     t.y.push_back(specials);
+    ExpectAllPathsEqual(t, "special x special");
   }
-  ExpectAllPathsEqual(t, "special x special");
 }
 
 TEST(FixedPoint, CancellationAndNegativeZeros) {
