@@ -19,9 +19,11 @@ CpuFeatures Detect() {
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     // bits 1,2 (SSE, AVX) and 5,6,7 (opmask, ZMM_Hi256, Hi16_ZMM)
     f.os_saves_zmm = (lo & 0xe6u) == 0xe6u;
+    f.os_saves_ymm = (lo & 0x6u) == 0x6u;
   }
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
+  f.avx2 = (b >> 5) & 1;
   f.avx512f = (b >> 16) & 1;
   f.avx512dq = (b >> 17) & 1;
   f.avx512bw = (b >> 30) & 1;
@@ -47,6 +49,7 @@ std::string CpuFeatures::ToString() const {
   add(avx512_bf16, "avx512_bf16");
   add(avx512_vnni, "avx512_vnni");
   add(fma, "fma");
+  add(avx2, "avx2");
   return s.empty() ? "none" : s;
 }
 

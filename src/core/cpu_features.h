@@ -14,6 +14,8 @@ struct CpuFeatures {
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
   bool fma = false;
+  bool avx2 = false;
+  bool os_saves_ymm = false;  // XCR0 enables SSE + AVX state
   bool os_saves_zmm = false;  // XCR0 enables opmask + ZMM state
 
   // Everything the AVX-512 kernels use.

@@ -12,15 +12,18 @@ const char* FixedPathName(FixedPath path) {
       return "scalar";
     case FixedPath::kAvx512:
       return "avx512";
+    case FixedPath::kAvx2:
+      return "avx2";
   }
   return "?";
 }
 
 bool FixedPathSupported(FixedPath path) {
-  if (path != FixedPath::kAvx512) return true;
+  if (path == FixedPath::kAuto || path == FixedPath::kScalar) return true;
 #if defined(__x86_64__)
   const CpuFeatures& f = GetCpuFeatures();
-  return f.avx512f && f.avx512dq && f.avx512vl && f.os_saves_zmm;
+  if (path == FixedPath::kAvx512) return f.avx512f && f.avx512dq && f.avx512vl && f.os_saves_zmm;
+  return f.avx2 && f.fma && f.os_saves_ymm;
 #else
   return false;
 #endif
@@ -41,13 +44,19 @@ void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const Fixe
 
 void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows, FixedPath path) {
   if (path == FixedPath::kAuto) {
-    static const bool avx512 = FixedPathSupported(FixedPath::kAvx512);
-    path = avx512 ? FixedPath::kAvx512 : FixedPath::kScalar;
+    static const FixedPath best = FixedPathSupported(FixedPath::kAvx512) ? FixedPath::kAvx512
+                                  : FixedPathSupported(FixedPath::kAvx2) ? FixedPath::kAvx2
+                                                                         : FixedPath::kScalar;
+    path = best;
   }
   const int64_t n_rows = static_cast<int64_t>(rows.size());
 #if defined(__x86_64__)
   if (path == FixedPath::kAvx512) {
     internal::AccumulateFixedAvx512(dst, n, rows.data(), n_rows);
+    return;
+  }
+  if (path == FixedPath::kAvx2) {
+    internal::AccumulateFixedAvx2(dst, n, rows.data(), n_rows);
     return;
   }
 #endif

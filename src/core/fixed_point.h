@@ -83,6 +83,7 @@ enum class FixedPath {
   kAuto,    // the fastest path this CPU supports
   kScalar,  // portable: one ToFixed per term
   kAvx512,  // AVX-512 F/DQ: exact two-limb int64 sums per lane, normalised once per call
+  kAvx2,    // AVX2 + FMA: the same split computed in double precision
 };
 const char* FixedPathName(FixedPath path);
 bool FixedPathSupported(FixedPath path);
@@ -96,6 +97,8 @@ void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> row
 namespace internal {
 // The AVX-512 kernel (core/fixed_point_avx512.cc); call only when the CPU supports it.
 void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+// The AVX2 kernel (core/fixed_point_avx2.cc); likewise.
+void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
 void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const FixedTermRow* rows,
                            int64_t n_rows);
 }  // namespace internal

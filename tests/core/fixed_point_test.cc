@@ -45,6 +45,7 @@ std::vector<Fixed128> RunPath(const Terms& t, FixedPath path, std::vector<FixedT
 std::vector<FixedPath> Paths() {
   std::vector<FixedPath> p = {FixedPath::kScalar, FixedPath::kAuto};
   if (FixedPathSupported(FixedPath::kAvx512)) p.push_back(FixedPath::kAvx512);
+  if (FixedPathSupported(FixedPath::kAvx2)) p.push_back(FixedPath::kAvx2);
   return p;
 }
 
@@ -78,7 +79,9 @@ float RandomFloat(std::mt19937& rng, int lo, int hi) {
 TEST(FixedPoint, AvxPathIsReportedConsistently) {
   EXPECT_TRUE(FixedPathSupported(FixedPath::kScalar));
   EXPECT_TRUE(FixedPathSupported(FixedPath::kAuto));
-  std::printf("AVX-512 fixed-point path: %s\n", FixedPathSupported(FixedPath::kAvx512) ? "yes" : "no");
+  std::printf("fixed-point paths: avx512 %s, avx2 %s\n",
+              FixedPathSupported(FixedPath::kAvx512) ? "yes" : "no",
+              FixedPathSupported(FixedPath::kAvx2) ? "yes" : "no");
 }
 
 TEST(FixedPoint, ToFixedBasics) {
