@@ -20,7 +20,10 @@
 //
 // Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit
 // fixed point (core/fixed_point.h): exact, so results are bitwise identical across layouts and
-// thread counts. Collectives then move 16-byte integers instead of floats.
+// thread counts. Collectives then move 16-byte integers instead of floats. All terms of one
+// output row (every slot's K-blocks, and without dispatch the shared experts' too) go through one
+// AccumulateFixed call (AVX-512 / AVX2 / scalar, the same integers on each), reading the expert
+// outputs in the order ExpertCompute wrote them.
 //
 // Thread safety: one ParallelMoe per rank; Forward is called by that rank's thread.
 #pragma once
