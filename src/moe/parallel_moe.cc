@@ -212,9 +212,11 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
 
-void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots) const {
+void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
+                             bool first) const {
   const int64_t h = part->cols;
   if (options_.deterministic) {
+    if (first) std::fill_n(part->fixed.data() + part_row * h, h, Fixed128{0});
     // Every (slot, K-block) term of the row in one exact accumulation.
     constexpr size_t kInline = 128;
     size_t n_terms = 0;
@@ -246,7 +248,7 @@ void ParallelMoe::AddParts(MoePart* dst, const MoePart& src) const {
   });
 }
 
-MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols) {
+MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols, bool zeroed) {
   MoePart p;
   p.state = std::move(state);
   p.rows = rows;
@@ -257,7 +259,11 @@ MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols) 
       p.fixed = std::move(spare_fixed_.back());
       spare_fixed_.pop_back();
     }
-    p.fixed.assign(static_cast<size_t>(rows * cols), 0);
+    if (zeroed) {
+      p.fixed.assign(static_cast<size_t>(rows * cols), 0);
+    } else {  // every row is overwritten by Accumulate(..., first = true) on the pool
+      p.fixed.resize(static_cast<size_t>(rows * cols));
+    }
   } else {
     p.f32.assign(static_cast<size_t>(rows * cols), 0.0f);
   }
@@ -266,7 +272,7 @@ MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols) 
 
 void ParallelMoe::ReleasePart(MoePart* part) {
   if (part->fixed.capacity() > 0 && spare_fixed_.size() < 4) spare_fixed_.push_back(std::move(part->fixed));
-  part->fixed.clear();
+  part->fixed = {};
 }
 
 namespace {
@@ -384,7 +390,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     } else {
       for (int64_t r = 0; r < n; ++r) pos_of[r] = r;
     }
-    MoePart all = MakePart(state, t_all, h);
+    MoePart all = MakePart(state, t_all, h, /*zeroed=*/false);
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
@@ -396,7 +402,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
             slots.push_back(
                 {fold->y + t * fold->nb * h, SharedGateValue(weights_, x_rows + t * h, h), fold->nb});
           }
-          Accumulate(&all, t, slots);
+          Accumulate(&all, t, slots, /*first=*/true);
         },
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
@@ -477,7 +483,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
-  MoePart part = MakePart(state, t_own, h);
+  MoePart part = MakePart(state, t_own, h, /*zeroed=*/false);
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
   for (int64_t p = 0; p < n_send; ++p) pos_of[send_row[p]] = p;
   ParallelForRows(
@@ -487,7 +493,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         for (int64_t j = 0; j < k; ++j)
           slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j],
                                            nb};
-        Accumulate(&part, t, slots);
+        Accumulate(&part, t, slots, /*first=*/true);
       },
       AccumulateRowsPerTask());
   return part;

@@ -157,11 +157,15 @@ class ParallelMoe {
     float weight = 0;
     int64_t nb = 1;
   };
-  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots) const;
+  // first: the row holds garbage (a part made with zeroed = false); deterministic mode zeroes it
+  // here, on the pool, instead of in MakePart.
+  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
+                  bool first = false) const;
   int64_t AccumulateRowsPerTask() const;
   // A zeroed part (deterministic mode reuses released fixed-point buffers); ReleasePart keeps a
   // finished part's buffer for the next call.
-  MoePart MakePart(ReductionState state, int64_t rows, int64_t cols);
+  // zeroed = false (deterministic parts only): rows are left unspecified for Accumulate(first).
+  MoePart MakePart(ReductionState state, int64_t rows, int64_t cols, bool zeroed = true);
   void ReleasePart(MoePart* part);
   void AddParts(MoePart* dst, const MoePart& src)
       const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
