@@ -8,9 +8,11 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 
 namespace moerun {
 
@@ -41,8 +43,64 @@ inline Fixed128 ToFixed(float v) {
   return negative ? -magnitude : magnitude;
 }
 
+__extension__ typedef unsigned __int128 UFixed128;  // NOLINT(modernize-use-using)
+
+// f * 2^-80 rounded to float as by static_cast<float>(ldexp(long double(f), -80)): the 128-bit
+// integer rounded to a 64-bit significand (nearest even), then to float (nearest even); integer
+// arithmetic only (no x87 or libm calls).
 inline float FromFixed(Fixed128 f) {
-  return static_cast<float>(std::ldexp(static_cast<long double>(f), -kFixedFracBits));
+  const bool negative = f < 0;
+  const UFixed128 u = negative ? UFixed128{0} - static_cast<UFixed128>(f) : static_cast<UFixed128>(f);
+  const uint64_t hi = static_cast<uint64_t>(u >> 64);
+  int shift = 0;  // u ~ m * 2^shift
+  uint64_t m = static_cast<uint64_t>(u);
+  if (hi != 0) {
+    shift = 64 - __builtin_clzll(hi);
+    m = static_cast<uint64_t>(u >> shift);
+    const UFixed128 rem = u & ((UFixed128{1} << shift) - 1), half = UFixed128{1} << (shift - 1);
+    if (rem > half || (rem == half && (m & 1) != 0)) {
+      if (++m == 0) {  // carried out of 64 bits: 2^64
+        m = uint64_t{1} << 63;
+        ++shift;
+      }
+    }
+  }
+  // m < 2^64 converts with one rounding; the scale 2^(shift - 80) is in [2^-80, 2^48], so the
+  // product is exact (no subnormal or overflowing result).
+  const float scale = std::bit_cast<float>(static_cast<uint32_t>(127 + shift - kFixedFracBits) << 23);
+  const float r = static_cast<float>(m) * scale;
+  return negative ? -r : r;
 }
+
+// One row of weighted terms for AccumulateFixed: the terms weight * y[c], c < n.
+struct FixedTermRow {
+  const float* y = nullptr;
+  float weight = 0;
+};
+
+// How AccumulateFixed runs. Every path computes the same integers (bitwise).
+enum class FixedPath {
+  kAuto,    // the fastest path this CPU supports
+  kScalar,  // portable: one ToFixed per term
+  kAvx512,  // AVX-512 F/DQ: exact two-limb int64 sums per lane, normalised once per call
+  kAvx2,    // AVX2 + FMA: the same split computed in double precision
+};
+const char* FixedPathName(FixedPath path);
+bool FixedPathSupported(FixedPath path);
+
+// dst[c] += sum over rows r of ToFixed(rows[r].weight * rows[r].y[c]), for c in [0, n).
+// The f32 product is rounded as in scalar code (no FMA), then converted exactly; the integer
+// result is the same for every path, order and grouping of rows. REQUIRES: FixedPathSupported.
+void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows,
+                     FixedPath path = FixedPath::kAuto);
+
+namespace internal {
+// The AVX-512 kernel (core/fixed_point_avx512.cc); call only when the CPU supports it.
+void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+// The AVX2 kernel (core/fixed_point_avx2.cc); likewise.
+void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const FixedTermRow* rows,
+                           int64_t n_rows);
+}  // namespace internal
 
 }  // namespace moerun

@@ -42,7 +42,8 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
                         ThreadPool* pool, float* y) {
   const int64_t n = spec.n_rows, h = spec.hidden, nb = spec.k_blocks;
   const int64_t n_experts = static_cast<int64_t>(experts.size());
-  std::fill(y, y + n * nb * h, 0.0f);
+  if (!spec.expert_order) std::fill(y, y + n * nb * h, 0.0f);
+  perm_row_.clear();
   if (n == 0) return;
 
   // Stable counting sort of the rows by expert; skipped rows (-1) are left out.
@@ -52,7 +53,8 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   }
   for (int64_t e = 0; e < n_experts; ++e) offset[e + 1] += offset[e];
   const int64_t m = offset.back();
-  std::vector<int64_t> perm_row(static_cast<size_t>(m));  // permuted position -> row
+  std::vector<int64_t>& perm_row = perm_row_;  // permuted position -> row
+  perm_row.resize(static_cast<size_t>(m));
   {
     std::vector<int64_t> fill(offset.begin(), offset.end() - 1);
     for (int64_t r = 0; r < n; ++r) {
@@ -78,7 +80,7 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   }
   float* x_perm = x_perm_.Get(static_cast<size_t>(m * h));
   float* act = act_.Get(static_cast<size_t>(m * i_max));
-  float* y_perm = y_perm_.Get(static_cast<size_t>(m * nb * h));
+  float* y_perm = spec.expert_order ? y : y_perm_.Get(static_cast<size_t>(m * nb * h));
   ParallelForRows(pool, m, [&](int64_t p) {
     const float* src = spec.x + spec.token[perm_row[p]] * h;
     std::copy(src, src + h, x_perm + p * h);
@@ -133,6 +135,7 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   RunJobs(phase2, pool);
 
   // Scatter back to row order.
+  if (spec.expert_order) return;
   ParallelForRows(pool, m, [&](int64_t p) {
     const float* src = y_perm + p * nb * h;
     std::copy(src, src + nb * h, y + perm_row[p] * nb * h);

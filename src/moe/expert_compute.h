@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
@@ -34,6 +35,9 @@ struct ExpertRowsSpec {
   const int32_t* expert = nullptr;  // [n_rows] index into the experts span, or -1 (skip, y = 0)
   int64_t k_blocks = 1;             // split the down projection's K into this many equal blocks
                                     // (each a multiple of the weight format's K alignment)
+  // Write y in expert order (position p holds row RowsInExpertOrder()[p]; skipped rows are
+  // absent) instead of row order, saving the zero fill and the scatter of y.
+  bool expert_order = false;
 };
 
 class ExpertCompute {
@@ -46,6 +50,8 @@ class ExpertCompute {
   void Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts, ThreadPool* pool, float* y);
 
   const KernelPolicy& policy() const { return policy_; }
+  // The row of each output position of the last Run (rows with expert >= 0, stably by expert).
+  std::span<const int64_t> RowsInExpertOrder() const { return perm_row_; }
 
  private:
   KernelPolicy policy_;
@@ -54,6 +60,7 @@ class ExpertCompute {
   ScratchBuffer<float> y_perm_;  // [n, k_blocks, H] outputs in expert order
   ActivationBuffer x_acts_;      // x_perm_ in the gate/up kernels' formats
   ActivationBuffer act_acts_;    // act_ in the down kernels' formats
+  std::vector<int64_t> perm_row_;  // permuted position -> row, of the last Run
 };
 
 // Runs fn(row) for every row in [0, n) in blocks of `rows_per_task` rows per pool task (inline if

@@ -233,33 +233,70 @@ Communicator& ParallelMoe::GroupComm(const std::string& group) {
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
 
-void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, const float* y, float weight,
-                             int64_t nb) const {
+void ParallelMoe::Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
+                             bool first) const {
   const int64_t h = part->cols;
   if (options_.deterministic) {
-    Fixed128* dst = part->fixed.data() + part_row * h;
-    for (int64_t b = 0; b < nb; ++b)
-      for (int64_t c = 0; c < h; ++c) dst[c] += ToFixed(weight * y[b * h + c]);
+    if (first) std::fill_n(part->fixed.data() + part_row * h, h, Fixed128{0});
+    // Every (slot, K-block) term of the row in one exact accumulation.
+    constexpr size_t kInline = 128;
+    size_t n_terms = 0;
+    for (const SlotOutput& s : slots) n_terms += static_cast<size_t>(s.nb);
+    FixedTermRow inline_terms[kInline];
+    std::vector<FixedTermRow> heap_terms;
+    FixedTermRow* terms = inline_terms;
+    if (n_terms > kInline) {
+      heap_terms.resize(n_terms);
+      terms = heap_terms.data();
+    }
+    size_t i = 0;
+    for (const SlotOutput& s : slots)
+      for (int64_t b = 0; b < s.nb; ++b) terms[i++] = {s.y + b * h, s.weight};
+    AccumulateFixed(part->fixed.data() + part_row * h, h, {terms, n_terms});
   } else {
     float* dst = part->f32.data() + part_row * h;
-    for (int64_t c = 0; c < h; ++c) dst[c] += weight * y[c];
+    for (const SlotOutput& s : slots)
+      for (int64_t c = 0; c < h; ++c) dst[c] += s.weight * s.y[c];
   }
 }
 
-namespace {
+void ParallelMoe::AddParts(MoePart* dst, const MoePart& src) const {
+  for (size_t i = 0; i < dst->f32.size(); ++i) dst->f32[i] += src.f32[i];
+  if (dst->fixed.empty()) return;
+  const int64_t h = dst->cols;
+  ParallelForRows(pool_, dst->rows, [&](int64_t t) {
+    for (int64_t c = t * h; c < (t + 1) * h; ++c) dst->fixed[c] += src.fixed[c];
+  });
+}
 
-MoePart MakePart(ReductionState state, int64_t rows, int64_t cols, bool deterministic) {
+MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols, bool zeroed) {
   MoePart p;
   p.state = std::move(state);
   p.rows = rows;
   p.cols = cols;
-  if (deterministic) {
-    p.fixed.assign(static_cast<size_t>(rows * cols), 0);
+  if (options_.deterministic) {
+    // Reuse a released buffer: fresh multi-megabyte vectors cost a page fault per 4 KiB.
+    if (!scratch_->spare_fixed.empty()) {
+      p.fixed = std::move(scratch_->spare_fixed.back());
+      scratch_->spare_fixed.pop_back();
+    }
+    if (zeroed) {
+      p.fixed.assign(static_cast<size_t>(rows * cols), 0);
+    } else {  // every row is overwritten by Accumulate(..., first = true) on the pool
+      p.fixed.resize(static_cast<size_t>(rows * cols));
+    }
   } else {
     p.f32.assign(static_cast<size_t>(rows * cols), 0.0f);
   }
   return p;
 }
+
+void ParallelMoe::ReleasePart(MoePart* part) {
+  if (part->fixed.capacity() > 0 && scratch_->spare_fixed.size() < 4) scratch_->spare_fixed.push_back(std::move(part->fixed));
+  part->fixed = {};
+}
+
+namespace {
 
 // One row of a token as the all-gather dispatch ships it: hidden state, expert ids, weights.
 struct PackedTokens {
@@ -305,7 +342,8 @@ Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_
 
 }  // namespace
 
-StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing) {
+StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing,
+                                          const SharedRows* fold) {
   ASSIGN_OR_RETURN(ReductionState state, RoutedOutputState());
   const int64_t h = config_.hidden_size, k = config_.num_experts_per_tok, t_own = x_own.dim(0);
   const bool det = options_.deterministic;
@@ -356,25 +394,41 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         probe_(source_of_token[static_cast<size_t>(r / k)], x_rows + (r / k) * h, ids[r]);
     }
     float* y = scratch_->y.Get(static_cast<size_t>(n * nb * h));
+    // Deterministic mode reads the K-block partials where the experts wrote them (expert order):
+    // no zero fill or scatter of the nb-times larger output.
     scratch_->compute.Run({.x = x_rows,
                    .hidden = h,
                    .n_rows = n,
                    .token = token.data(),
                    .expert = expert.data(),
-                   .k_blocks = nb},
+                   .k_blocks = nb,
+                   .expert_order = det},
                   refs, pool_, y);
-    MoePart all = MakePart(state, t_all, h, det);
+    std::vector<int64_t> pos_of(static_cast<size_t>(n));  // row -> output position
+    if (det) {
+      const std::span<const int64_t> rows = scratch_->compute.RowsInExpertOrder();
+      for (size_t p = 0; p < rows.size(); ++p) pos_of[static_cast<size_t>(rows[p])] = static_cast<int64_t>(p);
+    } else {
+      for (int64_t r = 0; r < n; ++r) pos_of[r] = r;
+    }
+    MoePart all = MakePart(state, t_all, h, /*zeroed=*/false);
     ParallelForRows(
         pool_, t_all,
         [&](int64_t t) {
+          std::vector<SlotOutput> slots;
           for (int64_t j = 0; j < k; ++j) {
-            if (expert[t * k + j] >= 0) Accumulate(&all, t, y + (t * k + j) * nb * h, wts[t * k + j], nb);
+            if (expert[t * k + j] >= 0) slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
           }
+          if (fold != nullptr) {  // no dispatch: row t is own token t
+            slots.push_back(
+                {fold->y + t * fold->nb * h, SharedGateValue(weights_, x_rows + t * h, h), fold->nb});
+          }
+          Accumulate(&all, t, slots, /*first=*/true);
         },
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
     // Reduce-scatter the partial sums back to their owners.
-    MoePart part = MakePart(state, t_own, h, det);
+    MoePart part = MakePart(state, t_own, h);
     std::vector<size_t> counts(gathered.rows_of_rank.size());
     for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(gathered.rows_of_rank[r] * h);
     if (det) {
@@ -383,6 +437,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     } else {
       RETURN_IF_ERROR(owners->ReduceScatter(all.f32.data(), part.f32.data(), counts, ReduceType::kF32Sum));
     }
+    ReleasePart(&all);
     return part;
   }
 
@@ -449,23 +504,24 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
-  MoePart part = MakePart(state, t_own, h, det);
+  MoePart part = MakePart(state, t_own, h, /*zeroed=*/false);
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
   for (int64_t p = 0; p < n_send; ++p) pos_of[send_row[p]] = p;
   ParallelForRows(
       pool_, t_own,
       [&](int64_t t) {
+        std::vector<SlotOutput> slots(static_cast<size_t>(k));
         for (int64_t j = 0; j < k; ++j)
-          Accumulate(&part, t, y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j], nb);
+          slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h, routing.weights[t * k + j],
+                                           nb};
+        Accumulate(&part, t, slots, /*first=*/true);
       },
       AccumulateRowsPerTask());
   return part;
 }
 
-StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
+ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
-  MoePart part = MakePart(SharedOutputState(), t_own, h, options_.deterministic);
-  if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
   const bool whole = !options_.SharedSharded();
   const int64_t nb =
       options_.deterministic ? (whole ? kDeterministicBlocks : kDeterministicBlocks / options_.tp) : 1;
@@ -473,17 +529,27 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
   for (int64_t t = 0; t < t_own; ++t) token[t] = t;
   const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
-  float* y = scratch_->y.Get(static_cast<size_t>(t_own * nb * h));
+  float* y = scratch_->y_shared.Get(static_cast<size_t>(t_own * nb * h));
   scratch_->compute.Run({.x = x_own.data<float>(),
                  .hidden = h,
                  .n_rows = t_own,
                  .token = token.data(),
                  .expert = expert.data(),
-                 .k_blocks = nb},
+                 .k_blocks = nb,
+                 .expert_order = options_.deterministic},  // one expert: expert order is row order
                 std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
+  return {y, nb};
+}
+
+StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
+  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
+  MoePart part = MakePart(SharedOutputState(), t_own, h);
+  if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
+  const SharedRows rows = ComputeShared(x_own);
   ParallelForRows(pool_, t_own, [&](int64_t t) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
-    Accumulate(&part, t, y + t * nb * h, g, nb);
+    const SlotOutput slot{rows.y + t * rows.nb * h, g, rows.nb};
+    Accumulate(&part, t, {&slot, 1});
   });
   return part;
 }
@@ -562,15 +628,27 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
             pool_);
   Routing routing = RouteTokens(config_, logits, t_own, weights_.score_bias);
 
-  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing));
-  ASSIGN_OR_RETURN(MoePart shared, SharedPart(x_own));
+  // Deterministic mode without dispatch sums the shared experts' terms into the routed rows
+  // (exact integer sums: the same bits as adding a separate shared part, one pass fewer).
+  const bool fold_shared = options_.deterministic && fuse && has_shared && t_own > 0 &&
+                           !options_.fault_reduce_shared && dispatcher_->kind() == Dispatcher::Kind::kNone;
+  SharedRows shared_rows;
+  if (fold_shared) shared_rows = ComputeShared(x_own);
+  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, fold_shared ? &shared_rows : nullptr));
+  MoePart shared;
+  if (fold_shared) {  // already inside `routed`; an empty part with its declared state
+    shared.state = SharedOutputState();
+    shared.rows = t_own;
+    shared.cols = h;
+  } else {
+    ASSIGN_OR_RETURN(shared, SharedPart(x_own));
+  }
   if (options_.fault_reduce_shared && has_shared) RETURN_IF_ERROR(FaultReduceShared(&shared, layer_name));
   MoePart* result = &routed;
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
       RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-      for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
-      for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
+      if (!fold_shared) AddParts(&routed, shared);
     }
     RETURN_IF_ERROR(
         Reduce(&routed, op_sum, layer_name + (has_shared ? " routed+shared output" : " routed output")));
@@ -578,8 +656,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
     RETURN_IF_ERROR(Reduce(&routed, op_routed, layer_name + " routed output"));
     RETURN_IF_ERROR(Reduce(&shared, op_shared, layer_name + " shared output"));
     RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-    for (size_t i = 0; i < routed.f32.size(); ++i) routed.f32[i] += shared.f32[i];
-    for (size_t i = 0; i < routed.fixed.size(); ++i) routed.fixed[i] += shared.fixed[i];
+    AddParts(&routed, shared);
   }
   if (reduce_again_) RETURN_IF_ERROR(Reduce(result, "all_reduce", layer_name + " output (fault injection)"));
   if (result->state != want) {
@@ -589,10 +666,15 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   ASSIGN_OR_RETURN(Tensor out, Tensor::Zeros(DType::kF32, {t_own, h}));
   float* o = out.data<float>();
   if (options_.deterministic) {
-    for (int64_t i = 0; i < t_own * h; ++i) o[i] = FromFixed(result->fixed[i]);
+    const Fixed128* fixed = result->fixed.data();
+    ParallelForRows(pool_, t_own, [&](int64_t t) {
+      for (int64_t c = t * h; c < (t + 1) * h; ++c) o[c] = FromFixed(fixed[c]);
+    });
   } else {
     std::copy(result->f32.begin(), result->f32.end(), o);
   }
+  ReleasePart(&routed);
+  ReleasePart(&shared);
   if (routing_out) *routing_out = std::move(routing);
   return out;
 }

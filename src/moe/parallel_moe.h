@@ -20,7 +20,10 @@
 //
 // Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit
 // fixed point (core/fixed_point.h): exact, so results are bitwise identical across layouts and
-// thread counts. Collectives then move 16-byte integers instead of floats.
+// thread counts. Collectives then move 16-byte integers instead of floats. All terms of one
+// output row (every slot's K-blocks, and without dispatch the shared experts' too) go through one
+// AccumulateFixed call (AVX-512 / AVX2 / scalar, the same integers on each), reading the expert
+// outputs in the order ExpertCompute wrote them.
 //
 // Thread safety: one ParallelMoe per rank; Forward is called by that rank's thread.
 #pragma once
@@ -28,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -99,8 +103,10 @@ class Dispatcher {
 // Thread safety: used by one layer's Forward at a time.
 struct MoeRankScratch {
   explicit MoeRankScratch(KernelPolicy policy) : compute(std::move(policy)) {}
-  ExpertCompute compute;   // expert MLP buffers and prepared activations
-  ScratchBuffer<float> y;  // expert outputs [rows, nb, H]
+  ExpertCompute compute;          // expert MLP buffers and prepared activations
+  ScratchBuffer<float> y;         // routed expert outputs [rows, nb, H]
+  ScratchBuffer<float> y_shared;  // shared expert outputs [tokens, nb, H]
+  std::vector<std::vector<Fixed128>> spare_fixed;  // released part buffers (deterministic mode)
 };
 
 class ParallelMoe {
@@ -142,7 +148,14 @@ class ParallelMoe {
  private:
   ParallelMoe() = default;
   Status Bind();
-  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing);
+  // The shared experts' outputs for this rank's tokens: y [t_own, nb, H] K-block partials.
+  struct SharedRows {
+    const float* y = nullptr;
+    int64_t nb = 0;
+  };
+  SharedRows ComputeShared(const Tensor& x_own);
+  // `fold` (deterministic mode, no dispatch): also sum the shared experts' terms into each row.
+  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
   Status Reduce(MoePart* part, const std::string& op, const std::string& what);
   Status FaultReduceShared(MoePart* shared, const std::string& layer_name);
@@ -151,10 +164,26 @@ class ParallelMoe {
   // Deterministic K-blocks must be whole blocks of the down weights' format (e.g. q8_0: 32 columns).
   Status CheckDeterministicBlocks(const std::string& prefix) const;
 
-  // Adds weight x y into one part row. y: [nb, H] K-block partials (fast mode: nb = 1, an f32
-  // sum; deterministic: every block term summed exactly in fixed point).
-  void Accumulate(MoePart* part, int64_t part_row, const float* y, float weight, int64_t nb) const;
-  int64_t AccumulateRowsPerTask() const;  // fixed-point accumulation is costlier: finer tasks
+  // Adds sum over slots of weight x y into one part row, slots in order. y: [nb, H] K-block
+  // partials (fast mode: nb = 1, an f32 sum; deterministic: every block term summed exactly in
+  // fixed point, all terms of the row in one AccumulateFixed call).
+  struct SlotOutput {
+    const float* y = nullptr;
+    float weight = 0;
+    int64_t nb = 1;
+  };
+  // first: the row holds garbage (a part made with zeroed = false); deterministic mode zeroes it
+  // here, on the pool, instead of in MakePart.
+  void Accumulate(MoePart* part, int64_t part_row, std::span<const SlotOutput> slots,
+                  bool first = false) const;
+  int64_t AccumulateRowsPerTask() const;
+  // A zeroed part (deterministic mode reuses released fixed-point buffers); ReleasePart keeps a
+  // finished part's buffer for the next call.
+  // zeroed = false (deterministic parts only): rows are left unspecified for Accumulate(first).
+  MoePart MakePart(ReductionState state, int64_t rows, int64_t cols, bool zeroed = true);
+  void ReleasePart(MoePart* part);
+  void AddParts(MoePart* dst, const MoePart& src)
+      const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
   ParallelOptions options_;

@@ -184,6 +184,26 @@ TEST_P(ParallelMoeTest, DeterministicModeIsBitwiseIdenticalToOneRank) {
   }
 }
 
+// Deterministic mode sums the same expert outputs exactly: on one rank it must agree with fast
+// mode (f32 weights, f32 activations on both) to f32 rounding, shared experts included.
+TEST(ParallelMoeDeterministic, MatchesFastModeOnOneRank) {
+  for (const char* preset : {"v2-lite", "qwen3"}) {
+    const Fixture& f = GetFixture(preset);
+    ParallelOptions det;
+    det.deterministic = true;
+    auto fast = RunLayout(f, ParallelOptions{});
+    auto exact = RunLayout(f, det);
+    ASSERT_TRUE(fast.ok()) << fast.status().ToString();
+    ASSERT_TRUE(exact.ok()) << exact.status().ToString();
+    double max_abs = 0;
+    for (float v : fast->y) max_abs = std::max(max_abs, static_cast<double>(std::fabs(v)));
+    ASSERT_GT(max_abs, 0.0);
+    for (size_t i = 0; i < fast->y.size(); ++i) {
+      ASSERT_NEAR(exact->y[i], fast->y[i], 1e-5 * max_abs) << preset << " element " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, ParallelMoeTest, ::testing::ValuesIn(AllCases()), CaseName);
 
 TEST(ParallelMoeRefusals, InvalidLayoutsNameTheFlag) {
