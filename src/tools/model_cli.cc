@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <sstream>
 
+#include "io/atomic_file.h"
 #include "model/gguf_deepseek2.h"
+#include "model/synthetic_model.h"
 #include "tools/cli_util.h"
 
 namespace moerun {
@@ -38,6 +40,9 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
   a->kernels.Add(cmd);
   cmd->add_flag("--check-tensors", a->check_tensors, "Scan every tensor for NaN/Inf before use");
+  cmd->add_option("--load-format", a->load_format,
+                  "auto (the files under -m) | dummy (config.json only, random weights, as vLLM)")
+      ->capture_default_str();
   a->parallel.Add(cmd);
 }
 
@@ -73,7 +78,20 @@ StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPoo
     if (f >= 1.0) std::fprintf(stderr, "\n");
   };
   std::unique_ptr<DeepseekModel> model;
-  if (IsGgufPath(a.model_dir)) {
+  if (a.load_format != "auto" && a.load_format != "dummy") {
+    return InvalidArgument("--load-format '{}' is not one of auto, dummy", a.load_format);
+  }
+  if (a.load_format == "dummy") {
+    // vLLM's --load-format dummy: the shapes of config.json, random weights generated straight
+    // into the packed format (no file is read but config.json).
+    const std::string path = a.model_dir + "/config.json";
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, path));
+    const DType dtype = o.weight_format ? Traits(*o.weight_format).storage : DType::kBF16;
+    ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTensorSource> source,
+                     SyntheticTensorSource::Create(config, dtype, /*seed=*/1, pool));
+    ASSIGN_OR_RETURN(model, DeepseekModel::LoadFrom(std::move(source), config, o, pool, progress, world));
+  } else if (IsGgufPath(a.model_dir)) {
     ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
     ASSIGN_OR_RETURN(model,
                      DeepseekModel::LoadFrom(std::move(g.tensors), g.config, o, pool, progress, world));

@@ -26,6 +26,7 @@ struct ModelArgs {
   int threads = 0;        // 0 = all CPUs (divided among MPI ranks on this host)
   KernelFlags kernels;
   bool check_tensors = false;
+  std::string load_format = "auto";  // or "dummy": random weights of config.json's shapes
 };
 
 void AddModelOptions(CLI::App* cmd, ModelArgs* a);
