@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <type_traits>
 #include <vector>
 
 #include "core/checked_math.h"
@@ -720,6 +721,17 @@ struct Planned {
   std::string hf;
 };
 
+// f()'s Status, or OK when f returns nothing.
+template <typename F>
+Status StatusOfCall(F&& f) {
+  if constexpr (std::is_same_v<std::invoke_result_t<F>, Status>) {
+    return f();
+  } else {
+    f();
+    return Status::Ok();
+  }
+}
+
 // Encodes one f32 row as `type` and appends it.
 Status AppendRow(GgufWriter* w, DType type, const float* row, int64_t n, std::vector<uint8_t>* buf) {
   switch (type) {
@@ -734,9 +746,14 @@ Status AppendRow(GgufWriter* w, DType type, const float* row, int64_t n, std::ve
     }
     default:
 #ifdef MOERUN_HAVE_BLOCK_QUANT
+    {
       buf->resize(DTypeRowBytes(type, n));
-      QuantizeRow(type, row, n, buf->data());
+      void* dst = buf->data();
+      // core/block_quant.h's QuantizeRow(DType, const float*, int64_t, void*), whether it returns
+      // a Status or nothing.
+      RETURN_IF_ERROR(StatusOfCall([&] { return QuantizeRow(type, row, n, dst); }));
       return w->Append(buf->data(), buf->size());
+    }
 #else
       return Unimplemented("writing {} rows needs core/block_quant.h (QuantizeRow), not built in yet",
                            DTypeName(type));

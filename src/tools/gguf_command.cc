@@ -9,6 +9,7 @@
 #include "model/gguf_deepseek2.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/model_cli.h"
 
 namespace moerun {
 namespace {
@@ -49,7 +50,64 @@ Status Run(const ConvertGgufArgs& a) {
   return Status::Ok();
 }
 
+// A short rendering of a metadata value: scalars in full (strings up to 80 bytes), arrays by
+// element type and count with their first elements.
+std::string ShortValue(const GgufValue& v) {
+  auto clip = [](const std::string& s) { return s.size() > 80 ? s.substr(0, 77) + "..." : s; };
+  switch (v.type) {
+    case GgufType::kString:
+      return fmt::format("\"{}\"", clip(v.s));
+    case GgufType::kF32:
+    case GgufType::kF64:
+      return fmt::format("{}", v.f);
+    case GgufType::kBool:
+      return v.u ? "true" : "false";
+    case GgufType::kU64:
+      return std::to_string(v.u);
+    case GgufType::kArray: {
+      std::string head;
+      for (size_t i = 0; i < std::min<size_t>(v.ArraySize(), 4); ++i) {
+        if (i) head += ", ";
+        if (!v.strings.empty()) head += fmt::format("\"{}\"", clip(v.strings[i]));
+        if (!v.floats.empty()) head += fmt::format("{}", v.floats[i]);
+        if (!v.ints.empty()) head += std::to_string(v.ints[i]);
+      }
+      return fmt::format("[{}{}] ({} x {})", head, v.ArraySize() > 4 ? ", ..." : "", v.ArraySize(),
+                         GgufTypeName(v.elem));
+    }
+    default:
+      return std::to_string(v.i);
+  }
+}
+
 }  // namespace
+
+Status InspectGguf(const ModelArgs& a) {
+  ASSIGN_OR_RETURN(std::shared_ptr<GgufFile> f, GgufFile::Open(a.model_dir));
+  std::printf("GGUF v%u, alignment %u, %zu keys, %zu tensors\n", f->version(), f->alignment(),
+              f->metadata().size(), f->tensors().size());
+  std::printf("| key | type | value |\n|---|---|---|\n");
+  for (const auto& [key, value] : f->metadata()) {
+    std::printf("| %s | %s | %s |\n", key.c_str(), std::string(GgufTypeName(value.type)).c_str(),
+                ShortValue(value).c_str());
+  }
+  std::printf("| tensor | ggml type | ne | offset |\n|---|---|---|---|\n");
+  uint64_t bytes = 0;
+  for (const GgufTensorInfo& t : f->tensors()) {
+    const std::optional<GgmlTypeTraits> traits = GgmlTypeInfo(t.type);
+    std::printf("| %s | %s | %s | %llu |\n", t.name.c_str(), std::string(traits ? traits->name : "?").c_str(),
+                ShapeToString(t.ne).c_str(), static_cast<unsigned long long>(t.offset));
+    bytes += t.nbytes;
+  }
+  std::printf("tensor bytes: %llu\n", static_cast<unsigned long long>(bytes));
+  ASSIGN_OR_RETURN(std::string config, Deepseek2ConfigJsonFromGguf(*f));
+  ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config, a.model_dir + " (metadata)"));
+  std::printf("config: %s\n", c.Summary().c_str());
+  ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
+  Status s = LoadModel(a, &pool).status();
+  std::printf("validation: %s\n", s.ok() ? "OK" : s.ToString().c_str());
+  return s;
+}
 
 void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ConvertGgufArgs>();

@@ -37,6 +37,10 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model);
 // Whether -m has a tokenizer at all.
 bool HasTokenizer(const std::string& model);
 
+// `inspect -m FILE.gguf` (tools/gguf_command.cc): the header, every key/value and tensor info, then
+// the config and the model validation.
+Status InspectGguf(const ModelArgs& a);
+
 StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
                                                    Communicator* world = nullptr);
 

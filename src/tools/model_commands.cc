@@ -262,6 +262,7 @@ Status RunBench(const BenchArgs& a) {
 
 // ---- inspect ----
 Status RunInspect(const ModelArgs& a) {
+  if (IsGgufPath(a.model_dir)) return InspectGguf(a);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(a.model_dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(text, a.model_dir + "/config.json"));
   std::printf("config: %s\n", c.Summary().c_str());

@@ -196,6 +196,58 @@ TEST_P(GgufDeepseek2Test, FileFollowsLlamaCppLayout) {
   }
 }
 
+// A pre-MLA llama.cpp file (attn_kv_b instead of attn_k_b/attn_v_b, per-head key_length /
+// value_length, no *_mla keys) reads back to the same tensors and config.
+TEST_P(GgufDeepseek2Test, LegacyKvBFileReadsBack) {
+  const std::string path = Convert(DType::kF32);
+  auto f = GgufFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  const GgufFile& g = **f;
+  const ModelConfig c = ModelConfig::FromJson(ReadFileToString(Hf("config.json")).value(), "cfg").value();
+  auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+  ASSERT_TRUE(ckpt.ok());
+  const std::string legacy = (dir_ / "legacy.gguf").string();
+  auto w = GgufWriter::Create(legacy);
+  ASSERT_TRUE(w.ok());
+  for (const auto& [key, value] : g.metadata()) {
+    if (key == "deepseek2.attention.key_length_mla" || key == "deepseek2.attention.value_length_mla")
+      continue;
+    if (key == "deepseek2.attention.key_length") {
+      ASSERT_TRUE((*w)->AddKv(key, GgufValue::U32(static_cast<uint32_t>(c.q_head_dim()))).ok());
+    } else if (key == "deepseek2.attention.value_length") {
+      ASSERT_TRUE((*w)->AddKv(key, GgufValue::U32(static_cast<uint32_t>(c.v_head_dim))).ok());
+    } else {
+      ASSERT_TRUE((*w)->AddKv(key, value).ok());
+    }
+  }
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const GgufTensorInfo& t : g.tensors()) {
+    const std::string& n = t.name;
+    if (n.find(".attn_v_b.") != std::string::npos) continue;
+    if (n.find(".attn_k_b.") != std::string::npos) {
+      const std::string layer = n.substr(4, n.find('.', 4) - 4);
+      tensors.emplace_back("blk." + layer + ".attn_kv_b.weight",
+                           (*ckpt)->Get("model.layers." + layer + ".self_attn.kv_b_proj.weight").value());
+    } else {
+      tensors.emplace_back(n, g.Get(n).value());
+    }
+  }
+  for (const auto& [name, t] : tensors) ASSERT_TRUE((*w)->AddTensor(name, t.dtype(), t.shape()).ok()) << name;
+  for (const auto& [name, t] : tensors) ASSERT_TRUE((*w)->Append(t.raw(), t.nbytes()).ok()) << name;
+  ASSERT_TRUE((*w)->Finish().ok());
+  auto m = OpenGgufDeepseek2(legacy);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->config.qk_nope_head_dim, c.qk_nope_head_dim);
+  EXPECT_EQ(m->config.v_head_dim, c.v_head_dim);
+  EXPECT_EQ(m->tensors->Names(), (*ckpt)->Names());
+  for (const std::string& name : (*ckpt)->Names()) {
+    Tensor a = (*ckpt)->Get(name).value();
+    Tensor b = m->tensors->Get(name).value();
+    ASSERT_EQ(a.shape(), b.shape()) << name;
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
+  }
+}
+
 // The model loaded from the GGUF gives the logits of the model loaded from the HF directory.
 TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
   const std::string path = Convert(DType::kF32);
