@@ -5,10 +5,10 @@
 // (2 * rows * 16 * K integer multiply-adds per call).
 //   build-perf/bin/quant_dot_bench [seconds_per_case [format_filter [isa_filter]]]
 // e.g. `quant_dot_bench 0.2 Q4_K avx2`; rows 1 / 4 / 32 / 192 (the last two: prefill chunks).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
   std::vector<float> d(static_cast<size_t>(kMaxM * kK / 32));
   std::vector<int32_t> s(d.size());
   for (int m = 0; m < kMaxM; ++m) {
-    QuantizeActivationRow(x.data() + m * kK, kK, q.data() + m * kK, d.data() + m * kK / 32, s.data() + m * kK / 32);
+    QuantizeActivationRow(x.data() + m * kK, kK, q.data() + m * kK, d.data() + m * kK / 32,
+                          s.data() + m * kK / 32);
   }
   const Q8Activations a{q.data(), d.data(), s.data(), kK, kK / 32};
   std::vector<float> out(kMaxM * 16);
@@ -48,7 +49,8 @@ int main(int argc, char** argv) {
       std::vector<float> wf(static_cast<size_t>(kRows * kK));
       for (float& v : wf) v = nd(rng) * 0.05f;
       for (int64_t j = 0; j < kRows; ++j) QuantizeRow(t, wf.data() + j * kK, kK, w.data() + j * row_bytes);
-      for (size_t i = 1; i < n_tiles; ++i) std::copy(w.begin(), w.begin() + tile_bytes, w.begin() + i * tile_bytes);
+      for (size_t i = 1; i < n_tiles; ++i)
+        std::copy(w.begin(), w.begin() + tile_bytes, w.begin() + i * tile_bytes);
     }
     for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
       if (!QuantDotIsaSupported(isa)) continue;
@@ -78,8 +80,9 @@ int main(int argc, char** argv) {
           gbs[hot] = static_cast<double>(calls) * static_cast<double>(tile_bytes) / el / 1e9;
           if (hot) gops = 16.0 * 2.0 * static_cast<double>(rows * kRows * kK) / best_batch / 1e9;
         }
-        std::printf("%-5s %-11s %5lld %10.2f %10.2f %10.2f %10.2f %10.2f\n", std::string(DTypeName(t)).c_str(),
-                    QuantDotIsaName(isa), static_cast<long long>(rows), gbs[0], best[0], gbs[1], best[1], gops);
+        std::printf("%-5s %-11s %5lld %10.2f %10.2f %10.2f %10.2f %10.2f\n",
+                    std::string(DTypeName(t)).c_str(), QuantDotIsaName(isa), static_cast<long long>(rows),
+                    gbs[0], best[0], gbs[1], best[1], gops);
         std::fflush(stdout);
       }
     }

@@ -13,7 +13,7 @@
 namespace moerun {
 namespace {
 
-constexpr int kQK = 256;          // elements per K-quant super-block
+constexpr int kQK = 256;  // elements per K-quant super-block
 constexpr float kGroupMaxEps = 1e-15f;
 
 // Round to nearest, ties to even, for |f| <= 2^22: adding 1.5 * 2^23 puts the integer part in the
@@ -289,7 +289,8 @@ void QuantizeQ6_K(const float* x, uint8_t* y) {
   auto* sc = reinterpret_cast<int8_t*>(y + 192);
   const float iscale = -128.f / max_scale;
   StoreF16(y + 208, 1 / iscale);
-  for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[ib])));
+  for (int ib = 0; ib < 16; ++ib)
+    sc[ib] = static_cast<int8_t>(std::min(127, NearestInt(iscale * scales[ib])));
   const float d_all = LoadF16(y + 208);
   for (int j = 0; j < 16; ++j) {
     const float d = d_all * sc[j];
@@ -308,8 +309,8 @@ void QuantizeQ6_K(const float* x, uint8_t* y) {
       const int q4 = L[j + l + 96] & 0xF;
       ql[l] = static_cast<uint8_t>(q1 | (q3 << 4));
       ql[l + 32] = static_cast<uint8_t>(q2 | (q4 << 4));
-      qh[l] = static_cast<uint8_t>((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
-                                   ((L[j + l + 96] >> 4) << 6));
+      qh[l] = static_cast<uint8_t>((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                                   ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
     }
     ql += 64;
     qh += 32;
@@ -380,11 +381,20 @@ void QuantizeRow(DType t, const float* x, int64_t n, void* dst) {
     const float* xb = x + i * bs;
     uint8_t* yb = out + static_cast<size_t>(i) * bb;
     switch (t) {
-      case DType::kQ8_0: QuantizeQ8_0(xb, yb); break;
-      case DType::kQ4_0: QuantizeQ4_0(xb, yb); break;
-      case DType::kQ4_K: QuantizeQ4_K(xb, yb); break;
-      case DType::kQ6_K: QuantizeQ6_K(xb, yb); break;
-      default: assert(false && "QuantizeRow: not a block type");
+      case DType::kQ8_0:
+        QuantizeQ8_0(xb, yb);
+        break;
+      case DType::kQ4_0:
+        QuantizeQ4_0(xb, yb);
+        break;
+      case DType::kQ4_K:
+        QuantizeQ4_K(xb, yb);
+        break;
+      case DType::kQ6_K:
+        QuantizeQ6_K(xb, yb);
+        break;
+      default:
+        assert(false && "QuantizeRow: not a block type");
     }
   }
 }
@@ -398,11 +408,20 @@ void DequantizeRow(DType t, const void* src, float* y, int64_t n) {
     const uint8_t* b = in + static_cast<size_t>(i) * bb;
     float* yb = y + i * bs;
     switch (t) {
-      case DType::kQ8_0: DequantizeQ8_0(b, yb); break;
-      case DType::kQ4_0: DequantizeQ4_0(b, yb); break;
-      case DType::kQ4_K: DequantizeQ4_K(b, yb); break;
-      case DType::kQ6_K: DequantizeQ6_K(b, yb); break;
-      default: assert(false && "DequantizeRow: not a block type");
+      case DType::kQ8_0:
+        DequantizeQ8_0(b, yb);
+        break;
+      case DType::kQ4_0:
+        DequantizeQ4_0(b, yb);
+        break;
+      case DType::kQ4_K:
+        DequantizeQ4_K(b, yb);
+        break;
+      case DType::kQ6_K:
+        DequantizeQ6_K(b, yb);
+        break;
+      default:
+        assert(false && "DequantizeRow: not a block type");
     }
   }
 }

@@ -1,9 +1,9 @@
 #include "core/dtype.h"
 
-#include "core/block_quant.h"
-
 #include <cassert>
 #include <cmath>
+
+#include "core/block_quant.h"
 
 namespace moerun {
 

@@ -5,9 +5,9 @@
 // DTypeBlockBytes() bytes; a row's length must be a multiple of the block size. Their reference
 // quantise/dequantise code is core/block_quant.h.
 //
-// Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are stored as raw uint16_t
-// bit patterns (little-endian, as in every supported file format). Conversions round to nearest
-// even and keep NaN a NaN. Thread safety: pure functions.
+// Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are
+// stored as raw uint16_t bit patterns (little-endian, as in every supported file format). Conversions round
+// to nearest even and keep NaN a NaN. Thread safety: pure functions.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +18,16 @@
 namespace moerun {
 
 enum class DType : uint8_t {
-  kF32, kBF16, kF16, kF64, kI32, kI64, kI16, kI8, kU8, kBool,
+  kF32,
+  kBF16,
+  kF16,
+  kF64,
+  kI32,
+  kI64,
+  kI16,
+  kI8,
+  kU8,
+  kBool,
   // Block types (GGUF / ggml):
   kQ8_0,  // 32 elements: f16 scale + 32 x int8                              = 34 bytes
   kQ4_0,  // 32 elements: f16 scale + 16 bytes of 4-bit values (offset 8)    = 18 bytes

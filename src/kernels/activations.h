@@ -27,7 +27,7 @@ const char* ActFormatName(ActFormat f);
 // (elements of that array; for kQ8Block32 the q8 struct carries its own strides).
 struct ActView {
   ActFormat format = ActFormat::kF32;
-  const float* f32 = nullptr;     // kF32: [rows, ld]
+  const float* f32 = nullptr;      // kF32: [rows, ld]
   const uint16_t* bf16 = nullptr;  // kBf16Pairs: [rows, ld], ld even
   Q8Activations q8;                // kQ8Block32
   int64_t ld = 0;

@@ -57,8 +57,8 @@ bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
   if (!p.forced.empty()) {
     if (IsIsa(p.forced)) {
       // A forced ISA: its rows only; the AVX-512 ISAs serve each other's formats.
-      const bool avx512_family = std::strncmp(p.forced.c_str(), "avx512", 6) == 0 &&
-                                 std::strncmp(k.isa, "avx512", 6) == 0;
+      const bool avx512_family =
+          std::strncmp(p.forced.c_str(), "avx512", 6) == 0 && std::strncmp(k.isa, "avx512", 6) == 0;
       if (p.forced != k.isa && !avx512_family) return false;
     } else if (const MatmulKernel* f = FindKernel(p.forced); f != nullptr && f->weights == k.weights) {
       return f == &k;
@@ -94,8 +94,8 @@ Status ValidateKernelPolicy(const KernelPolicy& policy) {
   const CpuFeatures& cpu = GetCpuFeatures();
   if (const MatmulKernel* k = FindKernel(policy.forced)) {
     if (!k->supported(cpu))
-      return InvalidArgument("--kernel {}: this CPU lacks the {} instructions (has: {})", policy.forced, k->isa,
-                             cpu.ToString());
+      return InvalidArgument("--kernel {}: this CPU lacks the {} instructions (has: {})", policy.forced,
+                             k->isa, cpu.ToString());
     return Status::Ok();
   }
   if (!IsIsa(policy.forced)) {

@@ -15,7 +15,7 @@ namespace moerun {
 struct LinearContext {
   ThreadPool* pool = nullptr;
   const KernelPolicy* policy = nullptr;  // never null when used
-  ActivationBuffer* acts = nullptr;       // scratch for the prepared activations
+  ActivationBuffer* acts = nullptr;      // scratch for the prepared activations
 };
 
 // x: [rows, w.in_features()] f32 row-major; y: [rows, w.out_features()] f32 (row stride ldy, or

@@ -27,11 +27,11 @@ enum class Epilogue {
 };
 
 struct MatmulJob {
-  int64_t rows = 0;                     // M
-  ActView x;                            // [M, K] in kernel->acts format
+  int64_t rows = 0;  // M
+  ActView x;         // [M, K] in kernel->acts format
   const PackedWeight* w = nullptr;
   const MatmulKernel* kernel = nullptr;  // a row of the kernel table for w->format()
-  float* y = nullptr;                   // [M, ldy] f32 output
+  float* y = nullptr;                    // [M, ldy] f32 output
   int64_t ldy = 0;
   Epilogue epilogue = Epilogue::kStore;
   // Reduce over k in [k_begin, k_end) only (k_end < 0: in_features). x is still indexed by the

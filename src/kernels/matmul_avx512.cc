@@ -1,7 +1,7 @@
 // AVX-512 matmul task bodies for the kLanes16 formats (compiled with -mavx512f/bw/vl/dq/bf16 and
-// F16C; called only when GetCpuFeatures().HasAvx512Bf16Kernels()). Register tiles: MR rows x NB 16-column blocks of
-// accumulators, the full K reduced per tile in k order (so results are thread-count invariant).
-// GCC 12's own intrinsics headers trip -Wmaybe-uninitialized (_mm512_undefined_ps) when inlined.
+// F16C; called only when GetCpuFeatures().HasAvx512Bf16Kernels()). Register tiles: MR rows x NB 16-column
+// blocks of accumulators, the full K reduced per tile in k order (so results are thread-count invariant). GCC
+// 12's own intrinsics headers trip -Wmaybe-uninitialized (_mm512_undefined_ps) when inlined.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -110,7 +110,8 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
       __m512 xk[MR];
       for (int i = 0; i < MR; ++i) xk[i] = _mm512_set1_ps(x[i][k]);
       for (int j = 0; j < NB; ++j) {
-        const __m512 v = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(blk[j] + k * 16)));
+        const __m512 v =
+            _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(blk[j] + k * 16)));
         for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_fmadd_ps(v, xk[i], acc[i][j]);
       }
     }

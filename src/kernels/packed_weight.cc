@@ -75,8 +75,9 @@ void PackedWeight::PutRow(const float* row, int64_t block, int lane) {
 }
 
 void PackedWeight::PutRawRow(const uint8_t* row, int64_t block, int lane) {
-  std::memcpy(bytes_.get() + static_cast<size_t>(block) * block_bytes_ + static_cast<size_t>(lane) * row_bytes_,
-              row, row_bytes_);
+  std::memcpy(
+      bytes_.get() + static_cast<size_t>(block) * block_bytes_ + static_cast<size_t>(lane) * row_bytes_, row,
+      row_bytes_);
 }
 
 Status PackedWeight::PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride) {

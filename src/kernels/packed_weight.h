@@ -43,8 +43,8 @@ class PackedWeight {
   static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format);
 
   WeightFormat format() const { return format_; }
-  int64_t out_features() const { return n_; }  // N, or I for a gate/up pair
-  int64_t in_features() const { return k_; }   // K
+  int64_t out_features() const { return n_; }     // N, or I for a gate/up pair
+  int64_t in_features() const { return k_; }      // K
   int64_t n_blocks() const { return n_blocks_; }  // 16-row blocks stored (2x for gate/up)
   bool interleaved_gate_up() const { return gate_up_; }
   size_t block_bytes() const { return block_bytes_; }

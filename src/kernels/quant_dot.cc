@@ -120,8 +120,9 @@ void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_r
   assert(n_rows >= 0 && n_rows <= kQuantDotMaxRows);
   for (int64_t m = m0; m < m1; ++m) {
     for (int j = 0; j < n_rows; ++j) {
-      out[(m - m0) * kQuantDotMaxRows + j] = DotRow(format, w + static_cast<size_t>(j) * w_row_bytes,
-                                                     a.q + m * a.ldq, a.d + m * a.ldb, a.sum + m * a.ldb, kb0, kb1);
+      out[(m - m0) * kQuantDotMaxRows + j] =
+          DotRow(format, w + static_cast<size_t>(j) * w_row_bytes, a.q + m * a.ldq, a.d + m * a.ldb,
+                 a.sum + m * a.ldb, kb0, kb1);
     }
   }
 }

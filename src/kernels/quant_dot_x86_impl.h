@@ -121,8 +121,8 @@ constexpr size_t kPrefetchAhead = 2048;
 // ---- Q8_0 / Q4_0 (AVX2): groups of 4 / 8 blocks (the last group may be short) ----
 
 template <int R, bool kQ8>
-__attribute__((always_inline)) inline void GroupSimple(const uint8_t* b, const Q8Activations& a, int64_t m, int64_t kb,
-                                                       int n, __m256i (&z)[R]) {
+__attribute__((always_inline)) inline void GroupSimple(const uint8_t* b, const Q8Activations& a, int64_t m,
+                                                       int64_t kb, int n, __m256i (&z)[R]) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   // Two blocks at a time, folded by one hadd right away (keeps the live registers down for R = 4).
@@ -259,7 +259,8 @@ void RowSimple(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
       for (size_t off = 0; off < 8 * kBB; off += 64) Prefetch(b + kPrefetchAhead + off);
       GroupSimple8<R, kQ8>(b, a, m, kb, 8, acc);
     }
-    if (kb < kb1) GroupSimple8<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
+    if (kb < kb1)
+      GroupSimple8<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
   }
   for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]);
 }
@@ -276,9 +277,11 @@ inline void ScalesQ4K(const uint8_t* b, __m256* ws, __m256* wm) {
   const uint32_t m_hi = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
   const __m128i sc = _mm_set_epi32(0, 0, static_cast<int>(sc_hi), static_cast<int>(sc_lo));
   const __m128i mn = _mm_set_epi32(0, 0, static_cast<int>(m_hi), static_cast<int>(m_lo));
-  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(LoadU16(b) | (static_cast<uint32_t>(LoadU16(b + 2)) << 16))));
+  const __m128 dd = _mm_cvtph_ps(
+      _mm_cvtsi32_si128(static_cast<int>(LoadU16(b) | (static_cast<uint32_t>(LoadU16(b + 2)) << 16))));
   *ws = _mm256_mul_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
-  *wm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn)));
+  *wm =
+      _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn)));
 }
 
 template <int R>
@@ -318,7 +321,8 @@ void RowQ4K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
         }
       }
       for (int r = 0; r < R; ++r) {
-        const __m256 s = half ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
+        const __m256 s =
+            half ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
 #if MOERUN_QUANT_DOT_VNNI
         const __m256i z = _mm256_hadd_epi32(h[r][0], h[r][1]);
 #else
@@ -383,7 +387,8 @@ void RowQ6K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, 
       BlockQ6K<R, H, 2>(b, scales, a, m, kb, p0);
       BlockQ6K<R, H, 3>(b, scales, a, m, kb, p1);
       for (int r = 0; r < R; ++r) {
-        const __m256 s = H ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
+        const __m256 s =
+            H ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
         const __m256i z = _mm256_hadd_epi32(h0[r], _mm256_hadd_epi32(p0[r], p1[r]));
         acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(z), acc[r]);
       }
@@ -407,8 +412,8 @@ inline float HSum512(__m512 v) {
 
 // Lane selectors: pair q of a 4- or 8-lane scale vector.
 inline __m512i PairIdx(int q) {
-  return _mm512_set_epi32(2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1,
-                          2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q);
+  return _mm512_set_epi32(2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1, 2 * q + 1,
+                          2 * q + 1, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q, 2 * q);
 }
 
 // Activation bytes of blocks kb, kb + 1 (n = 1: the second is zero).
@@ -442,7 +447,8 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
       u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), _mm512_set1_epi8(-128));
     } else {
       const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
-      const __m128i x1 = nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
+      const __m128i x1 =
+          nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
       // [x0, x0, x1, x1] shifted right by [0, 4, 0, 4] per 128 bits, low nibbles.
       const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(x0)),
                                            _mm256_broadcastsi128_si256(x1), 1);
@@ -461,7 +467,8 @@ __attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, cons
 }
 
 template <int R, bool kQ8>
-void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
+void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                  float* out) {
   constexpr size_t kBB = kQ8 ? 34 : 18;
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -503,11 +510,13 @@ void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
     }
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t, 2t + 1 share 32 bytes (low / high nibbles)
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * t));
-      const __m512i u = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1),
-                                         _mm512_set1_epi8(0x0F));
+      const __m512i u = _mm512_and_si512(
+          _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1), _mm512_set1_epi8(0x0F));
       for (int r = 0; r < R; ++r) {
-        const __m512i I = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
-        acc[r][t & 1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r][t & 1]);
+        const __m512i I =
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
+        acc[r][t & 1] =
+            _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r][t & 1]);
       }
     }
   }
@@ -521,7 +530,8 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F), bits45 = _mm512_set1_epi8(0x30), k32 = _mm512_set1_epi8(32);
-  // Per 16-bit lane shifts moving qh bits (2g, 2g+1) to bits 4, 5: g = 0 | 1 (left 4 | 2), g = 2 | 3 (right 0 | 2).
+  // Per 16-bit lane shifts moving qh bits (2g, 2g+1) to bits 4, 5: g = 0 | 1 (left 4 | 2), g = 2 | 3 (right 0
+  // | 2).
   const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
   const __m512i shr23 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
@@ -540,24 +550,27 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
     }
     for (int h = 0; h < 2; ++h) {
       const __m512i ql = _mm512_loadu_si512(b + 64 * h);
-      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+      const __m512i qh =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
       for (int gp = 0; gp < 2; ++gp) {  // blocks 4h + 2gp, 4h + 2gp + 1
         const int q = 2 * h + gp;
         const __m512i lo = _mm512_and_si512(gp ? _mm512_srli_epi16(ql, 4) : ql, low4);
-        const __m512i hi = _mm512_and_si512(gp ? _mm512_srlv_epi16(qh, shr23) : _mm512_sllv_epi16(qh, shl01), bits45);
+        const __m512i hi =
+            _mm512_and_si512(gp ? _mm512_srlv_epi16(qh, shr23) : _mm512_sllv_epi16(qh, shl01), bits45);
         const __m512i u = _mm512_or_si512(lo, hi);
         // int16 lane l (elements 2l, 2l+1) of this pair: scale index 4q + l / 8.
         const __m512i sidx = _mm512_add_epi16(
             _mm512_set1_epi16(static_cast<int16_t>(4 * q)),
-            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
-                                               13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_srli_epi16(_mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16,
+                                               15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                               3));
         const __m512i scq = _mm512_permutexvar_epi16(sidx, sc16);
         for (int r = 0; r < R; ++r) {
           const __m512i av = LoadAct2(a, m + r, sb * 8 + 2 * q, 2);
           const __m512i dq = _mm512_sub_epi16(_mm512_maddubs_epi16(u, av), _mm512_maddubs_epi16(k32, av));
           const __m512i I = _mm512_madd_epi16(dq, scq);
-          acc[r][gp] = _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r][gp]);
+          acc[r][gp] =
+              _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(q), S[r]), _mm512_cvtepi32_ps(I), acc[r][gp]);
         }
       }
     }
@@ -567,21 +580,38 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
 #endif
 
 template <int R>
-inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                   float* out) {
+inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0,
+                   int64_t kb1, float* out) {
   switch (format) {
 #if MOERUN_QUANT_DOT_VNNI
-    case DType::kQ8_0: RowSimple512<R, true>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ4_0: RowSimple512<R, false>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ4_K: RowQ4K512<R>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ6_K: RowQ6K512<R>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ8_0:
+      RowSimple512<R, true>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ4_0:
+      RowSimple512<R, false>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ4_K:
+      RowQ4K512<R>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ6_K:
+      RowQ6K512<R>(row, a, m, kb0, kb1, out);
+      break;
 #else
-    case DType::kQ8_0: RowSimple<R, true>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ4_0: RowSimple<R, false>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ4_K: RowQ4K<R>(row, a, m, kb0, kb1, out); break;
-    case DType::kQ6_K: RowQ6K<R>(row, a, m, kb0, kb1, out); break;
+    case DType::kQ8_0:
+      RowSimple<R, true>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ4_0:
+      RowSimple<R, false>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ4_K:
+      RowQ4K<R>(row, a, m, kb0, kb1, out);
+      break;
+    case DType::kQ6_K:
+      RowQ6K<R>(row, a, m, kb0, kb1, out);
+      break;
 #endif
-    default: break;
+    default:
+      break;
   }
 }
 

@@ -25,9 +25,9 @@ enum class PackedLayout : uint8_t { kLanes16, kRows };
 
 struct WeightFormatTraits {
   WeightFormat format;
-  const char* name;      // "q4_k": the spelling of --weight-format and --type
-  DType storage;         // the element/block dtype of a row, e.g. DType::kQ4_K
-  int64_t k_alignment;   // a row's length (or a K slice of it) must be a multiple: 1, 32 or 256
+  const char* name;     // "q4_k": the spelling of --weight-format and --type
+  DType storage;        // the element/block dtype of a row, e.g. DType::kQ4_K
+  int64_t k_alignment;  // a row's length (or a K slice of it) must be a multiple: 1, 32 or 256
   PackedLayout layout;
   double bits_per_weight;  // 32, 16, 16, 8.5, 4.5, 4.5, 6.5625
 };

@@ -74,9 +74,12 @@ Status Validate(const ModelConfig& c, const TensorSource& ckpt, const Expected& 
       return InvalidArgument("{}: tensor '{}' has shape {}, expected {} from config.json", ckpt.path(), name,
                              ShapeToString(t->shape), ShapeToString(shape));
     }
-    if (t->dtype != DType::kF32 && t->dtype != DType::kBF16 && t->dtype != DType::kF16) {
-      return InvalidArgument("{}: tensor '{}' has dtype {}, expected F32, BF16 or F16", ckpt.path(), name,
-                             DTypeName(t->dtype));
+    const bool dense = t->dtype == DType::kF32 || t->dtype == DType::kBF16 || t->dtype == DType::kF16;
+    if (!dense && !(IsBlockDType(t->dtype) && shape.size() == 2)) {
+      return InvalidArgument(
+          "{}: tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a "
+          "matrix)",
+          ckpt.path(), name, DTypeName(t->dtype));
     }
   }
   for (const std::string& name : ckpt.Names()) {
@@ -195,8 +198,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     ASSIGN_OR_RETURN(Tensor head,
                      ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
     const int64_t v0 = m->tp_rank_ * c.vocab_size / par.tp, v1 = (m->tp_rank_ + 1) * c.vocab_size / par.tp;
-    ASSIGN_OR_RETURN(m->lm_head_,
-                     PackAs(head.Rows(v0, v1), options.weight_format));
+    ASSIGN_OR_RETURN(m->lm_head_, PackAs(head.Rows(v0, v1), options.weight_format));
   }
   const std::optional<WeightFormat> w = options.weight_format;
   // One set of MoE expert buffers for the whole rank, shared by every MoE layer.
@@ -229,15 +231,16 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     at.kv_b.assign(kv_b32.span<float>().begin(), kv_b32.span<float>().end());
     ASSIGN_OR_RETURN(Tensor o, ckpt.Get(a + "o_proj.weight"));
     // Deterministic mode sums o_proj per head (K-blocks of v_head_dim columns).
-    ASSIGN_OR_RETURN(at.o_proj, PackAs(o, w, h0 * c.v_head_dim, h1 * c.v_head_dim,
-                                       par.deterministic ? c.v_head_dim : 0));
+    ASSIGN_OR_RETURN(
+        at.o_proj, PackAs(o, w, h0 * c.v_head_dim, h1 * c.v_head_dim, par.deterministic ? c.v_head_dim : 0));
     if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(
-          lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool, m->options_.kernels, moe_scratch));
+      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool,
+                                                   m->options_.kernels, moe_scratch));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
-      ASSIGN_OR_RETURN(lw.mlp_gate_up, PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.dim(1))));
+      ASSIGN_OR_RETURN(lw.mlp_gate_up,
+                       PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.dim(1))));
       ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
     }
   }
@@ -429,7 +432,7 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
   // Embeddings.
   std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
   std::vector<float> o(static_cast<size_t>(t_count * (head_end_ - head_begin_) * c.v_head_dim));
-  const size_t row_bytes = static_cast<size_t>(h) * DTypeSize(embed_.dtype());
+  const size_t row_bytes = DTypeRowBytes(embed_.dtype(), h);  // GGUF files may hold Q4_K etc.
   for (int64_t t = 0; t < t_count; ++t) {
     ConvertToF32(embed_.dtype(), embed_.data<char>() + static_cast<size_t>(tokens[t]) * row_bytes,
                  hs.data() + t * h, static_cast<size_t>(h));
@@ -509,7 +512,8 @@ double DeepseekModel::DecodeWeightBytesPerToken() const {
     const MoeWeights& w = lw.moe->weights();
     bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
     double experts = 0;
-    for (size_t e = 0; e < w.gate_up.size(); ++e) experts += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
+    for (size_t e = 0; e < w.gate_up.size(); ++e)
+      experts += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
     // A token visits k of the E experts; this rank holds its share of them.
     bytes += experts * static_cast<double>(config_.moe.num_experts_per_tok) /
              static_cast<double>(config_.moe.n_routed_experts);
@@ -527,7 +531,8 @@ double DeepseekModel::PackedWeightBytes() const {
     if (!lw.moe) continue;
     const MoeWeights& w = lw.moe->weights();
     bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
-    for (size_t e = 0; e < w.gate_up.size(); ++e) bytes += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
+    for (size_t e = 0; e < w.gate_up.size(); ++e)
+      bytes += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
   }
   return bytes;
 }

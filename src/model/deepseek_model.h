@@ -33,7 +33,7 @@ struct ModelLoadOptions {
   // Packed format of the linear layers, e.g. kQ4_K; nullopt: as stored. Embeddings, norms, the
   // MoE router and the absorbed kv_b stay full precision, as in llama.cpp.
   std::optional<WeightFormat> weight_format;
-  KernelPolicy kernels;  // kernel rows (kernels/kernel_table.h)
+  KernelPolicy kernels;        // kernel rows (kernels/kernel_table.h)
   bool check_tensors = false;  // scan every tensor for NaN/Inf first
   // Layout (world = tp x dp). Attention heads are split over the TP ranks of a replica (row-
   // parallel o_proj, one all-reduce); MoE layers run on ParallelMoe with the same flags; dense

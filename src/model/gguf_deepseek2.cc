@@ -298,14 +298,6 @@ class Deepseek2Source : public TensorSource {
   StatusOr<Tensor> RebuildKvB(const Entry& e) const {
     ASSIGN_OR_RETURN(Tensor kb, file_->Get(e.gguf));
     ASSIGN_OR_RETURN(Tensor vb, file_->Get(e.v_b));
-    for (const Tensor* t : {&kb, &vb}) {
-      if (!IsFloat(t->dtype())) {
-        return Unimplemented(
-            "{}: rebuilding '{}' from {} {} needs F32/F16/BF16 (block types need "
-            "core/block_quant.h)",
-            file_->path(), e.meta.name, t == &kb ? e.gguf : e.v_b, DTypeName(t->dtype()));
-      }
-    }
     ASSIGN_OR_RETURN(Tensor k, kb.ToF32());
     ASSIGN_OR_RETURN(Tensor v, vb.ToF32());
     const int64_t nh = k.dim(0), r = k.dim(1), dn = k.dim(2), dv = v.dim(1);
@@ -765,15 +757,20 @@ Status AppendRow(GgufWriter* w, DType type, const float* row, int64_t n, std::ve
 // all rows) converted to `type`.
 Status AppendTensor(GgufWriter* w, const Tensor& t, DType type, const std::string& name,
                     std::vector<float>* f32, std::vector<uint8_t>* buf, int64_t begin = 0, int64_t end = -1) {
-  if (!IsFloat(t.dtype())) {
-    return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", name, DTypeName(t.dtype()));
+  if (!IsFloat(t.dtype()) && !IsBlockDType(t.dtype())) {
+    return InvalidArgument("tensor '{}' has dtype {}, expected a float or GGUF block type", name,
+                           DTypeName(t.dtype()));
   }
   const int64_t cols = t.rank() == 0 ? 1 : t.dim(t.rank() - 1);
   const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
   if (end < 0) end = rows;
   f32->resize(static_cast<size_t>(cols));
   const auto* p = static_cast<const uint8_t*>(t.raw());
-  const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(t.dtype());
+  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
+  if (t.dtype() == type) {  // already in the target type (e.g. make-model's random blocks): as is
+    return w->Append(p + static_cast<size_t>(begin) * row_bytes,
+                     static_cast<size_t>(end - begin) * row_bytes);
+  }
   for (int64_t r = begin; r < end; ++r) {
     ConvertToF32(t.dtype(), p + static_cast<size_t>(r) * row_bytes, f32->data(), static_cast<size_t>(cols));
     RETURN_IF_ERROR(AppendRow(w, type, f32->data(), cols, buf));
@@ -1022,11 +1019,7 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
       case Planned::Kind::kKB:
       case Planned::Kind::kVB: {
         ASSIGN_OR_RETURN(Tensor x, hf.Get(t.hf));
-        if (!IsFloat(x.dtype())) {
-          return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", t.hf,
-                                 DTypeName(x.dtype()));
-        }
-        ASSIGN_OR_RETURN(Tensor kv, x.ToF32());
+        ASSIGN_OR_RETURN(Tensor kv, x.ToF32());  // block types dequantise
         const float* kvp = kv.data<float>();
         const bool k = t.kind == Planned::Kind::kKB;
         const int64_t rows = k ? r : dv, cols = k ? dn : r;
@@ -1047,5 +1040,7 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
   }
   return w->Finish();
 }
+
+std::string_view DeepseekLlmPreTokenizerJson() { return kDeepseekLlmPreTokenizer; }
 
 }  // namespace moerun

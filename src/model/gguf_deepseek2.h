@@ -66,6 +66,9 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
                           const std::string& tokenizer_json, const std::string& tokenizer_config_json,
                           const Deepseek2GgufOptions& options, const std::string& out_path);
 
+// DeepSeek LLM's pre-tokenizer in tokenizer.json form (what tokenizer.ggml.pre "deepseek-llm" means).
+std::string_view DeepseekLlmPreTokenizerJson();
+
 // The GGUF type a tensor gets under `target` (the rules above); exposed for tests and docs.
 DType Deepseek2GgufTensorType(const std::string& gguf_name, const Shape& shape, DType target);
 

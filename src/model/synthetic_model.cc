@@ -140,12 +140,14 @@ std::string SyntheticV2LiteConfigJson(int64_t layers) {
 
 DType SyntheticMatrixDType(DType requested, int64_t cols) {
   DType t = requested;
-  while (cols % DTypeBlockSize(t) != 0) t = t == DType::kQ8_0 || t == DType::kQ4_0 ? DType::kF16 : DType::kQ8_0;
+  while (cols % DTypeBlockSize(t) != 0)
+    t = t == DType::kQ8_0 || t == DType::kQ4_0 ? DType::kF16 : DType::kQ8_0;
   return t;
 }
 
 StatusOr<std::unique_ptr<SyntheticTensorSource>> SyntheticTensorSource::Create(const ModelConfig& config,
-                                                                               DType matrix_dtype, uint64_t seed,
+                                                                               DType matrix_dtype,
+                                                                               uint64_t seed,
                                                                                ThreadPool* pool) {
   if (matrix_dtype != DType::kF32 && matrix_dtype != DType::kBF16 && matrix_dtype != DType::kF16 &&
       !IsBlockDType(matrix_dtype)) {
@@ -184,7 +186,8 @@ StatusOr<Tensor> SyntheticTensorSource::Get(std::string_view name) const {
   const bool norm = m->shape.size() == 1;
   if (norm) {
     // Norm weights 1; the score-correction bias 0.
-    if (!m->name.ends_with("e_score_correction_bias")) std::fill(t.data<float>(), t.data<float>() + t.numel(), 1.0f);
+    if (!m->name.ends_with("e_score_correction_bias"))
+      std::fill(t.data<float>(), t.data<float>() + t.numel(), 1.0f);
     return t;
   }
   const int64_t rows = t.numel() / m->shape.back(), cols = m->shape.back();

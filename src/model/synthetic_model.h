@@ -30,8 +30,9 @@ std::string SyntheticV2LiteConfigJson(int64_t layers);
 class SyntheticTensorSource : public TensorSource {
  public:
   // `pool` (may be null) fills large tensors in parallel; it must outlive the source.
-  static StatusOr<std::unique_ptr<SyntheticTensorSource>> Create(const ModelConfig& config, DType matrix_dtype,
-                                                                 uint64_t seed, ThreadPool* pool);
+  static StatusOr<std::unique_ptr<SyntheticTensorSource>> Create(const ModelConfig& config,
+                                                                 DType matrix_dtype, uint64_t seed,
+                                                                 ThreadPool* pool);
   StatusOr<Tensor> Get(std::string_view name) const override;
   const TensorMeta* Find(std::string_view name) const override;
   std::vector<std::string> Names() const override;

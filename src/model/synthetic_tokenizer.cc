@@ -34,15 +34,20 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
   if (vocab_size < 258 || vocab_size > max_vocab)
     return InvalidArgument("synthetic tokenizer: vocab_size {} outside [258, {}]", vocab_size, max_vocab);
   if (bos_id < 256 || bos_id >= vocab_size || eos_id < 256 || eos_id >= vocab_size || bos_id == eos_id)
-    return InvalidArgument("synthetic tokenizer: bos {} / eos {} must be distinct ids in [256, {})", bos_id, eos_id,
-                           vocab_size);
+    return InvalidArgument("synthetic tokenizer: bos {} / eos {} must be distinct ids in [256, {})", bos_id,
+                           eos_id, vocab_size);
   const std::vector<std::string> sym = ByteSymbols();
   nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
   nlohmann::json merges = nlohmann::json::array();
   nlohmann::json added = nlohmann::json::array();
   auto special = [&](int64_t id, const char* text) {
-    added.push_back({{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+    added.push_back({{"id", id},
+                     {"content", text},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
     vocab[text] = id;
   };
   int64_t id = 0;
@@ -51,11 +56,15 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
   int64_t pair = 0, triple = 0;
   while (id < vocab_size) {
     if (id == bos_id) {
-      special(id++, "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
+      special(id++,
+              "<\xef\xbd\x9c"
+              "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
       continue;
     }
     if (id == eos_id) {
-      special(id++, "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
+      special(id++,
+              "<\xef\xbd\x9c"
+              "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
       continue;
     }
     std::string left, right;
@@ -80,10 +89,17 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
   j["normalizer"] = nullptr;
   j["pre_tokenizer"] = nlohmann::json::parse(DeepseekLlmPreTokenizerJson());
   j["post_processor"] = nullptr;
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = {{"type", "BPE"},          {"dropout", nullptr},         {"unk_token", nullptr},
-                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
-                {"byte_fallback", false}, {"vocab", vocab},             {"merges", merges}};
+  j["decoder"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"vocab", vocab},
+                {"merges", merges}};
   return j.dump();
 }
 

@@ -55,11 +55,11 @@ class ExpertCompute {
 
  private:
   KernelPolicy policy_;
-  ScratchBuffer<float> x_perm_;  // [n, H] rows in expert order
-  ScratchBuffer<float> act_;     // [n, I_max] SwiGLU activations, zero beyond an expert's I
-  ScratchBuffer<float> y_perm_;  // [n, k_blocks, H] outputs in expert order
-  ActivationBuffer x_acts_;      // x_perm_ in the gate/up kernels' formats
-  ActivationBuffer act_acts_;    // act_ in the down kernels' formats
+  ScratchBuffer<float> x_perm_;    // [n, H] rows in expert order
+  ScratchBuffer<float> act_;       // [n, I_max] SwiGLU activations, zero beyond an expert's I
+  ScratchBuffer<float> y_perm_;    // [n, k_blocks, H] outputs in expert order
+  ActivationBuffer x_acts_;        // x_perm_ in the gate/up kernels' formats
+  ActivationBuffer act_acts_;      // act_ in the down kernels' formats
   std::vector<int64_t> perm_row_;  // permuted position -> row, of the last Run
 };
 

@@ -33,9 +33,11 @@ Status CheckTensor(const TensorSource& ckpt, const std::string& full, const Shap
     return InvalidArgument("tensor '{}' has shape {}, expected {} from the config", full,
                            ShapeToString(entry->shape), ShapeToString(want));
   }
-  if (!IsFloat(entry->dtype)) {
-    return InvalidArgument("tensor '{}' has dtype {}, expected F32, BF16 or F16", full,
-                           DTypeName(entry->dtype));
+  // Matrices may come as GGUF blocks (Q4_K ...); vectors (router bias) must be floats.
+  if (!IsFloat(entry->dtype) && !(IsBlockDType(entry->dtype) && want.size() >= 2)) {
+    return InvalidArgument(
+        "tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a matrix)", full,
+        DTypeName(entry->dtype));
   }
   return Status::Ok();
 }
@@ -61,7 +63,6 @@ Tensor Slice(const Tensor& t, int64_t index) {
   Tensor rows = t.Rows(index, index + 1);
   return Tensor::View(rows.dtype(), {t.dim(1), t.dim(2)}, rows.raw(), nullptr);
 }
-
 
 }  // namespace
 
@@ -168,9 +169,11 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
     ASSIGN_OR_RETURN(Tensor up_w, ckpt.Get(p + "up_proj.weight"));
     ASSIGN_OR_RETURN(Tensor down_w, ckpt.Get(p + "down_proj.weight"));
     const WeightFormat up_format = ResolveWeightFormat(requested, gate_w.dtype(), c.hidden_size);
-    const WeightFormat sdown_format = ResolveWeightFormat(requested, down_w.dtype(), shard.s_end - shard.s_begin);
-    ASSIGN_OR_RETURN(w.shared_gate_up, PackedWeight::PackGateUp(gate_w.Rows(shard.s_begin, shard.s_end),
-                                                                up_w.Rows(shard.s_begin, shard.s_end), up_format));
+    const WeightFormat sdown_format =
+        ResolveWeightFormat(requested, down_w.dtype(), shard.s_end - shard.s_begin);
+    ASSIGN_OR_RETURN(w.shared_gate_up,
+                     PackedWeight::PackGateUp(gate_w.Rows(shard.s_begin, shard.s_end),
+                                              up_w.Rows(shard.s_begin, shard.s_end), up_format));
     ASSIGN_OR_RETURN(w.shared_down, PackedWeight::Pack(down_w, sdown_format, shard.s_begin, shard.s_end));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(Tensor g, ckpt.Get(prefix + "shared_expert_gate.weight"));

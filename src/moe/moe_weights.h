@@ -42,23 +42,23 @@ struct MoeShard {
 };
 
 struct MoeWeights {
-  Tensor router;                      // [E, H] f32
-  PackedWeight router_packed;         // the same, packed f32 for the matmul kernels
-  std::vector<float> score_bias;      // [E] e_score_correction_bias, empty if absent
-  std::vector<PackedWeight> gate_up;  // E x [I (gate|up interleaved), H]
-  std::vector<PackedWeight> down;     // E x [H, I]
-  PackedWeight shared_gate_up;        // [S, H] interleaved; empty when S = 0
-  PackedWeight shared_down;           // [H, S]
-  std::vector<float> shared_gate;     // [H] Qwen2-MoE sigmoid gate row, empty otherwise
+  Tensor router;                              // [E, H] f32
+  PackedWeight router_packed;                 // the same, packed f32 for the matmul kernels
+  std::vector<float> score_bias;              // [E] e_score_correction_bias, empty if absent
+  std::vector<PackedWeight> gate_up;          // E x [I (gate|up interleaved), H]
+  std::vector<PackedWeight> down;             // E x [H, I]
+  PackedWeight shared_gate_up;                // [S, H] interleaved; empty when S = 0
+  PackedWeight shared_down;                   // [H, S]
+  std::vector<float> shared_gate;             // [H] Qwen2-MoE sigmoid gate row, empty otherwise
   WeightFormat format = WeightFormat::kBF16;  // of the routed gate/up weights, e.g. kQ4_K (a down
                                               // slice may fall back, see ResolveWeightFormat)
 
   // Validates and loads the block at `prefix` in `ckpt`. `requested` packs experts in that
   // format; nullopt means "as stored" (bf16 stays bf16, a GGUF Q4_K stays Q4_K, ...).
   // `shard` selects what this rank packs (only those bytes of the mapping are read).
-  static StatusOr<MoeWeights> Load(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
-                                   std::optional<WeightFormat> requested, ThreadPool* pool,
-                                   MoeShard shard = {});
+  static StatusOr<MoeWeights> Load(const MoeConfig& config, const TensorSource& ckpt,
+                                   const std::string& prefix, std::optional<WeightFormat> requested,
+                                   ThreadPool* pool, MoeShard shard = {});
 };
 
 // The shared expert's multiplier for one token: sigmoid(x . shared_expert_gate) for Qwen2-MoE,

@@ -112,13 +112,10 @@ std::string ParallelOptions::ToString() const {
 
 ParallelMoe::~ParallelMoe() = default;
 
-StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const TensorSource& ckpt,
-                                                           const std::string& prefix,
-                                                           const ParallelOptions& options,
-                                                           Communicator& world,
-                                                           std::optional<WeightFormat> weight_format,
-                                                           ThreadPool* pool, KernelPolicy kernels,
-                                                           std::shared_ptr<MoeRankScratch> scratch) {
+StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(
+    const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
+    const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
+    ThreadPool* pool, KernelPolicy kernels, std::shared_ptr<MoeRankScratch> scratch) {
   RETURN_IF_ERROR(options.Validate(config, world.size()));
   std::unique_ptr<ParallelMoe> m(new ParallelMoe());
   m->config_ = config;
@@ -154,7 +151,8 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
   if (scratch != nullptr && scratch->compute.policy().deterministic != kernels.deterministic) {
     return Internal("{}: the shared MoE scratch was made for another kernel policy", prefix);
   }
-  m->scratch_ = scratch != nullptr ? std::move(scratch) : std::make_shared<MoeRankScratch>(std::move(kernels));
+  m->scratch_ =
+      scratch != nullptr ? std::move(scratch) : std::make_shared<MoeRankScratch>(std::move(kernels));
   RETURN_IF_ERROR(m->Bind());
   return m;
 }
@@ -216,7 +214,8 @@ Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
   };
   for (int64_t e = expert_begin_; e < expert_end_; ++e)
     RETURN_IF_ERROR(check(weights_.down[static_cast<size_t>(e)], LocalBlocks(options_.ep), "expert"));
-  const int64_t shared_nb = options_.SharedSharded() ? kDeterministicBlocks / options_.tp : kDeterministicBlocks;
+  const int64_t shared_nb =
+      options_.SharedSharded() ? kDeterministicBlocks / options_.tp : kDeterministicBlocks;
   return check(weights_.shared_down, shared_nb, "shared expert");
 }
 
@@ -292,7 +291,8 @@ MoePart ParallelMoe::MakePart(ReductionState state, int64_t rows, int64_t cols, 
 }
 
 void ParallelMoe::ReleasePart(MoePart* part) {
-  if (part->fixed.capacity() > 0 && scratch_->spare_fixed.size() < 4) scratch_->spare_fixed.push_back(std::move(part->fixed));
+  if (part->fixed.capacity() > 0 && scratch_->spare_fixed.size() < 4)
+    scratch_->spare_fixed.push_back(std::move(part->fixed));
   part->fixed = {};
 }
 
@@ -397,13 +397,13 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     // Deterministic mode reads the K-block partials where the experts wrote them (expert order):
     // no zero fill or scatter of the nb-times larger output.
     scratch_->compute.Run({.x = x_rows,
-                   .hidden = h,
-                   .n_rows = n,
-                   .token = token.data(),
-                   .expert = expert.data(),
-                   .k_blocks = nb,
-                   .expert_order = det},
-                  refs, pool_, y);
+                           .hidden = h,
+                           .n_rows = n,
+                           .token = token.data(),
+                           .expert = expert.data(),
+                           .k_blocks = nb,
+                           .expert_order = det},
+                          refs, pool_, y);
     std::vector<int64_t> pos_of(static_cast<size_t>(n));  // row -> output position
     if (det) {
       const std::span<const int64_t> rows = scratch_->compute.RowsInExpertOrder();
@@ -495,12 +495,12 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   float* y_recv = y;
   float* y_back = y + n_recv * nb * h;
   scratch_->compute.Run({.x = recv_x.data(),
-                 .hidden = h,
-                 .n_rows = n_recv,
-                 .token = token.data(),
-                 .expert = expert.data(),
-                 .k_blocks = nb},
-                refs, pool_, y_recv);
+                         .hidden = h,
+                         .n_rows = n_recv,
+                         .token = token.data(),
+                         .expert = expert.data(),
+                         .k_blocks = nb},
+                        refs, pool_, y_recv);
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
@@ -531,13 +531,13 @@ ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
   const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
   float* y = scratch_->y_shared.Get(static_cast<size_t>(t_own * nb * h));
   scratch_->compute.Run({.x = x_own.data<float>(),
-                 .hidden = h,
-                 .n_rows = t_own,
-                 .token = token.data(),
-                 .expert = expert.data(),
-                 .k_blocks = nb,
-                 .expert_order = options_.deterministic},  // one expert: expert order is row order
-                std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
+                         .hidden = h,
+                         .n_rows = t_own,
+                         .token = token.data(),
+                         .expert = expert.data(),
+                         .k_blocks = nb,
+                         .expert_order = options_.deterministic},  // one expert: expert order is row order
+                        std::span<const ExpertWeightsRef>(&ref, 1), pool_, y);
   return {y, nb};
 }
 

@@ -103,19 +103,21 @@ class Dispatcher {
 // Thread safety: used by one layer's Forward at a time.
 struct MoeRankScratch {
   explicit MoeRankScratch(KernelPolicy policy) : compute(std::move(policy)) {}
-  ExpertCompute compute;          // expert MLP buffers and prepared activations
-  ScratchBuffer<float> y;         // routed expert outputs [rows, nb, H]
-  ScratchBuffer<float> y_shared;  // shared expert outputs [tokens, nb, H]
+  ExpertCompute compute;                           // expert MLP buffers and prepared activations
+  ScratchBuffer<float> y;                          // routed expert outputs [rows, nb, H]
+  ScratchBuffer<float> y_shared;                   // shared expert outputs [tokens, nb, H]
   std::vector<std::vector<Fixed128>> spare_fixed;  // released part buffers (deterministic mode)
 };
 
 class ParallelMoe {
  public:
   // Validates the options, splits the groups and loads this rank's part of the block.
-  static StatusOr<std::unique_ptr<ParallelMoe>> Create(
-      const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
-      const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
-      ThreadPool* pool, KernelPolicy kernels = {}, std::shared_ptr<MoeRankScratch> scratch = nullptr);
+  static StatusOr<std::unique_ptr<ParallelMoe>> Create(const MoeConfig& config, const TensorSource& ckpt,
+                                                       const std::string& prefix,
+                                                       const ParallelOptions& options, Communicator& world,
+                                                       std::optional<WeightFormat> weight_format,
+                                                       ThreadPool* pool, KernelPolicy kernels = {},
+                                                       std::shared_ptr<MoeRankScratch> scratch = nullptr);
   ~ParallelMoe();
 
   // Rows [begin, end) of an n-token batch that this rank holds on input and output.
@@ -194,7 +196,7 @@ class ParallelMoe {
   Communicator* world_ = nullptr;
   ThreadPool* pool_ = nullptr;
   std::shared_ptr<MoeRankScratch> scratch_;  // this rank's, shared with the other layers
-  std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
+  std::unique_ptr<Dispatcher> dispatcher_;   // bound in Bind()
   std::optional<ReductionState> shared_state_override_;
   bool reduce_again_ = false;
   ProbeFn probe_;

@@ -107,7 +107,8 @@ void PrintRow(const BenchArgs& a, const std::string& layout, int ranks, int thre
 DType StorageFor(WeightFormat f) { return f == WeightFormat::kF32 ? DType::kF32 : DType::kBF16; }
 
 // The same benchmark on tp x dp ranks (in-process threads, or MPI processes under mpirun).
-Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat format, const KernelPolicy& policy) {
+Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat format,
+                   const KernelPolicy& policy) {
   const DType dtype = StorageFor(format);
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
@@ -115,8 +116,7 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat for
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
-    ASSIGN_OR_RETURN(auto moe,
-                     ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
     if (lead) {
       std::fprintf(stderr, "bench-moe: %s, %s weights, %d ranks x %d threads (%s)\n",
@@ -192,8 +192,8 @@ Status Run(const BenchArgs& a) {
   MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
   const double bytes_per_weight = Traits(format).bits_per_weight / 8;
   std::fprintf(stderr, "bench-moe: %s, %s weights, %d threads, cpu: %s, kernel %s at 1 row\n",
-               config.Summary().c_str(), WeightFormatName(format), pool.size(), GetCpuFeatures().ToString().c_str(),
-               SelectKernel(format, 1, policy).name);
+               config.Summary().c_str(), WeightFormatName(format), pool.size(),
+               GetCpuFeatures().ToString().c_str(), SelectKernel(format, 1, policy).name);
   if (!a.json) {
     std::printf("| tokens | median ms | min ms | tokens/s | weights GB/s | GFLOP/s | iters |\n");
     std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -9,9 +9,10 @@ namespace moerun {
 void RegisterMoeLayerCommand(CLI::App& app, int* exit_code);
 void RegisterBenchMoeCommand(CLI::App& app, int* exit_code);
 void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
-void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, bench, make-model, inspect
+void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, bench, inspect
+void RegisterMakeModelCommand(CLI::App& app, int* exit_code);
 void RegisterGenerateCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
-void RegisterConvertGgufCommand(CLI::App& app, int* exit_code);  // convert-gguf
+void RegisterConvertGgufCommand(CLI::App& app, int* exit_code);  // quantize (alias convert-gguf)
 
 }  // namespace moerun

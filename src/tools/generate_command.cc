@@ -34,6 +34,7 @@ struct GenerateArgs {
   int64_t context = 0;  // 0: prompt + n
   SamplingParams sampling;
   bool print_ids = false;
+  bool ignore_eos = false;  // generate exactly -n tokens (benchmarks, comparisons)
 };
 
 // Length of the longest prefix of `s` that does not end inside a UTF-8 sequence.
@@ -119,7 +120,7 @@ Status RunGenerate(const GenerateArgs& a) {
         std::printf("%s%d", generated.size() > 1 ? "," : "", next);
         std::fflush(stdout);
       }
-      if (next == model.config().eos_token_id ||
+      if ((next == model.config().eos_token_id && !a.ignore_eos) ||
           static_cast<int64_t>(prompt.size() + generated.size()) >= ctx || i + 1 == a.n_predict) {
         break;
       }
@@ -156,6 +157,7 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code) {
   gc->add_option("--top-k", gen->sampling.top_k, "Top-k (0 = off)");
   gc->add_option("--top-p", gen->sampling.top_p, "Top-p (1 = off)");
   gc->add_option("--seed", gen->sampling.seed, "Sampling seed");
+  gc->add_flag("--ignore-eos", gen->ignore_eos, "Do not stop at the end-of-sequence token");
   gc->add_flag("--print-ids", gen->print_ids, "Print generated token ids, comma-separated, instead of text");
   gc->callback([gen, exit_code] {
     const Status s = RunGenerate(*gen);

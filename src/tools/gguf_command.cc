@@ -1,5 +1,5 @@
-// moerun convert-gguf: write a Hugging Face DeepSeek-V2/V3 checkpoint directory as a llama.cpp
-// `deepseek2` GGUF file (model/gguf_deepseek2.h; docs/gguf.md). The result loads in llama.cpp and
+// moerun quantize (alias convert-gguf): write a Hugging Face DeepSeek-V2/V3 checkpoint directory as a
+// llama.cpp `deepseek2` GGUF file (model/gguf_deepseek2.h; docs/gguf.md). The result loads in llama.cpp and
 // in moerun (`-m FILE.gguf` on every model command).
 #include <cstdio>
 #include <filesystem>
@@ -111,8 +111,10 @@ Status InspectGguf(const ModelArgs& a) {
 
 void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ConvertGgufArgs>();
-  CLI::App* cmd =
-      app.add_subcommand("convert-gguf", "Write an HF DeepSeek-V2/V3 checkpoint as a llama.cpp GGUF");
+  CLI::App* cmd = app.add_subcommand(
+      "quantize",
+      "Write an HF DeepSeek-V2/V3 checkpoint as a llama.cpp GGUF in a chosen type (alias convert-gguf)");
+  cmd->alias("convert-gguf");
   cmd->add_option("-m,--model", args->model_dir,
                   "HF checkpoint directory (config.json, safetensors, tokenizer.json)")
       ->required();

@@ -8,8 +8,9 @@ void KernelFlags::Add(CLI::App* cmd, const std::string& default_format) {
                   "Packed weights: auto (as stored)|" + WeightFormatChoices() + "; quantised at load")
       ->capture_default_str();
   cmd->add_option("--precision", precision, "Activation rounding for bf16 weights: auto|f32|bf16");
-  cmd->add_option("--kernel", kernel,
-                  "Force kernel rows: an ISA (ref|avx2|avx512|avx512vnni) or a row name (see `moerun --version`)");
+  cmd->add_option(
+      "--kernel", kernel,
+      "Force kernel rows: an ISA (ref|avx2|avx512|avx512vnni) or a row name (see `moerun --version`)");
 }
 
 StatusOr<std::optional<WeightFormat>> KernelFlags::Format() const {

@@ -4,10 +4,9 @@
 // Parsed and validated once, before any weight is read.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "core/status.h"
 #include "kernels/kernel_table.h"

@@ -20,6 +20,7 @@ int Run(int argc, char** argv) {
   moerun::RegisterGenerateCommand(app, &exit_code);
   moerun::RegisterEvalCommand(app, &exit_code);
   moerun::RegisterModelCommands(app, &exit_code);
+  moerun::RegisterMakeModelCommand(app, &exit_code);
   moerun::RegisterConvertGgufCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   if (version) {

@@ -1,4 +1,4 @@
-// moerun logits / tokenize / bench / make-model / inspect: whole DeepSeek-V2-family models.
+// moerun logits / tokenize / bench / inspect: whole DeepSeek-V2-family models.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,7 +15,6 @@
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"
 #include "model/deepseek_model.h"
-#include "model/synthetic_model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
@@ -170,8 +169,8 @@ BenchBound Bound(const DeepseekModel& model, const BenchArgs& a, double read_gbs
   b.tg_bound = b.bytes_per_token > 0 ? read_gbs * 1e9 / b.bytes_per_token : 0;
   b.fraction = b.tg_bound > 0 ? tg_ts / b.tg_bound : 0;
   b.file_bytes = FileBytes(a.model.model_dir);
-  b.kv_bytes = static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim)) * sizeof(float) *
-               std::max(a.n_prompt, a.n_gen);
+  b.kv_bytes = static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim)) *
+               sizeof(float) * std::max(a.n_prompt, a.n_gen);
   return b;
 }
 
@@ -245,7 +244,8 @@ Status RunBench(const BenchArgs& a) {
     b.peak_rss = std::max(load_peak, PeakRssBytes());
     if (a.output == "json") {
       std::printf(
-          "{\"read_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"tg_bound_ts\": %.3f, \"tg_fraction\": %.3f, "
+          "{\"read_gbs\": %.2f, \"weight_bytes_per_token\": %.0f, \"tg_bound_ts\": %.3f, \"tg_fraction\": "
+          "%.3f, "
           "\"peak_rss_bytes\": %.0f, \"file_bytes\": %.0f, \"kv_bytes\": %.0f}\n",
           b.read_gbs, b.bytes_per_token, b.tg_bound, b.fraction, b.peak_rss, b.file_bytes, b.kv_bytes);
     } else {
@@ -253,8 +253,8 @@ Status RunBench(const BenchArgs& a) {
           "bound: read %.1f GB/s (measured just before), %.3f GB of weights per decoded token -> tg bound "
           "%.2f t/s, reached %.0f%%\nmemory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; "
           "ratio %.2f)\n",
-          b.read_gbs, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction, b.peak_rss / 1e9, b.file_bytes / 1e9,
-          b.kv_bytes / 1e9, b.peak_rss / std::max(1.0, b.file_bytes + b.kv_bytes));
+          b.read_gbs, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction, b.peak_rss / 1e9,
+          b.file_bytes / 1e9, b.kv_bytes / 1e9, b.peak_rss / std::max(1.0, b.file_bytes + b.kv_bytes));
     }
     return Status::Ok();
   });
@@ -326,19 +326,6 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   bc->add_option("-o,--output", bench->output, "md|json");
   bc->callback([bench, exit_code] {
     const Status s = RunBench(*bench);
-    *exit_code = s.ok() ? 0 : ReportError(s);
-  });
-
-  auto make = std::make_shared<std::tuple<std::string, int64_t, uint64_t, int>>("", 4, 1, 0);
-  CLI::App* mc =
-      app.add_subcommand("make-model", "Write a DeepSeek-V2-Lite-shaped random bf16 model (for bench)");
-  mc->add_option("--out,-o", std::get<0>(*make), "Output directory")->required();
-  mc->add_option("--layers", std::get<1>(*make), "Layers (layer 0 dense, the rest MoE)");
-  mc->add_option("--seed", std::get<2>(*make), "Random seed");
-  mc->add_option("-t,--threads", std::get<3>(*make), "Threads");
-  mc->callback([make, exit_code] {
-    ThreadPool pool(std::get<3>(*make) > 0 ? std::get<3>(*make) : DefaultThreadCount());
-    const Status s = WriteSyntheticV2Lite(std::get<0>(*make), std::get<1>(*make), std::get<2>(*make), &pool);
     *exit_code = s.ok() ? 0 : ReportError(s);
   });
 

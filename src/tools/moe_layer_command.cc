@@ -182,10 +182,11 @@ Status Run(const MoeLayerArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
   ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, a.prefix, format, &pool));
-  std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, kernel %s at 1 row)\n",
-               config.Summary().c_str(), a.weights.c_str(), a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(),
-               SecondsSince(t0), WeightFormatName(weights.format), pool.size(),
-               SelectKernel(weights.format, 1, policy).name);
+  std::fprintf(stderr,
+               "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, kernel %s at 1 row)\n",
+               config.Summary().c_str(), a.weights.c_str(),
+               a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(), SecondsSince(t0),
+               WeightFormatName(weights.format), pool.size(), SelectKernel(weights.format, 1, policy).name);
 
   MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
   StatusOr<MoeOutput> out = Status(StatusCode::kInternal, "not run");
@@ -203,8 +204,7 @@ Status Run(const MoeLayerArgs& a) {
               a.repeat);
 
   if (a.check)
-    RETURN_IF_ERROR(
-        CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().format));
+    RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().format));
   RETURN_IF_ERROR(WriteOutput(a.output, y, out->routing, k));
   std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
   return Status::Ok();

@@ -44,10 +44,10 @@ TEST(BlockQuantTest, Q8_0HandBlock) {
   std::vector<float> x(32, 0.0f);
   x[0] = 127.0f;
   x[1] = -127.0f;
-  x[2] = 1.5f;   // -> 2
-  x[3] = -2.5f;  // -> -3
-  x[4] = 0.49f;  // -> 0
-  x[5] = 100.4f; // -> 100
+  x[2] = 1.5f;    // -> 2
+  x[3] = -2.5f;   // -> -3
+  x[4] = 0.49f;   // -> 0
+  x[5] = 100.4f;  // -> 100
   const std::vector<uint8_t> b = Quantize(DType::kQ8_0, x);
   std::vector<uint8_t> want(34, 0);
   want[0] = 0x00;  // f16 1.0 = 0x3C00, little-endian
@@ -64,13 +64,13 @@ TEST(BlockQuantTest, Q8_0HandBlock) {
 // The largest-magnitude value is -8, so d = -8 / -8 = 1, and q = min(15, trunc(x + 8.5)).
 TEST(BlockQuantTest, Q4_0HandBlock) {
   std::vector<float> x(32, 0.0f);  // 0 -> 8
-  x[0] = -8.0f;    // -> 0
-  x[1] = 7.9f;     // 16.4 -> 16 -> clamped 15
-  x[3] = -0.5f;    // 8.0 -> 8
-  x[4] = 0.5f;     // 9.0 -> 9
-  x[16] = 7.0f;    // 15.5 -> 15
-  x[17] = 3.2f;    // 11.7 -> 11
-  x[20] = -7.51f;  // 0.99 -> 0
+  x[0] = -8.0f;                    // -> 0
+  x[1] = 7.9f;                     // 16.4 -> 16 -> clamped 15
+  x[3] = -0.5f;                    // 8.0 -> 8
+  x[4] = 0.5f;                     // 9.0 -> 9
+  x[16] = 7.0f;                    // 15.5 -> 15
+  x[17] = 3.2f;                    // 11.7 -> 11
+  x[20] = -7.51f;                  // 0.99 -> 0
   const std::vector<uint8_t> b = Quantize(DType::kQ4_0, x);
   std::vector<uint8_t> want(18, 0x88);
   want[0] = 0x00;
@@ -149,7 +149,7 @@ TEST(BlockQuantTest, KQuantDecodeLayout) {
 
   std::vector<uint8_t> q6k(210, 0);
   q6k[208] = 0x00;
-  q6k[209] = 0x3C;  // d = 1
+  q6k[209] = 0x3C;                          // d = 1
   q6k[192 + 9] = static_cast<uint8_t>(-2);  // scale of elements 144..159
   // Element 128 + 64 + 17 = 209 lies in scale group 13; use 150 = 128 + 22: group g = 0 (l = 22):
   // low nibble of ql[64 + 22], qh[32 + 22] bits 0-1. Value q = 0x2B = 43 -> 43 - 32 = 11.
@@ -202,7 +202,8 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
           e2 += (x[i] - y[i]) * (x[i] - y[i]);
           x2 += x[i] * x[i];
         }
-        EXPECT_LE(std::sqrt(e2 / x2), t == DType::kQ4_K ? 0.12 : 0.03) << DTypeName(t) << " block " << b / 256;
+        EXPECT_LE(std::sqrt(e2 / x2), t == DType::kQ4_K ? 0.12 : 0.03)
+            << DTypeName(t) << " block " << b / 256;
       }
       if (outlier) {
         EXPECT_NEAR(y[300], 40.0f, t == DType::kQ4_K ? 0.7 : 0.2) << DTypeName(t);

@@ -39,10 +39,11 @@ struct Oracle {
 };
 
 // Over k in [k0, k1), with x as the kernel row sees it.
-Oracle Reference(const MatmulKernel& kern, const std::vector<float>& x, int64_t m, int64_t k, const PackedWeight& w,
-                 int64_t n_rows, int64_t k0 = 0, int64_t k1 = -1) {
+Oracle Reference(const MatmulKernel& kern, const std::vector<float>& x, int64_t m, int64_t k,
+                 const PackedWeight& w, int64_t n_rows, int64_t k0 = 0, int64_t k1 = -1) {
   if (k1 < 0) k1 = k;
-  Oracle o{std::vector<double>(static_cast<size_t>(m * n_rows)), std::vector<double>(static_cast<size_t>(m * n_rows))};
+  Oracle o{std::vector<double>(static_cast<size_t>(m * n_rows)),
+           std::vector<double>(static_cast<size_t>(m * n_rows))};
   std::vector<std::vector<double>> rows;
   for (int64_t n = 0; n < n_rows; ++n) rows.push_back(w.Row(n));
   for (int64_t i = 0; i < m; ++i) {
@@ -82,7 +83,7 @@ class KernelRowTest : public ::testing::TestWithParam<const MatmulKernel*> {
   }
 };
 
-constexpr Shape3 kShapes[] = {{1, 16, 32}, {1, 40, 33}, {5, 100, 64}, {7, 33, 17},
+constexpr Shape3 kShapes[] = {{1, 16, 32},   {1, 40, 33},    {5, 100, 64}, {7, 33, 17},
                               {13, 130, 96}, {100, 70, 300}, {200, 64, 48}};
 
 TEST_P(KernelRowTest, StoreMatchesReference) {
@@ -145,7 +146,8 @@ TEST_P(KernelRowTest, KRangeGivesBlockPartials) {
     job.k_end = (b + 1) * align;
     RunMatmul(job, nullptr);
     const Oracle ref = Reference(kern(), x, m, k, w, n, job.k_begin, job.k_end);
-    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref.y[i], 1e-5 * ref.mag[i] + 1e-6) << b << ":" << i;
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(y[i], ref.y[i], 1e-5 * ref.mag[i] + 1e-6) << b << ":" << i;
   }
 }
 

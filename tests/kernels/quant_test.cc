@@ -1,8 +1,6 @@
 // Quantised dot tiles (kernels/quant_dot.h) against an independent double-precision oracle
 // (dequantised weights x dequantised activations), batch invariance, and exactness when every
 // scale is a power of two.
-#include "kernels/quant_dot.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +10,7 @@
 
 #include "core/block_quant.h"
 #include "core/cpu_features.h"
+#include "kernels/quant_dot.h"
 
 namespace moerun {
 namespace {
@@ -42,7 +41,8 @@ Acts QuantizeActs(const std::vector<float>& x, int64_t rows, int64_t k) {
   a.d.assign(static_cast<size_t>(rows * ldb), 0.0f);
   a.sum.assign(static_cast<size_t>(rows * ldb), 0);
   for (int64_t m = 0; m < rows; ++m) {
-    QuantizeActivationRow(x.data() + m * k, k, a.q.data() + m * ldq, a.d.data() + m * ldb, a.sum.data() + m * ldb);
+    QuantizeActivationRow(x.data() + m * k, k, a.q.data() + m * ldq, a.d.data() + m * ldb,
+                          a.sum.data() + m * ldb);
   }
   a.view = {a.q.data(), a.d.data(), a.sum.data(), ldq, ldb};
   return a;
@@ -50,8 +50,8 @@ Acts QuantizeActs(const std::vector<float>& x, int64_t rows, int64_t k) {
 
 // Oracle: sum over blocks [kb0, kb1) of dequantised weight * (q * d) activation in double, and
 // the sum of |terms| for the tolerance.
-void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m, int j, int64_t kb0, int64_t kb1,
-            double* dot, double* mag) {
+void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m, int j, int64_t kb0,
+            int64_t kb1, double* dot, double* mag) {
   *dot = 0;
   *mag = 0;
   for (int64_t e = kb0 * 32; e < kb1 * 32; ++e) {
@@ -123,9 +123,9 @@ void CheckAgainstOracle(QuantDotIsa isa, DType t, const Weights& w, int64_t k, c
 
 TEST(QuantDotTest, ActivationQuantisation) {
   std::vector<float> x(40, 0.0f);
-  x[0] = 2.0f;  // amax of block 0 -> q = 127
-  x[1] = -1.0f;  // -63.5 -> -64 (ties to even)
-  x[2] = 0.5f;   // 31.75 -> 32
+  x[0] = 2.0f;    // amax of block 0 -> q = 127
+  x[1] = -1.0f;   // -63.5 -> -64 (ties to even)
+  x[2] = 0.5f;    // 31.75 -> 32
   x[33] = -3.0f;  // block 1 (elements 32..39, padded with zeros to 64)
   std::vector<int8_t> q(64, 99);
   float d[2];
@@ -296,7 +296,8 @@ TEST(QuantDotTest, DispatchHelpers) {
   EXPECT_EQ(QuantDotIsaSupported(QuantDotIsa::kAvx2), f.HasAvx2Kernels());
   EXPECT_EQ(QuantDotIsaSupported(QuantDotIsa::kAvx512Vnni), f.HasAvx512VnniKernels());
   EXPECT_TRUE(QuantDotIsaSupported(BestQuantDotIsa()));
-  std::printf("quant dot ISAs here: best %s; cpu: %s\n", QuantDotIsaName(BestQuantDotIsa()), f.ToString().c_str());
+  std::printf("quant dot ISAs here: best %s; cpu: %s\n", QuantDotIsaName(BestQuantDotIsa()),
+              f.ToString().c_str());
 }
 
 }  // namespace

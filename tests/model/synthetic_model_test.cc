@@ -23,8 +23,9 @@ TEST_P(SyntheticSourceTest, MatricesHaveTheIntendedSpread) {
   ThreadPool pool(2);
   auto src = SyntheticTensorSource::Create(c, GetParam(), 7, &pool).value();
   EXPECT_EQ(src->Names().size(), ExpectedModelTensors(c).size());
-  for (const char* name : {"model.layers.1.mlp.experts.3.down_proj.weight", "model.layers.0.self_attn.o_proj.weight",
-                           "model.layers.1.mlp.experts.0.gate_proj.weight"}) {
+  for (const char* name :
+       {"model.layers.1.mlp.experts.3.down_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.1.mlp.experts.0.gate_proj.weight"}) {
     SCOPED_TRACE(name);
     const Tensor t = src->Get(name).value();
     EXPECT_EQ(t.dtype(), SyntheticMatrixDType(GetParam(), t.dim(1)));
@@ -52,8 +53,8 @@ TEST_P(SyntheticSourceTest, MatricesHaveTheIntendedSpread) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, SyntheticSourceTest,
-                         ::testing::Values(DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
-                                           DType::kQ6_K),
+                         ::testing::Values(DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0,
+                                           DType::kQ4_K, DType::kQ6_K),
                          [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST(SyntheticMatrixDType, FallsBackLikeTheGgufWriter) {

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# GGUF compatibility with the real llama.cpp (npm node-llama-cpp, prebuilt; installed on demand):
+#  1. moerun-written GGUFs (quantize from tiny random DeepSeek-V2 checkpoints: lite, V2 with q-LoRA
+#     and group-limited routing, V3 with noaux_tc; f32, q8_0 and q4_0) load in llama.cpp, and its
+#     greedy tokens for fixed prompts equal moerun's on the same file;
+#  2. GGUFs written by an independent stdlib writer (make_tiny_gguf.py, both MLA layouts, with and
+#     without q-LoRA) that llama.cpp accepts load in moerun with the same greedy tokens;
+#  3. a make-model random file (q4_k, real V2-Lite widths, 2 layers) gives the same tokens.
+# llama.cpp runs with an f32 KV cache, so only kernel rounding separates the engines. The V2 model
+# routes with n_group = 1: llama.cpp scores expert groups by the sum of their top-2 experts (V3's
+# rule), not by the max as HF's V2 group_limited_greedy does, so grouped V2 routing is not a
+# llama.cpp-representable model (docs/gguf.md).
+set -uo pipefail
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=/usr/bin/python3
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+PEER=$("$ROOT/scripts/install_llama_cpp_peer.sh" | tail -1) || { echo "FAIL: cannot install node-llama-cpp"; exit 1; }
+NODE="$PEER/bin/node"
+PROMPTS=("250,3,17,42" "5,9,200,7,1" "100,101,102")
+
+# compare FILE LABEL [N_CHECK]: moerun's and llama.cpp's greedy continuations of every prompt
+# (the first N_CHECK of 8 tokens, default all).
+compare() {
+  local file=$1 label=$2 check=${3:-8} args=() p
+  for p in "${PROMPTS[@]}"; do args+=(--tokens "$p"); done
+  local theirs
+  if ! theirs=$("$NODE" "$HERE/llama_greedy.mjs" "$file" "${args[@]}" -n 8 --threads 2 --kv-type f32 2>"$WORK/err"); then
+    fail "$label: llama.cpp rejected the file: $(tail -2 "$WORK/err")"
+    return
+  fi
+  for p in "${PROMPTS[@]}"; do
+    local mine want
+    mine=$("$MOERUN" generate -m "$file" --tokens "$p" -n 8 --print-ids --ignore-eos --precision f32 -t 2 2>/dev/null |
+      head -1 | cut -d, -f1-"$check")
+    want=$(grep -F "\"prompt\":[$p]" <<<"$theirs" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/' | cut -d, -f1-"$check")
+    if [[ -n $mine && $mine == "$want" ]]; then pass "$label [$p]: $mine"; else fail "$label [$p]: moerun '$mine' vs llama.cpp '$want'"; fi
+  done
+}
+
+# The synthetic DeepSeek-LLM tokenizer with its added tokens at ids 295..299 (vocab 300).
+add_tokenizer() {
+  $PY - "$ROOT/tests/tokenizer/testdata/synthetic" "$1" <<'PY'
+import json, sys
+src, dst = sys.argv[1], sys.argv[2]
+tok = json.load(open(f"{src}/tokenizer.json", encoding="utf-8"))
+for a in tok["added_tokens"]:
+    a["id"] -= 5
+for st in tok["post_processor"]["special_tokens"].values():
+    st["ids"] = [295]
+json.dump(tok, open(f"{dst}/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
+open(f"{dst}/tokenizer_config.json", "w", encoding="utf-8").write(open(f"{src}/tokenizer_config.json", encoding="utf-8").read())
+cfg = json.load(open(f"{dst}/config.json"))
+cfg["bos_token_id"], cfg["eos_token_id"] = 295, 296
+json.dump(cfg, open(f"{dst}/config.json", "w"), indent=2)
+PY
+}
+
+# 1. moerun writes, llama.cpp reads.
+for variant in lite v2 v3; do
+  hf="$WORK/$variant"
+  $PY "$ROOT/tools/make_test_model.py" "$hf" --variant "$variant" --dtype f32 --vocab 300 >/dev/null || { fail "$variant: make_test_model"; continue; }
+  add_tokenizer "$hf"
+  if [[ $variant == v2 ]]; then
+    $PY - "$hf/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c.update(topk_method="greedy", n_group=1, topk_group=1)
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+PY
+  fi
+  for type in f32 q8_0 q4_0; do
+    if "$MOERUN" quantize -m "$hf" -o "$WORK/$variant-$type.gguf" --type "$type" 2>"$WORK/err"; then
+      check=8
+      [[ $type == q8_0 ]] && check=2
+      [[ $type == q4_0 ]] && check=1
+      compare "$WORK/$variant-$type.gguf" "moerun-written $variant $type" "$check"
+    else
+      fail "$variant $type: quantize: $(cat "$WORK/err")"
+    fi
+  done
+done
+
+# 2. An independent writer's files that llama.cpp accepts, read by moerun.
+for spec in "mla|0" "mla|24" "kv_b|0"; do
+  IFS='|' read -r layout qlora <<<"$spec"
+  f="$WORK/tiny-$layout-$qlora.gguf"
+  $PY "$HERE/make_tiny_gguf.py" "$f" --arch deepseek2 --kv-layout "$layout" --q-lora-rank "$qlora" >/dev/null
+  compare "$f" "independent deepseek2 GGUF ($layout, q_lora_rank $qlora)"
+done
+
+# 3. make-model's random blocks at real widths.
+if "$MOERUN" make-model --layers 2 --type q4_k -o "$WORK/mm-q4_k.gguf" 2>/dev/null; then
+  compare "$WORK/mm-q4_k.gguf" "make-model q4_k (2 layers)" 1
+else
+  fail "make-model q4_k"
+fi
+
+echo "llama_cpp_compat: $failures failure(s)"
+[[ $failures -eq 0 ]]
