@@ -179,4 +179,8 @@ std::vector<std::string> Checkpoint::Names() const {
   return names;
 }
 
+void Checkpoint::ReleaseResidentPages() const {
+  for (const auto& f : files_) f->ReleaseResidentPages();
+}
+
 }  // namespace moerun

@@ -36,6 +36,7 @@ class Checkpoint : public TensorSource {
   // All tensor names, sorted.
   std::vector<std::string> Names() const override;
   const std::string& path() const override { return path_; }
+  void ReleaseResidentPages() const override;
 
  private:
   Checkpoint() = default;

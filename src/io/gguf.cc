@@ -1046,4 +1046,8 @@ Status GgufWriter::Finish() {
   return Status::Ok();
 }
 
+void GgufFile::ReleaseResidentPages() const {
+  if (mapping_ != nullptr) ::madvise(mapping_, size_, MADV_DONTNEED);
+}
+
 }  // namespace moerun

@@ -191,6 +191,7 @@ class GgufFile : public TensorSource, public std::enable_shared_from_this<GgufFi
   const TensorMeta* Find(std::string_view name) const override;
   std::vector<std::string> Names() const override;
   const std::string& path() const override { return label_; }
+  void ReleaseResidentPages() const override;
 
  private:
   GgufFile() = default;

@@ -372,4 +372,8 @@ Status WriteSafetensors(const std::string& path, const std::vector<NamedTensor>&
   return WriteFileAtomically(path, image);
 }
 
+void SafetensorsFile::ReleaseResidentPages() const {
+  if (mapping_ != nullptr) ::madvise(mapping_, size_, MADV_DONTNEED);
+}
+
 }  // namespace moerun

@@ -53,6 +53,8 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::string& path() const { return label_; }
+  // madvise(MADV_DONTNEED) over the mapping (see TensorSource::ReleaseResidentPages).
+  void ReleaseResidentPages() const;
   // Entries in file (offset) order.
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

@@ -39,6 +39,10 @@ class TensorSource {
   virtual std::vector<std::string> Names() const = 0;
   // The file or directory the tensors come from (for messages).
   virtual const std::string& path() const = 0;
+  // Drops the resident pages of file mappings once their bytes have been packed elsewhere, so a
+  // loaded model does not hold the file twice (packed copy + page-mapped source). Views stay
+  // valid: a later read faults the page back in from the page cache. Default: nothing to drop.
+  virtual void ReleaseResidentPages() const {}
 };
 
 }  // namespace moerun

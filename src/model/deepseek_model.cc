@@ -205,6 +205,9 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   auto moe_scratch = std::make_shared<MoeRankScratch>(m->options_.kernels);
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    // What was packed is resident twice (packed + file pages): drop the file pages as we go, so
+    // the peak stays near one copy of the model.
+    ckpt.ReleaseResidentPages();
     if (progress)
       progress(static_cast<double>(l) / static_cast<double>(c.num_hidden_layers), fmt::format("layer {}", l));
     LayerWeights& lw = m->layers_[static_cast<size_t>(l)];
@@ -244,6 +247,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
       ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
     }
   }
+  ckpt.ReleaseResidentPages();
   if (progress) progress(1.0, "done");
   return m;
 }

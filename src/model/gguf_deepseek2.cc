@@ -292,6 +292,7 @@ class Deepseek2Source : public TensorSource {
     return names;
   }
   const std::string& path() const override { return file_->path(); }
+  void ReleaseResidentPages() const override { file_->ReleaseResidentPages(); }
 
  private:
   // kv_b [nh * (dn + dv), r] from k_b [nh, r, dn] (transposed per head) and v_b [nh, dv, r].

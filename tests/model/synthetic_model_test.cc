@@ -55,7 +55,7 @@ TEST_P(SyntheticSourceTest, MatricesHaveTheIntendedSpread) {
 INSTANTIATE_TEST_SUITE_P(Formats, SyntheticSourceTest,
                          ::testing::Values(DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0,
                                            DType::kQ4_K, DType::kQ6_K),
-                         [](const auto& info) { return std::string(DTypeName(info.param)); });
+                         [](const auto& param_info) { return std::string(DTypeName(param_info.param)); });
 
 TEST(SyntheticMatrixDType, FallsBackLikeTheGgufWriter) {
   EXPECT_EQ(SyntheticMatrixDType(DType::kQ4_K, 2048), DType::kQ4_K);
