@@ -207,4 +207,21 @@ MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* o
   return cmp;
 }
 
+double ReferenceTolerance(WeightFormat packed) {
+  switch (packed) {
+    case WeightFormat::kF32:
+      return 1e-4;
+    case WeightFormat::kF16:
+      return 2e-3;
+    case WeightFormat::kBF16:
+      return 2e-2;
+    case WeightFormat::kQ8_0:
+      return 5e-2;
+    case WeightFormat::kQ6_K:
+      return 0.1;
+    default:
+      return 0.5;
+  }
+}
+
 }  // namespace moerun

@@ -14,6 +14,7 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "kernels/weight_format.h"
 #include "moe/moe_config.h"
 
 namespace moerun {
@@ -27,6 +28,12 @@ struct ReferenceMoeOutput {
 
 StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& config, const TensorSource& ckpt,
                                           const std::string& prefix, const Tensor& x);
+
+// The rtol an engine result on weights packed as `packed` meets against the reference on the
+// weights as stored: f32 rounding only (1e-4); f16 weights 2e-3; bf16 2e-2 (the BF16 dot rounds
+// activations to bf16, ~4e-3 each); block formats add their quantisation error (RMS per weight
+// ~0.4% for 8-bit, ~2% for 6-bit, ~7% for 4-bit): 5e-2 q8_0, 0.1 q6_k, 0.5 for 4-bit.
+double ReferenceTolerance(WeightFormat packed);
 
 // Compares an engine result with the reference. Tokens whose margin is below `tie_margin` are
 // skipped (counted in `near_ties`). Error is |got - want| / (atol + rtol * |want|) maximised.

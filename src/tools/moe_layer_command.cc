@@ -45,26 +45,6 @@ StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
   return x.ToF32();
 }
 
-// The reference runs on the weights as stored. f32: f32 rounding only; f16 weights ~5e-4; bf16
-// weights may round activations to bf16 (~4e-3); block formats add their quantisation error
-// (relative RMS ~0.4% for 8-bit, ~2% for 6-bit, ~7% for 4-bit per weight, averaged over K).
-double ReferenceTolerance(WeightFormat f) {
-  switch (f) {
-    case WeightFormat::kF32:
-      return 1e-4;
-    case WeightFormat::kF16:
-      return 2e-3;
-    case WeightFormat::kBF16:
-      return 2e-2;
-    case WeightFormat::kQ8_0:
-      return 5e-2;
-    case WeightFormat::kQ6_K:
-      return 8e-2;
-    default:
-      return 0.3;
-  }
-}
-
 Status CheckOutput(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
                    const Tensor& x, const Tensor& y, const std::vector<int32_t>& ids, WeightFormat format) {
   ASSIGN_OR_RETURN(ReferenceMoeOutput ref, ReferenceMoe(config, ckpt, prefix, x));

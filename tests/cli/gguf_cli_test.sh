@@ -14,22 +14,7 @@ fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
 
 # The synthetic DeepSeek-LLM tokenizer with its added tokens moved under the models' vocab_size
 # (300), and config.json's bos/eos ids pointing at them.
-add_tokenizer() {
-  /usr/bin/python3 - "$ROOT/tests/tokenizer/testdata/synthetic" "$1" <<'PY'
-import json, sys
-src, dst = sys.argv[1], sys.argv[2]
-tok = json.load(open(f"{src}/tokenizer.json", encoding="utf-8"))
-for a in tok["added_tokens"]:
-    a["id"] -= 5
-for st in tok["post_processor"]["special_tokens"].values():
-    st["ids"] = [295]
-json.dump(tok, open(f"{dst}/tokenizer.json", "w", encoding="utf-8"), ensure_ascii=False)
-open(f"{dst}/tokenizer_config.json", "w", encoding="utf-8").write(open(f"{src}/tokenizer_config.json", encoding="utf-8").read())
-cfg = json.load(open(f"{dst}/config.json"))
-cfg["bos_token_id"], cfg["eos_token_id"] = 295, 296
-json.dump(cfg, open(f"{dst}/config.json", "w"), indent=2)
-PY
-}
+add_tokenizer() { /usr/bin/python3 "$ROOT/tests/tokenizer/testdata/place_synthetic_tokenizer.py" "$1"; }
 
 for variant in lite v2 v3; do
   hf="$WORK/$variant"

@@ -65,25 +65,6 @@ std::string CaseName(const ::testing::TestParamInfo<BlockCase>& info) {
 
 void PrintTo(const BlockCase& c, std::ostream* os) { *os << CaseName({c, 0}); }
 
-// The reference runs on the weights as stored: f32 rounding only, bf16-rounded activations on
-// the bf16-dot row, plus the quantisation error of a block format.
-double Tolerance(WeightFormat packed) {
-  switch (packed) {
-    case WeightFormat::kF32:
-      return 1e-4;
-    case WeightFormat::kF16:
-      return 2e-3;
-    case WeightFormat::kBF16:
-      return 2e-2;
-    case WeightFormat::kQ8_0:
-      return 5e-2;
-    case WeightFormat::kQ6_K:
-      return 0.1;
-    default:
-      return 0.5;  // 4-bit weights: ~7% RMS error per weight on these tiny rows
-  }
-}
-
 class MoeBlockTest : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(MoeBlockTest, MatchesReference) {
@@ -94,7 +75,7 @@ TEST_P(MoeBlockTest, MatchesReference) {
   const MoeConfig c = SmallConfig(p.preset);
   auto ckpt = WriteBlock(c, p.dtype, CaseName({GetParam(), 0}));
   MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", p.format, nullptr).value(), opt);
-  const double rtol = Tolerance(block.weights().format);
+  const double rtol = ReferenceTolerance(block.weights().format);
   ThreadPool pool1(1), pool3(3);
   for (int64_t tokens : {1, 5, 64, 203}) {
     SCOPED_TRACE(tokens);
