@@ -18,9 +18,9 @@ namespace {
 
 struct MakeModelArgs {
   std::string preset = "deepseek-v2-lite";
-  std::string out;          // FILE.gguf or a directory
+  std::string out;            // FILE.gguf or a directory
   std::string type = "bf16";  // f32|f16|bf16|q8_0|q4_0|q4_k|q6_k
-  int64_t layers = 27;      // layer 0 dense, the rest MoE
+  int64_t layers = 27;        // layer 0 dense, the rest MoE
   uint64_t seed = 1;
   int threads = 0;
 };
@@ -38,8 +38,12 @@ Status WriteGguf(const MakeModelArgs& a, ThreadPool* pool) {
   ASSIGN_OR_RETURN(std::string tokenizer,
                    SyntheticTokenizerJson(config.vocab_size, config.bos_token_id, config.eos_token_id));
   const nlohmann::json tokenizer_config = {{"add_bos_token", true},
-                                           {"bos_token", "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
-                                           {"eos_token", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"}};
+                                           {"bos_token",
+                                            "<\xef\xbd\x9c"
+                                            "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"},
+                                           {"eos_token",
+                                            "<\xef\xbd\x9c"
+                                            "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"}};
   Deepseek2GgufOptions opt;
   opt.target = Traits(*format).storage;
   opt.name = "DeepSeek-V2-Lite-random-" + a.type;
@@ -72,7 +76,8 @@ Status Run(const MakeModelArgs& a) {
 void RegisterMakeModelCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<MakeModelArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "make-model", "Write a random-weight DeepSeek-V2-Lite-shaped model (GGUF in any type, or bf16 safetensors)");
+      "make-model",
+      "Write a random-weight DeepSeek-V2-Lite-shaped model (GGUF in any type, or bf16 safetensors)");
   cmd->add_option("--preset", args->preset, "deepseek-v2-lite")->capture_default_str();
   cmd->add_option("-o,--out", args->out, "Output: FILE.gguf, or a directory for safetensors")->required();
   cmd->add_option("--type", args->type, "Weight type: " + WeightFormatChoices())->capture_default_str();
