@@ -46,8 +46,8 @@ WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType st
   WeightFormat f = requested ? *requested : FormatOfDType(stored).value_or(WeightFormat::kF32);
   while (k % Traits(f).k_alignment != 0) {
     switch (f) {
-      case WeightFormat::kQ4_K:
-        f = WeightFormat::kQ4_0;
+      case WeightFormat::kQ4_K:  // llama.cpp: Q5_0, which moerun lacks; the GGUF writer agrees
+        f = WeightFormat::kQ8_0;
         break;
       case WeightFormat::kQ6_K:
         f = WeightFormat::kQ8_0;

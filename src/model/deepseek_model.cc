@@ -120,8 +120,9 @@ StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& n
 Status CheckFinite(const TensorSource& ckpt) {
   for (const std::string& name : ckpt.Names()) {
     ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-    if (t.dtype() != DType::kF32 && t.dtype() != DType::kBF16 && t.dtype() != DType::kF16) continue;
-    ASSIGN_OR_RETURN(Tensor f, t.ToF32());
+    const bool dense = t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16;
+    if (!dense && !IsBlockDType(t.dtype())) continue;
+    ASSIGN_OR_RETURN(Tensor f, t.ToF32());  // block types: dequantised (a NaN/Inf f16 scale shows up)
     const std::span<const float> v = f.span<float>();
     for (size_t i = 0; i < v.size(); ++i) {
       if (!std::isfinite(v[i])) {

@@ -119,9 +119,13 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
     ASSIGN_OR_RETURN(fused_gate_up, ckpt.Get(prefix + "experts.gate_up_proj"));
     ASSIGN_OR_RETURN(fused_down, ckpt.Get(prefix + "experts.down_proj"));
   }
-  const DType stored = fused ? fused_down.dtype() : ckpt.Find(prefix + "experts.0.down_proj.weight")->dtype;
-  w.format = ResolveWeightFormat(requested, stored, c.hidden_size);
-  const WeightFormat down_format = ResolveWeightFormat(requested, stored, shard.i_end - shard.i_begin);
+  // Gate/up and down may be stored differently (a Q4_K GGUF keeps 1408-wide down rows in Q8_0).
+  const DType stored_up =
+      fused ? fused_gate_up.dtype() : ckpt.Find(prefix + "experts.0.gate_proj.weight")->dtype;
+  const DType stored_down =
+      fused ? fused_down.dtype() : ckpt.Find(prefix + "experts.0.down_proj.weight")->dtype;
+  w.format = ResolveWeightFormat(requested, stored_up, c.hidden_size);
+  const WeightFormat down_format = ResolveWeightFormat(requested, stored_down, shard.i_end - shard.i_begin);
   w.gate_up.resize(static_cast<size_t>(e));
   w.down.resize(static_cast<size_t>(e));
 

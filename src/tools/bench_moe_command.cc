@@ -7,6 +7,7 @@
 #include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
+#include "kernels/read_bandwidth.h"
 #include "moe/moe_block.h"
 #include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
@@ -194,9 +195,14 @@ Status Run(const BenchArgs& a) {
   std::fprintf(stderr, "bench-moe: %s, %s weights, %d threads, cpu: %s, kernel %s at 1 row\n",
                config.Summary().c_str(), WeightFormatName(format), pool.size(),
                GetCpuFeatures().ToString().c_str(), SelectKernel(format, 1, policy).name);
+  // The machine bound of this run: read bandwidth by the same threads, measured just before.
+  const double read_gbs = MeasureReadBandwidth(&pool);
+  std::fprintf(stderr, "bench-moe: read bandwidth %.1f GB/s (%d threads, measured now)\n", read_gbs,
+               pool.size());
   if (!a.json) {
-    std::printf("| tokens | median ms | min ms | tokens/s | weights GB/s | GFLOP/s | iters |\n");
-    std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf(
+        "| tokens | median ms | min ms | tokens/s | weights GB/s | %% of read bound | GFLOP/s | iters |\n");
+    std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   for (int64_t t_count : a.tokens) {
     ASSIGN_OR_RETURN(std::vector<Tensor> inputs, BenchInputs(config, t_count));
@@ -224,14 +230,15 @@ Status Run(const BenchArgs& a) {
     const double tps = static_cast<double>(t_count) / median;
     if (a.json) {
       std::printf(
-          "{\"preset\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"tokens\": %lld, \"median_ms\": %.4f, "
-          "\"min_ms\": %.4f, \"tokens_per_s\": %.2f, \"weights_gb_per_s\": %.2f, \"gflop_per_s\": %.2f, "
-          "\"iters\": %zu}\n",
-          a.preset.c_str(), std::string(DTypeName(dtype)).c_str(), pool.size(),
-          static_cast<long long>(t_count), median * 1e3, sorted[0] * 1e3, tps, gbs, gflops, times.size());
+          "{\"preset\": \"%s\", \"format\": \"%s\", \"threads\": %d, \"tokens\": %lld, \"median_ms\": %.4f, "
+          "\"min_ms\": %.4f, \"tokens_per_s\": %.2f, \"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, "
+          "\"bound_fraction\": %.3f, \"gflop_per_s\": %.2f, \"iters\": %zu}\n",
+          a.preset.c_str(), WeightFormatName(format), pool.size(), static_cast<long long>(t_count),
+          median * 1e3, sorted[0] * 1e3, tps, gbs, read_gbs, gbs / read_gbs, gflops, times.size());
     } else {
-      std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.1f | %zu |\n", static_cast<long long>(t_count),
-                  median * 1e3, sorted[0] * 1e3, tps, gbs, gflops, times.size());
+      std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.0f%% | %.1f | %zu |\n",
+                  static_cast<long long>(t_count), median * 1e3, sorted[0] * 1e3, tps, gbs,
+                  100 * gbs / read_gbs, gflops, times.size());
     }
     std::fflush(stdout);
   }

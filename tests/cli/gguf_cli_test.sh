@@ -60,6 +60,25 @@ rc=$?
 if [[ $rc -ne 0 && $rc -lt 128 && $err == *"trunc.gguf"* ]]; then pass "truncated GGUF refused ($err)"; else
   fail "truncated GGUF: $err"; fi
 
+# Quantised files: generate works; a NaN block scale is found by --check-tensors, naming the tensor.
+if "$MOERUN" quantize -m "$WORK/v2" -o "$WORK/v2-q8.gguf" --type q8_0 2>/dev/null &&
+  "$MOERUN" generate -m "$WORK/v2-q8.gguf" --tokens 295,3 -n 4 --print-ids -t 1 --check-tensors >/dev/null 2>&1; then
+  pass "q8_0 GGUF: generate with --check-tensors"
+else
+  fail "q8_0 GGUF: quantize or generate failed"
+fi
+/usr/bin/python3 - "$WORK/v2-q8.gguf" <<'PY'
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+off = len(d) - 34 * 20  # inside the last tensor (the q8_0 lm_head), past the end padding
+d[off:off + 34 * 10] = b"\x7e" * (34 * 10)  # every block scale here reads 0x7e7e: an f16 NaN
+open(sys.argv[1], "wb").write(d)
+PY
+err=$("$MOERUN" generate -m "$WORK/v2-q8.gguf" --tokens 295,3 -n 2 --check-tensors -t 1 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -ne 0 && $rc -lt 128 && $err == *"nan"* && $err == *"lm_head"* ]]; then pass "NaN block scale found ($err)"; else
+  fail "NaN block scale: rc=$rc $err"; fi
+
 if ((failures > 0)); then
   echo "$failures failure(s)"
   exit 1
