@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,6 +96,33 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
   }
   ::close(fd);
   return out;
+}
+
+StatusOr<ReadOnlyMapping> MapReadOnly(const std::string& path) {
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return IOError("{}: cannot stat: {}", path, ErrnoMessage(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return InvalidArgument("{}: not a regular file", path);
+  }
+  ReadOnlyMapping m;
+  m.size = static_cast<uint64_t>(st.st_size);
+  if (m.size > 0) {
+    void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return IOError("{}: cannot mmap {} bytes: {}", path, m.size, ErrnoMessage(err));
+    }
+    m.addr = p;
+  }
+  ::close(fd);  // the mapping stays valid
+  return m;
 }
 
 }  // namespace moerun

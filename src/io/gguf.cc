@@ -590,31 +590,12 @@ GgufFile::~GgufFile() {
 }
 
 StatusOr<std::shared_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
-  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return IOError("{}: cannot stat: {}", path, ErrnoMessage(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgument("{}: not a regular file", path);
-  }
+  ASSIGN_OR_RETURN(const ReadOnlyMapping m, MapReadOnly(path));
   std::shared_ptr<GgufFile> file(new GgufFile());
   file->label_ = path;
-  file->size_ = static_cast<uint64_t>(st.st_size);
-  if (file->size_ > 0) {
-    void* p = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      return IOError("{}: cannot mmap {} bytes: {}", path, file->size_, ErrnoMessage(err));
-    }
-    file->mapping_ = p;
-    file->base_ = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);
+  file->size_ = m.size;
+  file->mapping_ = m.addr;
+  file->base_ = static_cast<const uint8_t*>(m.addr);
   RETURN_IF_ERROR(file->Parse());
   return file;
 }

@@ -40,8 +40,6 @@ constexpr size_t kMaxHeaderArrayElements = 64;
 constexpr std::array<std::string_view, 10> kUnsupportedDTypes = {
     "U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"};
 
-std::string ErrnoMessage(int err) { return std::error_code(err, std::generic_category()).message(); }
-
 uint64_t ReadLittleEndianU64(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -210,31 +208,12 @@ Status CheckTiling(const std::string& label, uint64_t buffer_len, std::vector<Sa
 // SafetensorsFile
 
 StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return IOError("{}: cannot stat: {}", path, ErrnoMessage(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgument("{}: not a regular file", path);
-  }
+  ASSIGN_OR_RETURN(const ReadOnlyMapping m, MapReadOnly(path));
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->label_ = path;
-  file->size_ = static_cast<uint64_t>(st.st_size);
-  if (file->size_ > 0) {
-    void* p = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      return IOError("{}: cannot mmap {} bytes: {}", path, file->size_, ErrnoMessage(err));
-    }
-    file->mapping_ = p;
-    file->base_ = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);  // the mapping stays valid
+  file->size_ = m.size;
+  file->mapping_ = m.addr;
+  file->base_ = static_cast<const uint8_t*>(m.addr);
   RETURN_IF_ERROR(file->Parse());
   return file;
 }

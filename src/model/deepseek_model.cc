@@ -526,20 +526,4 @@ double DeepseekModel::DecodeWeightBytesPerToken() const {
   return bytes;
 }
 
-double DeepseekModel::PackedWeightBytes() const {
-  double bytes = static_cast<double>(lm_head_.bytes());
-  for (const LayerWeights& lw : layers_) {
-    const AttentionWeights& at = lw.attn;
-    bytes += static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
-                                 at.kv_a_proj.bytes() + at.o_proj.bytes() + at.kv_b.size() * sizeof(float));
-    bytes += static_cast<double>(lw.mlp_gate_up.bytes() + lw.mlp_down.bytes());
-    if (!lw.moe) continue;
-    const MoeWeights& w = lw.moe->weights();
-    bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
-    for (size_t e = 0; e < w.gate_up.size(); ++e)
-      bytes += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
-  }
-  return bytes;
-}
-
 }  // namespace moerun

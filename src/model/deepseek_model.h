@@ -84,8 +84,6 @@ class DeepseekModel {
   // Bytes of weights this rank reads to decode one token: attention, dense MLPs, shared experts,
   // num_experts_per_tok routed experts per MoE layer (those it holds, on average), lm_head slice.
   double DecodeWeightBytesPerToken() const;
-  // Bytes of every packed weight this rank holds.
-  double PackedWeightBytes() const;
 
   // Runs a batch of sequences at once: each chunk's tokens at positions [cache->size(), +n) of its
   // own cache (appended). Linear layers and MoE see all rows together; attention stays within

@@ -788,8 +788,11 @@ DType Deepseek2GgufTensorType(const std::string& name, const Shape& shape, DType
       name.find(".ffn_gate_inp.") != std::string::npos || !EndsWith(name, ".weight")) {
     return DType::kF32;
   }
+  return GgufMatrixType(target, shape.back());
+}
+
+DType GgufMatrixType(DType target, int64_t cols) {
   DType t = target;
-  const int64_t cols = shape.back();
   if (IsBlockDType(t) && cols % DTypeBlockSize(t) != 0) {
     // llama.cpp's fallback (llama-quant.cpp): Q4_K -> Q5_0 (moerun: Q8_0), Q6_K -> Q8_0, then F16.
     if (t == DType::kQ4_K || t == DType::kQ6_K) t = DType::kQ8_0;

@@ -69,6 +69,11 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
 // DeepSeek LLM's pre-tokenizer in tokenizer.json form (what tokenizer.ggml.pre "deepseek-llm" means).
 std::string_view DeepseekLlmPreTokenizerJson();
 
+// The type a matrix of rows of `cols` elements gets under `target`: target itself, or when its
+// blocks do not fit llama.cpp's fallback (Q4_K -> Q5_0, which moerun lacks: Q8_0; Q6_K -> Q8_0;
+// then F16).
+DType GgufMatrixType(DType target, int64_t cols);
+
 // The GGUF type a tensor gets under `target` (the rules above); exposed for tests and docs.
 DType Deepseek2GgufTensorType(const std::string& gguf_name, const Shape& shape, DType target);
 

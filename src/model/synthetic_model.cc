@@ -9,6 +9,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/deepseek_model.h"
+#include "model/gguf_deepseek2.h"
 
 namespace moerun {
 namespace {
@@ -138,13 +139,6 @@ std::string SyntheticV2LiteConfigJson(int64_t layers) {
   return j.dump(2);
 }
 
-DType SyntheticMatrixDType(DType requested, int64_t cols) {
-  DType t = requested;
-  while (cols % DTypeBlockSize(t) != 0)
-    t = t == DType::kQ8_0 || t == DType::kQ4_0 ? DType::kF16 : DType::kQ8_0;
-  return t;
-}
-
 StatusOr<std::unique_ptr<SyntheticTensorSource>> SyntheticTensorSource::Create(const ModelConfig& config,
                                                                                DType matrix_dtype,
                                                                                uint64_t seed,
@@ -159,7 +153,7 @@ StatusOr<std::unique_ptr<SyntheticTensorSource>> SyntheticTensorSource::Create(c
   for (const auto& [name, shape] : ExpectedModelTensors(config)) {
     const bool router = name.size() > 16 && name.ends_with("mlp.gate.weight");
     const bool vector = shape.size() == 1;
-    const DType t = vector || router ? DType::kF32 : SyntheticMatrixDType(matrix_dtype, shape.back());
+    const DType t = vector || router ? DType::kF32 : GgufMatrixType(matrix_dtype, shape.back());
     s->metas_.push_back({name, t, shape});
   }
   std::sort(s->metas_.begin(), s->metas_.end(),

@@ -7,9 +7,10 @@
 // Matrices come out in `matrix_dtype`: f32/bf16/f16 with N(0, 1/sqrt(K)) entries (embeddings
 // N(0, 1)), or a GGUF block type written directly as random blocks of the same scale (no f32
 // copy, no quantisation search), so a 16 B-parameter Q4_K file streams out in seconds per GB. A
-// matrix whose rows do not fit the block size falls back (Q4_K -> Q8_0 -> F16, as the GGUF
-// writer does). Norms are 1, the router f32, the score-correction bias 0.
-// Thread safety: Get is const and thread-safe (each call allocates its own tensor).
+// matrix whose rows do not fit the block size falls back exactly as the GGUF writer does
+// (GgufMatrixType in model/gguf_deepseek2.h), so the writer copies every random block as is. Norms are 1, the
+// router f32, the score-correction bias 0. Thread safety: Get is const and thread-safe (each call allocates
+// its own tensor).
 #pragma once
 
 #include <cstdint>
@@ -45,9 +46,6 @@ class SyntheticTensorSource : public TensorSource {
   ThreadPool* pool_ = nullptr;
   std::string path_ = "<synthetic>";
 };
-
-// The dtype a synthetic matrix of `cols` columns gets for the requested one (see above).
-DType SyntheticMatrixDType(DType requested, int64_t cols);
 
 // Writes DIR/config.json and DIR/model.safetensors for the DeepSeek-V2-Lite architecture with
 // `layers` layers (layer 0 dense, the rest MoE) in bf16.

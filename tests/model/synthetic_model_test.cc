@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "model/deepseek_model.h"
+#include "model/gguf_deepseek2.h"
 
 namespace moerun {
 namespace {
@@ -28,7 +29,7 @@ TEST_P(SyntheticSourceTest, MatricesHaveTheIntendedSpread) {
         "model.layers.1.mlp.experts.0.gate_proj.weight"}) {
     SCOPED_TRACE(name);
     const Tensor t = src->Get(name).value();
-    EXPECT_EQ(t.dtype(), SyntheticMatrixDType(GetParam(), t.dim(1)));
+    EXPECT_EQ(t.dtype(), GgufMatrixType(GetParam(), t.dim(1)));
     const Tensor f = t.ToF32().value();
     double sum = 0, sq = 0;
     for (float v : f.span<float>()) {
@@ -57,11 +58,11 @@ INSTANTIATE_TEST_SUITE_P(Formats, SyntheticSourceTest,
                                            DType::kQ4_K, DType::kQ6_K),
                          [](const auto& param_info) { return std::string(DTypeName(param_info.param)); });
 
-TEST(SyntheticMatrixDType, FallsBackLikeTheGgufWriter) {
-  EXPECT_EQ(SyntheticMatrixDType(DType::kQ4_K, 2048), DType::kQ4_K);
-  EXPECT_EQ(SyntheticMatrixDType(DType::kQ4_K, 1408), DType::kQ8_0);
-  EXPECT_EQ(SyntheticMatrixDType(DType::kQ6_K, 1408), DType::kQ8_0);
-  EXPECT_EQ(SyntheticMatrixDType(DType::kQ4_0, 48), DType::kF16);
+TEST(GgufMatrixType, FallsBackLikeLlamaCpp) {
+  EXPECT_EQ(GgufMatrixType(DType::kQ4_K, 2048), DType::kQ4_K);
+  EXPECT_EQ(GgufMatrixType(DType::kQ4_K, 1408), DType::kQ8_0);
+  EXPECT_EQ(GgufMatrixType(DType::kQ6_K, 1408), DType::kQ8_0);
+  EXPECT_EQ(GgufMatrixType(DType::kQ4_0, 48), DType::kF16);
 }
 
 }  // namespace
