@@ -4,6 +4,7 @@
 
 #include "core/block_quant.h"
 #include "core/checked_math.h"
+#include "kernels/block_interleave.h"
 
 namespace moerun {
 namespace {
@@ -68,16 +69,41 @@ void PackedWeight::PutRow(const float* row, int64_t block, int lane) {
       for (int64_t k = 0; k < k_; ++k) dst[(k / 2) * 32 + lane * 2 + (k % 2)] = F32ToBf16(row[k]);
       return;
     }
-    default:
-      QuantizeRow(Traits(format_).storage, row, k_, base + static_cast<size_t>(lane) * row_bytes_);
+    default: {
+      std::vector<uint8_t> raw(row_bytes_);
+      QuantizeRow(Traits(format_).storage, row, k_, raw.data());
+      PutRawRow(raw.data(), block, lane);
       return;
+    }
   }
 }
 
 void PackedWeight::PutRawRow(const uint8_t* row, int64_t block, int lane) {
-  std::memcpy(
-      bytes_.get() + static_cast<size_t>(block) * block_bytes_ + static_cast<size_t>(lane) * row_bytes_, row,
-      row_bytes_);
+  uint8_t* base = bytes_.get() + static_cast<size_t>(block) * block_bytes_;
+  const DType t = Traits(format_).storage;
+  if (Traits(format_).layout != PackedLayout::kInterleaved16) {
+    std::memcpy(base + static_cast<size_t>(lane) * row_bytes_, row, row_bytes_);
+    return;
+  }
+  const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
+  for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
+    InterleaveBlock(t, row + static_cast<size_t>(kb) * bb, lane, base + static_cast<size_t>(kb) * cb);
+  }
+}
+
+void PackedWeight::RawRow(int64_t n, uint8_t* row) const {
+  int64_t b;
+  int lane;
+  Locate(n, &b, &lane);
+  const DType t = Traits(format_).storage;
+  if (Traits(format_).layout != PackedLayout::kInterleaved16) {
+    std::memcpy(row, block(b) + static_cast<size_t>(lane) * row_bytes_, row_bytes_);
+    return;
+  }
+  const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
+  for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
+    DeinterleaveBlock(t, block(b) + static_cast<size_t>(kb) * cb, lane, row + static_cast<size_t>(kb) * bb);
+  }
 }
 
 Status PackedWeight::PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride) {
@@ -163,8 +189,10 @@ std::vector<double> PackedWeight::Row(int64_t n) const {
       for (int64_t k = 0; k < k_; ++k) out[k] = Bf16ToF32(u16_block(b)[(k / 2) * 32 + lane * 2 + (k % 2)]);
       break;
     default: {
+      std::vector<uint8_t> raw(row_bytes_);
+      RawRow(n, raw.data());
       std::vector<float> f(static_cast<size_t>(k_));
-      DequantizeRow(Traits(format_).storage, block(b) + static_cast<size_t>(lane) * row_bytes_, f.data(), k_);
+      DequantizeRow(Traits(format_).storage, raw.data(), f.data(), k_);
       for (int64_t k = 0; k < k_; ++k) out[k] = f[k];
     }
   }

@@ -8,8 +8,11 @@
 //            f16:  for each k in [0, K): 16 lanes W[n][k] as f16          (K * 32 bytes)
 //            bf16: for each k pair p < ceil(K/2): 16 lanes x (W[n][2p], W[n][2p+1]) (K padded
 //                  with a zero column if odd)                              (ceil(K/2) * 64 bytes)
-//   kRows    q8_0/q4_0/q4_k/q6_k: 16 rows one after another, each its K / block_size ggml blocks,
-//            byte for byte as in a GGUF file (padding rows are all-zero blocks: value 0).
+//   kRows    q4_k/q6_k: 16 rows one after another, each its K / block_size ggml blocks, byte for
+//            byte as in a GGUF file (padding rows are all-zero blocks: value 0).
+//   kInterleaved16  q8_0/q4_0: the same GGUF bytes of the 16 rows regrouped per 32-element block
+//            column: 16 scales, then the quant bytes in 4-byte groups of the 16 rows
+//            (kernels/block_interleave.h). Lossless: RawRow gives back a row's GGUF bytes.
 // One zmm load of a kLanes16 block holds 16 output columns for one k (a k pair for bf16).
 //
 // A gate/up pair is packed interleaved: block 2j holds gate rows [16j, 16j+16) and block 2j+1 the
@@ -48,8 +51,10 @@ class PackedWeight {
   int64_t n_blocks() const { return n_blocks_; }  // 16-row blocks stored (2x for gate/up)
   bool interleaved_gate_up() const { return gate_up_; }
   size_t block_bytes() const { return block_bytes_; }
-  // kRows layout: bytes of one output row (K / block_size ggml blocks).
+  // Block formats: bytes of one output row (K / block_size ggml blocks).
   size_t row_bytes() const { return row_bytes_; }
+  // Block formats: the GGUF bytes of output row n (row_bytes() of them) into `row`.
+  void RawRow(int64_t n, uint8_t* row) const;
   const uint8_t* block(int64_t b) const { return bytes_.get() + static_cast<size_t>(b) * block_bytes_; }
   const float* f32_block(int64_t b) const { return reinterpret_cast<const float*>(block(b)); }
   const uint16_t* u16_block(int64_t b) const { return reinterpret_cast<const uint16_t*>(block(b)); }
@@ -66,7 +71,7 @@ class PackedWeight {
   Status Allocate(WeightFormat format, int64_t n_blocks, int64_t k);
   // Writes f32 row `row` [K] into lane `lane` of block `block`.
   void PutRow(const float* row, int64_t block, int lane);
-  // Copies one stored row of the same block format.
+  // Copies one stored row of the same block format into (block, lane), by the layout.
   void PutRawRow(const uint8_t* row, int64_t block, int lane);
   // Packs rows of `src` (columns [c0, c1)) into lanes; which = 0/1 for interleaved gate/up.
   Status PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride);

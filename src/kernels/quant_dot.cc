@@ -7,8 +7,10 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/cpu_features.h"
+#include "kernels/block_interleave.h"
 
 namespace moerun {
 namespace {
@@ -118,11 +120,20 @@ void QuantizeActivationRow(const float* x, int64_t k, int8_t* q, float* d, int32
 void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
   assert(n_rows >= 0 && n_rows <= kQuantDotMaxRows);
-  for (int64_t m = m0; m < m1; ++m) {
-    for (int j = 0; j < n_rows; ++j) {
+  const bool interleaved = IsInterleavedBlockType(format);
+  std::vector<uint8_t> row(interleaved ? static_cast<size_t>(kb1) * DTypeBlockBytes(format) : 0);
+  for (int j = 0; j < n_rows; ++j) {
+    const uint8_t* r = w + static_cast<size_t>(j) * w_row_bytes;
+    if (interleaved) {  // the GGUF bytes of row j back from the interleaved columns
+      for (int64_t kb = kb0; kb < kb1; ++kb) {
+        DeinterleaveBlock(format, w + static_cast<size_t>(kb) * InterleavedColumnBytes(format), j,
+                          row.data() + static_cast<size_t>(kb) * DTypeBlockBytes(format));
+      }
+      r = row.data();
+    }
+    for (int64_t m = m0; m < m1; ++m) {
       out[(m - m0) * kQuantDotMaxRows + j] =
-          DotRow(format, w + static_cast<size_t>(j) * w_row_bytes, a.q + m * a.ldq, a.d + m * a.ldb,
-                 a.sum + m * a.ldb, kb0, kb1);
+          DotRow(format, r, a.q + m * a.ldq, a.d + m * a.ldb, a.sum + m * a.ldb, kb0, kb1);
     }
   }
 }

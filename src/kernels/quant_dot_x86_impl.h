@@ -3,15 +3,18 @@
 // vpdpbusd / vpdpwssd on 256-bit registers, AVX-512 VL). Include from exactly those two files:
 // everything here has internal linkage, so each gets its own copy compiled for its ISA.
 //
-// AVX2 scheme (one weight row at a time, so a tile is read as one sequential stream; R activation rows
-// share every unpacked weight block):
+// Q8_0 / Q4_0 are packed interleaved (kernels/block_interleave.h): 16 weight rows per vector, one
+// 32-bit lane per row, and the f32 operations of the scalar reference, so those rows give the
+// reference's bits on every ISA (see "Interleaved" below).
+//
+// Q4_K / Q6_K (kRows layout: one weight row at a time, so a tile is read as one sequential stream;
+// R activation rows share every unpacked weight block), AVX2 scheme:
 //   * per 32-element block and activation row, the int8 dot is an 8 x int32 vector of partial sums
 //     (lane l = elements 4l..4l+3), exact;
-//   * 4 consecutive blocks are folded by an exact hadd tree into one vector
+//   * consecutive blocks are folded by an exact hadd tree into one vector
 //     [b0 lo, b1 lo, b2 lo, b3 lo | b0 hi, b1 hi, b2 hi, b3 hi] (lo/hi = elements 0-15 / 16-31);
 //   * that vector is converted once and fma'd into an 8-lane f32 accumulator with the scale vector
-//     [s0, s1, s2, s3, s0, s1, s2, s3] (s = weight scale * activation scale of each block); Q4_0
-//     first adds two such folds into the 8 full block sums and fmas once per 8 blocks with [s0..s7];
+//     [s0, s1, s2, s3, s0, s1, s2, s3] (s = weight scale * activation scale of each block);
 //   * the accumulator is reduced horizontally once per output, in a fixed order.
 // Q4_K's min term goes to a second accumulator, one fma per super-block (8 lanes = 8 sub-blocks).
 // The AVX-512 rows (further down) put 2 blocks in one zmm per vpdpbusd instead.
@@ -79,191 +82,8 @@ inline uint16_t LoadU16(const uint8_t* p) {
   return h;
 }
 
-// [x0..x3, x0..x3] from 4 f16 values at p, p + stride, ... (n < 4: missing lanes are 0).
-inline __m256 F16x4(const uint8_t* p, size_t stride, int n) {
-  uint64_t bits = 0;
-  for (int i = 0; i < n; ++i) bits |= static_cast<uint64_t>(LoadU16(p + i * stride)) << (16 * i);
-  const __m128 f = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(bits)));
-  return _mm256_set_m128(f, f);
-}
-
-// [d0..d3, d0..d3] activation scales of blocks kb.. (n valid, rest 0).
-inline __m256 Da4(const Q8Activations& a, int64_t m, int64_t kb, int n) {
-  const float* p = a.d + m * a.ldb + kb;
-  __m128 f;
-  if (n == 4) {
-    f = _mm_loadu_ps(p);
-  } else {
-    alignas(16) float t[4] = {0, 0, 0, 0};
-    for (int i = 0; i < n; ++i) t[i] = p[i];
-    f = _mm_load_ps(t);
-  }
-  return _mm256_set_m128(f, f);
-}
-
-// [c*A0..c*A3, 0 x 4]: a block-sum correction applied once per block (to the "lo" lanes).
-inline __m256i SumCorr4(const Q8Activations& a, int64_t m, int64_t kb, int n, int shift) {
-  const int32_t* p = a.sum + m * a.ldb + kb;
-  __m128i s;
-  if (n == 4) {
-    s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  } else {
-    alignas(16) int32_t t[4] = {0, 0, 0, 0};
-    for (int i = 0; i < n; ++i) t[i] = p[i];
-    s = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
-  }
-  return _mm256_zextsi128_si256(_mm_sll_epi32(s, _mm_cvtsi32_si128(shift)));
-}
-
 inline void Prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 constexpr size_t kPrefetchAhead = 2048;
-
-// ---- Q8_0 / Q4_0 (AVX2): groups of 4 / 8 blocks (the last group may be short) ----
-
-template <int R, bool kQ8>
-__attribute__((always_inline)) inline void GroupSimple(const uint8_t* b, const Q8Activations& a, int64_t m,
-                                                       int64_t kb, int n, __m256i (&z)[R]) {
-  constexpr size_t kBB = kQ8 ? 34 : 18;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  // Two blocks at a time, folded by one hadd right away (keeps the live registers down for R = 4).
-  // AVX2 Q4_0: nibble x int8 products stay int16 through the fold (|16 x 15 x 127| < 2^15), so the
-  // 4 blocks take 4 vpmaddubsw + 3 vphaddw + 1 vpmaddwd instead of 8 + 3 vphaddd; same exact sums.
-  constexpr bool kFold16 = !kQ8 && !MOERUN_QUANT_DOT_VNNI;
-  __m256i h[R][2];
-  for (int hp = 0; hp < 2; ++hp) {
-    __m256i u[2], w[2];
-    for (int e = 0; e < 2; ++e) {
-      const int i = 2 * hp + e;
-      if (i >= n) {
-        u[e] = w[e] = _mm256_setzero_si256();
-        continue;
-      }
-      const uint8_t* bi = b + i * kBB;
-      if constexpr (kQ8) {
-        w[e] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bi + 2));
-#if MOERUN_QUANT_DOT_VNNI
-        u[e] = _mm256_xor_si256(w[e], _mm256_set1_epi8(-128));  // w + 128
-#else
-        u[e] = _mm256_abs_epi8(w[e]);
-#endif
-      } else {
-        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bi + 2));
-        u[e] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low4);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      __m256i d2[2];
-      for (int e = 0; e < 2; ++e) {
-        const int i = 2 * hp + e;
-        if (i >= n) {
-          d2[e] = _mm256_setzero_si256();
-          continue;
-        }
-        __m256i av = LoadAct(a, m + r, kb + i);
-#if !MOERUN_QUANT_DOT_VNNI
-        if constexpr (kQ8) {
-          d2[e] = DotU8S8(u[e], _mm256_sign_epi8(av, w[e]));  // |w| * (a with w's sign)
-        } else {
-          d2[e] = _mm256_maddubs_epi16(u[e], av);  // int16; folded below (16 x 15 x 127 fits)
-        }
-#else
-        d2[e] = DotU8S8(u[e], av);
-#endif
-      }
-      h[r][hp] = kFold16 ? _mm256_hadd_epi16(d2[0], d2[1]) : _mm256_hadd_epi32(d2[0], d2[1]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    z[r] = kFold16 ? _mm256_madd_epi16(_mm256_hadd_epi16(h[r][0], h[r][1]), _mm256_set1_epi16(1))
-                   : _mm256_hadd_epi32(h[r][0], h[r][1]);
-  }
-}
-
-// [x0..x7] from 8 f16 values at p, p + stride, ... (n < 8: missing lanes are 0).
-inline __m256 F16x8(const uint8_t* p, size_t stride, int n) {
-  uint64_t bits[2] = {0, 0};
-  for (int i = 0; i < n; ++i) bits[i / 4] |= static_cast<uint64_t>(LoadU16(p + i * stride)) << (16 * (i % 4));
-  return _mm256_cvtph_ps(_mm_set_epi64x(static_cast<long long>(bits[1]), static_cast<long long>(bits[0])));
-}
-
-// 8 activation scales / block sums of blocks kb.. (n valid, rest 0).
-inline __m256 Da8(const Q8Activations& a, int64_t m, int64_t kb, int n) {
-  const float* p = a.d + m * a.ldb + kb;
-  if (n == 8) return _mm256_loadu_ps(p);
-  alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < n; ++i) t[i] = p[i];
-  return _mm256_load_ps(t);
-}
-inline __m256i Sum8(const Q8Activations& a, int64_t m, int64_t kb, int n) {
-  const int32_t* p = a.sum + m * a.ldb + kb;
-  if (n == 8) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  alignas(32) int32_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int i = 0; i < n; ++i) t[i] = p[i];
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
-}
-
-// 8 blocks (n <= 8 valid): two 4-block folds combined into full block sums [b0..b7], then one
-// cvt + fma with [s0..s7].
-template <int R, bool kQ8>
-__attribute__((always_inline)) inline void GroupSimple8(const uint8_t* b, const Q8Activations& a, int64_t m,
-                                                        int64_t kb, int n, __m256 (&acc)[R]) {
-  constexpr size_t kBB = kQ8 ? 34 : 18;
-  __m256i z0[R], z1[R];
-  GroupSimple<R, kQ8>(b, a, m, kb, std::min(4, n), z0);
-  if (n > 4) {
-    GroupSimple<R, kQ8>(b + 4 * kBB, a, m, kb + 4, n - 4, z1);
-  } else {
-    for (int r = 0; r < R; ++r) z1[r] = _mm256_setzero_si256();
-  }
-  const __m256 dw = F16x8(b, kBB, n);
-  for (int r = 0; r < R; ++r) {
-    __m256i I = _mm256_add_epi32(_mm256_permute2x128_si256(z0[r], z1[r], 0x20),
-                                 _mm256_permute2x128_si256(z0[r], z1[r], 0x31));
-    if constexpr (!kQ8) {
-      I = _mm256_sub_epi32(I, _mm256_slli_epi32(Sum8(a, m + r, kb, n), 3));  // - 8 A
-    } else if (MOERUN_QUANT_DOT_VNNI) {
-      I = _mm256_sub_epi32(I, _mm256_slli_epi32(Sum8(a, m + r, kb, n), 7));  // - 128 A
-    }
-    acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, Da8(a, m + r, kb, n)), _mm256_cvtepi32_ps(I), acc[r]);
-  }
-}
-
-template <int R, bool kQ8>
-void RowSimple(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
-  constexpr size_t kBB = kQ8 ? 34 : 18;
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  int64_t kb = kb0;
-  if constexpr (kQ8) {
-    // Q8_0 is heavier on integer work: the [s0..s3, s0..s3] fma per 4 blocks measured slightly faster.
-    auto group4 = [&](const uint8_t* b, int n) __attribute__((always_inline)) {
-      __m256i z[R];
-      GroupSimple<R, kQ8>(b, a, m, kb, n, z);
-      const __m256 dw = F16x4(b, kBB, n);
-      for (int r = 0; r < R; ++r) {
-        __m256i I = z[r];
-        if (MOERUN_QUANT_DOT_VNNI) I = _mm256_sub_epi32(I, SumCorr4(a, m + r, kb, n, 7));  // - 128 A
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, Da4(a, m + r, kb, n)), _mm256_cvtepi32_ps(I), acc[r]);
-      }
-    };
-    for (; kb + 4 <= kb1; kb += 4) {
-      const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
-      Prefetch(b + kPrefetchAhead);
-      Prefetch(b + kPrefetchAhead + 64);
-      group4(b, 4);
-    }
-    if (kb < kb1) group4(row + static_cast<size_t>(kb) * kBB, static_cast<int>(kb1 - kb));
-  } else {
-    for (; kb + 8 <= kb1; kb += 8) {
-      const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
-      for (size_t off = 0; off < 8 * kBB; off += 64) Prefetch(b + kPrefetchAhead + off);
-      GroupSimple8<R, kQ8>(b, a, m, kb, 8, acc);
-    }
-    if (kb < kb1)
-      GroupSimple8<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
-  }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]);
-}
 
 // ---- Q4_K ----
 
@@ -423,68 +243,6 @@ inline __m512i LoadAct2(const Q8Activations& a, int64_t m, int64_t kb, int n) {
   return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-template <int R, bool kQ8>
-__attribute__((always_inline)) inline void GroupSimple512(const uint8_t* b, const Q8Activations& a, int64_t m,
-                                                          int64_t kb, int n, __m512 (&acc)[R][2]) {
-  constexpr size_t kBB = kQ8 ? 34 : 18;
-  const __m128 dw = _mm256_castps256_ps128(F16x4(b, kBB, n));
-  __m512 sd[R];
-  __m512i corr[R];
-  for (int r = 0; r < R; ++r) {
-    sd[r] = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm256_castps256_ps128(Da4(a, m + r, kb, n))));
-    corr[r] = _mm512_castsi128_si512(
-        _mm_sub_epi32(_mm_setzero_si128(), _mm256_castsi256_si128(SumCorr4(a, m + r, kb, n, kQ8 ? 7 : 3))));
-  }
-  for (int q = 0; q < 2; ++q) {
-    const int nq = std::min(2, n - 2 * q);
-    if (nq <= 0) break;
-    const uint8_t* b0 = b + 2 * q * kBB;
-    __m512i u;
-    if constexpr (kQ8) {
-      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2));
-      const __m256i w1 = nq == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kBB + 2))
-                                 : _mm256_set1_epi8(-128);  // -> 0 after the flip
-      u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), _mm512_set1_epi8(-128));
-    } else {
-      const __m128i x0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + 2));
-      const __m128i x1 =
-          nq == 2 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kBB + 2)) : _mm_setzero_si128();
-      // [x0, x0, x1, x1] shifted right by [0, 4, 0, 4] per 128 bits, low nibbles.
-      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(x0)),
-                                           _mm256_broadcastsi128_si256(x1), 1);
-      const __m512i shift = _mm512_set_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
-                                             0x0004000400040004LL, 0x0004000400040004LL, 0, 0);
-      u = _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F));
-    }
-    const __m512i idx = PairIdx(q);
-    for (int r = 0; r < R; ++r) {
-      // The block-sum correction (-128 A or -8 A) enters lane 0 of each block as the dpbusd addend.
-      const __m512i c = _mm512_maskz_permutexvar_epi32(0x0101, idx, corr[r]);
-      const __m512i I = _mm512_dpbusd_epi32(c, u, LoadAct2(a, m + r, kb + 2 * q, nq));
-      acc[r][q] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sd[r]), _mm512_cvtepi32_ps(I), acc[r][q]);
-    }
-  }
-}
-
-template <int R, bool kQ8>
-void RowSimple512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                  float* out) {
-  constexpr size_t kBB = kQ8 ? 34 : 18;
-  __m512 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  int64_t kb = kb0;
-  for (; kb + 4 <= kb1; kb += 4) {
-    const uint8_t* b = row + static_cast<size_t>(kb) * kBB;
-    Prefetch(b + kPrefetchAhead);
-    if (kQ8) Prefetch(b + kPrefetchAhead + 64);
-    GroupSimple512<R, kQ8>(b, a, m, kb, 4, acc);
-  }
-  if (kb < kb1) {
-    GroupSimple512<R, kQ8>(row + static_cast<size_t>(kb) * kBB, a, m, kb, static_cast<int>(kb1 - kb), acc);
-  }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1]));
-}
-
 template <int R>
 void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
   __m512 acc[R][2];
@@ -579,17 +337,141 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
 }
 #endif
 
+// ---- Interleaved Q8_0 / Q4_0 (kernels/block_interleave.h): one 32-bit lane per weight row ----
+// Each 64-byte quant group of the 16 rows meets the 4 activation bytes of its elements broadcast,
+// so every lane accumulates its own row's exact int32 block sum I (starting from the block-sum
+// correction -8 A or -128 A); then out += (dw * da) * float(I) with one fma per (row, block), in
+// block order: the same f32 operations as the scalar reference (quant_dot.cc), so every ISA gives
+// the reference's bits, whatever the tile shape.
+
+inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
+  int32_t v;
+  std::memcpy(&v, a.q + m * a.ldq + kb * 32 + 4 * g, 4);
+  return v;
+}
+
+#if MOERUN_QUANT_DOT_VNNI
+template <int R, bool kQ8>
+void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                        int n_rows, float* out) {
+  constexpr size_t kCB = kQ8 ? 544 : 288;
+  constexpr int32_t kOffset = kQ8 ? 128 : 8;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
+    const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+    for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    __m512i u[8];
+    for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
+      const __m512i x = _mm512_loadu_si512(c + 32 + 64 * g);
+      if constexpr (kQ8) {
+        u[g] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));  // w + 128
+      } else {
+        u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
+        u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      __m512i I = _mm512_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]);
+      for (int g = 0; g < 8; ++g)
+        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
+      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
+      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
+    }
+  }
+  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
+}
+constexpr int kInterleavedMaxR = 8;
+#else
+template <int R, bool kQ8>
+void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                        int n_rows, float* out) {
+  constexpr size_t kCB = kQ8 ? 544 : 288;
+  constexpr int32_t kOffset = kQ8 ? 0 : 8;  // Q8_0 multiplies signed weights directly (sign trick)
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: 32 bytes of each 64-byte group
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+      if (h == 0) {
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
+      }
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+      __m256i u[8];
+      for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
+        if constexpr (kQ8) {
+          u[g] = x;
+        } else {
+          u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
+          u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        __m256i I;
+        if constexpr (kQ8) {
+          // |w| * (a with w's sign): pairs fit int16 (2 * 128 * 127), widened per group.
+          I = _mm256_setzero_si256();
+          for (int g = 0; g < 8; ++g) {
+            const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
+            I = _mm256_add_epi32(
+                I, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(u[g]), _mm256_sign_epi8(av, u[g])),
+                                     ones));
+          }
+        } else {
+          // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
+          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
+          for (int g = 1; g < 8; ++g) {
+            s16 = _mm256_add_epi16(s16,
+                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
+          }
+          I = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
+                               _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
+        }
+        const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
+        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, acc[r]);
+      for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j) out[r * kQuantDotMaxRows + j] = t[j - 8 * h];
+    }
+  }
+}
+constexpr int kInterleavedMaxR = 4;
+#endif
+
+template <bool kQ8>
+void TileInterleaved(const uint8_t* w, int n_rows, const Q8Activations& a, int64_t m0, int64_t m1,
+                     int64_t kb0, int64_t kb1, float* out) {
+  for (int64_t m = m0; m < m1;) {
+    float* o = out + (m - m0) * kQuantDotMaxRows;
+    const int64_t left = m1 - m;
+    if (left >= kInterleavedMaxR) {
+      ColumnsInterleaved<kInterleavedMaxR, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      m += kInterleavedMaxR;
+    } else if (kInterleavedMaxR > 4 && left >= 4) {
+      ColumnsInterleaved<4, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      m += 4;
+    } else if (left >= 2) {
+      ColumnsInterleaved<2, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      m += 2;
+    } else {
+      ColumnsInterleaved<1, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      m += 1;
+    }
+  }
+}
+
 template <int R>
 inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0,
                    int64_t kb1, float* out) {
   switch (format) {
 #if MOERUN_QUANT_DOT_VNNI
-    case DType::kQ8_0:
-      RowSimple512<R, true>(row, a, m, kb0, kb1, out);
-      break;
-    case DType::kQ4_0:
-      RowSimple512<R, false>(row, a, m, kb0, kb1, out);
-      break;
     case DType::kQ4_K:
       RowQ4K512<R>(row, a, m, kb0, kb1, out);
       break;
@@ -597,12 +479,6 @@ inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int
       RowQ6K512<R>(row, a, m, kb0, kb1, out);
       break;
 #else
-    case DType::kQ8_0:
-      RowSimple<R, true>(row, a, m, kb0, kb1, out);
-      break;
-    case DType::kQ4_0:
-      RowSimple<R, false>(row, a, m, kb0, kb1, out);
-      break;
     case DType::kQ4_K:
       RowQ4K<R>(row, a, m, kb0, kb1, out);
       break;
@@ -617,6 +493,8 @@ inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int
 
 void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
+  if (format == DType::kQ8_0) return TileInterleaved<true>(w, n_rows, a, m0, m1, kb0, kb1, out);
+  if (format == DType::kQ4_0) return TileInterleaved<false>(w, n_rows, a, m0, m1, kb0, kb1, out);
   // Activation rows in chunks that stay in L1 (<= 24 KB of int8) while every weight row passes
   // over them; each weight row streams through once per chunk. Does not change any (m, j) result.
   const int64_t act_bytes = std::max<int64_t>(1, (kb1 - kb0) * 32);

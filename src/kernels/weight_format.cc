@@ -10,8 +10,8 @@ constexpr std::array<WeightFormatTraits, 7> kFormats = {{
     {WeightFormat::kF32, "f32", DType::kF32, 1, PackedLayout::kLanes16, 32.0},
     {WeightFormat::kF16, "f16", DType::kF16, 1, PackedLayout::kLanes16, 16.0},
     {WeightFormat::kBF16, "bf16", DType::kBF16, 1, PackedLayout::kLanes16, 16.0},
-    {WeightFormat::kQ8_0, "q8_0", DType::kQ8_0, 32, PackedLayout::kRows, 8.5},
-    {WeightFormat::kQ4_0, "q4_0", DType::kQ4_0, 32, PackedLayout::kRows, 4.5},
+    {WeightFormat::kQ8_0, "q8_0", DType::kQ8_0, 32, PackedLayout::kInterleaved16, 8.5},
+    {WeightFormat::kQ4_0, "q4_0", DType::kQ4_0, 32, PackedLayout::kInterleaved16, 4.5},
     {WeightFormat::kQ4_K, "q4_k", DType::kQ4_K, 256, PackedLayout::kRows, 4.5},
     {WeightFormat::kQ6_K, "q6_k", DType::kQ6_K, 256, PackedLayout::kRows, 6.5625},
 }};

@@ -2,10 +2,12 @@
 // (ggml's type_traits idea): the storage dtype, the K alignment a row needs, the packed layout
 // and bytes per packed 16-row block.
 //
-// Two packed layouts exist (see kernels/packed_weight.h):
+// Three packed layouts exist (see kernels/packed_weight.h):
 //   kLanes16  dense f32 / f16 / bf16: 16 output rows interleaved per k (one SIMD load = 16 lanes);
-//   kRows     GGUF block formats: each output row is its run of ggml blocks, bit for bit as in a
-//             GGUF file (docs/formats.md), 16 rows per packed block.
+//   kRows     Q4_K / Q6_K: each output row is its run of ggml blocks, bit for bit as in a GGUF file
+//             (docs/formats.md), 16 rows per packed block;
+//   kInterleaved16  Q8_0 / Q4_0: the GGUF bytes of 16 rows regrouped per block column, scales
+//             first (kernels/block_interleave.h).
 // Thread safety: pure functions over constant tables.
 #pragma once
 
@@ -21,7 +23,7 @@ namespace moerun {
 
 enum class WeightFormat : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ6_K };
 
-enum class PackedLayout : uint8_t { kLanes16, kRows };
+enum class PackedLayout : uint8_t { kLanes16, kRows, kInterleaved16 };
 
 struct WeightFormatTraits {
   WeightFormat format;

@@ -220,15 +220,16 @@ TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
   Tensor f = RandomMatrix(20, 96, rng, 1.0f);
   PackedWeight once = PackedWeight::Pack(f, WeightFormat::kQ8_0).value();
   Tensor q = Tensor::Zeros(DType::kQ8_0, {20, 96}).value();
-  for (int64_t n = 0; n < 20; ++n) {
-    int64_t b = n / 16;
-    std::memcpy(q.data<uint8_t>() + n * 102, once.block(b) + (n % 16) * once.row_bytes(), 102);
-  }
+  for (int64_t n = 0; n < 20; ++n) once.RawRow(n, q.data<uint8_t>() + n * 102);
   PackedWeight twice = PackedWeight::Pack(q, WeightFormat::kQ8_0).value();
   ASSERT_EQ(once.bytes(), twice.bytes());
   EXPECT_EQ(std::memcmp(once.block(0), twice.block(0), once.bytes()), 0);
   PackedWeight slice = PackedWeight::Pack(q, WeightFormat::kQ8_0, 32, 96).value();
-  EXPECT_EQ(std::memcmp(slice.block(0), once.block(0) + 34, 68), 0);
+  for (int64_t n = 0; n < 20; ++n) {
+    uint8_t row[68];
+    slice.RawRow(n, row);
+    EXPECT_EQ(std::memcmp(row, q.data<uint8_t>() + n * 102 + 34, 68), 0) << n;
+  }
   EXPECT_FALSE(PackedWeight::Pack(f, WeightFormat::kQ4_K).ok());  // 96 is not a multiple of 256
 }
 

@@ -1,6 +1,7 @@
 // Quantised dot tiles (kernels/quant_dot.h) against an independent double-precision oracle
 // (dequantised weights x dequantised activations), batch invariance, and exactness when every
-// scale is a power of two.
+// scale is a power of two; the interleaved Q8_0/Q4_0 layout is lossless and gives the scalar
+// reference's bits on every ISA.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 
 #include "core/block_quant.h"
 #include "core/cpu_features.h"
+#include "kernels/block_interleave.h"
 #include "kernels/quant_dot.h"
 
 namespace moerun {
@@ -64,10 +66,19 @@ void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m,
 }
 
 struct Weights {
-  std::vector<uint8_t> bytes;  // [16 rows, row_bytes]
-  std::vector<float> deq;      // [16, k]
+  std::vector<uint8_t> bytes;   // [16 rows, row_bytes] GGUF rows
+  std::vector<uint8_t> packed;  // what a tile reads: `bytes`, or their interleaved columns (Q8_0, Q4_0)
+  std::vector<float> deq;       // [16, k]
   size_t row_bytes = 0;
 };
+
+void PackForTile(DType t, Weights* w) {
+  w->packed = w->bytes;
+  if (IsInterleavedBlockType(t)) {
+    InterleaveRows(t, w->bytes.data(), w->row_bytes, static_cast<int64_t>(w->row_bytes / DTypeBlockBytes(t)),
+                   w->packed.data());
+  }
+}
 
 Weights QuantizeWeights(DType t, const std::vector<float>& w, int64_t k) {
   Weights out;
@@ -76,6 +87,7 @@ Weights QuantizeWeights(DType t, const std::vector<float>& w, int64_t k) {
   out.deq.resize(static_cast<size_t>(16 * k));
   for (int j = 0; j < 16; ++j) QuantizeRow(t, w.data() + j * k, k, out.bytes.data() + j * out.row_bytes);
   DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
+  PackForTile(t, &out);
   return out;
 }
 
@@ -102,13 +114,14 @@ Weights RawWeights(DType t, int64_t k, std::mt19937& rng) {
   }
   out.deq.resize(static_cast<size_t>(16 * k));
   DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
+  PackForTile(t, &out);
   return out;
 }
 
 void CheckAgainstOracle(QuantDotIsa isa, DType t, const Weights& w, int64_t k, const Acts& a, int64_t m0,
                         int64_t m1, int n_rows, int64_t kb0, int64_t kb1) {
   std::vector<float> out(static_cast<size_t>((m1 - m0) * 16), -999.0f);
-  QuantDotTileFor(isa)(t, w.bytes.data(), w.row_bytes, n_rows, a.view, m0, m1, kb0, kb1, out.data());
+  QuantDotTileFor(isa)(t, w.packed.data(), w.row_bytes, n_rows, a.view, m0, m1, kb0, kb1, out.data());
   for (int64_t m = m0; m < m1; ++m) {
     for (int j = 0; j < n_rows; ++j) {
       double dot, mag;
@@ -204,14 +217,15 @@ TEST(QuantDotTest, BatchInvariance) {
     for (QuantDotIsa isa : SupportedIsas()) {
       QuantDotTileFn fn = QuantDotTileFor(isa);
       std::vector<float> full(static_cast<size_t>(rows * 16));
-      fn(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, nb, full.data());
+      fn(t, w.packed.data(), w.row_bytes, 16, a.view, 0, rows, 0, nb, full.data());
       for (int trial = 0; trial < 30; ++trial) {
         const int64_t m0 = static_cast<int64_t>(rng() % rows);
         const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
-        const int j0 = static_cast<int>(rng() % 16);
+        // Interleaved blocks are read whole (rows past n_rows are computed, not stored).
+        const int j0 = IsInterleavedBlockType(t) ? 0 : static_cast<int>(rng() % 16);
         const int n = 1 + static_cast<int>(rng() % static_cast<unsigned>(16 - j0));
         std::vector<float> part(static_cast<size_t>((m1 - m0) * 16));
-        fn(t, w.bytes.data() + j0 * w.row_bytes, w.row_bytes, n, a.view, m0, m1, 0, nb, part.data());
+        fn(t, w.packed.data() + j0 * w.row_bytes, w.row_bytes, n, a.view, m0, m1, 0, nb, part.data());
         for (int64_t m = m0; m < m1; ++m) {
           for (int j = 0; j < n; ++j) {
             const float p = part[static_cast<size_t>((m - m0) * 16 + j)];
@@ -275,9 +289,10 @@ TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
     }
     w.deq.resize(static_cast<size_t>(16 * k));
     DequantizeRow(t, w.bytes.data(), w.deq.data(), 16 * k);
+    PackForTile(t, &w);
     for (QuantDotIsa isa : SupportedIsas()) {
       std::vector<float> out(static_cast<size_t>(rows * 16));
-      QuantDotTileFor(isa)(t, w.bytes.data(), w.row_bytes, 16, a.view, 0, rows, 0, k / 32, out.data());
+      QuantDotTileFor(isa)(t, w.packed.data(), w.row_bytes, 16, a.view, 0, rows, 0, k / 32, out.data());
       for (int64_t m = 0; m < rows; ++m) {
         for (int j = 0; j < 16; ++j) {
           double dot, mag;
@@ -285,6 +300,56 @@ TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
           ASSERT_EQ(static_cast<double>(out[static_cast<size_t>(m * 16 + j)]), dot)
               << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=" << m << " j=" << j;
         }
+      }
+    }
+  }
+}
+
+// The interleaved layout moves the GGUF bytes losslessly.
+TEST(QuantDotTest, InterleaveRoundTrip) {
+  std::mt19937 rng(8);
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    const Weights w = RawWeights(t, 96, rng);
+    const size_t bb = DTypeBlockBytes(t);
+    for (int j = 0; j < 16; ++j) {
+      for (int64_t kb = 0; kb < 3; ++kb) {
+        std::vector<uint8_t> back(bb);
+        DeinterleaveBlock(t, w.packed.data() + kb * InterleavedColumnBytes(t), j, back.data());
+        ASSERT_EQ(std::memcmp(back.data(), w.bytes.data() + j * w.row_bytes + kb * bb, bb), 0)
+            << DTypeName(t);
+      }
+    }
+    // The scales of a column come first, in row order.
+    uint16_t d5;
+    std::memcpy(&d5, w.packed.data() + InterleavedColumnBytes(t) + 2 * 5, 2);
+    EXPECT_EQ(std::memcmp(&d5, w.bytes.data() + 5 * w.row_bytes + bb, 2), 0);
+  }
+}
+
+// On the interleaved formats every ISA performs the reference's f32 operations: bitwise equal,
+// for any tile shape and K range.
+TEST(QuantDotTest, InterleavedIsasGiveTheReferenceBits) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    const int64_t k = 32 * 37, rows = 19;
+    std::vector<float> x(static_cast<size_t>(rows * k));
+    for (float& v : x) v = nd(rng);
+    const Acts a = QuantizeActs(x, rows, k);
+    const Weights w = RawWeights(t, k, rng);
+    for (int trial = 0; trial < 20; ++trial) {
+      const int64_t m0 = static_cast<int64_t>(rng() % rows);
+      const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
+      const int64_t kb0 = static_cast<int64_t>(rng() % 30), kb1 = kb0 + 1 + static_cast<int64_t>(rng() % 7);
+      const int n = 1 + static_cast<int>(rng() % 16);
+      std::vector<float> want(static_cast<size_t>((m1 - m0) * 16), 0.0f);
+      QuantDotTileRef(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, want.data());
+      for (QuantDotIsa isa : SupportedIsas()) {
+        std::vector<float> got(want.size(), 0.0f);
+        QuantDotTileFor(isa)(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, got.data());
+        ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+            << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=[" << m0 << "," << m1 << ") kb=[" << kb0
+            << "," << kb1 << ") n=" << n;
       }
     }
   }
