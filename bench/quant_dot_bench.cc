@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/block_quant.h"
+#include "kernels/block_interleave.h"
 #include "kernels/quant_dot.h"
 
 using namespace moerun;
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
       std::vector<float> wf(static_cast<size_t>(kRows * kK));
       for (float& v : wf) v = nd(rng) * 0.05f;
       for (int64_t j = 0; j < kRows; ++j) QuantizeRow(t, wf.data() + j * kK, kK, w.data() + j * row_bytes);
+      if (IsInterleavedBlockType(t)) {  // the packed layout the tiles read (kernels/block_interleave.h)
+        std::vector<uint8_t> rows(w.begin(), w.begin() + tile_bytes);
+        InterleaveRows(t, rows.data(), row_bytes, kK / DTypeBlockSize(t), w.data());
+      }
       for (size_t i = 1; i < n_tiles; ++i)
         std::copy(w.begin(), w.begin() + tile_bytes, w.begin() + i * tile_bytes);
     }

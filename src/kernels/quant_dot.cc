@@ -121,13 +121,16 @@ void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_r
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
   assert(n_rows >= 0 && n_rows <= kQuantDotMaxRows);
   const bool interleaved = IsInterleavedBlockType(format);
-  std::vector<uint8_t> row(interleaved ? static_cast<size_t>(kb1) * DTypeBlockBytes(format) : 0);
+  const int64_t per = DTypeBlockSize(format) / 32;  // 32-element blocks per GGUF block
+  const int64_t blk0 = kb0 / per, blk1 = (kb1 + per - 1) / per;
+  const size_t bb = DTypeBlockBytes(format);
+  std::vector<uint8_t> row(interleaved ? static_cast<size_t>(blk1) * bb : 0);
   for (int j = 0; j < n_rows; ++j) {
     const uint8_t* r = w + static_cast<size_t>(j) * w_row_bytes;
     if (interleaved) {  // the GGUF bytes of row j back from the interleaved columns
-      for (int64_t kb = kb0; kb < kb1; ++kb) {
-        DeinterleaveBlock(format, w + static_cast<size_t>(kb) * InterleavedColumnBytes(format), j,
-                          row.data() + static_cast<size_t>(kb) * DTypeBlockBytes(format));
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        DeinterleaveBlock(format, w + static_cast<size_t>(blk) * InterleavedColumnBytes(format), j,
+                          row.data() + static_cast<size_t>(blk) * bb);
       }
       r = row.data();
     }

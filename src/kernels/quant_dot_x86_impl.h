@@ -383,6 +383,68 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
 }
+
+// Q4_K interleaved (2304-byte columns: d, dmin, 3 scale words, 32 qs words; block_interleave.h).
+// Lane j: row j's 6-bit scale and min of sub-block s, the exact int32 sum I of the sub-block, then
+// the reference's ops: inner = fma(d*sc, I, -(dmin*m * A)); acc = fma(da, inner, acc).
+struct Q4KScales512 {
+  __m512i sc_lo, sc_hi, m_lo, m_hi;  // bytes s (s < 4) / s - 4 of each lane: 6-bit values
+  explicit Q4KScales512(const uint8_t* c) {
+    const __m512i u0 = _mm512_loadu_si512(c + 64), u1 = _mm512_loadu_si512(c + 128),
+                  u2 = _mm512_loadu_si512(c + 192);
+    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm512_set1_epi32(0x03030303);
+    sc_lo = _mm512_and_si512(u0, k1);
+    m_lo = _mm512_and_si512(u1, k1);
+    sc_hi = _mm512_or_si512(_mm512_and_si512(u2, k2),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), k3), 4));
+    m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k2),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), k3), 4));
+  }
+  static __m512 Byte(__m512i v, int b) {
+    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xFF)));
+  }
+  __m512 Sc(int s) const { return s < 4 ? Byte(sc_lo, s) : Byte(sc_hi, s - 4); }
+  __m512 Min(int s) const { return s < 4 ? Byte(m_lo, s) : Byte(m_hi, s - 4); }
+};
+
+template <int R>
+void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                float* out) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
+    for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
+    const Q4KScales512 scales(c);
+    for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
+      __m512i x[8];
+      for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + 256 + 64 * (8 * t + g));
+      for (int half = 0; half < 2; ++half) {
+        const int s = 2 * t + half;
+        const int64_t kb = sb * 8 + s;
+        const __m512 ws = _mm512_mul_ps(d, scales.Sc(s)), wm = _mm512_mul_ps(dmin, scales.Min(s));
+        __m512i u[8];
+        for (int g = 0; g < 8; ++g) {
+          u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
+        }
+        for (int r = 0; r < R; ++r) {
+          __m512i I = _mm512_setzero_si512();
+          for (int g = 0; g < 8; ++g)
+            I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
+          const __m512 t_min =
+              _mm512_mul_ps(wm, _mm512_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
+          const __m512 inner = _mm512_fmsub_ps(ws, _mm512_cvtepi32_ps(I), t_min);
+          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
+        }
+      }
+    }
+  }
+  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
+}
 constexpr int kInterleavedMaxR = 8;
 #else
 template <int R, bool kQ8>
@@ -442,26 +504,100 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
     }
   }
 }
+
+// Q4_K interleaved, AVX2: rows 8h .. 8h + 7 per pass, same lane arithmetic as the AVX-512 body.
+template <int R>
+void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                float* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int h = 0; h < 2; ++h) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+      const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
+      if (h == 0) {
+        for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+      }
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+      auto word = [&](int wd) {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * wd + 32 * h));
+      };
+      const __m256i u0 = word(0), u1 = word(1), u2 = word(2);
+      const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
+                    k3 = _mm256_set1_epi32(0x03030303);
+      const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
+      const __m256i sc_hi = _mm256_or_si256(
+          _mm256_and_si256(u2, k2), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
+      const __m256i m_hi =
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+      auto byte = [](__m256i v, int b) {
+        return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
+      };
+      for (int s = 0; s < 8; ++s) {
+        const int64_t kb = sb * 8 + s;
+        const int t = s / 2;
+        const __m256 ws = _mm256_mul_ps(d, s < 4 ? byte(sc_lo, s) : byte(sc_hi, s - 4));
+        const __m256 wm = _mm256_mul_ps(dmin, s < 4 ? byte(m_lo, s) : byte(m_hi, s - 4));
+        __m256i u[8];
+        for (int g = 0; g < 8; ++g) {
+          const __m256i x = word(3 + 8 * t + g);
+          u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
+        }
+        for (int r = 0; r < R; ++r) {
+          // Nibble x int8 pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 < 2^15).
+          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
+          for (int g = 1; g < 8; ++g) {
+            s16 = _mm256_add_epi16(s16,
+                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
+          }
+          const __m256i I = _mm256_madd_epi16(s16, ones);
+          const __m256 t_min =
+              _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
+          const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
+          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[r]);
+      for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j)
+        out[r * kQuantDotMaxRows + j] = tmp[j - 8 * h];
+    }
+  }
+}
 constexpr int kInterleavedMaxR = 4;
 #endif
 
-template <bool kQ8>
+template <int R, DType kT>
+inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                    float* out) {
+  if constexpr (kT == DType::kQ4_K) {
+    ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
+  } else {
+    ColumnsInterleaved<R, kT == DType::kQ8_0>(w, a, m, kb0, kb1, n_rows, out);
+  }
+}
+
+template <DType kT>
 void TileInterleaved(const uint8_t* w, int n_rows, const Q8Activations& a, int64_t m0, int64_t m1,
                      int64_t kb0, int64_t kb1, float* out) {
   for (int64_t m = m0; m < m1;) {
     float* o = out + (m - m0) * kQuantDotMaxRows;
     const int64_t left = m1 - m;
     if (left >= kInterleavedMaxR) {
-      ColumnsInterleaved<kInterleavedMaxR, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<kInterleavedMaxR, kT>(w, a, m, kb0, kb1, n_rows, o);
       m += kInterleavedMaxR;
     } else if (kInterleavedMaxR > 4 && left >= 4) {
-      ColumnsInterleaved<4, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<4, kT>(w, a, m, kb0, kb1, n_rows, o);
       m += 4;
     } else if (left >= 2) {
-      ColumnsInterleaved<2, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<2, kT>(w, a, m, kb0, kb1, n_rows, o);
       m += 2;
     } else {
-      ColumnsInterleaved<1, kQ8>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<1, kT>(w, a, m, kb0, kb1, n_rows, o);
       m += 1;
     }
   }
@@ -493,8 +629,9 @@ inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int
 
 void QuantDotTileX86(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                      int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
-  if (format == DType::kQ8_0) return TileInterleaved<true>(w, n_rows, a, m0, m1, kb0, kb1, out);
-  if (format == DType::kQ4_0) return TileInterleaved<false>(w, n_rows, a, m0, m1, kb0, kb1, out);
+  if (format == DType::kQ8_0) return TileInterleaved<DType::kQ8_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+  if (format == DType::kQ4_0) return TileInterleaved<DType::kQ4_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+  if (format == DType::kQ4_K) return TileInterleaved<DType::kQ4_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
   // Activation rows in chunks that stay in L1 (<= 24 KB of int8) while every weight row passes
   // over them; each weight row streams through once per chunk. Does not change any (m, j) result.
   const int64_t act_bytes = std::max<int64_t>(1, (kb1 - kb0) * 32);

@@ -308,8 +308,9 @@ TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
 // The interleaved layout moves the GGUF bytes losslessly.
 TEST(QuantDotTest, InterleaveRoundTrip) {
   std::mt19937 rng(8);
-  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
-    const Weights w = RawWeights(t, 96, rng);
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K}) {
+    const int64_t k = t == DType::kQ4_K ? 768 : 96;
+    const Weights w = RawWeights(t, k, rng);
     const size_t bb = DTypeBlockBytes(t);
     for (int j = 0; j < 16; ++j) {
       for (int64_t kb = 0; kb < 3; ++kb) {
@@ -331,8 +332,9 @@ TEST(QuantDotTest, InterleaveRoundTrip) {
 TEST(QuantDotTest, InterleavedIsasGiveTheReferenceBits) {
   std::mt19937 rng(21);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
-    const int64_t k = 32 * 37, rows = 19;
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K}) {
+    const bool kq = t == DType::kQ4_K;
+    const int64_t k = kq ? 256 * 5 : 32 * 37, rows = 19;
     std::vector<float> x(static_cast<size_t>(rows * k));
     for (float& v : x) v = nd(rng);
     const Acts a = QuantizeActs(x, rows, k);
@@ -340,7 +342,9 @@ TEST(QuantDotTest, InterleavedIsasGiveTheReferenceBits) {
     for (int trial = 0; trial < 20; ++trial) {
       const int64_t m0 = static_cast<int64_t>(rng() % rows);
       const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
-      const int64_t kb0 = static_cast<int64_t>(rng() % 30), kb1 = kb0 + 1 + static_cast<int64_t>(rng() % 7);
+      const int64_t step = kq ? 8 : 1;
+      const int64_t kb0 = static_cast<int64_t>(rng() % (kq ? 4 : 30)) * step;
+      const int64_t kb1 = kb0 + step * (1 + static_cast<int64_t>(rng() % (kq ? (40 - kb0) / 8 : 7)));
       const int n = 1 + static_cast<int>(rng() % 16);
       std::vector<float> want(static_cast<size_t>((m1 - m0) * 16), 0.0f);
       QuantDotTileRef(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, want.data());

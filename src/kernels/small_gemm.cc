@@ -1,0 +1,91 @@
+// Portable reference and run-time dispatch of kernels/small_gemm.h.
+#include "kernels/small_gemm.h"
+
+#include <cmath>
+
+#include "core/cpu_features.h"
+
+namespace moerun {
+namespace {
+
+void GemmNTRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b[j * ldb + p], acc);
+      c[i * ldc + j] = acc;
+    }
+  }
+}
+
+void GemmNNRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+               float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b[p * ldb + j], acc);
+      c[i * ldc + j] = acc;
+    }
+  }
+}
+
+SmallGemmIsa Resolve(SmallGemmIsa isa) {
+  if (isa != SmallGemmIsa::kAuto) return isa;
+  static const SmallGemmIsa best = SmallGemmIsaSupported(SmallGemmIsa::kAvx512) ? SmallGemmIsa::kAvx512
+                                   : SmallGemmIsaSupported(SmallGemmIsa::kAvx2) ? SmallGemmIsa::kAvx2
+                                                                                : SmallGemmIsa::kRef;
+  return best;
+}
+
+}  // namespace
+
+bool SmallGemmIsaSupported(SmallGemmIsa isa) {
+  const CpuFeatures& f = GetCpuFeatures();
+  switch (isa) {
+    case SmallGemmIsa::kAuto:
+    case SmallGemmIsa::kRef:
+      return true;
+    case SmallGemmIsa::kAvx2:
+      return f.HasAvx2Kernels();
+    case SmallGemmIsa::kAvx512:
+      return f.avx512f && f.os_saves_zmm;
+  }
+  return false;
+}
+
+void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+            int64_t ldb, float* c, int64_t ldc) {
+  switch (Resolve(isa)) {
+    case SmallGemmIsa::kAvx512:
+      return internal::GemmNTAvx512(m, n, k, a, lda, b, ldb, c, ldc);
+    case SmallGemmIsa::kAvx2:
+      return internal::GemmNTAvx2(m, n, k, a, lda, b, ldb, c, ldc);
+    default:
+      return GemmNTRef(m, n, k, a, lda, b, ldb, c, ldc);
+  }
+}
+
+void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+            int64_t ldb, float* c, int64_t ldc) {
+  switch (Resolve(isa)) {
+    case SmallGemmIsa::kAvx512:
+      return internal::GemmNNAvx512(m, n, k, a, lda, b, ldb, c, ldc);
+    case SmallGemmIsa::kAvx2:
+      return internal::GemmNNAvx2(m, n, k, a, lda, b, ldb, c, ldc);
+    default:
+      return GemmNNRef(m, n, k, a, lda, b, ldb, c, ldc);
+  }
+}
+
+void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc) {
+  GemmNT(SmallGemmIsa::kAuto, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void GemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc) {
+  GemmNN(SmallGemmIsa::kAuto, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+}  // namespace moerun

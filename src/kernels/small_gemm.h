@@ -1,0 +1,43 @@
+// Small dense f32 products for attention over the latent cache (MLA scores and value sums):
+//   GemmNT: C[i][j] = sum_k A[i][k] * B[j][k]   (query rows x cache rows, both k-contiguous)
+//   GemmNN: C[i][j] = sum_p A[i][p] * B[p][j]   (probabilities x cache rows)
+// Row-major with leading dimensions in elements. Both write C (no accumulation into it).
+//
+// Arithmetic, fixed per ISA whatever m, n and the blocking (so attention is batch invariant):
+//   NT: k is walked in vector-width chunks, lane l summing k = l, l + L, ... with one fma each
+//       (the tail chunk is zero-padded), then the L lanes are added in a fixed tree (L = 16 on
+//       AVX-512, 8 on AVX2; the portable path sums in k order).
+//   NN: each C[i][j] is acc = fma(A[i][p], B[p][j], acc) for p = 0, 1, ... from acc = 0, on every
+//       path: all ISAs give the same bits.
+// Thread safety: pure functions; concurrent calls must not share C.
+#pragma once
+
+#include <cstdint>
+
+namespace moerun {
+
+void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc);
+void GemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+            float* c, int64_t ldc);
+
+// Which implementation runs: kAuto picks the best the CPU has; tests force each one.
+enum class SmallGemmIsa { kAuto, kRef, kAvx2, kAvx512 };
+bool SmallGemmIsaSupported(SmallGemmIsa isa);
+void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+            int64_t ldb, float* c, int64_t ldc);
+void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+            int64_t ldb, float* c, int64_t ldc);
+
+namespace internal {
+void GemmNTAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                float* c, int64_t ldc);
+void GemmNNAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                float* c, int64_t ldc);
+void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                  float* c, int64_t ldc);
+void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                  float* c, int64_t ldc);
+}  // namespace internal
+
+}  // namespace moerun

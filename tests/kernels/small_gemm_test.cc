@@ -1,0 +1,104 @@
+// Attention's small f32 products (kernels/small_gemm.h): every ISA the CPU has against a double
+// oracle, GemmNN bitwise equal across ISAs, and each element independent of the tile it falls in.
+#include "kernels/small_gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace moerun {
+namespace {
+
+std::vector<SmallGemmIsa> Isas() {
+  std::vector<SmallGemmIsa> out;
+  for (SmallGemmIsa isa : {SmallGemmIsa::kRef, SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
+    if (SmallGemmIsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+std::vector<float> Random(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+TEST(SmallGemm, MatchesDoubleOracle) {
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t m = 1 + rng() % 11, n = 1 + rng() % 45, k = trial == 0 ? 576 : 1 + rng() % 600;
+    const int64_t lda = k + 3, ldb = k + 5, ldc = n + 2;
+    const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
+                             b = Random(static_cast<size_t>(n * ldb), rng);
+    // NN operands: A [m, k] (probabilities), B [k, n] with row stride ldbn.
+    const int64_t ldbn = n + 7;
+    const std::vector<float> bn = Random(static_cast<size_t>(k * ldbn), rng);
+    for (SmallGemmIsa isa : Isas()) {
+      std::vector<float> c(static_cast<size_t>(m * ldc), -7.0f), cn(c.size(), -7.0f);
+      GemmNT(isa, m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc);
+      GemmNN(isa, m, n, k, a.data(), lda, bn.data(), ldbn, cn.data(), ldc);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          double nt = 0, ntmag = 0, nn = 0, nnmag = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            const double t = static_cast<double>(a[i * lda + p]) * b[j * ldb + p];
+            nt += t;
+            ntmag += std::fabs(t);
+            const double u = static_cast<double>(a[i * lda + p]) * bn[p * ldbn + j];
+            nn += u;
+            nnmag += std::fabs(u);
+          }
+          ASSERT_LE(std::fabs(c[i * ldc + j] - nt), 1e-5 * ntmag)
+              << static_cast<int>(isa) << " m" << m << " n" << n << " k" << k;
+          ASSERT_LE(std::fabs(cn[i * ldc + j] - nn), 1e-5 * nnmag) << static_cast<int>(isa);
+        }
+        EXPECT_EQ(c[i * ldc + n], -7.0f) << "wrote past n";
+      }
+    }
+  }
+}
+
+TEST(SmallGemm, NNIsBitwiseEqualOnEveryIsa) {
+  std::mt19937 rng(5);
+  const int64_t m = 7, n = 517, k = 300;
+  const std::vector<float> a = Random(static_cast<size_t>(m * k), rng),
+                           b = Random(static_cast<size_t>(k * n), rng);
+  std::vector<float> want(static_cast<size_t>(m * n));
+  GemmNN(SmallGemmIsa::kRef, m, n, k, a.data(), k, b.data(), n, want.data(), n);
+  for (SmallGemmIsa isa : Isas()) {
+    std::vector<float> got(want.size());
+    GemmNN(isa, m, n, k, a.data(), k, b.data(), n, got.data(), n);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << static_cast<int>(isa);
+  }
+}
+
+// The same element from a sub-product (other rows / columns around it) has the same bits.
+TEST(SmallGemm, ElementsDoNotDependOnTheTiling) {
+  std::mt19937 rng(6);
+  const int64_t m = 13, n = 29, k = 576;
+  const std::vector<float> a = Random(static_cast<size_t>(m * k), rng),
+                           b = Random(static_cast<size_t>(n * k), rng);
+  for (SmallGemmIsa isa : Isas()) {
+    std::vector<float> full(static_cast<size_t>(m * n));
+    GemmNT(isa, m, n, k, a.data(), k, b.data(), k, full.data(), n);
+    for (int trial = 0; trial < 25; ++trial) {
+      const int64_t i0 = rng() % m, i1 = i0 + 1 + rng() % (m - i0), j0 = rng() % n,
+                    j1 = j0 + 1 + rng() % (n - j0);
+      std::vector<float> part(static_cast<size_t>((i1 - i0) * (j1 - j0)));
+      GemmNT(isa, i1 - i0, j1 - j0, k, a.data() + i0 * k, k, b.data() + j0 * k, k, part.data(), j1 - j0);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = j0; j < j1; ++j) {
+          const float p = part[(i - i0) * (j1 - j0) + (j - j0)], f = full[i * n + j];
+          ASSERT_EQ(std::memcmp(&p, &f, sizeof p), 0) << static_cast<int>(isa);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moerun
