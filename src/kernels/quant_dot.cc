@@ -99,6 +99,12 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
 }  // namespace
 
 void QuantizeActivationRow(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {
+  static const bool avx2 = QuantDotIsaSupported(QuantDotIsa::kAvx2);
+  if (avx2) return QuantizeActivationRowAvx2(x, k, q, d, sum);
+  QuantizeActivationRowRef(x, k, q, d, sum);
+}
+
+void QuantizeActivationRowRef(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {
   const int64_t nb = (k + 31) / 32;
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t e0 = b * 32, e1 = std::min<int64_t>(k, e0 + 32);

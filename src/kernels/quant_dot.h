@@ -41,7 +41,11 @@ struct Q8Activations {
 // Quantises one row x[0, k) into q[0, k_pad), d[0, k_pad/32), sum[...] with k_pad = k rounded up to
 // 32. Per block: amax = max |x| (padding counts as 0), d = amax / 127, q = x * (127 / amax) rounded
 // to nearest even (so |q| <= 127), or all zero when amax == 0.
+// Uses AVX2 when the CPU has it, with the same operations as the scalar code (same bytes).
 void QuantizeActivationRow(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
+void QuantizeActivationRowRef(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
+void QuantizeActivationRowAvx2(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
+void QuantizeActivationRowAvx512Vnni(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum);
 
 // The tile function: for m in [m0, m1) and j in [0, n_rows) (n_rows <= 16):
 //   out[(m - m0) * 16 + j] = sum over 32-element blocks kb in [kb0, kb1) of

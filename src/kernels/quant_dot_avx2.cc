@@ -10,4 +10,8 @@ void QuantDotTileAvx2(DType format, const uint8_t* w, size_t w_row_bytes, int n_
   QuantDotTileX86(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
 }
 
+void QuantizeActivationRowAvx2(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {
+  QuantizeActivationRowX86(x, k, q, d, sum);
+}
+
 }  // namespace moerun

@@ -161,6 +161,36 @@ TEST(QuantDotTest, ActivationQuantisation) {
   for (int e = 0; e < 32; ++e) EXPECT_EQ(q[e], 0);
 }
 
+// The SIMD activation quantisers produce the scalar one's bytes (ties, tails, zero blocks).
+TEST(QuantDotTest, ActivationQuantisersAgree) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  using Fn = void (*)(const float*, int64_t, int8_t*, float*, int32_t*);
+  std::vector<std::pair<const char*, Fn>> fns;
+  if (QuantDotIsaSupported(QuantDotIsa::kAvx2)) fns.push_back({"avx2", &QuantizeActivationRowAvx2});
+  if (QuantDotIsaSupported(QuantDotIsa::kAvx512Vnni))
+    fns.push_back({"avx512vnni", &QuantizeActivationRowAvx512Vnni});
+  for (int trial = 0; trial < 60; ++trial) {
+    const int64_t k = 1 + static_cast<int64_t>(rng() % 700), nb = (k + 31) / 32;
+    std::vector<float> x(static_cast<size_t>(k));
+    for (float& v : x) v = nd(rng);
+    if (trial % 4 == 1) {
+      for (float& v : x) v = static_cast<float>(static_cast<int>(rng() % 255) - 127) * 0.5f;  // ties at .5
+    }
+    if (trial % 4 == 2) std::fill(x.begin(), x.begin() + std::min<int64_t>(k, 40), 0.0f);  // zero block
+    std::vector<int8_t> q0(static_cast<size_t>(nb * 32)), q1(q0.size());
+    std::vector<float> d0(static_cast<size_t>(nb)), d1(d0.size());
+    std::vector<int32_t> s0(d0.size()), s1(d0.size());
+    QuantizeActivationRowRef(x.data(), k, q0.data(), d0.data(), s0.data());
+    for (const auto& [name, fn] : fns) {
+      fn(x.data(), k, q1.data(), d1.data(), s1.data());
+      ASSERT_EQ(q0, q1) << name << " k=" << k;
+      ASSERT_EQ(std::memcmp(d0.data(), d1.data(), d0.size() * sizeof(float)), 0) << name;
+      ASSERT_EQ(s0, s1) << name;
+    }
+  }
+}
+
 TEST(QuantDotTest, MatchesOracleRandomAndAdversarial) {
   std::mt19937 rng(1234);
   std::normal_distribution<float> nd(0.0f, 1.0f);
