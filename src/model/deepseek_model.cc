@@ -8,6 +8,7 @@
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "kernels/vector_ops.h"
+#include "model/mla_attention.h"
 #include "moe/moe_weights.h"
 
 namespace moerun {
@@ -288,57 +289,69 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
     std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
     rope_->Apply(e + r, rows[t].pos);
   }
-  // Absorbed attention. A task is one token and a range of heads; the heads of a task share each
-  // cache entry while it is in L1 (scores and the latent value sum loop over entries outside).
+  // Absorbed attention. A task is a run of tokens of one sequence x a range of heads: it absorbs
+  // its queries (q_cat = [q_nope through kv_b's K rows | roped q_pe]), attends over the latent
+  // cache (model/mla_attention.h: one score GEMM and one value GEMM for all its rows) and reads
+  // the values back through kv_b's V rows. Prefill: runs of up to 16 tokens x all heads; a few
+  // tokens (decode): one token x a slice of the heads, so every thread has work.
   const float scale = static_cast<float>(c.SoftmaxScale());
   const int threads = pool_ ? pool_->size() : 1;
-  const int64_t heads_per_task = t_count >= 2 * threads ? nh : std::max<int64_t>(1, nh / (2 * threads));
+  const bool few = t_count < 2 * threads;
+  const int64_t heads_per_task = few ? std::max<int64_t>(1, nh / (2 * threads)) : nh;
   const int64_t head_groups = (nh + heads_per_task - 1) / heads_per_task;
+  const int64_t max_run = few ? 1 : 16;
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [t0, t1): one cache, consecutive rows
+  for (int64_t t = 0; t < t_count;) {
+    int64_t t1 = t + 1;
+    while (t1 < t_count && t1 - t < max_run && rows[t1].cache == rows[t].cache) ++t1;
+    runs.emplace_back(t, t1);
+    t = t1;
+  }
+  const int64_t qc = r + dr;  // q_cat row: [q_lat (r) | q_pe (dr)], like a cache entry
+  std::vector<float> q_cat(static_cast<size_t>(t_count * nh * qc)),
+      o_lat(static_cast<size_t>(t_count * nh * r));
   auto task = [&](int64_t id, int) {
-    const int64_t t = id / head_groups, h_a = (id % head_groups) * heads_per_task;
-    const int64_t h_b = std::min(nh, h_a + heads_per_task), nt = h_b - h_a, pos = rows[t].pos, ctx = pos + 1;
-    const KvCache* cache = rows[t].cache;
-    std::vector<float> q_lat(static_cast<size_t>(nt * r), 0.0f), qp(static_cast<size_t>(nt * dr));
-    std::vector<float> s(static_cast<size_t>(nt * ctx)), o_lat(static_cast<size_t>(nt * r), 0.0f);
-    for (int64_t k = 0; k < nt; ++k) {
-      const int64_t hd = h_a + k;
-      const float* qn = q.data() + t * nh * qd + hd * qd;
-      std::copy(qn + dn, qn + qd, qp.data() + k * dr);
-      rope_->Apply(qp.data() + k * dr, pos);
-      const float* kb = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r]
-      float* ql = q_lat.data() + k * r;
-      for (int64_t d = 0; d < dn; ++d) VecAxpy(qn[d], kb + d * r, ql, r);
-    }
-    for (int64_t j = 0; j < ctx; ++j) {
-      const float* e = cache->entry(layer, j);
-      for (int64_t k = 0; k < nt; ++k) {
-        s[k * ctx + j] = scale * (VecDot(q_lat.data() + k * r, e, r) + VecDot(qp.data() + k * dr, e + r, dr));
+    const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
+    const int64_t h_a = (id % head_groups) * heads_per_task, h_b = std::min(nh, h_a + heads_per_task);
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t hd = h_a; hd < h_b; ++hd) {
+        const float* qn = q.data() + t * nh * qd + hd * qd;
+        float* ql = q_cat.data() + (t * nh + hd) * qc;
+        std::fill(ql, ql + r, 0.0f);
+        const float* kb = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r]
+        for (int64_t d = 0; d < dn; ++d) VecAxpy(qn[d], kb + d * r, ql, r);
+        std::copy(qn + dn, qn + qd, ql + r);
+        rope_->Apply(ql + r, rows[t].pos);
       }
     }
-    for (int64_t k = 0; k < nt; ++k) {
-      float* sk = s.data() + k * ctx;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < ctx; ++j) mx = std::max(mx, sk[j]);
-      double sum = 0;
-      for (int64_t j = 0; j < ctx; ++j) sum += sk[j] = std::exp(sk[j] - mx);
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j < ctx; ++j) sk[j] *= inv;
+    const KvCache* cache = rows[t0].cache;
+    const LatentCacheView view{cache->entry(layer, 0), cache->stride(), r};
+    if (h_b - h_a == nh) {  // rows (t, h) of the run are contiguous
+      std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
+      for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[t0 + i / nh].pos;
+      LatentAttention(q_cat.data() + t0 * nh * qc, (t1 - t0) * nh, qc, pos.data(), view, scale,
+                      o_lat.data() + t0 * nh * r, r);
+    } else {
+      for (int64_t t = t0; t < t1; ++t) {
+        const std::vector<int64_t> pos(static_cast<size_t>(h_b - h_a), rows[t].pos);
+        LatentAttention(q_cat.data() + (t * nh + h_a) * qc, h_b - h_a, qc, pos.data(), view, scale,
+                        o_lat.data() + (t * nh + h_a) * r, r);
+      }
     }
-    for (int64_t j = 0; j < ctx; ++j) {
-      const float* e = cache->entry(layer, j);
-      for (int64_t k = 0; k < nt; ++k) VecAxpy(s[k * ctx + j], e, o_lat.data() + k * r, r);
-    }
-    for (int64_t k = 0; k < nt; ++k) {
-      const int64_t hd = h_a + k;
-      const float* vb = at.kv_b.data() + (hd * (dn + dv) + dn) * r;  // V rows [dv, r]
-      float* oh = o + t * nh * dv + hd * dv;
-      for (int64_t d = 0; d < dv; ++d) oh[d] = VecDot(o_lat.data() + k * r, vb + d * r, r);
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t hd = h_a; hd < h_b; ++hd) {
+        const float* vb = at.kv_b.data() + (hd * (dn + dv) + dn) * r;  // V rows [dv, r]
+        const float* ol = o_lat.data() + (t * nh + hd) * r;
+        float* oh = o + t * nh * dv + hd * dv;
+        for (int64_t d = 0; d < dv; ++d) oh[d] = VecDot(ol, vb + d * r, r);
+      }
     }
   };
+  const int64_t n_tasks = static_cast<int64_t>(runs.size()) * head_groups;
   if (pool_) {
-    pool_->ParallelFor(t_count * head_groups, task);
+    pool_->ParallelFor(n_tasks, task);
   } else {
-    for (int64_t i = 0; i < t_count * head_groups; ++i) task(i, 0);
+    for (int64_t i = 0; i < n_tasks; ++i) task(i, 0);
   }
 }
 

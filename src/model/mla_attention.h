@@ -1,0 +1,31 @@
+// Attention of absorbed MLA queries over one sequence's latent cache (multi-head latent attention,
+// DeepSeek-V2 paper arXiv:2405.04434 section 2.1, in the "absorbed" form of its appendix; HF
+// modeling_deepseek.py computes the same in expanded form): for each query row i (one token x one head) at
+// position pos[i],
+//   s[i][j] = scale * <q_cat[i], e_j>,  j = 0 .. pos[i]    (e_j = cache entry j = [c_kv (r) | k_pe (dr)])
+//   p[i]    = softmax(s[i])
+//   o_lat[i] = sum_j p[i][j] * c_kv_j                        [r]
+// with q_cat[i] = [q_nope absorbed through kv_b's K rows (r) | roped q_pe (dr)]. The scores are one
+// f32 GemmNT of all rows against entries [0, max pos], the value sum one GemmNN (kernels/small_gemm.h);
+// entries past a row's own position get probability 0. Every element's arithmetic is fixed by the
+// kernels, so a row's result does not depend on which other rows share the call.
+//
+// Thread safety: pure function over its arguments (scratch is thread-local).
+#pragma once
+
+#include <cstdint>
+
+namespace moerun {
+
+struct LatentCacheView {
+  const float* entries = nullptr;  // [n, stride]: entry j at entries + j * stride
+  int64_t stride = 0;              // r + dr, e.g. 576
+  int64_t rank = 0;                // r = kv_lora_rank, e.g. 512
+};
+
+// q_cat: [n_rows, ldq] (ldq >= r + dr); pos: [n_rows] positions (each entry 0..pos[i] must be
+// filled); o_lat: [n_rows, ldo] f32 out.
+void LatentAttention(const float* q_cat, int64_t n_rows, int64_t ldq, const int64_t* pos,
+                     const LatentCacheView& cache, float scale, float* o_lat, int64_t ldo);
+
+}  // namespace moerun
