@@ -304,6 +304,9 @@ def main(argv=None):
                     help="override rope_scaling.mscale (makes the cos/sin factor != 1)")
     ap.add_argument("--fused-experts", action="store_true",
                     help="store routed experts as fused gate_up_proj/down_proj [E,...]")
+    ap.add_argument("--mla-dims", default=None, metavar="DN,DV,R",
+                    help="override qk_nope_head_dim, v_head_dim, kv_lora_rank (e.g. 256,32,256 so "
+                         "attn_k_b / attn_v_b rows fit GGUF blocks)")
     ap.add_argument("--vocab", type=int, default=None,
                     help="override vocab_size (e.g. to match a tokenizer.json placed beside the model)")
     ap.add_argument("--tokenizer-dir", default=None,
@@ -317,6 +320,9 @@ def main(argv=None):
     cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
     if args.vocab is not None:
         cfg["vocab_size"] = args.vocab
+    if args.mla_dims is not None:
+        dn, dv, r = (int(v) for v in args.mla_dims.split(","))
+        cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"] = dn, dv, r
     rng = np.random.default_rng(args.seed)
     weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
     if args.shards > len(weights):

@@ -6,7 +6,9 @@
 //
 // Contract: Find(name) describes exactly what Get(name) returns (dtype, row-major shape); Names()
 // lists every tensor, sorted (a raw GgufFile also lists tensors of ggml types moerun lacks, for
-// which Find is nullptr and Get explains); errors name the source's path() and the tensor.
+// which Find is nullptr and Get explains; the deepseek2 GGUF view also answers internal aliases of
+// listed tensors that Names() omits, model/gguf_deepseek2.h); errors name the source's path() and
+// the tensor.
 // Thread safety: implementations are immutable after construction; const methods are thread-safe.
 #pragma once
 

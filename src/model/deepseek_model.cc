@@ -8,6 +8,7 @@
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "kernels/vector_ops.h"
+#include "model/gguf_deepseek2.h"
 #include "model/mla_attention.h"
 #include "moe/moe_weights.h"
 
@@ -134,6 +135,45 @@ Status CheckFinite(const TensorSource& ckpt) {
   return Status::Ok();
 }
 
+// Appends rows [r0, r1) of `t` viewed as [rows, cols] (row-major, t's dtype) to `out`.
+void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRows* out) {
+  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
+  for (int64_t i = r0; i < r1; ++i) AppendRow(out, static_cast<const uint8_t*>(t.raw()) + i * row_bytes);
+}
+
+// MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
+// GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
+// from kv_b_proj.
+Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
+               AttentionWeights* at) {
+  const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
+  const std::string kb_name = Deepseek2SplitKbName(layer), vb_name = Deepseek2SplitVbName(layer);
+  if (ckpt.Has(kb_name) && ckpt.Has(vb_name)) {
+    ASSIGN_OR_RETURN(Tensor kb, ckpt.Get(kb_name));  // [nh, r, dn]
+    ASSIGN_OR_RETURN(Tensor vb, ckpt.Get(vb_name));  // [nh, dv, r]
+    if (kb.shape() != Shape{nh, r, dn} || vb.shape() != Shape{nh, dv, r}) {
+      return InvalidArgument("{}: layer {}: attn_k_b {} / attn_v_b {}, expected {} / {}", ckpt.path(), layer,
+                             ShapeToString(kb.shape()), ShapeToString(vb.shape()), ShapeToString({nh, r, dn}),
+                             ShapeToString({nh, dv, r}));
+    }
+    ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kb.dtype(), dn));
+    ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(vb.dtype(), r));
+    at->k_b_transposed = true;
+    AppendRows(kb, dn, h0 * r, h1 * r, &at->k_b);
+    AppendRows(vb, r, h0 * dv, h1 * dv, &at->v_b);
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Tensor kv_b, ckpt.Get(fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer)));
+  ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kv_b.dtype(), r));
+  ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(kv_b.dtype(), r));
+  at->k_b_transposed = false;
+  for (int64_t h = h0; h < h1; ++h) {
+    AppendRows(kv_b, r, h * (dn + dv), h * (dn + dv) + dn, &at->k_b);
+    AppendRows(kv_b, r, h * (dn + dv) + dn, (h + 1) * (dn + dv), &at->v_b);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& c) {
@@ -188,6 +228,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   const int64_t heads = c.num_attention_heads / par.tp;
   m->head_begin_ = m->tp_rank_ * heads;
   m->head_end_ = m->head_begin_ + heads;
+  m->row_isa_ = SelectRowOpsIsa(options.kernels.forced);
   const Expected expected = ExpectedTensors(c);
   RETURN_IF_ERROR(Validate(c, ckpt, expected));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
@@ -219,7 +260,6 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     // Attention: this rank's heads [h0, h1): q rows, kv_b rows, o_proj columns; kv_a replicated.
     AttentionWeights& at = lw.attn;
     const int64_t h0 = m->head_begin_, h1 = m->head_end_, qd = c.q_head_dim();
-    const int64_t kvd = c.qk_nope_head_dim + c.v_head_dim;
     if (c.q_lora_rank == 0) {
       ASSIGN_OR_RETURN(Tensor q, ckpt.Get(a + "q_proj.weight"));
       ASSIGN_OR_RETURN(at.q_proj, PackAs(q.Rows(h0 * qd, h1 * qd), w));
@@ -231,9 +271,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    ASSIGN_OR_RETURN(Tensor kv_b, ckpt.Get(a + "kv_b_proj.weight"));
-    ASSIGN_OR_RETURN(Tensor kv_b32, kv_b.Rows(h0 * kvd, h1 * kvd).ToF32());
-    at.kv_b.assign(kv_b32.span<float>().begin(), kv_b32.span<float>().end());
+    RETURN_IF_ERROR(LoadKvB(c, ckpt, l, h0, h1, &at));
     ASSIGN_OR_RETURN(Tensor o, ckpt.Get(a + "o_proj.weight"));
     // Deterministic mode sums o_proj per head (K-blocks of v_head_dim columns).
     ASSIGN_OR_RETURN(
@@ -318,8 +356,11 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
         const float* qn = q.data() + t * nh * qd + hd * qd;
         float* ql = q_cat.data() + (t * nh + hd) * qc;
         std::fill(ql, ql + r, 0.0f);
-        const float* kb = at.kv_b.data() + hd * (dn + dv) * r;  // K rows [dn, r]
-        for (int64_t d = 0; d < dn; ++d) VecAxpy(qn[d], kb + d * r, ql, r);
+        if (at.k_b_transposed) {
+          RowsDot(row_isa_, at.k_b.View(hd * r, (hd + 1) * r), qn, ql);  // rows [r] of dn
+        } else {
+          RowsAxpy(row_isa_, at.k_b.View(hd * dn, (hd + 1) * dn), qn, ql);  // rows [dn] of r
+        }
         std::copy(qn + dn, qn + qd, ql + r);
         rope_->Apply(ql + r, rows[t].pos);
       }
@@ -339,11 +380,9 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
       }
     }
     for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t hd = h_a; hd < h_b; ++hd) {
-        const float* vb = at.kv_b.data() + (hd * (dn + dv) + dn) * r;  // V rows [dv, r]
-        const float* ol = o_lat.data() + (t * nh + hd) * r;
-        float* oh = o + t * nh * dv + hd * dv;
-        for (int64_t d = 0; d < dv; ++d) oh[d] = VecDot(ol, vb + d * r, r);
+      for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
+        RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat.data() + (t * nh + hd) * r,
+                o + t * nh * dv + hd * dv);
       }
     }
   };
@@ -524,7 +563,7 @@ double DeepseekModel::DecodeWeightBytesPerToken() const {
     const AttentionWeights& at = lw.attn;
     bytes += static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
                                  at.kv_a_proj.bytes() + at.o_proj.bytes());
-    bytes += static_cast<double>(at.kv_b.size() * sizeof(float));
+    bytes += static_cast<double>(at.k_b.nbytes() + at.v_b.nbytes());  // as stored
     bytes += static_cast<double>(lw.mlp_gate_up.bytes() + lw.mlp_down.bytes());
     if (!lw.moe) continue;
     const MoeWeights& w = lw.moe->weights();

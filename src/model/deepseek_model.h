@@ -4,7 +4,9 @@
 // residual -> RMSNorm -> dense MLP (layers < first_k_dense_replace) or MoE block -> residual;
 // final RMSNorm; lm_head. MLA runs in the absorbed form (q_nope projected into the kv_lora latent
 // through kv_b's K rows; values read back through kv_b's V rows), which is exactly equal in math
-// to the expanded per-head form and lets the cache hold only c_kv and k_pe (KvCache).
+// to the expanded per-head form and lets the cache hold only c_kv and k_pe (KvCache). The kv_b
+// halves stay in their stored format (f32/f16/bf16 or a GGUF block type, never re-quantised) and
+// the two per-head products run on those bytes through kernels/row_ops.h.
 // Validation before any weight is packed: every tensor the config implies is present with its
 // shape, nothing else under model.* (bar the MTP layers of V3), float dtypes.
 //
@@ -22,6 +24,7 @@
 #include "io/checkpoint.h"
 #include "kernels/linear.h"
 #include "kernels/packed_weight.h"
+#include "kernels/row_ops.h"
 #include "model/kv_cache.h"
 #include "model/model_config.h"
 #include "model/rope.h"
@@ -30,8 +33,8 @@
 namespace moerun {
 
 struct ModelLoadOptions {
-  // Packed format of the linear layers, e.g. kQ4_K; nullopt: as stored. Embeddings, norms, the
-  // MoE router and the absorbed kv_b stay full precision, as in llama.cpp.
+  // Packed format of the linear layers, e.g. kQ4_K; nullopt: as stored. Embeddings, norms and the
+  // MoE router stay full precision, as in llama.cpp; MLA's kv_b stays as stored whatever this says.
   std::optional<WeightFormat> weight_format;
   KernelPolicy kernels;        // kernel rows (kernels/kernel_table.h)
   bool check_tensors = false;  // scan every tensor for NaN/Inf first
@@ -48,8 +51,18 @@ struct AttentionWeights {
   PackedWeight q_b_proj;         // [nh * (dn + dr), q_lora]
   PackedWeight kv_a_proj;        // [r + dr, H]: rows [0, r) c_kv, [r, r + dr) k_pe
   std::vector<float> kv_a_norm;  // [r]
-  std::vector<float> kv_b;       // [nh * (dn + dv), r] f32: rows h*(dn+dv)+[0,dn) K, +[dn,dn+dv) V
-  PackedWeight o_proj;           // [H, nh * dv]
+  // kv_b_proj [nh * (dn + dv), r] split per head into its K and V rows, for this rank's heads only
+  // (local head k = global head h0 + k), in the stored dtype and bytes (kernels/row_ops.h):
+  //   k_b_transposed == false (HF kv_b_proj, GGUF attn_kv_b): k_b [nh * dn, r], row k*dn + d =
+  //     kv_b row h*(dn+dv) + d; q_lat = sum_d q_nope[d] * row  (RowsAxpy).
+  //   k_b_transposed == true (GGUF attn_k_b [nh, r, dn]): k_b [nh * r, dn], row k*r + c = K[:, c]
+  //     of head h; q_lat[c] = dot(row, q_nope)  (RowsDot).
+  // v_b [nh * dv, r]: row k*dv + d = kv_b row h*(dn+dv) + dn + d (GGUF attn_v_b); o_head[d] =
+  //   dot(row, o_lat)  (RowsDot).
+  StoredRows k_b;
+  bool k_b_transposed = false;
+  StoredRows v_b;
+  PackedWeight o_proj;  // [H, nh * dv]
 };
 
 struct LayerWeights {
@@ -131,6 +144,7 @@ class DeepseekModel {
   std::unique_ptr<Communicator> tp_;  // this replica's TP group
   int tp_rank_ = 0;
   int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank
+  RowOpsIsa row_isa_ = RowOpsIsa::kRef;    // kv_b row ops (follows --kernel ref|avx2|avx512)
 };
 
 }  // namespace moerun

@@ -259,12 +259,17 @@ class Deepseek2Source : public TensorSource {
     int64_t expert = 0;  // kExpert
   };
 
-  Deepseek2Source(std::shared_ptr<GgufFile> file, std::map<std::string, Entry, std::less<>> map)
-      : file_(std::move(file)), map_(std::move(map)) {}
+  // `internal`: entries Get/Find serve but Names() does not list (Deepseek2SplitKbName / VbName).
+  Deepseek2Source(std::shared_ptr<GgufFile> file, std::map<std::string, Entry, std::less<>> map,
+                  std::map<std::string, Entry, std::less<>> internal)
+      : file_(std::move(file)), map_(std::move(map)), internal_(std::move(internal)) {}
 
   StatusOr<Tensor> Get(std::string_view name) const override {
     auto it = map_.find(name);
-    if (it == map_.end()) return NotFound("{}: no tensor '{}' (as HF name)", file_->path(), name);
+    if (it == map_.end()) {
+      it = internal_.find(name);
+      if (it == internal_.end()) return NotFound("{}: no tensor '{}' (as HF name)", file_->path(), name);
+    }
     const Entry& e = it->second;
     switch (e.kind) {
       case Kind::kDirect:
@@ -283,7 +288,9 @@ class Deepseek2Source : public TensorSource {
   }
   const TensorMeta* Find(std::string_view name) const override {
     auto it = map_.find(name);
-    return it == map_.end() ? nullptr : &it->second.meta;
+    if (it != map_.end()) return &it->second.meta;
+    it = internal_.find(name);
+    return it == internal_.end() ? nullptr : &it->second.meta;
   }
   std::vector<std::string> Names() const override {
     std::vector<std::string> names;
@@ -319,6 +326,7 @@ class Deepseek2Source : public TensorSource {
 
   std::shared_ptr<GgufFile> file_;
   std::map<std::string, Entry, std::less<>> map_;
+  std::map<std::string, Entry, std::less<>> internal_;
 };
 
 Status CheckShape(const GgufFile& f, const std::string& name, const Shape& got, const Shape& want) {
@@ -392,6 +400,7 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
     }
   }
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
+  std::map<std::string, Deepseek2Source::Entry, std::less<>> internal;
   for (const auto& [layer, kv] : kv_split) {
     if (has_kv_b.count(layer)) continue;  // attn_kv_b itself is served as stored
     const std::string hf = fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer);
@@ -409,9 +418,30 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
     e.gguf = kv.first;
     e.v_b = kv.second;
     map.emplace(hf, std::move(e));
+    // The halves as stored, for the model's row ops (not listed: they duplicate kv_b_proj).
+    for (const auto& [name, gguf] : {std::pair{Deepseek2SplitKbName(layer), kv.first},
+                                     std::pair{Deepseek2SplitVbName(layer), kv.second}}) {
+      Deepseek2Source::Entry half;
+      const TensorMeta* meta = f.Find(gguf);
+      half.meta = TensorMeta{name, meta->dtype, meta->shape};
+      half.gguf = gguf;
+      internal.emplace(name, std::move(half));
+    }
   }
-  return std::unique_ptr<TensorSource>(new Deepseek2Source(std::move(file), std::move(map)));
+  return std::unique_ptr<TensorSource>(
+      new Deepseek2Source(std::move(file), std::move(map), std::move(internal)));
 }
+
+}  // namespace
+
+std::string Deepseek2SplitKbName(int64_t layer) {
+  return fmt::format("model.layers.{}.self_attn.k_b_proj.weight", layer);
+}
+std::string Deepseek2SplitVbName(int64_t layer) {
+  return fmt::format("model.layers.{}.self_attn.v_b_proj.weight", layer);
+}
+
+namespace {
 
 // ---------------------------------------------------------------------------------------------
 // (c) tokenizer

@@ -37,9 +37,18 @@ StatusOr<HfTokenizerText> Deepseek2TokenizerFromGguf(const GgufFile& file);
 // (b) The HF-named view of a deepseek2 GGUF. Every GGUF tensor must map to an HF name (an
 // unknown one is InvalidArgument naming it; one of a ggml type moerun lacks is Unimplemented
 // naming it and the type), and every merged/split tensor must have the shape `config` implies.
-// Rebuilding kv_b_proj from block-quantised attn_k_b/attn_v_b is Unimplemented for now.
+// A file with attn_k_b / attn_v_b (any type, block-quantised too) serves kv_b_proj rebuilt from
+// them in F32 (exact: a permutation of the dequantised values), and also serves the two halves as
+// stored under the internal names below, which Get/Find answer but Names() does not list (they
+// duplicate kv_b_proj, so converters and validators that walk Names() never see them).
 StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_ptr<GgufFile> file,
                                                                   const ModelConfig& config);
+
+// Internal names of a split file's halves, in the stored dtype and bytes (DeepseekModel keeps
+// them so, see AttentionWeights): "model.layers.N.self_attn.k_b_proj.weight" = attn_k_b
+// [nh, r, dn] (K transposed per head), "...v_b_proj.weight" = attn_v_b [nh, dv, r].
+std::string Deepseek2SplitKbName(int64_t layer);
+std::string Deepseek2SplitVbName(int64_t layer);
 
 // Everything at once.
 struct GgufDeepseek2 {

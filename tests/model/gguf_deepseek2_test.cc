@@ -10,8 +10,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "comm/in_process_comm.h"
+#include "core/block_quant.h"
 #include "core/thread_pool.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -271,6 +275,186 @@ TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", "v2", "v3"));
+
+// Block-quantised MLA halves: a file whose attn_k_b / attn_v_b (llama.cpp's current form) or
+// attn_kv_b (the older one) is Q8_0 / Q4_0 / Q4_K / Q6_K loads, the model keeps those bytes
+// (kernels/row_ops.h on them), and its logits are those of the same file with attn_kv_b in F32
+// holding the same, dequantised values. Dims dn = 256, dv = 32, r = 256 so every row is whole
+// blocks of every type. Also: heads split over two TP ranks give the same logits bit for bit
+// (--deterministic), in both forms.
+class GgufQuantisedKvB : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("gguf_ds2_kvb_" + std::to_string(::getpid()) + "_" + std::string(DTypeName(GetParam())));
+    fs::remove_all(dir_);
+    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
+                            (dir_ / "hf").string() + " --variant v2 --mla-dims 256,32,256 > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    WriteTokenizer(dir_ / "hf");
+    auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    const std::string hf = (dir_ / "hf").string();
+    base_ = (dir_ / "base.gguf").string();
+    Deepseek2GgufOptions opt;
+    opt.target = DType::kF32;
+    ASSERT_TRUE(WriteDeepseek2Gguf(**ckpt, ReadFileToString(hf + "/config.json").value(),
+                                   ReadFileToString(hf + "/tokenizer.json").value(),
+                                   ReadFileToString(hf + "/tokenizer_config.json").value(), opt, base_)
+                    .ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Rows of `t` (last dim = row) quantised to `type`.
+  static Tensor Quantise(const Tensor& t, DType type) {
+    const int64_t cols = t.shape().back(), rows = t.numel() / cols;
+    Tensor q = Tensor::Zeros(type, t.shape()).value();
+    for (int64_t i = 0; i < rows; ++i) {
+      QuantizeRow(type, t.data<float>() + i * cols, cols,
+                  static_cast<uint8_t*>(q.raw()) + static_cast<size_t>(i) * DTypeRowBytes(type, cols));
+    }
+    return q;
+  }
+
+  // base.gguf with each layer's attn_k_b / attn_v_b replaced by kv_b(layer) as attn_kv_b
+  // (when kv_b is given), or by kb(t) / vb(t) (when not).
+  std::string Rewrite(const std::string& name, const std::function<Tensor(const Tensor&)>& split,
+                      const std::function<Tensor(const std::string&)>& kv_b) {
+    auto file = GgufFile::Open(base_);
+    EXPECT_TRUE(file.ok());
+    const GgufFile& g = **file;
+    const std::string out = (dir_ / name).string();
+    auto w = GgufWriter::Create(out);
+    EXPECT_TRUE(w.ok());
+    for (const auto& [key, value] : g.metadata()) EXPECT_TRUE((*w)->AddKv(key, value).ok());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const GgufTensorInfo& t : g.tensors()) {
+      const std::string& n = t.name;
+      const bool k_b = n.find(".attn_k_b.") != std::string::npos,
+                 v_b = n.find(".attn_v_b.") != std::string::npos;
+      if (!k_b && !v_b) {
+        tensors.emplace_back(n, g.Get(n).value());
+      } else if (!kv_b) {
+        tensors.emplace_back(n, split(g.Get(n).value()));
+      } else if (k_b) {
+        const std::string layer = n.substr(4, n.find('.', 4) - 4);
+        tensors.emplace_back("blk." + layer + ".attn_kv_b.weight", kv_b(layer));
+      }
+    }
+    for (const auto& [tn, t] : tensors) EXPECT_TRUE((*w)->AddTensor(tn, t.dtype(), t.shape()).ok()) << tn;
+    for (const auto& [tn, t] : tensors) EXPECT_TRUE((*w)->Append(t.raw(), t.nbytes()).ok()) << tn;
+    EXPECT_TRUE((*w)->Finish().ok());
+    return out;
+  }
+
+  // The F32 kv_b_proj `path` serves (rebuilt from the halves when split), as attn_kv_b.
+  std::string F32KvBOf(const std::string& path, const std::string& name) {
+    auto src = OpenGgufDeepseek2(path);
+    EXPECT_TRUE(src.ok()) << src.status().ToString();
+    return Rewrite(name, nullptr, [&](const std::string& layer) {
+      return src->tensors->Get("model.layers." + layer + ".self_attn.kv_b_proj.weight")
+          .value()
+          .ToF32()
+          .value();
+    });
+  }
+
+  // Logits of every token of a fixed prompt, on `tp` in-process ranks (rank 0's), deterministic or not.
+  static std::vector<float> Logits(const std::string& path, int tp, bool deterministic,
+                                   double* bytes = nullptr) {
+    auto worlds = InProcessWorld::Create(tp);
+    std::vector<std::vector<float>> out(static_cast<size_t>(tp));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < tp; ++r) {
+      threads.emplace_back([&, r] {
+        ThreadPool pool(1);
+        ModelLoadOptions opt;
+        opt.weight_format = WeightFormat::kF32;
+        opt.kernels.precision = ActivationPrecision::kF32;
+        opt.parallel.tp = tp;
+        opt.parallel.deterministic = deterministic;
+        auto m = OpenGgufDeepseek2(path);
+        ASSERT_TRUE(m.ok()) << m.status().ToString();
+        auto model = DeepseekModel::LoadFrom(std::move(m->tensors), m->config, opt, &pool, {},
+                                             worlds[static_cast<size_t>(r)].get());
+        ASSERT_TRUE(model.ok()) << model.status().ToString();
+        if (bytes != nullptr && r == 0) *bytes = (*model)->DecodeWeightBytesPerToken();
+        const std::vector<int32_t> tokens = {295, 3, 17, 42, 256, 99, 7};
+        KvCache cache((*model)->config(), 16);
+        Status s = (*model)->Forward(tokens, &cache, true, &out[static_cast<size_t>(r)]);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return out[0];
+  }
+
+  fs::path dir_;
+  std::string base_;
+};
+
+TEST_P(GgufQuantisedKvB, SameLogitsAsF32KvBAndOnTwoRanks) {
+  const DType type = GetParam();
+  // Split form: attn_k_b [nh, r, dn] and attn_v_b [nh, dv, r] quantised row by row.
+  const std::string split = Rewrite(
+      "split.gguf", [&](const Tensor& t) { return Quantise(t, type); }, nullptr);
+  {
+    auto file = GgufFile::Open(split);
+    ASSERT_TRUE(file.ok());
+    const GgufFile& g = **file;
+    ASSERT_EQ(g.FindInfo("blk.0.attn_k_b.weight")->type, g.FindInfo("blk.0.attn_v_b.weight")->type);
+    auto src = OpenGgufDeepseek2(split);
+    ASSERT_TRUE(src.ok()) << src.status().ToString();
+    EXPECT_EQ(src->tensors->Find(Deepseek2SplitKbName(0))->dtype, type);  // the halves as stored
+    EXPECT_EQ(src->tensors->Find(Deepseek2SplitVbName(1))->dtype, type);
+    EXPECT_EQ(src->tensors->Find("model.layers.0.self_attn.kv_b_proj.weight")->dtype, DType::kF32);
+    for (const std::string& n : src->tensors->Names()) EXPECT_EQ(n.find("k_b_proj"), std::string::npos) << n;
+  }
+  // Merged form: attn_kv_b [nh * (dn + dv), r] quantised row by row (the HF kv_b_proj's values).
+  auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+  ASSERT_TRUE(ckpt.ok());
+  const std::string merged = Rewrite("merged.gguf", nullptr, [&](const std::string& layer) {
+    return Quantise((*ckpt)->Get("model.layers." + layer + ".self_attn.kv_b_proj.weight").value(), type);
+  });
+  const std::string split_f32 = F32KvBOf(split, "split-f32.gguf");
+  const std::string merged_f32 = F32KvBOf(merged, "merged-f32.gguf");
+
+  double split_bytes = 0, split_f32_bytes = 0;
+  const std::vector<float> a = Logits(split, 1, false, &split_bytes);
+  const std::vector<float> b = Logits(split_f32, 1, false, &split_f32_bytes);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  // K runs as a per-row dot on attn_k_b in one and as an axpy over kv_b rows in the other.
+  for (size_t k = 0; k < a.size(); ++k) ASSERT_NEAR(a[k], b[k], 1e-5f * (1 + std::fabs(b[k]))) << k;
+  // The decode read counts the halves as stored.
+  const ModelConfig c =
+      ModelConfig::FromJson(ReadFileToString((dir_ / "hf/config.json").string()).value(), "c").value();
+  const double kv_b_elems = static_cast<double>(c.num_hidden_layers * c.num_attention_heads *
+                                                (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank);
+  EXPECT_NEAR(split_f32_bytes - split_bytes,
+              kv_b_elems * (4.0 - static_cast<double>(DTypeBlockBytes(type)) /
+                                      static_cast<double>(DTypeBlockSize(type))),
+              1.0);
+
+  // Same form, same values: dequantised in the op or read as f32, the same bits.
+  const std::vector<float> cq = Logits(merged, 1, false);
+  const std::vector<float> cf = Logits(merged_f32, 1, false);
+  ASSERT_EQ(cq.size(), cf.size());
+  EXPECT_EQ(std::memcmp(cq.data(), cf.data(), cq.size() * sizeof(float)), 0);
+
+  // Heads [h0, h1) per rank: both forms give the one-rank logits bit for bit under --deterministic.
+  for (const std::string& path : {split, merged}) {
+    const std::vector<float> one = Logits(path, 1, true), two = Logits(path, 2, true);
+    ASSERT_EQ(one.size(), two.size());
+    EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0) << path;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GgufQuantisedKvB,
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K),
+                         [](const ::testing::TestParamInfo<DType>& p) {
+                           return std::string(DTypeName(p.param));
+                         });
 
 // The transformers-v5 fused expert tensors (experts.gate_up_proj [E, 2I, H], experts.down_proj)
 // convert to the same GGUF as the per-expert form of the same weights.

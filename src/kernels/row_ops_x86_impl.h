@@ -1,0 +1,206 @@
+// The SIMD bodies of kernels/row_ops.h, shared by row_ops_avx2.cc and row_ops_avx512.cc: each
+// includes this header after defining an ISA trait struct (vector type, width W, load / store /
+// fma / fixed-tree reduce, f16 and bf16 widening) and instantiates RowsAxpyT / RowsDotT with it.
+//
+// A row is processed in chunks of kChunk elements: f32 rows are read in place, f16 / bf16 rows are
+// widened into a buffer, block rows are dequantised into it with the f32 formulas of
+// core/block_quant.cc (these TUs are compiled with -ffp-contract=off, so every dequantised value is
+// bit-identical to DequantizeRow's). The accumulation orders are the ones row_ops.h documents.
+// Not a public header: include only from the row_ops_*.cc ISA translation units.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/row_ops.h"
+
+namespace moerun::internal::row_ops {
+
+constexpr int64_t kChunk = 256;  // a multiple of every block size and of 2 * W
+
+inline uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// ggml's get_scale_min_k4 (docs/formats.md, Q4_K).
+inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// Dequantises `n` elements (whole blocks) of type t starting at block pointer b into y, with the
+// formulas and f32 operation order of core/block_quant.cc's DequantizeRow.
+template <class V>
+void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
+  switch (t) {
+    case DType::kQ8_0:
+      for (int64_t i = 0; i < n; i += 32, b += 34, y += 32) {
+        const float d = V::Half(LoadU16(b));
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+      }
+      return;
+    case DType::kQ4_0:
+      for (int64_t i = 0; i < n; i += 32, b += 18, y += 32) {
+        const float d = V::Half(LoadU16(b));
+        for (int j = 0; j < 16; ++j) {
+          y[j] = ((b[2 + j] & 0x0F) - 8) * d;
+          y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    case DType::kQ4_K:
+      for (int64_t i = 0; i < n; i += 256, b += 144) {
+        const float d = V::Half(LoadU16(b)), dmin = V::Half(LoadU16(b + 2));
+        const uint8_t* q = b + 16;
+        for (int j = 0; j < 8; j += 2, q += 32) {
+          uint8_t sc, m;
+          ScaleMinK4(j, b + 4, &sc, &m);
+          const float d1 = d * sc, m1 = dmin * m;
+          ScaleMinK4(j + 1, b + 4, &sc, &m);
+          const float d2 = d * sc, m2 = dmin * m;
+          for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
+          for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+        }
+      }
+      return;
+    case DType::kQ6_K:
+      for (int64_t i = 0; i < n; i += 256, b += 210) {
+        const float d = V::Half(LoadU16(b + 208));
+        const uint8_t* ql = b;
+        const uint8_t* qh = b + 128;
+        const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+        for (int h = 0; h < 2; ++h, y += 128, ql += 64, qh += 32, sc += 8) {
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+          }
+        }
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+// Elements [c0, c0 + n) of `row` as f32: in place for f32 rows, else converted into buf.
+template <class V>
+const float* ChunkF32(DType t, const uint8_t* row, int64_t c0, int64_t n, float* buf) {
+  switch (t) {
+    case DType::kF32:
+      return reinterpret_cast<const float*>(row) + c0;
+    case DType::kF16:
+      V::WidenF16(reinterpret_cast<const uint16_t*>(row) + c0, buf, n);
+      return buf;
+    case DType::kBF16:
+      V::WidenBf16(reinterpret_cast<const uint16_t*>(row) + c0, buf, n);
+      return buf;
+    default:
+      DequantBlocks<V>(t, row + DTypeRowBytes(t, c0), n, buf);
+      return buf;
+  }
+}
+
+// y[0, n) = fma chain over NR rows (wf[k], coefficient a[k]) in row order.
+template <class V, int NR>
+void AxpyChunk(const float* const* wf, const float* a, int64_t n, float* y) {
+  constexpr int W = V::W;
+  typename V::Vec va[NR];
+  for (int k = 0; k < NR; ++k) va[k] = V::Set1(a[k]);
+  int64_t c = 0;
+  for (; c + W <= n; c += W) {
+    typename V::Vec acc = V::Load(y + c);
+    for (int k = 0; k < NR; ++k) acc = V::Fma(va[k], V::Load(wf[k] + c), acc);
+    V::Store(y + c, acc);
+  }
+  if (c < n) {  // zero-padded tail (dense rows of any length)
+    alignas(64) float ty[W] = {}, tw[W] = {};
+    const int64_t m = n - c;
+    std::copy(y + c, y + n, ty);
+    typename V::Vec acc = V::Load(ty);
+    for (int k = 0; k < NR; ++k) {
+      std::copy(wf[k] + c, wf[k] + n, tw);
+      acc = V::Fma(va[k], V::Load(tw), acc);
+    }
+    V::Store(ty, acc);
+    std::copy(ty, ty + m, y + c);
+  }
+}
+
+template <class V, int NR>
+void AxpyRows(const StoredRowsView& w, int64_t i0, const float* x, float* y) {
+  alignas(64) float buf[NR][kChunk];
+  const float* wf[NR];
+  for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, w.cols - c0);
+    for (int k = 0; k < NR; ++k) {
+      const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i0 + k) * w.row_stride;
+      wf[k] = ChunkF32<V>(w.dtype, row, c0, n, buf[k]);
+    }
+    AxpyChunk<V, NR>(wf, x + i0, n, y + c0);
+  }
+}
+
+template <class V>
+void RowsAxpyT(const StoredRowsView& w, const float* x, float* y) {
+  int64_t i = 0;
+  for (; i + 4 <= w.rows; i += 4) AxpyRows<V, 4>(w, i, x, y);
+  for (; i < w.rows; ++i) AxpyRows<V, 1>(w, i, x, y);
+}
+
+template <class V>
+float DotRow(const StoredRowsView& w, const uint8_t* row, const float* x) {
+  constexpr int W = V::W;
+  alignas(64) float buf[kChunk];
+  typename V::Vec acc0 = V::Zero(), acc1 = V::Zero();
+  for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {  // each chunk starts at an even vector index
+    const int64_t n = std::min(kChunk, w.cols - c0);
+    const float* wf = ChunkF32<V>(w.dtype, row, c0, n, buf);
+    const float* xc = x + c0;
+    int64_t c = 0;
+    for (; c + 2 * W <= n; c += 2 * W) {
+      acc0 = V::Fma(V::Load(wf + c), V::Load(xc + c), acc0);
+      acc1 = V::Fma(V::Load(wf + c + W), V::Load(xc + c + W), acc1);
+    }
+    bool odd = false;  // the next vector goes to acc1
+    if (c + W <= n) {
+      acc0 = V::Fma(V::Load(wf + c), V::Load(xc + c), acc0);
+      c += W;
+      odd = true;
+    }
+    if (c < n) {  // zero-padded last vector (dense rows of any length)
+      alignas(64) float tw[W] = {}, tx[W] = {};
+      std::copy(wf + c, wf + n, tw);
+      std::copy(xc + c, xc + n, tx);
+      if (odd) {
+        acc1 = V::Fma(V::Load(tw), V::Load(tx), acc1);
+      } else {
+        acc0 = V::Fma(V::Load(tw), V::Load(tx), acc0);
+      }
+    }
+  }
+  return V::Reduce(V::Add(acc0, acc1));
+}
+
+template <class V>
+void RowsDotT(const StoredRowsView& w, const float* x, float* y) {
+  for (int64_t i = 0; i < w.rows; ++i) {
+    y[i] = DotRow<V>(w, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride, x);
+  }
+}
+
+}  // namespace moerun::internal::row_ops
