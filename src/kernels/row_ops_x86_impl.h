@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <immintrin.h>
+
 #include "kernels/row_ops.h"
 
 namespace moerun::internal::row_ops {
@@ -38,36 +40,57 @@ inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
 
 // Dequantises `n` elements (whole blocks) of type t starting at block pointer b into y, with the
 // formulas and f32 operation order of core/block_quant.cc's DequantizeRow.
+// 8 bytes (as int32 lanes, already the integer weight) times d, or d * q - m: the scalar formulas'
+// f32 operations (int -> f32 exact, then one rounding per operation), 8 lanes at a time.
+inline void Store8(__m128i bytes8, bool is_signed, __m256 d, float* y) {
+  const __m256i q = is_signed ? _mm256_cvtepi8_epi32(bytes8) : _mm256_cvtepu8_epi32(bytes8);
+  _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+}
+
 template <class V>
 void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0F);
   switch (t) {
     case DType::kQ8_0:
       for (int64_t i = 0; i < n; i += 32, b += 34, y += 32) {
-        const float d = V::Half(LoadU16(b));
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<int8_t>(b[2 + j]) * d;
+        const __m256 d = _mm256_set1_ps(V::Half(LoadU16(b)));
+        const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+        const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
+        Store8(lo, true, d, y);
+        Store8(_mm_srli_si128(lo, 8), true, d, y + 8);
+        Store8(hi, true, d, y + 16);
+        Store8(_mm_srli_si128(hi, 8), true, d, y + 24);
       }
       return;
     case DType::kQ4_0:
       for (int64_t i = 0; i < n; i += 32, b += 18, y += 32) {
-        const float d = V::Half(LoadU16(b));
-        for (int j = 0; j < 16; ++j) {
-          y[j] = ((b[2 + j] & 0x0F) - 8) * d;
-          y[j + 16] = ((b[2 + j] >> 4) - 8) * d;
-        }
+        const __m256 d = _mm256_set1_ps(V::Half(LoadU16(b)));
+        const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+        const __m128i eight = _mm_set1_epi8(8);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(x, low4), eight);  // q - 8 in -8..7
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), low4), eight);
+        Store8(lo, true, d, y);
+        Store8(_mm_srli_si128(lo, 8), true, d, y + 8);
+        Store8(hi, true, d, y + 16);
+        Store8(_mm_srli_si128(hi, 8), true, d, y + 24);
       }
       return;
     case DType::kQ4_K:
       for (int64_t i = 0; i < n; i += 256, b += 144) {
         const float d = V::Half(LoadU16(b)), dmin = V::Half(LoadU16(b + 2));
         const uint8_t* q = b + 16;
-        for (int j = 0; j < 8; j += 2, q += 32) {
+        for (int j = 0; j < 8; ++j, y += 32) {
           uint8_t sc, m;
           ScaleMinK4(j, b + 4, &sc, &m);
-          const float d1 = d * sc, m1 = dmin * m;
-          ScaleMinK4(j + 1, b + 4, &sc, &m);
-          const float d2 = d * sc, m2 = dmin * m;
-          for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
-          for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
+          const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(dmin * m);
+          for (int h = 0; h < 2; ++h) {
+            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 * (j / 2) + 16 * h));
+            const __m128i v = _mm_and_si128((j & 1) ? _mm_srli_epi16(x, 4) : x, low4);
+            for (int e = 0; e < 2; ++e) {
+              const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e ? _mm_srli_si128(v, 8) : v));
+              _mm256_storeu_ps(y + 16 * h + 8 * e, _mm256_sub_ps(_mm256_mul_ps(d1, f), m1));
+            }
+          }
         }
       }
       return;
