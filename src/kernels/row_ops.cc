@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <vector>
 
 #include "core/cpu_features.h"
 
@@ -94,56 +95,60 @@ RowOpsIsa SelectRowOpsIsa(std::string_view forced) {
   return want;
 }
 
-void RowsAxpy(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y) {
+void RowsAxpy(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
   assert(RowOpsSupport(w.dtype) && RowOpsIsaSupported(isa));
   switch (isa) {
     case RowOpsIsa::kAvx512:
-      return internal::RowsAxpyAvx512(w, x, y);
+      return internal::RowsAxpyAvx512(w, x, y, batch);
     case RowOpsIsa::kAvx2:
-      return internal::RowsAxpyAvx2(w, x, y);
+      return internal::RowsAxpyAvx2(w, x, y, batch);
     case RowOpsIsa::kRef:
-      return internal::RowsAxpyRef(w, x, y);
+      return internal::RowsAxpyRef(w, x, y, batch);
   }
 }
 
-void RowsDot(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y) {
+void RowsDot(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
   assert(RowOpsSupport(w.dtype) && RowOpsIsaSupported(isa));
   switch (isa) {
     case RowOpsIsa::kAvx512:
-      return internal::RowsDotAvx512(w, x, y);
+      return internal::RowsDotAvx512(w, x, y, batch);
     case RowOpsIsa::kAvx2:
-      return internal::RowsDotAvx2(w, x, y);
+      return internal::RowsDotAvx2(w, x, y, batch);
     case RowOpsIsa::kRef:
-      return internal::RowsDotRef(w, x, y);
+      return internal::RowsDotRef(w, x, y, batch);
   }
 }
 
 namespace internal {
 
-void RowsAxpyRef(const StoredRowsView& w, const float* x, float* y) {
+void RowsAxpyRef(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
   float buf[kChunk];
   for (int64_t i = 0; i < w.rows; ++i) {
     const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride;
-    const float a = x[i];
     for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
       const int64_t n = std::min(kChunk, w.cols - c0);
       ChunkToF32(w, row, c0, n, buf);
-      for (int64_t c = 0; c < n; ++c) y[c0 + c] += a * buf[c];
+      for (int64_t v = 0; v < batch.m; ++v) {
+        const float a = x[v * batch.ldx + i];
+        float* yv = y + v * batch.ldy;
+        for (int64_t c = 0; c < n; ++c) yv[c0 + c] += a * buf[c];
+      }
     }
   }
 }
 
-void RowsDotRef(const StoredRowsView& w, const float* x, float* y) {
-  float buf[kChunk];
+void RowsDotRef(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  std::vector<float> buf(static_cast<size_t>(w.cols));
   for (int64_t i = 0; i < w.rows; ++i) {
     const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride;
-    float acc = 0.0f;
-    for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, w.cols - c0);
-      ChunkToF32(w, row, c0, n, buf);
-      for (int64_t c = 0; c < n; ++c) acc += buf[c] * x[c0 + c];
+    for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk)
+      ChunkToF32(w, row, c0, std::min(kChunk, w.cols - c0), buf.data() + c0);
+    for (int64_t v = 0; v < batch.m; ++v) {
+      const float* xv = x + v * batch.ldx;
+      float acc = 0.0f;
+      for (int64_t c = 0; c < w.cols; ++c) acc += buf[static_cast<size_t>(c)] * xv[c];
+      y[v * batch.ldy + i] = acc;
     }
-    y[i] = acc;
   }
 }
 

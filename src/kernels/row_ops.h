@@ -15,7 +15,9 @@
 //     W lanes (AVX2 8, AVX-512 16) from element 0; vector j goes by fma into accumulator j % 2, the
 //     last partial vector zero-padded; the two accumulators are added and reduced in a fixed tree.
 // So a result depends only on the row bytes and activations, never on batch size, threads or
-// tensor-parallel layout.
+// tensor-parallel layout. A RowBatch applies the op to m activation vectors at once (prefill: one
+// per token): each weight chunk is dequantised once for all of them, and every vector gets the
+// operations it would get alone.
 //
 // Invariants: `cols` is a multiple of DTypeBlockSize(dtype) (any length for dense types); rows are
 // `row_stride` bytes apart (>= DTypeRowBytes(dtype, cols)); x and y do not alias the weights.
@@ -73,18 +75,25 @@ bool RowOpsIsaSupported(RowOpsIsa isa);
 // "avx512vnni"; "" or a row name such as "avx2-q4_k": the best), capped at what the CPU has.
 RowOpsIsa SelectRowOpsIsa(std::string_view forced = "");
 
-// REQUIRES: RowOpsSupport(w.dtype), RowOpsIsaSupported(isa). x: [w.rows], y: [w.cols].
-void RowsAxpy(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y);
-// REQUIRES: as above. x: [w.cols], y: [w.rows].
-void RowsDot(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y);
+// m activation vectors: vector v reads x + v * ldx and writes y + v * ldy (strides in floats).
+struct RowBatch {
+  int64_t m = 1;
+  int64_t ldx = 0;
+  int64_t ldy = 0;
+};
+
+// REQUIRES: RowOpsSupport(w.dtype), RowOpsIsaSupported(isa). Per vector x: [w.rows], y: [w.cols].
+void RowsAxpy(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y, RowBatch batch = {});
+// REQUIRES: as above. Per vector x: [w.cols], y: [w.rows].
+void RowsDot(RowOpsIsa isa, const StoredRowsView& w, const float* x, float* y, RowBatch batch = {});
 
 namespace internal {
-void RowsAxpyRef(const StoredRowsView& w, const float* x, float* y);
-void RowsDotRef(const StoredRowsView& w, const float* x, float* y);
-void RowsAxpyAvx2(const StoredRowsView& w, const float* x, float* y);
-void RowsDotAvx2(const StoredRowsView& w, const float* x, float* y);
-void RowsAxpyAvx512(const StoredRowsView& w, const float* x, float* y);
-void RowsDotAvx512(const StoredRowsView& w, const float* x, float* y);
+void RowsAxpyRef(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
+void RowsDotRef(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
+void RowsAxpyAvx2(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
+void RowsDotAvx2(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
+void RowsAxpyAvx512(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
+void RowsDotAvx512(const StoredRowsView& w, const float* x, float* y, RowBatch batch);
 }  // namespace internal
 
 }  // namespace moerun

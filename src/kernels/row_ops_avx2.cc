@@ -42,7 +42,11 @@ struct Avx2 {
 
 }  // namespace
 
-void RowsAxpyAvx2(const StoredRowsView& w, const float* x, float* y) { row_ops::RowsAxpyT<Avx2>(w, x, y); }
-void RowsDotAvx2(const StoredRowsView& w, const float* x, float* y) { row_ops::RowsDotT<Avx2>(w, x, y); }
+void RowsAxpyAvx2(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  row_ops::RowsAxpyT<Avx2>(w, x, y, batch);
+}
+void RowsDotAvx2(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  row_ops::RowsDotT<Avx2>(w, x, y, batch);
+}
 
 }  // namespace moerun::internal

@@ -49,9 +49,11 @@ struct Avx512 {
 
 }  // namespace
 
-void RowsAxpyAvx512(const StoredRowsView& w, const float* x, float* y) {
-  row_ops::RowsAxpyT<Avx512>(w, x, y);
+void RowsAxpyAvx512(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  row_ops::RowsAxpyT<Avx512>(w, x, y, batch);
 }
-void RowsDotAvx512(const StoredRowsView& w, const float* x, float* y) { row_ops::RowsDotT<Avx512>(w, x, y); }
+void RowsDotAvx512(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  row_ops::RowsDotT<Avx512>(w, x, y, batch);
+}
 
 }  // namespace moerun::internal

@@ -9,11 +9,12 @@
 // Not a public header: include only from the row_ops_*.cc ISA translation units.
 #pragma once
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-
-#include <immintrin.h>
+#include <vector>
 
 #include "kernels/row_ops.h"
 
@@ -165,7 +166,7 @@ void AxpyChunk(const float* const* wf, const float* a, int64_t n, float* y) {
 }
 
 template <class V, int NR>
-void AxpyRows(const StoredRowsView& w, int64_t i0, const float* x, float* y) {
+void AxpyRows(const StoredRowsView& w, int64_t i0, const float* x, float* y, RowBatch batch) {
   alignas(64) float buf[NR][kChunk];
   const float* wf[NR];
   for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
@@ -174,25 +175,27 @@ void AxpyRows(const StoredRowsView& w, int64_t i0, const float* x, float* y) {
       const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i0 + k) * w.row_stride;
       wf[k] = ChunkF32<V>(w.dtype, row, c0, n, buf[k]);
     }
-    AxpyChunk<V, NR>(wf, x + i0, n, y + c0);
+    for (int64_t v = 0; v < batch.m; ++v)
+      AxpyChunk<V, NR>(wf, x + v * batch.ldx + i0, n, y + v * batch.ldy + c0);
   }
 }
 
 template <class V>
-void RowsAxpyT(const StoredRowsView& w, const float* x, float* y) {
+void RowsAxpyT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
   int64_t i = 0;
-  for (; i + 4 <= w.rows; i += 4) AxpyRows<V, 4>(w, i, x, y);
-  for (; i < w.rows; ++i) AxpyRows<V, 1>(w, i, x, y);
+  for (; i + 4 <= w.rows; i += 4) AxpyRows<V, 4>(w, i, x, y, batch);
+  for (; i < w.rows; ++i) AxpyRows<V, 1>(w, i, x, y, batch);
 }
 
+// One row, already f32 (wf: [cols]), dotted with x in the documented order: chunks of kChunk,
+// vectors alternating between two accumulators, the last partial vector zero-padded.
 template <class V>
-float DotRow(const StoredRowsView& w, const uint8_t* row, const float* x) {
+float DotRowF32(const float* wf_row, int64_t cols, const float* x) {
   constexpr int W = V::W;
-  alignas(64) float buf[kChunk];
   typename V::Vec acc0 = V::Zero(), acc1 = V::Zero();
-  for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {  // each chunk starts at an even vector index
-    const int64_t n = std::min(kChunk, w.cols - c0);
-    const float* wf = ChunkF32<V>(w.dtype, row, c0, n, buf);
+  for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {  // each chunk starts at an even vector index
+    const int64_t n = std::min(kChunk, cols - c0);
+    const float* wf = wf_row + c0;
     const float* xc = x + c0;
     int64_t c = 0;
     for (; c + 2 * W <= n; c += 2 * W) {
@@ -220,9 +223,22 @@ float DotRow(const StoredRowsView& w, const uint8_t* row, const float* x) {
 }
 
 template <class V>
-void RowsDotT(const StoredRowsView& w, const float* x, float* y) {
+void RowsDotT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(w.cols));
   for (int64_t i = 0; i < w.rows; ++i) {
-    y[i] = DotRow<V>(w, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride, x);
+    const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride;
+    const float* wf = buf.data();
+    if (w.dtype == DType::kF32) {
+      wf = reinterpret_cast<const float*>(row);
+    } else {
+      for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, w.cols - c0);
+        const float* chunk = ChunkF32<V>(w.dtype, row, c0, n, buf.data() + c0);
+        if (chunk != buf.data() + c0) std::copy(chunk, chunk + n, buf.data() + c0);
+      }
+    }
+    for (int64_t v = 0; v < batch.m; ++v) y[v * batch.ldy + i] = DotRowF32<V>(wf, w.cols, x + v * batch.ldx);
   }
 }
 

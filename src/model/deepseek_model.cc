@@ -351,18 +351,20 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
   auto task = [&](int64_t id, int) {
     const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
     const int64_t h_a = (id % head_groups) * heads_per_task, h_b = std::min(nh, h_a + heads_per_task);
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t hd = h_a; hd < h_b; ++hd) {
-        const float* qn = q.data() + t * nh * qd + hd * qd;
-        float* ql = q_cat.data() + (t * nh + hd) * qc;
-        std::fill(ql, ql + r, 0.0f);
-        if (at.k_b_transposed) {
-          RowsDot(row_isa_, at.k_b.View(hd * r, (hd + 1) * r), qn, ql);  // rows [r] of dn
-        } else {
-          RowsAxpy(row_isa_, at.k_b.View(hd * dn, (hd + 1) * dn), qn, ql);  // rows [dn] of r
-        }
-        std::copy(qn + dn, qn + qd, ql + r);
-        rope_->Apply(ql + r, rows[t].pos);
+    const int64_t m = t1 - t0;
+    for (int64_t hd = h_a; hd < h_b; ++hd) {  // the run's tokens as one batch of the row ops
+      const float* qn = q.data() + t0 * nh * qd + hd * qd;
+      float* ql = q_cat.data() + (t0 * nh + hd) * qc;
+      const RowBatch batch{.m = m, .ldx = nh * qd, .ldy = nh * qc};
+      for (int64_t i = 0; i < m; ++i) std::fill(ql + i * nh * qc, ql + i * nh * qc + r, 0.0f);
+      if (at.k_b_transposed) {
+        RowsDot(row_isa_, at.k_b.View(hd * r, (hd + 1) * r), qn, ql, batch);  // rows [r] of dn
+      } else {
+        RowsAxpy(row_isa_, at.k_b.View(hd * dn, (hd + 1) * dn), qn, ql, batch);  // rows [dn] of r
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy(qn + i * nh * qd + dn, qn + i * nh * qd + qd, ql + i * nh * qc + r);
+        rope_->Apply(ql + i * nh * qc + r, rows[t0 + i].pos);
       }
     }
     const KvCache* cache = rows[t0].cache;
@@ -379,11 +381,9 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
                         o_lat.data() + (t * nh + h_a) * r, r);
       }
     }
-    for (int64_t t = t0; t < t1; ++t) {
-      for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
-        RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat.data() + (t * nh + hd) * r,
-                o + t * nh * dv + hd * dv);
-      }
+    for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
+      RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat.data() + (t0 * nh + hd) * r,
+              o + t0 * nh * dv + hd * dv, {.m = m, .ldx = nh * r, .ldy = nh * dv});
     }
   };
   const int64_t n_tasks = static_cast<int64_t>(runs.size()) * head_groups;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -185,6 +186,30 @@ INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, RowOpsTest, ::testing::ValuesIn(AllCa
                            return std::string(RowOpsIsaName(p.param.isa)) + "_" +
                                   std::string(DTypeName(p.param.dtype));
                          });
+
+// A batch of m vectors (strided, as the attention's tokens x heads) gives each vector the bits it
+// gets alone, for both ops, every dtype and ISA.
+TEST(RowOps, BatchEqualsOneVectorAtATime) {
+  std::mt19937 rng(31);
+  for (RowOpsIsa isa : SupportedIsas()) {
+    for (DType t : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+      const int64_t rows = 9, cols = 512, m = 5, ldx = 600, ldy = 700;
+      const Matrix w = MakeMatrix(t, rows, cols, 0, &rng);
+      const std::vector<float> x = RandomVector(m * ldx, &rng);
+      std::vector<float> yb(static_cast<size_t>(m * ldy), 0.25f), y1 = yb;
+      RowsAxpy(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
+      for (int64_t v = 0; v < m; ++v) RowsAxpy(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
+      EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
+          << RowOpsIsaName(isa) << DTypeName(t);
+      std::fill(yb.begin(), yb.end(), -1.0f);
+      y1 = yb;
+      RowsDot(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
+      for (int64_t v = 0; v < m; ++v) RowsDot(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
+      EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
+          << RowOpsIsaName(isa) << DTypeName(t);
+    }
+  }
+}
 
 TEST(RowOps, IsaSelection) {
   EXPECT_EQ(SelectRowOpsIsa("ref"), RowOpsIsa::kRef);
