@@ -6,8 +6,8 @@ checked against tests/model/ref_deepseek.py, a float64 reference forward pass.
 Each checkpoint has the real DeepSeek structure: MLA attention, YaRN rope
 scaling, one dense first layer (first_k_dense_replace = 1), then MoE layers
 with shared and routed experts, and an untied lm_head. Tensor names and shapes
-follow /work/shared/spec/models.md section 3.1. The safetensors writer is
-plain Python (spec section 3.2).
+follow docs/models.md §2.1. The safetensors writer is
+plain Python (docs/models.md §2.2).
 
 Usage:
   make_test_model.py OUT_DIR [--variant lite|v2|v3] [--dtype f32|bf16]
@@ -161,7 +161,7 @@ def make_config(variant, dtype, layers, rope_mscale=None):
 
 
 def is_moe_layer(cfg, l):
-    """Spec 2.1: MoE iff routed experts exist, l >= first_k_dense_replace and l % freq == 0."""
+    """docs/models.md §3.1: MoE iff routed experts, l >= first_k_dense_replace, l % freq == 0."""
     return (cfg.get("n_routed_experts") is not None
             and l >= cfg["first_k_dense_replace"]
             and l % cfg["moe_layer_freq"] == 0)

@@ -3,17 +3,17 @@
 
 Purpose: moerun's embedded default model. It is small (about 1M parameters), it is
 trained, so greedy decoding gives checkable answers, and it has the exact
-DeepSeek-V2-Lite architecture of /work/shared/spec/models.md section 2:
-  RMSNorm (2.2); MLA attention with a plain q_proj (no q_lora), kv_a_proj_with_mqa
-  split into c_kv (through kv_a_layernorm) and one shared k_pe, kv_b_proj (2.3);
-  RoPE on the rope lanes only, rotating adjacent pairs (2i, 2i+1) (2.4), with the
-  DeepSeek YaRN inv_freq and cos/sin mscale (2.5) and the mscale_all_dim softmax
-  scale (2.6); a dense first layer (first_k_dense_replace = 1), then MoE layers with
+DeepSeek-V2-Lite architecture of docs/models.md §3:
+  RMSNorm (3.2); MLA attention with a plain q_proj (no q_lora), kv_a_proj_with_mqa
+  split into c_kv (through kv_a_layernorm) and one shared k_pe, kv_b_proj (3.3);
+  RoPE on the rope lanes only, rotating adjacent pairs (2i, 2i+1) (3.5), with the
+  DeepSeek YaRN inv_freq and cos/sin mscale (3.6) and the mscale_all_dim softmax
+  scale (3.7); a dense first layer (first_k_dense_replace = 1), then MoE layers with
   a greedy softmax router in fp32, norm_topk_prob false, routed_scaling_factor 1.0
-  (2.7), SwiGLU experts and one shared MLP of width n_shared * moe_intermediate (2.8);
-  final norm and an untied lm_head (2.9).
-The torch modules below are written from that spec. They use the HF parameter names,
-so the state dict is the checkpoint's tensor table (spec 3.1).
+  (3.8), SwiGLU experts and one shared MLP of width n_shared * moe_intermediate (3.9);
+  final norm and an untied lm_head (3.10).
+The torch modules below are written from that description. They use the HF parameter names,
+so the state dict is the checkpoint's tensor table (docs/models.md §2.1).
 
 Task: "A+B=", "A-B=" (operands 0..999; a negative result is written with a leading
 '-') and "A*B=" (A 0..99, B 0..9). The answer is the plain decimal result, most
@@ -56,7 +56,7 @@ CPU-heavy processes on the machine, --threads 1 can be much faster than 2 (OpenM
 barriers stall when a thread is descheduled).
 
 Only the Python standard library, numpy and torch are used; the safetensors writer
-and reader are plain Python (spec 3.2).
+and reader are plain Python (docs/models.md §2.2).
 """
 
 import argparse
@@ -80,7 +80,7 @@ BOS_ID = 256
 EOS_ID = 257
 VOCAB_SIZE = 264  # 258 tokenizer ids, padded
 
-# DeepSeek-V2-Lite-Chat chat template (spec section 4), verbatim.
+# DeepSeek-V2-Lite-Chat chat template (docs/models.md §4), verbatim.
 CHAT_TEMPLATE = (
     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
@@ -92,7 +92,7 @@ CHAT_TEMPLATE = (
 
 
 def make_config(args):
-    """HF DeepSeek-V2 config.json (field set of spec 1.1) for the tiny model."""
+    """HF DeepSeek-V2 config.json (field set of docs/models.md §1.1) for the tiny model."""
     return {
         "architectures": ["DeepseekV2ForCausalLM"],
         "model_type": "deepseek_v2",
@@ -279,16 +279,16 @@ def make_batch(rng, batch, excluded):
 
 
 # ---------------------------------------------------------------------------
-# Model (spec section 2)
+# Model (docs/models.md §3)
 # ---------------------------------------------------------------------------
 
 def get_mscale(s, m):
-    """Spec 2.5 yarn_get_mscale."""
+    """docs/models.md §3.6 yarn_get_mscale."""
     return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
 
 
 def rope_setup(cfg):
-    """(inv_freq [dr/2] float64 numpy, cos/sin factor, softmax scale) per spec 2.5 / 2.6."""
+    """(inv_freq [dr/2] float64, cos/sin factor, softmax scale): docs/models.md §3.6, §3.7."""
     dr = cfg["qk_rope_head_dim"]
     base = float(cfg["rope_theta"])
     scale = (cfg["qk_nope_head_dim"] + dr) ** -0.5
@@ -526,7 +526,7 @@ def accuracy(model, problems, amp=False):
 
 
 # ---------------------------------------------------------------------------
-# safetensors I/O (spec 3.2)
+# safetensors I/O (docs/models.md §2.2)
 # ---------------------------------------------------------------------------
 
 def write_safetensors(path, tensors, metadata=None):

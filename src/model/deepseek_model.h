@@ -1,6 +1,6 @@
 // DeepseekModel: a DeepSeek-V2/V3-family model loaded from a Hugging Face checkpoint directory.
 //
-// Forward math follows models.md section 2: embeddings; per layer RMSNorm -> MLA attention ->
+// Forward math follows docs/models.md §3: embeddings; per layer RMSNorm -> MLA attention ->
 // residual -> RMSNorm -> dense MLP (layers < first_k_dense_replace) or MoE block -> residual;
 // final RMSNorm; lm_head. MLA runs in the absorbed form (q_nope projected into the kv_lora latent
 // through kv_b's K rows; values read back through kv_b's V rows), which is exactly equal in math

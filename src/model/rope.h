@@ -1,10 +1,10 @@
 // Rotary position embedding of the DeepSeek family: YaRN frequencies, adjacent-pair rotation.
 //
-// inv_freq follows DeepSeek's YaRN (models.md 2.5): original frequencies for fast-rotating
+// inv_freq follows DeepSeek's YaRN (docs/models.md §3.6): original frequencies for fast-rotating
 // dimensions, frequencies / factor for slow ones, a linear ramp between corr_dim(beta_fast) and
 // corr_dim(beta_slow); applied at every position. Pairs (x[2i], x[2i+1]) are rotated by
-// p * inv_freq[i] and stay interleaved (vLLM's is_neox_style=False layout): q_pe and the cached
-// k_pe use the same lanes, so q.k equals the reference's de-interleaved form.
+// p * inv_freq[i] and stay interleaved (vLLM's is_neox_style=False layout; docs/models.md §3.5):
+// q_pe and the cached k_pe use the same lanes, so q.k equals the reference's de-interleaved form.
 // Thread safety: immutable after construction.
 #pragma once
 

@@ -17,6 +17,7 @@
 // under SP). The runner plans the collectives from them: a single all_reduce of (routed +
 // shared) when both are Partial(tp); the shared output alone when the combine already completed
 // the routed output; nothing under SP. An impossible plan is an error naming layer and states.
+// Who reduces what on every layout, and the bug class this prevents: docs/reduction-contract.md.
 //
 // Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit
 // fixed point (core/fixed_point.h): exact, so results are bitwise identical across layouts and

@@ -9,6 +9,7 @@
 // Complete(replicated). Adding two tensors requires equal states. Anything else is the bug class
 // moerun exists to prevent (a double reduction multiplies by |G|; summing token-shards adds
 // unrelated tokens), so PlanTransition refuses it with an error naming both states.
+// The contract, per layout: docs/reduction-contract.md.
 // Thread safety: value types and pure functions.
 #pragma once
 

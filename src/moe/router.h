@@ -1,4 +1,4 @@
-// Router: turns router logits into each token's top-k experts and their weights.
+// Router: turns router logits into each token's top-k experts and their weights (docs/models.md §3.8).
 //
 // Per token, from logits [E] (f32):
 //   scores = softmax(logits) or sigmoid(logits)                         (f32)

@@ -5,10 +5,10 @@ Purpose: an oracle for moerun's DeepSeek-V2 model code. It reads an HF-layout
 checkpoint directory (config.json plus model.safetensors, or shards resolved
 through model.safetensors.index.json), runs every token id as ONE causal
 sequence, and writes the logits to a safetensors file. All math is float64 and
-follows /work/shared/spec/models.md section 2:
-  2.1 skeleton   2.2 RMSNorm   2.3 MLA   2.4 RoPE (adjacent pairs)
-  2.5 YaRN inv_freq and cos/sin mscale   2.6 softmax scale   2.7 router
-  2.8 experts / shared experts / dense MLP   2.9 final norm + lm_head
+follows docs/models.md section 3 (in the expanded form of 3.3, not the absorbed 3.4):
+  3.1 skeleton   3.2 RMSNorm   3.3 MLA   3.5 RoPE (adjacent pairs)
+  3.6 YaRN inv_freq and cos/sin mscale   3.7 softmax scale   3.8 router
+  3.9 experts / shared experts / dense MLP   3.10 final norm + lm_head
 Only the Python standard library and numpy are used (no torch).
 
 Usage:
@@ -47,7 +47,7 @@ import sys
 import numpy as np
 
 # ---------------------------------------------------------------------------
-# safetensors I/O (spec 3.2)
+# safetensors I/O (docs/models.md §2.2)
 # ---------------------------------------------------------------------------
 
 _ST_DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
@@ -137,7 +137,7 @@ def load_checkpoint(model_dir):
 # ---------------------------------------------------------------------------
 
 def rms_norm(x, w, eps):
-    """x [..., n], w [n]. Spec 2.2, all float64 (the bf16 cast is not modelled)."""
+    """x [..., n], w [n]. docs/models.md §3.2, all float64 (the bf16 cast is not modelled)."""
     return w * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
 
 
@@ -161,12 +161,12 @@ def mlp(x, gate_w, up_w, down_w):
 
 
 def get_mscale(s, m):
-    """Spec 2.5: yarn_get_mscale."""
+    """docs/models.md §3.6: yarn_get_mscale."""
     return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
 
 
 def yarn_inv_freq(dim, base, factor, orig_max_pos, beta_fast, beta_slow):
-    """Spec 2.5 (DeepSeek YaRN). Returns (inv_freq [dim/2] float64, low, high)."""
+    """docs/models.md §3.6 (DeepSeek YaRN). Returns (inv_freq [dim/2] float64, low, high)."""
     i = np.arange(dim // 2, dtype=np.float64)
     pos_freqs = base ** (2.0 * i / dim)
     freq_extra = 1.0 / pos_freqs
@@ -203,13 +203,13 @@ def rope_params(cfg):
                               float(rs.get("original_max_position_embeddings", 4096)),
                               float(rs.get("beta_fast", 32)), float(rs.get("beta_slow", 1)))
     m_rope = get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
-    if mscale_all_dim:                      # spec 2.6: only when nonzero
+    if mscale_all_dim:                      # docs/models.md §3.7: only when nonzero
         scale *= get_mscale(factor, mscale_all_dim) ** 2
     return inv, m_rope, scale
 
 
 def apply_rope(x, positions, inv_freq, m_rope):
-    """Spec 2.4: rotate adjacent pairs (x[2i], x[2i+1]) by angle p*inv_freq[i].
+    """docs/models.md §3.5: rotate adjacent pairs (x[2i], x[2i+1]) by angle p*inv_freq[i].
 
     x [T, ..., dr], positions [T]. Output keeps the interleaved lane order (the
     vLLM / HF-native form); q.k is identical to the remote code's half-split order.
@@ -227,7 +227,7 @@ def apply_rope(x, positions, inv_freq, m_rope):
 
 
 # ---------------------------------------------------------------------------
-# Router (spec 2.7)
+# Router (docs/models.md §3.8)
 # ---------------------------------------------------------------------------
 
 def topk_desc(values, k):
@@ -266,7 +266,7 @@ def route(logits_row, cfg, bias=None):
                 raise ValueError("noaux_tc needs mlp.gate.e_score_correction_bias")
             choice = scores + bias                                           # bias: selection only
             gscore = np.sort(choice.reshape(G, per), axis=1)[:, ::-1][:, :2].sum(axis=1)  # top-2 sum
-            masked_value = -np.inf                                           # spec prefers -inf
+            masked_value = -np.inf                                           # as moerun (§3.8)
         kept = topk_desc(gscore, keep)
         allowed = np.zeros(E, dtype=bool)
         for g in kept:
@@ -305,13 +305,13 @@ def is_moe_layer(cfg, l):
 
 
 def mla(a, positions, W, p, cfg, rope):
-    """Spec 2.3. a [T, H] -> [T, H]."""
+    """docs/models.md §3.3. a [T, H] -> [T, H]."""
     T = a.shape[0]
     nh = cfg["num_attention_heads"]
     dn, dr, dv = cfg["qk_nope_head_dim"], cfg["qk_rope_head_dim"], cfg["v_head_dim"]
     r_kv = cfg["kv_lora_rank"]
     inv_freq, m_rope, scale = rope
-    ln_eps = 1e-6          # q_a_layernorm / kv_a_layernorm use the default eps (spec 2.2)
+    ln_eps = 1e-6          # q_a/kv_a_layernorm: the module default eps (docs/models.md §3.2)
 
     # Query: [T, nh*(dn+dr)]
     if cfg.get("q_lora_rank") is None:
@@ -353,7 +353,7 @@ def expert_weights(W, p, e, I):
 
 
 def moe(x, W, p, cfg, margins):
-    """Spec 2.7 + 2.8. x [T, H] -> [T, H]. Appends per-token margins to `margins`."""
+    """docs/models.md §3.8 + §3.9. x [T, H] -> [T, H]. Appends per-token margins to `margins`."""
     I = cfg["moe_intermediate_size"]
     logits = x @ W[f"{p}.gate.weight"].T                            # [T, E]
     bias = W.get(f"{p}.gate.e_score_correction_bias")               # [E] or None
@@ -419,7 +419,7 @@ def self_test():
         if not ok:
             fails.append(name)
 
-    # 1. YaRN inv_freq for the real V2-Lite config (spec 2.5 list).
+    # 1. YaRN inv_freq for the real V2-Lite config (the list in docs/models.md §3.6).
     spec_inv = [1.0, 0.7498942, 0.5623413, 0.4216965, 0.3162278, 0.2371374, 0.1778279,
                 0.1333521, 0.1, 0.07498942, 0.05623413, 0.03900693, 0.02687936, 0.01837815,
                 0.01244796, 0.008334509, 0.0055, 0.003561997, 0.002249365, 0.001370514,
@@ -430,8 +430,8 @@ def self_test():
     rel = np.max(np.abs(inv - np.array(spec_inv)) / np.array(spec_inv))
     check("V2-Lite YaRN inv_freq matches spec list", rel < 1e-6, f"max rel err {rel:.2e}")
 
-    # 2. mscale and softmax scale (spec 2.6).
-    # The spec prints 1.2608042; the exact value is 1.26080378 (its softmax scale is exact).
+    # 2. mscale and softmax scale (docs/models.md §3.7).
+    # Published tables print 1.2608042; the exact value is 1.26080378 (the scale below is exact).
     gm = get_mscale(40, 0.707)
     check("get_mscale(40, 0.707) ~ 1.2608042", abs(gm - 1.2608042) < 1e-6, f"{gm:.8f}")
     lite = {"qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "rope_theta": 10000,

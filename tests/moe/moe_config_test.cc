@@ -7,7 +7,7 @@
 namespace moerun {
 namespace {
 
-// The MoE fields of the real DeepSeek-V2-Lite config.json (models.md section 1.1).
+// The MoE fields of the real DeepSeek-V2-Lite config.json (docs/models.md §1.1).
 constexpr const char* kV2Lite = R"({
   "model_type": "deepseek_v2", "hidden_size": 2048, "moe_intermediate_size": 1408,
   "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6, "topk_method": "greedy",

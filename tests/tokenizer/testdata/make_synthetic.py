@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes synthetic/tokenizer.json and synthetic/tokenizer_config.json: a tiny byte-level BPE tokenizer.json with the DeepSeek-V2
-pre-tokenizer structure (shared/spec/models.md section 4: a Sequence of Isolated regex Splits,
+pre-tokenizer structure (docs/models.md §4: a Sequence of Isolated regex Splits,
 Digits with individual_digits, then ByteLevel without regex), used by tokenizer_test.cc.
 
 Vocab ids 0..255 are the 256 byte-level symbols in byte order (so an unmerged byte b encodes as
@@ -107,7 +107,7 @@ config = {
     "clean_up_tokenization_spaces": False,
     "model_max_length": 4096,
     "tokenizer_class": "LlamaTokenizerFast",
-    # DeepSeek-V2-Lite-Chat's template, as quoted in models.md section 4.
+    # DeepSeek-V2-Lite-Chat's template (docs/models.md §4, tokenizer/chat_template.h).
     "chat_template": "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
                      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
                      "{{ 'User: ' + message['content'] + '\\n\\n' }}{% elif message['role'] == 'assistant' %}"
