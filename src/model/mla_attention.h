@@ -1,5 +1,5 @@
 // Attention of absorbed MLA queries over one sequence's latent cache (multi-head latent attention,
-// DeepSeek-V2 paper arXiv:2405.04434 section 2.1, in the "absorbed" form of its appendix; HF
+// DeepSeek-V2 paper arXiv:2405.04434 section 2.1 and its remark on absorbing W_UK / W_UV; HF
 // modeling_deepseek.py computes the same in expanded form; docs/models.md §3.4): for each query
 // row i (one token x one head) at position pos[i],
 //   s[i][j] = scale * <q_cat[i], e_j>,  j = 0 .. pos[i]    (e_j = cache entry j = [c_kv (r) | k_pe (dr)])

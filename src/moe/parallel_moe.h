@@ -139,8 +139,8 @@ class ParallelMoe {
   const MoeWeights& weights() const { return weights_; }
 
   // Test hooks. Unbind the dispatcher; force a (wrong) shared-output declaration; reduce the
-  // finished output once more (the double reduction of vLLM #40673, or under SP a sum of
-  // token shards); observe every dispatched row as it reaches the rank computing its expert.
+  // finished output once more (the double reduction vLLM #40560 introduced and #40673 fixed, or under SP a
+  // sum of token shards); observe every dispatched row as it reaches the rank computing its expert.
   void UnbindForTest();
   void DeclareSharedStateForTest(ReductionState s) { shared_state_override_ = std::move(s); }
   void ReduceOutputAgainForTest(bool on) { reduce_again_ = on; }

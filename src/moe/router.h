@@ -10,7 +10,8 @@
 //   ids = the k experts with the largest choice score, in descending order; ties go to the
 //     lowest expert id (groups likewise), identically on every rank and path.
 //   weights = scores[ids] (unbiased); if norm_topk_prob and k > 1: w /= (sum w + 1e-20);
-//     then w *= routed_scaling_factor unless (norm_topk_prob && !scale_after_norm).
+//     then w *= routed_scaling_factor unless that renormalisation ran (norm_topk_prob, k > 1) and
+//     !scale_after_norm.
 // Thread safety: pure functions.
 #pragma once
 

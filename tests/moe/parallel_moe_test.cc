@@ -231,7 +231,7 @@ TEST(ParallelMoeRefusals, DoubleReductionIsRefused) {
 }
 
 TEST(ParallelMoeRefusals, TokenShardSumIsRefused) {
-  // vLLM #40673: under SP, all-reducing outputs of ranks that hold different tokens.
+  // vLLM #40560 (fixed by #40673): under SP, all-reducing outputs of ranks that hold different tokens.
   const Fixture& f = GetFixture("v2-lite");
   const Status s = RunLayout(f, Layout(2, 1, true, true), /*reduce_again=*/true).status();
   ASSERT_FALSE(s.ok());
