@@ -1,6 +1,5 @@
 // The SIMD bodies of kernels/row_ops.h, shared by row_ops_avx2.cc and row_ops_avx512.cc: each
-// includes this header after defining an ISA trait struct (vector type, width W, load / store /
-// fma / fixed-tree reduce, f16 and bf16 widening) and instantiates RowsAxpyT / RowsDotT with it.
+// instantiates RowsAxpyT / RowsDotT with its vector trait (kernels/simd_f32_x86.h: F32x8, F32x16).
 //
 // A row is processed in chunks of kChunk elements: f32 rows are read in place, f16 / bf16 rows are
 // widened into a buffer, block rows are dequantised into it with the f32 formulas of

@@ -1,9 +1,9 @@
-// x86 bodies of kernels/small_gemm.h, written once over a vector type V (Avx2Vec: 8 lanes,
-// Avx512Vec: 16 lanes). Include from small_gemm_avx2.cc / small_gemm_avx512.cc only (internal
+// x86 bodies of kernels/small_gemm.h, written once over a vector trait V (kernels/simd_f32_x86.h:
+// F32x8, F32x16). Include from small_gemm_avx2.cc / small_gemm_avx512.cc only (internal
 // linkage; each file compiles it for its ISA after defining its V).
 //
 // NT: register tiles of MR query rows x NR cache rows, one accumulator vector per (i, j), walked
-// over k in V::kLanes chunks (tail chunk masked to zero), reduced by V::Sum (fixed tree). Every
+// over k in V::W chunks (tail chunk masked to zero), reduced by V::Reduce (fixed tree). Every
 // C[i][j] gets the same sequence of operations whatever tile it falls in.
 // NN: tiles of MR rows x 2 vectors of columns; acc = fma(broadcast A[i][p], B[p][j..], acc) over p.
 #pragma once
@@ -16,69 +16,69 @@ namespace {
 
 template <typename V, int MR, int NR>
 void TileNT(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  typename V::T acc[MR][NR];
+  typename V::Vec acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = V::Zero();
   int64_t p = 0;
-  for (; p + V::kLanes <= k; p += V::kLanes) {
-    typename V::T bv[NR];
+  for (; p + V::W <= k; p += V::W) {
+    typename V::Vec bv[NR];
     for (int j = 0; j < NR; ++j) bv[j] = V::Load(b + j * ldb + p);
     for (int i = 0; i < MR; ++i) {
-      const typename V::T av = V::Load(a + i * lda + p);
+      const typename V::Vec av = V::Load(a + i * lda + p);
       for (int j = 0; j < NR; ++j) acc[i][j] = V::Fma(av, bv[j], acc[i][j]);
     }
   }
   if (p < k) {
     const int left = static_cast<int>(k - p);
-    typename V::T bv[NR];
+    typename V::Vec bv[NR];
     for (int j = 0; j < NR; ++j) bv[j] = V::LoadPartial(b + j * ldb + p, left);
     for (int i = 0; i < MR; ++i) {
-      const typename V::T av = V::LoadPartial(a + i * lda + p, left);
+      const typename V::Vec av = V::LoadPartial(a + i * lda + p, left);
       for (int j = 0; j < NR; ++j) acc[i][j] = V::Fma(av, bv[j], acc[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i * ldc + j] = V::Sum(acc[i][j]);
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = V::Reduce(acc[i][j]);
 }
 
-template <typename V, int MR>
+template <typename V, int MR, int kNR>
 void RowsNT(int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
             int64_t ldc) {
-  constexpr int kNR = V::kTileNT;
   int64_t j = 0;
   for (; j + kNR <= n; j += kNR) TileNT<V, MR, kNR>(k, a, lda, b + j * ldb, ldb, c + j, ldc);
   for (; j < n; ++j) TileNT<V, MR, 1>(k, a, lda, b + j * ldb, ldb, c + j, ldc);
 }
 
-template <typename V>
+// kTile: rows and columns of the NT register tile (kTile^2 accumulators must fit the registers).
+template <typename V, int kTile>
 void GemmNTImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                 float* c, int64_t ldc) {
   int64_t i = 0;
-  for (; i + V::kTileNT <= m; i += V::kTileNT)
-    RowsNT<V, V::kTileNT>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
-  for (; i < m; ++i) RowsNT<V, 1>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i + kTile <= m; i += kTile)
+    RowsNT<V, kTile, kTile>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
+  for (; i < m; ++i) RowsNT<V, 1, kTile>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
 }
 
 // C[i][j0 .. j0 + width) for MR rows; width <= 2 * kLanes (partial vectors masked).
 template <typename V, int MR>
 void TileNN(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
             int width) {
-  typename V::T acc[MR][2];
+  typename V::Vec acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = V::Zero();
-  const int w0 = std::min(width, V::kLanes), w1 = width - w0;
+  const int w0 = std::min(width, V::W), w1 = width - w0;
   for (int64_t p = 0; p < k; ++p) {
     const float* bp = b + p * ldb;
-    const typename V::T b0 = w0 == V::kLanes ? V::Load(bp) : V::LoadPartial(bp, w0);
-    const typename V::T b1 = w1 == V::kLanes ? V::Load(bp + V::kLanes) : V::LoadPartial(bp + V::kLanes, w1);
+    const typename V::Vec b0 = w0 == V::W ? V::Load(bp) : V::LoadPartial(bp, w0);
+    const typename V::Vec b1 = w1 == V::W ? V::Load(bp + V::W) : V::LoadPartial(bp + V::W, w1);
     for (int i = 0; i < MR; ++i) {
-      const typename V::T av = V::Broadcast(a[i * lda + p]);
+      const typename V::Vec av = V::Set1(a[i * lda + p]);
       acc[i][0] = V::Fma(av, b0, acc[i][0]);
       if (w1 > 0) acc[i][1] = V::Fma(av, b1, acc[i][1]);
     }
   }
   for (int i = 0; i < MR; ++i) {
     V::StorePartial(c + i * ldc, acc[i][0], w0);
-    if (w1 > 0) V::StorePartial(c + i * ldc + V::kLanes, acc[i][1], w1);
+    if (w1 > 0) V::StorePartial(c + i * ldc + V::W, acc[i][1], w1);
   }
 }
 
@@ -86,8 +86,8 @@ template <typename V>
 void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                 float* c, int64_t ldc) {
   constexpr int kMR = 4;
-  for (int64_t j = 0; j < n; j += 2 * V::kLanes) {
-    const int width = static_cast<int>(std::min<int64_t>(2 * V::kLanes, n - j));
+  for (int64_t j = 0; j < n; j += 2 * V::W) {
+    const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
     int64_t i = 0;
     for (; i + kMR <= m; i += kMR)
       TileNN<V, kMR>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width);
