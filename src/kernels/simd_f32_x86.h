@@ -1,7 +1,7 @@
 // f32 vector traits for kernels written once over a vector type: F32x8 (AVX2 + FMA + F16C, 8
 // lanes) and, in translation units compiled with -mavx512f, F32x16 (16 lanes). Each trait has the
 // vector type Vec, its width W, loads and stores (whole, or the first n lanes with the rest zero),
-// Set1, Add, Fma, Reduce (a fixed tree: halves added pairwise down to one lane, so a sum's bits
+// Set1, Add, Mul, Fma, FromI8, Reduce (a fixed tree: halves added pairwise down to one lane, so a sum's bits
 // depend only on the vector), and f16 / bf16 widening.
 // Include only from the *_avx2.cc / *_avx512.cc translation units: everything here has internal
 // linkage, so each ISA's copy is compiled with its own flags (no cross-ISA ODR merging).
@@ -30,6 +30,7 @@ struct F32x8 {
   static Vec LoadPartial(const float* p, int n) { return _mm256_maskload_ps(p, Mask(n)); }
   static void StorePartial(float* p, Vec v, int n) { _mm256_maskstore_ps(p, Mask(n), v); }
   static Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   // ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
   static float Reduce(Vec v) {
@@ -39,6 +40,10 @@ struct F32x8 {
     return _mm_cvtss_f32(s);
   }
   static float Half(uint16_t h) { return _cvtsh_ss(h); }
+  // W int8 values as f32 (exact).
+  static Vec FromI8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
   static void WidenF16(const uint16_t* s, float* d, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -67,6 +72,7 @@ struct F32x16 {
   static Vec LoadPartial(const float* p, int n) { return _mm512_maskz_loadu_ps(Mask(n), p); }
   static void StorePartial(float* p, Vec v, int n) { _mm512_mask_storeu_ps(p, Mask(n), v); }
   static Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   // Halves added pairwise: 512 -> 256 -> 128 -> 64 -> 32 bits.
   static float Reduce(Vec v) {
@@ -75,6 +81,9 @@ struct F32x16 {
     return F32x8::Reduce(h);
   }
   static float Half(uint16_t h) { return _cvtsh_ss(h); }
+  static Vec FromI8(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
   static void WidenF16(const uint16_t* s, float* d, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
