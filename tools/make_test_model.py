@@ -10,7 +10,7 @@ follow docs/models.md §2.1. The safetensors writer is
 plain Python (docs/models.md §2.2).
 
 Usage:
-  make_test_model.py OUT_DIR [--variant lite|v2|v3] [--dtype f32|bf16]
+  make_test_model.py OUT_DIR [--arch deepseek|qwen3_moe] [--variant lite|v2|v3] [--dtype f32|bf16]
                      [--shards N] [--seed S] [--layers L]
                      [--rope-mscale M] [--fused-experts]
 
@@ -24,6 +24,14 @@ Variants (the tiny sizes are in BASE_CONFIG below):
         (stored as F32, like the real V3), n_group 4, topk_group 2,
         norm_topk_prob true, routed_scaling_factor 2.5,
         yarn mscale 1.0 / mscale_all_dim 1.0
+
+--arch qwen3_moe writes a Qwen3-MoE checkpoint instead (QWEN3_MOE_CONFIG below;
+checked by tests/model/ref_qwen3_moe.py; docs/models.md §6): GQA with 8 query
+heads sharing 4 KV heads of head_dim 16 (8 x 16 = 128 != hidden 64, so head_dim
+is really read), q_norm / k_norm, MoE on every layer (16 experts, top-4,
+norm_topk_prob true, no shared expert), untied lm_head. --variant is ignored;
+--qwen-mlp-only-layers L,.. makes those layers dense and --tie-embeddings drops
+lm_head.weight.
 
 Optional extras (off by default):
   --rope-mscale M  overrides rope_scaling.mscale only. The cos/sin factor
@@ -147,6 +155,87 @@ VARIANT_OVERRIDES = {
         },
     },
 }
+
+
+# Tiny Qwen3-MoE (transformers Qwen3MoeConfig field names).
+QWEN3_MOE_CONFIG = {
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 16,
+    "num_experts": 16,
+    "num_experts_per_tok": 4,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "hidden_act": "silu",
+    "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0,
+    "rope_scaling": None,
+    "rms_norm_eps": 1e-06,
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "use_sliding_window": False,
+    "sliding_window": None,
+    "max_window_layers": 3,
+    "router_aux_loss_coef": 0.001,
+    "output_router_logits": False,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+    "initializer_range": 0.02,
+    "use_cache": True,
+}
+
+
+def make_qwen3_weights(cfg, rng):
+    """Qwen3-MoE tensors (docs/models.md §6.2); same drawing rules as make_weights."""
+    H, V = cfg["hidden_size"], cfg["vocab_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    E, I_moe, I_dense = cfg["num_experts"], cfg["moe_intermediate_size"], cfg["intermediate_size"]
+    out = []
+
+    def linear(name, n_out, n_in, gain=1.0):
+        w = rng.standard_normal((n_out, n_in)) * (gain / math.sqrt(n_in))
+        out.append((name, w.astype(np.float32), None))
+
+    def norm(name, n):
+        out.append((name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), None))
+
+    out.append(("model.embed_tokens.weight", rng.standard_normal((V, H)).astype(np.float32), None))
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}"
+        norm(f"{p}.input_layernorm.weight", H)                                # [H]
+        linear(f"{p}.self_attn.q_proj.weight", nh * hd, H)                    # [nh*hd, H]
+        linear(f"{p}.self_attn.k_proj.weight", nkv * hd, H)                   # [nkv*hd, H]
+        linear(f"{p}.self_attn.v_proj.weight", nkv * hd, H)                   # [nkv*hd, H]
+        linear(f"{p}.self_attn.o_proj.weight", H, nh * hd)                    # [H, nh*hd]
+        norm(f"{p}.self_attn.q_norm.weight", hd)                              # [hd]
+        norm(f"{p}.self_attn.k_norm.weight", hd)                              # [hd]
+        norm(f"{p}.post_attention_layernorm.weight", H)                       # [H]
+        moe = (l not in cfg["mlp_only_layers"]) and (l + 1) % cfg["decoder_sparse_step"] == 0
+        if not moe:
+            linear(f"{p}.mlp.gate_proj.weight", I_dense, H)                   # [I, H]
+            linear(f"{p}.mlp.up_proj.weight", I_dense, H)                     # [I, H]
+            linear(f"{p}.mlp.down_proj.weight", H, I_dense)                   # [H, I]
+            continue
+        linear(f"{p}.mlp.gate.weight", E, H, gain=2.0)                        # [E, H] router
+        for e in range(E):
+            q = f"{p}.mlp.experts.{e}"
+            linear(f"{q}.gate_proj.weight", I_moe, H)                         # [I_moe, H]
+            linear(f"{q}.up_proj.weight", I_moe, H)                           # [I_moe, H]
+            linear(f"{q}.down_proj.weight", H, I_moe)                         # [H, I_moe]
+    norm("model.norm.weight", H)                                              # [H]
+    if not cfg["tie_word_embeddings"]:
+        linear("lm_head.weight", V, H)                                        # [V, H]
+    return out
 
 
 def make_config(variant, dtype, layers, rope_mscale=None):
@@ -295,6 +384,13 @@ def write_safetensors(path, tensors):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
+    ap.add_argument("--arch", default="deepseek", choices=["deepseek", "qwen3_moe"])
+    ap.add_argument("--qwen-mlp-only-layers", default="", metavar="L,..",
+                    help="qwen3_moe: dense layers (mlp_only_layers)")
+    ap.add_argument("--qwen-decoder-sparse-step", type=int, default=1, metavar="N",
+                    help="qwen3_moe: decoder_sparse_step (layer l is MoE iff (l + 1) %% N == 0)")
+    ap.add_argument("--tie-embeddings", action="store_true",
+                    help="qwen3_moe: tie_word_embeddings true (no lm_head.weight)")
     ap.add_argument("--variant", default="lite", choices=sorted(VARIANT_OVERRIDES))
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--shards", type=int, default=1)
@@ -317,14 +413,26 @@ def main(argv=None):
     if args.layers < 1:
         ap.error("--layers must be >= 1")
 
-    cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
+    if args.arch == "qwen3_moe":
+        cfg = json.loads(json.dumps(QWEN3_MOE_CONFIG))
+        cfg["num_hidden_layers"] = args.layers
+        cfg["max_window_layers"] = args.layers
+        cfg["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16"}[args.dtype]
+        cfg["mlp_only_layers"] = [int(v) for v in args.qwen_mlp_only_layers.split(",") if v]
+        cfg["tie_word_embeddings"] = args.tie_embeddings
+        cfg["decoder_sparse_step"] = args.qwen_decoder_sparse_step
+    else:
+        cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
     if args.vocab is not None:
         cfg["vocab_size"] = args.vocab
     if args.mla_dims is not None:
         dn, dv, r = (int(v) for v in args.mla_dims.split(","))
         cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"] = dn, dv, r
     rng = np.random.default_rng(args.seed)
-    weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
+    if args.arch == "qwen3_moe":
+        weights = make_qwen3_weights(cfg, rng)
+    else:
+        weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
     if args.shards > len(weights):
         ap.error(f"--shards {args.shards} exceeds the tensor count {len(weights)}")
 
@@ -365,7 +473,7 @@ def main(argv=None):
             json.dump(index, f, indent=2)
             f.write("\n")
     n_params = sum(int(np.prod(a.shape)) for _, a, _ in weights)
-    print(f"wrote {args.out_dir}: variant={args.variant} dtype={args.dtype} "
+    print(f"wrote {args.out_dir}: arch={args.arch} variant={args.variant} dtype={args.dtype} "
           f"layers={args.layers} tensors={len(weights)} params={n_params} "
           f"bytes={total} files={','.join(files)}", file=sys.stderr)
     return 0

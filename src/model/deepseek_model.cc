@@ -7,6 +7,7 @@
 #include "comm/in_process_comm.h"
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "kernels/vector_ops.h"
 #include "model/gguf_deepseek2.h"
 #include "model/mla_attention.h"
@@ -16,124 +17,6 @@ namespace moerun {
 namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
-
-struct Expected {
-  std::map<std::string, Shape> shapes;  // non-MoE tensors
-  std::set<std::string> moe_prefixes;   // "model.layers.N.mlp." of MoE layers
-};
-
-Expected ExpectedTensors(const ModelConfig& c) {
-  Expected e;
-  const int64_t h = c.hidden_size, nh = c.num_attention_heads, qd = c.q_head_dim();
-  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
-  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
-  e.shapes["model.norm.weight"] = {h};
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l);
-    e.shapes[p + "input_layernorm.weight"] = {h};
-    e.shapes[p + "post_attention_layernorm.weight"] = {h};
-    const std::string a = p + "self_attn.";
-    if (c.q_lora_rank == 0) {
-      e.shapes[a + "q_proj.weight"] = {nh * qd, h};
-    } else {
-      e.shapes[a + "q_a_proj.weight"] = {c.q_lora_rank, h};
-      e.shapes[a + "q_a_layernorm.weight"] = {c.q_lora_rank};
-      e.shapes[a + "q_b_proj.weight"] = {nh * qd, c.q_lora_rank};
-    }
-    e.shapes[a + "kv_a_proj_with_mqa.weight"] = {c.kv_lora_rank + c.qk_rope_head_dim, h};
-    e.shapes[a + "kv_a_layernorm.weight"] = {c.kv_lora_rank};
-    e.shapes[a + "kv_b_proj.weight"] = {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
-    e.shapes[a + "o_proj.weight"] = {h, nh * c.v_head_dim};
-    if (c.IsMoeLayer(l)) {
-      e.moe_prefixes.insert(p + "mlp.");
-    } else {
-      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
-    }
-  }
-  return e;
-}
-
-// Layer index of "model.layers.N.*", or -1.
-int64_t LayerOf(const std::string& name) {
-  constexpr std::string_view kPrefix = "model.layers.";
-  if (name.rfind(kPrefix, 0) != 0) return -1;
-  int64_t n = 0;
-  size_t i = kPrefix.size();
-  if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
-  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) n = n * 10 + (name[i++] - '0');
-  return n;
-}
-
-Status Validate(const ModelConfig& c, const TensorSource& ckpt, const Expected& e) {
-  for (const auto& [name, shape] : e.shapes) {
-    const TensorMeta* t = ckpt.Find(name);
-    if (t == nullptr)
-      return NotFound("{}: tensor '{}' is missing (expected shape {})", ckpt.path(), name,
-                      ShapeToString(shape));
-    if (t->shape != shape) {
-      return InvalidArgument("{}: tensor '{}' has shape {}, expected {} from config.json", ckpt.path(), name,
-                             ShapeToString(t->shape), ShapeToString(shape));
-    }
-    const bool dense = t->dtype == DType::kF32 || t->dtype == DType::kBF16 || t->dtype == DType::kF16;
-    if (!dense && !(IsBlockDType(t->dtype) && shape.size() == 2)) {
-      return InvalidArgument(
-          "{}: tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a "
-          "matrix)",
-          ckpt.path(), name, DTypeName(t->dtype));
-    }
-  }
-  for (const std::string& name : ckpt.Names()) {
-    if (e.shapes.count(name)) continue;
-    const int64_t layer = LayerOf(name);
-    if (layer >= c.num_hidden_layers) continue;  // multi-token-prediction layers (V3): not used
-    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-    bool in_moe = false;
-    for (const std::string& p : e.moe_prefixes) in_moe |= name.rfind(p, 0) == 0;
-    if (in_moe) continue;  // validated by MoeWeights::Load
-    return InvalidArgument("{}: unexpected tensor '{}' (not used by the config: {})", ckpt.path(), name,
-                           c.Summary());
-  }
-  return Status::Ok();
-}
-
-StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::string& name) {
-  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-  ASSIGN_OR_RETURN(Tensor f, t.ToF32());
-  return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
-}
-
-// Packs W[:, c0:c1) in the requested format, or the nearest one whose K alignment divides
-// `align_k` (the slice width, or a deterministic K-block).
-StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0 = 0,
-                              int64_t c1 = -1, int64_t align_k = 0) {
-  if (c1 < 0) c1 = t.dim(1);
-  const WeightFormat f = ResolveWeightFormat(requested, t.dtype(), align_k > 0 ? align_k : c1 - c0);
-  return PackedWeight::Pack(t, f, c0, c1);
-}
-
-StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
-                                  std::optional<WeightFormat> requested) {
-  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-  return PackAs(t, requested);
-}
-
-Status CheckFinite(const TensorSource& ckpt) {
-  for (const std::string& name : ckpt.Names()) {
-    ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-    const bool dense = t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16;
-    if (!dense && !IsBlockDType(t.dtype())) continue;
-    ASSIGN_OR_RETURN(Tensor f, t.ToF32());  // block types: dequantised (a NaN/Inf f16 scale shows up)
-    const std::span<const float> v = f.span<float>();
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (!std::isfinite(v[i])) {
-        return InvalidArgument("{}: tensor '{}' holds {} at flat index {}", ckpt.path(), name, v[i], i);
-      }
-    }
-  }
-  return Status::Ok();
-}
 
 // Appends rows [r0, r1) of `t` viewed as [rows, cols] (row-major, t's dtype) to `out`.
 void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRows* out) {
@@ -176,89 +59,82 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
 
 }  // namespace
 
-std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& c) {
-  const Expected e = ExpectedTensors(c);
-  std::vector<std::pair<std::string, Shape>> out(e.shapes.begin(), e.shapes.end());
-  for (const std::string& prefix : e.moe_prefixes) {
-    for (const MoeTensorSpec& spec : ExpectedMoeTensors(c.moe))
-      out.emplace_back(prefix + spec.name, spec.shape);
+TensorTable DeepseekTensorTable(const ModelConfig& c) {
+  TensorTable e;
+  const int64_t h = c.hidden_size, nh = c.num_attention_heads, qd = c.q_head_dim();
+  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
+  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
+  e.shapes["model.norm.weight"] = {h};
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    e.shapes[p + "input_layernorm.weight"] = {h};
+    e.shapes[p + "post_attention_layernorm.weight"] = {h};
+    const std::string a = p + "self_attn.";
+    if (c.q_lora_rank == 0) {
+      e.shapes[a + "q_proj.weight"] = {nh * qd, h};
+    } else {
+      e.shapes[a + "q_a_proj.weight"] = {c.q_lora_rank, h};
+      e.shapes[a + "q_a_layernorm.weight"] = {c.q_lora_rank};
+      e.shapes[a + "q_b_proj.weight"] = {nh * qd, c.q_lora_rank};
+    }
+    e.shapes[a + "kv_a_proj_with_mqa.weight"] = {c.kv_lora_rank + c.qk_rope_head_dim, h};
+    e.shapes[a + "kv_a_layernorm.weight"] = {c.kv_lora_rank};
+    e.shapes[a + "kv_b_proj.weight"] = {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
+    e.shapes[a + "o_proj.weight"] = {h, nh * c.v_head_dim};
+    if (c.IsMoeLayer(l)) {
+      e.moe_prefixes.insert(p + "mlp.");
+    } else {
+      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
+    }
   }
-  return out;
+  return e;
 }
 
 DeepseekModel::~DeepseekModel() = default;
 
-StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(
-    const std::string& dir, const ModelLoadOptions& options, ThreadPool* pool,
-    const std::function<void(double, const std::string&)>& progress, Communicator* world) {
+StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(const std::string& dir,
+                                                             const ModelLoadOptions& options,
+                                                             ThreadPool* pool, const LoadProgress& progress,
+                                                             Communicator* world) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, dir + "/config.json"));
+  if (config.kv_lora_rank == 0)
+    return InvalidArgument("{}: model_type '{}' is not a DeepSeek model", dir, config.model_type);
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
   return LoadFrom(std::move(ckpt), std::move(config), options, pool, progress, world);
 }
 
 StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     std::unique_ptr<TensorSource> source, ModelConfig config, const ModelLoadOptions& options,
-    ThreadPool* pool, const std::function<void(double, const std::string&)>& progress, Communicator* world) {
+    ThreadPool* pool, const LoadProgress& progress, Communicator* world) {
   std::unique_ptr<DeepseekModel> m(new DeepseekModel());
-  m->options_ = options;
-  // Deterministic mode needs batch-invariant kernels: one kernel row whatever the row count.
-  m->options_.kernels.deterministic = m->options_.kernels.deterministic || options.parallel.deterministic;
-  m->pool_ = pool;
-  if (world == nullptr) {
-    m->own_world_ = std::move(InProcessWorld::Create(1)[0]);
-    world = m->own_world_.get();
-  }
-  m->world_ = world;
-  m->config_ = std::move(config);
+  m->Init(std::move(source), std::move(config), options, pool, world);
   const ModelConfig& c = m->config_;
-  m->ckpt_ = std::move(source);
   const TensorSource& ckpt = *m->ckpt_;
   const ParallelOptions& par = options.parallel;
-  RETURN_IF_ERROR(par.Validate(c.moe, world->size()));
+  RETURN_IF_ERROR(par.Validate(c.moe, m->world_->size()));
   if (c.num_attention_heads % par.tp != 0) {
     return InvalidArgument("--tp {} does not divide num_attention_heads {}", par.tp, c.num_attention_heads);
   }
   if (par.deterministic && c.v_head_dim % 2 != 0) {
     return InvalidArgument("--deterministic needs an even v_head_dim, got {}", c.v_head_dim);
   }
-  const int dp_rank = world->rank() / par.tp;
-  m->tp_rank_ = world->rank() % par.tp;
-  ASSIGN_OR_RETURN(m->tp_, world->Split(dp_rank, m->tp_rank_, "tp"));
-  const int64_t heads = c.num_attention_heads / par.tp;
-  m->head_begin_ = m->tp_rank_ * heads;
-  m->head_end_ = m->head_begin_ + heads;
+  RETURN_IF_ERROR(m->SplitHeads(c.num_attention_heads, c.v_head_dim));
   m->row_isa_ = SelectRowOpsIsa(options.kernels.forced);
-  const Expected expected = ExpectedTensors(c);
-  RETURN_IF_ERROR(Validate(c, ckpt, expected));
+  RETURN_IF_ERROR(ValidateTensors(c, ckpt, DeepseekTensorTable(c)));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
 
   m->rope_ = std::make_unique<Rope>(c);
-  ASSIGN_OR_RETURN(m->embed_, ckpt.Get("model.embed_tokens.weight"));
-  ASSIGN_OR_RETURN(m->final_norm_, LoadVector(ckpt, "model.norm.weight"));
-  // Vocab-parallel lm_head: each TP rank holds rows [v0, v1) and the logits are all-gathered.
-  {
-    ASSIGN_OR_RETURN(Tensor head,
-                     ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
-    const int64_t v0 = m->tp_rank_ * c.vocab_size / par.tp, v1 = (m->tp_rank_ + 1) * c.vocab_size / par.tp;
-    ASSIGN_OR_RETURN(m->lm_head_, PackAs(head.Rows(v0, v1), options.weight_format));
-  }
+  RETURN_IF_ERROR(m->LoadEmbeddingsAndHead());
   const std::optional<WeightFormat> w = options.weight_format;
-  // One set of MoE expert buffers for the whole rank, shared by every MoE layer.
-  auto moe_scratch = std::make_shared<MoeRankScratch>(m->options_.kernels);
-  m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    // What was packed is resident twice (packed + file pages): drop the file pages as we go, so
-    // the peak stays near one copy of the model.
-    ckpt.ReleaseResidentPages();
-    if (progress)
-      progress(static_cast<double>(l) / static_cast<double>(c.num_hidden_layers), fmt::format("layer {}", l));
-    LayerWeights& lw = m->layers_[static_cast<size_t>(l)];
-    const std::string p = fmt::format("model.layers.{}.", l), a = p + "self_attn.";
-    ASSIGN_OR_RETURN(lw.input_norm, LoadVector(ckpt, p + "input_layernorm.weight"));
-    ASSIGN_OR_RETURN(lw.post_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight"));
-    // Attention: this rank's heads [h0, h1): q rows, kv_b rows, o_proj columns; kv_a replicated.
-    AttentionWeights& at = lw.attn;
+  m->attn_.resize(static_cast<size_t>(c.num_hidden_layers));
+  RETURN_IF_ERROR(m->LoadLayers(progress, [&](int64_t l) -> Status {
+    const std::string a = fmt::format("model.layers.{}.self_attn.", l);
+    // Attention: this rank's heads [h0, h1): q rows, kv_b rows (o_proj columns: LoadLayers);
+    // kv_a replicated.
+    AttentionWeights& at = m->attn_[static_cast<size_t>(l)];
     const int64_t h0 = m->head_begin_, h1 = m->head_end_, qd = c.q_head_dim();
     if (c.q_lora_rank == 0) {
       ASSIGN_OR_RETURN(Tensor q, ckpt.Get(a + "q_proj.weight"));
@@ -271,43 +147,25 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    RETURN_IF_ERROR(LoadKvB(c, ckpt, l, h0, h1, &at));
-    ASSIGN_OR_RETURN(Tensor o, ckpt.Get(a + "o_proj.weight"));
-    // Deterministic mode sums o_proj per head (K-blocks of v_head_dim columns).
-    ASSIGN_OR_RETURN(
-        at.o_proj, PackAs(o, w, h0 * c.v_head_dim, h1 * c.v_head_dim, par.deterministic ? c.v_head_dim : 0));
-    if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool,
-                                                   m->options_.kernels, moe_scratch));
-    } else {
-      ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
-      ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
-      ASSIGN_OR_RETURN(lw.mlp_gate_up,
-                       PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.dim(1))));
-      ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
-    }
-  }
-  ckpt.ReleaseResidentPages();
-  if (progress) progress(1.0, "done");
+    return LoadKvB(c, ckpt, l, h0, h1, &at);
+  }));
   return m;
 }
 
-void DeepseekModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
-                            float* y) const {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    double ss = 0;
-    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-    for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = xr[i] * inv * w[static_cast<size_t>(i)];
-  }
+std::unique_ptr<ModelCache> DeepseekModel::NewCache(int64_t capacity) const {
+  return std::make_unique<KvCache>(config_, capacity);
+}
+
+double DeepseekModel::CacheBytesPerToken() const {
+  return static_cast<double>(config_.num_hidden_layers * (config_.kv_lora_rank + config_.qk_rope_head_dim)) *
+         sizeof(float);
 }
 
 void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows,
                               float* o) {
   const ModelConfig& c = config_;
-  const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
-  const int64_t nh = head_end_ - head_begin_, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  const AttentionWeights& at = attn_[static_cast<size_t>(layer)];
+  const int64_t nh = local_heads(), dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qd = c.q_head_dim();
   // Projections: q [T, nh * qd], ckv [T, r + dr].
   std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
@@ -322,7 +180,7 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
   LinearForward(at.kv_a_proj, x, t_count, ckv.data(), Ctx());
   // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
-    float* e = rows[t].cache->entry(layer, rows[t].pos);
+    float* e = static_cast<KvCache*>(rows[t].cache)->entry(layer, rows[t].pos);
     RmsNorm(ckv.data() + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
     std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
     rope_->Apply(e + r, rows[t].pos);
@@ -367,7 +225,7 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
         rope_->Apply(ql + i * nh * qc + r, rows[t0 + i].pos);
       }
     }
-    const KvCache* cache = rows[t0].cache;
+    const KvCache* cache = static_cast<const KvCache*>(rows[t0].cache);
     const LatentCacheView view{cache->entry(layer, 0), cache->stride(), r};
     if (h_b - h_a == nh) {  // rows (t, h) of the run are contiguous
       std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
@@ -394,188 +252,11 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
   }
 }
 
-Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out) {
-  const AttentionWeights& at = layers_[static_cast<size_t>(layer)].attn;
-  const int64_t h = config_.hidden_size, dv = config_.v_head_dim, nh = head_end_ - head_begin_;
-  if (!options_.parallel.deterministic) {
-    // Row-parallel o_proj: a partial sum over this rank's heads, all-reduced over TP.
-    LinearForward(at.o_proj, o, t_count, out, Ctx());
-    if (tp_->size() > 1)
-      RETURN_IF_ERROR(tp_->AllReduce(out, static_cast<size_t>(t_count * h), ReduceType::kF32Sum));
-    return Status::Ok();
-  }
-  // Deterministic: every head's contribution (a fixed K-block of o_proj) is summed exactly in
-  // fixed point, so the result does not depend on how heads are split over ranks.
-  const int64_t k = nh * dv;
-  std::vector<Fixed128> acc(static_cast<size_t>(t_count * h), 0);
-  std::vector<float> part(static_cast<size_t>(t_count * h));
-  const MatmulKernel& kernel = SelectKernel(at.o_proj.format(), t_count, options_.kernels);
-  MatmulJob job{.rows = t_count,
-                .x = acts_.Prepare(kernel.acts, o, t_count, k, k, pool_),
-                .w = &at.o_proj,
-                .kernel = &kernel,
-                .y = part.data(),
-                .ldy = h};
-  for (int64_t hd = 0; hd < nh; ++hd) {
-    job.k_begin = hd * dv;
-    job.k_end = (hd + 1) * dv;
-    RunMatmul(job, pool_);
-    for (size_t i = 0; i < part.size(); ++i) acc[i] += ToFixed(part[i]);
-  }
-  if (tp_->size() > 1) RETURN_IF_ERROR(tp_->AllReduce(acc.data(), acc.size(), ReduceType::kI128Sum));
-  for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixed(acc[i]);
-  return Status::Ok();
-}
-
-Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out) {
-  ParallelMoe& moe = *layers_[static_cast<size_t>(layer)].moe;
-  const int64_t h = config_.hidden_size;
-  if (!options_.parallel.sp) {
-    ASSIGN_OR_RETURN(Tensor y, moe.Forward(Tensor::View(DType::kF32, {t_count, h}, const_cast<float*>(x)),
-                                           static_cast<int>(layer), nullptr));
-    std::copy(y.data<float>(), y.data<float>() + t_count * h, out);
-    return Status::Ok();
-  }
-  // Sequence-parallel MoE: this TP rank runs its slice of the replica's tokens; the layer returns
-  // Complete(token-shard of tp) and the model all-gathers the slices.
-  const int64_t tp = tp_->size(), r = tp_->rank();
-  const int64_t begin = r * t_count / tp, end = (r + 1) * t_count / tp;
-  ASSIGN_OR_RETURN(Tensor y,
-                   moe.Forward(Tensor::View(DType::kF32, {end - begin, h}, const_cast<float*>(x) + begin * h),
-                               static_cast<int>(layer), nullptr));
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    bytes.push_back(static_cast<size_t>(((q + 1) * t_count / tp - q * t_count / tp) * h) * sizeof(float));
-  }
-  return tp_->AllGather(y.data<float>(), out, bytes);
-}
-
-Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
-                              std::vector<float>* logits) {
-  if (tokens.empty() && world_->size() == 1) return InvalidArgument("no tokens to run");
-  const SequenceChunk chunk{cache, tokens};
-  return ForwardBatch(std::span<const SequenceChunk>(&chunk, 1), all_logits, logits);
-}
-
-Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
-                                   std::vector<float>* logits) {
-  const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size;
-  // Rows of the batch: every token of every sequence, in order, each with its cache and position.
-  std::vector<RowPlace> rows;
-  std::vector<int32_t> tokens;
-  std::vector<int64_t> last_rows;  // the last row of each sequence with tokens
-  for (const SequenceChunk& sc : seqs) {
-    const int64_t start = sc.cache->size(), n = static_cast<int64_t>(sc.tokens.size());
-    if (start + n > sc.cache->capacity()) {
-      return OutOfRange("{} tokens after {} cached exceed the context of {} tokens", n, start,
-                        sc.cache->capacity());
-    }
-    for (int64_t t = 0; t < n; ++t) {
-      if (sc.tokens[t] < 0 || sc.tokens[t] >= c.vocab_size) {
-        return OutOfRange("token id {} at position {} is outside the vocabulary [0, {})", sc.tokens[t],
-                          start + t, c.vocab_size);
-      }
-      rows.push_back({sc.cache, start + t});
-      tokens.push_back(sc.tokens[t]);
-    }
-    if (n > 0) last_rows.push_back(static_cast<int64_t>(rows.size()) - 1);
-  }
-  const int64_t t_count = static_cast<int64_t>(rows.size());
-  if (t_count == 0 && world_->size() == 1) {  // nothing to do and no peers to meet
-    logits->clear();
-    return Status::Ok();
-  }
-  // Embeddings.
-  std::vector<float> hs(static_cast<size_t>(t_count * h)), a(hs.size()), out(hs.size());
-  std::vector<float> o(static_cast<size_t>(t_count * (head_end_ - head_begin_) * c.v_head_dim));
-  const size_t row_bytes = DTypeRowBytes(embed_.dtype(), h);  // GGUF files may hold Q4_K etc.
-  for (int64_t t = 0; t < t_count; ++t) {
-    ConvertToF32(embed_.dtype(), embed_.data<char>() + static_cast<size_t>(tokens[t]) * row_bytes,
-                 hs.data() + t * h, static_cast<size_t>(h));
-  }
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    LayerWeights& lw = layers_[static_cast<size_t>(l)];
-    RmsNorm(hs.data(), lw.input_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
-    Attention(l, a.data(), t_count, rows.data(), o.data());
-    RETURN_IF_ERROR(OutputProjection(l, o.data(), t_count, out.data()));
-    for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
-    RmsNorm(hs.data(), lw.post_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
-    if (lw.moe) {
-      RETURN_IF_ERROR(MoeLayer(l, a.data(), t_count, out.data()));
-      for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
-    } else {
-      std::vector<float> act(static_cast<size_t>(t_count * c.intermediate_size));
-      LinearForward(lw.mlp_gate_up, a.data(), t_count, act.data(), Ctx(), /*swiglu=*/true);
-      LinearForward(lw.mlp_down, act.data(), t_count, out.data(), Ctx());
-      for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
-    }
-  }
-  for (const SequenceChunk& sc : seqs)
-    sc.cache->set_size(sc.cache->size() + static_cast<int64_t>(sc.tokens.size()));
-  if (t_count == 0) {
-    logits->clear();
-    return Status::Ok();
-  }
-  // Final norm on the rows whose logits are wanted: all, or each sequence's last.
-  std::vector<int64_t> out_rows;
-  if (all_logits) {
-    for (int64_t r = 0; r < t_count; ++r) out_rows.push_back(r);
-  } else {
-    out_rows = last_rows;
-  }
-  const int64_t rows_out = static_cast<int64_t>(out_rows.size());
-  for (int64_t i = 0; i < rows_out; ++i) {
-    RmsNorm(hs.data() + out_rows[i] * h, final_norm_, 1, h, static_cast<float>(c.rms_norm_eps),
-            a.data() + i * h);
-  }
-  const int64_t n_rows = rows_out;
-  logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
-  if (tp_->size() == 1) {
-    LinearForward(lm_head_, a.data(), n_rows, logits->data(), Ctx());
-    return Status::Ok();
-  }
-  // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
-  const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
-  std::vector<float> mine(static_cast<size_t>(n_rows * v_local)), all(logits->size());
-  LinearForward(lm_head_, a.data(), n_rows, mine.data(), Ctx());
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;
-    bytes.push_back(static_cast<size_t>(n_rows * vq) * sizeof(float));
-  }
-  RETURN_IF_ERROR(tp_->AllGather(mine.data(), all.data(), bytes));
-  int64_t offset = 0;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t v0 = q * c.vocab_size / tp, vq = (q + 1) * c.vocab_size / tp - v0;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      std::copy(all.begin() + offset + r * vq, all.begin() + offset + (r + 1) * vq,
-                logits->begin() + r * c.vocab_size + v0);
-    }
-    offset += n_rows * vq;
-  }
-  return Status::Ok();
-}
-
-double DeepseekModel::DecodeWeightBytesPerToken() const {
-  double bytes = static_cast<double>(lm_head_.bytes());
-  for (const LayerWeights& lw : layers_) {
-    const AttentionWeights& at = lw.attn;
-    bytes += static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
-                                 at.kv_a_proj.bytes() + at.o_proj.bytes());
-    bytes += static_cast<double>(at.k_b.nbytes() + at.v_b.nbytes());  // as stored
-    bytes += static_cast<double>(lw.mlp_gate_up.bytes() + lw.mlp_down.bytes());
-    if (!lw.moe) continue;
-    const MoeWeights& w = lw.moe->weights();
-    bytes += static_cast<double>(w.shared_gate_up.bytes() + w.shared_down.bytes() + w.router_packed.bytes());
-    double experts = 0;
-    for (size_t e = 0; e < w.gate_up.size(); ++e)
-      experts += static_cast<double>(w.gate_up[e].bytes() + w.down[e].bytes());
-    // A token visits k of the E experts; this rank holds its share of them.
-    bytes += experts * static_cast<double>(config_.moe.num_experts_per_tok) /
-             static_cast<double>(config_.moe.n_routed_experts);
-  }
-  return bytes;
+double DeepseekModel::AttentionWeightBytes(int64_t layer) const {
+  const AttentionWeights& at = attn_[static_cast<size_t>(layer)];
+  return static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
+                             at.kv_a_proj.bytes()) +
+         static_cast<double>(at.k_b.nbytes() + at.v_b.nbytes());  // kv_b as stored
 }
 
 }  // namespace moerun

@@ -840,6 +840,12 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
                            out_path, DTypeName(target));
   }
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config_json, "config.json"));
+  if (c.model_type != "deepseek_v2" && c.model_type != "deepseek_v3") {
+    return Unimplemented(
+        "config.json: model_type '{}' cannot be written as a llama.cpp deepseek2 GGUF "
+        "(deepseek_v2 and deepseek_v3 only)",
+        c.model_type);
+  }
   const Json raw = Json::parse(config_json, nullptr, false);
   if (c.moe_layer_freq != 1) {
     return Unimplemented(

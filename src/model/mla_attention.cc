@@ -1,32 +1,14 @@
 #include "model/mla_attention.h"
 
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
-#include "kernels/small_gemm.h"
+#include "model/cached_attention.h"
 
 namespace moerun {
 
 void LatentAttention(const float* q_cat, int64_t n_rows, int64_t ldq, const int64_t* pos,
                      const LatentCacheView& cache, float scale, float* o_lat, int64_t ldo) {
-  if (n_rows == 0) return;
-  const int64_t ctx = *std::max_element(pos, pos + n_rows) + 1;
-  thread_local std::vector<float> s;
-  s.resize(static_cast<size_t>(n_rows * ctx));
-  GemmNT(n_rows, ctx, cache.stride, q_cat, ldq, cache.entries, cache.stride, s.data(), ctx);
-  for (int64_t i = 0; i < n_rows; ++i) {
-    float* si = s.data() + i * ctx;
-    const int64_t n = pos[i] + 1;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, si[j] *= scale);
-    double sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += si[j] = std::exp(si[j] - mx);
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < n; ++j) si[j] *= inv;
-    std::fill(si + n, si + ctx, 0.0f);
-  }
-  GemmNN(n_rows, cache.rank, ctx, s.data(), ctx, cache.entries, cache.stride, o_lat, ldo);
+  // Keys: whole entries [c_kv | k_pe]; values: their c_kv part.
+  CachedAttention(q_cat, n_rows, ldq, pos, {cache.entries, cache.stride, cache.stride},
+                  {cache.entries, cache.stride, cache.rank}, scale, o_lat, ldo);
 }
 
 }  // namespace moerun

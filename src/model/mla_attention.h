@@ -5,10 +5,9 @@
 //   s[i][j] = scale * <q_cat[i], e_j>,  j = 0 .. pos[i]    (e_j = cache entry j = [c_kv (r) | k_pe (dr)])
 //   p[i]    = softmax(s[i])
 //   o_lat[i] = sum_j p[i][j] * c_kv_j                        [r]
-// with q_cat[i] = [q_nope absorbed through kv_b's K rows (r) | roped q_pe (dr)]. The scores are one
-// f32 GemmNT of all rows against entries [0, max pos], the value sum one GemmNN (kernels/small_gemm.h);
-// entries past a row's own position get probability 0. Every element's arithmetic is fixed by the
-// kernels, so a row's result does not depend on which other rows share the call.
+// with q_cat[i] = [q_nope absorbed through kv_b's K rows (r) | roped q_pe (dr)]: the shared
+// CachedAttention layer (model/cached_attention.h) with keys = whole entries, values = their c_kv
+// part (one score GemmNT, one value GemmNN; a row's result does not depend on its call partners).
 //
 // Thread safety: pure function over its arguments (scratch is thread-local).
 #pragma once

@@ -48,4 +48,21 @@ void Rope::Apply(float* x, int64_t pos) const {
   }
 }
 
+RotateHalfRope::RotateHalfRope(int64_t dim, double theta)
+    : dim_(dim), inv_freq_(static_cast<size_t>(dim / 2)) {
+  for (int64_t i = 0; i < dim / 2; ++i)
+    inv_freq_[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(dim));
+}
+
+void RotateHalfRope::Apply(float* x, int64_t pos) const {
+  const int64_t half = dim_ / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(pos) * inv_freq_[i];
+    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    const float a = x[i], b = x[i + half];
+    x[i] = a * c - b * s;
+    x[i + half] = b * c + a * s;
+  }
+}
+
 }  // namespace moerun

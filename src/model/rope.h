@@ -1,10 +1,14 @@
-// Rotary position embedding of the DeepSeek family: YaRN frequencies, adjacent-pair rotation.
+// Rotary position embeddings.
+//
+// Rope: the DeepSeek family's — YaRN frequencies, adjacent-pair rotation.
 //
 // inv_freq follows DeepSeek's YaRN (docs/models.md §3.6): original frequencies for fast-rotating
 // dimensions, frequencies / factor for slow ones, a linear ramp between corr_dim(beta_fast) and
 // corr_dim(beta_slow); applied at every position. Pairs (x[2i], x[2i+1]) are rotated by
 // p * inv_freq[i] and stay interleaved (vLLM's is_neox_style=False layout; docs/models.md §3.5):
 // q_pe and the cached k_pe use the same lanes, so q.k equals the reference's de-interleaved form.
+// RotateHalfRope: the Llama/Qwen ("neox", HF rotate_half) form — inv_freq[i] = theta^(-2i/dim),
+// lane i paired with lane i + dim/2 (docs/models.md §6.3).
 // Thread safety: immutable after construction.
 #pragma once
 
@@ -27,6 +31,19 @@ class Rope {
   int64_t dim_ = 0;
   std::vector<double> inv_freq_;  // [dim / 2]
   double mscale_ = 1.0;           // cos/sin factor: mscale(factor, mscale) / mscale(factor, mscale_all_dim)
+};
+
+class RotateHalfRope {
+ public:
+  RotateHalfRope(int64_t dim, double theta);  // dim = head_dim, e.g. 128; theta e.g. 1e6
+
+  // Rotates x [dim] in place for position `pos`: x'[i] = x[i] cos - x[i+d/2] sin,
+  // x'[i+d/2] = x[i+d/2] cos + x[i] sin, angle pos * inv_freq[i] in double, cos/sin rounded to f32.
+  void Apply(float* x, int64_t pos) const;
+
+ private:
+  int64_t dim_ = 0;
+  std::vector<double> inv_freq_;  // [dim / 2]
 };
 
 // DeepSeek YaRN inverse frequencies for a rope dim, base, and YaRN config (exposed for tests).

@@ -8,7 +8,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "model/deepseek_model.h"
+#include "model/arch.h"
 #include "model/gguf_deepseek2.h"
 
 namespace moerun {

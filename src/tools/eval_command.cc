@@ -12,7 +12,7 @@
 #include "engine/sampler.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "model/deepseek_model.h"
+#include "model/model.h"
 #include "model/synthetic_model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -70,34 +70,33 @@ Status RunEval(const EvalArgs& a) {
   ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   const int64_t n = static_cast<int64_t>(problems.size()), dp = par.dp;
-  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool) -> Status {
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
     const int replica = world.rank() / par.tp;
     const bool lead = world.rank() == 0, writer = world.rank() % par.tp == 0;
     std::vector<int64_t> mine;  // problems of this DP replica: i % dp == replica
     for (int64_t i = replica; i < n; i += dp) mine.push_back(i);
     const int64_t per_replica_max = (n + dp - 1) / dp, rounds = (per_replica_max + a.batch - 1) / a.batch;
-    const int32_t eos = static_cast<int32_t>(model.config().eos_token_id);
+    const int32_t eos = static_cast<int32_t>(model.hparams().eos_token_id);
     std::string results;  // "index\tanswer\n" for this replica's problems
     for (int64_t round = 0; round < rounds; ++round) {
       const int64_t lo = std::min<int64_t>(round * a.batch, static_cast<int64_t>(mine.size()));
       const int64_t hi = std::min<int64_t>(lo + a.batch, static_cast<int64_t>(mine.size()));
       std::vector<std::vector<int32_t>> prompt_ids, out_ids(static_cast<size_t>(hi - lo));
-      std::vector<std::unique_ptr<KvCache>> caches;
-      std::vector<DeepseekModel::SequenceChunk> chunks;
+      std::vector<std::unique_ptr<ModelCache>> caches;
+      std::vector<Model::SequenceChunk> chunks;
       for (int64_t k = lo; k < hi; ++k) prompt_ids.push_back(tok->Encode(problems[mine[k]].prompt, true));
       for (auto& ids : prompt_ids) {
-        caches.push_back(
-            std::make_unique<KvCache>(model.config(), static_cast<int64_t>(ids.size()) + a.max_new));
+        caches.push_back(model.NewCache(static_cast<int64_t>(ids.size()) + a.max_new));
         chunks.push_back({caches.back().get(), ids});
       }
       std::vector<float> logits;
       RETURN_IF_ERROR(model.ForwardBatch(chunks, false, &logits));
       std::vector<char> active(static_cast<size_t>(hi - lo), 1);
       std::vector<int32_t> next(static_cast<size_t>(hi - lo));
-      const int64_t v = model.config().vocab_size;
+      const int64_t v = model.hparams().vocab_size;
       // Every rank takes max_new steps (idle replicas with empty batches) so collectives line up.
       for (int step = 0; step < a.max_new; ++step) {
-        std::vector<DeepseekModel::SequenceChunk> step_chunks;
+        std::vector<Model::SequenceChunk> step_chunks;
         int64_t row = 0;
         for (size_t s = 0; s < active.size(); ++s) {
           if (!active[s]) continue;

@@ -12,7 +12,6 @@
 #include "engine/sampler.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "model/deepseek_model.h"
 #include "model/synthetic_model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -82,18 +81,18 @@ Status RunGenerate(const GenerateArgs& a) {
   if (static_cast<int64_t>(prompt.size()) > ctx) {
     return InvalidArgument("the prompt has {} tokens, more than the context -c {}", prompt.size(), ctx);
   }
-  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
-    if (ctx > model.config().max_position_embeddings) {
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
+    if (ctx > model.hparams().max_position_embeddings) {
       return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
-                             model.config().max_position_embeddings);
+                             model.hparams().max_position_embeddings);
     }
     const bool lead = world.rank() == 0;
-    KvCache cache(model.config(), ctx);
+    std::unique_ptr<ModelCache> cache = model.NewCache(ctx);
     Sampler sampler(a.sampling);
     std::vector<float> logits;
     auto t0 = std::chrono::steady_clock::now();
     RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
-                                  &cache, false, &logits));
+                                  cache.get(), false, &logits));
     const double prompt_s = SecondsSince(t0);
     std::vector<int32_t> generated, shown;  // shown: the generated ids that have text
     size_t printed = 0;                     // bytes of decoded text already written
@@ -120,12 +119,12 @@ Status RunGenerate(const GenerateArgs& a) {
         std::printf("%s%d", generated.size() > 1 ? "," : "", next);
         std::fflush(stdout);
       }
-      if ((next == model.config().eos_token_id && !a.ignore_eos) ||
+      if ((next == model.hparams().eos_token_id && !a.ignore_eos) ||
           static_cast<int64_t>(prompt.size() + generated.size()) >= ctx || i + 1 == a.n_predict) {
         break;
       }
       RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(),
-                                    &cache, false, &logits));
+                                    cache.get(), false, &logits));
     }
     const double gen_s = SecondsSince(t0);
     if (!lead) return Status::Ok();

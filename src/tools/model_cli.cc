@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "io/atomic_file.h"
+#include "model/arch.h"
 #include "model/gguf_deepseek2.h"
 #include "model/synthetic_model.h"
 #include "tools/cli_util.h"
@@ -62,8 +63,7 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model) {
                                        text.tokenizer_config_json, model + " (tokenizer.ggml.* config)");
 }
 
-StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
-                                                   Communicator* world) {
+StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool, Communicator* world) {
   ModelLoadOptions o;
   ASSIGN_OR_RETURN(o.parallel, a.parallel.ToOptions());
   ASSIGN_OR_RETURN(o.weight_format, a.kernels.Format());
@@ -77,7 +77,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPoo
                  std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
     if (f >= 1.0) std::fprintf(stderr, "\n");
   };
-  std::unique_ptr<DeepseekModel> model;
+  std::unique_ptr<Model> model;
   if (a.load_format != "auto" && a.load_format != "dummy") {
     return InvalidArgument("--load-format '{}' is not one of auto, dummy", a.load_format);
   }
@@ -90,26 +90,24 @@ StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPoo
     const DType dtype = o.weight_format ? Traits(*o.weight_format).storage : DType::kBF16;
     ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTensorSource> source,
                      SyntheticTensorSource::Create(config, dtype, /*seed=*/1, pool));
-    ASSIGN_OR_RETURN(model, DeepseekModel::LoadFrom(std::move(source), config, o, pool, progress, world));
+    ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(source), config, o, pool, progress, world));
   } else if (IsGgufPath(a.model_dir)) {
     ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
-    ASSIGN_OR_RETURN(model,
-                     DeepseekModel::LoadFrom(std::move(g.tensors), g.config, o, pool, progress, world));
+    ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(g.tensors), g.config, o, pool, progress, world));
   } else {
-    ASSIGN_OR_RETURN(model, DeepseekModel::Load(a.model_dir, o, pool, progress, world));
+    ASSIGN_OR_RETURN(model, LoadModelFromDir(a.model_dir, o, pool, progress, world));
   }
   if (lead) {
     std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d ranks x %d threads (%s)\n",
-                 model->config().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1, pool->size(),
-                 o.parallel.ToString().c_str());
+                 model->hparams().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1,
+                 pool->size(), o.parallel.ToString().c_str());
   }
   return model;
 }
 
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
 // is given). The sequence belongs to DP replica 0; other replicas run every step with no tokens.
-Status RunModelOnRanks(const ModelArgs& a,
-                       const std::function<Status(Communicator&, DeepseekModel&, bool)>& body) {
+Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicator&, Model&, bool)>& body) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {

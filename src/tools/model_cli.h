@@ -10,7 +10,7 @@
 
 #include "comm/communicator.h"
 #include "core/thread_pool.h"
-#include "model/deepseek_model.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
@@ -41,12 +41,12 @@ bool HasTokenizer(const std::string& model);
 // the config and the model validation.
 Status InspectGguf(const ModelArgs& a);
 
-StatusOr<std::unique_ptr<DeepseekModel>> LoadModel(const ModelArgs& a, ThreadPool* pool,
-                                                   Communicator* world = nullptr);
+// Any registered architecture (model/arch.h), from -m (directory, .gguf) or --load-format dummy.
+StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
+                                           Communicator* world = nullptr);
 
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
 // is given). DP replica 0 owns a single sequence; other replicas run every step with no tokens.
-Status RunModelOnRanks(const ModelArgs& a,
-                       const std::function<Status(Communicator&, DeepseekModel&, bool)>& body);
+Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicator&, Model&, bool)>& body);
 
 }  // namespace moerun

@@ -1,4 +1,4 @@
-// moerun logits / tokenize / bench / inspect: whole DeepSeek-V2-family models.
+// moerun logits / tokenize / bench / inspect: whole models of any registered architecture.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,7 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"
-#include "model/deepseek_model.h"
+#include "model/model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
@@ -27,7 +27,7 @@ namespace {
 
 // ---- logits ----
 struct LogitsArgs;
-Status WriteLogits(const LogitsArgs& a, const DeepseekModel& model, const std::vector<int32_t>& ids,
+Status WriteLogits(const LogitsArgs& a, const Model& model, const std::vector<int32_t>& ids,
                    const std::vector<float>& logits);
 
 struct LogitsArgs {
@@ -39,29 +39,29 @@ struct LogitsArgs {
 
 Status RunLogits(const LogitsArgs& a) {
   ASSIGN_OR_RETURN(std::vector<int32_t> all_ids, ParseTokenList(a.tokens));
-  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
     const std::vector<int32_t> ids = owns ? all_ids : std::vector<int32_t>{};
-    KvCache cache(model.config(), static_cast<int64_t>(all_ids.size()));
+    std::unique_ptr<ModelCache> cache = model.NewCache(static_cast<int64_t>(all_ids.size()));
     std::vector<float> logits;
     if (a.decode) {
       std::vector<float> step;
       for (size_t i = 0; i < all_ids.size(); ++i) {
         const std::span<const int32_t> one =
             owns ? std::span<const int32_t>(&ids[i], 1) : std::span<const int32_t>();
-        RETURN_IF_ERROR(model.Forward(one, &cache, /*all_logits=*/false, &step));
+        RETURN_IF_ERROR(model.Forward(one, cache.get(), /*all_logits=*/false, &step));
         logits.insert(logits.end(), step.begin(), step.end());
       }
     } else {
-      RETURN_IF_ERROR(model.Forward(ids, &cache, /*all_logits=*/true, &logits));
+      RETURN_IF_ERROR(model.Forward(ids, cache.get(), /*all_logits=*/true, &logits));
     }
     if (world.rank() != 0) return Status::Ok();
     return WriteLogits(a, model, all_ids, logits);
   });
 }
 
-Status WriteLogits(const LogitsArgs& a, const DeepseekModel& model, const std::vector<int32_t>& ids,
+Status WriteLogits(const LogitsArgs& a, const Model& model, const std::vector<int32_t>& ids,
                    const std::vector<float>& logits) {
-  const int64_t v = model.config().vocab_size;
+  const int64_t v = model.hparams().vocab_size;
   ASSIGN_OR_RETURN(Tensor t, Tensor::Zeros(DType::kF32, {static_cast<int64_t>(ids.size()), v}));
   std::copy(logits.begin(), logits.end(), t.data<float>());
   RETURN_IF_ERROR(WriteSafetensors(a.output, {{"logits", t}}));
@@ -161,24 +161,22 @@ double FileBytes(const std::string& path) {
   return total;
 }
 
-BenchBound Bound(const DeepseekModel& model, const BenchArgs& a, double read_gbs, int world, double tg_ts) {
-  const ModelConfig& c = model.config();
+BenchBound Bound(const Model& model, const BenchArgs& a, double read_gbs, int world, double tg_ts) {
   BenchBound b;
   b.read_gbs = read_gbs;
   b.bytes_per_token = model.DecodeWeightBytesPerToken() * world;  // every rank's share
   b.tg_bound = b.bytes_per_token > 0 ? read_gbs * 1e9 / b.bytes_per_token : 0;
   b.fraction = b.tg_bound > 0 ? tg_ts / b.tg_bound : 0;
   b.file_bytes = FileBytes(a.model.model_dir);
-  b.kv_bytes = static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim)) *
-               sizeof(float) * std::max(a.n_prompt, a.n_gen);
+  b.kv_bytes = model.CacheBytesPerToken() * std::max(a.n_prompt, a.n_gen);
   return b;
 }
 
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
-  return RunModelOnRanks(a.model, [&](Communicator& world, DeepseekModel& model, bool owns) -> Status {
-    const ModelConfig& c = model.config();
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
+    const ModelConfig& c = model.hparams();
     // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
     double read_gbs = 0;
     const double load_peak = PeakRssBytes();
@@ -195,23 +193,23 @@ Status RunBench(const BenchArgs& a) {
     std::vector<float> logits;
     for (int rep = 0; rep < a.reps + 1; ++rep) {  // rep 0 warms up
       if (a.n_prompt > 0) {
-        KvCache cache(c, a.n_prompt);
+        std::unique_ptr<ModelCache> cache = model.NewCache(a.n_prompt);
         RETURN_IF_ERROR(world.Barrier());
         const auto t0 = std::chrono::steady_clock::now();
         RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
-                                      &cache, false, &logits));
+                                      cache.get(), false, &logits));
         RETURN_IF_ERROR(world.Barrier());
         if (rep > 0) pp.push_back(a.n_prompt / SecondsSince(t0));
       }
       if (a.n_gen > 0) {
-        KvCache cache(c, a.n_gen);
+        std::unique_ptr<ModelCache> cache = model.NewCache(a.n_gen);
         int32_t next = 2;
         RETURN_IF_ERROR(world.Barrier());
         const auto t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < a.n_gen; ++i) {
           RETURN_IF_ERROR(
-              model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(), &cache,
-                            false, &logits));
+              model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(),
+                            cache.get(), false, &logits));
           next = tok(rng);
         }
         RETURN_IF_ERROR(world.Barrier());

@@ -88,5 +88,21 @@ for layout in "2|--tp 2" "2|--dp 2 --ep --dispatch alltoall" "4|--tp 2 --dp 2 --
   fi
 done
 
+# Qwen3-MoE (GQA: KV heads split over TP) under mpirun, the same way.
+q="$WORK/qwen3"
+/usr/bin/python3 "$ROOT/tools/make_test_model.py" "$q" --arch qwen3_moe --dtype bf16 --shards 2 >/dev/null
+"$MOERUN" logits -m "$q" --tokens $toks -o "$WORK/q1.safetensors" --deterministic 2>/dev/null
+for layout in "2|--tp 2" "2|--dp 2 --ep --dispatch alltoall" "4|--tp 2 --dp 2 --ep --sp" "4|--tp 4"; do
+  IFS='|' read -r np flags <<<"$layout"
+  # shellcheck disable=SC2086
+  out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" logits -m "$q" --tokens $toks -o "$WORK/qx.safetensors" --deterministic \
+    $flags 2>&1 </dev/null)
+  if cmp -s "$WORK/q1.safetensors" "$WORK/qx.safetensors"; then
+    pass "qwen3_moe under mpirun -np $np $flags: bitwise equal logits"
+  else
+    fail "qwen3_moe under mpirun -np $np $flags: $out"
+  fi
+done
+
 echo "mpi_test: $failures failure(s)"
 exit $((failures > 0))

@@ -1,0 +1,78 @@
+#include "model/arch.h"
+
+#include <array>
+
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "model/deepseek_model.h"
+#include "model/qwen3_moe_model.h"
+#include "moe/moe_weights.h"
+
+namespace moerun {
+namespace {
+
+template <class M>
+StatusOr<std::unique_ptr<Model>> LoadAs(std::unique_ptr<TensorSource> source, ModelConfig config,
+                                        const ModelLoadOptions& options, ThreadPool* pool,
+                                        const LoadProgress& progress, Communicator* world) {
+  ASSIGN_OR_RETURN(std::unique_ptr<M> m,
+                   M::LoadFrom(std::move(source), std::move(config), options, pool, progress, world));
+  return std::unique_ptr<Model>(std::move(m));
+}
+
+constexpr std::array<Arch, 3> kArchs = {{
+    {"deepseek_v2", "DeepSeek-V2 (MLA)", CacheKind::kLatentMla, &ParseDeepseekConfig, &DeepseekTensorTable,
+     &LoadAs<DeepseekModel>},
+    {"deepseek_v3", "DeepSeek-V3 (MLA)", CacheKind::kLatentMla, &ParseDeepseekConfig, &DeepseekTensorTable,
+     &LoadAs<DeepseekModel>},
+    {"qwen3_moe", "Qwen3-MoE (GQA)", CacheKind::kGqaKv, &ParseQwen3MoeConfig, &Qwen3MoeTensorTable,
+     &LoadAs<Qwen3MoeModel>},
+}};
+
+}  // namespace
+
+const Arch* FindArch(std::string_view model_type) {
+  for (const Arch& a : kArchs)
+    if (model_type == a.model_type) return &a;
+  return nullptr;
+}
+
+std::string ArchNames() {
+  std::string s;
+  for (const Arch& a : kArchs) s += (s.empty() ? "" : ", ") + std::string(a.model_type);
+  return s;
+}
+
+std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& c) {
+  const Arch* arch = FindArch(c.model_type);
+  if (arch == nullptr) return {};
+  const TensorTable e = arch->tensor_table(c);
+  std::vector<std::pair<std::string, Shape>> out(e.shapes.begin(), e.shapes.end());
+  for (const std::string& prefix : e.moe_prefixes) {
+    for (const MoeTensorSpec& spec : ExpectedMoeTensors(c.moe))
+      out.emplace_back(prefix + spec.name, spec.shape);
+  }
+  return out;
+}
+
+StatusOr<std::unique_ptr<Model>> LoadModelFromSource(std::unique_ptr<TensorSource> source, ModelConfig config,
+                                                     const ModelLoadOptions& options, ThreadPool* pool,
+                                                     const LoadProgress& progress, Communicator* world) {
+  const Arch* arch = FindArch(config.model_type);
+  if (arch == nullptr) {
+    return InvalidArgument("model_type '{}' is not a supported architecture (expected one of {})",
+                           config.model_type, ArchNames());
+  }
+  return arch->load(std::move(source), std::move(config), options, pool, progress, world);
+}
+
+StatusOr<std::unique_ptr<Model>> LoadModelFromDir(const std::string& dir, const ModelLoadOptions& options,
+                                                  ThreadPool* pool, const LoadProgress& progress,
+                                                  Communicator* world) {
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, dir + "/config.json"));
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  return LoadModelFromSource(std::move(ckpt), std::move(config), options, pool, progress, world);
+}
+
+}  // namespace moerun

@@ -1,0 +1,30 @@
+// CachedAttention: causal softmax attention of query rows over cached key and value rows — the
+// layer MLA (model/mla_attention.h, keys = values = latent entries) and GQA (Qwen3-MoE, one KV
+// head's roped keys and values) share. For each query row i at position pos[i]:
+//   s[i][j]  = scale * <q[i], key_j>,  j = 0 .. pos[i]          key_j: [dim_k]
+//   p[i]     = softmax(s[i])      (row maximum subtracted, sum in double)
+//   o[i]     = sum_j p[i][j] * value_j                            value_j: [dim_v]
+// The scores are one f32 GemmNT of all rows against keys [0, max pos], the value sum one GemmNN
+// (kernels/small_gemm.h); entries past a row's own position get probability 0. Every element's
+// arithmetic is fixed by the kernels, so a row's result does not depend on which other rows share
+// the call (what makes results independent of the task split and of the TP layout).
+//
+// Thread safety: pure function over its arguments (scratch is thread-local).
+#pragma once
+
+#include <cstdint>
+
+namespace moerun {
+
+struct CachedRows {
+  const float* data = nullptr;  // row j at data + j * ld
+  int64_t ld = 0;               // floats between rows, e.g. 576 (MLA entry) or 512 (4 KV heads x 128)
+  int64_t dim = 0;              // elements used per row, e.g. 576 (MLA keys), 512 (MLA values), 128
+};
+
+// q: [n_rows, ldq] (ldq >= keys.dim); pos: [n_rows] positions (rows 0..pos[i] of keys and values
+// must be filled); o: [n_rows, ldo] f32 out (values.dim per row).
+void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos, const CachedRows& keys,
+                     const CachedRows& values, float scale, float* o, int64_t ldo);
+
+}  // namespace moerun

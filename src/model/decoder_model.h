@@ -1,0 +1,115 @@
+// DecoderModel: the pre-norm decoder skeleton every registered architecture shares, with the
+// shared layers; an architecture (DeepseekModel, Qwen3MoeModel) supplies only its attention.
+//
+//   h = embed_tokens[ids]
+//   per layer l:  a = RMSNorm(h; input_layernorm)
+//                 h += OutputProjection(Attention(l, a))      architecture hook -> o_proj (row-parallel)
+//                 a = RMSNorm(h; post_attention_layernorm)
+//                 h += MoE(a) (ParallelMoe) if IsMoeLayer(l), else dense SwiGLU MLP
+//   logits = RMSNorm(h; model.norm) · lm_headᵀ                   vocab-parallel, all-gathered
+//
+// (docs/models.md §3.1 for DeepSeek, §6 for Qwen3-MoE.) Parallel layout: attention heads are split
+// over the TP ranks of a replica, [head_begin, head_end); the attention hook writes o [T, local
+// heads x o_head_dim] and o_proj's matching columns are summed over TP (one all-reduce, or 128-bit
+// fixed point per head in --deterministic mode); MoE layers run on ParallelMoe (every layout it
+// supports, SP all-gathers over TP here); dense MLPs, norms and embeddings are replicated.
+//
+// Thread safety: immutable after load; ForwardBatch uses internal scratch, one call at a time,
+// from the rank's own thread (collectives are issued only there).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/thread_pool.h"
+#include "io/tensor_source.h"
+#include "kernels/linear.h"
+#include "kernels/packed_weight.h"
+#include "model/model.h"
+#include "model/model_config.h"
+#include "model/model_loading.h"
+#include "moe/parallel_moe.h"
+
+namespace moerun {
+
+class DecoderModel : public Model {
+ public:
+  ~DecoderModel() override;
+
+  const ModelConfig& hparams() const override { return config_; }
+  const ModelConfig& config() const { return config_; }
+  Status ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
+                      std::vector<float>* logits) override;
+  double DecodeWeightBytesPerToken() const override;
+
+ protected:
+  struct RowPlace {
+    ModelCache* cache;  // the row's sequence (of cache_kind())
+    int64_t pos;        // the row's position in it
+  };
+  // The weights every architecture has per layer; attention's own live in the subclass.
+  struct LayerWeights {
+    std::vector<float> input_norm;     // [H]
+    std::vector<float> post_norm;      // [H]
+    PackedWeight o_proj;               // [H, local heads * o_head_dim]: this rank's heads' columns
+    PackedWeight mlp_gate_up;          // dense layers: [intermediate (gate|up), H]
+    PackedWeight mlp_down;             // [H, intermediate]
+    std::unique_ptr<ParallelMoe> moe;  // MoE layers
+  };
+
+  DecoderModel() = default;
+
+  // Load, step 1: options, pool, world (nullptr: a one-rank world of its own), config, source.
+  void Init(std::unique_ptr<TensorSource> source, ModelConfig config, const ModelLoadOptions& options,
+            ThreadPool* pool, Communicator* world);
+  // Step 2 (after the architecture's layout checks): the TP group of this rank's replica and its
+  // heads [h0, h1) = an equal share of `num_heads`; o_head_dim = o_proj columns per head, e.g. 128.
+  Status SplitHeads(int64_t num_heads, int64_t o_head_dim);
+  // Step 3 (after validation): embeddings (a view), final norm, this TP rank's lm_head vocab rows.
+  Status LoadEmbeddingsAndHead();
+  // Step 4: per layer, the norms, load_attention(l) (the architecture's tensors), o_proj's columns
+  // of this rank's heads, and the dense MLP or the MoE block; drops file pages as it goes.
+  Status LoadLayers(const LoadProgress& progress, const std::function<Status(int64_t)>& load_attention);
+
+  // Architecture hooks.
+  virtual CacheKind cache_kind() const = 0;
+  // o [T, local heads * o_head_dim] from the normed input x [T, H]; writes each row's cache entry.
+  virtual void Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) = 0;
+  // Bytes of this layer's attention weights besides o_proj, read per decoded token.
+  virtual double AttentionWeightBytes(int64_t layer) const = 0;
+
+  // y = w ⊙ x / sqrt(mean(x²) + eps) per row of `dim` (sum of squares in double); y may alias x.
+  void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
+               float* y) const;
+  LinearContext Ctx() { return {.pool = pool_, .policy = &options_.kernels, .acts = &acts_}; }
+  int world_size() const override { return world_->size(); }
+  int64_t local_heads() const { return head_end_ - head_begin_; }
+
+  ModelConfig config_;
+  ModelLoadOptions options_;
+  ThreadPool* pool_ = nullptr;
+  std::unique_ptr<TensorSource> ckpt_;  // keeps the mapping of embed_ alive
+  std::vector<LayerWeights> layers_;
+  Communicator* world_ = nullptr;
+  std::unique_ptr<Communicator> tp_;  // this replica's TP group
+  int tp_rank_ = 0;
+  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank
+  int64_t o_head_dim_ = 0;                 // o_proj columns per head, e.g. 128
+
+ private:
+  // o [T, local_heads * o_head_dim] -> out [T, H] summed over all heads (all TP ranks).
+  Status OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out);
+  Status MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out);
+
+  Tensor embed_;                             // [V, H] as stored (mmapped view)
+  std::vector<float> final_norm_;            // [H]
+  PackedWeight lm_head_;                     // [V_local, H]: this TP rank's vocab rows
+  ActivationBuffer acts_;                    // prepared activations for Linear
+  std::unique_ptr<Communicator> own_world_;  // when loaded without a world
+};
+
+}  // namespace moerun

@@ -1,0 +1,110 @@
+// Model: the one interface tools and the engine use for every architecture (DeepSeek-V2/V3,
+// Qwen3-MoE, ...). An architecture is an entry of the registry in model/arch.h, which parses its
+// config.json, names its tensors and loads it into a Model; nothing outside model/ names a
+// concrete model class.
+//
+// A Model runs a batch of sequence chunks at once: each chunk appends its tokens to its own
+// ModelCache (one per sequence, created by NewCache, of the kind the architecture needs: MLA's
+// latent cache, a GQA K/V cache, ...) and logits come back for every row or for the last row of
+// each chunk. Under a parallel layout (ParallelOptions) every rank holds its Model; all ranks of a
+// replica call ForwardBatch in step (a replica without tokens calls it with none, to take part in
+// the collectives).
+//
+// Invariants: a cache's positions [0, size) are filled; ForwardBatch appends exactly the chunk's
+// tokens or fails before touching any cache size. Thread safety: a Model is used by one rank's
+// thread (internal scratch); caches belong to one sequence and are not shared while written.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/kernel_table.h"
+#include "kernels/weight_format.h"
+#include "model/model_config.h"
+#include "moe/parallel_moe.h"
+
+namespace moerun {
+
+struct ModelLoadOptions {
+  // Packed format of the linear layers, e.g. kQ4_K; nullopt: as stored. Embeddings, norms and the
+  // MoE router stay full precision, as in llama.cpp; MLA's kv_b stays as stored whatever this says.
+  std::optional<WeightFormat> weight_format;
+  KernelPolicy kernels;        // kernel rows (kernels/kernel_table.h)
+  bool check_tensors = false;  // scan every tensor for NaN/Inf first
+  // Layout (world = tp x dp). Attention heads are split over the TP ranks of a replica (row-
+  // parallel o_proj, one all-reduce); MoE layers run on ParallelMoe with the same flags; dense
+  // MLP, norms, embeddings are replicated, lm_head vocab-parallel. Each DP replica runs its own
+  // sequences.
+  ParallelOptions parallel;
+};
+
+// `progress(fraction, what)` while loading; may be empty.
+using LoadProgress = std::function<void(double, const std::string&)>;
+
+// What a cache holds per token and layer; each architecture names the one it uses (model/arch.h).
+enum class CacheKind {
+  kLatentMla,  // DeepSeek MLA: [RMSNorm(c_kv) | RoPE(k_pe)] shared by all heads (model/kv_cache.h)
+  kGqaKv,      // grouped-query attention: roped K and V per local KV head (model/gqa_cache.h)
+};
+const char* CacheKindName(CacheKind kind);
+
+// One sequence's cache. Concrete kinds derive from it; a model checks the kind before use.
+class ModelCache {
+ public:
+  virtual ~ModelCache() = default;
+  CacheKind kind() const { return kind_; }
+  int64_t capacity() const { return capacity_; }  // positions it can hold, e.g. 4096
+  int64_t size() const { return size_; }          // positions filled
+  void set_size(int64_t n) { size_ = n; }
+
+ protected:
+  ModelCache(CacheKind kind, int64_t capacity) : kind_(kind), capacity_(capacity) {}
+
+ private:
+  CacheKind kind_;
+  int64_t capacity_;
+  int64_t size_ = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Hyper-parameters as parsed from config.json (model_type, vocab_size, eos_token_id, ...).
+  virtual const ModelConfig& hparams() const = 0;
+  // A cache for one sequence of up to `capacity` positions (this rank's share of the heads).
+  virtual std::unique_ptr<ModelCache> NewCache(int64_t capacity) const = 0;
+  // Bytes of cache per position on this rank (all layers), for memory estimates.
+  virtual double CacheBytesPerToken() const = 0;
+  // Bytes of weights this rank reads to decode one token: attention, dense MLPs, shared experts,
+  // num_experts_per_tok routed experts per MoE layer (those it holds, on average), lm_head slice.
+  virtual double DecodeWeightBytesPerToken() const = 0;
+
+  // Runs a batch of sequences at once: each chunk's tokens at positions [cache->size(), +n) of its
+  // own cache (appended). Linear layers and MoE see all rows together; attention stays within
+  // each sequence. logits: [rows, vocab] for every row (all_logits) or for the last row of each
+  // chunk with tokens, in chunk order.
+  struct SequenceChunk {
+    ModelCache* cache;
+    std::span<const int32_t> tokens;
+  };
+  virtual Status ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
+                              std::vector<float>* logits) = 0;
+
+  // Runs tokens at positions [cache->size(), cache->size() + T), appending to the cache.
+  // logits: [T, vocab] when all_logits, else [1, vocab] for the last token. Under DP a replica
+  // without a sequence calls it with no tokens to take part in the collectives (logits empty).
+  Status Forward(std::span<const int32_t> tokens, ModelCache* cache, bool all_logits,
+                 std::vector<float>* logits);
+
+ protected:
+  virtual int world_size() const = 0;  // ranks in this model's world (1: no peers)
+};
+
+}  // namespace moerun

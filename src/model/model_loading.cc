@@ -1,0 +1,89 @@
+#include "model/model_loading.h"
+
+#include <cctype>
+#include <cmath>
+
+namespace moerun {
+namespace {
+
+// Layer index of "model.layers.N.*", or -1.
+int64_t LayerOf(const std::string& name) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  if (name.rfind(kPrefix, 0) != 0) return -1;
+  int64_t n = 0;
+  size_t i = kPrefix.size();
+  if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+  while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) n = n * 10 + (name[i++] - '0');
+  return n;
+}
+
+}  // namespace
+
+Status ValidateTensors(const ModelConfig& c, const TensorSource& ckpt, const TensorTable& e) {
+  for (const auto& [name, shape] : e.shapes) {
+    const TensorMeta* t = ckpt.Find(name);
+    if (t == nullptr)
+      return NotFound("{}: tensor '{}' is missing (expected shape {})", ckpt.path(), name,
+                      ShapeToString(shape));
+    if (t->shape != shape) {
+      return InvalidArgument("{}: tensor '{}' has shape {}, expected {} from config.json", ckpt.path(), name,
+                             ShapeToString(t->shape), ShapeToString(shape));
+    }
+    const bool dense = t->dtype == DType::kF32 || t->dtype == DType::kBF16 || t->dtype == DType::kF16;
+    if (!dense && !(IsBlockDType(t->dtype) && shape.size() == 2)) {
+      return InvalidArgument(
+          "{}: tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a "
+          "matrix)",
+          ckpt.path(), name, DTypeName(t->dtype));
+    }
+  }
+  for (const std::string& name : ckpt.Names()) {
+    if (e.shapes.count(name)) continue;
+    const int64_t layer = LayerOf(name);
+    if (layer >= c.num_hidden_layers) continue;  // multi-token-prediction layers (V3): not used
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    bool in_moe = false;
+    for (const std::string& p : e.moe_prefixes) in_moe |= name.rfind(p, 0) == 0;
+    if (in_moe) continue;  // validated by MoeWeights::Load
+    return InvalidArgument("{}: unexpected tensor '{}' (not used by the config: {})", ckpt.path(), name,
+                           c.Summary());
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::string& name) {
+  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+  ASSIGN_OR_RETURN(Tensor f, t.ToF32());
+  return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
+}
+
+StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0, int64_t c1,
+                              int64_t align_k) {
+  if (c1 < 0) c1 = t.dim(1);
+  const WeightFormat f = ResolveWeightFormat(requested, t.dtype(), align_k > 0 ? align_k : c1 - c0);
+  return PackedWeight::Pack(t, f, c0, c1);
+}
+
+StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
+                                  std::optional<WeightFormat> requested) {
+  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+  return PackAs(t, requested);
+}
+
+Status CheckFinite(const TensorSource& ckpt) {
+  for (const std::string& name : ckpt.Names()) {
+    ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+    const bool dense = t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16;
+    if (!dense && !IsBlockDType(t.dtype())) continue;
+    ASSIGN_OR_RETURN(Tensor f, t.ToF32());  // block types: dequantised (a NaN/Inf f16 scale shows up)
+    const std::span<const float> v = f.span<float>();
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!std::isfinite(v[i])) {
+        return InvalidArgument("{}: tensor '{}' holds {} at flat index {}", ckpt.path(), name, v[i], i);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace moerun
