@@ -3,12 +3,12 @@
 // vpdpbusd / vpdpwssd on 256-bit registers, AVX-512 VL). Include from exactly those two files:
 // everything here has internal linkage, so each gets its own copy compiled for its ISA.
 //
-// Q8_0 / Q4_0 are packed interleaved (kernels/block_interleave.h): 16 weight rows per vector, one
-// 32-bit lane per row, and the f32 operations of the scalar reference, so those rows give the
-// reference's bits on every ISA (see "Interleaved" below).
+// Q8_0 / Q4_0 / Q4_K are packed interleaved (kernels/block_interleave.h) and run the kernels of
+// quant_dot_interleaved_x86.h: one 32-bit lane per weight row and the f32 operations of the scalar
+// reference, so they give the reference's bits on every ISA.
 //
-// Q4_K / Q6_K (kRows layout: one weight row at a time, so a tile is read as one sequential stream;
-// R activation rows share every unpacked weight block), AVX2 scheme:
+// Q6_K (kRows layout: one weight row at a time, so a tile is read as one sequential stream; R
+// activation rows share every unpacked weight block), AVX2 scheme:
 //   * per 32-element block and activation row, the int8 dot is an 8 x int32 vector of partial sums
 //     (lane l = elements 4l..4l+3), exact;
 //   * consecutive blocks are folded by an exact hadd tree into one vector
@@ -16,24 +16,11 @@
 //   * that vector is converted once and fma'd into an 8-lane f32 accumulator with the scale vector
 //     [s0, s1, s2, s3, s0, s1, s2, s3] (s = weight scale * activation scale of each block);
 //   * the accumulator is reduced horizontally once per output, in a fixed order.
-// Q4_K's min term goes to a second accumulator, one fma per super-block (8 lanes = 8 sub-blocks).
-// The AVX-512 rows (further down) put 2 blocks in one zmm per vpdpbusd instead.
+// The AVX-512 row (further down) puts 2 blocks in one zmm per vpdpbusd instead.
 // Every (activation row m, weight row j) output goes through the same operation sequence whatever
 // m0, m1, n_rows and R are, so results are batch invariant (not bitwise equal to the scalar ref,
 // which sums in another order; both agree with the exact sum to ~1e-6 relative).
 #pragma once
-
-#include <immintrin.h>
-
-#include <algorithm>
-#include <cstring>
-#include <utility>
-
-#include "kernels/quant_dot.h"
-
-#ifndef MOERUN_QUANT_DOT_VNNI
-#error "define MOERUN_QUANT_DOT_VNNI before including quant_dot_x86_impl.h"
-#endif
 
 // g++ 12 flags the _mm512_undefined_* temporaries inside its own intrinsic headers.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -42,19 +29,20 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "kernels/quant_dot.h"
+#include "kernels/quant_dot_interleaved_x86.h"
+#include "kernels/quant_dot_x86_common.h"
+
 namespace moerun {
 namespace {
 
 constexpr int kRowsPerPass = 4;  // activation rows sharing one unpacked weight block
-
-// Sum over groups of 4 bytes of u (unsigned, <= 127 or pairs fitting int16) * a (signed).
-inline __m256i DotU8S8(__m256i u, __m256i a) {
-#if MOERUN_QUANT_DOT_VNNI
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
-#endif
-}
 
 inline __m256i MaddI16(__m256i x, __m256i y) {
 #if MOERUN_QUANT_DOT_VNNI
@@ -74,85 +62,6 @@ inline float HSum(__m256 v) {
 
 inline __m256i LoadAct(const Q8Activations& a, int64_t m, int64_t kb) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + m * a.ldq + kb * 32));
-}
-
-inline uint16_t LoadU16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return h;
-}
-
-inline void Prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
-constexpr size_t kPrefetchAhead = 2048;
-
-// ---- Q4_K ----
-
-// ws[s] = d * sc_s, wm[s] = dmin * m_s for the 8 sub-blocks of the super-block at b.
-inline void ScalesQ4K(const uint8_t* b, __m256* ws, __m256* wm) {
-  uint32_t u[3];
-  std::memcpy(u, b + 4, 12);
-  constexpr uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-  const uint32_t sc_lo = u[0] & k1, m_lo = u[1] & k1;
-  const uint32_t sc_hi = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-  const uint32_t m_hi = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-  const __m128i sc = _mm_set_epi32(0, 0, static_cast<int>(sc_hi), static_cast<int>(sc_lo));
-  const __m128i mn = _mm_set_epi32(0, 0, static_cast<int>(m_hi), static_cast<int>(m_lo));
-  const __m128 dd = _mm_cvtph_ps(
-      _mm_cvtsi32_si128(static_cast<int>(LoadU16(b) | (static_cast<uint32_t>(LoadU16(b + 2)) << 16))));
-  *ws = _mm256_mul_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
-  *wm =
-      _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn)));
-}
-
-template <int R>
-void RowQ4K(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
-  __m256 acc[R], macc[R];
-  for (int r = 0; r < R; ++r) acc[r] = macc[r] = _mm256_setzero_ps();
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
-  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const uint8_t* b = row + static_cast<size_t>(sb) * 144;
-    Prefetch(b + kPrefetchAhead);
-    Prefetch(b + kPrefetchAhead + 64);
-    Prefetch(b + kPrefetchAhead + 128);
-    __m256 ws, wm;
-    ScalesQ4K(b, &ws, &wm);
-    __m256 S[R];
-    for (int r = 0; r < R; ++r) {
-      const int64_t o = (m + r) * a.ldb + sb * 8;
-      const __m256 da = _mm256_loadu_ps(a.d + o);
-      const __m256 A = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + o)));
-      macc[r] = _mm256_fmadd_ps(wm, _mm256_mul_ps(da, A), macc[r]);
-      S[r] = _mm256_mul_ps(ws, da);
-    }
-    for (int half = 0; half < 2; ++half) {
-      __m256i h[R][2];
-      for (int t = 0; t < 2; ++t) {
-        const int s0 = half * 4 + 2 * t;
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (s0 / 2)));
-        const __m256i u0 = _mm256_and_si256(x, low4), u1 = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);
-        for (int r = 0; r < R; ++r) {
-#if MOERUN_QUANT_DOT_VNNI
-          h[r][t] = _mm256_hadd_epi32(DotU8S8(u0, LoadAct(a, m + r, sb * 8 + s0)),
-                                      DotU8S8(u1, LoadAct(a, m + r, sb * 8 + s0 + 1)));
-#else  // int16 fold as in GroupSimple (nibbles: 16 x 15 x 127 fits int16)
-          h[r][t] = _mm256_hadd_epi16(_mm256_maddubs_epi16(u0, LoadAct(a, m + r, sb * 8 + s0)),
-                                      _mm256_maddubs_epi16(u1, LoadAct(a, m + r, sb * 8 + s0 + 1)));
-#endif
-        }
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m256 s =
-            half ? _mm256_permute2f128_ps(S[r], S[r], 0x11) : _mm256_permute2f128_ps(S[r], S[r], 0x00);
-#if MOERUN_QUANT_DOT_VNNI
-        const __m256i z = _mm256_hadd_epi32(h[r][0], h[r][1]);
-#else
-        const __m256i z = _mm256_madd_epi16(_mm256_hadd_epi16(h[r][0], h[r][1]), _mm256_set1_epi16(1));
-#endif
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(z), acc[r]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) out[r * kQuantDotMaxRows] = HSum(acc[r]) - HSum(macc[r]);
 }
 
 // ---- Q6_K ----
@@ -244,46 +153,6 @@ inline __m512i LoadAct2(const Q8Activations& a, int64_t m, int64_t kb, int n) {
 }
 
 template <int R>
-void RowQ4K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
-  __m512 acc[R][2];
-  __m256 macc[R];
-  for (int r = 0; r < R; ++r) {
-    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    macc[r] = _mm256_setzero_ps();
-  }
-  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const uint8_t* b = row + static_cast<size_t>(sb) * 144;
-    Prefetch(b + kPrefetchAhead);
-    Prefetch(b + kPrefetchAhead + 64);
-    Prefetch(b + kPrefetchAhead + 128);
-    __m256 ws, wm;
-    ScalesQ4K(b, &ws, &wm);
-    __m512 S[R];
-    for (int r = 0; r < R; ++r) {
-      const int64_t o = (m + r) * a.ldb + sb * 8;
-      const __m256 da = _mm256_loadu_ps(a.d + o);
-      const __m256 A = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + o)));
-      macc[r] = _mm256_fmadd_ps(wm, _mm256_mul_ps(da, A), macc[r]);
-      S[r] = _mm512_castps256_ps512(_mm256_mul_ps(ws, da));
-    }
-    for (int t = 0; t < 4; ++t) {  // sub-blocks 2t, 2t + 1 share 32 bytes (low / high nibbles)
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * t));
-      const __m512i u = _mm512_and_si512(
-          _mm512_inserti64x4(_mm512_castsi256_si512(x), _mm256_srli_epi16(x, 4), 1), _mm512_set1_epi8(0x0F));
-      for (int r = 0; r < R; ++r) {
-        const __m512i I =
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, LoadAct2(a, m + r, sb * 8 + 2 * t, 2));
-        acc[r][t & 1] =
-            _mm512_fmadd_ps(_mm512_permutexvar_ps(PairIdx(t), S[r]), _mm512_cvtepi32_ps(I), acc[r][t & 1]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    out[r * kQuantDotMaxRows] = HSum512(_mm512_add_ps(acc[r][0], acc[r][1])) - HSum(macc[r]);
-  }
-}
-
-template <int R>
 void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, float* out) {
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -337,272 +206,6 @@ void RowQ6K512(const uint8_t* row, const Q8Activations& a, int64_t m, int64_t kb
 }
 #endif
 
-// ---- Interleaved Q8_0 / Q4_0 (kernels/block_interleave.h): one 32-bit lane per weight row ----
-// Each 64-byte quant group of the 16 rows meets the 4 activation bytes of its elements broadcast,
-// so every lane accumulates its own row's exact int32 block sum I (starting from the block-sum
-// correction -8 A or -128 A); then out += (dw * da) * float(I) with one fma per (row, block), in
-// block order: the same f32 operations as the scalar reference (quant_dot.cc), so every ISA gives
-// the reference's bits, whatever the tile shape.
-
-inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
-  int32_t v;
-  std::memcpy(&v, a.q + m * a.ldq + kb * 32 + 4 * g, 4);
-  return v;
-}
-
-#if MOERUN_QUANT_DOT_VNNI
-template <int R, bool kQ8>
-void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                        int n_rows, float* out) {
-  constexpr size_t kCB = kQ8 ? 544 : 288;
-  constexpr int32_t kOffset = kQ8 ? 128 : 8;
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-    for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    __m512i u[8];
-    for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-      const __m512i x = _mm512_loadu_si512(c + 32 + 64 * g);
-      if constexpr (kQ8) {
-        u[g] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));  // w + 128
-      } else {
-        u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
-        u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      __m512i I = _mm512_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]);
-      for (int g = 0; g < 8; ++g)
-        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
-      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
-    }
-  }
-  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
-  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
-}
-
-// Q4_K interleaved (2304-byte columns: d, dmin, 3 scale words, 32 qs words; block_interleave.h).
-// Lane j: row j's 6-bit scale and min of sub-block s, the exact int32 sum I of the sub-block, then
-// the reference's ops: inner = fma(d*sc, I, -(dmin*m * A)); acc = fma(da, inner, acc).
-struct Q4KScales512 {
-  __m512i sc_lo, sc_hi, m_lo, m_hi;  // bytes s (s < 4) / s - 4 of each lane: 6-bit values
-  explicit Q4KScales512(const uint8_t* c) {
-    const __m512i u0 = _mm512_loadu_si512(c + 64), u1 = _mm512_loadu_si512(c + 128),
-                  u2 = _mm512_loadu_si512(c + 192);
-    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
-                  k3 = _mm512_set1_epi32(0x03030303);
-    sc_lo = _mm512_and_si512(u0, k1);
-    m_lo = _mm512_and_si512(u1, k1);
-    sc_hi = _mm512_or_si512(_mm512_and_si512(u2, k2),
-                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), k3), 4));
-    m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k2),
-                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), k3), 4));
-  }
-  static __m512 Byte(__m512i v, int b) {
-    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xFF)));
-  }
-  __m512 Sc(int s) const { return s < 4 ? Byte(sc_lo, s) : Byte(sc_hi, s - 4); }
-  __m512 Min(int s) const { return s < 4 ? Byte(m_lo, s) : Byte(m_hi, s - 4); }
-};
-
-template <int R>
-void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                float* out) {
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
-    for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
-    const Q4KScales512 scales(c);
-    for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
-      __m512i x[8];
-      for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + 256 + 64 * (8 * t + g));
-      for (int half = 0; half < 2; ++half) {
-        const int s = 2 * t + half;
-        const int64_t kb = sb * 8 + s;
-        const __m512 ws = _mm512_mul_ps(d, scales.Sc(s)), wm = _mm512_mul_ps(dmin, scales.Min(s));
-        __m512i u[8];
-        for (int g = 0; g < 8; ++g) {
-          u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
-        }
-        for (int r = 0; r < R; ++r) {
-          __m512i I = _mm512_setzero_si512();
-          for (int g = 0; g < 8; ++g)
-            I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-          const __m512 t_min =
-              _mm512_mul_ps(wm, _mm512_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
-          const __m512 inner = _mm512_fmsub_ps(ws, _mm512_cvtepi32_ps(I), t_min);
-          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
-        }
-      }
-    }
-  }
-  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
-  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
-}
-constexpr int kInterleavedMaxR = 8;
-#else
-template <int R, bool kQ8>
-void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                        int n_rows, float* out) {
-  constexpr size_t kCB = kQ8 ? 544 : 288;
-  constexpr int32_t kOffset = kQ8 ? 0 : 8;  // Q8_0 multiplies signed weights directly (sign trick)
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: 32 bytes of each 64-byte group
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t kb = kb0; kb < kb1; ++kb) {
-      const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-      if (h == 0) {
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
-      }
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-      __m256i u[8];
-      for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
-        if constexpr (kQ8) {
-          u[g] = x;
-        } else {
-          u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
-          u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
-        }
-      }
-      for (int r = 0; r < R; ++r) {
-        __m256i I;
-        if constexpr (kQ8) {
-          // |w| * (a with w's sign): pairs fit int16 (2 * 128 * 127), widened per group.
-          I = _mm256_setzero_si256();
-          for (int g = 0; g < 8; ++g) {
-            const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
-            I = _mm256_add_epi32(
-                I, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(u[g]), _mm256_sign_epi8(av, u[g])),
-                                     ones));
-          }
-        } else {
-          // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
-          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-          for (int g = 1; g < 8; ++g) {
-            s16 = _mm256_add_epi16(s16,
-                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-          }
-          I = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
-                               _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
-        }
-        const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      alignas(32) float t[8];
-      _mm256_store_ps(t, acc[r]);
-      for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j) out[r * kQuantDotMaxRows + j] = t[j - 8 * h];
-    }
-  }
-}
-
-// Q4_K interleaved, AVX2: rows 8h .. 8h + 7 per pass, same lane arithmetic as the AVX-512 body.
-template <int R>
-void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                float* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int h = 0; h < 2; ++h) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-      const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
-      if (h == 0) {
-        for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
-      }
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
-      auto word = [&](int wd) {
-        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * wd + 32 * h));
-      };
-      const __m256i u0 = word(0), u1 = word(1), u2 = word(2);
-      const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
-                    k3 = _mm256_set1_epi32(0x03030303);
-      const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
-      const __m256i sc_hi = _mm256_or_si256(
-          _mm256_and_si256(u2, k2), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
-      const __m256i m_hi =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
-      auto byte = [](__m256i v, int b) {
-        return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
-      };
-      for (int s = 0; s < 8; ++s) {
-        const int64_t kb = sb * 8 + s;
-        const int t = s / 2;
-        const __m256 ws = _mm256_mul_ps(d, s < 4 ? byte(sc_lo, s) : byte(sc_hi, s - 4));
-        const __m256 wm = _mm256_mul_ps(dmin, s < 4 ? byte(m_lo, s) : byte(m_hi, s - 4));
-        __m256i u[8];
-        for (int g = 0; g < 8; ++g) {
-          const __m256i x = word(3 + 8 * t + g);
-          u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
-        }
-        for (int r = 0; r < R; ++r) {
-          // Nibble x int8 pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 < 2^15).
-          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-          for (int g = 1; g < 8; ++g) {
-            s16 = _mm256_add_epi16(s16,
-                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-          }
-          const __m256i I = _mm256_madd_epi16(s16, ones);
-          const __m256 t_min =
-              _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
-          const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
-          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, acc[r]);
-      for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j)
-        out[r * kQuantDotMaxRows + j] = tmp[j - 8 * h];
-    }
-  }
-}
-constexpr int kInterleavedMaxR = 4;
-#endif
-
-template <int R, DType kT>
-inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                    float* out) {
-  if constexpr (kT == DType::kQ4_K) {
-    ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
-  } else {
-    ColumnsInterleaved<R, kT == DType::kQ8_0>(w, a, m, kb0, kb1, n_rows, out);
-  }
-}
-
-template <DType kT>
-void TileInterleaved(const uint8_t* w, int n_rows, const Q8Activations& a, int64_t m0, int64_t m1,
-                     int64_t kb0, int64_t kb1, float* out) {
-  for (int64_t m = m0; m < m1;) {
-    float* o = out + (m - m0) * kQuantDotMaxRows;
-    const int64_t left = m1 - m;
-    if (left >= kInterleavedMaxR) {
-      Columns<kInterleavedMaxR, kT>(w, a, m, kb0, kb1, n_rows, o);
-      m += kInterleavedMaxR;
-    } else if (kInterleavedMaxR > 4 && left >= 4) {
-      Columns<4, kT>(w, a, m, kb0, kb1, n_rows, o);
-      m += 4;
-    } else if (left >= 2) {
-      Columns<2, kT>(w, a, m, kb0, kb1, n_rows, o);
-      m += 2;
-    } else {
-      Columns<1, kT>(w, a, m, kb0, kb1, n_rows, o);
-      m += 1;
-    }
-  }
-}
-
 // ---- Activation quantisation (the scalar QuantizeActivationRow's operations, 8 lanes at a time) ----
 
 inline void QuantizeActivationRowX86(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {
@@ -651,16 +254,10 @@ inline void RunRow(DType format, const uint8_t* row, const Q8Activations& a, int
                    int64_t kb1, float* out) {
   switch (format) {
 #if MOERUN_QUANT_DOT_VNNI
-    case DType::kQ4_K:
-      RowQ4K512<R>(row, a, m, kb0, kb1, out);
-      break;
     case DType::kQ6_K:
       RowQ6K512<R>(row, a, m, kb0, kb1, out);
       break;
 #else
-    case DType::kQ4_K:
-      RowQ4K<R>(row, a, m, kb0, kb1, out);
-      break;
     case DType::kQ6_K:
       RowQ6K<R>(row, a, m, kb0, kb1, out);
       break;
