@@ -137,6 +137,14 @@ struct GgmlTypeTraits {
   uint64_t block_bytes;
 };
 std::optional<GgmlTypeTraits> GgmlTypeInfo(uint32_t type_id);
+
+// Shared by the reader (gguf_reader.cc) and the writer (gguf_writer.cc).
+inline constexpr uint64_t kGgufMaxAlignment = uint64_t{1} << 30;  // largest general.alignment
+uint64_t GgufAlignUp(uint64_t x, uint64_t a);
+// Bytes of a tensor of `ne` in ggml type `traits`, checked: also ne[0] % block size == 0 and an
+// element count that fits int64; errors name `what`.
+StatusOr<uint64_t> GgufTensorBytes(const std::vector<int64_t>& ne, const GgmlTypeTraits& traits,
+                                   const std::string& what);
 // The moerun DType of a ggml type, nullopt when moerun cannot compute with it.
 std::optional<DType> DTypeFromGgml(uint32_t type_id);
 // The ggml type of a moerun DType, nullopt for dtypes GGUF cannot hold (kBool, kU8).
