@@ -11,6 +11,7 @@
 #include "model/gguf_deepseek2.h"
 #include "model/mla_attention.h"
 #include "moe/moe_weights.h"
+#include "parallel/transition.h"
 
 namespace moerun {
 namespace {
@@ -176,6 +177,14 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
 
 }  // namespace
 
+LayoutDims ModelLayoutDims(const ModelConfig& c) {
+  LayoutDims d = MoeLayoutDims(c.moe);
+  d.attention_heads = c.num_attention_heads;
+  d.v_head_dim = c.v_head_dim;
+  d.vocab = c.vocab_size;
+  return d;
+}
+
 std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& c) {
   const Expected e = ExpectedTensors(c);
   std::vector<std::pair<std::string, Shape>> out(e.shapes.begin(), e.shapes.end());
@@ -215,19 +224,11 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   m->ckpt_ = std::move(source);
   const TensorSource& ckpt = *m->ckpt_;
   const ParallelOptions& par = options.parallel;
-  RETURN_IF_ERROR(par.Validate(c.moe, world->size()));
-  if (c.num_attention_heads % par.tp != 0) {
-    return InvalidArgument("--tp {} does not divide num_attention_heads {}", par.tp, c.num_attention_heads);
-  }
-  if (par.deterministic && c.v_head_dim % 2 != 0) {
-    return InvalidArgument("--deterministic needs an even v_head_dim, got {}", c.v_head_dim);
-  }
-  const int dp_rank = world->rank() / par.tp;
-  m->tp_rank_ = world->rank() % par.tp;
-  ASSIGN_OR_RETURN(m->tp_, world->Split(dp_rank, m->tp_rank_, "tp"));
-  const int64_t heads = c.num_attention_heads / par.tp;
-  m->head_begin_ = m->tp_rank_ * heads;
-  m->head_end_ = m->head_begin_ + heads;
+  // The rank's layout: validated and split into groups once for every layer.
+  ASSIGN_OR_RETURN(m->context_, RankContext::Create(par, ModelLayoutDims(c), *world, pool));
+  const ParallelLayout& layout = m->context_->layout();
+  m->head_begin_ = layout.Heads().begin;
+  m->head_end_ = layout.Heads().end;
   m->row_isa_ = SelectRowOpsIsa(options.kernels.forced);
   const Expected expected = ExpectedTensors(c);
   RETURN_IF_ERROR(Validate(c, ckpt, expected));
@@ -240,12 +241,10 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   {
     ASSIGN_OR_RETURN(Tensor head,
                      ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
-    const int64_t v0 = m->tp_rank_ * c.vocab_size / par.tp, v1 = (m->tp_rank_ + 1) * c.vocab_size / par.tp;
-    ASSIGN_OR_RETURN(m->lm_head_, PackAs(head.Rows(v0, v1), options.weight_format));
+    ASSIGN_OR_RETURN(m->lm_head_,
+                     PackAs(head.Rows(layout.Vocab().begin, layout.Vocab().end), options.weight_format));
   }
   const std::optional<WeightFormat> w = options.weight_format;
-  // One set of MoE expert buffers for the whole rank, shared by every MoE layer.
-  auto moe_scratch = std::make_shared<MoeRankScratch>(m->options_.kernels);
   m->layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     // What was packed is resident twice (packed + file pages): drop the file pages as we go, so
@@ -277,8 +276,9 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     ASSIGN_OR_RETURN(
         at.o_proj, PackAs(o, w, h0 * c.v_head_dim, h1 * c.v_head_dim, par.deterministic ? c.v_head_dim : 0));
     if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world, w, pool,
-                                                   m->options_.kernels, moe_scratch));
+      // One set of MoE expert buffers for the whole rank (the context's), shared by every layer.
+      ASSIGN_OR_RETURN(lw.moe,
+                       ParallelMoe::Create(c.moe, ckpt, p + "mlp.", m->context_, w, m->options_.kernels));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
@@ -400,9 +400,9 @@ Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_
   if (!options_.parallel.deterministic) {
     // Row-parallel o_proj: a partial sum over this rank's heads, all-reduced over TP.
     LinearForward(at.o_proj, o, t_count, out, Ctx());
-    if (tp_->size() > 1)
-      RETURN_IF_ERROR(tp_->AllReduce(out, static_cast<size_t>(t_count * h), ReduceType::kF32Sum));
-    return Status::Ok();
+    StatedBuffer sum = StatedBuffer::F32(ReductionState::Partial(Group::kTp), t_count, h, out);
+    return Transition(layout(), &sum, ReductionState::Replicated(Group::kTp),
+                      fmt::format("layer {} o_proj output", layer));
   }
   // Deterministic: every head's contribution (a fixed K-block of o_proj) is summed exactly in
   // fixed point, so the result does not depend on how heads are split over ranks.
@@ -422,10 +422,12 @@ Status DeepseekModel::OutputProjection(int64_t layer, const float* o, int64_t t_
     RunMatmul(job, pool_);
     for (size_t i = 0; i < part.size(); ++i) acc[i] += ToFixed(part[i]);
   }
-  if (tp_->size() > 1) RETURN_IF_ERROR(tp_->AllReduce(acc.data(), acc.size(), ReduceType::kI128Sum));
+  StatedBuffer sum = StatedBuffer::Fixed(ReductionState::Partial(Group::kTp), t_count, h, acc.data());
+  RETURN_IF_ERROR(Transition(layout(), &sum, ReductionState::Replicated(Group::kTp),
+                             fmt::format("layer {} o_proj output", layer)));
   for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixed(acc[i]);
   return Status::Ok();
-}
+}  // namespace moerun
 
 Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out) {
   ParallelMoe& moe = *layers_[static_cast<size_t>(layer)].moe;
@@ -437,17 +439,18 @@ Status DeepseekModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, f
     return Status::Ok();
   }
   // Sequence-parallel MoE: this TP rank runs its slice of the replica's tokens; the layer returns
-  // Complete(token-shard of tp) and the model all-gathers the slices.
-  const int64_t tp = tp_->size(), r = tp_->rank();
-  const int64_t begin = r * t_count / tp, end = (r + 1) * t_count / tp;
-  ASSIGN_OR_RETURN(Tensor y,
-                   moe.Forward(Tensor::View(DType::kF32, {end - begin, h}, const_cast<float*>(x) + begin * h),
-                               static_cast<int>(layer), nullptr));
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    bytes.push_back(static_cast<size_t>(((q + 1) * t_count / tp - q * t_count / tp) * h) * sizeof(float));
-  }
-  return tp_->AllGather(y.data<float>(), out, bytes);
+  // its requested state, Complete(token-shard of tp), and the model all-gathers the slices.
+  const ParallelLayout& lay = layout();
+  const Range mine = lay.SpShard(t_count);
+  ASSIGN_OR_RETURN(Tensor y, moe.Forward(Tensor::View(DType::kF32, {mine.size(), h},
+                                                      const_cast<float*>(x) + mine.begin * h),
+                                         static_cast<int>(layer), nullptr));
+  std::vector<int64_t> shards;
+  for (int q = 0; q < lay.GroupSize(Group::kTp); ++q) shards.push_back(lay.SpShard(t_count, q).size());
+  StatedBuffer shard = StatedBuffer::F32(moe.RequestedState(), mine.size(), h, y.data<float>());
+  StatedBuffer all = StatedBuffer::F32(moe.RequestedState(), t_count, h, out);
+  return Transition(lay, &shard, ReductionState::Replicated(Group::kTp),
+                    fmt::format("layer {} MoE output (SP)", layer), &all, shards);
 }
 
 Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
@@ -459,6 +462,15 @@ Status DeepseekModel::Forward(std::span<const int32_t> tokens, KvCache* cache, b
 
 Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
                                    std::vector<float>* logits) {
+  CollectiveLog* log = collective_sink_ ? world_->log() : nullptr;
+  if (log != nullptr) (void)log->Take();  // e.g. the previous step's broadcast: not this pass's
+  const Status s = RunBatch(seqs, all_logits, logits);
+  if (log != nullptr && s.ok()) collective_sink_(log->Take());
+  return s;
+}
+
+Status DeepseekModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logits,
+                               std::vector<float>* logits) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
   // Rows of the batch: every token of every sequence, in order, each with its cache and position.
@@ -531,30 +543,22 @@ Status DeepseekModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all
   }
   const int64_t n_rows = rows_out;
   logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
-  if (tp_->size() == 1) {
+  const ParallelLayout& lay = layout();
+  const int tp = lay.GroupSize(Group::kTp);
+  if (tp == 1) {  // the whole vocabulary: Complete(replicated over tp) already
     LinearForward(lm_head_, a.data(), n_rows, logits->data(), Ctx());
     return Status::Ok();
   }
-  // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
-  const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
-  std::vector<float> mine(static_cast<size_t>(n_rows * v_local)), all(logits->size());
+  // Vocabulary-parallel lm_head: this rank's columns of the logits, gathered where sampled.
+  std::vector<float> mine(static_cast<size_t>(n_rows * lm_head_.out_features()));
   LinearForward(lm_head_, a.data(), n_rows, mine.data(), Ctx());
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;
-    bytes.push_back(static_cast<size_t>(n_rows * vq) * sizeof(float));
-  }
-  RETURN_IF_ERROR(tp_->AllGather(mine.data(), all.data(), bytes));
-  int64_t offset = 0;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t v0 = q * c.vocab_size / tp, vq = (q + 1) * c.vocab_size / tp - v0;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      std::copy(all.begin() + offset + r * vq, all.begin() + offset + (r + 1) * vq,
-                logits->begin() + r * c.vocab_size + v0);
-    }
-    offset += n_rows * vq;
-  }
-  return Status::Ok();
+  std::vector<int64_t> shards;
+  for (int q = 0; q < tp; ++q) shards.push_back(lay.Vocab(q).size());
+  StatedBuffer part = StatedBuffer::F32(ReductionState::ColumnShard(Group::kTp), n_rows,
+                                        lm_head_.out_features(), mine.data());
+  StatedBuffer all =
+      StatedBuffer::F32(ReductionState::ColumnShard(Group::kTp), n_rows, c.vocab_size, logits->data());
+  return Transition(lay, &part, ReductionState::Replicated(Group::kTp), "lm_head logits", &all, shards);
 }
 
 double DeepseekModel::DecodeWeightBytesPerToken() const {

@@ -29,6 +29,7 @@
 #include "model/model_config.h"
 #include "model/rope.h"
 #include "moe/parallel_moe.h"
+#include "parallel/rank_context.h"
 
 namespace moerun {
 
@@ -74,6 +75,9 @@ struct LayerWeights {
   std::unique_ptr<ParallelMoe> moe;  // MoE layers
 };
 
+// The sizes a layout splits (heads, vocabulary, experts): what ParallelLayout validates against.
+LayoutDims ModelLayoutDims(const ModelConfig& config);
+
 // Every tensor name and shape the config implies (MoE blocks in the per-expert form).
 std::vector<std::pair<std::string, Shape>> ExpectedModelTensors(const ModelConfig& config);
 
@@ -114,12 +118,20 @@ class DeepseekModel {
   Status Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                  std::vector<float>* logits);
 
+  // Called after every ForwardBatch with this rank's collectives of that pass (op, group, bytes,
+  // what and its states; `--stats`). Empty: the log is not read.
+  using CollectiveSink = std::function<void(const std::vector<CollectiveRecord>&)>;
+  void set_collective_sink(CollectiveSink sink) { collective_sink_ = std::move(sink); }
+  // This rank's layout (coordinates and groups, made once at load).
+  const ParallelLayout& layout() const { return context_->layout(); }
+
  private:
   DeepseekModel() = default;
   struct RowPlace {
     KvCache* cache;  // the row's sequence
     int64_t pos;     // the row's position in it
   };
+  Status RunBatch(std::span<const SequenceChunk> seqs, bool all_logits, std::vector<float>* logits);
   void Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o);
   // o [T, local_heads * dv] -> out [T, H] summed over all heads (all TP ranks).
   Status OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out);
@@ -141,10 +153,10 @@ class DeepseekModel {
 
   std::unique_ptr<Communicator> own_world_;  // when loaded without a world
   Communicator* world_ = nullptr;
-  std::unique_ptr<Communicator> tp_;  // this replica's TP group
-  int tp_rank_ = 0;
-  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank
-  RowOpsIsa row_isa_ = RowOpsIsa::kRef;    // kv_b row ops (follows --kernel ref|avx2|avx512)
+  std::shared_ptr<RankContext> context_;   // layout (groups split once), pool, MoE scratch
+  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank (layout().Heads())
+  CollectiveSink collective_sink_;
+  RowOpsIsa row_isa_ = RowOpsIsa::kRef;  // kv_b row ops (follows --kernel ref|avx2|avx512)
 };
 
 }  // namespace moerun
