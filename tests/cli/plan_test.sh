@@ -73,6 +73,15 @@ for bad in "--tp 3" "--tp 2 --sp" "--ep --dp 3" "--dispatch alltoall --dp 2"; do
   if [[ -n $msg ]] && grep -qF -- "$msg" <<<"$rerr"; then pass "$bad refused by both: $msg"; else fail "$bad: plan '$perr' vs run '$rerr'"; fi
 done
 
+# A GGUF's metadata give the same plan as config.json.
+/usr/bin/python3 "$ROOT/tests/tokenizer/testdata/place_synthetic_tokenizer.py" "$d"
+if "$MOERUN" convert-gguf -m "$d" -o "$WORK/lite.gguf" --type f32 >/dev/null 2>&1 &&
+  [[ $("$MOERUN" plan -m "$WORK/lite.gguf" --tp 2 --ep --sp --json) == $("$MOERUN" plan -m "$d" --tp 2 --ep --sp --json) ]]; then
+  pass "plan of the GGUF = plan of the directory"
+else
+  fail "plan of the GGUF"
+fi
+
 if "$MOERUN" plan -m "$WORK/missing" 2>/dev/null; then fail "plan of a missing model"; else pass "missing config.json refused"; fi
 
 echo "plan: $failures failure(s)"
