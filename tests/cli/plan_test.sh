@@ -76,7 +76,7 @@ done
 # A GGUF's metadata give the same plan as config.json.
 /usr/bin/python3 "$ROOT/tests/tokenizer/testdata/place_synthetic_tokenizer.py" "$d"
 if "$MOERUN" convert-gguf -m "$d" -o "$WORK/lite.gguf" --type f32 >/dev/null 2>&1 &&
-  [[ $("$MOERUN" plan -m "$WORK/lite.gguf" --tp 2 --ep --sp --json) == $("$MOERUN" plan -m "$d" --tp 2 --ep --sp --json) ]]; then
+  [[ $("$MOERUN" plan -m "$WORK/lite.gguf" --tp 2 --ep --sp --json) == "$("$MOERUN" plan -m "$d" --tp 2 --ep --sp --json)" ]]; then
   pass "plan of the GGUF = plan of the directory"
 else
   fail "plan of the GGUF"
