@@ -17,6 +17,10 @@
 // under SP). The runner plans the collectives from them: a single all_reduce of (routed +
 // shared) when both are Partial(tp); the shared output alone when the combine already completed
 // the routed output; nothing under SP. An impossible plan is an error naming layer and states.
+// The rank's coordinates, groups and slices come from its ParallelLayout (made once per rank and
+// shared by every layer through a RankContext); every reduction, the all-gather dispatch's token
+// gather and its reduce-scatter combine are performed by the transition executor
+// (parallel/transition.h), which labels them for --stats.
 // Who reduces what on every layout, and the bug class this prevents: docs/reduction-contract.md.
 //
 // Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit

@@ -45,7 +45,7 @@ class ParallelLayout {
   int GroupSize(Group g) const;
   int GroupRank(Group g) const;
   bool connected() const { return world_ != nullptr; }
-  // The rank's communicator of a group (Create only; a described layout has none).
+  // The rank's communicator of a group. REQUIRES connected() (Create; a described layout has none).
   Communicator& Comm(Group g) const;
   CollectiveLog* log() const { return world_ ? world_->log() : nullptr; }
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <typeindex>
+#include <typeinfo>
 #include <utility>
 
 #include "core/thread_pool.h"
