@@ -10,7 +10,8 @@
 // Reductions are on f32 (fast mode) or on 128-bit fixed-point integers (deterministic mode: an
 // integer sum is exact, so its result does not depend on the order in which ranks combine).
 // Every collective is recorded in the group's CollectiveLog (op, group name, bytes sent by this
-// rank) so callers can report and test the collectives a layer performed.
+// rank, and the label the caller set: what moved and its states before and after) so callers can
+// report and test the collectives a layer performed.
 //
 // Thread safety: one Communicator object per rank; a rank's calls are sequential.
 #pragma once
@@ -21,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -34,18 +36,46 @@ struct CollectiveRecord {
   std::string op;      // "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast"
   std::string group;   // "tp", "dp", "ep", "world"
   uint64_t bytes = 0;  // bytes this rank contributed
+  // The caller's label at the time of the call (CollectiveLabel), e.g. "layer 3 o_proj output",
+  // "Partial(tp)", "Complete(replicated over tp)"; empty when none was set.
+  std::string what, from, to;
 };
 
 // A per-rank log of collectives, shared by a rank's communicators (world and sub-groups).
 class CollectiveLog {
  public:
   void Record(std::string op, std::string group, uint64_t bytes) {
-    records_.push_back({std::move(op), std::move(group), bytes});
+    records_.push_back({std::move(op), std::move(group), bytes, label_.what, label_.from, label_.to});
   }
   std::vector<CollectiveRecord> Take() { return std::exchange(records_, {}); }
 
+  struct Label {
+    std::string what, from, to;
+  };
+  // The label recorded with the following collectives; returns the previous one.
+  Label SetLabel(Label label) { return std::exchange(label_, std::move(label)); }
+
  private:
   std::vector<CollectiveRecord> records_;
+  Label label_;
+};
+
+// Labels the collectives issued on `log` during its lifetime (restores the previous label).
+class CollectiveLabel {
+ public:
+  CollectiveLabel(CollectiveLog* log, std::string what, std::string from = {}, std::string to = {})
+      : log_(log) {
+    if (log_) previous_ = log_->SetLabel({std::move(what), std::move(from), std::move(to)});
+  }
+  ~CollectiveLabel() {
+    if (log_) log_->SetLabel(std::move(previous_));
+  }
+  CollectiveLabel(const CollectiveLabel&) = delete;
+  CollectiveLabel& operator=(const CollectiveLabel&) = delete;
+
+ private:
+  CollectiveLog* log_;
+  CollectiveLog::Label previous_;
 };
 
 class Communicator {

@@ -4,6 +4,7 @@
 
 #include "comm/in_process_comm.h"
 #include "core/fixed_point.h"
+#include "parallel/transition.h"
 
 namespace moerun {
 
@@ -24,14 +25,19 @@ void DecoderModel::Init(std::unique_ptr<TensorSource> source, ModelConfig config
   ckpt_ = std::move(source);
 }
 
-Status DecoderModel::SplitHeads(int64_t num_heads, int64_t o_head_dim) {
-  const ParallelOptions& par = options_.parallel;
-  const int dp_rank = world_->rank() / par.tp;
-  tp_rank_ = world_->rank() % par.tp;
-  ASSIGN_OR_RETURN(tp_, world_->Split(dp_rank, tp_rank_, "tp"));
-  const int64_t heads = num_heads / par.tp;
-  head_begin_ = tp_rank_ * heads;
-  head_end_ = head_begin_ + heads;
+LayoutDims ModelLayoutDims(const ModelConfig& c) {
+  LayoutDims d = MoeLayoutDims(c.moe);
+  d.attention_heads = c.num_attention_heads;
+  d.v_head_dim = c.v_head_dim > 0 ? c.v_head_dim : c.head_dim;  // o_proj columns per head
+  d.vocab = c.vocab_size;
+  return d;
+}
+
+Status DecoderModel::SetUpLayout(int64_t o_head_dim) {
+  ASSIGN_OR_RETURN(context_,
+                   RankContext::Create(options_.parallel, ModelLayoutDims(config_), *world_, pool_));
+  head_begin_ = layout().Heads().begin;
+  head_end_ = layout().Heads().end;
   o_head_dim_ = o_head_dim;
   return Status::Ok();
 }
@@ -44,9 +50,8 @@ Status DecoderModel::LoadEmbeddingsAndHead() {
   // Vocab-parallel lm_head: each TP rank holds rows [v0, v1) and the logits are all-gathered.
   ASSIGN_OR_RETURN(Tensor head,
                    ckpt.Get(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
-  const int tp = options_.parallel.tp;
-  const int64_t v0 = tp_rank_ * c.vocab_size / tp, v1 = (tp_rank_ + 1) * c.vocab_size / tp;
-  ASSIGN_OR_RETURN(lm_head_, PackAs(head.Rows(v0, v1), options_.weight_format));
+  ASSIGN_OR_RETURN(lm_head_,
+                   PackAs(head.Rows(layout().Vocab().begin, layout().Vocab().end), options_.weight_format));
   return Status::Ok();
 }
 
@@ -56,8 +61,6 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
   const TensorSource& ckpt = *ckpt_;
   const ParallelOptions& par = options_.parallel;
   const std::optional<WeightFormat> w = options_.weight_format;
-  // One set of MoE expert buffers for the whole rank, shared by every MoE layer.
-  auto moe_scratch = std::make_shared<MoeRankScratch>(options_.kernels);
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     // What was packed is resident twice (packed + file pages): drop the file pages as we go, so
@@ -75,8 +78,8 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
     const int64_t d = o_head_dim_;
     ASSIGN_OR_RETURN(lw.o_proj, PackAs(o, w, head_begin_ * d, head_end_ * d, par.deterministic ? d : 0));
     if (c.IsMoeLayer(l)) {
-      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", par, *world_, w, pool_,
-                                                   options_.kernels, moe_scratch));
+      // One set of MoE expert buffers for the whole rank (the context's), shared by every layer.
+      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", context_, w, options_.kernels));
     } else {
       ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
@@ -107,9 +110,9 @@ Status DecoderModel::OutputProjection(int64_t layer, const float* o, int64_t t_c
   if (!options_.parallel.deterministic) {
     // Row-parallel o_proj: a partial sum over this rank's heads, all-reduced over TP.
     LinearForward(lw.o_proj, o, t_count, out, Ctx());
-    if (tp_->size() > 1)
-      RETURN_IF_ERROR(tp_->AllReduce(out, static_cast<size_t>(t_count * h), ReduceType::kF32Sum));
-    return Status::Ok();
+    StatedBuffer sum = StatedBuffer::F32(ReductionState::Partial(Group::kTp), t_count, h, out);
+    return Transition(layout(), &sum, ReductionState::Replicated(Group::kTp),
+                      fmt::format("layer {} o_proj output", layer));
   }
   // Deterministic: every head's contribution (a fixed K-block of o_proj) is summed exactly in
   // fixed point, so the result does not depend on how heads are split over ranks.
@@ -129,7 +132,9 @@ Status DecoderModel::OutputProjection(int64_t layer, const float* o, int64_t t_c
     RunMatmul(job, pool_);
     for (size_t i = 0; i < part.size(); ++i) acc[i] += ToFixed(part[i]);
   }
-  if (tp_->size() > 1) RETURN_IF_ERROR(tp_->AllReduce(acc.data(), acc.size(), ReduceType::kI128Sum));
+  StatedBuffer sum = StatedBuffer::Fixed(ReductionState::Partial(Group::kTp), t_count, h, acc.data());
+  RETURN_IF_ERROR(Transition(layout(), &sum, ReductionState::Replicated(Group::kTp),
+                             fmt::format("layer {} o_proj output", layer)));
   for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixed(acc[i]);
   return Status::Ok();
 }
@@ -144,21 +149,31 @@ Status DecoderModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, fl
     return Status::Ok();
   }
   // Sequence-parallel MoE: this TP rank runs its slice of the replica's tokens; the layer returns
-  // Complete(token-shard of tp) and the model all-gathers the slices.
-  const int64_t tp = tp_->size(), r = tp_->rank();
-  const int64_t begin = r * t_count / tp, end = (r + 1) * t_count / tp;
-  ASSIGN_OR_RETURN(Tensor y,
-                   moe.Forward(Tensor::View(DType::kF32, {end - begin, h}, const_cast<float*>(x) + begin * h),
-                               static_cast<int>(layer), nullptr));
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    bytes.push_back(static_cast<size_t>(((q + 1) * t_count / tp - q * t_count / tp) * h) * sizeof(float));
-  }
-  return tp_->AllGather(y.data<float>(), out, bytes);
+  // its requested state, Complete(token-shard of tp), and the model all-gathers the slices.
+  const ParallelLayout& lay = layout();
+  const Range mine = lay.SpShard(t_count);
+  ASSIGN_OR_RETURN(Tensor y, moe.Forward(Tensor::View(DType::kF32, {mine.size(), h},
+                                                      const_cast<float*>(x) + mine.begin * h),
+                                         static_cast<int>(layer), nullptr));
+  std::vector<int64_t> shards;
+  for (int q = 0; q < lay.GroupSize(Group::kTp); ++q) shards.push_back(lay.SpShard(t_count, q).size());
+  StatedBuffer shard = StatedBuffer::F32(moe.RequestedState(), mine.size(), h, y.data<float>());
+  StatedBuffer all = StatedBuffer::F32(moe.RequestedState(), t_count, h, out);
+  return Transition(lay, &shard, ReductionState::Replicated(Group::kTp),
+                    fmt::format("layer {} MoE output (SP)", layer), &all, shards);
 }
 
 Status DecoderModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
                                   std::vector<float>* logits) {
+  CollectiveLog* log = collective_sink_ ? world_->log() : nullptr;
+  if (log != nullptr) (void)log->Take();  // e.g. the previous step's broadcast: not this pass's
+  const Status s = RunBatch(seqs, all_logits, logits);
+  if (log != nullptr && s.ok()) collective_sink_(log->Take());
+  return s;
+}
+
+Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logits,
+                              std::vector<float>* logits) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
   // Rows of the batch: every token of every sequence, in order, each with its cache and position.
@@ -235,30 +250,22 @@ Status DecoderModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_
   }
   const int64_t n_rows = rows_out;
   logits->assign(static_cast<size_t>(n_rows * c.vocab_size), 0.0f);
-  if (tp_->size() == 1) {
+  const ParallelLayout& lay = layout();
+  const int tp = lay.GroupSize(Group::kTp);
+  if (tp == 1) {  // the whole vocabulary: Complete(replicated over tp) already
     LinearForward(lm_head_, a.data(), n_rows, logits->data(), Ctx());
     return Status::Ok();
   }
-  // Vocab slices of every TP rank: gather [rank][rows, V_r], then interleave into [rows, V].
-  const int64_t tp = tp_->size(), v_local = lm_head_.out_features();
-  std::vector<float> mine(static_cast<size_t>(n_rows * v_local)), all(logits->size());
+  // Vocabulary-parallel lm_head: this rank's columns of the logits, gathered where sampled.
+  std::vector<float> mine(static_cast<size_t>(n_rows * lm_head_.out_features()));
   LinearForward(lm_head_, a.data(), n_rows, mine.data(), Ctx());
-  std::vector<size_t> bytes;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t vq = (q + 1) * c.vocab_size / tp - q * c.vocab_size / tp;
-    bytes.push_back(static_cast<size_t>(n_rows * vq) * sizeof(float));
-  }
-  RETURN_IF_ERROR(tp_->AllGather(mine.data(), all.data(), bytes));
-  int64_t offset = 0;
-  for (int64_t q = 0; q < tp; ++q) {
-    const int64_t v0 = q * c.vocab_size / tp, vq = (q + 1) * c.vocab_size / tp - v0;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      std::copy(all.begin() + offset + r * vq, all.begin() + offset + (r + 1) * vq,
-                logits->begin() + r * c.vocab_size + v0);
-    }
-    offset += n_rows * vq;
-  }
-  return Status::Ok();
+  std::vector<int64_t> shards;
+  for (int q = 0; q < tp; ++q) shards.push_back(lay.Vocab(q).size());
+  StatedBuffer part = StatedBuffer::F32(ReductionState::ColumnShard(Group::kTp), n_rows,
+                                        lm_head_.out_features(), mine.data());
+  StatedBuffer all =
+      StatedBuffer::F32(ReductionState::ColumnShard(Group::kTp), n_rows, c.vocab_size, logits->data());
+  return Transition(lay, &part, ReductionState::Replicated(Group::kTp), "lm_head logits", &all, shards);
 }
 
 double DecoderModel::DecodeWeightBytesPerToken() const {

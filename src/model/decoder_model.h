@@ -33,8 +33,13 @@
 #include "model/model_config.h"
 #include "model/model_loading.h"
 #include "moe/parallel_moe.h"
+#include "parallel/rank_context.h"
 
 namespace moerun {
+
+// The sizes a layout splits (heads, o_proj columns per head, vocabulary, experts): what
+// ParallelLayout validates against, for every registered architecture.
+LayoutDims ModelLayoutDims(const ModelConfig& config);
 
 class DecoderModel : public Model {
  public:
@@ -45,6 +50,9 @@ class DecoderModel : public Model {
   Status ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
                       std::vector<float>* logits) override;
   double DecodeWeightBytesPerToken() const override;
+  void set_collective_sink(CollectiveSink sink) override { collective_sink_ = std::move(sink); }
+  // This rank's layout (coordinates and groups, made once at load).
+  const ParallelLayout& layout() const { return context_->layout(); }
 
  protected:
   struct RowPlace {
@@ -66,9 +74,10 @@ class DecoderModel : public Model {
   // Load, step 1: options, pool, world (nullptr: a one-rank world of its own), config, source.
   void Init(std::unique_ptr<TensorSource> source, ModelConfig config, const ModelLoadOptions& options,
             ThreadPool* pool, Communicator* world);
-  // Step 2 (after the architecture's layout checks): the TP group of this rank's replica and its
-  // heads [h0, h1) = an equal share of `num_heads`; o_head_dim = o_proj columns per head, e.g. 128.
-  Status SplitHeads(int64_t num_heads, int64_t o_head_dim);
+  // Step 2: the rank's layout, validated and split into groups once for every layer
+  // (parallel/layout.h, sizes from ModelLayoutDims), and its heads [h0, h1); o_head_dim = o_proj
+  // columns per head, e.g. 128.
+  Status SetUpLayout(int64_t o_head_dim);
   // Step 3 (after validation): embeddings (a view), final norm, this TP rank's lm_head vocab rows.
   Status LoadEmbeddingsAndHead();
   // Step 4: per layer, the norms, load_attention(l) (the architecture's tensors), o_proj's columns
@@ -95,21 +104,22 @@ class DecoderModel : public Model {
   std::unique_ptr<TensorSource> ckpt_;  // keeps the mapping of embed_ alive
   std::vector<LayerWeights> layers_;
   Communicator* world_ = nullptr;
-  std::unique_ptr<Communicator> tp_;  // this replica's TP group
-  int tp_rank_ = 0;
-  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank
+  std::shared_ptr<RankContext> context_;   // layout (groups split once), pool, MoE scratch
+  int64_t head_begin_ = 0, head_end_ = 0;  // attention heads on this rank (layout().Heads())
   int64_t o_head_dim_ = 0;                 // o_proj columns per head, e.g. 128
 
  private:
   // o [T, local_heads * o_head_dim] -> out [T, H] summed over all heads (all TP ranks).
   Status OutputProjection(int64_t layer, const float* o, int64_t t_count, float* out);
   Status MoeLayer(int64_t layer, const float* x, int64_t t_count, float* out);
+  Status RunBatch(std::span<const SequenceChunk> seqs, bool all_logits, std::vector<float>* logits);
 
   Tensor embed_;                             // [V, H] as stored (mmapped view)
   std::vector<float> final_norm_;            // [H]
   PackedWeight lm_head_;                     // [V_local, H]: this TP rank's vocab rows
   ActivationBuffer acts_;                    // prepared activations for Linear
   std::unique_ptr<Communicator> own_world_;  // when loaded without a world
+  CollectiveSink collective_sink_;
 };
 
 }  // namespace moerun

@@ -113,15 +113,8 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   m->Init(std::move(source), std::move(config), options, pool, world);
   const ModelConfig& c = m->config_;
   const TensorSource& ckpt = *m->ckpt_;
-  const ParallelOptions& par = options.parallel;
-  RETURN_IF_ERROR(par.Validate(c.moe, m->world_->size()));
-  if (c.num_attention_heads % par.tp != 0) {
-    return InvalidArgument("--tp {} does not divide num_attention_heads {}", par.tp, c.num_attention_heads);
-  }
-  if (par.deterministic && c.v_head_dim % 2 != 0) {
-    return InvalidArgument("--deterministic needs an even v_head_dim, got {}", c.v_head_dim);
-  }
-  RETURN_IF_ERROR(m->SplitHeads(c.num_attention_heads, c.v_head_dim));
+  // The rank's layout (validated once: heads, experts, vocabulary) and its heads.
+  RETURN_IF_ERROR(m->SetUpLayout(c.v_head_dim));
   m->row_isa_ = SelectRowOpsIsa(options.kernels.forced);
   RETURN_IF_ERROR(ValidateTensors(c, ckpt, DeepseekTensorTable(c)));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));

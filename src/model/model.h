@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "core/status.h"
 #include "kernels/kernel_table.h"
 #include "kernels/weight_format.h"
@@ -102,6 +103,11 @@ class Model {
   // without a sequence calls it with no tokens to take part in the collectives (logits empty).
   Status Forward(std::span<const int32_t> tokens, ModelCache* cache, bool all_logits,
                  std::vector<float>* logits);
+
+  // Called after every ForwardBatch with this rank's collectives of that pass (op, group, bytes,
+  // what and its states; `--stats`, parallel/transition.h). Empty: the log is not read.
+  using CollectiveSink = std::function<void(const std::vector<CollectiveRecord>&)>;
+  virtual void set_collective_sink(CollectiveSink sink) = 0;
 
  protected:
   virtual int world_size() const = 0;  // ranks in this model's world (1: no peers)

@@ -45,19 +45,15 @@ StatusOr<std::unique_ptr<Qwen3MoeModel>> Qwen3MoeModel::LoadFrom(
   const ModelConfig& c = m->config_;
   const TensorSource& ckpt = *m->ckpt_;
   const ParallelOptions& par = options.parallel;
-  RETURN_IF_ERROR(par.Validate(c.moe, m->world_->size()));
-  if (c.num_attention_heads % par.tp != 0) {
-    return InvalidArgument("--tp {} does not divide num_attention_heads {}", par.tp, c.num_attention_heads);
-  }
   if (c.num_key_value_heads % par.tp != 0) {
     return InvalidArgument(
         "--tp {} does not divide num_key_value_heads {} (qwen3_moe splits the KV heads over TP ranks; "
         "replicated KV heads are not supported)",
         par.tp, c.num_key_value_heads);
   }
-  RETURN_IF_ERROR(m->SplitHeads(c.num_attention_heads, c.head_dim));
+  RETURN_IF_ERROR(m->SetUpLayout(c.head_dim));
   const int64_t kv = c.num_key_value_heads / par.tp;
-  m->kv_begin_ = m->tp_rank_ * kv;
+  m->kv_begin_ = m->layout().tp_rank() * kv;
   m->kv_end_ = m->kv_begin_ + kv;
   RETURN_IF_ERROR(ValidateTensors(c, ckpt, Qwen3MoeTensorTable(c)));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));

@@ -15,7 +15,7 @@ class NoDispatch final : public Dispatcher {
   const char* name() const override { return "none"; }
   // Tokens are replicated over tp; each rank sums only its experts (or its slice of each).
   ReductionState RoutedState() const override {
-    return tp_ > 1 ? ReductionState::Partial("tp") : ReductionState::Replicated("tp");
+    return tp_ > 1 ? ReductionState::Partial(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }
 
  private:
@@ -30,8 +30,8 @@ class AllGatherDispatch final : public Dispatcher {
   // Reduce-scatter over the token owners completes the sum over them: under SP the owners are all
   // ranks (Complete token-shard); otherwise the DP group, leaving a Partial over tp.
   ReductionState RoutedState() const override {
-    if (sp_) return ReductionState::TokenShard("tp");
-    return tp_ > 1 ? ReductionState::Partial("tp") : ReductionState::Replicated("tp");
+    if (sp_) return ReductionState::TokenShard(Group::kTp);
+    return tp_ > 1 ? ReductionState::Partial(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }
 
  private:
@@ -47,7 +47,7 @@ class AllToAllDispatch final : public Dispatcher {
   // The combine returns finished rows to their source: complete for the source's tokens, which
   // are the TP group's shared tokens (replicated) or, under SP, this rank's shard.
   ReductionState RoutedState() const override {
-    return sp_ ? ReductionState::TokenShard("tp") : ReductionState::Replicated("tp");
+    return sp_ ? ReductionState::TokenShard(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }
 
  private:
@@ -58,113 +58,90 @@ bool TokensReplicatedOverWorld(const ParallelOptions& o) { return o.dp == 1 && !
 
 }  // namespace
 
-const char* DispatchName(DispatchKind d) { return d == DispatchKind::kAllGather ? "allgather" : "alltoall"; }
-
-Status ParallelOptions::Validate(const MoeConfig& c, int world_size) const {
-  if (tp < 1) return InvalidArgument("--tp {} must be >= 1", tp);
-  if (dp < 1) return InvalidArgument("--dp {} must be >= 1", dp);
-  if (world_size != tp * dp) {
-    return InvalidArgument("world size {} != --tp {} x --dp {} (start {} ranks)", world_size, tp, dp,
-                           tp * dp);
-  }
-  if (sp && tp < 2) return InvalidArgument("--sp needs --tp > 1 (got --tp {})", tp);
-  if (sp && !ep)
-    return InvalidArgument("--sp needs --ep (sequence-parallel MoE dispatches tokens to expert ranks)");
-  if (dispatch == DispatchKind::kAllToAll && !ep) {
-    return InvalidArgument(
-        "--dispatch alltoall needs --ep (without it every rank holds a slice of every expert)");
-  }
-  const int64_t w = world(), e = c.n_routed_experts, i = c.moe_intermediate_size,
-                s = c.shared_intermediate_size;
-  if (ep && e % w != 0) return InvalidArgument("--ep: {} ranks do not divide {} routed experts", w, e);
-  if (!ep && i % w != 0) {
-    return InvalidArgument("--tp {} x --dp {} = {} ranks do not divide moe_intermediate_size {}", tp, dp, w,
-                           i);
-  }
-  if (SharedSharded() && s % tp != 0) {
-    return InvalidArgument("--tp {} does not divide the shared expert width {} (use --shared-replicated)", tp,
-                           s);
-  }
-  if (deterministic) {
-    constexpr int b = kDeterministicBlocks;
-    if (!ep && b % w != 0) {
-      return InvalidArgument("--deterministic with sharded experts needs tp x dp to divide {}, got {}", b, w);
-    }
-    if (i % (2 * b) != 0) {
-      return InvalidArgument("--deterministic needs moe_intermediate_size {} divisible by {}", i, 2 * b);
-    }
-    if (s > 0 && s % (2 * b) != 0) {
-      return InvalidArgument("--deterministic needs the shared expert width {} divisible by {}", s, 2 * b);
-    }
-    if (SharedSharded() && b % tp != 0) {
-      return InvalidArgument("--deterministic with TP-sharded shared experts needs --tp to divide {}, got {}",
-                             b, tp);
-    }
-  }
-  return Status::Ok();
-}
-
-std::string ParallelOptions::ToString() const {
-  return fmt::format("tp={} dp={}{}{} dispatch={}{}{}", tp, dp, ep ? " ep" : "", sp ? " sp" : "",
-                     DispatchName(dispatch), deterministic ? " deterministic" : "",
-                     SharedSharded() ? " shared=sharded" : " shared=replicated");
+LayoutDims MoeLayoutDims(const MoeConfig& c) {
+  return {.routed_experts = c.n_routed_experts,
+          .moe_intermediate = c.moe_intermediate_size,
+          .shared_intermediate = c.shared_intermediate_size};
 }
 
 ParallelMoe::~ParallelMoe() = default;
 
-StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(
-    const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
-    const ParallelOptions& options, Communicator& world, std::optional<WeightFormat> weight_format,
-    ThreadPool* pool, KernelPolicy kernels, std::shared_ptr<MoeRankScratch> scratch) {
-  RETURN_IF_ERROR(options.Validate(config, world.size()));
+StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const TensorSource& ckpt,
+                                                           const std::string& prefix,
+                                                           const ParallelOptions& options,
+                                                           Communicator& world,
+                                                           std::optional<WeightFormat> weight_format,
+                                                           ThreadPool* pool, KernelPolicy kernels) {
+  ASSIGN_OR_RETURN(std::shared_ptr<RankContext> context,
+                   RankContext::Create(options, MoeLayoutDims(config), world, pool));
+  return Create(config, ckpt, prefix, std::move(context), weight_format, std::move(kernels));
+}
+
+StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& config, const TensorSource& ckpt,
+                                                           const std::string& prefix,
+                                                           std::shared_ptr<RankContext> context,
+                                                           std::optional<WeightFormat> weight_format,
+                                                           KernelPolicy kernels) {
+  const ParallelLayout& layout = context->layout();
+  const LayoutDims& dims = layout.dims();
+  if (dims.routed_experts != config.n_routed_experts ||
+      dims.moe_intermediate != config.moe_intermediate_size ||
+      dims.shared_intermediate != config.shared_intermediate_size) {
+    return Internal(
+        "{}: the layout was validated for {} experts of width {} (shared {}), the block has {} of {} ({})",
+        prefix, dims.routed_experts, dims.moe_intermediate, dims.shared_intermediate, config.n_routed_experts,
+        config.moe_intermediate_size, config.shared_intermediate_size);
+  }
   std::unique_ptr<ParallelMoe> m(new ParallelMoe());
   m->config_ = config;
-  m->options_ = options;
-  m->world_ = &world;
-  m->pool_ = pool;
-  m->world_rank_ = world.rank();
-  m->dp_rank_ = world.rank() / options.tp;
-  m->tp_rank_ = world.rank() % options.tp;
-  ASSIGN_OR_RETURN(m->tp_, world.Split(m->dp_rank_, m->tp_rank_, "tp"));
-  ASSIGN_OR_RETURN(m->dp_, world.Split(m->tp_rank_, m->dp_rank_, "dp"));
-  ASSIGN_OR_RETURN(m->ep_, world.Split(0, world.rank(), options.ep ? "ep" : "world"));
-
-  const int64_t w = options.world(), r = world.rank();
+  m->options_ = layout.options();
+  m->pool_ = context->pool();
   MoeShard shard;
-  if (options.ep) {
-    shard.expert_begin = r * config.n_routed_experts / w;
-    shard.expert_end = (r + 1) * config.n_routed_experts / w;
+  const Range experts = layout.Experts(), slice = layout.Intermediate(), shared = layout.SharedSlice();
+  if (m->options_.ep) {
+    shard.expert_begin = experts.begin;
+    shard.expert_end = experts.end;
   } else {
-    shard.i_begin = r * config.moe_intermediate_size / w;
-    shard.i_end = (r + 1) * config.moe_intermediate_size / w;
+    shard.i_begin = slice.begin;
+    shard.i_end = slice.end;
   }
-  if (options.SharedSharded()) {
-    shard.s_begin = m->tp_rank_ * config.shared_intermediate_size / options.tp;
-    shard.s_end = (m->tp_rank_ + 1) * config.shared_intermediate_size / options.tp;
+  if (m->options_.SharedSharded()) {
+    shard.s_begin = shared.begin;
+    shard.s_end = shared.end;
   }
-  m->expert_begin_ = shard.expert_begin;
-  m->expert_end_ = shard.expert_end < 0 ? config.n_routed_experts : shard.expert_end;
-  ASSIGN_OR_RETURN(m->weights_, MoeWeights::Load(config, ckpt, prefix, weight_format, pool, shard));
-  if (options.deterministic) RETURN_IF_ERROR(m->CheckDeterministicBlocks(prefix));
+  m->expert_begin_ = experts.begin;
+  m->expert_end_ = experts.end;
+  ASSIGN_OR_RETURN(m->weights_, MoeWeights::Load(config, ckpt, prefix, weight_format, m->pool_, shard));
+  m->context_ = std::move(context);
+  if (m->options_.deterministic) RETURN_IF_ERROR(m->CheckDeterministicBlocks(prefix));
   // Deterministic mode needs batch-invariant kernels: one row whatever the row count.
-  kernels.deterministic = kernels.deterministic || options.deterministic;
-  if (scratch != nullptr && scratch->compute.policy().deterministic != kernels.deterministic) {
+  kernels.deterministic = kernels.deterministic || m->options_.deterministic;
+  m->scratch_ =
+      &m->context_->Scratch<MoeRankScratch>([&] { return std::make_unique<MoeRankScratch>(kernels); });
+  if (m->scratch_->compute.policy().deterministic != kernels.deterministic) {
     return Internal("{}: the shared MoE scratch was made for another kernel policy", prefix);
   }
-  m->scratch_ =
-      scratch != nullptr ? std::move(scratch) : std::make_shared<MoeRankScratch>(std::move(kernels));
   RETURN_IF_ERROR(m->Bind());
   return m;
 }
 
+std::unique_ptr<Dispatcher> MakeDispatcher(const ParallelOptions& o) {
+  if (TokensReplicatedOverWorld(o)) return std::make_unique<NoDispatch>(o);
+  if (o.dispatch == DispatchKind::kAllToAll) return std::make_unique<AllToAllDispatch>(o);
+  return std::make_unique<AllGatherDispatch>(o);
+}
+
+ReductionState SharedStateFor(const ParallelOptions& o) {
+  if (o.SharedSharded()) return ReductionState::Partial(Group::kTp);
+  return o.sp ? ReductionState::TokenShard(Group::kTp) : ReductionState::Replicated(Group::kTp);
+}
+
+ReductionState RequestedStateFor(const ParallelOptions& o) {
+  return o.sp ? ReductionState::TokenShard(Group::kTp) : ReductionState::Replicated(Group::kTp);
+}
+
 Status ParallelMoe::Bind() {
-  if (TokensReplicatedOverWorld(options_)) {
-    dispatcher_ = std::make_unique<NoDispatch>(options_);
-  } else if (options_.dispatch == DispatchKind::kAllToAll) {
-    dispatcher_ = std::make_unique<AllToAllDispatch>(options_);
-  } else {
-    dispatcher_ = std::make_unique<AllGatherDispatch>(options_);
-  }
+  dispatcher_ = MakeDispatcher(options_);
   return Status::Ok();
 }
 
@@ -181,26 +158,17 @@ StatusOr<ReductionState> ParallelMoe::RoutedOutputState() const {
 
 ReductionState ParallelMoe::SharedOutputState() const {
   if (shared_state_override_) return *shared_state_override_;
-  if (options_.SharedSharded()) return ReductionState::Partial("tp");
-  return options_.sp ? ReductionState::TokenShard("tp") : ReductionState::Replicated("tp");
+  return SharedStateFor(options_);
 }
 
-ReductionState ParallelMoe::RequestedState() const {
-  return options_.sp ? ReductionState::TokenShard("tp") : ReductionState::Replicated("tp");
-}
+ReductionState ParallelMoe::RequestedState() const { return RequestedStateFor(options_); }
 
 std::pair<int64_t, int64_t> ParallelMoe::TokenRange(int64_t n) const {
-  const int64_t d = options_.dp, t = options_.tp;
-  int64_t begin = dp_rank_ * n / d, end = (dp_rank_ + 1) * n / d;
-  if (options_.sp) {
-    const int64_t len = end - begin;
-    end = begin + (tp_rank_ + 1) * len / t;
-    begin = begin + tp_rank_ * len / t;
-  }
-  return {begin, end};
+  const Range r = layout().TokenRange(n);
+  return {r.begin, r.end};
 }
 
-bool ParallelMoe::WritesOutput() const { return options_.sp || tp_rank_ == 0; }
+bool ParallelMoe::WritesOutput() const { return options_.sp || layout().tp_rank() == 0; }
 
 Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
   auto check = [&](const PackedWeight& down, int64_t nb, const char* what) -> Status {
@@ -213,21 +181,8 @@ Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
         prefix, down.in_features(), what, nb, block, WeightFormatName(down.format()), align);
   };
   for (int64_t e = expert_begin_; e < expert_end_; ++e)
-    RETURN_IF_ERROR(check(weights_.down[static_cast<size_t>(e)], LocalBlocks(options_.ep), "expert"));
-  const int64_t shared_nb =
-      options_.SharedSharded() ? kDeterministicBlocks / options_.tp : kDeterministicBlocks;
-  return check(weights_.shared_down, shared_nb, "shared expert");
-}
-
-int64_t ParallelMoe::LocalBlocks(bool whole) const {
-  if (!options_.deterministic) return 1;
-  return whole ? kDeterministicBlocks : kDeterministicBlocks / options_.world();
-}
-
-Communicator& ParallelMoe::GroupComm(const std::string& group) {
-  if (group == "tp") return *tp_;
-  if (group == "dp") return *dp_;
-  return *ep_;
+    RETURN_IF_ERROR(check(weights_.down[static_cast<size_t>(e)], layout().ExpertBlocks(), "expert"));
+  return check(weights_.shared_down, layout().SharedBlocks(), "shared expert");
 }
 
 int64_t ParallelMoe::AccumulateRowsPerTask() const { return options_.deterministic ? 1 : 16; }
@@ -306,12 +261,17 @@ struct PackedTokens {
   std::vector<int64_t> rows_of_rank;
 };
 
-// Gathers every owner's tokens (x, ids, weights packed per row) in two collectives: the row
-// counts, then the rows.
-Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_t n, int64_t h,
-                    PackedTokens* out) {
+// Gathers every owner's tokens of `owners` (x, ids, weights packed per row) in two collectives:
+// the row counts, then the rows (Complete(token-shard of owners) -> Complete(replicated over
+// owners), through the transition executor).
+Status GatherTokens(const ParallelLayout& layout, Group owners, const float* x, const Routing& r, int64_t n,
+                    int64_t h, const std::string& layer_name, PackedTokens* out) {
   const int64_t k = r.k, row_floats = h + 2 * k;
-  ASSIGN_OR_RETURN(std::vector<uint64_t> counts, comm.AllGatherValue(static_cast<uint64_t>(n)));
+  std::vector<uint64_t> counts{static_cast<uint64_t>(n)};
+  if (layout.GroupSize(owners) > 1) {
+    CollectiveLabel label(layout.log(), layer_name + " dispatch row counts");
+    ASSIGN_OR_RETURN(counts, layout.Comm(owners).AllGatherValue(static_cast<uint64_t>(n)));
+  }
   std::vector<float> send(static_cast<size_t>(n * row_floats));
   for (int64_t t = 0; t < n; ++t) {
     float* row = send.data() + t * row_floats;
@@ -319,15 +279,19 @@ Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_
     std::memcpy(row + h, r.ids.data() + t * k, static_cast<size_t>(k) * sizeof(int32_t));
     std::memcpy(row + h + k, r.weights.data() + t * k, static_cast<size_t>(k) * sizeof(float));
   }
-  std::vector<size_t> bytes;
+  std::vector<int64_t> shards;
   int64_t total = 0;
   for (uint64_t c : counts) {
-    bytes.push_back(static_cast<size_t>(c * row_floats) * sizeof(float));
+    shards.push_back(static_cast<int64_t>(c));
     total += static_cast<int64_t>(c);
   }
   std::vector<float> all(static_cast<size_t>(total * row_floats));
-  RETURN_IF_ERROR(comm.AllGather(send.data(), all.data(), bytes));
-  out->rows_of_rank.assign(counts.begin(), counts.end());
+  StatedBuffer mine = StatedBuffer::F32(ReductionState::TokenShard(owners), n, row_floats, send.data());
+  StatedBuffer gathered =
+      StatedBuffer::F32(ReductionState::TokenShard(owners), total, row_floats, all.data());
+  RETURN_IF_ERROR(Transition(layout, &mine, ReductionState::Replicated(owners),
+                             layer_name + " dispatch token rows", &gathered, shards));
+  out->rows_of_rank.assign(shards.begin(), shards.end());
   out->x.resize(static_cast<size_t>(total * h));
   out->ids.resize(static_cast<size_t>(total * k));
   out->wts.resize(static_cast<size_t>(total * k));
@@ -342,12 +306,13 @@ Status GatherTokens(Communicator& comm, const float* x, const Routing& r, int64_
 
 }  // namespace
 
-StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing,
-                                          const SharedRows* fold) {
+StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold,
+                                          const std::string& layer_name) {
   ASSIGN_OR_RETURN(ReductionState state, RoutedOutputState());
   const int64_t h = config_.hidden_size, k = config_.num_experts_per_tok, t_own = x_own.dim(0);
   const bool det = options_.deterministic;
-  const int64_t nb = LocalBlocks(options_.ep);
+  const ParallelLayout& lay = layout();
+  const int64_t nb = lay.ExpertBlocks();
   std::vector<ExpertWeightsRef> refs;
   for (int64_t e = expert_begin_; e < expert_end_; ++e)
     refs.push_back({&weights_.gate_up[e], &weights_.down[e]});
@@ -364,11 +329,12 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     const float* wts = routing.weights.data();
     int64_t t_all = t_own;
     PackedTokens gathered;
-    Communicator* owners = nullptr;
+    // Token owners: every rank under SP (ep), else the ranks with this TP rank (dp).
+    const Group owners = options_.sp ? Group::kEp : Group::kDp;
     std::vector<int> source_of_token;  // world rank that owns each gathered token (probe only)
     if (kind == Kind::kAllGather) {
-      owners = options_.sp ? ep_.get() : dp_.get();
-      RETURN_IF_ERROR(GatherTokens(*owners, x_own.data<float>(), routing, t_own, h, &gathered));
+      RETURN_IF_ERROR(
+          GatherTokens(lay, owners, x_own.data<float>(), routing, t_own, h, layer_name, &gathered));
       t_all = static_cast<int64_t>(gathered.x.size()) / h;
       x_rows = gathered.x.data();
       ids = gathered.ids.data();
@@ -376,13 +342,13 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
       if (probe_) {
         for (size_t g = 0; g < gathered.rows_of_rank.size(); ++g) {
           const int world_rank =
-              options_.sp ? static_cast<int>(g) : static_cast<int>(g) * options_.tp + tp_rank_;
+              options_.sp ? static_cast<int>(g) : static_cast<int>(g) * options_.tp + lay.tp_rank();
           source_of_token.insert(source_of_token.end(), static_cast<size_t>(gathered.rows_of_rank[g]),
                                  world_rank);
         }
       }
     } else if (probe_) {
-      source_of_token.assign(static_cast<size_t>(t_own), world_rank_);
+      source_of_token.assign(static_cast<size_t>(t_own), lay.world_rank());
     }
     const int64_t n = t_all * k;
     std::vector<int64_t> token(static_cast<size_t>(n));
@@ -427,28 +393,30 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         },
         AccumulateRowsPerTask());
     if (kind == Kind::kNone) return all;
-    // Reduce-scatter the partial sums back to their owners.
+    // Reduce-scatter the partial sums back to their owners: Partial over the owners -> their token
+    // shards. What remains (a Partial over tp, or complete) is the dispatcher's declaration.
     MoePart part = MakePart(state, t_own, h);
-    std::vector<size_t> counts(gathered.rows_of_rank.size());
-    for (size_t r = 0; r < counts.size(); ++r) counts[r] = static_cast<size_t>(gathered.rows_of_rank[r] * h);
-    if (det) {
-      RETURN_IF_ERROR(
-          owners->ReduceScatter(all.fixed.data(), part.fixed.data(), counts, ReduceType::kI128Sum));
-    } else {
-      RETURN_IF_ERROR(owners->ReduceScatter(all.f32.data(), part.f32.data(), counts, ReduceType::kF32Sum));
-    }
+    all.state = ReductionState::Partial(owners);
+    StatedBuffer sum = all.View(det), mine = part.View(det);
+    RETURN_IF_ERROR(Transition(lay, &sum, ReductionState::TokenShard(owners), layer_name + " routed combine",
+                               &mine, gathered.rows_of_rank));
+    part.state = state;
     ReleasePart(&all);
     return part;
   }
 
   // All-to-all: send each (token, slot) row to the rank holding its expert, compute, send back.
-  Communicator& ep = *ep_;
+  Communicator& ep = lay.Comm(Group::kEp);
   const int64_t w = ep.size(), per_rank = config_.n_routed_experts / w;
   std::vector<std::vector<int64_t>> rows_to(static_cast<size_t>(w));  // (t * k + j) per destination
   for (int64_t r = 0; r < t_own * k; ++r)
     rows_to[static_cast<size_t>(routing.ids[r] / per_rank)].push_back(r);
   std::vector<uint64_t> send_n(static_cast<size_t>(w)), recv_n(static_cast<size_t>(w));
   for (int64_t d = 0; d < w; ++d) send_n[d] = rows_to[d].size();
+  // Token movement, not a reduction: labelled for --stats, the states are those of the rows.
+  std::optional<CollectiveLabel> label;
+  label.emplace(lay.log(), layer_name + " alltoall dispatch", "rows at their token's rank",
+                "rows at their expert's rank");
   std::vector<size_t> count_bytes(static_cast<size_t>(w), sizeof(uint64_t));
   RETURN_IF_ERROR(ep.AllToAll(send_n.data(), count_bytes, recv_n.data(), count_bytes));
   int64_t n_send = 0, n_recv = 0;
@@ -501,8 +469,12 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                          .expert = expert.data(),
                          .k_blocks = nb},
                         refs, pool_, y_recv);
+  label.reset();
+  label.emplace(lay.log(), layer_name + " alltoall combine", "expert outputs at their expert's rank",
+                "expert outputs at their token's rank");
   RETURN_IF_ERROR(ep.AllToAll(y_recv, bytes_of(recv_n, nb * h * sizeof(float)), y_back,
                               bytes_of(send_n, nb * h * sizeof(float))));
+  label.reset();
   // Combine at the source in slot order: row r = t * k + j came back at position pos_of[r].
   MoePart part = MakePart(state, t_own, h, /*zeroed=*/false);
   std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
@@ -522,9 +494,7 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
 
 ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
-  const bool whole = !options_.SharedSharded();
-  const int64_t nb =
-      options_.deterministic ? (whole ? kDeterministicBlocks : kDeterministicBlocks / options_.tp) : 1;
+  const int64_t nb = layout().SharedBlocks();
   std::vector<int64_t> token(static_cast<size_t>(t_own));
   std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
   for (int64_t t = 0; t < t_own; ++t) token[t] = t;
@@ -554,47 +524,11 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   return part;
 }
 
-Status ParallelMoe::FaultReduceShared(MoePart* shared, const std::string& layer_name) {
-  const ReductionState before = shared->state;
-  if (!options_.disable_state_checks) {
-    return Reduce(shared, "all_reduce", layer_name + " shared output (injected fault)");
-  }
-  // Checks off: sum the first min-rows rows over TP whatever they hold, then keep the declared
-  // state, exactly the silent double count of the original bug.
-  ASSIGN_OR_RETURN(std::vector<uint64_t> rows, tp_->AllGatherValue(static_cast<uint64_t>(shared->rows)));
-  const uint64_t common = *std::min_element(rows.begin(), rows.end());
-  const size_t n = static_cast<size_t>(common) * static_cast<size_t>(shared->cols);
-  if (options_.deterministic) {
-    RETURN_IF_ERROR(tp_->AllReduce(shared->fixed.data(), n, ReduceType::kI128Sum));
-  } else {
-    RETURN_IF_ERROR(tp_->AllReduce(shared->f32.data(), n, ReduceType::kF32Sum));
-  }
-  shared->state = before;
+Status ParallelMoe::Reduce(MoePart* part, const ReductionState& target, const std::string& what) {
+  StatedBuffer view = part->View(options_.deterministic);
+  RETURN_IF_ERROR(Transition(layout(), &view, target, what));
+  part->state = view.state;
   return Status::Ok();
-}
-
-Status ParallelMoe::Reduce(MoePart* part, const std::string& op, const std::string& what) {
-  if (op.empty()) return Status::Ok();
-  Communicator& comm = GroupComm(part->state.group);
-  const bool det = options_.deterministic;
-  const size_t n = static_cast<size_t>(part->rows * part->cols);
-  if (op == "all_reduce") {
-    if (part->state.kind != StateKind::kPartial && !options_.disable_state_checks) {
-      return InvalidArgument("{}: all_reduce over {} refused: the output is {}, {}", what, part->state.group,
-                             part->state.ToString(),
-                             part->state.kind == StateKind::kTokenShard
-                                 ? "and summing token shards adds unrelated tokens"
-                                 : "and reducing it again multiplies it by the group size");
-    }
-    if (det) {
-      RETURN_IF_ERROR(comm.AllReduce(part->fixed.data(), n, ReduceType::kI128Sum));
-    } else {
-      RETURN_IF_ERROR(comm.AllReduce(part->f32.data(), n, ReduceType::kF32Sum));
-    }
-    part->state = ReductionState::Replicated(part->state.group);
-    return Status::Ok();
-  }
-  return Unimplemented("{}: the runner does not perform '{}' inside the layer", what, op);
 }
 
 StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* routing_out) {
@@ -609,12 +543,12 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   const ReductionState want = RequestedState();
   const bool has_shared = config_.shared_intermediate_size > 0;
   const bool fuse = !has_shared || routed_state == shared_state;
-  std::string op_sum, op_routed, op_shared;
+  const std::string sum_name = layer_name + (has_shared ? " routed+shared output" : " routed output");
   if (fuse) {
-    ASSIGN_OR_RETURN(op_sum, PlanTransition(routed_state, want, layer_name + " routed+shared output"));
+    RETURN_IF_ERROR(PlanTransition(routed_state, want, sum_name).status());
   } else {
-    ASSIGN_OR_RETURN(op_routed, PlanTransition(routed_state, want, layer_name + " routed output"));
-    ASSIGN_OR_RETURN(op_shared, PlanTransition(shared_state, want, layer_name + " shared output"));
+    RETURN_IF_ERROR(PlanTransition(routed_state, want, layer_name + " routed output").status());
+    RETURN_IF_ERROR(PlanTransition(shared_state, want, layer_name + " shared output").status());
   }
 
   // Route this rank's tokens.
@@ -634,7 +568,8 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
                            !options_.fault_reduce_shared && dispatcher_->kind() == Dispatcher::Kind::kNone;
   SharedRows shared_rows;
   if (fold_shared) shared_rows = ComputeShared(x_own);
-  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, fold_shared ? &shared_rows : nullptr));
+  ASSIGN_OR_RETURN(MoePart routed,
+                   RoutedPart(x_own, routing, fold_shared ? &shared_rows : nullptr, layer_name));
   MoePart shared;
   if (fold_shared) {  // already inside `routed`; an empty part with its declared state
     shared.state = SharedOutputState();
@@ -643,22 +578,31 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   } else {
     ASSIGN_OR_RETURN(shared, SharedPart(x_own));
   }
-  if (options_.fault_reduce_shared && has_shared) RETURN_IF_ERROR(FaultReduceShared(&shared, layer_name));
+  if (options_.fault_reduce_shared && has_shared) {
+    // Injected fault: all-reduce the shared output once more (vLLM #40560); the executor refuses it
+    // unless its state is Partial (or the state checks are disabled).
+    StatedBuffer view = shared.View(options_.deterministic);
+    RETURN_IF_ERROR(AllReduceOrRefuse(layout(), &view, layer_name + " shared output (injected fault)"));
+    shared.state = view.state;
+  }
   MoePart* result = &routed;
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
       RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
       if (!fold_shared) AddParts(&routed, shared);
     }
-    RETURN_IF_ERROR(
-        Reduce(&routed, op_sum, layer_name + (has_shared ? " routed+shared output" : " routed output")));
+    RETURN_IF_ERROR(Reduce(&routed, want, sum_name));
   } else {
-    RETURN_IF_ERROR(Reduce(&routed, op_routed, layer_name + " routed output"));
-    RETURN_IF_ERROR(Reduce(&shared, op_shared, layer_name + " shared output"));
+    RETURN_IF_ERROR(Reduce(&routed, want, layer_name + " routed output"));
+    RETURN_IF_ERROR(Reduce(&shared, want, layer_name + " shared output"));
     RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
     AddParts(&routed, shared);
   }
-  if (reduce_again_) RETURN_IF_ERROR(Reduce(result, "all_reduce", layer_name + " output (fault injection)"));
+  if (reduce_again_) {
+    StatedBuffer view = result->View(options_.deterministic);
+    RETURN_IF_ERROR(AllReduceOrRefuse(layout(), &view, layer_name + " output (fault injection)"));
+    result->state = view.state;
+  }
   if (result->state != want) {
     return Internal("{}: output ended as {}, caller needs {}", layer_name, result->state.ToString(),
                     want.ToString());

@@ -1,5 +1,5 @@
 // ParallelMoe: one MoE block split over ranks, with every cross-rank reduction derived from
-// declared reduction states (moe/reduction_state.h) rather than from flags.
+// declared reduction states (parallel/reduction_state.h) rather than from flags.
 //
 // Layouts (world = tp x dp; rank r is DP replica r / tp, TP rank r % tp):
 //   --tp T          experts' intermediate dim sharded over all T x D ranks (or whole experts
@@ -17,6 +17,10 @@
 // under SP). The runner plans the collectives from them: a single all_reduce of (routed +
 // shared) when both are Partial(tp); the shared output alone when the combine already completed
 // the routed output; nothing under SP. An impossible plan is an error naming layer and states.
+// The rank's coordinates, groups and slices come from its ParallelLayout (made once per rank and
+// shared by every layer through a RankContext); every reduction, the all-gather dispatch's token
+// gather and its reduce-scatter combine are performed by the transition executor
+// (parallel/transition.h), which labels them for --stats.
 // Who reduces what on every layout, and the bug class this prevents: docs/reduction-contract.md.
 //
 // Deterministic mode sums every term w_j * y_{j,b} (slot j, fixed K-block b of 8) in 128-bit
@@ -45,36 +49,17 @@
 #include "moe/moe_block.h"
 #include "moe/moe_config.h"
 #include "moe/moe_weights.h"
-#include "moe/reduction_state.h"
 #include "moe/router.h"
+#include "parallel/layout.h"
+#include "parallel/options.h"
+#include "parallel/rank_context.h"
+#include "parallel/reduction_state.h"
+#include "parallel/transition.h"
 
 namespace moerun {
 
-enum class DispatchKind { kAllGather, kAllToAll };
-const char* DispatchName(DispatchKind d);
-
-inline constexpr int kDeterministicBlocks = 8;  // canonical K-blocks of every expert's down projection
-
-struct ParallelOptions {
-  int tp = 1;       // tensor-parallel ranks per replica, e.g. 2
-  int dp = 1;       // data-parallel replicas, e.g. 2
-  bool ep = false;  // expert parallel over all tp x dp ranks
-  bool sp = false;  // sequence-parallel MoE (needs tp > 1 and ep)
-  DispatchKind dispatch = DispatchKind::kAllGather;
-  bool deterministic = false;      // bitwise identical across layouts (fixed-point sums)
-  bool shared_replicated = false;  // replicate shared experts (always under sp or tp = 1)
-  // Fault injection (tests and demonstrations only): all-reduce the shared-expert output over TP
-  // once more, as vLLM did under SP (#40560). The state checks refuse it unless they are disabled,
-  // in which case the wrong sum is computed, as in the original bug.
-  bool fault_reduce_shared = false;
-  bool disable_state_checks = false;
-
-  int world() const { return tp * dp; }
-  bool SharedSharded() const { return tp > 1 && !sp && !shared_replicated; }
-  // Checks the flags against the block and the world size; each error names the flag and bound.
-  Status Validate(const MoeConfig& config, int world_size) const;
-  std::string ToString() const;  // "tp=2 dp=1 ep sp dispatch=alltoall deterministic"
-};
+// The sizes of a block that a layout splits (experts, intermediate and shared widths).
+LayoutDims MoeLayoutDims(const MoeConfig& config);
 
 // One rank's MoE output part with its reduction state (f32 in fast mode, fixed point otherwise).
 struct MoePart {
@@ -82,6 +67,11 @@ struct MoePart {
   int64_t rows = 0, cols = 0;
   std::vector<float> f32;       // [rows, cols] fast mode
   std::vector<Fixed128> fixed;  // [rows, cols] deterministic mode
+  // The part as the transition executor sees it (parallel/transition.h).
+  StatedBuffer View(bool deterministic) {
+    return deterministic ? StatedBuffer::Fixed(state, rows, cols, fixed.data())
+                         : StatedBuffer::F32(state, rows, cols, f32.data());
+  }
 };
 
 // How routed tokens reach their experts on this layout; declares the state of its result.
@@ -99,8 +89,16 @@ class Dispatcher {
   virtual ReductionState RoutedState() const = 0;
 };
 
-// Scratch of one rank shared by every MoE layer of a model: layers run one after another on a
-// rank, so a 27-layer model holds one set of expert buffers (sized by the largest batch), not 27.
+// The dispatcher a layout binds (none when tokens are already on every rank: dp == 1, no SP), and
+// the other two declarations of docs/reduction-contract.md §4. ParallelMoe and `moerun plan` both
+// read the states from these, so the plan is the runner's.
+std::unique_ptr<Dispatcher> MakeDispatcher(const ParallelOptions& options);
+ReductionState SharedStateFor(const ParallelOptions& options);
+ReductionState RequestedStateFor(const ParallelOptions& options);
+
+// Scratch of one rank shared by every MoE layer of a model (RankContext::Scratch): layers run one
+// after another on a rank, so a 27-layer model holds one set of expert buffers (sized by the
+// largest batch), not 27.
 // Thread safety: used by one layer's Forward at a time.
 struct MoeRankScratch {
   explicit MoeRankScratch(KernelPolicy policy) : compute(std::move(policy)) {}
@@ -112,17 +110,25 @@ struct MoeRankScratch {
 
 class ParallelMoe {
  public:
-  // Validates the options, splits the groups and loads this rank's part of the block.
+  // Loads this rank's part of the block for the rank's layout (made once per rank, shared by every
+  // layer: parallel/rank_context.h). The layout must have been validated against this block's
+  // sizes (MoeLayoutDims); the MoE scratch is the context's.
+  static StatusOr<std::unique_ptr<ParallelMoe>> Create(const MoeConfig& config, const TensorSource& ckpt,
+                                                       const std::string& prefix,
+                                                       std::shared_ptr<RankContext> context,
+                                                       std::optional<WeightFormat> weight_format,
+                                                       KernelPolicy kernels = {});
+  // A lone block (moe-layer, bench-moe, tests): makes a context of its own from the options.
   static StatusOr<std::unique_ptr<ParallelMoe>> Create(const MoeConfig& config, const TensorSource& ckpt,
                                                        const std::string& prefix,
                                                        const ParallelOptions& options, Communicator& world,
                                                        std::optional<WeightFormat> weight_format,
-                                                       ThreadPool* pool, KernelPolicy kernels = {},
-                                                       std::shared_ptr<MoeRankScratch> scratch = nullptr);
+                                                       ThreadPool* pool, KernelPolicy kernels = {});
   ~ParallelMoe();
 
   // Rows [begin, end) of an n-token batch that this rank holds on input and output.
   std::pair<int64_t, int64_t> TokenRange(int64_t n_tokens) const;
+  const ParallelLayout& layout() const { return context_->layout(); }
   // Whether this rank writes its token range to the final output (TP rank 0, or every rank under SP).
   bool WritesOutput() const;
 
@@ -158,12 +164,11 @@ class ParallelMoe {
   };
   SharedRows ComputeShared(const Tensor& x_own);
   // `fold` (deterministic mode, no dispatch): also sum the shared experts' terms into each row.
-  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold);
+  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold,
+                               const std::string& layer_name);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
-  Status Reduce(MoePart* part, const std::string& op, const std::string& what);
-  Status FaultReduceShared(MoePart* shared, const std::string& layer_name);
-  Communicator& GroupComm(const std::string& group);
-  int64_t LocalBlocks(bool whole) const;
+  // Moves a part to `target` through the transition executor (parallel/transition.h).
+  Status Reduce(MoePart* part, const ReductionState& target, const std::string& what);
   // Deterministic K-blocks must be whole blocks of the down weights' format (e.g. q8_0: 32 columns).
   Status CheckDeterministicBlocks(const std::string& prefix) const;
 
@@ -189,15 +194,13 @@ class ParallelMoe {
       const;  // dst += src element-wise  // fixed-point accumulation is costlier: finer tasks
 
   MoeConfig config_;
-  ParallelOptions options_;
+  ParallelOptions options_;  // = the layout's
   MoeWeights weights_;
-  int world_rank_ = 0, tp_rank_ = 0, dp_rank_ = 0;
   int64_t expert_begin_ = 0, expert_end_ = 0;  // whole experts held (ep) or all (sliced)
-  std::unique_ptr<Communicator> tp_, dp_, ep_;
-  Communicator* world_ = nullptr;
+  std::shared_ptr<RankContext> context_;       // layout, pool, scratch: shared with the other layers
   ThreadPool* pool_ = nullptr;
-  std::shared_ptr<MoeRankScratch> scratch_;  // this rank's, shared with the other layers
-  std::unique_ptr<Dispatcher> dispatcher_;   // bound in Bind()
+  MoeRankScratch* scratch_ = nullptr;       // the context's
+  std::unique_ptr<Dispatcher> dispatcher_;  // bound in Bind()
   std::optional<ReductionState> shared_state_override_;
   bool reduce_again_ = false;
   ProbeFn probe_;

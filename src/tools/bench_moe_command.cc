@@ -112,7 +112,7 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat for
                    const KernelPolicy& policy) {
   const DType dtype = StorageFor(format);
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
-  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
+  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {

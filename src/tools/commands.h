@@ -14,5 +14,6 @@ void RegisterMakeModelCommand(CLI::App& app, int* exit_code);
 void RegisterGenerateCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
 void RegisterConvertGgufCommand(CLI::App& app, int* exit_code);  // quantize (alias convert-gguf)
+void RegisterPlanCommand(CLI::App& app, int* exit_code);         // plan (layout collectives, no run)
 
 }  // namespace moerun

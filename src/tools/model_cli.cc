@@ -97,6 +97,12 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
   } else {
     ASSIGN_OR_RETURN(model, LoadModelFromDir(a.model_dir, o, pool, progress, world));
   }
+  if (lead && a.parallel.stats) {
+    // --stats: every collective of each forward pass, as the transition executor labelled it.
+    model->set_collective_sink([n = 0](const std::vector<CollectiveRecord>& records) mutable {
+      std::fprintf(stderr, "{\"forward\": %d, \"collectives\": %s}\n", n++, CollectivesJson(records).c_str());
+    });
+  }
   if (lead) {
     std::fprintf(stderr, "moerun: %s\nmoerun: loaded in %.2f s, %d ranks x %d threads (%s)\n",
                  model->hparams().Summary().c_str(), SecondsSince(t0), world ? world->size() : 1,

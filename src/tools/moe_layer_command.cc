@@ -90,7 +90,7 @@ Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, std::optional
                    const KernelPolicy& policy, const Tensor& x) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
-  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(config, options.world()));
+  if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   const int64_t tokens = x.dim(0), h = config.hidden_size, k = config.num_experts_per_tok;
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {

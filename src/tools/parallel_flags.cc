@@ -19,7 +19,9 @@ void ParallelFlags::Add(CLI::App* cmd) {
                 "Bitwise-identical output on every layout (fixed-point sums)");
   cmd->add_flag("--shared-replicated", shared_replicated,
                 "Replicate shared experts instead of TP-sharding them");
-  cmd->add_flag("--stats", stats, "Print every collective of each MoE layer call as JSON on rank 0's stderr");
+  cmd->add_flag(
+      "--stats", stats,
+      "Print every collective (group, bytes, states) of each forward pass as JSON on rank 0's stderr");
   cmd->add_flag("--fault-reduce-shared", fault_reduce_shared,
                 "Testing: all-reduce the shared-expert output once more (the vLLM #40560 bug)")
       ->group("Fault injection");
@@ -74,14 +76,20 @@ Status RunOnRanks(int world_size, int total_threads, const std::function<Status(
   return RunRanks(world_size, [&](Communicator& comm) { return body(comm, per_rank); });
 }
 
-void PrintStats(int layer, const std::vector<CollectiveRecord>& records) {
-  std::string line = fmt::format("{{\"layer\": {}, \"collectives\": [", layer);
+std::string CollectivesJson(const std::vector<CollectiveRecord>& records) {
+  std::string out = "[";
   for (size_t i = 0; i < records.size(); ++i) {
-    line += fmt::format("{}{{\"op\": \"{}\", \"group\": \"{}\", \"bytes\": {}}}", i ? ", " : "",
-                        records[i].op, records[i].group, records[i].bytes);
+    const CollectiveRecord& r = records[i];
+    out += fmt::format(
+        "{}{{\"op\": \"{}\", \"group\": \"{}\", \"bytes\": {}, \"what\": \"{}\", \"from\": \"{}\", "
+        "\"to\": \"{}\"}}",
+        i ? ", " : "", r.op, r.group, r.bytes, r.what, r.from, r.to);
   }
-  line += "]}";
-  std::fprintf(stderr, "%s\n", line.c_str());
+  return out + "]";
+}
+
+void PrintStats(int layer, const std::vector<CollectiveRecord>& records) {
+  std::fprintf(stderr, "{\"layer\": %d, \"collectives\": %s}\n", layer, CollectivesJson(records).c_str());
 }
 
 }  // namespace moerun

@@ -32,6 +32,8 @@ Status RunOnRanks(int world_size, int total_threads, const std::function<Status(
 // on this host under mpirun.
 int DefaultThreadsPerProcess();
 
+// The records as a JSON array: [{"op", "group", "bytes", "what", "from", "to"}, ...].
+std::string CollectivesJson(const std::vector<CollectiveRecord>& records);
 // Prints {"layer": L, "collectives": [...]} on stderr.
 void PrintStats(int layer, const std::vector<CollectiveRecord>& records);
 

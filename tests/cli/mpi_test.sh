@@ -50,7 +50,8 @@ done
 d="$WORK/v2-lite"
 stats=$("${MPIRUN[@]}" -np 2 "$MOERUN" moe-layer --config "$d/config.json" -m "$d/layer.safetensors" \
   -i "$d/x.safetensors" -o "$d/s.safetensors" --tp 2 --stats 2>&1 | grep '"layer"')
-if [[ $stats == '{"layer": 0, "collectives": [{"op": "all_reduce", "group": "tp", "bytes": 11520}]}' ]]; then
+want='{"layer": 0, "collectives": [{"op": "all_reduce", "group": "tp", "bytes": 11520, "what": "layer 0 routed+shared output", "from": "Partial(tp)", "to": "Complete(replicated over tp)"}]}'
+if [[ $stats == "$want" ]]; then
   pass "mpi tp=2 stats: one all_reduce"
 else
   fail "mpi tp=2 stats: $stats"

@@ -209,7 +209,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ParallelMoeTest, ::testing::ValuesIn(AllCases(
 TEST(ParallelMoeRefusals, InvalidLayoutsNameTheFlag) {
   const Fixture& f = GetFixture("v2-lite");  // 16 experts, I = 32, S = 64
   auto expect = [&](const ParallelOptions& o, int world, const std::string& needle) {
-    const Status s = o.Validate(f.config, world);
+    const Status s = o.Validate(MoeLayoutDims(f.config), world);
     EXPECT_FALSE(s.ok()) << o.ToString();
     EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
   };
@@ -240,17 +240,26 @@ TEST(ParallelMoeRefusals, TokenShardSumIsRefused) {
 }
 
 TEST(ParallelMoeRefusals, MismatchedDeclarationsCannotBeAdded) {
-  EXPECT_FALSE(CheckAddable(ReductionState::Partial("tp"), ReductionState::Replicated("tp"), "layer 3").ok());
-  const Status s =
-      PlanTransition(ReductionState::TokenShard("tp"), ReductionState::Replicated("dp"), "layer 3").status();
+  EXPECT_FALSE(
+      CheckAddable(ReductionState::Partial(Group::kTp), ReductionState::Replicated(Group::kTp), "layer 3")
+          .ok());
+  const Status s = PlanTransition(ReductionState::TokenShard(Group::kTp),
+                                  ReductionState::Replicated(Group::kDp), "layer 3")
+                       .status();
   EXPECT_NE(s.message().find("layer 3"), std::string::npos);
-  EXPECT_EQ(PlanTransition(ReductionState::Partial("tp"), ReductionState::Replicated("tp"), "x").value(),
-            "all_reduce");
-  EXPECT_EQ(PlanTransition(ReductionState::TokenShard("tp"), ReductionState::Replicated("tp"), "x").value(),
-            "all_gather");
-  EXPECT_EQ(PlanTransition(ReductionState::Partial("tp"), ReductionState::TokenShard("tp"), "x").value(),
-            "reduce_scatter");
-  EXPECT_FALSE(PlanTransition(ReductionState::Replicated("tp"), ReductionState::TokenShard("tp"), "x").ok());
+  EXPECT_EQ(PlanTransition(ReductionState::Partial(Group::kTp), ReductionState::Replicated(Group::kTp), "x")
+                .value(),
+            Collective::kAllReduce);
+  EXPECT_EQ(
+      PlanTransition(ReductionState::TokenShard(Group::kTp), ReductionState::Replicated(Group::kTp), "x")
+          .value(),
+      Collective::kAllGather);
+  EXPECT_EQ(PlanTransition(ReductionState::Partial(Group::kTp), ReductionState::TokenShard(Group::kTp), "x")
+                .value(),
+            Collective::kReduceScatter);
+  EXPECT_FALSE(
+      PlanTransition(ReductionState::Replicated(Group::kTp), ReductionState::TokenShard(Group::kTp), "x")
+          .ok());
 }
 
 TEST(ParallelMoeRefusals, StateReadBeforeTheKernelIsBound) {
