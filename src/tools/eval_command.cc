@@ -1,20 +1,11 @@
 // moerun eval: exact-match accuracy on a JSONL task with batched greedy decoding, on any layout.
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <nlohmann/json.hpp>
-#include <random>
-#include <sstream>
-#include <tuple>
 
-#include "engine/sampler.h"
+#include "engine/engine.h"
 #include "io/atomic_file.h"
-#include "io/safetensors.h"
 #include "model/model.h"
-#include "model/synthetic_model.h"
-#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -69,82 +60,38 @@ Status RunEval(const EvalArgs& a) {
   ASSIGN_OR_RETURN(std::vector<Problem> problems, ReadTask(a.task));
   ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
-  const int64_t n = static_cast<int64_t>(problems.size()), dp = par.dp;
+  const int64_t n = static_cast<int64_t>(problems.size());
   return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
-    const int replica = world.rank() / par.tp;
-    const bool lead = world.rank() == 0, writer = world.rank() % par.tp == 0;
-    std::vector<int64_t> mine;  // problems of this DP replica: i % dp == replica
-    for (int64_t i = replica; i < n; i += dp) mine.push_back(i);
-    const int64_t per_replica_max = (n + dp - 1) / dp, rounds = (per_replica_max + a.batch - 1) / a.batch;
+    // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
+    // every step batches the same sequences on every layout.
+    Engine engine(world, model, tok.get(),
+                  EngineOptions{.tp = par.tp, .max_batch = a.batch, .admit_when_idle = true});
+    if (world.rank() != 0) return engine.RunUntilIdle();
     const int32_t eos = static_cast<int32_t>(model.hparams().eos_token_id);
-    std::string results;  // "index\tanswer\n" for this replica's problems
-    for (int64_t round = 0; round < rounds; ++round) {
-      const int64_t lo = std::min<int64_t>(round * a.batch, static_cast<int64_t>(mine.size()));
-      const int64_t hi = std::min<int64_t>(lo + a.batch, static_cast<int64_t>(mine.size()));
-      std::vector<std::vector<int32_t>> prompt_ids, out_ids(static_cast<size_t>(hi - lo));
-      std::vector<std::unique_ptr<ModelCache>> caches;
-      std::vector<Model::SequenceChunk> chunks;
-      for (int64_t k = lo; k < hi; ++k) prompt_ids.push_back(tok->Encode(problems[mine[k]].prompt, true));
-      for (auto& ids : prompt_ids) {
-        caches.push_back(model.NewCache(static_cast<int64_t>(ids.size()) + a.max_new));
-        chunks.push_back({caches.back().get(), ids});
-      }
-      std::vector<float> logits;
-      RETURN_IF_ERROR(model.ForwardBatch(chunks, false, &logits));
-      std::vector<char> active(static_cast<size_t>(hi - lo), 1);
-      std::vector<int32_t> next(static_cast<size_t>(hi - lo));
-      const int64_t v = model.hparams().vocab_size;
-      // Every rank takes max_new steps (idle replicas with empty batches) so collectives line up.
-      for (int step = 0; step < a.max_new; ++step) {
-        std::vector<Model::SequenceChunk> step_chunks;
-        int64_t row = 0;
-        for (size_t s = 0; s < active.size(); ++s) {
-          if (!active[s]) continue;
-          const float* lg = logits.data() + row++ * v;
-          int32_t best = 0;
-          for (int64_t i = 1; i < v; ++i)
-            if (lg[i] > lg[best]) best = static_cast<int32_t>(i);
-          if (best == eos || step + 1 == a.max_new) {
-            active[s] = 0;
-            if (best != eos) out_ids[s].push_back(best);
-            continue;
-          }
-          out_ids[s].push_back(best);
-          next[s] = best;
-          step_chunks.push_back({caches[s].get(), std::span<const int32_t>(&next[s], 1)});
-        }
-        if (step + 1 < a.max_new) RETURN_IF_ERROR(model.ForwardBatch(step_chunks, false, &logits));
-      }
-      for (int64_t k = lo; k < hi; ++k) {
-        auto text = tok->Decode(out_ids[static_cast<size_t>(k - lo)], /*skip_special_tokens=*/true);
+    std::vector<std::string> answers(static_cast<size_t>(n));
+    int64_t done = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      Request r;
+      r.prompt = tok->Encode(problems[static_cast<size_t>(i)].prompt, true);
+      r.max_tokens = a.max_new;
+      r.stop_ids = {eos};
+      r.on_finish = [&, i](const Sequence& s) {
+        std::span<const int32_t> ids = s.generated();
+        if (s.finish_reason() == FinishReason::kStop) ids = ids.first(ids.size() - 1);  // not the EOS
+        auto text = tok->Decode(ids, /*skip_special_tokens=*/true);
         std::string answer = text.ok() ? *text : std::string("<undecodable>");
         for (char& ch : answer)
           if (ch == '\n' || ch == '\t') ch = ' ';
-        results += fmt::format("{}\t{}\n", mine[k], answer);
-      }
-      if (lead) {
-        const double f = static_cast<double>(round + 1) / static_cast<double>(rounds);
+        answers[static_cast<size_t>(i)] = std::move(answer);
+        const double f = static_cast<double>(++done) / static_cast<double>(n);
         std::fprintf(stderr, "\reval [%-30s] %3.0f%%", std::string(static_cast<size_t>(f * 30), '#').c_str(),
                      f * 100);
-        if (round + 1 == rounds) std::fprintf(stderr, "\n");
-      }
+        if (done == n) std::fprintf(stderr, "\n");
+      };
+      StatusOr<uint64_t> id = engine.Submit(std::move(r));
+      if (!id.ok()) return engine.Abort(id.status());
     }
-    // Gather every replica's answers (from its TP rank 0) on rank 0.
-    const std::string send = writer ? results : std::string();
-    ASSIGN_OR_RETURN(std::vector<uint64_t> sizes, world.AllGatherValue(send.size()));
-    std::vector<size_t> bytes(sizes.begin(), sizes.end());
-    size_t total = 0;
-    for (size_t b : bytes) total += b;
-    std::string all(total, '\0');
-    RETURN_IF_ERROR(world.AllGather(send.data(), all.data(), bytes));
-    if (!lead) return Status::Ok();
-    std::vector<std::string> answers(static_cast<size_t>(n));
-    size_t pos = 0;
-    while (pos < all.size()) {
-      const size_t tab = all.find('\t', pos), nl = all.find('\n', tab);
-      answers[std::stoull(all.substr(pos, tab - pos))] = all.substr(tab + 1, nl - tab - 1);
-      pos = nl + 1;
-    }
+    RETURN_IF_ERROR(engine.RunUntilIdle());
     int64_t correct = 0;
     std::string listing;
     for (int64_t i = 0; i < n; ++i) {

@@ -1,18 +1,8 @@
 // moerun generate: text or token ids in, streamed tokens out (greedy or sampled), on any layout.
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <nlohmann/json.hpp>
-#include <random>
-#include <sstream>
-#include <tuple>
 
-#include "engine/sampler.h"
-#include "io/atomic_file.h"
-#include "io/safetensors.h"
-#include "model/synthetic_model.h"
+#include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
@@ -35,20 +25,6 @@ struct GenerateArgs {
   bool print_ids = false;
   bool ignore_eos = false;  // generate exactly -n tokens (benchmarks, comparisons)
 };
-
-// Length of the longest prefix of `s` that does not end inside a UTF-8 sequence.
-size_t CompleteUtf8Prefix(const std::string& s) {
-  size_t n = s.size(), i = n;
-  for (int back = 0; back < 4 && i > 0; ++back) {
-    const unsigned char c = static_cast<unsigned char>(s[i - 1]);
-    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII) at i - 1
-      const size_t need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
-      return n - (i - 1) >= need ? n : i - 1;
-    }
-    --i;
-  }
-  return n;
-}
 
 // The prompt's token ids: --tokens as given, or -p text through the tokenizer (optionally as a
 // chat turn).
@@ -81,62 +57,47 @@ Status RunGenerate(const GenerateArgs& a) {
   if (static_cast<int64_t>(prompt.size()) > ctx) {
     return InvalidArgument("the prompt has {} tokens, more than the context -c {}", prompt.size(), ctx);
   }
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
-    if (ctx > model.hparams().max_position_embeddings) {
+  ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+    if (ctx > model.hparams().max_position_embeddings) {  // on every rank: none waits for a step
       return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
                              model.hparams().max_position_embeddings);
     }
-    const bool lead = world.rank() == 0;
-    std::unique_ptr<ModelCache> cache = model.NewCache(ctx);
-    Sampler sampler(a.sampling);
-    std::vector<float> logits;
-    auto t0 = std::chrono::steady_clock::now();
-    RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
-                                  cache.get(), false, &logits));
-    const double prompt_s = SecondsSince(t0);
-    std::vector<int32_t> generated, shown;  // shown: the generated ids that have text
-    size_t printed = 0;                     // bytes of decoded text already written
-    int64_t textless = 0;                   // generated ids the tokenizer has no text for
-    t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < a.n_predict; ++i) {
-      // Rank 0 samples; every rank learns the token (or -1: stop) so all take the same steps.
-      int32_t next = lead ? sampler.Sample(logits) : 0;
-      RETURN_IF_ERROR(world.Broadcast(&next, sizeof next, 0));
-      generated.push_back(next);
-      if (lead && text_out) {
-        // Stream text, holding back a UTF-8 sequence until it is complete.
-        if (tok->TokenToPiece(next).ok() || tok->IsSpecial(next)) {
-          shown.push_back(next);
-        } else {
-          ++textless;
-        }
-        ASSIGN_OR_RETURN(std::string bytes, tok->DecodeBytes(shown, /*skip_special_tokens=*/true));
-        const size_t upto = CompleteUtf8Prefix(bytes);
-        if (upto > printed) std::fwrite(bytes.data() + printed, 1, upto - printed, stdout);
-        printed = std::max(printed, upto);
-        std::fflush(stdout);
-      } else if (lead) {
-        std::printf("%s%d", generated.size() > 1 ? "," : "", next);
-        std::fflush(stdout);
+    Engine engine(world, model, text_out ? tok.get() : nullptr, EngineOptions{.tp = par.tp});
+    if (world.rank() != 0) return engine.RunUntilIdle();
+    Request r;
+    r.prompt = prompt;
+    r.sampling = a.sampling;
+    r.max_tokens = a.n_predict;
+    r.context = ctx;
+    if (!a.ignore_eos) r.stop_ids = {static_cast<int32_t>(model.hparams().eos_token_id)};
+    int64_t generated = 0, textless = 0;
+    auto t0 = std::chrono::steady_clock::now(), t_first = t0;
+    r.on_token = [&](const TokenEvent& e) {
+      if (generated++ == 0) t_first = std::chrono::steady_clock::now();
+      if (text_out) {
+        std::fwrite(e.text.data(), 1, e.text.size(), stdout);
+      } else {
+        std::printf("%s%d", generated > 1 ? "," : "", e.token);
       }
-      if ((next == model.hparams().eos_token_id && !a.ignore_eos) ||
-          static_cast<int64_t>(prompt.size() + generated.size()) >= ctx || i + 1 == a.n_predict) {
-        break;
-      }
-      RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(),
-                                    cache.get(), false, &logits));
-    }
-    const double gen_s = SecondsSince(t0);
-    if (!lead) return Status::Ok();
+      std::fflush(stdout);
+    };
+    r.on_finish = [&](const Sequence& s) { textless = s.textless(); };
+    StatusOr<uint64_t> id = engine.Submit(std::move(r));
+    if (!id.ok()) return engine.Abort(id.status());
+    RETURN_IF_ERROR(engine.RunUntilIdle());
+    const double prompt_s =
+        generated > 0 ? std::chrono::duration<double>(t_first - t0).count() : SecondsSince(t0);
+    const double gen_s = generated > 0 ? SecondsSince(t_first) : 0.0;
     std::printf("\n");
     if (textless > 0)
       std::fprintf(stderr, "moerun: %lld generated ids have no text in the tokenizer\n",
                    static_cast<long long>(textless));
     std::fprintf(
         stderr,
-        "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %zu tokens in %.3f s (%.1f tok/s)\n",
+        "moerun: prompt %zu tokens in %.3f s (%.1f tok/s), generated %lld tokens in %.3f s (%.1f tok/s)\n",
         prompt.size(), prompt_s, static_cast<double>(prompt.size()) / std::max(prompt_s, 1e-9),
-        generated.size(), gen_s, static_cast<double>(generated.size()) / std::max(gen_s, 1e-9));
+        static_cast<long long>(generated), gen_s, static_cast<double>(generated) / std::max(gen_s, 1e-9));
     return Status::Ok();
   });
 }

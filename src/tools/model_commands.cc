@@ -10,7 +10,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "engine/sampler.h"
+#include "engine/engine.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"
@@ -38,24 +38,25 @@ struct LogitsArgs {
 };
 
 Status RunLogits(const LogitsArgs& a) {
-  ASSIGN_OR_RETURN(std::vector<int32_t> all_ids, ParseTokenList(a.tokens));
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
-    const std::vector<int32_t> ids = owns ? all_ids : std::vector<int32_t>{};
-    std::unique_ptr<ModelCache> cache = model.NewCache(static_cast<int64_t>(all_ids.size()));
+  ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
+  ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+    // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
+    // per step through the cache.
+    Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});
+    if (world.rank() != 0) return engine.RunUntilIdle();
     std::vector<float> logits;
-    if (a.decode) {
-      std::vector<float> step;
-      for (size_t i = 0; i < all_ids.size(); ++i) {
-        const std::span<const int32_t> one =
-            owns ? std::span<const int32_t>(&ids[i], 1) : std::span<const int32_t>();
-        RETURN_IF_ERROR(model.Forward(one, cache.get(), /*all_logits=*/false, &step));
-        logits.insert(logits.end(), step.begin(), step.end());
-      }
-    } else {
-      RETURN_IF_ERROR(model.Forward(ids, cache.get(), /*all_logits=*/true, &logits));
-    }
-    if (world.rank() != 0) return Status::Ok();
-    return WriteLogits(a, model, all_ids, logits);
+    Request r;
+    r.prompt = ids;
+    r.max_tokens = 0;
+    r.all_logits = true;
+    r.on_logits = [&](std::span<const float> rows, int64_t) {
+      logits.insert(logits.end(), rows.begin(), rows.end());
+    };
+    StatusOr<uint64_t> id = engine.Submit(std::move(r));
+    if (!id.ok()) return engine.Abort(id.status());
+    RETURN_IF_ERROR(engine.RunUntilIdle());
+    return WriteLogits(a, model, ids, logits);
   });
 }
 
@@ -175,7 +176,7 @@ BenchBound Bound(const Model& model, const BenchArgs& a, double read_gbs, int wo
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool owns) -> Status {
+  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
     // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
     double read_gbs = 0;
@@ -190,30 +191,34 @@ Status RunBench(const BenchArgs& a) {
     std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
     for (int32_t& t : prompt) t = tok(rng);
     std::vector<double> pp, tg;
-    std::vector<float> logits;
+    // pp: the prompt into an empty cache in one step; tg: n_gen ids decoded one per step (prompt
+    // {2}, no stop id), both through the engine's step protocol.
+    Engine engine(world, model, nullptr, EngineOptions{.tp = a.model.parallel.tp});
+    auto timed = [&](Request r) -> StatusOr<double> {
+      RETURN_IF_ERROR(world.Barrier());
+      const auto t0 = std::chrono::steady_clock::now();
+      if (world.rank() == 0) {
+        StatusOr<uint64_t> id = engine.Submit(std::move(r));
+        if (!id.ok()) return engine.Abort(id.status());
+      }
+      RETURN_IF_ERROR(engine.RunUntilIdle());
+      RETURN_IF_ERROR(world.Barrier());
+      return SecondsSince(t0);
+    };
     for (int rep = 0; rep < a.reps + 1; ++rep) {  // rep 0 warms up
       if (a.n_prompt > 0) {
-        std::unique_ptr<ModelCache> cache = model.NewCache(a.n_prompt);
-        RETURN_IF_ERROR(world.Barrier());
-        const auto t0 = std::chrono::steady_clock::now();
-        RETURN_IF_ERROR(model.Forward(owns ? std::span<const int32_t>(prompt) : std::span<const int32_t>(),
-                                      cache.get(), false, &logits));
-        RETURN_IF_ERROR(world.Barrier());
-        if (rep > 0) pp.push_back(a.n_prompt / SecondsSince(t0));
+        Request r;
+        r.prompt = prompt;
+        r.max_tokens = 0;
+        ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
+        if (rep > 0) pp.push_back(a.n_prompt / s);
       }
       if (a.n_gen > 0) {
-        std::unique_ptr<ModelCache> cache = model.NewCache(a.n_gen);
-        int32_t next = 2;
-        RETURN_IF_ERROR(world.Barrier());
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < a.n_gen; ++i) {
-          RETURN_IF_ERROR(
-              model.Forward(owns ? std::span<const int32_t>(&next, 1) : std::span<const int32_t>(),
-                            cache.get(), false, &logits));
-          next = tok(rng);
-        }
-        RETURN_IF_ERROR(world.Barrier());
-        if (rep > 0) tg.push_back(a.n_gen / SecondsSince(t0));
+        Request r;
+        r.prompt = {2};
+        r.max_tokens = a.n_gen;
+        ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
+        if (rep > 0) tg.push_back(a.n_gen / s);
       }
     }
     if (world.rank() != 0) return Status::Ok();

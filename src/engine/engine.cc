@@ -1,0 +1,326 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <limits>
+#include <unordered_map>
+
+namespace moerun {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kContext:
+      return "context";
+  }
+  return "?";
+}
+
+struct Engine::Local {
+  std::unordered_map<uint64_t, std::unique_ptr<ModelCache>> caches;  // this replica's sequences
+  std::unordered_map<uint64_t, Sampler> samplers;                    // on the replica root only
+  std::vector<Sequence*> planned;  // rank 0: the sequence of each entry of the current plan
+};
+
+Engine::Engine(Communicator& world, Model& model, const Tokenizer* tokenizer, EngineOptions options)
+    : world_(world),
+      model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      replicas_(std::max(1, world.size() / std::max(1, options.tp))),
+      replica_(world.rank() / std::max(1, options.tp)),
+      root_of_replica_(world.rank() % std::max(1, options.tp) == 0),
+      queued_(static_cast<size_t>(replicas_)),
+      running_(static_cast<size_t>(replicas_)),
+      local_(std::make_unique<Local>()) {
+  options_.tp = std::max(1, options_.tp);
+  options_.max_batch = std::max(1, options_.max_batch);
+}
+
+Engine::~Engine() = default;
+
+StatusOr<uint64_t> Engine::Submit(Request r) {
+  if (world_.rank() != 0)
+    return InvalidArgument("Submit on world rank {}: only rank 0 takes requests", world_.rank());
+  const ModelConfig& c = model_.hparams();
+  if (r.prompt.empty()) return InvalidArgument("the request's prompt is empty (needs at least 1 token)");
+  for (size_t i = 0; i < r.prompt.size(); ++i) {
+    if (r.prompt[i] < 0 || r.prompt[i] >= c.vocab_size) {
+      return OutOfRange("prompt token id {} at position {} is outside the vocabulary [0, {})", r.prompt[i], i,
+                        c.vocab_size);
+    }
+  }
+  RETURN_IF_ERROR(r.sampling.Validate());
+  if (r.max_tokens < 0) return InvalidArgument("max_tokens {} must be >= 0", r.max_tokens);
+  const int64_t n = static_cast<int64_t>(r.prompt.size());
+  const int64_t capacity = r.context > 0 ? r.context : n + r.max_tokens;
+  if (n > capacity) return InvalidArgument("the prompt has {} tokens, more than the context {}", n, capacity);
+  if (capacity > c.max_position_embeddings) {
+    return InvalidArgument("context {} exceeds max_position_embeddings {}", capacity,
+                           c.max_position_embeddings);
+  }
+  if (r.replica >= replicas_)
+    return InvalidArgument("replica {} does not exist (dp = {})", r.replica, replicas_);
+  const bool wants_logits = r.all_logits || static_cast<bool>(r.on_logits);
+  if (wants_logits && r.replica > 0) {
+    return InvalidArgument("logits are delivered on world rank 0: the request needs replica 0, not {}",
+                           r.replica);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const int replica = r.replica >= 0 ? r.replica : wants_logits ? 0 : static_cast<int>(dealt_++ % replicas_);
+  const uint64_t id = next_id_++;
+  auto s = std::make_unique<Sequence>(id, std::move(r), replica, capacity, tokenizer_);
+  queued_[static_cast<size_t>(replica)].push_back(s.get());
+  sequences_.emplace(id, std::move(s));
+  submitted_.notify_all();
+  return id;
+}
+
+bool Engine::HasWork() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int r = 0; r < replicas_; ++r) {
+    if (!queued_[static_cast<size_t>(r)].empty() || !running_[static_cast<size_t>(r)].empty()) return true;
+  }
+  return false;
+}
+
+const Sequence* Engine::Find(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+StepPlan Engine::Plan() {
+  StepPlan p;
+  p.header.step = step_++;
+  p.releases = std::exchange(releases_, {});
+  local_->planned.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool any_running = false;
+    for (const auto& run : running_) any_running = any_running || !run.empty();
+    for (int r = 0; r < replicas_ && (!options_.admit_when_idle || !any_running); ++r) {
+      auto& queue = queued_[static_cast<size_t>(r)];
+      auto& run = running_[static_cast<size_t>(r)];
+      while (static_cast<int>(run.size()) < options_.max_batch && !queue.empty()) {
+        Sequence* s = queue.front();
+        queue.pop_front();
+        s->running_ = true;
+        run.push_back(s);
+        p.starts.push_back({s->id(), s->capacity(), r, 0, s->request().sampling});
+      }
+    }
+  }
+  for (int r = 0; r < replicas_; ++r) {
+    const auto& run = running_[static_cast<size_t>(r)];
+    // Decode ids (one per sequence) always run; prompt chunks share what is left of the budget.
+    int64_t decoding = 0;
+    for (const Sequence* s : run) decoding += s->cached() >= static_cast<int64_t>(s->request().prompt.size());
+    int64_t budget = options_.max_step_tokens > 0 ? options_.max_step_tokens - decoding
+                                                  : std::numeric_limits<int64_t>::max();
+    for (Sequence* s : run) {
+      const int64_t total = static_cast<int64_t>(s->ids().size());
+      int64_t n = total - s->cached();
+      if (n <= 0) continue;
+      if (s->cached() < static_cast<int64_t>(s->request().prompt.size())) {  // prefill chunk
+        if (options_.max_chunk > 0) n = std::min(n, options_.max_chunk);
+        n = std::min(n, budget);
+        if (n <= 0) continue;
+        budget -= n;
+      }
+      PlanEntry e{s->id(), r, static_cast<int32_t>(n), 0, 0};
+      if (s->cached() + n == total && s->num_generated() < s->request().max_tokens) e.flags |= kPlanSample;
+      if (s->request().all_logits) e.flags |= kPlanAllLogits;
+      p.entries.push_back(e);
+      p.tokens.insert(p.tokens.end(), s->ids().begin() + s->cached(), s->ids().begin() + s->cached() + n);
+      s->cached_ += n;
+      local_->planned.push_back(s);
+    }
+  }
+  p.header.kind = p.entries.empty() ? StepKind::kIdle : StepKind::kRun;
+  return p;
+}
+
+StatusOr<StepKind> Engine::Step(std::chrono::milliseconds wait) {
+  StepPlan plan;
+  if (world_.rank() == 0) {
+    if (wait.count() > 0 && !HasWork()) {
+      const auto cap = std::min({wait, options_.max_idle_wait, world_.timeout() / 4});
+      std::unique_lock<std::mutex> lock(mu_);
+      submitted_.wait_for(lock, cap, [&] {
+        for (const auto& q : queued_)
+          if (!q.empty()) return true;
+        return false;
+      });
+    }
+    plan = Plan();
+  }
+  RETURN_IF_ERROR(BroadcastPlan(world_, &plan));
+  if (plan.header.kind == StepKind::kAbort) {
+    return Internal("engine step {}: world rank 0 aborted (its error is reported there)", plan.header.step);
+  }
+  RETURN_IF_ERROR(Run(plan));
+  return plan.header.kind;
+}
+
+Status Engine::RunUntilIdle() {
+  while (true) {
+    ASSIGN_OR_RETURN(StepKind kind, Step());
+    if (kind != StepKind::kRun) return Status::Ok();
+  }
+}
+
+Status Engine::Shutdown() {
+  if (world_.rank() != 0)
+    return InvalidArgument("Shutdown on world rank {}: only rank 0 stops the engine", world_.rank());
+  StepPlan plan;
+  plan.header.step = step_++;
+  plan.header.kind = StepKind::kShutdown;
+  plan.releases = std::exchange(releases_, {});
+  RETURN_IF_ERROR(BroadcastPlan(world_, &plan));
+  return Run(plan);
+}
+
+Status Engine::Abort(Status status) {
+  if (world_.rank() != 0) return status;
+  StepPlan plan;
+  plan.header.step = step_++;
+  plan.header.kind = StepKind::kAbort;
+  (void)BroadcastPlan(world_, &plan);  // best effort: the caller's error is what matters
+  return status;
+}
+
+Status Engine::Finish(Sequence* s, FinishReason reason, TokenEvent* event) {
+  s->finish_ = reason;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& run = running_[static_cast<size_t>(s->replica())];
+    run.erase(std::find(run.begin(), run.end(), s));
+  }
+  releases_.push_back(s->id());
+  if (event != nullptr) {
+    const std::string tail = s->detokenizer_.Flush();
+    s->text_ += tail;
+    event->text += tail;
+    event->finish = reason;
+  }
+  return Status::Ok();
+}
+
+Status Engine::Run(const StepPlan& plan) {
+  Local& local = *local_;
+  for (uint64_t id : plan.releases) {
+    local.caches.erase(id);
+    local.samplers.erase(id);
+  }
+  for (const SequenceStart& st : plan.starts) {
+    if (st.replica != replica_) continue;
+    local.caches[st.sequence] = model_.NewCache(st.capacity);
+    if (root_of_replica_) local.samplers.insert_or_assign(st.sequence, Sampler(st.sampling));
+  }
+  if (plan.header.kind != StepKind::kRun) return Status::Ok();
+
+  // This replica's chunks, in plan order.
+  std::vector<Model::SequenceChunk> chunks;
+  std::vector<size_t> mine;  // indices of this replica's entries
+  bool all_logits = false;
+  size_t offset = 0;
+  for (size_t i = 0; i < plan.entries.size(); ++i) {
+    const PlanEntry& e = plan.entries[i];
+    if (e.replica == replica_) {
+      auto it = local.caches.find(e.sequence);
+      if (it == local.caches.end()) {
+        return Internal("engine step {}: sequence {} has no cache on world rank {}", plan.header.step,
+                        e.sequence, world_.rank());
+      }
+      chunks.push_back({it->second.get(), std::span<const int32_t>(plan.tokens).subspan(offset, e.n_tokens)});
+      mine.push_back(i);
+      all_logits = all_logits || (e.flags & kPlanAllLogits) != 0;
+    }
+    offset += static_cast<size_t>(e.n_tokens);
+  }
+  std::vector<float> logits;
+  RETURN_IF_ERROR(model_.ForwardBatch(chunks, all_logits, &logits));
+
+  // The replica root samples; rank 0 also hands its sequences' logits to their callbacks.
+  const int64_t v = model_.hparams().vocab_size;
+  std::vector<int32_t> sampled;
+  if (root_of_replica_) {
+    int64_t row = 0;
+    for (size_t i : mine) {
+      const PlanEntry& e = plan.entries[i];
+      const int64_t rows = all_logits ? e.n_tokens : 1;
+      const std::span<const float> block(logits.data() + row * v, static_cast<size_t>(rows * v));
+      row += rows;
+      if (world_.rank() == 0 && local.planned[i]->request().on_logits) {
+        const bool every = (e.flags & kPlanAllLogits) != 0;
+        if (every || (e.flags & kPlanSample)) {
+          const int64_t n = every ? rows : 1;
+          local.planned[i]->request().on_logits(block.subspan(static_cast<size_t>((rows - n) * v)), n);
+        }
+      }
+      if ((e.flags & kPlanSample) == 0) continue;
+      auto it = local.samplers.find(e.sequence);
+      if (it == local.samplers.end()) return Internal("engine: sequence {} has no sampler", e.sequence);
+      sampled.push_back(it->second.Sample(block.subspan(static_cast<size_t>((rows - 1) * v))));
+    }
+  }
+  // Under DP, every replica root's ids reach rank 0 (one all-gather, ids in plan order per replica).
+  std::vector<int32_t> ids = sampled;
+  if (replicas_ > 1) {
+    std::vector<size_t> samples(static_cast<size_t>(replicas_), 0);
+    for (const PlanEntry& e : plan.entries)
+      samples[static_cast<size_t>(e.replica)] += (e.flags & kPlanSample) != 0;
+    std::vector<size_t> bytes(static_cast<size_t>(world_.size()), 0);
+    size_t total = 0;
+    for (int q = 0; q < world_.size(); q += options_.tp) {
+      bytes[static_cast<size_t>(q)] = samples[static_cast<size_t>(q / options_.tp)] * sizeof(int32_t);
+      total += bytes[static_cast<size_t>(q)];
+    }
+    ids.assign(total / sizeof(int32_t), 0);
+    RETURN_IF_ERROR(world_.AllGather(sampled.data(), ids.data(), bytes));
+  }
+  if (world_.rank() != 0) return Status::Ok();
+
+  // Rank 0: append, stream, stop. ids holds replica 0's samples, then replica 1's, ...
+  std::vector<size_t> next(static_cast<size_t>(replicas_), 0);
+  for (size_t base = 0, r = 0; r < static_cast<size_t>(replicas_); ++r) {
+    next[r] = base;
+    for (const PlanEntry& e : plan.entries)
+      base += e.replica == static_cast<int>(r) && (e.flags & kPlanSample);
+  }
+  for (size_t i = 0; i < plan.entries.size(); ++i) {
+    const PlanEntry& e = plan.entries[i];
+    Sequence* s = local.planned[i];
+    if ((e.flags & kPlanSample) == 0) {
+      if (s->request().max_tokens == 0 && s->cached() == static_cast<int64_t>(s->ids().size())) {
+        RETURN_IF_ERROR(Finish(s, FinishReason::kLength, nullptr));
+        if (s->request().on_finish) s->request().on_finish(*s);
+      }
+      continue;
+    }
+    const int32_t token = ids[next[static_cast<size_t>(e.replica)]++];
+    s->ids_.push_back(token);
+    TokenEvent event{s->id(), token, s->detokenizer_.Push(token), FinishReason::kNone};
+    s->text_ += event.text;
+    const auto& stop = s->request().stop_ids;
+    FinishReason reason = FinishReason::kNone;
+    if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
+      reason = FinishReason::kStop;
+    } else if (static_cast<int64_t>(s->ids().size()) >= s->capacity()) {
+      reason = FinishReason::kContext;
+    } else if (s->num_generated() >= s->request().max_tokens) {
+      reason = FinishReason::kLength;
+    }
+    if (reason != FinishReason::kNone) RETURN_IF_ERROR(Finish(s, reason, &event));
+    if (s->request().on_token) s->request().on_token(event);
+    if (reason != FinishReason::kNone && s->request().on_finish) s->request().on_finish(*s);
+  }
+  return Status::Ok();
+}
+
+}  // namespace moerun

@@ -1,0 +1,101 @@
+// Engine: the one SPMD step protocol every model command runs on (generate, eval, logits, bench).
+//
+// Every rank of the world constructs an Engine with the same options and calls Step in lockstep.
+// World rank 0 owns the work: Submit queues a Request (engine/request.h) and deals it to a DP
+// replica. Each Step, rank 0 plans (which sequences run, how many tokens each: decode ids first,
+// then prefill chunks, within max_step_tokens per replica and max_chunk per sequence), broadcasts
+// the plan (engine/step_plan.h), and every rank runs Model::ForwardBatch on its replica's chunks
+// (empty on a replica without work, so collectives still match). The root of each replica (its TP
+// rank 0, where the logits are gathered) samples with the sequence's sampler; under DP the ids go
+// to rank 0 by one all-gather. Rank 0 then appends ids, streams text (engine/detokenizer.h),
+// applies the stop criteria and releases finished sequences in the next plan.
+//
+// With nothing to do rank 0 broadcasts kIdle, so ranks waiting for work return from Step well
+// inside their collective deadline (comm/communicator.h). RunUntilIdle steps until no work is
+// left (one final kIdle step); Shutdown sends kShutdown; Abort(status) makes every other rank's
+// Step fail (use it when rank 0 fails between steps, e.g. on Submit).
+//
+// Admission: up to max_batch running sequences per replica, first come first served; with
+// admit_when_idle new sequences join only when nothing runs anywhere (batch rounds: every step of
+// a round batches the same sequences as a fixed batch would, as `eval` needs).
+//
+// Thread safety: Step, RunUntilIdle, Shutdown, Abort on each rank's own thread; Submit on world
+// rank 0, from any thread (the queue is locked; a waiting Step wakes up).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/status.h"
+#include "engine/request.h"
+#include "engine/sampler.h"
+#include "engine/step_plan.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moerun {
+
+struct EngineOptions {
+  int tp = 1;                                     // ranks per DP replica; replicas = world size / tp
+  int max_batch = 32;                             // running sequences per replica, e.g. 32
+  int64_t max_step_tokens = 0;                    // tokens per replica per step; 0: unlimited
+  int64_t max_chunk = 0;                          // prompt tokens per sequence per step; 0: the whole prompt
+  bool admit_when_idle = false;                   // batch rounds (see above)
+  std::chrono::milliseconds max_idle_wait{1000};  // Step(wait) waits at most this for work
+};
+
+class Engine {
+ public:
+  // `tokenizer` (may be null: no text) is used on rank 0 only. All must outlive the engine.
+  Engine(Communicator& world, Model& model, const Tokenizer* tokenizer, EngineOptions options);
+  ~Engine();
+
+  // World rank 0: validates and queues; returns the sequence id.
+  StatusOr<uint64_t> Submit(Request request);
+  // All ranks, in lockstep: one step. Rank 0 with no work waits up to `wait` (capped by
+  // max_idle_wait and a quarter of the collective timeout) for a Submit, then sends kIdle.
+  StatusOr<StepKind> Step(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+  // All ranks: Step until rank 0 has no work left.
+  Status RunUntilIdle();
+  // World rank 0: every rank's Step returns kShutdown.
+  Status Shutdown();
+  // World rank 0: every other rank's Step fails; returns `status`.
+  Status Abort(Status status);
+
+  // Rank 0: queued or running sequences.
+  bool HasWork() const;
+  // Rank 0: a submitted sequence (finished ones stay until the engine is destroyed), or null.
+  const Sequence* Find(uint64_t id) const;
+  int replicas() const { return replicas_; }
+
+ private:
+  struct Local;  // this rank's caches and samplers, by sequence
+  StepPlan Plan();
+  Status Run(const StepPlan& plan);
+  Status Finish(Sequence* s, FinishReason reason, TokenEvent* event);
+
+  Communicator& world_;
+  Model& model_;
+  const Tokenizer* tokenizer_;
+  EngineOptions options_;
+  int replicas_, replica_;
+  bool root_of_replica_;
+  uint64_t step_ = 0, next_id_ = 1, dealt_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable submitted_;
+  std::vector<std::deque<Sequence*>> queued_;    // per replica, not yet admitted (guarded by mu_)
+  std::vector<std::vector<Sequence*>> running_;  // per replica, admission order
+  std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
+  std::vector<uint64_t> releases_;  // finished since the last plan
+  std::unique_ptr<Local> local_;
+};
+
+}  // namespace moerun
