@@ -60,36 +60,20 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
 }  // namespace
 
 TensorTable DeepseekTensorTable(const ModelConfig& c) {
-  TensorTable e;
   const int64_t h = c.hidden_size, nh = c.num_attention_heads, qd = c.q_head_dim();
-  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
-  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
-  e.shapes["model.norm.weight"] = {h};
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l);
-    e.shapes[p + "input_layernorm.weight"] = {h};
-    e.shapes[p + "post_attention_layernorm.weight"] = {h};
-    const std::string a = p + "self_attn.";
+  return DecoderTensorTable(c, [&](int64_t, const std::string& a, TensorTable* e) {
     if (c.q_lora_rank == 0) {
-      e.shapes[a + "q_proj.weight"] = {nh * qd, h};
+      e->shapes[a + "q_proj.weight"] = {nh * qd, h};
     } else {
-      e.shapes[a + "q_a_proj.weight"] = {c.q_lora_rank, h};
-      e.shapes[a + "q_a_layernorm.weight"] = {c.q_lora_rank};
-      e.shapes[a + "q_b_proj.weight"] = {nh * qd, c.q_lora_rank};
+      e->shapes[a + "q_a_proj.weight"] = {c.q_lora_rank, h};
+      e->shapes[a + "q_a_layernorm.weight"] = {c.q_lora_rank};
+      e->shapes[a + "q_b_proj.weight"] = {nh * qd, c.q_lora_rank};
     }
-    e.shapes[a + "kv_a_proj_with_mqa.weight"] = {c.kv_lora_rank + c.qk_rope_head_dim, h};
-    e.shapes[a + "kv_a_layernorm.weight"] = {c.kv_lora_rank};
-    e.shapes[a + "kv_b_proj.weight"] = {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
-    e.shapes[a + "o_proj.weight"] = {h, nh * c.v_head_dim};
-    if (c.IsMoeLayer(l)) {
-      e.moe_prefixes.insert(p + "mlp.");
-    } else {
-      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
-    }
-  }
-  return e;
+    e->shapes[a + "kv_a_proj_with_mqa.weight"] = {c.kv_lora_rank + c.qk_rope_head_dim, h};
+    e->shapes[a + "kv_a_layernorm.weight"] = {c.kv_lora_rank};
+    e->shapes[a + "kv_b_proj.weight"] = {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank};
+    e->shapes[a + "o_proj.weight"] = {h, nh * c.v_head_dim};
+  });
 }
 
 DeepseekModel::~DeepseekModel() = default;

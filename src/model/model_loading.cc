@@ -4,6 +4,30 @@
 #include <cmath>
 
 namespace moerun {
+
+TensorTable DecoderTensorTable(
+    const ModelConfig& c,
+    const std::function<void(int64_t, const std::string&, TensorTable*)>& add_attention) {
+  TensorTable e;
+  const int64_t h = c.hidden_size;
+  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
+  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
+  e.shapes["model.norm.weight"] = {h};
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    e.shapes[p + "input_layernorm.weight"] = {h};
+    e.shapes[p + "post_attention_layernorm.weight"] = {h};
+    add_attention(l, p + "self_attn.", &e);
+    if (c.IsMoeLayer(l)) {
+      e.moe_prefixes.insert(p + "mlp.");
+    } else {
+      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
+      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
+    }
+  }
+  return e;
+}
 namespace {
 
 // Layer index of "model.layers.N.*", or -1.

@@ -9,6 +9,7 @@
 // Thread safety: plain functions.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -27,6 +28,13 @@ struct TensorTable {
   std::map<std::string, Shape> shapes;  // non-MoE tensors, e.g. "model.norm.weight" -> [H]
   std::set<std::string> moe_prefixes;   // "model.layers.N.mlp." of MoE layers (MoeWeights names)
 };
+
+// The decoder skeleton's tensors (embeddings, lm_head unless tied, final norm, per layer the two
+// norms and the dense MLP or the MoE prefix) plus, per layer, what `add_attention(layer, prefix,
+// table)` adds under prefix "model.layers.N.self_attn." (its projections and o_proj).
+TensorTable DecoderTensorTable(
+    const ModelConfig& c,
+    const std::function<void(int64_t, const std::string&, TensorTable*)>& add_attention);
 
 Status ValidateTensors(const ModelConfig& c, const TensorSource& ckpt, const TensorTable& table);
 Status CheckFinite(const TensorSource& ckpt);

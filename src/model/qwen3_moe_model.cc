@@ -8,31 +8,16 @@
 namespace moerun {
 
 TensorTable Qwen3MoeTensorTable(const ModelConfig& c) {
-  TensorTable e;
   const int64_t h = c.hidden_size, hd = c.head_dim;
   const int64_t q_rows = c.num_attention_heads * hd, kv_rows = c.num_key_value_heads * hd;
-  e.shapes["model.embed_tokens.weight"] = {c.vocab_size, h};
-  if (!c.tie_word_embeddings) e.shapes["lm_head.weight"] = {c.vocab_size, h};
-  e.shapes["model.norm.weight"] = {h};
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l), a = p + "self_attn.";
-    e.shapes[p + "input_layernorm.weight"] = {h};
-    e.shapes[p + "post_attention_layernorm.weight"] = {h};
-    e.shapes[a + "q_proj.weight"] = {q_rows, h};
-    e.shapes[a + "k_proj.weight"] = {kv_rows, h};
-    e.shapes[a + "v_proj.weight"] = {kv_rows, h};
-    e.shapes[a + "o_proj.weight"] = {h, q_rows};
-    e.shapes[a + "q_norm.weight"] = {hd};
-    e.shapes[a + "k_norm.weight"] = {hd};
-    if (c.IsMoeLayer(l)) {
-      e.moe_prefixes.insert(p + "mlp.");
-    } else {
-      e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};
-      e.shapes[p + "mlp.down_proj.weight"] = {h, c.intermediate_size};
-    }
-  }
-  return e;
+  return DecoderTensorTable(c, [&](int64_t, const std::string& a, TensorTable* e) {
+    e->shapes[a + "q_proj.weight"] = {q_rows, h};
+    e->shapes[a + "k_proj.weight"] = {kv_rows, h};
+    e->shapes[a + "v_proj.weight"] = {kv_rows, h};
+    e->shapes[a + "o_proj.weight"] = {h, q_rows};
+    e->shapes[a + "q_norm.weight"] = {hd};
+    e->shapes[a + "k_norm.weight"] = {hd};
+  });
 }
 
 Qwen3MoeModel::~Qwen3MoeModel() = default;

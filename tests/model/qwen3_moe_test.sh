@@ -6,32 +6,9 @@
 # --deterministic logits bitwise equal on every layout; generate / eval / inspect end to end;
 # unsupported configs refused with one clear error.
 set -uo pipefail
-MOERUN=${MOERUN:?set MOERUN to the moerun binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
-
-# compare A B TOL MIN: max |A - B| <= TOL * max |B| over all logits, and argmax agreement >= MIN.
-compare() {
-  $PY - "$1" "$2" "$3" "$4" <<'PY'
-import json, struct, sys
-import numpy as np
-def read(p):
-    d = open(p, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); b = d[8 + n:]
-    v = h["logits"]; o = v["data_offsets"]
-    return np.frombuffer(b[o[0]:o[1]], dtype=np.float32).reshape(v["shape"])
-a, r = read(sys.argv[1]), read(sys.argv[2])
-tol, min_agree = float(sys.argv[3]), float(sys.argv[4])
-err = float(np.abs(a - r).max()); scale = float(np.abs(r).max()); agree = float((a.argmax(1) == r.argmax(1)).mean())
-print(f"maxdiff {err:.3g} (scale {scale:.3g}), argmax agreement {agree:.2f}")
-sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree else 1)
-PY
-}
+# shellcheck source=common.sh
+source "$HERE/common.sh"
 
 if $PY "$HERE/ref_qwen3_moe.py" --self-test >/dev/null 2>&1; then pass "reference self-test (rotate-half RoPE, router, layer rule)"; else fail "reference self-test"; fi
 

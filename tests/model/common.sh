@@ -1,0 +1,28 @@
+# Shared by the model end-to-end scripts (model_test.sh, qwen3_moe_test.sh): MOERUN, HERE, ROOT,
+# PY, a WORK dir removed on exit, pass/fail counters, and compare A B TOL MIN: max |A - B| <= TOL *
+# max |B| over all logits of two logits.safetensors files, and argmax agreement >= MIN.
+# Source it after `set -uo pipefail`, with HERE set to the sourcing script's folder.
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+ROOT=$(cd "$HERE/../.." && pwd)
+PY=/usr/bin/python3
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+compare() {
+  $PY - "$1" "$2" "$3" "$4" <<'PY'
+import json, struct, sys
+import numpy as np
+def read(p):
+    d = open(p, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); b = d[8 + n:]
+    v = h["logits"]; o = v["data_offsets"]
+    return np.frombuffer(b[o[0]:o[1]], dtype=np.float32).reshape(v["shape"])
+a, r = read(sys.argv[1]), read(sys.argv[2])
+tol, min_agree = float(sys.argv[3]), float(sys.argv[4])
+err = float(np.abs(a - r).max()); scale = float(np.abs(r).max()); agree = float((a.argmax(1) == r.argmax(1)).mean())
+print(f"maxdiff {err:.3g} (scale {scale:.3g}), argmax agreement {agree:.2f}")
+sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree else 1)
+PY
+}
