@@ -1,4 +1,5 @@
-// Reference (scalar) quantisers for the GGUF block formats; see core/block_quant.h.
+// Reference (scalar) quantisers for the GGUF block formats; see core/block_quant.h. About 430 lines:
+// one ggml-faithful quantiser and dequantiser per format, kept together for side-by-side review.
 //
 // The float arithmetic below deliberately mirrors ggml's reference code operation by operation
 // (same association, no fused multiply-add: this file is compiled with -ffp-contract=off), because

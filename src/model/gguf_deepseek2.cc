@@ -1,5 +1,6 @@
 // The deepseek2 GGUF reader side of model/gguf_deepseek2.h: config.json from the metadata, the tensor
-// source under HF names, the tokenizer. (The writer is gguf_deepseek2_writer.cc.)
+// source under HF names, the tokenizer. (The writer is gguf_deepseek2_writer.cc.) About 460 lines: the
+// config, name and tokenizer mappings of one format, each next to its checks.
 #include "model/gguf_deepseek2.h"
 
 #include <algorithm>

@@ -1,3 +1,6 @@
+// Tokenizer (tokenizer/tokenizer.h): loading tokenizer.json + tokenizer_config.json with every field
+// validated (about 490 lines: the loader is most of it, each check beside the field it reads), then
+// encode (added tokens, pre-tokenizer, BPE) and decode.
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
