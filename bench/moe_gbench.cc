@@ -6,14 +6,16 @@
 #include <filesystem>
 
 #include "kernels/kernel_table.h"
-#include "moe/moe_block.h"
+#include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
 
 namespace moerun {
 namespace {
 
-const MoeBlock& V2LiteBlock() {
-  static const MoeBlock* block = [] {
+// The MoE layer on one rank (ParallelMoe, tp = dp = 1) on a pool of all CPUs.
+ParallelMoe& V2LiteBlock() {
+  static ThreadPool* pool = new ThreadPool(DefaultThreadCount());
+  static ParallelMoe* block = [] {
     const MoeConfig c = MoeConfig::FromJson(PresetConfigJson("v2-lite", false).value(), "v2-lite").value();
     const std::string path =
         (std::filesystem::temp_directory_path() / "moerun-bench-v2-lite-BF16.safetensors").string();
@@ -22,21 +24,19 @@ const MoeBlock& V2LiteBlock() {
       (void)WriteSafetensors(path, MakeSyntheticMoeTensors(c, 1234, DType::kBF16).value());
       ckpt = Checkpoint::Open(path);
     }
-    ThreadPool pool(DefaultThreadCount());
-    return new MoeBlock(c, MoeWeights::Load(c, **ckpt, "", WeightFormat::kBF16, &pool).value());
+    return ParallelMoe::CreateLocal(c, **ckpt, "", WeightFormat::kBF16, pool).value().release();
   }();
   return *block;
 }
 
 void BM_MoeBlockV2Lite(benchmark::State& state) {
-  const MoeBlock& block = V2LiteBlock();
-  ThreadPool pool(DefaultThreadCount());
+  ParallelMoe& block = V2LiteBlock();
   const int64_t tokens = state.range(0);
   std::vector<Tensor> inputs;
   for (uint64_t s = 0; s < 4; ++s) inputs.push_back(MakeSyntheticInput(tokens, 2048, s, DType::kF32).value());
   size_t i = 0;
   for (auto _ : state) {
-    auto out = block.Forward(inputs[i++ % inputs.size()], &pool);
+    auto out = block.Forward(inputs[i++ % inputs.size()], 0, nullptr);
     benchmark::DoNotOptimize(out);
   }
   state.counters["tokens/s"] =
@@ -68,7 +68,7 @@ void BM_GateUpMatmul(benchmark::State& state) {
   }
   const MatmulKernel& kernel = *kernels[static_cast<size_t>(state.range(1))];
   state.SetLabel(kernel.name);
-  const MoeBlock& block = V2LiteBlock();
+  const ParallelMoe& block = V2LiteBlock();
   const PackedWeight& w = block.weights().gate_up[0];
   std::vector<float> x(static_cast<size_t>(rows * 2048), 0.5f), y(static_cast<size_t>(rows * 1408));
   ActivationBuffer acts;

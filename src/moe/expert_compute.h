@@ -5,7 +5,7 @@
 // and one down matmul per expert over all its rows (all experts' tasks in one parallel loop per
 // phase), and writes y in row order. The down projection can be cut into `k_blocks` fixed
 // K-blocks whose partial sums are returned separately (deterministic mode sums them exactly).
-// Used by the one-rank MoeBlock and by every parallel layout; experts may be whole or a TP slice
+// Used by the MoE layer (ParallelMoe) on every layout, one rank included; experts may be whole or a TP slice
 // of the intermediate dimension.
 //
 // Thread safety: Run is not reentrant on one ExpertCompute (it owns scratch buffers).

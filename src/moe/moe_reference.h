@@ -1,7 +1,7 @@
 // The obviously-correct MoE block: the test oracle and the CLI's --check.
 //
 // A per-token loop in double precision over the weights exactly as stored in the checkpoint
-// (no packing, no permutation, no threads), written independently of MoeBlock: router by a full
+// (no packing, no permutation, no threads), written independently of the MoE layer: router by a full
 // sort of (score desc, id asc), experts by the textbook formula down(silu(gate x) * up x).
 // It also reports, per token, the router's selection margin (the gap between the k-th chosen
 // and the best unchosen selection score), so a comparison can tell a genuine routing bug from a

@@ -8,7 +8,6 @@
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"
-#include "moe/moe_block.h"
 #include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
 #include "tools/cli_util.h"
@@ -63,12 +62,14 @@ struct CallCost {
   double flops = 0;
 };
 
-CallCost CostOf(const MoeConfig& c, const MoeOutput& out, double bytes_per_weight) {
+// `routing`: the routed ids of the call (on several ranks, rank 0's tokens: an estimate of the
+// distinct experts touched); `t`: the call's tokens (all ranks).
+CallCost CostOf(const MoeConfig& c, const Routing& routing, int64_t tokens, double bytes_per_weight) {
   const double h = static_cast<double>(c.hidden_size), i = static_cast<double>(c.moe_intermediate_size);
   const double s = static_cast<double>(c.shared_intermediate_size),
                e = static_cast<double>(c.n_routed_experts);
-  const double t = static_cast<double>(out.routing.tokens), k = static_cast<double>(c.num_experts_per_tok);
-  const std::set<int32_t> touched(out.routing.ids.begin(), out.routing.ids.end());
+  const double t = static_cast<double>(tokens), k = static_cast<double>(c.num_experts_per_tok);
+  const std::set<int32_t> touched(routing.ids.begin(), routing.ids.end());
   CallCost cost;
   cost.weight_bytes =
       (static_cast<double>(touched.size()) * 3 * h * i + 3 * h * s) * bytes_per_weight + e * h * 4;
@@ -86,20 +87,24 @@ Timing Summarise(std::vector<double> times) {
   return {times[times.size() / 2], times[0], times.size()};
 }
 
-void PrintRow(const BenchArgs& a, const std::string& layout, int ranks, int threads, int64_t t_count,
-              const Timing& t, double gbs, double gflops, uint64_t comm_bytes) {
+void PrintRow(const BenchArgs& a, WeightFormat format, const std::string& layout, int ranks, int threads,
+              int64_t t_count, const Timing& t, double gbs, double read_gbs, double gflops,
+              uint64_t comm_bytes) {
   const double tps = static_cast<double>(t_count) / t.median;
   if (a.json) {
     std::printf(
-        "{\"preset\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, \"tokens\": %lld, "
-        "\"median_ms\": %.4f, \"min_ms\": %.4f, \"tokens_per_s\": %.2f, \"weights_gb_per_s\": %.2f, "
-        "\"gflop_per_s\": %.2f, \"collective_bytes\": %llu, \"iters\": %zu}\n",
-        a.preset.c_str(), layout.c_str(), ranks, threads, static_cast<long long>(t_count), t.median * 1e3,
-        t.min * 1e3, tps, gbs, gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
+        "{\"preset\": \"%s\", \"format\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, "
+        "\"tokens\": %lld, \"median_ms\": %.4f, \"min_ms\": %.4f, \"tokens_per_s\": %.2f, "
+        "\"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, \"bound_fraction\": %.3f, \"gflop_per_s\": "
+        "%.2f, "
+        "\"collective_bytes\": %llu, \"iters\": %zu}\n",
+        a.preset.c_str(), WeightFormatName(format), layout.c_str(), ranks, threads,
+        static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, read_gbs, gbs / read_gbs,
+        gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
   } else {
-    std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.1f | %llu | %zu |\n", static_cast<long long>(t_count),
-                t.median * 1e3, t.min * 1e3, tps, gbs, gflops, static_cast<unsigned long long>(comm_bytes),
-                t.iters);
+    std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.0f%% | %.1f | %llu | %zu |\n",
+                static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, 100 * gbs / read_gbs,
+                gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
   }
   std::fflush(stdout);
 }
@@ -107,27 +112,36 @@ void PrintRow(const BenchArgs& a, const std::string& layout, int ranks, int thre
 // The synthetic layer file's dtype: f32 for f32 weights, bf16 otherwise (quantised at load).
 DType StorageFor(WeightFormat f) { return f == WeightFormat::kF32 ? DType::kF32 : DType::kBF16; }
 
-// The same benchmark on tp x dp ranks (in-process threads, or MPI processes under mpirun).
-Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat format,
-                   const KernelPolicy& policy) {
+// The benchmark on tp x dp ranks (one rank by default; in-process threads, or MPI processes under
+// mpirun): one code path for every layout.
+Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format,
+                const KernelPolicy& policy) {
   const DType dtype = StorageFor(format);
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
+  // The machine bound of this run: read bandwidth by this process's threads, measured just before.
+  double read_gbs = 0;
+  {
+    ThreadPool probe(threads);
+    read_gbs = MeasureReadBandwidth(&probe);
+    std::fprintf(stderr, "bench-moe: cpu: %s; read bandwidth %.1f GB/s (%d threads, measured now)\n",
+                 GetCpuFeatures().ToString().c_str(), read_gbs, probe.size());
+  }
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
     if (lead) {
-      std::fprintf(stderr, "bench-moe: %s, %s weights, %d ranks x %d threads (%s)\n",
+      std::fprintf(stderr, "bench-moe: %s, %s weights, %d rank(s) x %d threads (%s), kernel %s at 1 row\n",
                    config.Summary().c_str(), WeightFormatName(format), world.size(), pool.size(),
-                   options.ToString().c_str());
+                   options.ToString().c_str(), SelectKernel(format, 1, policy).name);
       if (!a.json) {
         std::printf(
-            "| tokens | median ms | min ms | tokens/s | weights GB/s | GFLOP/s | collective bytes/layer | "
-            "iters |\n");
-        std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            "| tokens | median ms | min ms | tokens/s | weights GB/s | %% of read bound | GFLOP/s | "
+            "collective bytes/layer | iters |\n");
+        std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
       }
     }
     for (int64_t t_count : a.tokens) {
@@ -151,25 +165,22 @@ Status RunParallel(const BenchArgs& a, const MoeConfig& config, WeightFormat for
       uint64_t iters = static_cast<uint64_t>(
           std::clamp(a.min_time / std::max(first, 1e-6), static_cast<double>(a.min_iters), 1000.0));
       RETURN_IF_ERROR(world.Broadcast(&iters, sizeof iters, 0));
+      // Weight bytes and flops of the whole layer (all ranks), per call, over the summed time.
+      const double bytes_per_weight = Traits(format).bits_per_weight / 8;
       std::vector<double> times = {first};
+      CallCost total = CostOf(config, routing, t_count, bytes_per_weight);
       for (uint64_t i = 1; i < iters; ++i) {
-        ASSIGN_OR_RETURN(double t, call(i, nullptr));
+        ASSIGN_OR_RETURN(double t, call(i, &routing));
         times.push_back(t);
+        const CallCost c = CostOf(config, routing, t_count, bytes_per_weight);
+        total.weight_bytes += c.weight_bytes;
+        total.flops += c.flops;
       }
       if (lead) {
-        const Timing timing = Summarise(times);
-        // Weight bytes and flops for the whole layer (all ranks), as in the one-rank table.
-        MoeOutput whole;
-        whole.routing.tokens = t_count;
-        whole.routing.ids = routing.ids;  // rank 0's tokens: an estimate of distinct experts touched
-        const CallCost c = CostOf(config, whole, Traits(format).bits_per_weight / 8);
-        const double flops = 2.0 * static_cast<double>(t_count) *
-                             (static_cast<double>(config.num_experts_per_tok) * 3 * config.hidden_size *
-                                  config.moe_intermediate_size +
-                              3.0 * config.hidden_size * config.shared_intermediate_size +
-                              static_cast<double>(config.n_routed_experts) * config.hidden_size);
-        PrintRow(a, options.ToString(), world.size(), pool.size(), t_count, timing,
-                 c.weight_bytes / timing.median / 1e9, flops / timing.median / 1e9, comm_bytes);
+        double sum = 0;
+        for (double t : times) sum += t;
+        PrintRow(a, format, options.ToString(), world.size(), pool.size(), t_count, Summarise(times),
+                 total.weight_bytes / sum / 1e9, read_gbs, total.flops / sum / 1e9, comm_bytes);
       }
     }
     return Status::Ok();
@@ -181,68 +192,11 @@ Status Run(const BenchArgs& a) {
   ASSIGN_OR_RETURN(MoeConfig config, MoeConfig::FromJson(config_json, "preset " + a.preset));
   ASSIGN_OR_RETURN(std::optional<WeightFormat> requested, a.kernels.Format());
   const WeightFormat format = requested.value_or(WeightFormat::kBF16);
-  const DType dtype = StorageFor(format);
   ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   for (int64_t t : a.tokens) {
     if (t < 1) return InvalidArgument("--tokens {} must be >= 1", t);
   }
-  if (a.parallel.Parallel()) return RunParallel(a, config, format, policy);
-  ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
-  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, "", format, &pool));
-  MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
-  const double bytes_per_weight = Traits(format).bits_per_weight / 8;
-  std::fprintf(stderr, "bench-moe: %s, %s weights, %d threads, cpu: %s, kernel %s at 1 row\n",
-               config.Summary().c_str(), WeightFormatName(format), pool.size(),
-               GetCpuFeatures().ToString().c_str(), SelectKernel(format, 1, policy).name);
-  // The machine bound of this run: read bandwidth by the same threads, measured just before.
-  const double read_gbs = MeasureReadBandwidth(&pool);
-  std::fprintf(stderr, "bench-moe: read bandwidth %.1f GB/s (%d threads, measured now)\n", read_gbs,
-               pool.size());
-  if (!a.json) {
-    std::printf(
-        "| tokens | median ms | min ms | tokens/s | weights GB/s | %% of read bound | GFLOP/s | iters |\n");
-    std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  }
-  for (int64_t t_count : a.tokens) {
-    ASSIGN_OR_RETURN(std::vector<Tensor> inputs, BenchInputs(config, t_count));
-    for (int w = 0; w < 2; ++w)
-      RETURN_IF_ERROR(block.Forward(inputs[static_cast<size_t>(w)], &pool).status());
-    std::vector<double> times;
-    CallCost total;
-    const auto start = std::chrono::steady_clock::now();
-    while ((SecondsSince(start) < a.min_time || static_cast<int>(times.size()) < a.min_iters) &&
-           times.size() < 1000) {
-      const Tensor& x = inputs[times.size() % inputs.size()];
-      const auto t0 = std::chrono::steady_clock::now();
-      ASSIGN_OR_RETURN(MoeOutput out, block.Forward(x, &pool));
-      times.push_back(SecondsSince(t0));
-      const CallCost c = CostOf(config, out, bytes_per_weight);
-      total.weight_bytes += c.weight_bytes;
-      total.flops += c.flops;
-    }
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
-    double sum = 0;
-    for (double v : times) sum += v;
-    const double gbs = total.weight_bytes / sum / 1e9, gflops = total.flops / sum / 1e9;
-    const double tps = static_cast<double>(t_count) / median;
-    if (a.json) {
-      std::printf(
-          "{\"preset\": \"%s\", \"format\": \"%s\", \"threads\": %d, \"tokens\": %lld, \"median_ms\": %.4f, "
-          "\"min_ms\": %.4f, \"tokens_per_s\": %.2f, \"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, "
-          "\"bound_fraction\": %.3f, \"gflop_per_s\": %.2f, \"iters\": %zu}\n",
-          a.preset.c_str(), WeightFormatName(format), pool.size(), static_cast<long long>(t_count),
-          median * 1e3, sorted[0] * 1e3, tps, gbs, read_gbs, gbs / read_gbs, gflops, times.size());
-    } else {
-      std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.0f%% | %.1f | %zu |\n",
-                  static_cast<long long>(t_count), median * 1e3, sorted[0] * 1e3, tps, gbs,
-                  100 * gbs / read_gbs, gflops, times.size());
-    }
-    std::fflush(stdout);
-  }
-  return Status::Ok();
+  return RunBench(a, config, format, policy);
 }
 
 }  // namespace

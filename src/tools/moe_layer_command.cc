@@ -5,7 +5,6 @@
 #include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
-#include "moe/moe_block.h"
 #include "moe/moe_reference.h"
 #include "moe/parallel_moe.h"
 #include "tools/cli_util.h"
@@ -86,8 +85,9 @@ StatusOr<std::vector<T>> GatherOutputRows(Communicator& world, const T* rows, in
   return all;
 }
 
-Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, std::optional<WeightFormat> format,
-                   const KernelPolicy& policy, const Tensor& x) {
+// One code path for every layout: one rank is tp = dp = 1 (the local dispatcher, no collectives).
+Status RunLayer(const MoeLayerArgs& a, const MoeConfig& config, std::optional<WeightFormat> format,
+                const KernelPolicy& policy, const Tensor& x) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
@@ -101,9 +101,13 @@ Status RunParallel(const MoeLayerArgs& a, const MoeConfig& config, std::optional
                      ParallelMoe::Create(config, *ckpt, a.prefix, options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
     if (lead) {
-      std::fprintf(stderr, "moerun: %s\nmoerun: loaded %s on %d ranks (%s) in %.2f s, %d threads per rank\n",
-                   config.Summary().c_str(), a.weights.c_str(), world.size(), options.ToString().c_str(),
-                   SecondsSince(t0), pool.size());
+      std::fprintf(stderr,
+                   "moerun: %s\nmoerun: loaded %s%s on %d rank(s) (%s) in %.2f s (%s weights, %d threads per "
+                   "rank, kernel %s at 1 row)\n",
+                   config.Summary().c_str(), a.weights.c_str(),
+                   a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(), world.size(),
+                   options.ToString().c_str(), SecondsSince(t0), WeightFormatName(moe->weights().format),
+                   pool.size(), SelectKernel(moe->weights().format, 1, policy).name);
     }
     const auto [begin, end] = moe->TokenRange(tokens);
     const Tensor x_own = x.Rows(begin, end);
@@ -156,38 +160,7 @@ Status Run(const MoeLayerArgs& a) {
   ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   if (a.repeat < 1) return InvalidArgument("--repeat {} must be >= 1", a.repeat);
   ASSIGN_OR_RETURN(Tensor x, LoadInput(a.input, config.hidden_size));
-  if (a.parallel.Parallel()) return RunParallel(a, config, format, policy, x);
-  ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
-
-  auto t0 = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
-  ASSIGN_OR_RETURN(MoeWeights weights, MoeWeights::Load(config, *ckpt, a.prefix, format, &pool));
-  std::fprintf(stderr,
-               "moerun: %s\nmoerun: loaded %s%s in %.2f s (%s weights, %d threads, kernel %s at 1 row)\n",
-               config.Summary().c_str(), a.weights.c_str(),
-               a.prefix.empty() ? "" : (" @ " + a.prefix).c_str(), SecondsSince(t0),
-               WeightFormatName(weights.format), pool.size(), SelectKernel(weights.format, 1, policy).name);
-
-  MoeBlock block(config, std::move(weights), MoeOptions{.kernels = policy});
-  StatusOr<MoeOutput> out = Status(StatusCode::kInternal, "not run");
-  double best = 1e30;
-  for (int r = 0; r < a.repeat; ++r) {
-    t0 = std::chrono::steady_clock::now();
-    out = block.Forward(x, &pool);
-    if (!out.ok()) return out.status();
-    best = std::min(best, SecondsSince(t0));
-  }
-  const int64_t tokens = x.dim(0), k = config.num_experts_per_tok;
-  ASSIGN_OR_RETURN(Tensor y, out->Sum());
-  std::printf("moe-layer: %lld tokens in %.3f ms (%.1f tokens/s, best of %d)\n",
-              static_cast<long long>(tokens), best * 1e3, best > 0 ? static_cast<double>(tokens) / best : 0.0,
-              a.repeat);
-
-  if (a.check)
-    RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, out->routing.ids, block.weights().format));
-  RETURN_IF_ERROR(WriteOutput(a.output, y, out->routing, k));
-  std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
-  return Status::Ok();
+  return RunLayer(a, config, format, policy, x);
 }
 
 }  // namespace

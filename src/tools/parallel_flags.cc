@@ -50,10 +50,6 @@ StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
   return o;
 }
 
-bool ParallelFlags::Parallel() const {
-  return tp * dp > 1 || ep || sp || deterministic || stats || StartedByMpirun();
-}
-
 int DefaultThreadsPerProcess() {
   // Under mpirun, share this host's CPUs among the ranks started on it.
   const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");

@@ -20,8 +20,6 @@ struct ParallelFlags {
 
   void Add(CLI::App* cmd);
   StatusOr<ParallelOptions> ToOptions() const;
-  // Whether the parallel runner is needed (any layout flag, or started by mpirun).
-  bool Parallel() const;
 };
 
 // Runs body(world, threads_per_rank) on every rank: under mpirun on this process (errors abort

@@ -1,15 +1,16 @@
-// MoeBlock against the double-precision reference, for every router variant, weight dtype,
-// kernel path and several token counts; plus weight validation errors.
-#include "moe/moe_block.h"
-
+// The MoE layer on one rank (ParallelMoe, tp = dp = 1) against the double-precision reference, for
+// every router variant, weight dtype, kernel path and several token counts; plus weight validation
+// errors.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <tuple>
 
 #include "core/cpu_features.h"
 #include "moe/moe_reference.h"
+#include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
 
 namespace moerun {
@@ -34,6 +35,43 @@ std::unique_ptr<Checkpoint> WriteBlock(const MoeConfig& c, DType dtype, const st
   EXPECT_TRUE(WriteSafetensors(path.string(), MakeSyntheticMoeTensors(c, 7, dtype, fused).value()).ok());
   return Checkpoint::Open(path.string()).value();
 }
+
+// The one MoE layer on one rank, with the interface the tests read: Forward(x, pool) gives the
+// output and the routing. The layer's pool is fixed at creation, so one layer per pool.
+struct OneRankOutput {
+  Tensor y;
+  Routing routing;
+};
+
+class OneRankLayer {
+ public:
+  OneRankLayer(const MoeConfig& c, const TensorSource& ckpt, std::string prefix,
+               std::optional<WeightFormat> format, KernelPolicy kernels = {})
+      : c_(c), ckpt_(ckpt), prefix_(std::move(prefix)), format_(format), kernels_(std::move(kernels)) {}
+
+  StatusOr<OneRankOutput> Forward(const Tensor& x, ThreadPool* pool) {
+    ASSIGN_OR_RETURN(ParallelMoe * layer, Layer(pool));
+    OneRankOutput out;
+    ASSIGN_OR_RETURN(out.y, layer->Forward(x, 0, &out.routing));
+    return out;
+  }
+  const MoeWeights& weights() { return Layer(nullptr).value()->weights(); }
+
+ private:
+  StatusOr<ParallelMoe*> Layer(ThreadPool* pool) {
+    std::unique_ptr<ParallelMoe>& slot = layers_[pool];
+    if (!slot) {
+      ASSIGN_OR_RETURN(slot, ParallelMoe::CreateLocal(c_, ckpt_, prefix_, format_, pool, kernels_));
+    }
+    return slot.get();
+  }
+  MoeConfig c_;
+  const TensorSource& ckpt_;
+  std::string prefix_;
+  std::optional<WeightFormat> format_;
+  KernelPolicy kernels_;
+  std::map<ThreadPool*, std::unique_ptr<ParallelMoe>> layers_;
+};
 
 // A kernel choice: a forced ISA ("" = auto) and the activation precision.
 struct Kernel {
@@ -69,20 +107,19 @@ class MoeBlockTest : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(MoeBlockTest, MatchesReference) {
   const BlockCase& p = GetParam();
-  MoeOptions opt;
-  opt.kernels = {.forced = p.kernel.isa, .precision = p.kernel.precision};
-  if (!ValidateKernelPolicy(opt.kernels).ok()) GTEST_SKIP() << "this CPU lacks " << p.kernel.isa;
+  const KernelPolicy kernels{.forced = p.kernel.isa, .precision = p.kernel.precision};
+  if (!ValidateKernelPolicy(kernels).ok()) GTEST_SKIP() << "this CPU lacks " << p.kernel.isa;
   const MoeConfig c = SmallConfig(p.preset);
   auto ckpt = WriteBlock(c, p.dtype, CaseName({GetParam(), 0}));
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", p.format, nullptr).value(), opt);
+  OneRankLayer block(c, *ckpt, "", p.format, kernels);
   const double rtol = ReferenceTolerance(block.weights().format);
   ThreadPool pool1(1), pool3(3);
   for (int64_t tokens : {1, 5, 64, 203}) {
     SCOPED_TRACE(tokens);
     const Tensor x = MakeSyntheticInput(tokens, c.hidden_size, 100 + tokens, DType::kF32).value();
-    const MoeOutput a = block.Forward(x, &pool1).value();
-    const MoeOutput b = block.Forward(x, &pool3).value();
-    const Tensor y = a.Sum().value(), y3 = b.Sum().value();
+    const OneRankOutput a = block.Forward(x, &pool1).value();
+    const OneRankOutput b = block.Forward(x, &pool3).value();
+    const Tensor &y = a.y, &y3 = b.y;
     for (int64_t i = 0; i < y.numel(); ++i)
       ASSERT_EQ(y.data<float>()[i], y3.data<float>()[i]) << "threads changed " << i;
     const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, "", x).value();
@@ -127,10 +164,10 @@ TEST(MoeBlockFusedTest, FusedExpertTensorsMatchReference) {
   const MoeConfig c = SmallConfig("v2-lite");
   auto ckpt = WriteBlock(c, DType::kF32, "fused", /*fused=*/true);
   ASSERT_TRUE(ckpt->Has("experts.gate_up_proj"));
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
+  OneRankLayer block(c, *ckpt, "", std::nullopt);
   const Tensor x = MakeSyntheticInput(17, c.hidden_size, 3, DType::kF32).value();
-  const MoeOutput out = block.Forward(x, nullptr).value();
-  const Tensor y = out.Sum().value();
+  const OneRankOutput out = block.Forward(x, nullptr).value();
+  const Tensor& y = out.y;
   const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, "", x).value();
   EXPECT_TRUE(CompareWithReference(ref, y.data<float>(), out.routing.ids.data(), 17, c.hidden_size,
                                    c.num_experts_per_tok, 1e-6, 1e-4)
@@ -140,16 +177,16 @@ TEST(MoeBlockFusedTest, FusedExpertTensorsMatchReference) {
 TEST(MoeBlockTest, ZeroTokens) {
   const MoeConfig c = SmallConfig("v3");
   auto ckpt = WriteBlock(c, DType::kBF16, "zero");
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
-  const MoeOutput out =
+  OneRankLayer block(c, *ckpt, "", std::nullopt);
+  const OneRankOutput out =
       block.Forward(Tensor::Zeros(DType::kF32, {0, c.hidden_size}).value(), nullptr).value();
-  EXPECT_EQ(out.routed.dim(0), 0);
+  EXPECT_EQ(out.y.dim(0), 0);
 }
 
 TEST(MoeBlockTest, RejectsWrongInputShape) {
   const MoeConfig c = SmallConfig("v2-lite");
   auto ckpt = WriteBlock(c, DType::kBF16, "shape");
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, "", std::nullopt, nullptr).value());
+  OneRankLayer block(c, *ckpt, "", std::nullopt);
   const Status s =
       block.Forward(Tensor::Zeros(DType::kF32, {2, c.hidden_size + 1}).value(), nullptr).status();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
@@ -238,10 +275,10 @@ TEST(MoeWeightsTest, PrefixSelectsOneBlockOfACheckpoint) {
   ASSERT_TRUE(WriteSafetensors(path.string(), tensors).ok());
   auto ckpt = Checkpoint::Open(path.parent_path().string()).value();
   const std::string prefix = "model.layers.1.mlp.";
-  MoeBlock block(c, MoeWeights::Load(c, *ckpt, prefix, std::nullopt, nullptr).value());
+  OneRankLayer block(c, *ckpt, prefix, std::nullopt);
   const Tensor x = MakeSyntheticInput(9, c.hidden_size, 5, DType::kF32).value();
-  const MoeOutput out = block.Forward(x, nullptr).value();
-  const Tensor y = out.Sum().value();
+  const OneRankOutput out = block.Forward(x, nullptr).value();
+  const Tensor& y = out.y;
   const ReferenceMoeOutput ref = ReferenceMoe(c, *ckpt, prefix, x).value();
   EXPECT_TRUE(CompareWithReference(ref, y.data<float>(), out.routing.ids.data(), 9, c.hidden_size,
                                    c.num_experts_per_tok, 1e-6, 1e-4)

@@ -13,8 +13,9 @@
 #include <tuple>
 
 #include "comm/in_process_comm.h"
-#include "moe/moe_block.h"
 #include "moe/synthetic_block.h"
+#include "moe/testing/dispatch_probe.h"
+#include "moe/testing/fault_injection.h"
 
 namespace moerun {
 namespace {
@@ -60,7 +61,7 @@ StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool r
     ThreadPool pool(1);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, std::nullopt, &pool,
                                                    KernelPolicy{.precision = ActivationPrecision::kF32}));
-    moe->ReduceOutputAgainForTest(reduce_again);
+    if (reduce_again) moe->AddHook(MakeReduceOutputAgain());
     const auto [begin, end] = moe->TokenRange(kTokens);
     (void)world.log()->Take();
     ASSIGN_OR_RETURN(Tensor y, moe->Forward(f.x.Rows(begin, end), 0, nullptr));
@@ -137,9 +138,10 @@ class ParallelMoeTest : public ::testing::TestWithParam<Case> {};
 TEST_P(ParallelMoeTest, FastModeMatchesOneRank) {
   const Case& c = GetParam();
   const Fixture& f = GetFixture(c.preset);
-  MoeBlock block(f.config, MoeWeights::Load(f.config, *f.ckpt, "", std::nullopt, nullptr).value(),
-                 MoeOptions{.kernels = {.precision = ActivationPrecision::kF32}});
-  const Tensor want = block.Forward(f.x, nullptr).value().Sum().value();
+  auto one = ParallelMoe::CreateLocal(f.config, *f.ckpt, "", std::nullopt, nullptr,
+                                      KernelPolicy{.precision = ActivationPrecision::kF32});
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  const Tensor want = (*one)->Forward(f.x, 0, nullptr).value();
   auto got = RunLayout(f, c.layout);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   double max_err = 0, scale = 0;
@@ -269,7 +271,7 @@ TEST(ParallelMoeRefusals, StateReadBeforeTheKernelIsBound) {
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", Layout(2, 1, false, false), world,
                                                    std::nullopt, &pool));
     EXPECT_TRUE(moe->RoutedOutputState().ok());
-    moe->UnbindForTest();
+    UnbindDispatcher(*moe);
     const Status read = moe->RoutedOutputState().status();
     EXPECT_NE(read.message().find("before a dispatch kernel is bound"), std::string::npos) << read.message();
     EXPECT_FALSE(moe->Forward(f.x, 0, nullptr).ok());
@@ -297,7 +299,7 @@ TEST_P(DispatchProbeTest, RowsArriveWhereTheRouteSays) {
     ThreadPool pool(1);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, std::nullopt, &pool));
     const int me = world.rank();
-    moe->SetProbeForTest([&, me](int src, const float* row, int32_t expert) {
+    InstallDispatchProbe(*moe, [&, me](int src, const float* row, int32_t expert) {
       std::lock_guard<std::mutex> lock(mu);
       arrived.insert({src, static_cast<int64_t>(row[0]), expert, me});
     });

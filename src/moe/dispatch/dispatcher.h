@@ -1,0 +1,107 @@
+// Dispatcher: how an MoE layer's routed (token, slot) rows reach the experts that compute them and
+// how the expert outputs come back, on one layout, together with the declaration of the state the
+// result is in. The declaration lives in the same class as the code that makes it true:
+//
+//   Dispatch   which rows this rank's experts compute and where their hidden states come from
+//              (own tokens; every token owner's, all-gathered; rows sent by all-to-all)
+//   Combine    the expert outputs weighted, summed per token and brought back to the token owners
+//              (nothing; a reduce_scatter through the transition executor; an all-to-all), into a
+//              part whose state is RoutedState()
+//   RoutedState  that state, for the options the dispatcher was made for
+//
+// The strategies, one file each: local.cc ("none": tokens already on every rank that needs them),
+// allgather.cc, alltoall.cc. MakeDispatcher (dispatcher.cc) is the only place that looks at the
+// layout to pick one; `moerun plan` calls it too, so the plan's states are the runner's. Decorators
+// (moe/testing/) wrap a dispatcher and keep its kind and declaration.
+// Contract and per-layout table: docs/reduction-contract.md §4.
+//
+// Thread safety: one dispatcher per layer per rank; Dispatch and Combine are called by the rank's
+// thread, Dispatch then Combine, and may keep per-call state between the two.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "moe/moe_part.h"
+#include "moe/moe_weights.h"
+#include "moe/router.h"
+#include "parallel/layout.h"
+#include "parallel/options.h"
+#include "parallel/reduction_state.h"
+
+namespace moerun {
+
+// What the layer gives its dispatcher on each call.
+struct RoutedInput {
+  const ParallelLayout& layout;
+  const PartOps& parts;
+  const Tensor& x_own;       // [t_own, H] this rank's tokens
+  const Routing& routing;    // their top-k ids and weights
+  int64_t expert_begin = 0;  // experts held here: [begin, end) (global ids)
+  int64_t expert_end = 0;
+  int64_t k_blocks = 1;      // K-blocks of each expert output (layout.ExpertBlocks())
+  const std::string& layer;  // "layer 3": names collectives and errors
+  // Deterministic mode, dispatchers whose rows are this rank's own tokens in order
+  // (RowsAreOwnTokens): the shared experts' outputs y [t_own, nb, H], summed into each row with
+  // the shared gate (SharedGateValue(*shared_weights, ...)) in the same exact accumulation.
+  const float* fold_shared = nullptr;
+  int64_t fold_nb = 0;
+  const MoeWeights* shared_weights = nullptr;
+
+  // The held expert's index for global id `id`, or -1.
+  int32_t Local(int32_t id) const {
+    return id >= expert_begin && id < expert_end ? static_cast<int32_t>(id - expert_begin) : -1;
+  }
+};
+
+// The rows this rank's experts compute: row r reads x[token[r]] and runs local expert expert[r]
+// (-1: not held here, skipped).
+struct ExpertRows {
+  const float* x = nullptr;
+  int64_t n = 0;
+  const int64_t* token = nullptr;
+  const int32_t* expert = nullptr;
+  bool expert_order = false;  // ExpertCompute writes y in expert order (ExpertRowsSpec::expert_order)
+  // Where x's rows came from: source_rows[g] consecutive rows of x from rank g of `sources`, in
+  // order (for observers: moe/testing/dispatch_probe.h).
+  Group sources = Group::kTp;
+  std::vector<int64_t> source_rows;
+};
+
+class Dispatcher {
+ public:
+  enum class Kind {
+    kNone,       // tokens already on every rank that needs them (TP, TP+EP without DP/SP)
+    kAllGather,  // all-gather tokens over their owners, reduce-scatter the results back
+    kAllToAll,   // send (token, slot) rows to the expert's rank and the results back
+  };
+  virtual ~Dispatcher() = default;
+  virtual Kind kind() const = 0;
+  virtual const char* name() const = 0;
+  // The state of the routed output Combine returns, for the options the dispatcher was made for.
+  virtual ReductionState RoutedState() const = 0;
+  // Whether the rows are this rank's own tokens, in order (then Combine can fold the shared terms).
+  virtual bool RowsAreOwnTokens() const { return false; }
+
+  // Moves rows to the experts; the returned pointers stay valid until Combine returns.
+  virtual StatusOr<ExpertRows> Dispatch(const RoutedInput& in) = 0;
+  // y: [rows.n, k_blocks, H] expert outputs as ExpertCompute wrote them (`in_expert_order`: at the
+  // positions of `order`). Returns this rank's [t_own, H] routed part in state RoutedState().
+  virtual StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
+                                    std::span<const int64_t> order) = 0;
+};
+
+// The dispatcher a layout binds: none when tokens are already on every rank (dp == 1, no SP), else
+// --dispatch. Needs only the options (`moerun plan` runs it without communicators).
+std::unique_ptr<Dispatcher> MakeDispatcher(const ParallelOptions& options);
+
+// The strategies (dispatch/{local,allgather,alltoall}.cc); MakeDispatcher chooses among them.
+std::unique_ptr<Dispatcher> MakeLocalDispatch(const ParallelOptions& options);
+std::unique_ptr<Dispatcher> MakeAllGatherDispatch(const ParallelOptions& options);
+std::unique_ptr<Dispatcher> MakeAllToAllDispatch(const ParallelOptions& options);
+
+}  // namespace moerun

@@ -1,0 +1,54 @@
+#include "moe/dispatch/token_slots.h"
+
+namespace moerun {
+
+void TokenSlots::Fill(const RoutedInput& in, const int32_t* ids, int64_t tokens) {
+  const int64_t k = in.routing.k, n = tokens * k;
+  token.resize(static_cast<size_t>(n));
+  expert.resize(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    token[r] = r / k;
+    expert[r] = in.Local(ids[r]);
+  }
+}
+
+ExpertRows TokenSlots::Rows(const float* x, int64_t tokens, int64_t k) const {
+  ExpertRows rows;
+  rows.x = x;
+  rows.n = tokens * k;
+  rows.token = token.data();
+  rows.expert = expert.data();
+  return rows;
+}
+
+MoePart SumTokenSlots(const RoutedInput& in, const ReductionState& state, const ExpertRows& rows,
+                      int64_t tokens, const float* wts, const float* y, std::span<const int64_t> order) {
+  const int64_t h = in.x_own.dim(1), k = in.routing.k, nb = in.k_blocks;
+  // Deterministic mode reads the K-block partials where the experts wrote them (expert order): no
+  // zero fill or scatter of the nb-times larger output.
+  std::vector<int64_t> pos_of(static_cast<size_t>(rows.n));  // row -> output position
+  if (rows.expert_order) {
+    for (size_t p = 0; p < order.size(); ++p) pos_of[static_cast<size_t>(order[p])] = static_cast<int64_t>(p);
+  } else {
+    for (int64_t r = 0; r < rows.n; ++r) pos_of[r] = r;
+  }
+  MoePart part = in.parts.Make(state, tokens, h, /*zeroed=*/false);
+  ParallelForRows(
+      in.parts.pool(), tokens,
+      [&](int64_t t) {
+        std::vector<SlotOutput> slots;
+        for (int64_t j = 0; j < k; ++j) {
+          if (rows.expert[t * k + j] >= 0)
+            slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
+        }
+        if (in.fold_shared != nullptr) {  // rows are own tokens: row t is own token t
+          slots.push_back({in.fold_shared + t * in.fold_nb * h,
+                           SharedGateValue(*in.shared_weights, rows.x + t * h, h), in.fold_nb});
+        }
+        in.parts.Accumulate(&part, t, slots, /*first=*/true);
+      },
+      in.parts.RowsPerTask());
+  return part;
+}
+
+}  // namespace moerun
