@@ -96,26 +96,19 @@ Status Planner::MoeLayer(int64_t l) {
       e.begin, e.end, i.begin, i.end, s.begin, s.end, dispatcher->name(), rows, t));
   Line(fmt::format("    routed output {} [{}, {}]; shared output {}; requested {}", routed.ToString(), rows,
                    h, has_shared ? shared.ToString() : "(no shared experts)", want.ToString()));
-  if (dispatcher->kind() == Dispatcher::Kind::kAllGather) {
-    const Group owners = o.sp ? Group::kEp : Group::kDp;
-    int64_t total = 0;  // every owner's rows: all replicas' tokens (under SP each split over tp)
-    for (int64_t n : tokens_) total += n;
-    Add("all_gather", owners, 8, name + " dispatch row counts", "", "");
-    RETURN_IF_ERROR(Transit(ReductionState::TokenShard(owners), ReductionState::Replicated(owners),
-                            name + " dispatch token rows", rows, h + 2 * k, 4));
-    RETURN_IF_ERROR(Transit(ReductionState::Partial(owners), ReductionState::TokenShard(owners),
-                            name + " routed combine", rows, h, elem, total));
-  } else if (dispatcher->kind() == Dispatcher::Kind::kAllToAll) {
-    const std::string d = name + " alltoall dispatch", from = "rows at their token's rank",
-                      to = "rows at their expert's rank";
-    Add("all_to_all", Group::kEp, static_cast<uint64_t>(layout_.world_size()) * 8, d, from, to);
-    Add("all_to_all", Group::kEp, static_cast<uint64_t>(rows * k * h * 4), d, from, to);
-    Add("all_to_all", Group::kEp, static_cast<uint64_t>(rows * k * 4), d, from, to);
-    // Expected: what this rank computes for others equals, on average, what it sends.
-    Add("all_to_all", Group::kEp, static_cast<uint64_t>(rows * k * layout_.ExpertBlocks() * h * 4),
-        name + " alltoall combine", "expert outputs at their expert's rank",
-        "expert outputs at their token's rank",
-        /*data_dependent=*/true);
+  int64_t all_rows = 0;  // every owner's rows: all replicas' tokens (under SP each split over tp)
+  for (int64_t n : tokens_) all_rows += n;
+  ASSIGN_OR_RETURN(std::vector<PlannedCollective> moves,
+                   dispatcher->PlanCollectives({.layout = layout_,
+                                                .rows = rows,
+                                                .all_owner_rows = all_rows,
+                                                .hidden = h,
+                                                .k = k,
+                                                .elem = elem,
+                                                .layer = name}));
+  for (PlannedCollective& c : moves) {
+    Add(c.op_name != nullptr ? c.op_name : CollectiveName(c.op), c.group, c.bytes, std::move(c.what),
+        std::move(c.from), std::move(c.to), c.data_dependent);
   }
   if (fuse) {
     RETURN_IF_ERROR(Transit(routed, want, name + (has_shared ? " routed+shared output" : " routed output"),

@@ -24,6 +24,22 @@ class AllGatherDispatch final : public Dispatcher {
     return tp_ > 1 ? ReductionState::Partial(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }
 
+  StatusOr<std::vector<PlannedCollective>> PlanCollectives(const DispatchPlanShape& s) const override {
+    const Group owners = sp_ ? Group::kEp : Group::kDp;
+    std::vector<PlannedCollective> out;
+    out.push_back({Collective::kAllGather, nullptr, owners, 8, s.layer + " dispatch row counts", "", ""});
+    // The token rows: hidden state, then k expert ids and k weights as floats.
+    const ReductionState shard = ReductionState::TokenShard(owners), all = ReductionState::Replicated(owners);
+    ASSIGN_OR_RETURN(Collective gather, PlanTransition(shard, all, s.layer + " dispatch token rows"));
+    out.push_back({gather, nullptr, owners, static_cast<uint64_t>(s.rows * (s.hidden + 2 * s.k) * 4),
+                   s.layer + " dispatch token rows", shard.ToString(), all.ToString()});
+    const ReductionState partial = ReductionState::Partial(owners);
+    ASSIGN_OR_RETURN(Collective scatter, PlanTransition(partial, shard, s.layer + " routed combine"));
+    out.push_back({scatter, nullptr, owners, static_cast<uint64_t>(s.all_owner_rows * s.hidden * s.elem),
+                   s.layer + " routed combine", partial.ToString(), shard.ToString()});
+    return out;
+  }
+
   StatusOr<ExpertRows> Dispatch(const RoutedInput& in) override {
     RETURN_IF_ERROR(GatherTokens(in));
     const int64_t h = in.x_own.dim(1), total = static_cast<int64_t>(x_.size()) / h;

@@ -26,6 +26,24 @@ class AllToAllDispatch final : public Dispatcher {
     return sp_ ? ReductionState::TokenShard(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }
 
+  StatusOr<std::vector<PlannedCollective>> PlanCollectives(const DispatchPlanShape& s) const override {
+    const std::string d = s.layer + " alltoall dispatch", from = "rows at their token's rank",
+                      to = "rows at their expert's rank";
+    const auto move = [](uint64_t bytes, std::string what, std::string f, std::string t, bool data = false) {
+      return PlannedCollective{Collective::kNone, "all_to_all", Group::kEp,   bytes,
+                               std::move(what),   std::move(f), std::move(t), data};
+    };
+    std::vector<PlannedCollective> out;
+    out.push_back(move(static_cast<uint64_t>(s.layout.world_size()) * 8, d, from, to));    // counts
+    out.push_back(move(static_cast<uint64_t>(s.rows * s.k * s.hidden * 4), d, from, to));  // rows
+    out.push_back(move(static_cast<uint64_t>(s.rows * s.k * 4), d, from, to));             // expert ids
+    // Expected: what this rank computes for others equals, on average, what it sends.
+    out.push_back(move(static_cast<uint64_t>(s.rows * s.k * s.layout.ExpertBlocks() * s.hidden * 4),
+                       s.layer + " alltoall combine", "expert outputs at their expert's rank",
+                       "expert outputs at their token's rank", /*data=*/true));
+    return out;
+  }
+
   StatusOr<ExpertRows> Dispatch(const RoutedInput& in) override {
     const ParallelLayout& lay = in.layout;
     const Routing& routing = in.routing;

@@ -72,6 +72,26 @@ struct ExpertRows {
   std::vector<int64_t> source_rows;
 };
 
+// One collective a dispatch issues, as `moerun plan` lists it (the same fields --stats logs).
+struct PlannedCollective {
+  Collective op = Collective::kNone;  // kNone with `op_name`: a data move (all_to_all)
+  const char* op_name = nullptr;      // e.g. "all_to_all" when op is kNone
+  Group group = Group::kTp;
+  uint64_t bytes = 0;  // sent by this rank
+  std::string what, from, to;
+  bool data_dependent = false;  // bytes depend on the routing (an expectation)
+};
+// What a dispatch plan depends on: this rank's rows, their width, and the layout.
+struct DispatchPlanShape {
+  const ParallelLayout& layout;
+  int64_t rows = 0;            // this rank's tokens entering the layer
+  int64_t all_owner_rows = 0;  // every owner's rows together (all replicas' tokens)
+  int64_t hidden = 0;          // H
+  int64_t k = 0;               // num_experts_per_tok
+  int64_t elem = 4;            // bytes per output element (16 in deterministic fixed point)
+  std::string layer;           // e.g. "layer 3"
+};
+
 class Dispatcher {
  public:
   enum class Kind {
@@ -86,6 +106,11 @@ class Dispatcher {
   virtual ReductionState RoutedState() const = 0;
   // Whether the rows are this rank's own tokens, in order (then Combine can fold the shared terms).
   virtual bool RowsAreOwnTokens() const { return false; }
+
+  // The collectives Dispatch and Combine issue for `shape` (the declaration of the traffic lives
+  // with the code that makes it, like RoutedState): `moerun plan` lists them; a test checks
+  // them against --stats.
+  virtual StatusOr<std::vector<PlannedCollective>> PlanCollectives(const DispatchPlanShape& shape) const = 0;
 
   // Moves rows to the experts; the returned pointers stay valid until Combine returns.
   virtual StatusOr<ExpertRows> Dispatch(const RoutedInput& in) = 0;

@@ -13,6 +13,9 @@ class LocalDispatch final : public Dispatcher {
   Kind kind() const override { return Kind::kNone; }
   const char* name() const override { return "none"; }
   // Tokens are replicated over tp; each rank sums only its experts (or its slice of each).
+  StatusOr<std::vector<PlannedCollective>> PlanCollectives(const DispatchPlanShape&) const override {
+    return std::vector<PlannedCollective>{};  // tokens are already where the experts are
+  }
   ReductionState RoutedState() const override {
     return tp_ > 1 ? ReductionState::Partial(Group::kTp) : ReductionState::Replicated(Group::kTp);
   }

@@ -26,6 +26,9 @@ class Probed final : public Dispatcher {
   const char* name() const override { return inner_->name(); }
   ReductionState RoutedState() const override { return inner_->RoutedState(); }
   bool RowsAreOwnTokens() const override { return inner_->RowsAreOwnTokens(); }
+  StatusOr<std::vector<PlannedCollective>> PlanCollectives(const DispatchPlanShape& s) const override {
+    return inner_->PlanCollectives(s);
+  }
 
   StatusOr<ExpertRows> Dispatch(const RoutedInput& in) override {
     ASSIGN_OR_RETURN(ExpertRows rows, inner_->Dispatch(in));
