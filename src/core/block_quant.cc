@@ -196,17 +196,6 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
   return scale;
 }
 
-// 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes of a Q4_K block.
-inline void GetScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
-}
-
 // ---- Q4_K: [f16 d][f16 dmin][12 B scales/mins][128 B nibbles].
 void QuantizeQ4_K(const float* x, uint8_t* y) {
   uint8_t L[kQK];
@@ -250,7 +239,7 @@ void QuantizeQ4_K(const float* x, uint8_t* y) {
   const float dmin_all = LoadF16(y + 2);
   for (int j = 0; j < 8; ++j) {
     uint8_t s, m;
-    GetScaleMinK4(j, sc, &s, &m);
+    Q4KScaleMin(j, sc, &s, &m);
     const float d = d_all * s;
     if (d == 0.0f) continue;
     const float dm = dmin_all * m;
@@ -337,9 +326,9 @@ void DequantizeQ4_K(const uint8_t* b, float* y) {
   const uint8_t* q = b + 16;
   for (int j = 0; j < 8; j += 2) {
     uint8_t sc, m;
-    GetScaleMinK4(j, b + 4, &sc, &m);
+    Q4KScaleMin(j, b + 4, &sc, &m);
     const float d1 = d * sc, m1 = min * m;
-    GetScaleMinK4(j + 1, b + 4, &sc, &m);
+    Q4KScaleMin(j + 1, b + 4, &sc, &m);
     const float d2 = d * sc, m2 = min * m;
     for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
     for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;

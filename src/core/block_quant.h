@@ -20,4 +20,16 @@ void QuantizeRow(DType t, const float* x, int64_t n, void* dst);
 // Dequantises n elements of type t from src into y[0, n). REQUIRES: IsBlockDType(t).
 void DequantizeRow(DType t, const void* src, float* y, int64_t n);
 
+// Q4_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed scale bytes of a block
+// (ggml's get_scale_min_k4; docs/formats.md).
+inline void Q4KScaleMin(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
 }  // namespace moerun

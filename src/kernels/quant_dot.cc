@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "core/cpu_features.h"
 #include "kernels/block_interleave.h"
 
@@ -19,17 +20,6 @@ inline float LoadF16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return F16ToF32(h);
-}
-
-// Q4_K: 6-bit scale and min of sub-block s (0..7) from the 12 packed bytes.
-inline void ScaleMinQ4K(int s, const uint8_t* q, int* sc, int* m) {
-  if (s < 4) {
-    *sc = q[s] & 63;
-    *m = q[s + 4] & 63;
-  } else {
-    *sc = (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
-    *m = (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
-  }
 }
 
 // One (weight row, activation row) dot over blocks [kb0, kb1).
@@ -63,8 +53,8 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
         const int shift = (s & 1) * 4;
         int32_t I = 0;
         for (int e = 0; e < 32; ++e) I += ((qs[e] >> shift) & 0xF) * a[e];
-        int sc, m;
-        ScaleMinQ4K(s, b + 4, &sc, &m);
+        uint8_t sc, m;
+        Q4KScaleMin(s, b + 4, &sc, &m);
         const float ws = LoadF16(b) * static_cast<float>(sc);
         const float wm = LoadF16(b + 2) * static_cast<float>(m);
         const float inner = std::fma(ws, static_cast<float>(I), -(wm * static_cast<float>(A)));

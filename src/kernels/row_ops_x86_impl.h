@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "kernels/row_ops.h"
 
 namespace moerun::internal::row_ops {
@@ -25,17 +26,6 @@ inline uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, sizeof v);
   return v;
-}
-
-// ggml's get_scale_min_k4 (docs/formats.md, Q4_K).
-inline void ScaleMinK4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
 }
 
 // Dequantises `n` elements (whole blocks) of type t starting at block pointer b into y, with the
@@ -81,7 +71,7 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
         const uint8_t* q = b + 16;
         for (int j = 0; j < 8; ++j, y += 32) {
           uint8_t sc, m;
-          ScaleMinK4(j, b + 4, &sc, &m);
+          Q4KScaleMin(j, b + 4, &sc, &m);
           const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(dmin * m);
           for (int h = 0; h < 2; ++h) {
             const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 * (j / 2) + 16 * h));
@@ -94,26 +84,8 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
         }
       }
       return;
-    case DType::kQ6_K:
-      for (int64_t i = 0; i < n; i += 256, b += 210) {
-        const float d = V::Half(LoadU16(b + 208));
-        const uint8_t* ql = b;
-        const uint8_t* qh = b + 128;
-        const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
-        for (int h = 0; h < 2; ++h, y += 128, ql += 64, qh += 32, sc += 8) {
-          for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * sc[is] * q1;
-            y[l + 32] = d * sc[is + 2] * q2;
-            y[l + 64] = d * sc[is + 4] * q3;
-            y[l + 96] = d * sc[is + 6] * q4;
-          }
-        }
-      }
+    case DType::kQ6_K:  // rare for kv_b: the reference dequantiser (same values by definition)
+      DequantizeRow(t, b, y, n);
       return;
     default:
       return;

@@ -8,7 +8,6 @@
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
-#include "kernels/vector_ops.h"
 #include "model/gguf_deepseek2.h"
 #include "model/mla_attention.h"
 #include "moe/moe_weights.h"

@@ -1,9 +1,9 @@
-// kernels/row_ops.h on every stored dtype x every ISA this CPU supports, and vector_ops.h's SIMD
-// paths, against a double-precision oracle built from the rows dequantised by core/block_quant.h
-// (ConvertToF32). Tolerance: 1e-5 of the sum of |terms| of each output. Also: every path
-// dequantises to exactly the reference's values (a unit-vector dot reads one back), rows are
-// independent (a row's dot does not depend on which rows share the call) and RowsAxpy over a
-// split of the rows equals the whole call bit for bit (one fma chain per element, in row order).
+// kernels/row_ops.h on every stored dtype x every ISA this CPU supports, against a double-precision
+// oracle built from the rows dequantised by core/block_quant.h (ConvertToF32). Tolerance: 1e-5 of the sum of
+// |terms| of each output. Also: every path dequantises to exactly the reference's values (a unit-vector dot
+// reads one back), rows are independent (a row's dot does not depend on which rows share the call) and
+// RowsAxpy over a split of the rows equals the whole call bit for bit (one fma chain per element, in row
+// order).
 #include "kernels/row_ops.h"
 
 #include <gtest/gtest.h>
@@ -16,7 +16,6 @@
 
 #include "core/block_quant.h"
 #include "core/cpu_features.h"
-#include "kernels/vector_ops.h"
 
 namespace moerun {
 namespace {
@@ -221,35 +220,6 @@ TEST(RowOps, IsaSelection) {
             RowOpsIsaSupported(RowOpsIsa::kAvx2) ? RowOpsIsa::kAvx2 : RowOpsIsa::kRef);
   EXPECT_FALSE(MakeStoredRows(DType::kQ4_K, 128).ok());  // not whole blocks
   EXPECT_FALSE(MakeStoredRows(DType::kI32, 16).ok());
-}
-
-// VecDot / VecAxpy: the dispatched path and each SIMD path the CPU has, against double.
-TEST(VectorOps, SimdPathsMatchDoubleOracle) {
-  std::mt19937 rng(3);
-  using Dot = float (*)(const float*, const float*, int64_t);
-  using Axpy = void (*)(float, const float*, float*, int64_t);
-  std::vector<std::pair<Dot, Axpy>> paths = {{&VecDot, &VecAxpy}};
-  const CpuFeatures& f = GetCpuFeatures();
-  if (f.HasAvx2Kernels()) paths.emplace_back(&internal::VecDotAvx2, &internal::VecAxpyAvx2);
-  if (f.HasAvx512Bf16Kernels()) paths.emplace_back(&internal::VecDotAvx512, &internal::VecAxpyAvx512);
-  for (const auto& [dot, axpy] : paths) {
-    for (int64_t n : {1, 5, 8, 9, 16, 17, 24, 31, 32, 33, 64, 100, 512, 515}) {
-      const std::vector<float> a = RandomVector(n, &rng), b = RandomVector(n, &rng);
-      double want = 0, mag = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        want += static_cast<double>(a[i]) * b[i];
-        mag += std::fabs(static_cast<double>(a[i]) * b[i]);
-      }
-      EXPECT_NEAR(dot(a.data(), b.data(), n), want, kRelTol * mag) << n;
-      std::vector<float> y = b;
-      const float alpha = 0.37f;
-      axpy(alpha, a.data(), y.data(), n);
-      for (int64_t i = 0; i < n; ++i) {
-        const double w = b[i] + static_cast<double>(alpha) * a[i];
-        ASSERT_NEAR(y[i], w, kRelTol * (std::fabs(b[i]) + std::fabs(alpha * a[i])) + 1e-30) << n << " " << i;
-      }
-    }
-  }
 }
 
 }  // namespace
