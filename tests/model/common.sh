@@ -26,3 +26,15 @@ print(f"maxdiff {err:.3g} (scale {scale:.3g}), argmax agreement {agree:.2f}")
 sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree else 1)
 PY
 }
+
+# write_arith_task FILE N: N "a+b=" problems (seeded) as an eval task, one JSON object per line.
+write_arith_task() {
+  $PY - "$1" "$2" <<'PY'
+import json, random, sys
+r = random.Random(3)
+with open(sys.argv[1], "w") as f:
+    for _ in range(int(sys.argv[2])):
+        a, b = r.randint(0, 99), r.randint(0, 99)
+        f.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
+PY
+}

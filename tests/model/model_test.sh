@@ -87,14 +87,7 @@ if [[ $chat_ids == "prompt "*" tokens" ]]; then pass "--chat prompt: $chat_ids";
 
 # eval: batched greedy decoding over a JSONL task; the same answers, problem by problem, on every
 # layout and batch size (--deterministic).
-$PY - "$WORK/task.jsonl" <<'PY'
-import json, random, sys
-r = random.Random(3)
-with open(sys.argv[1], "w") as f:
-    for _ in range(24):
-        a, b = r.randint(0, 99), r.randint(0, 99)
-        f.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
-PY
+write_arith_task "$WORK/task.jsonl" 24
 last=$("$MOERUN" eval -m "$tm" --task "$WORK/task.jsonl" --max-new 4 --answers "$WORK/ans1" --deterministic 2>/dev/null | tail -1)
 if [[ $last =~ ^accuracy:\ [0-9.]+\ \([0-9]+/24\)$ ]]; then pass "eval prints '$last'"; else fail "eval last line: '$last'"; fi
 for layout in "--tp 2" "--dp 2 --batch 5" "--tp 2 --dp 2 --ep --sp" "--dp 2 --ep --dispatch alltoall"; do

@@ -71,14 +71,7 @@ ids=$("$MOERUN" tokenize -m "$tm" -p "hello world")
 b=$("$MOERUN" generate -m "$tm" --tokens "$ids" -n 6 --print-ids 2>/dev/null)
 if [[ -n $a && $a == "$b" ]]; then pass "generate -p == generate --tokens: $a"; else fail "generate: a=$a b=$b"; fi
 if "$MOERUN" generate -m "$tm" -p "hello" -n 4 >/dev/null 2>&1; then pass "generate text runs"; else fail "generate text"; fi
-$PY - "$WORK/task.jsonl" <<'PY'
-import json, random, sys
-r = random.Random(3)
-with open(sys.argv[1], "w") as f:
-    for _ in range(12):
-        a, b = r.randint(0, 99), r.randint(0, 99)
-        f.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
-PY
+write_arith_task "$WORK/task.jsonl" 12
 last=$("$MOERUN" eval -m "$tm" --task "$WORK/task.jsonl" --max-new 4 --answers "$WORK/ans1" --deterministic 2>/dev/null | tail -1)
 if [[ $last =~ ^accuracy:\ [0-9.]+\ \([0-9]+/12\)$ ]]; then pass "eval prints '$last'"; else fail "eval last line: '$last'"; fi
 for layout in "--tp 2" "--dp 2 --batch 5" "--tp 2 --dp 2 --ep --sp"; do
