@@ -403,6 +403,9 @@ def main(argv=None):
     ap.add_argument("--mla-dims", default=None, metavar="DN,DV,R",
                     help="override qk_nope_head_dim, v_head_dim, kv_lora_rank (e.g. 256,32,256 so "
                          "attn_k_b / attn_v_b rows fit GGUF blocks)")
+    ap.add_argument("--moe-intermediate", type=int, default=None,
+                    help="override moe_intermediate_size (e.g. 128 so quantised experts cut into "
+                         "deterministic K-blocks of whole 32-column blocks)")
     ap.add_argument("--vocab", type=int, default=None,
                     help="override vocab_size (e.g. to match a tokenizer.json placed beside the model)")
     ap.add_argument("--tokenizer-dir", default=None,
@@ -425,6 +428,8 @@ def main(argv=None):
         cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
     if args.vocab is not None:
         cfg["vocab_size"] = args.vocab
+    if args.moe_intermediate is not None:
+        cfg["moe_intermediate_size"] = args.moe_intermediate
     if args.mla_dims is not None:
         dn, dv, r = (int(v) for v in args.mla_dims.split(","))
         cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"] = dn, dv, r

@@ -25,17 +25,31 @@ void DecoderModel::Init(std::unique_ptr<TensorSource> source, ModelConfig config
   ckpt_ = std::move(source);
 }
 
-LayoutDims ModelLayoutDims(const ModelConfig& c) {
-  LayoutDims d = MoeLayoutDims(c.moe);
+LayoutDims ModelLayoutDims(const ModelConfig& c, const DownAlignment& align) {
+  LayoutDims d = MoeLayoutDims(c.moe, align);
   d.attention_heads = c.num_attention_heads;
   d.v_head_dim = c.v_head_dim > 0 ? c.v_head_dim : c.head_dim;  // o_proj columns per head
   d.vocab = c.vocab_size;
   return d;
 }
 
+DownAlignment ModelDownAlignment(const ModelConfig& c, const TensorSource& ckpt,
+                                 std::optional<WeightFormat> requested) {
+  DownAlignment align;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (c.IsMoeLayer(l))
+      align.Merge(MoeDownAlignment(c.moe, ckpt, fmt::format("model.layers.{}.mlp.", l), requested));
+  }
+  return align;
+}
+
 Status DecoderModel::SetUpLayout(int64_t o_head_dim) {
+  // Only deterministic mode cuts K-blocks (and reads every layer's format for them).
+  const DownAlignment align = options_.parallel.deterministic
+                                  ? ModelDownAlignment(config_, *ckpt_, options_.weight_format)
+                                  : DownAlignment{};
   ASSIGN_OR_RETURN(context_,
-                   RankContext::Create(options_.parallel, ModelLayoutDims(config_), *world_, pool_));
+                   RankContext::Create(options_.parallel, ModelLayoutDims(config_, align), *world_, pool_));
   head_begin_ = layout().Heads().begin;
   head_end_ = layout().Heads().end;
   o_head_dim_ = o_head_dim;

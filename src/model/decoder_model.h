@@ -37,9 +37,14 @@
 
 namespace moerun {
 
-// The sizes a layout splits (heads, o_proj columns per head, vocabulary, experts): what
-// ParallelLayout validates against, for every registered architecture.
-LayoutDims ModelLayoutDims(const ModelConfig& config);
+// The sizes a layout splits (heads, o_proj columns per head, vocabulary, experts) and the down
+// projections' format alignment (deterministic K-blocks): what ParallelLayout validates against,
+// for every registered architecture.
+LayoutDims ModelLayoutDims(const ModelConfig& config, const DownAlignment& align = {});
+// The widest down-projection format alignment over the model's MoE layers (MoeDownAlignment), for
+// deterministic mode's K-blocks; `requested` as --weight-format (nullopt: as stored).
+DownAlignment ModelDownAlignment(const ModelConfig& config, const TensorSource& ckpt,
+                                 std::optional<WeightFormat> requested);
 
 class DecoderModel : public Model {
  public:

@@ -1,5 +1,6 @@
 #include "moe/moe_weights.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <mutex>
@@ -90,6 +91,27 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
     if (c.shared_expert_gated) specs.push_back({"shared_expert_gate.weight", {1, h}});
   }
   return specs;
+}
+
+void DownAlignment::Merge(const DownAlignment& o) {
+  routed = std::max(routed, o.routed);
+  shared = std::max(shared, o.shared);
+}
+
+DownAlignment MoeDownAlignment(const MoeConfig& c, const TensorSource& ckpt, const std::string& prefix,
+                               std::optional<WeightFormat> requested) {
+  auto align = [&](const std::string& name, int64_t width) -> int64_t {
+    const TensorMeta* meta = ckpt.Find(name);
+    if (meta == nullptr || width <= 0) return 1;
+    return Traits(ResolveWeightFormat(requested, meta->dtype, width)).k_alignment;
+  };
+  DownAlignment a;
+  a.routed = align(
+      HasFusedExperts(ckpt, prefix) ? prefix + "experts.down_proj" : prefix + "experts.0.down_proj.weight",
+      c.moe_intermediate_size);
+  if (c.shared_intermediate_size > 0)
+    a.shared = align(prefix + SharedExpertPrefix(c) + "down_proj.weight", c.shared_intermediate_size);
+  return a;
 }
 
 StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ckpt, const std::string& prefix,

@@ -61,6 +61,18 @@ struct MoeWeights {
                                    ThreadPool* pool, MoeShard shard = {});
 };
 
+// The K alignment (1, 32 or 256 columns) of the formats the block at `prefix` packs its routed and
+// shared down projections in, resolved on their full widths as Load does: deterministic mode's
+// K-blocks must be whole blocks of them (LayoutDims::routed_down_align). A model takes the maximum
+// over its MoE layers (Merge). Missing tensors count as 1: Load names them.
+struct DownAlignment {
+  int64_t routed = 1;  // e.g. 32 for q8_0 experts
+  int64_t shared = 1;
+  void Merge(const DownAlignment& o);
+};
+DownAlignment MoeDownAlignment(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
+                               std::optional<WeightFormat> requested);
+
 // The shared expert's multiplier for one token: sigmoid(x . shared_expert_gate) for Qwen2-MoE,
 // 1 otherwise. x_row: [H]. One fixed summation order, so every layout gets the same bits.
 float SharedGateValue(const MoeWeights& w, const float* x_row, int64_t hidden);

@@ -8,10 +8,12 @@
 
 namespace moerun {
 
-LayoutDims MoeLayoutDims(const MoeConfig& c) {
+LayoutDims MoeLayoutDims(const MoeConfig& c, const DownAlignment& align) {
   return {.routed_experts = c.n_routed_experts,
           .moe_intermediate = c.moe_intermediate_size,
-          .shared_intermediate = c.shared_intermediate_size};
+          .shared_intermediate = c.shared_intermediate_size,
+          .routed_down_align = align.routed,
+          .shared_down_align = align.shared};
 }
 
 ParallelMoe::~ParallelMoe() = default;
@@ -22,8 +24,9 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
                                                            Communicator& world,
                                                            std::optional<WeightFormat> weight_format,
                                                            ThreadPool* pool, KernelPolicy kernels) {
+  const DownAlignment align = MoeDownAlignment(config, ckpt, prefix, weight_format);
   ASSIGN_OR_RETURN(std::shared_ptr<RankContext> context,
-                   RankContext::Create(options, MoeLayoutDims(config), world, pool));
+                   RankContext::Create(options, MoeLayoutDims(config, align), world, pool));
   return Create(config, ckpt, prefix, std::move(context), weight_format, std::move(kernels));
 }
 
@@ -51,6 +54,14 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
                                                            KernelPolicy kernels) {
   const ParallelLayout& layout = context->layout();
   const LayoutDims& dims = layout.dims();
+  const DownAlignment align = MoeDownAlignment(config, ckpt, prefix, weight_format);
+  if (dims.routed_down_align < align.routed || dims.routed_down_align % align.routed != 0 ||
+      dims.shared_down_align < align.shared || dims.shared_down_align % align.shared != 0) {
+    return Internal(
+        "{}: the layout was validated for down projections aligned to {}/{} columns, the block's "
+        "formats need {}/{}",
+        prefix, dims.routed_down_align, dims.shared_down_align, align.routed, align.shared);
+  }
   if (dims.routed_experts != config.n_routed_experts ||
       dims.moe_intermediate != config.moe_intermediate_size ||
       dims.shared_intermediate != config.shared_intermediate_size) {

@@ -65,8 +65,9 @@
 
 namespace moerun {
 
-// The sizes of a block that a layout splits (experts, intermediate and shared widths).
-LayoutDims MoeLayoutDims(const MoeConfig& config);
+// The sizes of a block that a layout splits (experts, intermediate and shared widths) and the
+// K alignment of its down projections' formats (MoeDownAlignment; deterministic K-blocks).
+LayoutDims MoeLayoutDims(const MoeConfig& config, const DownAlignment& align = {});
 
 // The other two declarations of docs/reduction-contract.md §4 (the routed one is the dispatcher's,
 // MakeDispatcher). ParallelMoe and `moerun plan` both read the states from these.

@@ -91,12 +91,14 @@ Range ParallelLayout::SharedSlice() const {
 
 int64_t ParallelLayout::ExpertBlocks() const {
   if (!options_.deterministic) return 1;
-  return options_.ep ? kDeterministicBlocks : kDeterministicBlocks / options_.world();
+  const int64_t b = DeterministicBlocks(dims_.moe_intermediate, dims_.routed_down_align);
+  return options_.ep ? b : b / options_.world();
 }
 
 int64_t ParallelLayout::SharedBlocks() const {
   if (!options_.deterministic) return 1;
-  return options_.SharedSharded() ? kDeterministicBlocks / options_.tp : kDeterministicBlocks;
+  const int64_t b = DeterministicBlocks(dims_.shared_intermediate, dims_.shared_down_align);
+  return options_.SharedSharded() ? b / options_.tp : b;
 }
 
 }  // namespace moerun

@@ -69,8 +69,8 @@ class ParallelLayout {
   Range Intermediate() const;
   // Slice of the shared experts' width: 1 / tp when TP-sharded, else all of it.
   Range SharedSlice() const;
-  // Deterministic K-blocks per expert held (all of them whole, kDeterministicBlocks / world when
-  // sliced) and per shared expert; 1 in fast mode.
+  // Deterministic K-blocks per expert held (all DeterministicBlocks of a whole expert, 1 / world of
+  // them when sliced) and per shared expert (1 / tp when TP-sharded); 1 in fast mode.
   int64_t ExpertBlocks() const;
   int64_t SharedBlocks() const;
 

@@ -167,22 +167,40 @@ StatusOr<std::vector<int64_t>> ReplicaTokens(const std::string& spec, int dp) {
   return out;
 }
 
-StatusOr<ModelConfig> PlanConfig(const std::string& model) {
-  if (IsGgufPath(model)) {  // metadata only: the tensors are mapped, never read
+// The model's config and, for --deterministic, its down projections' stored format alignment (the
+// tensors are mapped, never read).
+struct PlanModel {
+  ModelConfig config;
+  DownAlignment align;
+};
+
+StatusOr<PlanModel> OpenPlanModel(const std::string& model, bool deterministic) {
+  PlanModel m;
+  std::unique_ptr<TensorSource> tensors;
+  if (IsGgufPath(model)) {
     ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(model));
-    return g.config;
+    m.config = std::move(g.config);
+    tensors = std::move(g.tensors);
+  } else {
+    const std::string path = model + "/config.json";
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    ASSIGN_OR_RETURN(m.config, ModelConfig::FromJson(text, path));
+    if (deterministic) {
+      ASSIGN_OR_RETURN(tensors, Checkpoint::Open(model));
+    }
   }
-  const std::string path = model + "/config.json";
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-  return ModelConfig::FromJson(text, path);
+  if (deterministic) m.align = ModelDownAlignment(m.config, *tensors, std::nullopt);
+  return m;
 }
 
 Status Run(const PlanArgs& a) {
-  ASSIGN_OR_RETURN(ModelConfig config, PlanConfig(a.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
+  ASSIGN_OR_RETURN(PlanModel model, OpenPlanModel(a.model_dir, options.deterministic));
+  const ModelConfig& config = model.config;
   // The runner's validation, for the runner's rank 0.
-  ASSIGN_OR_RETURN(ParallelLayout layout,
-                   ParallelLayout::Describe(options, ModelLayoutDims(config), options.world(), 0));
+  ASSIGN_OR_RETURN(
+      ParallelLayout layout,
+      ParallelLayout::Describe(options, ModelLayoutDims(config, model.align), options.world(), 0));
   ASSIGN_OR_RETURN(std::vector<int64_t> tokens, ReplicaTokens(a.tokens, options.dp));
   FILE* text = a.json ? nullptr : stdout;
   if (text != nullptr) {

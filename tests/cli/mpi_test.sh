@@ -89,6 +89,33 @@ for layout in "2|--tp 2" "2|--dp 2 --ep --dispatch alltoall" "4|--tp 2 --dp 2 --
   fi
 done
 
+# Quantised experts (q8_0 at load): deterministic mode cuts the 128-wide down projections into 4
+# K-blocks of whole 32-column blocks on every layout; in-process ranks and mpirun agree bitwise.
+q8="$WORK/model_q8"
+/usr/bin/python3 "$ROOT/tools/make_test_model.py" "$q8" --variant v2 --dtype bf16 --moe-intermediate 128 >/dev/null
+"$MOERUN" logits -m "$q8" --tokens $toks -o "$WORK/q8_1.safetensors" --deterministic --weight-format q8_0 2>/dev/null
+for layout in "1|--tp 2" "1|--tp 4 --dp 1 --ep" "2|--tp 2" "4|--tp 2 --dp 2 --ep --sp" "4|--tp 2 --dp 2"; do
+  IFS='|' read -r np flags <<<"$layout"
+  run=("${MPIRUN[@]}" -np "$np")
+  [[ $np == 1 ]] && run=()  # in-process ranks
+  # shellcheck disable=SC2086
+  out=$("${run[@]}" "$MOERUN" logits -m "$q8" --tokens $toks -o "$WORK/q8_x.safetensors" --deterministic \
+    --weight-format q8_0 $flags 2>&1 </dev/null)
+  if [[ -s "$WORK/q8_1.safetensors" ]] && cmp -s "$WORK/q8_1.safetensors" "$WORK/q8_x.safetensors"; then
+    pass "q8_0 model (np $np) $flags --deterministic: bitwise equal logits"
+  else
+    fail "q8_0 model (np $np) $flags --deterministic: $out"
+  fi
+  rm -f "$WORK/q8_x.safetensors"
+done
+out=$("$MOERUN" logits -m "$q8" --tokens $toks -o "$WORK/q8_x.safetensors" --deterministic --weight-format q8_0 \
+  --tp 8 2>&1)
+if [[ $? -ne 0 && $out == *"divide the 4 K-blocks of the 128-wide down projections"* ]]; then
+  pass "q8_0 --deterministic --tp 8 refused, naming the 4 K-blocks"
+else
+  fail "q8_0 --deterministic --tp 8: $out"
+fi
+
 # Qwen3-MoE (GQA: KV heads split over TP) under mpirun, the same way.
 q="$WORK/qwen3"
 /usr/bin/python3 "$ROOT/tools/make_test_model.py" "$q" --arch qwen3_moe --dtype bf16 --shards 2 >/dev/null

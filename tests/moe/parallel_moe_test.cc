@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
 
@@ -30,22 +31,27 @@ struct Fixture {
 
 constexpr int64_t kTokens = 37;  // odd on purpose: uneven DP/SP splits
 
-// f32 weights keep fast-mode tolerances tight; one fixture per preset, written once.
-const Fixture& GetFixture(const std::string& preset) {
+// f32 weights keep fast-mode tolerances tight; one fixture per preset (and widths), written once.
+// hidden / intermediate > 0 replace the small preset's 64 / 32 (the shared width follows).
+const Fixture& GetFixture(const std::string& preset, int64_t hidden = 0, int64_t intermediate = 0) {
   static std::map<std::string, Fixture> cache;
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(preset);
+  const std::string key = fmt::format("{}_h{}_i{}", preset, hidden, intermediate);
+  auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   Fixture f;
-  f.config = MoeConfig::FromJson(PresetConfigJson(preset, true).value(), preset).value();
+  nlohmann::json j = nlohmann::json::parse(PresetConfigJson(preset, true).value());
+  if (hidden > 0) j["hidden_size"] = hidden;
+  if (intermediate > 0) j["moe_intermediate_size"] = intermediate;
+  f.config = MoeConfig::FromJson(j.dump(), key).value();
   const fs::path dir = fs::temp_directory_path() / ("moerun_parallel_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  const std::string path = (dir / (preset + ".safetensors")).string();
+  const std::string path = (dir / (key + ".safetensors")).string();
   EXPECT_TRUE(WriteSafetensors(path, MakeSyntheticMoeTensors(f.config, 3, DType::kF32).value()).ok());
   f.ckpt = Checkpoint::Open(path).value();
   f.x = MakeSyntheticInput(kTokens, f.config.hidden_size, 9, DType::kF32).value();
-  return cache.emplace(preset, std::move(f)).first->second;
+  return cache.emplace(key, std::move(f)).first->second;
 }
 
 struct RunResult {
@@ -53,13 +59,14 @@ struct RunResult {
   std::map<int, std::vector<CollectiveRecord>> records;  // per world rank
 };
 
-StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool reduce_again = false) {
+StatusOr<RunResult> RunLayout(const Fixture& f, const ParallelOptions& o, bool reduce_again = false,
+                              std::optional<WeightFormat> format = std::nullopt) {
   RunResult result;
   result.y.assign(static_cast<size_t>(kTokens * f.config.hidden_size), std::nanf(""));
   std::mutex mu;
   const Status s = RunRanks(o.world(), [&](Communicator& world) -> Status {
     ThreadPool pool(1);
-    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, std::nullopt, &pool,
+    ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(f.config, *f.ckpt, "", o, world, format, &pool,
                                                    KernelPolicy{.precision = ActivationPrecision::kF32}));
     if (reduce_again) moe->AddHook(MakeReduceOutputAgain());
     const auto [begin, end] = moe->TokenRange(kTokens);
@@ -204,6 +211,58 @@ TEST(ParallelMoeDeterministic, MatchesFastModeOnOneRank) {
       ASSERT_NEAR(exact->y[i], fast->y[i], 1e-5 * max_abs) << preset << " element " << i;
     }
   }
+}
+
+// Block formats: deterministic mode cuts K into the most blocks that are whole format blocks (the
+// same count on every layout), so quantised experts are bitwise identical across layouts too; a
+// layout whose ranks do not divide that count is refused, naming it.
+TEST(ParallelMoeDeterministic, QuantisedExpertsAreBitwiseIdenticalAcrossLayouts) {
+  struct FormatCase {
+    WeightFormat format;
+    int64_t hidden, intermediate, routed_blocks;  // routed_blocks: the count layouts must divide
+  };
+  // q8_0 / q4_0 at I = 128: 8 blocks of 16 columns are not whole 32-blocks, 4 of 32 are.
+  // q4_k at I = 512: 2 blocks of 256 columns (shared width 1024: 4 blocks).
+  for (const FormatCase& fc :
+       {FormatCase{WeightFormat::kQ8_0, 64, 128, 4}, FormatCase{WeightFormat::kQ4_0, 64, 128, 4},
+        FormatCase{WeightFormat::kQ4_K, 256, 512, 2}}) {
+    SCOPED_TRACE(WeightFormatName(fc.format));
+    const Fixture& f = GetFixture("v2-lite", fc.hidden, fc.intermediate);
+    ParallelOptions one;
+    one.deterministic = true;
+    auto want = RunLayout(f, one, false, fc.format);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    std::vector<ParallelOptions> layouts = {Layout(2, 1, false, false), Layout(1, 2, false, false),
+                                            Layout(2, 2, true, true, DispatchKind::kAllToAll),
+                                            Layout(4, 2, true, false), Layout(2, 1, false, false)};
+    layouts.back().shared_replicated = true;
+    if (fc.routed_blocks >= 4) layouts.push_back(Layout(2, 2, false, false));
+    for (ParallelOptions o : layouts) {
+      o.deterministic = true;
+      auto got = RunLayout(f, o, false, fc.format);
+      ASSERT_TRUE(got.ok()) << o.ToString() << ": " << got.status().ToString();
+      ASSERT_EQ(std::memcmp(want->y.data(), got->y.data(), want->y.size() * sizeof(float)), 0)
+          << o.ToString();
+    }
+    ParallelOptions sliced = Layout(static_cast<int>(fc.routed_blocks) * 2, 1, false, false);
+    sliced.deterministic = true;
+    const Status refused = RunLayout(f, sliced, false, fc.format).status();
+    ASSERT_FALSE(refused.ok()) << sliced.ToString();
+    EXPECT_NE(refused.message().find(fmt::format("divide the {} K-blocks of the {}-wide down projections",
+                                                 fc.routed_blocks, fc.intermediate)),
+              std::string::npos)
+        << refused.message();
+  }
+}
+
+TEST(ParallelMoeDeterministic, BlockCountIsTheLargestWholeFormatBlockCount) {
+  EXPECT_EQ(DeterministicBlocks(1408, 1), 8);    // V2-Lite bf16: 176 columns
+  EXPECT_EQ(DeterministicBlocks(1408, 32), 4);   // q8_0 / q4_0: 352 = 11 x 32
+  EXPECT_EQ(DeterministicBlocks(2816, 32), 8);   // V2-Lite shared: 352
+  EXPECT_EQ(DeterministicBlocks(2048, 256), 8);  // V3 q4_k: 256
+  EXPECT_EQ(DeterministicBlocks(768, 256), 1);   // Qwen3-30B-A3B q4_k: 3 x 256
+  EXPECT_EQ(DeterministicBlocks(1408, 256), 0);  // no whole q4_k blocks at all
+  EXPECT_EQ(DeterministicBlocks(21, 1), 0);      // odd
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ParallelMoeTest, ::testing::ValuesIn(AllCases()), CaseName);
