@@ -32,11 +32,13 @@ void PartOps::Release(MoePart* part) const {
   part->fixed = {};
 }
 
-void PartOps::Accumulate(MoePart* part, int64_t row, std::span<const SlotOutput> slots, bool first) const {
-  const int64_t h = part->cols;
+void PartOps::AccumulateColumns(MoePart* part, int64_t row, int64_t c0, int64_t c1,
+                                std::span<const SlotOutput> slots, bool first) const {
+  const int64_t h = part->cols, n = c1 - c0;
   if (deterministic_) {
-    if (first) std::fill_n(part->fixed.data() + row * h, h, Fixed128{0});
-    // Every (slot, K-block) term of the row in one exact accumulation.
+    Fixed128* dst = part->fixed.data() + row * h + c0;
+    if (first) std::fill_n(dst, n, Fixed128{0});
+    // Every (slot, K-block) term of the columns in one exact accumulation.
     constexpr size_t kInline = 128;
     size_t n_terms = 0;
     for (const SlotOutput& s : slots) n_terms += static_cast<size_t>(s.nb);
@@ -49,12 +51,40 @@ void PartOps::Accumulate(MoePart* part, int64_t row, std::span<const SlotOutput>
     }
     size_t i = 0;
     for (const SlotOutput& s : slots)
-      for (int64_t b = 0; b < s.nb; ++b) terms[i++] = {s.y + b * h, s.weight};
-    AccumulateFixed(part->fixed.data() + row * h, h, {terms, n_terms});
+      for (int64_t b = 0; b < s.nb; ++b) terms[i++] = {s.y + b * h + c0, s.weight};
+    AccumulateFixed(dst, n, {terms, n_terms});
   } else {
-    float* dst = part->f32.data() + row * h;
+    float* dst = part->f32.data() + row * h + c0;
     for (const SlotOutput& s : slots)
-      for (int64_t c = 0; c < h; ++c) dst[c] += s.weight * s.y[c];
+      for (int64_t c = 0; c < n; ++c) dst[c] += s.weight * s.y[c0 + c];
+  }
+}
+
+void PartOps::AccumulateRows(MoePart* part, const SlotsOfRow& slots_of, bool first) const {
+  const int64_t rows = part->rows, h = part->cols;
+  if (rows == 0 || h == 0) return;
+  // Tasks of whole rows when there are enough of them; else each row cut into column chunks of at
+  // least 256 (64-byte aligned) so every thread gets work.
+  const int64_t threads = pool_ != nullptr ? pool_->size() : 1;
+  const int64_t want = 4 * threads;
+  int64_t chunks = rows >= want ? 1 : std::min((want + rows - 1) / rows, std::max<int64_t>(1, h / 256));
+  const int64_t width = ((h + chunks - 1) / chunks + 15) / 16 * 16;
+  chunks = (h + width - 1) / width;
+  const int64_t rows_per_task = chunks > 1 ? 1 : std::max<int64_t>(1, rows / want);
+  const int64_t row_tasks = (rows + rows_per_task - 1) / rows_per_task;
+  auto run = [&](int64_t task, int) {
+    std::vector<SlotOutput> slots;
+    const int64_t r0 = task / chunks * rows_per_task, c0 = task % chunks * width;
+    for (int64_t r = r0; r < std::min(rows, r0 + rows_per_task); ++r) {
+      slots.clear();
+      slots_of(r, &slots);
+      AccumulateColumns(part, r, c0, std::min(h, c0 + width), slots, first);
+    }
+  };
+  if (pool_ == nullptr) {
+    for (int64_t t = 0; t < row_tasks * chunks; ++t) run(t, 0);
+  } else {
+    pool_->ParallelFor(row_tasks * chunks, run);
   }
 }
 

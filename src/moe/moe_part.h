@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -59,6 +60,10 @@ struct SlotOutput {
 };
 
 class PartOps {
+  // Columns [c0, c1) of one row: the slots' terms added in order.
+  void AccumulateColumns(MoePart* part, int64_t row, int64_t c0, int64_t c1,
+                         std::span<const SlotOutput> slots, bool first) const;
+
  public:
   PartOps(bool deterministic, ThreadPool* pool, MoeRankScratch* scratch)
       : deterministic_(deterministic), pool_(pool), scratch_(scratch) {}
@@ -72,13 +77,15 @@ class PartOps {
   MoePart Make(ReductionState state, int64_t rows, int64_t cols, bool zeroed = true) const;
   // Keeps a finished part's buffer for the next call.
   void Release(MoePart* part) const;
-  // Adds the slots' terms into one row, slots in order (deterministic: all terms of the row in one
-  // AccumulateFixed call). first: the row holds garbage and is overwritten (deterministic mode).
-  void Accumulate(MoePart* part, int64_t row, std::span<const SlotOutput> slots, bool first = false) const;
+  // Fills the slots of output row `row` (cleared before the call), in summation order.
+  using SlotsOfRow = std::function<void(int64_t row, std::vector<SlotOutput>* slots)>;
+  // Adds every row's slot terms into the part, rows [0, part->rows) in parallel; with few rows
+  // the columns are split too, so a decode step's accumulation uses every thread. Each element
+  // sees its terms in slot order whatever the split (deterministic: one exact fixed-point sum).
+  // first: the rows hold garbage and are overwritten (deterministic parts made unzeroed).
+  void AccumulateRows(MoePart* part, const SlotsOfRow& slots_of, bool first = false) const;
   // dst += src element-wise (equal shapes; the caller checked the states).
   void Add(MoePart* dst, const MoePart& src) const;
-  // Rows per pool task for Accumulate loops: fixed-point accumulation is costlier, finer tasks.
-  int64_t RowsPerTask() const { return deterministic_ ? 1 : 16; }
 
  private:
   bool deterministic_;

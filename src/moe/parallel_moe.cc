@@ -219,10 +219,9 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   MoePart part = parts_->Make(SharedOutputState(), t_own, h);
   if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
   const SharedRows rows = ComputeShared(x_own);
-  ParallelForRows(parts_->pool(), t_own, [&](int64_t t) {
+  parts_->AccumulateRows(&part, [&](int64_t t, std::vector<SlotOutput>* slots) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
-    const SlotOutput slot{rows.y + t * rows.nb * h, g, rows.nb};
-    parts_->Accumulate(&part, t, {&slot, 1});
+    slots->push_back({rows.y + t * rows.nb * h, g, rows.nb});
   });
   return part;
 }

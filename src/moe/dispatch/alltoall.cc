@@ -121,16 +121,13 @@ class AllToAllDispatch final : public Dispatcher {
     MoePart part = in.parts.Make(RoutedState(), t_own, h, /*zeroed=*/false);
     std::vector<int64_t> pos_of(static_cast<size_t>(t_own * k));
     for (int64_t p = 0; p < n_send_; ++p) pos_of[send_row_[p]] = p;
-    ParallelForRows(
-        in.parts.pool(), t_own,
-        [&](int64_t t) {
-          std::vector<SlotOutput> slots(static_cast<size_t>(k));
+    in.parts.AccumulateRows(
+        &part,
+        [&](int64_t t, std::vector<SlotOutput>* slots) {
           for (int64_t j = 0; j < k; ++j)
-            slots[static_cast<size_t>(j)] = {y_back + pos_of[t * k + j] * nb * h,
-                                             in.routing.weights[t * k + j], nb};
-          in.parts.Accumulate(&part, t, slots, /*first=*/true);
+            slots->push_back({y_back + pos_of[t * k + j] * nb * h, in.routing.weights[t * k + j], nb});
         },
-        in.parts.RowsPerTask());
+        /*first=*/true);
     recv_x_ = {};  // per-call buffers are not kept between calls (one dispatcher per layer)
     token_ = {};
     expert_ = {};

@@ -33,21 +33,19 @@ MoePart SumTokenSlots(const RoutedInput& in, const ReductionState& state, const 
     for (int64_t r = 0; r < rows.n; ++r) pos_of[r] = r;
   }
   MoePart part = in.parts.Make(state, tokens, h, /*zeroed=*/false);
-  ParallelForRows(
-      in.parts.pool(), tokens,
-      [&](int64_t t) {
-        std::vector<SlotOutput> slots;
+  in.parts.AccumulateRows(
+      &part,
+      [&](int64_t t, std::vector<SlotOutput>* slots) {
         for (int64_t j = 0; j < k; ++j) {
           if (rows.expert[t * k + j] >= 0)
-            slots.push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
+            slots->push_back({y + pos_of[t * k + j] * nb * h, wts[t * k + j], nb});
         }
         if (in.fold_shared != nullptr) {  // rows are own tokens: row t is own token t
-          slots.push_back({in.fold_shared + t * in.fold_nb * h,
-                           SharedGateValue(*in.shared_weights, rows.x + t * h, h), in.fold_nb});
+          slots->push_back({in.fold_shared + t * in.fold_nb * h,
+                            SharedGateValue(*in.shared_weights, rows.x + t * h, h), in.fold_nb});
         }
-        in.parts.Accumulate(&part, t, slots, /*first=*/true);
       },
-      in.parts.RowsPerTask());
+      /*first=*/true);
   return part;
 }
 
