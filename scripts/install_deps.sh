@@ -12,6 +12,8 @@ PACKAGES=(
   python3 python3-numpy
   openmpi-bin libopenmpi-dev
   libpcre2-dev
+  libcpp-httplib-dev prometheus-cpp-dev
+  chromium
 )
 # node + npm run the tokenizer comparison (tests/tokenizer/npm_compare.sh). Asked for only when
 # missing: a NodeSource nodejs bundles npm, and Debian's separate npm package conflicts with it.
