@@ -19,13 +19,14 @@ namespace moerun {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,  // bad user input (flags, config fields, shapes)
-  kNotFound,         // a file or tensor that should exist does not
-  kCorruption,       // a file violates its format
-  kIOError,          // the OS refused a read or write
-  kOutOfRange,       // an index or size beyond a bound
-  kUnimplemented,    // a valid request moerun does not support yet
-  kInternal,         // an invariant broke: a bug
+  kInvalidArgument,    // bad user input (flags, config fields, shapes)
+  kNotFound,           // a file or tensor that should exist does not
+  kCorruption,         // a file violates its format
+  kIOError,            // the OS refused a read or write
+  kOutOfRange,         // an index or size beyond a bound
+  kUnimplemented,      // a valid request moerun does not support yet
+  kResourceExhausted,  // a bounded resource is full right now (a queue, a memory budget); retry later
+  kInternal,           // an invariant broke: a bug
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -74,6 +75,10 @@ Status OutOfRange(fmt::format_string<Args...> f, Args&&... args) {
 template <typename... Args>
 Status Unimplemented(fmt::format_string<Args...> f, Args&&... args) {
   return Status(StatusCode::kUnimplemented, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+Status ResourceExhausted(fmt::format_string<Args...> f, Args&&... args) {
+  return Status(StatusCode::kResourceExhausted, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 Status Internal(fmt::format_string<Args...> f, Args&&... args) {

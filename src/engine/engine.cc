@@ -4,6 +4,8 @@
 #include <limits>
 #include <unordered_map>
 
+#include "engine/stop_strings.h"
+
 namespace moerun {
 
 const char* FinishReasonName(FinishReason r) {
@@ -16,6 +18,8 @@ const char* FinishReasonName(FinishReason r) {
       return "stop";
     case FinishReason::kContext:
       return "context";
+    case FinishReason::kCancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -55,6 +59,10 @@ StatusOr<uint64_t> Engine::Submit(Request r) {
     }
   }
   RETURN_IF_ERROR(r.sampling.Validate());
+  if (r.top_logprobs < -1 || r.top_logprobs > kMaxTopLogprobs) {
+    return InvalidArgument("top_logprobs {} must be in [0, {}] (or -1: none)", r.top_logprobs,
+                           kMaxTopLogprobs);
+  }
   if (r.max_tokens < 0) return InvalidArgument("max_tokens {} must be >= 0", r.max_tokens);
   const int64_t n = static_cast<int64_t>(r.prompt.size());
   const int64_t capacity = r.context > 0 ? r.context : n + r.max_tokens;
@@ -65,12 +73,20 @@ StatusOr<uint64_t> Engine::Submit(Request r) {
   }
   if (r.replica >= replicas_)
     return InvalidArgument("replica {} does not exist (dp = {})", r.replica, replicas_);
-  const bool wants_logits = r.all_logits || static_cast<bool>(r.on_logits);
+  const bool wants_logits = r.all_logits || static_cast<bool>(r.on_logits) || r.prompt_logprobs;
   if (wants_logits && r.replica > 0) {
     return InvalidArgument("logits are delivered on world rank 0: the request needs replica 0, not {}",
                            r.replica);
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.max_queue > 0) {
+    size_t queued = 0;
+    for (const auto& q : queued_) queued += q.size();
+    if (static_cast<int64_t>(queued) >= options_.max_queue) {
+      return ResourceExhausted("{} requests are already waiting (the queue holds at most {})", queued,
+                               options_.max_queue);
+    }
+  }
   const int replica = r.replica >= 0 ? r.replica : wants_logits ? 0 : static_cast<int>(dealt_++ % replicas_);
   const uint64_t id = next_id_++;
   auto s = std::make_unique<Sequence>(id, std::move(r), replica, capacity, tokenizer_);
@@ -78,6 +94,51 @@ StatusOr<uint64_t> Engine::Submit(Request r) {
   sequences_.emplace(id, std::move(s));
   submitted_.notify_all();
   return id;
+}
+
+bool Engine::Cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = sequences_.find(id);
+  if (it == sequences_.end() || it->second->finished() || it->second->cancel_requested_) return false;
+  it->second->cancel_requested_ = true;
+  cancels_.push_back(id);
+  submitted_.notify_all();  // an idle Step wakes up to apply it
+  return true;
+}
+
+Engine::Load Engine::CurrentLoad() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Load load;
+  for (const auto& q : queued_) load.queued += static_cast<int64_t>(q.size());
+  for (const auto& r : running_) load.running += static_cast<int64_t>(r.size());
+  return load;
+}
+
+void Engine::ApplyCancellations() {
+  std::vector<Sequence*> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint64_t id : std::exchange(cancels_, {})) {
+      auto it = sequences_.find(id);
+      if (it == sequences_.end() || it->second->finished()) continue;
+      Sequence* s = it->second.get();
+      if (!s->running_) {  // still queued: it never had a cache
+        auto& q = queued_[static_cast<size_t>(s->replica())];
+        q.erase(std::find(q.begin(), q.end(), s));
+      }
+      cancelled.push_back(s);
+    }
+  }
+  for (Sequence* s : cancelled) {
+    if (s->running_) {
+      (void)Finish(s, FinishReason::kCancelled, /*flush_text=*/false);
+    } else {
+      s->finish_ = FinishReason::kCancelled;
+    }
+    const TokenEvent event{s->id(), -1, "", FinishReason::kCancelled, std::nullopt};
+    if (s->request().on_token) s->request().on_token(event);
+    if (s->request().on_finish) s->request().on_finish(*s);
+  }
 }
 
 bool Engine::HasWork() const {
@@ -95,6 +156,7 @@ const Sequence* Engine::Find(uint64_t id) const {
 }
 
 StepPlan Engine::Plan() {
+  ApplyCancellations();
   StepPlan p;
   p.header.step = step_++;
   p.releases = std::exchange(releases_, {});
@@ -133,8 +195,14 @@ StepPlan Engine::Plan() {
         budget -= n;
       }
       PlanEntry e{s->id(), r, static_cast<int32_t>(n), 0, 0};
-      if (s->cached() + n == total && s->num_generated() < s->request().max_tokens) e.flags |= kPlanSample;
-      if (s->request().all_logits) e.flags |= kPlanAllLogits;
+      const Request& q = s->request();
+      if (s->cached() + n == total && s->num_generated() < q.max_tokens) e.flags |= kPlanSample;
+      const bool prefill = s->cached() < static_cast<int64_t>(q.prompt.size());
+      if (q.all_logits || (q.prompt_logprobs && prefill)) e.flags |= kPlanAllLogits;
+      if (q.top_logprobs >= 0) {
+        e.flags |= kPlanLogprobs;
+        e.top_n = static_cast<uint32_t>(q.top_logprobs);
+      }
       p.entries.push_back(e);
       p.tokens.insert(p.tokens.end(), s->ids().begin() + s->cached(), s->ids().begin() + s->cached() + n);
       s->cached_ += n;
@@ -194,7 +262,7 @@ Status Engine::Abort(Status status) {
   return status;
 }
 
-Status Engine::Finish(Sequence* s, FinishReason reason, TokenEvent* event) {
+Status Engine::Finish(Sequence* s, FinishReason reason, bool flush_text) {
   s->finish_ = reason;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -202,12 +270,7 @@ Status Engine::Finish(Sequence* s, FinishReason reason, TokenEvent* event) {
     run.erase(std::find(run.begin(), run.end(), s));
   }
   releases_.push_back(s->id());
-  if (event != nullptr) {
-    const std::string tail = s->detokenizer_.Flush();
-    s->text_ += tail;
-    event->text += tail;
-    event->finish = reason;
-  }
+  if (flush_text) s->text_ += s->detokenizer_.Flush();  // an incomplete last character as U+FFFD
   return Status::Ok();
 }
 
@@ -246,9 +309,10 @@ Status Engine::Run(const StepPlan& plan) {
   std::vector<float> logits;
   RETURN_IF_ERROR(model_.ForwardBatch(chunks, all_logits, &logits));
 
-  // The replica root samples; rank 0 also hands its sequences' logits to their callbacks.
+  // The replica root samples (with logprobs when asked); rank 0 also hands its sequences' logits
+  // to their callbacks and scores their prompts.
   const int64_t v = model_.hparams().vocab_size;
-  std::vector<int32_t> sampled;
+  std::vector<LogprobRecord> sampled;
   if (root_of_replica_) {
     int64_t row = 0;
     for (size_t i : mine) {
@@ -256,37 +320,35 @@ Status Engine::Run(const StepPlan& plan) {
       const int64_t rows = all_logits ? e.n_tokens : 1;
       const std::span<const float> block(logits.data() + row * v, static_cast<size_t>(rows * v));
       row += rows;
-      if (world_.rank() == 0 && local.planned[i]->request().on_logits) {
-        const bool every = (e.flags & kPlanAllLogits) != 0;
-        if (every || (e.flags & kPlanSample)) {
-          const int64_t n = every ? rows : 1;
-          local.planned[i]->request().on_logits(block.subspan(static_cast<size_t>((rows - n) * v)), n);
-        }
-      }
+      if (world_.rank() == 0) DeliverLogits(local.planned[i], e, block, rows);
       if ((e.flags & kPlanSample) == 0) continue;
       auto it = local.samplers.find(e.sequence);
       if (it == local.samplers.end()) return Internal("engine: sequence {} has no sampler", e.sequence);
-      sampled.push_back(it->second.Sample(block.subspan(static_cast<size_t>((rows - 1) * v))));
+      const std::span<const float> last = block.subspan(static_cast<size_t>((rows - 1) * v));
+      const int32_t token = it->second.Sample(last);
+      sampled.push_back((e.flags & kPlanLogprobs) != 0
+                            ? LogprobRecord::From(ComputeLogprobs(last, token, static_cast<int>(e.top_n)))
+                            : LogprobRecord{.token = token});
     }
   }
-  // Under DP, every replica root's ids reach rank 0 (one all-gather, ids in plan order per replica).
-  std::vector<int32_t> ids = sampled;
+  // Under DP, every replica root's samples reach rank 0 (one all-gather, in plan order per replica).
+  std::vector<LogprobRecord> samples = sampled;
   if (replicas_ > 1) {
-    std::vector<size_t> samples(static_cast<size_t>(replicas_), 0);
+    std::vector<size_t> count(static_cast<size_t>(replicas_), 0);
     for (const PlanEntry& e : plan.entries)
-      samples[static_cast<size_t>(e.replica)] += (e.flags & kPlanSample) != 0;
+      count[static_cast<size_t>(e.replica)] += (e.flags & kPlanSample) != 0;
     std::vector<size_t> bytes(static_cast<size_t>(world_.size()), 0);
     size_t total = 0;
     for (int q = 0; q < world_.size(); q += options_.tp) {
-      bytes[static_cast<size_t>(q)] = samples[static_cast<size_t>(q / options_.tp)] * sizeof(int32_t);
+      bytes[static_cast<size_t>(q)] = count[static_cast<size_t>(q / options_.tp)] * sizeof(LogprobRecord);
       total += bytes[static_cast<size_t>(q)];
     }
-    ids.assign(total / sizeof(int32_t), 0);
-    RETURN_IF_ERROR(world_.AllGather(sampled.data(), ids.data(), bytes));
+    samples.assign(total / sizeof(LogprobRecord), LogprobRecord{});
+    RETURN_IF_ERROR(world_.AllGather(sampled.data(), samples.data(), bytes));
   }
   if (world_.rank() != 0) return Status::Ok();
 
-  // Rank 0: append, stream, stop. ids holds replica 0's samples, then replica 1's, ...
+  // Rank 0: append, stream, stop. samples holds replica 0's, then replica 1's, ...
   std::vector<size_t> next(static_cast<size_t>(replicas_), 0);
   for (size_t base = 0, r = 0; r < static_cast<size_t>(replicas_); ++r) {
     next[r] = base;
@@ -298,28 +360,72 @@ Status Engine::Run(const StepPlan& plan) {
     Sequence* s = local.planned[i];
     if ((e.flags & kPlanSample) == 0) {
       if (s->request().max_tokens == 0 && s->cached() == static_cast<int64_t>(s->ids().size())) {
-        RETURN_IF_ERROR(Finish(s, FinishReason::kLength, nullptr));
+        RETURN_IF_ERROR(Finish(s, FinishReason::kLength, /*flush_text=*/false));
         if (s->request().on_finish) s->request().on_finish(*s);
       }
       continue;
     }
-    const int32_t token = ids[next[static_cast<size_t>(e.replica)]++];
-    s->ids_.push_back(token);
-    TokenEvent event{s->id(), token, s->detokenizer_.Push(token), FinishReason::kNone};
-    s->text_ += event.text;
-    const auto& stop = s->request().stop_ids;
-    FinishReason reason = FinishReason::kNone;
-    if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
-      reason = FinishReason::kStop;
-    } else if (static_cast<int64_t>(s->ids().size()) >= s->capacity()) {
-      reason = FinishReason::kContext;
-    } else if (s->num_generated() >= s->request().max_tokens) {
-      reason = FinishReason::kLength;
-    }
-    if (reason != FinishReason::kNone) RETURN_IF_ERROR(Finish(s, reason, &event));
-    if (s->request().on_token) s->request().on_token(event);
-    if (reason != FinishReason::kNone && s->request().on_finish) s->request().on_finish(*s);
+    RETURN_IF_ERROR(
+        Accept(s, samples[next[static_cast<size_t>(e.replica)]++], (e.flags & kPlanLogprobs) != 0));
   }
+  return Status::Ok();
+}
+
+void Engine::DeliverLogits(Sequence* s, const PlanEntry& e, std::span<const float> block, int64_t rows) {
+  const int64_t v = model_.hparams().vocab_size;
+  const Request& q = s->request();
+  if (q.on_logits) {
+    const bool every = (e.flags & kPlanAllLogits) != 0;
+    if (every || (e.flags & kPlanSample)) {
+      const int64_t n = every ? rows : 1;
+      q.on_logits(block.subspan(static_cast<size_t>((rows - n) * v)), n);
+    }
+  }
+  // Prompt scoring: row r of this chunk (position begin + r) predicts prompt id begin + r + 1.
+  const int64_t n_prompt = static_cast<int64_t>(q.prompt.size());
+  if (!q.prompt_logprobs || (e.flags & kPlanAllLogits) == 0) return;
+  const int64_t begin = s->cached() - e.n_tokens;
+  if (s->prompt_logprobs_.empty()) s->prompt_logprobs_.resize(static_cast<size_t>(n_prompt));
+  for (int64_t r = 0; r < rows && begin + r + 1 < n_prompt; ++r) {
+    const int64_t next = begin + r + 1;
+    s->prompt_logprobs_[static_cast<size_t>(next)] =
+        ComputeLogprobs(block.subspan(static_cast<size_t>(r * v), static_cast<size_t>(v)),
+                        q.prompt[static_cast<size_t>(next)], std::max(0, q.top_logprobs));
+  }
+}
+
+Status Engine::Accept(Sequence* s, const LogprobRecord& sample, bool with_logprobs) {
+  const int32_t token = sample.token;
+  s->ids_.push_back(token);
+  TokenEvent event{s->id(), token, "", FinishReason::kNone, std::nullopt};
+  if (with_logprobs) event.logprobs = sample.ToLogprobs();
+  const Request& q = s->request();
+  const size_t searched = s->text_.size();
+  s->text_ += s->detokenizer_.Push(token);
+  FinishReason reason = FinishReason::kNone;
+  bool cut = false;
+  if (const size_t at = FindStop(s->text_, searched, q.stop_strings); at != std::string::npos) {
+    s->text_.resize(at);  // the stop string and what follows are never reported
+    reason = FinishReason::kStop;
+    cut = true;
+  } else if (std::find(q.stop_ids.begin(), q.stop_ids.end(), token) != q.stop_ids.end()) {
+    reason = FinishReason::kStop;
+  } else if (static_cast<int64_t>(s->ids().size()) >= s->capacity()) {
+    reason = FinishReason::kContext;
+  } else if (s->num_generated() >= q.max_tokens) {
+    reason = FinishReason::kLength;
+  }
+  if (reason != FinishReason::kNone) RETURN_IF_ERROR(Finish(s, reason, /*flush_text=*/!cut));
+  // Stream what can no longer become part of a stop string (everything, once finished).
+  const size_t final_end =
+      s->finished() ? s->text_.size() : s->text_.size() - HeldBackBytes(s->text_, q.stop_strings);
+  if (final_end > s->emitted_) {
+    event.text = s->text_.substr(s->emitted_, final_end - s->emitted_);
+    s->emitted_ = final_end;
+  }
+  event.finish = s->finish_;
+  if (q.on_token) q.on_token(event);
+  if (s->finished() && q.on_finish) q.on_finish(*s);
   return Status::Ok();
 }
 

@@ -15,6 +15,10 @@
 // left (one final kIdle step); Shutdown sends kShutdown; Abort(status) makes every other rank's
 // Step fail (use it when rank 0 fails between steps, e.g. on Submit).
 //
+// Cancel(id) (any thread) ends a queued or running sequence at the next step with kCancelled.
+// Logprobs (Request::top_logprobs) are computed at the replica root from the row the id was
+// sampled from and travel to rank 0 with the id; prompt logprobs on rank 0 (replica 0).
+//
 // Admission: up to max_batch running sequences per replica, first come first served; with
 // admit_when_idle new sequences join only when nothing runs anywhere (batch rounds: every step of
 // a round batches the same sequences as a fixed batch would, as `eval` needs).
@@ -48,6 +52,7 @@ struct EngineOptions {
   int64_t max_step_tokens = 0;                    // tokens per replica per step; 0: unlimited
   int64_t max_chunk = 0;                          // prompt tokens per sequence per step; 0: the whole prompt
   bool admit_when_idle = false;                   // batch rounds (see above)
+  int64_t max_queue = 0;                          // queued (not running) requests at most; 0: no bound
   std::chrono::milliseconds max_idle_wait{1000};  // Step(wait) waits at most this for work
 };
 
@@ -57,8 +62,12 @@ class Engine {
   Engine(Communicator& world, Model& model, const Tokenizer* tokenizer, EngineOptions options);
   ~Engine();
 
-  // World rank 0: validates and queues; returns the sequence id.
+  // World rank 0: validates and queues; returns the sequence id. ResourceExhausted when
+  // max_queue requests are already waiting.
   StatusOr<uint64_t> Submit(Request request);
+  // World rank 0, any thread: the sequence ends with kCancelled at the next step (its cache is
+  // freed then). False if it is unknown or already finished.
+  bool Cancel(uint64_t id);
   // All ranks, in lockstep: one step. Rank 0 with no work waits up to `wait` (capped by
   // max_idle_wait and a quarter of the collective timeout) for a Submit, then sends kIdle.
   StatusOr<StepKind> Step(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
@@ -71,6 +80,11 @@ class Engine {
 
   // Rank 0: queued or running sequences.
   bool HasWork() const;
+  // Rank 0, any thread: sequences waiting for admission and running (all replicas).
+  struct Load {
+    int64_t queued = 0, running = 0;
+  };
+  Load CurrentLoad() const;
   // Rank 0: a submitted sequence (finished ones stay until the engine is destroyed), or null.
   const Sequence* Find(uint64_t id) const;
   int replicas() const { return replicas_; }
@@ -79,7 +93,14 @@ class Engine {
   struct Local;  // this rank's caches and samplers, by sequence
   StepPlan Plan();
   Status Run(const StepPlan& plan);
-  Status Finish(Sequence* s, FinishReason reason, TokenEvent* event);
+  // Rank 0: ends a running sequence (its caches are released with the next plan); flush_text
+  // appends the detokenizer's held-back tail to its text.
+  Status Finish(Sequence* s, FinishReason reason, bool flush_text);
+  // Rank 0: a chunk's logits to the request's callback, and its prompt logprobs.
+  void DeliverLogits(Sequence* s, const PlanEntry& e, std::span<const float> block, int64_t rows);
+  void ApplyCancellations();
+  // Rank 0: appends a sampled id to its sequence, streams its text and applies the stop criteria.
+  Status Accept(Sequence* s, const LogprobRecord& sample, bool with_logprobs);
 
   Communicator& world_;
   Model& model_;
@@ -95,6 +116,7 @@ class Engine {
   std::vector<std::vector<Sequence*>> running_;  // per replica, admission order
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   std::vector<uint64_t> releases_;  // finished since the last plan
+  std::vector<uint64_t> cancels_;   // Cancel()ed since the last plan (guarded by mu_)
   std::unique_ptr<Local> local_;
 };
 

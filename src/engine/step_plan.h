@@ -33,7 +33,8 @@ struct StepHeader {
 
 enum PlanFlags : uint32_t {
   kPlanSample = 1,     // the replica root samples from this chunk's last row
-  kPlanAllLogits = 2,  // the chunk's every row is wanted (logits callbacks)
+  kPlanAllLogits = 2,  // the chunk's every row is wanted (logits callbacks, prompt logprobs)
+  kPlanLogprobs = 4,   // the sampled id travels with its logprob and top_n alternatives
 };
 
 struct PlanEntry {
@@ -41,7 +42,7 @@ struct PlanEntry {
   int32_t replica = 0;
   int32_t n_tokens = 0;
   uint32_t flags = 0;
-  uint32_t pad = 0;
+  uint32_t top_n = 0;  // kPlanLogprobs: alternatives per sampled id, <= kMaxTopLogprobs
 };
 
 // A sequence admitted this step: its replica creates the cache (and its root the sampler).

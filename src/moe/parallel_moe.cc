@@ -55,8 +55,9 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
   const ParallelLayout& layout = context->layout();
   const LayoutDims& dims = layout.dims();
   // Deterministic K-blocks were sized for the widest format alignment of the model's blocks.
-  const DownAlignment align = layout.options().deterministic ? MoeDownAlignment(config, ckpt, prefix, weight_format)
-                                                             : DownAlignment{};
+  const DownAlignment align = layout.options().deterministic
+                                  ? MoeDownAlignment(config, ckpt, prefix, weight_format)
+                                  : DownAlignment{};
   if (dims.routed_down_align < align.routed || dims.routed_down_align % align.routed != 0 ||
       dims.shared_down_align < align.shared || dims.shared_down_align % align.shared != 0) {
     return Internal(
