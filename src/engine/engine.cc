@@ -106,6 +106,23 @@ bool Engine::Cancel(uint64_t id) {
   return true;
 }
 
+int Engine::CancelAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  auto cancel = [&](Sequence* s) {
+    if (s->finished() || s->cancel_requested_) return;
+    s->cancel_requested_ = true;
+    cancels_.push_back(s->id());
+    ++n;
+  };
+  for (const auto& q : queued_)
+    for (Sequence* s : q) cancel(s);
+  for (const auto& r : running_)
+    for (Sequence* s : r) cancel(s);
+  submitted_.notify_all();
+  return n;
+}
+
 Engine::Load Engine::CurrentLoad() const {
   std::lock_guard<std::mutex> lock(mu_);
   Load load;

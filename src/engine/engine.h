@@ -68,6 +68,8 @@ class Engine {
   // World rank 0, any thread: the sequence ends with kCancelled at the next step (its cache is
   // freed then). False if it is unknown or already finished.
   bool Cancel(uint64_t id);
+  // World rank 0, any thread: Cancel every queued and running sequence; returns how many.
+  int CancelAll();
   // All ranks, in lockstep: one step. Rank 0 with no work waits up to `wait` (capped by
   // max_idle_wait and a quarter of the collective timeout) for a Submit, then sends kIdle.
   StatusOr<StepKind> Step(std::chrono::milliseconds wait = std::chrono::milliseconds(0));

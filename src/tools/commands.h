@@ -15,5 +15,6 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
 void RegisterConvertGgufCommand(CLI::App& app, int* exit_code);  // quantize (alias convert-gguf)
 void RegisterPlanCommand(CLI::App& app, int* exit_code);         // plan (layout collectives, no run)
+void RegisterServeCommand(CLI::App& app, int* exit_code);        // serve (OpenAI-compatible HTTP)
 
 }  // namespace moerun

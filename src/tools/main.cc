@@ -23,6 +23,7 @@ int Run(int argc, char** argv) {
   moerun::RegisterMakeModelCommand(app, &exit_code);
   moerun::RegisterConvertGgufCommand(app, &exit_code);
   moerun::RegisterPlanCommand(app, &exit_code);
+  moerun::RegisterServeCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   if (version) {
     std::printf("moerun %s\n%s\n", MOERUN_VERSION, moerun::DescribeKernelChoice({}).c_str());

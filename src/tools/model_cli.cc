@@ -63,7 +63,8 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model) {
                                        text.tokenizer_config_json, model + " (tokenizer.ggml.* config)");
 }
 
-StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool, Communicator* world) {
+StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool, Communicator* world,
+                                           const LoadProgress& on_progress) {
   ModelLoadOptions o;
   ASSIGN_OR_RETURN(o.parallel, a.parallel.ToOptions());
   ASSIGN_OR_RETURN(o.weight_format, a.kernels.Format());
@@ -71,8 +72,9 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
   o.check_tensors = a.check_tensors;
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = world == nullptr || world->rank() == 0;
-  auto progress = [lead](double f, const std::string& what) {
+  auto progress = [lead, &on_progress](double f, const std::string& what) {
     if (!lead) return;
+    if (on_progress) on_progress(f, what);
     std::fprintf(stderr, "\rmoerun: loading [%-30s] %3.0f%% %-12s",
                  std::string(static_cast<size_t>(f * 30), '#').c_str(), f * 100, what.c_str());
     if (f >= 1.0) std::fprintf(stderr, "\n");

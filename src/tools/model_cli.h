@@ -42,8 +42,10 @@ bool HasTokenizer(const std::string& model);
 Status InspectGguf(const ModelArgs& a);
 
 // Any registered architecture (model/arch.h), from -m (directory, .gguf) or --load-format dummy.
+// `on_progress` (rank 0) sees the load progress besides the progress bar on stderr.
 StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
-                                           Communicator* world = nullptr);
+                                           Communicator* world = nullptr,
+                                           const LoadProgress& on_progress = {});
 
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
 // is given). DP replica 0 owns a single sequence; other replicas run every step with no tokens.
