@@ -24,6 +24,12 @@ inline constexpr const char* kChatPageHtml = R"HTML(<!doctype html>
 <form id="form"><input id="prompt" autocomplete="off" placeholder="Ask something"><button id="send">Send</button></form>
 <script>
 const messages = [];
+// Request fields from the page's URL, e.g. /?temperature=0&max_tokens=64&ignore_eos=true.
+const extra = {};
+for (const [k, v] of new URLSearchParams(location.search)) {
+  if (['temperature', 'top_p', 'top_k', 'seed', 'max_tokens'].includes(k)) extra[k] = Number(v);
+  if (k === 'ignore_eos') extra[k] = v === 'true';
+}
 const log = document.getElementById('log');
 function add(cls, text) {
   const d = document.createElement('div'); d.className = cls; d.textContent = text; log.appendChild(d); return d;
@@ -39,7 +45,7 @@ document.getElementById('form').addEventListener('submit', async (ev) => {
   out.dataset.done = 'false';
   try {
     const res = await fetch('/v1/chat/completions', {method: 'POST', headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({messages, stream: true, max_tokens: 256})});
+      body: JSON.stringify(Object.assign({messages, stream: true, max_tokens: 256}, extra))});
     if (!res.ok) { const e = await res.json(); throw new Error(e.error ? e.error.message : res.statusText); }
     const reader = res.body.getReader(); const dec = new TextDecoder(); let buf = '';
     for (;;) {

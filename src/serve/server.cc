@@ -108,17 +108,24 @@ void OpenAiServer::BeginDrain() {
 }
 
 void OpenAiServer::SetFailed(const std::string& why) {
-  std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
     phase_ = Phase::kFailed;
     failure_ = why;
+  }
+  CutAll("the server failed: " + why);
+}
+
+void OpenAiServer::CutAll(const std::string& why) {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     for (auto& w : jobs_)
       if (auto j = w.lock()) jobs.push_back(std::move(j));
   }
   for (auto& j : jobs) {
     std::lock_guard<std::mutex> lock(j->mu);
-    if (!j->error) j->error = ApiError::Unavailable("the server failed: " + why);
+    if (!j->error && !j->all_done()) j->error = ApiError::Unavailable(why);
     j->cv.notify_all();
   }
 }
@@ -450,7 +457,7 @@ void OpenAiServer::Stream(const std::shared_ptr<Job>& job, httplib::Response& re
           const std::string event = "data: " + payload + "\n\n";
           if (!sink.write(event.data(), event.size())) return false;  // the client is gone
         }
-        if (error && !finished) {
+        if (error) {  // cut (drain timeout) or the server failed: an error event ends the stream
           const std::string event = "data: " + error->ToJson() + "\n\ndata: [DONE]\n\n";
           sink.write(event.data(), event.size());
           sink.done();

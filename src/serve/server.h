@@ -58,6 +58,9 @@ class OpenAiServer {
   void SetReady(Engine* engine, ServedModel model, std::function<EngineSnapshot()> snapshot);
   void BeginDrain();
   void SetFailed(const std::string& why);
+  // Drain timeout: unfinished requests end with an error (streams: an error event, then [DONE]);
+  // the caller cancels their sequences.
+  void CutAll(const std::string& why);
   // HTTP generation requests not yet answered.
   int ActiveRequests() const { return active_.load(); }
   void Stop();

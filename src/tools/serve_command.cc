@@ -2,7 +2,11 @@
 // World rank 0 listens at once (/health reports the load), loads its model like every rank, then
 // steps the engine; the other ranks step with it (in-process threads, or processes under mpirun).
 // SIGTERM / SIGINT drain: new requests get 503, running ones finish (at most --drain-timeout
-// seconds, then they are cut with an error event), every rank shuts down, exit 0.
+// seconds, then they are cut with an error event), every rank shuts down, exit 0. Under mpirun,
+// signal world rank 0's process (its pid is printed at start): Open MPI's mpirun answers a
+// SIGTERM of its own by killing the whole job.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -58,6 +62,8 @@ Status ServeOnRankZero(const ServeArgs& a, Engine& engine, OpenAiServer& server)
   while (engine.HasWork() && std::chrono::steady_clock::now() < deadline)
     RETURN_IF_ERROR(engine.Step().status());
   if (engine.HasWork()) {
+    server.CutAll(fmt::format("the server is shutting down: the request was cut after the {} s drain timeout",
+                              a.drain_timeout));
     std::fprintf(stderr, "moerun: drain timeout: cutting %d sequences\n", engine.CancelAll());
     RETURN_IF_ERROR(engine.RunUntilIdle());
   }
@@ -91,8 +97,8 @@ Status RunServe(const ServeArgs& a) {
     if (world.rank() == 0) {
       server = std::make_unique<OpenAiServer>(a.server);
       RETURN_IF_ERROR(server->Start());
-      std::fprintf(stderr, "moerun: listening on http://%s:%d (loading the model)\n", a.server.host.c_str(),
-                   server->port());
+      std::fprintf(stderr, "moerun: listening on http://%s:%d (pid %d; loading the model)\n",
+                   a.server.host.c_str(), server->port(), static_cast<int>(getpid()));
     }
     LoadProgress progress;
     if (server) progress = [&](double f, const std::string& what) { server->SetLoadProgress(f, what); };

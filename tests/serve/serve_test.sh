@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `moerun serve` end to end with real clients: the official openai npm package (completions, chat,
+# streaming, usage, stop, logprobs, errors, batching), malformed and hostile requests, the chat page
+# in headless Chromium, SIGTERM draining, and the same client test on in-process TP/DP ranks.
+# mpirun layouts: serve_mpi_test.sh. Needs MOERUN; exit 0 only if every part passed.
+set -euo pipefail
+SERVE_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$SERVE_HERE/common.sh"
+[[ -x "${MOERUN:-}" ]] || serve_fail "MOERUN is not set to the moerun binary"
+serve_npm_install
+WORK=$(mktemp -d)
+trap 'kill -KILL ${SERVE_PID:-0} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+echo "== one rank, fast mode"
+serve_start "$WORK/s1.log" -- -t 2
+serve_node openai_client_test.mjs "$SERVE_URL"
+serve_node malformed_test.mjs "$SERVE_URL"
+serve_stop
+
+echo "== the chat page in headless Chromium (a random-weight model with tiny-arith's tokenizer: it talks)"
+ROOT="$(cd "$SERVE_HERE/../.." && pwd)"
+/usr/bin/python3 "$ROOT/tools/make_test_model.py" "$WORK/chatty" --variant v2 --vocab 264 \
+  --tokenizer-dir "$ROOT/models/tiny-arith" >/dev/null
+serve_start "$WORK/s5.log" -- -t 2 -m "$WORK/chatty"
+serve_node chat_page_test.mjs "$SERVE_URL" /usr/bin/chromium
+serve_stop
+
+echo "== one rank, --deterministic (batched logprobs bitwise equal to alone)"
+serve_start "$WORK/s2.log" -- -t 2 --deterministic
+serve_node openai_client_test.mjs "$SERVE_URL" --deterministic
+serve_stop
+
+echo "== in-process ranks: --tp 2 --dp 2 --ep --deterministic"
+serve_start "$WORK/s3.log" -- -t 2 --tp 2 --dp 2 --ep --deterministic
+serve_node openai_client_test.mjs "$SERVE_URL" --deterministic
+serve_stop
+
+echo "== SIGTERM while a long stream runs: the client sees a complete answer or an error event, exit 0"
+serve_start "$WORK/s4.log" -- -t 2 --drain-timeout 1
+serve_node drain_test.mjs "$SERVE_URL" "$SERVE_RANK0_PID"
+serve_stop
+grep -q "draining" "$WORK/s4.log" || serve_fail "no drain message in the server log"
+echo "serve_test: all passed"
