@@ -15,7 +15,15 @@ echo "== one rank, fast mode"
 serve_start "$WORK/s1.log" -- -t 2
 serve_node openai_client_test.mjs "$SERVE_URL"
 serve_node malformed_test.mjs "$SERVE_URL"
+echo "-- load: 64 concurrent streaming clients, 256 requests, every answer = its answer alone"
+serve_node load_test.mjs "$SERVE_URL" "$SERVE_HERE/../../models/tiny-arith/heldout.jsonl" --clients 64 \
+  --requests 256 --out "$WORK/load.json"
+echo "-- held-out accuracy through the HTTP API = moerun eval's"
+http=$(serve_node accuracy_http.mjs "$SERVE_URL" "$SERVE_HERE/../../models/tiny-arith/heldout.jsonl")
 serve_stop
+eval_line=$("$MOERUN" eval -t 2 --task "$SERVE_HERE/../../models/tiny-arith/heldout.jsonl" 2>/dev/null | tail -1)
+[[ "$http" == "$eval_line" ]] || serve_fail "HTTP accuracy '$http' != eval '$eval_line'"
+echo "HTTP $http = eval"
 
 echo "== the chat page in headless Chromium (a random-weight model with tiny-arith's tokenizer: it talks)"
 ROOT="$(cd "$SERVE_HERE/../.." && pwd)"
