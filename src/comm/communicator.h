@@ -19,7 +19,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <utility>
@@ -42,10 +44,24 @@ struct CollectiveRecord {
 };
 
 // A per-rank log of collectives, shared by a rank's communicators (world and sub-groups).
+// Records are kept until Take()n, at most kMaxRecords (the oldest half is dropped beyond: a
+// long-running server that never reads them stays bounded). Seconds per op accumulate for the
+// life of the log and may be read from any thread (serving metrics).
 class CollectiveLog {
  public:
+  static constexpr size_t kMaxRecords = size_t{1} << 16;
   void Record(std::string op, std::string group, uint64_t bytes) {
+    if (records_.size() >= kMaxRecords) records_.erase(records_.begin(), records_.begin() + kMaxRecords / 2);
     records_.push_back({std::move(op), std::move(group), bytes, label_.what, label_.from, label_.to});
+  }
+  void AddSeconds(const char* op, double seconds) {
+    std::lock_guard<std::mutex> lock(seconds_mu_);
+    seconds_[op] += seconds;
+  }
+  // Cumulative wall seconds this rank spent in each collective kind, e.g. {"all_reduce": 1.25}.
+  std::map<std::string, double> SecondsByOp() const {
+    std::lock_guard<std::mutex> lock(seconds_mu_);
+    return seconds_;
   }
   std::vector<CollectiveRecord> Take() { return std::exchange(records_, {}); }
 
@@ -58,6 +74,26 @@ class CollectiveLog {
  private:
   std::vector<CollectiveRecord> records_;
   Label label_;
+  mutable std::mutex seconds_mu_;
+  std::map<std::string, double> seconds_;
+};
+
+// Adds the time until its destruction to the log's seconds of `op` (Communicator::Record).
+class CollectiveTimer {
+ public:
+  CollectiveTimer(CollectiveLog* log, const char* op)
+      : log_(log), op_(op), start_(std::chrono::steady_clock::now()) {}
+  ~CollectiveTimer() {
+    if (log_)
+      log_->AddSeconds(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+  CollectiveTimer(const CollectiveTimer&) = delete;
+  CollectiveTimer& operator=(const CollectiveTimer&) = delete;
+
+ private:
+  CollectiveLog* log_;
+  const char* op_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // Labels the collectives issued on `log` during its lifetime (restores the previous label).
@@ -114,8 +150,11 @@ class Communicator {
  protected:
   Communicator(std::string name, std::shared_ptr<CollectiveLog> log)
       : name_(std::move(name)), log_(std::move(log)) {}
-  void Record(const char* op, uint64_t bytes) const {
-    if (log_ && size() > 1) log_->Record(op, name_, bytes);
+  // Logs a collective; the returned timer, held for the collective's duration, adds its time.
+  [[nodiscard]] CollectiveTimer Record(const char* op, uint64_t bytes) const {
+    const bool logged = log_ && size() > 1;
+    if (logged) log_->Record(op, name_, bytes);
+    return CollectiveTimer(logged ? log_.get() : nullptr, op);
   }
 
   std::string name_;

@@ -93,7 +93,7 @@ class InProcessComm final : public Communicator {
   int size() const override { return group_->size(); }
 
   Status AllReduce(void* data, size_t count, ReduceType type) override {
-    Record("all_reduce", count * ReduceTypeSize(type));
+    const CollectiveTimer timer = Record("all_reduce", count * ReduceTypeSize(type));
     if (size() == 1) return Status::Ok();
     // Each rank sums its own segment over all ranks (rank order) into a private buffer, then
     // everyone copies the finished segments: deterministic and one read per element per rank.
@@ -127,7 +127,7 @@ class InProcessComm final : public Communicator {
                        ReduceType type) override {
     size_t total = 0;
     for (size_t c : counts) total += c;
-    Record("reduce_scatter", total * ReduceTypeSize(type));
+    const CollectiveTimer timer = Record("reduce_scatter", total * ReduceTypeSize(type));
     const size_t esize = ReduceTypeSize(type);
     size_t offset = 0;
     for (int r = 0; r < rank_; ++r) offset += counts[static_cast<size_t>(r)];
@@ -144,7 +144,7 @@ class InProcessComm final : public Communicator {
   }
 
   Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) override {
-    Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
+    const CollectiveTimer timer = Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
     group_->slot(rank_).send = send;
     RETURN_IF_ERROR(group_->Barrier(timeout_, "all_gather", name_));
     size_t offset = 0;
@@ -160,7 +160,7 @@ class InProcessComm final : public Communicator {
                   std::span<const size_t> recv_bytes) override {
     size_t total = 0;
     for (size_t b : send_bytes) total += b;
-    Record("all_to_all", total);
+    const CollectiveTimer timer = Record("all_to_all", total);
     Slot& s = group_->slot(rank_);
     s.send = send;
     s.send_counts = send_bytes.data();
@@ -186,7 +186,7 @@ class InProcessComm final : public Communicator {
   }
 
   Status Broadcast(void* data, size_t bytes, int root) override {
-    Record("broadcast", rank_ == root ? bytes : 0);
+    const CollectiveTimer timer = Record("broadcast", rank_ == root ? bytes : 0);
     group_->slot(rank_).send = data;
     RETURN_IF_ERROR(group_->Barrier(timeout_, "broadcast", name_));
     if (rank_ != root && bytes > 0) std::memcpy(data, group_->slot(root).send, bytes);

@@ -60,7 +60,7 @@ class MpiComm final : public Communicator {
   int size() const override { return size_; }
 
   Status AllReduce(void* data, size_t count, ReduceType type) override {
-    Record("all_reduce", count * ReduceTypeSize(type));
+    const CollectiveTimer timer = Record("all_reduce", count * ReduceTypeSize(type));
     if (size_ == 1 || count == 0) return Status::Ok();
     MPI_Request req;  // NOLINT(clang-analyzer-optin.mpi.MPI-Checker): completed by Wait()
     if (type == ReduceType::kF32Sum) {
@@ -76,7 +76,7 @@ class MpiComm final : public Communicator {
                        ReduceType type) override {
     size_t total = 0;
     for (size_t c : counts) total += c;
-    Record("reduce_scatter", total * ReduceTypeSize(type));
+    const CollectiveTimer timer = Record("reduce_scatter", total * ReduceTypeSize(type));
     std::vector<int> c = ToInts(counts);
     MPI_Request req;  // NOLINT(clang-analyzer-optin.mpi.MPI-Checker): completed by Wait()
     if (type == ReduceType::kF32Sum) {
@@ -88,7 +88,7 @@ class MpiComm final : public Communicator {
   }
 
   Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) override {
-    Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
+    const CollectiveTimer timer = Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
     std::vector<int> c = ToInts(recv_bytes);
     std::vector<int> d = Displacements(c);
     MPI_Request req;  // NOLINT(clang-analyzer-optin.mpi.MPI-Checker): completed by Wait()
@@ -101,7 +101,7 @@ class MpiComm final : public Communicator {
                   std::span<const size_t> recv_bytes) override {
     size_t total = 0;
     for (size_t b : send_bytes) total += b;
-    Record("all_to_all", total);
+    const CollectiveTimer timer = Record("all_to_all", total);
     std::vector<int> sc = ToInts(send_bytes), rc = ToInts(recv_bytes);
     std::vector<int> sd = Displacements(sc), rd = Displacements(rc);
     MPI_Request req;  // NOLINT(clang-analyzer-optin.mpi.MPI-Checker): completed by Wait()
@@ -110,7 +110,7 @@ class MpiComm final : public Communicator {
   }
 
   Status Broadcast(void* data, size_t bytes, int root) override {
-    Record("broadcast", rank_ == root ? bytes : 0);
+    const CollectiveTimer timer = Record("broadcast", rank_ == root ? bytes : 0);
     MPI_Request req;  // NOLINT(clang-analyzer-optin.mpi.MPI-Checker): completed by Wait()
     MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, comm_, &req);
     return Wait(&req, "broadcast");

@@ -177,12 +177,22 @@ Status DecoderModel::MoeLayer(int64_t layer, const float* x, int64_t t_count, fl
                     fmt::format("layer {} MoE output (SP)", layer), &all, shards);
 }
 
+std::vector<std::vector<uint64_t>> DecoderModel::RoutedTokenCounts() const {
+  std::vector<std::vector<uint64_t>> counts(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (layers_[l].moe) counts[l] = layers_[l].moe->RoutedTokenCounts();
+  return counts;
+}
+
 Status DecoderModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
                                   std::vector<float>* logits) {
-  CollectiveLog* log = collective_sink_ ? world_->log() : nullptr;
+  // The log is emptied every pass (a server without --stats must not keep every record).
+  CollectiveLog* log = world_->log();
   if (log != nullptr) (void)log->Take();  // e.g. the previous step's broadcast: not this pass's
   const Status s = RunBatch(seqs, all_logits, logits);
-  if (log != nullptr && s.ok()) collective_sink_(log->Take());
+  if (log == nullptr) return s;
+  std::vector<CollectiveRecord> records = log->Take();
+  if (collective_sink_ && s.ok()) collective_sink_(records);
   return s;
 }
 

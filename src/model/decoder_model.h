@@ -56,6 +56,7 @@ class DecoderModel : public Model {
                       std::vector<float>* logits) override;
   double DecodeWeightBytesPerToken() const override;
   void set_collective_sink(CollectiveSink sink) override { collective_sink_ = std::move(sink); }
+  std::vector<std::vector<uint64_t>> RoutedTokenCounts() const override;
   // This rank's layout (coordinates and groups, made once at load).
   const ParallelLayout& layout() const { return context_->layout(); }
 

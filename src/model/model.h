@@ -109,6 +109,10 @@ class Model {
   using CollectiveSink = std::function<void(const std::vector<CollectiveRecord>&)>;
   virtual void set_collective_sink(CollectiveSink sink) = 0;
 
+  // [layer][expert] tokens this rank routed to each expert since load (empty rows for dense
+  // layers): serving metrics. Any thread may call it while ForwardBatch runs.
+  virtual std::vector<std::vector<uint64_t>> RoutedTokenCounts() const = 0;
+
  protected:
   virtual int world_size() const = 0;  // ranks in this model's world (1: no peers)
 };

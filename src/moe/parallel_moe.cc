@@ -104,6 +104,7 @@ StatusOr<std::unique_ptr<ParallelMoe>> ParallelMoe::Create(const MoeConfig& conf
   }
   m->parts_.emplace(m->options_.deterministic, m->context_->pool(), scratch);
   m->dispatcher_ = MakeDispatcher(m->options_);
+  m->routed_counts_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(config.n_routed_experts));
   // Fault injection (--fault-reduce-shared) is a hook outside the layer (moe/testing/).
   if (m->options_.fault_reduce_shared) m->AddHook(MakeReduceSharedAgain());
   return m;
@@ -139,6 +140,12 @@ ReductionState ParallelMoe::RequestedState() const { return RequestedStateFor(op
 std::pair<int64_t, int64_t> ParallelMoe::TokenRange(int64_t n) const {
   const Range r = layout().TokenRange(n);
   return {r.begin, r.end};
+}
+
+std::vector<uint64_t> ParallelMoe::RoutedTokenCounts() const {
+  std::vector<uint64_t> counts(static_cast<size_t>(config_.n_routed_experts));
+  for (size_t x = 0; x < counts.size(); ++x) counts[x] = routed_counts_[x].load(std::memory_order_relaxed);
+  return counts;
 }
 
 bool ParallelMoe::WritesOutput() const { return options_.sp || layout().tp_rank() == 0; }
@@ -266,6 +273,8 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
                       .ldy = e},
             parts_->pool());
   Routing routing = RouteTokens(config_, logits, t_own, weights_.score_bias);
+  for (int32_t id : routing.ids)
+    if (id >= 0 && id < e) routed_counts_[static_cast<size_t>(id)].fetch_add(1, std::memory_order_relaxed);
 
   // Deterministic mode without dispatch sums the shared experts' terms into the routed rows
   // (exact integer sums: the same bits as adding a separate shared part, one pass fewer).

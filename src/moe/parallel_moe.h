@@ -41,6 +41,7 @@
 // Thread safety: one ParallelMoe per rank; Forward is called by that rank's thread.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -102,6 +103,9 @@ class ParallelMoe {
   std::pair<int64_t, int64_t> TokenRange(int64_t n_tokens) const;
   const ParallelLayout& layout() const { return context_->layout(); }
   // Whether this rank writes its token range to the final output (TP rank 0, or every rank under SP).
+  // Tokens this rank routed to each expert since load ([n_routed_experts]; the load expert-parallel
+  // balancing needs). Any thread may read it while Forward runs.
+  std::vector<uint64_t> RoutedTokenCounts() const;
   bool WritesOutput() const;
 
   // x_own: [T_own, H] f32, this rank's rows. Returns the block output for the same rows.
@@ -146,9 +150,11 @@ class ParallelMoe {
   ParallelOptions options_;  // = the layout's
   MoeWeights weights_;
   int64_t expert_begin_ = 0, expert_end_ = 0;  // whole experts held (ep) or all (sliced)
-  std::shared_ptr<RankContext> context_;       // layout, pool, scratch: shared with the other layers
-  std::optional<PartOps> parts_;               // on the context's pool and scratch
-  std::unique_ptr<Dispatcher> dispatcher_;     // bound in Create (MakeDispatcher)
+  // [n_routed_experts] tokens this rank routed to each expert since load (relaxed atomics).
+  std::unique_ptr<std::atomic<uint64_t>[]> routed_counts_;
+  std::shared_ptr<RankContext> context_;    // layout, pool, scratch: shared with the other layers
+  std::optional<PartOps> parts_;            // on the context's pool and scratch
+  std::unique_ptr<Dispatcher> dispatcher_;  // bound in Create (MakeDispatcher)
   std::vector<std::unique_ptr<MoeLayerHook>> hooks_;
 };
 

@@ -130,11 +130,15 @@ Status RunServe(const ServeArgs& a) {
     served.vocab_size = static_cast<int32_t>(c.vocab_size);
     if (c.eos_token_id >= 0) served.stop_ids = {static_cast<int32_t>(c.eos_token_id)};
     served.tokenizer = tok.get();
-    server->SetReady(&engine, served, [&engine] {
+    const Model& m = **model;
+    CollectiveLog* log = world.log();
+    server->SetReady(&engine, served, [&engine, &m, log] {
       EngineSnapshot s;
       const Engine::Load load = engine.CurrentLoad();
       s.running = load.running;
       s.waiting = load.queued;
+      s.expert_tokens = m.RoutedTokenCounts();
+      if (log != nullptr) s.collective_seconds = log->SecondsByOp();
       return s;
     });
     std::fprintf(stderr, "moerun: serving %s on http://%s:%d\n", served.name.c_str(), a.server.host.c_str(),

@@ -3,11 +3,12 @@
 // logprobs (completions and chat), echo scoring, error objects, tokenize/detokenize, health and
 // metrics, and batching: greedy answers alone equal answers among many concurrent requests (with
 // --deterministic servers, logprobs bitwise equal too).
-// Usage: node openai_client_test.mjs BASE_URL [--deterministic]
+// Usage: node openai_client_test.mjs BASE_URL [--deterministic] [--parallel]
 import OpenAI from 'openai';
 
 const base = process.argv[2];
 const deterministic = process.argv.includes('--deterministic');
+const parallel = process.argv.includes('--parallel');  // world > 1: collectives run
 const client = new OpenAI({baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120000});
 let failures = 0, passes = 0;
 function check(cond, what, detail = '') {
@@ -136,6 +137,14 @@ const metrics = await (await fetch(`${base}/metrics`)).text();
 for (const name of ['moerun_requests_total', 'moerun_generation_tokens_total', 'moerun_time_to_first_token_seconds_bucket',
                     'moerun_inter_token_latency_seconds_bucket', 'moerun_requests_running', 'moerun_requests_waiting']) {
   check(metrics.includes(name), `/metrics has ${name}`);
+}
+
+// MoE series: tokens routed per expert per layer (k per token of each MoE layer).
+const routed = [...metrics.matchAll(/^moerun_moe_expert_tokens_total\{expert="(\d+)",layer="(\d+)"\} (\S+)$/gm)];
+check(routed.length > 0 && routed.reduce((a, m) => a + Number(m[3]), 0) > 0, 'per-expert routed token counts', `${routed.length} series`);
+if (parallel) {
+  const coll = [...metrics.matchAll(/^moerun_collective_seconds_total\{op="(\w+)"\} (\S+)$/gm)];
+  check(coll.some(m => m[1] === 'broadcast' && Number(m[2]) > 0), 'collective seconds per kind', JSON.stringify(coll.map(m => m[1])));
 }
 
 console.log(`openai_client_test: ${passes} checks passed, ${failures} failed`);

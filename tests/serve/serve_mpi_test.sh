@@ -18,7 +18,7 @@ for layout in "2|--tp 2" "4|--tp 2 --dp 2 --ep --sp"; do
   echo "== mpirun -np $np moerun serve $flags --deterministic"
   # shellcheck disable=SC2086
   serve_start "$WORK/mpi.log" "${MPIRUN[@]}" -np "$np" -- -t 1 $flags --deterministic
-  serve_node openai_client_test.mjs "$SERVE_URL" --deterministic
+  serve_node openai_client_test.mjs "$SERVE_URL" --deterministic --parallel
   serve_stop
 done
 echo "serve_mpi_test: all passed"

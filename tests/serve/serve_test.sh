@@ -40,7 +40,7 @@ serve_stop
 
 echo "== in-process ranks: --tp 2 --dp 2 --ep --deterministic"
 serve_start "$WORK/s3.log" -- -t 2 --tp 2 --dp 2 --ep --deterministic
-serve_node openai_client_test.mjs "$SERVE_URL" --deterministic
+serve_node openai_client_test.mjs "$SERVE_URL" --deterministic --parallel
 serve_stop
 
 echo "== SIGTERM while a long stream runs: the client sees a complete answer or an error event, exit 0"
