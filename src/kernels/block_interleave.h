@@ -1,20 +1,29 @@
-// Interleaved 16-row layout of GGUF block formats (Q8_0, Q4_0, Q4_K) for the matmul kernels.
+// Interleaved 16-row layout of the GGUF block formats (Q8_0, Q4_0, Q4_K, Q6_K) for the matmul
+// kernels.
 //
 // A GGUF row is a run of blocks (docs/formats.md). At one token, a kernel that walks one row at a
 // time spends most of its instructions on the per-block scales (a 2-byte value every 18 or 34
 // bytes). The interleaved layout regroups the same bytes of 16 rows so one vector holds the same
-// field of 16 rows. A block is seen as H leading f16 fields, then W 4-byte words:
-//   Q4_0 (18 bytes):  H = 1 (d),          W = 4  (16 nibble bytes qs)
-//   Q8_0 (34 bytes):  H = 1 (d),          W = 8  (32 int8 qs)
-//   Q4_K (144 bytes): H = 2 (d, dmin),    W = 35 (3 words of packed 6-bit scales/mins, 32 of qs)
+// field of 16 rows. A block is seen as H f16 fields and W 4-byte words, each at a fixed offset of
+// the GGUF block:
+//   Q4_0 (18 bytes):  H = 1 (d at 0),          W = 4  (16 nibble bytes qs, from byte 2)
+//   Q8_0 (34 bytes):  H = 1 (d at 0),          W = 8  (32 int8 qs, from byte 2)
+//   Q4_K (144 bytes): H = 2 (d, dmin at 0, 2), W = 35 (3 words of packed 6-bit scales/mins, 32 of qs)
+//   Q6_K (210 bytes): H = 1 (d at 208),        W = 52 (words 0-3: the 16 int8 scales, bytes 192..207;
+//                     words 4-35: ql, bytes 0..127; words 36-51: qh, bytes 128..191)
 // and block column kb of the 16 rows (16 x block_bytes bytes, the same as in GGUF) is
 //   [field h = 0 .. H-1: rows 0..15 x f16][word w = 0 .. W-1: rows 0..15 x 4 bytes]
 // so field h of row j is at 32 h + 2 j and word w at 32 H + 64 w + 4 j. Packing and unpacking
 // move bytes only: lossless and exact. One 64-byte load is one word of all 16 rows; an int8 dot
 // with the 4 activation bytes of that word broadcast (vpdpbusd) gives each row's partial sum in
-// its own 32-bit lane, with no horizontal sums. (Q4_0 word g holds elements 4g..4g+3 in its low
-// nibbles and 16+4g.. in its high nibbles; Q4_K qs word 8t + g holds, for sub-blocks 2t and 2t+1,
-// elements 4g..4g+3 in its low and high nibbles.)
+// its own 32-bit lane, with no horizontal sums. Which elements a word holds:
+//   Q4_0 word g: elements 4g..4g+3 in its low nibbles and 16+4g.. in its high nibbles;
+//   Q4_K qs word 8t + g: for sub-blocks 2t and 2t+1, elements 4g..4g+3 in its low and high nibbles;
+//   Q6_K (super-block halves h = 0, 1 of 128 elements, 32-element blocks i = 4h + g, p = 0..7):
+//     ql word 16h + 8(g & 1) + p: the low 4 bits of elements 32i + 4p .. +3, in its low nibbles
+//     for g < 2 and its high nibbles for g >= 2; qh word 8h + p: their high 2 bits, bits 2g, 2g+1
+//     of each byte (so a block's 6-bit q of 4 consecutive elements is 2 loads, shifts and masks);
+//     scale word s / 4, byte s % 4: the int8 scale of 16-element sub-block s (elements 16s..).
 //
 // Thread safety: pure functions.
 #pragma once
@@ -29,32 +38,45 @@ namespace moerun {
 
 inline constexpr int kInterleaveRows = 16;
 
-// Whether `t` is stored interleaved when packed (Q8_0, Q4_0, Q4_K).
+// Whether `t` is stored interleaved when packed (every block format: Q8_0, Q4_0, Q4_K, Q6_K).
 constexpr bool IsInterleavedBlockType(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_K;
+  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_K || t == DType::kQ6_K;
 }
 
-// H: the leading f16 fields of a block (d; d and dmin for Q4_K).
+// H: the f16 fields of a block (d; d and dmin for Q4_K).
 constexpr int InterleavedHalfFields(DType t) { return t == DType::kQ4_K ? 2 : 1; }
+
+// Byte offset in the GGUF block of f16 field f (< H).
+constexpr size_t InterleavedFieldOffset(DType t, int f) {
+  return t == DType::kQ6_K ? 208 : 2 * static_cast<size_t>(f);
+}
+
+// Byte offset in the GGUF block of word w (< W): Q6_K's scales first, then ql and qh; the others
+// in block order after the f16 fields.
+constexpr size_t InterleavedWordOffset(DType t, size_t w) {
+  if (t == DType::kQ6_K) return w < 4 ? 192 + 4 * w : 4 * (w - 4);
+  return 2 * static_cast<size_t>(InterleavedHalfFields(t)) + 4 * w;
+}
 
 // Bytes of one block column kb of the 16 rows: 16 x DTypeBlockBytes(t).
 inline size_t InterleavedColumnBytes(DType t) { return kInterleaveRows * DTypeBlockBytes(t); }
 
+// W: the 4-byte words of a block.
+inline size_t InterleavedWords(DType t) { return (DTypeBlockBytes(t) - 2 * InterleavedHalfFields(t)) / 4; }
+
 // Moves GGUF block `block` of row `row` (< 16) into its interleaved column (or back).
 inline void InterleaveBlock(DType t, const uint8_t* block, int row, uint8_t* column) {
   const int h = InterleavedHalfFields(t);
-  for (int f = 0; f < h; ++f) std::memcpy(column + 32 * f + 2 * row, block + 2 * f, 2);
-  const size_t words = (DTypeBlockBytes(t) - 2 * h) / 4;
-  for (size_t w = 0; w < words; ++w) {
-    std::memcpy(column + 32 * h + (w * kInterleaveRows + row) * 4, block + 2 * h + 4 * w, 4);
+  for (int f = 0; f < h; ++f) std::memcpy(column + 32 * f + 2 * row, block + InterleavedFieldOffset(t, f), 2);
+  for (size_t w = 0; w < InterleavedWords(t); ++w) {
+    std::memcpy(column + 32 * h + (w * kInterleaveRows + row) * 4, block + InterleavedWordOffset(t, w), 4);
   }
 }
 inline void DeinterleaveBlock(DType t, const uint8_t* column, int row, uint8_t* block) {
   const int h = InterleavedHalfFields(t);
-  for (int f = 0; f < h; ++f) std::memcpy(block + 2 * f, column + 32 * f + 2 * row, 2);
-  const size_t words = (DTypeBlockBytes(t) - 2 * h) / 4;
-  for (size_t w = 0; w < words; ++w) {
-    std::memcpy(block + 2 * h + 4 * w, column + 32 * h + (w * kInterleaveRows + row) * 4, 4);
+  for (int f = 0; f < h; ++f) std::memcpy(block + InterleavedFieldOffset(t, f), column + 32 * f + 2 * row, 2);
+  for (size_t w = 0; w < InterleavedWords(t); ++w) {
+    std::memcpy(block + InterleavedWordOffset(t, w), column + 32 * h + (w * kInterleaveRows + row) * 4, 4);
   }
 }
 

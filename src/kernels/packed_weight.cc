@@ -80,11 +80,7 @@ void PackedWeight::PutRow(const float* row, int64_t block, int lane) {
 
 void PackedWeight::PutRawRow(const uint8_t* row, int64_t block, int lane) {
   uint8_t* base = bytes_.get() + static_cast<size_t>(block) * block_bytes_;
-  const DType t = Traits(format_).storage;
-  if (Traits(format_).layout != PackedLayout::kInterleaved16) {
-    std::memcpy(base + static_cast<size_t>(lane) * row_bytes_, row, row_bytes_);
-    return;
-  }
+  const DType t = Traits(format_).storage;  // a block format: interleaved
   const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
   for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
     InterleaveBlock(t, row + static_cast<size_t>(kb) * bb, lane, base + static_cast<size_t>(kb) * cb);
@@ -95,11 +91,7 @@ void PackedWeight::RawRow(int64_t n, uint8_t* row) const {
   int64_t b;
   int lane;
   Locate(n, &b, &lane);
-  const DType t = Traits(format_).storage;
-  if (Traits(format_).layout != PackedLayout::kInterleaved16) {
-    std::memcpy(row, block(b) + static_cast<size_t>(lane) * row_bytes_, row_bytes_);
-    return;
-  }
+  const DType t = Traits(format_).storage;  // a block format: interleaved
   const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
   for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
     DeinterleaveBlock(t, block(b) + static_cast<size_t>(kb) * cb, lane, row + static_cast<size_t>(kb) * bb);

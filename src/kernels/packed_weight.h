@@ -8,10 +8,9 @@
 //            f16:  for each k in [0, K): 16 lanes W[n][k] as f16          (K * 32 bytes)
 //            bf16: for each k pair p < ceil(K/2): 16 lanes x (W[n][2p], W[n][2p+1]) (K padded
 //                  with a zero column if odd)                              (ceil(K/2) * 64 bytes)
-//   kRows    q4_k/q6_k: 16 rows one after another, each its K / block_size ggml blocks, byte for
-//            byte as in a GGUF file (padding rows are all-zero blocks: value 0).
-//   kInterleaved16  q8_0/q4_0: the same GGUF bytes of the 16 rows regrouped per 32-element block
-//            column: 16 scales, then the quant bytes in 4-byte groups of the 16 rows
+//   kInterleaved16  q8_0/q4_0/q4_k/q6_k: the GGUF bytes of the 16 rows (K / block_size ggml
+//            blocks each; padding rows are all-zero blocks: value 0) regrouped per block column:
+//            the 16 rows' f16 scales, then the rest in 4-byte words of the 16 rows
 //            (kernels/block_interleave.h). Lossless: RawRow gives back a row's GGUF bytes.
 // One zmm load of a kLanes16 block holds 16 output columns for one k (a k pair for bf16).
 //

@@ -1,6 +1,7 @@
 // Portable reference for kernels/quant_dot.h: activation quantisation, the scalar tile and the ISA
 // dispatch helpers. The scalar tile spells out the per-block integer sums and the f32 terms of each
-// block (summed in block order; the SIMD files sum the same terms in vector lanes).
+// block on the GGUF bytes of one row at a time (deinterleaved), summed in block order; the SIMD
+// files perform the same f32 operations with one weight row per vector lane.
 #include "kernels/quant_dot.h"
 
 #include <algorithm>
@@ -113,26 +114,22 @@ void QuantizeActivationRowRef(const float* x, int64_t k, int8_t* q, float* d, in
   }
 }
 
-void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
-                     int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
+void QuantDotTileRef(DType format, const uint8_t* w, size_t /*w_row_bytes*/, int n_rows,
+                     const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
   assert(n_rows >= 0 && n_rows <= kQuantDotMaxRows);
-  const bool interleaved = IsInterleavedBlockType(format);
+  assert(IsInterleavedBlockType(format));
   const int64_t per = DTypeBlockSize(format) / 32;  // 32-element blocks per GGUF block
   const int64_t blk0 = kb0 / per, blk1 = (kb1 + per - 1) / per;
   const size_t bb = DTypeBlockBytes(format);
-  std::vector<uint8_t> row(interleaved ? static_cast<size_t>(blk1) * bb : 0);
+  std::vector<uint8_t> row(static_cast<size_t>(blk1) * bb);  // [blk1 blocks] GGUF bytes of row j
   for (int j = 0; j < n_rows; ++j) {
-    const uint8_t* r = w + static_cast<size_t>(j) * w_row_bytes;
-    if (interleaved) {  // the GGUF bytes of row j back from the interleaved columns
-      for (int64_t blk = blk0; blk < blk1; ++blk) {
-        DeinterleaveBlock(format, w + static_cast<size_t>(blk) * InterleavedColumnBytes(format), j,
-                          row.data() + static_cast<size_t>(blk) * bb);
-      }
-      r = row.data();
+    for (int64_t blk = blk0; blk < blk1; ++blk) {  // back from the interleaved columns
+      DeinterleaveBlock(format, w + static_cast<size_t>(blk) * InterleavedColumnBytes(format), j,
+                        row.data() + static_cast<size_t>(blk) * bb);
     }
     for (int64_t m = m0; m < m1; ++m) {
       out[(m - m0) * kQuantDotMaxRows + j] =
-          DotRow(format, r, a.q + m * a.ldq, a.d + m * a.ldb, a.sum + m * a.ldb, kb0, kb1);
+          DotRow(format, row.data(), a.q + m * a.ldq, a.d + m * a.ldb, a.sum + m * a.ldb, kb0, kb1);
     }
   }
 }

@@ -10,15 +10,12 @@
 //   Q6_K: I = sc_2i * sum_{16} (q-32) a + sc_2i+1 * sum_{16} (q-32) a  (i = kb % 8);
 //                                                   term = d * da * I
 // and the output is the f32 sum of the terms over kb in [kb0, kb1). The reference sums them in
-// block order with one fma each. Q8_0 and Q4_0 come interleaved (kernels/block_interleave.h): the
-// x86 paths give each weight row its own vector lane and do the reference's f32 operations, so
-// every ISA returns the reference's bits. For Q4_K/Q6_K the x86 paths (quant_dot_x86_impl.h) keep
-// the int32 partial sums of 4-element groups in vector lanes: AVX2 folds 4 blocks into one 8-lane
-// vector per fma, AVX-512 puts 2 blocks in a 16-lane vector per vpdpbusd, and each output is
-// reduced horizontally once, in a fixed order (Q4_K's min terms go to a separate 8-lane
-// accumulator, one fma per super-block), so ISA paths differ in rounding (all within ~1e-6 of
-// sum |terms|). Within one path the value for (m, j) depends only on the weight row, the
-// activation row and [kb0, kb1), never on m0, m1 or n_rows (batch invariance).
+// block order with one fma each. All four formats come interleaved (kernels/block_interleave.h):
+// the x86 paths give each weight row its own vector lane, form I exactly in int32 (or, for Q6_K's
+// two scaled halves, in f32 where every step is exact: |I| < 2^24), and then do the reference's
+// f32 operations per (row, block) in block order, so every ISA returns the reference's bits,
+// whatever the tile shape. The value for (m, j) depends only on the weight row, the activation row
+// and [kb0, kb1), never on m0, m1 or n_rows (batch invariance).
 //
 // Thread safety: pure functions; concurrent calls may share inputs and must not share `out`.
 #pragma once
@@ -51,11 +48,10 @@ void QuantizeActivationRowAvx512Vnni(const float* x, int64_t k, int8_t* q, float
 //   out[(m - m0) * 16 + j] = sum over 32-element blocks kb in [kb0, kb1) of
 //        dot(weight row j restricted to block kb, activation row m restricted to block kb)
 // where `w` is one packed 16-row block of a PackedWeight in `format` (one of the 4 block types):
-// Q4_K/Q6_K weight row j starts at w + j * w_row_bytes; Q8_0/Q4_0 are the interleaved columns of
-// all 16 rows (block_interleave.h; w_row_bytes unused, rows j >= n_rows are computed but not
-// stored). kb indexes 32-element blocks from the start of the row (for Q4_K/Q6_K, kb0 and kb1 are
-// multiples of 8). Computed as the header comment above says. Q8_0 weights may be any int8
-// (including -128).
+// the interleaved columns of all 16 rows (block_interleave.h; w_row_bytes unused, rows j >= n_rows
+// are computed but not stored). kb indexes 32-element blocks from the start of the row (for
+// Q4_K/Q6_K, kb0 and kb1 are multiples of 8). Computed as the header comment above says. Q8_0 weights may be
+// any int8 (including -128).
 using QuantDotTileFn = void (*)(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
                                 const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
                                 float* out);
@@ -68,7 +64,7 @@ void QuantDotTileRef(DType format, const uint8_t* w, size_t w_row_bytes, int n_r
 // AVX2 + FMA + F16C (vpmaddubsw / vpmaddwd). REQUIRES: GetCpuFeatures().HasAvx2Kernels().
 void QuantDotTileAvx2(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                       int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out);
-// AVX-512 VL/BW + VNNI (vpdpbusd / vpdpwssd). REQUIRES: GetCpuFeatures().HasAvx512VnniKernels().
+// AVX-512 VL/BW + VNNI (vpdpbusd on zmm). REQUIRES: GetCpuFeatures().HasAvx512VnniKernels().
 void QuantDotTileAvx512Vnni(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
                             const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
                             float* out);

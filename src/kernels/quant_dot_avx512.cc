@@ -1,6 +1,6 @@
-// AVX-512 (VL/BW/DQ) + VNNI quantised dot tile (vpdpbusd / vpdpwssd on 256-bit registers, 32 of
-// them, so 4 activation rows share each unpacked weight block); body in quant_dot_x86_impl.h.
-// Called only when GetCpuFeatures().HasAvx512VnniKernels().
+// AVX-512 (VL/BW/DQ) + VNNI quantised dot tile (vpdpbusd on zmm: one 32-bit lane per weight row of
+// an interleaved 16-row column, up to 8 activation rows per unpacked column); body in
+// quant_dot_x86_impl.h. Called only when GetCpuFeatures().HasAvx512VnniKernels().
 #define MOERUN_QUANT_DOT_VNNI 1
 #include "kernels/quant_dot_x86_impl.h"
 

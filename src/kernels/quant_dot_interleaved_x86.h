@@ -1,4 +1,4 @@
-// Interleaved Q8_0 / Q4_0 / Q4_K tile kernels (kernels/block_interleave.h), used by
+// Interleaved Q8_0 / Q4_0 / Q4_K / Q6_K tile kernels (kernels/block_interleave.h), used by
 // quant_dot_x86_impl.h and compiled once per ISA (MOERUN_QUANT_DOT_VNNI 0: AVX2, 1: AVX-512 VNNI
 // on zmm); internal linkage, include only from the quant_dot ISA translation units.
 //
@@ -32,6 +32,34 @@ inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
   int32_t v;
   std::memcpy(&v, a.q + m * a.ldq + kb * 32 + 4 * g, 4);
   return v;
+}
+
+// ---- Q6_K interleaved: 3360-byte columns (block_interleave.h) ----
+// [d: rows 0..15 x f16 (32 B)][4 scale words][32 ql words][16 qh words], 64 bytes (16 rows x 4)
+// per word. Lane j of 32-element block i (= 4h + g) of a super-block, per 16-element half e:
+//   T_e = sum over the half of (q - 32) a = (vpdpbusd of the 6-bit q with the activation bytes,
+//         started from -32 x the half's activation sum), exact in int32;
+//   float(I) = fma(sc_2i+1, T_1, sc_2i * T_0): exact, since |sc T| <= 128 x 16 x 32 x 128 = 2^23
+//         and |I| <= 2^24 are integers f32 holds exactly (I is the reference's int32 sum);
+//   acc = fma(d * da, float(I), acc): the reference's f32 operations.
+constexpr size_t kQ6KColumnBytes = 3360;
+constexpr size_t kQ6KScaleWords = 32, kQ6KQlWords = 32 + 64 * 4, kQ6KQhWords = 32 + 64 * 36;
+
+// The ql / qh words holding elements 4p..4p+3 (p < 8) of block i = 4h + g (see block_interleave.h).
+inline const uint8_t* Q6KQl(const uint8_t* c, int i, int p) {
+  return c + kQ6KQlWords + 64 * (16 * (i / 4) + 8 * (i & 1) + p);
+}
+inline const uint8_t* Q6KQh(const uint8_t* c, int i, int p) {
+  return c + kQ6KQhWords + 64 * (8 * (i / 4) + p);
+}
+// The scale word holding the int8 scale of sub-block s (< 16) in byte s % 4 of each row's word.
+inline const uint8_t* Q6KScaleWord(const uint8_t* c, int s) { return c + kQ6KScaleWords + 64 * (s / 4); }
+
+// Sum of the int8 activations 0..15 of block kb of row m (16..31 sum to a.sum - this), exact.
+inline int32_t ActLowHalfSum(const Q8Activations& a, int64_t m, int64_t kb) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.q + m * a.ldq + kb * 32));
+  const __m128i s = _mm_sad_epu8(_mm_xor_si128(x, _mm_set1_epi8(-128)), _mm_setzero_si128());  // a + 128
+  return _mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 16 * 128;
 }
 
 #if MOERUN_QUANT_DOT_VNNI
@@ -129,6 +157,81 @@ void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
 }
+
+// Q6_K, AVX-512: the 6-bit q of elements 4p..4p+3 of block i = 4h + G, 16 rows (u8 lanes).
+template <int G>
+inline __m512i Q6KWord512(const uint8_t* c, int h, int p) {
+  const __m512i ql = _mm512_loadu_si512(Q6KQl(c, 4 * h + G, p)),
+                qh = _mm512_loadu_si512(Q6KQh(c, 4 * h + G, p));
+  const __m512i lo = _mm512_and_si512(G >= 2 ? _mm512_srli_epi16(ql, 4) : ql, _mm512_set1_epi8(0x0F));
+  __m512i hi;  // bits 2G, 2G + 1 of each byte moved to bits 4, 5
+  if constexpr (G == 0) hi = _mm512_slli_epi16(qh, 4);
+  if constexpr (G == 1) hi = _mm512_slli_epi16(qh, 2);
+  if constexpr (G == 2) hi = qh;
+  if constexpr (G == 3) hi = _mm512_srli_epi16(qh, 2);
+  return _mm512_or_si512(lo, _mm512_and_si512(hi, _mm512_set1_epi8(0x30)));
+}
+
+// Sub-block s's int8 scale of the 16 rows as f32 lanes.
+inline __m512 Q6KScale512(const uint8_t* c, int s) {
+  const __m512i w = _mm512_loadu_si512(Q6KScaleWord(c, s));
+  return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(w, 24 - 8 * (s % 4)), 24));
+}
+
+// init + sum over words u[0..3] (elements 4 p0 .. 4 p0 + 15 of block kb) of q * a, exact int32.
+inline __m512i DotHalf512(const __m512i (&u)[4], const Q8Activations& a, int64_t m, int64_t kb, int p0,
+                          int32_t init) {
+  __m512i t = _mm512_set1_epi32(init);
+  for (int p = 0; p < 4; ++p) t = _mm512_dpbusd_epi32(t, u[p], _mm512_set1_epi32(ActGroup(a, m, kb, p0 + p)));
+  return t;
+}
+
+// Block i = 4h + G (activation block kb) of the column into acc[r] (activation rows m + r).
+template <int R, int G>
+inline void Q6KBlock512(const uint8_t* c, int h, __m512 d, const Q8Activations& a, int64_t m, int64_t kb,
+                        __m512 (&acc)[R]) {
+  const int i = 4 * h + G;
+  __m512 part[R];  // sc_2i * T_0 (exact)
+  int32_t low[R];  // activation sums of elements 0..15
+  __m512i u[4];
+  for (int p = 0; p < 4; ++p) u[p] = Q6KWord512<G>(c, h, p);
+  const __m512 sc0 = Q6KScale512(c, 2 * i);
+  for (int r = 0; r < R; ++r) {
+    low[r] = ActLowHalfSum(a, m + r, kb);
+    part[r] = _mm512_mul_ps(sc0, _mm512_cvtepi32_ps(DotHalf512(u, a, m + r, kb, 0, -32 * low[r])));
+  }
+  for (int p = 0; p < 4; ++p) u[p] = Q6KWord512<G>(c, h, 4 + p);
+  const __m512 sc1 = Q6KScale512(c, 2 * i + 1);
+  for (int r = 0; r < R; ++r) {
+    const int32_t high = a.sum[(m + r) * a.ldb + kb] - low[r];
+    const __m512 fi =
+        _mm512_fmadd_ps(sc1, _mm512_cvtepi32_ps(DotHalf512(u, a, m + r, kb, 4, -32 * high)), part[r]);
+    const __m512 s = _mm512_mul_ps(d, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
+    acc[r] = _mm512_fmadd_ps(s, fi, acc[r]);
+  }
+}
+
+template <int R>
+void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                float* out) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+    const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
+    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    for (int h = 0; h < 2; ++h) {
+      const int64_t kb = sb * 8 + 4 * h;
+      Q6KBlock512<R, 0>(c, h, d, a, m, kb, acc);
+      Q6KBlock512<R, 1>(c, h, d, a, m, kb + 1, acc);
+      Q6KBlock512<R, 2>(c, h, d, a, m, kb + 2, acc);
+      Q6KBlock512<R, 3>(c, h, d, a, m, kb + 3, acc);
+    }
+  }
+  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
+}
+
 constexpr int kInterleavedMaxR = 8;
 #else
 template <int R, bool kQ8>
@@ -252,6 +355,92 @@ void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
     }
   }
 }
+
+// Q6_K, AVX2: rows 8hh .. 8hh + 7 per pass (the 32-byte halves of each word), the same lane
+// arithmetic as the AVX-512 body. The 6-bit q of elements 4p..4p+3 of block i = 4h + G (u8 lanes).
+template <int G>
+inline __m256i Q6KWord256(const uint8_t* c, int hh, int h, int p) {
+  const __m256i ql = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Q6KQl(c, 4 * h + G, p) + 32 * hh));
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Q6KQh(c, 4 * h + G, p) + 32 * hh));
+  const __m256i lo = _mm256_and_si256(G >= 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0F));
+  __m256i hi;  // bits 2G, 2G + 1 of each byte moved to bits 4, 5
+  if constexpr (G == 0) hi = _mm256_slli_epi16(qh, 4);
+  if constexpr (G == 1) hi = _mm256_slli_epi16(qh, 2);
+  if constexpr (G == 2) hi = qh;
+  if constexpr (G == 3) hi = _mm256_srli_epi16(qh, 2);
+  return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+}
+
+// Sub-block s's int8 scale of rows 8hh .. 8hh + 7 as f32 lanes.
+inline __m256 Q6KScale256(const uint8_t* c, int hh, int s) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Q6KScaleWord(c, s) + 32 * hh));
+  return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(w, 24 - 8 * (s % 4)), 24));
+}
+
+// init + sum over words u[0..3] (elements 4 p0 .. 4 p0 + 15 of block kb) of q * a, exact int32:
+// u8 (<= 63) x int8 pair sums of two words stay within int16 (2 x 2 x 63 x 128 < 2^15).
+inline __m256i DotHalf256(const __m256i (&u)[4], const Q8Activations& a, int64_t m, int64_t kb, int p0,
+                          int32_t init) {
+  auto mb = [&](int p) { return _mm256_maddubs_epi16(u[p], _mm256_set1_epi32(ActGroup(a, m, kb, p0 + p))); };
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i s01 = _mm256_madd_epi16(_mm256_add_epi16(mb(0), mb(1)), ones);
+  const __m256i s23 = _mm256_madd_epi16(_mm256_add_epi16(mb(2), mb(3)), ones);
+  return _mm256_add_epi32(_mm256_add_epi32(s01, s23), _mm256_set1_epi32(init));
+}
+
+template <int R, int G>
+inline void Q6KBlock256(const uint8_t* c, int hh, int h, __m256 d, const Q8Activations& a, int64_t m,
+                        int64_t kb, __m256 (&acc)[R]) {
+  const int i = 4 * h + G;
+  __m256 part[R];  // sc_2i * T_0 (exact)
+  int32_t low[R];  // activation sums of elements 0..15
+  __m256i u[4];
+  for (int p = 0; p < 4; ++p) u[p] = Q6KWord256<G>(c, hh, h, p);
+  const __m256 sc0 = Q6KScale256(c, hh, 2 * i);
+  for (int r = 0; r < R; ++r) {
+    low[r] = ActLowHalfSum(a, m + r, kb);
+    part[r] = _mm256_mul_ps(sc0, _mm256_cvtepi32_ps(DotHalf256(u, a, m + r, kb, 0, -32 * low[r])));
+  }
+  for (int p = 0; p < 4; ++p) u[p] = Q6KWord256<G>(c, hh, h, 4 + p);
+  const __m256 sc1 = Q6KScale256(c, hh, 2 * i + 1);
+  for (int r = 0; r < R; ++r) {
+    const int32_t high = a.sum[(m + r) * a.ldb + kb] - low[r];
+    const __m256 fi =
+        _mm256_fmadd_ps(sc1, _mm256_cvtepi32_ps(DotHalf256(u, a, m + r, kb, 4, -32 * high)), part[r]);
+    const __m256 s = _mm256_mul_ps(d, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
+    acc[r] = _mm256_fmadd_ps(s, fi, acc[r]);
+  }
+}
+
+template <int R>
+void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                float* out) {
+  for (int hh = 0; hh < 2; ++hh) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
+      const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
+      if (hh == 0) {
+        for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+      }
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * hh)));
+      for (int h = 0; h < 2; ++h) {
+        const int64_t kb = sb * 8 + 4 * h;
+        Q6KBlock256<R, 0>(c, hh, h, d, a, m, kb, acc);
+        Q6KBlock256<R, 1>(c, hh, h, d, a, m, kb + 1, acc);
+        Q6KBlock256<R, 2>(c, hh, h, d, a, m, kb + 2, acc);
+        Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[r]);
+      for (int j = 8 * hh; j < std::min(n_rows, 8 * hh + 8); ++j)
+        out[r * kQuantDotMaxRows + j] = tmp[j - 8 * hh];
+    }
+  }
+}
+
 constexpr int kInterleavedMaxR = 4;
 #endif
 
@@ -260,6 +449,8 @@ inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t
                     float* out) {
   if constexpr (kT == DType::kQ4_K) {
     ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
+  } else if constexpr (kT == DType::kQ6_K) {
+    ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
   } else {
     ColumnsInterleaved<R, kT == DType::kQ8_0>(w, a, m, kb0, kb1, n_rows, out);
   }

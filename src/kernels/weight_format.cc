@@ -13,7 +13,7 @@ constexpr std::array<WeightFormatTraits, 7> kFormats = {{
     {WeightFormat::kQ8_0, "q8_0", DType::kQ8_0, 32, PackedLayout::kInterleaved16, 8.5},
     {WeightFormat::kQ4_0, "q4_0", DType::kQ4_0, 32, PackedLayout::kInterleaved16, 4.5},
     {WeightFormat::kQ4_K, "q4_k", DType::kQ4_K, 256, PackedLayout::kInterleaved16, 4.5},
-    {WeightFormat::kQ6_K, "q6_k", DType::kQ6_K, 256, PackedLayout::kRows, 6.5625},
+    {WeightFormat::kQ6_K, "q6_k", DType::kQ6_K, 256, PackedLayout::kInterleaved16, 6.5625},
 }};
 
 }  // namespace

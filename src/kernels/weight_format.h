@@ -2,12 +2,10 @@
 // (ggml's type_traits idea): the storage dtype, the K alignment a row needs, the packed layout
 // and bytes per packed 16-row block.
 //
-// Three packed layouts exist (see kernels/packed_weight.h):
+// Two packed layouts exist (see kernels/packed_weight.h):
 //   kLanes16  dense f32 / f16 / bf16: 16 output rows interleaved per k (one SIMD load = 16 lanes);
-//   kRows     Q4_K / Q6_K: each output row is its run of ggml blocks, bit for bit as in a GGUF file
-//             (docs/formats.md), 16 rows per packed block;
-//   kInterleaved16  Q8_0 / Q4_0: the GGUF bytes of 16 rows regrouped per block column, scales
-//             first (kernels/block_interleave.h).
+//   kInterleaved16  Q8_0 / Q4_0 / Q4_K / Q6_K: the GGUF bytes of 16 rows regrouped per block
+//             column, scales first (kernels/block_interleave.h, docs/formats.md).
 // Thread safety: pure functions over constant tables.
 #pragma once
 
@@ -23,7 +21,7 @@ namespace moerun {
 
 enum class WeightFormat : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ6_K };
 
-enum class PackedLayout : uint8_t { kLanes16, kRows, kInterleaved16 };
+enum class PackedLayout : uint8_t { kLanes16, kInterleaved16 };
 
 struct WeightFormatTraits {
   WeightFormat format;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -182,6 +183,50 @@ TEST(KernelTable, EveryFormatHasRefAvx2AndAvx512Rows) {
   }
 }
 
+// The integer rows (q8 activations, any ISA) return the ref row's bits: every block format is
+// interleaved and its kernels perform the reference's f32 operations (kernels/quant_dot.h), over
+// the whole K, a block-aligned K range (as deterministic K-blocks use) and with SwiGLU.
+TEST(KernelTable, IntegerRowsGiveTheRefRowBits) {
+  for (const MatmulKernel* kern : SupportedRows()) {
+    if (kern->acts != ActFormat::kQ8Block32 || std::string(kern->isa) == "ref") continue;
+    const MatmulKernel* ref = FindKernel(std::string("ref-") + Traits(kern->weights).name);
+    ASSERT_NE(ref, nullptr) << kern->name;
+    const int64_t align = Traits(kern->weights).k_alignment;
+    for (const Shape3& s : kShapes) {
+      const int64_t k = AlignK(s.k, kern->weights) + 2 * align;
+      SCOPED_TRACE(testing::Message() << kern->name << " m=" << s.m << " n=" << s.n << " k=" << k);
+      std::mt19937 rng(13);
+      Tensor gate = RandomMatrix(s.n, k, rng, 0.05f), up = RandomMatrix(s.n, k, rng, 0.05f);
+      const PackedWeight w = PackedWeight::Pack(gate, kern->weights).value();
+      const PackedWeight gu = PackedWeight::PackGateUp(gate, up, kern->weights).value();
+      Tensor xt = RandomMatrix(s.m, k, rng, 1.0f);
+      ActivationBuffer buf;
+      const ActView x = buf.Prepare(kern->acts, xt.data<float>(), s.m, k, k);
+      for (int variant = 0; variant < 3; ++variant) {  // whole K, a K range, SwiGLU
+        std::vector<float> out[2];
+        const MatmulKernel* rows[2] = {kern, ref};
+        for (int i = 0; i < 2; ++i) {
+          out[i].assign(static_cast<size_t>(s.m * s.n), -1.0f);
+          MatmulJob job{.rows = s.m,
+                        .x = x,
+                        .w = variant == 2 ? &gu : &w,
+                        .kernel = rows[i],
+                        .y = out[i].data(),
+                        .ldy = s.n};
+          if (variant == 1) {
+            job.k_begin = align;
+            job.k_end = k - align;
+          }
+          if (variant == 2) job.epilogue = Epilogue::kSwiGlu;
+          RunMatmul(job, nullptr);
+        }
+        ASSERT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float)), 0)
+            << "variant " << variant;
+      }
+    }
+  }
+}
+
 TEST(KernelTable, SelectionFollowsPolicy) {
   const CpuFeatures& cpu = GetCpuFeatures();
   EXPECT_STREQ(SelectKernel(WeightFormat::kQ4_K, 1, {.forced = "ref"}).name, "ref-q4_k");
@@ -231,6 +276,44 @@ TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
     EXPECT_EQ(std::memcmp(row, q.data<uint8_t>() + n * 102 + 34, 68), 0) << n;
   }
   EXPECT_FALSE(PackedWeight::Pack(f, WeightFormat::kQ4_K).ok());  // 96 is not a multiple of 256
+}
+
+// Every block format is packed interleaved, losslessly: RawRow gives back each row's GGUF bytes
+// (N not a multiple of 16, a block-aligned column slice, a gate/up pair), and repacking them gives
+// the same packed bytes.
+TEST(PackedWeight, RawRowGivesBackTheGgufBytes) {
+  std::mt19937 rng(9);
+  for (WeightFormat f :
+       {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ4_K, WeightFormat::kQ6_K}) {
+    SCOPED_TRACE(WeightFormatName(f));
+    const DType t = Traits(f).storage;
+    const int64_t n = 21, bs = DTypeBlockSize(t), k = 3 * bs;
+    const size_t rb = DTypeRowBytes(t, k), bb = DTypeBlockBytes(t);
+    Tensor g = Tensor::Zeros(t, {n, k}).value(), u = Tensor::Zeros(t, {n, k}).value();
+    // Any bytes: packing moves them and never decodes them.
+    for (Tensor* q : {&g, &u})
+      for (size_t i = 0; i < n * rb; ++i) q->data<uint8_t>()[i] = static_cast<uint8_t>(rng());
+    const PackedWeight p = PackedWeight::Pack(g, f).value();
+    const PackedWeight slice = PackedWeight::Pack(g, f, bs, 3 * bs).value();
+    const PackedWeight gu = PackedWeight::PackGateUp(g, u, f).value();
+    ASSERT_EQ(p.row_bytes(), rb);
+    std::vector<uint8_t> row(rb);
+    for (int64_t r = 0; r < n; ++r) {
+      p.RawRow(r, row.data());
+      EXPECT_EQ(std::memcmp(row.data(), g.data<uint8_t>() + r * rb, rb), 0) << r;
+      slice.RawRow(r, row.data());
+      EXPECT_EQ(std::memcmp(row.data(), g.data<uint8_t>() + r * rb + bb, 2 * bb), 0) << r;
+      gu.RawRow(r, row.data());
+      EXPECT_EQ(std::memcmp(row.data(), g.data<uint8_t>() + r * rb, rb), 0) << r;
+      gu.RawRow(n + r, row.data());
+      EXPECT_EQ(std::memcmp(row.data(), u.data<uint8_t>() + r * rb, rb), 0) << r;
+    }
+    Tensor back = Tensor::Zeros(t, {n, k}).value();
+    for (int64_t r = 0; r < n; ++r) p.RawRow(r, back.data<uint8_t>() + r * rb);
+    const PackedWeight again = PackedWeight::Pack(back, f).value();
+    ASSERT_EQ(again.bytes(), p.bytes());
+    EXPECT_EQ(std::memcmp(again.block(0), p.block(0), p.bytes()), 0);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Quantised dot tiles (kernels/quant_dot.h) against an independent double-precision oracle
 // (dequantised weights x dequantised activations), batch invariance, and exactness when every
-// scale is a power of two; the interleaved Q8_0/Q4_0 layout is lossless and gives the scalar
-// reference's bits on every ISA.
+// scale is a power of two; the interleaved layout (all four formats) is lossless and gives the
+// scalar reference's bits on every ISA.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -67,7 +67,7 @@ void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m,
 
 struct Weights {
   std::vector<uint8_t> bytes;   // [16 rows, row_bytes] GGUF rows
-  std::vector<uint8_t> packed;  // what a tile reads: `bytes`, or their interleaved columns (Q8_0, Q4_0)
+  std::vector<uint8_t> packed;  // what a tile reads: the interleaved columns of `bytes`
   std::vector<float> deq;       // [16, k]
   size_t row_bytes = 0;
 };
@@ -268,8 +268,8 @@ TEST(QuantDotTest, BatchInvariance) {
   }
 }
 
-// Every path agrees with the exact oracle (the SIMD paths sum the blocks in another order than the
-// scalar reference, so they are not bitwise equal to it; each is batch invariant on its own).
+// Every path agrees with the exact oracle (and, InterleavedIsasGiveTheReferenceBits below, with
+// the scalar reference bit for bit).
 TEST(QuantDotTest, IsasAgreeWithOracle) {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -338,8 +338,8 @@ TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
 // The interleaved layout moves the GGUF bytes losslessly.
 TEST(QuantDotTest, InterleaveRoundTrip) {
   std::mt19937 rng(8);
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K}) {
-    const int64_t k = t == DType::kQ4_K ? 768 : 96;
+  for (DType t : kFormats) {
+    const int64_t k = DTypeBlockSize(t) == 256 ? 768 : 96;
     const Weights w = RawWeights(t, k, rng);
     const size_t bb = DTypeBlockBytes(t);
     for (int j = 0; j < 16; ++j) {
@@ -350,41 +350,86 @@ TEST(QuantDotTest, InterleaveRoundTrip) {
             << DTypeName(t);
       }
     }
-    // The scales of a column come first, in row order.
+    // The f16 scales of a column come first, in row order (Q6_K's d is the block's last 2 bytes).
     uint16_t d5;
     std::memcpy(&d5, w.packed.data() + InterleavedColumnBytes(t) + 2 * 5, 2);
-    EXPECT_EQ(std::memcmp(&d5, w.bytes.data() + 5 * w.row_bytes + bb, 2), 0);
+    EXPECT_EQ(std::memcmp(&d5, w.bytes.data() + 5 * w.row_bytes + bb + InterleavedFieldOffset(t, 0), 2), 0);
+    if (t == DType::kQ6_K) {  // then the int8 sub-block scales: word 0 holds scales 0..3 of each row
+      EXPECT_EQ(std::memcmp(w.packed.data() + 32 + 4 * 5, w.bytes.data() + 5 * w.row_bytes + 192, 4), 0);
+    }
   }
 }
 
-// On the interleaved formats every ISA performs the reference's f32 operations: bitwise equal,
-// for any tile shape and K range.
+// Every supported ISA's tile over (m0..m1, kb0..kb1, n rows) is bitwise equal to the reference's.
+void ExpectReferenceBits(DType t, const Weights& w, const Acts& a, int64_t m0, int64_t m1, int64_t kb0,
+                         int64_t kb1, int n) {
+  std::vector<float> want(static_cast<size_t>((m1 - m0) * 16), 0.0f);
+  QuantDotTileRef(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, want.data());
+  for (QuantDotIsa isa : SupportedIsas()) {
+    std::vector<float> got(want.size(), 0.0f);
+    QuantDotTileFor(isa)(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, got.data());
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+        << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=[" << m0 << "," << m1 << ") kb=[" << kb0 << ","
+        << kb1 << ") n=" << n;
+  }
+}
+
+// On every block format (all interleaved) every ISA performs the reference's f32 operations:
+// bitwise equal, for any tile shape (1..19 activation rows: every R split of the kernels, 1..16
+// weight rows) and K range (as deterministic K-blocks cut it), with normal and all-+-127
+// activations.
 TEST(QuantDotTest, InterleavedIsasGiveTheReferenceBits) {
   std::mt19937 rng(21);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K}) {
-    const bool kq = t == DType::kQ4_K;
+  for (DType t : kFormats) {
+    const bool kq = DTypeBlockSize(t) == 256;
     const int64_t k = kq ? 256 * 5 : 32 * 37, rows = 19;
-    std::vector<float> x(static_cast<size_t>(rows * k));
-    for (float& v : x) v = nd(rng);
-    const Acts a = QuantizeActs(x, rows, k);
-    const Weights w = RawWeights(t, k, rng);
-    for (int trial = 0; trial < 20; ++trial) {
-      const int64_t m0 = static_cast<int64_t>(rng() % rows);
-      const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
-      const int64_t step = kq ? 8 : 1;
-      const int64_t kb0 = static_cast<int64_t>(rng() % (kq ? 4 : 30)) * step;
-      const int64_t kb1 = kb0 + step * (1 + static_cast<int64_t>(rng() % (kq ? (40 - kb0) / 8 : 7)));
-      const int n = 1 + static_cast<int>(rng() % 16);
-      std::vector<float> want(static_cast<size_t>((m1 - m0) * 16), 0.0f);
-      QuantDotTileRef(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, want.data());
-      for (QuantDotIsa isa : SupportedIsas()) {
-        std::vector<float> got(want.size(), 0.0f);
-        QuantDotTileFor(isa)(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, got.data());
-        ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
-            << QuantDotIsaName(isa) << " " << DTypeName(t) << " m=[" << m0 << "," << m1 << ") kb=[" << kb0
-            << "," << kb1 << ") n=" << n;
+    for (int pattern = 0; pattern < 2; ++pattern) {
+      std::vector<float> x(static_cast<size_t>(rows * k));
+      for (float& v : x) v = pattern == 0 ? nd(rng) : ((rng() & 1) ? 1.0f : -1.0f);
+      const Acts a = QuantizeActs(x, rows, k);
+      const Weights w = RawWeights(t, k, rng);
+      for (int trial = 0; trial < 20; ++trial) {
+        const int64_t m0 = static_cast<int64_t>(rng() % rows);
+        const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
+        const int64_t step = kq ? 8 : 1;
+        const int64_t kb0 = static_cast<int64_t>(rng() % (kq ? 4 : 30)) * step;
+        const int64_t kb1 = kb0 + step * (1 + static_cast<int64_t>(rng() % (kq ? (40 - kb0) / 8 : 7)));
+        const int n = 1 + static_cast<int>(rng() % 16);
+        ExpectReferenceBits(t, w, a, m0, m1, kb0, kb1, n);
+        if (HasFatalFailure()) return;
       }
+    }
+  }
+}
+
+// Q6_K at the edge of the exactness argument (quant_dot_interleaved_x86.h): every q = 0 or 63,
+// scales -128 or 127 and activations +-127 aligned with them, so |I| reaches 2 x 128 x 16 x 32 x 127
+// (just under 2^24); the f32 combination of the two scaled halves must still give the reference's bits.
+TEST(QuantDotTest, Q6KLargestSumsGiveTheReferenceBits) {
+  const DType t = DType::kQ6_K;
+  const int64_t k = 512, rows = 9;
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool q_zero = variant & 1, scale_min = variant & 2;
+    Weights w;
+    w.row_bytes = DTypeRowBytes(t, k);
+    w.bytes.assign(16 * w.row_bytes, q_zero ? 0x00 : 0xFF);  // q = 0 (value -32) or 63 (value 31)
+    for (size_t off = 0; off < w.bytes.size(); off += DTypeBlockBytes(t)) {
+      std::memset(&w.bytes[off + 192], scale_min ? 0x80 : 0x7F, 16);  // int8 scales -128 or 127
+      const uint16_t d = F32ToF16(0.01f);
+      std::memcpy(&w.bytes[off + 208], &d, 2);
+    }
+    PackForTile(t, &w);
+    // Activations q = +-127: row 0 all +127 (the largest |I|), the other rows mostly.
+    std::vector<float> x(static_cast<size_t>(rows * k));
+    std::mt19937 rng(variant);
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = (i < static_cast<size_t>(k) || rng() % 4 != 0) ? 1.0f : -1.0f;
+    const Acts a = QuantizeActs(x, rows, k);
+    for (int64_t m1 = 1; m1 <= rows; ++m1) {
+      ExpectReferenceBits(t, w, a, 0, m1, 0, k / 32, 16);
+      ExpectReferenceBits(t, w, a, 0, m1, 8, k / 32, 16);
+      if (HasFatalFailure()) return;
     }
   }
 }
