@@ -34,6 +34,7 @@ int Main(int argc, char** argv) {
   int rounds = 40;
   int threads = DefaultThreadCount();
   std::string only;
+  WeightFormat format = WeightFormat::kBF16;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--tokens") {
@@ -45,6 +46,13 @@ int Main(int argc, char** argv) {
       rounds = std::stoi(v);
     } else if (a == "--only") {  // profiling: run one mode only (block|fast|det)
       only = v;
+    } else if (a == "--weight-format") {  // packed at load from the bf16 layer file, e.g. q4_0
+      const std::optional<WeightFormat> f = ParseWeightFormat(v);
+      if (!f) {
+        std::fprintf(stderr, "--weight-format %s: expected %s\n", v.c_str(), WeightFormatChoices().c_str());
+        return 2;
+      }
+      format = *f;
     } else if (a == "-t") {
       threads = std::stoi(v);
     } else {
@@ -62,15 +70,15 @@ int Main(int argc, char** argv) {
     ckpt = Checkpoint::Open(path);
   }
   ThreadPool pool(threads);
-  auto block = ParallelMoe::CreateLocal(c, **ckpt, "", WeightFormat::kBF16, &pool).value();
+  auto block = ParallelMoe::CreateLocal(c, **ckpt, "", format, &pool).value();
   auto worlds = InProcessWorld::Create(1);
   auto worlds2 = InProcessWorld::Create(1);
   ParallelOptions fast_opt, det_opt;
   det_opt.deterministic = true;
-  auto fast = ParallelMoe::Create(c, **ckpt, "", fast_opt, *worlds[0], WeightFormat::kBF16, &pool).value();
-  auto det = ParallelMoe::Create(c, **ckpt, "", det_opt, *worlds2[0], WeightFormat::kBF16, &pool).value();
-  std::printf("threads %d, %d rounds; times in ms (median); ratio = median over rounds of det / fast\n",
-              pool.size(), rounds);
+  auto fast = ParallelMoe::Create(c, **ckpt, "", fast_opt, *worlds[0], format, &pool).value();
+  auto det = ParallelMoe::Create(c, **ckpt, "", det_opt, *worlds2[0], format, &pool).value();
+  std::printf("%s, threads %d, %d rounds; times in ms (median); ratio = median over rounds of det / fast\n",
+              WeightFormatName(format), pool.size(), rounds);
   std::printf("| tokens | block ms | parallel-fast ms | det ms | det/block | det/parallel-fast |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
   for (int64_t t : tokens) {

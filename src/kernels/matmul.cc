@@ -32,7 +32,16 @@ void RunMatmulTask(const MatmulJob& job, int64_t task) {
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());
   assert(job.kernel != nullptr && job.kernel->weights == job.w->format());
   assert(job.kernel->acts == job.x.format);
-  job.kernel->task(job, m0, m1, b0, b1);
+  if (job.k_blocks <= 1) return job.kernel->task(job, m0, m1, b0, b1);
+  const int64_t k0 = job.k_begin, width = (job.KEnd() - k0) / job.k_blocks;
+  MatmulJob block = job;
+  block.k_blocks = 1;
+  for (int64_t b = 0; b < job.k_blocks; ++b) {
+    block.k_begin = k0 + b * width;
+    block.k_end = block.k_begin + width;
+    block.y = job.y + b * job.block_stride;
+    job.kernel->task(block, m0, m1, b0, b1);
+  }
 }
 
 void RunMatmul(const MatmulJob& job, ThreadPool* pool) {

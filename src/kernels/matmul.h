@@ -39,6 +39,11 @@ struct MatmulJob {
   // or k_end == in_features. Used to compute fixed K-block partial sums (deterministic mode).
   int64_t k_begin = 0;
   int64_t k_end = -1;
+  // Deterministic K-blocks in one job: [k_begin, KEnd()) is cut into k_blocks equal ranges and
+  // range b writes y + b * block_stride (same ldy). Each task walks its weight rows' ranges in
+  // order, so a row panel streams once. REQUIRES: each range a multiple of the K alignment.
+  int64_t k_blocks = 1;
+  int64_t block_stride = 0;  // floats between block outputs, e.g. H for y [M, k_blocks, H]
 
   int64_t KEnd() const { return k_end < 0 ? w->in_features() : k_end; }
 };

@@ -119,18 +119,15 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t r0 = offset[e], rows = offset[e + 1] - r0;
     if (rows == 0) continue;
-    const int64_t i_size = experts[e].down->in_features();
-    for (int64_t b = 0; b < nb; ++b) {
-      MatmulJob down{.rows = rows,
-                     .x = OffsetRows(act_view[static_cast<int>(down_kernel[e]->acts)], r0),
-                     .w = experts[e].down,
-                     .kernel = down_kernel[e],
-                     .y = y_perm + r0 * nb * h + b * h,
-                     .ldy = nb * h};
-      down.k_begin = b * (i_size / nb);
-      down.k_end = nb == 1 ? -1 : (b + 1) * (i_size / nb);
-      phase2.push_back(down);
-    }
+    MatmulJob down{.rows = rows,
+                   .x = OffsetRows(act_view[static_cast<int>(down_kernel[e]->acts)], r0),
+                   .w = experts[e].down,
+                   .kernel = down_kernel[e],
+                   .y = y_perm + r0 * nb * h,
+                   .ldy = nb * h};
+    down.k_blocks = nb;  // K-block b -> y_perm[row, b, :]
+    down.block_stride = h;
+    phase2.push_back(down);
   }
   RunJobs(phase2, pool);
 
