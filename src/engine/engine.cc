@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "engine/stop_strings.h"
 
@@ -25,6 +27,7 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 struct Engine::Local {
+  std::shared_ptr<KvBlockStorage> storage;                           // this rank's KV blocks (on first use)
   std::unordered_map<uint64_t, std::unique_ptr<ModelCache>> caches;  // this replica's sequences
   std::unordered_map<uint64_t, Sampler> samplers;                    // on the replica root only
   std::vector<Sequence*> planned;  // rank 0: the sequence of each entry of the current plan
@@ -43,6 +46,18 @@ Engine::Engine(Communicator& world, Model& model, const Tokenizer* tokenizer, En
       local_(std::make_unique<Local>()) {
   options_.tp = std::max(1, options_.tp);
   options_.max_batch = std::max(1, options_.max_batch);
+  options_.kv_blocks = std::max<int64_t>(0, options_.kv_blocks);
+  options_.block_tokens = std::max<int64_t>(1, options_.block_tokens);
+  if (world.rank() == 0) {
+    for (int r = 0; r < replicas_; ++r)
+      kv_.emplace_back(options_.kv_blocks, options_.block_tokens, options_.prefix_cache);
+  }
+}
+
+KvBlockStats Engine::KvStats(int replica) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (replica < 0 || replica >= static_cast<int>(kv_.size())) return {};
+  return kv_[static_cast<size_t>(replica)].stats();
 }
 
 Engine::~Engine() = default;
@@ -73,6 +88,13 @@ StatusOr<uint64_t> Engine::Submit(Request r) {
   }
   if (r.replica >= replicas_)
     return InvalidArgument("replica {} does not exist (dp = {})", r.replica, replicas_);
+  const int64_t blocks = (capacity + options_.block_tokens - 1) / options_.block_tokens;
+  if (options_.kv_blocks > 0 && blocks > options_.kv_blocks) {
+    return OutOfRange(
+        "the request's context of {} tokens needs {} KV blocks of {} tokens, more than the whole KV "
+        "pool of {} blocks",
+        capacity, blocks, options_.block_tokens, options_.kv_blocks);
+  }
   const bool wants_logits = r.all_logits || static_cast<bool>(r.on_logits) || r.prompt_logprobs;
   if (wants_logits && r.replica > 0) {
     return InvalidArgument("logits are delivered on world rank 0: the request needs replica 0, not {}",
@@ -89,6 +111,7 @@ StatusOr<uint64_t> Engine::Submit(Request r) {
   }
   const int replica = r.replica >= 0 ? r.replica : wants_logits ? 0 : static_cast<int>(dealt_++ % replicas_);
   const uint64_t id = next_id_++;
+  if (options_.kv_blocks == 0) kv_[static_cast<size_t>(replica)].Grow(options_.max_batch * blocks);
   auto s = std::make_unique<Sequence>(id, std::move(r), replica, capacity, tokenizer_);
   queued_[static_cast<size_t>(replica)].push_back(s.get());
   sequences_.emplace(id, std::move(s));
@@ -155,6 +178,7 @@ void Engine::ApplyCancellations() {
     const TokenEvent event{s->id(), -1, "", FinishReason::kCancelled, std::nullopt};
     if (s->request().on_token) s->request().on_token(event);
     if (s->request().on_finish) s->request().on_finish(*s);
+    Forget(s);
   }
 }
 
@@ -187,10 +211,23 @@ StepPlan Engine::Plan() {
       auto& run = running_[static_cast<size_t>(r)];
       while (static_cast<int>(run.size()) < options_.max_batch && !queue.empty()) {
         Sequence* s = queue.front();
+        // Blocks for its whole capacity, cached prompt blocks first; too few free: it waits (FIFO).
+        KvBlockManager& kv = kv_[static_cast<size_t>(r)];
+        const std::optional<int64_t> hits =
+            kv.Reserve(s->id(), s->request().prompt, s->capacity(), !s->request().all_logits && !s->request().prompt_logprobs);
+        if (!hits) break;
         queue.pop_front();
         s->running_ = true;
+        s->cached_ = *hits;
         run.push_back(s);
-        p.starts.push_back({s->id(), s->capacity(), r, 0, s->request().sampling});
+        const std::vector<int32_t>& table = kv.Table(s->id());
+        p.starts.push_back({.sequence = s->id(),
+                            .capacity = s->capacity(),
+                            .cached = *hits,
+                            .replica = r,
+                            .n_blocks = static_cast<uint32_t>(table.size()),
+                            .sampling = s->request().sampling});
+        p.block_ids.insert(p.block_ids.end(), table.begin(), table.end());
       }
     }
   }
@@ -285,10 +322,16 @@ Status Engine::Finish(Sequence* s, FinishReason reason, bool flush_text) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& run = running_[static_cast<size_t>(s->replica())];
     run.erase(std::find(run.begin(), run.end(), s));
+    kv_[static_cast<size_t>(s->replica())].Release(s->id());  // its caches go with the next plan
   }
   releases_.push_back(s->id());
   if (flush_text) s->text_ += s->detokenizer_.Flush();  // an incomplete last character as U+FFFD
   return Status::Ok();
+}
+
+void Engine::Forget(const Sequence* s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sequences_.erase(s->id());
 }
 
 Status Engine::Run(const StepPlan& plan) {
@@ -297,9 +340,29 @@ Status Engine::Run(const StepPlan& plan) {
     local.caches.erase(id);
     local.samplers.erase(id);
   }
+  size_t block_at = 0;  // this start's table: block_ids[block_at, + n_blocks)
   for (const SequenceStart& st : plan.starts) {
+    const size_t at = std::exchange(block_at, block_at + st.n_blocks);
     if (st.replica != replica_) continue;
-    local.caches[st.sequence] = model_.NewCache(st.capacity);
+    if (block_at > plan.block_ids.size()) {
+      return Internal("engine step {}: the block tables of the starts exceed the plan's {} block ids",
+                      plan.header.step, plan.block_ids.size());
+    }
+    std::vector<int32_t> table(plan.block_ids.begin() + static_cast<ptrdiff_t>(at),
+                               plan.block_ids.begin() + static_cast<ptrdiff_t>(block_at));
+    // The storage: kv_blocks blocks; auto: grown (at least doubling) to the highest id rank 0 hands out.
+    const int64_t need = table.empty() ? 1 : *std::max_element(table.begin(), table.end()) + 1;
+    const int64_t have = local.storage ? local.storage->n_blocks() : 0;
+    const int64_t want = options_.kv_blocks > 0 ? options_.kv_blocks : std::max(need, 2 * have);
+    if (local.storage == nullptr) {
+      ASSIGN_OR_RETURN(local.storage, model_.NewKvStorage(want, options_.block_tokens));
+    } else if (need > have) {
+      RETURN_IF_ERROR(local.storage->Grow(want));
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelCache> cache,
+                     model_.NewCache(local.storage, std::move(table), st.capacity));
+    cache->set_size(st.cached);
+    local.caches[st.sequence] = std::move(cache);
     if (root_of_replica_) local.samplers.insert_or_assign(st.sequence, Sampler(st.sampling));
   }
   if (plan.header.kind != StepKind::kRun) return Status::Ok();
@@ -365,6 +428,13 @@ Status Engine::Run(const StepPlan& plan) {
   }
   if (world_.rank() != 0) return Status::Ok();
 
+  {  // The full blocks this step completed join the prefix cache.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < plan.entries.size(); ++i) {
+      const Sequence* s = local.planned[i];
+      kv_[static_cast<size_t>(s->replica())].Commit(s->id(), s->ids(), s->cached());
+    }
+  }
   // Rank 0: append, stream, stop. samples holds replica 0's, then replica 1's, ...
   std::vector<size_t> next(static_cast<size_t>(replicas_), 0);
   for (size_t base = 0, r = 0; r < static_cast<size_t>(replicas_); ++r) {
@@ -379,11 +449,13 @@ Status Engine::Run(const StepPlan& plan) {
       if (s->request().max_tokens == 0 && s->cached() == static_cast<int64_t>(s->ids().size())) {
         RETURN_IF_ERROR(Finish(s, FinishReason::kLength, /*flush_text=*/false));
         if (s->request().on_finish) s->request().on_finish(*s);
+        Forget(s);
       }
       continue;
     }
     RETURN_IF_ERROR(
         Accept(s, samples[next[static_cast<size_t>(e.replica)]++], (e.flags & kPlanLogprobs) != 0));
+    if (s->finished()) Forget(s);
   }
   return Status::Ok();
 }

@@ -23,6 +23,20 @@
 // admit_when_idle new sequences join only when nothing runs anywhere (batch rounds: every step of
 // a round batches the same sequences as a fixed batch would, as `eval` needs).
 //
+// KV blocks: each replica's caches live in a pool of kv_blocks blocks of block_tokens positions
+// (every rank of the replica holds its rows of the same blocks in its KvBlockStorage,
+// model/paged_kv.h; rank 0 keeps the books in a KvBlockManager per replica,
+// engine/kv_block_manager.h). At admission a sequence reserves blocks for its whole capacity
+// (prompt + max_tokens, or its context); one that does not fit waits at the head of its queue
+// until blocks are released; Submit refuses a request needing more blocks than the pool has. With
+// prefix caching, full blocks of a sequence's ids are registered once cached and a later prompt
+// starting with the same ids reuses them (all but its last prompt id, whose logits are needed;
+// never for all_logits requests, which want every prompt row): it starts with cached = the hit
+// positions. The plan's SequenceStart carries the block table and hit count to the replica.
+// kv_blocks = 0 (auto): the pool grows to max_batch sequences of the largest capacity submitted
+// to the replica so far (each rank's storage grows with the block ids it is handed). Memory is
+// committed as blocks are first written, not when reserved.
+//
 // Thread safety: Step, RunUntilIdle, Shutdown, Abort on each rank's own thread; Submit on world
 // rank 0, from any thread (the queue is locked; a waiting Step wakes up).
 #pragma once
@@ -38,6 +52,7 @@
 
 #include "comm/communicator.h"
 #include "core/status.h"
+#include "engine/kv_block_manager.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/step_plan.h"
@@ -54,6 +69,9 @@ struct EngineOptions {
   bool admit_when_idle = false;                   // batch rounds (see above)
   int64_t max_queue = 0;                          // queued (not running) requests at most; 0: no bound
   std::chrono::milliseconds max_idle_wait{1000};  // Step(wait) waits at most this for work
+  int64_t kv_blocks = 0;                          // KV pool per replica, in blocks; 0: auto (see above)
+  int64_t block_tokens = 16;                      // positions per KV block
+  bool prefix_cache = true;                       // reuse cached full blocks of earlier sequences
 };
 
 class Engine {
@@ -87,8 +105,11 @@ class Engine {
     int64_t queued = 0, running = 0;
   };
   Load CurrentLoad() const;
-  // Rank 0: a submitted sequence (finished ones stay until the engine is destroyed), or null.
+  // Rank 0: a queued or running sequence, or null: a finished one is freed after its on_finish, so
+  // the pointer is safe only on the thread that calls Step (or while no Step runs).
   const Sequence* Find(uint64_t id) const;
+  // Rank 0: the KV pool of DP replica `replica` (blocks, prefix-cache hits).
+  KvBlockStats KvStats(int replica = 0) const;
   int replicas() const { return replicas_; }
 
  private:
@@ -103,6 +124,7 @@ class Engine {
   void ApplyCancellations();
   // Rank 0: appends a sampled id to its sequence, streams its text and applies the stop criteria.
   Status Accept(Sequence* s, const LogprobRecord& sample, bool with_logprobs);
+  void Forget(const Sequence* s);  // rank 0: frees a finished sequence's record
 
   Communicator& world_;
   Model& model_;
@@ -116,7 +138,10 @@ class Engine {
   std::condition_variable submitted_;
   std::vector<std::deque<Sequence*>> queued_;    // per replica, not yet admitted (guarded by mu_)
   std::vector<std::vector<Sequence*>> running_;  // per replica, admission order
+  // Queued and running sequences; a finished one is freed after its on_finish (guarded by mu_).
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
+  // Rank 0: per replica, the books of its KV pool (guarded by mu_).
+  std::vector<KvBlockManager> kv_;
   std::vector<uint64_t> releases_;  // finished since the last plan
   std::vector<uint64_t> cancels_;   // Cancel()ed since the last plan (guarded by mu_)
   std::unique_ptr<Local> local_;

@@ -44,6 +44,7 @@ Status BroadcastPlan(Communicator& world, StepPlan* plan) {
     h.n_tokens = static_cast<uint32_t>(plan->tokens.size());
     h.n_starts = static_cast<uint32_t>(plan->starts.size());
     h.n_releases = static_cast<uint32_t>(plan->releases.size());
+    h.n_block_ids = static_cast<uint32_t>(plan->block_ids.size());
   }
   if (world.size() == 1) return Status::Ok();
   RETURN_IF_ERROR(world.Broadcast(&h, sizeof h, 0));
@@ -52,7 +53,8 @@ Status BroadcastPlan(Communicator& world, StepPlan* plan) {
                     StepHeader{}.magic);
   }
   const size_t bytes = h.n_entries * sizeof(PlanEntry) + h.n_tokens * sizeof(int32_t) +
-                       h.n_starts * sizeof(SequenceStart) + h.n_releases * sizeof(uint64_t);
+                       h.n_starts * sizeof(SequenceStart) + h.n_releases * sizeof(uint64_t) +
+                       h.n_block_ids * sizeof(int32_t);
   if (bytes == 0) return Status::Ok();
   std::vector<char> payload;
   if (root) {
@@ -61,6 +63,7 @@ Status BroadcastPlan(Communicator& world, StepPlan* plan) {
     Put(&payload, plan->starts);
     Put(&payload, plan->releases);
     Put(&payload, plan->tokens);
+    Put(&payload, plan->block_ids);
   } else {
     payload.resize(bytes);
   }
@@ -71,6 +74,7 @@ Status BroadcastPlan(Communicator& world, StepPlan* plan) {
   Get(payload, &at, h.n_starts, &plan->starts);
   Get(payload, &at, h.n_releases, &plan->releases);
   Get(payload, &at, h.n_tokens, &plan->tokens);
+  Get(payload, &at, h.n_block_ids, &plan->block_ids);
   return Status::Ok();
 }
 

@@ -1,14 +1,16 @@
 // StepPlan: what world rank 0 tells every rank before an engine step (engine/engine.h).
 //
 // A fixed-size POD header is broadcast over the world communicator every step; when it announces
-// entries, sequence starts or releases, a second broadcast carries them (PODs and token ids).
+// entries, sequence starts or releases, a second broadcast carries them (PODs, token ids and the
+// started sequences' KV block tables).
 // Every rank therefore takes the same steps and calls the same collectives: kRun runs
 // Model::ForwardBatch on each replica's entries (a replica with none runs it empty), kIdle does
 // nothing (it keeps ranks waiting for work inside their collective deadline), kShutdown ends a
 // serving loop, kAbort tells the other ranks that rank 0 failed.
 //
 // Invariants: entries of one replica appear in the order their chunks are batched; an entry's
-// tokens are the next n_tokens of `tokens`. Thread safety: plain data.
+// tokens are the next n_tokens of `tokens`; a start's block table is the next n_blocks of
+// `block_ids`. Thread safety: plain data.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +30,7 @@ struct StepHeader {
   uint32_t magic = 0x4d52534b;  // "MRSK": a mismatched peer fails loudly
   StepKind kind = StepKind::kIdle;
   uint64_t step = 0;
-  uint32_t n_entries = 0, n_tokens = 0, n_starts = 0, n_releases = 0;
+  uint32_t n_entries = 0, n_tokens = 0, n_starts = 0, n_releases = 0, n_block_ids = 0, pad = 0;
 };
 
 enum PlanFlags : uint32_t {
@@ -45,12 +47,14 @@ struct PlanEntry {
   uint32_t top_n = 0;  // kPlanLogprobs: alternatives per sampled id, <= kMaxTopLogprobs
 };
 
-// A sequence admitted this step: its replica creates the cache (and its root the sampler).
+// A sequence admitted this step: its replica creates the cache over its KV blocks (and its root
+// the sampler).
 struct SequenceStart {
   uint64_t sequence = 0;
   int64_t capacity = 0;
+  int64_t cached = 0;  // positions already in the cache through shared prefix blocks
   int32_t replica = 0;
-  uint32_t pad = 0;
+  uint32_t n_blocks = 0;  // its block table: the next n_blocks ids of StepPlan::block_ids
   SamplingParams sampling;
 };
 
@@ -60,6 +64,7 @@ struct StepPlan {
   std::vector<int32_t> tokens;
   std::vector<SequenceStart> starts;
   std::vector<uint64_t> releases;  // finished sequences whose caches and samplers are freed
+  std::vector<int32_t> block_ids;  // the starts' block tables, in start order
 };
 
 static_assert(std::is_trivially_copyable_v<StepHeader> && std::is_trivially_copyable_v<PlanEntry> &&

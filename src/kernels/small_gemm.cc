@@ -20,10 +20,10 @@ void GemmNTRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
 }
 
 void GemmNNRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-               float* c, int64_t ldc) {
+               float* c, int64_t ldc, bool accumulate) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
-      float acc = 0.0f;
+      float acc = accumulate ? c[i * ldc + j] : 0.0f;
       for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b[p * ldb + j], acc);
       c[i * ldc + j] = acc;
     }
@@ -36,6 +36,18 @@ SmallGemmIsa Resolve(SmallGemmIsa isa) {
                                    : SmallGemmIsaSupported(SmallGemmIsa::kAvx2) ? SmallGemmIsa::kAvx2
                                                                                 : SmallGemmIsa::kRef;
   return best;
+}
+
+void GemmNNDispatch(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  switch (Resolve(isa)) {
+    case SmallGemmIsa::kAvx512:
+      return internal::GemmNNAvx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    case SmallGemmIsa::kAvx2:
+      return internal::GemmNNAvx2(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    default:
+      return GemmNNRef(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+  }
 }
 
 }  // namespace
@@ -68,14 +80,12 @@ void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, i
 
 void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc) {
-  switch (Resolve(isa)) {
-    case SmallGemmIsa::kAvx512:
-      return internal::GemmNNAvx512(m, n, k, a, lda, b, ldb, c, ldc);
-    case SmallGemmIsa::kAvx2:
-      return internal::GemmNNAvx2(m, n, k, a, lda, b, ldb, c, ldc);
-    default:
-      return GemmNNRef(m, n, k, a, lda, b, ldb, c, ldc);
-  }
+  GemmNNDispatch(isa, m, n, k, a, lda, b, ldb, c, ldc, false);
+}
+
+void GemmNNAccumulate(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                      const float* b, int64_t ldb, float* c, int64_t ldc) {
+  GemmNNDispatch(isa, m, n, k, a, lda, b, ldb, c, ldc, true);
 }
 
 void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -86,6 +96,11 @@ void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const 
 void GemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
             float* c, int64_t ldc) {
   GemmNN(SmallGemmIsa::kAuto, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void GemmNNAccumulate(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                      int64_t ldb, float* c, int64_t ldc) {
+  GemmNNAccumulate(SmallGemmIsa::kAuto, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
 }  // namespace moerun

@@ -1,14 +1,17 @@
 // Small dense f32 products for attention over the latent cache (MLA scores and value sums):
 //   GemmNT: C[i][j] = sum_k A[i][k] * B[j][k]   (query rows x cache rows, both k-contiguous)
 //   GemmNN: C[i][j] = sum_p A[i][p] * B[p][j]   (probabilities x cache rows)
-// Row-major with leading dimensions in elements. Both write C (no accumulation into it).
+//   GemmNNAccumulate: C[i][j] += sum_p A[i][p] * B[p][j], as a continuation of GemmNN's chain
+// Row-major with leading dimensions in elements. GemmNT and GemmNN write C (no accumulation).
 //
 // Arithmetic, fixed per ISA whatever m, n and the blocking (so attention is batch invariant):
 //   NT: k is walked in vector-width chunks, lane l summing k = l, l + L, ... with one fma each
 //       (the tail chunk is zero-padded), then the L lanes are added in a fixed tree (L = 16 on
 //       AVX-512, 8 on AVX2; the portable path sums in k order).
 //   NN: each C[i][j] is acc = fma(A[i][p], B[p][j], acc) for p = 0, 1, ... from acc = 0, on every
-//       path: all ISAs give the same bits.
+//       path: all ISAs give the same bits. GemmNNAccumulate starts each chain from acc = C[i][j]
+//       instead, so splitting p into consecutive parts (GemmNN on the first, GemmNNAccumulate on
+//       each next) gives exactly the bits of one GemmNN over all of p (attention over KV blocks).
 // Thread safety: pure functions; concurrent calls must not share C.
 #pragma once
 
@@ -20,6 +23,8 @@ void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const 
             float* c, int64_t ldc);
 void GemmNN(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
             float* c, int64_t ldc);
+void GemmNNAccumulate(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                      int64_t ldb, float* c, int64_t ldc);
 
 // Which implementation runs: kAuto picks the best the CPU has; tests force each one.
 enum class SmallGemmIsa { kAuto, kRef, kAvx2, kAvx512 };
@@ -28,16 +33,19 @@ void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, i
             int64_t ldb, float* c, int64_t ldc);
 void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc);
+void GemmNNAccumulate(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                      const float* b, int64_t ldb, float* c, int64_t ldc);
 
 namespace internal {
+// accumulate: start each element's chain from C (GemmNNAccumulate) instead of 0.
 void GemmNTAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                 float* c, int64_t ldc);
 void GemmNNAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float* c, int64_t ldc);
+                float* c, int64_t ldc, bool accumulate);
 void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
                   float* c, int64_t ldc);
 void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float* c, int64_t ldc);
+                  float* c, int64_t ldc, bool accumulate);
 }  // namespace internal
 
 }  // namespace moerun

@@ -17,8 +17,8 @@ void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, 
 }
 
 void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float* c, int64_t ldc) {
-  GemmNNImpl<F32x16>(m, n, k, a, lda, b, ldb, c, ldc);
+                  float* c, int64_t ldc, bool accumulate) {
+  GemmNNImpl<F32x16>(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 
 }  // namespace moerun::internal

@@ -5,7 +5,8 @@
 // NT: register tiles of MR query rows x NR cache rows, one accumulator vector per (i, j), walked
 // over k in V::W chunks (tail chunk masked to zero), reduced by V::Reduce (fixed tree). Every
 // C[i][j] gets the same sequence of operations whatever tile it falls in.
-// NN: tiles of MR rows x 2 vectors of columns; acc = fma(broadcast A[i][p], B[p][j..], acc) over p.
+// NN: tiles of MR rows x 2 vectors of columns; acc = fma(broadcast A[i][p], B[p][j..], acc) over p,
+// from acc = 0 or (accumulate) from the tile of C.
 #pragma once
 
 #include <algorithm>
@@ -62,10 +63,17 @@ void GemmNTImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
 // C[i][j0 .. j0 + width) for MR rows; width <= 2 * kLanes (partial vectors masked).
 template <typename V, int MR>
 void TileNN(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-            int width) {
+            int width, bool accumulate) {
   typename V::Vec acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = V::Zero();
   const int w0 = std::min(width, V::W), w1 = width - w0;
+  for (int i = 0; i < MR; ++i) {
+    if (accumulate) {
+      acc[i][0] = V::LoadPartial(c + i * ldc, w0);
+      acc[i][1] = w1 > 0 ? V::LoadPartial(c + i * ldc + V::W, w1) : V::Zero();
+    } else {
+      acc[i][0] = acc[i][1] = V::Zero();
+    }
+  }
   for (int64_t p = 0; p < k; ++p) {
     const float* bp = b + p * ldb;
     const typename V::Vec b0 = w0 == V::W ? V::Load(bp) : V::LoadPartial(bp, w0);
@@ -84,14 +92,14 @@ void TileNN(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
 
 template <typename V>
 void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float* c, int64_t ldc) {
+                float* c, int64_t ldc, bool accumulate) {
   constexpr int kMR = 4;
   for (int64_t j = 0; j < n; j += 2 * V::W) {
     const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
     int64_t i = 0;
     for (; i + kMR <= m; i += kMR)
-      TileNN<V, kMR>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width);
-    for (; i < m; ++i) TileNN<V, 1>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width);
+      TileNN<V, kMR>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width, accumulate);
+    for (; i < m; ++i) TileNN<V, 1>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width, accumulate);
   }
 }
 

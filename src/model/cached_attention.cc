@@ -4,17 +4,23 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/small_gemm.h"
-
 namespace moerun {
 
 void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos, const CachedRows& keys,
-                     const CachedRows& values, float scale, float* o, int64_t ldo) {
+                     const CachedRows& values, float scale, float* o, int64_t ldo, SmallGemmIsa isa) {
   if (n_rows == 0) return;
   const int64_t ctx = *std::max_element(pos, pos + n_rows) + 1;
-  thread_local std::vector<float> s;
+  thread_local std::vector<float> s;  // [n_rows, ctx] scores, then probabilities
   s.resize(static_cast<size_t>(n_rows * ctx));
-  GemmNT(n_rows, ctx, keys.dim, q, ldq, keys.data, keys.ld, s.data(), ctx);
+  if (keys.table == nullptr) {
+    GemmNT(isa, n_rows, ctx, keys.dim, q, ldq, keys.data, keys.ld, s.data(), ctx);
+  } else {
+    for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += keys.block_rows, ++b) {
+      const int64_t len = std::min(keys.block_rows, ctx - j0);
+      GemmNT(isa, n_rows, len, keys.dim, q, ldq, keys.data + keys.table[b] * keys.block_stride, keys.ld,
+             s.data() + j0, ctx);
+    }
+  }
   for (int64_t i = 0; i < n_rows; ++i) {
     float* si = s.data() + i * ctx;
     const int64_t n = pos[i] + 1;
@@ -26,7 +32,20 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
     for (int64_t j = 0; j < n; ++j) si[j] *= inv;
     std::fill(si + n, si + ctx, 0.0f);
   }
-  GemmNN(n_rows, values.dim, ctx, s.data(), ctx, values.data, values.ld, o, ldo);
+  if (values.table == nullptr) {
+    GemmNN(isa, n_rows, values.dim, ctx, s.data(), ctx, values.data, values.ld, o, ldo);
+    return;
+  }
+  // Block by block: each element's fma chain continues through the blocks in position order.
+  for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += values.block_rows, ++b) {
+    const int64_t len = std::min(values.block_rows, ctx - j0);
+    const float* v = values.data + values.table[b] * values.block_stride;
+    if (j0 == 0) {
+      GemmNN(isa, n_rows, values.dim, len, s.data() + j0, ctx, v, values.ld, o, ldo);
+    } else {
+      GemmNNAccumulate(isa, n_rows, values.dim, len, s.data() + j0, ctx, v, values.ld, o, ldo);
+    }
+  }
 }
 
 }  // namespace moerun

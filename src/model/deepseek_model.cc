@@ -128,8 +128,17 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   return m;
 }
 
-std::unique_ptr<ModelCache> DeepseekModel::NewCache(int64_t capacity) const {
-  return std::make_unique<KvCache>(config_, capacity);
+StatusOr<std::shared_ptr<KvBlockStorage>> DeepseekModel::NewKvStorage(int64_t n_blocks,
+                                                                      int64_t block_tokens) const {
+  return KvCache::NewStorage(config_, n_blocks, block_tokens);
+}
+
+StatusOr<std::unique_ptr<ModelCache>> DeepseekModel::NewCache(std::shared_ptr<KvBlockStorage> storage,
+                                                              std::vector<int32_t> block_table,
+                                                              int64_t capacity) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                   KvCache::Create(config_, std::move(storage), std::move(block_table), capacity));
+  return std::unique_ptr<ModelCache>(std::move(cache));
 }
 
 double DeepseekModel::CacheBytesPerToken() const {
@@ -202,7 +211,7 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
       }
     }
     const KvCache* cache = static_cast<const KvCache*>(rows[t0].cache);
-    const LatentCacheView view{cache->entry(layer, 0), cache->stride(), r};
+    const LatentCacheView view = cache->View(layer);
     if (h_b - h_a == nh) {  // rows (t, h) of the run are contiguous
       std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
       for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[t0 + i / nh].pos;

@@ -7,7 +7,8 @@
 //   o_lat[i] = sum_j p[i][j] * c_kv_j                        [r]
 // with q_cat[i] = [q_nope absorbed through kv_b's K rows (r) | roped q_pe (dr)]: the shared
 // CachedAttention layer (model/cached_attention.h) with keys = whole entries, values = their c_kv
-// part (one score GemmNT, one value GemmNN; a row's result does not depend on its call partners).
+// part (score GemmNT and value GemmNN, per block when paged; a row's result does not depend on its call
+// partners).
 //
 // Thread safety: pure function over its arguments (scratch is thread-local).
 #pragma once
@@ -17,9 +18,15 @@
 namespace moerun {
 
 struct LatentCacheView {
-  const float* entries = nullptr;  // [n, stride]: entry j at entries + j * stride
-  int64_t stride = 0;              // r + dr, e.g. 576
-  int64_t rank = 0;                // r = kv_lora_rank, e.g. 512
+  // Contiguous (table == nullptr): entry j at entries + j * stride. Paged (one layer of a
+  // KvBlockStorage, model/paged_kv.h): entry j at entries + table[j / block_rows] * block_stride +
+  // (j % block_rows) * stride (as CachedRows).
+  const float* entries = nullptr;
+  int64_t stride = 0;  // r + dr, e.g. 576
+  int64_t rank = 0;    // r = kv_lora_rank, e.g. 512
+  const int32_t* table = nullptr;
+  int64_t block_rows = 0;    // entries per block, e.g. 16
+  int64_t block_stride = 0;  // floats between blocks
 };
 
 // q_cat: [n_rows, ldq] (ldq >= r + dr); pos: [n_rows] positions (each entry 0..pos[i] must be

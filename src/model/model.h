@@ -6,12 +6,16 @@
 // A Model runs a batch of sequence chunks at once: each chunk appends its tokens to its own
 // ModelCache (one per sequence, created by NewCache, of the kind the architecture needs: MLA's
 // latent cache, a GQA K/V cache, ...) and logits come back for every row or for the last row of
-// each chunk. Under a parallel layout (ParallelOptions) every rank holds its Model; all ranks of a
-// replica call ForwardBatch in step (a replica without tokens calls it with none, to take part in
-// the collectives).
+// each chunk. A cache's rows live in fixed-size blocks of a KvBlockStorage (model/paged_kv.h,
+// made by NewKvStorage): the cache's block table lists its blocks in position order, position p
+// in block table[p / block_tokens] at row p % block_tokens. Several caches may share a storage
+// (the engine's KV pool) and even blocks (a shared prompt prefix, read-only once filled). Under a parallel
+// layout (ParallelOptions) every rank holds its Model; all ranks of a replica call ForwardBatch in step (a
+// replica without tokens calls it with none, to take part in the collectives).
 //
 // Invariants: a cache's positions [0, size) are filled; ForwardBatch appends exactly the chunk's
-// tokens or fails before touching any cache size. Thread safety: a Model is used by one rank's
+// tokens (writing only positions [size, size + n), so only the blocks holding them) or fails
+// before touching any cache size. Thread safety: a Model is used by one rank's
 // thread (internal scratch); caches belong to one sequence and are not shared while written.
 #pragma once
 
@@ -28,6 +32,7 @@
 #include "kernels/kernel_table.h"
 #include "kernels/weight_format.h"
 #include "model/model_config.h"
+#include "model/paged_kv.h"
 #include "moe/parallel_moe.h"
 
 namespace moerun {
@@ -55,23 +60,48 @@ enum class CacheKind {
 };
 const char* CacheKindName(CacheKind kind);
 
-// One sequence's cache. Concrete kinds derive from it; a model checks the kind before use.
+// One sequence's cache: a block table over a storage. Concrete kinds derive from it (and say what
+// the storage's arrays hold); a model checks the kind before use.
 class ModelCache {
  public:
   virtual ~ModelCache() = default;
   CacheKind kind() const { return kind_; }
   int64_t capacity() const { return capacity_; }  // positions it can hold, e.g. 4096
   int64_t size() const { return size_; }          // positions filled
+  // E.g. positions [0, n) already filled through shared prefix blocks.
   void set_size(int64_t n) { size_ = n; }
+  const KvBlockStorage& storage() const { return *storage_; }
+  // The sequence's block ids in position order: [ceil(capacity / block_tokens)] at least.
+  const std::vector<int32_t>& block_table() const { return table_; }
+  int64_t block_tokens() const { return storage_->block_tokens(); }
 
  protected:
-  ModelCache(CacheKind kind, int64_t capacity) : kind_(kind), capacity_(capacity) {}
+  // `table` must cover `capacity` positions with ids of `storage` (Model::NewCache checks).
+  ModelCache(CacheKind kind, std::shared_ptr<KvBlockStorage> storage, std::vector<int32_t> table,
+             int64_t capacity)
+      : kind_(kind), capacity_(capacity), storage_(std::move(storage)), table_(std::move(table)) {}
+  // [width] floats of (array, layer) at position pos.
+  float* Row(int64_t array, int64_t layer, int64_t pos) {
+    const int64_t bt = storage_->block_tokens();
+    return storage_->row(table_[static_cast<size_t>(pos / bt)], array, layer, pos % bt);
+  }
+  const float* Row(int64_t array, int64_t layer, int64_t pos) const {
+    return const_cast<ModelCache*>(this)->Row(array, layer, pos);
+  }
+  KvBlockStorage& mutable_storage() const { return *storage_; }
 
  private:
   CacheKind kind_;
   int64_t capacity_;
   int64_t size_ = 0;
+  std::shared_ptr<KvBlockStorage> storage_;
+  std::vector<int32_t> table_;
 };
+
+// Checks that `table` covers `capacity` positions with block ids of `storage`, and that the storage
+// has the rows a cache needs (layers x arrays x width floats per position); errors name the bound.
+Status CheckBlockTable(const KvBlockStorage& storage, const std::vector<int32_t>& table, int64_t capacity,
+                       int64_t layers, int64_t arrays, int64_t width);
 
 class Model {
  public:
@@ -79,8 +109,19 @@ class Model {
 
   // Hyper-parameters as parsed from config.json (model_type, vocab_size, eos_token_id, ...).
   virtual const ModelConfig& hparams() const = 0;
-  // A cache for one sequence of up to `capacity` positions (this rank's share of the heads).
-  virtual std::unique_ptr<ModelCache> NewCache(int64_t capacity) const = 0;
+  // A KV storage of `n_blocks` blocks of `block_tokens` positions with this rank's rows per
+  // position (its share of the heads, every layer): what the engine's KV pool lives in.
+  virtual StatusOr<std::shared_ptr<KvBlockStorage>> NewKvStorage(int64_t n_blocks,
+                                                                 int64_t block_tokens) const = 0;
+  // A cache for one sequence of up to `capacity` positions over `storage` (made by NewKvStorage of
+  // this model), its positions in the blocks `block_table` lists (at least ceil(capacity /
+  // block_tokens) ids). Size 0; set_size for positions already filled (shared prefix blocks).
+  virtual StatusOr<std::unique_ptr<ModelCache>> NewCache(std::shared_ptr<KvBlockStorage> storage,
+                                                         std::vector<int32_t> block_table,
+                                                         int64_t capacity) const = 0;
+  // A cache of up to `capacity` positions with a private storage of one block (contiguous rows),
+  // for tools and tests. Throws std::bad_alloc when the storage cannot be reserved.
+  std::unique_ptr<ModelCache> NewCache(int64_t capacity) const;
   // Bytes of cache per position on this rank (all layers), for memory estimates.
   virtual double CacheBytesPerToken() const = 0;
   // Bytes of weights this rank reads to decode one token: attention, dense MLPs, shared experts,

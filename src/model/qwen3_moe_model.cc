@@ -64,9 +64,19 @@ StatusOr<std::unique_ptr<Qwen3MoeModel>> Qwen3MoeModel::LoadFrom(
   return m;
 }
 
-std::unique_ptr<ModelCache> Qwen3MoeModel::NewCache(int64_t capacity) const {
-  return std::make_unique<GqaKvCache>(config_.num_hidden_layers, kv_end_ - kv_begin_, config_.head_dim,
-                                      capacity);
+StatusOr<std::shared_ptr<KvBlockStorage>> Qwen3MoeModel::NewKvStorage(int64_t n_blocks,
+                                                                      int64_t block_tokens) const {
+  return GqaKvCache::NewStorage(config_.num_hidden_layers, kv_end_ - kv_begin_, config_.head_dim, n_blocks,
+                                block_tokens);
+}
+
+StatusOr<std::unique_ptr<ModelCache>> Qwen3MoeModel::NewCache(std::shared_ptr<KvBlockStorage> storage,
+                                                              std::vector<int32_t> block_table,
+                                                              int64_t capacity) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<GqaKvCache> cache,
+                   GqaKvCache::Create(config_.num_hidden_layers, kv_end_ - kv_begin_, config_.head_dim,
+                                      std::move(storage), std::move(block_table), capacity));
+  return std::unique_ptr<ModelCache>(std::move(cache));
 }
 
 double Qwen3MoeModel::CacheBytesPerToken() const {
@@ -126,8 +136,8 @@ void Qwen3MoeModel::Attention(int64_t layer, const float* x, int64_t t_count, co
       pos[static_cast<size_t>(i)] = rows[t].pos;
     }
     const GqaKvCache* cache = static_cast<const GqaKvCache*>(rows[t0].cache);
-    CachedAttention(qb.data(), n, hd, pos.data(), {cache->key(layer, 0) + g * hd, cache->stride(), hd},
-                    {cache->value(layer, 0) + g * hd, cache->stride(), hd}, scale, ob.data(), hd);
+    CachedAttention(qb.data(), n, hd, pos.data(), cache->Keys(layer, g * hd, hd),
+                    cache->Values(layer, g * hd, hd), scale, ob.data(), hd);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = t0 + i / group, hh = g * group + i % group;
       std::copy(ob.data() + i * hd, ob.data() + (i + 1) * hd, o + (t * nh + hh) * hd);

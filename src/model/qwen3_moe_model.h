@@ -55,7 +55,12 @@ class Qwen3MoeModel : public DecoderModel {
                                                            Communicator* world = nullptr);
   ~Qwen3MoeModel() override;
 
-  std::unique_ptr<ModelCache> NewCache(int64_t capacity) const override;
+  using Model::NewCache;
+  StatusOr<std::shared_ptr<KvBlockStorage>> NewKvStorage(int64_t n_blocks,
+                                                         int64_t block_tokens) const override;
+  StatusOr<std::unique_ptr<ModelCache>> NewCache(std::shared_ptr<KvBlockStorage> storage,
+                                                 std::vector<int32_t> block_table,
+                                                 int64_t capacity) const override;
   double CacheBytesPerToken() const override;
 
  protected:

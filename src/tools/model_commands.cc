@@ -192,8 +192,9 @@ Status RunBench(const BenchArgs& a) {
     for (int32_t& t : prompt) t = tok(rng);
     std::vector<double> pp, tg;
     // pp: the prompt into an empty cache in one step; tg: n_gen ids decoded one per step (prompt
-    // {2}, no stop id), both through the engine's step protocol.
-    Engine engine(world, model, nullptr, EngineOptions{.tp = a.model.parallel.tp});
+    // {2}, no stop id), both through the engine's step protocol. Every repetition runs the same
+    // prompt: no prefix caching, so each one computes it.
+    Engine engine(world, model, nullptr, EngineOptions{.tp = a.model.parallel.tp, .prefix_cache = false});
     auto timed = [&](Request r) -> StatusOr<double> {
       RETURN_IF_ERROR(world.Barrier());
       const auto t0 = std::chrono::steady_clock::now();

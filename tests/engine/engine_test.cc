@@ -97,11 +97,17 @@ TEST(Engine, StreamsTextAndLogits) {
     r.max_tokens = 5;
     r.on_token = [&](const TokenEvent& e) { text += e.text; };
     r.on_logits = [&](std::span<const float> l, int64_t) { rows.insert(rows.end(), l.begin(), l.end()); };
-    r.on_finish = [&](const Sequence& q) { generated.assign(q.generated().begin(), q.generated().end()); };
+    std::string final_text;
+    r.on_finish = [&](const Sequence& q) {
+      generated.assign(q.generated().begin(), q.generated().end());
+      final_text = q.text();
+    };
     ASSIGN_OR_RETURN(uint64_t id, engine.Submit(r));
+    EXPECT_NE(engine.Find(id), nullptr);  // queued
     RETURN_IF_ERROR(engine.RunUntilIdle());
     EXPECT_EQ(text, tok->Decode(generated, true).value());
-    EXPECT_EQ(engine.Find(id)->text(), text);
+    EXPECT_EQ(final_text, text);
+    EXPECT_EQ(engine.Find(id), nullptr);  // finished: freed after on_finish
     EXPECT_EQ(rows.size(), generated.size() * static_cast<size_t>(v));
     for (size_t i = 0; i < generated.size(); ++i) {
       const float* row = rows.data() + i * static_cast<size_t>(v);

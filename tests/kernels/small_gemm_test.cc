@@ -1,9 +1,11 @@
 // Attention's small f32 products (kernels/small_gemm.h): every ISA the CPU has against a double
-// oracle, GemmNN bitwise equal across ISAs, and each element independent of the tile it falls in.
+// oracle, GemmNN bitwise equal across ISAs, each element independent of the tile it falls in, and
+// GemmNN split over p (GemmNNAccumulate continuing each chain) bitwise equal to one call.
 #include "kernels/small_gemm.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -73,6 +75,36 @@ TEST(SmallGemm, NNIsBitwiseEqualOnEveryIsa) {
     std::vector<float> got(want.size());
     GemmNN(isa, m, n, k, a.data(), k, b.data(), n, got.data(), n);
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << static_cast<int>(isa);
+  }
+}
+
+// Attention over KV blocks: GemmNN on the first part of p, then GemmNNAccumulate on each next part
+// (random cuts, including parts of one p), gives the bits of one GemmNN over all of p.
+TEST(SmallGemm, NNAccumulatedOverPartsOfPIsBitwiseOneCall) {
+  std::mt19937 rng(8);
+  for (int trial = 0; trial < 30; ++trial) {
+    const int64_t m = 1 + rng() % 9, n = 1 + rng() % 70, k = 1 + rng() % 150;
+    const int64_t lda = k + 1, ldb = n + 3, ldc = n + 2;
+    const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
+                             b = Random(static_cast<size_t>(k * ldb), rng);
+    std::vector<int64_t> cuts = {0, k};
+    for (int c = rng() % 5; c > 0; --c) cuts.push_back(1 + rng() % k);
+    std::sort(cuts.begin(), cuts.end());
+    cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+    for (SmallGemmIsa isa : Isas()) {
+      std::vector<float> want(static_cast<size_t>(m * ldc), -3.0f), got(want.size(), -3.0f);
+      GemmNN(isa, m, n, k, a.data(), lda, b.data(), ldb, want.data(), ldc);
+      for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+        const int64_t p0 = cuts[c], len = cuts[c + 1] - p0;
+        if (c == 0) {
+          GemmNN(isa, m, n, len, a.data() + p0, lda, b.data() + p0 * ldb, ldb, got.data(), ldc);
+        } else {
+          GemmNNAccumulate(isa, m, n, len, a.data() + p0, lda, b.data() + p0 * ldb, ldb, got.data(), ldc);
+        }
+      }
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << static_cast<int>(isa) << " m" << m << " n" << n << " k" << k << " parts " << cuts.size() - 1;
+    }
   }
 }
 

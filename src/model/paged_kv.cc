@@ -1,0 +1,78 @@
+#include "model/paged_kv.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+namespace moerun {
+namespace {
+
+// Bytes of n_blocks blocks of `block_floats` floats, or 0 on overflow.
+size_t ArenaBytes(int64_t n_blocks, int64_t block_floats) {
+  if (block_floats <= 0 || n_blocks > std::numeric_limits<int64_t>::max() / 4 / block_floats) return 0;
+  return static_cast<size_t>(n_blocks * block_floats) * sizeof(float);
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<KvBlockStorage>> KvBlockStorage::Create(int64_t n_blocks, int64_t block_tokens,
+                                                                 int64_t layers, int64_t width,
+                                                                 int64_t arrays) {
+  if (n_blocks < 1 || n_blocks > std::numeric_limits<int32_t>::max())
+    return InvalidArgument("KV storage of {} blocks: needs 1 to {} blocks", n_blocks,
+                           std::numeric_limits<int32_t>::max());
+  if (block_tokens < 1) return InvalidArgument("KV block of {} tokens: needs at least 1", block_tokens);
+  if (layers < 1 || width < 1 || arrays < 1 || arrays > 2) {
+    return InvalidArgument(
+        "KV storage of {} layers x {} arrays x {} floats: needs >= 1 layer, 1 or 2 arrays, >= 1 float",
+        layers, arrays, width);
+  }
+  int64_t block_floats = 1;  // arrays * layers * block_tokens * width; 0 on overflow
+  for (int64_t f : {arrays, layers, block_tokens, width})
+    block_floats = block_floats <= std::numeric_limits<int64_t>::max() / 4 / f ? block_floats * f : 0;
+  const size_t bytes = ArenaBytes(n_blocks, block_floats);
+  if (bytes == 0) {
+    return OutOfRange("KV storage of {} blocks x {} tokens x {} layers x {} arrays x {} floats overflows",
+                      n_blocks, block_tokens, layers, arrays, width);
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    return IOError("cannot reserve {} bytes of address space for a KV storage of {} blocks of {} tokens: {}",
+                   bytes, n_blocks, block_tokens, std::strerror(errno));
+  }
+  std::shared_ptr<KvBlockStorage> s(new KvBlockStorage());
+  s->data_ = static_cast<float*>(p);
+  s->bytes_ = bytes;
+  s->n_blocks_ = n_blocks;
+  s->block_tokens_ = block_tokens;
+  s->layers_ = layers;
+  s->width_ = width;
+  s->arrays_ = arrays;
+  return s;
+}
+
+Status KvBlockStorage::Grow(int64_t n_blocks) {
+  if (n_blocks <= n_blocks_) return Status::Ok();
+  const size_t bytes = ArenaBytes(n_blocks, block_floats());
+  if (n_blocks > std::numeric_limits<int32_t>::max() || bytes == 0) {
+    return OutOfRange("KV storage of {} blocks of {} floats: more than {} blocks or bytes overflow", n_blocks,
+                      block_floats(), std::numeric_limits<int32_t>::max());
+  }
+  void* p = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+  if (p == MAP_FAILED) {
+    return IOError("cannot grow the KV storage from {} to {} blocks ({} bytes of address space): {}",
+                   n_blocks_, n_blocks, bytes, std::strerror(errno));
+  }
+  data_ = static_cast<float*>(p);
+  bytes_ = bytes;
+  n_blocks_ = n_blocks;
+  return Status::Ok();
+}
+
+KvBlockStorage::~KvBlockStorage() {
+  if (data_ != nullptr) munmap(data_, bytes_);
+}
+
+}  // namespace moerun

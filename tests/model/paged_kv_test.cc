@@ -1,0 +1,212 @@
+// The KV cache on blocks (model/paged_kv.h): the storage's layout and growth; CachedAttention over
+// paged rows bitwise equal to contiguous rows (random block tables, several block sizes, every
+// small-GEMM ISA); whole models (DeepSeek MLA, Qwen3 GQA) give bitwise the logits of a contiguous
+// cache on a shuffled block table, and a sequence reusing another's prefix blocks gives the logits
+// it would compute itself; NewCache checks its table.
+#include "model/paged_kv.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "../testing/tiny_models.h"
+#include "model/cached_attention.h"
+
+namespace moerun {
+namespace {
+
+bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(KvBlockStorage, RowsAreBlockMajorAndGrowKeepsContents) {
+  auto s = KvBlockStorage::Create(3, 4, 2, 5, 2).value();  // [3 blocks][2 arrays][2 layers][4][5]
+  EXPECT_EQ(s->block_floats(), 2 * 2 * 4 * 5);
+  EXPECT_EQ(s->row(1, 0, 0, 0) - s->row(0, 0, 0, 0), s->block_floats());
+  EXPECT_EQ(s->row(0, 0, 1, 0) - s->row(0, 0, 0, 0), 4 * 5);
+  EXPECT_EQ(s->row(0, 1, 0, 0) - s->row(0, 0, 0, 0), 2 * 4 * 5);
+  EXPECT_EQ(s->row(0, 0, 0, 3) - s->row(0, 0, 0, 0), 3 * 5);
+  EXPECT_EQ(s->row(2, 1, 1, 3)[4], 0.0f);  // fresh pages read as 0
+  for (int32_t b = 0; b < 3; ++b) s->row(b, 1, 1, 3)[4] = static_cast<float>(b + 1);
+  ASSERT_TRUE(s->Grow(1000).ok());
+  EXPECT_EQ(s->n_blocks(), 1000);
+  for (int32_t b = 0; b < 3; ++b) EXPECT_EQ(s->row(b, 1, 1, 3)[4], static_cast<float>(b + 1));
+  s->row(999, 1, 1, 3)[4] = 7.0f;  // the new blocks are usable
+  EXPECT_TRUE(s->Grow(10).ok());   // never shrinks
+  EXPECT_EQ(s->n_blocks(), 1000);
+}
+
+TEST(KvBlockStorage, RefusesBadSizes) {
+  EXPECT_NE(KvBlockStorage::Create(0, 16, 2, 8, 1).status().message().find("0 blocks"), std::string::npos);
+  EXPECT_NE(KvBlockStorage::Create(4, 0, 2, 8, 1).status().message().find("0 tokens"), std::string::npos);
+  EXPECT_FALSE(KvBlockStorage::Create(4, 16, 2, 8, 3).ok());
+  EXPECT_NE(KvBlockStorage::Create(int64_t{1} << 40, 16, 2, 8, 1).status().message().find("blocks"),
+            std::string::npos);
+  EXPECT_NE(
+      KvBlockStorage::Create(1 << 30, 1 << 20, 1 << 20, 1 << 20, 1).status().message().find("overflows"),
+      std::string::npos);
+}
+
+std::vector<SmallGemmIsa> Isas() {
+  std::vector<SmallGemmIsa> out;
+  for (SmallGemmIsa isa : {SmallGemmIsa::kRef, SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
+    if (SmallGemmIsaSupported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+// Keys and values of `ctx` positions, contiguous [ctx, ld] and copied into a NaN-filled block arena
+// [n_blocks][2: keys, values][block_rows][ld] under a random block table: the attention of random
+// query rows reads only its positions' rows and gives the same bits both ways.
+TEST(CachedAttention, PagedRowsGiveTheBitsOfContiguousRows) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (SmallGemmIsa isa : Isas()) {
+    for (int64_t block_rows : {1, 3, 5, 16, 64}) {
+      for (int trial = 0; trial < 6; ++trial) {
+        SCOPED_TRACE(::testing::Message() << "isa " << static_cast<int>(isa) << " block_rows " << block_rows
+                                          << " trial " << trial);
+        const int64_t ctx = 1 + rng() % 80, n_rows = 1 + rng() % 9;
+        // Trials alternate MLA-like rows (keys = whole rows, values = a prefix of the same rows)
+        // and GQA-like heads (a column slice of separate key and value rows).
+        const bool mla = trial % 2 == 0;
+        const int64_t ld = mla ? 72 : 48, dk = mla ? 72 : 16, dv = mla ? 64 : 16, col = mla ? 0 : 16;
+        std::vector<float> k(static_cast<size_t>(ctx * ld)), v(k.size());
+        for (float& x : k) x = nd(rng);
+        for (float& x : v) x = nd(rng);
+        if (mla) v = k;
+        const int64_t blocks = (ctx + block_rows - 1) / block_rows, n_blocks = blocks + 3;
+        std::vector<int32_t> ids(static_cast<size_t>(n_blocks));
+        std::iota(ids.begin(), ids.end(), 0);
+        std::shuffle(ids.begin(), ids.end(), rng);
+        const std::vector<int32_t> table(ids.begin(), ids.begin() + blocks);
+        const int64_t stride = 2 * block_rows * ld;  // floats between blocks
+        std::vector<float> arena(static_cast<size_t>(n_blocks * stride), NAN);
+        for (int64_t j = 0; j < ctx; ++j) {
+          float* kr = arena.data() + table[j / block_rows] * stride + (j % block_rows) * ld;
+          std::copy(k.begin() + j * ld, k.begin() + (j + 1) * ld, kr);
+          std::copy(v.begin() + j * ld, v.begin() + (j + 1) * ld, kr + block_rows * ld);
+        }
+        std::vector<int64_t> pos(static_cast<size_t>(n_rows));
+        for (int64_t& p : pos) p = rng() % ctx;
+        pos[rng() % n_rows] = ctx - 1;
+        std::vector<float> q(static_cast<size_t>(n_rows * dk));
+        for (float& x : q) x = nd(rng);
+        const float scale = 0.125f;
+        std::vector<float> want(static_cast<size_t>(n_rows * dv)), got(want.size(), -1.0f);
+        CachedAttention(q.data(), n_rows, dk, pos.data(), {k.data() + col, ld, dk}, {v.data() + col, ld, dv},
+                        scale, want.data(), dv, isa);
+        const CachedRows pk{arena.data() + col, ld, dk, table.data(), block_rows, stride};
+        CachedRows pv = pk;
+        pv.data = mla ? pk.data : arena.data() + block_rows * ld + col;
+        pv.dim = dv;
+        CachedAttention(q.data(), n_rows, dk, pos.data(), pk, pv, scale, got.data(), dv, isa);
+        ASSERT_TRUE(SameBits(got, want));
+        for (float x : got) ASSERT_TRUE(std::isfinite(x));
+      }
+    }
+  }
+}
+
+// Both cache kinds, on a tiny random model in deterministic mode (batch-invariant rows).
+class PagedModelTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    ModelLoadOptions o;
+    o.parallel.deterministic = true;
+    auto m = test_models::LoadTinySynthetic(std::string(GetParam()) == "qwen3_moe"
+                                                ? test_models::TinyQwen3MoeConfigJson()
+                                                : test_models::TinyDeepseekConfigJson(),
+                                            o, &pool_);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    model_ = std::move(*m);
+  }
+  std::vector<int32_t> Tokens(int64_t n, uint32_t seed) const {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (int32_t& x : t) x = static_cast<int32_t>(2 + rng() % (model_->hparams().vocab_size - 2));
+    return t;
+  }
+  // Runs `tokens` through `cache` in chunks of the given sizes; every row's logits.
+  std::vector<float> Run(ModelCache* cache, std::span<const int32_t> tokens, std::vector<int64_t> chunks) {
+    std::vector<float> all, part;
+    for (int64_t at = 0, i = 0; at < static_cast<int64_t>(tokens.size()); ++i) {
+      const int64_t n = std::min<int64_t>(chunks[static_cast<size_t>(i) % chunks.size()],
+                                          static_cast<int64_t>(tokens.size()) - at);
+      const Status s = model_->Forward(tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(n)), cache,
+                                       true, &part);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      all.insert(all.end(), part.begin(), part.end());
+      at += n;
+    }
+    return all;
+  }
+
+  ThreadPool pool_{2};
+  std::unique_ptr<Model> model_;
+};
+
+TEST_P(PagedModelTest, ShuffledBlocksGiveTheLogitsOfAContiguousCache) {
+  const std::vector<int32_t> tokens = Tokens(23, 1);
+  auto contiguous = model_->NewCache(40);
+  const std::vector<float> want = Run(contiguous.get(), tokens, {7, 1, 15});
+  for (int64_t bt : {1, 4, 16}) {
+    SCOPED_TRACE(bt);
+    auto storage = model_->NewKvStorage(64, bt).value();
+    std::vector<int32_t> ids(64);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(static_cast<uint32_t>(bt)));
+    ids.resize(static_cast<size_t>((40 + bt - 1) / bt));
+    auto paged = model_->NewCache(storage, ids, 40).value();
+    EXPECT_TRUE(SameBits(Run(paged.get(), tokens, {7, 1, 15}), want));
+    EXPECT_EQ(paged->size(), 23);
+  }
+}
+
+TEST_P(PagedModelTest, ReusedPrefixBlocksGiveTheLogitsOfComputingThem) {
+  const int64_t bt = 4;
+  auto storage = model_->NewKvStorage(32, bt).value();
+  // Sequence A fills blocks {5, 2, 9, 0, 7} with 18 ids.
+  const std::vector<int32_t> a = Tokens(18, 2);
+  auto ca = model_->NewCache(storage, {5, 2, 9, 0, 7}, 20).value();
+  (void)Run(ca.get(), a, {18});
+  // B shares A's first 12 ids (3 full blocks), then differs: its table starts with A's blocks and
+  // it computes only ids [12, 21).
+  std::vector<int32_t> b(a.begin(), a.begin() + 12);
+  const std::vector<int32_t> tail = Tokens(9, 3);
+  b.insert(b.end(), tail.begin(), tail.end());
+  auto cb = model_->NewCache(storage, {5, 2, 9, 11, 12, 13}, 24).value();
+  cb->set_size(12);
+  const std::vector<float> got = Run(cb.get(), std::span<const int32_t>(b).subspan(12), {2, 7});
+  // B computed alone from position 0 (contiguous cache, other chunks): rows 12.. equal bitwise.
+  auto alone = model_->NewCache(24);
+  const std::vector<float> full = Run(alone.get(), b, {5, 16});
+  const size_t v = static_cast<size_t>(model_->hparams().vocab_size);
+  EXPECT_TRUE(SameBits(got, std::vector<float>(full.begin() + 12 * v, full.end())));
+}
+
+TEST_P(PagedModelTest, NewCacheChecksItsTable) {
+  auto storage = model_->NewKvStorage(8, 4).value();
+  auto short_table = model_->NewCache(storage, {0, 1}, 9);
+  EXPECT_NE(short_table.status().message().find("fewer than the capacity 9"), std::string::npos)
+      << short_table.status().ToString();
+  auto bad_id = model_->NewCache(storage, {0, 8, 1}, 9);
+  EXPECT_NE(bad_id.status().message().find("block id 8 at block-table index 1"), std::string::npos)
+      << bad_id.status().ToString();
+  auto other = KvBlockStorage::Create(8, 4, 1, 3, 1).value();
+  auto wrong = model_->NewCache(other, {0, 1, 2}, 9);
+  EXPECT_NE(wrong.status().message().find("this model's cache needs"), std::string::npos)
+      << wrong.status().ToString();
+  EXPECT_TRUE(model_->NewCache(storage, {3, 1, 7}, 9).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Arch, PagedModelTest, ::testing::Values("deepseek_v2", "qwen3_moe"),
+                         [](const auto& param_info) { return std::string(param_info.param); });
+
+}  // namespace
+}  // namespace moerun
