@@ -214,7 +214,8 @@ StepPlan Engine::Plan() {
         // Blocks for its whole capacity, cached prompt blocks first; too few free: it waits (FIFO).
         KvBlockManager& kv = kv_[static_cast<size_t>(r)];
         const std::optional<int64_t> hits =
-            kv.Reserve(s->id(), s->request().prompt, s->capacity(), !s->request().all_logits && !s->request().prompt_logprobs);
+            kv.Reserve(s->id(), s->request().prompt, s->capacity(),
+                       !s->request().all_logits && !s->request().prompt_logprobs);
         if (!hits) break;
         queue.pop_front();
         s->running_ = true;

@@ -37,7 +37,56 @@ struct ServeArgs {
   int64_t max_queue = 1024;           // waiting requests before 429
   int64_t max_model_len = 0;          // 0: max_position_embeddings
   double drain_timeout = 30;          // seconds running requests get on SIGTERM
+  std::string kv_cache_memory;        // per rank, e.g. "4GiB"; empty: see kv_cache_tokens
+  int64_t kv_cache_tokens = 0;        // KV positions per DP replica, e.g. 65536; 0 with no memory: auto
+  int64_t block_size = 16;            // positions per KV block
+  bool no_prefix_caching = false;
 };
+
+// "4GiB", "512MiB", "2G", "1000000" -> bytes.
+StatusOr<int64_t> ParseBytes(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    return InvalidArgument("--kv-cache-memory '{}' is not a size (e.g. 4GiB, 512MiB, 2G)", s);
+  }
+  const std::string unit = s.substr(used);
+  const std::pair<const char*, double> units[] = {
+      {"", 1},     {"B", 1},           {"K", 1e3}, {"KB", 1e3}, {"KiB", 1024.0},      {"M", 1e6},
+      {"MB", 1e6}, {"MiB", 1048576.0}, {"G", 1e9}, {"GB", 1e9}, {"GiB", 1073741824.0}};
+  for (const auto& [name, scale] : units) {
+    if (unit == name) {
+      if (!(v > 0) || v * scale > 9e18)
+        return InvalidArgument("--kv-cache-memory '{}' must be a positive size", s);
+      return static_cast<int64_t>(v * scale);
+    }
+  }
+  return InvalidArgument("--kv-cache-memory '{}': unknown unit '{}' (B, K, KiB, M, MiB, G, GiB)", s, unit);
+}
+
+// KV blocks per replica from --kv-cache-memory (this rank's bytes per position) or
+// --kv-cache-tokens; 0: the engine's pool grows on demand.
+StatusOr<int64_t> KvBlocks(const ServeArgs& a, const Model& model) {
+  if (a.block_size < 1 || a.block_size > 4096) {
+    return InvalidArgument("--block-size {} is outside [1, 4096]", a.block_size);
+  }
+  if (a.kv_cache_tokens < 0) return InvalidArgument("--kv-cache-tokens {} must be >= 0", a.kv_cache_tokens);
+  if (!a.kv_cache_memory.empty() && a.kv_cache_tokens > 0) {
+    return InvalidArgument("give --kv-cache-memory or --kv-cache-tokens, not both");
+  }
+  if (a.kv_cache_tokens > 0) return (a.kv_cache_tokens + a.block_size - 1) / a.block_size;
+  if (a.kv_cache_memory.empty()) return int64_t{0};
+  ASSIGN_OR_RETURN(const int64_t bytes, ParseBytes(a.kv_cache_memory));
+  const double per_block = model.CacheBytesPerToken() * static_cast<double>(a.block_size);
+  const int64_t blocks = static_cast<int64_t>(static_cast<double>(bytes) / per_block);
+  if (blocks < 1) {
+    return InvalidArgument("--kv-cache-memory {} holds no KV block ({} bytes each: {} positions x {} bytes)",
+                           a.kv_cache_memory, per_block, a.block_size, model.CacheBytesPerToken());
+  }
+  return blocks;
+}
 
 std::string DefaultServedName(const std::string& model) {
   std::filesystem::path p(model);
@@ -113,11 +162,28 @@ Status RunServe(const ServeArgs& a) {
       return InvalidArgument("--max-model-len {} exceeds the model's max_position_embeddings {}", max_len,
                              c.max_position_embeddings);
     }
-    Engine engine(world, **model, tok.get(),
-                  EngineOptions{.tp = par.tp,
-                                .max_batch = a.max_num_seqs,
-                                .max_step_tokens = a.max_batched_tokens,
-                                .max_queue = a.max_queue});
+    ASSIGN_OR_RETURN(const int64_t kv_blocks, KvBlocks(a, **model));
+    if (kv_blocks > 0 && kv_blocks * a.block_size < max_len) {
+      return InvalidArgument(
+          "the KV pool holds {} positions per replica, less than one request's context {} "
+          "(--max-model-len)",
+          kv_blocks * a.block_size, max_len);
+    }
+    EngineOptions eo{.tp = par.tp,
+                     .max_batch = a.max_num_seqs,
+                     .max_step_tokens = a.max_batched_tokens,
+                     .max_queue = a.max_queue};
+    eo.kv_blocks = kv_blocks;
+    eo.block_tokens = a.block_size;
+    eo.prefix_cache = !a.no_prefix_caching;
+    Engine engine(world, **model, tok.get(), eo);
+    if (world.rank() == 0) {
+      std::fprintf(stderr, "moerun: KV cache: %s per replica, blocks of %lld positions, prefix caching %s\n",
+                   kv_blocks > 0
+                       ? fmt::format("{} blocks ({} positions)", kv_blocks, kv_blocks * a.block_size).c_str()
+                       : "grows on demand",
+                   static_cast<long long>(a.block_size), a.no_prefix_caching ? "off" : "on");
+    }
     if (world.rank() != 0) {
       while (true) {
         ASSIGN_OR_RETURN(StepKind kind, engine.Step());
@@ -138,6 +204,13 @@ Status RunServe(const ServeArgs& a) {
       s.running = load.running;
       s.waiting = load.queued;
       s.expert_tokens = m.RoutedTokenCounts();
+      for (int r = 0; r < engine.replicas(); ++r) {
+        const KvBlockStats kv = engine.KvStats(r);
+        s.kv_blocks_used += kv.used_blocks;
+        s.kv_blocks_total += kv.total_blocks;
+        s.prefix_queries += static_cast<uint64_t>(kv.query_tokens);
+        s.prefix_hits += static_cast<uint64_t>(kv.hit_tokens);
+      }
       if (log != nullptr) s.collective_seconds = log->SecondsByOp();
       return s;
     });
@@ -168,6 +241,13 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
                   "Context per request (default: max_position_embeddings)");
   cmd->add_option("--drain-timeout", a->drain_timeout, "Seconds running requests get to finish on SIGTERM");
   cmd->add_option("--http-threads", a->server.http_threads, "Concurrent HTTP connections");
+  cmd->add_option(
+      "--kv-cache-memory", a->kv_cache_memory,
+      "KV cache budget per rank, e.g. 4GiB (a request waits for blocks; default: grows on demand)");
+  cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV cache budget per DP replica in positions");
+  cmd->add_option("--block-size", a->block_size, "Positions per KV cache block");
+  cmd->add_flag("--no-enable-prefix-caching", a->no_prefix_caching,
+                "Do not reuse the KV blocks of earlier requests' common prompt prefixes");
   cmd->callback([a, exit_code] {
     const Status s = RunServe(*a);
     *exit_code = s.ok() ? 0 : ReportError(s);

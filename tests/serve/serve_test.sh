@@ -38,6 +38,12 @@ serve_start "$WORK/s2.log" -- -t 2 --deterministic
 serve_node openai_client_test.mjs "$SERVE_URL" --deterministic
 serve_stop
 
+echo "== a tight KV pool (1024 positions): 64 concurrent clients wait for blocks, answers unchanged; prefix cache"
+serve_start "$WORK/s6.log" -- -t 2 --deterministic --kv-cache-tokens 1024 --max-model-len 512 --max-num-seqs 64
+serve_node kv_test.mjs "$SERVE_URL"
+serve_node load_test.mjs "$SERVE_URL" "$SERVE_HERE/../../models/tiny-arith/heldout.jsonl" --clients 64 --requests 128
+serve_stop
+
 echo "== in-process ranks: --tp 2 --dp 2 --ep --deterministic"
 serve_start "$WORK/s3.log" -- -t 2 --tp 2 --dp 2 --ep --deterministic
 serve_node openai_client_test.mjs "$SERVE_URL" --deterministic --parallel
