@@ -83,6 +83,13 @@ def main():
             bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {gbs:.1f} | {bound:.2f} | "
                           f"{100 * mt / bound:.0f}% | {100 * lt / bound:.0f}% | {rss / 1e9:.2f} | "
                           f"{rss / (fb + kv):.2f} |")
+    # Sections other scripts own (scripts/bench_serve.sh: <!-- serving:begin --> ... end) survive.
+    kept = ""
+    if os.path.exists(a.out):
+        old = open(a.out).read()
+        begin, end = old.find("<!-- serving:begin -->"), old.find("<!-- serving:end -->")
+        if begin >= 0 and end > begin:
+            kept = "\n" + old[begin:end + len("<!-- serving:end -->")] + "\n"
     with open(a.out, "w") as f:
         f.write("# Benchmarks: moerun vs llama.cpp\n\n")
         f.write("Written by `scripts/bench.sh` (do not edit by hand). Same GGUF files for both engines: "
@@ -100,6 +107,7 @@ def main():
                 "llama.cpp % of bound | moerun peak RSS GB | RSS / (file + KV) |\n"
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         f.write("\n".join(bounds) + "\n")
+        f.write(kept)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ std::optional<ApiError> GetInt(const Json& body, const char* key, int64_t lo, in
   }
   // Unsigned values above int64 and anything outside [lo, hi] are refused by value.
   if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return Bad(key, fmt::format("'{}' = {} is above its maximum {}", key, it->dump(), hi));
+    return Bad(key, fmt::format("'{}' = {} is outside [{}, {}]", key, it->dump(), lo, hi));
   }
   const int64_t v = it->get<int64_t>();
   if (v < lo || v > hi) return Bad(key, fmt::format("'{}' = {} is outside [{}, {}]", key, v, lo, hi));

@@ -440,7 +440,7 @@ void OpenAiServer::Stream(const std::shared_ptr<Job>& job, httplib::Response& re
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, job](size_t, httplib::DataSink& sink) {
+      [job](size_t, httplib::DataSink& sink) {
         std::deque<std::string> out;
         bool finished = false;
         std::optional<ApiError> error;
