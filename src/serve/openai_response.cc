@@ -40,7 +40,7 @@ Json FinishJson(const std::optional<std::string>& f) { return f ? Json(*f) : Jso
 
 std::string TokenText(const Tokenizer* tokenizer, int32_t id) {
   if (tokenizer == nullptr) return fmt::format("token_id:{}", id);
-  const std::string b = RawBytes(tokenizer, id);
+  std::string b = RawBytes(tokenizer, id);
   if (ValidUtf8(b)) return b;
   std::string out = "bytes:";
   for (unsigned char c : b) out += fmt::format("\\x{:02x}", c);

@@ -218,20 +218,21 @@ void OpenAiServer::Route() {
                                     : "bad request";
     res.set_content(e.ToJson(), "application/json");
   });
-  http_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    ApiError e;
-    e.http_status = 500;
-    e.type = "internal_error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& ex) {
-      e.message = ex.what();
-    } catch (...) {
-      e.message = "unknown error";
-    }
-    res.status = 500;
-    res.set_content(e.ToJson(), "application/json");
-  });
+  http_->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
+        ApiError e;
+        e.http_status = 500;
+        e.type = "internal_error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& ex) {
+          e.message = ex.what();
+        } catch (...) {
+          e.message = "unknown error";
+        }
+        res.status = 500;
+        res.set_content(e.ToJson(), "application/json");
+      });
 }
 
 void OpenAiServer::HandleGeneration(const httplib::Request& req, httplib::Response& res, bool chat) {

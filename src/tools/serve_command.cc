@@ -216,7 +216,7 @@ Status RunServe(const ServeArgs& a) {
     });
     std::fprintf(stderr, "moerun: serving %s on http://%s:%d\n", served.name.c_str(), a.server.host.c_str(),
                  server->port());
-    const Status s = ServeOnRankZero(a, engine, *server);
+    Status s = ServeOnRankZero(a, engine, *server);
     if (!s.ok()) (void)engine.Abort(s);
     return s;
   });
