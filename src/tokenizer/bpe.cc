@@ -26,7 +26,8 @@ Status RejectSetting(const Json& obj, std::string_view key, std::string_view lab
 
 }  // namespace
 
-StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& value, std::string_view label_view) {
+StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& value, std::string_view label_view,
+                                                       bool byte_level) {
   const std::string label(label_view);
   if (value.is_null()) return Corruption("{}: missing (expected a BPE model object)", label);
   RETURN_IF_ERROR(ExpectObject(value, label));
@@ -35,10 +36,11 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& value, std::s
   RETURN_IF_ERROR(RejectSetting(value, "dropout", label));
   RETURN_IF_ERROR(RejectSetting(value, "continuing_subword_prefix", label));
   RETURN_IF_ERROR(RejectSetting(value, "end_of_word_suffix", label));
-  ASSIGN_OR_RETURN(const bool byte_fallback, GetBool(value, "byte_fallback", label, false));
-  if (byte_fallback) return Unimplemented("{}.byte_fallback: true is not supported (only false)", label);
 
   std::unique_ptr<BpeModel> model(new BpeModel());
+  model->byte_level_ = byte_level;
+  ASSIGN_OR_RETURN(model->byte_fallback_, GetBool(value, "byte_fallback", label, false));
+  ASSIGN_OR_RETURN(model->fuse_unk_, GetBool(value, "fuse_unk", label, false));
   ASSIGN_OR_RETURN(model->ignore_merges_, GetBool(value, "ignore_merges", label, false));
 
   const Json* vocab = FindField(value, "vocab");
@@ -49,11 +51,22 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const Json& value, std::s
   RETURN_IF_ERROR(model->ParseMerges(*merges, label + ".merges"));
 
   ASSIGN_OR_RETURN(std::optional<std::string> unk, GetOptionalString(value, "unk_token", label));
-  if (unk.has_value() && !model->TokenToId(*unk).has_value()) {
-    return Corruption("{}.unk_token: '{}' is not in {}.vocab", label, *unk, label);
+  if (unk.has_value()) {
+    model->unk_id_ = model->TokenToId(*unk);
+    if (!model->unk_id_.has_value()) {
+      return Corruption("{}.unk_token: '{}' is not in {}.vocab", label, *unk, label);
+    }
   }
 
+  model->all_fallback_bytes_ = true;
   for (int b = 0; b < 256; ++b) {
+    // HF spells byte tokens with Rust's "<{:#04X}>": "<0x0A>".
+    model->fallback_ids_[b] = model->TokenToId(fmt::format("<0x{:02X}>", b)).value_or(-1);
+    if (model->fallback_ids_[b] < 0) model->all_fallback_bytes_ = false;
+    if (!byte_level) {
+      model->byte_ids_[b] = -1;
+      continue;
+    }
     const std::optional<int32_t> id = model->TokenToId(ByteToUnicode(static_cast<unsigned char>(b)));
     model->byte_ids_[b] = id.value_or(-1);
     if (!id.has_value() && CanOccurInUtf8(b)) {
@@ -136,27 +149,73 @@ const BpeModel::Merge* BpeModel::FindMerge(int32_t left, int32_t right) const {
   return it == merges_.end() ? nullptr : &it->second;
 }
 
+void BpeModel::CharSymbols(std::string_view text, std::vector<int32_t>* ids) const {
+  bool pending_unk = false;  // an unknown character (or, with fuse_unk, a run of them) not emitted yet
+  size_t pos = 0;
+  while (pos < text.size()) {
+    char32_t cp;
+    bool valid;
+    const size_t n = Utf8Next(text, pos, &cp, &valid);
+    const std::string_view ch = text.substr(pos, n);
+    pos += n;
+    const std::optional<int32_t> id = TokenToId(ch);
+    bool fallback = !id.has_value() && byte_fallback_;
+    if (fallback && !all_fallback_bytes_) {
+      for (char c : ch) fallback = fallback && fallback_ids_[static_cast<unsigned char>(c)] >= 0;
+    }
+    if (id.has_value() || fallback) {
+      if (pending_unk) ids->push_back(*unk_id_);
+      pending_unk = false;
+      if (id.has_value()) {
+        ids->push_back(*id);
+      } else {
+        for (char c : ch) ids->push_back(fallback_ids_[static_cast<unsigned char>(c)]);
+      }
+      continue;
+    }
+    if (!unk_id_.has_value()) continue;  // no unk_token: HF drops the character
+    if (pending_unk && !fuse_unk_) ids->push_back(*unk_id_);
+    pending_unk = true;
+  }
+  if (pending_unk) ids->push_back(*unk_id_);
+}
+
 void BpeModel::EncodePiece(std::string_view bytes, std::vector<int32_t>* out) const {
   if (bytes.empty()) return;
   if (ignore_merges_) {
     std::string text;
-    for (char c : bytes) text += ByteToUnicode(static_cast<unsigned char>(c));
+    if (byte_level_) {
+      for (char c : bytes) text += ByteToUnicode(static_cast<unsigned char>(c));
+    } else {
+      text = bytes;
+    }
     if (std::optional<int32_t> id = TokenToId(text)) {
       out->push_back(*id);
       return;
     }
   }
+  std::vector<int32_t> ids;
+  ids.reserve(bytes.size());
+  if (byte_level_) {
+    for (char c : bytes) {
+      const int32_t id = byte_ids_[static_cast<unsigned char>(c)];
+      if (id >= 0) ids.push_back(id);  // else a byte invalid UTF-8 never contains (input is valid)
+    }
+  } else {
+    CharSymbols(bytes, &ids);
+  }
+  MergeAndAppend(ids, out);
+}
 
+void BpeModel::MergeAndAppend(const std::vector<int32_t>& ids, std::vector<int32_t>* out) const {
   struct Symbol {
     int32_t id;
     int32_t prev;  // index of the previous live symbol, -1 at the start
     int32_t next;  // index of the next live symbol, -1 at the end
   };
   std::vector<Symbol> symbols;
-  symbols.reserve(bytes.size());
-  for (char c : bytes) {
-    const int32_t id = byte_ids_[static_cast<unsigned char>(c)];
-    if (id < 0) continue;  // a byte invalid UTF-8 never contains; the caller passes valid UTF-8
+  symbols.reserve(ids.size());
+  for (const int32_t id : ids) {
     const auto index = static_cast<int32_t>(symbols.size());
     symbols.push_back({id, index - 1, -1});
     if (index > 0) symbols[static_cast<size_t>(index) - 1].next = index;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "tokenizer/json_fields.h"
+#include "tokenizer/utf8.h"
 
 namespace moerun::tokenizer_internal {
 namespace {
@@ -36,17 +37,19 @@ struct Segment {
 StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::FromJson(const Json& value, std::string_view label) {
   std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
   if (!value.is_null()) RETURN_IF_ERROR(pre->AddElement(value, std::string(label)));
-  if (pre->steps_.empty() || !pre->steps_.back().byte_level) {
-    return Unimplemented(
-        "{}: the last step must be a ByteLevel pre-tokenizer (only byte-level BPE tokenizers are "
-        "supported)",
-        label);
-  }
   for (size_t i = 0; i + 1 < pre->steps_.size(); ++i) {
     if (pre->steps_[i].byte_level) {
       return Unimplemented(
           "{}: ByteLevel is supported only as the last pre-tokenizer step (it is step {} of {})", label,
           i + 1, pre->steps_.size());
+    }
+  }
+  if (pre->byte_level()) {
+    for (size_t i = 0; i < pre->steps_.size(); ++i) {
+      if (pre->steps_[i].metaspace) {
+        return Unimplemented("{}: Metaspace (step {} of {}) together with ByteLevel is not supported", label,
+                             i + 1, pre->steps_.size());
+      }
     }
   }
   return pre;
@@ -100,23 +103,76 @@ Status PreTokenizer::AddElement(const Json& value, const std::string& label) {
     if (use_regex) {
       ASSIGN_OR_RETURN(step.regex, Regex::Compile(kGpt2Pattern, /*literal=*/false, label));
     }
+  } else if (type == "Metaspace") {
+    RETURN_IF_ERROR(AddMetaspace(value, label, &step));
   } else {
     return Unimplemented(
-        "{}.type: pre-tokenizer '{}' is not supported (supported: Sequence, Split, Digits, ByteLevel)", label,
-        type);
+        "{}.type: pre-tokenizer '{}' is not supported (supported: Sequence, Split, Digits, ByteLevel, "
+        "Metaspace)",
+        label, type);
   }
   steps_.push_back(std::move(step));
   return Status::Ok();
 }
 
-void PreTokenizer::Split(std::string_view text, std::vector<std::string>* pieces) const {
+Status PreTokenizer::AddMetaspace(const Json& value, const std::string& label, Step* step) {
+  step->metaspace = true;
+  ASSIGN_OR_RETURN(step->replacement, GetString(value, "replacement", label));
+  char32_t cp;
+  bool valid;
+  if (step->replacement.empty() || Utf8Next(step->replacement, 0, &cp, &valid) != step->replacement.size() ||
+      !valid) {
+    return Corruption("{}.replacement: '{}' is not one character", label, step->replacement);
+  }
+  ASSIGN_OR_RETURN(std::optional<std::string> scheme, GetOptionalString(value, "prepend_scheme", label));
+  const Json* add_prefix_space = FindField(value, "add_prefix_space");
+  ASSIGN_OR_RETURN(const bool prefix, GetBool(value, "add_prefix_space", label, true));
+  if (scheme.has_value()) {
+    if (*scheme == "always") {
+      step->prepend_scheme = PrependScheme::kAlways;
+    } else if (*scheme == "first") {
+      step->prepend_scheme = PrependScheme::kFirst;
+    } else if (*scheme == "never") {
+      step->prepend_scheme = PrependScheme::kNever;
+    } else {
+      return Corruption("{}.prepend_scheme: unknown value '{}' (expected always, first or never)", label,
+                        *scheme);
+    }
+    // HF refuses add_prefix_space: false next to a scheme that prepends.
+    if (add_prefix_space != nullptr && !add_prefix_space->is_null() && !prefix &&
+        step->prepend_scheme != PrependScheme::kNever) {
+      return Corruption("{}.add_prefix_space: false contradicts prepend_scheme '{}'", label, *scheme);
+    }
+  } else {
+    step->prepend_scheme = prefix ? PrependScheme::kAlways : PrependScheme::kNever;
+  }
+  ASSIGN_OR_RETURN(const bool split, GetBool(value, "split", label, true));
+  if (split) {
+    ASSIGN_OR_RETURN(step->regex,
+                     Regex::Compile(step->replacement, /*literal=*/true, label + ".replacement"));
+    step->behavior = SplitBehavior::kMergedWithNext;
+  }
+  return Status::Ok();
+}
+
+void PreTokenizer::Split(std::string_view text, std::vector<std::string>* pieces, bool at_text_start) const {
   if (text.empty()) return;
-  std::vector<std::string> current{std::string(text)};
-  std::vector<std::string> next;
+  std::vector<Piece> current{{std::string(text), at_text_start}};
+  std::vector<Piece> next;
   for (const Step& step : steps_) {
     next.clear();
-    for (std::string& piece : current) {
-      if (step.byte_level && step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
+    for (Piece& piece : current) {
+      std::string& t = piece.text;
+      if (step.byte_level && step.add_prefix_space && t.front() != ' ') t.insert(t.begin(), ' ');
+      if (step.metaspace) {
+        for (size_t pos = t.find(' '); pos != std::string::npos;
+             pos = t.find(' ', pos + step.replacement.size())) {
+          t.replace(pos, 1, step.replacement);
+        }
+        const bool prepend = step.prepend_scheme == PrependScheme::kAlways ||
+                             (step.prepend_scheme == PrependScheme::kFirst && piece.at_text_start);
+        if (prepend && !t.starts_with(step.replacement)) t.insert(0, step.replacement);
+      }
       if (step.regex == nullptr) {
         next.push_back(std::move(piece));
       } else {
@@ -125,10 +181,11 @@ void PreTokenizer::Split(std::string_view text, std::vector<std::string>* pieces
     }
     std::swap(current, next);
   }
-  for (std::string& piece : current) pieces->push_back(std::move(piece));
+  for (Piece& piece : current) pieces->push_back(std::move(piece.text));
 }
 
-void PreTokenizer::ApplySplit(const Step& step, std::string_view piece, std::vector<std::string>* out) {
+void PreTokenizer::ApplySplit(const Step& step, const Piece& whole, std::vector<Piece>* out) {
+  const std::string_view piece = whole.text;
   std::vector<std::pair<size_t, size_t>> matches;
   // On a PCRE2 resource error the text after the last match found stays one unmatched segment.
   (void)step.regex->FindAll(piece, &matches);
@@ -192,7 +249,10 @@ void PreTokenizer::ApplySplit(const Step& step, std::string_view piece, std::vec
       }
       break;
   }
-  for (const Segment& s : kept) out->emplace_back(piece.substr(s.begin, s.end - s.begin));
+  for (const Segment& s : kept) {
+    out->push_back(
+        {std::string(piece.substr(s.begin, s.end - s.begin)), whole.at_text_start && s.begin == 0});
+  }
 }
 
 }  // namespace moerun::tokenizer_internal

@@ -1,6 +1,6 @@
 // Tokenizer (tokenizer/tokenizer.h): loading tokenizer.json + tokenizer_config.json with every field
-// validated (about 490 lines: the loader is most of it, each check beside the field it reads), then
-// encode (added tokens, pre-tokenizer, BPE) and decode.
+// validated (the loader is most of this file, each check beside the field it reads), then encode
+// (added tokens, normalizer, pre-tokenizer, BPE) and decode.
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
@@ -10,7 +10,9 @@
 #include "io/atomic_file.h"
 #include "io/json_checks.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/decoder.h"
 #include "tokenizer/json_fields.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -29,35 +31,6 @@ StatusOr<Json> ParseJsonText(std::string_view text) {
   if (!root.is_object())
     return Corruption("expected a JSON object at the top level, got {}", root.type_name());
   return root;
-}
-
-// Only "no normalizer" is supported: null, or Sequences that end up empty.
-Status CheckNormalizer(const Json& value, const std::string& label) {
-  if (value.is_null()) return Status::Ok();
-  RETURN_IF_ERROR(ExpectObject(value, label));
-  ASSIGN_OR_RETURN(std::string type, GetString(value, "type", label));
-  if (type != "Sequence") {
-    return Unimplemented("{}.type: normalizer '{}' is not supported (only null or an empty Sequence)", label,
-                         type);
-  }
-  const Json* list = FindField(value, "normalizers");
-  if (list == nullptr || !list->is_array()) {
-    return Corruption("{}.normalizers: expected an array, got {}", label,
-                      list == nullptr ? "nothing" : list->type_name());
-  }
-  for (size_t i = 0; i < list->size(); ++i) {
-    RETURN_IF_ERROR(CheckNormalizer((*list)[i], fmt::format("{}.normalizers[{}]", label, i)));
-  }
-  return Status::Ok();
-}
-
-Status CheckDecoder(const Json& value, const std::string& label) {
-  if (value.is_null()) return Unimplemented("{}: null is not supported (only ByteLevel)", label);
-  RETURN_IF_ERROR(ExpectObject(value, label));
-  ASSIGN_OR_RETURN(std::string type, GetString(value, "type", label));
-  if (type != "ByteLevel")
-    return Unimplemented("{}.type: decoder '{}' is not supported (only ByteLevel)", label, type);
-  return Status::Ok();
 }
 
 // bos_token / eos_token in tokenizer_config.json: a string, {"content": ...} (transformers'
@@ -110,12 +83,22 @@ class TokenizerLoader {
       const Json* v = FindField(root, key);
       return v == nullptr ? null_value : *v;
     };
-    RETURN_IF_ERROR(CheckNormalizer(field("normalizer"), "normalizer"));
+    ASSIGN_OR_RETURN(t->normalizer_, Normalizer::FromJson(field("normalizer"), "normalizer"));
+    ASSIGN_OR_RETURN(t->pre_tokenizer_, PreTokenizer::FromJson(field("pre_tokenizer"), "pre_tokenizer"));
+    // The family follows from the pre-tokenizer: ByteLevel last means byte-level BPE, anything
+    // else SentencePiece-style character BPE; the decoder must undo the same family.
+    const bool byte_level = t->pre_tokenizer_->byte_level();
     if (FindField(root, "model") == nullptr)
       return Corruption("model: missing (expected a BPE model object)");
-    ASSIGN_OR_RETURN(t->model_, BpeModel::FromJson(field("model"), "model"));
-    ASSIGN_OR_RETURN(t->pre_tokenizer_, PreTokenizer::FromJson(field("pre_tokenizer"), "pre_tokenizer"));
-    RETURN_IF_ERROR(CheckDecoder(field("decoder"), "decoder"));
+    ASSIGN_OR_RETURN(t->model_, BpeModel::FromJson(field("model"), "model", byte_level));
+    ASSIGN_OR_RETURN(t->decoder_, Decoder::FromJson(field("decoder"), "decoder"));
+    if (t->decoder_->byte_level() != byte_level) {
+      if (byte_level)
+        return Unimplemented(
+            "decoder: the pre_tokenizer ends in ByteLevel, so the decoder must be ByteLevel");
+      return Unimplemented(
+          "decoder: ByteLevel needs a pre_tokenizer that ends in ByteLevel (this one does not)");
+    }
     RETURN_IF_ERROR(ParseAddedTokens(t, field("added_tokens")));
     BuildIdTables(t);
     RETURN_IF_ERROR(ParsePostProcessor(t, field("post_processor"), "post_processor"));
@@ -126,7 +109,6 @@ class TokenizerLoader {
   static Status ParseAddedTokens(Tokenizer* t, const Json& list) {
     if (list.is_null()) return Status::Ok();
     if (!list.is_array()) return Corruption("added_tokens: expected an array, got {}", list.type_name());
-    std::unordered_map<int32_t, size_t> by_id;
     for (size_t i = 0; i < list.size(); ++i) {
       const std::string label = fmt::format("added_tokens[{}]", i);
       const Json& item = list[i];
@@ -143,7 +125,14 @@ class TokenizerLoader {
       ASSIGN_OR_RETURN(const bool single_word, GetBool(item, "single_word", label, false));
       if (single_word)
         return Unimplemented("{}.single_word: true is not supported (token '{}')", label, token.content);
-      if (auto [it, inserted] = by_id.emplace(token.id, i); !inserted) {
+      ASSIGN_OR_RETURN(const bool normalized, GetBool(item, "normalized", label, false));
+      if (normalized && !t->normalizer_->empty()) {
+        return Unimplemented(
+            "{}.normalized: true with a normalizer that has steps is not supported (token '{}' would be "
+            "matched in normalized text)",
+            label, token.content);
+      }
+      if (auto [it, inserted] = t->added_by_id_.emplace(token.id, static_cast<int>(i)); !inserted) {
         return Corruption("{}.id: {} is also the id of added_tokens[{}]", label, token.id, it->second);
       }
       if (auto [it, inserted] = t->added_by_content_.emplace(token.content, static_cast<int>(i)); !inserted) {
@@ -171,25 +160,12 @@ class TokenizerLoader {
       const std::string& token = t->model_->IdToToken(id);
       if (token.empty()) continue;
       t->id_kind_[static_cast<size_t>(id)] = Tokenizer::IdKind::kVocab;
-      // Byte-level text back to bytes; a token with a character outside that alphabet is kept as
-      // its UTF-8 text (HF's ByteLevel decoder does the same).
-      std::string& bytes = t->id_bytes_[static_cast<size_t>(id)];
-      size_t pos = 0;
-      while (pos < token.size()) {
-        char32_t cp;
-        bool valid;
-        const size_t n = Utf8Next(token, pos, &cp, &valid);
-        const int b = valid ? UnicodeToByte(cp) : -1;
-        if (b < 0) {
-          bytes = token;
-          break;
-        }
-        bytes.push_back(static_cast<char>(b));
-        pos += n;
-      }
+      t->id_bytes_[static_cast<size_t>(id)] = t->decoder_->TokenBytes(token, /*first=*/false);
     }
     for (const AddedToken& a : t->added_) {
-      t->id_bytes_[static_cast<size_t>(a.id)] = a.content;
+      // HF runs added tokens through the decoder too; the ByteLevel one keeps them as text.
+      t->id_bytes_[static_cast<size_t>(a.id)] =
+          t->decoder_->byte_level() ? a.content : t->decoder_->TokenBytes(a.content, /*first=*/false);
       t->id_kind_[static_cast<size_t>(a.id)] =
           a.special ? Tokenizer::IdKind::kSpecial : Tokenizer::IdKind::kAdded;
     }
@@ -315,6 +291,7 @@ class TokenizerLoader {
     } else if (tmpl != nullptr && !tmpl->is_null()) {
       return Corruption("chat_template: expected a string or an array, got {}", tmpl->type_name());
     }
+    t->chat_format_ = DetectChatFormat(t->chat_template_);
     return Status::Ok();
   }
 
@@ -422,15 +399,23 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special_t
       continue;
     }
     pieces.clear();
-    pre_tokenizer_->Split(section.text, &pieces);
+    // Metaspace's prepend_scheme "first": only the section at the start of the text.
+    const bool at_text_start = section.text.data() == text.data();
+    if (normalizer_->empty()) {
+      pre_tokenizer_->Split(section.text, &pieces, at_text_start);
+    } else if (!section.text.empty()) {
+      pre_tokenizer_->Split(normalizer_->Normalize(section.text), &pieces, at_text_start);
+    }
     for (const std::string& piece : pieces) model_->EncodePiece(piece, &ids);
   }
   if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
   return ids;
 }
 
-StatusOr<std::string> Tokenizer::DecodeBytes(std::span<const int32_t> ids, bool skip_special_tokens) const {
+StatusOr<std::string> Tokenizer::DecodeImpl(std::span<const int32_t> ids, bool skip_special_tokens,
+                                            bool sequence) const {
   std::string out;
+  bool first = true;
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     if (id < 0 || id >= vocab_size()) {
@@ -440,13 +425,23 @@ StatusOr<std::string> Tokenizer::DecodeBytes(std::span<const int32_t> ids, bool 
     if (kind == IdKind::kUnused)
       return OutOfRange("token id {} (position {}) is not used by any token", id, i);
     if (skip_special_tokens && kind == IdKind::kSpecial) continue;
-    out += id_bytes_[static_cast<size_t>(id)];
+    if (sequence && first && decoder_->first_token_differs()) {
+      out += decoder_->TokenBytes(Piece(id), /*first=*/true);
+    } else {
+      out += id_bytes_[static_cast<size_t>(id)];
+    }
+    first = false;
   }
+  if (sequence) decoder_->FinishSequence(&out);
   return out;
 }
 
+StatusOr<std::string> Tokenizer::DecodeBytes(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  return DecodeImpl(ids, skip_special_tokens, /*sequence=*/false);
+}
+
 StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
-  ASSIGN_OR_RETURN(std::string bytes, DecodeBytes(ids, skip_special_tokens));
+  ASSIGN_OR_RETURN(std::string bytes, DecodeImpl(ids, skip_special_tokens, /*sequence=*/true));
   if (tokenizer_internal::IsValidUtf8(bytes)) return bytes;
   return tokenizer_internal::SanitizeUtf8(bytes);
 }
@@ -455,26 +450,27 @@ StatusOr<std::string> Tokenizer::ApplyChatTemplate(std::span<const ChatMessage> 
                                                    bool add_generation_prompt) const {
   if (!has_config_)
     return InvalidArgument("{}: no tokenizer_config.json was loaded, so there is no chat template", label_);
-  if (!IsDeepSeekV2ChatTemplate(chat_template_)) {
-    return Unimplemented("{}: chat_template is not the DeepSeek-V2 template (the only one implemented)",
-                         config_label_);
+  if (!chat_format_.has_value()) {
+    return Unimplemented(
+        "{}: chat_template is not one of the recognised templates (DeepSeek-V2, ChatML, Qwen2, Qwen2.5, "
+        "Qwen3, Mistral [INST] v0.1, Mixtral [INST] with system; see tokenizer/chat_template.h); there is no "
+        "general Jinja engine",
+        config_label_);
   }
-  return RenderDeepSeekV2Chat(messages, bos_token_, eos_token_, add_generation_prompt);
+  return RenderChat(*chat_format_, messages, bos_token_, eos_token_, add_generation_prompt);
+}
+
+std::string_view Tokenizer::Piece(int32_t id) const {
+  if (id_kind_[static_cast<size_t>(id)] == IdKind::kVocab) return model_->IdToToken(id);
+  return added_[static_cast<size_t>(added_by_id_.at(id))].content;
 }
 
 StatusOr<std::string_view> Tokenizer::TokenToPiece(int32_t id) const {
   if (id < 0 || id >= vocab_size())
     return OutOfRange("token id {} is out of range [0, {})", id, vocab_size());
-  switch (id_kind_[static_cast<size_t>(id)]) {
-    case IdKind::kUnused:
-      return OutOfRange("token id {} is not used by any token", id);
-    case IdKind::kVocab:
-      return std::string_view(model_->IdToToken(id));
-    case IdKind::kAdded:
-    case IdKind::kSpecial:
-      break;
-  }
-  return std::string_view(id_bytes_[static_cast<size_t>(id)]);  // an added token's content
+  if (id_kind_[static_cast<size_t>(id)] == IdKind::kUnused)
+    return OutOfRange("token id {} is not used by any token", id);
+  return Piece(id);
 }
 
 std::optional<int32_t> Tokenizer::PieceToId(std::string_view piece) const {
@@ -482,6 +478,8 @@ std::optional<int32_t> Tokenizer::PieceToId(std::string_view piece) const {
   if (it != added_by_content_.end()) return added_[static_cast<size_t>(it->second)].id;
   return model_->TokenToId(piece);
 }
+
+bool Tokenizer::byte_level() const { return pre_tokenizer_->byte_level(); }
 
 bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && id < vocab_size() && id_kind_[static_cast<size_t>(id)] == IdKind::kSpecial;

@@ -1,5 +1,12 @@
-// Tokenizer: a Hugging Face `tokenizer.json` byte-level BPE tokenizer (DeepSeek-V2/V3, GPT-2 style),
-// optionally with the model's `tokenizer_config.json` (bos/eos tokens, add_bos_token, chat_template).
+// Tokenizer: a Hugging Face `tokenizer.json` BPE tokenizer, optionally with the model's
+// `tokenizer_config.json` (bos/eos tokens, add_bos_token, chat_template). Two families, told apart
+// by the file's own fields (never by a model name):
+// - byte-level BPE (DeepSeek-V2/V3, GPT-2 style): the pre-tokenizer ends in ByteLevel and the
+//   decoder is ByteLevel;
+// - SentencePiece-style BPE (Llama-2, Mistral, Mixtral): no ByteLevel; the BPE model works on
+//   characters with byte_fallback / unk_token (bpe.h), spaces become "▁" through the normalizer
+//   (Prepend + Replace, normalizer.h) or a Metaspace pre-tokenizer (pretokenizer.h), and the
+//   decoder undoes that (Replace / ByteFallback / Fuse / Strip or Metaspace, decoder.h).
 //
 // Encode(text, add_special_tokens):
 //   1. Bytes that are not valid UTF-8 are replaced, one U+FFFD per maximal ill-formed subpart.
@@ -9,27 +16,36 @@
 //      added-token string that starts there wins, leftmost first. A token's lstrip/rstrip also
 //      removes the Unicode White_Space next to it. So "<｜end▁of▁sentence｜>" typed by a user
 //      encodes as the EOS id; callers who must not allow that should filter the text first.
-//   3. Each section between added tokens goes through the normalizer (only null or an empty
-//      Sequence is supported), the pre-tokenizer (Split/Digits/ByteLevel, regexes taken from the
-//      file and run with PCRE2) and the BPE model (merge ranks from the file).
+//   3. Each section between added tokens goes through the normalizer (normalizer.h; so a legacy
+//      Llama/Mixtral file puts "▁" before the text after an added token too, as HF does), the
+//      pre-tokenizer (Split/Digits/ByteLevel/Metaspace, regexes taken from the file and run with
+//      PCRE2) and the BPE model (merge ranks from the file). Added tokens marked "normalized":
+//      true would be matched in normalized text by HF; with a normalizer that has steps they are
+//      Unimplemented at load.
 //   4. With add_special_tokens: if tokenizer_config.json sets add_bos_token / add_eos_token, BOS is
 //      prepended / EOS appended as it says (as transformers' LlamaTokenizerFast does; a missing
 //      key there means false). Otherwise tokenizer.json's TemplateProcessing post_processor
 //      ("single" template) decides, and with neither nothing is added.
-// Decode(ids, skip_special_tokens): the ids' bytes, concatenated (vocab tokens through the inverse
-//   byte-level map; added tokens, and vocab tokens with a character outside the byte-level
-//   alphabet, as their UTF-8 text, like HF's ByteLevel decoder). Bytes that do not form valid
-//   UTF-8 (a character split across ids, e.g. at the end of a partial generation) are returned as
-//   U+FFFD so the string is printable; DecodeBytes returns the raw bytes for streaming. An id
-//   outside [0, vocab_size()) or one no token uses is an OutOfRange error naming it.
+// DecodeBytes(ids, skip_special_tokens): the ids' bytes, concatenated, as a continuation of
+//   earlier text: each id's bytes are fixed (decoder.h: byte-level tokens through the inverse
+//   byte map; SentencePiece tokens with "▁" as ' ' and "<0xNN>" as byte NN; added tokens as their
+//   text), so DecodeBytes(a) + DecodeBytes(b) == DecodeBytes(a + b), which streaming relies on.
+// Decode(ids, skip_special_tokens): the text of a whole sequence: DecodeBytes plus the decoder's
+//   sequence-start rules (SentencePiece files strip the one leading space their encoding added:
+//   Decode(Encode("Hello")) == "Hello" while DecodeBytes gives " Hello"), then bytes that do not
+//   form valid UTF-8 (a character split across ids, an ill-formed byte-fallback run) become
+//   U+FFFD per maximal subpart so the string is printable. For byte-level files Decode is
+//   DecodeBytes made printable. An id outside [0, vocab_size()) or one no token uses is an
+//   OutOfRange error naming it.
 //
 // Unsupported-but-valid settings (other model types, normalizers, pre-tokenizers, decoders,
-// post-processors, byte_fallback, dropout, single_word) fail to load with Unimplemented naming the
-// field; malformed files fail with Corruption naming the field. The file's truncation and padding
+// post-processors, dropout, single_word) fail to load with Unimplemented naming the field;
+// malformed files fail with Corruption naming the field. The file's truncation and padding
 // settings are ignored (Encode never truncates or pads).
 //
 // Invariants: every id Encode returns is < vocab_size(); for valid UTF-8 text x,
-// Decode(Encode(x, false)) == x unless the file adds prefix spaces or has lstrip/rstrip tokens.
+// Decode(Encode(x, false)) == x unless the file adds prefix spaces after added tokens or has
+// lstrip/rstrip tokens.
 // Thread safety: immutable after construction. Encode, Decode and every accessor are const and
 // safe to call from many threads at once.
 #pragma once
@@ -50,6 +66,8 @@ namespace moerun {
 
 namespace tokenizer_internal {
 class BpeModel;
+class Decoder;
+class Normalizer;
 class PreTokenizer;
 class TokenizerLoader;
 }  // namespace tokenizer_internal
@@ -85,9 +103,11 @@ class Tokenizer {
   StatusOr<std::string> Decode(std::span<const int32_t> ids, bool skip_special_tokens) const;
   StatusOr<std::string> DecodeBytes(std::span<const int32_t> ids, bool skip_special_tokens) const;
 
-  // Renders `messages` with the DeepSeek-V2 chat format (chat_template.h) using this tokenizer's
-  // bos/eos strings. Needs a tokenizer_config.json; Unimplemented if its chat_template is not the
-  // DeepSeek-V2 one (no general Jinja engine). Encode the result with add_special_tokens=false.
+  // Renders `messages` with the chat format that tokenizer_config.json's chat_template is
+  // recognised as (chat_template.h: DeepSeek-V2, ChatML/Qwen, Mistral [INST]) using this
+  // tokenizer's bos/eos strings. Needs a tokenizer_config.json; Unimplemented if the template is
+  // none of the recognised ones (no general Jinja engine). Encode the result with
+  // add_special_tokens=false.
   StatusOr<std::string> ApplyChatTemplate(std::span<const ChatMessage> messages,
                                           bool add_generation_prompt) const;
 
@@ -103,11 +123,15 @@ class Tokenizer {
   const std::vector<int32_t>& prefix_ids() const { return prefix_ids_; }
   const std::vector<int32_t>& suffix_ids() const { return suffix_ids_; }
 
-  // The token's text as written in tokenizer.json (byte-level form for vocab tokens, e.g. "Ġthe").
+  // The token's text as written in tokenizer.json (e.g. "Ġthe" byte-level, "▁the" SentencePiece).
   StatusOr<std::string_view> TokenToPiece(int32_t id) const;
   // The id of a token written as in tokenizer.json (added tokens take precedence).
   std::optional<int32_t> PieceToId(std::string_view piece) const;
   bool IsSpecial(int32_t id) const;
+  // The pre-tokenizer ends in ByteLevel (DeepSeek / GPT-2 family); false for SentencePiece style.
+  bool byte_level() const;
+  // The chat format chat_template() was recognised as, if any (set when a config was loaded).
+  const std::optional<ChatFormat>& chat_format() const { return chat_format_; }
 
  private:
   enum class IdKind : uint8_t { kUnused, kVocab, kAdded, kSpecial };
@@ -120,11 +144,19 @@ class Tokenizer {
 
   Tokenizer();
   void SplitOnAddedTokens(std::string_view text, std::vector<Section>* sections) const;
+  // The tokenizer.json text of a used id: the vocab token or the added token's content.
+  std::string_view Piece(int32_t id) const;
+  // DecodeBytes (sequence=false) or Decode before UTF-8 repair (sequence=true).
+  StatusOr<std::string> DecodeImpl(std::span<const int32_t> ids, bool skip_special_tokens,
+                                   bool sequence) const;
 
+  std::unique_ptr<tokenizer_internal::Normalizer> normalizer_;
   std::unique_ptr<tokenizer_internal::BpeModel> model_;
   std::unique_ptr<tokenizer_internal::PreTokenizer> pre_tokenizer_;
+  std::unique_ptr<tokenizer_internal::Decoder> decoder_;
   std::vector<AddedToken> added_;
   std::unordered_map<std::string, int> added_by_content_;  // content -> index into added_
+  std::unordered_map<int32_t, int> added_by_id_;           // id -> index into added_
 
   // Added-token trie over bytes: edge key (node << 8 | byte) -> child node.
   std::unordered_map<uint64_t, int32_t> trie_edges_;
@@ -139,6 +171,7 @@ class Tokenizer {
   bool has_config_ = false;
   std::optional<int32_t> bos_id_, eos_id_;
   std::string bos_token_, eos_token_, chat_template_;
+  std::optional<ChatFormat> chat_format_;
 };
 
 }  // namespace moerun

