@@ -10,6 +10,10 @@
 // Invariant: the concatenation of every Push and the final Flush equals
 // tokenizer.Decode(ids, skip_special) of the ids pushed, ids without text excepted: an id the
 // tokenizer has no text for (unused, out of range) adds nothing and is counted in textless().
+// One exception, on purpose: SentencePiece-style tokenizers (Mixtral) decode "▁Hello" as
+// " Hello" here, while Decode strips that one leading space (its Strip decoder: the space the
+// encoder prepended). Generated ids continue a prompt, so the stream keeps the space, as vLLM's
+// incremental detokenizer does.
 //
 // Thread safety: one Detokenizer per sequence; not shared while written.
 #pragma once

@@ -121,6 +121,16 @@ std::optional<ApiError> NeedTokenizer(const ServedModel& m, const char* param) {
   return Bad(param, "this model has no tokenizer: send token ids");
 }
 
+// The chat prompt text: the model's template, or DeepSeek-V2's format where that is the fallback.
+StatusOr<std::string> RenderChat(const ServedModel& m, std::span<const ChatMessage> messages,
+                                 bool add_generation) {
+  if (!m.tokenizer->chat_template().empty()) return m.tokenizer->ApplyChatTemplate(messages, add_generation);
+  if (!m.deepseek_chat_fallback) {
+    return InvalidArgument("this model has no chat_template in tokenizer_config.json: use /v1/completions");
+  }
+  return RenderDeepSeekV2Chat(messages, m.tokenizer->bos_token(), m.tokenizer->eos_token(), add_generation);
+}
+
 // "prompt": a string, [ids], [strings] or [[ids]].
 std::optional<ApiError> ParsePrompts(const Json& body, const ServedModel& m,
                                      std::vector<std::vector<int32_t>>* out,
@@ -308,10 +318,7 @@ ParsedRequest ParseChatRequest(const Json& body, const ServedModel& m) {
   std::vector<ChatMessage> messages;
   if (auto e = ParseMessages(body, &messages)) return *e;
   if (auto e = NeedTokenizer(m, "messages")) return *e;
-  StatusOr<std::string> text =
-      m.tokenizer->chat_template().empty()
-          ? RenderDeepSeekV2Chat(messages, m.tokenizer->bos_token(), m.tokenizer->eos_token(), true)
-          : m.tokenizer->ApplyChatTemplate(messages, true);
+  StatusOr<std::string> text = RenderChat(m, messages, true);
   if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
   r.prompts.push_back(m.tokenizer->Encode(*text, /*add_special_tokens=*/false));
   bool logprobs = false;
@@ -335,10 +342,7 @@ std::variant<Json, ApiError> Tokenize(const Json& body, const ServedModel& m) {
     if (auto e = ParseMessages(body, &messages)) return *e;
     bool add_generation_prompt = true;
     if (auto e = GetBool(body, "add_generation_prompt", &add_generation_prompt)) return *e;
-    StatusOr<std::string> text = m.tokenizer->chat_template().empty()
-                                     ? RenderDeepSeekV2Chat(messages, m.tokenizer->bos_token(),
-                                                            m.tokenizer->eos_token(), add_generation_prompt)
-                                     : m.tokenizer->ApplyChatTemplate(messages, add_generation_prompt);
+    StatusOr<std::string> text = RenderChat(m, messages, add_generation_prompt);
     if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
     ids = m.tokenizer->Encode(*text, false);
   } else {

@@ -29,6 +29,9 @@ struct ServedModel {
   int32_t vocab_size = 0;         // model vocabulary (token-id prompts are checked against it)
   std::vector<int32_t> stop_ids;  // EOS ids (dropped with ignore_eos)
   const Tokenizer* tokenizer = nullptr;
+  // Without a chat_template in tokenizer_config.json, render chat as DeepSeek-V2's format (the
+  // DeepSeek GGUFs llama.cpp writes carry none); other families refuse chat requests.
+  bool deepseek_chat_fallback = false;
 };
 
 struct GenerationRequest {

@@ -196,6 +196,7 @@ Status RunServe(const ServeArgs& a) {
     served.vocab_size = static_cast<int32_t>(c.vocab_size);
     if (c.eos_token_id >= 0) served.stop_ids = {static_cast<int32_t>(c.eos_token_id)};
     served.tokenizer = tok.get();
+    served.deepseek_chat_fallback = c.model_type.starts_with("deepseek");
     const Model& m = **model;
     CollectiveLog* log = world.log();
     server->SetReady(&engine, served, [&engine, &m, log] {
