@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "tokenizer/json_fields.h"
+#include "tokenizer/json_steps.h"
 #include "tokenizer/utf8.h"
 
 namespace moerun::tokenizer_internal {
@@ -65,15 +66,10 @@ Status Decoder::AddElement(const Json& value, const std::string& label, bool top
     return Status::Ok();
   }
   if (type == "Sequence" && top_level) {
-    const Json* list = FindField(value, "decoders");
-    if (list == nullptr || !list->is_array()) {
-      return Corruption("{}.decoders: expected an array, got {}", label,
-                        list == nullptr ? "nothing" : list->type_name());
-    }
-    for (size_t i = 0; i < list->size(); ++i) {
-      RETURN_IF_ERROR(AddElement((*list)[i], fmt::format("{}.decoders[{}]", label, i), false));
-    }
-    return Status::Ok();
+    return ForEachSequenceElement(value, "decoders", label,
+                                  [&](const Json& element, const std::string& element_label) {
+                                    return AddElement(element, element_label, false);
+                                  });
   }
   if (type == "Fuse") {
     fused_ = true;
