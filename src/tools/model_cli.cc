@@ -120,6 +120,7 @@ Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicat
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
+    a.parallel.ApplyTimeout(world);
     ASSIGN_OR_RETURN(auto model, LoadModel(a, &pool, &world));
     return body(world, *model, world.rank() / options.tp == 0);
   });

@@ -22,12 +22,19 @@ void ParallelFlags::Add(CLI::App* cmd) {
   cmd->add_flag(
       "--stats", stats,
       "Print every collective (group, bytes, states) of each forward pass as JSON on rank 0's stderr");
+  cmd->add_option("--collective-timeout", collective_timeout,
+                  "Seconds a rank waits in a collective for its peers before failing with the op and group")
+      ->check(CLI::Range(0.1, 86400.0));
   cmd->add_flag("--fault-reduce-shared", fault_reduce_shared,
                 "Testing: all-reduce the shared-expert output once more (the vLLM #40560 bug)")
       ->group("Fault injection");
   cmd->add_flag("--unsafe-disable-state-checks", disable_state_checks,
                 "Testing: let the injected fault through instead of refusing it")
       ->group("Fault injection");
+}
+
+void ParallelFlags::ApplyTimeout(Communicator& world) const {
+  world.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(collective_timeout * 1000)));
 }
 
 StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {

@@ -17,8 +17,11 @@ struct ParallelFlags {
   bool ep = false, sp = false, deterministic = false, shared_replicated = false, stats = false;
   bool fault_reduce_shared = false, disable_state_checks = false;  // fault injection (testing)
   std::string dispatch = "allgather";
+  double collective_timeout = 120;  // seconds a rank waits in a collective before failing, e.g. 30
 
   void Add(CLI::App* cmd);
+  // Sets the deadline on `world` (sub-groups split from it later inherit it).
+  void ApplyTimeout(Communicator& world) const;
   StatusOr<ParallelOptions> ToOptions() const;
 };
 

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "comm/mpi_comm.h"
 #include "engine/engine.h"
@@ -41,6 +42,7 @@ struct ServeArgs {
   int64_t kv_cache_tokens = 0;        // KV positions per DP replica, e.g. 65536; 0 with no memory: auto
   int64_t block_size = 16;            // positions per KV block
   bool no_prefix_caching = false;
+  int fault_fail_rank = -1;  // testing: this rank stops stepping with an error once loaded
 };
 
 // "4GiB", "512MiB", "2G", "1000000" -> bytes.
@@ -101,7 +103,12 @@ Status ServeOnRankZero(const ServeArgs& a, Engine& engine, OpenAiServer& server)
   while (!g_stop.load()) {
     StatusOr<StepKind> step = engine.Step(std::chrono::milliseconds(100));
     if (!step.ok()) {
+      // A rank failed: /health and every request answer 503 with the reason until we are stopped.
       server.SetFailed(step.status().message());
+      std::fprintf(stderr, "moerun: error: %s (serving 503 until SIGTERM)\n",
+                   step.status().message().c_str());
+      while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      server.Stop();
       return step.status();
     }
   }
@@ -142,6 +149,7 @@ Status RunServe(const ServeArgs& a) {
   const int threads = a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess();
   return RunOnRanks(par.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
+    a.model.parallel.ApplyTimeout(world);
     std::unique_ptr<OpenAiServer> server;
     if (world.rank() == 0) {
       server = std::make_unique<OpenAiServer>(a.server);
@@ -183,6 +191,9 @@ Status RunServe(const ServeArgs& a) {
                        ? fmt::format("{} blocks ({} positions)", kv_blocks, kv_blocks * a.block_size).c_str()
                        : "grows on demand",
                    static_cast<long long>(a.block_size), a.no_prefix_caching ? "off" : "on");
+    }
+    if (world.rank() != 0 && world.rank() == a.fault_fail_rank) {
+      return Internal("rank {}: --fault-fail-rank: this rank stops (testing)", world.rank());
     }
     if (world.rank() != 0) {
       while (true) {
@@ -247,6 +258,8 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
       "KV cache budget per rank, e.g. 4GiB (a request waits for blocks; default: grows on demand)");
   cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV cache budget per DP replica in positions");
   cmd->add_option("--block-size", a->block_size, "Positions per KV cache block");
+  cmd->add_option("--fault-fail-rank", a->fault_fail_rank, "Testing: this rank (> 0) fails once loaded")
+      ->group("Fault injection");
   cmd->add_flag("--no-enable-prefix-caching", a->no_prefix_caching,
                 "Do not reuse the KV blocks of earlier requests' common prompt prefixes");
   cmd->callback([a, exit_code] {

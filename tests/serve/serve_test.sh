@@ -54,4 +54,21 @@ serve_start "$WORK/s4.log" -- -t 2 --drain-timeout 1
 serve_node drain_test.mjs "$SERVE_URL" "$SERVE_RANK0_PID"
 serve_stop
 grep -q "draining" "$WORK/s4.log" || serve_fail "no drain message in the server log"
+echo "== a rank fails: /health and requests answer 503 with the reason (in-process --tp 2, 2 s deadline)"
+serve_start "$WORK/s7.log" -- -t 2 --tp 2 --collective-timeout 2 --fault-fail-rank 1
+for _ in $(seq 1 100); do
+  health=$(curl -s "$SERVE_URL/health")
+  [[ $health == *'"failed"'* ]] && break
+  sleep 0.1
+done
+[[ $health == *'"failed"'* && $health == *"did not arrive within 2000 ms"* ]] ||
+  serve_fail "/health after a rank failed: $health"
+code=$(curl -s -o "$WORK/err.json" -w '%{http_code}' "$SERVE_URL/v1/completions" -d '{"prompt": "1+1=", "max_tokens": 2}')
+[[ $code == 503 ]] && grep -q '"error"' "$WORK/err.json" || serve_fail "a request after a rank failed: $code $(cat "$WORK/err.json")"
+kill -TERM "$SERVE_RANK0_PID"
+rc=0
+wait "$SERVE_PID" || rc=$?
+[[ $rc -ne 0 ]] || serve_fail "a server whose rank failed exited 0"
+echo "PASS: a failed rank: /health $health; requests 503; exit $rc"
+
 echo "serve_test: all passed"
