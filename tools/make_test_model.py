@@ -12,7 +12,7 @@ plain Python (docs/models.md §2.2).
 Usage:
   make_test_model.py OUT_DIR [--arch deepseek|qwen3_moe] [--variant lite|v2|v3] [--dtype f32|bf16]
                      [--shards N] [--seed S] [--layers L]
-                     [--rope-mscale M] [--fused-experts]
+                     [--rope-mscale M] [--fused-experts] [--fp8]
 
 Variants (the tiny sizes are in BASE_CONFIG below):
   lite  deepseek_v2, q_lora_rank null (plain q_proj), greedy, softmax,
@@ -42,6 +42,25 @@ Optional extras (off by default):
                    [I,2I) up) and mlp.experts.down_proj [E, H, I]. The values
                    are the same as without the flag, so for one seed both
                    forms must give identical logits.
+  --fp8            DeepSeek-V3's release format (docs/models.md §2.3): every
+                   2-D weight of the layers (attention projections, dense MLP,
+                   routed and shared experts) is stored F8_E4M3 with a
+                   "<name>_scale_inv" F32 tensor [ceil(R/128), ceil(C/128)],
+                   W = fp8 * scale_inv per 128 x 128 block; embeddings,
+                   lm_head, norms, the router and its bias keep --dtype.
+                   config.json gets quantization_config (quant_method fp8,
+                   fmt e4m3, weight_block_size [128, 128], dynamic). The
+                   blocks are the real 128 x 128 ones (no block-size override):
+                   --fp8 sets hidden_size 192, intermediate_size 160 and
+                   moe_intermediate_size 192 (unless --moe-intermediate), so
+                   matrices span several blocks and end in partial ones (192
+                   = 128 + 64, 160 = 128 + 32) and tensor-parallel slices
+                   cross block edges (expert rows [96, 192) under --tp 2;
+                   96 is a whole number of q8_0 blocks, so --weight-format
+                   q8_0 keeps its format on every layout). Per block:
+                   scale = max|W| / 448 (f32), code = e4m3fn(W / scale) rounded
+                   to nearest even, saturating at +-448 (fp8_encode below,
+                   checked by fp8_self_check on every --fp8 run).
 
 Output: config.json, plus either model.safetensors (--shards 1), or
 model-0000K-of-00000N.safetensors (5-digit index, 6-digit total, as DeepSeek
@@ -340,6 +359,96 @@ def make_weights(cfg, rng, fused_experts=False):
 
 
 # ---------------------------------------------------------------------------
+# FP8 (float8_e4m3fn) weights with per-block scales, as DeepSeek-V3 ships them
+# ---------------------------------------------------------------------------
+
+FP8_BLOCK = 128
+FP8_MAX = 448.0
+FP8_DIMS = {"hidden_size": 192, "intermediate_size": 160, "moe_intermediate_size": 192}
+FP8_QUANTIZATION_CONFIG = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [FP8_BLOCK, FP8_BLOCK],
+                           "activation_scheme": "dynamic"}
+
+
+def fp8_decode(codes):
+    """uint8 e4m3fn codes -> float64 values (bias 7, subnormals, 0x7F/0xFF NaN, no infinities)."""
+    c = np.asarray(codes, dtype=np.int64)
+    s, e, m = c >> 7, (c >> 3) & 15, c & 7
+    mag = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1.0 + m / 8.0) * 2.0 ** (e - 7.0))
+    v = np.where(s == 1, -mag, mag)
+    return np.where((e == 15) & (m == 7), np.nan, v)
+
+
+def fp8_encode(x):
+    """float64 array -> uint8 e4m3fn codes: round to nearest, ties to even; saturate to +-448."""
+    x = np.asarray(x, dtype=np.float64)
+    nan = np.isnan(x)
+    sign = np.where(np.signbit(x), 0x80, 0).astype(np.uint8)
+    a = np.minimum(np.where(nan, 0.0, np.abs(x)), FP8_MAX)
+    # The quantum of a's binade: 2^(e-3) for normals (a in [2^e, 2^(e+1))), 2^-9 below 2^-6.
+    _, ex = np.frexp(a)                                 # a = f * 2^ex, f in [0.5, 1)
+    e = np.maximum(ex - 1, -6)
+    quantum = np.ldexp(1.0, e - 3)
+    q = np.minimum(np.round(a / quantum) * quantum, FP8_MAX)   # np.round: ties to even
+    _, qx = np.frexp(q)
+    qe = qx - 1
+    sub = q < 2.0 ** -6
+    exp_field = np.where(sub, 0, qe + 7)
+    mant = np.where(sub, q / 2.0 ** -9, (q / np.ldexp(1.0, qe) - 1.0) * 8.0)
+    codes = (exp_field.astype(np.uint8) << 3) | np.rint(mant).astype(np.uint8)
+    codes = codes | sign
+    codes[nan] = 0x7F | sign[nan]
+    return codes.astype(np.uint8)
+
+
+def fp8_self_check():
+    """The encoder against the decoder and the rounding rules (raises AssertionError)."""
+    all_codes = np.arange(256, dtype=np.uint8)
+    vals = fp8_decode(all_codes)
+    finite = ~np.isnan(vals)
+    assert finite.sum() == 254, "exactly 0x7F and 0xFF are NaN"
+    assert (fp8_encode(vals[finite]) == all_codes[finite]).all(), "encode(decode(c)) == c"
+    cases = [(1.0625, 0x38),            # halfway 1.0 / 1.125: even mantissa, 1.0
+             (1.1875, 0x3A),            # halfway 1.125 / 1.25: 1.25
+             (2.0 ** -10, 0x00),        # halfway 0 / 2^-9: 0
+             (3 * 2.0 ** -10, 0x02),    # halfway 2^-9 / 2^-8: 2^-8
+             (464.0, 0x7E), (500.0, 0x7E), (-1e9, 0xFE),   # saturate to +-448
+             (0.015625, 0x08),          # 2^-6, the smallest normal
+             (-0.0, 0x80)]
+    for x, code in cases:
+        got = int(fp8_encode(np.array([x]))[0])
+        assert got == code, f"fp8_encode({x}) = {got:#x}, expected {code:#x}"
+    # Block quantisation round trip (partial edge blocks): within half an e4m3 step of W.
+    w = np.random.default_rng(5).standard_normal((200, 300))
+    codes, scale = fp8_quantize(w)
+    assert scale.shape == (2, 3)
+    per_elem = np.repeat(np.repeat(scale.astype(np.float64), FP8_BLOCK, 0), FP8_BLOCK, 1)[:200, :300]
+    err = np.abs(fp8_decode(codes) * per_elem - w)
+    assert (err <= np.maximum(np.abs(w) * 2.0 ** -4, per_elem * 2.0 ** -10) * (1 + 1e-6)).all(), err.max()
+
+
+def is_fp8_weight(name, arr):
+    """The tensors DeepSeek-V3 ships in FP8: the layers' 2-D weights except the router."""
+    return (arr.ndim == 2 and name.startswith("model.layers.") and name.endswith(".weight")
+            and not name.endswith(".mlp.gate.weight"))
+
+
+def fp8_quantize(w, block=FP8_BLOCK):
+    """w [R, C] -> (uint8 codes [R, C], float32 scale_inv [ceil(R/b), ceil(C/b)])."""
+    rows, cols = w.shape
+    sr, sc = -(-rows // block), -(-cols // block)
+    codes = np.zeros((rows, cols), dtype=np.uint8)
+    scale = np.zeros((sr, sc), dtype=np.float32)
+    for i in range(sr):
+        for j in range(sc):
+            blk = w[i * block:(i + 1) * block, j * block:(j + 1) * block].astype(np.float64)
+            amax = float(np.abs(blk).max())
+            s = np.float32(amax / FP8_MAX) if amax > 0 else np.float32(1.0)
+            scale[i, j] = s
+            codes[i * block:(i + 1) * block, j * block:(j + 1) * block] = fp8_encode(blk / float(s))
+    return codes, scale
+
+
+# ---------------------------------------------------------------------------
 # safetensors writer
 # ---------------------------------------------------------------------------
 
@@ -360,6 +469,8 @@ def encode(arr, dtype):
         return "BF16", f32_to_bf16_bits(arr).astype("<u2").tobytes()
     if dtype == "f32":
         return "F32", np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    if dtype == "f8":    # arr holds e4m3fn codes
+        return "F8_E4M3", np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
     raise ValueError(dtype)
 
 
@@ -400,6 +511,9 @@ def main(argv=None):
                     help="override rope_scaling.mscale (makes the cos/sin factor != 1)")
     ap.add_argument("--fused-experts", action="store_true",
                     help="store routed experts as fused gate_up_proj/down_proj [E,...]")
+    ap.add_argument("--fp8", action="store_true",
+                    help="DeepSeek-V3's FP8 release format: F8_E4M3 layer weights + <name>_scale_inv "
+                         "(128 x 128 blocks; sets hidden 192, intermediate 160, moe_intermediate 192)")
     ap.add_argument("--mla-dims", default=None, metavar="DN,DV,R",
                     help="override qk_nope_head_dim, v_head_dim, kv_lora_rank (e.g. 256,32,256 so "
                          "attn_k_b / attn_v_b rows fit GGUF blocks)")
@@ -413,6 +527,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.shards < 1:
         ap.error("--shards must be >= 1")
+    if args.fp8 and (args.arch != "deepseek" or args.fused_experts):
+        ap.error("--fp8 writes per-expert DeepSeek checkpoints (not --arch qwen3_moe or --fused-experts)")
     if args.layers < 1:
         ap.error("--layers must be >= 1")
 
@@ -426,6 +542,10 @@ def main(argv=None):
         cfg["decoder_sparse_step"] = args.qwen_decoder_sparse_step
     else:
         cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
+    if args.fp8:
+        fp8_self_check()
+        cfg.update(FP8_DIMS)
+        cfg["quantization_config"] = json.loads(json.dumps(FP8_QUANTIZATION_CONFIG))
     if args.vocab is not None:
         cfg["vocab_size"] = args.vocab
     if args.moe_intermediate is not None:
@@ -455,6 +575,13 @@ def main(argv=None):
 
     encoded = []
     for name, arr, override in weights:
+        if args.fp8 and is_fp8_weight(name, arr):
+            codes, scale = fp8_quantize(arr)
+            dt, data = encode(codes, "f8")
+            encoded.append((name, dt, arr.shape, data))
+            dt, data = encode(scale, "f32")
+            encoded.append((name + "_scale_inv", dt, scale.shape, data))
+            continue
         dt, data = encode(arr, override or args.dtype)
         encoded.append((name, dt, arr.shape, data))
 
@@ -478,7 +605,8 @@ def main(argv=None):
             json.dump(index, f, indent=2)
             f.write("\n")
     n_params = sum(int(np.prod(a.shape)) for _, a, _ in weights)
-    print(f"wrote {args.out_dir}: arch={args.arch} variant={args.variant} dtype={args.dtype} "
+    print(f"wrote {args.out_dir}: arch={args.arch} variant={args.variant} dtype={args.dtype}"
+          f"{' fp8' if args.fp8 else ''} "
           f"layers={args.layers} tensors={len(weights)} params={n_params} "
           f"bytes={total} files={','.join(files)}", file=sys.stderr)
     return 0

@@ -22,6 +22,7 @@ size_t DTypeSize(DType t) {
     case DType::kI8:
     case DType::kU8:
     case DType::kBool:
+    case DType::kF8_E4M3:
       return 1;
     case DType::kQ8_0:
     case DType::kQ4_0:
@@ -92,6 +93,8 @@ std::string_view DTypeName(DType t) {
       return "U8";
     case DType::kBool:
       return "BOOL";
+    case DType::kF8_E4M3:
+      return "F8_E4M3";
     case DType::kQ8_0:
       return "Q8_0";
     case DType::kQ4_0:
@@ -106,7 +109,7 @@ std::string_view DTypeName(DType t) {
 
 std::optional<DType> ParseDType(std::string_view name) {
   for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kF64, DType::kI32, DType::kI64, DType::kI16,
-                  DType::kI8, DType::kU8, DType::kBool}) {
+                  DType::kI8, DType::kU8, DType::kBool, DType::kF8_E4M3}) {
     if (DTypeName(t) == name) return t;
   }
   return std::nullopt;

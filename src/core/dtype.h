@@ -1,4 +1,4 @@
-// Element types and scalar conversions between f32, bf16 and f16.
+// Element types and scalar conversions between f32, bf16, f16 and FP8 (e4m3fn).
 //
 // Dense types store one element per DTypeSize() bytes. Block types (llama.cpp's GGUF formats
 // Q8_0, Q4_0, Q4_K, Q6_K; layouts in docs/formats.md) store DTypeBlockSize() elements of a row in
@@ -7,9 +7,17 @@
 //
 // Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are
 // stored as raw uint16_t bit patterns (little-endian, as in every supported file format). Conversions round
-// to nearest even and keep NaN a NaN. Thread safety: pure functions.
+// to nearest even and keep NaN a NaN.
+//
+// F8_E4M3 is OCP / PyTorch float8_e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities;
+// 0x7F / 0xFF are NaN; max finite +-448 (0x7E); subnormals m * 2^-9. Every code is exact in f32
+// (F8E4M3ToF32). An FP8 tensor of a checkpoint is meaningful only with its per-block scales
+// (core/stored_weight.h), so ConvertToF32 and Tensor::ToF32 refuse it: nothing decodes it unscaled
+// by accident. Thread safety: pure functions over constant tables.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -28,6 +36,7 @@ enum class DType : uint8_t {
   kI8,
   kU8,
   kBool,
+  kF8_E4M3,  // float8_e4m3fn, 1 byte (see above)
   // Block types (GGUF / ggml):
   kQ8_0,  // 32 elements: f16 scale + 32 x int8                              = 34 bytes
   kQ4_0,  // 32 elements: f16 scale + 16 bytes of 4-bit values (offset 8)    = 18 bytes
@@ -46,8 +55,8 @@ size_t DTypeBlockBytes(DType t);
 size_t DTypeRowBytes(DType t, int64_t cols);
 // The safetensors spelling, e.g. "BF16", or ggml's for block types, e.g. "Q4_K".
 std::string_view DTypeName(DType t);
-// Parses a safetensors dtype string; nullopt for unknown or unsupported ones (F8_*, sub-byte,
-// block types, which safetensors cannot hold).
+// Parses a safetensors dtype string; nullopt for unknown or unsupported ones (F8_E5M2, F8_E8M0,
+// sub-byte, block types, which safetensors cannot hold).
 std::optional<DType> ParseDType(std::string_view name);
 
 inline float Bf16ToF32(uint16_t h) {
@@ -65,11 +74,37 @@ inline uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
+namespace internal {
+// The f32 value of every F8_E4M3 code, built from the bit fields (sign, exponent - 7, 1.mantissa).
+constexpr std::array<float, 256> MakeF8E4M3Table() {
+  std::array<float, 256> t{};
+  for (uint32_t code = 0; code < 256; ++code) {
+    const uint32_t sign = (code & 0x80u) << 24, exp = (code >> 3) & 0xfu, mant = code & 0x7u;
+    uint32_t bits;
+    if (exp == 0xfu && mant == 0x7u) {
+      bits = sign | 0x7fc00000u;  // NaN (e4m3fn has no infinity)
+    } else if (exp == 0) {
+      // Subnormal: mant * 2^-9, i.e. an f32 normal (or zero) with the mantissa's leading bit moved
+      // into the exponent.
+      bits = sign | std::bit_cast<uint32_t>(static_cast<float>(mant) * (1.0f / 512.0f));
+    } else {
+      bits = sign | ((exp + 127u - 7u) << 23) | (mant << 20);
+    }
+    t[code] = std::bit_cast<float>(bits);
+  }
+  return t;
+}
+inline constexpr std::array<float, 256> kF8E4M3ToF32 = MakeF8E4M3Table();
+}  // namespace internal
+
+// Exact: every e4m3fn value is an f32.
+inline float F8E4M3ToF32(uint8_t code) { return internal::kF8E4M3ToF32[code]; }
+
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
 
 // Converts n elements of `src` (of type `t`: f32/bf16/f16, or a block type with n a multiple of
-// its block size, dequantised as core/block_quant.h specifies) to f32.
+// its block size, dequantised as core/block_quant.h specifies) to f32. Not F8_E4M3 (see above).
 void ConvertToF32(DType t, const void* src, float* dst, size_t n);
 
 }  // namespace moerun

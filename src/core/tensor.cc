@@ -74,6 +74,11 @@ Tensor Tensor::Rows(int64_t begin, int64_t end) const {
 }
 
 StatusOr<Tensor> Tensor::ToF32() const {
+  if (dtype_ == DType::kF8_E4M3) {
+    return InvalidArgument(
+        "cannot convert an F8_E4M3 tensor {} to F32 without its block scales (StoredWeight)",
+        ShapeToString(shape_));
+  }
   if (dtype_ != DType::kF32 && dtype_ != DType::kBF16 && dtype_ != DType::kF16 && !IsBlockDType(dtype_)) {
     return InvalidArgument("cannot convert {} tensor to F32", DTypeName(dtype_));
   }

@@ -67,7 +67,8 @@ class Tensor {
   // A view of rows [begin, end) along dim 0. REQUIRES: rank >= 1, 0 <= begin <= end <= dim(0).
   Tensor Rows(int64_t begin, int64_t end) const;
 
-  // Returns a new owning f32 tensor with the same shape (from f32, bf16 or f16).
+  // Returns a new owning f32 tensor with the same shape (from f32, bf16, f16 or a block type; not
+  // F8_E4M3, whose values need their scales: core/stored_weight.h).
   StatusOr<Tensor> ToF32() const;
 
  private:

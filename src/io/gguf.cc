@@ -260,6 +260,7 @@ std::optional<GgmlType> GgmlFromDType(DType t) {
       return GgmlType::kF64;
     case DType::kU8:
     case DType::kBool:
+    case DType::kF8_E4M3:
       return std::nullopt;
   }
   return std::nullopt;

@@ -37,8 +37,8 @@ constexpr size_t kMaxHeaderDepth = 3;
 constexpr size_t kMaxHeaderArrayElements = 64;
 
 // dtypes the safetensors format defines but moerun cannot represent (DType has no such member).
-constexpr std::array<std::string_view, 10> kUnsupportedDTypes = {
-    "U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"};
+constexpr std::array<std::string_view, 9> kUnsupportedDTypes = {
+    "U16", "U32", "U64", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"};
 
 uint64_t ReadLittleEndianU64(const uint8_t* p) {
   uint64_t v = 0;

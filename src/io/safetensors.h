@@ -13,7 +13,8 @@
 //   overlap; the last END equals the buffer length. Also (moerun limits): the JSON nests at most
 //   3 deep and no array has more than 64 elements (so rank <= 64), every key of every object is
 //   unique, and the product of the nonzero dims fits int64. dtypes the format defines but moerun
-//   lacks (U16, F8_E4M3, ...) fail with Unimplemented rather than Corruption.
+//   lacks (U16, F8_E5M2, ...) fail with Unimplemented rather than Corruption. F8_E4M3 (DeepSeek-V3's
+//   FP8 weights) is read as stored, one byte per element; its scales are separate tensors.
 //
 // Thread safety: a SafetensorsFile is immutable after Open; all const methods are thread-safe.
 // Tensors returned by Get() keep the mapping alive.

@@ -9,9 +9,14 @@
 namespace moerun {
 namespace {
 
-Status CheckSource(const Tensor& w, const char* what) {
-  if (w.rank() != 2)
+Status CheckSource(const StoredWeight& w, const char* what) {
+  if (w.values().rank() != 2)
     return InvalidArgument("{} weight must be 2-D [out, in], got {}", what, ShapeToString(w.shape()));
+  if (w.block_scaled()) return Status::Ok();  // StoredWeight::BlockScaled checked it
+  if (w.dtype() == DType::kF8_E4M3) {
+    return InvalidArgument("{} weight is F8_E4M3 {} without its block scales", what,
+                           ShapeToString(w.shape()));
+  }
   if (!FormatOfDType(w.dtype())) {
     return InvalidArgument("{} weight has dtype {}, expected a float or GGUF block type", what,
                            DTypeName(w.dtype()));
@@ -98,7 +103,16 @@ void PackedWeight::RawRow(int64_t n, uint8_t* row) const {
   }
 }
 
-Status PackedWeight::PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride) {
+Status PackedWeight::PackRows(const StoredWeight& weight, int64_t c0, int64_t c1, int which, int stride) {
+  if (weight.block_scaled()) {  // FP8: one dequantised row at a time
+    std::vector<float> row(static_cast<size_t>(c1 - c0));
+    for (int64_t n = 0; n < weight.rows(); ++n) {
+      weight.ReadRow(n, c0, c1, row.data());
+      PutRow(row.data(), stride * (n / 16) + which, static_cast<int>(n % 16));
+    }
+    return Status::Ok();
+  }
+  const Tensor& src = weight.values();
   const DType sd = src.dtype();
   const int64_t cols = src.dim(1), sbs = DTypeBlockSize(sd);
   const size_t src_row_bytes = DTypeRowBytes(sd, cols);
@@ -122,22 +136,23 @@ Status PackedWeight::PackRows(const Tensor& src, int64_t c0, int64_t c1, int whi
   return Status::Ok();
 }
 
-StatusOr<PackedWeight> PackedWeight::Pack(const Tensor& w, WeightFormat format, int64_t col_begin,
+StatusOr<PackedWeight> PackedWeight::Pack(const StoredWeight& w, WeightFormat format, int64_t col_begin,
                                           int64_t col_end) {
   RETURN_IF_ERROR(CheckSource(w, "linear"));
-  if (col_end < 0) col_end = w.dim(1);
-  if (col_begin < 0 || col_begin > col_end || col_end > w.dim(1)) {
+  if (col_end < 0) col_end = w.cols();
+  if (col_begin < 0 || col_begin > col_end || col_end > w.cols()) {
     return InvalidArgument("column range [{}, {}) outside the {} input columns", col_begin, col_end,
-                           w.dim(1));
+                           w.cols());
   }
   PackedWeight p;
-  p.n_ = w.dim(0);
-  RETURN_IF_ERROR(p.Allocate(format, (w.dim(0) + 15) / 16, col_end - col_begin));
+  p.n_ = w.rows();
+  RETURN_IF_ERROR(p.Allocate(format, (w.rows() + 15) / 16, col_end - col_begin));
   RETURN_IF_ERROR(p.PackRows(w, col_begin, col_end, 0, 1));
   return p;
 }
 
-StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format) {
+StatusOr<PackedWeight> PackedWeight::PackGateUp(const StoredWeight& gate, const StoredWeight& up,
+                                                WeightFormat format) {
   RETURN_IF_ERROR(CheckSource(gate, "gate"));
   RETURN_IF_ERROR(CheckSource(up, "up"));
   if (gate.shape() != up.shape()) {
@@ -145,11 +160,11 @@ StatusOr<PackedWeight> PackedWeight::PackGateUp(const Tensor& gate, const Tensor
                            ShapeToString(up.shape()));
   }
   PackedWeight p;
-  p.n_ = gate.dim(0);
+  p.n_ = gate.rows();
   p.gate_up_ = true;
-  RETURN_IF_ERROR(p.Allocate(format, 2 * ((gate.dim(0) + 15) / 16), gate.dim(1)));
-  RETURN_IF_ERROR(p.PackRows(gate, 0, gate.dim(1), 0, 2));
-  RETURN_IF_ERROR(p.PackRows(up, 0, up.dim(1), 1, 2));
+  RETURN_IF_ERROR(p.Allocate(format, 2 * ((gate.rows() + 15) / 16), gate.cols()));
+  RETURN_IF_ERROR(p.PackRows(gate, 0, gate.cols(), 0, 2));
+  RETURN_IF_ERROR(p.PackRows(up, 0, up.cols(), 1, 2));
   return p;
 }
 

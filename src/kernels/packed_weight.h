@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/stored_weight.h"
 #include "core/tensor.h"
 #include "kernels/weight_format.h"
 
@@ -39,10 +40,20 @@ class PackedWeight {
   // source in the same format with a block-aligned range is copied byte for byte; anything else
   // goes through f32 rows (dequantised, then quantised with core/block_quant.h). Fails, naming
   // the bound, when K is not a multiple of the format's K alignment.
-  static StatusOr<PackedWeight> Pack(const Tensor& w, WeightFormat format, int64_t col_begin = 0,
+  // A block-scaled FP8 weight (core/stored_weight.h) is dequantised one row (its column range) at a
+  // time straight into the packed bytes: the extra memory is one f32 row.
+  static StatusOr<PackedWeight> Pack(const StoredWeight& w, WeightFormat format, int64_t col_begin = 0,
                                      int64_t col_end = -1);
+  static StatusOr<PackedWeight> Pack(const Tensor& w, WeightFormat format, int64_t col_begin = 0,
+                                     int64_t col_end = -1) {
+    return Pack(StoredWeight(w), format, col_begin, col_end);
+  }
   // Packs gate [I, K] and up [I, K] interleaved (see above). Shapes must match.
-  static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format);
+  static StatusOr<PackedWeight> PackGateUp(const StoredWeight& gate, const StoredWeight& up,
+                                           WeightFormat format);
+  static StatusOr<PackedWeight> PackGateUp(const Tensor& gate, const Tensor& up, WeightFormat format) {
+    return PackGateUp(StoredWeight(gate), StoredWeight(up), format);
+  }
 
   WeightFormat format() const { return format_; }
   int64_t out_features() const { return n_; }     // N, or I for a gate/up pair
@@ -73,7 +84,7 @@ class PackedWeight {
   // Copies one stored row of the same block format into (block, lane), by the layout.
   void PutRawRow(const uint8_t* row, int64_t block, int lane);
   // Packs rows of `src` (columns [c0, c1)) into lanes; which = 0/1 for interleaved gate/up.
-  Status PackRows(const Tensor& src, int64_t c0, int64_t c1, int which, int stride);
+  Status PackRows(const StoredWeight& src, int64_t c0, int64_t c1, int which, int stride);
   // (block, lane) holding output row n.
   void Locate(int64_t n, int64_t* block, int* lane) const;
 

@@ -43,7 +43,9 @@ std::optional<WeightFormat> FormatOfDType(DType dtype) {
 }
 
 WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k) {
-  WeightFormat f = requested ? *requested : FormatOfDType(stored).value_or(WeightFormat::kF32);
+  // FP8 weights are dequantised at load; "auto" keeps them 16-bit, as DeepSeek's own bf16 cast does.
+  const DType as_stored = stored == DType::kF8_E4M3 ? DType::kBF16 : stored;
+  WeightFormat f = requested ? *requested : FormatOfDType(as_stored).value_or(WeightFormat::kF32);
   while (k % Traits(f).k_alignment != 0) {
     switch (f) {
       case WeightFormat::kQ4_K:  // llama.cpp: Q5_0, which moerun lacks; the GGUF writer agrees

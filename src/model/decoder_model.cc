@@ -87,7 +87,7 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
     ASSIGN_OR_RETURN(lw.input_norm, LoadVector(ckpt, p + "input_layernorm.weight"));
     ASSIGN_OR_RETURN(lw.post_norm, LoadVector(ckpt, p + "post_attention_layernorm.weight"));
     RETURN_IF_ERROR(load_attention(l));
-    ASSIGN_OR_RETURN(Tensor o, ckpt.Get(p + "self_attn.o_proj.weight"));
+    ASSIGN_OR_RETURN(StoredWeight o, GetStoredWeight(ckpt, p + "self_attn.o_proj.weight"));
     // Deterministic mode sums o_proj per head (K-blocks of o_head_dim columns).
     const int64_t d = o_head_dim_;
     ASSIGN_OR_RETURN(lw.o_proj, PackAs(o, w, head_begin_ * d, head_end_ * d, par.deterministic ? d : 0));
@@ -95,10 +95,10 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
       // One set of MoE expert buffers for the whole rank (the context's), shared by every layer.
       ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", context_, w, options_.kernels));
     } else {
-      ASSIGN_OR_RETURN(Tensor gate, ckpt.Get(p + "mlp.gate_proj.weight"));
-      ASSIGN_OR_RETURN(Tensor up, ckpt.Get(p + "mlp.up_proj.weight"));
+      ASSIGN_OR_RETURN(StoredWeight gate, GetStoredWeight(ckpt, p + "mlp.gate_proj.weight"));
+      ASSIGN_OR_RETURN(StoredWeight up, GetStoredWeight(ckpt, p + "mlp.up_proj.weight"));
       ASSIGN_OR_RETURN(lw.mlp_gate_up,
-                       PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.dim(1))));
+                       PackedWeight::PackGateUp(gate, up, ResolveWeightFormat(w, gate.dtype(), gate.cols())));
       ASSIGN_OR_RETURN(lw.mlp_down, LoadPacked(ckpt, p + "mlp.down_proj.weight", w));
     }
   }

@@ -25,9 +25,9 @@ void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRow
 
 // MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
 // GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
-// from kv_b_proj.
+// from kv_b_proj (an FP8 one dequantised row by row into `requested`'s format, auto bf16).
 Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
-               AttentionWeights* at) {
+               std::optional<WeightFormat> requested, AttentionWeights* at) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
   const std::string kb_name = Deepseek2SplitKbName(layer), vb_name = Deepseek2SplitVbName(layer);
   if (ckpt.Has(kb_name) && ckpt.Has(vb_name)) {
@@ -45,13 +45,14 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
     AppendRows(vb, r, h0 * dv, h1 * dv, &at->v_b);
     return Status::Ok();
   }
-  ASSIGN_OR_RETURN(Tensor kv_b, ckpt.Get(fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer)));
-  ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kv_b.dtype(), r));
-  ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(kv_b.dtype(), r));
+  ASSIGN_OR_RETURN(StoredWeight kv_b,
+                   GetStoredWeight(ckpt, fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer)));
+  ASSIGN_OR_RETURN(at->k_b, MakeStoredRowsFor(kv_b, requested, r));
+  ASSIGN_OR_RETURN(at->v_b, MakeStoredRowsFor(kv_b, requested, r));
   at->k_b_transposed = false;
   for (int64_t h = h0; h < h1; ++h) {
-    AppendRows(kv_b, r, h * (dn + dv), h * (dn + dv) + dn, &at->k_b);
-    AppendRows(kv_b, r, h * (dn + dv) + dn, (h + 1) * (dn + dv), &at->v_b);
+    AppendWeightRows(kv_b, h * (dn + dv), h * (dn + dv) + dn, &at->k_b);
+    AppendWeightRows(kv_b, h * (dn + dv) + dn, (h + 1) * (dn + dv), &at->v_b);
   }
   return Status::Ok();
 }
@@ -113,17 +114,17 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     AttentionWeights& at = m->attn_[static_cast<size_t>(l)];
     const int64_t h0 = m->head_begin_, h1 = m->head_end_, qd = c.q_head_dim();
     if (c.q_lora_rank == 0) {
-      ASSIGN_OR_RETURN(Tensor q, ckpt.Get(a + "q_proj.weight"));
+      ASSIGN_OR_RETURN(StoredWeight q, GetStoredWeight(ckpt, a + "q_proj.weight"));
       ASSIGN_OR_RETURN(at.q_proj, PackAs(q.Rows(h0 * qd, h1 * qd), w));
     } else {
       ASSIGN_OR_RETURN(at.q_a_proj, LoadPacked(ckpt, a + "q_a_proj.weight", w));
       ASSIGN_OR_RETURN(at.q_a_norm, LoadVector(ckpt, a + "q_a_layernorm.weight"));
-      ASSIGN_OR_RETURN(Tensor qb, ckpt.Get(a + "q_b_proj.weight"));
+      ASSIGN_OR_RETURN(StoredWeight qb, GetStoredWeight(ckpt, a + "q_b_proj.weight"));
       ASSIGN_OR_RETURN(at.q_b_proj, PackAs(qb.Rows(h0 * qd, h1 * qd), w));
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    return LoadKvB(c, ckpt, l, h0, h1, &at);
+    return LoadKvB(c, ckpt, l, h0, h1, w, &at);
   }));
   return m;
 }

@@ -63,6 +63,45 @@ Status ReadYarn(const Json& j, const std::string& src, ModelConfig* c) {
   return Status::Ok();
 }
 
+// quantization_config: only DeepSeek-V3's block-wise FP8 (docs/models.md §2.3). Everything it
+// says is checked, so a checkpoint moerun would misread is refused here rather than at a tensor.
+Status ReadQuantization(const Json& j, const std::string& src, bool fp8_supported, ModelConfig* c) {
+  if (!j.contains("quantization_config") || j.at("quantization_config").is_null()) return Status::Ok();
+  const Json& q = j.at("quantization_config");
+  const std::string where = src + " quantization_config";
+  if (!q.is_object()) return InvalidArgument("{} must be an object, got {}", where, q.type_name());
+  auto str = [&](const char* key) -> std::string {
+    return q.contains(key) && q.at(key).is_string() ? q.at(key).get<std::string>() : std::string();
+  };
+  if (const std::string method = str("quant_method"); method != "fp8") {
+    return Unimplemented("{}: quant_method '{}' is not supported (only DeepSeek-V3's block-wise 'fp8')",
+                         where, method);
+  }
+  if (!fp8_supported) {
+    return Unimplemented("{}: FP8 weights are supported for DeepSeek models only, not model_type '{}'", where,
+                         c->model_type);
+  }
+  if (q.contains("fmt") && str("fmt") != "e4m3") {
+    return Unimplemented("{}: fmt '{}' is not supported (expected e4m3)", where, str("fmt"));
+  }
+  if (q.contains("activation_scheme") && str("activation_scheme") != "dynamic") {
+    return Unimplemented("{}: activation_scheme '{}' is not supported (expected dynamic)", where,
+                         str("activation_scheme"));
+  }
+  if (q.contains("weight_block_size")) {
+    const Json& b = q.at("weight_block_size");
+    const bool ok = b.is_array() && b.size() == 2 && b[0].is_number_integer() && b[1].is_number_integer() &&
+                    b[0].get<int64_t>() == 128 && b[1].get<int64_t>() == 128;
+    if (!ok) {
+      return Unimplemented(
+          "{}: weight_block_size {} is not supported (moerun reads 128 x 128 blocks, [128, 128])", where,
+          b.dump());
+    }
+  }
+  c->fp8_weights = true;
+  return Status::Ok();
+}
+
 }  // namespace
 
 double YarnGetMscale(double factor, double m) {
@@ -115,6 +154,7 @@ Status ParseDeepseekConfig(const std::string& text, const std::string& src, Mode
     return InvalidArgument("{}: qk_rope_head_dim {} must be even (RoPE rotates pairs)", src,
                            c.qk_rope_head_dim);
   }
+  RETURN_IF_ERROR(ReadQuantization(j, src, /*fp8_supported=*/true, &c));
   return ReadYarn(j, src, &c);
 }
 
@@ -163,6 +203,7 @@ Status ParseQwen3MoeConfig(const std::string& text, const std::string& src, Mode
       return Unimplemented("{}: {} = true is not supported for qwen3_moe (Qwen3-MoE releases use false)", src,
                            flag);
   }
+  RETURN_IF_ERROR(ReadQuantization(j, src, /*fp8_supported=*/false, &c));
   // RoPE: plain rotate-half only. transformers 5 moves rope_theta into rope_parameters.
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     if (!j.contains(key) || !j.at(key).is_object()) continue;
@@ -215,10 +256,11 @@ std::string ModelConfig::Summary() const {
                        num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, head_dim,
                        vocab_size, moe.Summary());
   }
-  return fmt::format("{}: {} layers, H={}, heads={}, q_lora={}, kv_lora={}, dims {}/{}/{}, vocab={}, {}{}",
+  return fmt::format("{}: {} layers, H={}, heads={}, q_lora={}, kv_lora={}, dims {}/{}/{}, vocab={}, {}{}{}",
                      model_type, num_hidden_layers, hidden_size, num_attention_heads, q_lora_rank,
                      kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim, vocab_size, moe.Summary(),
-                     yarn.enabled ? fmt::format(", yarn x{}", yarn.factor) : "");
+                     yarn.enabled ? fmt::format(", yarn x{}", yarn.factor) : "",
+                     fp8_weights ? ", fp8 weights" : "");
 }
 
 }  // namespace moerun

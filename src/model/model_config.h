@@ -58,6 +58,11 @@ struct ModelConfig {
   int64_t bos_token_id = -1;             // e.g. 100000
   int64_t eos_token_id = -1;             // e.g. 100001
   bool tie_word_embeddings = false;
+  // quantization_config {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128],
+  // "activation_scheme": "dynamic"} (DeepSeek-V3 as released): the 2-D weights are F8_E4M3 with
+  // per-block scale_inv tensors, dequantised at load (docs/models.md §2.3). Any other
+  // quantization_config is refused (Unimplemented naming the field).
+  bool fp8_weights = false;
   MoeConfig moe;  // the MoE block fields
 
   // Any registered model_type (model/arch.h); `source` names the file in errors.

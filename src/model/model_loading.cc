@@ -2,6 +2,9 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstring>
+
+#include "core/block_quant.h"
 
 namespace moerun {
 
@@ -54,14 +57,19 @@ Status ValidateTensors(const ModelConfig& c, const TensorSource& ckpt, const Ten
                              ShapeToString(t->shape), ShapeToString(shape));
     }
     const bool dense = t->dtype == DType::kF32 || t->dtype == DType::kBF16 || t->dtype == DType::kF16;
-    if (!dense && !(IsBlockDType(t->dtype) && shape.size() == 2)) {
+    const bool matrix = shape.size() == 2;
+    if (matrix && t->dtype == DType::kF8_E4M3) {
+      RETURN_IF_ERROR(CheckFp8Scale(ckpt, *t));
+    } else if (!dense && !(IsBlockDType(t->dtype) && matrix)) {
       return InvalidArgument(
-          "{}: tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a "
-          "matrix)",
+          "{}: tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type or F8_E4M3 "
+          "with its scale_inv for a matrix)",
           ckpt.path(), name, DTypeName(t->dtype));
     }
   }
-  for (const std::string& name : ckpt.Names()) {
+  for (const std::string& stored : ckpt.Names()) {
+    // An FP8 weight's scales go wherever the weight goes (table, MoE prefix, MTP layer).
+    const std::string name = Fp8WeightOfScale(ckpt, stored).value_or(stored);
     if (e.shapes.count(name)) continue;
     const int64_t layer = LayerOf(name);
     if (layer >= c.num_hidden_layers) continue;  // multi-token-prediction layers (V3): not used
@@ -69,7 +77,7 @@ Status ValidateTensors(const ModelConfig& c, const TensorSource& ckpt, const Ten
     bool in_moe = false;
     for (const std::string& p : e.moe_prefixes) in_moe |= name.rfind(p, 0) == 0;
     if (in_moe) continue;  // validated by MoeWeights::Load
-    return InvalidArgument("{}: unexpected tensor '{}' (not used by the config: {})", ckpt.path(), name,
+    return InvalidArgument("{}: unexpected tensor '{}' (not used by the config: {})", ckpt.path(), stored,
                            c.Summary());
   }
   return Status::Ok();
@@ -81,22 +89,73 @@ StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::str
   return std::vector<float>(f.span<float>().begin(), f.span<float>().end());
 }
 
-StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0, int64_t c1,
-                              int64_t align_k) {
-  if (c1 < 0) c1 = t.dim(1);
-  const WeightFormat f = ResolveWeightFormat(requested, t.dtype(), align_k > 0 ? align_k : c1 - c0);
-  return PackedWeight::Pack(t, f, c0, c1);
+StatusOr<PackedWeight> PackAs(const StoredWeight& w, std::optional<WeightFormat> requested, int64_t c0,
+                              int64_t c1, int64_t align_k) {
+  if (w.values().rank() != 2) {
+    return InvalidArgument("weight must be 2-D [out, in], got {}", ShapeToString(w.shape()));
+  }
+  if (c1 < 0) c1 = w.cols();
+  const WeightFormat f = ResolveWeightFormat(requested, w.dtype(), align_k > 0 ? align_k : c1 - c0);
+  return PackedWeight::Pack(w, f, c0, c1);
 }
 
 StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
                                   std::optional<WeightFormat> requested) {
-  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-  return PackAs(t, requested);
+  ASSIGN_OR_RETURN(StoredWeight w, GetStoredWeight(ckpt, name));
+  return PackAs(w, requested);
+}
+
+StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
+                                       int64_t cols) {
+  if (!w.block_scaled()) return MakeStoredRows(w.dtype(), cols);
+  return MakeStoredRows(Traits(ResolveWeightFormat(requested, w.dtype(), cols)).storage, cols);
+}
+
+void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows* out) {
+  if (!w.block_scaled()) {
+    const size_t row_bytes = DTypeRowBytes(w.dtype(), w.cols());
+    for (int64_t i = r0; i < r1; ++i) {
+      AppendRow(out, static_cast<const uint8_t*>(w.values().raw()) + static_cast<size_t>(i) * row_bytes);
+    }
+    return;
+  }
+  std::vector<float> row(static_cast<size_t>(w.cols()));
+  std::vector<uint8_t> bytes(out->row_bytes);
+  for (int64_t i = r0; i < r1; ++i) {
+    w.ReadRow(i, 0, w.cols(), row.data());
+    switch (out->dtype) {
+      case DType::kF32:
+        std::memcpy(bytes.data(), row.data(), bytes.size());
+        break;
+      case DType::kBF16:
+        for (size_t k = 0; k < row.size(); ++k) {
+          const uint16_t h = F32ToBf16(row[k]);
+          std::memcpy(bytes.data() + 2 * k, &h, 2);
+        }
+        break;
+      case DType::kF16:
+        for (size_t k = 0; k < row.size(); ++k) {
+          const uint16_t h = F32ToF16(row[k]);
+          std::memcpy(bytes.data() + 2 * k, &h, 2);
+        }
+        break;
+      default:  // a block format (MakeStoredRowsFor checked the row length)
+        QuantizeRow(out->dtype, row.data(), w.cols(), bytes.data());
+        break;
+    }
+    AppendRow(out, bytes.data());
+  }
 }
 
 Status CheckFinite(const TensorSource& ckpt) {
   for (const std::string& name : ckpt.Names()) {
     ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+    if (t.dtype() == DType::kF8_E4M3) {  // its scales are F32 tensors, checked on their own
+      if (const int64_t i = FindF8NaN(t); i >= 0) {
+        return InvalidArgument("{}: tensor '{}' holds an F8_E4M3 NaN at flat index {}", ckpt.path(), name, i);
+      }
+      continue;
+    }
     const bool dense = t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16;
     if (!dense && !IsBlockDType(t.dtype())) continue;
     ASSIGN_OR_RETURN(Tensor f, t.ToF32());  // block types: dequantised (a NaN/Inf f16 scale shows up)

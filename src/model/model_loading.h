@@ -3,9 +3,13 @@
 // a matrix packed in the requested format, a NaN/Inf scan).
 //
 // Validation rule (docs/models.md §2.1): every tensor of the table is present with its shape and
-// a float dtype (or a GGUF block type for a matrix); every tensor of the source is in the table,
-// under a MoE prefix (validated by MoeWeights::Load), a layer index >= num_hidden_layers (V3's MTP
-// layers, unused) or a rotary_emb.inv_freq buffer. Errors name the file, the tensor and the shape.
+// a float dtype (or, for a matrix, a GGUF block type or F8_E4M3 with its `_scale_inv`, §2.3); every
+// tensor of the source (an FP8 weight's `_scale_inv` counting as that weight) is in the table, under
+// a MoE prefix (validated by MoeWeights::Load), in a layer >= num_hidden_layers (V3's MTP layers,
+// unused) or a rotary_emb.inv_freq buffer. Errors name the file, the tensor and the shape.
+//
+// FP8 weights are dequantised while packing, one row of the rank's slice at a time (StoredWeight,
+// PackedWeight::Pack): loading holds no dequantised copy of a tensor, let alone of the model.
 // Thread safety: plain functions.
 #pragma once
 
@@ -17,8 +21,11 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/stored_weight.h"
+#include "io/fp8_weights.h"
 #include "io/tensor_source.h"
 #include "kernels/packed_weight.h"
+#include "kernels/row_ops.h"
 #include "model/model_config.h"
 
 namespace moerun {
@@ -42,9 +49,23 @@ Status CheckFinite(const TensorSource& ckpt);
 StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::string& name);
 // Packs W[:, c0:c1) in the requested format, or the nearest one whose K alignment divides
 // `align_k` (the slice width, or a deterministic K-block).
-StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0 = 0,
+// An FP8 weight resolves like a bf16 one (auto: bf16).
+StatusOr<PackedWeight> PackAs(const StoredWeight& w, std::optional<WeightFormat> requested, int64_t c0 = 0,
                               int64_t c1 = -1, int64_t align_k = 0);
+inline StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat> requested, int64_t c0 = 0,
+                                     int64_t c1 = -1, int64_t align_k = 0) {
+  return PackAs(StoredWeight(t), requested, c0, c1, align_k);
+}
+// The weight `name` (any dtype, FP8 with its scales) packed whole.
 StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
                                   std::optional<WeightFormat> requested);
+
+// A matrix kept in a stored format for the row ops (MLA's kv_b): the weight's own dtype, or for an
+// FP8 weight the storage of the format `requested` resolves to for `cols`-long rows (auto: bf16).
+StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
+                                       int64_t cols);
+// Appends rows [r0, r1) of `w` to `out` (made by MakeStoredRowsFor for w): bytes as stored, or FP8
+// rows dequantised one at a time and converted to out->dtype.
+void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows* out);
 
 }  // namespace moerun

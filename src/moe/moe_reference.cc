@@ -6,6 +6,8 @@
 #include <numeric>
 #include <set>
 
+#include "io/fp8_weights.h"
+
 namespace moerun {
 namespace {
 
@@ -16,8 +18,15 @@ struct Matrix {  // a stored weight as f32 (exact for f32/bf16/f16), [rows, cols
 };
 
 StatusOr<Matrix> LoadMatrix(const TensorSource& ckpt, const std::string& name) {
-  ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
-  ASSIGN_OR_RETURN(Tensor f, t.ToF32());
+  const TensorMeta* meta = ckpt.Find(name);
+  Tensor f;
+  if (meta != nullptr && meta->dtype == DType::kF8_E4M3) {  // FP8: dequantised with its scales
+    ASSIGN_OR_RETURN(StoredWeight w, GetStoredWeight(ckpt, name));
+    ASSIGN_OR_RETURN(f, w.ToF32());
+  } else {
+    ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
+    ASSIGN_OR_RETURN(f, t.ToF32());
+  }
   Matrix m;
   m.rows = f.rank() == 1 ? 1 : f.dim(0);
   m.cols = f.rank() == 1 ? f.dim(0) : f.numel() / std::max<int64_t>(1, f.dim(0));

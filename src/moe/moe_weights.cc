@@ -4,7 +4,10 @@
 #include <atomic>
 #include <cmath>
 #include <mutex>
+#include <optional>
 #include <set>
+
+#include "io/fp8_weights.h"
 
 namespace moerun {
 namespace {
@@ -34,11 +37,14 @@ Status CheckTensor(const TensorSource& ckpt, const std::string& full, const Shap
     return InvalidArgument("tensor '{}' has shape {}, expected {} from the config", full,
                            ShapeToString(entry->shape), ShapeToString(want));
   }
-  // Matrices may come as GGUF blocks (Q4_K ...); vectors (router bias) must be floats.
+  // Matrices may come as GGUF blocks (Q4_K ...) or block-scaled FP8 (2-D only: DeepSeek-V3's
+  // experts); vectors (router bias) must be floats.
+  if (entry->dtype == DType::kF8_E4M3 && want.size() == 2) return CheckFp8Scale(ckpt, *entry);
   if (!IsFloat(entry->dtype) && !(IsBlockDType(entry->dtype) && want.size() >= 2)) {
     return InvalidArgument(
-        "tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type for a matrix)", full,
-        DTypeName(entry->dtype));
+        "tensor '{}' has dtype {}, expected F32, BF16, F16 (or a GGUF block type, or F8_E4M3 with its "
+        "scale_inv, for a matrix)",
+        full, DTypeName(entry->dtype));
   }
   return Status::Ok();
 }
@@ -53,6 +59,8 @@ Status Validate(const std::vector<MoeTensorSpec>& specs, const TensorSource& ckp
   }
   for (const std::string& name : ckpt.Names()) {
     if (name.rfind(prefix, 0) != 0 || expected.count(name)) continue;
+    // The scales of an expected FP8 weight (CheckTensor checked them).
+    if (std::optional<std::string> w = Fp8WeightOfScale(ckpt, name); w && expected.count(*w)) continue;
     return InvalidArgument("unexpected tensor '{}' in {}: the config ({}) does not use it", name, ckpt.path(),
                            c.Summary());
   }
@@ -126,7 +134,7 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
   RETURN_IF_ERROR(Validate(specs, ckpt, prefix, c));
 
   MoeWeights w;
-  ASSIGN_OR_RETURN(Tensor router_stored, ckpt.Get(prefix + "gate.weight"));
+  ASSIGN_OR_RETURN(StoredWeight router_stored, GetStoredWeight(ckpt, prefix + "gate.weight"));
   ASSIGN_OR_RETURN(w.router, router_stored.ToF32());
   ASSIGN_OR_RETURN(w.router_packed, PackedWeight::Pack(w.router, WeightFormat::kF32));
   if (c.topk_method == TopkMethod::kNoauxTc) {
@@ -157,18 +165,19 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
   auto pack_expert = [&](int64_t x, int) {
     if (x < shard.expert_begin || x >= shard.expert_end) return;
     Status s = [&]() -> Status {
-      Tensor gate_w, up_w, down_w;
+      StoredWeight gate_w, up_w, down_w;
       if (fused) {
         const int64_t i = c.moe_intermediate_size;
         Tensor gu = Slice(fused_gate_up, x);  // [2I, H]: gate rows then up rows
-        gate_w = gu.Rows(0, i);
-        up_w = gu.Rows(i, 2 * i);
-        down_w = Slice(fused_down, x);
+        gate_w = StoredWeight(gu.Rows(0, i));
+        up_w = StoredWeight(gu.Rows(i, 2 * i));
+        down_w = StoredWeight(Slice(fused_down, x));
       } else {
+        // A view of the stored expert (FP8: with its scales); only this rank's slice is read.
         const std::string p = fmt::format("{}experts.{}.", prefix, x);
-        ASSIGN_OR_RETURN(gate_w, ckpt.Get(p + "gate_proj.weight"));
-        ASSIGN_OR_RETURN(up_w, ckpt.Get(p + "up_proj.weight"));
-        ASSIGN_OR_RETURN(down_w, ckpt.Get(p + "down_proj.weight"));
+        ASSIGN_OR_RETURN(gate_w, GetStoredWeight(ckpt, p + "gate_proj.weight"));
+        ASSIGN_OR_RETURN(up_w, GetStoredWeight(ckpt, p + "up_proj.weight"));
+        ASSIGN_OR_RETURN(down_w, GetStoredWeight(ckpt, p + "down_proj.weight"));
       }
       ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)],
                        PackedWeight::PackGateUp(gate_w.Rows(shard.i_begin, shard.i_end),
@@ -191,9 +200,9 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
 
   if (c.shared_intermediate_size > 0) {
     const std::string p = prefix + SharedExpertPrefix(c);
-    ASSIGN_OR_RETURN(Tensor gate_w, ckpt.Get(p + "gate_proj.weight"));
-    ASSIGN_OR_RETURN(Tensor up_w, ckpt.Get(p + "up_proj.weight"));
-    ASSIGN_OR_RETURN(Tensor down_w, ckpt.Get(p + "down_proj.weight"));
+    ASSIGN_OR_RETURN(StoredWeight gate_w, GetStoredWeight(ckpt, p + "gate_proj.weight"));
+    ASSIGN_OR_RETURN(StoredWeight up_w, GetStoredWeight(ckpt, p + "up_proj.weight"));
+    ASSIGN_OR_RETURN(StoredWeight down_w, GetStoredWeight(ckpt, p + "down_proj.weight"));
     const WeightFormat up_format = ResolveWeightFormat(requested, gate_w.dtype(), c.hidden_size);
     const WeightFormat sdown_format =
         ResolveWeightFormat(requested, down_w.dtype(), shard.s_end - shard.s_begin);

@@ -8,8 +8,10 @@
 //   shared_experts.{gate,up}_proj.weight [S, H], shared_experts.down_proj.weight [H, S]  (DeepSeek)
 //   shared_expert.{gate,up,down}_proj.weight + shared_expert_gate.weight [1, H]          (Qwen2-MoE)
 // Validation happens before any weight is packed: every expected tensor present with its exact
-// shape and a float dtype, and no unexpected tensor under the prefix (an extra expert means the
+// shape and a float dtype (matrices: also a GGUF block type, or F8_E4M3 with its `_scale_inv`,
+// docs/models.md §2.3), and no unexpected tensor under the prefix (an extra expert means the
 // config and the weights disagree). Errors name the tensor, its shape and the expected shape.
+// FP8 experts are dequantised row by row while packed, only this rank's slice (PackedWeight::Pack).
 //
 // Thread safety: immutable after Load; shared read-only.
 #pragma once

@@ -328,8 +328,24 @@ TEST(SafetensorsRejectTest, UnknownDtype) {
 }
 
 TEST(SafetensorsRejectTest, UnsupportedDtype) {
-  ExpectError(Load(Image(R"({"w":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}})", Zeros(4))),
-              StatusCode::kUnimplemented, {"tensor 'w'", "F8_E4M3"});
+  ExpectError(Load(Image(R"({"w":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[0,4]}})", Zeros(4))),
+              StatusCode::kUnimplemented, {"tensor 'w'", "F8_E5M2"});
+}
+
+// DeepSeek-V3's FP8 weights: one byte per element, read as stored (a zero-copy view of the codes).
+TEST(SafetensorsTest, F8E4M3ReadsAsStored) {
+  const std::string codes("\x38\x7e\x01\xff\x80\x00", 6);
+  auto f = SafetensorsFile::FromBytes(
+      Image(R"({"w":{"dtype":"F8_E4M3","shape":[2,3],"data_offsets":[0,6]}})", codes), "x.safetensors");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  const Tensor t = (*f)->Get("w").value();
+  EXPECT_EQ(t.dtype(), DType::kF8_E4M3);
+  EXPECT_EQ(t.shape(), (Shape{2, 3}));
+  EXPECT_EQ(std::string(static_cast<const char*>(t.raw()), 6), codes);
+  EXPECT_FALSE(t.ToF32().ok());  // never decoded without its scales
+  // A size that does not match one byte per element is corrupt.
+  ExpectError(Load(Image(R"({"w":{"dtype":"F8_E4M3","shape":[2,3],"data_offsets":[0,12]}})", Zeros(12))),
+              StatusCode::kCorruption, {"tensor 'w'", "F8_E4M3 [2, 3] needs 6"});
 }
 
 TEST(SafetensorsRejectTest, DuplicateTensorName) {

@@ -62,6 +62,75 @@ for variant in lite v3; do
     if [[ -n $g && $g == "$g_ref" ]]; then pass "$variant $layout generate: $g"; else fail "$variant $layout generate: '$g' vs '$g_ref'"; fi
   done
 done
+# FP8 weights as DeepSeek-V3 releases them (make_test_model.py --fp8, docs/models.md §2.3): F8_E4M3
+# layer weights with a scale_inv per 128 x 128 block (H and I 192 = 128 + 64, dense 160 = 128 + 32:
+# partial blocks; TP slices crossing block edges), dequantised at load. The reference dequantises
+# with the same f32 multiply, so with f32 packing and activations only f32 rounding separates the
+# two; q8_0 re-quantises the dequantised rows; --deterministic logits are bitwise equal across
+# layouts.
+f8="$WORK/v3-fp8"
+$PY "$ROOT/tools/make_test_model.py" "$f8" --variant v3 --dtype bf16 --fp8 --shards 3 >/dev/null
+$PY "$HERE/ref_deepseek.py" "$f8" --tokens "$TOKENS" --output "$f8.ref" >/dev/null 2>&1
+for layout in "" "--tp 2" "--tp 2 --ep"; do
+  # shellcheck disable=SC2086
+  "$MOERUN" logits -m "$f8" --tokens "$TOKENS" -o "$f8.exact" --weight-format f32 --precision f32 $layout 2>/dev/null
+  if msg=$(compare "$f8.exact" "$f8.ref" 1e-4 1.0); then pass "v3 fp8 f32 ${layout:-1 rank}: $msg"; else fail "v3 fp8 f32 ${layout:-1 rank}: $msg"; fi
+done
+"$MOERUN" logits -m "$f8" --tokens "$TOKENS" -o "$f8.auto" 2>/dev/null
+if msg=$(compare "$f8.auto" "$f8.ref" 0.35 0.85); then pass "v3 fp8 auto (bf16): $msg"; else fail "v3 fp8 auto (bf16): $msg"; fi
+# q8_0: ~0.03 of the logit scale on 23 tokens; token 13 sits on a router near-tie (layer 2 top-k
+# margin 1e-3) and picks another expert under q8_0, 0.14 of the scale.
+"$MOERUN" logits -m "$f8" --tokens "$TOKENS" -o "$f8.q8" --weight-format q8_0 --precision f32 2>/dev/null
+if msg=$(compare "$f8.q8" "$f8.ref" 0.2 0.9); then pass "v3 fp8 --weight-format q8_0: $msg"; else fail "v3 fp8 --weight-format q8_0: $msg"; fi
+for fmt in "" "--weight-format q8_0"; do
+  # shellcheck disable=SC2086
+  "$MOERUN" logits -m "$f8" --tokens "$TOKENS" -o "$f8.det1" --deterministic $fmt 2>/dev/null
+  for layout in "--tp 2" "--tp 2 --ep"; do
+    # shellcheck disable=SC2086
+    "$MOERUN" logits -m "$f8" --tokens "$TOKENS" -o "$f8.detx" --deterministic $fmt $layout 2>/dev/null
+    if [[ -s $f8.det1 ]] && cmp -s "$f8.det1" "$f8.detx"; then pass "v3 fp8 ${fmt:-auto} $layout --deterministic: bitwise"; else fail "v3 fp8 ${fmt:-auto} $layout --deterministic differs"; fi
+  done
+done
+out=$("$MOERUN" inspect -m "$f8" 2>/dev/null)
+if grep -q "validation: OK" <<<"$out" && grep -q "model.layers.1.mlp.experts.15.down_proj.weight | F8_E4M3 | \[192, 192\]" <<<"$out" &&
+  grep -q "model.layers.1.mlp.experts.15.down_proj.weight_scale_inv | F32 | \[2, 2\]" <<<"$out"; then
+  pass "inspect fp8"
+else
+  fail "inspect fp8: $out"
+fi
+# Damaged FP8 checkpoints: a scale grid that does not tile its weight, a missing scale, a NaN code.
+edit_fp8() {  # edit_fp8 DIR TENSOR shape R,C | rename NEW | nan: rewrite one shard in place
+  $PY - "$@" <<'PY'
+import glob, json, struct, sys
+d, name, op = sys.argv[1:4]
+for p in glob.glob(d + "/*.safetensors"):
+    b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    if name not in h:
+        continue
+    if op == "nan":
+        b[8 + n + h[name]["data_offsets"][0] + 5] = 0x7F
+        open(p, "wb").write(b)
+        break
+    if op == "shape":
+        h[name]["shape"] = [int(v) for v in sys.argv[4].split(",")]
+    else:
+        h[sys.argv[4]] = h.pop(name)
+    hj = json.dumps(h).encode(); hj += b" " * ((8 - len(hj) % 8) % 8)
+    open(p, "wb").write(struct.pack("<Q", len(hj)) + hj + b[8 + n:])
+    break
+PY
+}
+s="model.layers.0.mlp.down_proj.weight_scale_inv"
+cp -r "$f8" "$WORK/f8-shape"; edit_fp8 "$WORK/f8-shape" "$s" shape 1,4
+cp -r "$f8" "$WORK/f8-missing"; edit_fp8 "$WORK/f8-missing" "$s" rename "model.layers.0.mlp.down_proj.scales"
+cp -r "$f8" "$WORK/f8-nan"; edit_fp8 "$WORK/f8-nan" "model.layers.1.mlp.experts.3.up_proj.weight" nan
+$PY - "$WORK/f8-missing/model.safetensors.index.json" "$s" <<'PY'
+import json, sys
+p, s = sys.argv[1:3]; j = json.load(open(p)); wm = j["weight_map"]
+wm["model.layers.0.mlp.down_proj.scales"] = wm.pop(s)
+json.dump(j, open(p, "w"))
+PY
+
 if err=$("$MOERUN" logits -m "$WORK/lite-f32-1" --tokens 5 -o "$WORK/x.st" --tp 3 2>&1 >/dev/null); then
   fail "--tp 3 with 4 heads accepted"
 elif grep -qF "divide" <<<"$err"; then pass "--tp 3 refused: $err"; else fail "--tp 3: $err"; fi
@@ -117,6 +186,13 @@ expect_error "truncated shard" "model-00001-of-000003.safetensors" -- "$MOERUN" 
 cp -r "$WORK/lite-f32-1" "$WORK/shape"; sed -i 's/"kv_lora_rank": 32/"kv_lora_rank": 24/' "$WORK/shape/config.json"
 expect_error "config contradicts weights" "has shape [32], expected [24] from config.json" -- "$MOERUN" logits -m "$WORK/shape" --tokens 5 -o "$WORK/x.st"
 expect_error "not a token list" "--tokens: 'x' is not a token id" -- "$MOERUN" logits -m "$d" --tokens 5,x -o "$WORK/x.st"
+expect_error "fp8 scale shape" "tensor '$s' has shape [1, 4], expected [2, 2]" -- \
+  "$MOERUN" logits -m "$WORK/f8-shape" --tokens 5 -o "$WORK/x.st"
+expect_error "fp8 scale missing" "FP8 tensor 'model.layers.0.mlp.down_proj.weight' has no '$s'" -- \
+  "$MOERUN" logits -m "$WORK/f8-missing" --tokens 5 -o "$WORK/x.st"
+expect_error "--check-tensors finds an FP8 NaN" \
+  "tensor 'model.layers.1.mlp.experts.3.up_proj.weight' holds an F8_E4M3 NaN at flat index 5" -- \
+  "$MOERUN" logits -m "$WORK/f8-nan" --tokens 5 -o "$WORK/x.st" --check-tensors
 
 # inspect: config summary, tensor table, validation result.
 out=$("$MOERUN" inspect -m "$WORK/v2-bf16-3" 2>/dev/null)

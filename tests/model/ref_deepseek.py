@@ -11,6 +11,13 @@ follows docs/models.md section 3 (in the expanded form of 3.3, not the absorbed 
   3.9 experts / shared experts / dense MLP   3.10 final norm + lm_head
 Only the Python standard library and numpy are used (no torch).
 
+FP8 checkpoints (DeepSeek-V3 as released, docs/models.md §2.3): an F8_E4M3
+tensor X is decoded from its bit fields (e4m3fn: bias 7, subnormals, 0x7F/0xFF
+NaN) and multiplied by "X_scale_inv" per weight_block_size block (config.json
+quantization_config, default [128, 128]; edge blocks partial) in float32, one
+multiply per element, as DeepSeek's weight_dequant does; the scale tensors are
+then dropped and the forward pass sees ordinary weights.
+
 Usage:
   ref_deepseek.py MODEL_DIR --tokens 5,17,3,... --output ref.safetensors
                   [--positions-start P] [--prefix-check] [--dump-hidden] [--quiet]
@@ -50,11 +57,21 @@ import numpy as np
 # safetensors I/O (docs/models.md §2.2)
 # ---------------------------------------------------------------------------
 
-_ST_DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
+_ST_DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
+              "F8_E4M3": ("u1", 1)}
 
 
-def read_safetensors(path):
-    """Return {name: float64 ndarray} for every tensor in one .safetensors file."""
+def decode_e4m3(codes):
+    """uint8 float8_e4m3fn codes -> float64: (-1)^s 2^(e-7) (1 + m/8), e = 0: 2^-6 m/8; S.1111.111 NaN."""
+    c = codes.astype(np.int64)
+    s, e, m = c >> 7, (c >> 3) & 15, c & 7
+    mag = np.where(e == 0, np.ldexp(m / 8.0, -6), np.ldexp(1.0 + m / 8.0, e - 7))
+    return np.where((e == 15) & (m == 7), np.nan, np.where(s == 1, -mag, mag))
+
+
+def read_safetensors(path, dtypes=None):
+    """Return {name: float64 ndarray} for every tensor in one .safetensors file (F8_E4M3: the
+    unscaled values). If `dtypes` is a dict, it receives {name: safetensors dtype}."""
     with open(path, "rb") as f:
         raw = f.read()
     if len(raw) < 8:
@@ -82,8 +99,31 @@ def read_safetensors(path):
         if dt == "BF16":
             # bf16 is the upper half of an IEEE float32
             a = (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        if dt == "F8_E4M3":
+            a = decode_e4m3(a)
         out[name] = a.astype(np.float64).reshape(shape)
+        if dtypes is not None:
+            dtypes[name] = dt
     return out
+
+
+def apply_fp8_scales(cfg, weights, dtypes):
+    """Replace every F8_E4M3 weight X by X * X_scale_inv per block (float32 product); drop the scales."""
+    q = cfg.get("quantization_config") or {}
+    bm, bn = q.get("weight_block_size", [128, 128])
+    for name in [n for n in weights if n.endswith("_scale_inv")]:
+        wname = name[:-len("_scale_inv")]
+        if dtypes.get(wname) != "F8_E4M3":
+            raise ValueError(f"{name}: its weight {wname} is {dtypes.get(wname)}, not F8_E4M3")
+        w, s = weights[wname], weights.pop(name)
+        rows, cols = w.shape
+        if s.shape != (-(-rows // bm), -(-cols // bn)):
+            raise ValueError(f"{name}: shape {s.shape} does not tile {wname} {w.shape} in {bm}x{bn} blocks")
+        per_elem = np.repeat(np.repeat(s.astype(np.float32), bm, axis=0), bn, axis=1)[:rows, :cols]
+        weights[wname] = (w.astype(np.float32) * per_elem).astype(np.float64)
+    unscaled = [n for n, dt in dtypes.items() if dt == "F8_E4M3" and n + "_scale_inv" not in dtypes]
+    if unscaled:
+        raise ValueError(f"F8_E4M3 tensors without a _scale_inv: {unscaled[:3]}")
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -115,11 +155,12 @@ def load_checkpoint(model_dir):
         cfg = json.load(f)
     index_path = os.path.join(model_dir, "model.safetensors.index.json")
     weights = {}
+    dtypes = {}
     if os.path.exists(index_path):
         with open(index_path) as f:
             weight_map = json.load(f)["weight_map"]
         for fn in sorted(set(weight_map.values())):
-            part = read_safetensors(os.path.join(model_dir, fn))
+            part = read_safetensors(os.path.join(model_dir, fn), dtypes)
             for name, a in part.items():
                 if name in weights:
                     raise ValueError(f"duplicate tensor {name}")
@@ -128,7 +169,8 @@ def load_checkpoint(model_dir):
         if missing:
             raise ValueError(f"index lists tensors not found in shards: {missing[:5]}")
     else:
-        weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+        weights = read_safetensors(os.path.join(model_dir, "model.safetensors"), dtypes)
+    apply_fp8_scales(cfg, weights, dtypes)
     return cfg, weights
 
 
@@ -534,6 +576,18 @@ def self_test():
         back = read_safetensors(path)
         check("BF16 decode", list(back["x"]) == [1.0, -2.0, 0.5], str(back["x"]))
         check("F32 decode at an unaligned offset", np.array_equal(back["y"], a.astype(np.float64)))
+
+    # 6. FP8 e4m3fn decoding and block dequantisation (docs/models.md §2.3).
+    dec = decode_e4m3(np.arange(256, dtype=np.uint8))
+    check("e4m3: 2 NaN codes (0x7F, 0xFF)", np.isnan(dec).sum() == 2 and np.isnan(dec[[0x7F, 0xFF]]).all())
+    check("e4m3 landmarks 448 / 2^-6 / 2^-9 / 1 / -0",
+          (dec[0x7E], dec[0x08], dec[0x01], dec[0x38]) == (448.0, 2.0 ** -6, 2.0 ** -9, 1.0)
+          and dec[0x80] == 0 and np.signbit(dec[0x80]))
+    wts = {"w": np.full((130, 3), dec[0x3C]),                # decoded 1.5 everywhere
+           "w_scale_inv": np.array([[0.5], [3.0]])}
+    apply_fp8_scales({}, wts, {"w": "F8_E4M3", "w_scale_inv": "F32"})
+    check("fp8 block dequant: rows 0..127 x 0.5, 128..129 (partial block) x 3",
+          "w_scale_inv" not in wts and (wts["w"][:128] == 0.75).all() and (wts["w"][128:] == 4.5).all())
 
     print(f"self-test: {'PASS' if not fails else 'FAIL'} ({len(fails)} failed)")
     return 0 if not fails else 1

@@ -48,7 +48,7 @@ serve_start() {
     shift
   done
   shift
-: >"$log"  # exists before the background process opens it (the polling below reads it)
+  : >"$log"  # exists before the background process opens it (the polling below reads it)
   "${launcher[@]}" "$MOERUN" serve --port 0 "$@" >"$log" 2>&1 &
   SERVE_PID=$!
   local port=""
