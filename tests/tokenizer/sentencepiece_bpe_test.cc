@@ -18,12 +18,36 @@ using Ids = std::vector<int32_t>;
 
 constexpr int32_t kUnk = 0, kBos = 1, kEos = 2;
 constexpr int32_t Byte(int b) { return 3 + b; }
-// Single characters.
-constexpr int32_t kSpace = 259, kT = 260, kH = 261, kE = 262, kL = 263, kO = 264, kW = 265, kR = 266,
-                  kD = 267, kCapH = 268, kNi = 269;
-// Merged tokens, in merge-rank order.
-constexpr int32_t kSpT = 270, kHe = 271, kSpThe = 272, kLl = 273, kEll = 274, kHell = 275, kHello = 276,
-                  kSpW = 277, kOr = 278, kSpWor = 279, kLd = 280, kSpWorld = 281, kSpSp = 282, kSpHello = 283;
+// The vocabulary's ids (an enum: the table is complete though not every id is used by a test).
+enum : int32_t {
+  // Single characters.
+  kSpace = 259,
+  kT = 260,
+  kH = 261,
+  kE = 262,
+  kL = 263,
+  kO = 264,
+  kW = 265,
+  kR = 266,
+  kD = 267,
+  kCapH = 268,
+  kNi = 269,
+  // Merged tokens, in merge-rank order.
+  kSpT = 270,
+  kHe = 271,
+  kSpThe = 272,
+  kLl = 273,
+  kEll = 274,
+  kHell = 275,
+  kHello = 276,
+  kSpW = 277,
+  kOr = 278,
+  kSpWor = 279,
+  kLd = 280,
+  kSpWorld = 281,
+  kSpSp = 282,
+  kSpHello = 283,
+};
 
 const std::vector<std::pair<std::string, std::string>> kMerges = {
     {"▁", "t"}, {"h", "e"}, {"▁t", "he"}, {"l", "l"}, {"e", "ll"},    {"H", "ell"}, {"Hell", "o"},
