@@ -12,7 +12,7 @@ namespace {
 Status CheckSource(const Tensor& w, const char* what) {
   if (w.rank() != 2)
     return InvalidArgument("{} weight must be 2-D [out, in], got {}", what, ShapeToString(w.shape()));
-  if (!FormatOfDType(w.dtype())) {
+  if (!FormatOfDType(w.dtype()) && !IsBlockDType(w.dtype())) {
     return InvalidArgument("{} weight has dtype {}, expected a float or GGUF block type", what,
                            DTypeName(w.dtype()));
   }

@@ -43,7 +43,9 @@ std::optional<WeightFormat> FormatOfDType(DType dtype) {
 }
 
 WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k) {
-  WeightFormat f = requested ? *requested : FormatOfDType(stored).value_or(WeightFormat::kF32);
+  // Load-only block types (Q5_0, Q5_K, ...) have no format of their own: Q8_0 keeps them closest.
+  const WeightFormat fallback = IsBlockDType(stored) ? WeightFormat::kQ8_0 : WeightFormat::kF32;
+  WeightFormat f = requested ? *requested : FormatOfDType(stored).value_or(fallback);
   while (k % Traits(f).k_alignment != 0) {
     switch (f) {
       case WeightFormat::kQ4_K:  // llama.cpp: Q5_0, which moerun lacks; the GGUF writer agrees

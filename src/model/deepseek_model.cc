@@ -1,10 +1,12 @@
 #include "model/deepseek_model.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 
 #include "comm/in_process_comm.h"
+#include "core/block_quant.h"
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -17,17 +19,51 @@ namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
 
-// Appends rows [r0, r1) of `t` viewed as [rows, cols] (row-major, t's dtype) to `out`.
-void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRows* out) {
-  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
-  for (int64_t i = r0; i < r1; ++i) AppendRow(out, static_cast<const uint8_t*>(t.raw()) + i * row_bytes);
+// The dtype kv_b rows of `stored` are kept in: as stored, except the load-only block types
+// (Q5_0, Q5_K, ...), which the row ops do not read: those go to the format the linear layers
+// would get (q8_0 by default, or --weight-format's), converted row by row at load.
+DType KvBRowDType(DType stored, int64_t cols, std::optional<WeightFormat> requested) {
+  if (!IsLoadOnlyDType(stored)) return stored;
+  return Traits(ResolveWeightFormat(requested, stored, cols)).storage;
 }
 
-// MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
-// GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
-// from kv_b_proj.
+// Appends rows [r0, r1) of `t` viewed as [rows, cols] (row-major, t's dtype) to `out`, converted
+// to out->dtype when it differs (dequantised row, then stored as f32/f16/bf16 or re-quantised).
+void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRows* out) {
+  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
+  const auto* base = static_cast<const uint8_t*>(t.raw());
+  if (out->dtype == t.dtype()) {
+    for (int64_t i = r0; i < r1; ++i) AppendRow(out, base + i * row_bytes);
+    return;
+  }
+  std::vector<float> f(static_cast<size_t>(cols));
+  std::vector<uint8_t> row(out->row_bytes);
+  for (int64_t i = r0; i < r1; ++i) {
+    ConvertToF32(t.dtype(), base + i * row_bytes, f.data(), f.size());
+    switch (out->dtype) {
+      case DType::kF32:
+        std::memcpy(row.data(), f.data(), row.size());
+        break;
+      case DType::kF16:
+      case DType::kBF16:
+        for (int64_t c = 0; c < cols; ++c) {
+          const uint16_t h = out->dtype == DType::kF16 ? F32ToF16(f[c]) : F32ToBf16(f[c]);
+          std::memcpy(row.data() + 2 * c, &h, 2);
+        }
+        break;
+      default:
+        QuantizeRow(out->dtype, f.data(), cols, row.data());
+        break;
+    }
+    AppendRow(out, row.data());
+  }
+}
+
+// MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b; a
+// load-only block type converted, see KvBRowDType): from GGUF's split attn_k_b / attn_v_b when the
+// source serves them (model/gguf_deepseek2.h), else from kv_b_proj.
 Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
-               AttentionWeights* at) {
+               std::optional<WeightFormat> requested, AttentionWeights* at) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
   const std::string kb_name = Deepseek2SplitKbName(layer), vb_name = Deepseek2SplitVbName(layer);
   if (ckpt.Has(kb_name) && ckpt.Has(vb_name)) {
@@ -38,16 +74,16 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
                              ShapeToString(kb.shape()), ShapeToString(vb.shape()), ShapeToString({nh, r, dn}),
                              ShapeToString({nh, dv, r}));
     }
-    ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kb.dtype(), dn));
-    ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(vb.dtype(), r));
+    ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(KvBRowDType(kb.dtype(), dn, requested), dn));
+    ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(KvBRowDType(vb.dtype(), r, requested), r));
     at->k_b_transposed = true;
     AppendRows(kb, dn, h0 * r, h1 * r, &at->k_b);
     AppendRows(vb, r, h0 * dv, h1 * dv, &at->v_b);
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(Tensor kv_b, ckpt.Get(fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer)));
-  ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kv_b.dtype(), r));
-  ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(kv_b.dtype(), r));
+  ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(KvBRowDType(kv_b.dtype(), r, requested), r));
+  ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(KvBRowDType(kv_b.dtype(), r, requested), r));
   at->k_b_transposed = false;
   for (int64_t h = h0; h < h1; ++h) {
     AppendRows(kv_b, r, h * (dn + dv), h * (dn + dv) + dn, &at->k_b);
@@ -123,7 +159,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    return LoadKvB(c, ckpt, l, h0, h1, &at);
+    return LoadKvB(c, ckpt, l, h0, h1, w, &at);
   }));
   return m;
 }
