@@ -1,5 +1,6 @@
-// Reference (scalar) quantisers for the GGUF block formats; see core/block_quant.h. About 430 lines:
-// one ggml-faithful quantiser and dequantiser per format, kept together for side-by-side review.
+// Reference (scalar) quantisers for the GGUF block formats; see core/block_quant.h. About 530 lines:
+// one ggml-faithful quantiser and dequantiser per format (dequantiser only for the load-only
+// types), kept together for side-by-side review.
 //
 // The float arithmetic below deliberately mirrors ggml's reference code operation by operation
 // (same association, no fused multiply-add: this file is compiled with -ffp-contract=off), because
@@ -360,10 +361,128 @@ void DequantizeQ6_K(const uint8_t* b, float* y) {
   }
 }
 
+// ---- Load-only formats (docs/formats.md). Same f32 operations, in the same order, as ggml's
+// dequantize_row_*: an integer level times an f32 scale, then the min added or subtracted.
+
+// Q5_0: [f16 d][qh: 32 fifth bits, u32 LE][16 B nibbles]; element j (< 16): low nibble of byte j
+// and bit j of qh; element j + 16: high nibble of byte j and bit j + 16. x = d * (q - 16).
+void DequantizeQ5_0(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  uint32_t qh;
+  std::memcpy(&qh, b + 2, 4);
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = (b[6 + j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+    const int q1 = (b[6 + j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+    y[j] = static_cast<float>(q0 - 16) * d;
+    y[j + 16] = static_cast<float>(q1 - 16) * d;
+  }
+}
+
+// Q5_1: [f16 d][f16 m][qh u32][16 B nibbles], the Q5_0 bit placement; x = d * q + m.
+void DequantizeQ5_1(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  const float m = LoadF16(b + 2);
+  uint32_t qh;
+  std::memcpy(&qh, b + 4, 4);
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = (b[8 + j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+    const int q1 = (b[8 + j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+    y[j] = static_cast<float>(q0) * d + m;
+    y[j + 16] = static_cast<float>(q1) * d + m;
+  }
+}
+
+// Q5_K: [f16 d][f16 dmin][12 B Q4_K scales/mins][qh 32 B][qs 128 B]. Sub-block s (32 elements):
+// nibbles as Q4_K (byte group s / 2, low nibbles for even s), fifth bit = bit s of qh[l].
+// x = d * sc_s * q - dmin * m_s, q in 0..31.
+void DequantizeQ5_K(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  const float dmin = LoadF16(b + 2);
+  const uint8_t* qh = b + 16;
+  for (int s = 0; s < 8; ++s) {
+    uint8_t sc, m;
+    Q4KScaleMin(s, b + 4, &sc, &m);
+    const float ds = d * sc, ms = dmin * m;
+    const uint8_t* qs = b + 48 + 32 * (s / 2);
+    for (int l = 0; l < 32; ++l) {
+      const int low = (s % 2 == 0) ? (qs[l] & 0x0F) : (qs[l] >> 4);
+      const int q = low + (((qh[l] >> s) & 1) << 4);
+      *y++ = ds * static_cast<float>(q) - ms;
+    }
+  }
+}
+
+// Q3_K scale of sub-block s (0..15), 6 bits stored with an offset of 32: the low 4 bits are the
+// low nibble of byte s (s < 8) or the high nibble of byte s - 8; the high 2 bits are bits
+// 2 (s / 4), +1 of byte 8 + s % 4.
+inline int Q3KScale(const uint8_t* sc, int s) {
+  const int low = s < 8 ? (sc[s] & 0x0F) : (sc[s - 8] >> 4);
+  const int high = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// Q3_K: [hmask 32 B][qs 64 B][12 B scales][f16 d]. Element e = 128 h + 32 p + 16 k + l (half h,
+// pair p 0..3, k 0/1, l 0..15): 2 low bits = bits 2p, 2p+1 of qs[32 h + 16 k + l]; the third bit
+// is bit 4h + p of hmask[16 k + l], and a CLEAR bit subtracts 4: q in -4..3. Sub-block (16
+// elements) 8 h + 2 p + k. x = d * scale * q.
+void DequantizeQ3_K(const uint8_t* b, float* y) {
+  const uint8_t* hm = b;
+  const uint8_t* qs = b + 32;
+  const uint8_t* sc = b + 96;
+  const float d = LoadF16(b + 108);
+  for (int h = 0; h < 2; ++h) {
+    for (int p = 0; p < 4; ++p) {
+      for (int k = 0; k < 2; ++k) {
+        const float dl = d * static_cast<float>(Q3KScale(sc, 8 * h + 2 * p + k));
+        for (int l = 0; l < 16; ++l) {
+          const int i = 16 * k + l;
+          const int low = (qs[32 * h + i] >> (2 * p)) & 3;
+          const int q = low - (((hm[i] >> (4 * h + p)) & 1) ? 0 : 4);
+          *y++ = dl * static_cast<float>(q);
+        }
+      }
+    }
+  }
+}
+
+// Q2_K: [16 B scales: low nibble scale, high nibble min][qs 64 B][f16 d][f16 dmin]. Element order
+// as Q3_K (2 bits 2p, 2p+1 of qs[32 h + 16 k + l], sub-block 8 h + 2 p + k);
+// x = (d * scale) * q - dmin * min, q in 0..3.
+void DequantizeQ2_K(const uint8_t* b, float* y) {
+  const uint8_t* sc = b;
+  const uint8_t* qs = b + 16;
+  const float d = LoadF16(b + 80);
+  const float dmin = LoadF16(b + 82);
+  for (int h = 0; h < 2; ++h) {
+    for (int p = 0; p < 4; ++p) {
+      for (int k = 0; k < 2; ++k) {
+        const uint8_t s = sc[8 * h + 2 * p + k];
+        const float dl = d * static_cast<float>(s & 0x0F);
+        const float ml = dmin * static_cast<float>(s >> 4);
+        for (int l = 0; l < 16; ++l) {
+          const int q = (qs[32 * h + 16 * k + l] >> (2 * p)) & 3;
+          *y++ = dl * static_cast<float>(q) - ml;
+        }
+      }
+    }
+  }
+}
+
+// IQ4_NL: [f16 d][16 B nibbles], Q4_0's placement; x = d * kIq4NlValues[q].
+constexpr int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+void DequantizeIQ4_NL(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIq4NlValues[b[2 + j] & 0x0F]);
+    y[j + 16] = d * static_cast<float>(kIq4NlValues[b[2 + j] >> 4]);
+  }
+}
+
 }  // namespace
 
 void QuantizeRow(DType t, const float* x, int64_t n, void* dst) {
-  assert(IsBlockDType(t) && n % DTypeBlockSize(t) == 0);
+  assert(IsBlockDType(t) && !IsLoadOnlyDType(t) && n % DTypeBlockSize(t) == 0);
   const int64_t bs = DTypeBlockSize(t);
   const size_t bb = DTypeBlockBytes(t);
   auto* out = static_cast<uint8_t*>(dst);
@@ -409,6 +528,24 @@ void DequantizeRow(DType t, const void* src, float* y, int64_t n) {
         break;
       case DType::kQ6_K:
         DequantizeQ6_K(b, yb);
+        break;
+      case DType::kQ5_0:
+        DequantizeQ5_0(b, yb);
+        break;
+      case DType::kQ5_1:
+        DequantizeQ5_1(b, yb);
+        break;
+      case DType::kQ5_K:
+        DequantizeQ5_K(b, yb);
+        break;
+      case DType::kQ3_K:
+        DequantizeQ3_K(b, yb);
+        break;
+      case DType::kQ2_K:
+        DequantizeQ2_K(b, yb);
+        break;
+      case DType::kIQ4_NL:
+        DequantizeIQ4_NL(b, yb);
         break;
       default:
         assert(false && "DequantizeRow: not a block type");

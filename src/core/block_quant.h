@@ -1,4 +1,5 @@
-// Quantise / dequantise rows of llama.cpp's GGUF block formats (Q8_0, Q4_0, Q4_K, Q6_K).
+// Quantise / dequantise rows of llama.cpp's GGUF block formats (Q8_0, Q4_0, Q4_K, Q6_K), and
+// dequantise the load-only ones (Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL; core/dtype.h).
 //
 // Byte layouts and value formulas are in docs/formats.md. QuantizeRow follows the same algorithm
 // and float rounding as ggml's reference quantisers (quantize_row_*_ref, without an importance
@@ -14,7 +15,8 @@
 
 namespace moerun {
 
-// Quantises x[0, n) into DTypeRowBytes(t, n) bytes at dst. REQUIRES: IsBlockDType(t).
+// Quantises x[0, n) into DTypeRowBytes(t, n) bytes at dst.
+// REQUIRES: IsBlockDType(t) && !IsLoadOnlyDType(t).
 void QuantizeRow(DType t, const float* x, int64_t n, void* dst);
 
 // Dequantises n elements of type t from src into y[0, n). REQUIRES: IsBlockDType(t).

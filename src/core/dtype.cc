@@ -24,27 +24,32 @@ size_t DTypeSize(DType t) {
     case DType::kBool:
     case DType::kF8_E4M3:
       return 1;
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_K:
-    case DType::kQ6_K:
+    default:
       assert(false && "DTypeSize: block type");
       return 0;
   }
-  return 0;
 }
 
-bool IsBlockDType(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_K || t == DType::kQ6_K;
+bool IsBlockDType(DType t) { return DTypeBlockSize(t) > 1; }
+
+bool IsLoadOnlyDType(DType t) {
+  return t == DType::kQ5_0 || t == DType::kQ5_1 || t == DType::kQ5_K || t == DType::kQ3_K ||
+         t == DType::kQ2_K || t == DType::kIQ4_NL;
 }
 
 int64_t DTypeBlockSize(DType t) {
   switch (t) {
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kIQ4_NL:
       return 32;
     case DType::kQ4_K:
     case DType::kQ6_K:
+    case DType::kQ5_K:
+    case DType::kQ3_K:
+    case DType::kQ2_K:
       return 256;
     default:
       return 1;
@@ -61,6 +66,18 @@ size_t DTypeBlockBytes(DType t) {
       return 144;
     case DType::kQ6_K:
       return 210;
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ5_K:
+      return 176;
+    case DType::kQ3_K:
+      return 110;
+    case DType::kQ2_K:
+      return 84;
+    case DType::kIQ4_NL:
+      return 18;
     default:
       return DTypeSize(t);
   }
@@ -103,6 +120,18 @@ std::string_view DTypeName(DType t) {
       return "Q4_K";
     case DType::kQ6_K:
       return "Q6_K";
+    case DType::kQ5_0:
+      return "Q5_0";
+    case DType::kQ5_1:
+      return "Q5_1";
+    case DType::kQ5_K:
+      return "Q5_K";
+    case DType::kQ3_K:
+      return "Q3_K";
+    case DType::kQ2_K:
+      return "Q2_K";
+    case DType::kIQ4_NL:
+      return "IQ4_NL";
   }
   return "?";
 }
@@ -175,14 +204,9 @@ void ConvertToF32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
       return;
     }
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_K:
-    case DType::kQ6_K:
-      DequantizeRow(t, src, dst, static_cast<int64_t>(n));
-      return;
     default:
-      assert(false && "ConvertToF32: not a float or block type");
+      assert(IsBlockDType(t) && "ConvertToF32: not a float or block type");
+      DequantizeRow(t, src, dst, static_cast<int64_t>(n));
   }
 }
 

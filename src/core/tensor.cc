@@ -73,6 +73,15 @@ Tensor Tensor::Rows(int64_t begin, int64_t end) const {
   return t;
 }
 
+Tensor Tensor::Flatten2D() const {
+  assert(rank() >= 2);
+  int64_t rows = 1;
+  for (int i = 0; i + 1 < rank(); ++i) rows *= dim(i);
+  Tensor t = *this;
+  t.shape_ = {rows, shape_.back()};
+  return t;
+}
+
 StatusOr<Tensor> Tensor::ToF32() const {
   if (dtype_ == DType::kF8_E4M3) {
     return InvalidArgument(

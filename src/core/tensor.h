@@ -66,6 +66,9 @@ class Tensor {
 
   // A view of rows [begin, end) along dim 0. REQUIRES: rank >= 1, 0 <= begin <= end <= dim(0).
   Tensor Rows(int64_t begin, int64_t end) const;
+  // The leading dims merged: [d0, ..., dk, last] viewed as [d0 * ... * dk, last] (same bytes).
+  // REQUIRES: rank >= 2.
+  Tensor Flatten2D() const;
 
   // Returns a new owning f32 tensor with the same shape (from f32, bf16, f16 or a block type; not
   // F8_E4M3, whose values need their scales: core/stored_weight.h).

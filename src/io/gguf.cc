@@ -217,6 +217,18 @@ std::optional<DType> DTypeFromGgml(uint32_t id) {
       return DType::kQ4_K;
     case GgmlType::kQ6_K:
       return DType::kQ6_K;
+    case GgmlType::kQ5_0:
+      return DType::kQ5_0;
+    case GgmlType::kQ5_1:
+      return DType::kQ5_1;
+    case GgmlType::kQ5_K:
+      return DType::kQ5_K;
+    case GgmlType::kQ3_K:
+      return DType::kQ3_K;
+    case GgmlType::kQ2_K:
+      return DType::kQ2_K;
+    case GgmlType::kIQ4_NL:
+      return DType::kIQ4_NL;
     case GgmlType::kI8:
       return DType::kI8;
     case GgmlType::kI16:
@@ -248,6 +260,18 @@ std::optional<GgmlType> GgmlFromDType(DType t) {
       return GgmlType::kQ4_K;
     case DType::kQ6_K:
       return GgmlType::kQ6_K;
+    case DType::kQ5_0:
+      return GgmlType::kQ5_0;
+    case DType::kQ5_1:
+      return GgmlType::kQ5_1;
+    case DType::kQ5_K:
+      return GgmlType::kQ5_K;
+    case DType::kQ3_K:
+      return GgmlType::kQ3_K;
+    case DType::kQ2_K:
+      return GgmlType::kQ2_K;
+    case DType::kIQ4_NL:
+      return GgmlType::kIQ4_NL;
     case DType::kI8:
       return GgmlType::kI8;
     case DType::kI16:

@@ -14,11 +14,12 @@
 // GGML_MAX_NAME); general.alignment a nonzero power of two of type u32; dims >= 0 with their
 // product < 2^63; known ggml type ids whose block size divides ne[0]; sizes from block sizes with
 // overflow checks; offsets multiples of the alignment; every tensor inside the file; no overlaps.
-// ggml types moerun cannot compute with (Q4_1, Q5_K, IQ*, ...) parse, and Get() on such a tensor is
-// Unimplemented naming the tensor and the type.
+// ggml types moerun cannot read (Q4_1, IQ* but IQ4_NL, TQ*, Q8_1/Q8_K, MXFP4) parse, and Get() on
+// such a tensor is Unimplemented naming the tensor and the type.
 //
 // Tensors come back as moerun Tensors: shape = the reversed ggml dims (row-major, last dim =
-// ne[0]); block types (Q8_0, Q4_0, Q4_K, Q6_K) as the core block DTypes; views of the mapping.
+// ne[0]); block types (Q8_0, Q4_0, Q4_K, Q6_K, and the load-only Q5_0, Q5_1, Q5_K, Q3_K, Q2_K,
+// IQ4_NL that loaders convert) as the core block DTypes; views of the mapping.
 //
 // Thread safety: a GgufFile is immutable after Open; all const methods are thread-safe. A
 // GgufWriter is single-threaded.
@@ -145,7 +146,7 @@ uint64_t GgufAlignUp(uint64_t x, uint64_t a);
 // element count that fits int64; errors name `what`.
 StatusOr<uint64_t> GgufTensorBytes(const std::vector<int64_t>& ne, const GgmlTypeTraits& traits,
                                    const std::string& what);
-// The moerun DType of a ggml type, nullopt when moerun cannot compute with it.
+// The moerun DType of a ggml type, nullopt when moerun cannot read it.
 std::optional<DType> DTypeFromGgml(uint32_t type_id);
 // The ggml type of a moerun DType, nullopt for dtypes GGUF cannot hold (kBool, kU8).
 std::optional<GgmlType> GgmlFromDType(DType t);
@@ -193,8 +194,12 @@ class GgufFile : public TensorSource, public std::enable_shared_from_this<GgufFi
   StatusOr<std::vector<std::string>> GetStringArray(std::string_view key) const;
   StatusOr<std::vector<int64_t>> GetIntArray(std::string_view key) const;
 
+  // The load-only block types (core/dtype.h) the tensors use and how many of each, in ggml type
+  // id order, e.g. "Q5_0 x 26, Q5_K x 52"; "" when every tensor is of a native type.
+  std::string LoadOnlyTypesSummary() const;
+
   // TensorSource, under the GGUF names. Get: a read-only view of the mapping (copied if the data
-  // is not aligned for the dtype); Unimplemented for ggml types moerun lacks.
+  // is not aligned for the dtype); Unimplemented for ggml types moerun cannot read.
   StatusOr<Tensor> Get(std::string_view name) const override;
   const TensorMeta* Find(std::string_view name) const override;
   std::vector<std::string> Names() const override;

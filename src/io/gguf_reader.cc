@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "core/checked_math.h"
@@ -459,8 +460,8 @@ StatusOr<Tensor> GgufFile::Get(std::string_view name) const {
   if (!dt) {
     const std::optional<GgmlTypeTraits> traits = GgmlTypeInfo(info->type);
     return Unimplemented(
-        "{}: tensor '{}' has ggml type {} ({}), which moerun does not support "
-        "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, I8-I64, F64)",
+        "{}: {} has GGML type {} ({}), which moerun cannot read; requantise the file with llama.cpp's "
+        "quantize to Q4_K_M or Q8_0",
         label_, name, traits ? traits->name : "?", info->type);
   }
   const uint8_t* p = base_ + data_start_ + info->offset;
@@ -472,6 +473,20 @@ StatusOr<Tensor> GgufFile::Get(std::string_view name) const {
   ASSIGN_OR_RETURN(Tensor copy, Tensor::Zeros(*dt, info->shape()));
   std::memcpy(copy.raw(), p, static_cast<size_t>(info->nbytes));
   return copy;
+}
+
+std::string GgufFile::LoadOnlyTypesSummary() const {
+  std::map<uint32_t, int> counts;  // ggml type id -> tensors
+  for (const GgufTensorInfo& t : tensors_) {
+    const std::optional<DType> dt = DTypeFromGgml(t.type);
+    if (dt && IsLoadOnlyDType(*dt)) ++counts[t.type];
+  }
+  std::string s;
+  for (const auto& [id, n] : counts) {
+    if (!s.empty()) s += ", ";
+    s += fmt::format("{} x {}", GgmlTypeInfo(id)->name, n);
+  }
+  return s;
 }
 
 const TensorMeta* GgufFile::Find(std::string_view name) const {

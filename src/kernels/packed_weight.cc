@@ -17,7 +17,7 @@ Status CheckSource(const StoredWeight& w, const char* what) {
     return InvalidArgument("{} weight is F8_E4M3 {} without its block scales", what,
                            ShapeToString(w.shape()));
   }
-  if (!FormatOfDType(w.dtype())) {
+  if (!FormatOfDType(w.dtype()) && !IsBlockDType(w.dtype())) {
     return InvalidArgument("{} weight has dtype {}, expected a float or GGUF block type", what,
                            DTypeName(w.dtype()));
   }

@@ -35,13 +35,13 @@ class PackedWeight {
  public:
   PackedWeight() = default;
 
-  // Packs W [N, K] (any float or block dtype) into `format`; with a column range, packs only
-  // W[:, col_begin:col_end) (a tensor-parallel slice of the input dimension). A block-dtype
-  // source in the same format with a block-aligned range is copied byte for byte; anything else
-  // goes through f32 rows (dequantised, then quantised with core/block_quant.h). Fails, naming
-  // the bound, when K is not a multiple of the format's K alignment.
-  // A block-scaled FP8 weight (core/stored_weight.h) is dequantised one row (its column range) at a
-  // time straight into the packed bytes: the extra memory is one f32 row.
+  // Packs W [N, K] (any float or block dtype, load-only ones included) into `format`; with a column range,
+  // packs only W[:, col_begin:col_end) (a tensor-parallel slice of the input dimension). A block-dtype source
+  // in the same format with a block-aligned range is copied byte for byte; anything else goes through f32
+  // rows one at a time (dequantised, then quantised with core/block_quant.h). Fails, naming the bound, when K
+  // is not a multiple of the format's K alignment. A block-scaled FP8 weight (core/stored_weight.h) is
+  // dequantised one row (its column range) at a time straight into the packed bytes: the extra memory is one
+  // f32 row.
   static StatusOr<PackedWeight> Pack(const StoredWeight& w, WeightFormat format, int64_t col_begin = 0,
                                      int64_t col_end = -1);
   static StatusOr<PackedWeight> Pack(const Tensor& w, WeightFormat format, int64_t col_begin = 0,

@@ -45,7 +45,9 @@ std::optional<WeightFormat> FormatOfDType(DType dtype) {
 WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k) {
   // FP8 weights are dequantised at load; "auto" keeps them 16-bit, as DeepSeek's own bf16 cast does.
   const DType as_stored = stored == DType::kF8_E4M3 ? DType::kBF16 : stored;
-  WeightFormat f = requested ? *requested : FormatOfDType(as_stored).value_or(WeightFormat::kF32);
+  // Load-only block types (Q5_0, Q5_K, ...) have no format of their own: Q8_0 keeps them closest.
+  const WeightFormat fallback = IsBlockDType(stored) ? WeightFormat::kQ8_0 : WeightFormat::kF32;
+  WeightFormat f = requested ? *requested : FormatOfDType(as_stored).value_or(fallback);
   while (k % Traits(f).k_alignment != 0) {
     switch (f) {
       case WeightFormat::kQ4_K:  // llama.cpp: Q5_0, which moerun lacks; the GGUF writer agrees

@@ -1,10 +1,12 @@
 #include "model/deepseek_model.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 
 #include "comm/in_process_comm.h"
+#include "core/block_quant.h"
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -17,15 +19,10 @@ namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
 
-// Appends rows [r0, r1) of `t` viewed as [rows, cols] (row-major, t's dtype) to `out`.
-void AppendRows(const Tensor& t, int64_t cols, int64_t r0, int64_t r1, StoredRows* out) {
-  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
-  for (int64_t i = r0; i < r1; ++i) AppendRow(out, static_cast<const uint8_t*>(t.raw()) + i * row_bytes);
-}
-
 // MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
 // GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
-// from kv_b_proj (an FP8 one dequantised row by row into `requested`'s format, auto bf16).
+// from kv_b_proj. An FP8 or load-only block dtype (Q5_0, Q5_K, ...) is converted row by row into
+// `requested`'s format (MakeStoredRowsFor).
 Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
                std::optional<WeightFormat> requested, AttentionWeights* at) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
@@ -38,11 +35,12 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
                              ShapeToString(kb.shape()), ShapeToString(vb.shape()), ShapeToString({nh, r, dn}),
                              ShapeToString({nh, dv, r}));
     }
-    ASSIGN_OR_RETURN(at->k_b, MakeStoredRows(kb.dtype(), dn));
-    ASSIGN_OR_RETURN(at->v_b, MakeStoredRows(vb.dtype(), r));
+    const StoredWeight kb2(kb.Flatten2D()), vb2(vb.Flatten2D());  // [nh * r, dn], [nh * dv, r]
+    ASSIGN_OR_RETURN(at->k_b, MakeStoredRowsFor(kb2, requested, dn));
+    ASSIGN_OR_RETURN(at->v_b, MakeStoredRowsFor(vb2, requested, r));
     at->k_b_transposed = true;
-    AppendRows(kb, dn, h0 * r, h1 * r, &at->k_b);
-    AppendRows(vb, r, h0 * dv, h1 * dv, &at->v_b);
+    AppendWeightRows(kb2, h0 * r, h1 * r, &at->k_b);
+    AppendWeightRows(vb2, h0 * dv, h1 * dv, &at->v_b);
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(StoredWeight kv_b,

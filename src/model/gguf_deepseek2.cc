@@ -447,6 +447,13 @@ StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_pt
   return MakeSource(std::move(file), config);
 }
 
+std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested) {
+  const std::string types = file.LoadOnlyTypesSummary();
+  if (types.empty()) return "";
+  return fmt::format("moerun: {}: {} tensors are not native here: dequantised at load into {}", file.path(),
+                     types, WeightFormatName(requested.value_or(WeightFormat::kQ8_0)));
+}
+
 StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path) {
   GgufDeepseek2 m;
   ASSIGN_OR_RETURN(m.file, GgufFile::Open(path));

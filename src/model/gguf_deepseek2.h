@@ -13,11 +13,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/status.h"
 #include "io/gguf.h"
 #include "io/tensor_source.h"
+#include "kernels/weight_format.h"
 #include "model/model_config.h"
 
 namespace moerun {
@@ -49,6 +51,12 @@ StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_pt
 // [nh, r, dn] (K transposed per head), "...v_b_proj.weight" = attn_v_b [nh, dv, r].
 std::string Deepseek2SplitKbName(int64_t layer);
 std::string Deepseek2SplitVbName(int64_t layer);
+
+// The one stderr line a model load prints when `file` holds load-only block types (core/dtype.h),
+// e.g. "moerun: m.gguf: Q5_0 x 26, Q5_K x 52 tensors are not native here: dequantised at load
+// into q8_0" (the requested --weight-format's name instead of q8_0 when one is given); "" when
+// every tensor is of a native type.
+std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested);
 
 // Everything at once.
 struct GgufDeepseek2 {

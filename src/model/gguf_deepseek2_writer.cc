@@ -301,7 +301,8 @@ Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json
                           const std::string& tokenizer_json, const std::string& tokenizer_config_json,
                           const Deepseek2GgufOptions& options, const std::string& out_path) {
   const DType target = options.target;
-  if (target != DType::kF32 && target != DType::kF16 && target != DType::kBF16 && !IsBlockDType(target)) {
+  if (target != DType::kF32 && target != DType::kF16 && target != DType::kBF16 &&
+      (!IsBlockDType(target) || IsLoadOnlyDType(target))) {
     return InvalidArgument("{}: target type {} is not one of F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K",
                            out_path, DTypeName(target));
   }

@@ -107,12 +107,12 @@ StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& n
 
 StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
                                        int64_t cols) {
-  if (!w.block_scaled()) return MakeStoredRows(w.dtype(), cols);
+  if (!w.block_scaled() && !IsLoadOnlyDType(w.dtype())) return MakeStoredRows(w.dtype(), cols);
   return MakeStoredRows(Traits(ResolveWeightFormat(requested, w.dtype(), cols)).storage, cols);
 }
 
 void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows* out) {
-  if (!w.block_scaled()) {
+  if (!w.block_scaled() && out->dtype == w.dtype()) {
     const size_t row_bytes = DTypeRowBytes(w.dtype(), w.cols());
     for (int64_t i = r0; i < r1; ++i) {
       AppendRow(out, static_cast<const uint8_t*>(w.values().raw()) + static_cast<size_t>(i) * row_bytes);
@@ -121,8 +121,15 @@ void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows*
   }
   std::vector<float> row(static_cast<size_t>(w.cols()));
   std::vector<uint8_t> bytes(out->row_bytes);
+  const size_t stored_row_bytes = DTypeRowBytes(w.dtype(), w.cols());
   for (int64_t i = r0; i < r1; ++i) {
-    w.ReadRow(i, 0, w.cols(), row.data());
+    if (w.block_scaled()) {
+      w.ReadRow(i, 0, w.cols(), row.data());
+    } else {  // a load-only block dtype (Q5_0, Q5_K, ...): dequantised exactly
+      ConvertToF32(w.dtype(),
+                   static_cast<const uint8_t*>(w.values().raw()) + static_cast<size_t>(i) * stored_row_bytes,
+                   row.data(), row.size());
+    }
     switch (out->dtype) {
       case DType::kF32:
         std::memcpy(bytes.data(), row.data(), bytes.size());

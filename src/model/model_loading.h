@@ -61,11 +61,12 @@ StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& n
                                   std::optional<WeightFormat> requested);
 
 // A matrix kept in a stored format for the row ops (MLA's kv_b): the weight's own dtype, or for an
-// FP8 weight the storage of the format `requested` resolves to for `cols`-long rows (auto: bf16).
+// FP8 weight or a load-only block dtype (Q5_0, Q5_K, ...) the storage of the format `requested`
+// resolves to for `cols`-long rows (auto: bf16 for FP8, q8_0 for the block dtypes).
 StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
                                        int64_t cols);
-// Appends rows [r0, r1) of `w` to `out` (made by MakeStoredRowsFor for w): bytes as stored, or FP8
-// rows dequantised one at a time and converted to out->dtype.
+// Appends rows [r0, r1) of `w` to `out` (made by MakeStoredRowsFor for w): bytes as stored, or FP8 /
+// load-only rows dequantised one at a time and converted to out->dtype.
 void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows* out);
 
 }  // namespace moerun

@@ -95,6 +95,10 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
     ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(source), config, o, pool, progress, world));
   } else if (IsGgufPath(a.model_dir)) {
     ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
+    if (const std::string warning = GgufConversionWarning(*g.file, o.weight_format);
+        lead && !warning.empty()) {
+      std::fprintf(stderr, "%s\n", warning.c_str());
+    }
     ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(g.tensors), g.config, o, pool, progress, world));
   } else {
     ASSIGN_OR_RETURN(model, LoadModelFromDir(a.model_dir, o, pool, progress, world));

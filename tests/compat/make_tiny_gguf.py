@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tiny random-weight GGUF files (F32) that llama.cpp loads, using only the stdlib.
+"""Writes tiny random-weight GGUF files that llama.cpp loads, using only the stdlib.
 
 They exist to test tests/compat/llama_greedy.mjs and llama_bench.mjs, and to pin down what the
 llama.cpp bundled with node-llama-cpp accepts for the deepseek2 architecture (see README.md).
@@ -7,6 +7,7 @@ llama.cpp bundled with node-llama-cpp accepts for the deepseek2 architecture (se
 Usage:
   make_tiny_gguf.py OUT.gguf [--arch llama|deepseek2] [--layers N] [--q-lora-rank R]
                     [--kv-layout mla|kv_b] [--seed S] [--omit-key KEY] [--extra-tensor NAME]
+                    [--block-types]
 
 deepseek2 options:
   --q-lora-rank R   0 (default): no q-LoRA, blk.N.attn_q.weight; R > 0: attn_q_a/attn_q_a_norm/attn_q_b.
@@ -18,6 +19,13 @@ deepseek2 options:
   --kv-layout kv_b  the legacy layout: one attn_kv_b, no *_mla keys, head_count_kv = head_count,
                     key_length = qk_nope + qk_rope, value_length = v_head_dim.
 --omit-key / --extra-tensor make deliberately broken files (to see llama.cpp's error messages).
+
+--block-types (deepseek2, MLA): the matrices in the ggml block types llama.cpp's quantiser mixes into
+K-quant files beyond Q8_0/Q4_0/Q4_K/Q6_K, as random valid blocks (random bytes, the f16 scale
+fields set so values spread about 1/sqrt(row length)): widths n_embd 256, n_ff 256, expert
+ffn 96, qk_nope 32, so ffn_down_exps rows (96: a multiple of 32, not of 256) are Q5_0 as in
+llama.cpp's fallback for V2-Lite's 1408-wide rows. Types by tensor: BLOCK_TYPES below. Every
+other tensor stays F32; the embedding/output values are F32-exact in llama.cpp and moerun alike.
 """
 import argparse
 import random
@@ -27,6 +35,53 @@ import struct
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 GGML_F32 = 0
 ALIGN = 32
+
+# ggml type id: (name, elements per block, bytes per block, {f16 scale field offset: scale factor})
+# -- the f16 fields get sd * factor (per block, times a random 0.75..1.25), sd = 1/sqrt(row length)
+# (1 for token_embd): Q5_0 d (q - 16); Q5_1 d q + m; Q5_K d sc q - dmin m with random 6-bit sc, m;
+# Q3_K d (sc - 32) q, q in -4..3; Q2_K d sc q - dmin m, sc, m in 0..15; IQ4_NL d table[q].
+GGML_BLOCKS = {
+    6: ("Q5_0", 32, 22, {0: 1 / 9}),
+    7: ("Q5_1", 32, 24, {0: 1 / 9, 2: -16 / 9}),
+    13: ("Q5_K", 256, 176, {0: 1 / 288, 2: 16 / 288}),
+    11: ("Q3_K", 256, 110, {108: 1 / 40}),
+    10: ("Q2_K", 256, 84, {80: 1 / 9, 82: 1.5 / 9}),
+    20: ("IQ4_NL", 32, 18, {0: 1 / 73}),
+}
+Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL = 6, 7, 13, 11, 10, 20
+# --block-types: tensor name suffix -> ggml type (row length in the comment).
+BLOCK_TYPES = {
+    "token_embd.weight": Q5_K,         # 256
+    "output.weight": Q3_K,             # 256
+    "attn_q.weight": Q3_K,             # 256
+    "attn_kv_a_mqa.weight": Q2_K,      # 256
+    "attn_k_b.weight": IQ4_NL,         # qk_nope 32
+    "attn_v_b.weight": Q5_1,           # kv_lora 32
+    "attn_output.weight": Q5_0,        # n_head * v_dim 64
+    "ffn_gate.weight": Q5_K,           # 256
+    "ffn_up.weight": Q2_K,             # 256
+    "ffn_down.weight": Q3_K,           # n_ff 256
+    "ffn_gate_exps.weight": Q2_K,      # 256
+    "ffn_up_exps.weight": Q5_K,        # 256
+    "ffn_down_exps.weight": Q5_0,      # expert ffn 96: llama.cpp's Q4_K -> Q5_0 fallback
+    "ffn_gate_shexp.weight": Q3_K,     # 256
+    "ffn_up_shexp.weight": Q5_K,       # 256
+    "ffn_down_shexp.weight": Q5_1,     # 96: the Q5_K -> Q5_1 fallback
+}
+
+
+def random_blocks(rng, type_id, ne, sd):
+    """Random valid blocks of ggml type `type_id` for a tensor of dims `ne` (ne[0] = row length)."""
+    _, block, nbytes, scales = GGML_BLOCKS[type_id]
+    n = 1
+    for d in ne:
+        n *= d
+    out = bytearray(rng.getrandbits(8) for _ in range(n // block * nbytes))
+    for b in range(0, len(out), nbytes):
+        s = sd * rng.uniform(0.75, 1.25)
+        for off, factor in scales.items():
+            out[b + off:b + off + 2] = struct.pack("<e", s * factor)
+    return bytes(out)
 
 
 def bytes_to_unicode():
@@ -67,7 +122,7 @@ def make_vocab():
 class Writer:
     def __init__(self):
         self.kv = []
-        self.tensors = []  # (name, ne list, float list)
+        self.tensors = []  # (name, ne list, float list or (ggml type id, block bytes))
 
     def add(self, key, vtype, value, atype=None):
         self.kv.append((key, vtype, value, atype))
@@ -97,15 +152,17 @@ class Writer:
                 out += self._val(vtype, value)
         offset = 0
         offsets = []
+        blobs = []
         for name, ne, data in self.tensors:
+            type_id, blob = data if isinstance(data, tuple) else (GGML_F32, struct.pack(f"<{len(data)}f", *data))
+            blobs.append(blob)
             offsets.append(offset)
             out += self._str(name) + struct.pack("<I", len(ne))
             out += struct.pack(f"<{len(ne)}Q", *ne)
-            out += struct.pack("<IQ", GGML_F32, offset)
-            offset += (4 * len(data) + ALIGN - 1) // ALIGN * ALIGN
+            out += struct.pack("<IQ", type_id, offset)
+            offset += (len(blob) + ALIGN - 1) // ALIGN * ALIGN
         out += b"\0" * (-len(out) % ALIGN)
-        for (name, ne, data), off in zip(self.tensors, offsets):
-            blob = struct.pack(f"<{len(data)}f", *data)
+        for blob in blobs:
             out += blob + b"\0" * (-len(blob) % ALIGN)
         with open(path, "wb") as f:
             f.write(out)
@@ -121,16 +178,28 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--omit-key", action="append", default=[])
     ap.add_argument("--extra-tensor", action="append", default=[])
+    ap.add_argument("--block-types", action="store_true")
     a = ap.parse_args()
+    if a.block_types and (a.arch != "deepseek2" or a.kv_layout != "mla" or a.q_lora_rank != 0):
+        ap.error("--block-types needs --arch deepseek2 --kv-layout mla --q-lora-rank 0")
 
     rng = random.Random(a.seed)
     tokens, types, merges, bos, eos = make_vocab()
     n_vocab = len(tokens)
-    n_embd, n_head, n_ff = 64, 4, 96
+    n_embd, n_head, n_ff = (256, 4, 256) if a.block_types else (64, 4, 96)
     w = Writer()
     arch = a.arch
 
+    def block_type(name):
+        if not a.block_types:
+            return None
+        return next((ty for suffix, ty in BLOCK_TYPES.items() if name.endswith("." + suffix) or name == suffix), None)
+
     def t(name, ne, scale=None, const=None):
+        if block_type(name) is not None:
+            sd = scale if scale is not None else 1.0 / (ne[0] ** 0.5)
+            w.tensors.append((name, list(ne), (block_type(name), random_blocks(rng, block_type(name), ne, sd))))
+            return
         n = 1
         for d in ne:
             n *= d
@@ -174,8 +243,8 @@ def main():
             t(p + "ffn_up.weight", [n_embd, n_ff])
             t(p + "ffn_down.weight", [n_ff, n_embd])
     else:
-        qk_nope, qk_rope, v_dim, kv_lora = 16, 8, 16, 32
-        n_expert, n_used, n_shared, ff_exp, n_dense = 4, 2, 1, 32, 1
+        qk_nope, qk_rope, v_dim, kv_lora = (32 if a.block_types else 16), 8, 16, 32
+        n_expert, n_used, n_shared, ff_exp, n_dense = 4, 2, 1, (96 if a.block_types else 32), 1
         q_lora = a.q_lora_rank
         mla = a.kv_layout == "mla"
         w.add("deepseek2.leading_dense_block_count", U32, n_dense)
@@ -222,8 +291,12 @@ def main():
                 row = lambda h, j, c: kv_b[(h * (qk_nope + v_dim) + j) * kv_lora + c]
                 k_b = [row(h, j, c) for h in range(n_head) for c in range(kv_lora) for j in range(qk_nope)]
                 v_b = [row(h, qk_nope + j, c) for h in range(n_head) for j in range(v_dim) for c in range(kv_lora)]
-                w.tensors.append((p + "attn_k_b.weight", [qk_nope, kv_lora, n_head], k_b))
-                w.tensors.append((p + "attn_v_b.weight", [kv_lora, v_dim, n_head], v_b))
+                if a.block_types:  # random blocks in place of the split kv_b
+                    t(p + "attn_k_b.weight", [qk_nope, kv_lora, n_head])
+                    t(p + "attn_v_b.weight", [kv_lora, v_dim, n_head])
+                else:
+                    w.tensors.append((p + "attn_k_b.weight", [qk_nope, kv_lora, n_head], k_b))
+                    w.tensors.append((p + "attn_v_b.weight", [kv_lora, v_dim, n_head], v_b))
             else:
                 w.tensors.append((p + "attn_kv_b.weight", [kv_lora, n_head * (qk_nope + v_dim)], kv_b))
             t(p + "attn_output.weight", [n_head * v_dim, n_embd])

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -227,6 +228,124 @@ TEST(BlockQuantTest, TensorToF32Dequantises) {
     ConvertToF32(t, b.data(), conv.data(), conv.size());
     EXPECT_EQ(conv, want);
   }
+}
+
+// The load-only types (Q5_0 ... IQ4_NL): sizes, and one hand-built block each whose values are
+// worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
+// implementation: tests/core/dequant_reference.py.)
+TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
+  struct Fact {
+    DType t;
+    int64_t block;
+    size_t bytes;
+  };
+  for (const Fact& f :
+       {Fact{DType::kQ5_0, 32, 2 + 4 + 16}, Fact{DType::kQ5_1, 32, 2 + 2 + 4 + 16},
+        Fact{DType::kQ5_K, 256, 2 + 2 + 12 + 32 + 128}, Fact{DType::kQ3_K, 256, 32 + 64 + 12 + 2},
+        Fact{DType::kQ2_K, 256, 16 + 64 + 2 + 2}, Fact{DType::kIQ4_NL, 32, 2 + 16}}) {
+    EXPECT_TRUE(IsBlockDType(f.t)) << DTypeName(f.t);
+    EXPECT_TRUE(IsLoadOnlyDType(f.t)) << DTypeName(f.t);
+    EXPECT_EQ(DTypeBlockSize(f.t), f.block) << DTypeName(f.t);
+    EXPECT_EQ(DTypeBlockBytes(f.t), f.bytes) << DTypeName(f.t);
+  }
+  for (DType t : {DType::kF32, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K})
+    EXPECT_FALSE(IsLoadOnlyDType(t)) << DTypeName(t);
+  EXPECT_EQ(DTypeRowBytes(DType::kQ5_0, 1408), 44u * 22u);  // V2-Lite's expert down rows
+}
+
+void SetF16(std::vector<uint8_t>* b, size_t at, uint16_t h) {
+  (*b)[at] = static_cast<uint8_t>(h & 0xFF);
+  (*b)[at + 1] = static_cast<uint8_t>(h >> 8);
+}
+
+TEST(BlockQuantTest, Q5_0AndQ5_1HandBlocks) {
+  // d = 0.5; 5th bits: bit 0 (element 0) and bit 17 (element 17); byte 0 = 0x3F (element 0 low
+  // nibble 15, element 16 high nibble 3), byte 1 = 0x21 (element 1: 1, element 17: 2).
+  std::vector<uint8_t> b(22, 0);
+  SetF16(&b, 0, 0x3800);
+  b[2] = 0x01;
+  b[4] = 0x02;
+  b[6] = 0x3F;
+  b[7] = 0x21;
+  std::vector<float> y = Dequantize(DType::kQ5_0, b, 32);
+  EXPECT_EQ(y[0], (31 - 16) * 0.5f);
+  EXPECT_EQ(y[16], (3 - 16) * 0.5f);
+  EXPECT_EQ(y[1], (1 - 16) * 0.5f);
+  EXPECT_EQ(y[17], (18 - 16) * 0.5f);
+  EXPECT_EQ(y[2], -8.0f);
+  // Q5_1: the same quants after d = 0.5 and m = -1.
+  std::vector<uint8_t> c(24, 0);
+  SetF16(&c, 0, 0x3800);
+  SetF16(&c, 2, 0xBC00);
+  std::copy(b.begin() + 2, b.end(), c.begin() + 4);
+  y = Dequantize(DType::kQ5_1, c, 32);
+  EXPECT_EQ(y[0], 31 * 0.5f - 1);
+  EXPECT_EQ(y[16], 3 * 0.5f - 1);
+  EXPECT_EQ(y[1], 1 * 0.5f - 1);
+  EXPECT_EQ(y[17], 18 * 0.5f - 1);
+  EXPECT_EQ(y[31], -1.0f);
+}
+
+TEST(BlockQuantTest, Q5_KHandBlock) {
+  // d = 1, dmin = 0.5. Sub-block 5: scale 37 = 5 | (2 << 4) (low bits in byte 4 + 9, high bits
+  // at the top of byte 4 + 1), min 19 = 3 | (1 << 4) (byte 4 + 9's high nibble, top of 4 + 5).
+  // Its quants are the high nibbles of the third 32-byte group (odd sub-block), 5th bit = bit 5.
+  std::vector<uint8_t> b(176, 0);
+  SetF16(&b, 0, 0x3C00);
+  SetF16(&b, 2, 0x3800);
+  b[4 + 9] = 0x35;
+  b[4 + 1] = 0x80;
+  b[4 + 5] = 0x40;
+  b[48 + 64 + 3] = 0xA0;  // element 160 + 3: low 4 bits 10
+  b[16 + 3] = 0x20;       // ... and its 5th bit: q = 26
+  const std::vector<float> y = Dequantize(DType::kQ5_K, b, 256);
+  EXPECT_EQ(y[163], 37.0f * 26 - 0.5f * 19);
+  EXPECT_EQ(y[160], -0.5f * 19);
+  EXPECT_EQ(y[3], 0.0f);    // sub-block 0: scale and min 0
+  EXPECT_EQ(y[131], 0.0f);  // sub-block 4 reads byte 4 + 8 and the top bits of bytes 4 + 0, 4 + 4
+}
+
+TEST(BlockQuantTest, Q3_KHandBlock) {
+  // d = 0.25. Every 6-bit scale is stored + 32, so all-zero bytes mean scale -32, and a clear
+  // hmask bit means q = low - 4: the all-zero block is 0.25 * -32 * -4 = 32 everywhere.
+  std::vector<uint8_t> b(110, 0);
+  SetF16(&b, 108, 0x3400);
+  // Sub-block 13 (= 8 h + 2 p + k with h 1, p 2, k 1): low 4 bits = high nibble of scale byte 5,
+  // high 2 bits = bits 6, 7 of scale byte 8 + 13 % 4: 7 | (3 << 4) = 55, i.e. 23.
+  b[96 + 5] = 0x70;
+  b[96 + 9] = 0xC0;
+  // Element 128 + 64 + 16 + 5 = 213: 2 bits at 2p = 4 of qs[32 + 16 + 5], hmask bit 4 h + p = 6
+  // of hmask[16 + 5] set: q = 3.
+  b[32 + 32 + 16 + 5] = 0x30;
+  b[16 + 5] = 0x40;
+  const std::vector<float> y = Dequantize(DType::kQ3_K, b, 256);
+  EXPECT_EQ(y[213], 0.25f * 23 * 3);
+  EXPECT_EQ(y[208], 0.25f * 23 * -4);
+  EXPECT_EQ(y[0], 32.0f);
+  EXPECT_EQ(y[255], 32.0f);
+}
+
+TEST(BlockQuantTest, Q2_KAndIQ4_NLHandBlocks) {
+  // Q2_K: d = 0.5, dmin = 0.25; sub-block 6 (h 0, p 3, k 0) has scale 7 and min 2 (byte 6 =
+  // 0x27); element 96 + 4 takes bits 6, 7 of qs[4]: q = 3.
+  std::vector<uint8_t> b(84, 0);
+  SetF16(&b, 80, 0x3800);
+  SetF16(&b, 82, 0x3400);
+  b[6] = 0x27;
+  b[16 + 4] = 0xC0;
+  std::vector<float> y = Dequantize(DType::kQ2_K, b, 256);
+  EXPECT_EQ(y[100], 0.5f * 7 * 3 - 0.25f * 2);
+  EXPECT_EQ(y[96], -0.25f * 2);
+  EXPECT_EQ(y[4], 0.0f);  // bits 0, 1 of qs[4], sub-block 0: scale 0
+  // IQ4_NL: d = 0.5, byte 0 = 0xF0: element 0 is table[0] = -127, element 16 table[15] = 113.
+  std::vector<uint8_t> c(18, 0);
+  SetF16(&c, 0, 0x3800);
+  c[2] = 0xF0;
+  y = Dequantize(DType::kIQ4_NL, c, 32);
+  EXPECT_EQ(y[0], -63.5f);
+  EXPECT_EQ(y[16], 56.5f);
+  EXPECT_EQ(y[1], -63.5f);
+  EXPECT_EQ(y[17], -63.5f);
 }
 
 }  // namespace

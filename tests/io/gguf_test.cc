@@ -396,18 +396,90 @@ TEST(GgufParse, TensorInfoDefects) {
 TEST(GgufParse, UnsupportedKnownTypeParsesButGetNamesIt) {
   Image im;
   im.Header(2, 0);
-  im.Tensor("blk.0.ffn_down_exps.weight", {256, 2}, 13, 0);  // Q5_K: 176 bytes per block
-  im.Tensor("ok", {4}, 0, 352);
-  im.PadData(352 + 16);
+  im.Tensor("blk.3.ffn_down_exps.weight", {256, 2}, 16, 0);  // IQ2_XXS: 66 bytes per block
+  im.Tensor("ok", {4}, 0, 160);
+  im.PadData(160 + 16);
   auto f = GgufFile::FromBytes(im.b, "img.gguf");
   ASSERT_TRUE(f.ok()) << f.status().ToString();
-  EXPECT_EQ((*f)->FindInfo("blk.0.ffn_down_exps.weight")->nbytes, 352u);
-  EXPECT_EQ((*f)->Find("blk.0.ffn_down_exps.weight"), nullptr);
-  Status s = (*f)->Get("blk.0.ffn_down_exps.weight").status();
+  EXPECT_EQ((*f)->FindInfo("blk.3.ffn_down_exps.weight")->nbytes, 132u);
+  EXPECT_EQ((*f)->Find("blk.3.ffn_down_exps.weight"), nullptr);
+  Status s = (*f)->Get("blk.3.ffn_down_exps.weight").status();
   EXPECT_EQ(s.code(), StatusCode::kUnimplemented);
-  EXPECT_NE(s.message().find("blk.0.ffn_down_exps.weight"), std::string::npos);
-  EXPECT_NE(s.message().find("Q5_K (13)"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message(),
+            "img.gguf: blk.3.ffn_down_exps.weight has GGML type IQ2_XXS (16), which moerun cannot read; "
+            "requantise the file with llama.cpp's quantize to Q4_K_M or Q8_0");
   EXPECT_TRUE((*f)->Get("ok").ok());
+  EXPECT_EQ((*f)->LoadOnlyTypesSummary(), "");
+  // The other refused types, by name: Q4_1, Q8_1, Q8_K, the other IQ*, TQ*, MXFP4.
+  for (uint32_t id : {3u, 9u, 15u, 17u, 18u, 19u, 21u, 22u, 23u, 29u, 34u, 35u, 39u}) {
+    const GgmlTypeTraits t = GgmlTypeInfo(id).value();
+    Image one;
+    one.Header(1, 0);
+    one.Tensor("w", {static_cast<uint64_t>(t.block_size)}, id, 0);
+    one.PadData(static_cast<size_t>(t.block_bytes));
+    auto g = GgufFile::FromBytes(one.b, "one.gguf");
+    ASSERT_TRUE(g.ok()) << t.name << ": " << g.status().ToString();
+    Status e = (*g)->Get("w").status();
+    EXPECT_EQ(e.code(), StatusCode::kUnimplemented) << t.name;
+    EXPECT_NE(e.message().find(fmt::format("has GGML type {} ({})", t.name, id)), std::string::npos)
+        << e.message();
+  }
+}
+
+// The load-only block types read as their DTypes (dequantised by callers), with sizes from the
+// ggml table that agree with core/dtype.h's.
+TEST(GgufParse, LoadOnlyBlockTypesReadAsTheirDTypes) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const std::optional<GgmlTypeTraits> t = GgmlTypeInfo(id);
+    const std::optional<DType> d = DTypeFromGgml(id);
+    if (!d) continue;
+    ASSERT_TRUE(t.has_value()) << id;
+    EXPECT_EQ(DTypeName(*d), t->name) << id;
+    EXPECT_EQ(DTypeBlockSize(*d), t->block_size) << t->name;
+    EXPECT_EQ(DTypeBlockBytes(*d), t->block_bytes) << t->name;
+    EXPECT_EQ(static_cast<uint32_t>(GgmlFromDType(*d).value()), id) << t->name;
+  }
+  struct Case {
+    uint32_t id;
+    DType dtype;
+  };
+  Image im;
+  const Case cases[] = {{6, DType::kQ5_0},  {7, DType::kQ5_1},  {13, DType::kQ5_K},
+                        {11, DType::kQ3_K}, {10, DType::kQ2_K}, {20, DType::kIQ4_NL}};
+  im.Header(6, 0);
+  uint64_t offset = 0;
+  for (const Case& c : cases) {
+    const GgmlTypeTraits t = GgmlTypeInfo(c.id).value();
+    im.Tensor(fmt::format("t{}", c.id), {static_cast<uint64_t>(t.block_size) * 2, 3}, c.id, offset);
+    offset += GgufAlignUp(6 * t.block_bytes, 32);
+  }
+  im.PadData(static_cast<size_t>(offset));
+  auto f = GgufFile::FromBytes(im.b, "img.gguf");
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  for (const Case& c : cases) {
+    const std::string name = fmt::format("t{}", c.id);
+    ASSERT_NE((*f)->Find(name), nullptr) << name;
+    EXPECT_EQ((*f)->Find(name)->dtype, c.dtype);
+    auto t = (*f)->Get(name);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_EQ(t->dtype(), c.dtype);
+    EXPECT_EQ(t->nbytes(), (*f)->FindInfo(name)->nbytes);
+    EXPECT_EQ(t->nbytes(), 6 * DTypeBlockBytes(c.dtype));
+    EXPECT_TRUE(t->ToF32().ok());  // bytes 0x11: finite values
+  }
+  EXPECT_EQ((*f)->LoadOnlyTypesSummary(), "Q5_0 x 1, Q5_1 x 1, Q2_K x 1, Q3_K x 1, Q5_K x 1, IQ4_NL x 1");
+  // Sizes are still checked from the block: a Q5_K row of 128 elements is refused.
+  Image bad;
+  bad.Header(1, 0);
+  bad.Tensor("blk.0.ffn_down_exps.weight", {128, 2}, 13, 0);
+  bad.PadData(352);
+  ExpectError(bad.b, StatusCode::kCorruption, {"blk.0.ffn_down_exps.weight", "Q5_K", "block size 256"});
+  // ... and a truncated one: two Q5_0 rows of 64 need 88 bytes.
+  Image cut;
+  cut.Header(1, 0);
+  cut.Tensor("w", {64, 2}, 6, 0);
+  cut.PadData(64);
+  ExpectError(cut.b, StatusCode::kCorruption, {"'w'", "88 bytes", "truncated"});
 }
 
 TEST(GgufParse, ArraysOfEveryScalarType) {

@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "../testing/load_only_blocks.h"
 #include "kernels/kernel_table.h"
+#include "kernels/row_ops.h"
 
 namespace moerun {
 namespace {
@@ -276,6 +278,43 @@ TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
     EXPECT_EQ(std::memcmp(row, q.data<uint8_t>() + n * 102 + 34, 68), 0) << n;
   }
   EXPECT_FALSE(PackedWeight::Pack(f, WeightFormat::kQ4_K).ok());  // 96 is not a multiple of 256
+}
+
+// The load-only block types (Q5_0 ... IQ4_NL) have no format of their own: "auto" resolves to
+// q8_0, and packing one (any format, a column slice, a gate/up pair) equals packing its
+// dequantised f32 values: the rows are dequantised one at a time, then quantised.
+TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
+  std::mt19937 rng(11);
+  for (DType t : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K, DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
+    SCOPED_TRACE(DTypeName(t));
+    const int64_t bs = DTypeBlockSize(t), n = 19, k = 2 * bs;
+    EXPECT_EQ(FormatOfDType(t), std::nullopt);
+    EXPECT_EQ(ResolveWeightFormat(std::nullopt, t, k), WeightFormat::kQ8_0);
+    EXPECT_EQ(ResolveWeightFormat(std::nullopt, t, 48), WeightFormat::kBF16);  // a 48-wide TP slice
+    EXPECT_EQ(ResolveWeightFormat(WeightFormat::kQ4_K, t, 512), WeightFormat::kQ4_K);
+    Tensor q = Tensor::Zeros(t, {n, k}).value(), u = Tensor::Zeros(t, {n, k}).value();
+    for (Tensor* x : {&q, &u}) {
+      for (int64_t r = 0; r < n; ++r) {
+        const std::vector<uint8_t> row = load_only_test::RandomLoadOnlyRow(t, k, 0.1f, &rng);
+        std::memcpy(x->data<uint8_t>() + r * row.size(), row.data(), row.size());
+      }
+    }
+    const Tensor f = q.ToF32().value(), fu = u.ToF32().value();
+    for (WeightFormat w :
+         {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kF32, WeightFormat::kBF16}) {
+      const PackedWeight a = PackedWeight::Pack(q, w).value(), b = PackedWeight::Pack(f, w).value();
+      ASSERT_EQ(a.bytes(), b.bytes()) << WeightFormatName(w);
+      EXPECT_EQ(std::memcmp(a.block(0), b.block(0), a.bytes()), 0) << WeightFormatName(w);
+    }
+    const PackedWeight sa = PackedWeight::Pack(q, WeightFormat::kQ8_0, bs, 2 * bs).value();
+    const PackedWeight sb = PackedWeight::Pack(f, WeightFormat::kQ8_0, bs, 2 * bs).value();
+    EXPECT_EQ(std::memcmp(sa.block(0), sb.block(0), sa.bytes()), 0);
+    const PackedWeight ga = PackedWeight::PackGateUp(q, u, WeightFormat::kQ8_0).value();
+    const PackedWeight gb = PackedWeight::PackGateUp(f, fu, WeightFormat::kQ8_0).value();
+    EXPECT_EQ(std::memcmp(ga.block(0), gb.block(0), ga.bytes()), 0);
+    // The row ops never read them (the MLA loader converts them first).
+    EXPECT_FALSE(MakeStoredRows(t, k).ok());
+  }
 }
 
 // Every block format is packed interleaved, losslessly: RawRow gives back each row's GGUF bytes

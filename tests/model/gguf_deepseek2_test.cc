@@ -7,13 +7,17 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <set>
 #include <thread>
 
+#include "../testing/load_only_blocks.h"
 #include "comm/in_process_comm.h"
 #include "core/block_quant.h"
 #include "core/thread_pool.h"
@@ -455,6 +459,159 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufQuantisedKvB,
                          [](const ::testing::TestParamInfo<DType>& p) {
                            return std::string(DTypeName(p.param));
                          });
+
+// Files with llama.cpp's other block types (Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL: random valid
+// blocks on every matrix whose rows fit, the MLA halves included) load: dequantised at load, they
+// give the logits of the same file with those tensors stored as their f32 values, bit for bit,
+// under --weight-format f32 (every weight exact; also on two TP ranks). By default every such
+// tensor (linear layers and MLA halves) becomes q8_0 re-quantised from the same f32 rows: the
+// logits of a file storing those q8_0 blocks (the embedding table excepted: read as stored, it
+// is exact). And the one warning line.
+class GgufLoadOnlyTypes : public ::testing::Test {
+ protected:
+  enum class Store { kLoadOnly, kF32, kQ8_0 };
+
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("gguf_ds2_loadonly_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
+                            (dir_ / "hf").string() + " --variant v2 --mla-dims 256,32,256 > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    WriteTokenizer(dir_ / "hf");
+    auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+    const std::string hf = (dir_ / "hf").string();
+    base_ = (dir_ / "base.gguf").string();
+    Deepseek2GgufOptions opt;
+    opt.target = DType::kF32;
+    ASSERT_TRUE(WriteDeepseek2Gguf(**ckpt, ReadFileToString(hf + "/config.json").value(),
+                                   ReadFileToString(hf + "/tokenizer.json").value(),
+                                   ReadFileToString(hf + "/tokenizer_config.json").value(), opt, base_)
+                    .ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // base.gguf with every matrix in a load-only type: rows of a multiple of 256 cycle through
+  // Q5_K, Q3_K, Q2_K, of 32 through Q5_0, Q5_1, IQ4_NL (the same random blocks on every call).
+  // kF32: those tensors hold their dequantised values in F32 instead; kQ8_0: those values
+  // quantised to Q8_0 (token_embd: F32, as the embedding lookup reads stored rows). Returns the path.
+  std::string Write(const std::string& name, Store store) {
+    auto file = GgufFile::Open(base_);
+    EXPECT_TRUE(file.ok());
+    const GgufFile& g = **file;
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    std::mt19937 rng(7);
+    int k_types = 0, small_types = 0;
+    for (const GgufTensorInfo& info : g.tensors()) {
+      Tensor t = g.Get(info.name).value();
+      const std::string& n = info.name;
+      const int64_t cols = t.shape().back();
+      const bool matrix = Deepseek2GgufTensorType(n, t.shape(), DType::kQ8_0) != DType::kF32;
+      DType type = DType::kF32;
+      if (matrix && cols % 256 == 0) {
+        type = std::array{DType::kQ5_K, DType::kQ3_K, DType::kQ2_K}[k_types++ % 3];
+      } else if (matrix && cols % 32 == 0) {
+        type = std::array{DType::kQ5_0, DType::kQ5_1, DType::kIQ4_NL}[small_types++ % 3];
+      }
+      if (type != DType::kF32) {
+        Tensor q = Tensor::Zeros(type, t.shape()).value();
+        const float sd = n == "token_embd.weight" ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cols));
+        for (int64_t r = 0; r < t.numel() / cols; ++r) {
+          const std::vector<uint8_t> row = load_only_test::RandomLoadOnlyRow(type, cols, sd, &rng);
+          std::memcpy(static_cast<uint8_t*>(q.raw()) + static_cast<size_t>(r) * row.size(), row.data(),
+                      row.size());
+        }
+        types_.insert(type);
+        t = q;
+        if (store != Store::kLoadOnly) t = q.ToF32().value();
+        if (store == Store::kQ8_0 && n != "token_embd.weight") {
+          Tensor q8 = Tensor::Zeros(DType::kQ8_0, t.shape()).value();
+          for (int64_t r = 0; r < t.numel() / cols; ++r) {
+            QuantizeRow(
+                DType::kQ8_0, t.data<float>() + r * cols, cols,
+                static_cast<uint8_t*>(q8.raw()) + static_cast<size_t>(r) * DTypeRowBytes(DType::kQ8_0, cols));
+          }
+          t = q8;
+        }
+      }
+      tensors.emplace_back(n, t);
+    }
+    const std::string out = (dir_ / name).string();
+    auto w = GgufWriter::Create(out);
+    EXPECT_TRUE(w.ok());
+    for (const auto& [key, value] : g.metadata()) EXPECT_TRUE((*w)->AddKv(key, value).ok());
+    for (const auto& [tn, t] : tensors) EXPECT_TRUE((*w)->AddTensor(tn, t.dtype(), t.shape()).ok()) << tn;
+    for (const auto& [tn, t] : tensors) EXPECT_TRUE((*w)->Append(t.raw(), t.nbytes()).ok()) << tn;
+    EXPECT_TRUE((*w)->Finish().ok());
+    return out;
+  }
+
+  // Logits of every token of a fixed prompt (rank 0's of `tp` in-process ranks, deterministic).
+  static std::vector<float> Logits(const std::string& path, std::optional<WeightFormat> format, int tp = 1) {
+    auto worlds = InProcessWorld::Create(tp);
+    std::vector<std::vector<float>> out(static_cast<size_t>(tp));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < tp; ++r) {
+      threads.emplace_back([&, r] {
+        ThreadPool pool(1);
+        ModelLoadOptions opt;
+        opt.weight_format = format;
+        opt.kernels.precision = ActivationPrecision::kF32;
+        opt.parallel.tp = tp;
+        opt.parallel.deterministic = true;
+        auto m = OpenGgufDeepseek2(path);
+        ASSERT_TRUE(m.ok()) << m.status().ToString();
+        auto model = DeepseekModel::LoadFrom(std::move(m->tensors), m->config, opt, &pool, {},
+                                             worlds[static_cast<size_t>(r)].get());
+        ASSERT_TRUE(model.ok()) << model.status().ToString();
+        const std::vector<int32_t> tokens = {295, 3, 17, 42, 256, 99, 7};
+        KvCache cache((*model)->config(), 16);
+        Status s = (*model)->Forward(tokens, &cache, true, &out[static_cast<size_t>(r)]);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return out[0];
+  }
+
+  static void ExpectSameBits(const std::vector<float>& a, const std::vector<float>& b,
+                             const std::string& what) {
+    ASSERT_EQ(a.size(), b.size()) << what;
+    ASSERT_FALSE(a.empty()) << what;
+    for (float v : a) ASSERT_TRUE(std::isfinite(v)) << what;
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
+  }
+
+  fs::path dir_;
+  std::string base_;
+  std::set<DType> types_;
+};
+
+TEST_F(GgufLoadOnlyTypes, DequantisedAtLoadLikeTheirF32Values) {
+  const std::string file = Write("load-only.gguf", Store::kLoadOnly);
+  EXPECT_EQ(types_.size(), 6u);  // every load-only type is in the file
+  {
+    auto src = OpenGgufDeepseek2(file);
+    ASSERT_TRUE(src.ok()) << src.status().ToString();
+    EXPECT_TRUE(IsLoadOnlyDType(src->tensors->Find(Deepseek2SplitKbName(0))->dtype));
+    EXPECT_TRUE(IsLoadOnlyDType(src->tensors->Find("model.layers.1.mlp.experts.3.down_proj.weight")->dtype));
+    const std::string warning = GgufConversionWarning(*src->file, std::nullopt);
+    EXPECT_EQ(warning.rfind("moerun: " + file + ": Q5_0 x ", 0), 0u) << warning;
+    for (const char* t : {"Q5_1 x ", "Q2_K x ", "Q3_K x ", "Q5_K x ", "IQ4_NL x "})
+      EXPECT_NE(warning.find(t), std::string::npos) << warning;
+    EXPECT_TRUE(warning.ends_with(" tensors are not native here: dequantised at load into q8_0")) << warning;
+    EXPECT_TRUE(GgufConversionWarning(*src->file, WeightFormat::kBF16).ends_with("into bf16"));
+    auto plain = GgufFile::Open(base_);
+    ASSERT_TRUE(plain.ok());
+    EXPECT_EQ(GgufConversionWarning(**plain, std::nullopt), "");
+  }
+  // --weight-format f32: every weight is its exact dequantised value.
+  const std::vector<float> exact = Logits(file, WeightFormat::kF32);
+  ExpectSameBits(exact, Logits(Write("f32.gguf", Store::kF32), WeightFormat::kF32), "f32");
+  ExpectSameBits(exact, Logits(file, WeightFormat::kF32, 2), "f32 on two ranks");
+  // Default: q8_0 re-quantised from the dequantised rows, the MLA halves included.
+  ExpectSameBits(Logits(file, std::nullopt), Logits(Write("q8.gguf", Store::kQ8_0), std::nullopt), "q8_0");
+}
 
 // The transformers-v5 fused expert tensors (experts.gate_up_proj [E, 2I, H], experts.down_proj)
 // convert to the same GGUF as the per-expert form of the same weights.
