@@ -149,11 +149,8 @@ StatusOr<MoeConfig> MoeConfig::FromJson(const std::string& text, const std::stri
   } else if (t == "mixtral" || t == "olmoe") {
     RETURN_IF_ERROR(ReadMixtralOrOlmoe(f, &c));
   } else {
-    return InvalidArgument(
-        "{}: unsupported model_type '{}' (expected deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral "
-        "or "
-        "olmoe)",
-        source, c.model_type);
+    return InvalidArgument("{}: unsupported model_type '{}' (expected {})", source, c.model_type,
+                           "deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral or olmoe");
   }
   if (t != "deepseek_v2" && t != "deepseek_v3") {  // plain softmax top-k, no groups, no scaling
     c.topk_method = TopkMethod::kGreedy;

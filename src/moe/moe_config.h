@@ -4,9 +4,9 @@
 // the Qwen2-MoE/Qwen3-MoE ones (num_experts, shared_expert_intermediate_size, ...), Mixtral's
 // (num_local_experts; experts of width intermediate_size, always renormalised) and OLMoE's
 // (num_experts; experts of width intermediate_size), selected by model_type. Missing optional
-// fields take the family's documented default; every present
-// field is type- and range-checked, and FromJson fails with a message naming the field, the value
-// and the bound. Thread safety: a plain value type.
+// fields take the family's documented default; every present field is type- and range-checked,
+// and FromJson fails with a message naming the field, the value and the bound. Thread safety: a
+// plain value type.
 #pragma once
 
 #include <cstdint>

@@ -42,14 +42,6 @@ inline std::string TinyOlmoeConfigJson() {
     "bos_token_id": null, "eos_token_id": 1, "tie_word_embeddings": false})";
 }
 
-// The tiny config of a registered model_type among the above.
-inline std::string TinyConfigJson(const std::string& model_type) {
-  if (model_type == "qwen3_moe") return TinyQwen3MoeConfigJson();
-  if (model_type == "qwen2_moe") return TinyQwen2MoeConfigJson();
-  if (model_type == "olmoe") return TinyOlmoeConfigJson();
-  return TinyDeepseekConfigJson();
-}
-
 // DeepSeek-V2 with q_lora (q_a/q_b), YaRN, one dense layer then MoE: 4 heads, r = 32, dr = 8.
 inline std::string TinyDeepseekConfigJson() {
   return R"({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "vocab_size": 280,
@@ -63,6 +55,14 @@ inline std::string TinyDeepseekConfigJson() {
     "topk_method": "greedy", "n_group": 1, "topk_group": 1, "scoring_func": "softmax",
     "norm_topk_prob": false, "routed_scaling_factor": 1.0, "rms_norm_eps": 1e-06,
     "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false, "torch_dtype": "float32"})";
+}
+
+// The tiny config of a registered model_type among the above.
+inline std::string TinyConfigJson(const std::string& model_type) {
+  if (model_type == "qwen3_moe") return TinyQwen3MoeConfigJson();
+  if (model_type == "qwen2_moe") return TinyQwen2MoeConfigJson();
+  if (model_type == "olmoe") return TinyOlmoeConfigJson();
+  return TinyDeepseekConfigJson();
 }
 
 // Loads `config_json` with f32 random weights (seeded) on `world` (nullptr: one rank of its own).
