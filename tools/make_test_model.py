@@ -10,7 +10,8 @@ follow docs/models.md §2.1. The safetensors writer is
 plain Python (docs/models.md §2.2).
 
 Usage:
-  make_test_model.py OUT_DIR [--arch deepseek|qwen3_moe] [--variant lite|v2|v3] [--dtype f32|bf16]
+  make_test_model.py OUT_DIR [--arch deepseek|qwen3_moe|qwen2_moe|mixtral|olmoe] [--variant lite|v2|v3]
+                     [--dtype f32|bf16]
                      [--shards N] [--seed S] [--layers L]
                      [--rope-mscale M] [--fused-experts] [--fp8]
 
@@ -32,6 +33,21 @@ is really read), q_norm / k_norm, MoE on every layer (16 experts, top-4,
 norm_topk_prob true, no shared expert), untied lm_head. --variant is ignored;
 --qwen-mlp-only-layers L,.. makes those layers dense and --tie-embeddings drops
 lm_head.weight.
+
+--arch qwen2_moe / mixtral / olmoe write the other GQA families (GQA_CONFIGS below;
+checked by tests/model/ref_gqa_moe.py; docs/models.md §7-§9), each in its real
+Hugging Face layout:
+  qwen2_moe  q/k/v_proj biases, no q/k norm, head_dim = hidden / heads (no field),
+             16 experts top-4 (norm_topk_prob false) plus a shared expert
+             (mlp.shared_expert.*, width 64) scaled by sigmoid(mlp.shared_expert_gate);
+             mlp_only_layers [1] by default, so both layer kinds are present
+             (--qwen-mlp-only-layers / --qwen-decoder-sparse-step change that)
+  mixtral    model.layers.N.block_sparse_moe.gate.weight and
+             block_sparse_moe.experts.E.w1 (gate) / w3 (up) / w2 (down), 8 experts
+             of width intermediate_size, top-2 always renormalised, rope_theta 1e6
+  olmoe      q_norm [heads * head_dim] and k_norm [kv_heads * head_dim] over the
+             whole projections, 16 experts top-4 (norm_topk_prob false);
+             --olmoe-clip-qkv C sets clip_qkv
 
 Optional extras (off by default):
   --rope-mscale M  overrides rope_scaling.mscale only. The cos/sin factor
@@ -214,11 +230,119 @@ QWEN3_MOE_CONFIG = {
 }
 
 
-def make_qwen3_weights(cfg, rng):
-    """Qwen3-MoE tensors (docs/models.md §6.2); same drawing rules as make_weights."""
+# Tiny Qwen2-MoE / Mixtral / OLMoE (transformers Qwen2MoeConfig, MixtralConfig, OlmoeConfig field
+# names; docs/models.md §7-§9). Every family has 8 query heads sharing 4 KV heads of 16 lanes.
+GQA_CONFIGS = {
+    "qwen2_moe": {
+        "architectures": ["Qwen2MoeForCausalLM"],
+        "model_type": "qwen2_moe",
+        "vocab_size": 300,
+        "hidden_size": 128,                 # head_dim = 128 / 8 = 16 (Qwen2-MoE has no head_dim field)
+        "intermediate_size": 96,            # dense layers (mlp_only_layers)
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "norm_topk_prob": False,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [1],
+        "hidden_act": "silu",
+        "max_position_embeddings": 4096,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-06,
+        "use_sliding_window": False,
+        "sliding_window": 4096,
+        "max_window_layers": 3,
+        "attention_dropout": 0.0,
+        "router_aux_loss_coef": 0.001,
+        "output_router_logits": False,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "initializer_range": 0.02,
+        "use_cache": True,
+    },
+    "mixtral": {
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "head_dim": 16,                     # 8 x 16 = 128 != hidden: head_dim is really read
+        "intermediate_size": 32,            # the experts' width (Mixtral has no dense layers)
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": 4096,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-05,
+        "sliding_window": None,
+        "attention_dropout": 0.0,
+        "router_aux_loss_coef": 0.02,
+        "router_jitter_noise": 0.0,
+        "output_router_logits": False,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "initializer_range": 0.02,
+        "use_cache": True,
+    },
+    "olmoe": {
+        "architectures": ["OlmoeForCausalLM"],
+        "model_type": "olmoe",
+        "vocab_size": 300,
+        "hidden_size": 128,                 # head_dim = 128 / 8 = 16
+        "intermediate_size": 32,            # the experts' width (OLMoE has no dense layers)
+        "num_hidden_layers": 3,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "norm_topk_prob": False,
+        "hidden_act": "silu",
+        "max_position_embeddings": 4096,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-05,
+        "clip_qkv": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "router_aux_loss_coef": 0.01,
+        "output_router_logits": False,
+        "pad_token_id": 1,
+        "bos_token_id": None,
+        "eos_token_id": 1,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "initializer_range": 0.02,
+        "use_cache": True,
+    },
+}
+
+
+def gqa_head_dim(cfg):
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def make_qwen3_weights(cfg, rng, arch="qwen3_moe"):
+    """GQA-family tensors (docs/models.md §6.2, §7.2, §8.2, §9.2); same drawing rules as
+    make_weights. The arch picks the biases, the q/k norms and the MoE block's names."""
     H, V = cfg["hidden_size"], cfg["vocab_size"]
-    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-    E, I_moe, I_dense = cfg["num_experts"], cfg["moe_intermediate_size"], cfg["intermediate_size"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], gqa_head_dim(cfg)
+    if arch in ("mixtral", "olmoe"):
+        E = cfg["num_local_experts"] if arch == "mixtral" else cfg["num_experts"]
+        I_moe, I_dense = cfg["intermediate_size"], None
+    else:
+        E, I_moe, I_dense = cfg["num_experts"], cfg["moe_intermediate_size"], cfg["intermediate_size"]
+    block = "block_sparse_moe" if arch == "mixtral" else "mlp"
+    names = ("w1", "w3", "w2") if arch == "mixtral" else ("gate_proj", "up_proj", "down_proj")
     out = []
 
     def linear(name, n_out, n_in, gain=1.0):
@@ -228,6 +352,9 @@ def make_qwen3_weights(cfg, rng):
     def norm(name, n):
         out.append((name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), None))
 
+    def bias(name, n):
+        out.append((name, (0.5 * rng.standard_normal(n)).astype(np.float32), None))
+
     out.append(("model.embed_tokens.weight", rng.standard_normal((V, H)).astype(np.float32), None))
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}"
@@ -235,22 +362,36 @@ def make_qwen3_weights(cfg, rng):
         linear(f"{p}.self_attn.q_proj.weight", nh * hd, H)                    # [nh*hd, H]
         linear(f"{p}.self_attn.k_proj.weight", nkv * hd, H)                   # [nkv*hd, H]
         linear(f"{p}.self_attn.v_proj.weight", nkv * hd, H)                   # [nkv*hd, H]
+        if arch == "qwen2_moe":
+            bias(f"{p}.self_attn.q_proj.bias", nh * hd)                       # [nh*hd]
+            bias(f"{p}.self_attn.k_proj.bias", nkv * hd)                      # [nkv*hd]
+            bias(f"{p}.self_attn.v_proj.bias", nkv * hd)                      # [nkv*hd]
         linear(f"{p}.self_attn.o_proj.weight", H, nh * hd)                    # [H, nh*hd]
-        norm(f"{p}.self_attn.q_norm.weight", hd)                              # [hd]
-        norm(f"{p}.self_attn.k_norm.weight", hd)                              # [hd]
+        if arch == "qwen3_moe":
+            norm(f"{p}.self_attn.q_norm.weight", hd)                          # [hd], per head
+            norm(f"{p}.self_attn.k_norm.weight", hd)                          # [hd]
+        elif arch == "olmoe":
+            norm(f"{p}.self_attn.q_norm.weight", nh * hd)                     # [nh*hd], whole q
+            norm(f"{p}.self_attn.k_norm.weight", nkv * hd)                    # [nkv*hd], whole k
         norm(f"{p}.post_attention_layernorm.weight", H)                       # [H]
-        moe = (l not in cfg["mlp_only_layers"]) and (l + 1) % cfg["decoder_sparse_step"] == 0
+        moe = (l not in cfg.get("mlp_only_layers", [])) and (l + 1) % cfg.get("decoder_sparse_step", 1) == 0
         if not moe:
             linear(f"{p}.mlp.gate_proj.weight", I_dense, H)                   # [I, H]
             linear(f"{p}.mlp.up_proj.weight", I_dense, H)                     # [I, H]
             linear(f"{p}.mlp.down_proj.weight", H, I_dense)                   # [H, I]
             continue
-        linear(f"{p}.mlp.gate.weight", E, H, gain=2.0)                        # [E, H] router
+        linear(f"{p}.{block}.gate.weight", E, H, gain=2.0)                    # [E, H] router
         for e in range(E):
-            q = f"{p}.mlp.experts.{e}"
-            linear(f"{q}.gate_proj.weight", I_moe, H)                         # [I_moe, H]
-            linear(f"{q}.up_proj.weight", I_moe, H)                           # [I_moe, H]
-            linear(f"{q}.down_proj.weight", H, I_moe)                         # [H, I_moe]
+            q = f"{p}.{block}.experts.{e}"
+            linear(f"{q}.{names[0]}.weight", I_moe, H)                        # gate [I_moe, H]
+            linear(f"{q}.{names[1]}.weight", I_moe, H)                        # up [I_moe, H]
+            linear(f"{q}.{names[2]}.weight", H, I_moe)                        # down [H, I_moe]
+        if arch == "qwen2_moe":
+            S = cfg["shared_expert_intermediate_size"]
+            linear(f"{p}.mlp.shared_expert.gate_proj.weight", S, H)           # [S, H]
+            linear(f"{p}.mlp.shared_expert.up_proj.weight", S, H)             # [S, H]
+            linear(f"{p}.mlp.shared_expert.down_proj.weight", H, S)           # [H, S]
+            linear(f"{p}.mlp.shared_expert_gate.weight", 1, H)                # [1, H]
     norm("model.norm.weight", H)                                              # [H]
     if not cfg["tie_word_embeddings"]:
         linear("lm_head.weight", V, H)                                        # [V, H]
@@ -495,13 +636,16 @@ def write_safetensors(path, tensors):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--arch", default="deepseek", choices=["deepseek", "qwen3_moe"])
-    ap.add_argument("--qwen-mlp-only-layers", default="", metavar="L,..",
-                    help="qwen3_moe: dense layers (mlp_only_layers)")
+    ap.add_argument("--arch", default="deepseek",
+                    choices=["deepseek", "qwen3_moe", "qwen2_moe", "mixtral", "olmoe"])
+    ap.add_argument("--qwen-mlp-only-layers", default=None, metavar="L,..",
+                    help="qwen3_moe / qwen2_moe: dense layers (mlp_only_layers; qwen2_moe default 1)")
     ap.add_argument("--qwen-decoder-sparse-step", type=int, default=1, metavar="N",
-                    help="qwen3_moe: decoder_sparse_step (layer l is MoE iff (l + 1) %% N == 0)")
+                    help="qwen3_moe / qwen2_moe: decoder_sparse_step (layer l is MoE iff (l + 1) %% N == 0)")
     ap.add_argument("--tie-embeddings", action="store_true",
-                    help="qwen3_moe: tie_word_embeddings true (no lm_head.weight)")
+                    help="GQA families: tie_word_embeddings true (no lm_head.weight)")
+    ap.add_argument("--olmoe-clip-qkv", type=float, default=None, metavar="C",
+                    help="olmoe: clip_qkv C (q, k, v clamped to [-C, C])")
     ap.add_argument("--variant", default="lite", choices=sorted(VARIANT_OVERRIDES))
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--shards", type=int, default=1)
@@ -532,14 +676,20 @@ def main(argv=None):
     if args.layers < 1:
         ap.error("--layers must be >= 1")
 
-    if args.arch == "qwen3_moe":
-        cfg = json.loads(json.dumps(QWEN3_MOE_CONFIG))
+    gqa = args.arch != "deepseek"
+    if gqa:
+        cfg = json.loads(json.dumps(QWEN3_MOE_CONFIG if args.arch == "qwen3_moe" else GQA_CONFIGS[args.arch]))
         cfg["num_hidden_layers"] = args.layers
-        cfg["max_window_layers"] = args.layers
         cfg["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16"}[args.dtype]
-        cfg["mlp_only_layers"] = [int(v) for v in args.qwen_mlp_only_layers.split(",") if v]
         cfg["tie_word_embeddings"] = args.tie_embeddings
-        cfg["decoder_sparse_step"] = args.qwen_decoder_sparse_step
+        if args.arch in ("qwen3_moe", "qwen2_moe"):
+            cfg["max_window_layers"] = args.layers
+            if args.qwen_mlp_only_layers is not None:
+                cfg["mlp_only_layers"] = [int(v) for v in args.qwen_mlp_only_layers.split(",") if v]
+            cfg["mlp_only_layers"] = [l for l in cfg["mlp_only_layers"] if l < args.layers]
+            cfg["decoder_sparse_step"] = args.qwen_decoder_sparse_step
+        if args.arch == "olmoe" and args.olmoe_clip_qkv is not None:
+            cfg["clip_qkv"] = args.olmoe_clip_qkv
     else:
         cfg = make_config(args.variant, args.dtype, args.layers, args.rope_mscale)
     if args.fp8:
@@ -554,8 +704,8 @@ def main(argv=None):
         dn, dv, r = (int(v) for v in args.mla_dims.split(","))
         cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"] = dn, dv, r
     rng = np.random.default_rng(args.seed)
-    if args.arch == "qwen3_moe":
-        weights = make_qwen3_weights(cfg, rng)
+    if gqa:
+        weights = make_qwen3_weights(cfg, rng, args.arch)
     else:
         weights = make_weights(cfg, rng, fused_experts=args.fused_experts)
     if args.shards > len(weights):

@@ -10,6 +10,13 @@
 #endif
 
 namespace moerun {
+namespace {
+
+// The pool whose task this thread is running, and the thread's index in it (nested loops).
+thread_local const ThreadPool* tls_pool = nullptr;
+thread_local int tls_thread = 0;
+
+}  // namespace
 
 int DefaultThreadCount() {
   const unsigned n = std::thread::hardware_concurrency();
@@ -31,15 +38,25 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunTasks(int thread) {
+  const ThreadPool* outer_pool = tls_pool;
+  const int outer_thread = tls_thread;
+  tls_pool = this;
+  tls_thread = thread;
   for (;;) {
     const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) return;
+    if (task >= n_tasks_) break;
     (*fn_)(task, thread);
   }
+  tls_pool = outer_pool;
+  tls_thread = outer_thread;
 }
 
 void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
   if (n_tasks <= 0) return;
+  if (tls_pool == this) {  // nested inside one of this pool's tasks: inline
+    for (int64_t i = 0; i < n_tasks; ++i) fn(i, tls_thread);
+    return;
+  }
   if (n_threads_ == 1 || n_tasks == 1) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;

@@ -6,8 +6,10 @@
 // it holds. Waiting never spins unboundedly: a thread spins for at most kSpinIterations polls,
 // then blocks on a condition variable (on a shared 2-vCPU host a spinning peer can stall the run).
 //
-// Thread safety: ParallelFor must be called from one thread at a time (it is not reentrant and
-// must not be called from inside a task). `thread` in fn is in [0, size()), 0 = the caller.
+// Thread safety: ParallelFor must be called from one thread at a time. Called from inside one of
+// this pool's tasks (a nested loop, e.g. a tensor source filling a tensor while experts are packed
+// in parallel), it runs its tasks inline on that thread, with that thread's index. `thread` in fn
+// is in [0, size()), 0 = the caller.
 #pragma once
 
 #include <atomic>

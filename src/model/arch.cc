@@ -5,7 +5,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "model/deepseek_model.h"
-#include "model/qwen3_moe_model.h"
+#include "model/gqa_model.h"
 #include "moe/moe_weights.h"
 
 namespace moerun {
@@ -20,13 +20,19 @@ StatusOr<std::unique_ptr<Model>> LoadAs(std::unique_ptr<TensorSource> source, Mo
   return std::unique_ptr<Model>(std::move(m));
 }
 
-constexpr std::array<Arch, 3> kArchs = {{
+constexpr std::array<Arch, 6> kArchs = {{
     {"deepseek_v2", "DeepSeek-V2 (MLA)", CacheKind::kLatentMla, &ParseDeepseekConfig, &DeepseekTensorTable,
      &LoadAs<DeepseekModel>},
     {"deepseek_v3", "DeepSeek-V3 (MLA)", CacheKind::kLatentMla, &ParseDeepseekConfig, &DeepseekTensorTable,
      &LoadAs<DeepseekModel>},
-    {"qwen3_moe", "Qwen3-MoE (GQA)", CacheKind::kGqaKv, &ParseQwen3MoeConfig, &Qwen3MoeTensorTable,
-     &LoadAs<Qwen3MoeModel>},
+    {"qwen3_moe", "Qwen3-MoE (GQA, per-head q/k norm)", CacheKind::kGqaKv, &ParseQwen3MoeConfig,
+     &GqaTensorTable, &LoadAs<GqaModel>},
+    {"qwen2_moe", "Qwen2-MoE (GQA, q/k/v biases, gated shared expert)", CacheKind::kGqaKv,
+     &ParseQwen2MoeConfig, &GqaTensorTable, &LoadAs<GqaModel>},
+    {"mixtral", "Mixtral (GQA, block_sparse_moe top-2)", CacheKind::kGqaKv, &ParseMixtralConfig,
+     &GqaTensorTable, &LoadAs<GqaModel>},
+    {"olmoe", "OLMoE (GQA, whole-projection q/k norm)", CacheKind::kGqaKv, &ParseOlmoeConfig, &GqaTensorTable,
+     &LoadAs<GqaModel>},
 }};
 
 }  // namespace

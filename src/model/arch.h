@@ -4,8 +4,10 @@
 // Model subclass (usually a DecoderModel with its own attention, model/decoder_model.h).
 //
 // Registered (docs/models.md): deepseek_v2 and deepseek_v3 (DeepseekModel: MLA, latent cache,
-// dense + MoE layers by first_k_dense_replace / moe_layer_freq) and qwen3_moe (Qwen3MoeModel: GQA
-// with per-head q/k RMSNorm, K/V cache, MoE layers by decoder_sparse_step / mlp_only_layers).
+// dense + MoE layers by first_k_dense_replace / moe_layer_freq) and the GQA families (GqaModel:
+// GQA attention over a K/V cache, model/gqa_model.h): qwen3_moe (per-head q/k RMSNorm), qwen2_moe
+// (q/k/v biases, sigmoid-gated shared expert), mixtral (block_sparse_moe experts w1/w3/w2, top-2
+// renormalised) and olmoe (q/k RMSNorm over the whole projection, optional clip_qkv).
 // Layer kinds (dense MLP or MoE) follow ModelConfig::IsMoeLayer, whose rule fields each parser sets.
 //
 // Thread safety: the registry is immutable; the functions are thread-safe.
@@ -43,7 +45,7 @@ struct Arch {
 
 // The entry of `model_type`, or nullptr.
 const Arch* FindArch(std::string_view model_type);
-// The registered model_types, e.g. "deepseek_v2, deepseek_v3, qwen3_moe".
+// The registered model_types, e.g. "deepseek_v2, deepseek_v3, qwen3_moe, qwen2_moe, mixtral, olmoe".
 std::string ArchNames();
 
 // Every tensor name and shape the config implies, MoE blocks in the per-expert form.

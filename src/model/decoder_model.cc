@@ -37,8 +37,7 @@ DownAlignment ModelDownAlignment(const ModelConfig& c, const TensorSource& ckpt,
                                  std::optional<WeightFormat> requested) {
   DownAlignment align;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    if (c.IsMoeLayer(l))
-      align.Merge(MoeDownAlignment(c.moe, ckpt, fmt::format("model.layers.{}.mlp.", l), requested));
+    if (c.IsMoeLayer(l)) align.Merge(MoeDownAlignment(c.moe, ckpt, c.MoePrefix(l), requested));
   }
   return align;
 }
@@ -93,7 +92,8 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
     ASSIGN_OR_RETURN(lw.o_proj, PackAs(o, w, head_begin_ * d, head_end_ * d, par.deterministic ? d : 0));
     if (c.IsMoeLayer(l)) {
       // One set of MoE expert buffers for the whole rank (the context's), shared by every layer.
-      ASSIGN_OR_RETURN(lw.moe, ParallelMoe::Create(c.moe, ckpt, p + "mlp.", context_, w, options_.kernels));
+      ASSIGN_OR_RETURN(lw.moe,
+                       ParallelMoe::Create(c.moe, ckpt, c.MoePrefix(l), context_, w, options_.kernels));
     } else {
       ASSIGN_OR_RETURN(StoredWeight gate, GetStoredWeight(ckpt, p + "mlp.gate_proj.weight"));
       ASSIGN_OR_RETURN(StoredWeight up, GetStoredWeight(ckpt, p + "mlp.up_proj.weight"));
@@ -108,7 +108,7 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
 }
 
 void DecoderModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
-                           float* y) const {
+                           float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     double ss = 0;
@@ -240,7 +240,7 @@ Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logi
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     LayerWeights& lw = layers_[static_cast<size_t>(l)];
     RmsNorm(hs.data(), lw.input_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());
-    Attention(l, a.data(), t_count, rows.data(), o.data());
+    RETURN_IF_ERROR(Attention(l, a.data(), t_count, rows.data(), o.data()));
     RETURN_IF_ERROR(OutputProjection(l, o.data(), t_count, out.data()));
     for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     RmsNorm(hs.data(), lw.post_norm, t_count, h, static_cast<float>(c.rms_norm_eps), a.data());

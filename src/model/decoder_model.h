@@ -1,5 +1,5 @@
 // DecoderModel: the pre-norm decoder skeleton every registered architecture shares, with the
-// shared layers; an architecture (DeepseekModel, Qwen3MoeModel) supplies only its attention.
+// shared layers; an architecture (DeepseekModel, GqaModel) supplies only its attention.
 //
 //   h = embed_tokens[ids]
 //   per layer l:  a = RMSNorm(h; input_layernorm)
@@ -8,10 +8,11 @@
 //                 h += MoE(a) (ParallelMoe) if IsMoeLayer(l), else dense SwiGLU MLP
 //   logits = RMSNorm(h; model.norm) · lm_headᵀ                   vocab-parallel, all-gathered
 //
-// (docs/models.md §3.1 for DeepSeek, §6 for Qwen3-MoE.) Parallel layout: attention heads are split
-// over the TP ranks of a replica, [head_begin, head_end); the attention hook writes o [T, local
-// heads x o_head_dim] and o_proj's matching columns are summed over TP (one all-reduce, or 128-bit
-// fixed point per head in --deterministic mode); MoE layers run on ParallelMoe (every layout it
+// (docs/models.md §3.1 for DeepSeek, §6–§9 for the GQA families.) The MoE block of layer l is at
+// ModelConfig::MoePrefix(l) ("model.layers.l.mlp.", Mixtral's "…block_sparse_moe."). Parallel layout:
+// attention heads are split over the TP ranks of a replica, [head_begin, head_end); the attention hook writes
+// o [T, local heads x o_head_dim] and o_proj's matching columns are summed over TP (one all-reduce, or
+// 128-bit fixed point per head in --deterministic mode); MoE layers run on ParallelMoe (every layout it
 // supports, SP all-gathers over TP here); dense MLPs, norms and embeddings are replicated.
 //
 // Thread safety: immutable after load; ForwardBatch uses internal scratch, one call at a time,
@@ -46,6 +47,12 @@ LayoutDims ModelLayoutDims(const ModelConfig& config, const DownAlignment& align
 DownAlignment ModelDownAlignment(const ModelConfig& config, const TensorSource& ckpt,
                                  std::optional<WeightFormat> requested);
 
+// One row of a batch: its sequence's cache (of the model's CacheKind) and its position there.
+struct RowPlace {
+  ModelCache* cache;
+  int64_t pos;  // e.g. 17
+};
+
 class DecoderModel : public Model {
  public:
   ~DecoderModel() override;
@@ -59,13 +66,11 @@ class DecoderModel : public Model {
   std::vector<std::vector<uint64_t>> RoutedTokenCounts() const override;
   // This rank's layout (coordinates and groups, made once at load).
   const ParallelLayout& layout() const { return context_->layout(); }
+  // y = w ⊙ x / sqrt(mean(x²) + eps) per row of `dim` (sum of squares in double); y may alias x.
+  static void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
+                      float* y);
 
- protected:
-  struct RowPlace {
-    ModelCache* cache;  // the row's sequence (of cache_kind())
-    int64_t pos;        // the row's position in it
-  };
-  // The weights every architecture has per layer; attention's own live in the subclass.
+ protected:  // The weights every architecture has per layer; attention's own live in the subclass.
   struct LayerWeights {
     std::vector<float> input_norm;     // [H]
     std::vector<float> post_norm;      // [H]
@@ -93,13 +98,12 @@ class DecoderModel : public Model {
   // Architecture hooks.
   virtual CacheKind cache_kind() const = 0;
   // o [T, local heads * o_head_dim] from the normed input x [T, H]; writes each row's cache entry.
-  virtual void Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) = 0;
+  // Called on every rank of a replica, also with no rows (an attention may issue collectives).
+  virtual Status Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows,
+                           float* o) = 0;
   // Bytes of this layer's attention weights besides o_proj, read per decoded token.
   virtual double AttentionWeightBytes(int64_t layer) const = 0;
 
-  // y = w ⊙ x / sqrt(mean(x²) + eps) per row of `dim` (sum of squares in double); y may alias x.
-  void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
-               float* y) const;
   LinearContext Ctx() { return {.pool = pool_, .policy = &options_.kernels, .acts = &acts_}; }
   int world_size() const override { return world_->size(); }
   int64_t local_heads() const { return head_end_ - head_begin_; }

@@ -145,8 +145,8 @@ double DeepseekModel::CacheBytesPerToken() const {
          sizeof(float);
 }
 
-void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows,
-                              float* o) {
+Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows,
+                                float* o) {
   const ModelConfig& c = config_;
   const AttentionWeights& at = attn_[static_cast<size_t>(layer)];
   const int64_t nh = local_heads(), dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
@@ -234,6 +234,7 @@ void DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, co
   } else {
     for (int64_t i = 0; i < n_tasks; ++i) task(i, 0);
   }
+  return Status::Ok();
 }
 
 double DeepseekModel::AttentionWeightBytes(int64_t layer) const {

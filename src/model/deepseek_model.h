@@ -86,7 +86,7 @@ class DeepseekModel : public DecoderModel {
 
  protected:
   CacheKind cache_kind() const override { return CacheKind::kLatentMla; }
-  void Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) override;
+  Status Attention(int64_t layer, const float* x, int64_t t_count, const RowPlace* rows, float* o) override;
   double AttentionWeightBytes(int64_t layer) const override;
 
  private:

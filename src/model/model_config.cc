@@ -4,33 +4,14 @@
 #include <nlohmann/json.hpp>
 
 #include "model/arch.h"
+#include "model/config_fields.h"
 
 namespace moerun {
 namespace {
 
-using Json = nlohmann::json;
-
-StatusOr<int64_t> Int(const Json& j, const std::string& src, const char* name, int64_t min, bool required,
-                      int64_t fallback) {
-  if (!j.contains(name) || j.at(name).is_null()) {
-    if (required) return InvalidArgument("{}: required field '{}' is missing", src, name);
-    return fallback;
-  }
-  const Json& v = j.at(name);
-  if (!v.is_number_integer())
-    return InvalidArgument("{}: field '{}' must be an integer, got {}", src, name, v.dump());
-  const int64_t x = v.get<int64_t>();
-  if (x < min) return InvalidArgument("{}: field '{}' = {} must be >= {}", src, name, x, min);
-  if (x > (int64_t{1} << 31)) return InvalidArgument("{}: field '{}' = {} exceeds 2^31", src, name, x);
-  return x;
-}
-
-StatusOr<double> Num(const Json& j, const std::string& src, const char* name, double fallback) {
-  if (!j.contains(name) || j.at(name).is_null()) return fallback;
-  const Json& v = j.at(name);
-  if (!v.is_number()) return InvalidArgument("{}: field '{}' must be a number, got {}", src, name, v.dump());
-  return v.get<double>();
-}
+using config_fields::Int;
+using config_fields::Json;
+using config_fields::Num;
 
 Status ReadYarn(const Json& j, const std::string& src, ModelConfig* c) {
   // Original form: "rope_scaling": {"type": "yarn", ...}; transformers 5: "rope_parameters":
@@ -158,87 +139,8 @@ Status ParseDeepseekConfig(const std::string& text, const std::string& src, Mode
   return ReadYarn(j, src, &c);
 }
 
-Status ParseQwen3MoeConfig(const std::string& text, const std::string& src, ModelConfig* out) {
-  // Field names and defaults of transformers' Qwen3MoeConfig (docs/models.md §6.1).
-  const Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return InvalidArgument("{}: not a JSON object", src);
-  ModelConfig& c = *out;
-  ASSIGN_OR_RETURN(c.vocab_size, Int(j, src, "vocab_size", 1, true, 0));
-  ASSIGN_OR_RETURN(c.hidden_size, Int(j, src, "hidden_size", 1, true, 0));
-  ASSIGN_OR_RETURN(c.intermediate_size, Int(j, src, "intermediate_size", 1, false, 0));
-  ASSIGN_OR_RETURN(c.num_hidden_layers, Int(j, src, "num_hidden_layers", 1, true, 0));
-  ASSIGN_OR_RETURN(c.num_attention_heads, Int(j, src, "num_attention_heads", 1, true, 0));
-  ASSIGN_OR_RETURN(c.num_key_value_heads,
-                   Int(j, src, "num_key_value_heads", 1, false, c.num_attention_heads));
-  ASSIGN_OR_RETURN(c.head_dim, Int(j, src, "head_dim", 2, false, c.hidden_size / c.num_attention_heads));
-  ASSIGN_OR_RETURN(c.rms_norm_eps, Num(j, src, "rms_norm_eps", 1e-6));
-  ASSIGN_OR_RETURN(c.rope_theta, Num(j, src, "rope_theta", 10000.0));
-  ASSIGN_OR_RETURN(c.max_position_embeddings, Int(j, src, "max_position_embeddings", 1, false, 32768));
-  ASSIGN_OR_RETURN(c.decoder_sparse_step, Int(j, src, "decoder_sparse_step", 1, false, 1));
-  ASSIGN_OR_RETURN(c.bos_token_id, Int(j, src, "bos_token_id", 0, false, -1));
-  ASSIGN_OR_RETURN(c.eos_token_id, Int(j, src, "eos_token_id", 0, false, -1));
-  if (j.contains("tie_word_embeddings") && j.at("tie_word_embeddings").is_boolean()) {
-    c.tie_word_embeddings = j.at("tie_word_embeddings").get<bool>();
-  }
-  if (c.head_dim % 2 != 0)
-    return InvalidArgument("{}: head_dim {} must be even (RoPE rotates half-dims)", src, c.head_dim);
-  if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return InvalidArgument("{}: num_key_value_heads {} does not divide num_attention_heads {}", src,
-                           c.num_key_value_heads, c.num_attention_heads);
-  }
-  if (j.contains("mlp_only_layers") && !j.at("mlp_only_layers").is_null()) {
-    const Json& m = j.at("mlp_only_layers");
-    if (!m.is_array())
-      return InvalidArgument("{}: field 'mlp_only_layers' must be a list of layer indices", src);
-    for (const Json& v : m) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.num_hidden_layers) {
-        return InvalidArgument("{}: mlp_only_layers entry {} is not a layer index in [0, {})", src, v.dump(),
-                               c.num_hidden_layers);
-      }
-      c.mlp_only_layers.push_back(v.get<int64_t>());
-    }
-  }
-  for (const char* flag : {"attention_bias", "use_sliding_window"}) {
-    if (j.contains(flag) && j.at(flag).is_boolean() && j.at(flag).get<bool>())
-      return Unimplemented("{}: {} = true is not supported for qwen3_moe (Qwen3-MoE releases use false)", src,
-                           flag);
-  }
-  RETURN_IF_ERROR(ReadQuantization(j, src, /*fp8_supported=*/false, &c));
-  // RoPE: plain rotate-half only. transformers 5 moves rope_theta into rope_parameters.
-  for (const char* key : {"rope_scaling", "rope_parameters"}) {
-    if (!j.contains(key) || !j.at(key).is_object()) continue;
-    const Json& rs = j.at(key);
-    if (rs.contains("rope_theta")) {
-      ASSIGN_OR_RETURN(c.rope_theta, Num(rs, src + " " + key, "rope_theta", 0));
-    }
-    std::string type;
-    if (rs.contains("type") && rs.at("type").is_string()) type = rs.at("type").get<std::string>();
-    if (rs.contains("rope_type") && rs.at("rope_type").is_string())
-      type = rs.at("rope_type").get<std::string>();
-    if (!type.empty() && type != "default") {
-      return Unimplemented("{}: {} type '{}' is not supported for qwen3_moe (plain RoPE only)", src, key,
-                           type);
-    }
-  }
-  if (!(c.rope_theta > 0)) return InvalidArgument("{}: rope_theta {} must be > 0", src, c.rope_theta);
-  // The router renormalises top-k weights only for k > 1 (moe/router.h); Qwen3-MoE would give a
-  // single expert weight 1.
-  const bool norm = j.contains("norm_topk_prob") && j.at("norm_topk_prob").is_boolean() &&
-                    j.at("norm_topk_prob").get<bool>();
-  if (norm && j.contains("num_experts_per_tok") && j.at("num_experts_per_tok") == 1) {
-    return Unimplemented("{}: num_experts_per_tok 1 with norm_topk_prob true is not supported", src);
-  }
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    bool dense = (l + 1) % c.decoder_sparse_step != 0;
-    for (int64_t d : c.mlp_only_layers) dense |= d == l;
-    if (dense && c.intermediate_size < 1) {
-      return InvalidArgument(
-          "{}: layer {} is dense (decoder_sparse_step / mlp_only_layers) but "
-          "intermediate_size is missing",
-          src, l);
-    }
-  }
-  return Status::Ok();
+std::string ModelConfig::MoePrefix(int64_t layer) const {
+  return fmt::format("model.layers.{}.{}", layer, moe_block);
 }
 
 double ModelConfig::SoftmaxScale() const {
@@ -252,9 +154,14 @@ double ModelConfig::SoftmaxScale() const {
 
 std::string ModelConfig::Summary() const {
   if (num_key_value_heads > 0) {  // GQA
-    return fmt::format("{}: {} layers, H={}, heads={} (kv {}), head_dim={}, vocab={}, {}", model_type,
+    std::string attn;
+    if (qkv_bias) attn += ", qkv bias";
+    if (qk_norm != QkNorm::kNone)
+      attn += qk_norm == QkNorm::kPerHead ? ", q/k norm per head" : ", q/k norm whole";
+    if (clip_qkv > 0) attn += fmt::format(", clip_qkv {}", clip_qkv);
+    return fmt::format("{}: {} layers, H={}, heads={} (kv {}), head_dim={}{}, vocab={}, {}", model_type,
                        num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, head_dim,
-                       vocab_size, moe.Summary());
+                       attn, vocab_size, moe.Summary());
   }
   return fmt::format("{}: {} layers, H={}, heads={}, q_lora={}, kv_lora={}, dims {}/{}/{}, vocab={}, {}{}{}",
                      model_type, num_hidden_layers, hidden_size, num_attention_heads, q_lora_rank,

@@ -1,13 +1,15 @@
 // ModelConfig: a model's hyper-parameters from its Hugging Face config.json, for every registered
 // architecture (model/arch.h): the common fields (vocabulary, hidden size, layers, heads, norms,
 // RoPE base, special tokens), each architecture's attention fields (DeepSeek MLA; GQA for
-// Qwen3-MoE), its layer-layout rule, and the MoE block fields through MoeConfig.
+// Qwen3-MoE, Qwen2-MoE, Mixtral and OLMoE, with their switches: q/k/v biases, q/k norm per head or
+// over the whole projection, clip_qkv), its layer-layout rule, where its MoE block lives, and
+// the MoE block fields through MoeConfig.
 //
 // FromJson reads model_type, finds its registry entry and runs that entry's parser
-// (ParseDeepseekConfig, ParseQwen3MoeConfig); an unregistered model_type is an error listing the
-// registered ones. DeepSeek accepts both the original `rope_scaling` object and the newer
-// transformers `rope_parameters` form. Every field is type- and range-checked; errors name the
-// field, its value and the bound. Thread safety: a plain value type.
+// (ParseDeepseekConfig here; the GQA families' in model/gqa_config.cc); an unregistered
+// model_type is an error listing the registered ones. DeepSeek accepts both the original `rope_scaling`
+// object and the newer transformers `rope_parameters` form. Every field is type- and range-checked; errors
+// name the field, its value and the bound. Thread safety: a plain value type.
 #pragma once
 
 #include <cstdint>
@@ -29,16 +31,27 @@ struct YarnConfig {
   double mscale_all_dim = 0.0;           // e.g. 0.707 (0: absent)
 };
 
+// Where a GQA family normalises q and k (docs/models.md §6.3, §9.2).
+enum class QkNorm {
+  kNone,     // Qwen2-MoE, Mixtral
+  kPerHead,  // Qwen3-MoE: one [head_dim] weight, each head normalised on its own
+  kWhole,    // OLMoE: over the whole projection, weights [nh * head_dim] and [nkv * head_dim]
+};
+
 struct ModelConfig {
-  std::string model_type;           // a registry key: "deepseek_v2", "deepseek_v3", "qwen3_moe"
+  // A registry key: "deepseek_v2", "deepseek_v3", "qwen3_moe", "qwen2_moe", "mixtral", "olmoe".
+  std::string model_type;
   int64_t vocab_size = 0;           // e.g. 102400
   int64_t hidden_size = 0;          // H, e.g. 2048
   int64_t intermediate_size = 0;    // dense MLP width, e.g. 10944
   int64_t num_hidden_layers = 0;    // e.g. 27
   int64_t num_attention_heads = 0;  // nh, e.g. 16
-  // GQA (Qwen3-MoE; 0 for DeepSeek):
+  // GQA (Qwen3-MoE, Qwen2-MoE, Mixtral, OLMoE; 0 for DeepSeek):
   int64_t num_key_value_heads = 0;  // KV heads, e.g. 4 (Qwen3-30B-A3B: 32 query heads share 4)
   int64_t head_dim = 0;             // per-head q/k/v width, e.g. 128
+  bool qkv_bias = false;            // q/k/v_proj have biases (Qwen2-MoE: true)
+  QkNorm qk_norm = QkNorm::kNone;   // Qwen3-MoE: kPerHead, OLMoE: kWhole
+  double clip_qkv = 0.0;            // OLMoE: clamp q, k, v to [-c, c] after the norm, e.g. 8; 0 = off
   // MLA (DeepSeek; 0 for GQA models):
   int64_t q_lora_rank = 0;       // 0 = plain q_proj (V2-Lite), e.g. 1536 (V2)
   int64_t kv_lora_rank = 0;      // r, e.g. 512
@@ -55,8 +68,11 @@ struct ModelConfig {
   // mlp_only_layers and (l + 1) % decoder_sparse_step == 0.
   int64_t decoder_sparse_step = 0;       // e.g. 1 (Qwen3-MoE: every layer)
   std::vector<int64_t> mlp_only_layers;  // dense layers, e.g. [] (Qwen3-MoE)
-  int64_t bos_token_id = -1;             // e.g. 100000
-  int64_t eos_token_id = -1;             // e.g. 100001
+  // The MoE block's name under "model.layers.N.": "mlp." (DeepSeek, Qwen, OLMoE) or
+  // "block_sparse_moe." (Mixtral). Dense MLPs are always "mlp.".
+  std::string moe_block = "mlp.";
+  int64_t bos_token_id = -1;  // e.g. 100000
+  int64_t eos_token_id = -1;  // e.g. 100001
   bool tie_word_embeddings = false;
   // quantization_config {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128],
   // "activation_scheme": "dynamic"} (DeepSeek-V3 as released): the 2-D weights are F8_E4M3 with
@@ -77,6 +93,8 @@ struct ModelConfig {
     }
     return layer >= first_k_dense_replace && layer % moe_layer_freq == 0;
   }
+  // "model.layers.{layer}.{moe_block}", the prefix of that layer's MoE tensors (moe/moe_weights.h).
+  std::string MoePrefix(int64_t layer) const;
   int64_t q_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   // softmax scale: q_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 (YaRN).
   double SoftmaxScale() const;
@@ -86,7 +104,11 @@ struct ModelConfig {
 // The registry's config parsers (model/arch.h): every field of the architecture into `c`, whose
 // model_type is already set. Errors name `source`, the field, its value and the bound.
 Status ParseDeepseekConfig(const std::string& text, const std::string& source, ModelConfig* c);
+// GQA families (model/gqa_config.cc; docs/models.md §6–§9).
 Status ParseQwen3MoeConfig(const std::string& text, const std::string& source, ModelConfig* c);
+Status ParseQwen2MoeConfig(const std::string& text, const std::string& source, ModelConfig* c);
+Status ParseMixtralConfig(const std::string& text, const std::string& source, ModelConfig* c);
+Status ParseOlmoeConfig(const std::string& text, const std::string& source, ModelConfig* c);
 
 // YaRN's attention scale: 1 if factor <= 1, else 0.1 * m * ln(factor) + 1.
 double YarnGetMscale(double factor, double m);

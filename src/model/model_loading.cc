@@ -22,7 +22,7 @@ TensorTable DecoderTensorTable(
     e.shapes[p + "post_attention_layernorm.weight"] = {h};
     add_attention(l, p + "self_attn.", &e);
     if (c.IsMoeLayer(l)) {
-      e.moe_prefixes.insert(p + "mlp.");
+      e.moe_prefixes.insert(c.MoePrefix(l));
     } else {
       e.shapes[p + "mlp.gate_proj.weight"] = {c.intermediate_size, h};
       e.shapes[p + "mlp.up_proj.weight"] = {c.intermediate_size, h};

@@ -33,7 +33,7 @@ namespace moerun {
 // The tensors an architecture expects for one config.
 struct TensorTable {
   std::map<std::string, Shape> shapes;  // non-MoE tensors, e.g. "model.norm.weight" -> [H]
-  std::set<std::string> moe_prefixes;   // "model.layers.N.mlp." of MoE layers (MoeWeights names)
+  std::set<std::string> moe_prefixes;   // ModelConfig::MoePrefix of MoE layers (MoeWeights names)
 };
 
 // The decoder skeleton's tensors (embeddings, lm_head unless tied, final norm, per layer the two

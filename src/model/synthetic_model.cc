@@ -151,7 +151,7 @@ StatusOr<std::unique_ptr<SyntheticTensorSource>> SyntheticTensorSource::Create(c
   s->seed_ = seed;
   s->pool_ = pool;
   for (const auto& [name, shape] : ExpectedModelTensors(config)) {
-    const bool router = name.size() > 16 && name.ends_with("mlp.gate.weight");
+    const bool router = name.ends_with(".gate.weight");  // mlp.gate / block_sparse_moe.gate
     const bool vector = shape.size() == 1;
     const DType t = vector || router ? DType::kF32 : GgufMatrixType(matrix_dtype, shape.back());
     s->metas_.push_back({name, t, shape});

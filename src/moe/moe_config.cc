@@ -91,14 +91,29 @@ Status ReadDeepseek(const FieldReader& f, const std::string& source, MoeConfig* 
 }
 
 Status ReadQwen(const FieldReader& f, MoeConfig* c) {
+  ASSIGN_OR_RETURN(c->moe_intermediate_size, f.Int("moe_intermediate_size", 1));
   ASSIGN_OR_RETURN(c->n_routed_experts, f.Int("num_experts", 1));
   if (c->model_type == "qwen2_moe") {
     ASSIGN_OR_RETURN(c->shared_intermediate_size, f.IntOr("shared_expert_intermediate_size", 0, 0));
     c->shared_expert_gated = c->shared_intermediate_size > 0;
   }
   ASSIGN_OR_RETURN(c->norm_topk_prob, f.BoolOr("norm_topk_prob", false));
-  c->topk_method = TopkMethod::kGreedy;
-  c->scoring_func = ScoringFunc::kSoftmax;
+  return Status::Ok();
+}
+
+// Mixtral (MixtralSparseMoeBlock): num_local_experts experts of width intermediate_size, top-k of
+// the softmax always renormalised, experts named w1 / w3 / w2. OLMoE (OlmoeSparseMoeBlock):
+// num_experts experts of width intermediate_size, renormalised only with norm_topk_prob.
+Status ReadMixtralOrOlmoe(const FieldReader& f, MoeConfig* c) {
+  ASSIGN_OR_RETURN(c->moe_intermediate_size, f.Int("intermediate_size", 1));
+  if (c->model_type == "mixtral") {
+    ASSIGN_OR_RETURN(c->n_routed_experts, f.Int("num_local_experts", 1));
+    c->norm_topk_prob = true;
+    c->expert_names = {.gate = "w1", .up = "w3", .down = "w2"};
+  } else {
+    ASSIGN_OR_RETURN(c->n_routed_experts, f.Int("num_experts", 1));
+    ASSIGN_OR_RETURN(c->norm_topk_prob, f.BoolOr("norm_topk_prob", false));
+  }
   return Status::Ok();
 }
 
@@ -124,16 +139,28 @@ StatusOr<MoeConfig> MoeConfig::FromJson(const std::string& text, const std::stri
   MoeConfig c;
   ASSIGN_OR_RETURN(c.model_type, f.StringOr("model_type", ""));
   ASSIGN_OR_RETURN(c.hidden_size, f.Int("hidden_size", 1));
-  ASSIGN_OR_RETURN(c.moe_intermediate_size, f.Int("moe_intermediate_size", 1));
   ASSIGN_OR_RETURN(c.num_experts_per_tok, f.Int("num_experts_per_tok", 1));
-  if (c.model_type == "deepseek_v2" || c.model_type == "deepseek_v3") {
+  const std::string& t = c.model_type;
+  if (t == "deepseek_v2" || t == "deepseek_v3") {
+    ASSIGN_OR_RETURN(c.moe_intermediate_size, f.Int("moe_intermediate_size", 1));
     RETURN_IF_ERROR(ReadDeepseek(f, source, &c));
-  } else if (c.model_type == "qwen2_moe" || c.model_type == "qwen3_moe") {
+  } else if (t == "qwen2_moe" || t == "qwen3_moe") {
     RETURN_IF_ERROR(ReadQwen(f, &c));
+  } else if (t == "mixtral" || t == "olmoe") {
+    RETURN_IF_ERROR(ReadMixtralOrOlmoe(f, &c));
   } else {
-    return InvalidArgument(
-        "{}: unsupported model_type '{}' (expected deepseek_v2, deepseek_v3, qwen2_moe or qwen3_moe)", source,
-        c.model_type);
+    return InvalidArgument("{}: unsupported model_type '{}' (expected {})", source, c.model_type,
+                           "deepseek_v2, deepseek_v3, qwen2_moe, qwen3_moe, mixtral or olmoe");
+  }
+  if (t != "deepseek_v2" && t != "deepseek_v3") {  // plain softmax top-k, no groups, no scaling
+    c.topk_method = TopkMethod::kGreedy;
+    c.scoring_func = ScoringFunc::kSoftmax;
+    // These families renormalise a single expert's weight to 1; the router renormalises only for
+    // k > 1 (DeepSeek-V2's rule), so refuse rather than compute another model.
+    if (c.norm_topk_prob && c.num_experts_per_tok == 1) {
+      return Unimplemented("{}: num_experts_per_tok 1 with norm_topk_prob true is not supported ({})", source,
+                           t);
+    }
   }
   RETURN_IF_ERROR(c.Validate().WithContext(source));
   return c;

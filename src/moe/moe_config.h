@@ -1,10 +1,12 @@
 // MoeConfig: the MoE-block hyper-parameters read from a Hugging Face config.json.
 //
-// Accepts the DeepSeek-V2/V3 field names (n_routed_experts, n_shared_experts, topk_method, ...)
-// and the Qwen2-MoE/Qwen3-MoE ones (num_experts, shared_expert_intermediate_size, ...), selected
-// by model_type. Missing optional fields take the family's documented default; every present
-// field is type- and range-checked, and FromJson fails with a message naming the field, the value
-// and the bound. Thread safety: a plain value type.
+// Accepts the DeepSeek-V2/V3 field names (n_routed_experts, n_shared_experts, topk_method, ...),
+// the Qwen2-MoE/Qwen3-MoE ones (num_experts, shared_expert_intermediate_size, ...), Mixtral's
+// (num_local_experts; experts of width intermediate_size, always renormalised) and OLMoE's
+// (num_experts; experts of width intermediate_size), selected by model_type. Missing optional
+// fields take the family's documented default; every present field is type- and range-checked,
+// and FromJson fails with a message naming the field, the value and the bound. Thread safety: a
+// plain value type.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +24,18 @@ enum class TopkMethod {
 };
 const char* TopkMethodName(TopkMethod m);
 
+// The routed experts' matrices under "experts.{e}.": HF's gate_proj / up_proj / down_proj, or
+// Mixtral's w1 (gate) / w3 (up) / w2 (down). The one name-mapping layer for expert tensors
+// (moe/moe_weights.h ExpertTensorName); the math is the same SwiGLU MLP.
+struct ExpertTensorNames {
+  std::string gate = "gate_proj";  // Mixtral: "w1"
+  std::string up = "up_proj";      // Mixtral: "w3"
+  std::string down = "down_proj";  // Mixtral: "w2"
+};
+
 struct MoeConfig {
-  std::string model_type;                // "deepseek_v2", "deepseek_v3", "qwen2_moe", "qwen3_moe"
+  // "deepseek_v2", "deepseek_v3", "qwen2_moe", "qwen3_moe", "mixtral", "olmoe"
+  std::string model_type;
   int64_t hidden_size = 0;               // H, e.g. 2048
   int64_t moe_intermediate_size = 0;     // I per routed expert, e.g. 1408
   int64_t n_routed_experts = 0;          // E, e.g. 64
@@ -38,6 +50,7 @@ struct MoeConfig {
   // DeepSeek-V2 remote code scales only when it does not renormalise; V3 (and vLLM) always scale.
   bool scale_after_norm = true;
   ScoringFunc scoring_func = ScoringFunc::kSoftmax;
+  ExpertTensorNames expert_names;  // Mixtral: w1 / w3 / w2
 
   // Parses config.json text. `source` names the file in errors.
   static StatusOr<MoeConfig> FromJson(const std::string& text, const std::string& source);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/fp8_weights.h"
+#include "moe/moe_weights.h"
 
 namespace moerun {
 namespace {
@@ -73,10 +74,14 @@ StatusOr<Mlp> LoadMlp(const TensorSource& ckpt, const std::string& p) {
 }
 
 StatusOr<Mlp> LoadExpert(const MoeConfig& c, const TensorSource& ckpt, const std::string& prefix, int64_t e) {
-  if (!ckpt.Has(prefix + "experts.gate_up_proj"))
-    return LoadMlp(ckpt, fmt::format("{}experts.{}.", prefix, e));
-  const int64_t i = c.moe_intermediate_size;
   Mlp m;
+  if (!ckpt.Has(prefix + "experts.gate_up_proj")) {
+    ASSIGN_OR_RETURN(m.gate, LoadMatrix(ckpt, prefix + ExpertTensorName(c, e, ExpertMatrix::kGate)));
+    ASSIGN_OR_RETURN(m.up, LoadMatrix(ckpt, prefix + ExpertTensorName(c, e, ExpertMatrix::kUp)));
+    ASSIGN_OR_RETURN(m.down, LoadMatrix(ckpt, prefix + ExpertTensorName(c, e, ExpertMatrix::kDown)));
+    return m;
+  }
+  const int64_t i = c.moe_intermediate_size;
   ASSIGN_OR_RETURN(m.gate, LoadFusedSlice(ckpt, prefix + "experts.gate_up_proj", e, 0, i));
   ASSIGN_OR_RETURN(m.up, LoadFusedSlice(ckpt, prefix + "experts.gate_up_proj", e, i, i));
   ASSIGN_OR_RETURN(m.down, LoadFusedSlice(ckpt, prefix + "experts.down_proj", e, 0, c.hidden_size));
@@ -162,9 +167,7 @@ StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const TensorSource
   Matrix shared_gate;
   const bool has_shared = c.shared_intermediate_size > 0;
   if (has_shared) {
-    const std::string sp =
-        c.shared_expert_gated || c.model_type == "qwen2_moe" ? "shared_expert." : "shared_experts.";
-    ASSIGN_OR_RETURN(shared, LoadMlp(ckpt, prefix + sp));
+    ASSIGN_OR_RETURN(shared, LoadMlp(ckpt, prefix + SharedExpertPrefix(c)));
     if (c.shared_expert_gated) {
       ASSIGN_OR_RETURN(shared_gate, LoadMatrix(ckpt, prefix + "shared_expert_gate.weight"));
     }

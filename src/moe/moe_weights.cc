@@ -75,6 +75,12 @@ Tensor Slice(const Tensor& t, int64_t index) {
 
 }  // namespace
 
+std::string ExpertTensorName(const MoeConfig& c, int64_t expert, ExpertMatrix m) {
+  const ExpertTensorNames& n = c.expert_names;
+  const std::string& name = m == ExpertMatrix::kGate ? n.gate : m == ExpertMatrix::kUp ? n.up : n.down;
+  return fmt::format("experts.{}.{}.weight", expert, name);
+}
+
 std::string SharedExpertPrefix(const MoeConfig& c) {
   return c.shared_expert_gated || c.model_type == "qwen2_moe" ? "shared_expert." : "shared_experts.";
 }
@@ -85,10 +91,9 @@ std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& c) {
   specs.push_back({"gate.weight", {e, h}});
   if (c.topk_method == TopkMethod::kNoauxTc) specs.push_back({"gate.e_score_correction_bias", {e}});
   for (int64_t x = 0; x < e; ++x) {
-    const std::string p = fmt::format("experts.{}.", x);
-    specs.push_back({p + "gate_proj.weight", {i, h}});
-    specs.push_back({p + "up_proj.weight", {i, h}});
-    specs.push_back({p + "down_proj.weight", {h, i}});
+    specs.push_back({ExpertTensorName(c, x, ExpertMatrix::kGate), {i, h}});
+    specs.push_back({ExpertTensorName(c, x, ExpertMatrix::kUp), {i, h}});
+    specs.push_back({ExpertTensorName(c, x, ExpertMatrix::kDown), {h, i}});
   }
   if (c.shared_intermediate_size > 0) {
     const std::string p = SharedExpertPrefix(c);
@@ -114,9 +119,9 @@ DownAlignment MoeDownAlignment(const MoeConfig& c, const TensorSource& ckpt, con
     return Traits(ResolveWeightFormat(requested, meta->dtype, width)).k_alignment;
   };
   DownAlignment a;
-  a.routed = align(
-      HasFusedExperts(ckpt, prefix) ? prefix + "experts.down_proj" : prefix + "experts.0.down_proj.weight",
-      c.moe_intermediate_size);
+  a.routed = align(HasFusedExperts(ckpt, prefix) ? prefix + "experts.down_proj"
+                                                 : prefix + ExpertTensorName(c, 0, ExpertMatrix::kDown),
+                   c.moe_intermediate_size);
   if (c.shared_intermediate_size > 0)
     a.shared = align(prefix + SharedExpertPrefix(c) + "down_proj.weight", c.shared_intermediate_size);
   return a;
@@ -151,9 +156,9 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
   }
   // Gate/up and down may be stored differently (a Q4_K GGUF keeps 1408-wide down rows in Q8_0).
   const DType stored_up =
-      fused ? fused_gate_up.dtype() : ckpt.Find(prefix + "experts.0.gate_proj.weight")->dtype;
+      fused ? fused_gate_up.dtype() : ckpt.Find(prefix + ExpertTensorName(c, 0, ExpertMatrix::kGate))->dtype;
   const DType stored_down =
-      fused ? fused_down.dtype() : ckpt.Find(prefix + "experts.0.down_proj.weight")->dtype;
+      fused ? fused_down.dtype() : ckpt.Find(prefix + ExpertTensorName(c, 0, ExpertMatrix::kDown))->dtype;
   w.format = ResolveWeightFormat(requested, stored_up, c.hidden_size);
   const WeightFormat down_format = ResolveWeightFormat(requested, stored_down, shard.i_end - shard.i_begin);
   w.gate_up.resize(static_cast<size_t>(e));
@@ -174,10 +179,9 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
         down_w = StoredWeight(Slice(fused_down, x));
       } else {
         // A view of the stored expert (FP8: with its scales); only this rank's slice is read.
-        const std::string p = fmt::format("{}experts.{}.", prefix, x);
-        ASSIGN_OR_RETURN(gate_w, GetStoredWeight(ckpt, p + "gate_proj.weight"));
-        ASSIGN_OR_RETURN(up_w, GetStoredWeight(ckpt, p + "up_proj.weight"));
-        ASSIGN_OR_RETURN(down_w, GetStoredWeight(ckpt, p + "down_proj.weight"));
+        ASSIGN_OR_RETURN(gate_w, GetStoredWeight(ckpt, prefix + ExpertTensorName(c, x, ExpertMatrix::kGate)));
+        ASSIGN_OR_RETURN(up_w, GetStoredWeight(ckpt, prefix + ExpertTensorName(c, x, ExpertMatrix::kUp)));
+        ASSIGN_OR_RETURN(down_w, GetStoredWeight(ckpt, prefix + ExpertTensorName(c, x, ExpertMatrix::kDown)));
       }
       ASSIGN_OR_RETURN(w.gate_up[static_cast<size_t>(x)],
                        PackedWeight::PackGateUp(gate_w.Rows(shard.i_begin, shard.i_end),

@@ -5,6 +5,8 @@
 //   gate.e_score_correction_bias        [E]      noaux_tc only (required there, refused elsewhere)
 //   experts.{e}.{gate,up}_proj.weight   [I, H]   e < E, or the fused experts.gate_up_proj [E, 2I, H]
 //   experts.{e}.down_proj.weight        [H, I]   or the fused experts.down_proj [E, H, I]
+//     (Mixtral names them experts.{e}.w1 (gate), w3 (up), w2 (down): MoeConfig::expert_names,
+//     ExpertTensorName; prefix "model.layers.N.block_sparse_moe.")
 //   shared_experts.{gate,up}_proj.weight [S, H], shared_experts.down_proj.weight [H, S]  (DeepSeek)
 //   shared_expert.{gate,up,down}_proj.weight + shared_expert_gate.weight [1, H]          (Qwen2-MoE)
 // Validation happens before any weight is packed: every expected tensor present with its exact
@@ -33,6 +35,10 @@ struct MoeTensorSpec {
   Shape shape;       // e.g. [1408, 2048]
 };
 std::vector<MoeTensorSpec> ExpectedMoeTensors(const MoeConfig& config);
+// A routed expert's matrix name relative to the block: "experts.{e}.{name}.weight" with the
+// config's names, e.g. "experts.3.gate_proj.weight", or "experts.3.w1.weight" for Mixtral's gate.
+enum class ExpertMatrix { kGate, kUp, kDown };
+std::string ExpertTensorName(const MoeConfig& config, int64_t expert, ExpertMatrix matrix);
 // The name prefix of shared-expert tensors: "shared_experts." (DeepSeek) or "shared_expert." (Qwen2).
 std::string SharedExpertPrefix(const MoeConfig& config);
 

@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"
+#include "model/arch.h"
 #include "model/model.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -269,6 +270,7 @@ Status RunInspect(const ModelArgs& a) {
   if (IsGgufPath(a.model_dir)) return InspectGguf(a);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(a.model_dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(text, a.model_dir + "/config.json"));
+  std::printf("family: %s; model_type %s\n", FindArch(c.model_type)->family, c.model_type.c_str());
   std::printf("config: %s\n", c.Summary().c_str());
   ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(a.model_dir));
   uint64_t params = 0, bytes = 0;

@@ -133,6 +133,11 @@ Status Planner::Run(bool all_logits) {
     Line(fmt::format("layer {} ({})", l, c_.IsMoeLayer(l) ? "MoE" : "dense"));
     Line(fmt::format("  attention: heads [{}, {}) of {}; o_proj output [{}, {}] {}", heads.begin, heads.end,
                      c_.num_attention_heads, t, h, ReductionState::Partial(Group::kTp).ToString()));
+    if (c_.qk_norm == QkNorm::kWhole) {  // OLMoE: every head's q/k sums of squares (f32 pairs)
+      const int64_t cols = 2 * (heads.size() + c_.num_key_value_heads / layout_.GroupSize(Group::kTp));
+      RETURN_IF_ERROR(Transit(ReductionState::ColumnShard(Group::kTp), ReductionState::Replicated(Group::kTp),
+                              fmt::format("layer {} q/k norm sums", l), t, cols, 4));
+    }
     RETURN_IF_ERROR(Transit(ReductionState::Partial(Group::kTp), ReductionState::Replicated(Group::kTp),
                             fmt::format("layer {} o_proj output", l), t, h, elem));
     if (c_.IsMoeLayer(l)) {

@@ -132,5 +132,25 @@ for layout in "2|--tp 2" "2|--dp 2 --ep --dispatch alltoall" "4|--tp 2 --dp 2 --
   fi
 done
 
+# Qwen2-MoE (q/k/v biases, gated shared expert, a dense layer), Mixtral (block_sparse_moe) and
+# OLMoE (q/k norm over the whole projection: an all_gather of the sums over TP) the same way.
+for arch in qwen2_moe mixtral olmoe; do
+  m="$WORK/$arch"
+  /usr/bin/python3 "$ROOT/tools/make_test_model.py" "$m" --arch "$arch" --dtype bf16 --shards 2 >/dev/null
+  "$MOERUN" logits -m "$m" --tokens $toks -o "$WORK/m1.safetensors" --deterministic 2>/dev/null
+  for layout in "2|--tp 2" "4|--tp 2 --dp 2 --ep --sp --dispatch alltoall" "4|--tp 4 --ep"; do
+    IFS='|' read -r np flags <<<"$layout"
+    # shellcheck disable=SC2086
+    out=$("${MPIRUN[@]}" -np "$np" "$MOERUN" logits -m "$m" --tokens $toks -o "$WORK/mx.safetensors" \
+      --deterministic $flags 2>&1 </dev/null)
+    if [[ -s "$WORK/m1.safetensors" ]] && cmp -s "$WORK/m1.safetensors" "$WORK/mx.safetensors"; then
+      pass "$arch under mpirun -np $np $flags: bitwise equal logits"
+    else
+      fail "$arch under mpirun -np $np $flags: $out"
+    fi
+    rm -f "$WORK/mx.safetensors"
+  done
+done
+
 echo "mpi_test: $failures failure(s)"
 exit $((failures > 0))

@@ -54,6 +54,22 @@ done <<LAYOUTS
 --tp 2 --dp 2 --ep --sp --deterministic|$T,0
 LAYOUTS
 
+# The GQA families: OLMoE's q/k norm all_gather, Qwen2-MoE's gated shared expert and dense layer.
+for arch in olmoe qwen2_moe; do
+  g="$WORK/$arch"
+  $PY "$ROOT/tools/make_test_model.py" "$g" --arch "$arch" --dtype f32 >/dev/null 2>&1
+  while IFS='|' read -r layout per_replica; do
+    # shellcheck disable=SC2086
+    plan=$("$MOERUN" plan -m "$g" -p "$per_replica" --all-logits --json $layout 2>&1)
+    # shellcheck disable=SC2086
+    run=$("$MOERUN" logits -m "$g" --tokens "$TOKENS" -o "$WORK/l.st" --stats $layout 2>&1 >/dev/null | grep '^{"forward": 0')
+    if msg=$(same "$plan" "$run"); then pass "$arch plan = run for $layout: $msg"; else fail "$arch plan != run for $layout: $msg"; fi
+  done <<LAYOUTS
+--tp 2 --ep|$T
+--tp 2 --dp 2 --ep --sp --deterministic|$T,0
+LAYOUTS
+done
+
 # The human-readable plan names states, groups and totals.
 out=$("$MOERUN" plan -m "$d" -p 16 --tp 2 --ep --sp 2>&1)
 if grep -q "Complete(token-shard of tp)" <<<"$out" && grep -q "totals per forward pass" <<<"$out" &&

@@ -33,5 +33,23 @@ TEST(ThreadPoolTest, ManyConsecutiveLoops) {
   EXPECT_EQ(sum.load(), 2000 * 6);
 }
 
+// A loop inside a task (e.g. a synthetic tensor filled while experts are packed in parallel) runs
+// inline on that task's thread instead of deadlocking the pool.
+TEST(ThreadPoolTest, NestedLoopRunsInline) {
+  for (int threads : {2, 4}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(8 * 5);
+    std::atomic<int> wrong_thread{0};
+    pool.ParallelFor(8, [&](int64_t outer, int thread) {
+      pool.ParallelFor(5, [&](int64_t inner, int inner_thread) {
+        hits[static_cast<size_t>(outer * 5 + inner)].fetch_add(1);
+        if (inner_thread != thread) wrong_thread = 1;
+      });
+    });
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1) << threads << " threads";
+    EXPECT_EQ(wrong_thread.load(), 0);
+  }
+}
+
 }  // namespace
 }  // namespace moerun

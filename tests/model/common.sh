@@ -1,4 +1,4 @@
-# Shared by the model end-to-end scripts (model_test.sh, qwen3_moe_test.sh): MOERUN, HERE, ROOT,
+# Shared by the model end-to-end scripts (model_test.sh, qwen3_moe_test.sh, gqa_family_test.sh): MOERUN, HERE, ROOT,
 # PY, a WORK dir removed on exit, pass/fail counters, and compare A B TOL MIN: max |A - B| <= TOL *
 # max |B| over all logits of two logits.safetensors files, and argmax agreement >= MIN.
 # Source it after `set -uo pipefail`, with HERE set to the sourcing script's folder.

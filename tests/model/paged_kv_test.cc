@@ -113,16 +113,14 @@ TEST(CachedAttention, PagedRowsGiveTheBitsOfContiguousRows) {
   }
 }
 
-// Both cache kinds, on a tiny random model in deterministic mode (batch-invariant rows).
+// Both cache kinds (and the GQA families' switches), on a tiny random model in deterministic mode
+// (batch-invariant rows).
 class PagedModelTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
     ModelLoadOptions o;
     o.parallel.deterministic = true;
-    auto m = test_models::LoadTinySynthetic(std::string(GetParam()) == "qwen3_moe"
-                                                ? test_models::TinyQwen3MoeConfigJson()
-                                                : test_models::TinyDeepseekConfigJson(),
-                                            o, &pool_);
+    auto m = test_models::LoadTinySynthetic(test_models::TinyConfigJson(GetParam()), o, &pool_);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::move(*m);
   }
@@ -205,7 +203,8 @@ TEST_P(PagedModelTest, NewCacheChecksItsTable) {
   EXPECT_TRUE(model_->NewCache(storage, {3, 1, 7}, 9).ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Arch, PagedModelTest, ::testing::Values("deepseek_v2", "qwen3_moe"),
+INSTANTIATE_TEST_SUITE_P(Arch, PagedModelTest,
+                         ::testing::Values("deepseek_v2", "qwen3_moe", "qwen2_moe", "olmoe"),
                          [](const auto& param_info) { return std::string(param_info.param); });
 
 }  // namespace

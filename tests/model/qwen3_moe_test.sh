@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Whole Qwen3-MoE models (the second registered architecture, model/arch.h): moerun's logits
-# against the independent float64 numpy reference (tests/model/ref_qwen3_moe.py) on tiny random
+# against the independent float64 numpy reference (tests/model/ref_gqa_moe.py) on tiny random
 # checkpoints (tools/make_test_model.py --arch qwen3_moe), f32 and bf16, single and sharded;
 # dense layers (mlp_only_layers, decoder_sparse_step) and tied embeddings; prefill equals decode;
 # --deterministic logits bitwise equal on every layout; generate / eval / inspect end to end;
@@ -10,13 +10,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 
-if $PY "$HERE/ref_qwen3_moe.py" --self-test >/dev/null 2>&1; then pass "reference self-test (rotate-half RoPE, router, layer rule)"; else fail "reference self-test"; fi
+if $PY "$HERE/ref_gqa_moe.py" --self-test >/dev/null 2>&1; then pass "reference self-test (rotate-half RoPE, router, layer rule)"; else fail "reference self-test"; fi
 
 TOKENS=5,17,3,99,42,7,8,200,1,0,33,150,12,13,14,15,16,17,18,19,20,21,22,23
 make() { $PY "$ROOT/tools/make_test_model.py" "$@" --arch qwen3_moe >/dev/null 2>&1; }
 check_ref() {  # name dir: exact (f32 activations) within 1e-4 of the float64 reference, decode = prefill
   local name=$1 d=$2 msg
-  $PY "$HERE/ref_qwen3_moe.py" "$d" --tokens "$TOKENS" --output "$d.ref" --quiet
+  $PY "$HERE/ref_gqa_moe.py" "$d" --tokens "$TOKENS" --output "$d.ref" --quiet
   "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.exact" --precision f32 2>/dev/null
   if msg=$(compare "$d.exact" "$d.ref" 1e-4 1.0); then pass "$name exact: $msg"; else fail "$name exact: $msg"; fi
   "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.decode" --decode --precision f32 2>/dev/null
@@ -121,7 +121,7 @@ bad "sliding window" "use_sliding_window = true is not supported" 'c["use_slidin
 bad "attention bias" "attention_bias = true is not supported" 'c["attention_bias"] = True'
 bad "kv heads" "num_key_value_heads 3 does not divide num_attention_heads 8" 'c["num_key_value_heads"] = 3'
 bad "head_dim vs weights" "has shape [16], expected [32] from config.json" 'c["head_dim"] = 32'
-bad "unknown model_type" "model_type 'qwen9_moe' is not a supported architecture (expected one of deepseek_v2, deepseek_v3, qwen3_moe)" \
+bad "unknown model_type" "model_type 'qwen9_moe' is not a supported architecture (expected one of deepseek_v2, deepseek_v3, qwen3_moe, qwen2_moe, mixtral, olmoe)" \
   'c["model_type"] = "qwen9_moe"'
 expect_error "quantize refuses qwen3_moe" "cannot be written as a llama.cpp deepseek2 GGUF" -- \
   "$MOERUN" quantize -m "$tm" -o "$WORK/x.gguf"

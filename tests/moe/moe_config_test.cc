@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "moe/moe_weights.h"
+
 namespace moerun {
 namespace {
 
@@ -46,6 +48,37 @@ TEST(MoeConfigTest, ParsesV3AndQwenFamilies) {
                            .value();
   EXPECT_EQ(q3.shared_intermediate_size, 0);
   EXPECT_TRUE(q3.norm_topk_prob);
+}
+
+// Mixtral and OLMoE: experts of width intermediate_size; Mixtral's names and its fixed
+// renormalisation, OLMoE's norm_topk_prob as configured.
+TEST(MoeConfigTest, ParsesMixtralAndOlmoe) {
+  const MoeConfig mx = MoeConfig::FromJson(R"({"model_type": "mixtral", "hidden_size": 4096,
+      "intermediate_size": 14336, "num_local_experts": 8, "num_experts_per_tok": 2})",
+                                           "mixtral")
+                           .value();
+  EXPECT_EQ(mx.n_routed_experts, 8);
+  EXPECT_EQ(mx.moe_intermediate_size, 14336);
+  EXPECT_TRUE(mx.norm_topk_prob);
+  EXPECT_EQ(mx.shared_intermediate_size, 0);
+  EXPECT_EQ(ExpertTensorName(mx, 3, ExpertMatrix::kGate), "experts.3.w1.weight");
+  EXPECT_EQ(ExpertTensorName(mx, 3, ExpertMatrix::kUp), "experts.3.w3.weight");
+  EXPECT_EQ(ExpertTensorName(mx, 3, ExpertMatrix::kDown), "experts.3.w2.weight");
+  const MoeConfig ol = MoeConfig::FromJson(R"({"model_type": "olmoe", "hidden_size": 2048,
+      "intermediate_size": 1024, "num_experts": 64, "num_experts_per_tok": 8, "norm_topk_prob": false})",
+                                           "olmoe")
+                           .value();
+  EXPECT_EQ(ol.n_routed_experts, 64);
+  EXPECT_EQ(ol.moe_intermediate_size, 1024);
+  EXPECT_FALSE(ol.norm_topk_prob);
+  EXPECT_EQ(ExpertTensorName(ol, 0, ExpertMatrix::kDown), "experts.0.down_proj.weight");
+  const Status top1 = MoeConfig::FromJson(R"({"model_type": "mixtral", "hidden_size": 64,
+      "intermediate_size": 32, "num_local_experts": 8, "num_experts_per_tok": 1})",
+                                          "config.json")
+                          .status();
+  EXPECT_NE(top1.message().find("num_experts_per_tok 1 with norm_topk_prob true is not supported"),
+            std::string::npos)
+      << top1.ToString();
 }
 
 void ExpectError(const std::string& json, const std::string& needle) {

@@ -1,6 +1,6 @@
 // Tiny random models of both cache kinds for engine and model tests, built in process (no files):
-// a Qwen3-MoE (GQA cache) and a DeepSeek-V2 (MLA latent cache) config with SyntheticTensorSource
-// weights (model/synthetic_model.h), loaded through the registry on this rank's world.
+// Qwen3-MoE, Qwen2-MoE and OLMoE (GQA cache) and DeepSeek-V2 (MLA latent cache) configs with
+// SyntheticTensorSource weights (model/synthetic_model.h), loaded through the registry on this rank's world.
 #pragma once
 
 #include <memory>
@@ -22,6 +22,26 @@ inline std::string TinyQwen3MoeConfigJson() {
     "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false, "torch_dtype": "float32"})";
 }
 
+// transformers Qwen2MoeConfig: q/k/v biases, a gated shared expert, layer 1 dense (mlp_only_layers).
+inline std::string TinyQwen2MoeConfigJson() {
+  return R"({"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "vocab_size": 300,
+    "hidden_size": 128, "intermediate_size": 96, "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 8,
+    "num_key_value_heads": 4, "num_experts": 16, "num_experts_per_tok": 4, "norm_topk_prob": false,
+    "decoder_sparse_step": 1, "mlp_only_layers": [1], "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "use_sliding_window": false, "bos_token_id": 0,
+    "eos_token_id": 1, "tie_word_embeddings": false})";
+}
+
+// transformers OlmoeConfig: q/k RMSNorm over the whole projection, clip_qkv, 16 experts top-4.
+inline std::string TinyOlmoeConfigJson() {
+  return R"({"architectures": ["OlmoeForCausalLM"], "model_type": "olmoe", "vocab_size": 300,
+    "hidden_size": 128, "intermediate_size": 32, "num_hidden_layers": 3, "num_attention_heads": 8,
+    "num_key_value_heads": 4, "num_experts": 16, "num_experts_per_tok": 4, "norm_topk_prob": false,
+    "clip_qkv": 3.0, "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-05,
+    "bos_token_id": null, "eos_token_id": 1, "tie_word_embeddings": false})";
+}
+
 // DeepSeek-V2 with q_lora (q_a/q_b), YaRN, one dense layer then MoE: 4 heads, r = 32, dr = 8.
 inline std::string TinyDeepseekConfigJson() {
   return R"({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "vocab_size": 280,
@@ -35,6 +55,14 @@ inline std::string TinyDeepseekConfigJson() {
     "topk_method": "greedy", "n_group": 1, "topk_group": 1, "scoring_func": "softmax",
     "norm_topk_prob": false, "routed_scaling_factor": 1.0, "rms_norm_eps": 1e-06,
     "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": false, "torch_dtype": "float32"})";
+}
+
+// The tiny config of a registered model_type among the above.
+inline std::string TinyConfigJson(const std::string& model_type) {
+  if (model_type == "qwen3_moe") return TinyQwen3MoeConfigJson();
+  if (model_type == "qwen2_moe") return TinyQwen2MoeConfigJson();
+  if (model_type == "olmoe") return TinyOlmoeConfigJson();
+  return TinyDeepseekConfigJson();
 }
 
 // Loads `config_json` with f32 random weights (seeded) on `world` (nullptr: one rank of its own).
