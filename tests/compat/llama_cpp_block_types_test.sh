@@ -11,19 +11,8 @@
 # there the first 4 must match. And moerun must say once, on stderr, which types it converted and
 # into what.
 set -uo pipefail
-MOERUN=${MOERUN:?set MOERUN to the moerun binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
-
-PEER=$("$ROOT/scripts/install_llama_cpp_peer.sh" | tail -1) || { echo "FAIL: cannot install node-llama-cpp"; exit 1; }
-NODE="$PEER/bin/node"
-PROMPTS=("250,3,17,42" "5,9,200,7,1" "100,101,102")
+source "$HERE/common.sh"
 WANT_TYPES=("Q5_0 x " "Q5_1 x " "Q2_K x " "Q3_K x " "Q5_K x " "IQ4_NL x ")
 
 for seed in 1 2; do
@@ -32,29 +21,12 @@ for seed in 1 2; do
     fail "seed $seed: make_tiny_gguf.py --block-types"
     continue
   fi
-  args=()
-  for p in "${PROMPTS[@]}"; do args+=(--tokens "$p"); done
-  if ! theirs=$("$NODE" "$HERE/llama_greedy.mjs" "$f" "${args[@]}" -n 8 --threads 2 --kv-type f32 2>"$WORK/err"); then
-    fail "seed $seed: llama.cpp rejected the file: $(tail -2 "$WORK/err")"
-    continue
-  fi
+  llama_greedy "$f" "seed $seed" || continue
   for format in default f32; do
     fmt_args=()
     check=4
     [[ $format == f32 ]] && fmt_args=(--weight-format f32) && check=8
-    for p in "${PROMPTS[@]}"; do
-      all=$("$MOERUN" generate -m "$f" --tokens "$p" -n 8 --print-ids --ignore-eos --precision f32 -t 2 \
-        "${fmt_args[@]}" 2>"$WORK/moerun.err" | head -1)
-      theirs_all=$(grep -F "\"prompt\":[$p]" <<<"$theirs" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/')
-      mine=$(cut -d, -f1-"$check" <<<"$all")
-      want=$(cut -d, -f1-"$check" <<<"$theirs_all")
-      label="seed $seed, moerun $format weights [$p], first $check tokens"
-      if [[ -n $mine && $mine == "$want" ]]; then
-        pass "$label: $mine (all 8: moerun $all, llama.cpp $theirs_all)"
-      else
-        fail "$label: moerun '$all' vs llama.cpp '$theirs_all'"
-      fi
-    done
+    check_prompts "$f" "seed $seed, moerun $format weights" "$check" "${fmt_args[@]}"
     # The one warning line: every converted type, and the format they went into.
     into=q8_0
     [[ $format == f32 ]] && into=f32

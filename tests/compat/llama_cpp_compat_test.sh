@@ -11,38 +11,8 @@
 # rule), not by the max as HF's V2 group_limited_greedy does, so grouped V2 routing is not a
 # llama.cpp-representable model (docs/gguf.md).
 set -uo pipefail
-MOERUN=${MOERUN:?set MOERUN to the moerun binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
-
-PEER=$("$ROOT/scripts/install_llama_cpp_peer.sh" | tail -1) || { echo "FAIL: cannot install node-llama-cpp"; exit 1; }
-NODE="$PEER/bin/node"
-PROMPTS=("250,3,17,42" "5,9,200,7,1" "100,101,102")
-
-# compare FILE LABEL [N_CHECK]: moerun's and llama.cpp's greedy continuations of every prompt
-# (the first N_CHECK of 8 tokens, default all).
-compare() {
-  local file=$1 label=$2 check=${3:-8} args=() p
-  for p in "${PROMPTS[@]}"; do args+=(--tokens "$p"); done
-  local theirs
-  if ! theirs=$("$NODE" "$HERE/llama_greedy.mjs" "$file" "${args[@]}" -n 8 --threads 2 --kv-type f32 2>"$WORK/err"); then
-    fail "$label: llama.cpp rejected the file: $(tail -2 "$WORK/err")"
-    return
-  fi
-  for p in "${PROMPTS[@]}"; do
-    local mine want
-    mine=$("$MOERUN" generate -m "$file" --tokens "$p" -n 8 --print-ids --ignore-eos --precision f32 -t 2 2>/dev/null |
-      head -1 | cut -d, -f1-"$check")
-    want=$(grep -F "\"prompt\":[$p]" <<<"$theirs" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/' | cut -d, -f1-"$check")
-    if [[ -n $mine && $mine == "$want" ]]; then pass "$label [$p]: $mine"; else fail "$label [$p]: moerun '$mine' vs llama.cpp '$want'"; fi
-  done
-}
+source "$HERE/common.sh"
 
 # The synthetic DeepSeek-LLM tokenizer with its added tokens at ids 295..299 (vocab 300).
 add_tokenizer() { /usr/bin/python3 "$ROOT/tests/tokenizer/testdata/place_synthetic_tokenizer.py" "$1"; }
