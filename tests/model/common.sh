@@ -1,6 +1,7 @@
 # Shared by the model end-to-end scripts (model_test.sh, qwen3_moe_test.sh, gqa_family_test.sh): MOERUN, HERE, ROOT,
 # PY, a WORK dir removed on exit, pass/fail counters, and compare A B TOL MIN: max |A - B| <= TOL *
-# max |B| over all logits of two logits.safetensors files, and argmax agreement >= MIN.
+# max |B| over all logits of two logits.safetensors files, and argmax agreement >= MIN; the
+# bad-input checks expect_error and bad.
 # Source it after `set -uo pipefail`, with HERE set to the sourcing script's folder.
 MOERUN=${MOERUN:?set MOERUN to the moerun binary}
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -37,4 +38,27 @@ with open(sys.argv[1], "w") as f:
         a, b = r.randint(0, 99), r.randint(0, 99)
         f.write(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n")
 PY
+}
+
+# expect_error NAME NEEDLE -- CMD...: CMD fails cleanly (exit in 1..127, no crash) and its stderr
+# holds NEEDLE.
+expect_error() {
+  local name=$1 needle=$2
+  shift 3
+  local err
+  err=$("$@" 2>&1 >/dev/null)
+  local rc=$?
+  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then pass "$name: $needle"; else fail "$name (rc $rc): $err"; fi
+}
+
+# bad NAME NEEDLE PYTHON-EDIT: a copy of the model dir $d with config.json edited (`c` is the
+# config dict) must make `logits` (on ids ${BAD_TOKENS:-5}) fail with NEEDLE.
+bad() {
+  cp -r "$d" "$WORK/bad"
+  $PY - "$WORK/bad/config.json" "$3" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p, "w"))
+PY
+  expect_error "$1" "$2" -- "$MOERUN" logits -m "$WORK/bad" --tokens "${BAD_TOKENS:-5}" -o "$WORK/x.st"
+  rm -rf "$WORK/bad"
 }

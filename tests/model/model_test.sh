@@ -166,14 +166,6 @@ for layout in "--tp 2" "--dp 2 --batch 5" "--tp 2 --dp 2 --ep --sp" "--dp 2 --ep
 done
 
 # Bad input: one clear error, exit != 0.
-expect_error() {
-  local name=$1 needle=$2
-  shift 3
-  local err
-  err=$("$@" 2>&1 >/dev/null)
-  local rc=$?
-  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then pass "$name"; else fail "$name (rc $rc): $err"; fi
-}
 d="$WORK/lite-f32-3"
 expect_error "token out of range" "token id 300 at position 1 is outside the vocabulary [0, 300)" -- \
   "$MOERUN" logits -m "$d" --tokens 5,300 -o "$WORK/x.st"
