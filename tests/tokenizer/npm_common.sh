@@ -31,3 +31,55 @@ npm_require() {
     fail "could not install ${specs[*]} from the npm registry (is it reachable?); no comparison was made"
   fi
 }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "${WORK}"' EXIT
+
+# Ill-formed UTF-8 into FILE, one case per line: a stray byte, a truncated character, an overlong
+# form, a surrogate, a code point above U+10FFFF, bare continuation bytes, FE/FF, a truncated emoji.
+write_invalid_utf8() {
+  printf 'abc\xffdef\n\xe4\xbd\n\xc0\x80 overlong\n\xed\xa0\x80 surrogate\n\xf4\x90\x80\x80 too big\n' >"$1"
+  printf 'mixed \xe4\xbd\xa0\xe5\xa5 text\n\x80\x80\x80 continuation\n\xfe\xff bytes\n\xf0\x9f\x98 emoji cut\n' >>"$1"
+  printf 'tail \xe4\xbd' >>"$1"
+}
+
+total_lines=0
+total_tokens=0
+mismatches=0
+# compare_with_js TOKENIZER_DIR LABEL INPUT [--decode]: moerun's and transformers.js's ids (and
+# decoded text with --decode) of every line of INPUT and of the whole file must be identical;
+# counts lines, tokens and mismatches (the first 10 printed).
+compare_with_js() {
+  local dir="$1" label="$2" input="$3" flag="${4:-}"
+  local name out
+  name="$(basename "${input}")"
+  out="${WORK}/${label}.${name}"
+  # shellcheck disable=SC2086
+  if ! "${ENCODE_TOOL}" "${dir}" "${input}" ${flag} >"${out}.cpp"; then
+    fail "tokenizer_encode_tool failed on ${label} ${name} (see above)"
+  fi
+  # shellcheck disable=SC2086
+  node "${HERE}/encode_reference.mjs" "${NPM_DIR}" "${dir}/tokenizer.json" "${dir}/tokenizer_config.json" \
+    "${input}" ${flag} >"${out}.js" || fail "encode_reference.mjs failed on ${label} ${name}"
+  mapfile -t cpp <"${out}.cpp"
+  mapfile -t js <"${out}.js"
+  [[ ${#cpp[@]} -eq ${#js[@]} ]] || fail "${label} ${name}: ${#cpp[@]} lines from C++ but ${#js[@]} from JS"
+  for i in "${!cpp[@]}"; do
+    if [[ "${cpp[$i]}" != "${js[$i]}" ]]; then
+      mismatches=$((mismatches + 1))
+      if ((mismatches <= 10)); then
+        local where="line $((i + 1))"
+        ((i + 1 == ${#cpp[@]})) && where="whole file"
+        echo "${SCRIPT}: MISMATCH ${label} ${name} ${where}" >&2
+        echo "  text: $(sed -n "$((i + 1))p" "${input}" | head -c 300)" >&2
+        echo "  c++:  ${cpp[$i]:0:600}" >&2
+        echo "  js:   ${js[$i]:0:600}" >&2
+      fi
+    fi
+    local ids="${cpp[$i]%%$'\t'*}"  # with --decode the decoded text follows a tab
+    if [[ -n "${ids}" ]]; then
+      total_tokens=$((total_tokens + $(tr -cd ',' <<<"${ids}" | wc -c) + 1))
+    fi
+  done
+  total_lines=$((total_lines + ${#cpp[@]}))
+}

