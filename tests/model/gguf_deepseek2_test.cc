@@ -50,6 +50,25 @@ void WriteTokenizer(const fs::path& dir) {
   ASSERT_TRUE(WriteFileAtomically((dir / "config.json").string(), cfg.dump(2)).ok());
 }
 
+// In a fresh `dir`: hf/, a tiny V2 checkpoint whose kv_b halves fit GGUF blocks (--mla-dims
+// 256,32,256) with the test tokenizer, and `base`, its F32 deepseek2 GGUF.
+void WriteF32BaseGguf(const fs::path& dir, const std::string& base) {
+  fs::remove_all(dir);
+  const std::string hf = (dir / "hf").string();
+  const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") + hf +
+                          " --variant v2 --mla-dims 256,32,256 > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  WriteTokenizer(dir / "hf");
+  auto ckpt = Checkpoint::Open(hf);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
+  Deepseek2GgufOptions opt;
+  opt.target = DType::kF32;
+  ASSERT_TRUE(WriteDeepseek2Gguf(**ckpt, ReadFileToString(hf + "/config.json").value(),
+                                 ReadFileToString(hf + "/tokenizer.json").value(),
+                                 ReadFileToString(hf + "/tokenizer_config.json").value(), opt, base)
+                  .ok());
+}
+
 class GgufDeepseek2Test : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -291,21 +310,8 @@ class GgufQuantisedKvB : public ::testing::TestWithParam<DType> {
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            ("gguf_ds2_kvb_" + std::to_string(::getpid()) + "_" + std::string(DTypeName(GetParam())));
-    fs::remove_all(dir_);
-    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
-                            (dir_ / "hf").string() + " --variant v2 --mla-dims 256,32,256 > /dev/null";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    WriteTokenizer(dir_ / "hf");
-    auto ckpt = Checkpoint::Open((dir_ / "hf").string());
-    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-    const std::string hf = (dir_ / "hf").string();
     base_ = (dir_ / "base.gguf").string();
-    Deepseek2GgufOptions opt;
-    opt.target = DType::kF32;
-    ASSERT_TRUE(WriteDeepseek2Gguf(**ckpt, ReadFileToString(hf + "/config.json").value(),
-                                   ReadFileToString(hf + "/tokenizer.json").value(),
-                                   ReadFileToString(hf + "/tokenizer_config.json").value(), opt, base_)
-                    .ok());
+    ASSERT_NO_FATAL_FAILURE(WriteF32BaseGguf(dir_, base_));
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -473,21 +479,8 @@ class GgufLoadOnlyTypes : public ::testing::Test {
 
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("gguf_ds2_loadonly_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    const std::string cmd = std::string(MOERUN_SOURCE_DIR "/tools/make_test_model.py ") +
-                            (dir_ / "hf").string() + " --variant v2 --mla-dims 256,32,256 > /dev/null";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    WriteTokenizer(dir_ / "hf");
-    auto ckpt = Checkpoint::Open((dir_ / "hf").string());
-    ASSERT_TRUE(ckpt.ok()) << ckpt.status().ToString();
-    const std::string hf = (dir_ / "hf").string();
     base_ = (dir_ / "base.gguf").string();
-    Deepseek2GgufOptions opt;
-    opt.target = DType::kF32;
-    ASSERT_TRUE(WriteDeepseek2Gguf(**ckpt, ReadFileToString(hf + "/config.json").value(),
-                                   ReadFileToString(hf + "/tokenizer.json").value(),
-                                   ReadFileToString(hf + "/tokenizer_config.json").value(), opt, base_)
-                    .ok());
+    ASSERT_NO_FATAL_FAILURE(WriteF32BaseGguf(dir_, base_));
   }
   void TearDown() override { fs::remove_all(dir_); }
 
