@@ -16,6 +16,11 @@ set -euo pipefail
 VERSION="3.22.1"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEER_DIR="${MOERUN_PEER_DIR:-${REPO}/build/llama-peer}"
+# One installer at a time per peer folder (ctest runs the compat tests in parallel): the lock is
+# held until this script exits; a waiting caller then finds the pinned version installed.
+mkdir -p "${PEER_DIR}"
+exec 9>"${PEER_DIR}/.install.lock"
+flock 9
 
 log() { echo "install_llama_cpp_peer: $*" >&2; }
 
