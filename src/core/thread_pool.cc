@@ -61,15 +61,19 @@ void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_.store(0, std::memory_order_relaxed);
-    active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+  // Every worker finished the previous loop (the wait below), so none reads these while they
+  // change; the generation's increment publishes them.
+  fn_ = &fn;
+  n_tasks_ = n_tasks;
+  next_task_.store(0, std::memory_order_relaxed);
+  active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  // A worker that stopped spinning registered as a sleeper before its last look at the
+  // generation (both seq_cst), so either it saw the new one or it is counted here.
+  if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }  // a registered sleeper is now inside wait()
+    work_cv_.notify_all();
   }
-  work_cv_.notify_all();
   RunTasks(0);
   // Wait for the workers: bounded spin, then block.
   for (int i = 0; i < kSpinIterations; ++i) {
@@ -77,34 +81,34 @@ void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
     MOERUN_CPU_RELAX();
   }
   std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return active_workers_.load(std::memory_order_acquire) == 0; });
+  caller_sleeping_.store(true, std::memory_order_seq_cst);
+  done_cv_.wait(lock, [this] { return active_workers_.load(std::memory_order_seq_cst) == 0; });
+  caller_sleeping_.store(false, std::memory_order_relaxed);
 }
 
 void ThreadPool::WorkerLoop(int thread) {
   uint64_t seen = 0;
   for (;;) {
     // Bounded spin for the next generation, then block.
-    bool found = false;
-    for (int i = 0; i < kSpinIterations; ++i) {
-      if (generation_.load(std::memory_order_acquire) != seen) {
-        found = true;
-        break;
-      }
+    uint64_t now = seen;
+    for (int i = 0; i < kSpinIterations && now == seen; ++i) {
       MOERUN_CPU_RELAX();
+      now = generation_.load(std::memory_order_acquire);
     }
-    if (!found) {
+    if (now == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
+      sleeping_workers_.fetch_add(1, std::memory_order_seq_cst);
+      work_cv_.wait(lock, [&] {
+        now = generation_.load(std::memory_order_seq_cst);
+        return stop_ || now != seen;
+      });
+      sleeping_workers_.fetch_sub(1, std::memory_order_relaxed);
       if (stop_) return;
     }
-    {
-      // Read the loop state under the lock so it is the state of this generation.
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
-      seen = generation_.load(std::memory_order_acquire);
-    }
+    seen = now;
     RunTasks(thread);
-    if (active_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (active_workers_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+        caller_sleeping_.load(std::memory_order_seq_cst)) {
       std::lock_guard<std::mutex> lock(mu_);
       done_cv_.notify_one();
     }

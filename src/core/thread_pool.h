@@ -55,6 +55,9 @@ class ThreadPool {
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};
   std::atomic<int> active_workers_{0};
+  // Who blocked instead of spinning: only then does the other side take mu_ to wake it.
+  std::atomic<int> sleeping_workers_{0};
+  std::atomic<bool> caller_sleeping_{false};
 };
 
 // Default thread count: the number of online CPUs (at least 1).

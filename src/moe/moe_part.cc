@@ -81,7 +81,9 @@ void PartOps::AccumulateRows(MoePart* part, const SlotsOfRow& slots_of, bool fir
       AccumulateColumns(part, r, c0, std::min(h, c0 + width), slots, first);
     }
   };
-  if (pool_ == nullptr) {
+  // A token or two in fast mode (decode) is a few microseconds of adds: less than waking a peer.
+  constexpr int64_t kInlineElements = 4096;
+  if (pool_ == nullptr || (!deterministic_ && rows * h <= kInlineElements)) {
     for (int64_t t = 0; t < row_tasks * chunks; ++t) run(t, 0);
   } else {
     pool_->ParallelFor(row_tasks * chunks, run);

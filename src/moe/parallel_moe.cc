@@ -165,37 +165,56 @@ Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
   return check(weights_.shared_down, layout().SharedBlocks(), "shared expert");
 }
 
-StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold,
-                                          const std::string& layer_name) {
+StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing, SharedFold how,
+                                          const SharedRows& fold, const std::string& layer_name) {
   if (!dispatcher_) return RoutedOutputState().status();
-  const int64_t h = config_.hidden_size;
+  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
   const ParallelLayout& lay = layout();
   const int64_t nb = lay.ExpertBlocks();
-  const RoutedInput in{.layout = lay,
-                       .parts = *parts_,
-                       .x_own = x_own,
-                       .routing = routing,
-                       .expert_begin = expert_begin_,
-                       .expert_end = expert_end_,
-                       .k_blocks = nb,
-                       .layer = layer_name,
-                       .fold_shared = fold != nullptr ? fold->y : nullptr,
-                       .fold_nb = fold != nullptr ? fold->nb : 0,
-                       .shared_weights = &weights_};
+  RoutedInput in{.layout = lay,
+                 .parts = *parts_,
+                 .x_own = x_own,
+                 .routing = routing,
+                 .expert_begin = expert_begin_,
+                 .expert_end = expert_end_,
+                 .k_blocks = nb,
+                 .layer = layer_name,
+                 .shared_weights = &weights_};
   ASSIGN_OR_RETURN(ExpertRows rows, dispatcher_->Dispatch(in));
   std::vector<ExpertWeightsRef> refs;
   for (int64_t e = expert_begin_; e < expert_end_; ++e)
     refs.push_back({&weights_.gate_up[e], &weights_.down[e]});
   MoeRankScratch& scratch = parts_->scratch();
-  float* y = scratch.y.Get(static_cast<size_t>(rows.n * nb * h));
-  scratch.compute.Run({.x = rows.x,
-                       .hidden = h,
-                       .n_rows = rows.n,
-                       .token = rows.token,
-                       .expert = rows.expert,
-                       .k_blocks = nb,
-                       .expert_order = rows.expert_order},
-                      refs, parts_->pool(), y);
+  ExpertRowsSpec spec{.x = rows.x,
+                      .hidden = h,
+                      .n_rows = rows.n,
+                      .token = rows.token,
+                      .expert = rows.expert,
+                      .k_blocks = nb,
+                      .expert_order = rows.expert_order};
+  if (how == SharedFold::kInCompute) {
+    // The rows are the own tokens (rows.x = x_own): one more row per token for the shared experts,
+    // as expert refs.size(), after the routed rows, so one pair of parallel loops runs them all.
+    scratch.merged_token.assign(rows.token, rows.token + rows.n);
+    scratch.merged_expert.assign(rows.expert, rows.expert + rows.n);
+    for (int64_t t = 0; t < t_own; ++t) {
+      scratch.merged_token.push_back(t);
+      scratch.merged_expert.push_back(static_cast<int32_t>(refs.size()));
+    }
+    refs.push_back({&weights_.shared_gate_up, &weights_.shared_down});
+    spec.n_rows = rows.n + t_own;
+    spec.token = scratch.merged_token.data();
+    spec.expert = scratch.merged_expert.data();
+  }
+  float* y = scratch.y.Get(static_cast<size_t>(spec.n_rows * nb * h));
+  scratch.compute.Run(spec, refs, parts_->pool(), y);
+  if (how == SharedFold::kInCompute) {
+    in.fold_shared = y + rows.n * nb * h;  // row order: the shared rows follow the routed ones
+    in.fold_nb = nb;
+  } else if (how == SharedFold::kPrecomputed) {
+    in.fold_shared = fold.y;
+    in.fold_nb = fold.nb;
+  }
   ASSIGN_OR_RETURN(MoePart part, dispatcher_->Combine(in, rows, y, scratch.compute.RowsInExpertOrder()));
   if (part.state != dispatcher_->RoutedState()) {
     return Internal("{}: the {} dispatcher combined into {}, it declares {}", layer_name, dispatcher_->name(),
@@ -276,16 +295,25 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   for (int32_t id : routing.ids)
     if (id >= 0 && id < e) routed_counts_[static_cast<size_t>(id)].fetch_add(1, std::memory_order_relaxed);
 
-  // Deterministic mode without dispatch sums the shared experts' terms into the routed rows
-  // (exact integer sums: the same bits as adding a separate shared part, one pass fewer).
-  const bool fold_shared = options_.deterministic && fuse && has_shared && t_own > 0 && hooks_.empty() &&
-                           dispatcher_->RowsAreOwnTokens();
+  // Without dispatch the shared experts' terms are summed into the routed rows: deterministic
+  // mode from their separately computed K-block partials (exact integer sums: the same bits as
+  // adding a separate shared part, one pass fewer); fast mode computes them in the routed experts'
+  // parallel loops (with one K-block each), adding g y_shared after the routed terms of each row
+  // as adding a separate shared part would.
+  const bool fold_shared =
+      fuse && has_shared && t_own > 0 && hooks_.empty() && dispatcher_->RowsAreOwnTokens();
+  SharedFold how = SharedFold::kNone;
   SharedRows shared_rows;
-  if (fold_shared) shared_rows = ComputeShared(x_own);
-  ASSIGN_OR_RETURN(MoePart routed,
-                   RoutedPart(x_own, routing, fold_shared ? &shared_rows : nullptr, layer_name));
+  if (fold_shared && options_.deterministic) {
+    how = SharedFold::kPrecomputed;
+    shared_rows = ComputeShared(x_own);
+  } else if (fold_shared && layout().ExpertBlocks() == 1 && layout().SharedBlocks() == 1) {
+    how = SharedFold::kInCompute;
+  }
+  const bool folded = how != SharedFold::kNone;
+  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, how, shared_rows, layer_name));
   MoePart shared;
-  if (fold_shared) {  // already inside `routed`; an empty part with its declared state
+  if (folded) {  // already inside `routed`; an empty part with its declared state
     shared.state = SharedOutputState();
     shared.rows = t_own;
     shared.cols = h;
@@ -298,7 +326,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   if (fuse) {
     if (has_shared) {  // no shared experts: nothing to add, whatever its (empty) declaration
       RETURN_IF_ERROR(CheckAddable(routed.state, shared.state, layer_name));
-      if (!fold_shared) parts_->Add(&routed, shared);
+      if (!folded) parts_->Add(&routed, shared);
     }
     RETURN_IF_ERROR(Reduce(&routed, want, sum_name));
   } else {

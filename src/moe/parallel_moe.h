@@ -135,10 +135,16 @@ class ParallelMoe {
     int64_t nb = 0;
   };
   SharedRows ComputeShared(const Tensor& x_own);
-  // The dispatcher's Dispatch, the held experts on its rows, its Combine. `fold` (deterministic
-  // mode, rows that are the own tokens): also sum the shared experts' terms into each row.
-  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, const SharedRows* fold,
-                               const std::string& layer_name);
+  // How RoutedPart treats the shared experts when the dispatcher's rows are the own tokens.
+  enum class SharedFold {
+    kNone,         // the shared experts are a separate part (SharedPart)
+    kPrecomputed,  // `fold` holds their outputs (deterministic mode); Combine sums them in
+    kInCompute,    // computed beside the routed experts in the same parallel loops, summed in Combine
+  };
+  // The dispatcher's Dispatch, the held experts on its rows, its Combine; the shared experts'
+  // terms as `how` says (`fold` is read for kPrecomputed only).
+  StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, SharedFold how,
+                               const SharedRows& fold, const std::string& layer_name);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
   // Moves a part to `target` through the transition executor (parallel/transition.h).
   Status Reduce(MoePart* part, const ReductionState& target, const std::string& what);

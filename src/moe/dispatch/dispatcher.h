@@ -45,9 +45,9 @@ struct RoutedInput {
   int64_t expert_end = 0;
   int64_t k_blocks = 1;      // K-blocks of each expert output (layout.ExpertBlocks())
   const std::string& layer;  // "layer 3": names collectives and errors
-  // Deterministic mode, dispatchers whose rows are this rank's own tokens in order
-  // (RowsAreOwnTokens): the shared experts' outputs y [t_own, nb, H], summed into each row with
-  // the shared gate (SharedGateValue(*shared_weights, ...)) in the same exact accumulation.
+  // Dispatchers whose rows are this rank's own tokens in order (RowsAreOwnTokens), set before
+  // Combine: the shared experts' outputs y [t_own, nb, H], summed into each row after its routed
+  // terms with the shared gate (SharedGateValue(*shared_weights, ...)); null: no shared terms.
   const float* fold_shared = nullptr;
   int64_t fold_nb = 0;
   const MoeWeights* shared_weights = nullptr;
