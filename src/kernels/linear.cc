@@ -1,5 +1,9 @@
 #include "kernels/linear.h"
 
+#include <cassert>
+#include <optional>
+#include <vector>
+
 namespace moerun {
 
 void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, const LinearContext& ctx,
@@ -14,6 +18,23 @@ void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y
                 .ldy = ldy > 0 ? ldy : w.out_features(),
                 .epilogue = swiglu ? Epilogue::kSwiGlu : Epilogue::kStore};
   RunMatmul(job, ctx.pool);
+}
+
+void LinearForwardSameInput(std::span<const LinearOutput> outs, const float* x, int64_t rows,
+                            const LinearContext& ctx) {
+  if (outs.empty()) return;
+  const int64_t k = outs[0].w->in_features();
+  std::optional<ActView> view[3];  // by ActFormat, prepared on first use
+  std::vector<MatmulJob> jobs;
+  for (const LinearOutput& o : outs) {
+    assert(o.w->in_features() == k);
+    const MatmulKernel& kernel = SelectKernel(o.w->format(), rows, *ctx.policy);
+    std::optional<ActView>& v = view[static_cast<int>(kernel.acts)];
+    if (!v) v = ctx.acts->Prepare(kernel.acts, x, rows, k, k, ctx.pool);
+    jobs.push_back(
+        MatmulJob{.rows = rows, .x = *v, .w = o.w, .kernel = &kernel, .y = o.y, .ldy = o.w->out_features()});
+  }
+  RunMatmuls(jobs, ctx.pool);
 }
 
 }  // namespace moerun

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "kernels/kernel_table.h"
@@ -22,5 +23,16 @@ struct LinearContext {
 // out_features when ldy = 0). With a gate/up weight and `swiglu`, y is [rows, I] = silu(gate) * up.
 void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, const LinearContext& ctx,
                    bool swiglu = false, int64_t ldy = 0);
+
+// One output of LinearForwardSameInput: y [rows, w->out_features()] f32 row-major.
+struct LinearOutput {
+  const PackedWeight* w = nullptr;
+  float* y = nullptr;
+};
+// y_i = x W_i^T for weights of the same in_features read from one input (e.g. attention's q, k and
+// v projections): activations prepared once per format, every task in one parallel loop. Each y_i
+// gets the bits LinearForward would give it.
+void LinearForwardSameInput(std::span<const LinearOutput> outs, const float* x, int64_t rows,
+                            const LinearContext& ctx);
 
 }  // namespace moerun

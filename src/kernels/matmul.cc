@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <vector>
 
 #include "kernels/kernel_table.h"
 
@@ -51,6 +52,21 @@ void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
     return;
   }
   pool->ParallelFor(n, [&](int64_t t, int) { RunMatmulTask(job, t); });
+}
+
+void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
+  std::vector<int64_t> first_task(jobs.size() + 1, 0);  // job j's tasks: [first_task[j], first_task[j+1])
+  for (size_t j = 0; j < jobs.size(); ++j) first_task[j + 1] = first_task[j] + MatmulTaskCount(jobs[j]);
+  auto run = [&](int64_t task, int) {
+    const size_t j = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
+                                         first_task.begin() - 1);
+    RunMatmulTask(jobs[j], task - first_task[j]);
+  };
+  if (pool == nullptr) {
+    for (int64_t t = 0; t < first_task.back(); ++t) run(t, 0);
+  } else {
+    pool->ParallelFor(first_task.back(), run);
+  }
 }
 
 }  // namespace moerun

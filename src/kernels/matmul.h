@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "kernels/activations.h"
@@ -58,5 +59,7 @@ int64_t MatmulTaskCount(const MatmulJob& job);
 void RunMatmulTask(const MatmulJob& job, int64_t task);
 // Runs every task of `job` on `pool` (or inline when pool is nullptr).
 void RunMatmul(const MatmulJob& job, ThreadPool* pool);
+// Runs every task of every job in one parallel loop (one wait for all of them).
+void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool);
 
 }  // namespace moerun

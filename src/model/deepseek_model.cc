@@ -153,15 +153,16 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qd = c.q_head_dim();
   // Projections: q [T, nh * qd], ckv [T, r + dr].
   std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
-  if (c.q_lora_rank == 0) {
-    LinearForward(at.q_proj, x, t_count, q.data(), Ctx());
-  } else {
-    std::vector<float> qa(static_cast<size_t>(t_count * c.q_lora_rank));
-    LinearForward(at.q_a_proj, x, t_count, qa.data(), Ctx());
+  // The projections that read x (q or q_a, and kv_a) in one parallel loop.
+  std::vector<float> qa(static_cast<size_t>(t_count * c.q_lora_rank));
+  const LinearOutput from_x[] = {
+      c.q_lora_rank == 0 ? LinearOutput{&at.q_proj, q.data()} : LinearOutput{&at.q_a_proj, qa.data()},
+      {&at.kv_a_proj, ckv.data()}};
+  LinearForwardSameInput(from_x, x, t_count, Ctx());
+  if (c.q_lora_rank > 0) {
     RmsNorm(qa.data(), at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa.data());
     LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), Ctx());
   }
-  LinearForward(at.kv_a_proj, x, t_count, ckv.data(), Ctx());
   // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
     float* e = static_cast<KvCache*>(rows[t].cache)->entry(layer, rows[t].pos);

@@ -5,26 +5,6 @@
 #include <vector>
 
 namespace moerun {
-namespace {
-
-// Runs every task of every job in one parallel loop.
-void RunJobs(const std::vector<MatmulJob>& jobs, ThreadPool* pool) {
-  std::vector<int64_t> first_task(jobs.size() + 1, 0);
-  for (size_t j = 0; j < jobs.size(); ++j) first_task[j + 1] = first_task[j] + MatmulTaskCount(jobs[j]);
-  auto run = [&](int64_t task, int) {
-    const size_t j = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
-                                         first_task.begin() - 1);
-    RunMatmulTask(jobs[j], task - first_task[j]);
-  };
-  if (pool == nullptr) {
-    for (int64_t t = 0; t < first_task.back(); ++t) run(t, 0);
-  } else {
-    pool->ParallelFor(first_task.back(), run);
-  }
-}
-
-}  // namespace
-
 void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64_t)>& fn,
                      int64_t rows_per_task) {
   const int64_t blocks = (n + rows_per_task - 1) / rows_per_task;
@@ -110,7 +90,7 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
                                .ldy = i_max,
                                .epilogue = Epilogue::kSwiGlu});
   }
-  RunJobs(phase1, pool);
+  RunMatmuls(phase1, pool);
 
   // Phase 2: down, per K-block.
   for (int f = 0; f < 3; ++f) {
@@ -129,7 +109,7 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
     down.block_stride = h;
     phase2.push_back(down);
   }
-  RunJobs(phase2, pool);
+  RunMatmuls(phase2, pool);
 
   // Scatter back to row order.
   if (spec.expert_order) return;
