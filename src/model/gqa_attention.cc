@@ -53,6 +53,23 @@ void AddGqaAttentionTensors(const ModelConfig& c, const std::string& a, TensorTa
   }
 }
 
+StatusOr<Range> GqaKvHeads(const ModelConfig& c, int tp, int tp_rank) {
+  const int64_t nkv = c.num_key_value_heads;
+  if (nkv % tp == 0) return Range{tp_rank * (nkv / tp), (tp_rank + 1) * (nkv / tp)};
+  if (tp % nkv == 0) {
+    const int64_t group = tp_rank / (tp / nkv);  // the KV head of this rank's query heads
+    return Range{group, group + 1};
+  }
+  return InvalidArgument(
+      "--tp {} and num_key_value_heads {} of {}: one must divide the other (KV heads are split over the TP "
+      "ranks, or each replicated on tp / num_key_value_heads ranks)",
+      tp, nkv, c.model_type);
+}
+
+int64_t GqaKvReplicas(const ModelConfig& c, int tp) {
+  return tp > c.num_key_value_heads ? tp / c.num_key_value_heads : 1;
+}
+
 GqaAttention::GqaAttention(const ModelConfig& config, Range heads, Range kv_heads)
     : config_(config), heads_(heads), kv_(kv_heads), rope_(config.head_dim, config.rope_theta) {}
 
@@ -123,12 +140,14 @@ Status GqaAttention::WholeNorm(int64_t layer, const Layer& at, float* q, float* 
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const double q_dim = static_cast<double>(config_.num_attention_heads * hd);
   const double k_dim = static_cast<double>(config_.num_key_value_heads * hd);
+  const int64_t kv_replicas = GqaKvReplicas(config_, tp);  // count a replicated head once
   for (int64_t t = 0; t < t_count; ++t) {
     double sq = 0, sk = 0;  // every head's sums in head order (rank blocks are in head order)
     for (int r = 0; r < tp; ++r) {
       const float* b = all.data() + (t * tp + r) * cols;
       for (int64_t g = 0; g < nh; ++g)
         sq += static_cast<double>(b[2 * g]) + static_cast<double>(b[2 * g + 1]);
+      if (r % kv_replicas != 0) continue;
       for (int64_t g = 0; g < nkv; ++g)
         sk += static_cast<double>(b[2 * (nh + g)]) + static_cast<double>(b[2 * (nh + g) + 1]);
     }
@@ -152,9 +171,8 @@ Status GqaAttention::Forward(int64_t layer, const float* x, int64_t t_count, con
   // Projections: q [T, nh * hd], k and v [T, nkv * hd].
   std::vector<float> q(static_cast<size_t>(t_count * nh * hd)), k(static_cast<size_t>(t_count * nkv * hd)),
       v(k.size());
-  LinearForward(at.q_proj, x, t_count, q.data(), ctx);
-  LinearForward(at.k_proj, x, t_count, k.data(), ctx);
-  LinearForward(at.v_proj, x, t_count, v.data(), ctx);
+  const LinearOutput qkv[] = {{&at.q_proj, q.data()}, {&at.k_proj, k.data()}, {&at.v_proj, v.data()}};
+  LinearForwardSameInput(qkv, x, t_count, ctx);
   AddBias(q.data(), t_count, at.q_bias);
   AddBias(k.data(), t_count, at.k_bias);
   AddBias(v.data(), t_count, at.v_bias);

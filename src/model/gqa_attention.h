@@ -17,6 +17,11 @@
 // sums") gives every rank all heads' sums, and each rank adds them in head order — the same
 // additions as on one rank, so the result does not depend on the layout (bitwise).
 //
+// KV heads over TP (GqaKvHeads): with tp dividing nkv each rank holds nkv / tp of them; with tp a
+// multiple of nkv (e.g. Qwen3-30B-A3B's 4 KV heads on --tp 8) each rank's query heads share one
+// KV head, held (weights and cache) by the tp / nkv ranks of that group, as vLLM replicates them;
+// the whole-projection norm then counts each KV head's squares once (from its first holder).
+//
 // Thread safety: immutable after loading; Forward uses the pool of its LinearContext and issues
 // its collective from the calling (rank) thread.
 #pragma once
@@ -40,6 +45,13 @@ namespace moerun {
 // Adds one layer's attention tensors under `prefix` ("model.layers.N.self_attn."): q/k/v/o_proj
 // weights, the q/k/v biases (qkv_bias), q_norm / k_norm ([hd] per head, or [nh·hd] / [nkv·hd]).
 void AddGqaAttentionTensors(const ModelConfig& config, const std::string& prefix, TensorTable* table);
+
+// The KV heads TP rank `tp_rank` of `tp` holds (above), e.g. [1, 2) for rank 2 of 8 with 4 KV
+// heads. InvalidArgument naming both counts when neither of tp and num_key_value_heads divides the
+// other.
+StatusOr<Range> GqaKvHeads(const ModelConfig& config, int tp, int tp_rank);
+// TP ranks that hold each KV head: tp / num_key_value_heads when replicated, else 1.
+int64_t GqaKvReplicas(const ModelConfig& config, int tp);
 
 class GqaAttention {
  public:

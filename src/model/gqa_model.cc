@@ -20,16 +20,10 @@ StatusOr<std::unique_ptr<GqaModel>> GqaModel::LoadFrom(std::unique_ptr<TensorSou
   const ModelConfig& c = m->config_;
   const TensorSource& ckpt = *m->ckpt_;
   const ParallelOptions& par = options.parallel;
-  if (c.num_key_value_heads % par.tp != 0) {
-    return InvalidArgument(
-        "--tp {} does not divide num_key_value_heads {} ({} splits the KV heads over TP ranks; "
-        "replicated KV heads are not supported)",
-        par.tp, c.num_key_value_heads, c.model_type);
-  }
   RETURN_IF_ERROR(m->SetUpLayout(c.head_dim));
-  const int64_t kv = c.num_key_value_heads / par.tp;
-  m->kv_begin_ = m->layout().tp_rank() * kv;
-  m->kv_end_ = m->kv_begin_ + kv;
+  ASSIGN_OR_RETURN(const Range kv, GqaKvHeads(c, par.tp, m->layout().tp_rank()));
+  m->kv_begin_ = kv.begin;
+  m->kv_end_ = kv.end;
   RETURN_IF_ERROR(ValidateTensors(c, ckpt, GqaTensorTable(c)));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
 

@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "model/deepseek_model.h"
 #include "model/gguf_deepseek2.h"
+#include "model/gqa_attention.h"
 #include "moe/parallel_moe.h"
 #include "parallel/layout.h"
 #include "tools/cli_util.h"
@@ -134,7 +135,8 @@ Status Planner::Run(bool all_logits) {
     Line(fmt::format("  attention: heads [{}, {}) of {}; o_proj output [{}, {}] {}", heads.begin, heads.end,
                      c_.num_attention_heads, t, h, ReductionState::Partial(Group::kTp).ToString()));
     if (c_.qk_norm == QkNorm::kWhole) {  // OLMoE: every head's q/k sums of squares (f32 pairs)
-      const int64_t cols = 2 * (heads.size() + c_.num_key_value_heads / layout_.GroupSize(Group::kTp));
+      ASSIGN_OR_RETURN(const Range kv, GqaKvHeads(c_, layout_.GroupSize(Group::kTp), 0));
+      const int64_t cols = 2 * (heads.size() + kv.size());
       RETURN_IF_ERROR(Transit(ReductionState::ColumnShard(Group::kTp), ReductionState::Replicated(Group::kTp),
                               fmt::format("layer {} q/k norm sums", l), t, cols, 4));
     }

@@ -68,7 +68,8 @@ done
 
 # Layouts on in-process ranks (8 query heads, 4 KV heads): --deterministic logits are bitwise equal
 # to one rank's; fast mode stays within 1e-4 of the reference; greedy ids are the same.
-LAYOUTS=("--tp 2" "--tp 4" "--tp 2 --ep" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp"
+# --tp 8 holds one KV head per rank, each replicated on 2 ranks.
+LAYOUTS=("--tp 2" "--tp 4" "--tp 8" "--tp 2 --ep" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp"
   "--tp 2 --dp 2 --ep --sp --dispatch alltoall")
 d="$WORK/m-bf16-3"
 "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.det1" --deterministic 2>/dev/null
@@ -100,8 +101,7 @@ fi
 
 # Bad input: one clear error, exit != 0.
 d="$WORK/m-f32-1"
-expect_error "--tp 8 (4 KV heads)" "--tp 8 does not divide num_key_value_heads 4" -- \
-  "$MOERUN" logits -m "$d" --tokens 5 -o "$WORK/x.st" --tp 8
+expect_error "--tp 16 (8 query heads)" "--tp 16 does not divide num_attention_heads 8" -- "$MOERUN" logits -m "$d" --tokens 5 -o "$WORK/x.st" --tp 16
 BAD_TOKENS="$TOKENS"
 bad "kv heads" "num_key_value_heads 3 does not divide num_attention_heads 8" 'c["num_key_value_heads"] = 3'
 bad "yarn rope_scaling" "rope_scaling type 'yarn' is not supported for $ARCH" \
