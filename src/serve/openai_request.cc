@@ -121,10 +121,22 @@ std::optional<ApiError> NeedTokenizer(const ServedModel& m, const char* param) {
   return Bad(param, "this model has no tokenizer: send token ids");
 }
 
+// The request's chat_template_kwargs over the server's defaults.
+std::optional<ApiError> ParseChatKwargs(const Json& body, const ServedModel& m, ChatTemplateKwargs* out) {
+  *out = m.chat_kwargs;
+  auto it = body.find("chat_template_kwargs");
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  StatusOr<ChatTemplateKwargs> own = ParseChatTemplateKwargs(*it, "chat_template_kwargs");
+  if (!own.ok()) return ApiError::FromStatus(own.status(), "chat_template_kwargs");
+  if (own->enable_thinking.has_value()) out->enable_thinking = own->enable_thinking;
+  return std::nullopt;
+}
+
 // The chat prompt text: the model's template, or DeepSeek-V2's format where that is the fallback.
 StatusOr<std::string> RenderChat(const ServedModel& m, std::span<const ChatMessage> messages,
-                                 bool add_generation) {
-  if (!m.tokenizer->chat_template().empty()) return m.tokenizer->ApplyChatTemplate(messages, add_generation);
+                                 bool add_generation, const ChatTemplateKwargs& kwargs) {
+  if (!m.tokenizer->chat_template().empty())
+    return m.tokenizer->ApplyChatTemplate(messages, add_generation, kwargs.enable_thinking);
   if (!m.deepseek_chat_fallback) {
     return InvalidArgument("this model has no chat_template in tokenizer_config.json: use /v1/completions");
   }
@@ -318,7 +330,9 @@ ParsedRequest ParseChatRequest(const Json& body, const ServedModel& m) {
   std::vector<ChatMessage> messages;
   if (auto e = ParseMessages(body, &messages)) return *e;
   if (auto e = NeedTokenizer(m, "messages")) return *e;
-  StatusOr<std::string> text = RenderChat(m, messages, true);
+  ChatTemplateKwargs kwargs;
+  if (auto e = ParseChatKwargs(body, m, &kwargs)) return *e;
+  StatusOr<std::string> text = RenderChat(m, messages, true, kwargs);
   if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
   r.prompts.push_back(m.tokenizer->Encode(*text, /*add_special_tokens=*/false));
   bool logprobs = false;
@@ -342,7 +356,9 @@ std::variant<Json, ApiError> Tokenize(const Json& body, const ServedModel& m) {
     if (auto e = ParseMessages(body, &messages)) return *e;
     bool add_generation_prompt = true;
     if (auto e = GetBool(body, "add_generation_prompt", &add_generation_prompt)) return *e;
-    StatusOr<std::string> text = RenderChat(m, messages, add_generation_prompt);
+    ChatTemplateKwargs kwargs;
+    if (auto e = ParseChatKwargs(body, m, &kwargs)) return *e;
+    StatusOr<std::string> text = RenderChat(m, messages, add_generation_prompt, kwargs);
     if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
     ids = m.tokenizer->Encode(*text, false);
   } else {

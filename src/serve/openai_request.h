@@ -18,6 +18,7 @@
 
 #include "engine/sampler.h"
 #include "serve/api_error.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moerun {
@@ -32,6 +33,7 @@ struct ServedModel {
   // Without a chat_template in tokenizer_config.json, render chat as DeepSeek-V2's format (the
   // DeepSeek GGUFs llama.cpp writes carry none); other families refuse chat requests.
   bool deepseek_chat_fallback = false;
+  ChatTemplateKwargs chat_kwargs;  // --chat-template-kwargs: defaults a request's own keys override
 };
 
 struct GenerationRequest {

@@ -1,5 +1,6 @@
 #include "tokenizer/chat_template.h"
 
+#include <nlohmann/json.hpp>
 #include <vector>
 
 namespace moerun {
@@ -170,7 +171,7 @@ StatusOr<std::string> RenderQwen25(const ChatFormat& format, std::span<const Cha
 }
 
 StatusOr<std::string> RenderQwen3(const ChatFormat& format, std::span<const ChatMessage> messages,
-                                  bool add_generation_prompt) {
+                                  bool add_generation_prompt, std::optional<bool> enable_thinking) {
   if (messages.empty()) return EmptyConversation(format.kind);
   // The last user message that is not a wrapped tool response (ns.last_query_index).
   size_t last_query = messages.size() - 1;
@@ -227,7 +228,10 @@ StatusOr<std::string> RenderQwen3(const ChatFormat& format, std::span<const Chat
       return UnsupportedRole(i, m.role, format.kind, "system, user, assistant or tool");
     }
   }
-  if (add_generation_prompt) out.append("<|im_start|>assistant\n");
+  if (add_generation_prompt) {
+    out.append("<|im_start|>assistant\n");
+    if (enable_thinking == false) out.append("<think>\n\n</think>\n\n");
+  }
   return out;
 }
 
@@ -362,7 +366,7 @@ std::optional<ChatFormat> DetectChatFormat(std::string_view jinja) {
 
 StatusOr<std::string> RenderChat(const ChatFormat& format, std::span<const ChatMessage> messages,
                                  std::string_view bos_token, std::string_view eos_token,
-                                 bool add_generation_prompt) {
+                                 bool add_generation_prompt, std::optional<bool> enable_thinking) {
   switch (format.kind) {
     case ChatFormatKind::kDeepSeekV2:
       return RenderDeepSeekV2Chat(messages, bos_token, eos_token, add_generation_prompt);
@@ -372,13 +376,34 @@ StatusOr<std::string> RenderChat(const ChatFormat& format, std::span<const ChatM
     case ChatFormatKind::kQwen25:
       return RenderQwen25(format, messages, add_generation_prompt);
     case ChatFormatKind::kQwen3:
-      return RenderQwen3(format, messages, add_generation_prompt);
+      return RenderQwen3(format, messages, add_generation_prompt, enable_thinking);
     case ChatFormatKind::kMistralV1:
       return RenderMistralV1(format, messages, bos_token, eos_token);
     case ChatFormatKind::kMixtral:
       return RenderMixtral(format, messages, bos_token, eos_token);
   }
   return Internal("unknown chat format {}", static_cast<int>(format.kind));
+}
+
+StatusOr<ChatTemplateKwargs> ParseChatTemplateKwargs(const nlohmann::json& object, std::string_view where) {
+  if (!object.is_object())
+    return InvalidArgument("{} must be a JSON object, e.g. {{\"enable_thinking\": false}}", where);
+  ChatTemplateKwargs kwargs;
+  for (const auto& [key, value] : object.items()) {
+    if (key != "enable_thinking") {
+      return InvalidArgument("{}.{} is not a supported chat template variable (known: enable_thinking)",
+                             where, key);
+    }
+    if (!value.is_boolean()) return InvalidArgument("{}.enable_thinking must be true or false", where);
+    kwargs.enable_thinking = value.get<bool>();
+  }
+  return kwargs;
+}
+
+StatusOr<ChatTemplateKwargs> ParseChatTemplateKwargsText(std::string_view json_text, std::string_view where) {
+  const nlohmann::json object = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (object.is_discarded()) return InvalidArgument("{} is not valid JSON: '{}'", where, json_text);
+  return ParseChatTemplateKwargs(object, where);
 }
 
 StatusOr<std::string> RenderDeepSeekV2Chat(std::span<const ChatMessage> messages, std::string_view bos_token,

@@ -32,9 +32,9 @@
 //                (one not wrapped in <tool_response>...</tool_response>) gets "<think>\n{r}\n
 //                </think>\n\n{c}" when it is the last message or has reasoning, where a content
 //                with "</think>" is split into reasoning r and answer c as the template does; earlier
-//                assistant messages keep only the answer. enable_thinking is never set (so the
-//                generation prompt is <|im_start|>assistant\n). If the template contains "No user
-//                query found in messages." a conversation without such a query is an error, as there.
+//                assistant messages keep only the answer. Generation prompt <|im_start|>assistant\n,
+//                then "<think>\n\n</think>\n\n" when enable_thinking is false. If the template contains "No
+//                user query found in messages." a conversation without such a query is an error, as there.
 //   kMistralV1   Mistral-7B-Instruct-v0.1/v0.2 and the first Mixtral-8x7B-Instruct-v0.1 template.
 //                Whole "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user')
 //                != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate
@@ -64,6 +64,7 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -95,9 +96,25 @@ std::string_view ChatFormatName(ChatFormatKind kind);
 // The format `jinja` is recognised as (see the table above), or nullopt.
 std::optional<ChatFormat> DetectChatFormat(std::string_view jinja);
 
+// `enable_thinking` is the template variable of that name (HF apply_chat_template's keyword, vLLM's
+// chat_template_kwargs): only kQwen3 reads it — false appends "<think>\n\n</think>\n\n" to the
+// generation prompt, as Qwen3's template does; unset or true leaves the prompt as is. The other
+// templates do not use it, as in Jinja.
 StatusOr<std::string> RenderChat(const ChatFormat& format, std::span<const ChatMessage> messages,
                                  std::string_view bos_token, std::string_view eos_token,
-                                 bool add_generation_prompt);
+                                 bool add_generation_prompt,
+                                 std::optional<bool> enable_thinking = std::nullopt);
+
+// The template variables a caller may set besides messages and add_generation_prompt (vLLM's
+// request field chat_template_kwargs, llama.cpp's --chat-template-kwargs), e.g.
+// {"enable_thinking": false}. Only enable_thinking (a boolean) is known; any other key, or a value
+// of another type, is InvalidArgument naming `where`.key — never silently ignored.
+struct ChatTemplateKwargs {
+  std::optional<bool> enable_thinking;  // Qwen3: false skips the reasoning block
+};
+StatusOr<ChatTemplateKwargs> ParseChatTemplateKwargs(const nlohmann::json& object, std::string_view where);
+// The same from JSON text (a command-line flag).
+StatusOr<ChatTemplateKwargs> ParseChatTemplateKwargsText(std::string_view json_text, std::string_view where);
 
 // True if a Jinja chat_template is DeepSeek-V2's (DetectChatFormat's kDeepSeekV2 test).
 bool IsDeepSeekV2ChatTemplate(std::string_view jinja);

@@ -447,7 +447,8 @@ StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> ids, bool skip_
 }
 
 StatusOr<std::string> Tokenizer::ApplyChatTemplate(std::span<const ChatMessage> messages,
-                                                   bool add_generation_prompt) const {
+                                                   bool add_generation_prompt,
+                                                   std::optional<bool> enable_thinking) const {
   if (!has_config_)
     return InvalidArgument("{}: no tokenizer_config.json was loaded, so there is no chat template", label_);
   if (!chat_format_.has_value()) {
@@ -457,7 +458,7 @@ StatusOr<std::string> Tokenizer::ApplyChatTemplate(std::span<const ChatMessage> 
         "general Jinja engine",
         config_label_);
   }
-  return RenderChat(*chat_format_, messages, bos_token_, eos_token_, add_generation_prompt);
+  return RenderChat(*chat_format_, messages, bos_token_, eos_token_, add_generation_prompt, enable_thinking);
 }
 
 std::string_view Tokenizer::Piece(int32_t id) const {

@@ -107,9 +107,9 @@ class Tokenizer {
   // recognised as (chat_template.h: DeepSeek-V2, ChatML/Qwen, Mistral [INST]) using this
   // tokenizer's bos/eos strings. Needs a tokenizer_config.json; Unimplemented if the template is
   // none of the recognised ones (no general Jinja engine). Encode the result with
-  // add_special_tokens=false.
-  StatusOr<std::string> ApplyChatTemplate(std::span<const ChatMessage> messages,
-                                          bool add_generation_prompt) const;
+  // add_special_tokens=false. `enable_thinking`: the template variable (RenderChat).
+  StatusOr<std::string> ApplyChatTemplate(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                          std::optional<bool> enable_thinking = std::nullopt) const;
 
   // One past the largest id of the vocab and the added tokens.
   int32_t vocab_size() const { return static_cast<int32_t>(id_bytes_.size()); }

@@ -17,8 +17,9 @@ namespace {
 struct GenerateArgs {
   ModelArgs model;
   std::string tokens;
-  std::string prompt;  // text, encoded with the model directory's tokenizer.json
-  bool chat = false;   // wrap the prompt as one user turn of the model's chat format
+  std::string prompt;                // text, encoded with the model directory's tokenizer.json
+  bool chat = false;                 // wrap the prompt as one user turn of the model's chat format
+  std::string chat_template_kwargs;  // --chat: JSON template variables, e.g. {"enable_thinking": false}
   int n_predict = 32;
   int64_t context = 0;  // 0: prompt + n
   SamplingParams sampling;
@@ -33,11 +34,15 @@ StatusOr<std::vector<int32_t>> PromptIds(const GenerateArgs& a, const Tokenizer*
   if (tok == nullptr) return InvalidArgument("-p needs tokenizer.json in {}", a.model.model_dir);
   if (!a.chat) return tok->Encode(a.prompt, /*add_special_tokens=*/true);
   const std::vector<ChatMessage> messages = {{"user", a.prompt}};
+  ChatTemplateKwargs kwargs;
+  if (!a.chat_template_kwargs.empty()) {
+    ASSIGN_OR_RETURN(kwargs, ParseChatTemplateKwargsText(a.chat_template_kwargs, "--chat-template-kwargs"));
+  }
   std::string text;
   if (tok->chat_template().empty()) {
     ASSIGN_OR_RETURN(text, RenderDeepSeekV2Chat(messages, tok->bos_token(), tok->eos_token(), true));
   } else {
-    ASSIGN_OR_RETURN(text, tok->ApplyChatTemplate(messages, true));
+    ASSIGN_OR_RETURN(text, tok->ApplyChatTemplate(messages, true, kwargs.enable_thinking));
   }
   return tok->Encode(text, /*add_special_tokens=*/false);
 }
@@ -47,6 +52,8 @@ Status RunGenerate(const GenerateArgs& a) {
   if (a.n_predict < 0) return InvalidArgument("-n {} must be >= 0", a.n_predict);
   if (a.tokens.empty() == a.prompt.empty())
     return InvalidArgument("give exactly one of -p TEXT or --tokens IDS");
+  if (!a.chat_template_kwargs.empty() && !a.chat)
+    return InvalidArgument("--chat-template-kwargs applies to --chat prompts only");
   std::unique_ptr<Tokenizer> tok;
   if (!a.prompt.empty() || HasTokenizer(a.model.model_dir)) {
     ASSIGN_OR_RETURN(tok, LoadTokenizer(a.model.model_dir));
@@ -111,6 +118,8 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code) {
   gc->add_option("-p,--prompt", gen->prompt, "Prompt text (needs tokenizer.json in the model directory)");
   gc->add_option("--tokens", gen->tokens, "Prompt token ids, comma-separated");
   gc->add_flag("--chat", gen->chat, "Send the prompt as a user turn of the model's chat format");
+  gc->add_option("--chat-template-kwargs", gen->chat_template_kwargs,
+                 "With --chat: template variables as JSON, e.g. '{\"enable_thinking\": false}'");
   gc->add_option("-n,--n-predict", gen->n_predict, "Tokens to generate");
   gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)");
   gc->add_option("--temp", gen->sampling.temperature, "Temperature (0 = greedy)");

@@ -42,7 +42,8 @@ struct ServeArgs {
   int64_t kv_cache_tokens = 0;        // KV positions per DP replica, e.g. 65536; 0 with no memory: auto
   int64_t block_size = 16;            // positions per KV block
   bool no_prefix_caching = false;
-  int fault_fail_rank = -1;  // testing: this rank stops stepping with an error once loaded
+  int fault_fail_rank = -1;          // testing: this rank stops stepping with an error once loaded
+  std::string chat_template_kwargs;  // JSON, e.g. {"enable_thinking": false}; requests override
 };
 
 // "4GiB", "512MiB", "2G", "1000000" -> bytes.
@@ -138,6 +139,11 @@ Status RunServe(const ServeArgs& a) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGPIPE, SIG_IGN);
   if (a.max_num_seqs < 1) return InvalidArgument("--max-num-seqs {} must be >= 1", a.max_num_seqs);
+  ChatTemplateKwargs chat_kwargs;
+  if (!a.chat_template_kwargs.empty()) {
+    ASSIGN_OR_RETURN(chat_kwargs,
+                     ParseChatTemplateKwargsText(a.chat_template_kwargs, "--chat-template-kwargs"));
+  }
   if (a.max_batched_tokens < 1)
     return InvalidArgument("--max-num-batched-tokens {} must be >= 1", a.max_batched_tokens);
   if (a.max_queue < 1) return InvalidArgument("--max-queue {} must be >= 1", a.max_queue);
@@ -208,6 +214,7 @@ Status RunServe(const ServeArgs& a) {
     if (c.eos_token_id >= 0) served.stop_ids = {static_cast<int32_t>(c.eos_token_id)};
     served.tokenizer = tok.get();
     served.deepseek_chat_fallback = c.model_type.starts_with("deepseek");
+    served.chat_kwargs = chat_kwargs;
     const Model& m = **model;
     CollectiveLog* log = world.log();
     server->SetReady(&engine, served, [&engine, &m, log] {
@@ -260,6 +267,9 @@ void RegisterServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--block-size", a->block_size, "Positions per KV cache block");
   cmd->add_option("--fault-fail-rank", a->fault_fail_rank, "Testing: this rank (> 0) fails once loaded")
       ->group("Fault injection");
+  cmd->add_option("--chat-template-kwargs", a->chat_template_kwargs,
+                  "Chat template variables as JSON, e.g. '{\"enable_thinking\": false}' (a request's "
+                  "chat_template_kwargs override them)");
   cmd->add_flag("--no-enable-prefix-caching", a->no_prefix_caching,
                 "Do not reuse the KV blocks of earlier requests' common prompt prefixes");
   cmd->callback([a, exit_code] {

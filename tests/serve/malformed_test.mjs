@@ -38,6 +38,11 @@ await expect4xx('prompt missing', C, JSON.stringify({max_tokens: 3}), 400);
 await expect4xx('empty prompt list', C, JSON.stringify({prompt: []}), 400);
 await expect4xx('messages of the wrong type', CH, JSON.stringify({messages: 'hi'}), 400);
 await expect4xx('message without a role', CH, JSON.stringify({messages: [{content: 'hi'}]}), 400);
+await expect4xx('unknown chat template variable', CH,
+                JSON.stringify({messages: [{role: 'user', content: 'hi'}], chat_template_kwargs: {thinking: true}}), 400);
+await expect4xx('enable_thinking not a boolean', CH,
+                JSON.stringify({messages: [{role: 'user', content: 'hi'}], chat_template_kwargs: {enable_thinking: 1}}),
+                400);
 await expect4xx('a role the template refuses', CH, JSON.stringify({messages: [{role: 'wizard', content: 'hi'}]}), 400);
 await expect4xx('n as a string', C, JSON.stringify({prompt: 'x', n: '2'}), 400);
 await expect4xx('n = 0', C, JSON.stringify({prompt: 'x', n: 0}), 400);

@@ -201,6 +201,43 @@ TEST(ChatTemplateTest, Qwen3) {
   EXPECT_TRUE(RenderChat(strict, Messages{{"user", "u"}}, "", "", true).ok());
 }
 
+TEST(ChatTemplateTest, Qwen3EnableThinking) {
+  // {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- if enable_thinking is
+  // defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}
+  const ChatFormat f = Detect("qwen3.jinja");
+  const Messages q = {{"user", "q"}};
+  auto render = [&](std::optional<bool> thinking, bool gen) {
+    StatusOr<std::string> s = RenderChat(f, q, "", "", gen, thinking);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? *s : std::string();
+  };
+  const std::string base = "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n";
+  EXPECT_EQ(render(false, true), base + "<think>\n\n</think>\n\n");
+  EXPECT_EQ(render(true, true), base);
+  EXPECT_EQ(render(std::nullopt, true), base);
+  EXPECT_EQ(render(false, false), "<|im_start|>user\nq<|im_end|>\n");  // no generation prompt: nothing
+  // Other templates do not read the variable (as in Jinja).
+  const ChatFormat qwen25 = Detect("qwen25.jinja");
+  EXPECT_EQ(*RenderChat(qwen25, q, "", "", true, false), *RenderChat(qwen25, q, "", "", true));
+}
+
+TEST(ChatTemplateTest, ChatTemplateKwargs) {
+  StatusOr<ChatTemplateKwargs> k = ParseChatTemplateKwargsText(R"({"enable_thinking": false})", "--x");
+  ASSERT_TRUE(k.ok()) << k.status().ToString();
+  EXPECT_EQ(k->enable_thinking, std::optional<bool>(false));
+  EXPECT_FALSE(ParseChatTemplateKwargsText("{}", "--x")->enable_thinking.has_value());
+  auto error = [](std::string_view text) {
+    StatusOr<ChatTemplateKwargs> r = ParseChatTemplateKwargsText(text, "--x");
+    EXPECT_FALSE(r.ok()) << text;
+    return r.ok() ? std::string() : r.status().message();
+  };
+  EXPECT_NE(error(R"({"thinking": true})").find("--x.thinking is not a supported"), std::string::npos);
+  EXPECT_NE(error(R"({"enable_thinking": "no"})").find("--x.enable_thinking must be true or false"),
+            std::string::npos);
+  EXPECT_NE(error("[1]").find("--x must be a JSON object"), std::string::npos);
+  EXPECT_NE(error("{").find("--x is not valid JSON"), std::string::npos);
+}
+
 TEST(ChatTemplateTest, MistralV1) {
   // {{ bos_token }}... {{ '[INST] ' + message['content'] + ' [/INST]' }} ... {{ message['content'] +
   // eos_token}}; add_generation_prompt is not used.
