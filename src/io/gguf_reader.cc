@@ -219,7 +219,7 @@ StatusOr<GgufValue> ReadValue(Reader* r, uint32_t type_id, const std::string& la
 // GgufFile
 
 GgufFile::~GgufFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
+  UnmapReadOnly(mapping_, size_);
 }
 
 StatusOr<std::shared_ptr<GgufFile>> GgufFile::Open(const std::string& path) {

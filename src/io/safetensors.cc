@@ -229,7 +229,7 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(std::strin
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
+  UnmapReadOnly(mapping_, size_);
 }
 
 // Layout: [u64 N][N bytes of header JSON][data buffer]; see safetensors.h for the rules.

@@ -41,7 +41,13 @@ struct LogitsArgs {
 Status RunLogits(const LogitsArgs& a) {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ModelArgs model_args = a.model;  // --max-memory: the prompt's cache and every row's logits
+  model_args.kv_tokens = model_args.logit_rows = static_cast<int64_t>(ids.size());
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
+    if (static_cast<int64_t>(ids.size()) > model.hparams().max_position_embeddings) {  // on every rank
+      return InvalidArgument("--tokens has {} ids, more than max_position_embeddings {}", ids.size(),
+                             model.hparams().max_position_embeddings);
+    }
     // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
     // per step through the cache.
     Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});
@@ -177,7 +183,9 @@ BenchBound Bound(const Model& model, const BenchArgs& a, double read_gbs, int wo
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ModelArgs model_args = a.model;
+  model_args.kv_tokens = std::max(a.n_prompt, 1 + a.n_gen);
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
     // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
     double read_gbs = 0;
@@ -326,9 +334,9 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   CLI::App* bc =
       app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
   AddModelOptions(bc, &bench->model);
-  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp");
-  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg");
-  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)");
+  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp")->check(CLI::NonNegativeNumber);
+  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg")->check(CLI::NonNegativeNumber);
+  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)")->check(CLI::PositiveNumber);
   bc->add_option("-o,--output", bench->output, "md|json");
   bc->callback([bench, exit_code] {
     const Status s = RunBench(*bench);
