@@ -46,9 +46,9 @@ class Group {
     if (!cv_.wait_for(lock, timeout, [&] { return generation_ != gen || broken_; })) {
       broken_ = true;  // the group cannot be used again: peers are out of step
       cv_.notify_all();
-      return Status(StatusCode::kIOError,
-                    fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name,
-                                n_, timeout.count()));
+      reason_ = fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name, n_,
+                            timeout.count());
+      return Status(StatusCode::kIOError, reason_);
     }
     if (broken_ && generation_ == gen) return Broken(op, name);
     return Status::Ok();
@@ -58,9 +58,10 @@ class Group {
   std::map<int, std::shared_ptr<Group>>& split_groups() { return split_groups_; }
 
  private:
-  static Status Broken(const char* op, const std::string& name) {
+  // mu_ held.
+  Status Broken(const char* op, const std::string& name) const {
     return Status(StatusCode::kIOError,
-                  fmt::format("{} on group '{}': the group failed earlier (timeout)", op, name));
+                  fmt::format("{} on group '{}': the group failed earlier ({})", op, name, reason_));
   }
 
   const int n_;
@@ -70,6 +71,7 @@ class Group {
   int arrived_ = 0;
   uint64_t generation_ = 0;
   bool broken_ = false;
+  std::string reason_;  // the first deadline error, once broken_
   std::mutex split_mu_;
   std::map<int, std::shared_ptr<Group>> split_groups_;  // per Split call: color -> group
 };

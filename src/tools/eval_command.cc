@@ -167,10 +167,10 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
   AddModelOptions(ec, &ev->model);
   ec->add_option("--task", ev->task, "JSONL file: {\"prompt\": ..., \"answer\": ...} per line")->required();
   ec->add_option("--batch", ev->batch, "Sequences decoded together per DP replica")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   ec->add_option("--max-new", ev->max_new,
                  "Generated tokens per problem at most (prompt + this <= max_position_embeddings)")
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   ec->add_option("--answers", ev->answers_out, "Write 'index<TAB>answer' per problem to this file");
   ec->callback([ev, exit_code] {
     const Status s = RunEval(*ev);

@@ -35,10 +35,10 @@ MemoryEstimate EstimateMemory(const ModelConfig& c, std::optional<WeightFormat> 
 
 Status CheckMemoryBudget(const MemoryEstimate& e, uint64_t budget) {
   if (budget == 0 || e.total() <= static_cast<double>(budget)) return Status::Ok();
+  auto mb = [](double bytes) { return fmt::format("{:.1f} MB", bytes / 1e6); };
   return ResourceExhausted(
-      "the run needs about {:.3f} GB (weights {:.3f} GB + KV cache {:.3f} GB + outputs {:.3f} GB), more than "
-      "--max-memory {} bytes ({:.3f} GB)",
-      e.total() / 1e9, e.weights / 1e9, e.kv_cache / 1e9, e.outputs / 1e9, budget, static_cast<double>(budget) / 1e9);
+      "the run needs about {} (weights {} + KV cache {} + logits {}), more than --max-memory {} bytes ({})",
+      mb(e.total()), mb(e.weights), mb(e.kv_cache), mb(e.outputs), budget, mb(static_cast<double>(budget)));
 }
 
 }  // namespace moerun

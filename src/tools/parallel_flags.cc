@@ -8,6 +8,7 @@
 #include "comm/in_process_comm.h"
 #include "comm/mpi_comm.h"
 #include "core/thread_pool.h"
+#include "tools/cli_util.h"
 
 namespace moerun {
 
@@ -36,10 +37,10 @@ void ParallelFlags::Add(CLI::App* cmd) {
   cmd->add_option("--fault-stall-rank", fault_stall_rank,
                   "Testing: this rank stops (SIGSTOP under mpirun, a sleep in-process) before collective "
                   "--fault-stall-at")
-      ->check(CLI::NonNegativeNumber)
+      ->check(AtLeast(0))
       ->group("Fault injection");
   cmd->add_option("--fault-stall-at", fault_stall_at, "Testing: the collective (1, 2, ...) --fault-stall-rank stops at")
-      ->check(CLI::PositiveNumber)
+      ->check(AtLeast(1))
       ->group("Fault injection");
 }
 
@@ -51,7 +52,7 @@ void ParallelFlags::ApplyTo(Communicator& world) const {
   world.set_timeout(Timeout());
   if (world.rank() != fault_stall_rank) return;
   const bool mpi = StartedByMpirun();
-  const auto sleep = 3 * Timeout();
+  const auto sleep = Timeout() + std::chrono::milliseconds(500);  // past the peers' deadline
   world.log()->set_stall(static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
     // A real stopped process under mpirun; in-process, a thread asleep past its peers' deadline.
     if (mpi) {

@@ -40,8 +40,8 @@ expect_fail_within "--tokens 1,,2" "item 2 of '1,,2' is empty" 20 -- \
   "$MOERUN" logits -m "$TINY" --tokens 1,,2 -o "$WORK/x.st" -t 1
 expect_fail_within "--tokens 1,2," "ends with a comma" 20 -- \
   "$MOERUN" logits -m "$TINY" --tokens 1,2, -o "$WORK/x.st" -t 1
-expect_fail_within "generate -c -5" "--ctx-size" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 -c -5 -t 1
-expect_fail_within "generate --seed -1" "--seed" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 --seed -1 -t 1
-expect_fail_within "generate -n -3" "--n-predict" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 -n -3 -t 1
-expect_fail_within "eval --batch 0" "--batch" 20 -- "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" --batch 0
+expect_fail_within "generate -c -5" "--ctx-size: must be an integer >= 0, got -5" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 -c -5 -t 1
+expect_fail_within "generate --seed -1" "--seed: must be an integer >= 0, got -1" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 --seed -1 -t 1
+expect_fail_within "generate -n -3" "--n-predict: must be an integer >= 0, got -3" 20 -- "$MOERUN" generate -m "$TINY" --tokens 1,2 -n -3 -t 1
+expect_fail_within "eval --batch 0" "--batch: must be an integer >= 1, got 0" 20 -- "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" --batch 0
 finish

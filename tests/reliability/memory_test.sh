@@ -44,7 +44,7 @@ expect_fail_within "eval --max-new 100000000" "more than max_position_embeddings
   "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" --max-new 100000000 -t 1
 
 # 4. --max-memory: refused up front with the estimate.
-expect_fail_within "logits --max-memory 1M" "more than --max-memory 1000000 bytes" 20 -- \
+expect_fail_within "logits --max-memory 1M" "more than --max-memory 1048576 bytes" 20 -- \
   "$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/x.st" -t 1 --max-memory 1MB
 expect_fail_within "generate -c 1000 --max-memory 3MB (KV cache counted)" "KV cache" 20 -- \
   "$MOERUN" generate -m "$TINY" --tokens 1,2,3 -n 4 -c 1000 -t 1 --max-memory 3MB
@@ -54,10 +54,17 @@ else
   fail "logits --max-memory 1G: $out"
 fi
 
-# 5. An allocation failure is reported as out of memory, not as a bare std::bad_alloc.
+# 5. An allocation failure is reported as out of memory, not as a bare std::bad_alloc: a 150 MB task
+#    (under the 256 MB cap) read in a 400 MB address space.
+$PY -c "
+import json, sys
+line = json.dumps({'prompt': '1+1=', 'answer': '2'}) + '\n'
+open(sys.argv[1], 'w').write(line * (150_000_000 // len(line)))" "$WORK/task150.jsonl"
+expect_fail_within "std::bad_alloc (eval of a 150 MB task, ulimit -v 400 MB)" "out of memory: an allocation failed" 60 -- \
+  bash -c 'ulimit -v 400000; exec "$@"' _ "$MOERUN" eval -m "$TINY" --task "$WORK/task150.jsonl" -t 1
 tiny_copy "$WORK/big"
 edit_config "$WORK/big" 'c["vocab_size"] = 200000; c["hidden_size"] = 2048'
-expect_fail_within "bad_alloc under ulimit -v (dummy weights of a 60-layer model)" "out of memory" 60 -- \
+expect_fail_within "a tensor allocation failing (dummy 200000 x 2048 embedding, ulimit -v 400 MB)" "cannot allocate 819200000 bytes" 60 -- \
   bash -c 'ulimit -v 400000; exec "$@"' _ "$MOERUN" logits -m "$WORK/big" --load-format dummy --tokens 1 \
   -o "$WORK/x.st" -t 1
 finish
