@@ -48,8 +48,8 @@ struct CollectiveRecord {
 // Records are kept until Take()n, at most kMaxRecords (the oldest half is dropped beyond: a
 // long-running server that never reads them stays bounded). Every recorded collective gets this
 // rank's next sequence number (1, 2, ...; equal on every rank of a group while ranks stay in step),
-// which a deadline error names with the label ("collective #57: layer 3 o_proj output"). Seconds per op accumulate for the
-// life of the log and may be read from any thread (serving metrics).
+// which a deadline error names with the label ("collective #57: layer 3 o_proj output"). Seconds per op
+// accumulate for the life of the log and may be read from any thread (serving metrics).
 class CollectiveLog {
  public:
   static constexpr size_t kMaxRecords = size_t{1} << 16;
@@ -62,7 +62,8 @@ class CollectiveLog {
   uint64_t seq() const { return seq_; }
   // " [collective #57 of this rank: layer 3 o_proj output]": appended to deadline errors.
   std::string InFlight() const {
-    return fmt::format(" [collective #{} of this rank{}{}]", seq_, label_.what.empty() ? "" : ": ", label_.what);
+    return fmt::format(" [collective #{} of this rank{}{}]", seq_, label_.what.empty() ? "" : ": ",
+                       label_.what);
   }
   // Fault injection (testing): `stall` runs when collective #seq is recorded, before it is issued.
   void set_stall(uint64_t seq, std::function<void()> stall) {

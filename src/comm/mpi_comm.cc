@@ -188,10 +188,11 @@ class InitWatchdog {
       : thread_([this, deadline] {
           std::unique_lock<std::mutex> lock(mu_);
           if (cv_.wait_for(lock, deadline, [this] { return done_; })) return;
-          std::fprintf(stderr,
-                       "moerun: error: MPI_Init did not complete within %lld ms (a peer rank did not start or "
-                       "is stopped; --collective-timeout)\n",
-                       static_cast<long long>(deadline.count()));
+          std::fprintf(
+              stderr,
+              "moerun: error: MPI_Init did not complete within %lld ms (a peer rank did not start or "
+              "is stopped; --collective-timeout)\n",
+              static_cast<long long>(deadline.count()));
           std::fflush(stderr);
           std::_Exit(kExitInitTimeout);
         }) {}
@@ -216,7 +217,8 @@ class InitWatchdog {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv, std::chrono::milliseconds init_deadline) {
+StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv,
+                                                 std::chrono::milliseconds init_deadline) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {

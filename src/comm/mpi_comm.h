@@ -24,8 +24,8 @@ bool MpiAvailable();  // compiled with MPI support
 // Initialises MPI (idempotent) and returns the world communicator ("world"). MPI_Init itself has no
 // deadline (it waits for every rank of the job): past `init_deadline` the process prints the reason
 // and exits non-zero, so a peer that never starts cannot keep this rank waiting forever.
-StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv,
-                                                 std::chrono::milliseconds init_deadline = std::chrono::seconds(120));
+StatusOr<std::unique_ptr<Communicator>> MpiWorld(
+    int* argc, char*** argv, std::chrono::milliseconds init_deadline = std::chrono::seconds(120));
 // Aborts every rank of the job (after printing the error on this rank).
 [[noreturn]] void MpiAbort(int code);
 

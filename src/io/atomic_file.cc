@@ -46,7 +46,8 @@ int RemoveStaleTemporaries(const std::string& path) {
   const std::string prefix = p.filename().string() + ".tmp.";
   std::error_code ec;
   int removed = 0;
-  for (const auto& e : fs::directory_iterator(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec)) {
+  for (const auto& e :
+       fs::directory_iterator(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec)) {
     const std::string name = e.path().filename().string();
     if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
     const std::string pid_text = name.substr(prefix.size());
@@ -68,7 +69,8 @@ Status CheckWritable(const std::string& path) {
   ::close(fd);
   ::unlink(tmp.c_str());
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return IOError("cannot write '{}': is a directory", path);
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return IOError("cannot write '{}': is a directory", path);
   return Status::Ok();
 }
 
@@ -143,7 +145,8 @@ StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_byt
     }
     if (out.size() + static_cast<uint64_t>(n) > max_bytes) {
       ::close(fd);
-      return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path, max_bytes);
+      return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path,
+                             max_bytes);
     }
     out.append(buf, static_cast<size_t>(n));
   }

@@ -35,7 +35,8 @@ void WriteNumber(uint64_t v) {
 void OnSigbus(int sig, siginfo_t* info, void*) {
   const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
   for (const Slot& s : g_slots) {
-    const uintptr_t begin = s.begin.load(std::memory_order_acquire), end = s.end.load(std::memory_order_acquire);
+    const uintptr_t begin = s.begin.load(std::memory_order_acquire),
+                    end = s.end.load(std::memory_order_acquire);
     if (end == 0 || addr < begin || addr >= end) continue;
     Write("moerun: error: ");
     Write(s.path);

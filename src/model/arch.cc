@@ -51,7 +51,8 @@ Status CheckLayerCount(const TensorSource& source, const ModelConfig& config, co
   }
   if (layers > config.num_hidden_layers) {
     return InvalidArgument(
-        "{}/config.json: num_hidden_layers {} is smaller than the checkpoint's {} layers (model.layers.{}.*); "
+        "{}/config.json: num_hidden_layers {} is smaller than the checkpoint's {} layers "
+        "(model.layers.{}.*); "
         "moerun does not drop layers",
         dir, config.num_hidden_layers, layers, layers - 1);
   }

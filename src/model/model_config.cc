@@ -101,15 +101,18 @@ Status CheckCommonFields(const Json& j, const std::string& src, const ModelConfi
     const Json& act = j.at("hidden_act");
     const std::string name = act.is_string() ? act.get<std::string>() : act.dump();
     if (name != "silu" && name != "swish") {
-      return Unimplemented("{}: hidden_act '{}' is not supported (moerun computes silu, i.e. swish)", src, name);
+      return Unimplemented("{}: hidden_act '{}' is not supported (moerun computes silu, i.e. swish)", src,
+                           name);
     }
   }
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     if (j.contains(key) && !j.at(key).is_null() && !j.at(key).is_object()) {
-      return InvalidArgument("{}: field '{}' must be an object (or null), got {}", src, key, j.at(key).dump());
+      return InvalidArgument("{}: field '{}' must be an object (or null), got {}", src, key,
+                             j.at(key).dump());
     }
   }
-  for (const auto& [name, id] : {std::pair{"eos_token_id", c.eos_token_id}, std::pair{"bos_token_id", c.bos_token_id}}) {
+  for (const auto& [name, id] :
+       {std::pair{"eos_token_id", c.eos_token_id}, std::pair{"bos_token_id", c.bos_token_id}}) {
     if (id >= c.vocab_size) {
       return InvalidArgument("{}: {} {} is not below vocab_size {}", src, name, id, c.vocab_size);
     }

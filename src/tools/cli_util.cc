@@ -8,7 +8,8 @@ CLI::Validator AtLeast(int64_t min) {
   return CLI::Validator(
       [min](std::string& s) -> std::string {
         int64_t v = 0;
-        if (!CLI::detail::lexical_cast(s, v) || v < min) return fmt::format("must be an integer >= {}, got {}", min, s);
+        if (!CLI::detail::lexical_cast(s, v) || v < min)
+          return fmt::format("must be an integer >= {}, got {}", min, s);
         return {};
       },
       fmt::format("INT>={}", min));

@@ -65,7 +65,8 @@ Status CheckPositions(const std::vector<std::vector<int32_t>>& prompts, int max_
     const int64_t need = static_cast<int64_t>(prompts[i].size()) + max_new;
     if (need > max_positions) {
       return InvalidArgument(
-          "problem {} needs {} positions ({} prompt tokens + --max-new {}), more than max_position_embeddings {}",
+          "problem {} needs {} positions ({} prompt tokens + --max-new {}), more than "
+          "max_position_embeddings {}",
           i, need, prompts[i].size(), max_new, max_positions);
     }
   }
@@ -89,8 +90,9 @@ Status Report(const EvalArgs& a, const std::vector<Problem>& problems,
     std::printf("accuracy: %.3f (%lld/%lld answered of %lld; interrupted)\n",
                 answered ? static_cast<double>(correct) / static_cast<double>(answered) : 0.0,
                 static_cast<long long>(correct), static_cast<long long>(answered), static_cast<long long>(n));
-    return IOError("interrupted (signal {}): {} of {} problems answered{}", InterruptScope::Received(), answered,
-                     n, a.answers_out.empty() ? "" : fmt::format("; partial answers in {}", a.answers_out));
+    return IOError("interrupted (signal {}): {} of {} problems answered{}", InterruptScope::Received(),
+                   answered, n,
+                   a.answers_out.empty() ? "" : fmt::format("; partial answers in {}", a.answers_out));
   }
   std::printf("accuracy: %.3f (%lld/%lld)\n", static_cast<double>(correct) / static_cast<double>(n),
               static_cast<long long>(correct), static_cast<long long>(n));
@@ -110,7 +112,8 @@ Status RunEval(const EvalArgs& a) {
     longest = std::max(longest, prompts.back().size());
   }
   ModelArgs model_args = a.model;  // --max-memory: every replica's batch at its longest
-  model_args.kv_tokens = std::min<int64_t>(n, int64_t{a.batch} * par.dp) * static_cast<int64_t>(longest + a.max_new);
+  model_args.kv_tokens =
+      std::min<int64_t>(n, int64_t{a.batch} * par.dp) * static_cast<int64_t>(longest + a.max_new);
   return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     RETURN_IF_ERROR(CheckPositions(prompts, a.max_new, model.hparams().max_position_embeddings));
     // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
@@ -166,8 +169,7 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
       app.add_subcommand("eval", "Exact-match accuracy on a JSONL task with batched greedy decoding");
   AddModelOptions(ec, &ev->model);
   ec->add_option("--task", ev->task, "JSONL file: {\"prompt\": ..., \"answer\": ...} per line")->required();
-  ec->add_option("--batch", ev->batch, "Sequences decoded together per DP replica")
-      ->check(AtLeast(1));
+  ec->add_option("--batch", ev->batch, "Sequences decoded together per DP replica")->check(AtLeast(1));
   ec->add_option("--max-new", ev->max_new,
                  "Generated tokens per problem at most (prompt + this <= max_position_embeddings)")
       ->check(AtLeast(1));

@@ -114,14 +114,12 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code) {
   gc->add_option("--tokens", gen->tokens, "Prompt token ids, comma-separated");
   gc->add_flag("--chat", gen->chat, "Send the prompt as a user turn of the model's chat format");
   gc->add_option("-n,--n-predict", gen->n_predict, "Tokens to generate")->check(AtLeast(0));
-  gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)")
-      ->check(AtLeast(0));
+  gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)")->check(AtLeast(0));
   gc->add_option("--temp", gen->sampling.temperature, "Temperature (0 = greedy)");
   gc->add_option("--top-k", gen->sampling.top_k, "Top-k (0 = off)")->check(AtLeast(0));
   gc->add_option("--top-p", gen->sampling.top_p, "Top-p (1 = off)");
   // A signed read first: CLI11 would wrap -1 into a uint64_t seed.
-  gc->add_option("--seed", gen->sampling.seed, "Sampling seed (>= 0)")
-      ->check(AtLeast(0));
+  gc->add_option("--seed", gen->sampling.seed, "Sampling seed (>= 0)")->check(AtLeast(0));
   gc->add_flag("--ignore-eos", gen->ignore_eos, "Do not stop at the end-of-sequence token");
   gc->add_flag("--print-ids", gen->print_ids, "Print generated token ids, comma-separated, instead of text");
   gc->callback([gen, exit_code] {

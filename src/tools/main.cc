@@ -57,9 +57,10 @@ int main(int argc, char** argv) {
   try {
     return CheckStdout(Run(argc, argv));
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr,
-                 "moerun: error: out of memory: an allocation failed (lower --max-new / -c / --batch / -t, or "
-                 "give --max-memory BYTES to have the run refused up front with its estimate)\n");
+    std::fprintf(
+        stderr,
+        "moerun: error: out of memory: an allocation failed (lower --max-new / -c / --batch / -t, or "
+        "give --max-memory BYTES to have the run refused up front with its estimate)\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moerun: error: %s\n", e.what());

@@ -5,7 +5,8 @@
 
 namespace moerun {
 
-MemoryEstimate EstimateMemory(const ModelConfig& c, std::optional<WeightFormat> format, const MemoryUse& use) {
+MemoryEstimate EstimateMemory(const ModelConfig& c, std::optional<WeightFormat> format,
+                              const MemoryUse& use) {
   // auto keeps checkpoint rows in bf16 (docs/kernels.md); norms and 1-D tensors stay f32.
   const DType storage = format ? Traits(*format).storage : DType::kBF16;
   MemoryEstimate e;
@@ -21,11 +22,13 @@ MemoryEstimate EstimateMemory(const ModelConfig& c, std::optional<WeightFormat> 
       e.weights += n;
     }
   }
-  const double per_token = c.num_key_value_heads > 0
-                               ? static_cast<double>(c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim)
-                               : static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim));
+  const double per_token =
+      c.num_key_value_heads > 0
+          ? static_cast<double>(c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim)
+          : static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim));
   e.kv_cache = per_token * sizeof(float) * static_cast<double>(use.kv_tokens);
-  e.outputs = 2.0 * sizeof(float) * static_cast<double>(use.logit_rows) * static_cast<double>(c.vocab_size);  // + copy
+  e.outputs = 2.0 * sizeof(float) * static_cast<double>(use.logit_rows) *
+              static_cast<double>(c.vocab_size);  // + copy
   // In-process: every replica's ranks share this process; under mpirun: this rank's TP share.
   const double share = use.mpi ? 1.0 / use.tp : use.dp;
   e.weights *= share;

@@ -22,8 +22,8 @@ struct MemoryEstimate {
 };
 
 struct MemoryUse {
-  int64_t kv_tokens = 0;      // positions cached at once over all sequences
-  int64_t logit_rows = 0;     // rows of logits held until written (`logits`)
+  int64_t kv_tokens = 0;   // positions cached at once over all sequences
+  int64_t logit_rows = 0;  // rows of logits held until written (`logits`)
   int tp = 1, dp = 1;
   bool mpi = false;  // one rank per process
 };

@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <sstream>
 
+#include "comm/mpi_comm.h"
 #include "io/atomic_file.h"
 #include "model/arch.h"
 #include "model/gguf_deepseek2.h"
 #include "model/synthetic_model.h"
-#include "comm/mpi_comm.h"
 #include "tools/cli_util.h"
 #include "tools/memory_budget.h"
 
@@ -50,9 +50,10 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   cmd->add_option("--load-format", a->load_format,
                   "auto (the files under -m) | dummy (config.json only, random weights, as vLLM)")
       ->capture_default_str();
-  cmd->add_option("--max-memory", a->max_memory,
-                  "Refuse the run (with the estimate) when weights + KV cache + outputs would exceed this many "
-                  "bytes, e.g. 8G (default: no budget)")
+  cmd->add_option(
+         "--max-memory", a->max_memory,
+         "Refuse the run (with the estimate) when weights + KV cache + outputs would exceed this many "
+         "bytes, e.g. 8G (default: no budget)")
       ->transform(CLI::AsSizeValue(false));
   a->parallel.Add(cmd);
 }
@@ -62,10 +63,12 @@ namespace {
 // --max-memory: refuses before any weight is read when the estimate from the config exceeds it.
 Status CheckBudget(const ModelArgs& a, const ModelConfig& config, const ModelLoadOptions& o) {
   if (a.max_memory == 0) return Status::Ok();
-  const MemoryEstimate e = EstimateMemory(
-      config, o.weight_format,
-      MemoryUse{.kv_tokens = a.kv_tokens, .logit_rows = a.logit_rows, .tp = o.parallel.tp, .dp = o.parallel.dp,
-                .mpi = StartedByMpirun()});
+  const MemoryEstimate e = EstimateMemory(config, o.weight_format,
+                                          MemoryUse{.kv_tokens = a.kv_tokens,
+                                                    .logit_rows = a.logit_rows,
+                                                    .tp = o.parallel.tp,
+                                                    .dp = o.parallel.dp,
+                                                    .mpi = StartedByMpirun()});
   return CheckMemoryBudget(e, a.max_memory);
 }
 

@@ -10,8 +10,8 @@
 #include <sstream>
 #include <tuple>
 
-#include "engine/engine.h"
 #include "comm/mpi_comm.h"
+#include "engine/engine.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "kernels/read_bandwidth.h"

@@ -39,7 +39,8 @@ void ParallelFlags::Add(CLI::App* cmd) {
                   "--fault-stall-at")
       ->check(AtLeast(0))
       ->group("Fault injection");
-  cmd->add_option("--fault-stall-at", fault_stall_at, "Testing: the collective (1, 2, ...) --fault-stall-rank stops at")
+  cmd->add_option("--fault-stall-at", fault_stall_at,
+                  "Testing: the collective (1, 2, ...) --fault-stall-rank stops at")
       ->check(AtLeast(1))
       ->group("Fault injection");
 }

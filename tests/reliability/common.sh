@@ -42,6 +42,35 @@ p = sys.argv[1]; c = json.load(open(p)); exec(sys.argv[2]); json.dump(c, open(p,
 PY
 }
 
+# sigbus_case NAME CMD...: CMD runs on $WORK/trunc (a tiny-model copy); once it has loaded,
+# model.safetensors is cut to its header. CMD must exit within 60 s, non-zero, naming the file.
+sigbus_case() {
+  local name=$1
+  shift
+  rm -rf "$WORK/trunc"
+  tiny_copy "$WORK/trunc"
+  "$@" >/dev/null 2>"$WORK/bus.err" </dev/null &
+  local pid=$! rc
+  for _ in $(seq 600); do grep -q "loaded in" "$WORK/bus.err" && break; sleep 0.1; done
+  sleep 0.5
+  local header
+  header=$($PY -c "import struct,sys; print(8 + struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" \
+    "$WORK/trunc/model.safetensors")
+  local t0
+  t0=$(now)
+  truncate -s "$header" "$WORK/trunc/model.safetensors"
+  timeout 60 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
+  wait "$pid"
+  rc=$?
+  local secs
+  secs=$(elapsed "$t0")
+  if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "model.safetensors changed while mapped" "$WORK/bus.err"; then
+    pass "$name [$secs s] rc $rc: $(grep -o 'moerun: error: .*changed while mapped.*' "$WORK/bus.err" | head -n 1 | cut -c1-200)"
+  else
+    fail "$name: rc $rc: $(tail -c 400 "$WORK/bus.err")"
+  fi
+}
+
 finish() {
   if [[ $failures -ne 0 ]]; then
     echo "$failures failure(s)"
