@@ -60,6 +60,18 @@ def case_time(text):
     return float(m.group(1)) if m else None
 
 
+def split_case(text, ok):
+    """(case, time, detail) of a case line: `<case> [<s> s] <detail>` or, failing, `<case>: <detail>`."""
+    text = re.sub(r"/tmp/tmp\.\w+", "$WORK", text)  # the scripts' scratch folder
+    m = re.search(r" \[([\d.]+) s\] ?", text)
+    if m:
+        return text[:m.start()], f"{float(m.group(1)):.2f} s", text[m.end():]
+    if not ok and ": " in text:
+        case, detail = text.split(": ", 1)
+        return case, "-", detail
+    return text, "-", ""
+
+
 def md_escape(s):
     return s.replace("|", "\\|").replace("\n", " ")
 
@@ -99,12 +111,7 @@ def report(tests, root, build_dir):
     for name in sorted(tests):
         lines += [f"## {name}", "", "| case | outcome | time | exit and message |", "|---|---|---:|---|"]
         for ok, text in tests[name]["cases"] or [(tests[name].get("ok", False), name)]:
-            m = re.match(r"(.*?)(?: \[([\d.]+) s\])?(?: (rc \d+.*)|: (.*))?$", text)
-            case, secs, detail = text, "-", ""
-            if m:
-                case = m.group(1)
-                secs = f"{float(m.group(2)):.2f} s" if m.group(2) else "-"
-                detail = m.group(3) or m.group(4) or ""
+            case, secs, detail = split_case(text, ok)
             lines.append(f"| {md_escape(case)} | {'PASS' if ok else 'FAIL'} | {secs} | {md_escape(detail)[:300]} |")
         lines.append("")
     return "\n".join(lines)

@@ -48,8 +48,9 @@ expect_fail_within "logits --max-memory 1M" "more than --max-memory 1048576 byte
   "$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/x.st" -t 1 --max-memory 1MB
 expect_fail_within "generate -c 1000 --max-memory 3MB (KV cache counted)" "KV cache" 20 -- \
   "$MOERUN" generate -m "$TINY" --tokens 1,2,3 -n 4 -c 1000 -t 1 --max-memory 3MB
+t0=$(now)
 if out=$("$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/ok.st" -t 1 --max-memory 1G 2>&1); then
-  pass "logits --max-memory 1G runs"
+  pass "logits --max-memory 1G runs [$(elapsed "$t0") s] rc 0"
 else
   fail "logits --max-memory 1G: $out"
 fi

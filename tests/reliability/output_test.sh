@@ -44,9 +44,10 @@ bash -c 'exit 0' &
 dead=$!
 wait "$dead"
 touch "$WORK/out.st.tmp.$dead"
+t0=$(now)
 if "$MOERUN" logits -m "$TINY" --tokens 1,2 -o "$WORK/out.st" -t 1 2>/dev/null && [[ -f $WORK/out.st ]] &&
     [[ ! -e $WORK/out.st.tmp.$dead ]]; then
-  pass "orphan out.st.tmp.$dead of a dead writer removed by the next write"
+  pass "orphan <path>.tmp.<dead pid> removed by the next write [$(elapsed "$t0") s] rc 0: out.st.tmp.$dead gone, out.st written"
 else
   fail "orphan temporary file: $(ls "$WORK" | grep tmp)"
 fi
