@@ -58,21 +58,6 @@ std::string Trim(std::string s) {
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
 }
 
-// Every problem's prompt plus --max-new generated ids must fit the model's positions (checked on
-// every rank, so none waits for a step that never comes).
-Status CheckPositions(const std::vector<std::vector<int32_t>>& prompts, int max_new, int64_t max_positions) {
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const int64_t need = static_cast<int64_t>(prompts[i].size()) + max_new;
-    if (need > max_positions) {
-      return InvalidArgument(
-          "problem {} needs {} positions ({} prompt tokens + --max-new {}), more than "
-          "max_position_embeddings {}",
-          i, need, prompts[i].size(), max_new, max_positions);
-    }
-  }
-  return Status::Ok();
-}
-
 // The answers listing ("index<TAB>answer", answered problems only) and the accuracy line.
 Status Report(const EvalArgs& a, const std::vector<Problem>& problems,
               const std::vector<std::optional<std::string>>& answers) {
@@ -115,7 +100,6 @@ Status RunEval(const EvalArgs& a) {
   model_args.kv_tokens =
       std::min<int64_t>(n, int64_t{a.batch} * par.dp) * static_cast<int64_t>(longest + a.max_new);
   return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
-    RETURN_IF_ERROR(CheckPositions(prompts, a.max_new, model.hparams().max_position_embeddings));
     // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
     // every step batches the same sequences on every layout.
     Engine engine(world, model, tok.get(),

@@ -45,10 +45,6 @@ Status RunLogits(const LogitsArgs& a) {
   ModelArgs model_args = a.model;  // --max-memory: the prompt's cache and every row's logits
   model_args.kv_tokens = model_args.logit_rows = static_cast<int64_t>(ids.size());
   return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
-    if (static_cast<int64_t>(ids.size()) > model.hparams().max_position_embeddings) {  // on every rank
-      return InvalidArgument("--tokens has {} ids, more than max_position_embeddings {}", ids.size(),
-                             model.hparams().max_position_embeddings);
-    }
     // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
     // per step through the cache.
     Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});

@@ -23,14 +23,15 @@ config_case "num_hidden_layers below the checkpoint" "num_hidden_layers 3 is sma
 config_case "eos_token_id >= vocab_size" "eos_token_id 264 is not below vocab_size 264" 'c["eos_token_id"] = 264'
 config_case "bos_token_id >= vocab_size" "bos_token_id 300 is not below vocab_size 264" 'c["bos_token_id"] = 300'
 
-# Past max_position_embeddings: logits and eval now refuse as generate does.
+# Past max_position_embeddings: logits and eval refuse as generate does (the engine's check at
+# Submit; already so before issue 12's fixes, kept as regression cases).
 d="$WORK/short"
 tiny_copy "$d"
 edit_config "$d" 'c["max_position_embeddings"] = 8'
-expect_fail_within "logits past max_position_embeddings" "--tokens has 9 ids, more than max_position_embeddings 8" 20 -- \
+expect_fail_within "logits past max_position_embeddings" "context 9 exceeds max_position_embeddings 8" 20 -- \
   "$MOERUN" logits -m "$d" --tokens 1,2,3,4,5,6,7,8,9 -o "$WORK/x.st" -t 1
 printf '{"prompt": "12+34=", "answer": "46"}\n' >"$WORK/task.jsonl"
-expect_fail_within "eval past max_position_embeddings" "more than max_position_embeddings 8" 20 -- \
+expect_fail_within "eval past max_position_embeddings" "context 11 exceeds max_position_embeddings 8" 20 -- \
   "$MOERUN" eval -m "$d" --task "$WORK/task.jsonl" --max-new 4 -t 1
 expect_fail_within "generate past max_position_embeddings" "exceeds max_position_embeddings 8" 20 -- \
   "$MOERUN" generate -m "$d" --tokens 1,2,3 -n 8 -t 1

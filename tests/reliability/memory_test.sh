@@ -40,7 +40,7 @@ expect_fail_within "num_hidden_layers = 1e9 (--load-format dummy)" "num_hidden_l
 
 # 3. eval --max-new bounded by max_position_embeddings (1e8 would ask for 128 GB of cache).
 printf '{"prompt": "1+1=", "answer": "2"}\n' >"$WORK/task.jsonl"
-expect_fail_within "eval --max-new 100000000" "more than max_position_embeddings 1024" 20 -- \
+expect_fail_within "eval --max-new 100000000" "context 100000005 exceeds max_position_embeddings 1024" 20 -- \
   "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" --max-new 100000000 -t 1
 
 # 4. --max-memory: refused up front with the estimate.
