@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Runs every ctest labelled `reliability` and writes RELIABILITY.md.
 
-Usage: scripts/reliability_report.py [--build-dir build] [--out RELIABILITY.md]
+Usage: scripts/reliability_report.py [--build-dir build] [--out RELIABILITY.md] [--before BINARY]
 
 The build directory must be configured and built (scripts/build.sh, or cmake + ninja moerun). Each
 test is one class of faults; its cases print `PASS: <case> [<seconds> s] ...` or `FAIL: <case> ...`
 lines (tests/reliability/common.sh), which become the report's rows. Tests from others that carry
 the label are picked up the same way; one without case lines is reported as a single case. Exits
-non-zero when any test fails (the report is written either way).
+non-zero when any test fails (the report is written either way). With --before BINARY (e.g. a
+moerun built from the commit before the fixes), the in-process scripts of tests/reliability/ also
+run against that binary, and each case's outcome there is a column of the report (the mpirun
+script is not: a hang there would leave stopped ranks behind).
 """
 import argparse
 import datetime
@@ -55,6 +58,19 @@ def parse(log):
     return tests
 
 
+def run_before(root, binary):
+    """{case: "PASS"/"FAIL"} of the in-process reliability scripts run with MOERUN=binary."""
+    outcomes = {}
+    folder = os.path.join(root, "tests", "reliability")
+    for script in sorted(f for f in os.listdir(folder) if f.endswith("_test.sh") and f != "mpi_test.sh"):
+        env = dict(os.environ, MOERUN=os.path.abspath(binary))
+        proc = subprocess.run(["bash", os.path.join(folder, script)], capture_output=True, text=True, env=env)
+        for m in re.finditer(r"^(PASS|FAIL): (.*)$", proc.stdout, re.M):
+            case = split_case(m.group(2), m.group(1) == "PASS")[0]
+            outcomes[case] = m.group(1)
+    return outcomes
+
+
 def case_time(text):
     m = re.search(r"\[([\d.]+) s\]", text)
     return float(m.group(1)) if m else None
@@ -76,10 +92,10 @@ def md_escape(s):
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def report(tests, root, build_dir):
+def report(tests, root, build_dir, before=None, before_label=""):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = git(root, "rev-parse", "--short=12", "HEAD")
-    dirty = git(root, "status", "--porcelain", "--untracked-files=no")
+    dirty = git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!RELIABILITY.md")
     lines = [
         "# Reliability report",
         "",
@@ -108,11 +124,19 @@ def report(tests, root, build_dir):
         lines.append(f"| {name} | {len(cases)} | {n_pass} | {outcome} | {t.get('seconds', 0):.1f} s | {slowest} |")
     lines += ["", f"**{passed} of {total} cases passed.** A case's time is from the fault (or the start of the "
               "command) to its exit; every hang case has a deadline the test enforces with `timeout`.", ""]
+    if before is not None:
+        failed = sum(v == "FAIL" for v in before.values())
+        lines += [f"Before: {failed} of {len(before)} in-process cases fail with {before_label} (column `before`; "
+                  "a hang there is a FAIL at the case's `timeout`).", ""]
     for name in sorted(tests):
-        lines += [f"## {name}", "", "| case | outcome | time | exit and message |", "|---|---|---:|---|"]
+        head = "| case | outcome | time | exit and message |" + (" before |" if before is not None else "")
+        lines += [f"## {name}", "", head, "|---|---|---:|---|" + ("---|" if before is not None else "")]
         for ok, text in tests[name]["cases"] or [(tests[name].get("ok", False), name)]:
             case, secs, detail = split_case(text, ok)
-            lines.append(f"| {md_escape(case)} | {'PASS' if ok else 'FAIL'} | {secs} | {md_escape(detail)[:300]} |")
+            row = f"| {md_escape(case)} | {'PASS' if ok else 'FAIL'} | {secs} | {md_escape(detail)[:300]} |"
+            if before is not None:
+                row += f" {before.get(case, '-')} |"
+            lines.append(row)
         lines.append("")
     return "\n".join(lines)
 
@@ -122,7 +146,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build-dir", default=os.path.join(root, "build"))
     ap.add_argument("--out", default=os.path.join(root, "RELIABILITY.md"))
+    ap.add_argument("--before", help="a moerun binary from before the fixes, for the `before` column")
+    ap.add_argument("--before-label", default="the --before binary", help="how the report names it")
     args = ap.parse_args()
+    before = run_before(root, args.before) if args.before else None
     rc, log = run_ctest(args.build_dir)
     with open(os.path.join(args.build_dir, "reliability_ctest.log"), "w") as f:
         f.write(log)
@@ -132,7 +159,7 @@ def main():
         print("reliability_report: no test labelled 'reliability' ran", file=sys.stderr)
         return 1
     with open(args.out, "w") as f:
-        f.write(report(tests, root, os.path.abspath(args.build_dir)))
+        f.write(report(tests, root, os.path.abspath(args.build_dir), before, args.before_label))
     print(f"reliability_report: wrote {args.out}")
     return 0 if rc == 0 else 1
 
