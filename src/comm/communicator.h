@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,14 +46,29 @@ struct CollectiveRecord {
 
 // A per-rank log of collectives, shared by a rank's communicators (world and sub-groups).
 // Records are kept until Take()n, at most kMaxRecords (the oldest half is dropped beyond: a
-// long-running server that never reads them stays bounded). Seconds per op accumulate for the
-// life of the log and may be read from any thread (serving metrics).
+// long-running server that never reads them stays bounded). Every recorded collective gets this
+// rank's next sequence number (1, 2, ...; equal on every rank of a group while ranks stay in step),
+// which a deadline error names with the label ("collective #57: layer 3 o_proj output"). Seconds per op
+// accumulate for the life of the log and may be read from any thread (serving metrics).
 class CollectiveLog {
  public:
   static constexpr size_t kMaxRecords = size_t{1} << 16;
   void Record(std::string op, std::string group, uint64_t bytes) {
     if (records_.size() >= kMaxRecords) records_.erase(records_.begin(), records_.begin() + kMaxRecords / 2);
     records_.push_back({std::move(op), std::move(group), bytes, label_.what, label_.from, label_.to});
+    if (++seq_ == stall_at_ && stall_) stall_();
+  }
+  // Sequence number of the last recorded collective (0: none yet).
+  uint64_t seq() const { return seq_; }
+  // " [collective #57 of this rank: layer 3 o_proj output]": appended to deadline errors.
+  std::string InFlight() const {
+    return fmt::format(" [collective #{} of this rank{}{}]", seq_, label_.what.empty() ? "" : ": ",
+                       label_.what);
+  }
+  // Fault injection (testing): `stall` runs when collective #seq is recorded, before it is issued.
+  void set_stall(uint64_t seq, std::function<void()> stall) {
+    stall_at_ = seq;
+    stall_ = std::move(stall);
   }
   void AddSeconds(const char* op, double seconds) {
     std::lock_guard<std::mutex> lock(seconds_mu_);
@@ -74,6 +90,9 @@ class CollectiveLog {
  private:
   std::vector<CollectiveRecord> records_;
   Label label_;
+  uint64_t seq_ = 0;
+  uint64_t stall_at_ = 0;
+  std::function<void()> stall_;
   mutable std::mutex seconds_mu_;
   std::map<std::string, double> seconds_;
 };
@@ -145,6 +164,8 @@ class Communicator {
   StatusOr<std::vector<uint64_t>> AllGatherValue(uint64_t value);
 
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  // What a deadline error appends: this rank's collective in flight (sequence number and label).
+  std::string InFlight() const { return log_ ? log_->InFlight() : std::string(); }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  protected:

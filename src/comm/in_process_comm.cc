@@ -5,6 +5,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <thread>
 
 #include "core/fixed_point.h"
@@ -44,9 +46,9 @@ class Group {
     if (!cv_.wait_for(lock, timeout, [&] { return generation_ != gen || broken_; })) {
       broken_ = true;  // the group cannot be used again: peers are out of step
       cv_.notify_all();
-      return Status(StatusCode::kIOError,
-                    fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name,
-                                n_, timeout.count()));
+      reason_ = fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name, n_,
+                            timeout.count());
+      return Status(StatusCode::kIOError, reason_);
     }
     if (broken_ && generation_ == gen) return Broken(op, name);
     return Status::Ok();
@@ -56,9 +58,10 @@ class Group {
   std::map<int, std::shared_ptr<Group>>& split_groups() { return split_groups_; }
 
  private:
-  static Status Broken(const char* op, const std::string& name) {
+  // mu_ held.
+  Status Broken(const char* op, const std::string& name) const {
     return Status(StatusCode::kIOError,
-                  fmt::format("{} on group '{}': the group failed earlier (timeout)", op, name));
+                  fmt::format("{} on group '{}': the group failed earlier ({})", op, name, reason_));
   }
 
   const int n_;
@@ -68,6 +71,7 @@ class Group {
   int arrived_ = 0;
   uint64_t generation_ = 0;
   bool broken_ = false;
+  std::string reason_;  // the first deadline error, once broken_
   std::mutex split_mu_;
   std::map<int, std::shared_ptr<Group>> split_groups_;  // per Split call: color -> group
 };
@@ -92,6 +96,13 @@ class InProcessComm final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return group_->size(); }
 
+  // Waits for every rank of the group; a deadline error names this rank's collective in flight.
+  Status Sync(const char* op) {
+    Status s = group_->Barrier(timeout_, op, name_);
+    if (s.ok()) return s;
+    return Status(s.code(), s.message() + InFlight());
+  }
+
   Status AllReduce(void* data, size_t count, ReduceType type) override {
     const CollectiveTimer timer = Record("all_reduce", count * ReduceTypeSize(type));
     if (size() == 1) return Status::Ok();
@@ -105,7 +116,7 @@ class InProcessComm final : public Communicator {
     Slot& s = group_->slot(rank_);
     s.send = data;
     s.recv = mine.data();
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_reduce", name_));
+    RETURN_IF_ERROR(Sync("all_reduce"));
     if (end > begin) {
       std::memcpy(mine.data(), static_cast<const std::byte*>(group_->slot(0).send) + begin * esize,
                   mine.size());
@@ -114,13 +125,13 @@ class InProcessComm final : public Communicator {
                 type);
       }
     }
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_reduce", name_));  // every segment is summed
+    RETURN_IF_ERROR(Sync("all_reduce"));  // every segment is summed
     for (int r = 0; r < size(); ++r) {
       const size_t b = std::min(count, seg * static_cast<size_t>(r)), e = std::min(count, b + seg);
       if (e > b)
         std::memcpy(static_cast<std::byte*>(data) + b * esize, group_->slot(r).recv, (e - b) * esize);
     }
-    return group_->Barrier(timeout_, "all_reduce", name_);  // peers are done reading `mine`
+    return Sync("all_reduce");  // peers are done reading `mine`
   }
 
   Status ReduceScatter(const void* send, void* recv, std::span<const size_t> counts,
@@ -133,27 +144,27 @@ class InProcessComm final : public Communicator {
     for (int r = 0; r < rank_; ++r) offset += counts[static_cast<size_t>(r)];
     const size_t mine = counts[static_cast<size_t>(rank_)];
     group_->slot(rank_).send = send;
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "reduce_scatter", name_));
+    RETURN_IF_ERROR(Sync("reduce_scatter"));
     if (mine > 0) {
       std::memcpy(recv, static_cast<const std::byte*>(group_->slot(0).send) + offset * esize, mine * esize);
       for (int r = 1; r < size(); ++r) {
         AddInto(recv, static_cast<const std::byte*>(group_->slot(r).send) + offset * esize, mine, type);
       }
     }
-    return group_->Barrier(timeout_, "reduce_scatter", name_);
+    return Sync("reduce_scatter");
   }
 
   Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) override {
     const CollectiveTimer timer = Record("all_gather", recv_bytes[static_cast<size_t>(rank_)]);
     group_->slot(rank_).send = send;
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_gather", name_));
+    RETURN_IF_ERROR(Sync("all_gather"));
     size_t offset = 0;
     for (int r = 0; r < size(); ++r) {
       const size_t b = recv_bytes[static_cast<size_t>(r)];
       if (b > 0) std::memcpy(static_cast<std::byte*>(recv) + offset, group_->slot(r).send, b);
       offset += b;
     }
-    return group_->Barrier(timeout_, "all_gather", name_);
+    return Sync("all_gather");
   }
 
   Status AllToAll(const void* send, std::span<const size_t> send_bytes, void* recv,
@@ -164,7 +175,7 @@ class InProcessComm final : public Communicator {
     Slot& s = group_->slot(rank_);
     s.send = send;
     s.send_counts = send_bytes.data();
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "all_to_all", name_));
+    RETURN_IF_ERROR(Sync("all_to_all"));
     size_t recv_offset = 0;
     for (int r = 0; r < size(); ++r) {
       const Slot& peer = group_->slot(r);
@@ -173,7 +184,7 @@ class InProcessComm final : public Communicator {
       const size_t b = peer.send_counts[rank_];
       if (b != recv_bytes[static_cast<size_t>(r)]) {
         // Still meet the peers at the closing barrier before reporting.
-        (void)group_->Barrier(timeout_, "all_to_all", name_);
+        (void)Sync("all_to_all");
         return Internal("all_to_all on group '{}': rank {} sends {} bytes to rank {}, which expects {}",
                         name_, r, b, rank_, recv_bytes[static_cast<size_t>(r)]);
       }
@@ -182,24 +193,24 @@ class InProcessComm final : public Communicator {
                     static_cast<const std::byte*>(peer.send) + src_offset, b);
       recv_offset += b;
     }
-    return group_->Barrier(timeout_, "all_to_all", name_);
+    return Sync("all_to_all");
   }
 
   Status Broadcast(void* data, size_t bytes, int root) override {
     const CollectiveTimer timer = Record("broadcast", rank_ == root ? bytes : 0);
     group_->slot(rank_).send = data;
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "broadcast", name_));
+    RETURN_IF_ERROR(Sync("broadcast"));
     if (rank_ != root && bytes > 0) std::memcpy(data, group_->slot(root).send, bytes);
-    return group_->Barrier(timeout_, "broadcast", name_);
+    return Sync("broadcast");
   }
 
-  Status Barrier() override { return group_->Barrier(timeout_, "barrier", name_); }
+  Status Barrier() override { return Sync("barrier"); }
 
   StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, std::string name) override {
     Slot& s = group_->slot(rank_);
     s.color = color;
     s.key = key;
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));
+    RETURN_IF_ERROR(Sync("split"));
     // Members of my color, ordered by (key, rank).
     std::vector<std::pair<int, int>> members;
     for (int r = 0; r < size(); ++r) {
@@ -218,12 +229,12 @@ class InProcessComm final : public Communicator {
         it = groups.emplace(color, std::make_shared<Group>(static_cast<int>(members.size()))).first;
       g = it->second;
     }
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));  // everyone holds its group
+    RETURN_IF_ERROR(Sync("split"));  // everyone holds its group
     if (rank_ == 0) {
       std::lock_guard<std::mutex> lock(group_->split_mu());
       group_->split_groups().clear();  // the next Split starts afresh
     }
-    RETURN_IF_ERROR(group_->Barrier(timeout_, "split", name_));
+    RETURN_IF_ERROR(Sync("split"));
     auto comm = std::make_unique<InProcessComm>(std::move(g), new_rank, std::move(name), log_);
     comm->set_timeout(timeout_);
     return std::unique_ptr<Communicator>(std::move(comm));
@@ -245,14 +256,31 @@ std::vector<std::unique_ptr<Communicator>> InProcessWorld::Create(int n) {
   return comms;
 }
 
+namespace {
+
+// fn on one rank; an exception (allocation failure, a thread that could not start) becomes that
+// rank's error instead of terminating the process from a rank thread.
+Status RunGuarded(const std::function<Status(Communicator&)>& fn, Communicator& comm) {
+  try {
+    return fn(comm);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted("rank {}: out of memory (an allocation failed)", comm.rank());
+  } catch (const std::exception& e) {
+    return Internal("rank {}: {}", comm.rank(), e.what());
+  }
+}
+
+}  // namespace
+
 Status RunRanks(int n, const std::function<Status(Communicator&)>& fn) {
   std::vector<std::unique_ptr<Communicator>> comms = InProcessWorld::Create(n);
   std::vector<Status> results(static_cast<size_t>(n));
   std::vector<std::thread> threads;
   for (int r = 1; r < n; ++r) {
-    threads.emplace_back([&, r] { results[static_cast<size_t>(r)] = fn(*comms[static_cast<size_t>(r)]); });
+    threads.emplace_back(
+        [&, r] { results[static_cast<size_t>(r)] = RunGuarded(fn, *comms[static_cast<size_t>(r)]); });
   }
-  results[0] = fn(*comms[0]);
+  results[0] = RunGuarded(fn, *comms[0]);
   for (auto& t : threads) t.join();
   for (const Status& s : results)
     if (!s.ok()) return s;

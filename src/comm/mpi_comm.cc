@@ -1,6 +1,12 @@
 #include "comm/mpi_comm.h"
 
+#include <time.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "core/fixed_point.h"
@@ -43,6 +49,18 @@ std::vector<int> Displacements(const std::vector<int>& counts) {
   std::vector<int> d(counts.size(), 0);
   for (size_t i = 1; i < counts.size(); ++i) d[i] = d[i - 1] + counts[i - 1];
   return d;
+}
+
+double ThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+std::chrono::microseconds PollSleep(int polls) {
+  if (polls <= 1000) return std::chrono::microseconds(20);
+  const int doublings = std::min(4, (polls - 1000) / 100);  // 200, 400, 800, 1600 us ...
+  return std::chrono::microseconds(std::min(2000, 200 << doublings));
 }
 
 class MpiComm final : public Communicator {
@@ -123,6 +141,9 @@ class MpiComm final : public Communicator {
   }
 
   StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, std::string name) override {
+    // MPI_Comm_split blocks without a deadline (MPI 3.1 has no non-blocking split): a polled
+    // barrier first, so a missing peer fails here within the timeout instead.
+    RETURN_IF_ERROR(Barrier());
     MPI_Comm sub;
     if (MPI_Comm_split(comm_, color, key, &sub) != MPI_SUCCESS) return Internal("MPI_Comm_split failed");
     auto c = std::make_unique<MpiComm>(sub, std::move(name), log_);
@@ -135,6 +156,7 @@ class MpiComm final : public Communicator {
   // (clang-tidy's MPI checker does not see this helper as the request's wait.)
   Status Wait(MPI_Request* req, const char* op) {
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    const double cpu0 = ThreadCpuSeconds();
     int done = 0;
     int polls = 0;
     for (;;) {
@@ -142,11 +164,14 @@ class MpiComm final : public Communicator {
       if (done) return Status::Ok();
       if (std::chrono::steady_clock::now() > deadline) {
         return Status(StatusCode::kIOError,
-                      fmt::format("{} on group '{}' ({} ranks): no completion within {} ms", op, name_, size_,
-                                  timeout_.count()));
+                      fmt::format("{} on group '{}' ({} ranks): no completion within {} ms{} (waiting used "
+                                  "{:.3f} s of CPU)",
+                                  op, name_, size_, timeout_.count(), InFlight(), ThreadCpuSeconds() - cpu0));
       }
-      // Poll tightly for the first few microseconds (small messages), then yield the core.
-      if (++polls > 64) std::this_thread::sleep_for(std::chrono::microseconds(polls > 1000 ? 200 : 20));
+      // Poll tightly for the first few microseconds (small messages), then yield the core: 20 us
+      // sleeps for ~20 ms, then sleeps doubling up to 2 ms (a rank waiting seconds for a slow peer
+      // wakes ~500 times a second, not 5000).
+      if (++polls > 64) std::this_thread::sleep_for(PollSleep(polls));
     }
   }
 
@@ -154,16 +179,56 @@ class MpiComm final : public Communicator {
   int rank_ = 0, size_ = 1;
 };
 
+// MPI_Init waits for every rank of the job, without a deadline: a peer that never starts (stopped,
+// stuck before main) would keep this rank in it forever. A watchdog thread ends the process with
+// a message once `deadline` passes; mpirun then takes the whole job down.
+class InitWatchdog {
+ public:
+  explicit InitWatchdog(std::chrono::milliseconds deadline)
+      : thread_([this, deadline] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (cv_.wait_for(lock, deadline, [this] { return done_; })) return;
+          std::fprintf(
+              stderr,
+              "moerun: error: MPI_Init did not complete within %lld ms (a peer rank did not start or "
+              "is stopped; --collective-timeout)\n",
+              static_cast<long long>(deadline.count()));
+          std::fflush(stderr);
+          std::_Exit(kExitInitTimeout);
+        }) {}
+  ~InitWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  InitWatchdog(const InitWatchdog&) = delete;
+  InitWatchdog& operator=(const InitWatchdog&) = delete;
+
+ private:
+  static constexpr int kExitInitTimeout = 1;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
-StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv) {
+StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv,
+                                                 std::chrono::milliseconds init_deadline) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
     int provided = 0;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-      return Internal("MPI_Init_thread failed");
+    int rc = 0;
+    {
+      InitWatchdog watchdog(init_deadline);
+      rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     }
+    if (rc != MPI_SUCCESS) return Internal("MPI_Init_thread failed");
     MPI_Type_contiguous(16, MPI_BYTE, &Types().i128);
     MPI_Type_commit(&Types().i128);
     MPI_Op_create(&SumI128, /*commute=*/1, &Types().sum_i128);
@@ -186,7 +251,7 @@ void MpiAbort(int code) {
 
 bool MpiAvailable() { return false; }
 
-StatusOr<std::unique_ptr<Communicator>> MpiWorld(int*, char***) {
+StatusOr<std::unique_ptr<Communicator>> MpiWorld(int*, char***, std::chrono::milliseconds) {
   return Unimplemented("this moerun was built without MPI (install libopenmpi-dev and rebuild)");
 }
 

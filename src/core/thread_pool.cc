@@ -1,6 +1,9 @@
 #include "core/thread_pool.h"
 
 #include <cassert>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -25,7 +28,22 @@ int DefaultThreadCount() {
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
   assert(n_threads >= 1);
-  for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+  try {
+    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
+  } catch (const std::system_error& e) {
+    // Creation failed part-way (e.g. a process limit): stop and join the workers already started
+    // (the destructor does not run for a throwing constructor), then report the bound.
+    const size_t started = workers_.size() + 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    throw std::runtime_error("cannot start thread " + std::to_string(started + 1) + " of " +
+                             std::to_string(n_threads_) + " (" + e.what() +
+                             "); lower -t/--threads or raise the process limit (ulimit -u)");
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -1,6 +1,7 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
+
+#include "io/mapping_guard.h"
 
 namespace moerun {
 namespace {
@@ -37,7 +40,42 @@ void SyncParentDirectory(const std::string& path) {
 
 }  // namespace
 
+int RemoveStaleTemporaries(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const std::string prefix = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  int removed = 0;
+  for (const auto& e :
+       fs::directory_iterator(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    removed += fs::remove(e.path(), ec) ? 1 : 0;
+  }
+  return removed;
+}
+
+Status CheckWritable(const std::string& path) {
+  RemoveStaleTemporaries(path);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return IOError("cannot write '{}': cannot create '{}': {}", path, tmp, ErrnoMessage(errno));
+  }
+  ::close(fd);
+  ::unlink(tmp.c_str());
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return IOError("cannot write '{}': is a directory", path);
+  return Status::Ok();
+}
+
 Status WriteFileAtomically(const std::string& path, std::string_view bytes) {
+  RemoveStaleTemporaries(path);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   errno = 0;
   std::FILE* f = std::fopen(tmp.c_str(), "wbe");  // 'e': O_CLOEXEC
@@ -62,26 +100,39 @@ Status WriteFileAtomically(const std::string& path, std::string_view bytes) {
 }
 
 StatusOr<int> OpenReadOnly(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) return NotFound("{}: no such file", path);
     return IOError("{}: cannot open: {}", path, ErrnoMessage(err));
   }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return IOError("{}: cannot stat: {}", path, ErrnoMessage(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    if (S_ISDIR(st.st_mode)) return IOError("{}: is a directory", path);
+    return InvalidArgument("{}: not a regular file (a FIFO, device or socket is never read)", path);
+  }
+  (void)::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   return fd;
 }
 
-StatusOr<std::string> ReadFileToString(const std::string& path) {
+StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes) {
   ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
   struct stat st {};
-  const bool have_stat = ::fstat(fd, &st) == 0;
-  if (have_stat && S_ISDIR(st.st_mode)) {
+  if (::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) > max_bytes) {
     ::close(fd);
-    return IOError("{}: is a directory", path);
+    return InvalidArgument("{}: {} bytes, more than the {} bytes a text file may have", path,
+                           static_cast<uint64_t>(st.st_size), max_bytes);
   }
-  // Read to EOF rather than trusting st_size (pipes, /proc files, concurrent appends).
+  // Read to EOF rather than trusting st_size (/proc files, concurrent appends), up to the bound.
   std::string out;
-  if (have_stat && S_ISREG(st.st_mode)) out.reserve(static_cast<size_t>(st.st_size));
+  out.reserve(static_cast<size_t>(st.st_size));
   char buf[1 << 16];
   while (true) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
@@ -92,6 +143,11 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
       ::close(fd);
       return IOError("{}: read failed after {} bytes: {}", path, out.size(), ErrnoMessage(err));
     }
+    if (out.size() + static_cast<uint64_t>(n) > max_bytes) {
+      ::close(fd);
+      return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path,
+                             max_bytes);
+    }
     out.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
@@ -99,16 +155,12 @@ StatusOr<std::string> ReadFileToString(const std::string& path) {
 }
 
 StatusOr<ReadOnlyMapping> MapReadOnly(const std::string& path) {
-  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));  // a regular file
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
     return IOError("{}: cannot stat: {}", path, ErrnoMessage(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return InvalidArgument("{}: not a regular file", path);
   }
   ReadOnlyMapping m;
   m.size = static_cast<uint64_t>(st.st_size);
@@ -120,9 +172,16 @@ StatusOr<ReadOnlyMapping> MapReadOnly(const std::string& path) {
       return IOError("{}: cannot mmap {} bytes: {}", path, m.size, ErrnoMessage(err));
     }
     m.addr = p;
+    RegisterMapping(p, m.size, path);
   }
   ::close(fd);  // the mapping stays valid
   return m;
+}
+
+void UnmapReadOnly(void* addr, uint64_t size) {
+  if (addr == nullptr) return;
+  UnregisterMapping(addr);
+  ::munmap(addr, size);
 }
 
 }  // namespace moerun

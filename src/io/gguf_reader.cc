@@ -218,9 +218,7 @@ StatusOr<GgufValue> ReadValue(Reader* r, uint32_t type_id, const std::string& la
 // ---------------------------------------------------------------------------------------------
 // GgufFile
 
-GgufFile::~GgufFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
-}
+GgufFile::~GgufFile() { UnmapReadOnly(mapping_, size_); }
 
 StatusOr<std::shared_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
   ASSIGN_OR_RETURN(const ReadOnlyMapping m, MapReadOnly(path));

@@ -111,6 +111,7 @@ StatusOr<std::unique_ptr<GgufWriter>> GgufWriter::Create(const std::string& path
   }
   std::unique_ptr<GgufWriter> w(new GgufWriter());
   w->path_ = path;
+  RemoveStaleTemporaries(path);
   w->tmp_path_ = path + ".tmp." + std::to_string(::getpid());
   w->alignment_ = alignment;
   errno = 0;

@@ -228,9 +228,7 @@ StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(std::strin
   return file;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
-}
+SafetensorsFile::~SafetensorsFile() { UnmapReadOnly(mapping_, size_); }
 
 // Layout: [u64 N][N bytes of header JSON][data buffer]; see safetensors.h for the rules.
 Status SafetensorsFile::Parse() {

@@ -1,6 +1,9 @@
 #include "model/arch.h"
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <string_view>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -34,6 +37,27 @@ constexpr std::array<Arch, 6> kArchs = {{
     {"olmoe", "OLMoE (GQA, whole-projection q/k norm)", CacheKind::kGqaKv, &ParseOlmoeConfig, &GqaTensorTable,
      &LoadAs<GqaModel>},
 }};
+
+// The checkpoint's layers ("model.layers.N." names) must be exactly config.json's
+// num_hidden_layers: fewer is caught as a missing tensor, but more would be dropped silently.
+Status CheckLayerCount(const TensorSource& source, const ModelConfig& config, const std::string& dir) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  int64_t layers = 0;
+  for (const std::string& name : source.Names()) {
+    if (name.compare(0, kPrefix.size(), kPrefix) != 0) continue;
+    const int64_t n = std::strtoll(name.c_str() + kPrefix.size(), nullptr, 10);
+    if (n < 0 || n > (int64_t{1} << 40)) continue;  // not a layer index: a missing-tensor error later
+    layers = std::max(layers, n + 1);
+  }
+  if (layers > config.num_hidden_layers) {
+    return InvalidArgument(
+        "{}/config.json: num_hidden_layers {} is smaller than the checkpoint's {} layers "
+        "(model.layers.{}.*); "
+        "moerun does not drop layers",
+        dir, config.num_hidden_layers, layers, layers - 1);
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -78,6 +102,7 @@ StatusOr<std::unique_ptr<Model>> LoadModelFromDir(const std::string& dir, const 
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, dir + "/config.json"));
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
+  RETURN_IF_ERROR(CheckLayerCount(*ckpt, config, dir));
   return LoadModelFromSource(std::move(ckpt), std::move(config), options, pool, progress, world);
 }
 

@@ -83,6 +83,43 @@ Status ReadQuantization(const Json& j, const std::string& src, bool fp8_supporte
   return Status::Ok();
 }
 
+// Before any parser loops over layers or builds tensor names from the count.
+Status CheckLayerBound(const Json& j, const std::string& src) {
+  ASSIGN_OR_RETURN(const int64_t layers, Int(j, src, "num_hidden_layers", 1, true, 0));
+  if (layers > ModelConfig::kMaxHiddenLayers) {
+    return InvalidArgument("{}: num_hidden_layers {} exceeds {} (the bound moerun accepts)", src, layers,
+                           ModelConfig::kMaxHiddenLayers);
+  }
+  return Status::Ok();
+}
+
+// What every architecture's parser leaves unchecked: fields that would otherwise be ignored or
+// contradict each other silently (the SiLU experts, RoPE scaling given as a non-object, special
+// token ids outside the vocabulary, an unbounded layer count).
+Status CheckCommonFields(const Json& j, const std::string& src, const ModelConfig& c) {
+  if (j.contains("hidden_act") && !j.at("hidden_act").is_null()) {
+    const Json& act = j.at("hidden_act");
+    const std::string name = act.is_string() ? act.get<std::string>() : act.dump();
+    if (name != "silu" && name != "swish") {
+      return Unimplemented("{}: hidden_act '{}' is not supported (moerun computes silu, i.e. swish)", src,
+                           name);
+    }
+  }
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (j.contains(key) && !j.at(key).is_null() && !j.at(key).is_object()) {
+      return InvalidArgument("{}: field '{}' must be an object (or null), got {}", src, key,
+                             j.at(key).dump());
+    }
+  }
+  for (const auto& [name, id] :
+       {std::pair{"eos_token_id", c.eos_token_id}, std::pair{"bos_token_id", c.bos_token_id}}) {
+    if (id >= c.vocab_size) {
+      return InvalidArgument("{}: {} {} is not below vocab_size {}", src, name, id, c.vocab_size);
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 double YarnGetMscale(double factor, double m) {
@@ -101,7 +138,9 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::
     return InvalidArgument("{}: model_type '{}' is not a supported architecture (expected one of {})", src,
                            c.model_type, ArchNames());
   }
+  RETURN_IF_ERROR(CheckLayerBound(j, src));
   RETURN_IF_ERROR(arch->parse_config(text, src, &c));
+  RETURN_IF_ERROR(CheckCommonFields(j, src, c));
   ASSIGN_OR_RETURN(c.moe, MoeConfig::FromJson(text, src));
   if (c.moe.hidden_size != c.hidden_size) return Internal("{}: hidden_size mismatch", src);
   return c;

@@ -39,6 +39,9 @@ enum class QkNorm {
 };
 
 struct ModelConfig {
+  // The most layers a config may declare (DeepSeek-V3 has 61): refused beyond, before any tensor
+  // name is built from the count.
+  static constexpr int64_t kMaxHiddenLayers = 1024;
   // A registry key: "deepseek_v2", "deepseek_v3", "qwen3_moe", "qwen2_moe", "mixtral", "olmoe".
   std::string model_type;
   int64_t vocab_size = 0;           // e.g. 102400

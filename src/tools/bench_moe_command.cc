@@ -129,7 +129,7 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
     std::fprintf(stderr, "bench-moe: cpu: %s; read bandwidth %.1f GB/s (%d threads, measured now)\n",
                  GetCpuFeatures().ToString().c_str(), read_gbs, probe.size());
   }
-  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;

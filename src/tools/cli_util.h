@@ -1,7 +1,9 @@
 // Small helpers shared by the moerun subcommands: error printing, option parsing, loading.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -11,6 +13,10 @@
 #include "moe/moe_config.h"
 
 namespace moerun {
+
+// A flag validator: an integer >= min ("--ctx-size: must be an integer >= 0, got -5"). Unlike
+// CLI::NonNegativeNumber it names the bound plainly and refuses non-integers.
+CLI::Validator AtLeast(int64_t min);
 
 // Prints "moerun: error: <message>" and returns 1.
 int ReportError(const Status& status);

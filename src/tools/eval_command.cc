@@ -1,7 +1,9 @@
 // moerun eval: exact-match accuracy on a JSONL task with batched greedy decoding, on any layout.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "engine/engine.h"
 #include "io/atomic_file.h"
@@ -9,6 +11,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/interrupt.h"
 #include "tools/model_cli.h"
 #include "tools/parallel_flags.h"
 
@@ -55,27 +58,64 @@ std::string Trim(std::string s) {
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
 }
 
+// The answers listing ("index<TAB>answer", answered problems only) and the accuracy line.
+Status Report(const EvalArgs& a, const std::vector<Problem>& problems,
+              const std::vector<std::optional<std::string>>& answers) {
+  const int64_t n = static_cast<int64_t>(problems.size());
+  int64_t correct = 0, answered = 0;
+  std::string listing;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!answers[i]) continue;
+    ++answered;
+    correct += Trim(*answers[i]) == Trim(problems[i].answer);
+    listing += fmt::format("{}\t{}\n", i, *answers[i]);
+  }
+  if (!a.answers_out.empty()) RETURN_IF_ERROR(WriteFileAtomically(a.answers_out, listing));
+  if (answered < n) {
+    std::printf("accuracy: %.3f (%lld/%lld answered of %lld; interrupted)\n",
+                answered ? static_cast<double>(correct) / static_cast<double>(answered) : 0.0,
+                static_cast<long long>(correct), static_cast<long long>(answered), static_cast<long long>(n));
+    return IOError("interrupted (signal {}): {} of {} problems answered{}", InterruptScope::Received(),
+                   answered, n,
+                   a.answers_out.empty() ? "" : fmt::format("; partial answers in {}", a.answers_out));
+  }
+  std::printf("accuracy: %.3f (%lld/%lld)\n", static_cast<double>(correct) / static_cast<double>(n),
+              static_cast<long long>(correct), static_cast<long long>(n));
+  return Status::Ok();
+}
+
 Status RunEval(const EvalArgs& a) {
-  if (a.batch < 1 || a.max_new < 1) return InvalidArgument("--batch and --max-new must be >= 1");
   ASSIGN_OR_RETURN(std::vector<Problem> problems, ReadTask(a.task));
+  if (!a.answers_out.empty()) RETURN_IF_ERROR(CheckWritable(a.answers_out));  // before any computing
   ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   const int64_t n = static_cast<int64_t>(problems.size());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  std::vector<std::vector<int32_t>> prompts;
+  size_t longest = 0;
+  for (const Problem& p : problems) {
+    prompts.push_back(tok->Encode(p.prompt, true));
+    longest = std::max(longest, prompts.back().size());
+  }
+  ModelArgs model_args = a.model;  // --max-memory: every replica's batch at its longest
+  model_args.kv_tokens =
+      std::min<int64_t>(n, int64_t{a.batch} * par.dp) * static_cast<int64_t>(longest + a.max_new);
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
     // every step batches the same sequences on every layout.
     Engine engine(world, model, tok.get(),
                   EngineOptions{.tp = par.tp, .max_batch = a.batch, .admit_when_idle = true});
     if (world.rank() != 0) return engine.RunUntilIdle();
+    const InterruptScope interrupt;  // SIGINT / SIGTERM: cancel, then write what is answered
     const int32_t eos = static_cast<int32_t>(model.hparams().eos_token_id);
-    std::vector<std::string> answers(static_cast<size_t>(n));
+    std::vector<std::optional<std::string>> answers(static_cast<size_t>(n));
     int64_t done = 0;
     for (int64_t i = 0; i < n; ++i) {
       Request r;
-      r.prompt = tok->Encode(problems[static_cast<size_t>(i)].prompt, true);
+      r.prompt = prompts[static_cast<size_t>(i)];
       r.max_tokens = a.max_new;
       r.stop_ids = {eos};
       r.on_finish = [&, i](const Sequence& s) {
+        if (s.finish_reason() == FinishReason::kCancelled) return;
         std::span<const int32_t> ids = s.generated();
         if (s.finish_reason() == FinishReason::kStop) ids = ids.first(ids.size() - 1);  // not the EOS
         auto text = tok->Decode(ids, /*skip_special_tokens=*/true);
@@ -91,17 +131,17 @@ Status RunEval(const EvalArgs& a) {
       StatusOr<uint64_t> id = engine.Submit(std::move(r));
       if (!id.ok()) return engine.Abort(id.status());
     }
-    RETURN_IF_ERROR(engine.RunUntilIdle());
-    int64_t correct = 0;
-    std::string listing;
-    for (int64_t i = 0; i < n; ++i) {
-      correct += Trim(answers[i]) == Trim(problems[i].answer);
-      listing += fmt::format("{}\t{}\n", i, answers[i]);
+    bool cancelled = false;
+    for (;;) {
+      if (!cancelled && InterruptScope::Received() != 0) {
+        engine.CancelAll();
+        cancelled = true;
+      }
+      ASSIGN_OR_RETURN(const StepKind kind, engine.Step());
+      if (kind != StepKind::kRun) break;
     }
-    if (!a.answers_out.empty()) RETURN_IF_ERROR(WriteFileAtomically(a.answers_out, listing));
-    std::printf("accuracy: %.3f (%lld/%lld)\n", static_cast<double>(correct) / static_cast<double>(n),
-                static_cast<long long>(correct), static_cast<long long>(n));
-    return Status::Ok();
+    if (cancelled) std::fprintf(stderr, "\nmoerun: eval interrupted: writing the answers so far\n");
+    return Report(a, problems, answers);
   });
 }
 
@@ -113,8 +153,10 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
       app.add_subcommand("eval", "Exact-match accuracy on a JSONL task with batched greedy decoding");
   AddModelOptions(ec, &ev->model);
   ec->add_option("--task", ev->task, "JSONL file: {\"prompt\": ..., \"answer\": ...} per line")->required();
-  ec->add_option("--batch", ev->batch, "Sequences decoded together per DP replica");
-  ec->add_option("--max-new", ev->max_new, "Generated tokens per problem at most");
+  ec->add_option("--batch", ev->batch, "Sequences decoded together per DP replica")->check(AtLeast(1));
+  ec->add_option("--max-new", ev->max_new,
+                 "Generated tokens per problem at most (prompt + this <= max_position_embeddings)")
+      ->check(AtLeast(1));
   ec->add_option("--answers", ev->answers_out, "Write 'index<TAB>answer' per problem to this file");
   ec->callback([ev, exit_code] {
     const Status s = RunEval(*ev);

@@ -65,7 +65,9 @@ Status RunGenerate(const GenerateArgs& a) {
     return InvalidArgument("the prompt has {} tokens, more than the context -c {}", prompt.size(), ctx);
   }
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ModelArgs model_args = a.model;
+  model_args.kv_tokens = ctx;
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     if (ctx > model.hparams().max_position_embeddings) {  // on every rank: none waits for a step
       return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
                              model.hparams().max_position_embeddings);
@@ -120,12 +122,13 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code) {
   gc->add_flag("--chat", gen->chat, "Send the prompt as a user turn of the model's chat format");
   gc->add_option("--chat-template-kwargs", gen->chat_template_kwargs,
                  "With --chat: template variables as JSON, e.g. '{\"enable_thinking\": false}'");
-  gc->add_option("-n,--n-predict", gen->n_predict, "Tokens to generate");
-  gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)");
+  gc->add_option("-n,--n-predict", gen->n_predict, "Tokens to generate")->check(AtLeast(0));
+  gc->add_option("-c,--ctx-size", gen->context, "Context size (default: prompt + n)")->check(AtLeast(0));
   gc->add_option("--temp", gen->sampling.temperature, "Temperature (0 = greedy)");
-  gc->add_option("--top-k", gen->sampling.top_k, "Top-k (0 = off)");
+  gc->add_option("--top-k", gen->sampling.top_k, "Top-k (0 = off)")->check(AtLeast(0));
   gc->add_option("--top-p", gen->sampling.top_p, "Top-p (1 = off)");
-  gc->add_option("--seed", gen->sampling.seed, "Sampling seed");
+  // A signed read first: CLI11 would wrap -1 into a uint64_t seed.
+  gc->add_option("--seed", gen->sampling.seed, "Sampling seed (>= 0)")->check(AtLeast(0));
   gc->add_flag("--ignore-eos", gen->ignore_eos, "Do not stop at the end-of-sequence token");
   gc->add_flag("--print-ids", gen->print_ids, "Print generated token ids, comma-separated, instead of text");
   gc->callback([gen, exit_code] {

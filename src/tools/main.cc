@@ -1,7 +1,10 @@
 // moerun: run mixture-of-experts blocks and models on CPUs.
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <new>
 
 #include "kernels/kernel_table.h"
 #include "tools/commands.h"
@@ -38,10 +41,27 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
+// Results on stdout that did not reach their file (a full disk, /dev/full, a closed pipe) make the
+// run fail: an exit code of 0 must mean the output is complete.
+int CheckStdout(int exit_code) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return exit_code;
+  const int err = errno;
+  std::fprintf(stderr, "moerun: error: writing standard output failed: %s\n",
+               err != 0 ? std::strerror(err) : "write error");
+  return exit_code != 0 ? exit_code : 1;
+}
+
 int main(int argc, char** argv) {
   // Errors travel as Status; this only catches what a library throws (e.g. allocation failure).
   try {
-    return Run(argc, argv);
+    return CheckStdout(Run(argc, argv));
+  } catch (const std::bad_alloc&) {
+    std::fprintf(
+        stderr,
+        "moerun: error: out of memory: an allocation failed (lower --max-new / -c / --batch / -t, or "
+        "give --max-memory BYTES to have the run refused up front with its estimate)\n");
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moerun: error: %s\n", e.what());
     return 2;

@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <sstream>
 
+#include "comm/mpi_comm.h"
 #include "io/atomic_file.h"
 #include "model/arch.h"
 #include "model/gguf_deepseek2.h"
 #include "model/synthetic_model.h"
 #include "tools/cli_util.h"
+#include "tools/memory_budget.h"
 
 namespace moerun {
 
@@ -19,7 +21,10 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+    if (item.empty()) {
+      return InvalidArgument("--tokens: item {} of '{}' is empty (ids are separated by single commas)",
+                             ids.size() + 1, s);
+    }
     char* end = nullptr;
     const long long v = std::strtoll(item.c_str(), &end, 10);
     if (end == item.c_str() || *end != '\0' || v < 0 || v > INT32_MAX) {
@@ -28,6 +33,7 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& s) {
     ids.push_back(static_cast<int32_t>(v));
   }
   if (ids.empty()) return InvalidArgument("--tokens is empty");
+  if (s.back() == ',') return InvalidArgument("--tokens: '{}' ends with a comma", s);
   return ids;
 }
 
@@ -44,8 +50,35 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   cmd->add_option("--load-format", a->load_format,
                   "auto (the files under -m) | dummy (config.json only, random weights, as vLLM)")
       ->capture_default_str();
+  cmd->add_option(
+         "--max-memory", a->max_memory,
+         "Refuse the run (with the estimate) when weights + KV cache + outputs would exceed this many "
+         "bytes, e.g. 8G (default: no budget)")
+      ->transform(CLI::AsSizeValue(false));
   a->parallel.Add(cmd);
 }
+
+namespace {
+
+// --max-memory: refuses before any weight is read when the estimate from the config exceeds it.
+Status CheckBudget(const ModelArgs& a, const ModelConfig& config, const ModelLoadOptions& o) {
+  if (a.max_memory == 0) return Status::Ok();
+  const MemoryEstimate e = EstimateMemory(config, o.weight_format,
+                                          MemoryUse{.kv_tokens = a.kv_tokens,
+                                                    .logit_rows = a.logit_rows,
+                                                    .tp = o.parallel.tp,
+                                                    .dp = o.parallel.dp,
+                                                    .mpi = StartedByMpirun()});
+  return CheckMemoryBudget(e, a.max_memory);
+}
+
+StatusOr<ModelConfig> ReadDirConfig(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  return ModelConfig::FromJson(text, path);
+}
+
+}  // namespace
 
 bool IsGgufPath(const std::string& model) {
   return model.size() > 5 && model.compare(model.size() - 5, 5, ".gguf") == 0;
@@ -86,21 +119,25 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
   if (a.load_format == "dummy") {
     // vLLM's --load-format dummy: the shapes of config.json, random weights generated straight
     // into the packed format (no file is read but config.json).
-    const std::string path = a.model_dir + "/config.json";
-    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
-    ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromJson(text, path));
+    ASSIGN_OR_RETURN(ModelConfig config, ReadDirConfig(a.model_dir));
+    RETURN_IF_ERROR(CheckBudget(a, config, o));
     const DType dtype = o.weight_format ? Traits(*o.weight_format).storage : DType::kBF16;
     ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTensorSource> source,
                      SyntheticTensorSource::Create(config, dtype, /*seed=*/1, pool));
     ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(source), config, o, pool, progress, world));
   } else if (IsGgufPath(a.model_dir)) {
     ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
+    RETURN_IF_ERROR(CheckBudget(a, g.config, o));
     if (const std::string warning = GgufConversionWarning(*g.file, o.weight_format);
         lead && !warning.empty()) {
       std::fprintf(stderr, "%s\n", warning.c_str());
     }
     ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(g.tensors), g.config, o, pool, progress, world));
   } else {
+    if (a.max_memory > 0) {
+      ASSIGN_OR_RETURN(ModelConfig config, ReadDirConfig(a.model_dir));
+      RETURN_IF_ERROR(CheckBudget(a, config, o));
+    }
     ASSIGN_OR_RETURN(model, LoadModelFromDir(a.model_dir, o, pool, progress, world));
   }
   if (lead && a.parallel.stats) {
@@ -122,9 +159,8 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
 Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicator&, Model&, bool)>& body) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
-  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
-    a.parallel.ApplyTimeout(world);
     ASSIGN_OR_RETURN(auto model, LoadModel(a, &pool, &world));
     return body(world, *model, world.rank() / options.tp == 0);
   });

@@ -27,6 +27,11 @@ struct ModelArgs {
   KernelFlags kernels;
   bool check_tensors = false;
   std::string load_format = "auto";  // or "dummy": random weights of config.json's shapes
+  uint64_t max_memory = 0;           // --max-memory bytes; 0 = no budget
+  // Set by the command before loading, for the --max-memory estimate: positions cached at once
+  // over all sequences, and rows of logits held until written.
+  int64_t kv_tokens = 0;
+  int64_t logit_rows = 0;
 };
 
 void AddModelOptions(CLI::App* cmd, ModelArgs* a);

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "comm/mpi_comm.h"
 #include "engine/engine.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -41,7 +42,9 @@ struct LogitsArgs {
 Status RunLogits(const LogitsArgs& a) {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ModelArgs model_args = a.model;  // --max-memory: the prompt's cache and every row's logits
+  model_args.kv_tokens = model_args.logit_rows = static_cast<int64_t>(ids.size());
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
     // per step through the cache.
     Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});
@@ -177,16 +180,21 @@ BenchBound Bound(const Model& model, const BenchArgs& a, double read_gbs, int wo
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ModelArgs model_args = a.model;
+  model_args.kv_tokens = std::max(a.n_prompt, 1 + a.n_gen);
+  // The machine bound of this run: read bandwidth measured just before, by as many threads as a rank
+  // uses, in the process of rank 0 — before any rank starts, so no peer waits in a collective for
+  // the probe (a short --collective-timeout would fail there).
+  double read_gbs = 0;
+  const char* mpi_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (!StartedByMpirun() || (mpi_rank != nullptr && std::string_view(mpi_rank) == "0")) {
+    ThreadPool probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
+    read_gbs = MeasureReadBandwidth(&probe);
+    ResetPeakRss();  // the probe's buffer is not the model's
+  }
+  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
-    // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
-    double read_gbs = 0;
     const double load_peak = PeakRssBytes();
-    if (world.rank() == 0) {
-      ThreadPool probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
-      read_gbs = MeasureReadBandwidth(&probe);
-      ResetPeakRss();  // the probe's buffer is not the model's
-    }
     std::mt19937_64 rng(1);
     std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
     std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
@@ -326,9 +334,9 @@ void RegisterModelCommands(CLI::App& app, int* exit_code) {
   CLI::App* bc =
       app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
   AddModelOptions(bc, &bench->model);
-  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp");
-  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg");
-  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)");
+  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp")->check(AtLeast(0));
+  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg")->check(AtLeast(0));
+  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)")->check(AtLeast(1));
   bc->add_option("-o,--output", bench->output, "md|json");
   bc->callback([bench, exit_code] {
     const Status s = RunBench(*bench);

@@ -93,7 +93,7 @@ Status RunLayer(const MoeLayerArgs& a, const MoeConfig& config, std::optional<We
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   const int64_t tokens = x.dim(0), h = config.hidden_size, k = config.num_experts_per_tok;
-  return RunOnRanks(options.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));

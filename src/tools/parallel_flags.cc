@@ -1,11 +1,14 @@
 #include "tools/parallel_flags.h"
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "comm/in_process_comm.h"
 #include "comm/mpi_comm.h"
 #include "core/thread_pool.h"
+#include "tools/cli_util.h"
 
 namespace moerun {
 
@@ -31,10 +34,34 @@ void ParallelFlags::Add(CLI::App* cmd) {
   cmd->add_flag("--unsafe-disable-state-checks", disable_state_checks,
                 "Testing: let the injected fault through instead of refusing it")
       ->group("Fault injection");
+  cmd->add_option("--fault-stall-rank", fault_stall_rank,
+                  "Testing: this rank stops (SIGSTOP under mpirun, a sleep in-process) before collective "
+                  "--fault-stall-at")
+      ->check(AtLeast(0))
+      ->group("Fault injection");
+  cmd->add_option("--fault-stall-at", fault_stall_at,
+                  "Testing: the collective (1, 2, ...) --fault-stall-rank stops at")
+      ->check(AtLeast(1))
+      ->group("Fault injection");
 }
 
-void ParallelFlags::ApplyTimeout(Communicator& world) const {
-  world.set_timeout(std::chrono::milliseconds(static_cast<int64_t>(collective_timeout * 1000)));
+std::chrono::milliseconds ParallelFlags::Timeout() const {
+  return std::chrono::milliseconds(static_cast<int64_t>(collective_timeout * 1000));
+}
+
+void ParallelFlags::ApplyTo(Communicator& world) const {
+  world.set_timeout(Timeout());
+  if (world.rank() != fault_stall_rank) return;
+  const bool mpi = StartedByMpirun();
+  const auto sleep = Timeout() + std::chrono::milliseconds(500);  // past the peers' deadline
+  world.log()->set_stall(static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
+    // A real stopped process under mpirun; in-process, a thread asleep past its peers' deadline.
+    if (mpi) {
+      std::raise(SIGSTOP);
+    } else {
+      std::this_thread::sleep_for(sleep);
+    }
+  });
 }
 
 StatusOr<ParallelOptions> ParallelFlags::ToOptions() const {
@@ -64,9 +91,12 @@ int DefaultThreadsPerProcess() {
   return std::max(1, DefaultThreadCount() / ranks_here);
 }
 
-Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body) {
+Status RunOnRanks(const ParallelFlags& flags, int total_threads,
+                  const std::function<Status(Communicator&, int)>& body) {
+  const int world_size = flags.tp * flags.dp;
   if (StartedByMpirun()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr));
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr, flags.Timeout()));
+    flags.ApplyTo(*world);
     Status s = body(*world, std::max(1, total_threads));
     if (!s.ok()) {
       std::fprintf(stderr, "moerun: error (rank %d of %d): %s\n", world->rank(), world->size(),
@@ -76,7 +106,10 @@ Status RunOnRanks(int world_size, int total_threads, const std::function<Status(
     return s;
   }
   const int per_rank = std::max(1, total_threads / world_size);
-  return RunRanks(world_size, [&](Communicator& comm) { return body(comm, per_rank); });
+  return RunRanks(world_size, [&](Communicator& comm) {
+    flags.ApplyTo(comm);
+    return body(comm, per_rank);
+  });
 }
 
 std::string CollectivesJson(const std::vector<CollectiveRecord>& records) {

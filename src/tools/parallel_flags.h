@@ -16,18 +16,24 @@ struct ParallelFlags {
   int tp = 1, dp = 1;
   bool ep = false, sp = false, deterministic = false, shared_replicated = false, stats = false;
   bool fault_reduce_shared = false, disable_state_checks = false;  // fault injection (testing)
+  int fault_stall_rank = -1;  // testing: this rank stops at collective #fault_stall_at
+  int64_t fault_stall_at = 1;
   std::string dispatch = "allgather";
   double collective_timeout = 120;  // seconds a rank waits in a collective before failing, e.g. 30
 
   void Add(CLI::App* cmd);
-  // Sets the deadline on `world` (sub-groups split from it later inherit it).
-  void ApplyTimeout(Communicator& world) const;
+  std::chrono::milliseconds Timeout() const;
+  // Sets the deadline on `world` (sub-groups split from it later inherit it) and the stall fault.
+  void ApplyTo(Communicator& world) const;
   StatusOr<ParallelOptions> ToOptions() const;
 };
 
-// Runs body(world, threads_per_rank) on every rank: under mpirun on this process (errors abort
-// the whole job so no rank hangs), otherwise on tp x dp threads of this process.
-Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body);
+// Runs body(world, threads_per_rank) on every rank of the flags' layout (tp x dp): under mpirun on
+// this process (errors abort the whole job so no rank hangs; MPI_Init waits at most
+// --collective-timeout), otherwise on tp x dp threads of this process. Every command runs its ranks
+// here, so --collective-timeout reaches all of them.
+Status RunOnRanks(const ParallelFlags& flags, int total_threads,
+                  const std::function<Status(Communicator&, int)>& body);
 
 // Threads for this process when -t is not given: all CPUs, divided among the MPI ranks started
 // on this host under mpirun.

@@ -153,9 +153,8 @@ Status RunServe(const ServeArgs& a) {
     ASSIGN_OR_RETURN(tok, LoadTokenizer(a.model.model_dir));
   }
   const int threads = a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess();
-  return RunOnRanks(par.world(), threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.model.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
-    a.model.parallel.ApplyTimeout(world);
     std::unique_ptr<OpenAiServer> server;
     if (world.rank() == 0) {
       server = std::make_unique<OpenAiServer>(a.server);

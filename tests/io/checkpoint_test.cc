@@ -1,6 +1,8 @@
 #include "io/checkpoint.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -194,6 +196,39 @@ TEST_F(CheckpointTest, CorruptShardNamesShardAndFile) {
   ASSERT_TRUE(WriteFileAtomically(Path("s2.safetensors"), std::string(8, '\0')).ok());
   WriteIndex(R"({"a": "s1.safetensors", "b": "s2.safetensors"})");
   ExpectError(Checkpoint::Open(Dir()).status(), StatusCode::kCorruption, {"s2.safetensors", "'b'"});
+}
+
+// Reliability: reads never block on a FIFO and never exceed their cap; a dead writer's temporary
+// file is removed by the next atomic write.
+TEST_F(CheckpointTest, ReadRefusesFifoWithoutBlocking) {
+  ASSERT_EQ(::mkfifo(Path("config.json").c_str(), 0644), 0);
+  const StatusOr<std::string> text = ReadFileToString(Path("config.json"));  // returns: O_NONBLOCK open
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.status().message().find("not a regular file"), std::string::npos) << text.status().message();
+}
+
+TEST_F(CheckpointTest, ReadRefusesFilesOverItsCap) {
+  ASSERT_TRUE(WriteFileAtomically(Path("big.json"), std::string(100, ' ')).ok());
+  EXPECT_TRUE(ReadFileToString(Path("big.json"), 100).ok());
+  const StatusOr<std::string> text = ReadFileToString(Path("big.json"), 99);
+  ASSERT_FALSE(text.ok());
+  EXPECT_NE(text.status().message().find("100 bytes, more than the 99 bytes"), std::string::npos)
+      << text.status().message();
+}
+
+TEST_F(CheckpointTest, AtomicWriteRemovesDeadWritersTemporaries) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);  // a pid that no longer exists
+  const std::string orphan = Path("out.json.tmp." + std::to_string(child));
+  const std::string live = Path("out.json.tmp.1");  // init: alive, not ours to remove
+  ASSERT_TRUE(WriteFileAtomically(orphan, "x").ok());
+  ASSERT_TRUE(WriteFileAtomically(live, "x").ok());
+  ASSERT_TRUE(WriteFileAtomically(Path("out.json"), "{}").ok());
+  EXPECT_FALSE(fs::exists(orphan));
+  EXPECT_TRUE(fs::exists(live));
 }
 
 }  // namespace
