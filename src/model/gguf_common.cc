@@ -1,0 +1,634 @@
+// The shared parts of the llama.cpp GGUF mappings (model/gguf_common.h): type rules, the row
+// encoder, tokenizer.json <-> tokenizer.ggml.* (gpt2 byte-level BPE), the HF-named tensor view.
+#include "model/gguf_common.h"
+
+#include <cstring>
+#include <type_traits>
+
+#include "core/checked_math.h"
+
+#if __has_include("core/block_quant.h")
+#include "core/block_quant.h"
+#define MOERUN_HAVE_BLOCK_QUANT 1
+#endif
+
+namespace moerun {
+namespace gguf_internal {
+namespace {
+
+// f()'s Status, or OK when f returns nothing.
+template <typename F>
+Status StatusOfCall(F&& f) {
+  if constexpr (std::is_same_v<std::invoke_result_t<F>, Status>) {
+    return f();
+  } else {
+    f();
+    return Status::Ok();
+  }
+}
+
+// What llama.cpp's convert_hf_to_gguf.py's does_token_look_special() calls special.
+bool LooksSpecial(std::string_view t) {
+  auto wrapped = [&](std::string_view open, std::string_view close) {
+    return t.size() >= open.size() + close.size() && t.substr(0, open.size()) == open && EndsWith(t, close);
+  };
+  return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" || wrapped("<|", "|>") ||
+         wrapped("<\xef\xbd\x9c", "\xef\xbd\x9c>") || wrapped("<unused", ">");
+}
+
+StatusOr<std::optional<std::string>> TokenContent(const Json& cfg, const char* key) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) return std::optional<std::string>();
+  if (it->is_string()) return std::optional<std::string>(it->get<std::string>());
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return std::optional<std::string>((*it)["content"].get<std::string>());
+  }
+  return InvalidArgument("tokenizer_config.json: '{}' must be a string or {{\"content\": ...}}", key);
+}
+
+// What decides llama.cpp's `pre`: the Regex patterns of the pre-tokenizer's Split steps in order
+// (a Sequence or a single step), and "<ByteLevel regex>" for a ByteLevel step that applies GPT-2's
+// own regex (use_regex true). convert_hf_to_gguf.py hashes the ids of a check text instead, which
+// needs transformers; for the known tokenizers comparing the regexes is equivalent.
+std::vector<std::string> PreSignature(const Json& pre) {
+  std::vector<std::string> out;
+  const auto one = [&](const Json& p) {
+    if (!p.is_object()) return;
+    const std::string type = p.value("type", "");
+    if (type == "Split" && p.contains("pattern") && p["pattern"].is_object() &&
+        p["pattern"].contains("Regex") && p["pattern"]["Regex"].is_string()) {
+      out.push_back(p["pattern"]["Regex"].get<std::string>());
+    } else if (type == "ByteLevel" && p.value("use_regex", true)) {
+      out.push_back("<ByteLevel regex>");
+    }
+  };
+  if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers") &&
+      pre["pretokenizers"].is_array()) {
+    for (const Json& p : pre["pretokenizers"]) one(p);
+  } else {
+    one(pre);
+  }
+  return out;
+}
+
+bool PreMatches(const std::vector<std::string>& got, std::string_view pre) {
+  const std::optional<std::string_view> json = PreTokenizerJson(pre);
+  if (!json) return false;
+  std::vector<std::string> want = PreSignature(Json::parse(*json));
+  if (got == want) return true;
+  // DeepSeek LLM: the digit step may be a Digits pre-tokenizer or a \p{N}+ Split.
+  want.push_back("\\p{N}+");
+  return pre == "deepseek-llm" && got == want;
+}
+
+}  // namespace
+
+std::optional<std::pair<int64_t, std::string_view>> SplitBlockName(std::string_view name) {
+  constexpr std::string_view kPrefix = "blk.";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  name.remove_prefix(kPrefix.size());
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot > 6) return std::nullopt;
+  int64_t layer = 0;
+  for (char ch : name.substr(0, dot)) {
+    if (ch < '0' || ch > '9') return std::nullopt;
+    layer = layer * 10 + (ch - '0');
+  }
+  return std::make_pair(layer, name.substr(dot + 1));
+}
+
+uint32_t FileType(DType target) {
+  switch (target) {
+    case DType::kF32:
+      return 0;  // ALL_F32
+    case DType::kF16:
+      return 1;  // MOSTLY_F16
+    case DType::kQ4_0:
+      return 2;  // MOSTLY_Q4_0
+    case DType::kQ8_0:
+      return 7;  // MOSTLY_Q8_0
+    case DType::kQ4_K:
+      return 14;  // MOSTLY_Q4_K_S
+    case DType::kQ6_K:
+      return 18;  // MOSTLY_Q6_K
+    case DType::kBF16:
+      return 32;  // MOSTLY_BF16
+    default:
+      return 0;
+  }
+}
+
+Status CheckTargetType(DType target, const std::string& out_path) {
+  if (target != DType::kF32 && target != DType::kF16 && target != DType::kBF16 &&
+      (!IsBlockDType(target) || IsLoadOnlyDType(target))) {
+    return InvalidArgument("{}: target type {} is not one of F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K",
+                           out_path, DTypeName(target));
+  }
+  return Status::Ok();
+}
+
+Status AddGeneralKvs(GgufWriter* w, std::string_view arch, const GgufWriteOptions& options) {
+  RETURN_IF_ERROR(w->AddKv("general.architecture", GgufValue::String(std::string(arch))));
+  RETURN_IF_ERROR(w->AddKv("general.type", GgufValue::String("model")));
+  if (!options.name.empty()) RETURN_IF_ERROR(w->AddKv("general.name", GgufValue::String(options.name)));
+  RETURN_IF_ERROR(w->AddKv("general.file_type", GgufValue::U32(FileType(options.target))));
+  return w->AddKv("general.quantization_version", GgufValue::U32(2));
+}
+
+Status AppendRow(GgufWriter* w, DType type, const float* row, int64_t n, std::vector<uint8_t>* buf) {
+  switch (type) {
+    case DType::kF32:
+      return w->Append(row, static_cast<size_t>(n) * sizeof(float));
+    case DType::kF16:
+    case DType::kBF16: {
+      buf->resize(static_cast<size_t>(n) * 2);
+      auto* out = reinterpret_cast<uint16_t*>(buf->data());
+      for (int64_t i = 0; i < n; ++i) out[i] = type == DType::kF16 ? F32ToF16(row[i]) : F32ToBf16(row[i]);
+      return w->Append(buf->data(), buf->size());
+    }
+    default:
+#ifdef MOERUN_HAVE_BLOCK_QUANT
+    {
+      buf->resize(DTypeRowBytes(type, n));
+      void* dst = buf->data();
+      // core/block_quant.h's QuantizeRow(DType, const float*, int64_t, void*), whether it returns
+      // a Status or nothing.
+      RETURN_IF_ERROR(StatusOfCall([&] { return QuantizeRow(type, row, n, dst); }));
+      return w->Append(buf->data(), buf->size());
+    }
+#else
+      return Unimplemented("writing {} rows needs core/block_quant.h (QuantizeRow), not built in yet",
+                           DTypeName(type));
+#endif
+  }
+}
+
+Status AppendTensor(GgufWriter* w, const Tensor& t, DType type, const std::string& name,
+                    std::vector<float>* f32, std::vector<uint8_t>* buf, int64_t begin, int64_t end) {
+  if (!IsFloat(t.dtype()) && !IsBlockDType(t.dtype())) {
+    return InvalidArgument("tensor '{}' has dtype {}, expected a float or GGUF block type", name,
+                           DTypeName(t.dtype()));
+  }
+  const int64_t cols = t.rank() == 0 ? 1 : t.dim(t.rank() - 1);
+  const int64_t rows = cols == 0 ? 0 : t.numel() / cols;
+  if (end < 0) end = rows;
+  f32->resize(static_cast<size_t>(cols));
+  const auto* p = static_cast<const uint8_t*>(t.raw());
+  const size_t row_bytes = DTypeRowBytes(t.dtype(), cols);
+  if (t.dtype() == type) {  // already in the target type (e.g. make-model's random blocks): as is
+    return w->Append(p + static_cast<size_t>(begin) * row_bytes,
+                     static_cast<size_t>(end - begin) * row_bytes);
+  }
+  for (int64_t r = begin; r < end; ++r) {
+    ConvertToF32(t.dtype(), p + static_cast<size_t>(r) * row_bytes, f32->data(), static_cast<size_t>(cols));
+    RETURN_IF_ERROR(AppendRow(w, type, f32->data(), cols, buf));
+  }
+  return Status::Ok();
+}
+
+StatusOr<TokenizerKvs> ConvertTokenizer(const std::string& tok_text, const std::string& cfg_text,
+                                        int64_t vocab_size, const ModelConfig& c,
+                                        const std::vector<std::string_view>& pres) {
+  const Json tok = Json::parse(tok_text, nullptr, /*allow_exceptions=*/false);
+  if (tok.is_discarded() || !tok.is_object()) return InvalidArgument("tokenizer.json: not a JSON object");
+  const Json cfg = cfg_text.empty() ? Json::object() : Json::parse(cfg_text, nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object())
+    return InvalidArgument("tokenizer_config.json: not a JSON object");
+  TokenizerKvs k;
+  const Json& model = tok.contains("model") ? tok["model"] : Json();
+  if (!model.is_object() || model.value("type", "") != "BPE" || !model.contains("vocab") ||
+      !model["vocab"].is_object()) {
+    return Unimplemented(
+        "tokenizer.json: model must be a BPE model with a vocab (llama.cpp's gpt2 tokenizer)");
+  }
+  const std::vector<std::string> got =
+      PreSignature(tok.contains("pre_tokenizer") ? tok["pre_tokenizer"] : Json());
+  for (std::string_view pre : pres) {
+    if (PreMatches(got, pre)) {
+      k.pre = std::string(pre);
+      break;
+    }
+  }
+  if (k.pre.empty()) {
+    std::string names;
+    for (std::string_view pre : pres) names += (names.empty() ? "" : ", ") + std::string(pre);
+    return Unimplemented(
+        "tokenizer.json: pre_tokenizer matches none of the llama.cpp pre-tokenizers this architecture "
+        "takes ({}), so tokenizer.ggml.pre is unknown",
+        names);
+  }
+  std::vector<std::optional<std::pair<std::string, int32_t>>> by_id(static_cast<size_t>(vocab_size));
+  auto place = [&](const std::string& content, int64_t id, int32_t type) -> Status {
+    if (id < 0 || id >= vocab_size) {
+      return InvalidArgument("tokenizer.json: token '{}' has id {}, outside the config's vocab_size {}",
+                             content, id, vocab_size);
+    }
+    by_id[static_cast<size_t>(id)] = std::make_pair(content, type);
+    return Status::Ok();
+  };
+  for (const auto& [content, id] : model["vocab"].items()) {
+    if (!id.is_number_integer())
+      return InvalidArgument("tokenizer.json: vocab '{}' is not an integer id", content);
+    RETURN_IF_ERROR(place(content, id.get<int64_t>(), kNormal));
+  }
+  if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
+    for (const Json& a : tok["added_tokens"]) {
+      if (!a.is_object() || !a.contains("id") || !a.contains("content") || !a["id"].is_number_integer() ||
+          !a["content"].is_string()) {
+        return InvalidArgument(
+            "tokenizer.json: added_tokens entries need an integer id and a string content");
+      }
+      const std::string content = a["content"].get<std::string>();
+      const bool special = a.value("special", false) || LooksSpecial(content);
+      RETURN_IF_ERROR(place(content, a["id"].get<int64_t>(), special ? kControl : kUserDefined));
+    }
+  }
+  for (size_t i = 0; i < by_id.size(); ++i) {
+    if (by_id[i]) {
+      k.tokens.push_back(by_id[i]->first);
+      k.types.push_back(by_id[i]->second);
+    } else {
+      k.tokens.push_back(fmt::format("[PAD{}]", i));
+      k.types.push_back(kUnused);
+    }
+  }
+  const Json& merges = model.contains("merges") ? model["merges"] : Json::array();
+  for (const Json& m : merges) {
+    if (m.is_string()) {
+      k.merges.push_back(m.get<std::string>());
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      k.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+    } else {
+      return InvalidArgument("tokenizer.json: a merge is neither \"a b\" nor [\"a\", \"b\"]");
+    }
+  }
+  auto id_of = [&](const std::string& content) -> int64_t {
+    for (size_t i = 0; i < k.tokens.size(); ++i) {
+      if (k.types[i] != kUnused && k.tokens[i] == content) return static_cast<int64_t>(i);
+    }
+    return -1;
+  };
+  // gguf-py SpecialVocab: tokenizer_config.json's tokens first, then config.json's ids.
+  ASSIGN_OR_RETURN(auto bos, TokenContent(cfg, "bos_token"));
+  ASSIGN_OR_RETURN(auto eos, TokenContent(cfg, "eos_token"));
+  ASSIGN_OR_RETURN(auto pad, TokenContent(cfg, "pad_token"));
+  k.bos = bos ? id_of(*bos) : c.bos_token_id;
+  k.eos = eos ? id_of(*eos) : c.eos_token_id;
+  k.pad = pad ? id_of(*pad) : -1;
+  k.add_bos = cfg.value("add_bos_token", false);
+  k.add_eos = cfg.value("add_eos_token", false);
+  if (cfg.contains("chat_template") && cfg["chat_template"].is_string()) {
+    k.chat_template = cfg["chat_template"].get<std::string>();
+  }
+  return k;
+}
+
+Status AddTokenizerKvs(GgufWriter* w, const TokenizerKvs& tk) {
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.model", GgufValue::String("gpt2")));
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.pre", GgufValue::String(tk.pre)));
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.tokens", GgufValue::StringArray(tk.tokens)));
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.token_type", GgufValue::I32Array(tk.types)));
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.merges", GgufValue::StringArray(tk.merges)));
+  for (const auto& [key, id] : {std::pair<const char*, int64_t>{"tokenizer.ggml.bos_token_id", tk.bos},
+                                {"tokenizer.ggml.eos_token_id", tk.eos},
+                                {"tokenizer.ggml.padding_token_id", tk.pad}}) {
+    if (id >= 0) RETURN_IF_ERROR(w->AddKv(key, GgufValue::U32(static_cast<uint32_t>(id))));
+  }
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(tk.add_bos)));
+  RETURN_IF_ERROR(w->AddKv("tokenizer.ggml.add_eos_token", GgufValue::Bool(tk.add_eos)));
+  if (!tk.chat_template.empty())
+    RETURN_IF_ERROR(w->AddKv("tokenizer.chat_template", GgufValue::String(tk.chat_template)));
+  return Status::Ok();
+}
+
+StatusOr<const TensorMeta*> TensorPlan::Need(const std::string& hf_name) {
+  const TensorMeta* m = hf_.Find(hf_name);
+  if (m == nullptr) return NotFound("{}: tensor '{}' is missing", hf_.path(), hf_name);
+  used_.insert(hf_name);
+  return m;
+}
+
+Status TensorPlan::Copy(const std::string& gguf, const std::string& hf_name) {
+  ASSIGN_OR_RETURN(const TensorMeta* m, Need(hf_name));
+  plan_.push_back({gguf, TypeFor(gguf, m->shape), m->shape, PlannedTensor::Kind::kCopy, hf_name, {}, {}});
+  return Status::Ok();
+}
+
+Status TensorPlan::CopyRowOrder(const std::string& gguf, const std::string& hf_name,
+                                std::vector<int64_t> rows) {
+  ASSIGN_OR_RETURN(const TensorMeta* m, Need(hf_name));
+  if (m->shape.empty() || static_cast<int64_t>(rows.size()) != m->shape[0]) {
+    return InvalidArgument("{}: tensor '{}' has shape {}, expected {} rows", hf_.path(), hf_name,
+                           ShapeToString(m->shape), rows.size());
+  }
+  plan_.push_back({gguf,
+                   TypeFor(gguf, m->shape),
+                   m->shape,
+                   PlannedTensor::Kind::kRowOrder,
+                   hf_name,
+                   std::move(rows),
+                   {}});
+  return Status::Ok();
+}
+
+Status TensorPlan::Experts(const std::string& gguf_prefix, const std::string& hf_prefix,
+                           const std::string& gate, const std::string& up, const std::string& down,
+                           int64_t n_experts) {
+  const std::string fused_gate_up = hf_prefix + "experts.gate_up_proj",
+                    fused_down = hf_prefix + "experts.down_proj";
+  const bool fused = hf_.Has(fused_gate_up) || hf_.Has(fused_down);
+  for (const auto& [gguf_part, hf_part] :
+       {std::pair<const char*, const std::string&>{"ffn_gate_exps.weight", gate},
+        {"ffn_up_exps.weight", up},
+        {"ffn_down_exps.weight", down}}) {
+    const std::string gname = gguf_prefix + gguf_part;
+    const bool is_down = &hf_part == &down;
+    if (fused) {
+      ASSIGN_OR_RETURN(const TensorMeta* m, Need(is_down ? fused_down : fused_gate_up));
+      if (m->shape.size() != 3 || m->shape[0] != n_experts || (!is_down && m->shape[1] % 2 != 0)) {
+        return InvalidArgument("{}: tensor '{}' has shape {}, expected [{}, {}rows, cols]", hf_.path(),
+                               m->name, ShapeToString(m->shape), n_experts, is_down ? "" : "2 x ");
+      }
+      const Shape shape{m->shape[0], is_down ? m->shape[1] : m->shape[1] / 2, m->shape[2]};
+      const PlannedTensor::Kind kind =
+          is_down ? PlannedTensor::Kind::kCopy
+                  : (&hf_part == &gate ? PlannedTensor::Kind::kFusedGate : PlannedTensor::Kind::kFusedUp);
+      plan_.push_back({gname, TypeFor(gname, shape), shape, kind, m->name, {}, {}});
+      continue;
+    }
+    ASSIGN_OR_RETURN(const TensorMeta* m, Need(fmt::format("{}experts.0.{}.weight", hf_prefix, hf_part)));
+    for (int64_t e = 1; e < n_experts; ++e) {
+      ASSIGN_OR_RETURN(const TensorMeta* me,
+                       Need(fmt::format("{}experts.{}.{}.weight", hf_prefix, e, hf_part)));
+      if (me->shape != m->shape) {
+        return InvalidArgument("{}: tensor '{}' has shape {}, expert 0 has {}", hf_.path(), me->name,
+                               ShapeToString(me->shape), ShapeToString(m->shape));
+      }
+    }
+    const Shape shape{n_experts, m->shape[0], m->shape[1]};
+    plan_.push_back({gname,
+                     TypeFor(gname, shape),
+                     shape,
+                     PlannedTensor::Kind::kExperts,
+                     fmt::format("{}experts.{{}}.{}.weight", hf_prefix, hf_part),
+                     {},
+                     {}});
+  }
+  return Status::Ok();
+}
+
+Status TensorPlan::CheckAllUsed(std::string_view arch) const {
+  for (const std::string& name : hf_.Names()) {
+    if (used_.count(name) == 0) {
+      return InvalidArgument("{}: tensor '{}' has no place in a llama.cpp {} GGUF of this config", hf_.path(),
+                             name, arch);
+    }
+  }
+  return Status::Ok();
+}
+
+Status TensorPlan::Write(GgufWriter* w) const {
+  for (const PlannedTensor& t : plan_) RETURN_IF_ERROR(w->AddTensor(t.name, t.type, t.shape));
+  std::vector<float> row;
+  std::vector<uint8_t> buf;
+  for (const PlannedTensor& t : plan_) {
+    switch (t.kind) {
+      case PlannedTensor::Kind::kCopy: {
+        ASSIGN_OR_RETURN(Tensor x, hf_.Get(t.hf));
+        RETURN_IF_ERROR(AppendTensor(w, x, t.type, t.hf, &row, &buf));
+        break;
+      }
+      case PlannedTensor::Kind::kRowOrder: {
+        ASSIGN_OR_RETURN(Tensor x, hf_.Get(t.hf));
+        for (int64_t r : t.rows) RETURN_IF_ERROR(AppendTensor(w, x, t.type, t.hf, &row, &buf, r, r + 1));
+        break;
+      }
+      case PlannedTensor::Kind::kExperts:
+        for (int64_t e = 0; e < t.shape[0]; ++e) {
+          const std::string name = fmt::vformat(t.hf, fmt::make_format_args(e));
+          ASSIGN_OR_RETURN(Tensor x, hf_.Get(name));
+          RETURN_IF_ERROR(AppendTensor(w, x, t.type, name, &row, &buf));
+        }
+        break;
+      case PlannedTensor::Kind::kFusedGate:
+      case PlannedTensor::Kind::kFusedUp: {
+        ASSIGN_OR_RETURN(Tensor x, hf_.Get(t.hf));
+        const int64_t i = t.shape[1], first = t.kind == PlannedTensor::Kind::kFusedGate ? 0 : i;
+        for (int64_t e = 0; e < t.shape[0]; ++e) {
+          RETURN_IF_ERROR(
+              AppendTensor(w, x, t.type, t.hf, &row, &buf, e * 2 * i + first, e * 2 * i + first + i));
+        }
+        break;
+      }
+      case PlannedTensor::Kind::kCustom:
+        RETURN_IF_ERROR(t.custom(w, &row, &buf));
+        break;
+    }
+  }
+  return Status::Ok();
+}
+
+std::optional<std::string_view> PreTokenizerJson(std::string_view pre) {
+  if (pre == "deepseek-llm") return kDeepseekLlmPreTokenizer;
+  if (pre == "deepseek-v3") return kDeepseekV3PreTokenizer;
+  if (pre == "qwen2") return kQwen2PreTokenizer;
+  if (pre == "olmo" || pre == "gpt-2") return kGpt2PreTokenizer;
+  return std::nullopt;
+}
+
+StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
+  ASSIGN_OR_RETURN(std::string pre, f.GetStringOr("tokenizer.ggml.pre", "default"));
+  const std::optional<std::string_view> pre_json = PreTokenizerJson(pre);
+  if (!pre_json) {
+    return Unimplemented(
+        "{}: tokenizer.ggml.pre '{}' is not supported (deepseek-llm, deepseek-v3, qwen2, olmo, gpt-2)",
+        f.path(), pre);
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
+  std::vector<int64_t> types(tokens.size(), kNormal);
+  if (f.FindKey("tokenizer.ggml.token_type") != nullptr) {
+    ASSIGN_OR_RETURN(types, f.GetIntArray("tokenizer.ggml.token_type"));
+    if (types.size() != tokens.size()) {
+      return InvalidArgument("{}: tokenizer.ggml.token_type has {} entries, tokenizer.ggml.tokens {}",
+                             f.path(), types.size(), tokens.size());
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> merges, f.GetStringArray("tokenizer.ggml.merges"));
+  OJson vocab = OJson::object();
+  OJson added = OJson::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int64_t t = types[i];
+    if (t == kUnused) continue;
+    if (t == kControl || t == kUserDefined) {
+      added.push_back(OJson{{"id", i},
+                            {"content", tokens[i]},
+                            {"single_word", false},
+                            {"lstrip", false},
+                            {"rstrip", false},
+                            {"normalized", t != kControl},
+                            {"special", t == kControl}});
+    } else {
+      vocab[tokens[i]] = i;
+    }
+  }
+  OJson j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = std::move(added);
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = OJson::parse(*pre_json);
+  j["post_processor"] = nullptr;
+  j["decoder"] =
+      OJson{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["model"] = OJson{{"type", "BPE"},
+                     {"dropout", nullptr},
+                     {"unk_token", nullptr},
+                     {"continuing_subword_prefix", nullptr},
+                     {"end_of_word_suffix", nullptr},
+                     {"fuse_unk", false},
+                     {"byte_fallback", false},
+                     {"vocab", std::move(vocab)},
+                     {"merges", merges}};
+  OJson cfg;
+  ASSIGN_OR_RETURN(bool add_bos, f.GetBoolOr("tokenizer.ggml.add_bos_token", false));
+  ASSIGN_OR_RETURN(bool add_eos, f.GetBoolOr("tokenizer.ggml.add_eos_token", false));
+  cfg["add_bos_token"] = add_bos;
+  cfg["add_eos_token"] = add_eos;
+  for (const auto& [key, field] :
+       {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
+        {"tokenizer.ggml.eos_token_id", "eos_token"},
+        {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
+    ASSIGN_OR_RETURN(int64_t id, f.GetIntOr(key, -1));
+    if (id < 0) continue;
+    if (id >= static_cast<int64_t>(tokens.size())) {
+      return InvalidArgument("{}: key '{}' = {} is not below the {} tokens", f.path(), key, id,
+                             tokens.size());
+    }
+    cfg[field] = tokens[static_cast<size_t>(id)];
+  }
+  ASSIGN_OR_RETURN(std::string chat, f.GetStringOr("tokenizer.chat_template", ""));
+  if (!chat.empty()) cfg["chat_template"] = chat;
+  HfTokenizerText out;
+  try {
+    out.tokenizer_json = j.dump();
+    out.tokenizer_config_json = cfg.dump(2);
+  } catch (const nlohmann::json::exception& ex) {
+    return InvalidArgument("{}: tokenizer strings are not valid UTF-8: {}", f.path(), ex.what());
+  }
+  return out;
+}
+
+Status CheckShape(const GgufFile& f, const std::string& name, const Shape& got, const Shape& want) {
+  if (got == want) return Status::Ok();
+  return InvalidArgument("{}: tensor '{}' has shape {} (ggml ne reversed), expected {} from the metadata",
+                         f.path(), name, ShapeToString(got), ShapeToString(want));
+}
+
+StatusOr<Tensor> GgufHfSource::Get(std::string_view name) const {
+  auto it = map_.find(name);
+  if (it == map_.end()) {
+    it = internal_.find(name);
+    if (it == internal_.end()) return NotFound("{}: no tensor '{}' (as HF name)", file_->path(), name);
+  }
+  const Entry& e = it->second;
+  switch (e.kind) {
+    case Kind::kDirect:
+      return file_->Get(e.gguf);
+    case Kind::kExpert: {
+      ASSIGN_OR_RETURN(Tensor all, file_->Get(e.gguf));
+      Tensor row = all.Rows(e.expert, e.expert + 1);
+      auto keep = std::make_shared<Tensor>(all);
+      return Tensor::View(all.dtype(), e.meta.shape, row.raw(),
+                          std::shared_ptr<const void>(keep, keep.get()));
+    }
+    case Kind::kRowOrder: {
+      ASSIGN_OR_RETURN(Tensor stored, file_->Get(e.gguf));
+      ASSIGN_OR_RETURN(Tensor out, Tensor::Zeros(stored.dtype(), stored.shape()));
+      const int64_t cols = stored.rank() == 0 ? 1 : stored.dim(stored.rank() - 1);
+      const size_t row_bytes = DTypeRowBytes(stored.dtype(), cols);
+      const auto* src = static_cast<const uint8_t*>(stored.raw());
+      auto* dst = static_cast<uint8_t*>(out.raw());
+      for (size_t r = 0; r < e.rows.size(); ++r) {
+        std::memcpy(dst + r * row_bytes, src + static_cast<size_t>(e.rows[r]) * row_bytes, row_bytes);
+      }
+      return out;
+    }
+    case Kind::kComputed:
+      return e.compute();
+  }
+  return Internal("unreachable");
+}
+
+const TensorMeta* GgufHfSource::Find(std::string_view name) const {
+  auto it = map_.find(name);
+  if (it != map_.end()) return &it->second.meta;
+  it = internal_.find(name);
+  return it == internal_.end() ? nullptr : &it->second.meta;
+}
+
+std::vector<std::string> GgufHfSource::Names() const {
+  std::vector<std::string> names;
+  names.reserve(map_.size());
+  for (const auto& [name, unused] : map_) names.push_back(name);
+  return names;
+}
+
+void GgufHfSource::AddDirect(const GgufFile& f, const std::string& gguf, const std::string& hf, Map* map) {
+  const TensorMeta* meta = f.Find(gguf);
+  Entry e;
+  e.meta = TensorMeta{hf, meta->dtype, meta->shape};
+  e.gguf = gguf;
+  map->emplace(hf, std::move(e));
+}
+
+Status GgufHfSource::AddExperts(const GgufFile& f, const std::string& gguf, const std::string& hf_pattern,
+                                int64_t n_experts, Map* map) {
+  const TensorMeta* meta = f.Find(gguf);
+  if (meta->shape.size() != 3 || meta->shape[0] != n_experts) {
+    return InvalidArgument("{}: tensor '{}' has shape {}, expected [{}, rows, cols] (one matrix per expert)",
+                           f.path(), gguf, ShapeToString(meta->shape), n_experts);
+  }
+  for (int64_t x = 0; x < n_experts; ++x) {
+    Entry e;
+    e.meta = TensorMeta{fmt::vformat(hf_pattern, fmt::make_format_args(x)), meta->dtype,
+                        Shape{meta->shape[1], meta->shape[2]}};
+    e.kind = Kind::kExpert;
+    e.gguf = gguf;
+    e.expert = x;
+    map->emplace(e.meta.name, std::move(e));
+  }
+  return Status::Ok();
+}
+
+}  // namespace gguf_internal
+
+using namespace gguf_internal;  // NOLINT(build/namespaces)
+
+DType GgufTensorType(const std::string& name, const Shape& shape, DType target) {
+  if (shape.size() <= 1 || EndsWith(name, "_norm.weight") ||
+      name.find(".ffn_gate_inp.") != std::string::npos ||
+      name.find(".ffn_gate_inp_shexp.") != std::string::npos || !EndsWith(name, ".weight")) {
+    return DType::kF32;
+  }
+  return GgufMatrixType(target, shape.back());
+}
+
+DType GgufMatrixType(DType target, int64_t cols) {
+  DType t = target;
+  if (IsBlockDType(t) && cols % DTypeBlockSize(t) != 0) {
+    // llama.cpp's fallback (llama-quant.cpp): Q4_K -> Q5_0 (moerun: Q8_0), Q6_K -> Q8_0, then F16.
+    if (t == DType::kQ4_K || t == DType::kQ6_K) t = DType::kQ8_0;
+    if (cols % DTypeBlockSize(t) != 0) t = DType::kF16;
+  }
+  return t;
+}
+
+std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested) {
+  const std::string types = file.LoadOnlyTypesSummary();
+  if (types.empty()) return "";
+  return fmt::format("moerun: {}: {} tensors are not native here: dequantised at load into {}", file.path(),
+                     types, WeightFormatName(requested.value_or(WeightFormat::kQ8_0)));
+}
+
+}  // namespace moerun
