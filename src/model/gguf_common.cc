@@ -460,24 +460,24 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
     const int64_t t = types[i];
     if (t == kUnused) continue;
     if (t == kControl || t == kUserDefined) {
-      added.push_back(OJson{{"id", i},
-                            {"content", tokens[i]},
-                            {"single_word", false},
-                            {"lstrip", false},
-                            {"rstrip", false},
-                            {"normalized", t != kControl},
-                            {"special", t == kControl}});
+      added.push_back(AddedTokenJson(i, tokens[i], t));
     } else {
       vocab[tokens[i]] = i;
     }
   }
+  const OJson j = ByteLevelBpeTokenizerJson(std::move(added), *pre_json, std::move(vocab), merges);
+  return FinishTokenizerText(f, tokens, j, /*add_bos_default=*/false);
+}
+
+OJson ByteLevelBpeTokenizerJson(OJson added_tokens, std::string_view pre_tokenizer_json, OJson vocab,
+                                OJson merges) {
   OJson j;
   j["version"] = "1.0";
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
-  j["added_tokens"] = std::move(added);
+  j["added_tokens"] = std::move(added_tokens);
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = OJson::parse(*pre_json);
+  j["pre_tokenizer"] = OJson::parse(pre_tokenizer_json);
   j["post_processor"] = nullptr;
   j["decoder"] =
       OJson{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
@@ -489,15 +489,31 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
                      {"fuse_unk", false},
                      {"byte_fallback", false},
                      {"vocab", std::move(vocab)},
-                     {"merges", merges}};
+                     {"merges", std::move(merges)}};
+  return j;
+}
+
+OJson AddedTokenJson(size_t id, const std::string& content, int64_t type) {
+  return OJson{{"id", id},
+               {"content", content},
+               {"single_word", false},
+               {"lstrip", false},
+               {"rstrip", false},
+               {"normalized", type != kControl},
+               {"special", type == kControl}};
+}
+
+StatusOr<HfTokenizerText> FinishTokenizerText(const GgufFile& f, const std::vector<std::string>& tokens,
+                                              const OJson& tokenizer_json, bool add_bos_default) {
   OJson cfg;
-  ASSIGN_OR_RETURN(bool add_bos, f.GetBoolOr("tokenizer.ggml.add_bos_token", false));
+  ASSIGN_OR_RETURN(bool add_bos, f.GetBoolOr("tokenizer.ggml.add_bos_token", add_bos_default));
   ASSIGN_OR_RETURN(bool add_eos, f.GetBoolOr("tokenizer.ggml.add_eos_token", false));
   cfg["add_bos_token"] = add_bos;
   cfg["add_eos_token"] = add_eos;
   for (const auto& [key, field] :
        {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
         {"tokenizer.ggml.eos_token_id", "eos_token"},
+        {"tokenizer.ggml.unknown_token_id", "unk_token"},
         {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
     ASSIGN_OR_RETURN(int64_t id, f.GetIntOr(key, -1));
     if (id < 0) continue;
@@ -511,12 +527,47 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
   if (!chat.empty()) cfg["chat_template"] = chat;
   HfTokenizerText out;
   try {
-    out.tokenizer_json = j.dump();
+    out.tokenizer_json = tokenizer_json.dump();
     out.tokenizer_config_json = cfg.dump(2);
   } catch (const nlohmann::json::exception& ex) {
     return InvalidArgument("{}: tokenizer strings are not valid UTF-8: {}", f.path(), ex.what());
   }
   return out;
+}
+
+Status AddCommonHparams(const GgufFile& f, std::string_view arch, OJson* j) {
+  ASSIGN_OR_RETURN(int64_t vocab, GgufVocabSize(f, arch));
+  (*j)["vocab_size"] = vocab;
+  ASSIGN_OR_RETURN(int64_t hidden, f.GetInt(ArchKey(arch, "embedding_length")));
+  (*j)["hidden_size"] = hidden;
+  ASSIGN_OR_RETURN(int64_t layers, f.GetInt(ArchKey(arch, "block_count")));
+  (*j)["num_hidden_layers"] = layers;
+  ASSIGN_OR_RETURN(double eps, f.GetFloat(ArchKey(arch, "attention.layer_norm_rms_epsilon")));
+  (*j)["rms_norm_eps"] = eps;
+  ASSIGN_OR_RETURN(double theta, f.GetFloatOr(ArchKey(arch, "rope.freq_base"), 10000.0));
+  (*j)["rope_theta"] = theta;
+  ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(ArchKey(arch, "context_length"), 4096));
+  (*j)["max_position_embeddings"] = ctx;
+  return Status::Ok();
+}
+
+Status AddTrailingFields(const GgufFile& f, OJson* j) {
+  ASSIGN_OR_RETURN(int64_t bos, f.GetIntOr("tokenizer.ggml.bos_token_id", -1));
+  ASSIGN_OR_RETURN(int64_t eos, f.GetIntOr("tokenizer.ggml.eos_token_id", -1));
+  if (bos >= 0) (*j)["bos_token_id"] = bos;
+  if (eos >= 0) (*j)["eos_token_id"] = eos;
+  (*j)["tie_word_embeddings"] = f.FindInfo("output.weight") == nullptr;
+  (*j)["hidden_act"] = "silu";
+  return Status::Ok();
+}
+
+StatusOr<int64_t> GgufVocabSize(const GgufFile& f, std::string_view arch) {
+  if (f.FindKey(ArchKey(arch, "vocab_size")) != nullptr) return f.GetInt(ArchKey(arch, "vocab_size"));
+  if (const GgufTensorInfo* embd = f.FindInfo("token_embd.weight"); embd && embd->ne.size() == 2) {
+    return static_cast<int64_t>(embd->ne[1]);
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
+  return static_cast<int64_t>(tokens.size());
 }
 
 Status CheckShape(const GgufFile& f, const std::string& name, const Shape& got, const Shape& want) {
@@ -597,6 +648,29 @@ Status GgufHfSource::AddExperts(const GgufFile& f, const std::string& gguf, cons
     e.gguf = gguf;
     e.expert = x;
     map->emplace(e.meta.name, std::move(e));
+  }
+  return Status::Ok();
+}
+
+Status MapGgufTensors(const GgufFile& f, int64_t n_layers, std::string_view arch, GgufHfSource::Map* map,
+                      const LayerTensorMapper& layer_tensor) {
+  for (const GgufTensorInfo& info : f.tensors()) {
+    if (f.Find(info.name) == nullptr) return f.Get(info.name).status();  // Unimplemented naming its type
+    bool mapped = false;
+    for (const LayerName& g : kGlobalNames) {
+      if (info.name != g.gguf) continue;
+      GgufHfSource::AddDirect(f, info.name, std::string(g.hf), map);
+      mapped = true;
+    }
+    const auto block = SplitBlockName(info.name);
+    if (!mapped && block && block->first < n_layers) {
+      ASSIGN_OR_RETURN(mapped, layer_tensor(info.name, block->first, block->second,
+                                            fmt::format("model.layers.{}.", block->first)));
+    }
+    if (!mapped) {
+      return InvalidArgument("{}: tensor '{}' has no Hugging Face counterpart in a {}-layer {} model",
+                             f.path(), info.name, n_layers, arch);
+    }
   }
   return Status::Ok();
 }

@@ -196,6 +196,29 @@ class TensorPlan {
 std::optional<std::string_view> PreTokenizerJson(std::string_view pre);
 // tokenizer.json + tokenizer_config.json from a gpt2 file's tokenizer.ggml.*.
 StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f);
+// A byte-level BPE tokenizer.json (ByteLevel decoder, no byte fallback) of `vocab` (token -> id),
+// `merges` ("a b"), `added_tokens` and a pre_tokenizer JSON text. Also used by
+// model/synthetic_tokenizer.cc.
+OJson ByteLevelBpeTokenizerJson(OJson added_tokens, std::string_view pre_tokenizer_json, OJson vocab,
+                                OJson merges);
+// One tokenizer.json added_tokens entry of token type `type` (kControl: special).
+OJson AddedTokenJson(size_t id, const std::string& content, int64_t type);
+// Both texts: `tokenizer_json` dumped, and a tokenizer_config.json with add_bos_token /
+// add_eos_token (absent keys: `add_bos_default` / false), the bos/eos/unk/pad token strings of the
+// tokenizer.ggml.*_token_id keys present, and tokenizer.chat_template. InvalidArgument naming a
+// token id key not below tokens.size(), or strings that are not UTF-8.
+StatusOr<HfTokenizerText> FinishTokenizerText(const GgufFile& f, const std::vector<std::string>& tokens,
+                                              const OJson& tokenizer_json, bool add_bos_default);
+// The fields every architecture has, from "<arch>.*" into `j`: vocab_size (GgufVocabSize),
+// hidden_size (embedding_length), num_hidden_layers (block_count), rms_norm_eps
+// (attention.layer_norm_rms_epsilon), rope_theta (rope.freq_base, default 10000) and
+// max_position_embeddings (context_length, default 4096).
+Status AddCommonHparams(const GgufFile& f, std::string_view arch, OJson* j);
+// bos_token_id / eos_token_id (tokenizer.ggml.*_token_id, when present), tie_word_embeddings (no
+// output.weight) and hidden_act silu into `j`.
+Status AddTrailingFields(const GgufFile& f, OJson* j);
+// The vocabulary size: "<arch>.vocab_size", else token_embd's rows, else the token count.
+StatusOr<int64_t> GgufVocabSize(const GgufFile& f, std::string_view arch);
 
 Status CheckShape(const GgufFile& f, const std::string& name, const Shape& got, const Shape& want);
 
@@ -237,5 +260,14 @@ class GgufHfSource : public TensorSource {
   Map map_;
   Map internal_;
 };
+
+// Maps every tensor of `f` into `map`: the global names (kGlobalNames) directly, each layer tensor
+// "blk.N.<part>" (N < n_layers) through `layer_tensor(gguf_name, N, part, "model.layers.N.")`,
+// which adds its entries and returns whether it knew `part`. A tensor of a type moerun cannot read
+// is Unimplemented naming it; one nothing maps is InvalidArgument naming it and `arch`.
+using LayerTensorMapper = std::function<StatusOr<bool>(const std::string& gguf, int64_t layer,
+                                                       std::string_view part, const std::string& hf_prefix)>;
+Status MapGgufTensors(const GgufFile& f, int64_t n_layers, std::string_view arch, GgufHfSource::Map* map,
+                      const LayerTensorMapper& layer_tensor);
 
 }  // namespace moerun::gguf_internal

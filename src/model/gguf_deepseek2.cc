@@ -46,24 +46,11 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   const char* method = v3 ? "noaux_tc" : (n_group > 1 ? "group_limited_greedy" : "greedy");
   j["architectures"] = OJson::array({v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"});
   j["model_type"] = v3 ? "deepseek_v3" : "deepseek_v2";
-  int64_t vocab = -1;
-  if (f.FindKey(Key("vocab_size")) != nullptr) {
-    ASSIGN_OR_RETURN(vocab, f.GetInt(Key("vocab_size")));
-  } else if (const GgufTensorInfo* embd = f.FindInfo("token_embd.weight"); embd && embd->ne.size() == 2) {
-    vocab = embd->ne[1];
-  } else {
-    ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
-    vocab = static_cast<int64_t>(tokens.size());
-  }
-  j["vocab_size"] = vocab;
-  ASSIGN_OR_RETURN(int64_t hidden, f.GetInt(Key("embedding_length")));
-  j["hidden_size"] = hidden;
+  RETURN_IF_ERROR(AddCommonHparams(f, kArch, &j));
   ASSIGN_OR_RETURN(int64_t ff, f.GetInt(Key("feed_forward_length")));
   j["intermediate_size"] = ff;
   ASSIGN_OR_RETURN(int64_t ff_exp, f.GetInt(Key("expert_feed_forward_length")));
   j["moe_intermediate_size"] = ff_exp;
-  ASSIGN_OR_RETURN(int64_t layers, f.GetInt(Key("block_count")));
-  j["num_hidden_layers"] = layers;
   ASSIGN_OR_RETURN(int64_t heads, f.GetInt(Key("attention.head_count")));
   j["num_attention_heads"] = heads;
   j["num_key_value_heads"] = heads;
@@ -94,12 +81,6 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   j["qk_nope_head_dim"] = k_len - rope_dim;
   j["qk_rope_head_dim"] = rope_dim;
   j["v_head_dim"] = v_len;
-  ASSIGN_OR_RETURN(double eps, f.GetFloat(Key("attention.layer_norm_rms_epsilon")));
-  j["rms_norm_eps"] = eps;
-  ASSIGN_OR_RETURN(double theta, f.GetFloatOr(Key("rope.freq_base"), 10000.0));
-  j["rope_theta"] = theta;
-  ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(Key("context_length"), 4096));
-  j["max_position_embeddings"] = ctx;
   ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(Key("rope.scaling.type"), "none"));
   if (scaling == "yarn") {
     OJson rs;
@@ -131,12 +112,7 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   j["norm_topk_prob"] = norm;
   ASSIGN_OR_RETURN(double scale, f.GetFloatOr(Key("expert_weights_scale"), 1.0));
   j["routed_scaling_factor"] = scale;
-  ASSIGN_OR_RETURN(int64_t bos, f.GetIntOr("tokenizer.ggml.bos_token_id", -1));
-  ASSIGN_OR_RETURN(int64_t eos, f.GetIntOr("tokenizer.ggml.eos_token_id", -1));
-  if (bos >= 0) j["bos_token_id"] = bos;
-  if (eos >= 0) j["eos_token_id"] = eos;
-  j["tie_word_embeddings"] = f.FindInfo("output.weight") == nullptr;
-  j["hidden_act"] = "silu";
+  RETURN_IF_ERROR(AddTrailingFields(f, &j));
   return j.dump(2);
 }
 
@@ -171,48 +147,28 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
   GgufHfSource::Map map;
   std::map<int64_t, std::pair<std::string, std::string>> kv_split;  // layer -> (k_b, v_b)
   std::set<int64_t> has_kv_b;
-  for (const GgufTensorInfo& info : f.tensors()) {
-    const TensorMeta* meta = f.Find(info.name);
-    if (meta == nullptr) {
-      return f.Get(info.name).status();  // Unimplemented naming the tensor and its ggml type
+  auto layer_tensor = [&](const std::string& gguf_name, int64_t layer, std::string_view part,
+                          const std::string& hf_prefix) -> StatusOr<bool> {
+    for (const LayerName& g : kLayerNames) {
+      if (part != g.gguf) continue;
+      GgufHfSource::AddDirect(f, gguf_name, hf_prefix + std::string(g.hf), &map);
+      if (part == "attn_kv_b.weight") has_kv_b.insert(layer);
+      return true;
     }
-    bool mapped = false;
-    for (const LayerName& g : kGlobalNames) {
-      if (info.name == g.gguf) {
-        GgufHfSource::AddDirect(f, info.name, std::string(g.hf), &map);
-        mapped = true;
-      }
+    for (const LayerName& g : kExpertNames) {
+      if (part != g.gguf) continue;
+      RETURN_IF_ERROR(GgufHfSource::AddExperts(f, gguf_name,
+                                               hf_prefix + "mlp.experts.{}." + std::string(g.hf) + ".weight",
+                                               c.moe.n_routed_experts, &map));
+      return true;
     }
-    const auto block = SplitBlockName(info.name);
-    if (!mapped && block && block->first < c.num_hidden_layers) {
-      const auto [layer, part] = *block;
-      const std::string hf_prefix = fmt::format("model.layers.{}.", layer);
-      for (const LayerName& g : kLayerNames) {
-        if (part != g.gguf) continue;
-        GgufHfSource::AddDirect(f, info.name, hf_prefix + std::string(g.hf), &map);
-        if (part == "attn_kv_b.weight") has_kv_b.insert(layer);
-        mapped = true;
-      }
-      for (const LayerName& g : kExpertNames) {
-        if (part != g.gguf) continue;
-        RETURN_IF_ERROR(GgufHfSource::AddExperts(
-            f, info.name, hf_prefix + "mlp.experts.{}." + std::string(g.hf) + ".weight",
-            c.moe.n_routed_experts, &map));
-        mapped = true;
-      }
-      if (part == "attn_k_b.weight") {
-        kv_split[layer].first = info.name;
-        mapped = true;
-      } else if (part == "attn_v_b.weight") {
-        kv_split[layer].second = info.name;
-        mapped = true;
-      }
+    if (part == "attn_k_b.weight" || part == "attn_v_b.weight") {
+      (part == "attn_k_b.weight" ? kv_split[layer].first : kv_split[layer].second) = gguf_name;
+      return true;
     }
-    if (!mapped) {
-      return InvalidArgument("{}: tensor '{}' has no Hugging Face counterpart in a {}-layer deepseek2 model",
-                             f.path(), info.name, c.num_hidden_layers);
-    }
-  }
+    return false;
+  };
+  RETURN_IF_ERROR(MapGgufTensors(f, c.num_hidden_layers, kArch, &map, layer_tensor));
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
   GgufHfSource::Map internal;
   for (const auto& [layer, kv] : kv_split) {

@@ -91,20 +91,8 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
         "{}: key '{}' is {} (absent or 0): a {} file without experts is not a MoE model moerun runs",
         f.path(), key("expert_count"), experts, arch);
   }
-  int64_t vocab = -1;
-  if (f.FindKey(key("vocab_size")) != nullptr) {
-    ASSIGN_OR_RETURN(vocab, f.GetInt(key("vocab_size")));
-  } else if (const GgufTensorInfo* embd = f.FindInfo("token_embd.weight"); embd && embd->ne.size() == 2) {
-    vocab = embd->ne[1];
-  } else {
-    ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
-    vocab = static_cast<int64_t>(tokens.size());
-  }
-  j["vocab_size"] = vocab;
-  ASSIGN_OR_RETURN(int64_t hidden, f.GetInt(key("embedding_length")));
-  j["hidden_size"] = hidden;
-  ASSIGN_OR_RETURN(int64_t layers, f.GetInt(key("block_count")));
-  j["num_hidden_layers"] = layers;
+  RETURN_IF_ERROR(AddCommonHparams(f, arch, &j));
+  const int64_t hidden = j["hidden_size"].get<int64_t>(), layers = j["num_hidden_layers"].get<int64_t>();
   ASSIGN_OR_RETURN(int64_t heads, f.GetInt(key("attention.head_count")));
   if (heads < 1)
     return InvalidArgument("{}: key '{}' = {} must be >= 1", f.path(), key("attention.head_count"), heads);
@@ -121,12 +109,6 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
         head_dim);
   }
   j["head_dim"] = head_dim;
-  ASSIGN_OR_RETURN(double eps, f.GetFloat(key("attention.layer_norm_rms_epsilon")));
-  j["rms_norm_eps"] = eps;
-  ASSIGN_OR_RETURN(double theta, f.GetFloatOr(key("rope.freq_base"), 10000.0));
-  j["rope_theta"] = theta;
-  ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(key("context_length"), 4096));
-  j["max_position_embeddings"] = ctx;
   ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(key("rope.scaling.type"), "none"));
   if (scaling != "none") {
     return Unimplemented("{}: key '{}' = '{}' is not supported for {} (plain RoPE only)", f.path(),
@@ -160,12 +142,7 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
     j["intermediate_size"] = ff;
     if (model_type == "olmoe") j["norm_topk_prob"] = false;
   }
-  ASSIGN_OR_RETURN(int64_t bos, f.GetIntOr("tokenizer.ggml.bos_token_id", -1));
-  ASSIGN_OR_RETURN(int64_t eos, f.GetIntOr("tokenizer.ggml.eos_token_id", -1));
-  if (bos >= 0) j["bos_token_id"] = bos;
-  if (eos >= 0) j["eos_token_id"] = eos;
-  j["tie_word_embeddings"] = f.FindInfo("output.weight") == nullptr;
-  j["hidden_act"] = "silu";
+  RETURN_IF_ERROR(AddTrailingFields(f, &j));
   return j.dump(2);
 }
 
@@ -173,51 +150,36 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
   const GgufFile& f = *file;
   ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
   GgufHfSource::Map map;
-  for (const GgufTensorInfo& info : f.tensors()) {
-    const TensorMeta* meta = f.Find(info.name);
-    if (meta == nullptr) return f.Get(info.name).status();  // Unimplemented naming the tensor and its type
-    bool mapped = false;
-    for (const LayerName& g : kGlobalNames) {
-      if (info.name != g.gguf) continue;
-      GgufHfSource::AddDirect(f, info.name, std::string(g.hf), &map);
-      mapped = true;
-    }
-    const auto block = SplitBlockName(info.name);
-    if (!mapped && block && block->first < c.num_hidden_layers) {
-      const auto [layer, part] = *block;
-      const std::string p = fmt::format("model.layers.{}.", layer);
-      for (const LayerName& g : kGqaLayerNames) {
-        if (part != g.gguf) continue;
-        const std::string hf = p + HfLayerName(g, c);
-        GgufHfSource::AddDirect(f, info.name, hf, &map);
-        std::vector<int64_t> order = QkOrder(arch, part, c, /*to_gguf=*/false);
-        if (!order.empty()) {
-          GgufHfSource::Entry& e = map.at(hf);
-          if (e.meta.shape.empty() || e.meta.shape[0] != static_cast<int64_t>(order.size())) {
-            return InvalidArgument("{}: tensor '{}' has shape {}, expected {} rows from the metadata",
-                                   f.path(), info.name, ShapeToString(e.meta.shape), order.size());
-          }
-          e.kind = GgufHfSource::Kind::kRowOrder;
-          e.rows = std::move(order);
-        }
-        mapped = true;
+  auto layer_tensor = [&](const std::string& gguf_name, int64_t, std::string_view part,
+                          const std::string& p) -> StatusOr<bool> {
+    for (const LayerName& g : kGqaLayerNames) {
+      if (part != g.gguf) continue;
+      const std::string hf = p + HfLayerName(g, c);
+      GgufHfSource::AddDirect(f, gguf_name, hf, &map);
+      std::vector<int64_t> order = QkOrder(arch, part, c, /*to_gguf=*/false);
+      if (order.empty()) return true;
+      GgufHfSource::Entry& e = map.at(hf);
+      if (e.meta.shape.empty() || e.meta.shape[0] != static_cast<int64_t>(order.size())) {
+        return InvalidArgument("{}: tensor '{}' has shape {}, expected {} rows from the metadata", f.path(),
+                               gguf_name, ShapeToString(e.meta.shape), order.size());
       }
-      const ExpertTensorNames& x = c.moe.expert_names;
-      for (const auto& [gguf, hf] :
-           {std::pair<std::string_view, const std::string&>{"ffn_gate_exps.weight", x.gate},
-            {"ffn_up_exps.weight", x.up},
-            {"ffn_down_exps.weight", x.down}}) {
-        if (part != gguf) continue;
-        RETURN_IF_ERROR(GgufHfSource::AddExperts(
-            f, info.name, p + c.moe_block + "experts.{}." + hf + ".weight", c.moe.n_routed_experts, &map));
-        mapped = true;
-      }
+      e.kind = GgufHfSource::Kind::kRowOrder;
+      e.rows = std::move(order);
+      return true;
     }
-    if (!mapped) {
-      return InvalidArgument("{}: tensor '{}' has no Hugging Face counterpart in a {}-layer {} model",
-                             f.path(), info.name, c.num_hidden_layers, arch);
+    const ExpertTensorNames& x = c.moe.expert_names;
+    for (const auto& [gguf, hf] :
+         {std::pair<std::string_view, const std::string&>{"ffn_gate_exps.weight", x.gate},
+          {"ffn_up_exps.weight", x.up},
+          {"ffn_down_exps.weight", x.down}}) {
+      if (part != gguf) continue;
+      RETURN_IF_ERROR(GgufHfSource::AddExperts(f, gguf_name, p + c.moe_block + "experts.{}." + hf + ".weight",
+                                               c.moe.n_routed_experts, &map));
+      return true;
     }
-  }
+    return false;
+  };
+  RETURN_IF_ERROR(MapGgufTensors(f, c.num_hidden_layers, arch, &map, layer_tensor));
   // Every mapped tensor has the shape the metadata implies (named by its GGUF name).
   std::map<std::string, Shape> want;
   for (auto& [name, shape] : ExpectedModelTensors(c)) want.emplace(name, shape);

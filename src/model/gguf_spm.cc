@@ -202,13 +202,7 @@ StatusOr<HfTokenizerText> SpmTokenizerFromGguf(const GgufFile& f) {
     const int64_t t = types[i];
     if (t == kUnused) continue;
     if (t == kControl || t == kUserDefined) {
-      added.push_back(OJson{{"id", i},
-                            {"content", tokens[i]},
-                            {"single_word", false},
-                            {"lstrip", false},
-                            {"rstrip", false},
-                            {"normalized", t != kControl},
-                            {"special", t == kControl}});
+      added.push_back(AddedTokenJson(i, tokens[i], t));
       continue;
     }
     vocab[tokens[i]] = i;
@@ -267,33 +261,7 @@ StatusOr<HfTokenizerText> SpmTokenizerFromGguf(const GgufFile& f) {
                      {"byte_fallback", true},
                      {"vocab", std::move(vocab)},
                      {"merges", std::move(merge_list)}};
-  OJson cfg;
-  ASSIGN_OR_RETURN(bool add_bos, f.GetBoolOr("tokenizer.ggml.add_bos_token", true));
-  ASSIGN_OR_RETURN(bool add_eos, f.GetBoolOr("tokenizer.ggml.add_eos_token", false));
-  cfg["add_bos_token"] = add_bos;
-  cfg["add_eos_token"] = add_eos;
-  for (const auto& [key, field] :
-       {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
-        {"tokenizer.ggml.eos_token_id", "eos_token"},
-        {"tokenizer.ggml.unknown_token_id", "unk_token"},
-        {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
-    ASSIGN_OR_RETURN(int64_t id, f.GetIntOr(key, -1));
-    if (id < 0) continue;
-    if (id >= static_cast<int64_t>(n)) {
-      return InvalidArgument("{}: key '{}' = {} is not below the {} tokens", f.path(), key, id, n);
-    }
-    cfg[field] = tokens[static_cast<size_t>(id)];
-  }
-  ASSIGN_OR_RETURN(std::string chat, f.GetStringOr("tokenizer.chat_template", ""));
-  if (!chat.empty()) cfg["chat_template"] = chat;
-  HfTokenizerText out;
-  try {
-    out.tokenizer_json = j.dump();
-    out.tokenizer_config_json = cfg.dump(2);
-  } catch (const nlohmann::json::exception& ex) {
-    return InvalidArgument("{}: tokenizer strings are not valid UTF-8: {}", f.path(), ex.what());
-  }
-  return out;
+  return FinishTokenizerText(f, tokens, j, /*add_bos_default=*/true);
 }
 
 }  // namespace moerun
