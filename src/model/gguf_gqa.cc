@@ -61,15 +61,12 @@ std::string HfLayerName(const LayerName& n, const ModelConfig& c) {
   return hf;
 }
 
-// The q/k row reorder of `part` in a llama file (empty: rows as stored).
-std::vector<int64_t> QkOrder(std::string_view arch, std::string_view part, const ModelConfig& c,
-                             bool to_gguf) {
-  if (arch != "llama") return {};
-  if (part == "attn_q.weight" || part == "attn_q.bias")
-    return LlamaQkRowOrder(c.num_attention_heads, c.head_dim, to_gguf);
-  if (part == "attn_k.weight" || part == "attn_k.bias")
-    return LlamaQkRowOrder(c.num_key_value_heads, c.head_dim, to_gguf);
-  return {};
+// The heads whose q or k rows `part` holds in a llama file (permuted per head); 0 for any other.
+int64_t QkHeads(std::string_view arch, std::string_view part, const ModelConfig& c) {
+  if (arch != "llama") return 0;
+  if (part == "attn_q.weight" || part == "attn_q.bias") return c.num_attention_heads;
+  if (part == "attn_k.weight" || part == "attn_k.bias") return c.num_key_value_heads;
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -126,6 +123,10 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
     j["decoder_sparse_step"] = 1;
     // Layers without a router are dense (moerun reads them; llama.cpp's qwen*moe has none).
     OJson dense = OJson::array();
+    if (layers > static_cast<int64_t>(f.tensors().size())) {
+      return InvalidArgument("{}: key '{}' = {} exceeds the file's {} tensors", f.path(), key("block_count"),
+                             layers, f.tensors().size());
+    }
     for (int64_t l = 0; l < layers; ++l) {
       if (f.FindInfo(fmt::format("blk.{}.ffn_gate_inp.weight", l)) == nullptr) dense.push_back(l);
     }
@@ -156,15 +157,17 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
       if (part != g.gguf) continue;
       const std::string hf = p + HfLayerName(g, c);
       GgufHfSource::AddDirect(f, gguf_name, hf, &map);
-      std::vector<int64_t> order = QkOrder(arch, part, c, /*to_gguf=*/false);
-      if (order.empty()) return true;
+      const int64_t heads = QkHeads(arch, part, c);
+      if (heads == 0) return true;
       GgufHfSource::Entry& e = map.at(hf);
-      if (e.meta.shape.empty() || e.meta.shape[0] != static_cast<int64_t>(order.size())) {
-        return InvalidArgument("{}: tensor '{}' has shape {}, expected {} rows from the metadata", f.path(),
-                               gguf_name, ShapeToString(e.meta.shape), order.size());
+      // Checked before the row order is built, so its size is bounded by the file.
+      if (e.meta.shape.empty() || e.meta.shape[0] / c.head_dim != heads ||
+          e.meta.shape[0] % c.head_dim != 0) {
+        return InvalidArgument("{}: tensor '{}' has shape {}, expected {} x {} rows from the metadata",
+                               f.path(), gguf_name, ShapeToString(e.meta.shape), heads, c.head_dim);
       }
       e.kind = GgufHfSource::Kind::kRowOrder;
-      e.rows = std::move(order);
+      e.rows = LlamaQkRowOrder(heads, c.head_dim, /*to_gguf=*/false);
       return true;
     }
     const ExpertTensorNames& x = c.moe.expert_names;
@@ -290,11 +293,11 @@ Status PlanTensors(const ModelConfig& c, std::string_view arch, TensorPlan* plan
         continue;
       }
       const std::string gname = g + std::string(part), hname = p + HfLayerName(n, c);
-      std::vector<int64_t> order = QkOrder(arch, part, c, /*to_gguf=*/true);
-      if (order.empty()) {
+      if (const int64_t heads = QkHeads(arch, part, c); heads == 0) {
         RETURN_IF_ERROR(plan->Copy(gname, hname));
       } else {
-        RETURN_IF_ERROR(plan->CopyRowOrder(gname, hname, std::move(order)));
+        RETURN_IF_ERROR(
+            plan->CopyRowOrder(gname, hname, LlamaQkRowOrder(heads, c.head_dim, /*to_gguf=*/true)));
       }
       if (part == "ffn_gate_inp.weight") {
         const ExpertTensorNames& x = c.moe.expert_names;
