@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "model/gguf_common.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun::gguf_deepseek2_internal {
 

@@ -8,6 +8,7 @@
 #include "model/arch.h"
 #include "model/gguf_common.h"
 #include "model/gguf_spm.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun {
 namespace {

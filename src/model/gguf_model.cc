@@ -9,6 +9,7 @@
 #include "model/gguf_deepseek2.h"
 #include "model/gguf_gqa.h"
 #include "model/gguf_spm.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun {
 

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "model/gguf_common.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun {
 namespace {

@@ -5,6 +5,7 @@
 
 #include "model/gguf_common.h"
 #include "model/gguf_deepseek2.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun {
 namespace {
