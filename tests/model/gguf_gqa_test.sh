@@ -8,7 +8,7 @@
 #  - Q8_0 GGUF: every matrix (embeddings and lm_head too) in Q8_0: max |diff| <= 0.05 x max |HF
 #    logits| and argmax agreement >= 0.85 (router near-ties of the tiny random model may flip);
 #  - the GGUF's tokenizer (tokenizer.ggml.*) gives the HF tokenizer.json's ids on fixed texts, and
-#    generate/inspect/bench work on the file;
+#    generate / inspect / --tp 2 work on the file; tied embeddings stay bitwise;
 #  - configs llama.cpp cannot represent are refused by quantize naming the field; malformed files
 #    (a missing key, a mistyped key, a tensor shape that contradicts the metadata) fail with an
 #    error naming the key or tensor.
@@ -67,6 +67,16 @@ if [[ -n $got && $got == "$want" ]]; then pass "$ARCH generate on GGUF = HF: $go
 if "$MOERUN" inspect -m "$f" 2>/dev/null | grep -q "^validation: OK"; then pass "$ARCH inspect validates"; else fail "$ARCH inspect"; fi
 "$MOERUN" logits -m "$f" --tokens "$TOKENS" -o "$WORK/tp2.logits" --precision f32 --tp 2 2>/dev/null
 if msg=$(compare "$WORK/tp2.logits" "$WORK/hf.logits" 1e-5 1.0); then pass "$ARCH F32 GGUF --tp 2: $msg"; else fail "$ARCH --tp 2: $msg"; fi
+
+# Tied embeddings: qwen2moe / olmoe need output.weight (the writer copies the embeddings there),
+# qwen3moe / llama fall back to token_embd; either way the logits stay bitwise equal.
+t="$WORK/tied"
+$PY "$ROOT/tools/make_test_model.py" "$t" --arch "$ARCH" "${EXTRA[@]}" --tie-embeddings >/dev/null 2>&1
+$PY "$ROOT/tests/compat/place_gqa_tokenizer.py" "$t" --kind "$KIND"
+"$MOERUN" quantize -m "$t" -o "$t.gguf" --type f32 2>/dev/null
+"$MOERUN" logits -m "$t" --tokens "$TOKENS" -o "$t.hf" --precision f32 2>/dev/null
+"$MOERUN" logits -m "$t.gguf" --tokens "$TOKENS" -o "$t.gg" --precision f32 2>/dev/null
+if [[ -s $t.hf ]] && cmp -s "$t.hf" "$t.gg"; then pass "$ARCH tied embeddings: F32 GGUF logits bitwise = HF"; else fail "$ARCH tied embeddings"; fi
 
 # Configs llama.cpp cannot represent: quantize refuses naming the field.
 refuse() {  # NEEDLE PYTHON-EDIT
