@@ -369,7 +369,7 @@ Status WriteGqaGguf(const TensorSource& hf, const std::string& config_json, cons
   } else {
     std::vector<std::string_view> pres = {"gpt-2"};
     if (arch == "qwen2moe" || arch == "qwen3moe") pres = {"qwen2"};
-    if (arch == "olmoe") pres = {"olmo"};
+    if (arch == "olmoe") pres = {"olmo", "dbrx"};
     ASSIGN_OR_RETURN(tk, ConvertTokenizer(tokenizer_json, tokenizer_config_json, c.vocab_size, c, pres));
   }
   TensorPlan plan(hf, options.target);

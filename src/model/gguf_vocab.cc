@@ -182,6 +182,7 @@ std::optional<std::string_view> PreTokenizerJson(std::string_view pre) {
   if (pre == "deepseek-v3") return kDeepseekV3PreTokenizer;
   if (pre == "qwen2") return kQwen2PreTokenizer;
   if (pre == "olmo" || pre == "gpt-2") return kGpt2PreTokenizer;
+  if (pre == "dbrx") return kDbrxPreTokenizer;
   return std::nullopt;
 }
 
@@ -190,7 +191,7 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
   const std::optional<std::string_view> pre_json = PreTokenizerJson(pre);
   if (!pre_json) {
     return Unimplemented(
-        "{}: tokenizer.ggml.pre '{}' is not supported (deepseek-llm, deepseek-v3, qwen2, olmo, gpt-2)",
+        "{}: tokenizer.ggml.pre '{}' is not supported (deepseek-llm, deepseek-v3, qwen2, olmo, gpt-2, dbrx)",
         f.path(), pre);
   }
   ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));

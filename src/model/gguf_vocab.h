@@ -1,6 +1,6 @@
 // Internal to model/gguf_*.cc: llama.cpp's gpt2 (byte-level BPE) vocabulary, tokenizer.ggml.*, <->
 // Hugging Face tokenizer.json + tokenizer_config.json: gguf-py's token types, the pre-tokenizers
-// llama.cpp knows by `pre` name (deepseek-llm, deepseek-v3, qwen2, olmo / gpt-2) in tokenizer.json
+// llama.cpp knows by `pre` name (deepseek-llm, deepseek-v3, qwen2, olmo / gpt-2, dbrx) in tokenizer.json
 // form, the writer's conversion and the reader's rebuild. (llama's SentencePiece vocabulary:
 // model/gguf_spm.h.) Thread safety: constants and pure functions.
 #pragma once
@@ -64,6 +64,13 @@ constexpr std::string_view kQwen2PreTokenizer =
     R"json({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t|'re|'ve|'m|'ll|'d)|)json"
     R"json([^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},"b)json"
     R"json(ehavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":false,)json"
+    R"json("use_regex":false}]})json";
+// The cl100k-style Split regex (digits in runs of up to 3) as OLMo 2 / OLMoE-0125's dolma2 tokenizer and
+// DBRX have it: llama.cpp's LLAMA_VOCAB_PRE_TYPE_DBRX regex (pre "dbrx").
+constexpr std::string_view kDbrxPreTokenizer =
+    R"json({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t|'re|'ve|'m|'ll|'d)|)json"
+    R"json([^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},)json"
+    R"json("behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,)json"
     R"json("use_regex":false}]})json";
 // GPT-2's byte-level pre-tokenizer with its own regex (llama.cpp's gpt-2 / olmo pre types).
 constexpr std::string_view kGpt2PreTokenizer =

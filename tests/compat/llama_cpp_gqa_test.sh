@@ -6,12 +6,13 @@
 # Q8_0; llama.cpp loads both, its greedy tokens on fixed prompts equal moerun's on the same file
 # (8 tokens at F32, the first 2 at Q8_0 where the two engines' different activation rounding meets
 # the random routers' near-ties, as llama_cpp_compat_test.sh), and its tokenization of fixed texts
-# (tokenizer.ggml.*) equals moerun's.
+# (tokenizer.ggml.*) equals moerun's; also for an OLMoE with a cl100k-style tokenizer (pre "dbrx").
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
 
-TEXTS=("the cat sat on the mat" "Hello, world! 123 it's  the heat" "tree hat then ran" "ünïcödé 日本 x")
+TEXTS=("the cat sat on the mat" "Hello, world! 123 it's  the heat" "tree hat then ran" "ünïcödé 日本 x"
+  "n=1234567;  ok?")
 
 # check_texts FILE LABEL: llama.cpp's ids for TEXTS (no BOS) equal `moerun tokenize` on FILE.
 check_texts() {
@@ -48,6 +49,16 @@ for spec in "qwen2_moe|qwen2|--qwen-mlp-only-layers=" "qwen3_moe|qwen2|" "olmoe|
   done
   check_texts "$WORK/$arch-f32.gguf" "$arch"
 done
+
+# OLMoE-0125's kind of tokenizer (cl100k-style regex): pre "dbrx", tokenization only.
+hf="$WORK/olmoe-dbrx"
+$PY "$ROOT/tools/make_test_model.py" "$hf" --arch olmoe --kv-heads 8 >/dev/null 2>&1
+$PY "$HERE/place_gqa_tokenizer.py" "$hf" --kind dbrx
+if "$MOERUN" quantize -m "$hf" -o "$hf.gguf" --type f32 2>"$WORK/err"; then
+  check_texts "$hf.gguf" "olmoe (pre dbrx)"
+else
+  fail "olmoe dbrx: quantize: $(cat "$WORK/err")"
+fi
 
 echo "llama_cpp_gqa: $failures failure(s)"
 [[ $failures -eq 0 ]]

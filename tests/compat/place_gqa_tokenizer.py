@@ -4,11 +4,13 @@ config.json's bos/eos at its special tokens.
   --kind qwen2  the synthetic byte-level BPE (tests/tokenizer/testdata/synthetic, added tokens at
                 295..299) with Qwen2's Split regex pre-tokenizer (llama.cpp pre "qwen2")
   --kind olmo   the same vocabulary with GPT-2's ByteLevel regex pre-tokenizer (pre "olmo")
+  --kind dbrx   the same vocabulary with the cl100k-style Split regex of OLMoE-0125's dolma2
+                tokenizer (pre "dbrx")
   --kind spm    a SentencePiece-converted BPE as Mixtral's tokenizer.json has it: <unk> 0, <s> 1,
                 </s> 2, <0x00>..<0xFF> at 3..258, then pieces of a small corpus; byte_fallback,
                 normalizer Prepend("▁") + Replace(" ", "▁"), and merges listing every split of every
                 piece by the piece's rank (transformers' SpmConverter order)
-Usage: place_gqa_tokenizer.py MODEL_DIR --kind qwen2|olmo|spm"""
+Usage: place_gqa_tokenizer.py MODEL_DIR --kind qwen2|olmo|dbrx|spm"""
 import argparse
 import json
 import os
@@ -16,6 +18,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 QWEN2_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+DBRX_REGEX = QWEN2_REGEX.replace("|\\p{N}|", "|\\p{N}{1,3}|")
 SP = "\u2581"
 CORPUS = "the cat sat on the mat and the hat then ran to the tree in the heat"
 
@@ -26,9 +29,10 @@ def byte_level(dst, kind):
     for a in tok["added_tokens"]:
         a["id"] -= 5
     tok["post_processor"] = None
-    if kind == "qwen2":
+    if kind in ("qwen2", "dbrx"):
         tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": QWEN2_REGEX}, "behavior": "Isolated", "invert": False},
+            {"type": "Split", "pattern": {"Regex": QWEN2_REGEX if kind == "qwen2" else DBRX_REGEX},
+             "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
     else:
         tok["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
@@ -89,7 +93,7 @@ def spm(vocab_size):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
-    ap.add_argument("--kind", required=True, choices=["qwen2", "olmo", "spm"])
+    ap.add_argument("--kind", required=True, choices=["qwen2", "olmo", "dbrx", "spm"])
     a = ap.parse_args()
     cfg_path = os.path.join(a.model_dir, "config.json")
     config = json.load(open(cfg_path))

@@ -27,7 +27,8 @@ case $ARCH in
   *) echo "unknown ARCH $ARCH"; exit 2 ;;
 esac
 TOKENS=5,17,3,99,42,7,8,200,1,0,33,150,12,13,14,15
-TEXTS=("the cat sat on the mat" "Hello, world! 123 it's  the heat" "tree hat then ran" "ünïcödé 日本 x")
+TEXTS=("the cat sat on the mat" "Hello, world! 123 it's  the heat" "tree hat then ran" "ünïcödé 日本 x"
+  "n=1234567;  ok?")
 
 d="$WORK/hf"
 $PY "$ROOT/tools/make_test_model.py" "$d" --arch "$ARCH" "${EXTRA[@]}" >/dev/null 2>&1
