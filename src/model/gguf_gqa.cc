@@ -359,7 +359,7 @@ Status WriteGqaGguf(const TensorSource& hf, const std::string& config_json, cons
     return Unimplemented("config.json: model_type '{}' has no llama.cpp GQA architecture here", c.model_type);
   }
   RETURN_IF_ERROR(CheckRepresentable(c, arch));
-  // Tokenizer: byte-level BPE as gpt2 (Qwen: pre qwen2; OLMoE: olmo), Mixtral's SentencePiece-style
+  // Tokenizer: byte-level BPE as gpt2 (Qwen: pre qwen2; OLMoE: olmo or dbrx), Mixtral's SentencePiece-style
   // BPE as llama.cpp's llama (SPM) vocabulary.
   const bool spm = arch == "llama" && IsSpmStyleTokenizer(tokenizer_json);
   TokenizerKvs tk;
@@ -367,9 +367,10 @@ Status WriteGqaGguf(const TensorSource& hf, const std::string& config_json, cons
   if (spm) {
     ASSIGN_OR_RETURN(spm_vocab, SpmVocabFromHf(tokenizer_json, tokenizer_config_json, c.vocab_size, c));
   } else {
-    std::vector<std::string_view> pres = {"gpt-2"};
-    if (arch == "qwen2moe" || arch == "qwen3moe") pres = {"qwen2"};
-    if (arch == "olmoe") pres = {"olmo", "dbrx"};
+    // llama.cpp takes any `pre` with any architecture: the family's own name first (OLMoE's GPT-2
+    // regex is "olmo"), then every other one moerun knows.
+    std::vector<std::string_view> pres = {"qwen2", "dbrx", "deepseek-llm", "deepseek-v3", "gpt-2"};
+    if (arch == "olmoe") pres.insert(pres.begin(), "olmo");
     ASSIGN_OR_RETURN(tk, ConvertTokenizer(tokenizer_json, tokenizer_config_json, c.vocab_size, c, pres));
   }
   TensorPlan plan(hf, options.target);
