@@ -73,30 +73,16 @@ int64_t QkHeads(std::string_view arch, std::string_view part, const ModelConfig&
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-StatusOr<std::string> ConfigJson(const GgufFile& f) {
-  ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  const std::string_view model_type = ModelTypeOf(arch);
-  if (model_type.empty()) {
-    return InvalidArgument("{}: general.architecture is '{}', expected qwen2moe, qwen3moe, olmoe or llama",
-                           f.path(), arch);
-  }
+// num_attention_heads, num_key_value_heads, head_dim (full rotary, plain RoPE only).
+Status AddAttentionFields(const GgufFile& f, std::string_view arch, OJson* j) {
   auto key = [&](std::string_view suffix) { return ArchKey(arch, suffix); };
-  OJson j;
-  j["model_type"] = model_type;
-  ASSIGN_OR_RETURN(int64_t experts, f.GetIntOr(key("expert_count"), 0));
-  if (experts < 1) {
-    return Unimplemented(
-        "{}: key '{}' is {} (absent or 0): a {} file without experts is not a MoE model moerun runs",
-        f.path(), key("expert_count"), experts, arch);
-  }
-  RETURN_IF_ERROR(AddCommonHparams(f, arch, &j));
-  const int64_t hidden = j["hidden_size"].get<int64_t>(), layers = j["num_hidden_layers"].get<int64_t>();
   ASSIGN_OR_RETURN(int64_t heads, f.GetInt(key("attention.head_count")));
   if (heads < 1)
     return InvalidArgument("{}: key '{}' = {} must be >= 1", f.path(), key("attention.head_count"), heads);
-  j["num_attention_heads"] = heads;
+  (*j)["num_attention_heads"] = heads;
   ASSIGN_OR_RETURN(int64_t kv_heads, f.GetIntOr(key("attention.head_count_kv"), heads));
-  j["num_key_value_heads"] = kv_heads;
+  (*j)["num_key_value_heads"] = kv_heads;
+  const int64_t hidden = (*j)["hidden_size"].get<int64_t>();
   ASSIGN_OR_RETURN(int64_t head_dim, f.GetIntOr(key("attention.key_length"), hidden / heads));
   ASSIGN_OR_RETURN(int64_t v_dim, f.GetIntOr(key("attention.value_length"), head_dim));
   ASSIGN_OR_RETURN(int64_t rot, f.GetIntOr(key("rope.dimension_count"), head_dim));
@@ -106,44 +92,72 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
         key("attention.value_length"), v_dim, key("rope.dimension_count"), rot, key("attention.key_length"),
         head_dim);
   }
-  j["head_dim"] = head_dim;
+  (*j)["head_dim"] = head_dim;
   ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(key("rope.scaling.type"), "none"));
   if (scaling != "none") {
     return Unimplemented("{}: key '{}' = '{}' is not supported for {} (plain RoPE only)", f.path(),
                          key("rope.scaling.type"), scaling, arch);
   }
+  return Status::Ok();
+}
+
+// The MoE fields of `model_type` (and the Qwen layer rule); `experts` = expert_count.
+Status AddMoeFields(const GgufFile& f, std::string_view arch, std::string_view model_type, int64_t experts,
+                    OJson* j) {
+  auto key = [&](std::string_view suffix) { return ArchKey(arch, suffix); };
   ASSIGN_OR_RETURN(int64_t used, f.GetInt(key("expert_used_count")));
-  j["num_experts_per_tok"] = used;
+  (*j)["num_experts_per_tok"] = used;
   ASSIGN_OR_RETURN(int64_t ff, f.GetInt(key("feed_forward_length")));
-  if (model_type == "qwen2_moe" || model_type == "qwen3_moe") {
-    j["num_experts"] = experts;
-    j["intermediate_size"] = ff;
-    // llama.cpp's fallback when the key is absent: n_ff / n_expert_used.
-    ASSIGN_OR_RETURN(int64_t ff_exp, f.GetIntOr(key("expert_feed_forward_length"), used > 0 ? ff / used : 0));
-    j["moe_intermediate_size"] = ff_exp;
-    j["decoder_sparse_step"] = 1;
-    // Layers without a router are dense (moerun reads them; llama.cpp's qwen*moe has none).
-    OJson dense = OJson::array();
-    if (layers > static_cast<int64_t>(f.tensors().size())) {
-      return InvalidArgument("{}: key '{}' = {} exceeds the file's {} tensors", f.path(), key("block_count"),
-                             layers, f.tensors().size());
-    }
-    for (int64_t l = 0; l < layers; ++l) {
-      if (f.FindInfo(fmt::format("blk.{}.ffn_gate_inp.weight", l)) == nullptr) dense.push_back(l);
-    }
-    j["mlp_only_layers"] = dense;
-    // llama.cpp renormalises the top-k for qwen3moe and not for qwen2moe, whatever the file says.
-    j["norm_topk_prob"] = model_type == "qwen3_moe";
-    if (model_type == "qwen2_moe") {
-      ASSIGN_OR_RETURN(int64_t ff_sh, f.GetIntOr(key("expert_shared_feed_forward_length"), ff));
-      j["shared_expert_intermediate_size"] = ff_sh;
-      j["qkv_bias"] = f.FindInfo("blk.0.attn_q.bias") != nullptr;
-    }
-  } else {
-    j[model_type == "mixtral" ? "num_local_experts" : "num_experts"] = experts;
-    j["intermediate_size"] = ff;
-    if (model_type == "olmoe") j["norm_topk_prob"] = false;
+  (*j)["intermediate_size"] = ff;
+  if (model_type == "mixtral" || model_type == "olmoe") {
+    (*j)[model_type == "mixtral" ? "num_local_experts" : "num_experts"] = experts;
+    if (model_type == "olmoe") (*j)["norm_topk_prob"] = false;
+    return Status::Ok();
   }
+  (*j)["num_experts"] = experts;
+  // llama.cpp's fallback when the key is absent: n_ff / n_expert_used.
+  ASSIGN_OR_RETURN(int64_t ff_exp, f.GetIntOr(key("expert_feed_forward_length"), used > 0 ? ff / used : 0));
+  (*j)["moe_intermediate_size"] = ff_exp;
+  (*j)["decoder_sparse_step"] = 1;
+  // Layers without a router are dense (moerun reads them; llama.cpp's qwen*moe has none).
+  const int64_t layers = (*j)["num_hidden_layers"].get<int64_t>();
+  if (layers > static_cast<int64_t>(f.tensors().size())) {
+    return InvalidArgument("{}: key '{}' = {} exceeds the file's {} tensors", f.path(), key("block_count"),
+                           layers, f.tensors().size());
+  }
+  OJson dense = OJson::array();
+  for (int64_t l = 0; l < layers; ++l) {
+    if (f.FindInfo(fmt::format("blk.{}.ffn_gate_inp.weight", l)) == nullptr) dense.push_back(l);
+  }
+  (*j)["mlp_only_layers"] = dense;
+  // llama.cpp renormalises the top-k for qwen3moe and not for qwen2moe, whatever the file says.
+  (*j)["norm_topk_prob"] = model_type == "qwen3_moe";
+  if (model_type == "qwen2_moe") {
+    ASSIGN_OR_RETURN(int64_t ff_sh, f.GetIntOr(key("expert_shared_feed_forward_length"), ff));
+    (*j)["shared_expert_intermediate_size"] = ff_sh;
+    (*j)["qkv_bias"] = f.FindInfo("blk.0.attn_q.bias") != nullptr;
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::string> ConfigJson(const GgufFile& f) {
+  ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
+  const std::string_view model_type = ModelTypeOf(arch);
+  if (model_type.empty()) {
+    return InvalidArgument("{}: general.architecture is '{}', expected qwen2moe, qwen3moe, olmoe or llama",
+                           f.path(), arch);
+  }
+  OJson j;
+  j["model_type"] = model_type;
+  ASSIGN_OR_RETURN(int64_t experts, f.GetIntOr(ArchKey(arch, "expert_count"), 0));
+  if (experts < 1) {
+    return Unimplemented(
+        "{}: key '{}' is {} (absent or 0): a {} file without experts is not a MoE model moerun runs",
+        f.path(), ArchKey(arch, "expert_count"), experts, arch);
+  }
+  RETURN_IF_ERROR(AddCommonHparams(f, arch, &j));
+  RETURN_IF_ERROR(AddAttentionFields(f, arch, &j));
+  RETURN_IF_ERROR(AddMoeFields(f, arch, model_type, experts, &j));
   RETURN_IF_ERROR(AddTrailingFields(f, &j));
   return j.dump(2);
 }
