@@ -644,6 +644,8 @@ def main(argv=None):
                     help="qwen3_moe / qwen2_moe: decoder_sparse_step (layer l is MoE iff (l + 1) %% N == 0)")
     ap.add_argument("--tie-embeddings", action="store_true",
                     help="GQA families: tie_word_embeddings true (no lm_head.weight)")
+    ap.add_argument("--kv-heads", type=int, default=None, metavar="N",
+                    help="GQA families: num_key_value_heads N (e.g. 8 = no GQA, as llama.cpp's olmoe needs)")
     ap.add_argument("--olmoe-clip-qkv", type=float, default=None, metavar="C",
                     help="olmoe: clip_qkv C (q, k, v clamped to [-C, C])")
     ap.add_argument("--variant", default="lite", choices=sorted(VARIANT_OVERRIDES))
@@ -688,6 +690,8 @@ def main(argv=None):
                 cfg["mlp_only_layers"] = [int(v) for v in args.qwen_mlp_only_layers.split(",") if v]
             cfg["mlp_only_layers"] = [l for l in cfg["mlp_only_layers"] if l < args.layers]
             cfg["decoder_sparse_step"] = args.qwen_decoder_sparse_step
+        if args.kv_heads is not None:
+            cfg["num_key_value_heads"] = args.kv_heads
         if args.arch == "olmoe" and args.olmoe_clip_qkv is not None:
             cfg["clip_qkv"] = args.olmoe_clip_qkv
     else:

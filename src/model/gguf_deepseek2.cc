@@ -17,11 +17,6 @@
 #include "io/atomic_file.h"
 #include "model/gguf_deepseek2_names.h"
 
-#if __has_include("core/block_quant.h")
-#include "core/block_quant.h"
-#define MOERUN_HAVE_BLOCK_QUANT 1
-#endif
-
 namespace moerun {
 namespace {
 
@@ -51,24 +46,11 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   const char* method = v3 ? "noaux_tc" : (n_group > 1 ? "group_limited_greedy" : "greedy");
   j["architectures"] = OJson::array({v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"});
   j["model_type"] = v3 ? "deepseek_v3" : "deepseek_v2";
-  int64_t vocab = -1;
-  if (f.FindKey(Key("vocab_size")) != nullptr) {
-    ASSIGN_OR_RETURN(vocab, f.GetInt(Key("vocab_size")));
-  } else if (const GgufTensorInfo* embd = f.FindInfo("token_embd.weight"); embd && embd->ne.size() == 2) {
-    vocab = embd->ne[1];
-  } else {
-    ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
-    vocab = static_cast<int64_t>(tokens.size());
-  }
-  j["vocab_size"] = vocab;
-  ASSIGN_OR_RETURN(int64_t hidden, f.GetInt(Key("embedding_length")));
-  j["hidden_size"] = hidden;
+  RETURN_IF_ERROR(AddCommonHparams(f, kArch, &j));
   ASSIGN_OR_RETURN(int64_t ff, f.GetInt(Key("feed_forward_length")));
   j["intermediate_size"] = ff;
   ASSIGN_OR_RETURN(int64_t ff_exp, f.GetInt(Key("expert_feed_forward_length")));
   j["moe_intermediate_size"] = ff_exp;
-  ASSIGN_OR_RETURN(int64_t layers, f.GetInt(Key("block_count")));
-  j["num_hidden_layers"] = layers;
   ASSIGN_OR_RETURN(int64_t heads, f.GetInt(Key("attention.head_count")));
   j["num_attention_heads"] = heads;
   j["num_key_value_heads"] = heads;
@@ -99,12 +81,6 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   j["qk_nope_head_dim"] = k_len - rope_dim;
   j["qk_rope_head_dim"] = rope_dim;
   j["v_head_dim"] = v_len;
-  ASSIGN_OR_RETURN(double eps, f.GetFloat(Key("attention.layer_norm_rms_epsilon")));
-  j["rms_norm_eps"] = eps;
-  ASSIGN_OR_RETURN(double theta, f.GetFloatOr(Key("rope.freq_base"), 10000.0));
-  j["rope_theta"] = theta;
-  ASSIGN_OR_RETURN(int64_t ctx, f.GetIntOr(Key("context_length"), 4096));
-  j["max_position_embeddings"] = ctx;
   ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(Key("rope.scaling.type"), "none"));
   if (scaling == "yarn") {
     OJson rs;
@@ -136,171 +112,65 @@ StatusOr<std::string> ConfigJson(const GgufFile& f) {
   j["norm_topk_prob"] = norm;
   ASSIGN_OR_RETURN(double scale, f.GetFloatOr(Key("expert_weights_scale"), 1.0));
   j["routed_scaling_factor"] = scale;
-  ASSIGN_OR_RETURN(int64_t bos, f.GetIntOr("tokenizer.ggml.bos_token_id", -1));
-  ASSIGN_OR_RETURN(int64_t eos, f.GetIntOr("tokenizer.ggml.eos_token_id", -1));
-  if (bos >= 0) j["bos_token_id"] = bos;
-  if (eos >= 0) j["eos_token_id"] = eos;
-  j["tie_word_embeddings"] = f.FindInfo("output.weight") == nullptr;
-  j["hidden_act"] = "silu";
+  RETURN_IF_ERROR(AddTrailingFields(f, &j));
   return j.dump(2);
 }
 
 // ---------------------------------------------------------------------------------------------
 // (b) tensors
 
-class Deepseek2Source : public TensorSource {
- public:
-  enum class Kind { kDirect, kExpert, kKvB };
-  struct Entry {
-    TensorMeta meta;
-    Kind kind = Kind::kDirect;
-    std::string gguf;    // source tensor (kDirect, kExpert) or k_b (kKvB)
-    std::string v_b;     // kKvB
-    int64_t expert = 0;  // kExpert
-  };
-
-  // `internal`: entries Get/Find serve but Names() does not list (Deepseek2SplitKbName / VbName).
-  Deepseek2Source(std::shared_ptr<GgufFile> file, std::map<std::string, Entry, std::less<>> map,
-                  std::map<std::string, Entry, std::less<>> internal)
-      : file_(std::move(file)), map_(std::move(map)), internal_(std::move(internal)) {}
-
-  StatusOr<Tensor> Get(std::string_view name) const override {
-    auto it = map_.find(name);
-    if (it == map_.end()) {
-      it = internal_.find(name);
-      if (it == internal_.end()) return NotFound("{}: no tensor '{}' (as HF name)", file_->path(), name);
+// kv_b [nh * (dn + dv), r] from k_b [nh, r, dn] (transposed per head) and v_b [nh, dv, r].
+StatusOr<Tensor> RebuildKvB(const GgufFile& f, const std::string& k_b, const std::string& v_b,
+                            const Shape& shape) {
+  ASSIGN_OR_RETURN(Tensor kb, f.Get(k_b));
+  ASSIGN_OR_RETURN(Tensor vb, f.Get(v_b));
+  ASSIGN_OR_RETURN(Tensor k, kb.ToF32());
+  ASSIGN_OR_RETURN(Tensor v, vb.ToF32());
+  const int64_t nh = k.dim(0), r = k.dim(1), dn = k.dim(2), dv = v.dim(1);
+  ASSIGN_OR_RETURN(Tensor out, Tensor::Zeros(DType::kF32, shape));
+  float* o = out.data<float>();
+  const float* kp = k.data<float>();
+  const float* vp = v.data<float>();
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t d = 0; d < dn; ++d) {
+      for (int64_t j = 0; j < r; ++j) o[(h * (dn + dv) + d) * r + j] = kp[(h * r + j) * dn + d];
     }
-    const Entry& e = it->second;
-    switch (e.kind) {
-      case Kind::kDirect:
-        return file_->Get(e.gguf);
-      case Kind::kExpert: {
-        ASSIGN_OR_RETURN(Tensor all, file_->Get(e.gguf));
-        Tensor row = all.Rows(e.expert, e.expert + 1);
-        auto keep = std::make_shared<Tensor>(all);
-        return Tensor::View(all.dtype(), e.meta.shape, row.raw(),
-                            std::shared_ptr<const void>(keep, keep.get()));
-      }
-      case Kind::kKvB:
-        return RebuildKvB(e);
+    for (int64_t d = 0; d < dv; ++d) {
+      for (int64_t j = 0; j < r; ++j) o[(h * (dn + dv) + dn + d) * r + j] = vp[(h * dv + d) * r + j];
     }
-    return Internal("unreachable");
   }
-  const TensorMeta* Find(std::string_view name) const override {
-    auto it = map_.find(name);
-    if (it != map_.end()) return &it->second.meta;
-    it = internal_.find(name);
-    return it == internal_.end() ? nullptr : &it->second.meta;
-  }
-  std::vector<std::string> Names() const override {
-    std::vector<std::string> names;
-    names.reserve(map_.size());
-    for (const auto& [name, unused] : map_) names.push_back(name);
-    return names;
-  }
-  const std::string& path() const override { return file_->path(); }
-  void ReleaseResidentPages() const override { file_->ReleaseResidentPages(); }
-
- private:
-  // kv_b [nh * (dn + dv), r] from k_b [nh, r, dn] (transposed per head) and v_b [nh, dv, r].
-  StatusOr<Tensor> RebuildKvB(const Entry& e) const {
-    ASSIGN_OR_RETURN(Tensor kb, file_->Get(e.gguf));
-    ASSIGN_OR_RETURN(Tensor vb, file_->Get(e.v_b));
-    ASSIGN_OR_RETURN(Tensor k, kb.ToF32());
-    ASSIGN_OR_RETURN(Tensor v, vb.ToF32());
-    const int64_t nh = k.dim(0), r = k.dim(1), dn = k.dim(2), dv = v.dim(1);
-    ASSIGN_OR_RETURN(Tensor out, Tensor::Zeros(DType::kF32, e.meta.shape));
-    float* o = out.data<float>();
-    const float* kp = k.data<float>();
-    const float* vp = v.data<float>();
-    for (int64_t h = 0; h < nh; ++h) {
-      for (int64_t d = 0; d < dn; ++d) {
-        for (int64_t j = 0; j < r; ++j) o[(h * (dn + dv) + d) * r + j] = kp[(h * r + j) * dn + d];
-      }
-      for (int64_t d = 0; d < dv; ++d) {
-        for (int64_t j = 0; j < r; ++j) o[(h * (dn + dv) + dn + d) * r + j] = vp[(h * dv + d) * r + j];
-      }
-    }
-    return out;
-  }
-
-  std::shared_ptr<GgufFile> file_;
-  std::map<std::string, Entry, std::less<>> map_;
-  std::map<std::string, Entry, std::less<>> internal_;
-};
-
-Status CheckShape(const GgufFile& f, const std::string& name, const Shape& got, const Shape& want) {
-  if (got == want) return Status::Ok();
-  return InvalidArgument("{}: tensor '{}' has shape {} (ggml ne reversed), expected {} from the metadata",
-                         f.path(), name, ShapeToString(got), ShapeToString(want));
+  return out;
 }
 
 StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> file, const ModelConfig& c) {
   const GgufFile& f = *file;
-  std::map<std::string, Deepseek2Source::Entry, std::less<>> map;
+  GgufHfSource::Map map;
   std::map<int64_t, std::pair<std::string, std::string>> kv_split;  // layer -> (k_b, v_b)
   std::set<int64_t> has_kv_b;
-  for (const GgufTensorInfo& info : f.tensors()) {
-    const TensorMeta* meta = f.Find(info.name);
-    if (meta == nullptr) {
-      return f.Get(info.name).status();  // Unimplemented naming the tensor and its ggml type
+  auto layer_tensor = [&](const std::string& gguf_name, int64_t layer, std::string_view part,
+                          const std::string& hf_prefix) -> StatusOr<bool> {
+    for (const LayerName& g : kLayerNames) {
+      if (part != g.gguf) continue;
+      GgufHfSource::AddDirect(f, gguf_name, hf_prefix + std::string(g.hf), &map);
+      if (part == "attn_kv_b.weight") has_kv_b.insert(layer);
+      return true;
     }
-    bool mapped = false;
-    for (const LayerName& g : kGlobalNames) {
-      if (info.name == g.gguf) {
-        Deepseek2Source::Entry e;
-        e.meta = TensorMeta{std::string(g.hf), meta->dtype, meta->shape};
-        e.gguf = info.name;
-        map.emplace(e.meta.name, std::move(e));
-        mapped = true;
-      }
+    for (const LayerName& g : kExpertNames) {
+      if (part != g.gguf) continue;
+      RETURN_IF_ERROR(GgufHfSource::AddExperts(f, gguf_name,
+                                               hf_prefix + "mlp.experts.{}." + std::string(g.hf) + ".weight",
+                                               c.moe.n_routed_experts, &map));
+      return true;
     }
-    const auto block = SplitBlockName(info.name);
-    if (!mapped && block && block->first < c.num_hidden_layers) {
-      const auto [layer, part] = *block;
-      const std::string hf_prefix = fmt::format("model.layers.{}.", layer);
-      for (const LayerName& g : kLayerNames) {
-        if (part != g.gguf) continue;
-        Deepseek2Source::Entry e;
-        e.meta = TensorMeta{hf_prefix + std::string(g.hf), meta->dtype, meta->shape};
-        e.gguf = info.name;
-        if (part == "attn_kv_b.weight") has_kv_b.insert(layer);
-        map.emplace(e.meta.name, std::move(e));
-        mapped = true;
-      }
-      for (const LayerName& g : kExpertNames) {
-        if (part != g.gguf) continue;
-        if (meta->shape.size() != 3 || meta->shape[0] != c.moe.n_routed_experts) {
-          return InvalidArgument(
-              "{}: tensor '{}' has shape {}, expected [{}, rows, cols] (one matrix per expert)", f.path(),
-              info.name, ShapeToString(meta->shape), c.moe.n_routed_experts);
-        }
-        for (int64_t x = 0; x < meta->shape[0]; ++x) {
-          Deepseek2Source::Entry e;
-          e.meta = TensorMeta{fmt::format("{}mlp.experts.{}.{}.weight", hf_prefix, x, g.hf), meta->dtype,
-                              Shape{meta->shape[1], meta->shape[2]}};
-          e.kind = Deepseek2Source::Kind::kExpert;
-          e.gguf = info.name;
-          e.expert = x;
-          map.emplace(e.meta.name, std::move(e));
-        }
-        mapped = true;
-      }
-      if (part == "attn_k_b.weight") {
-        kv_split[layer].first = info.name;
-        mapped = true;
-      } else if (part == "attn_v_b.weight") {
-        kv_split[layer].second = info.name;
-        mapped = true;
-      }
+    if (part == "attn_k_b.weight" || part == "attn_v_b.weight") {
+      (part == "attn_k_b.weight" ? kv_split[layer].first : kv_split[layer].second) = gguf_name;
+      return true;
     }
-    if (!mapped) {
-      return InvalidArgument("{}: tensor '{}' has no Hugging Face counterpart in a {}-layer deepseek2 model",
-                             f.path(), info.name, c.num_hidden_layers);
-    }
-  }
+    return false;
+  };
+  RETURN_IF_ERROR(MapGgufTensors(f, c.num_hidden_layers, kArch, &map, layer_tensor));
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
-  std::map<std::string, Deepseek2Source::Entry, std::less<>> internal;
+  GgufHfSource::Map internal;
   for (const auto& [layer, kv] : kv_split) {
     if (has_kv_b.count(layer)) continue;  // attn_kv_b itself is served as stored
     const std::string hf = fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer);
@@ -312,24 +182,21 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
     }
     RETURN_IF_ERROR(CheckShape(f, kv.first, f.FindInfo(kv.first)->shape(), {nh, r, dn}));
     RETURN_IF_ERROR(CheckShape(f, kv.second, f.FindInfo(kv.second)->shape(), {nh, dv, r}));
-    Deepseek2Source::Entry e;
+    GgufHfSource::Entry e;
     e.meta = TensorMeta{hf, DType::kF32, Shape{nh * (dn + dv), r}};
-    e.kind = Deepseek2Source::Kind::kKvB;
-    e.gguf = kv.first;
-    e.v_b = kv.second;
+    e.kind = GgufHfSource::Kind::kComputed;
+    e.compute = [file, k_b = kv.first, v_b = kv.second, shape = e.meta.shape] {
+      return RebuildKvB(*file, k_b, v_b, shape);
+    };
     map.emplace(hf, std::move(e));
     // The halves as stored, for the model's row ops (not listed: they duplicate kv_b_proj).
     for (const auto& [name, gguf] : {std::pair{Deepseek2SplitKbName(layer), kv.first},
                                      std::pair{Deepseek2SplitVbName(layer), kv.second}}) {
-      Deepseek2Source::Entry half;
-      const TensorMeta* meta = f.Find(gguf);
-      half.meta = TensorMeta{name, meta->dtype, meta->shape};
-      half.gguf = gguf;
-      internal.emplace(name, std::move(half));
+      GgufHfSource::AddDirect(f, gguf, name, &internal);
     }
   }
   return std::unique_ptr<TensorSource>(
-      new Deepseek2Source(std::move(file), std::move(map), std::move(internal)));
+      new GgufHfSource(std::move(file), std::move(map), std::move(internal)));
 }
 
 }  // namespace
@@ -346,94 +213,14 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // (c) tokenizer
 
-StatusOr<std::string_view> PreTokenizerFor(const GgufFile& f, const std::string& pre) {
-  if (pre == "deepseek-llm") return kDeepseekLlmPreTokenizer;
-  if (pre == "deepseek-v3") return kDeepseekV3PreTokenizer;
-  return Unimplemented("{}: tokenizer.ggml.pre '{}' is not supported (deepseek-llm, deepseek-v3)", f.path(),
-                       pre);
-}
-
 StatusOr<HfTokenizerText> Tokenizer(const GgufFile& f) {
   ASSIGN_OR_RETURN(std::string model, f.GetString("tokenizer.ggml.model"));
   if (model != "gpt2") {
-    return Unimplemented("{}: tokenizer.ggml.model '{}' is not supported (only gpt2 byte-level BPE)",
-                         f.path(), model);
+    return Unimplemented(
+        "{}: tokenizer.ggml.model '{}' is not supported for deepseek2 (only gpt2 byte-level BPE)", f.path(),
+        model);
   }
-  ASSIGN_OR_RETURN(std::string pre, f.GetStringOr("tokenizer.ggml.pre", "default"));
-  ASSIGN_OR_RETURN(std::string_view pre_json, PreTokenizerFor(f, pre));
-  ASSIGN_OR_RETURN(std::vector<std::string> tokens, f.GetStringArray("tokenizer.ggml.tokens"));
-  std::vector<int64_t> types(tokens.size(), kNormal);
-  if (f.FindKey("tokenizer.ggml.token_type") != nullptr) {
-    ASSIGN_OR_RETURN(types, f.GetIntArray("tokenizer.ggml.token_type"));
-    if (types.size() != tokens.size()) {
-      return InvalidArgument("{}: tokenizer.ggml.token_type has {} entries, tokenizer.ggml.tokens {}",
-                             f.path(), types.size(), tokens.size());
-    }
-  }
-  ASSIGN_OR_RETURN(std::vector<std::string> merges, f.GetStringArray("tokenizer.ggml.merges"));
-  OJson vocab = OJson::object();
-  OJson added = OJson::array();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const int64_t t = types[i];
-    if (t == kUnused) continue;
-    if (t == kControl || t == kUserDefined) {
-      added.push_back(OJson{{"id", i},
-                            {"content", tokens[i]},
-                            {"single_word", false},
-                            {"lstrip", false},
-                            {"rstrip", false},
-                            {"normalized", t != kControl},
-                            {"special", t == kControl}});
-    } else {
-      vocab[tokens[i]] = i;
-    }
-  }
-  OJson j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = std::move(added);
-  j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = OJson::parse(pre_json);
-  j["post_processor"] = nullptr;
-  j["decoder"] =
-      OJson{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = OJson{{"type", "BPE"},
-                     {"dropout", nullptr},
-                     {"unk_token", nullptr},
-                     {"continuing_subword_prefix", nullptr},
-                     {"end_of_word_suffix", nullptr},
-                     {"fuse_unk", false},
-                     {"byte_fallback", false},
-                     {"vocab", std::move(vocab)},
-                     {"merges", merges}};
-  OJson cfg;
-  ASSIGN_OR_RETURN(bool add_bos, f.GetBoolOr("tokenizer.ggml.add_bos_token", false));
-  ASSIGN_OR_RETURN(bool add_eos, f.GetBoolOr("tokenizer.ggml.add_eos_token", false));
-  cfg["add_bos_token"] = add_bos;
-  cfg["add_eos_token"] = add_eos;
-  for (const auto& [key, field] :
-       {std::pair<const char*, const char*>{"tokenizer.ggml.bos_token_id", "bos_token"},
-        {"tokenizer.ggml.eos_token_id", "eos_token"},
-        {"tokenizer.ggml.padding_token_id", "pad_token"}}) {
-    ASSIGN_OR_RETURN(int64_t id, f.GetIntOr(key, -1));
-    if (id < 0) continue;
-    if (id >= static_cast<int64_t>(tokens.size())) {
-      return InvalidArgument("{}: key '{}' = {} is not below the {} tokens", f.path(), key, id,
-                             tokens.size());
-    }
-    cfg[field] = tokens[static_cast<size_t>(id)];
-  }
-  ASSIGN_OR_RETURN(std::string chat, f.GetStringOr("tokenizer.chat_template", ""));
-  if (!chat.empty()) cfg["chat_template"] = chat;
-  HfTokenizerText out;
-  try {
-    out.tokenizer_json = j.dump();
-    out.tokenizer_config_json = cfg.dump(2);
-  } catch (const nlohmann::json::exception& ex) {
-    return InvalidArgument("{}: tokenizer strings are not valid UTF-8: {}", f.path(), ex.what());
-  }
-  return out;
+  return ReadGpt2Tokenizer(f);
 }
 
 }  // namespace
@@ -445,13 +232,6 @@ StatusOr<HfTokenizerText> Deepseek2TokenizerFromGguf(const GgufFile& file) { ret
 StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_ptr<GgufFile> file,
                                                                   const ModelConfig& config) {
   return MakeSource(std::move(file), config);
-}
-
-std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested) {
-  const std::string types = file.LoadOnlyTypesSummary();
-  if (types.empty()) return "";
-  return fmt::format("moerun: {}: {} tensors are not native here: dequantised at load into {}", file.path(),
-                     types, WeightFormatName(requested.value_or(WeightFormat::kQ8_0)));
 }
 
 StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path) {

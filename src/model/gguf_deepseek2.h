@@ -1,4 +1,5 @@
-// llama.cpp `deepseek2` GGUF files <-> moerun's Hugging Face view of DeepSeek-V2/V3 models.
+// llama.cpp `deepseek2` GGUF files <-> moerun's Hugging Face view of DeepSeek-V2/V3 models (the
+// deepseek2 mapping behind model/gguf_model.h, which model commands use).
 //
 // Reading (OpenGgufDeepseek2): the deepseek2.* metadata become the HF config.json that
 // ModelConfig::FromJson reads; a TensorSource serves the HF tensor names the loaders ask for from
@@ -20,6 +21,7 @@
 #include "io/gguf.h"
 #include "io/tensor_source.h"
 #include "kernels/weight_format.h"
+#include "model/gguf_model.h"
 #include "model/model_config.h"
 
 namespace moerun {
@@ -29,11 +31,7 @@ namespace moerun {
 StatusOr<std::string> Deepseek2ConfigJsonFromGguf(const GgufFile& file);
 
 // (c) tokenizer.json and tokenizer_config.json texts from tokenizer.ggml.* (model "gpt2" only;
-// pre "deepseek-llm" or "deepseek-v3"; other values are Unimplemented naming them).
-struct HfTokenizerText {
-  std::string tokenizer_json;
-  std::string tokenizer_config_json;
-};
+// pre "deepseek-llm", "deepseek-v3", "qwen2", "olmo", "gpt-2"; others are Unimplemented naming them).
 StatusOr<HfTokenizerText> Deepseek2TokenizerFromGguf(const GgufFile& file);
 
 // (b) The HF-named view of a deepseek2 GGUF. Every GGUF tensor must map to an HF name (an
@@ -52,20 +50,8 @@ StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_pt
 std::string Deepseek2SplitKbName(int64_t layer);
 std::string Deepseek2SplitVbName(int64_t layer);
 
-// The one stderr line a model load prints when `file` holds load-only block types (core/dtype.h),
-// e.g. "moerun: m.gguf: Q5_0 x 26, Q5_K x 52 tensors are not native here: dequantised at load
-// into q8_0" (the requested --weight-format's name instead of q8_0 when one is given); "" when
-// every tensor is of a native type.
-std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested);
-
 // Everything at once.
-struct GgufDeepseek2 {
-  std::shared_ptr<GgufFile> file;
-  std::string config_json;
-  ModelConfig config;
-  std::unique_ptr<TensorSource> tensors;
-  HfTokenizerText tokenizer;  // empty texts if the file has no tokenizer.ggml.tokens
-};
+using GgufDeepseek2 = GgufModel;
 StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path);
 
 // (d) Writes `hf` (HF names, e.g. a Checkpoint) as a llama.cpp deepseek2 GGUF at `out_path`,
@@ -75,21 +61,13 @@ StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path);
 // length is not a multiple of the target's block size falls back: Q4_K -> Q8_0 (llama.cpp:
 // Q5_0, which moerun lacks), Q6_K -> Q8_0 (as llama.cpp), then F16 if still not divisible (as
 // llama.cpp). tokenizer_config_json may be empty.
-struct Deepseek2GgufOptions {
-  DType target = DType::kF16;
-  std::string name;  // general.name, written when not empty
-};
+using Deepseek2GgufOptions = GgufWriteOptions;
 Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json,
                           const std::string& tokenizer_json, const std::string& tokenizer_config_json,
                           const Deepseek2GgufOptions& options, const std::string& out_path);
 
 // DeepSeek LLM's pre-tokenizer in tokenizer.json form (what tokenizer.ggml.pre "deepseek-llm" means).
 std::string_view DeepseekLlmPreTokenizerJson();
-
-// The type a matrix of rows of `cols` elements gets under `target`: target itself, or when its
-// blocks do not fit llama.cpp's fallback (Q4_K -> Q5_0, which moerun lacks: Q8_0; Q6_K -> Q8_0;
-// then F16).
-DType GgufMatrixType(DType target, int64_t cols);
 
 // The GGUF type a tensor gets under `target` (the rules above); exposed for tests and docs.
 DType Deepseek2GgufTensorType(const std::string& gguf_name, const Shape& shape, DType target);

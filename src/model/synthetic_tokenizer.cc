@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "model/gguf_common.h"
 #include "model/gguf_deepseek2.h"
+#include "model/gguf_vocab.h"
 
 namespace moerun {
 namespace {
@@ -81,25 +83,9 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
     vocab[left + right] = id++;
     merges.push_back(left + " " + right);
   }
-  nlohmann::ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  j["added_tokens"] = added;
-  j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = nlohmann::json::parse(DeepseekLlmPreTokenizerJson());
-  j["post_processor"] = nullptr;
-  j["decoder"] = {
-      {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  j["model"] = {{"type", "BPE"},
-                {"dropout", nullptr},
-                {"unk_token", nullptr},
-                {"continuing_subword_prefix", nullptr},
-                {"end_of_word_suffix", nullptr},
-                {"fuse_unk", false},
-                {"byte_fallback", false},
-                {"vocab", vocab},
-                {"merges", merges}};
+  const nlohmann::ordered_json j =
+      gguf_internal::ByteLevelBpeTokenizerJson(nlohmann::ordered_json(added), DeepseekLlmPreTokenizerJson(),
+                                               std::move(vocab), nlohmann::ordered_json(merges));
   return j.dump();
 }
 

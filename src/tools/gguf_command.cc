@@ -1,12 +1,13 @@
-// moerun quantize (alias convert-gguf): write a Hugging Face DeepSeek-V2/V3 checkpoint directory as a
-// llama.cpp `deepseek2` GGUF file (model/gguf_deepseek2.h; docs/gguf.md). The result loads in llama.cpp and
+// moerun quantize (alias convert-gguf): write a Hugging Face checkpoint directory as a llama.cpp GGUF file:
+// DeepSeek-V2/V3 as `deepseek2`, Qwen2-MoE as `qwen2moe`, Qwen3-MoE as `qwen3moe`, OLMoE as `olmoe`,
+// Mixtral as `llama` with experts (model/gguf_model.h; docs/gguf.md). The result loads in llama.cpp and
 // in moerun (`-m FILE.gguf` on every model command).
 #include <cstdio>
 #include <filesystem>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
-#include "model/gguf_deepseek2.h"
+#include "model/gguf_model.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/model_cli.h"
@@ -34,7 +35,7 @@ StatusOr<DType> ParseGgufType(const std::string& s) {
 }
 
 Status Run(const ConvertGgufArgs& a) {
-  Deepseek2GgufOptions opt;
+  GgufWriteOptions opt;
   ASSIGN_OR_RETURN(opt.target, ParseGgufType(a.type));
   opt.name = a.name.empty() ? std::filesystem::path(a.model_dir).filename().string() : a.name;
   ASSIGN_OR_RETURN(std::string config, ReadFileToString(a.model_dir + "/config.json"));
@@ -45,7 +46,7 @@ Status Run(const ConvertGgufArgs& a) {
     ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString(tok_dir + "/tokenizer_config.json"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.model_dir));
-  RETURN_IF_ERROR(WriteDeepseek2Gguf(*ckpt, config, tokenizer, tokenizer_config, opt, a.out));
+  RETURN_IF_ERROR(WriteGgufModel(*ckpt, config, tokenizer, tokenizer_config, opt, a.out));
   std::fprintf(stderr, "moerun: wrote %s (%s)\n", a.out.c_str(), a.type.c_str());
   return Status::Ok();
 }
@@ -100,7 +101,7 @@ Status InspectGguf(const ModelArgs& a) {
     bytes += t.nbytes;
   }
   std::printf("tensor bytes: %llu\n", static_cast<unsigned long long>(bytes));
-  ASSIGN_OR_RETURN(std::string config, Deepseek2ConfigJsonFromGguf(*f));
+  ASSIGN_OR_RETURN(std::string config, GgufConfigJson(*f));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config, a.model_dir + " (metadata)"));
   std::printf("config: %s\n", c.Summary().c_str());
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
@@ -111,9 +112,10 @@ Status InspectGguf(const ModelArgs& a) {
 
 void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ConvertGgufArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "quantize",
-      "Write an HF DeepSeek-V2/V3 checkpoint as a llama.cpp GGUF in a chosen type (alias convert-gguf)");
+  CLI::App* cmd = app.add_subcommand("quantize",
+                                     "Write an HF MoE checkpoint (DeepSeek-V2/V3, Qwen2/3-MoE, OLMoE, "
+                                     "Mixtral) as a llama.cpp GGUF in a chosen type "
+                                     "(alias convert-gguf)");
   cmd->alias("convert-gguf");
   cmd->add_option("-m,--model", args->model_dir,
                   "HF checkpoint directory (config.json, safetensors, tokenizer.json)")

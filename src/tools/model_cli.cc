@@ -9,7 +9,7 @@
 #include "comm/mpi_comm.h"
 #include "io/atomic_file.h"
 #include "model/arch.h"
-#include "model/gguf_deepseek2.h"
+#include "model/gguf_model.h"
 #include "model/synthetic_model.h"
 #include "tools/cli_util.h"
 #include "tools/memory_budget.h"
@@ -42,7 +42,8 @@ void AddModelOptions(CLI::App* cmd, ModelArgs* a) {
   const char* env = std::getenv("MOERUN_MODEL");
   a->model_dir = env != nullptr ? env : MOERUN_DEFAULT_MODEL_DIR;
   cmd->add_option("-m,--model", a->model_dir,
-                  "Checkpoint directory (config.json + safetensors) or a llama.cpp deepseek2 .gguf file")
+                  "Checkpoint directory (config.json + safetensors) or a llama.cpp .gguf file (deepseek2, "
+                  "qwen2moe, qwen3moe, olmoe, llama MoE)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
   a->kernels.Add(cmd);
@@ -91,7 +92,7 @@ bool HasTokenizer(const std::string& model) {
 StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model) {
   if (!IsGgufPath(model)) return Tokenizer::FromDirectory(model);
   ASSIGN_OR_RETURN(std::shared_ptr<GgufFile> file, GgufFile::Open(model));
-  ASSIGN_OR_RETURN(HfTokenizerText text, Deepseek2TokenizerFromGguf(*file));
+  ASSIGN_OR_RETURN(HfTokenizerText text, GgufTokenizerText(*file));
   return Tokenizer::FromJsonWithConfig(text.tokenizer_json, model + " (tokenizer.ggml.*)",
                                        text.tokenizer_config_json, model + " (tokenizer.ggml.* config)");
 }
@@ -126,7 +127,7 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
                      SyntheticTensorSource::Create(config, dtype, /*seed=*/1, pool));
     ASSIGN_OR_RETURN(model, LoadModelFromSource(std::move(source), config, o, pool, progress, world));
   } else if (IsGgufPath(a.model_dir)) {
-    ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(a.model_dir));
+    ASSIGN_OR_RETURN(GgufModel g, OpenGgufModel(a.model_dir));
     RETURN_IF_ERROR(CheckBudget(a, g.config, o));
     if (const std::string warning = GgufConversionWarning(*g.file, o.weight_format);
         lead && !warning.empty()) {

@@ -13,7 +13,7 @@
 
 #include "io/atomic_file.h"
 #include "model/deepseek_model.h"
-#include "model/gguf_deepseek2.h"
+#include "model/gguf_model.h"
 #include "model/gqa_attention.h"
 #include "moe/parallel_moe.h"
 #include "parallel/layout.h"
@@ -185,7 +185,7 @@ StatusOr<PlanModel> OpenPlanModel(const std::string& model, bool deterministic) 
   PlanModel m;
   std::unique_ptr<TensorSource> tensors;
   if (IsGgufPath(model)) {
-    ASSIGN_OR_RETURN(GgufDeepseek2 g, OpenGgufDeepseek2(model));
+    ASSIGN_OR_RETURN(GgufModel g, OpenGgufModel(model));
     m.config = std::move(g.config);
     tensors = std::move(g.tensors);
   } else {

@@ -48,7 +48,7 @@ expect_error() {
   local err
   err=$("$@" 2>&1 >/dev/null)
   local rc=$?
-  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then pass "$name: $needle"; else fail "$name (rc $rc): $err"; fi
+  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then pass "$name: $needle ($(tail -1 <<<"$err"))"; else fail "$name (rc $rc): $err"; fi
 }
 
 # bad NAME NEEDLE PYTHON-EDIT: a copy of the model dir $d with config.json edited (`c` is the
