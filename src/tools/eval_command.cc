@@ -9,6 +9,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/file_identity.h"
 #include "tools/model_cli.h"
 #include "tools/parallel_flags.h"
 
@@ -61,7 +62,11 @@ Status RunEval(const EvalArgs& a) {
   ASSIGN_OR_RETURN(auto tok, LoadTokenizer(a.model.model_dir));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   const int64_t n = static_cast<int64_t>(problems.size());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "eval"));
+  RETURN_IF_ERROR(AddFileIdentity(&agree, "--task", a.task, FileDigest::kContent));
+  agree.Add("--batch", std::to_string(a.batch));
+  agree.Add("--max-new", std::to_string(a.max_new));
+  return RunModelOnRanks(a.model, agree, [&](Communicator& world, Model& model, bool) -> Status {
     // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
     // every step batches the same sequences on every layout.
     Engine engine(world, model, tok.get(),

@@ -41,7 +41,10 @@ struct LogitsArgs {
 Status RunLogits(const LogitsArgs& a) {
   ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(a.tokens));
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "logits"));
+  agree.Add("--tokens", IdsField(ids));
+  agree.Add("--decode", a.decode ? "on" : "off");
+  return RunModelOnRanks(a.model, agree, [&](Communicator& world, Model& model, bool) -> Status {
     // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
     // per step through the cache.
     Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});
@@ -177,7 +180,11 @@ BenchBound Bound(const Model& model, const BenchArgs& a, double read_gbs, int wo
 Status RunBench(const BenchArgs& a) {
   if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
-  return RunModelOnRanks(a.model, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
+  agree.Add("-p", std::to_string(a.n_prompt));
+  agree.Add("-n", std::to_string(a.n_gen));
+  agree.Add("-r", std::to_string(a.reps));
+  return RunModelOnRanks(a.model, agree, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
     // The machine bound of this run: read bandwidth measured now, by as many threads as a rank uses.
     double read_gbs = 0;

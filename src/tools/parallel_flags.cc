@@ -31,6 +31,21 @@ void ParallelFlags::Add(CLI::App* cmd) {
   cmd->add_flag("--unsafe-disable-state-checks", disable_state_checks,
                 "Testing: let the injected fault through instead of refusing it")
       ->group("Fault injection");
+  cmd->add_option("--fault-disagree-rank", fault_disagree_rank,
+                  "Testing: this rank's start-up fingerprint differs from the others'")
+      ->group("Fault injection");
+}
+
+void ParallelFlags::AddFields(RankFingerprint* fp) const {
+  fp->Add("--tp", std::to_string(tp));
+  fp->Add("--dp", std::to_string(dp));
+  fp->Add("--ep", ep ? "on" : "off");
+  fp->Add("--sp", sp ? "on" : "off");
+  fp->Add("--dispatch", dispatch);
+  fp->Add("--deterministic", deterministic ? "on" : "off");
+  fp->Add("--shared-replicated", shared_replicated ? "on" : "off");
+  fp->Add("--fault-reduce-shared", fault_reduce_shared ? "on" : "off");
+  fp->Add("--unsafe-disable-state-checks", disable_state_checks ? "on" : "off");
 }
 
 void ParallelFlags::ApplyTimeout(Communicator& world) const {
@@ -64,9 +79,25 @@ int DefaultThreadsPerProcess() {
   return std::max(1, DefaultThreadCount() / ranks_here);
 }
 
-Status RunOnRanks(int world_size, int total_threads, const std::function<Status(Communicator&, int)>& body) {
+namespace {
+
+// Timeout and agreement, on every rank before its body (see RunOnRanks).
+Status Agree(const ParallelFlags& flags, const RankFingerprint& agree, Communicator& world) {
+  flags.ApplyTimeout(world);
+  RankFingerprint mine = agree;
+  flags.AddFields(&mine);
+  if (world.rank() == flags.fault_disagree_rank) mine.Add("fault injection", "--fault-disagree-rank");
+  return CheckRanksAgree(world, mine);
+}
+
+}  // namespace
+
+Status RunOnRanks(const ParallelFlags& flags, int total_threads, const RankFingerprint& agree,
+                  const std::function<Status(Communicator&, int)>& body) {
   if (StartedByMpirun()) {
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr));
+    // Every rank holds the same verdict: each reports it and exits non-zero, no abort needed.
+    RETURN_IF_ERROR(Agree(flags, agree, *world));
     Status s = body(*world, std::max(1, total_threads));
     if (!s.ok()) {
       std::fprintf(stderr, "moerun: error (rank %d of %d): %s\n", world->rank(), world->size(),
@@ -75,8 +106,12 @@ Status RunOnRanks(int world_size, int total_threads, const std::function<Status(
     }
     return s;
   }
+  const int world_size = flags.tp * flags.dp;
   const int per_rank = std::max(1, total_threads / world_size);
-  return RunRanks(world_size, [&](Communicator& comm) { return body(comm, per_rank); });
+  return RunRanks(world_size, [&](Communicator& comm) -> Status {
+    RETURN_IF_ERROR(Agree(flags, agree, comm));
+    return body(comm, per_rank);
+  });
 }
 
 std::string CollectivesJson(const std::vector<CollectiveRecord>& records) {
