@@ -6,8 +6,9 @@
 // same bits whatever the order or grouping in which ranks and threads add them. That is what makes
 // deterministic mode bitwise identical across parallel layouts. Range: |sum| < 2^47.
 // NaN and ±Inf terms are not dropped: they become kFixedPoison (2^118, always positive, so two
-// cannot cancel, and up to 512 of them fit in a sum), which no finite term of the range reaches;
-// FromFixedChecked turns a sum at or beyond it back into NaN, so a layer boundary still sees it.
+// cannot cancel, and up to 512 of them fit in a sum). FromFixedChecked turns a sum of magnitude
+// >= 2^117 back into NaN: a sum holding a poisoned term stays there while its finite terms total
+// less than 2^37 (activations are far smaller), so a layer boundary still sees the NaN.
 // Thread safety: pure functions.
 #pragma once
 
@@ -74,10 +75,11 @@ inline float FromFixed(Fixed128 f) {
   return negative ? -r : r;
 }
 
-// FromFixed, or NaN for a sum holding a NaN / ±Inf term (|f| >= kFixedPoison; finite terms of
-// |v| >= 2^38 land there too, far outside any activation).
+// FromFixed, or NaN for a sum holding a NaN / ±Inf term (|f| >= kFixedPoison / 2; finite sums of
+// |sum| >= 2^37 land there too, far outside any activation).
 inline float FromFixedChecked(Fixed128 f) {
-  if (f >= kFixedPoison || f <= -kFixedPoison) return std::numeric_limits<float>::quiet_NaN();
+  constexpr Fixed128 kBound = kFixedPoison / 2;
+  if (f >= kBound || f <= -kBound) return std::numeric_limits<float>::quiet_NaN();
   return FromFixed(f);
 }
 

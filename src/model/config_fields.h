@@ -38,7 +38,7 @@ inline StatusOr<double> Num(const Json& j, const std::string& src, const char* n
   const Json& v = j.at(name);
   if (!v.is_number()) return InvalidArgument("{}: field '{}' must be a number, got {}", src, name, v.dump());
   const double x = v.get<double>();
-  if (!std::isfinite(x)) return InvalidArgument("{}: field '{}' = {} must be finite", src, name, v.dump());
+  if (!std::isfinite(x)) return InvalidArgument("{}: field '{}' = {} must be finite", src, name, x);
   return x;
 }
 

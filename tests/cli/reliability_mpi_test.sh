@@ -4,16 +4,9 @@
 # printing the same message naming the field and both values; nothing crashes, hangs or exits 0.
 # And §2 under mpirun: a NaN weight stops the job naming the layer.
 set -uo pipefail
-MOERUN=${MOERUN:?set MOERUN to the moerun binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-ST="$PY $HERE/st_tool.py"
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass() { echo "PASS: $1"; }
-fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+# shellcheck source=tests/cli/reliability_common.sh
+source "$HERE/reliability_common.sh"
 MPIRUN=(timeout 120 mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none
   --mca btl self,vader)
 
@@ -110,8 +103,4 @@ for layout in "2|--tp 2" "2|--dp 2 --ep" "2|--tp 2 --deterministic"; do
   fi
 done
 
-if [[ $failures -ne 0 ]]; then
-  echo "reliability_mpi_test: $failures failure(s)"
-  exit 1
-fi
-echo "reliability_mpi_test: all passed"
+finish reliability_mpi_test
