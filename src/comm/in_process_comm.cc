@@ -277,8 +277,10 @@ std::vector<std::unique_ptr<Communicator>> InProcessWorld::Create(int n) {
 Status RunRanks(int n, const std::function<Status(Communicator&)>& fn) {
   std::vector<std::unique_ptr<Communicator>> comms = InProcessWorld::Create(n);
   const std::shared_ptr<WorldState> world = static_cast<InProcessComm&>(*comms[0]).world_state();
+  std::vector<Status> results(static_cast<size_t>(n));
   auto run = [&](int r) {
     const Status s = fn(*comms[static_cast<size_t>(r)]);
+    results[static_cast<size_t>(r)] = s;
     if (s.ok()) return;
     std::lock_guard<std::mutex> lock(world->mu);
     if (world->failed.load()) return;  // a report of the first failure, or a second one
@@ -290,6 +292,9 @@ Status RunRanks(int n, const std::function<Status(Communicator&)>& fn) {
   for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
   run(0);
   for (auto& t : threads) t.join();
+  // The lowest rank's own error (not a report of another rank's), as when ranks fail together.
+  for (const Status& s : results)
+    if (!s.ok() && s.message().find(world->why) == std::string::npos) return s;
   return world->first;
 }
 

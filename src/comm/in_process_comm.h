@@ -28,7 +28,7 @@ class InProcessWorld {
 // Runs fn(rank communicator) on n threads (rank 0 on the calling thread) and joins them.
 // When a rank's fn fails, every collective its peers wait in (in any group split from this world)
 // fails within ~20 ms with "<op> on group '<g>': world rank r failed: <its error>", so no rank waits
-// for its deadline. Returns the first failure (the cause), or OK.
+// for its deadline. Returns the lowest rank's own error (not such a report), or OK.
 Status RunRanks(int n, const std::function<Status(Communicator&)>& fn);
 
 }  // namespace moerun
