@@ -20,7 +20,7 @@ struct ConvertGgufArgs {
   std::string out;
   std::string type = "f16";
   std::string name;
-  std::string tokenizer_dir;  // default: model_dir
+  std::string tokenizer_dir;   // default: model_dir
   bool check_tensors = false;  // scan every tensor for NaN/Inf before converting
 };
 
