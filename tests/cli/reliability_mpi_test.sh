@@ -61,6 +61,14 @@ $ST drop "$model/model.safetensors" model.layers.3.mlp.gate.weight "$WORK/droppe
 disagree "-m with different safetensors" "ranks disagree on 'model file model.safetensors': rank 0 has 'size " \
   "generate -m $model --tokens 1,2 -n 2 --tp 2 -t 1" "generate -m $WORK/dropped --tokens 1,2 -n 2 --tp 2 -t 1"
 
+# Two GGUF files of the same model in different block types.
+$PY "$ROOT/tools/make_test_model.py" "$WORK/v2" --variant v2 --dtype f32 >/dev/null
+$PY "$ROOT/tests/tokenizer/testdata/place_synthetic_tokenizer.py" "$WORK/v2"  # quantize needs one
+"$MOERUN" quantize -m "$WORK/v2" -o "$WORK/a.gguf" --type q8_0 >/dev/null 2>&1
+"$MOERUN" quantize -m "$WORK/v2" -o "$WORK/b.gguf" --type f16 >/dev/null 2>&1
+disagree "-m with different GGUF files" "ranks disagree on 'model file': rank 0 has 'size " \
+  "generate -m $WORK/a.gguf --tokens 1,2 -n 2 --tp 2 -t 1" "generate -m $WORK/b.gguf --tokens 1,2 -n 2 --tp 2 -t 1"
+
 # eval --dp 2 with different task files (used to crash rank 0 or print a wrong accuracy).
 head -n 5 "$model/heldout.jsonl" >"$WORK/task_a.jsonl"
 head -n 9 "$model/heldout.jsonl" >"$WORK/task_b.jsonl"
