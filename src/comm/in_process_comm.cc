@@ -1,6 +1,7 @@
 #include "comm/in_process_comm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <map>
@@ -24,15 +25,29 @@ struct Slot {
   void* shared = nullptr;  // Split: the new group created by the color's first member
 };
 
+// What every group of one in-process world shares: whether a rank's body failed (RunRanks), so
+// ranks waiting for it in any group stop at once instead of at their deadline.
+struct WorldState {
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  std::string why;  // "world rank 1 failed: <its error>"
+  Status first;     // the first failure: the cause, not a peer's report of it
+};
+
+// How long a waiting rank sleeps between looks at WorldState::failed.
+constexpr std::chrono::milliseconds kFailurePoll{20};
+
 // State shared by the ranks of one group.
 class Group {
  public:
-  explicit Group(int n) : n_(n), slots_(static_cast<size_t>(n)) {}
+  Group(int n, std::shared_ptr<WorldState> world)
+      : n_(n), slots_(static_cast<size_t>(n)), world_(std::move(world)) {}
+  const std::shared_ptr<WorldState>& world() const { return world_; }
 
   int size() const { return n_; }
   Slot& slot(int r) { return slots_[static_cast<size_t>(r)]; }
 
-  // Blocks until all n ranks arrive or the timeout passes.
+  // Blocks until all n ranks arrive, the timeout passes or a rank of the world fails.
   Status Barrier(std::chrono::milliseconds timeout, const char* op, const std::string& name) {
     std::unique_lock<std::mutex> lock(mu_);
     if (broken_) return Broken(op, name);
@@ -43,12 +58,24 @@ class Group {
       cv_.notify_all();
       return Status::Ok();
     }
-    if (!cv_.wait_for(lock, timeout, [&] { return generation_ != gen || broken_; })) {
-      broken_ = true;  // the group cannot be used again: peers are out of step
-      cv_.notify_all();
-      reason_ = fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name, n_,
-                            timeout.count());
-      return Status(StatusCode::kIOError, reason_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (generation_ == gen && !broken_) {
+      if (world_->failed.load()) {
+        broken_ = true;
+        cv_.notify_all();
+        std::lock_guard<std::mutex> why_lock(world_->mu);
+        reason_ = world_->why;
+        return Status(StatusCode::kIOError, fmt::format("{} on group '{}': {}", op, name, world_->why));
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        broken_ = true;  // the group cannot be used again: peers are out of step
+        cv_.notify_all();
+        reason_ = fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name, n_,
+                              timeout.count());
+        return Status(StatusCode::kIOError, reason_);
+      }
+      cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(kFailurePoll, deadline - now));
     }
     if (broken_ && generation_ == gen) return Broken(op, name);
     return Status::Ok();
@@ -74,6 +101,7 @@ class Group {
   std::string reason_;  // the first deadline error, once broken_
   std::mutex split_mu_;
   std::map<int, std::shared_ptr<Group>> split_groups_;  // per Split call: color -> group
+  std::shared_ptr<WorldState> world_;
 };
 
 void AddInto(void* dst, const void* src, size_t count, ReduceType type) {
@@ -95,6 +123,7 @@ class InProcessComm final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return group_->size(); }
+  const std::shared_ptr<WorldState>& world_state() const { return group_->world(); }
 
   // Waits for every rank of the group; a deadline error names this rank's collective in flight.
   Status Sync(const char* op) {
@@ -226,7 +255,8 @@ class InProcessComm final : public Communicator {
       auto& groups = group_->split_groups();
       auto it = groups.find(color);
       if (it == groups.end())
-        it = groups.emplace(color, std::make_shared<Group>(static_cast<int>(members.size()))).first;
+        it = groups.emplace(color, std::make_shared<Group>(static_cast<int>(members.size()), group_->world()))
+                 .first;
       g = it->second;
     }
     RETURN_IF_ERROR(Sync("split"));  // everyone holds its group
@@ -248,7 +278,7 @@ class InProcessComm final : public Communicator {
 }  // namespace
 
 std::vector<std::unique_ptr<Communicator>> InProcessWorld::Create(int n) {
-  auto group = std::make_shared<Group>(n);
+  auto group = std::make_shared<Group>(n, std::make_shared<WorldState>());
   std::vector<std::unique_ptr<Communicator>> comms;
   for (int r = 0; r < n; ++r) {
     comms.push_back(std::make_unique<InProcessComm>(group, r, "world", std::make_shared<CollectiveLog>()));
@@ -274,17 +304,26 @@ Status RunGuarded(const std::function<Status(Communicator&)>& fn, Communicator& 
 
 Status RunRanks(int n, const std::function<Status(Communicator&)>& fn) {
   std::vector<std::unique_ptr<Communicator>> comms = InProcessWorld::Create(n);
+  const std::shared_ptr<WorldState> world = static_cast<InProcessComm&>(*comms[0]).world_state();
   std::vector<Status> results(static_cast<size_t>(n));
+  auto run = [&](int r) {
+    const Status s = RunGuarded(fn, *comms[static_cast<size_t>(r)]);
+    results[static_cast<size_t>(r)] = s;
+    if (s.ok()) return;
+    std::lock_guard<std::mutex> lock(world->mu);
+    if (world->failed.load()) return;  // a report of the first failure, or a second one
+    world->first = s;
+    world->why = fmt::format("world rank {} failed: {}", r, s.message());
+    world->failed.store(true);
+  };
   std::vector<std::thread> threads;
-  for (int r = 1; r < n; ++r) {
-    threads.emplace_back(
-        [&, r] { results[static_cast<size_t>(r)] = RunGuarded(fn, *comms[static_cast<size_t>(r)]); });
-  }
-  results[0] = RunGuarded(fn, *comms[0]);
+  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
+  run(0);
   for (auto& t : threads) t.join();
+  // The lowest rank's own error (not a report of another rank's), as when ranks fail together.
   for (const Status& s : results)
-    if (!s.ok()) return s;
-  return Status::Ok();
+    if (!s.ok() && s.message().find(world->why) == std::string::npos) return s;
+  return world->first;
 }
 
 }  // namespace moerun

@@ -5,7 +5,8 @@
 // a barrier, lets every rank read its peers' buffers directly (one copy, no staging), and meets
 // again so no buffer is released while a peer still reads it. Reductions sum in rank order.
 // Barriers block on a condition variable with the communicator's timeout: a missing peer
-// yields an error, never a hang or a busy spin.
+// yields an error, never a hang or a busy spin (a waiting rank wakes every 20 ms to see whether
+// a rank of its world failed).
 //
 // RunRanks(n, fn) is the usual driver: it runs fn(comm) on n threads and returns the first error.
 #pragma once
@@ -25,7 +26,9 @@ class InProcessWorld {
 };
 
 // Runs fn(rank communicator) on n threads (rank 0 on the calling thread) and joins them.
-// Returns the lowest rank's error, if any.
+// When a rank's fn fails, every collective its peers wait in (in any group split from this world)
+// fails within ~20 ms with "<op> on group '<g>': world rank r failed: <its error>", so no rank waits
+// for its deadline. Returns the lowest rank's own error (not such a report), or OK.
 Status RunRanks(int n, const std::function<Status(Communicator&)>& fn);
 
 }  // namespace moerun

@@ -5,6 +5,10 @@
 // truncated deterministically). Integer addition is associative, so a sum of such terms has the
 // same bits whatever the order or grouping in which ranks and threads add them. That is what makes
 // deterministic mode bitwise identical across parallel layouts. Range: |sum| < 2^47.
+// NaN and ±Inf terms are not dropped: they become kFixedPoison (2^118, always positive, so two
+// cannot cancel, and up to 512 of them fit in a sum). FromFixedChecked turns a sum of magnitude
+// >= 2^117 back into NaN: a sum holding a poisoned term stays there while its finite terms total
+// less than 2^37 (activations are far smaller), so a layer boundary still sees the NaN.
 // Thread safety: pure functions.
 #pragma once
 
@@ -12,12 +16,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 
 namespace moerun {
 
 __extension__ typedef __int128 Fixed128;  // NOLINT(modernize-use-using): __extension__ silences -Wpedantic
 inline constexpr int kFixedFracBits = 80;
+inline constexpr Fixed128 kFixedPoison = Fixed128{1} << 118;  // what a NaN / ±Inf term adds
 
 // Exact for |v| >= 2^-56; smaller magnitudes are truncated toward zero. Bit manipulation only
 // (this runs once per term in deterministic mode).
@@ -27,10 +33,7 @@ inline Fixed128 ToFixed(float v) {
   const uint32_t biased = (bits >> 23) & 0xffu;
   const bool negative = (bits >> 31) != 0;
   constexpr Fixed128 kSaturated = Fixed128{1} << 126;
-  if (biased == 0xffu) {  // inf or NaN
-    if ((bits & 0x7fffffu) != 0) return 0;
-    return negative ? -kSaturated : kSaturated;
-  }
+  if (biased == 0xffu) return kFixedPoison;  // inf or NaN
   // v = mant * 2^(exp - 150) with a 24-bit mant (subnormals: exp 1, no implicit bit).
   const int64_t mant = biased == 0 ? (bits & 0x7fffffu) : ((bits & 0x7fffffu) | 0x800000u);
   const int shift = (biased == 0 ? 1 : static_cast<int>(biased)) - 150 + kFixedFracBits;
@@ -70,6 +73,14 @@ inline float FromFixed(Fixed128 f) {
   const float scale = std::bit_cast<float>(static_cast<uint32_t>(127 + shift - kFixedFracBits) << 23);
   const float r = static_cast<float>(m) * scale;
   return negative ? -r : r;
+}
+
+// FromFixed, or NaN for a sum holding a NaN / ±Inf term (|f| >= kFixedPoison / 2; finite sums of
+// |sum| >= 2^37 land there too, far outside any activation).
+inline float FromFixedChecked(Fixed128 f) {
+  constexpr Fixed128 kBound = kFixedPoison / 2;
+  if (f >= kBound || f <= -kBound) return std::numeric_limits<float>::quiet_NaN();
+  return FromFixed(f);
 }
 
 // One row of weighted terms for AccumulateFixed: the terms weight * y[c], c < n.

@@ -4,6 +4,7 @@
 // the file, the field, the value and the bound. Thread safety: pure functions.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -36,7 +37,16 @@ inline StatusOr<double> Num(const Json& j, const std::string& src, const char* n
   if (!Has(j, name)) return fallback;
   const Json& v = j.at(name);
   if (!v.is_number()) return InvalidArgument("{}: field '{}' must be a number, got {}", src, name, v.dump());
-  return v.get<double>();
+  const double x = v.get<double>();
+  if (!std::isfinite(x)) return InvalidArgument("{}: field '{}' = {} must be finite", src, name, x);
+  return x;
+}
+
+// A value read before (a field, or its fallback) that must be > 0, e.g. rms_norm_eps, rope_theta.
+inline Status CheckPositive(const std::string& src, const char* name, double x) {
+  if (!(x > 0) || !std::isfinite(x))
+    return InvalidArgument("{}: field '{}' = {} must be > 0 (and finite)", src, name, x);
+  return Status::Ok();
 }
 
 inline StatusOr<bool> Bool(const Json& j, const std::string& src, const char* name, bool fallback) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "comm/in_process_comm.h"
+#include "core/finite_scan.h"
 #include "core/fixed_point.h"
 #include "parallel/transition.h"
 
@@ -149,7 +150,7 @@ Status DecoderModel::OutputProjection(int64_t layer, const float* o, int64_t t_c
   StatedBuffer sum = StatedBuffer::Fixed(ReductionState::Partial(Group::kTp), t_count, h, acc.data());
   RETURN_IF_ERROR(Transition(layout(), &sum, ReductionState::Replicated(Group::kTp),
                              fmt::format("layer {} o_proj output", layer)));
-  for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixed(acc[i]);
+  for (size_t i = 0; i < acc.size(); ++i) out[i] = FromFixedChecked(acc[i]);
   return Status::Ok();
 }
 
@@ -183,6 +184,25 @@ std::vector<std::vector<uint64_t>> DecoderModel::RoutedTokenCounts() const {
     if (layers_[l].moe) counts[l] = layers_[l].moe->RoutedTokenCounts();
   return counts;
 }
+
+namespace {
+
+// A layer boundary (the residual stream after a layer, or the logits): the first NaN/Inf stops
+// the forward pass with an error naming the boundary and the token's position in its sequence.
+// `picked`: the batch rows x holds (empty: all of them, in order). Every rank of a replica holds
+// the same rows here, so all of them stop at the same boundary.
+Status CheckBoundary(std::string_view what, const float* x, int64_t n_rows, int64_t cols,
+                     const std::vector<RowPlace>& rows, const std::vector<int64_t>& picked) {
+  const std::optional<NonFiniteAt> bad = FindNonFinite(x, n_rows, cols);
+  if (!bad) return Status::Ok();
+  const int64_t row = picked.empty() ? bad->row : picked[static_cast<size_t>(bad->row)];
+  return InvalidArgument(
+      "{}: {} at position {} (batch row {}, column {}); a weight or an activation is not finite "
+      "(--check-tensors scans the weights at load)",
+      what, NonFiniteName(bad->value), rows[static_cast<size_t>(row)].pos, row, bad->col);
+}
+
+}  // namespace
 
 Status DecoderModel::ForwardBatch(std::span<const SequenceChunk> seqs, bool all_logits,
                                   std::vector<float>* logits) {
@@ -253,6 +273,7 @@ Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logi
       LinearForward(lw.mlp_down, act.data(), t_count, out.data(), Ctx());
       for (size_t i = 0; i < hs.size(); ++i) hs[i] += out[i];
     }
+    RETURN_IF_ERROR(CheckBoundary(fmt::format("layer {} output", l), hs.data(), t_count, h, rows, {}));
   }
   for (const SequenceChunk& sc : seqs)
     sc.cache->set_size(sc.cache->size() + static_cast<int64_t>(sc.tokens.size()));
@@ -278,7 +299,7 @@ Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logi
   const int tp = lay.GroupSize(Group::kTp);
   if (tp == 1) {  // the whole vocabulary: Complete(replicated over tp) already
     LinearForward(lm_head_, a.data(), n_rows, logits->data(), Ctx());
-    return Status::Ok();
+    return CheckBoundary("logits", logits->data(), n_rows, c.vocab_size, rows, out_rows);
   }
   // Vocabulary-parallel lm_head: this rank's columns of the logits, gathered where sampled.
   std::vector<float> mine(static_cast<size_t>(n_rows * lm_head_.out_features()));
@@ -289,7 +310,9 @@ Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logi
                                         lm_head_.out_features(), mine.data());
   StatedBuffer all =
       StatedBuffer::F32(ReductionState::ColumnShard(Group::kTp), n_rows, c.vocab_size, logits->data());
-  return Transition(lay, &part, ReductionState::Replicated(Group::kTp), "lm_head logits", &all, shards);
+  RETURN_IF_ERROR(
+      Transition(lay, &part, ReductionState::Replicated(Group::kTp), "lm_head logits", &all, shards));
+  return CheckBoundary("logits", logits->data(), n_rows, c.vocab_size, rows, out_rows);
 }
 
 double DecoderModel::DecodeWeightBytesPerToken() const {

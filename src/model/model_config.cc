@@ -120,6 +120,25 @@ Status CheckCommonFields(const Json& j, const std::string& src, const ModelConfi
   return Status::Ok();
 }
 
+// The floating-point fields every architecture has, by range: a negative rms_norm_eps or a
+// rope_theta of 0 would make every logit NaN, so they are refused here with the field and bound.
+Status CheckNumericRanges(const ModelConfig& c, const std::string& src) {
+  RETURN_IF_ERROR(config_fields::CheckPositive(src, "rms_norm_eps", c.rms_norm_eps));
+  RETURN_IF_ERROR(config_fields::CheckPositive(src, "rope_theta", c.rope_theta));
+  if (c.clip_qkv < 0)
+    return InvalidArgument("{}: field 'clip_qkv' = {} must be > 0 (or null)", src, c.clip_qkv);
+  if (!c.yarn.enabled) return Status::Ok();
+  const std::string where = src + " rope_scaling";
+  RETURN_IF_ERROR(config_fields::CheckPositive(where, "factor", c.yarn.factor));
+  RETURN_IF_ERROR(config_fields::CheckPositive(where, "beta_fast", c.yarn.beta_fast));
+  RETURN_IF_ERROR(config_fields::CheckPositive(where, "beta_slow", c.yarn.beta_slow));
+  // YaRN's correction range divides by ln(rope_theta).
+  if (!(c.rope_theta > 1)) {
+    return InvalidArgument("{}: field 'rope_theta' = {} must be > 1 with YaRN scaling", src, c.rope_theta);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 double YarnGetMscale(double factor, double m) {
@@ -141,6 +160,7 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::
   RETURN_IF_ERROR(CheckLayerBound(j, src));
   RETURN_IF_ERROR(arch->parse_config(text, src, &c));
   RETURN_IF_ERROR(CheckCommonFields(j, src, c));
+  RETURN_IF_ERROR(CheckNumericRanges(c, src));
   ASSIGN_OR_RETURN(c.moe, MoeConfig::FromJson(text, src));
   if (c.moe.hidden_size != c.hidden_size) return Internal("{}: hidden_size mismatch", src);
   return c;

@@ -154,8 +154,9 @@ void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows*
   }
 }
 
-Status CheckFinite(const TensorSource& ckpt) {
+Status CheckFinite(const TensorSource& ckpt, std::string_view prefix) {
   for (const std::string& name : ckpt.Names()) {
+    if (!name.starts_with(prefix)) continue;
     ASSIGN_OR_RETURN(Tensor t, ckpt.Get(name));
     if (t.dtype() == DType::kF8_E4M3) {  // its scales are F32 tensors, checked on their own
       if (const int64_t i = FindF8NaN(t); i >= 0) {

@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -44,7 +45,9 @@ TensorTable DecoderTensorTable(
     const std::function<void(int64_t, const std::string&, TensorTable*)>& add_attention);
 
 Status ValidateTensors(const ModelConfig& c, const TensorSource& ckpt, const TensorTable& table);
-Status CheckFinite(const TensorSource& ckpt);
+// --check-tensors: every tensor whose name starts with `prefix` (all by default) scanned for
+// NaN/Inf; the error names the file, the tensor, the value and its flat index.
+Status CheckFinite(const TensorSource& ckpt, std::string_view prefix = {});
 
 StatusOr<std::vector<float>> LoadVector(const TensorSource& ckpt, const std::string& name);
 // Packs W[:, c0:c1) in the requested format, or the nearest one whose K alignment divides

@@ -195,15 +195,28 @@ StatusOr<ReferenceMoeOutput> ReferenceMoe(const MoeConfig& c, const TensorSource
   return r;
 }
 
+namespace {
+
+// Near-ties a comparison may skip: a tenth of the tokens, plus one.
+int64_t MaxNearTies(int64_t tokens) { return tokens / 10 + 1; }
+
+}  // namespace
+
 MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids,
                                    int64_t tokens, int64_t hidden, int64_t k, double atol, double rtol,
                                    double tie_margin) {
   MoeComparison cmp;
+  for (int64_t i = 0; i < tokens * hidden; ++i) {
+    cmp.non_finite += !std::isfinite(out[i]);
+    cmp.reference_non_finite += !std::isfinite(ref.out[static_cast<size_t>(i)]);
+  }
   for (int64_t t = 0; t < tokens; ++t) {
+    // A NaN margin (NaN scores) is no tie: the token is compared, and fails.
     if (ref.margin[static_cast<size_t>(t)] < tie_margin) {
       ++cmp.near_ties;
       continue;
     }
+    ++cmp.compared;
     std::set<int32_t> a(ids + t * k, ids + (t + 1) * k),
         b(ref.ids.begin() + t * k, ref.ids.begin() + (t + 1) * k);
     if (a != b) ++cmp.routing_mismatches;
@@ -211,12 +224,30 @@ MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* o
     for (int64_t i = 0; i < hidden; ++i) scale = std::max(scale, std::fabs(ref.out[t * hidden + i]));
     for (int64_t i = 0; i < hidden; ++i) {
       const double d = std::fabs(out[t * hidden + i] - ref.out[t * hidden + i]);
-      cmp.max_abs_diff = std::max(cmp.max_abs_diff, d);
-      cmp.max_scaled_err = std::max(cmp.max_scaled_err, d / (atol + rtol * scale));
+      // std::max drops a NaN second argument: take it explicitly.
+      cmp.max_abs_diff = std::isnan(d) ? d : std::max(cmp.max_abs_diff, d);
+      const double e = d / (atol + rtol * scale);
+      cmp.max_scaled_err = std::isnan(e) ? e : std::max(cmp.max_scaled_err, e);
+      if (std::isnan(d)) break;
     }
   }
-  cmp.ok = cmp.max_scaled_err <= 1.0 && cmp.routing_mismatches == 0;
+  cmp.ok = cmp.Failure(tokens).empty();
   return cmp;
+}
+
+std::string MoeComparison::Failure(int64_t tokens) const {
+  if (non_finite > 0) return fmt::format("{} NaN/Inf values in the output", non_finite);
+  if (reference_non_finite > 0)
+    return fmt::format("{} NaN/Inf values in the reference output (the input or weights overflow)",
+                       reference_non_finite);
+  if (tokens > 0 && compared == 0)
+    return fmt::format("no token compared (all {} are router near-ties)", tokens);
+  if (near_ties > MaxNearTies(tokens))
+    return fmt::format("{} of {} tokens are router near-ties (at most {} may be skipped)", near_ties, tokens,
+                       MaxNearTies(tokens));
+  if (routing_mismatches > 0) return fmt::format("{} tokens routed to other experts", routing_mismatches);
+  if (!(max_scaled_err <= 1.0)) return fmt::format("max scaled error {:.3f} exceeds 1", max_scaled_err);
+  return "";
 }
 
 double ReferenceTolerance(WeightFormat packed) {

@@ -37,12 +37,21 @@ double ReferenceTolerance(WeightFormat packed);
 
 // Compares an engine result with the reference. Tokens whose margin is below `tie_margin` are
 // skipped (counted in `near_ties`). Error is |got - want| / (atol + rtol * |want|) maximised.
+// NaN and ±Inf never pass: a non-finite value in the engine output (of any token, skipped or not)
+// or in the reference fails the comparison, and so does a comparison that skipped more than a
+// tenth of the tokens (+1) as near-ties or compared none (e.g. a 1e30 input saturates every
+// router score, so every token is a "tie" and nothing would be compared).
 struct MoeComparison {
   double max_abs_diff = 0;         // over compared tokens
   double max_scaled_err = 0;       // max |got - want| / (atol + rtol * max|want of the token|)
   int64_t routing_mismatches = 0;  // compared tokens whose expert set differs
   int64_t near_ties = 0;
-  bool ok = false;  // max_scaled_err <= 1 and routing_mismatches == 0
+  int64_t compared = 0;              // tokens compared (tokens - near_ties)
+  int64_t non_finite = 0;            // NaN / Inf values in the engine output, all tokens
+  int64_t reference_non_finite = 0;  // NaN / Inf values in the reference output
+  bool ok = false;                   // every count above in bounds and max_scaled_err <= 1
+  // Why !ok, e.g. "12 NaN/Inf values in the output"; "" when ok.
+  std::string Failure(int64_t tokens) const;
 };
 MoeComparison CompareWithReference(const ReferenceMoeOutput& ref, const float* out, const int32_t* ids,
                                    int64_t tokens, int64_t hidden, int64_t k, double atol, double rtol,

@@ -345,7 +345,7 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
   if (options_.deterministic) {
     const Fixed128* fixed = result->fixed.data();
     ParallelForRows(parts_->pool(), t_own, [&](int64_t t) {
-      for (int64_t c = t * h; c < (t + 1) * h; ++c) o[c] = FromFixed(fixed[c]);
+      for (int64_t c = t * h; c < (t + 1) * h; ++c) o[c] = FromFixedChecked(fixed[c]);
     });
   } else {
     std::copy(result->f32.begin(), result->f32.end(), o);

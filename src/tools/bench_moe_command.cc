@@ -12,6 +12,7 @@
 #include "moe/synthetic_block.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/file_identity.h"
 #include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
@@ -129,7 +130,15 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
     std::fprintf(stderr, "bench-moe: cpu: %s; read bandwidth %.1f GB/s (%d threads, measured now)\n",
                  GetCpuFeatures().ToString().c_str(), read_gbs, probe.size());
   }
-  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
+  RankFingerprint agree;
+  agree.Add("command", "bench-moe");
+  agree.Add("--preset", a.preset);
+  std::string tokens;
+  for (int64_t t : a.tokens) tokens += fmt::format("{}{}", tokens.empty() ? "" : ",", t);
+  agree.Add("--tokens", tokens);
+  a.kernels.AddFields(&agree);
+  RETURN_IF_ERROR(AddFileIdentity(&agree, "synthetic layer file", ckpt->path(), FileDigest::kHeader));
+  return RunOnRanks(a.parallel, threads, agree, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     ASSIGN_OR_RETURN(auto moe, ParallelMoe::Create(config, *ckpt, "", options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;

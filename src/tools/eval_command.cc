@@ -11,6 +11,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/file_identity.h"
 #include "tools/interrupt.h"
 #include "tools/model_cli.h"
 #include "tools/parallel_flags.h"
@@ -99,7 +100,11 @@ Status RunEval(const EvalArgs& a) {
   ModelArgs model_args = a.model;  // --max-memory: every replica's batch at its longest
   model_args.kv_tokens =
       std::min<int64_t>(n, int64_t{a.batch} * par.dp) * static_cast<int64_t>(longest + a.max_new);
-  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "eval"));
+  RETURN_IF_ERROR(AddFileIdentity(&agree, "--task", a.task, FileDigest::kContent));
+  agree.Add("--batch", std::to_string(a.batch));
+  agree.Add("--max-new", std::to_string(a.max_new));
+  return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
     // Problem i runs on DP replica i % dp, in rounds of --batch per replica (admit_when_idle), so
     // every step batches the same sequences on every layout.
     Engine engine(world, model, tok.get(),

@@ -67,7 +67,17 @@ Status RunGenerate(const GenerateArgs& a) {
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   ModelArgs model_args = a.model;
   model_args.kv_tokens = ctx;
-  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "generate"));
+  agree.Add("prompt (-p / --tokens)", IdsField(prompt));
+  agree.Add("-n", std::to_string(a.n_predict));
+  agree.Add("-c", std::to_string(ctx));
+  agree.Add("--temp", fmt::format("{}", a.sampling.temperature));
+  agree.Add("--top-k", std::to_string(a.sampling.top_k));
+  agree.Add("--top-p", fmt::format("{}", a.sampling.top_p));
+  agree.Add("--seed", std::to_string(a.sampling.seed));
+  agree.Add("--ignore-eos", a.ignore_eos ? "on" : "off");
+  agree.Add("text output", text_out ? "on" : "off");  // the engine detokenizes on every rank then
+  return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
     if (ctx > model.hparams().max_position_embeddings) {  // on every rank: none waits for a step
       return InvalidArgument("context {} exceeds max_position_embeddings {}", ctx,
                              model.hparams().max_position_embeddings);

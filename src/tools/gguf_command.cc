@@ -8,6 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "model/gguf_model.h"
+#include "model/model_loading.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/model_cli.h"
@@ -20,7 +21,8 @@ struct ConvertGgufArgs {
   std::string out;
   std::string type = "f16";
   std::string name;
-  std::string tokenizer_dir;  // default: model_dir
+  std::string tokenizer_dir;   // default: model_dir
+  bool check_tensors = false;  // scan every tensor for NaN/Inf before converting
 };
 
 StatusOr<DType> ParseGgufType(const std::string& s) {
@@ -46,6 +48,7 @@ Status Run(const ConvertGgufArgs& a) {
     ASSIGN_OR_RETURN(tokenizer_config, ReadFileToString(tok_dir + "/tokenizer_config.json"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.model_dir));
+  if (a.check_tensors) RETURN_IF_ERROR(CheckFinite(*ckpt));
   RETURN_IF_ERROR(WriteGgufModel(*ckpt, config, tokenizer, tokenizer_config, opt, a.out));
   std::fprintf(stderr, "moerun: wrote %s (%s)\n", a.out.c_str(), a.type.c_str());
   return Status::Ok();
@@ -123,6 +126,7 @@ void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--out", args->out, "Output .gguf file")->required();
   cmd->add_option("--type", args->type,
                   "Weight type: f32|f16|bf16|q8_0|q4_0|q4_k|q6_k (norms/router stay f32)");
+  cmd->add_flag("--check-tensors", args->check_tensors, "Scan every tensor for NaN/Inf before converting");
   cmd->add_option("--name", args->name, "general.name (default: the directory name)");
   cmd->add_option("--tokenizer", args->tokenizer_dir,
                   "Directory with tokenizer.json (+ tokenizer_config.json) if not the model's");

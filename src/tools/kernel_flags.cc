@@ -35,4 +35,9 @@ StatusOr<KernelPolicy> KernelFlags::Policy() const {
   return p;
 }
 
+void KernelFlags::AddFields(RankFingerprint* fp) const {
+  fp->Add("--weight-format", weight_format);
+  fp->Add("--precision", precision);
+}
+
 }  // namespace moerun

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "comm/rank_agreement.h"
 #include "core/status.h"
 #include "kernels/kernel_table.h"
 #include "kernels/weight_format.h"
@@ -23,6 +24,9 @@ struct KernelFlags {
   // nullopt for "auto" (as stored).
   StatusOr<std::optional<WeightFormat>> Format() const;
   StatusOr<KernelPolicy> Policy() const;
+  // The flags every rank must share (comm/rank_agreement.h): the weight format and precision
+  // (--kernel may differ between hosts of different ISAs).
+  void AddFields(RankFingerprint* fp) const;
 };
 
 }  // namespace moerun

@@ -12,6 +12,7 @@
 #include "model/gguf_model.h"
 #include "model/synthetic_model.h"
 #include "tools/cli_util.h"
+#include "tools/file_identity.h"
 #include "tools/memory_budget.h"
 
 namespace moerun {
@@ -155,12 +156,29 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
   return model;
 }
 
+StatusOr<RankFingerprint> ModelFingerprint(const ModelArgs& a, const std::string& command) {
+  RankFingerprint fp;
+  fp.Add("command", command);
+  fp.Add("--load-format", a.load_format);
+  RETURN_IF_ERROR(AddModelIdentity(&fp, a.model_dir, /*config_only=*/a.load_format == "dummy"));
+  fp.Add("--check-tensors", a.check_tensors ? "on" : "off");
+  a.kernels.AddFields(&fp);
+  return fp;
+}
+
+std::string IdsField(std::span<const int32_t> ids) {
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) text += fmt::format("{}{}", i ? "," : "", ids[i]);
+  return fmt::format("{} ids: {}", ids.size(), ShownOrDigest(text));
+}
+
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
 // is given). The sequence belongs to DP replica 0; other replicas run every step with no tokens.
-Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicator&, Model&, bool)>& body) {
+Status RunModelOnRanks(const ModelArgs& a, const RankFingerprint& agree,
+                       const std::function<Status(Communicator&, Model&, bool)>& body) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
-  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.parallel, threads, agree, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     ASSIGN_OR_RETURN(auto model, LoadModel(a, &pool, &world));
     return body(world, *model, world.rank() / options.tp == 0);

@@ -5,10 +5,12 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/rank_agreement.h"
 #include "core/thread_pool.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -52,8 +54,17 @@ StatusOr<std::unique_ptr<Model>> LoadModel(const ModelArgs& a, ThreadPool* pool,
                                            Communicator* world = nullptr,
                                            const LoadProgress& on_progress = {});
 
+// What every rank of a model command must share (comm/rank_agreement.h): the command, the model's
+// files (tools/file_identity.h), --load-format, --check-tensors and the kernel flags (the layout
+// flags are added by RunOnRanks). Commands add their own fields (prompt ids, -n, task, ...).
+StatusOr<RankFingerprint> ModelFingerprint(const ModelArgs& a, const std::string& command);
+// Token ids as one fingerprint value: "1,2,3", or a digest when long.
+std::string IdsField(std::span<const int32_t> ids);
+
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
-// is given). DP replica 0 owns a single sequence; other replicas run every step with no tokens.
-Status RunModelOnRanks(const ModelArgs& a, const std::function<Status(Communicator&, Model&, bool)>& body);
+// is given), after every rank agreed on `agree` (RunOnRanks). DP replica 0 owns a single sequence;
+// other replicas run every step with no tokens.
+Status RunModelOnRanks(const ModelArgs& a, const RankFingerprint& agree,
+                       const std::function<Status(Communicator&, Model&, bool)>& body);
 
 }  // namespace moerun

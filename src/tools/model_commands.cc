@@ -44,7 +44,10 @@ Status RunLogits(const LogitsArgs& a) {
   ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
   ModelArgs model_args = a.model;  // --max-memory: the prompt's cache and every row's logits
   model_args.kv_tokens = model_args.logit_rows = static_cast<int64_t>(ids.size());
-  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "logits"));
+  agree.Add("--tokens", IdsField(ids));
+  agree.Add("--decode", a.decode ? "on" : "off");
+  return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
     // The prompt only (max_tokens 0), every row's logits: one prefill, or with --decode one token
     // per step through the cache.
     Engine engine(world, model, nullptr, EngineOptions{.tp = par.tp, .max_chunk = a.decode ? 1 : 0});
@@ -192,7 +195,11 @@ Status RunBench(const BenchArgs& a) {
     read_gbs = MeasureReadBandwidth(&probe);
     ResetPeakRss();  // the probe's buffer is not the model's
   }
-  return RunModelOnRanks(model_args, [&](Communicator& world, Model& model, bool) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
+  agree.Add("-p", std::to_string(a.n_prompt));
+  agree.Add("-n", std::to_string(a.n_gen));
+  agree.Add("-r", std::to_string(a.reps));
+  return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
     const double load_peak = PeakRssBytes();
     std::mt19937_64 rng(1);

@@ -4,11 +4,14 @@
 
 #include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
+#include "core/finite_scan.h"
 #include "io/safetensors.h"
+#include "model/model_loading.h"
 #include "moe/moe_reference.h"
 #include "moe/parallel_moe.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/file_identity.h"
 #include "tools/kernel_flags.h"
 #include "tools/parallel_flags.h"
 
@@ -24,6 +27,7 @@ struct MoeLayerArgs {
   int threads = 0;      // 0 = all CPUs
   KernelFlags kernels;
   bool check = false;
+  bool check_tensors = false;  // scan the block's weights for NaN/Inf before use
   int repeat = 1;
   ParallelFlags parallel;
 };
@@ -41,7 +45,10 @@ StatusOr<Tensor> LoadInput(const std::string& path, int64_t hidden) {
                            DTypeName(e->dtype));
   }
   ASSIGN_OR_RETURN(Tensor x, file->Get("hidden_states"));
-  return x.ToF32();
+  ASSIGN_OR_RETURN(Tensor f, x.ToF32());
+  RETURN_IF_ERROR(
+      CheckRowsFinite(f.data<float>(), f.dim(0), hidden, fmt::format("{}: 'hidden_states'", path)));
+  return f;
 }
 
 Status CheckOutput(const MoeConfig& config, const TensorSource& ckpt, const std::string& prefix,
@@ -52,10 +59,11 @@ Status CheckOutput(const MoeConfig& config, const TensorSource& ckpt, const std:
                                                  config.hidden_size, config.num_experts_per_tok, 1e-5, rtol);
   std::printf(
       "check: %s against the double-precision reference: max |diff| %.3g, max scaled error %.3f "
-      "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld\n",
+      "(rtol %.0e), routing mismatches %lld, near-ties skipped %lld, NaN/Inf %lld\n",
       cmp.ok ? "PASS" : "FAIL", cmp.max_abs_diff, cmp.max_scaled_err, rtol,
-      static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties));
-  if (!cmp.ok) return Internal("output differs from the reference beyond tolerance");
+      static_cast<long long>(cmp.routing_mismatches), static_cast<long long>(cmp.near_ties),
+      static_cast<long long>(cmp.non_finite));
+  if (!cmp.ok) return Internal("check failed: {}", cmp.Failure(x.dim(0)));
   return Status::Ok();
 }
 
@@ -87,16 +95,17 @@ StatusOr<std::vector<T>> GatherOutputRows(Communicator& world, const T* rows, in
 
 // One code path for every layout: one rank is tp = dp = 1 (the local dispatcher, no collectives).
 Status RunLayer(const MoeLayerArgs& a, const MoeConfig& config, std::optional<WeightFormat> format,
-                const KernelPolicy& policy, const Tensor& x) {
+                const KernelPolicy& policy, const Tensor& x, const RankFingerprint& agree) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());
   // Refuse bad layouts before any weight is read (under mpirun the world size is checked in Create).
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   const int64_t tokens = x.dim(0), h = config.hidden_size, k = config.num_experts_per_tok;
-  return RunOnRanks(a.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
+  return RunOnRanks(a.parallel, threads, agree, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(a.weights));
+    if (a.check_tensors) RETURN_IF_ERROR(CheckFinite(*ckpt, a.prefix));
     ASSIGN_OR_RETURN(std::unique_ptr<ParallelMoe> moe,
                      ParallelMoe::Create(config, *ckpt, a.prefix, options, world, format, &pool, policy));
     const bool lead = world.rank() == 0;
@@ -141,10 +150,26 @@ Status RunLayer(const MoeLayerArgs& a, const MoeConfig& config, std::optional<We
     std::copy(y_all.begin(), y_all.end(), y.data<float>());
     Routing all{.tokens = tokens, .k = k, .ids = std::move(ids_all), .weights = std::move(w_all)};
     if (a.check) RETURN_IF_ERROR(CheckOutput(config, *ckpt, a.prefix, x, y, all.ids, moe->weights().format));
+    RETURN_IF_ERROR(CheckRowsFinite(y.data<float>(), tokens, h, "moe-layer output"));
     RETURN_IF_ERROR(WriteOutput(a.output, y, all, k));
     std::fprintf(stderr, "moerun: wrote %s\n", a.output.c_str());
     return Status::Ok();
   });
+}
+
+// What every rank must share: the block's files, the input, and the flags that shape the run.
+StatusOr<RankFingerprint> Fingerprint(const MoeLayerArgs& a, const std::string& config_path) {
+  RankFingerprint fp;
+  fp.Add("command", "moe-layer");
+  RETURN_IF_ERROR(AddFileIdentity(&fp, "--config", config_path, FileDigest::kContent));
+  RETURN_IF_ERROR(AddModelIdentity(&fp, a.weights, /*config_only=*/false));
+  fp.Add("--prefix", a.prefix);
+  RETURN_IF_ERROR(AddFileIdentity(&fp, "--input", a.input, FileDigest::kContent));
+  a.kernels.AddFields(&fp);
+  fp.Add("--check", a.check ? "on" : "off");
+  fp.Add("--check-tensors", a.check_tensors ? "on" : "off");
+  fp.Add("--repeat", std::to_string(a.repeat));
+  return fp;
 }
 
 Status Run(const MoeLayerArgs& a) {
@@ -160,7 +185,8 @@ Status Run(const MoeLayerArgs& a) {
   ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   if (a.repeat < 1) return InvalidArgument("--repeat {} must be >= 1", a.repeat);
   ASSIGN_OR_RETURN(Tensor x, LoadInput(a.input, config.hidden_size));
-  return RunLayer(a, config, format, policy, x);
+  ASSIGN_OR_RETURN(RankFingerprint agree, Fingerprint(a, config_path));
+  return RunLayer(a, config, format, policy, x, agree);
 }
 
 }  // namespace
@@ -178,6 +204,7 @@ void RegisterMoeLayerCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("-t,--threads", args->threads, "Threads (default: all CPUs)")->check(CLI::Range(0, 1024));
   args->kernels.Add(cmd);
   cmd->add_flag("--check", args->check, "Compare with the double-precision reference; fail if it differs");
+  cmd->add_flag("--check-tensors", args->check_tensors, "Scan the block's weights for NaN/Inf before use");
   cmd->add_option("--repeat", args->repeat, "Run the forward N times, report the best time");
   args->parallel.Add(cmd);
   cmd->callback([args, exit_code] {

@@ -43,6 +43,21 @@ void ParallelFlags::Add(CLI::App* cmd) {
                   "Testing: the collective (1, 2, ...) --fault-stall-rank stops at")
       ->check(AtLeast(1))
       ->group("Fault injection");
+  cmd->add_option("--fault-disagree-rank", fault_disagree_rank,
+                  "Testing: this rank's start-up fingerprint differs from the others'")
+      ->group("Fault injection");
+}
+
+void ParallelFlags::AddFields(RankFingerprint* fp) const {
+  fp->Add("--tp", std::to_string(tp));
+  fp->Add("--dp", std::to_string(dp));
+  fp->Add("--ep", ep ? "on" : "off");
+  fp->Add("--sp", sp ? "on" : "off");
+  fp->Add("--dispatch", dispatch);
+  fp->Add("--deterministic", deterministic ? "on" : "off");
+  fp->Add("--shared-replicated", shared_replicated ? "on" : "off");
+  fp->Add("--fault-reduce-shared", fault_reduce_shared ? "on" : "off");
+  fp->Add("--unsafe-disable-state-checks", disable_state_checks ? "on" : "off");
 }
 
 std::chrono::milliseconds ParallelFlags::Timeout() const {
@@ -54,7 +69,8 @@ void ParallelFlags::ApplyTo(Communicator& world) const {
   if (world.rank() != fault_stall_rank) return;
   const bool mpi = StartedByMpirun();
   const auto sleep = Timeout() + std::chrono::milliseconds(500);  // past the peers' deadline
-  world.log()->set_stall(static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
+  // Counted from the next collective (the body's; start-up checks come before).
+  world.log()->set_stall(world.log()->seq() + static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
     // A real stopped process under mpirun; in-process, a thread asleep past its peers' deadline.
     if (mpi) {
       std::raise(SIGSTOP);
@@ -91,11 +107,25 @@ int DefaultThreadsPerProcess() {
   return std::max(1, DefaultThreadCount() / ranks_here);
 }
 
-Status RunOnRanks(const ParallelFlags& flags, int total_threads,
+namespace {
+
+// Timeout and agreement, on every rank before its body (see RunOnRanks).
+Status Agree(const ParallelFlags& flags, const RankFingerprint& agree, Communicator& world) {
+  world.set_timeout(flags.Timeout());
+  RankFingerprint mine = agree;
+  flags.AddFields(&mine);
+  if (world.rank() == flags.fault_disagree_rank) mine.Add("fault injection", "--fault-disagree-rank");
+  return CheckRanksAgree(world, mine);
+}
+
+}  // namespace
+
+Status RunOnRanks(const ParallelFlags& flags, int total_threads, const RankFingerprint& agree,
                   const std::function<Status(Communicator&, int)>& body) {
-  const int world_size = flags.tp * flags.dp;
   if (StartedByMpirun()) {
     ASSIGN_OR_RETURN(std::unique_ptr<Communicator> world, MpiWorld(nullptr, nullptr, flags.Timeout()));
+    // Every rank holds the same verdict: each reports it and exits non-zero, no abort needed.
+    RETURN_IF_ERROR(Agree(flags, agree, *world));
     flags.ApplyTo(*world);
     Status s = body(*world, std::max(1, total_threads));
     if (!s.ok()) {
@@ -105,8 +135,10 @@ Status RunOnRanks(const ParallelFlags& flags, int total_threads,
     }
     return s;
   }
+  const int world_size = flags.tp * flags.dp;
   const int per_rank = std::max(1, total_threads / world_size);
-  return RunRanks(world_size, [&](Communicator& comm) {
+  return RunRanks(world_size, [&](Communicator& comm) -> Status {
+    RETURN_IF_ERROR(Agree(flags, agree, comm));
     flags.ApplyTo(comm);
     return body(comm, per_rank);
   });

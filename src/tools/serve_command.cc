@@ -153,7 +153,15 @@ Status RunServe(const ServeArgs& a) {
     ASSIGN_OR_RETURN(tok, LoadTokenizer(a.model.model_dir));
   }
   const int threads = a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess();
-  return RunOnRanks(a.model.parallel, threads, [&](Communicator& world, int rank_threads) -> Status {
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "serve"));
+  agree.Add("--max-num-seqs", std::to_string(a.max_num_seqs));
+  agree.Add("--max-num-batched-tokens", std::to_string(a.max_batched_tokens));
+  agree.Add("--max-model-len", std::to_string(a.max_model_len));
+  agree.Add("--kv-cache-memory", a.kv_cache_memory);
+  agree.Add("--kv-cache-tokens", std::to_string(a.kv_cache_tokens));
+  agree.Add("--block-size", std::to_string(a.block_size));
+  agree.Add("--no-prefix-caching", a.no_prefix_caching ? "on" : "off");
+  return RunOnRanks(a.model.parallel, threads, agree, [&](Communicator& world, int rank_threads) -> Status {
     ThreadPool pool(rank_threads);
     std::unique_ptr<OpenAiServer> server;
     if (world.rank() == 0) {

@@ -6,6 +6,8 @@
   st_tool.py shard FILE PREFIX OUTDIR N       write OUTDIR/model-0000i-of-00000N.safetensors + index,
                                               every name prefixed with PREFIX, plus a decoy layer
   st_tool.py input OUT T H                    hidden_states [T, H] f32 (deterministic values)
+  st_tool.py poison FILE NAME INDEX VALUE      in place: element INDEX ("all": every one) of F32 /
+                                              BF16 / F16 tensor NAME set to VALUE (nan, inf, 1e30)
 """
 import json
 import struct
@@ -65,6 +67,22 @@ def main(argv):
         t, h = int(argv[3]), int(argv[4])
         vals = [((i * 37) % 101) / 50.0 - 1.0 for i in range(t * h)]
         write(argv[2], {"hidden_states": ("F32", [t, h], struct.pack(f"<{t * h}f", *vals))})
+    elif cmd == "poison":
+        tensors, _ = read(argv[2])
+        dtype, shape, blob = tensors[argv[3]]
+        fmt = {"F32": "<f", "F16": "<e", "BF16": None}[dtype]
+        size = 4 if dtype == "F32" else 2
+        value = float(argv[5])
+        if dtype == "BF16":
+            one = struct.pack("<f", value)[2:]
+        else:
+            one = struct.pack(fmt, value)
+        data = bytearray(blob)
+        count = len(data) // size
+        for i in range(count) if argv[4] == "all" else [int(argv[4])]:
+            data[i * size:(i + 1) * size] = one
+        tensors[argv[3]] = (dtype, shape, bytes(data))
+        write(argv[2], tensors)
     else:
         sys.exit(f"unknown command {cmd}")
 

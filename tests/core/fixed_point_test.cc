@@ -271,3 +271,24 @@ TEST(FixedPoint, MoeLikeRowsAreOrderIndependent) {
 
 }  // namespace
 }  // namespace moerun
+
+namespace moerun {
+namespace {
+
+// A NaN or ±Inf term is never dropped from a deterministic sum: FromFixedChecked gives NaN back,
+// whatever the finite terms beside it (they cannot cancel it) and for many poisoned terms.
+TEST(FixedPoint, NonFiniteTermsSurviveTheSum) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    Fixed128 sum = ToFixed(1.5f) + ToFixed(bad) + ToFixed(-0x1p36f);
+    EXPECT_TRUE(std::isnan(FromFixedChecked(sum)));
+    sum += Fixed128{255} * ToFixed(bad);  // 256 poisoned terms: 2^126, no overflow
+    EXPECT_TRUE(std::isnan(FromFixedChecked(sum)));
+  }
+  EXPECT_EQ(FromFixedChecked(ToFixed(1.5f) + ToFixed(-0.25f)), 1.25f);
+  EXPECT_EQ(FromFixedChecked(ToFixed(-0x1p36f)), -0x1p36f);
+  EXPECT_TRUE(std::isnan(FromFixedChecked(ToFixed(0x1p37f))));  // beyond the checked range
+}
+
+}  // namespace
+}  // namespace moerun

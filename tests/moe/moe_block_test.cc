@@ -3,7 +3,9 @@
 // errors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <tuple>
@@ -283,6 +285,52 @@ TEST(MoeWeightsTest, PrefixSelectsOneBlockOfACheckpoint) {
   EXPECT_TRUE(CompareWithReference(ref, y.data<float>(), out.routing.ids.data(), 9, c.hidden_size,
                                    c.num_experts_per_tok, 1e-6, 1e-4)
                   .ok);
+}
+
+// NaN and Inf never pass the --check comparison, and a comparison that skips every token as a
+// router near-tie (a 1e30 input saturates every score) fails instead of passing vacuously.
+TEST(CompareWithReferenceTest, NanInfAndAllNearTiesFail) {
+  const int64_t tokens = 4, hidden = 3, k = 1;
+  ReferenceMoeOutput ref;
+  ref.out.assign(static_cast<size_t>(tokens * hidden), 1.0);
+  ref.ids = {0, 1, 2, 3};
+  ref.weights.assign(static_cast<size_t>(tokens), 1.0);
+  ref.margin.assign(static_cast<size_t>(tokens), 1.0);
+  std::vector<float> out(static_cast<size_t>(tokens * hidden), 1.0f);
+  const std::vector<int32_t> ids = {0, 1, 2, 3};
+  auto compare = [&] {
+    return CompareWithReference(ref, out.data(), ids.data(), tokens, hidden, k, 1e-5, 1e-4);
+  };
+  EXPECT_TRUE(compare().ok) << compare().Failure(tokens);
+
+  out[5] = std::nanf("");
+  MoeComparison c = compare();
+  EXPECT_FALSE(c.ok);
+  EXPECT_EQ(c.non_finite, 1);
+  EXPECT_EQ(c.Failure(tokens), "1 NaN/Inf values in the output");
+  ref.margin[1] = 0;  // a skipped token's NaN still fails
+  EXPECT_FALSE(compare().ok);
+  ref.margin[1] = 1;
+
+  out.assign(out.size(), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(compare().non_finite, tokens * hidden);
+  EXPECT_FALSE(compare().ok);
+
+  out.assign(out.size(), 1.0f);
+  ref.out[0] = std::numeric_limits<double>::infinity();
+  EXPECT_FALSE(compare().ok);
+  EXPECT_NE(compare().Failure(tokens).find("in the reference output"), std::string::npos);
+  ref.out[0] = 1.0;
+
+  ref.margin.assign(ref.margin.size(), 0.0);  // every token a near-tie: nothing compared
+  c = compare();
+  EXPECT_FALSE(c.ok);
+  EXPECT_EQ(c.compared, 0);
+  EXPECT_EQ(c.Failure(tokens), "no token compared (all 4 are router near-ties)");
+  ref.margin[0] = 1.0;  // 3 of 4 skipped: more than a tenth + 1
+  EXPECT_EQ(compare().Failure(tokens), "3 of 4 tokens are router near-ties (at most 1 may be skipped)");
+  ref.margin[1] = ref.margin[2] = 1.0;  // 1 of 4 skipped: allowed
+  EXPECT_TRUE(compare().ok) << compare().Failure(tokens);
 }
 
 }  // namespace

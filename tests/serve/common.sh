@@ -37,8 +37,9 @@ serve_node() {
 }
 
 # serve_start LOG [launcher words...] -- [moerun serve args...]: starts the server on a free port,
-# waits until /health is 200 (or the process dies); sets SERVE_PID (the launched process: moerun
-# or mpirun), SERVE_RANK0_PID (world rank 0's moerun, which serves and drains) and SERVE_URL.
+# waits until /health is 200 (or $SERVE_READY_CODE) or the process dies; sets SERVE_PID (the
+# launched process: moerun or mpirun), SERVE_RANK0_PID (world rank 0's moerun, which serves and
+# drains) and SERVE_URL.
 serve_start() {
   local log="$1"
   shift
@@ -62,7 +63,7 @@ serve_start() {
   SERVE_URL="http://127.0.0.1:${port}"
   SERVE_RANK0_PID=$(sed -n 's|.*listening on http://[^ ]* (pid \([0-9]*\).*|\1|p' "$log" | head -1)
   for _ in $(seq 1 1200); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$SERVE_URL/health")" == 200 ]] && return 0
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$SERVE_URL/health")" == "${SERVE_READY_CODE:-200}" ]] && return 0
     kill -0 "$SERVE_PID" 2>/dev/null || serve_fail "the server exited while loading: $(tail -5 "$log")"
     sleep 0.1
   done
