@@ -99,6 +99,25 @@ StatusOr<PackedWeight> PackAs(const StoredWeight& w, std::optional<WeightFormat>
   return PackedWeight::Pack(w, f, c0, c1);
 }
 
+ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const int64_t> shape,
+                            std::optional<WeightFormat> requested) {
+  auto has = [&](std::string_view part) { return name.find(part) != std::string_view::npos; };
+  double elements = 1;
+  for (int64_t d : shape) elements *= static_cast<double>(d);
+  const int64_t cols = shape.empty() ? 1 : shape.back();
+  if (name.ends_with("weight_scale_inv")) return {"folded into its weight", 0};
+  const bool router = has("mlp.gate.weight") || has("block_sparse_moe.gate.weight") ||
+                      has("shared_expert_gate") || has("ffn_gate_inp");
+  if (shape.size() <= 1 || router) return {"f32", 4 * elements};
+  if (has("embed_tokens") || has("token_embd")) {
+    const double block = static_cast<double>(DTypeBlockSize(stored));
+    return {fmt::format("{} (mapped)", DTypeName(stored)),
+            elements / block * static_cast<double>(DTypeBlockBytes(stored))};
+  }
+  const WeightFormat f = ResolveWeightFormat(requested, stored, cols);
+  return {WeightFormatName(f), elements * Traits(f).bits_per_weight / 8};
+}
+
 StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
                                   std::optional<WeightFormat> requested) {
   ASSIGN_OR_RETURN(StoredWeight w, GetStoredWeight(ckpt, name));

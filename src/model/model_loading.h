@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,6 +63,19 @@ inline StatusOr<PackedWeight> PackAs(const Tensor& t, std::optional<WeightFormat
 // The weight `name` (any dtype, FP8 with its scales) packed whole.
 StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& name,
                                   std::optional<WeightFormat> requested);
+
+// How a checkpoint tensor is held once loaded, by the loaders' rules (for `inspect`): vectors
+// (norms, biases, score-correction biases) and router gates (HF `mlp.gate`, `block_sparse_moe.gate`,
+// `shared_expert_gate`; GGUF `ffn_gate_inp*`) as f32; token embeddings left in the file's pages as
+// stored (rows are read on use); FP8 block scales folded into their weight (0 bytes); every other
+// matrix packed in ResolveWeightFormat(requested, stored, cols). `name` is an HF or a GGUF tensor
+// name, `shape` outermost first with the row length (cols) last.
+struct ResidentForm {
+  std::string format;  // "q4_k", "f32", or "bf16 (mapped)"
+  double bytes = 0;    // for the whole tensor (every TP rank's share together)
+};
+ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const int64_t> shape,
+                            std::optional<WeightFormat> requested);
 
 // A matrix kept in a stored format for the row ops (MLA's kv_b): the weight's own dtype, or for an
 // FP8 weight or a load-only block dtype (Q5_0, Q5_K, ...) the storage of the format `requested`

@@ -1,10 +1,16 @@
 #include "tools/file_identity.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <vector>
+
+#include "io/atomic_file.h"
 
 namespace moerun {
 namespace {
@@ -16,12 +22,25 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The first n bytes (fewer at EOF) of a regular file: OpenReadOnly refuses FIFOs and devices, so
+// the fingerprint never blocks on one (the loader would name it the same way).
 StatusOr<std::string> ReadPrefix(const std::string& path, uint64_t n) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return IOError("{}: cannot open for reading", path);
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
   std::string bytes(n, '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(n));
-  bytes.resize(static_cast<size_t>(in.gcount()));
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, bytes.data() + got, n - got);
+    if (r == 0) break;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return IOError("{}: read failed after {} bytes: {}", path, got, std::strerror(err));
+    }
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  bytes.resize(got);
   return bytes;
 }
 
@@ -40,9 +59,12 @@ StatusOr<uint64_t> DefiningBytes(const std::string& path, uint64_t size, FileDig
 }  // namespace
 
 StatusOr<std::string> FileIdentity(const std::string& path, FileDigest how) {
-  std::error_code ec;
-  const uint64_t size = std::filesystem::file_size(path, ec);
-  if (ec) return NotFound("{}: {}", path, ec.message());
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));  // a regular file, or the loader's error
+  struct stat st {};
+  const bool stated = ::fstat(fd, &st) == 0;
+  ::close(fd);
+  if (!stated) return IOError("{}: cannot stat", path);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
   ASSIGN_OR_RETURN(const uint64_t n, DefiningBytes(path, size, how));
   ASSIGN_OR_RETURN(std::string bytes, ReadPrefix(path, n));
   return fmt::format("size {} bytes, {}{}", size, DigestOf(bytes),

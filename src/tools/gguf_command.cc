@@ -7,6 +7,7 @@
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "model/arch.h"
 #include "model/gguf_model.h"
 #include "model/model_loading.h"
 #include "tools/cli_util.h"
@@ -95,18 +96,33 @@ Status InspectGguf(const ModelArgs& a) {
     std::printf("| %s | %s | %s |\n", key.c_str(), std::string(GgufTypeName(value.type)).c_str(),
                 ShortValue(value).c_str());
   }
-  std::printf("| tensor | ggml type | ne | offset |\n|---|---|---|---|\n");
+  ASSIGN_OR_RETURN(const std::optional<WeightFormat> requested, a.kernels.Format());
+  std::printf(
+      "| tensor | ggml type | ne | offset | held as (--weight-format %s) | bytes held |\n"
+      "|---|---|---|---|---|---:|\n",
+      a.kernels.weight_format.c_str());
   uint64_t bytes = 0;
+  double resident = 0;
   for (const GgufTensorInfo& t : f->tensors()) {
     const std::optional<GgmlTypeTraits> traits = GgmlTypeInfo(t.type);
-    std::printf("| %s | %s | %s | %llu |\n", t.name.c_str(), std::string(traits ? traits->name : "?").c_str(),
-                ShapeToString(t.ne).c_str(), static_cast<unsigned long long>(t.offset));
+    const std::optional<DType> dtype = DTypeFromGgml(t.type);
+    const Shape shape = t.shape();
+    const ResidentForm held =
+        dtype ? ResidentFormOf(t.name, *dtype, shape, requested) : ResidentForm{"unreadable", 0};
+    std::printf("| %s | %s | %s | %llu | %s | %.0f |\n", t.name.c_str(),
+                std::string(traits ? traits->name : "?").c_str(), ShapeToString(t.ne).c_str(),
+                static_cast<unsigned long long>(t.offset), held.format.c_str(), held.bytes);
     bytes += t.nbytes;
+    resident += held.bytes;
   }
   std::printf("tensor bytes: %llu\n", static_cast<unsigned long long>(bytes));
   ASSIGN_OR_RETURN(std::string config, GgufConfigJson(*f));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config, a.model_dir + " (metadata)"));
+  ASSIGN_OR_RETURN(const std::string gguf_arch, f->GetStringOr("general.architecture", "?"));
+  std::printf("family: %s; general.architecture %s -> model_type %s\n", FindArch(c.model_type)->family,
+              gguf_arch.c_str(), c.model_type.c_str());
   std::printf("config: %s\n", c.Summary().c_str());
+  PrintMemorySummary(c, resident);
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());
   Status s = LoadModel(a, &pool).status();
   std::printf("validation: %s\n", s.ok() ? "OK" : s.ToString().c_str());

@@ -174,6 +174,16 @@ std::string IdsField(std::span<const int32_t> ids) {
 
 // Runs body(world, model, owns_sequence) on every rank of the layout (one rank when no layout flag
 // is given). The sequence belongs to DP replica 0; other replicas run every step with no tokens.
+void PrintMemorySummary(const ModelConfig& c, double weights_bytes) {
+  const double kv_per_token = EstimateMemory(c, std::nullopt, MemoryUse{.kv_tokens = 1}).kv_cache;
+  const int64_t context = c.max_position_embeddings;
+  std::printf(
+      "memory: weights %.2f GB as held; KV cache %.3f MB per token, %.2f GB at %lld tokens "
+      "(one replica, summed over its TP ranks)\n",
+      weights_bytes / 1e9, kv_per_token / 1e6, kv_per_token * static_cast<double>(context) / 1e9,
+      static_cast<long long>(context));
+}
+
 Status RunModelOnRanks(const ModelArgs& a, const RankFingerprint& agree,
                        const std::function<Status(Communicator&, Model&, bool)>& body) {
   ASSIGN_OR_RETURN(ParallelOptions options, a.parallel.ToOptions());

@@ -47,6 +47,10 @@ bool HasTokenizer(const std::string& model);
 // `inspect -m FILE.gguf` (tools/gguf_command.cc): the header, every key/value and tensor info, then
 // the config and the model validation.
 Status InspectGguf(const ModelArgs& a);
+// inspect's memory lines: the weights as held (`weights_bytes`, the sum of the tensor table's memory
+// column) and the KV cache per token and at the model's context length, e.g.
+// "memory: weights 8.85 GB as held; KV cache 0.06 MB per token, 10.4 GB at 163840 tokens".
+void PrintMemorySummary(const ModelConfig& config, double weights_bytes);
 
 // Any registered architecture (model/arch.h), from -m (directory, .gguf) or --load-format dummy.
 // `on_progress` (rank 0) sees the load progress besides the progress bar on stderr.

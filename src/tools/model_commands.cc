@@ -17,6 +17,7 @@
 #include "kernels/read_bandwidth.h"
 #include "model/arch.h"
 #include "model/model.h"
+#include "model/model_loading.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli_util.h"
@@ -288,19 +289,26 @@ Status RunInspect(const ModelArgs& a) {
   std::printf("family: %s; model_type %s\n", FindArch(c.model_type)->family, c.model_type.c_str());
   std::printf("config: %s\n", c.Summary().c_str());
   ASSIGN_OR_RETURN(auto ckpt, Checkpoint::Open(a.model_dir));
+  ASSIGN_OR_RETURN(const std::optional<WeightFormat> requested, a.kernels.Format());
   uint64_t params = 0, bytes = 0;
-  std::printf("| tensor | dtype | shape |\n|---|---|---|\n");
+  double resident = 0;
+  std::printf(
+      "| tensor | dtype | shape | held as (--weight-format %s) | bytes held |\n|---|---|---|---|---:|\n",
+      a.kernels.weight_format.c_str());
   for (const std::string& name : ckpt->Names()) {
     const SafetensorsEntry* e = ckpt->Find(name);
-    std::printf("| %s | %s | %s |\n", name.c_str(), std::string(DTypeName(e->dtype)).c_str(),
-                ShapeToString(e->shape).c_str());
+    const ResidentForm held = ResidentFormOf(name, e->dtype, e->shape, requested);
+    std::printf("| %s | %s | %s | %s | %.0f |\n", name.c_str(), std::string(DTypeName(e->dtype)).c_str(),
+                ShapeToString(e->shape).c_str(), held.format.c_str(), held.bytes);
     uint64_t n = 1;
     for (int64_t d : e->shape) n *= static_cast<uint64_t>(d);
     params += n;
     bytes += e->end - e->begin;
+    resident += held.bytes;
   }
   std::printf("tensors: %zu, parameters: %llu, bytes: %llu\n", ckpt->Names().size(),
               static_cast<unsigned long long>(params), static_cast<unsigned long long>(bytes));
+  PrintMemorySummary(c, resident);
   ASSIGN_OR_RETURN(KernelPolicy policy, a.kernels.Policy());
   std::printf("%s\n", DescribeKernelChoice(policy).c_str());
   ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadCount());

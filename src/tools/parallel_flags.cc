@@ -69,8 +69,7 @@ void ParallelFlags::ApplyTo(Communicator& world) const {
   if (world.rank() != fault_stall_rank) return;
   const bool mpi = StartedByMpirun();
   const auto sleep = Timeout() + std::chrono::milliseconds(500);  // past the peers' deadline
-  // Counted from the next collective (the body's; start-up checks come before).
-  world.log()->set_stall(world.log()->seq() + static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
+  world.log()->set_stall(static_cast<uint64_t>(fault_stall_at), [mpi, sleep] {
     // A real stopped process under mpirun; in-process, a thread asleep past its peers' deadline.
     if (mpi) {
       std::raise(SIGSTOP);

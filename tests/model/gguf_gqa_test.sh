@@ -66,6 +66,15 @@ want=$("$MOERUN" generate -m "$d" --tokens 5,17,3 -n 6 --precision f32 --ignore-
 got=$("$MOERUN" generate -m "$f" --tokens 5,17,3 -n 6 --precision f32 --ignore-eos 2>/dev/null)
 if [[ -n $got && $got == "$want" ]]; then pass "$ARCH generate on GGUF = HF: $got"; else fail "$ARCH generate: '$got' vs HF '$want'"; fi
 if "$MOERUN" inspect -m "$f" 2>/dev/null | grep -q "^validation: OK"; then pass "$ARCH inspect validates"; else fail "$ARCH inspect"; fi
+# inspect on the Q8_0 file names the family and holds attn_q as stored: 34 bytes per 32 weights.
+out=$("$MOERUN" inspect -m "$WORK/m-q8_0.gguf" 2>/dev/null)
+row=$(grep "^| blk.0.attn_q.weight |" <<<"$out")
+want=$(awk -F'|' '{gsub(/[][ ]/, "", $4); split($4, ne, ","); print ne[1] * ne[2] / 32 * 34}' <<<"$row")
+if grep -q "^family: .*model_type $ARCH$" <<<"$out" && [[ -n $want && $row == *"| Q8_0 |"*"| q8_0 | $want |" ]]; then
+  pass "$ARCH inspect: family and memory per tensor ($row)"
+else
+  fail "$ARCH inspect memory: '$row' (want $want bytes) / $(grep '^family' <<<"$out")"
+fi
 "$MOERUN" logits -m "$f" --tokens "$TOKENS" -o "$WORK/tp2.logits" --precision f32 --tp 2 2>/dev/null
 if msg=$(compare "$WORK/tp2.logits" "$WORK/hf.logits" 1e-5 1.0); then pass "$ARCH F32 GGUF --tp 2: $msg"; else fail "$ARCH --tp 2: $msg"; fi
 

@@ -193,6 +193,18 @@ if grep -q "validation: OK" <<<"$out" && grep -q "model.layers.1.mlp.experts.15.
 else
   fail "inspect: $out"
 fi
+# inspect's memory column: what each tensor takes as held with --weight-format q4_0 (18 bytes per
+# 32 weights), norms and the router in f32, embeddings mapped as stored; the memory line's weights
+# are the column's sum.
+out=$("$MOERUN" inspect -m "$WORK/v2-bf16-3" --weight-format q4_0 2>/dev/null)
+if grep -q "model.layers.1.mlp.experts.15.down_proj.weight | BF16 | \[64, 32\] | q4_0 | $((64 * 32 / 32 * 18)) |" <<<"$out" &&
+  grep -q "model.layers.1.mlp.gate.weight | BF16 | \[16, 64\] | f32 | $((16 * 64 * 4)) |" <<<"$out" &&
+  grep -q "model.embed_tokens.weight | BF16 | \[300, 64\] | BF16 (mapped) | $((300 * 64 * 2)) |" <<<"$out"; then
+  sum=$(grep "^| model\." <<<"$out" | awk -F'|' '{s += $6} END {printf "%.2f", s / 1e9}')
+  if grep -q "^memory: weights $sum GB as held; KV cache" <<<"$out"; then pass "inspect memory: $(grep '^memory' <<<"$out")"; else fail "inspect memory line (sum $sum): $(grep '^memory' <<<"$out")"; fi
+else
+  fail "inspect --weight-format q4_0 table: $(grep -E 'experts.15.down_proj.weight|layers.1.mlp.gate.weight|embed_tokens' <<<"$out")"
+fi
 
 # --check-tensors names a tensor holding NaN.
 cp -r "$WORK/lite-f32-1" "$WORK/nan"

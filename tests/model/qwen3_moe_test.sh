@@ -44,9 +44,9 @@ for spec in "f16|2e-3|1.0" "q8_0|0.06|0.9" "q4_0|0.6|0.5"; do
   if msg=$(compare "$d.q" "$d.ref" "$tol" "$agree"); then pass "--weight-format $fmt: $msg"; else fail "--weight-format $fmt: $msg"; fi
 done
 
-# Layouts on in-process ranks (8 query heads, 4 KV heads, 16 experts): --deterministic logits are
+# Layouts on in-process ranks (8 query heads, 4 KV heads — replicated on --tp 8 —, 16 experts): --deterministic logits are
 # bitwise equal to one rank's; fast mode stays within f32 rounding; greedy tokens are the same.
-LAYOUTS=("--tp 2" "--tp 4" "--tp 2 --ep" "--dp 2" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp"
+LAYOUTS=("--tp 2" "--tp 4" "--tp 8" "--tp 2 --ep" "--dp 2" "--dp 2 --ep --dispatch alltoall" "--tp 2 --dp 2 --ep --sp"
   "--tp 2 --dp 2 --ep --dispatch alltoall" "--tp 4 --dp 2 --ep --sp" "--tp 2 --shared-replicated")
 d="$WORK/q-bf16-3"
 "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.det1" --deterministic 2>/dev/null
@@ -94,8 +94,8 @@ fi
 
 # Bad input: one clear error, exit != 0.
 d="$WORK/q-f32-1"
-expect_error "--tp 8 (4 KV heads)" "--tp 8 does not divide num_key_value_heads 4" -- \
-  "$MOERUN" logits -m "$d" --tokens 5 -o "$WORK/x.st" --tp 8
+expect_error "--tp 16 (8 query heads)" "--tp 16 does not divide num_attention_heads 8" -- \
+  "$MOERUN" logits -m "$d" --tokens 5 -o "$WORK/x.st" --tp 16
 expect_error "--tp 3" "--tp 3" -- \
   "$MOERUN" logits -m "$d" --tokens 5 -o "$WORK/x.st" --tp 3
 bad "yarn rope_scaling" "rope_scaling type 'yarn' is not supported for qwen3_moe" \

@@ -29,17 +29,17 @@ expect_fail_within "thread creation fails part-way (-t 1024, ulimit -v 2 GB)" "l
 #    pass; rank 0 fails within the deadline (1 s) naming the collective and its layer.
 stall=(--tp 2 -t 2 --collective-timeout 1 --fault-stall-rank 1)
 printf '{"prompt": "1+1=", "answer": "2"}\n' >"$WORK/task.jsonl"
-expect_fail_within "logits --tp 2, rank 1 stalls before collective #8 (deadline 1 s)" "[collective #8 of this rank: layer 3 o_proj output]" 30 -- \
-  "$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/x.st" "${stall[@]}" --fault-stall-at 8
+expect_fail_within "logits --tp 2, rank 1 stalls before collective #10 (deadline 1 s)" "[collective #10 of this rank: layer 3 o_proj output]" 30 -- \
+  "$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/x.st" "${stall[@]}" --fault-stall-at 10
 expect_fail_within "generate --tp 2, rank 1 stalls (deadline 1 s)" "within 1000 ms" 30 -- \
-  "$MOERUN" generate -m "$TINY" --tokens 1,2,3 -n 4 "${stall[@]}" --fault-stall-at 12
+  "$MOERUN" generate -m "$TINY" --tokens 1,2,3 -n 4 "${stall[@]}" --fault-stall-at 14
 expect_fail_within "eval --tp 2, rank 1 stalls (deadline 1 s)" "within 1000 ms" 30 -- \
-  "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" "${stall[@]}" --fault-stall-at 12
+  "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" "${stall[@]}" --fault-stall-at 14
 expect_fail_within "bench --tp 2, rank 1 stalls (deadline 1 s)" "within 1000 ms" 60 -- \
-  "$MOERUN" bench -m "$TINY" -p 4 -n 2 -r 1 "${stall[@]}" --fault-stall-at 12
+  "$MOERUN" bench -m "$TINY" -p 4 -n 2 -r 1 "${stall[@]}" --fault-stall-at 14
 "$MOERUN" make-example --out "$WORK/layer" --preset v2-lite --small --tokens 8 --dtype bf16 2>/dev/null
 expect_fail_within "moe-layer --tp 2, rank 1 stalls (deadline 1 s)" "within 1000 ms" 30 -- \
   "$MOERUN" moe-layer --config "$WORK/layer/config.json" --weights "$WORK/layer/layer.safetensors" \
-  --input "$WORK/layer/x.safetensors" --output "$WORK/y.st" "${stall[@]}" --fault-stall-at 2
+  --input "$WORK/layer/x.safetensors" --output "$WORK/y.st" "${stall[@]}" --fault-stall-at 4
 
 finish

@@ -13,16 +13,16 @@ expect_fail_within "mpirun -np 2: rank 1 stopped before MPI_Init (deadline 3 s)"
   "${MPIRUN[@]}" -np 2 bash -c '[[ $OMPI_COMM_WORLD_RANK == 1 ]] && kill -STOP $$; exec "$@"' _ \
   "$MOERUN" logits -m "$TINY" --tokens 1,2 -o "$WORK/x.st" --tp 2 -t 1 --collective-timeout 3
 
-# 2. Rank 1 stops (SIGSTOP) before collective #8 of logits --tp 2: rank 0 fails within the deadline.
+# 2. Rank 1 stops (SIGSTOP) before collective #10 of logits --tp 2 (#1-#2: the start-up agreement): rank 0 fails within the deadline.
 t0=$(now)
 out=$(timeout -s KILL 60 "${MPIRUN[@]}" -np 2 "$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/x.st" --tp 2 -t 1 \
-  --collective-timeout 3 --fault-stall-rank 1 --fault-stall-at 8 2>&1 </dev/null)
+  --collective-timeout 3 --fault-stall-rank 1 --fault-stall-at 10 2>&1 </dev/null)
 rc=$?
 secs=$(elapsed "$t0")
 cpu=$(grep -o 'waiting used [0-9.]* s of CPU' <<<"$out" | head -n 1 | grep -o '[0-9.]*')
-if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "no completion within 3000 ms \[collective #8 of this rank: layer " <<<"$out" &&
+if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "no completion within 3000 ms \[collective #10 of this rank: layer " <<<"$out" &&
     [[ -n $cpu ]] && $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.15 else 1)" "$cpu"; then
-  pass "mpirun -np 2 logits: rank 1 SIGSTOPped before collective #8 (deadline 3 s) [$secs s] rc $rc: waiting rank used ${cpu} s of CPU in 3 s; $(grep -o 'all_[a-z_]* on group.*CPU)' <<<"$out" | head -n 1)"
+  pass "mpirun -np 2 logits: rank 1 SIGSTOPped before collective #10 (deadline 3 s) [$secs s] rc $rc: waiting rank used ${cpu} s of CPU in 3 s; $(grep -o 'all_[a-z_]* on group.*CPU)' <<<"$out" | head -n 1)"
 else
   fail "mpirun: a rank stopped mid-forward: rc $rc, cpu '$cpu': $out"
 fi
@@ -31,10 +31,10 @@ fi
 printf '{"prompt": "1+1=", "answer": "2"}\n' >"$WORK/task.jsonl"
 expect_fail_within "mpirun -np 2 generate: rank 1 SIGSTOPped (deadline 3 s)" "within 3000 ms [collective #" 60 -- \
   "${MPIRUN[@]}" -np 2 "$MOERUN" generate -m "$TINY" --tokens 1,2,3 -n 4 --tp 2 -t 1 --collective-timeout 3 \
-  --fault-stall-rank 1 --fault-stall-at 12
+  --fault-stall-rank 1 --fault-stall-at 14
 expect_fail_within "mpirun -np 2 eval: rank 1 SIGSTOPped (deadline 3 s)" "within 3000 ms [collective #" 60 -- \
   "${MPIRUN[@]}" -np 2 "$MOERUN" eval -m "$TINY" --task "$WORK/task.jsonl" --tp 2 -t 1 --collective-timeout 3 \
-  --fault-stall-rank 1 --fault-stall-at 12
+  --fault-stall-rank 1 --fault-stall-at 14
 
 # 4. The model file truncated under a running mpirun job (both ranks map it).
 sigbus_case "mpirun: model file truncated under the job (SIGBUS)" \
