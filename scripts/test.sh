@@ -2,7 +2,9 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 #   1. g++ Release build with -Werror; every ctest (unit, cli) runs.
 #   2. clang-14 build with AddressSanitizer + UndefinedBehaviorSanitizer; the unit tests run again.
-#   3. The safetensors and GGUF libFuzzer targets run for a bounded time each (MOERUN_FUZZ_SECONDS, default 30).
+#   3. The safetensors and GGUF libFuzzer targets run for a bounded time each (MOERUN_FUZZ_SECONDS, default 30),
+#      then the index.json, config.json, tokenizer.json and request-body targets from their committed seed
+#      corpora (tests/fuzz/corpus/) for MOERUN_FUZZ_PARSER_SECONDS each (default 15).
 #   4. clang-format check of every C++ source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,18 @@ open(sys.argv[1], "wb").write(b)
 PY
 build-asan/bin/gguf_fuzz -max_total_time="${MOERUN_FUZZ_SECONDS:-30}" -max_len=4096 -print_final_stats=0 \
   "$gcorpus" 2>&1 | tail -n 3
+
+# The remaining parsers, each from its committed seeds; new inputs go to a scratch directory (the
+# first corpus argument), so the committed corpus is only read.
+pcorpus=$(mktemp -d)
+trap 'rm -rf "$corpus" "$gcorpus" "$pcorpus"' EXIT
+for target in index:4096 config:4096 tokenizer:8192 openai_request:4096; do
+  name=${target%%:*}
+  echo "== fuzz $name for ${MOERUN_FUZZ_PARSER_SECONDS:-15} s"
+  mkdir -p "$pcorpus/$name"
+  build-asan/bin/"${name}_fuzz" -max_total_time="${MOERUN_FUZZ_PARSER_SECONDS:-15}" -max_len="${target#*:}" \
+    -print_final_stats=0 "$pcorpus/$name" "tests/fuzz/corpus/$name" 2>&1 | tail -n 3
+done
 
 echo "== clang-format"
 git ls-files '*.cc' '*.h' | xargs clang-format --dry-run --Werror

@@ -46,7 +46,7 @@ Status CheckShardName(const std::string& index_path, const std::string& tensor, 
                     shard);
 }
 
-// Reads the index's "weight_map": tensor name -> shard file name.
+// Reads the index file at `index_path` and parses it.
 StatusOr<std::map<std::string, std::string>> ReadWeightMap(const std::string& index_path) {
   std::error_code ec;
   const uintmax_t size = std::filesystem::file_size(index_path, ec);
@@ -55,6 +55,13 @@ StatusOr<std::map<std::string, std::string>> ReadWeightMap(const std::string& in
                       kMaxIndexBytes);
   }
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
+  return ParseCheckpointIndex(text, index_path);
+}
+
+}  // namespace
+
+StatusOr<std::map<std::string, std::string>> ParseCheckpointIndex(std::string_view text,
+                                                                  const std::string& index_path) {
   if (text.size() > kMaxIndexBytes) {
     return OutOfRange("{}: more than {} bytes", index_path, kMaxIndexBytes);
   }
@@ -76,10 +83,12 @@ StatusOr<std::map<std::string, std::string>> ReadWeightMap(const std::string& in
     }
     weight_map.emplace(name, shard.get_ref<const std::string&>());
   }
+  // Check every shard name before any file is opened.
+  for (const auto& [name, shard] : weight_map) {
+    RETURN_IF_ERROR(CheckShardName(index_path, name, shard));
+  }
   return weight_map;
 }
-
-}  // namespace
 
 StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
@@ -119,11 +128,8 @@ Status Checkpoint::AddWholeFile(const std::string& file) {
 }
 
 Status Checkpoint::AddShards(const std::string& dir, const std::string& index_path) {
+  // Every shard name is checked (ParseCheckpointIndex) before any file is opened.
   ASSIGN_OR_RETURN(auto weight_map, ReadWeightMap(index_path));
-  // Check every shard name before opening any file.
-  for (const auto& [name, shard] : weight_map) {
-    RETURN_IF_ERROR(CheckShardName(index_path, name, shard));
-  }
   std::map<std::string, size_t> shard_index;  // shard file name -> files_ index
   for (const auto& [name, shard] : weight_map) {
     auto it = shard_index.find(shard);

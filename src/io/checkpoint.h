@@ -24,6 +24,11 @@
 
 namespace moerun {
 
+// Parses model.safetensors.index.json text: its "weight_map" (tensor name -> shard file name),
+// every shard a plain file name. Reads no file; `index_path` names the index in errors.
+StatusOr<std::map<std::string, std::string>> ParseCheckpointIndex(std::string_view text,
+                                                                  const std::string& index_path);
+
 class Checkpoint : public TensorSource {
  public:
   static StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& path);
