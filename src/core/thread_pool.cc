@@ -21,6 +21,11 @@ thread_local int tls_thread = 0;
 
 }  // namespace
 
+void ParallelForOn(ThreadPool* pool, int64_t n_tasks, const ThreadPool::TaskFn& fn) {
+  if (pool != nullptr) return pool->ParallelFor(n_tasks, fn);
+  for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+}
+
 int DefaultThreadCount() {
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);

@@ -60,6 +60,10 @@ class ThreadPool {
   std::atomic<bool> caller_sleeping_{false};
 };
 
+// pool->ParallelFor(n_tasks, fn), or every task in order on the calling thread (as thread 0) when
+// pool is null: for code that may run without a pool.
+void ParallelForOn(ThreadPool* pool, int64_t n_tasks, const ThreadPool::TaskFn& fn);
+
 // Default thread count: the number of online CPUs (at least 1).
 int DefaultThreadCount();
 

@@ -46,12 +46,7 @@ void RunMatmulTask(const MatmulJob& job, int64_t task) {
 }
 
 void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
-  const int64_t n = MatmulTaskCount(job);
-  if (pool == nullptr) {
-    for (int64_t t = 0; t < n; ++t) RunMatmulTask(job, t);
-    return;
-  }
-  pool->ParallelFor(n, [&](int64_t t, int) { RunMatmulTask(job, t); });
+  ParallelForOn(pool, MatmulTaskCount(job), [&](int64_t t, int) { RunMatmulTask(job, t); });
 }
 
 void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
@@ -62,11 +57,7 @@ void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
                                          first_task.begin() - 1);
     RunMatmulTask(jobs[j], task - first_task[j]);
   };
-  if (pool == nullptr) {
-    for (int64_t t = 0; t < first_task.back(); ++t) run(t, 0);
-  } else {
-    pool->ParallelFor(first_task.back(), run);
-  }
+  ParallelForOn(pool, first_task.back(), run);
 }
 
 }  // namespace moerun

@@ -230,11 +230,7 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
     }
   };
   const int64_t n_tasks = static_cast<int64_t>(runs.size()) * head_groups;
-  if (pool_) {
-    pool_->ParallelFor(n_tasks, task);
-  } else {
-    for (int64_t i = 0; i < n_tasks; ++i) task(i, 0);
-  }
+  ParallelForOn(pool_, n_tasks, task);
   return Status::Ok();
 }
 

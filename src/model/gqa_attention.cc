@@ -230,11 +230,7 @@ Status GqaAttention::Forward(int64_t layer, const float* x, int64_t t_count, con
     }
   };
   const int64_t n_tasks = static_cast<int64_t>(runs.size()) * nkv;
-  if (pool) {
-    pool->ParallelFor(n_tasks, task);
-  } else {
-    for (int64_t i = 0; i < n_tasks; ++i) task(i, 0);
-  }
+  ParallelForOn(pool, n_tasks, task);
   return Status::Ok();
 }
 

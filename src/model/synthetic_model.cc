@@ -195,11 +195,7 @@ StatusOr<Tensor> SyntheticTensorSource::Get(std::string_view name) const {
     }
   };
   const int64_t chunks = (rows + 63) / 64;
-  if (pool_ != nullptr) {
-    pool_->ParallelFor(chunks, fill);
-  } else {
-    for (int64_t c = 0; c < chunks; ++c) fill(c, 0);
-  }
+  ParallelForOn(pool_, chunks, fill);
   return t;
 }
 

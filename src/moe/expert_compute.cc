@@ -11,11 +11,7 @@ void ParallelForRows(ThreadPool* pool, int64_t n, const std::function<void(int64
   auto run = [&](int64_t b, int) {
     for (int64_t r = b * rows_per_task; r < std::min(n, (b + 1) * rows_per_task); ++r) fn(r);
   };
-  if (pool == nullptr) {
-    for (int64_t b = 0; b < blocks; ++b) run(b, 0);
-  } else {
-    pool->ParallelFor(blocks, run);
-  }
+  ParallelForOn(pool, blocks, run);
 }
 
 void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeightsRef> experts,

@@ -83,11 +83,8 @@ void PartOps::AccumulateRows(MoePart* part, const SlotsOfRow& slots_of, bool fir
   };
   // A token or two in fast mode (decode) is a few microseconds of adds: less than waking a peer.
   constexpr int64_t kInlineElements = 4096;
-  if (pool_ == nullptr || (!deterministic_ && rows * h <= kInlineElements)) {
-    for (int64_t t = 0; t < row_tasks * chunks; ++t) run(t, 0);
-  } else {
-    pool_->ParallelFor(row_tasks * chunks, run);
-  }
+  const bool inline_adds = !deterministic_ && rows * h <= kInlineElements;
+  ParallelForOn(inline_adds ? nullptr : pool_, row_tasks * chunks, run);
 }
 
 void PartOps::Add(MoePart* dst, const MoePart& src) const {

@@ -195,11 +195,7 @@ StatusOr<MoeWeights> MoeWeights::Load(const MoeConfig& c, const TensorSource& ck
       if (first_error.ok()) first_error = s;
     }
   };
-  if (pool != nullptr) {
-    pool->ParallelFor(e, pack_expert);
-  } else {
-    for (int64_t x = 0; x < e; ++x) pack_expert(x, 0);
-  }
+  ParallelForOn(pool, e, pack_expert);
   RETURN_IF_ERROR(first_error);
 
   if (c.shared_intermediate_size > 0) {
