@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/signals.h"
 #include "core/status.h"
 
 namespace moerun {
@@ -55,9 +56,18 @@ class CollectiveLog {
   static constexpr size_t kMaxRecords = size_t{1} << 16;
   void Record(std::string op, std::string group, uint64_t bytes) {
     if (records_.size() >= kMaxRecords) records_.erase(records_.begin(), records_.begin() + kMaxRecords / 2);
+    ++seq_;
+    if (publish_rank_ >= 0) PublishCollectiveBegin(publish_rank_, op, group, seq_, label_.what);
     records_.push_back({std::move(op), std::move(group), bytes, label_.what, label_.from, label_.to});
-    if (++seq_ == stall_at_ && stall_) stall_();
+    if (seq_ == stall_at_ && stall_) stall_();
   }
+  // Called when the collective Record()ed last has completed (or failed).
+  void Done() const {
+    if (publish_rank_ >= 0) PublishCollectiveEnd();
+  }
+  // This log's collectives are the ones a SIGINT / SIGTERM line names (core/signals.h), as rank
+  // `rank`'s. One log per process at most (the MPI rank's, or in-process rank 0's).
+  void PublishForSignals(int rank) { publish_rank_ = rank; }
   // Sequence number of the last recorded collective (0: none yet).
   uint64_t seq() const { return seq_; }
   // " [collective #57 of this rank: layer 3 o_proj output]": appended to deadline errors.
@@ -91,6 +101,7 @@ class CollectiveLog {
   std::vector<CollectiveRecord> records_;
   Label label_;
   uint64_t seq_ = 0;
+  int publish_rank_ = -1;
   uint64_t stall_at_ = 0;
   std::function<void()> stall_;
   mutable std::mutex seconds_mu_;
@@ -103,8 +114,9 @@ class CollectiveTimer {
   CollectiveTimer(CollectiveLog* log, const char* op)
       : log_(log), op_(op), start_(std::chrono::steady_clock::now()) {}
   ~CollectiveTimer() {
-    if (log_)
-      log_->AddSeconds(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    if (!log_) return;
+    log_->Done();
+    log_->AddSeconds(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
   }
   CollectiveTimer(const CollectiveTimer&) = delete;
   CollectiveTimer& operator=(const CollectiveTimer&) = delete;

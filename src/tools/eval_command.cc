@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "comm/mpi_comm.h"
+#include "core/signals.h"
 #include "engine/engine.h"
 #include "io/atomic_file.h"
 #include "model/model.h"
@@ -12,7 +14,6 @@
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/file_identity.h"
-#include "tools/interrupt.h"
 #include "tools/model_cli.h"
 #include "tools/parallel_flags.h"
 
@@ -60,18 +61,26 @@ std::string Trim(std::string s) {
 }
 
 // The answers listing ("index<TAB>answer", answered problems only) and the accuracy line.
+// --answers: "index<TAB>answer" for every problem answered so far.
+Status WriteAnswers(const EvalArgs& a, const std::vector<std::optional<std::string>>& answers) {
+  if (a.answers_out.empty()) return Status::Ok();
+  std::string listing;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    if (answers[i]) listing += fmt::format("{}\t{}\n", i, *answers[i]);
+  }
+  return WriteFileAtomically(a.answers_out, listing);
+}
+
 Status Report(const EvalArgs& a, const std::vector<Problem>& problems,
               const std::vector<std::optional<std::string>>& answers) {
   const int64_t n = static_cast<int64_t>(problems.size());
   int64_t correct = 0, answered = 0;
-  std::string listing;
   for (int64_t i = 0; i < n; ++i) {
     if (!answers[i]) continue;
     ++answered;
     correct += Trim(*answers[i]) == Trim(problems[i].answer);
-    listing += fmt::format("{}\t{}\n", i, *answers[i]);
   }
-  if (!a.answers_out.empty()) RETURN_IF_ERROR(WriteFileAtomically(a.answers_out, listing));
+  RETURN_IF_ERROR(WriteAnswers(a, answers));
   if (answered < n) {
     std::printf("accuracy: %.3f (%lld/%lld answered of %lld; interrupted)\n",
                 answered ? static_cast<double>(correct) / static_cast<double>(answered) : 0.0,
@@ -109,8 +118,15 @@ Status RunEval(const EvalArgs& a) {
     // every step batches the same sequences on every layout.
     Engine engine(world, model, tok.get(),
                   EngineOptions{.tp = par.tp, .max_batch = a.batch, .admit_when_idle = true});
-    if (world.rank() != 0) return engine.RunUntilIdle();
-    const InterruptScope interrupt;  // SIGINT / SIGTERM: cancel, then write what is answered
+    // SIGINT / SIGTERM: rank 0 writes what is answered and cancels the rest; under mpirun (which
+    // sends every rank SIGTERM, and SIGKILL about a second later) the other ranks keep following
+    // rank 0's plan to the end instead of dying at the first signal.
+    if (world.rank() != 0) {
+      std::optional<InterruptScope> follow;
+      if (StartedByMpirun()) follow.emplace();
+      return engine.RunUntilIdle();
+    }
+    const InterruptScope interrupt;
     const int32_t eos = static_cast<int32_t>(model.hparams().eos_token_id);
     std::vector<std::optional<std::string>> answers(static_cast<size_t>(n));
     int64_t done = 0;
@@ -139,6 +155,7 @@ Status RunEval(const EvalArgs& a) {
     bool cancelled = false;
     for (;;) {
       if (!cancelled && InterruptScope::Received() != 0) {
+        RETURN_IF_ERROR(WriteAnswers(a, answers));  // first: the job may not live to the end of the drain
         engine.CancelAll();
         cancelled = true;
       }

@@ -6,6 +6,7 @@
 #include <exception>
 #include <new>
 
+#include "core/signals.h"
 #include "kernels/kernel_table.h"
 #include "tools/commands.h"
 
@@ -53,6 +54,7 @@ int CheckStdout(int exit_code) {
 }
 
 int main(int argc, char** argv) {
+  moerun::InstallSignalReport();  // SIGINT / SIGTERM: a last line saying where this rank was
   // Errors travel as Status; this only catches what a library throws (e.g. allocation failure).
   try {
     return CheckStdout(Run(argc, argv));

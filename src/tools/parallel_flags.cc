@@ -7,6 +7,7 @@
 
 #include "comm/in_process_comm.h"
 #include "comm/mpi_comm.h"
+#include "core/signals.h"
 #include "core/thread_pool.h"
 #include "tools/cli_util.h"
 
@@ -111,6 +112,10 @@ namespace {
 // Timeout and agreement, on every rank before its body (see RunOnRanks).
 Status Agree(const ParallelFlags& flags, const RankFingerprint& agree, Communicator& world) {
   world.set_timeout(flags.Timeout());
+  // A SIGINT / SIGTERM line names this rank's collective in flight: every MPI process's own rank,
+  // in-process rank 0 for the process (core/signals.h).
+  if (world.log() != nullptr && (StartedByMpirun() || world.rank() == 0))
+    world.log()->PublishForSignals(world.rank());
   RankFingerprint mine = agree;
   flags.AddFields(&mine);
   if (world.rank() == flags.fault_disagree_rank) mine.Add("fault injection", "--fault-disagree-rank");
@@ -127,10 +132,13 @@ Status RunOnRanks(const ParallelFlags& flags, int total_threads, const RankFinge
     RETURN_IF_ERROR(Agree(flags, agree, *world));
     flags.ApplyTo(*world);
     Status s = body(*world, std::max(1, total_threads));
-    if (!s.ok()) {
+    // An interrupted command (core/signals.h's InterruptScope) stops on every rank together: no
+    // abort (Open MPI's mpirun can crash finalising an abort that races its own signal handling),
+    // and the error is reported once, by the caller.
+    if (!s.ok() && world->size() > 1 && InterruptScope::Received() == 0) {
       std::fprintf(stderr, "moerun: error (rank %d of %d): %s\n", world->rank(), world->size(),
                    s.message().c_str());
-      if (world->size() > 1) MpiAbort(1);
+      MpiAbort(1);
     }
     return s;
   }

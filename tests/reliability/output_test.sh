@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reliability §6, in-process: results that cannot be written fail the run (stdout on a full disk,
 # an unwritable --answers path found before computing); an interrupted eval writes the answers it
-# has and says so; a killed writer's temporary file is removed by the next write; a model file
+# has and says so; a killed writer's temporary file is removed by the next write; SIGTERM to
+# in-process ranks ends the process with a last line naming rank 0's collective; a model file
 # truncated under a running process ends it with a message naming the file (SIGBUS caught).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -61,7 +62,25 @@ else
   fail "orphan temporary file: $(ls "$WORK" | grep tmp)"
 fi
 
-# 5. The model file truncated under a running process: SIGBUS caught, the file named.
+# 5. SIGTERM to in-process ranks (--tp 2 --ep): the process ends by the signal, its last line naming
+# rank 0's collective (core/signals.h).
+"$MOERUN" bench -m "$TINY" -p 8 -n 8 -r 1000000 --tp 2 --ep -t 2 >/dev/null 2>"$WORK/term.err" </dev/null &
+pid=$!
+for _ in $(seq 300); do grep -q "loaded in" "$WORK/term.err" && break; sleep 0.1; done
+sleep 0.5
+t0=$(now)
+kill -TERM "$pid"
+timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
+wait "$pid"
+rc=$?
+last=$(tail -n 1 "$WORK/term.err")
+if [[ $rc -eq 143 ]] && grep -Eq "^moerun: rank 0: SIGTERM received (during|while computing after) .*collective #[0-9]+.*layer [0-9]" <<<"$last"; then
+  pass "in-process ranks (--tp 2 --ep): SIGTERM [$(elapsed "$t0") s] rc $rc: $last"
+else
+  fail "in-process SIGTERM: rc $rc, last line '$last'"
+fi
+
+# 6. The model file truncated under a running process: SIGBUS caught, the file named.
 sigbus_case "model file truncated under bench (SIGBUS)" \
   "$MOERUN" bench -m "$WORK/trunc" -p 8 -n 8 -r 1000000 -t 2
 finish
