@@ -11,6 +11,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   python3 python3-numpy
   openmpi-bin libopenmpi-dev
+  iproute2  # ip netns + veth for tests/reliability/multihost_test.sh (not in minimal Debian images)
   libpcre2-dev
   libcpp-httplib-dev prometheus-cpp-dev
   chromium

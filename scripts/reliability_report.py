@@ -10,7 +10,7 @@ the label are picked up the same way; one without case lines is reported as a si
 non-zero when any test fails (the report is written either way). With --before BINARY (e.g. a
 moerun built from the commit before the fixes), the in-process scripts of tests/reliability/ also
 run against that binary, and each case's outcome there is a column of the report (the mpirun
-script is not: a hang there would leave stopped ranks behind).
+scripts, mpi_test.sh and multihost_test.sh, are not: a hang there would leave stopped ranks behind).
 """
 import argparse
 import datetime
@@ -62,7 +62,8 @@ def run_before(root, binary):
     """{case: "PASS"/"FAIL"} of the in-process reliability scripts run with MOERUN=binary."""
     outcomes = {}
     folder = os.path.join(root, "tests", "reliability")
-    for script in sorted(f for f in os.listdir(folder) if f.endswith("_test.sh") and f != "mpi_test.sh"):
+    mpirun_scripts = ("mpi_test.sh", "multihost_test.sh")  # under mpirun: not run against --before
+    for script in sorted(f for f in os.listdir(folder) if f.endswith("_test.sh") and f not in mpirun_scripts):
         env = dict(os.environ, MOERUN=os.path.abspath(binary))
         proc = subprocess.run(["bash", os.path.join(folder, script)], capture_output=True, text=True, env=env)
         for m in re.finditer(r"^(PASS|FAIL): (.*)$", proc.stdout, re.M):

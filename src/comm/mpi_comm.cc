@@ -243,6 +243,22 @@ StatusOr<std::unique_ptr<Communicator>> MpiWorld(int* argc, char*** argv,
 }
 
 void MpiAbort(int code) {
+  // MPI_Abort asks mpirun (through PMIx, over TCP) to kill the job, and waits for it. A rank whose
+  // connection to mpirun runs over a link that has gone down (a rank on another host, or in another
+  // network namespace: tests/reliability/multihost_test.sh) never gets the request through, and
+  // MPI_Abort then blocks for as long as TCP retransmits (many minutes). Bound it: past
+  // kAbortGrace the process exits non-zero on its own, which mpirun (the parent of every local
+  // process) sees, and then it takes the rest of the job down.
+  std::thread([code] {
+    constexpr std::chrono::seconds kAbortGrace(3);
+    std::this_thread::sleep_for(kAbortGrace);
+    std::fprintf(stderr,
+                 "moerun: error: MPI_Abort did not return within %lld s (mpirun unreachable); exiting with "
+                 "code %d\n",
+                 static_cast<long long>(kAbortGrace.count()), code);
+    std::fflush(stderr);
+    std::_Exit(code);
+  }).detach();
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }

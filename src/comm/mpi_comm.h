@@ -26,7 +26,8 @@ bool MpiAvailable();  // compiled with MPI support
 // and exits non-zero, so a peer that never starts cannot keep this rank waiting forever.
 StatusOr<std::unique_ptr<Communicator>> MpiWorld(
     int* argc, char*** argv, std::chrono::milliseconds init_deadline = std::chrono::seconds(120));
-// Aborts every rank of the job (after printing the error on this rank).
+// Aborts every rank of the job (after printing the error on this rank). Bounded: when mpirun cannot
+// be reached (a cut link), the process exits with `code` after a few seconds instead.
 [[noreturn]] void MpiAbort(int code);
 
 }  // namespace moerun
