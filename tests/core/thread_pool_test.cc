@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -115,6 +116,29 @@ TEST(ThreadPoolTest, DestroyWithSleepingOrSpinningWorkers) {
     EXPECT_EQ(x, 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
   }
+}
+
+// A task that throws (e.g. std::bad_alloc, which RunRanks turns into the rank's error) on the
+// caller or on a worker ends the loop: ParallelFor rethrows it only after every worker has left
+// the loop, so no task still writes into the caller's frame (here `out`) once it unwinds; the
+// pool stays usable.
+TEST(ThreadPoolTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 12; ++round) {
+    const int64_t bad = round % 3 == 0 ? 0 : 7 + round;  // task 0 is usually the caller's
+    std::vector<int64_t> out(64, -1);
+    EXPECT_THROW(pool.ParallelFor(64,
+                                  [&](int64_t t, int) {
+                                    if (t == bad) throw std::runtime_error("task failed");
+                                    std::this_thread::sleep_for(std::chrono::microseconds(300));
+                                    out[static_cast<size_t>(t)] = t;
+                                  }),
+                 std::runtime_error);
+    EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
+  }
+  std::vector<int64_t> out(64, -1);
+  pool.ParallelFor(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
+  for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
 }
 
 }  // namespace
