@@ -2,10 +2,14 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 #   1. g++ Release build with -Werror; every ctest (unit, cli) runs.
 #   2. clang-14 build with AddressSanitizer + UndefinedBehaviorSanitizer; the unit tests run again.
-#   3. The safetensors and GGUF libFuzzer targets run for a bounded time each (MOERUN_FUZZ_SECONDS, default 30),
+#   3. clang-14 build with ThreadSanitizer (only the targets label `tsan` needs); the tests of threads
+#      and in-process ranks run again (thread pool, collectives, parallel MoE on every layout, engine,
+#      server; tests/cli/inproc_test.sh, reliability and serve end to end; no MPI). Any report fails
+#      the stage; tests/tsan.supp holds only uninstrumented third-party code, each entry explained.
+#   4. The safetensors and GGUF libFuzzer targets run for a bounded time each (MOERUN_FUZZ_SECONDS, default 30),
 #      then the index.json, config.json, tokenizer.json and request-body targets from their committed seed
 #      corpora (tests/fuzz/corpus/) for MOERUN_FUZZ_PARSER_SECONDS each (default 15).
-#   4. clang-format check of every C++ source.
+#   5. clang-format check of every C++ source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -23,6 +27,23 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_
 cmake --build build-asan -j "$JOBS"
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan -j "$JOBS" -L unit --output-on-failure --timeout 900
+
+echo "== clang-14 ThreadSanitizer build and in-process-rank tests"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DMOERUN_WERROR=ON -DMOERUN_SANITIZE=thread -DMOERUN_BUILD_BENCHMARKS=OFF -DMOERUN_BUILD_FUZZERS=OFF >/dev/null
+cmake --build build-tsan -j "$JOBS" --target moerun core_test parallel_test engine_test serve_test
+# Reports go to files (a test expecting a non-zero exit would hide exit code 66): any file fails.
+tsan_logs=$(mktemp -d)
+tsan_rc=0
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4:exitcode=66:log_path=$tsan_logs/tsan:suppressions=$PWD/tests/tsan.supp" \
+  ctest --test-dir build-tsan -j "$JOBS" -L tsan --output-on-failure --timeout 900 || tsan_rc=$?
+if compgen -G "$tsan_logs/tsan.*" >/dev/null; then
+  cat "$tsan_logs"/tsan.*
+  echo "ThreadSanitizer: $(ls "$tsan_logs" | wc -l) report(s)"
+  exit 1
+fi
+rm -rf "$tsan_logs"
+[[ $tsan_rc -eq 0 ]] || exit "$tsan_rc"
 
 echo "== fuzz safetensors for ${MOERUN_FUZZ_SECONDS:-30} s"
 corpus=$(mktemp -d)

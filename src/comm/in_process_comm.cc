@@ -48,13 +48,22 @@ class Group {
   Slot& slot(int r) { return slots_[static_cast<size_t>(r)]; }
 
   // Blocks until all n ranks arrive, the timeout passes or a rank of the world fails.
-  Status Barrier(std::chrono::milliseconds timeout, const char* op, const std::string& name) {
+  // reads_follow: after this barrier the ranks read each other's published buffers (every barrier
+  // of a collective but its last). A rank that leaves with an error first waits until every peer
+  // still reading from the previous barrier has arrived: its buffers (a stack array, the caller's
+  // tensor) may be freed or reused as soon as it returns, so leaving earlier let a slow peer's
+  // memcpy read freed memory, a data race. The wait is bounded: a reading peer only copies before
+  // it arrives here (no collective, no deadline involved).
+  Status Barrier(std::chrono::milliseconds timeout, const char* op, const std::string& name,
+                 bool reads_follow) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (broken_) return Broken(op, name);
+    if (reading_ > 0 && --reading_ == 0) cv_.notify_all();  // this rank no longer reads its peers
+    if (broken_) return Leave(lock, Broken(op, name));
     const uint64_t gen = generation_;
     if (++arrived_ == n_) {
       arrived_ = 0;
       ++generation_;
+      reading_ = reads_follow ? n_ : 0;
       cv_.notify_all();
       return Status::Ok();
     }
@@ -63,9 +72,12 @@ class Group {
       if (world_->failed.load()) {
         broken_ = true;
         cv_.notify_all();
-        std::lock_guard<std::mutex> why_lock(world_->mu);
-        reason_ = world_->why;
-        return Status(StatusCode::kIOError, fmt::format("{} on group '{}': {}", op, name, world_->why));
+        {
+          std::lock_guard<std::mutex> why_lock(world_->mu);
+          reason_ = world_->why;
+        }
+        return Leave(lock,
+                     Status(StatusCode::kIOError, fmt::format("{} on group '{}': {}", op, name, reason_)));
       }
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) {
@@ -73,11 +85,11 @@ class Group {
         cv_.notify_all();
         reason_ = fmt::format("{} on group '{}' ({} ranks): a peer did not arrive within {} ms", op, name, n_,
                               timeout.count());
-        return Status(StatusCode::kIOError, reason_);
+        return Leave(lock, Status(StatusCode::kIOError, reason_));
       }
       cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(kFailurePoll, deadline - now));
     }
-    if (broken_ && generation_ == gen) return Broken(op, name);
+    if (broken_ && generation_ == gen) return Leave(lock, Broken(op, name));
     return Status::Ok();
   }
 
@@ -85,6 +97,12 @@ class Group {
   std::map<int, std::shared_ptr<Group>>& split_groups() { return split_groups_; }
 
  private:
+  // mu_ held: returns s once no peer still reads buffers published before the last barrier.
+  Status Leave(std::unique_lock<std::mutex>& lock, Status s) {
+    cv_.wait(lock, [this] { return reading_ == 0; });
+    return s;
+  }
+
   // mu_ held.
   Status Broken(const char* op, const std::string& name) const {
     return Status(StatusCode::kIOError,
@@ -97,6 +115,7 @@ class Group {
   std::condition_variable cv_;
   int arrived_ = 0;
   uint64_t generation_ = 0;
+  int reading_ = 0;  // ranks past a reads_follow barrier that have not arrived at the next one
   bool broken_ = false;
   std::string reason_;  // the first deadline error, once broken_
   std::mutex split_mu_;
@@ -126,8 +145,12 @@ class InProcessComm final : public Communicator {
   const std::shared_ptr<WorldState>& world_state() const { return group_->world(); }
 
   // Waits for every rank of the group; a deadline error names this rank's collective in flight.
-  Status Sync(const char* op) {
-    Status s = group_->Barrier(timeout_, op, name_);
+  // Sync: the ranks then read each other's slots and buffers; SyncDone: the collective's last
+  // barrier, after which no rank reads a peer's buffer.
+  Status Sync(const char* op) { return SyncImpl(op, true); }
+  Status SyncDone(const char* op) { return SyncImpl(op, false); }
+  Status SyncImpl(const char* op, bool reads_follow) {
+    Status s = group_->Barrier(timeout_, op, name_, reads_follow);
     if (s.ok()) return s;
     return Status(s.code(), s.message() + InFlight());
   }
@@ -160,7 +183,7 @@ class InProcessComm final : public Communicator {
       if (e > b)
         std::memcpy(static_cast<std::byte*>(data) + b * esize, group_->slot(r).recv, (e - b) * esize);
     }
-    return Sync("all_reduce");  // peers are done reading `mine`
+    return SyncDone("all_reduce");  // peers are done reading `mine`
   }
 
   Status ReduceScatter(const void* send, void* recv, std::span<const size_t> counts,
@@ -180,7 +203,7 @@ class InProcessComm final : public Communicator {
         AddInto(recv, static_cast<const std::byte*>(group_->slot(r).send) + offset * esize, mine, type);
       }
     }
-    return Sync("reduce_scatter");
+    return SyncDone("reduce_scatter");
   }
 
   Status AllGather(const void* send, void* recv, std::span<const size_t> recv_bytes) override {
@@ -193,7 +216,7 @@ class InProcessComm final : public Communicator {
       if (b > 0) std::memcpy(static_cast<std::byte*>(recv) + offset, group_->slot(r).send, b);
       offset += b;
     }
-    return Sync("all_gather");
+    return SyncDone("all_gather");
   }
 
   Status AllToAll(const void* send, std::span<const size_t> send_bytes, void* recv,
@@ -213,7 +236,7 @@ class InProcessComm final : public Communicator {
       const size_t b = peer.send_counts[rank_];
       if (b != recv_bytes[static_cast<size_t>(r)]) {
         // Still meet the peers at the closing barrier before reporting.
-        (void)Sync("all_to_all");
+        (void)SyncDone("all_to_all");
         return Internal("all_to_all on group '{}': rank {} sends {} bytes to rank {}, which expects {}",
                         name_, r, b, rank_, recv_bytes[static_cast<size_t>(r)]);
       }
@@ -222,7 +245,7 @@ class InProcessComm final : public Communicator {
                     static_cast<const std::byte*>(peer.send) + src_offset, b);
       recv_offset += b;
     }
-    return Sync("all_to_all");
+    return SyncDone("all_to_all");
   }
 
   Status Broadcast(void* data, size_t bytes, int root) override {
@@ -230,10 +253,10 @@ class InProcessComm final : public Communicator {
     group_->slot(rank_).send = data;
     RETURN_IF_ERROR(Sync("broadcast"));
     if (rank_ != root && bytes > 0) std::memcpy(data, group_->slot(root).send, bytes);
-    return Sync("broadcast");
+    return SyncDone("broadcast");
   }
 
-  Status Barrier() override { return Sync("barrier"); }
+  Status Barrier() override { return SyncDone("barrier"); }
 
   StatusOr<std::unique_ptr<Communicator>> Split(int color, int key, std::string name) override {
     Slot& s = group_->slot(rank_);
@@ -259,12 +282,12 @@ class InProcessComm final : public Communicator {
                  .first;
       g = it->second;
     }
-    RETURN_IF_ERROR(Sync("split"));  // everyone holds its group
+    RETURN_IF_ERROR(SyncDone("split"));  // everyone holds its group
     if (rank_ == 0) {
       std::lock_guard<std::mutex> lock(group_->split_mu());
       group_->split_groups().clear();  // the next Split starts afresh
     }
-    RETURN_IF_ERROR(Sync("split"));
+    RETURN_IF_ERROR(SyncDone("split"));
     auto comm = std::make_unique<InProcessComm>(std::move(g), new_rank, std::move(name), log_);
     comm->set_timeout(timeout_);
     return std::unique_ptr<Communicator>(std::move(comm));

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -61,17 +62,33 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunTasks(int thread) {
-  const ThreadPool* outer_pool = tls_pool;
-  const int outer_thread = tls_thread;
+  // This thread runs this pool's tasks (nested loops run inline); restored also when a task throws.
+  struct TlsScope {
+    const ThreadPool* pool = tls_pool;
+    int thread = tls_thread;
+    ~TlsScope() {
+      tls_pool = pool;
+      tls_thread = thread;
+    }
+  } outer;
   tls_pool = this;
   tls_thread = thread;
   for (;;) {
     const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
     if (task >= n_tasks_) break;
-    (*fn_)(task, thread);
+    try {
+      (*fn_)(task, thread);
+    } catch (...) {
+      // End the loop: every later claim returns >= n_tasks_ (tasks already claimed still run).
+      // ParallelFor rethrows after WaitForWorkers, never while a worker may still run a task that
+      // uses the caller's frame (a task thrown on the caller used to unwind that frame under
+      // running workers, a data race on its locals; one thrown on a worker ended the process).
+      next_task_.store(n_tasks_, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!error_) error_ = std::current_exception();
+      break;
+    }
   }
-  tls_pool = outer_pool;
-  tls_thread = outer_thread;
 }
 
 void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
@@ -98,7 +115,13 @@ void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
     work_cv_.notify_all();
   }
   RunTasks(0);
-  // Wait for the workers: bounded spin, then block.
+  WaitForWorkers();
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+}
+
+void ThreadPool::WaitForWorkers() {
+  // Bounded spin, then block. The acquire (or the mutex) orders every worker's writes in this
+  // loop, including error_, before the caller's next step.
   for (int i = 0; i < kSpinIterations; ++i) {
     if (active_workers_.load(std::memory_order_acquire) == 0) return;
     MOERUN_CPU_RELAX();

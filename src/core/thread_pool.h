@@ -6,6 +6,10 @@
 // it holds. Waiting never spins unboundedly: a thread spins for at most kSpinIterations polls,
 // then blocks on a condition variable (on a shared 2-vCPU host a spinning peer can stall the run).
 //
+// A task that throws ends the loop: no thread starts another of its tasks, and ParallelFor
+// rethrows the first exception once every worker has left the loop (so no task still uses the
+// caller's frame while it unwinds); the pool stays usable.
+//
 // Thread safety: ParallelFor must be called from one thread at a time. Called from inside one of
 // this pool's tasks (a nested loop, e.g. a tensor source filling a tensor while experts are packed
 // in parallel), it runs its tasks inline on that thread, with that thread's index. `thread` in fn
@@ -15,6 +19,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -40,6 +45,7 @@ class ThreadPool {
  private:
   void WorkerLoop(int thread);
   void RunTasks(int thread);
+  void WaitForWorkers();
 
   const int n_threads_;
   std::vector<std::thread> workers_;
@@ -55,6 +61,9 @@ class ThreadPool {
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};
   std::atomic<int> active_workers_{0};
+  // The first exception a task of the current loop threw (guarded by mu_ while workers run; the
+  // caller reads it after WaitForWorkers, whose acquire orders every worker's write before).
+  std::exception_ptr error_;
   // Who blocked instead of spinning: only then does the other side take mu_ to wake it.
   std::atomic<int> sleeping_workers_{0};
   std::atomic<bool> caller_sleeping_{false};

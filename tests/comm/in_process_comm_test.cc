@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 #include <thread>
 
@@ -104,6 +105,33 @@ TEST(CommTimeoutTest, MissingPeerIsAnErrorNotAHang) {
   const Status s = comms[0]->AllReduce(&v, 1, ReduceType::kF32Sum);  // rank 1 never comes
   EXPECT_EQ(s.code(), StatusCode::kIOError);
   EXPECT_NE(s.message().find("all_reduce on group 'world'"), std::string::npos) << s.message();
+}
+
+// A rank that gives up at a collective's last barrier (its deadline) must not return while a peer
+// still copies from its buffer: rank 1 reads 32 MB from rank 0, which reads nothing, times out
+// after 1 ms and at once overwrites its send buffer. Rank 1 must receive only the original bytes
+// (and, under ThreadSanitizer, the overwrite must not race with its memcpy).
+TEST(CommTimeoutTest, ARankThatGivesUpWaitsForPeersReadingItsBuffer) {
+  auto comms = InProcessWorld::Create(2);
+  comms[0]->set_timeout(std::chrono::milliseconds(1));
+  const size_t big = size_t{32} << 20;
+  std::vector<char> recv(big, 0);
+  Status s1;
+  std::thread rank1([&] {
+    const size_t send_bytes[2] = {0, 0}, recv_bytes[2] = {big, 0};
+    s1 = comms[1]->AllToAll(nullptr, send_bytes, recv.data(), recv_bytes);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 1 waits at the first barrier
+  std::vector<char> send(big, 'x');
+  const size_t send_bytes[2] = {0, big}, recv_bytes[2] = {0, 0};
+  const Status s0 = comms[0]->AllToAll(send.data(), send_bytes, nullptr, recv_bytes);
+  std::fill(send.begin(), send.end(), 'y');  // the caller reuses its buffer after the error
+  rank1.join();
+  if (!s0.ok()) {
+    EXPECT_NE(s0.message().find("did not arrive within 1 ms"), std::string::npos) << s0.message();
+    EXPECT_FALSE(s1.ok());
+  }
+  EXPECT_EQ(std::count(recv.begin(), recv.end(), 'x'), static_cast<std::ptrdiff_t>(big));
 }
 
 TEST(FixedPointTest, ExactAndOrderIndependent) {

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace moerun {
@@ -49,6 +52,93 @@ TEST(ThreadPoolTest, NestedLoopRunsInline) {
     for (auto& h : hits) ASSERT_EQ(h.load(), 1) << threads << " threads";
     EXPECT_EQ(wrong_thread.load(), 0);
   }
+}
+
+// The ThreadSanitizer stage (label tsan) runs these: results are plain (non-atomic) writes, so a
+// missing happens-before edge between the caller and the workers is a reported race.
+
+// Workers that outwait kSpinIterations block on the condition variable (sleeping_workers_); each
+// new loop must wake them and publish the loop (fn, n) and the caller's prior writes to them.
+TEST(ThreadPoolTest, SleepingWorkersSeeEveryLoop) {
+  ThreadPool pool(3);
+  std::vector<int64_t> in(64), out(64);
+  for (int round = 0; round < 20; ++round) {
+    for (size_t i = 0; i < in.size(); ++i) in[i] = round * 1000 + static_cast<int64_t>(i);  // read by workers
+    pool.ParallelFor(static_cast<int64_t>(in.size()),
+                     [&](int64_t t, int) { out[static_cast<size_t>(t)] = 2 * in[static_cast<size_t>(t)]; });
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 2 * in[i]) << "round " << round;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // longer than the workers' spin
+  }
+}
+
+// A slow task on a worker makes the caller stop spinning and block (caller_sleeping_); the last
+// worker must wake it, and the caller must then see every task's writes.
+TEST(ThreadPoolTest, BlockedCallerSeesSlowWorkersWrites) {
+  ThreadPool pool(2);
+  for (int round = 0; round < 10; ++round) {
+    std::vector<int64_t> out(4, -1);
+    pool.ParallelFor(4, [&](int64_t t, int thread) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(thread == 0 ? 1 : 3));
+      out[static_cast<size_t>(t)] = t * t + round;
+    });
+    for (int64_t t = 0; t < 4; ++t) ASSERT_EQ(out[static_cast<size_t>(t)], t * t + round);
+  }
+}
+
+// Like in-process ranks: several threads, each driving its own pool, many short loops at once
+// (the lock-free hot path: spinning workers, no blocking).
+TEST(ThreadPoolTest, OnePoolPerRankThread) {
+  constexpr int kRanks = 4;
+  std::vector<int64_t> sums(kRanks, 0);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < kRanks; ++r) {
+    ranks.emplace_back([&, r] {
+      ThreadPool pool(2);
+      std::vector<int64_t> out(8);
+      for (int round = 0; round < 300; ++round) {
+        pool.ParallelFor(8, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t + round; });
+        for (int64_t v : out) sums[static_cast<size_t>(r)] += v;
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int64_t s : sums) EXPECT_EQ(s, 300 * 28 + 8 * (299 * 300 / 2));
+}
+
+// Destroying a pool whose workers sleep (and one whose workers still spin) joins them cleanly.
+TEST(ThreadPoolTest, DestroyWithSleepingOrSpinningWorkers) {
+  for (int wait_ms : {0, 5}) {
+    ThreadPool pool(4);
+    int64_t x = 0;
+    pool.ParallelFor(4, [&](int64_t t, int) {
+      if (t == 0) x = 1;
+    });
+    EXPECT_EQ(x, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+  }
+}
+
+// A task that throws (e.g. std::bad_alloc, which RunRanks turns into the rank's error) on the
+// caller or on a worker ends the loop: ParallelFor rethrows it only after every worker has left
+// the loop, so no task still writes into the caller's frame (here `out`) once it unwinds; the
+// pool stays usable.
+TEST(ThreadPoolTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 12; ++round) {
+    const int64_t bad = round % 3 == 0 ? 0 : 7 + round;  // task 0 is usually the caller's
+    std::vector<int64_t> out(64, -1);
+    EXPECT_THROW(pool.ParallelFor(64,
+                                  [&](int64_t t, int) {
+                                    if (t == bad) throw std::runtime_error("task failed");
+                                    std::this_thread::sleep_for(std::chrono::microseconds(300));
+                                    out[static_cast<size_t>(t)] = t;
+                                  }),
+                 std::runtime_error);
+    EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
+  }
+  std::vector<int64_t> out(64, -1);
+  pool.ParallelFor(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
+  for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
 }
 
 }  // namespace

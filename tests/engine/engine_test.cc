@@ -152,10 +152,13 @@ TEST(Engine, IdleStepsKeepWaitingRanksInsideTheirDeadline) {
   // caps at a quarter of the deadline, so the follower's plan broadcast never times out (the
   // margin, 750 ms, holds on a loaded 2-core host).
   const Status s = RunRanks(2, [&](Communicator& world) -> Status {
-    world.set_timeout(std::chrono::milliseconds(1000));
     ThreadPool pool(1);
     std::unique_ptr<Model> model = LoadTiny(&pool, &world, 2, 1);
     if (model == nullptr) return Internal("load failed");
+    // The ranks finish loading at different times (over 1 s apart under ThreadSanitizer on a busy
+    // host): meet first, so the deadline under test applies to the engine's steps only.
+    RETURN_IF_ERROR(world.Barrier());
+    world.set_timeout(std::chrono::milliseconds(1000));
     Engine engine(world, *model, nullptr, {.tp = 2});
     if (world.rank() != 0) {
       int idle = 0;
