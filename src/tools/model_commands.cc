@@ -186,22 +186,20 @@ Status RunBench(const BenchArgs& a) {
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
   ModelArgs model_args = a.model;
   model_args.kv_tokens = std::max(a.n_prompt, 1 + a.n_gen);
-  // The machine bound of this run: read bandwidth measured just before, by as many threads as a rank
-  // uses, in the process of rank 0 — before any rank starts, so no peer waits in a collective for
-  // the probe (a short --collective-timeout would fail there).
-  double read_gbs = 0;
-  const char* mpi_rank = std::getenv("OMPI_COMM_WORLD_RANK");
-  if (!StartedByMpirun() || (mpi_rank != nullptr && std::string_view(mpi_rank) == "0")) {
-    ThreadPool probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
-    read_gbs = MeasureReadBandwidth(&probe);
-    ResetPeakRss();  // the probe's buffer is not the model's
-  }
+  // The machine bound of this run: read bandwidth measured just before, by as many threads as the
+  // process uses, before any rank starts — so no peer waits for the probe in MPI_Init or a
+  // collective (a short --collective-timeout would fail there). Under mpirun every process probes
+  // at the same time and the bound is their sum (the bandwidth all ranks share, on one host or many).
+  ThreadPool probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
+  float read_gbs = static_cast<float>(MeasureReadBandwidth(&probe));
+  ResetPeakRss();  // the probe's buffer is not the model's
   ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
   agree.Add("-p", std::to_string(a.n_prompt));
   agree.Add("-n", std::to_string(a.n_gen));
   agree.Add("-r", std::to_string(a.reps));
   return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
     const ModelConfig& c = model.hparams();
+    if (StartedByMpirun()) RETURN_IF_ERROR(world.AllReduce(&read_gbs, 1, ReduceType::kF32Sum));
     const double load_peak = PeakRssBytes();
     std::mt19937_64 rng(1);
     std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
