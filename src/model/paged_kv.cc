@@ -53,6 +53,36 @@ StatusOr<std::shared_ptr<KvBlockStorage>> KvBlockStorage::Create(int64_t n_block
   return s;
 }
 
+namespace {
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MOERUN_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define MOERUN_TSAN 1
+#endif
+
+// The mapping [p, p + old_bytes) grown to new_bytes, moved if need be (its bytes kept); MAP_FAILED
+// on failure. mremap moves pages without copying them; ThreadSanitizer (LLVM 14) does not see
+// mremap, so its shadow of the moved and the freed ranges goes stale and a later mapping at a
+// reused address reports false races: under TSan the move is a new mapping, a copy and an unmap.
+void* GrowMapping(void* p, size_t old_bytes, size_t new_bytes) {
+#ifdef MOERUN_TSAN
+  void* q =
+      mmap(nullptr, new_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (q == MAP_FAILED) return q;
+  std::memcpy(q, p, old_bytes);
+  munmap(p, old_bytes);
+  return q;
+#else
+  return mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE);
+#endif
+}
+
+}  // namespace
+
 Status KvBlockStorage::Grow(int64_t n_blocks) {
   if (n_blocks <= n_blocks_) return Status::Ok();
   const size_t bytes = ArenaBytes(n_blocks, block_floats());
@@ -60,7 +90,7 @@ Status KvBlockStorage::Grow(int64_t n_blocks) {
     return OutOfRange("KV storage of {} blocks of {} floats: more than {} blocks or bytes overflow", n_blocks,
                       block_floats(), std::numeric_limits<int32_t>::max());
   }
-  void* p = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+  void* p = GrowMapping(data_, bytes_, bytes);
   if (p == MAP_FAILED) {
     return IOError("cannot grow the KV storage from {} to {} blocks ({} bytes of address space): {}",
                    n_blocks_, n_blocks, bytes, std::strerror(errno));

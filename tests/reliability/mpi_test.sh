@@ -80,8 +80,8 @@ signal_case() {
 
 # 4. SIGTERM / SIGINT to mpirun (which forwards SIGTERM to every rank), and a rank killed: every
 # process ends within 10 s, each rank's last line naming its collective (op, group, sequence number,
-# layer) — in flight, or the last one before the computation it was in.
-AT='SIGTERM received (during [a-z_]+ on group .[a-z]+. \[collective #[0-9]+ of this rank: layer [0-9]|while computing after collective #[0-9]+ \(layer [0-9])'
+# layer or stage, e.g. "lm_head logits") — in flight, or the last one before the computation it was in.
+AT='SIGTERM received (during [a-z_]+ on group .[a-z]+. \[collective #[0-9]+ of this rank: [a-z]|while computing after collective #[0-9]+ \([a-z])'
 signal_case "mpirun -np 2 bench: SIGTERM to mpirun" mpirun TERM "$AT" "rank 0" "rank 1" -- \
   "$MOERUN" bench -m "$WORK/sig" -p 8 -n 8 -r 1000000 --tp 2 -t 1
 signal_case "mpirun -np 2 bench --tp 2 --ep: SIGINT to mpirun" mpirun INT "$AT" "rank 0" "rank 1" -- \

@@ -74,7 +74,7 @@ timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
 wait "$pid"
 rc=$?
 last=$(tail -n 1 "$WORK/term.err")
-if [[ $rc -eq 143 ]] && grep -Eq "^moerun: rank 0: SIGTERM received (during|while computing after) .*collective #[0-9]+.*layer [0-9]" <<<"$last"; then
+if [[ $rc -eq 143 ]] && grep -Eq "^moerun: rank 0: SIGTERM received (during|while computing after) .*collective #[0-9]+( of this rank: | \()[a-z]" <<<"$last"; then
   pass "in-process ranks (--tp 2 --ep): SIGTERM [$(elapsed "$t0") s] rc $rc: $last"
 else
   fail "in-process SIGTERM: rc $rc, last line '$last'"
