@@ -28,6 +28,21 @@ expect_fail_within() {
   pass "$name [$secs s] rc $rc: $(grep -F -- "$needle" <<<"$out" | head -n 1 | cut -c1-300)"
 }
 
+# signal_when_ready PID ERRFILE NEEDLE SIG [SETTLE]: once ERRFILE holds NEEDLE (then SETTLE s more,
+# default 0.5), sends SIG to PID (a child of this shell) and waits for it to end (at most 30 s, then
+# SIGKILL); sets rc (its exit code) and secs (from the signal to its end).
+signal_when_ready() {
+  local pid=$1 err=$2 needle=$3 sig=$4 settle=${5:-0.5} t0
+  for _ in $(seq 300); do grep -q -- "$needle" "$err" && break; sleep 0.1; done
+  sleep "$settle"
+  t0=$(now)
+  kill "-$sig" "$pid"
+  timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
+  wait "$pid"
+  rc=$?
+  secs=$(elapsed "$t0")
+}
+
 # tiny_copy DIR: a copy of the committed tiny model (config, weights, tokenizer).
 tiny_copy() {
   mkdir -p "$1"

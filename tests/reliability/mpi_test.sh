@@ -91,23 +91,11 @@ signal_case "mpirun -np 2 bench: rank 1 killed (SIGKILL)" rank1 KILL "$AT" "rank
 
 # 5. eval under mpirun, SIGTERM to mpirun: rank 0 writes the answers so far, the other ranks follow
 # it to the end (no abort), the job exits non-zero saying "interrupted".
-$PY -c "
-import json, sys
-with open(sys.argv[1], 'w') as f:
-    for i in range(6000): f.write(json.dumps({'prompt': f'{i % 50}+{i % 7}=', 'answer': str(i % 50 + i % 7)}) + '\n')
-" "$WORK/big.jsonl"
+for _ in $(seq 10); do cat "$TINY/heldout.jsonl"; done >"$WORK/big.jsonl"
 rm -f "$WORK/partial.tsv"
 "${MPIRUN[@]}" -np 2 "$MOERUN" eval -m "$TINY" --task "$WORK/big.jsonl" --answers "$WORK/partial.tsv" --batch 4 \
   --tp 2 -t 1 >"$WORK/eval.out" 2>"$WORK/eval.err" </dev/null &
-pid=$!
-for _ in $(seq 300); do grep -q "eval \[" "$WORK/eval.err" && break; sleep 0.1; done
-sleep 0.5
-t0=$(now)
-kill -TERM "$pid"
-timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
-wait "$pid"
-rc=$?
-secs=$(elapsed "$t0")
+signal_when_ready $! "$WORK/eval.err" "eval \[" TERM
 lines=$(wc -l <"$WORK/partial.tsv" 2>/dev/null || echo 0)
 if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "interrupted" "$WORK/eval.err" && [[ $lines -gt 0 && $lines -lt 6000 ]] &&
     $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 10 else 1)" "$secs"; then

@@ -31,17 +31,9 @@ else
 fi
 
 # 3. An interrupted eval writes the answers so far and exits non-zero saying so.
-t0=$(now)
 "$MOERUN" eval -m "$TINY" --task "$WORK/big.jsonl" --answers "$WORK/partial.tsv" --batch 4 -t 2 \
   >"$WORK/eval.out" 2>"$WORK/eval.err" &
-pid=$!
-for _ in $(seq 300); do grep -q "eval \[" "$WORK/eval.err" && break; sleep 0.1; done
-kill -INT "$pid"
-t_int=$(now)
-timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
-wait "$pid"
-rc=$?
-secs=$(elapsed "$t_int")
+signal_when_ready $! "$WORK/eval.err" "eval \[" INT 0
 lines=$(wc -l <"$WORK/partial.tsv" 2>/dev/null || echo 0)
 if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "interrupted" "$WORK/eval.err" && [[ $lines -gt 0 && $lines -lt 6000 ]]; then
   pass "eval interrupted by SIGINT [$secs s] rc $rc: $lines of 6000 answers written; $(grep -o 'interrupted.*' "$WORK/eval.err" | tail -n 1)"
@@ -65,17 +57,10 @@ fi
 # 5. SIGTERM to in-process ranks (--tp 2 --ep): the process ends by the signal, its last line naming
 # rank 0's collective (core/signals.h).
 "$MOERUN" bench -m "$TINY" -p 8 -n 8 -r 1000000 --tp 2 --ep -t 2 >/dev/null 2>"$WORK/term.err" </dev/null &
-pid=$!
-for _ in $(seq 300); do grep -q "loaded in" "$WORK/term.err" && break; sleep 0.1; done
-sleep 0.5
-t0=$(now)
-kill -TERM "$pid"
-timeout 30 tail --pid="$pid" -f /dev/null || kill -KILL "$pid"
-wait "$pid"
-rc=$?
+signal_when_ready $! "$WORK/term.err" "loaded in" TERM
 last=$(tail -n 1 "$WORK/term.err")
 if [[ $rc -eq 143 ]] && grep -Eq "^moerun: rank 0: SIGTERM received (during|while computing after) .*collective #[0-9]+( of this rank: | \()[a-z]" <<<"$last"; then
-  pass "in-process ranks (--tp 2 --ep): SIGTERM [$(elapsed "$t0") s] rc $rc: $last"
+  pass "in-process ranks (--tp 2 --ep): SIGTERM [$secs s] rc $rc: $last"
 else
   fail "in-process SIGTERM: rc $rc, last line '$last'"
 fi
