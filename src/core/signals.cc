@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -17,14 +18,13 @@ struct AtomicText {
   std::atomic<uint64_t> words[kWords] = {};
   std::atomic<size_t> size{0};
 
-  void Store(std::string_view a, std::string_view b = {}) {
+  // Keeps the first kWords * 8 bytes of text.
+  void Store(std::string_view text) {
     uint64_t w[kWords] = {};
-    char* bytes = reinterpret_cast<char*>(w);
-    const size_t na = std::min(a.size(), sizeof(w)), nb = std::min(b.size(), sizeof(w) - na);
-    std::memcpy(bytes, a.data(), na);
-    std::memcpy(bytes + na, b.data(), nb);
+    const size_t n = std::min(text.size(), sizeof(w));
+    std::memcpy(w, text.data(), n);
     for (size_t i = 0; i < kWords; ++i) words[i].store(w[i], std::memory_order_relaxed);
-    size.store(na + nb, std::memory_order_relaxed);
+    size.store(n, std::memory_order_relaxed);
   }
   // Copies the text into out (kWords * 8 bytes); returns its size.
   size_t Load(char* out) const {
