@@ -22,7 +22,7 @@ struct AtomicText {
   void Store(std::string_view text) {
     uint64_t w[kWords] = {};
     const size_t n = std::min(text.size(), sizeof(w));
-    std::memcpy(w, text.data(), n);
+    if (n > 0) std::memcpy(w, text.data(), n);  // an empty view's data() may be null
     for (size_t i = 0; i < kWords; ++i) words[i].store(w[i], std::memory_order_relaxed);
     size.store(n, std::memory_order_relaxed);
   }
@@ -57,7 +57,7 @@ struct LineWriter {
   size_t cap, n = 0;
   void Add(std::string_view s) {
     const size_t k = std::min(s.size(), cap - n);
-    std::memcpy(buf + n, s.data(), k);
+    if (k > 0) std::memcpy(buf + n, s.data(), k);  // an empty view's data() may be null
     n += k;
   }
   void AddNumber(uint64_t v) {
