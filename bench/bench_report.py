@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Turns scripts/bench.sh's per-repetition JSON files into BENCHMARKS.md: mean ± sd per engine,
-format and test, the moerun/llama.cpp ratio of means, and the read bound measured in the same run."""
+format and test, the moerun/llama.cpp ratio of means, and each engine's fraction of the decode
+bound: every timed tg run (either engine) has its own bound, from moerun's read probe just before
+and just after it, and an engine's fraction is the mean over its runs of t/s / that bound."""
 import argparse
 import datetime
 import glob
@@ -54,13 +56,14 @@ def main():
     model, fam, flags = cpu()
     rows, bounds, versions = [], [], ""
     for t in a.types.split(","):
-        ll = {"pp": [], "tg": []}
+        ll = {"pp": [], "tg": [], "read": []}  # read: per tg run, the mean of its two probes
         mo = {"pp": [], "tg": []}
         extra = []
         for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
             for j in load(f):
                 ll["pp"] += j.get("pp_tps", [])
                 ll["tg"] += j.get("tg_tps", [])
+                ll["read"] += [statistics.mean(r) for r in j.get("tg_read_gbs", [])]
                 versions = f"llama.cpp {j.get('llama_cpp_version', '?')} ({j.get('backend', '?')})"
         for f in sorted(glob.glob(os.path.join(a.results, f"moerun-{t}-*.json"))):
             for j in load(f):
@@ -73,16 +76,20 @@ def main():
             mm, ms = mean_sd(mo[test])
             rows.append(f"| {t} | {test}{n} | {lm:.2f} ± {ls:.2f} | {mm:.2f} ± {ms:.2f} | {mm / lm:.2f}x |")
         if extra:
-            gbs = statistics.mean(e["read_gbs"] for e in extra)
             bpt = statistics.mean(e["weight_bytes_per_token"] for e in extra)
-            bound = gbs * 1e9 / bpt
-            lt, mt = mean_sd(ll["tg"])[0], mean_sd(mo["tg"])[0]
+            mo_gbs = statistics.mean(e["read_gbs"] for e in extra)
+            mo_frac = statistics.mean(e["tg_fraction"] for e in extra)
+            if len(ll["read"]) == len(ll["tg"]) and ll["read"]:
+                ll_gbs = statistics.mean(ll["read"])
+                ll_frac = statistics.mean(ts / (gbs * 1e9 / bpt) for ts, gbs in zip(ll["tg"], ll["read"]))
+                ll_cells = f"{ll_gbs:.1f} | {100 * ll_frac:.0f}% | {mo_frac / ll_frac:.2f}x"
+            else:  # llama.cpp's runs were not probed
+                ll_cells = "- | - | -"
             rss = max(e["peak_rss_bytes"] for e in extra)
             fb = extra[0]["file_bytes"]
             kv = extra[0]["kv_bytes"]
-            bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {gbs:.1f} | {bound:.2f} | "
-                          f"{100 * mt / bound:.0f}% | {100 * lt / bound:.0f}% | {rss / 1e9:.2f} | "
-                          f"{rss / (fb + kv):.2f} |")
+            bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {mo_gbs:.1f} | {100 * mo_frac:.0f}% | "
+                          f"{ll_cells} | {rss / 1e9:.2f} | {rss / (fb + kv):.2f} |")
     # Sections other scripts own (scripts/bench_serve.sh: <!-- serving:begin --> ... end) survive.
     kept = ""
     if os.path.exists(a.out):
@@ -101,11 +108,17 @@ def main():
         f.write(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; moerun commit {commit}; {versions}\n\n")
         f.write("| format | test | llama.cpp t/s | moerun t/s | moerun / llama.cpp |\n|---|---|---:|---:|---:|\n")
         f.write("\n".join(rows) + "\n\n")
-        f.write("Decode bound: bytes of weights read per generated token (moerun's count for this file) and "
-                "the read bandwidth measured just before moerun's run, by the same thread count.\n\n")
-        f.write("| format | file GB | weights GB/token | read GB/s | tg bound t/s | moerun % of bound | "
-                "llama.cpp % of bound | moerun peak RSS GB | RSS / (file + KV) |\n"
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+        f.write("Decode bound: bytes of weights read per generated token (moerun's count for this file) "
+                "over the read bandwidth of the moment. The host's bandwidth moves within seconds (two "
+                "threads read 45-50 GB/s at some moments and 75-83 GB/s at others), so every timed tg run "
+                "of either engine gets its own bound from `moerun read-bandwidth`'s probe (same thread "
+                "count) just before and just after it; \"% of bound\" is the mean over an engine's runs "
+                "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions "
+                "(moerun's speed over llama.cpp's with the host's bandwidth held equal).\n\n")
+        f.write("| format | file GB | weights GB/token | read GB/s (moerun runs) | moerun % of bound | "
+                "read GB/s (llama.cpp runs) | llama.cpp % of bound | moerun / llama.cpp at equal bandwidth | "
+                "moerun peak RSS GB | RSS / (file + KV) |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         f.write("\n".join(bounds) + "\n")
         f.write(kept)
 

@@ -4,7 +4,9 @@
 # random weights, written by `moerun make-model` (no download). For each format the two engines
 # run alternately, one repetition at a time, same thread count, so host noise hits both alike.
 # Writes BENCHMARKS.md (CPU model and flags, date, commit, mean ± sd, ratios, the machine's read
-# bound and each engine's fraction of it). Timing here is never a pass/fail test.
+# bound and each engine's fraction of it: every timed tg run of either engine is bracketed by
+# `moerun read-bandwidth` probes, since the host's bandwidth moves within seconds). Timing here is
+# never a pass/fail test.
 #
 # Usage: scripts/bench.sh [--layers 27] [--types q4_0,q4_k,q8_0] [-p 512] [-n 128] [-r 3] [-t 2]
 #                         [--models-dir DIR] [--out BENCHMARKS.md]
@@ -45,7 +47,7 @@ for type in "${types[@]}"; do
   fi
   for ((rep = 1; rep <= REPS; rep++)); do
     echo "bench.sh: $type repetition $rep/$REPS: llama.cpp" >&2
-    "$NODE" tests/compat/llama_bench.mjs "$gguf" -p "$PP" -n "$TG" -r 1 -t "$THREADS" \
+    "$NODE" tests/compat/llama_bench.mjs "$gguf" -p "$PP" -n "$TG" -r 1 -t "$THREADS" --probe "$MOERUN" \
       >"$RESULTS/llama-$type-$rep.json"
     echo "bench.sh: $type repetition $rep/$REPS: moerun" >&2
     "$MOERUN" bench -m "$gguf" -p "$PP" -n "$TG" -r 1 -t "$THREADS" -o json >"$RESULTS/moerun-$type-$rep.json"

@@ -9,7 +9,8 @@ namespace moerun {
 void RegisterMoeLayerCommand(CLI::App& app, int* exit_code);
 void RegisterBenchMoeCommand(CLI::App& app, int* exit_code);
 void RegisterMakeExampleCommand(CLI::App& app, int* exit_code);
-void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, bench, inspect
+void RegisterModelCommands(CLI::App& app, int* exit_code);  // logits, tokenize, inspect
+void RegisterBenchCommands(CLI::App& app, int* exit_code);  // bench, read-bandwidth
 void RegisterMakeModelCommand(CLI::App& app, int* exit_code);
 void RegisterGenerateCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);

@@ -24,6 +24,7 @@ int Run(int argc, char** argv) {
   moerun::RegisterGenerateCommand(app, &exit_code);
   moerun::RegisterEvalCommand(app, &exit_code);
   moerun::RegisterModelCommands(app, &exit_code);
+  moerun::RegisterBenchCommands(app, &exit_code);
   moerun::RegisterMakeModelCommand(app, &exit_code);
   moerun::RegisterConvertGgufCommand(app, &exit_code);
   moerun::RegisterPlanCommand(app, &exit_code);

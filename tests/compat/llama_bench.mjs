@@ -2,7 +2,8 @@
 // llama-bench style throughput of the real llama.cpp (node-llama-cpp, CPU backend): the peer
 // baseline for moerun's own benchmark.
 //
-// Usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup] [-v]
+// Usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup]
+//                              [--probe MOERUN] [-v]
 //
 // Like llama-bench's pp<p> and tg<n> tests, each repetition:
 //   pp: clear the KV cache, evaluate p random token ids as ONE batch (batch = ubatch = p);
@@ -13,11 +14,17 @@
 // p + n, flash attention off, KV cache f16 (llama.cpp's default), mmap on (llama.cpp's default).
 // Differences from llama-bench: the time includes node-llama-cpp's JS batching per call (small
 // for pp; per token for tg); pp asks no logits (llama-bench asks only the last one).
+// With --probe MOERUN, `MOERUN read-bandwidth -t T -o json` runs just before and just after each
+// timed tg, as `moerun bench` probes around its own: "tg_read_gbs": [[before, after], ...] gives
+// each run the machine's read bound of its own moment (the host's bandwidth moves within seconds).
 // Prints one JSON object: {"pp_tps":[...],"tg_tps":[...], averages, versions, "backend": ...}.
+import {execFileSync} from "node:child_process";
+
 import {die, loadLlama, loadModel, loadedCpuVariant, peerVersions} from "./peer.mjs";
 
 function parseArgs(argv) {
-    const a = {model: null, p: 512, n: 128, r: 3, t: 2, kvType: null, warmup: true, verbose: false, seed: 42};
+    const a = {model: null, p: 512, n: 128, r: 3, t: 2, kvType: null, warmup: true, verbose: false, seed: 42,
+               probe: null};
     for (let i = 0; i < argv.length; i++) {
         const arg = argv[i];
         const next = () => {
@@ -35,9 +42,10 @@ function parseArgs(argv) {
         else if (arg === "--kv-type") a.kvType = next().toUpperCase();
         else if (arg === "--seed") a.seed = int(next());
         else if (arg === "--no-warmup") a.warmup = false;
+        else if (arg === "--probe") a.probe = next();
         else if (arg === "-v" || arg === "--verbose") a.verbose = true;
         else if (arg === "-h" || arg === "--help") {
-            process.stdout.write("usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup] [--seed 42] [-v]\n");
+            process.stdout.write("usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup] [--seed 42] [--probe MOERUN] [-v]\n");
             process.exit(0);
         } else if (arg.startsWith("-")) die(`unknown option ${arg}`);
         else if (a.model === null) a.model = arg;
@@ -102,11 +110,29 @@ if (args.warmup) {
     if (args.p > 0) await runPP();
     if (args.n > 0) await runTG(1);
 }
+// The read bandwidth of this moment, GB/s, by moerun's probe with the same thread count.
+function probeNow() {
+    let out;
+    try {
+        out = execFileSync(args.probe, ["read-bandwidth", "-t", String(args.t), "-o", "json"], {encoding: "utf8"});
+    } catch (err) {
+        die(`--probe ${args.probe} failed: ${err?.message ?? err}`);
+    }
+    const gbs = JSON.parse(out).read_gbs;
+    if (typeof gbs !== "number") die(`--probe ${args.probe}: no read_gbs in ${out.trim()}`);
+    return gbs;
+}
+
 const pp = [];
 const tg = [];
+const tgRead = [];
 for (let rep = 0; rep < args.r; rep++) {
     if (args.p > 0) pp.push(await runPP());
-    if (args.n > 0) tg.push(await runTG(args.n));
+    if (args.n > 0) {
+        const before = args.probe ? probeNow() : null;
+        tg.push(await runTG(args.n));
+        if (args.probe) tgRead.push([before, probeNow()]);
+    }
 }
 
 const stats = (xs) => {
@@ -126,6 +152,7 @@ const result = {
     threads: context.currentThreads ?? args.t,
     pp_tps: pp.map(round),
     tg_tps: tg.map(round),
+    ...(args.probe ? {tg_read_gbs: tgRead} : {}),
     pp_avg: round(stats(pp).avg),
     pp_stddev: round(stats(pp).stddev),
     tg_avg: round(stats(tg).avg),

@@ -1,0 +1,314 @@
+// moerun bench: llama-bench style prompt processing (pp) and generation (tg) tokens/s of a whole
+// model, with the machine's decode bound measured around each timed generation; and
+// moerun read-bandwidth: the same read probe alone, so a peer engine's runs (scripts/bench.sh) get
+// a bound measured at their own moment.
+//
+// Why around each run: on a shared host the read bandwidth two threads get moves by up to 1.7x
+// within seconds (e.g. 47 vs 79 GB/s here, when the two vCPUs share a core or not), so one probe
+// taken before a 20 s model load says little about the decode that follows. Each timed tg gets
+// its own bound, from probes just before and just after it; the fraction reached is the mean over
+// runs of tg / that bound (docs/benchmarks.md).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/mpi_comm.h"
+#include "engine/engine.h"
+#include "kernels/read_bandwidth.h"
+#include "model/model.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+#include "tools/model_cli.h"
+#include "tools/parallel_flags.h"
+
+namespace moerun {
+namespace {
+
+struct BenchArgs {
+  ModelArgs model;
+  int n_prompt = 512;  // pp: prefill this many tokens into an empty cache
+  int n_gen = 128;     // tg: decode this many tokens one at a time
+  int reps = 3;
+  std::string output = "md";  // md | json
+};
+
+struct MeanSd {
+  double mean = 0, sd = 0;
+};
+MeanSd Stats(const std::vector<double>& v) {
+  MeanSd r;
+  if (v.empty()) return r;
+  for (double x : v) r.mean += x;
+  r.mean /= static_cast<double>(v.size());
+  for (double x : v) r.sd += (x - r.mean) * (x - r.mean);
+  r.sd = v.size() > 1 ? std::sqrt(r.sd / static_cast<double>(v.size() - 1)) : 0.0;
+  return r;
+}
+
+// VmHWM of /proc/self/status: this process's peak resident set, in bytes (0 if unreadable).
+double PeakRssBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  double kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "VmHWM:", 6) == 0) kb = std::atof(line + 6);
+  }
+  std::fclose(f);
+  return kb * 1024.0;
+}
+
+// Restarts the peak at the current RSS (Linux: "5" to /proc/self/clear_refs).
+void ResetPeakRss() {
+  if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
+}
+
+double FileBytes(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return static_cast<double>(fs::file_size(path, ec));
+  double total = 0;
+  for (const auto& e : fs::directory_iterator(path, ec)) {
+    const std::string ext = e.path().extension().string();
+    if (ext == ".safetensors" || ext == ".gguf") total += static_cast<double>(e.file_size(ec));
+  }
+  return total;
+}
+
+// The read bandwidth of the moment, probed between barriers so no rank computes meanwhile: by each
+// process with its own threads (rank 0 of in-process ranks; every rank under mpirun, summed: the
+// bandwidth all ranks share, on one host or many). The probe's buffer is kept out of the peak RSS:
+// the peak so far is kept in peak_rss() and the counter restarts after each probe.
+// Thread safety: Now() is called by every rank of `world` together; with in-process ranks only
+// rank 0 touches the state (the others get 0); the accessors are for rank 0 afterwards.
+class BandwidthProbe {
+ public:
+  explicit BandwidthProbe(int threads) : pool_(threads) {}
+
+  StatusOr<double> Now(Communicator& world) {
+    RETURN_IF_ERROR(world.Barrier());
+    const bool per_process = StartedByMpirun();
+    if (!per_process && world.rank() != 0) return 0.0;  // rank 0 probes for the process
+    peak_rss_ = std::max(peak_rss_, PeakRssBytes());
+    float gbs = static_cast<float>(MeasureReadBandwidth(&pool_));
+    ResetPeakRss();
+    if (per_process) RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));
+    all_.push_back(gbs);
+    return gbs;
+  }
+  double peak_rss() const { return std::max(peak_rss_, PeakRssBytes()); }
+  const std::vector<double>& all() const { return all_; }
+
+ private:
+  ThreadPool pool_;
+  double peak_rss_ = 0;
+  std::vector<double> all_;  // every probe of this run, GB/s
+};
+
+// One timed generation and the read bandwidth just before and just after it.
+struct TgRun {
+  double tokens_per_s = 0, read_before = 0, read_after = 0;
+  double Bound(double bytes_per_token) const {
+    return bytes_per_token > 0 ? 0.5 * (read_before + read_after) * 1e9 / bytes_per_token : 0;
+  }
+};
+
+// What the hardware allowed this run, beside what it got.
+struct BenchBound {
+  double read_gbs = 0, read_min = 0, read_max = 0;  // over every probe of the run
+  double bytes_per_token = 0, tg_bound = 0;         // tg_bound at the mean read_gbs
+  double fraction = 0;                              // mean over tg runs of tg / its own bound
+  double peak_rss = 0, file_bytes = 0, kv_bytes = 0;
+};
+
+BenchBound Bound(const Model& model, const BenchArgs& a, const BandwidthProbe& probe, int world,
+                 const std::vector<TgRun>& tg) {
+  BenchBound b;
+  const std::vector<double>& all = probe.all();
+  if (!all.empty()) {
+    b.read_gbs = Stats(all).mean;
+    b.read_min = *std::min_element(all.begin(), all.end());
+    b.read_max = *std::max_element(all.begin(), all.end());
+  }
+  b.bytes_per_token = model.DecodeWeightBytesPerToken() * world;  // every rank's share
+  b.tg_bound = b.bytes_per_token > 0 ? b.read_gbs * 1e9 / b.bytes_per_token : 0;
+  for (const TgRun& r : tg) {
+    const double bound = r.Bound(b.bytes_per_token);
+    b.fraction += bound > 0 ? r.tokens_per_s / bound / static_cast<double>(tg.size()) : 0;
+  }
+  b.peak_rss = probe.peak_rss();
+  b.file_bytes = FileBytes(a.model.model_dir);
+  b.kv_bytes = model.CacheBytesPerToken() * std::max(a.n_prompt, a.n_gen);
+  return b;
+}
+
+void PrintBench(const BenchArgs& a, const Model& model, const std::string& layout,
+                const std::vector<double>& pp, const std::vector<TgRun>& tg, const BenchBound& b) {
+  const ModelConfig& c = model.hparams();
+  std::vector<double> tg_ts;
+  for (const TgRun& r : tg) tg_ts.push_back(r.tokens_per_s);
+  auto row = [&](const char* test, int n, const std::vector<double>& v) {
+    if (v.empty()) return;
+    const MeanSd m = Stats(v);
+    if (a.output == "json") {
+      std::printf(
+          "{\"model\": \"%s\", \"layers\": %lld, \"layout\": \"%s\", \"test\": \"%s%d\", "
+          "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
+          a.model.model_dir.c_str(), static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n,
+          m.mean, m.sd, v.size());
+    } else {
+      std::printf("| %s | %lld | %s | %s%d | %.2f ± %.2f |\n", c.model_type.c_str(),
+                  static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n, m.mean, m.sd);
+    }
+  };
+  if (a.output == "md") std::printf("| model | layers | layout | test | t/s |\n|---|---:|---|---:|---:|\n");
+  row("pp", a.n_prompt, pp);
+  row("tg", a.n_gen, tg_ts);
+  const double rss_ratio = b.peak_rss / std::max(1.0, b.file_bytes + b.kv_bytes);
+  if (a.output == "json") {
+    std::string runs;
+    for (const TgRun& r : tg) {
+      runs += fmt::format("{}{{\"ts\": {:.4f}, \"read_before\": {:.4f}, \"read_after\": {:.4f}}}",
+                          runs.empty() ? "" : ", ", r.tokens_per_s, r.read_before, r.read_after);
+    }
+    std::printf(
+        "{\"read_gbs\": %.4f, \"read_gbs_min\": %.4f, \"read_gbs_max\": %.4f, \"weight_bytes_per_token\": "
+        "%.0f, "
+        "\"tg_bound_ts\": %.4f, \"tg_fraction\": %.5f, \"tg_runs\": [%s], \"peak_rss_bytes\": %.0f, "
+        "\"file_bytes\": %.0f, \"kv_bytes\": %.0f}\n",
+        b.read_gbs, b.read_min, b.read_max, b.bytes_per_token, b.tg_bound, b.fraction, runs.c_str(),
+        b.peak_rss, b.file_bytes, b.kv_bytes);
+    return;
+  }
+  std::printf(
+      "bound: read %.1f GB/s (mean of %zu probes just before and after each tg run; %.1f-%.1f), %.3f GB of "
+      "weights per decoded token -> tg bound %.2f t/s; reached %.0f%% (mean over tg runs of t/s / the bound "
+      "of its own probes)\nmemory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; ratio %.2f)\n",
+      b.read_gbs, 2 * tg.size() + (tg.empty() ? 1 : 0), b.read_min, b.read_max, b.bytes_per_token / 1e9,
+      b.tg_bound, 100 * b.fraction, b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
+}
+
+Status RunBench(const BenchArgs& a) {
+  if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
+  if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
+  ModelArgs model_args = a.model;
+  model_args.kv_tokens = std::max(a.n_prompt, 1 + a.n_gen);
+  ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
+  agree.Add("-p", std::to_string(a.n_prompt));
+  agree.Add("-n", std::to_string(a.n_gen));
+  agree.Add("-r", std::to_string(a.reps));
+  // One probe per process, by as many threads as the process computes with.
+  BandwidthProbe probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
+  return RunModelOnRanks(model_args, agree, [&](Communicator& world, Model& model, bool) -> Status {
+    const ModelConfig& c = model.hparams();
+    std::mt19937_64 rng(1);
+    std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
+    std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
+    for (int32_t& t : prompt) t = tok(rng);
+    std::vector<double> pp;
+    std::vector<TgRun> tg;
+    // pp: the prompt into an empty cache in one step; tg: n_gen ids decoded one per step (prompt
+    // {2}, no stop id), both through the engine's step protocol. Every repetition runs the same
+    // prompt: no prefix caching, so each one computes it.
+    Engine engine(world, model, nullptr, EngineOptions{.tp = a.model.parallel.tp, .prefix_cache = false});
+    auto timed = [&](Request r) -> StatusOr<double> {
+      RETURN_IF_ERROR(world.Barrier());
+      const auto t0 = std::chrono::steady_clock::now();
+      if (world.rank() == 0) {
+        StatusOr<uint64_t> id = engine.Submit(std::move(r));
+        if (!id.ok()) return engine.Abort(id.status());
+      }
+      RETURN_IF_ERROR(engine.RunUntilIdle());
+      RETURN_IF_ERROR(world.Barrier());
+      return SecondsSince(t0);
+    };
+    for (int rep = 0; rep < a.reps + 1; ++rep) {  // rep 0 warms up
+      if (a.n_prompt > 0) {
+        Request r;
+        r.prompt = prompt;
+        r.max_tokens = 0;
+        ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
+        if (rep > 0) pp.push_back(a.n_prompt / s);
+      }
+      if (a.n_gen > 0) {
+        Request r;
+        r.prompt = {2};
+        r.max_tokens = a.n_gen;
+        TgRun run;
+        if (rep > 0) {
+          ASSIGN_OR_RETURN(run.read_before, probe.Now(world));
+        }
+        ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
+        if (rep > 0) {
+          ASSIGN_OR_RETURN(run.read_after, probe.Now(world));
+          run.tokens_per_s = a.n_gen / s;
+          tg.push_back(run);
+        }
+      }
+    }
+    if (tg.empty()) RETURN_IF_ERROR(probe.Now(world).status());  // pp only: the bandwidth still shown
+    if (world.rank() != 0) return Status::Ok();
+    ASSIGN_OR_RETURN(ParallelOptions par, a.model.parallel.ToOptions());
+    const std::string layout = fmt::format("{} ranks ({})", world.size(), par.ToString());
+    PrintBench(a, model, layout, pp, tg, Bound(model, a, probe, world.size(), tg));
+    return Status::Ok();
+  });
+}
+
+// ---- read-bandwidth ----
+struct ReadBandwidthArgs {
+  int threads = 0;            // 0: the machine's default (DefaultThreadsPerProcess)
+  std::string output = "md";  // md | json
+};
+
+Status RunReadBandwidth(const ReadBandwidthArgs& a) {
+  if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
+  ThreadPool pool(a.threads > 0 ? a.threads : DefaultThreadsPerProcess());
+  const double gbs = MeasureReadBandwidth(&pool);
+  if (a.output == "json") {
+    std::printf("{\"read_gbs\": %.2f, \"threads\": %d}\n", gbs, pool.size());
+  } else {
+    std::printf("read bandwidth: %.1f GB/s (%d threads)\n", gbs, pool.size());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RegisterBenchCommands(CLI::App& app, int* exit_code) {
+  auto bench = std::make_shared<BenchArgs>();
+  CLI::App* bc =
+      app.add_subcommand("bench", "Prompt processing (pp) and generation (tg) tokens/s, llama-bench style");
+  AddModelOptions(bc, &bench->model);
+  bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp")->check(AtLeast(0));
+  bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg")->check(AtLeast(0));
+  bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)")->check(AtLeast(1));
+  bc->add_option("-o,--output", bench->output, "md|json");
+  bc->callback([bench, exit_code] {
+    const Status s = RunBench(*bench);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+
+  auto rb = std::make_shared<ReadBandwidthArgs>();
+  CLI::App* rc = app.add_subcommand(
+      "read-bandwidth", "The machine's read bandwidth now (the probe bench uses: GB/s summed over threads)");
+  rc->add_option("-t,--threads", rb->threads, "Reading threads (default: as moerun would compute with)")
+      ->check(AtLeast(1));
+  rc->add_option("-o,--output", rb->output, "md|json");
+  rc->callback([rb, exit_code] {
+    const Status s = RunReadBandwidth(*rb);
+    *exit_code = s.ok() ? 0 : ReportError(s);
+  });
+}
+
+}  // namespace moerun

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# `moerun bench` and `moerun read-bandwidth` on the embedded tiny model: the JSON a benchmark script
+# reads is complete and its bound arithmetic is right (recomputed here from the per-run probes),
+# on one rank, on in-process ranks and (when mpirun exists) on real processes; bad options fail
+# with a message naming them. Speeds are never judged: only their bookkeeping.
+set -uo pipefail
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TINY=$ROOT/models/tiny-arith
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS: $1"; }
+fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+# check_bench NAME REPS N_GEN FILE: the bench JSON lines in FILE against an independent recomputation.
+check_bench() {
+  local name=$1 reps=$2 n_gen=$3 file=$4 why
+  if why=$(/usr/bin/python3 - "$reps" "$n_gen" "$file" <<'EOF'
+import json, statistics, sys
+reps, n_gen = int(sys.argv[1]), int(sys.argv[2])
+lines = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
+tests = {l["test"]: l for l in lines if "test" in l}
+b = next(l for l in lines if "read_gbs" in l)
+def close(x, y, rel=2e-3):
+    return abs(x - y) <= rel * max(abs(x), abs(y), 1e-9)
+runs = b["tg_runs"]
+assert b["peak_rss_bytes"] > 0 and b["file_bytes"] > 0 and b["weight_bytes_per_token"] > 0, b
+assert 0 < b["read_gbs_min"] <= b["read_gbs"] <= b["read_gbs_max"], b
+if n_gen == 0:
+    assert runs == [] and b["tg_fraction"] == 0 and "tg0" not in tests, b
+    sys.exit(0)
+tg = tests[f"tg{n_gen}"]
+assert tg["reps"] == reps and len(runs) == reps, (tg, runs)
+probes = [p for r in runs for p in (r["read_before"], r["read_after"])]
+assert all(p > 0 for p in probes), runs
+assert close(b["read_gbs"], statistics.mean(probes)), (b, probes)
+assert close(b["read_gbs_min"], min(probes)) and close(b["read_gbs_max"], max(probes)), b
+assert close(tg["avg_ts"], statistics.mean(r["ts"] for r in runs)), (tg, runs)
+bpt = b["weight_bytes_per_token"]
+frac = statistics.mean(r["ts"] * bpt / ((r["read_before"] + r["read_after"]) / 2 * 1e9) for r in runs)
+assert close(b["tg_fraction"], frac), (b["tg_fraction"], frac)
+assert close(b["tg_bound_ts"], b["read_gbs"] * 1e9 / bpt), b
+EOF
+  ); then pass "$name"; else fail "$name: $why"; fi
+}
+
+# 1. read-bandwidth alone.
+if out=$("$MOERUN" read-bandwidth -t 2 -o json 2>&1) &&
+    /usr/bin/python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["read_gbs"] > 0 and j["threads"] == 2' "$out"; then
+  pass "read-bandwidth -t 2 -o json ($out)"
+else
+  fail "read-bandwidth -o json: $out"
+fi
+if out=$("$MOERUN" read-bandwidth -t 1 2>&1) && grep -qE '^read bandwidth: [0-9.]+ GB/s \(1 threads\)$' <<<"$out"; then
+  pass "read-bandwidth markdown ($out)"
+else
+  fail "read-bandwidth markdown: $out"
+fi
+for bad in "-o xml|-o 'xml' is not md or json" "-t 0|--threads"; do
+  args=${bad%%|*} needle=${bad#*|}
+  # shellcheck disable=SC2086
+  err=$("$MOERUN" read-bandwidth $args 2>&1 >/dev/null)
+  rc=$?
+  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -qF -- "$needle" <<<"$err"; then
+    pass "read-bandwidth $args rejected ($err)"
+  else
+    fail "read-bandwidth $args: rc $rc, $err"
+  fi
+done
+
+# 2. bench: one rank, pp only, in-process ranks.
+"$MOERUN" bench -m "$TINY" -p 4 -n 3 -r 3 -t 2 -o json >"$WORK/one.json" 2>/dev/null &&
+  check_bench "bench -r 3 (one rank)" 3 3 "$WORK/one.json" || fail "bench -r 3 exited non-zero"
+"$MOERUN" bench -m "$TINY" -p 4 -n 0 -r 2 -t 2 -o json >"$WORK/pp.json" 2>/dev/null &&
+  check_bench "bench -n 0 (pp only: one probe)" 2 0 "$WORK/pp.json" || fail "bench -n 0 exited non-zero"
+"$MOERUN" bench -m "$TINY" -p 4 -n 2 -r 2 -t 2 --tp 2 --ep -o json >"$WORK/inproc.json" 2>/dev/null &&
+  check_bench "bench --tp 2 --ep (in-process ranks)" 2 2 "$WORK/inproc.json" ||
+  fail "bench --tp 2 --ep exited non-zero"
+if out=$("$MOERUN" bench -m "$TINY" -p 2 -n 2 -r 2 -t 2 2>/dev/null) &&
+    grep -qE '^bound: read [0-9.]+ GB/s \(mean of 4 probes just before and after each tg run' <<<"$out"; then
+  pass "bench markdown names its probes"
+else
+  fail "bench markdown: $out"
+fi
+
+# 3. bench under mpirun: every process probes, rank 0 reports the sum.
+if command -v mpirun >/dev/null; then
+  MPIRUN=(mpirun --oversubscribe)
+  [[ $(id -u) -eq 0 ]] && MPIRUN+=(--allow-run-as-root)
+  "${MPIRUN[@]}" -np 2 "$MOERUN" bench -m "$TINY" -p 4 -n 2 -r 2 -t 1 --tp 2 -o json >"$WORK/mpi.json" 2>/dev/null &&
+    check_bench "mpirun -np 2 bench --tp 2" 2 2 "$WORK/mpi.json" || fail "mpirun bench exited non-zero"
+else
+  echo "SKIP: mpirun not found"
+fi
+
+echo "bench_test: $failures failure(s)"
+exit $((failures > 0))
