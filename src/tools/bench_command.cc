@@ -85,25 +85,29 @@ double FileBytes(const std::string& path) {
   return total;
 }
 
-// The read bandwidth of the moment, probed between barriers so no rank computes meanwhile: by each
+// The read bandwidth of the moment, probed while every rank waits (no rank computes meanwhile): by each
 // process with its own threads (rank 0 of in-process ranks; every rank under mpirun, summed: the
 // bandwidth all ranks share, on one host or many). The probe's buffer is kept out of the peak RSS:
 // the peak so far is kept in peak_rss() and the counter restarts after each probe.
-// Thread safety: Now() is called by every rank of `world` together; with in-process ranks only
-// rank 0 touches the state (the others get 0); the accessors are for rank 0 afterwards.
+// Thread safety: Now() is called by every rank of `world` together; only rank 0 of a process
+// touches the state, and the accessors are for rank 0 afterwards.
 class BandwidthProbe {
  public:
   explicit BandwidthProbe(int threads) : pool_(threads) {}
 
   StatusOr<double> Now(Communicator& world) {
-    RETURN_IF_ERROR(world.Barrier());
-    const bool per_process = StartedByMpirun();
-    if (!per_process && world.rank() != 0) return 0.0;  // rank 0 probes for the process
-    peak_rss_ = std::max(peak_rss_, PeakRssBytes());
-    float gbs = static_cast<float>(MeasureReadBandwidth(&pool_));
-    ResetPeakRss();
-    if (per_process) RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));
-    all_.push_back(gbs);
+    // Two labelled all-reduces bracket the probe: every rank is stopped while it reads, and a
+    // deadline error or a signal report names it ("... [collective #N: read-bandwidth probe]").
+    CollectiveLabel label(world.log(), "read-bandwidth probe");
+    float gbs = 0;
+    RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));  // everyone is here
+    if (StartedByMpirun() || world.rank() == 0) {                    // one probe per process
+      peak_rss_ = std::max(peak_rss_, PeakRssBytes());
+      gbs = static_cast<float>(MeasureReadBandwidth(&pool_));
+      ResetPeakRss();
+    }
+    RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));  // the processes' sum, on every rank
+    if (world.rank() == 0) all_.push_back(gbs);
     return gbs;
   }
   double peak_rss() const { return std::max(peak_rss_, PeakRssBytes()); }
