@@ -54,7 +54,7 @@ def main():
     a = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     model, fam, flags = cpu()
-    rows, bounds, versions = [], [], ""
+    rows, bounds, runs, versions = [], [], [], ""
     for t in a.types.split(","):
         ll = {"pp": [], "tg": [], "read": []}  # read: per tg run, the mean of its two probes
         mo = {"pp": [], "tg": []}
@@ -71,6 +71,20 @@ def main():
                     mo["pp" if j["test"].startswith("pp") else "tg"].append(j["avg_ts"])
                 if "read_gbs" in j:
                     extra.append(j)
+        # Every timed tg run in the order it ran (the engines alternate), with its own probes.
+        llama_runs = []
+        for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
+            for j in load(f):
+                llama_runs += list(zip(j.get("tg_tps", []), j.get("tg_read_gbs", [])))
+        moerun_runs = [(r["ts"], (r["read_before"], r["read_after"])) for e in extra for r in e.get("tg_runs", [])]
+        bpt_runs = statistics.mean(e["weight_bytes_per_token"] for e in extra) if extra else 0
+        for i in range(max(len(llama_runs), len(moerun_runs))):
+            for engine, lst in (("llama.cpp", llama_runs), ("moerun", moerun_runs)):
+                if i < len(lst) and bpt_runs:
+                    ts, (before, after) = lst[i]
+                    bound = (before + after) / 2 * 1e9 / bpt_runs
+                    runs.append(f"| {t} | {i + 1} | {engine} | {ts:.2f} | {before:.1f} | {after:.1f} | "
+                                f"{bound:.2f} | {100 * ts / bound:.0f}% |")
         for test, n in (("pp", a.p), ("tg", a.n)):
             lm, ls = mean_sd(ll[test])
             mm, ms = mean_sd(mo[test])
@@ -120,6 +134,11 @@ def main():
                 "moerun peak RSS GB | RSS / (file + KV) |\n"
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         f.write("\n".join(bounds) + "\n")
+        if runs:
+            f.write("\nEvery timed tg run in the order it ran, with the probes around it:\n\n"
+                    "| format | repetition | engine | tg t/s | read GB/s before | read GB/s after | bound t/s | "
+                    "% of bound |\n|---|---:|---|---:|---:|---:|---:|---:|\n")
+            f.write("\n".join(runs) + "\n")
         f.write(kept)
 
 

@@ -4,7 +4,7 @@
 // a bound measured at their own moment.
 //
 // Why around each run: on a shared host the read bandwidth two threads get moves by up to 1.7x
-// within seconds (e.g. 47 vs 79 GB/s here, when the two vCPUs share a core or not), so one probe
+// within seconds (e.g. 47 vs 79 GB/s on this project's 2-vCPU Zen 5 machines), so one probe
 // taken before a 20 s model load says little about the decode that follows. Each timed tg gets
 // its own bound, from probes just before and just after it; the fraction reached is the mean over
 // runs of tg / that bound (docs/benchmarks.md).
