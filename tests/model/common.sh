@@ -28,6 +28,18 @@ sys.exit(0 if a.shape == r.shape and err <= tol * scale and agree >= min_agree e
 PY
 }
 
+# check_ref NAME DIR (GQA families: qwen2_moe, mixtral, olmoe, qwen3_moe): the model's logits for
+# the caller's $TOKENS, exact (f32 activations), within 1e-4 of the float64 reference
+# (ref_gqa_moe.py), and decode equal to prefill.
+check_ref() {
+  local name=$1 d=$2 msg
+  $PY "$HERE/ref_gqa_moe.py" "$d" --tokens "$TOKENS" --output "$d.ref" --quiet
+  "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.exact" --precision f32 2>/dev/null
+  if msg=$(compare "$d.exact" "$d.ref" 1e-4 1.0); then pass "$name exact: $msg"; else fail "$name exact: $msg"; fi
+  "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.decode" --decode --precision f32 2>/dev/null
+  if msg=$(compare "$d.decode" "$d.exact" 1e-6 1.0); then pass "$name decode=prefill: $msg"; else fail "$name decode: $msg"; fi
+}
+
 # write_arith_task FILE N: N "a+b=" problems (seeded) as an eval task, one JSON object per line.
 write_arith_task() {
   $PY - "$1" "$2" <<'PY'
