@@ -47,6 +47,8 @@ Status BroadcastPlan(Communicator& world, StepPlan* plan) {
     h.n_block_ids = static_cast<uint32_t>(plan->block_ids.size());
   }
   if (world.size() == 1) return Status::Ok();
+  // Named in deadline errors and signal reports ("[collective #N of this rank: engine step plan]").
+  CollectiveLabel label(world.log(), "engine step plan");
   RETURN_IF_ERROR(world.Broadcast(&h, sizeof h, 0));
   if (h.magic != StepHeader{}.magic) {
     return Internal("engine step plan from rank 0 has magic {:#x}, expected {:#x}", h.magic,

@@ -82,8 +82,10 @@ signal_case() {
 # process ends within 10 s, each rank's last line naming its collective (op, group, sequence number,
 # layer or stage, e.g. "lm_head logits") — in flight, or the last one before the computation it was in.
 AT='SIGTERM received (during [a-z_]+ on group .[a-z]+. \[collective #[0-9]+ of this rank: [a-z]|while computing after collective #[0-9]+ \([a-z])'
+# (-n 0: prompt steps only, so the signal lands in the model's collectives; with -n 8 it may land
+# in bench's read-bandwidth probe between tg runs, which is named the same way.)
 signal_case "mpirun -np 2 bench: SIGTERM to mpirun" mpirun TERM "$AT" "rank 0" "rank 1" -- \
-  "$MOERUN" bench -m "$WORK/sig" -p 8 -n 8 -r 1000000 --tp 2 -t 1
+  "$MOERUN" bench -m "$WORK/sig" -p 8 -n 0 -r 1000000 --tp 2 -t 1
 signal_case "mpirun -np 2 bench --tp 2 --ep: SIGINT to mpirun" mpirun INT "$AT" "rank 0" "rank 1" -- \
   "$MOERUN" bench -m "$WORK/sig" -p 8 -n 8 -r 1000000 --tp 2 --ep -t 1
 signal_case "mpirun -np 2 bench: rank 1 killed (SIGKILL)" rank1 KILL "$AT" "rank 0" -- \
