@@ -127,8 +127,10 @@ def main():
                 "threads read 45-50 GB/s at some moments and 75-83 GB/s at others), so every timed tg run "
                 "of either engine gets its own bound from `moerun read-bandwidth`'s probe (same thread "
                 "count) just before and just after it; \"% of bound\" is the mean over an engine's runs "
-                "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions "
-                "(moerun's speed over llama.cpp's with the host's bandwidth held equal).\n\n")
+                "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions: the "
+                "speed ratio if both engines' t/s were proportional to the bandwidth. They are not (the "
+                "per-run table: neither engine gets much faster at the high-bandwidth moments), so the "
+                "ratio of means above stays the comparison.\n\n")
         f.write("| format | file GB | weights GB/token | read GB/s (moerun runs) | moerun % of bound | "
                 "read GB/s (llama.cpp runs) | llama.cpp % of bound | moerun / llama.cpp at equal bandwidth | "
                 "moerun peak RSS GB | RSS / (file + KV) |\n"
