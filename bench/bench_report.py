@@ -56,14 +56,14 @@ def main():
     model, fam, flags = cpu()
     rows, bounds, runs, versions = [], [], [], ""
     for t in a.types.split(","):
-        ll = {"pp": [], "tg": [], "read": []}  # read: per tg run, the mean of its two probes
+        ll = {"pp": [], "tg": [], "runs": []}  # runs: (t/s, (probe before, probe after)) per probed tg run
         mo = {"pp": [], "tg": []}
         extra = []
         for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
             for j in load(f):
                 ll["pp"] += j.get("pp_tps", [])
                 ll["tg"] += j.get("tg_tps", [])
-                ll["read"] += [statistics.mean(r) for r in j.get("tg_read_gbs", [])]
+                ll["runs"] += list(zip(j.get("tg_tps", []), j.get("tg_read_gbs", [])))
                 versions = f"llama.cpp {j.get('llama_cpp_version', '?')} ({j.get('backend', '?')})"
         for f in sorted(glob.glob(os.path.join(a.results, f"moerun-{t}-*.json"))):
             for j in load(f):
@@ -71,18 +71,14 @@ def main():
                     mo["pp" if j["test"].startswith("pp") else "tg"].append(j["avg_ts"])
                 if "read_gbs" in j:
                     extra.append(j)
+        bpt = statistics.mean(e["weight_bytes_per_token"] for e in extra) if extra else 0
         # Every timed tg run in the order it ran (the engines alternate), with its own probes.
-        llama_runs = []
-        for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
-            for j in load(f):
-                llama_runs += list(zip(j.get("tg_tps", []), j.get("tg_read_gbs", [])))
         moerun_runs = [(r["ts"], (r["read_before"], r["read_after"])) for e in extra for r in e.get("tg_runs", [])]
-        bpt_runs = statistics.mean(e["weight_bytes_per_token"] for e in extra) if extra else 0
-        for i in range(max(len(llama_runs), len(moerun_runs))):
-            for engine, lst in (("llama.cpp", llama_runs), ("moerun", moerun_runs)):
-                if i < len(lst) and bpt_runs:
+        for i in range(max(len(ll["runs"]), len(moerun_runs))):
+            for engine, lst in (("llama.cpp", ll["runs"]), ("moerun", moerun_runs)):
+                if i < len(lst) and bpt:
                     ts, (before, after) = lst[i]
-                    bound = (before + after) / 2 * 1e9 / bpt_runs
+                    bound = (before + after) / 2 * 1e9 / bpt
                     runs.append(f"| {t} | {i + 1} | {engine} | {ts:.2f} | {before:.1f} | {after:.1f} | "
                                 f"{bound:.2f} | {100 * ts / bound:.0f}% |")
         for test, n in (("pp", a.p), ("tg", a.n)):
@@ -90,12 +86,11 @@ def main():
             mm, ms = mean_sd(mo[test])
             rows.append(f"| {t} | {test}{n} | {lm:.2f} ± {ls:.2f} | {mm:.2f} ± {ms:.2f} | {mm / lm:.2f}x |")
         if extra:
-            bpt = statistics.mean(e["weight_bytes_per_token"] for e in extra)
             mo_gbs = statistics.mean(e["read_gbs"] for e in extra)
             mo_frac = statistics.mean(e["tg_fraction"] for e in extra)
-            if len(ll["read"]) == len(ll["tg"]) and ll["read"]:
-                ll_gbs = statistics.mean(ll["read"])
-                ll_frac = statistics.mean(ts / (gbs * 1e9 / bpt) for ts, gbs in zip(ll["tg"], ll["read"]))
+            if len(ll["runs"]) == len(ll["tg"]) and ll["runs"]:
+                ll_gbs = statistics.mean(statistics.mean(r) for _, r in ll["runs"])
+                ll_frac = statistics.mean(ts / (statistics.mean(r) * 1e9 / bpt) for ts, r in ll["runs"])
                 ll_cells = f"{ll_gbs:.1f} | {100 * ll_frac:.0f}% | {mo_frac / ll_frac:.2f}x"
             else:  # llama.cpp's runs were not probed
                 ll_cells = "- | - | -"
