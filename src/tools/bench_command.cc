@@ -130,6 +130,7 @@ struct TgRun {
 // What the hardware allowed this run, beside what it got.
 struct BenchBound {
   double read_gbs = 0, read_min = 0, read_max = 0;  // over every probe of the run
+  size_t probes = 0;                                // how many there were
   double bytes_per_token = 0, tg_bound = 0;         // tg_bound at the mean read_gbs
   double fraction = 0;                              // mean over tg runs of tg / its own bound
   double peak_rss = 0, file_bytes = 0, kv_bytes = 0;
@@ -144,6 +145,7 @@ BenchBound Bound(const Model& model, const BenchArgs& a, const BandwidthProbe& p
     b.read_min = *std::min_element(all.begin(), all.end());
     b.read_max = *std::max_element(all.begin(), all.end());
   }
+  b.probes = all.size();
   b.bytes_per_token = model.DecodeWeightBytesPerToken() * world;  // every rank's share
   b.tg_bound = b.bytes_per_token > 0 ? b.read_gbs * 1e9 / b.bytes_per_token : 0;
   for (const TgRun& r : tg) {
@@ -198,8 +200,8 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
       "bound: read %.1f GB/s (mean of %zu probes just before and after each tg run; %.1f-%.1f), %.3f GB of "
       "weights per decoded token -> tg bound %.2f t/s; reached %.0f%% (mean over tg runs of t/s / the bound "
       "of its own probes)\nmemory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; ratio %.2f)\n",
-      b.read_gbs, 2 * tg.size() + (tg.empty() ? 1 : 0), b.read_min, b.read_max, b.bytes_per_token / 1e9,
-      b.tg_bound, 100 * b.fraction, b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
+      b.read_gbs, b.probes, b.read_min, b.read_max, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction,
+      b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
 }
 
 Status RunBench(const BenchArgs& a) {
