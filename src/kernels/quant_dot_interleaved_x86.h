@@ -234,126 +234,216 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
 
 constexpr int kInterleavedMaxR = 8;
 #else
-template <int R, bool kQ8>
-void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                        int n_rows, float* out) {
-  constexpr size_t kCB = kQ8 ? 544 : 288;
-  constexpr int32_t kOffset = kQ8 ? 0 : 8;  // Q8_0 multiplies signed weights directly (sign trick)
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7: 32 bytes of each 64-byte group
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t kb = kb0; kb < kb1; ++kb) {
-      const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-      if (h == 0) {
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
-      }
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-      __m256i u[8];
-      for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
-        if constexpr (kQ8) {
-          u[g] = x;
-        } else {
-          u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
-          u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
-        }
-      }
-      for (int r = 0; r < R; ++r) {
-        __m256i I;
-        if constexpr (kQ8) {
-          // |w| * (a with w's sign): pairs fit int16 (2 * 128 * 127), widened per group.
-          I = _mm256_setzero_si256();
-          for (int g = 0; g < 8; ++g) {
-            const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
-            I = _mm256_add_epi32(
-                I, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(u[g]), _mm256_sign_epi8(av, u[g])),
-                                     ones));
-          }
-        } else {
-          // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
-          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-          for (int g = 1; g < 8; ++g) {
-            s16 = _mm256_add_epi16(s16,
-                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-          }
-          I = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
-                               _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
-        }
-        const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-        acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+// AVX2 holds 8 of a column's 16 rows per register: rows 8h .. 8h + 7 are the 32-byte halves of each
+// 64-byte word. A tile of few activation rows (decode: R <= kOnePassMaxR) takes both halves of each
+// block in one pass over the weights, so the compute overlaps the stream from memory; more rows
+// (prefill, compute bound) take the halves in two passes to keep every accumulator and unpacked word
+// in registers (the second pass reads the tile from cache). Either order gives each lane the same
+// f32 operations in block order.
+constexpr int kOnePassMaxR = 2;
+
+// Accumulates a tile over blocks (or super-blocks) i0 .. i1 - 1 and stores lanes j < n_rows of
+// acc[h][r] to out[r * kQuantDotMaxRows + 8h + ..]. One pass: both(i, acc) adds block i of both
+// halves; two passes: half(h, i, acc[h]) adds block i of rows 8h .. 8h + 7. prefetch(i) is issued
+// once per block.
+template <int R, bool kOnePass, typename Both, typename Half, typename PrefetchFn>
+inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both both, Half half,
+                         PrefetchFn prefetch) {
+  __m256 acc[2][R];
+  for (auto& acc_h : acc) {
+    for (__m256& v : acc_h) v = _mm256_setzero_ps();
+  }
+  if constexpr (kOnePass) {
+    for (int64_t i = i0; i < i1; ++i) {
+      prefetch(i);
+      both(i, acc);
+    }
+  } else {
+    for (int h = 0; h < 2; ++h) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (h == 0) prefetch(i);
+        half(h, i, acc[h]);
       }
     }
+  }
+  for (int h = 0; h < 2; ++h) {
     for (int r = 0; r < R; ++r) {
       alignas(32) float t[8];
-      _mm256_store_ps(t, acc[r]);
+      _mm256_store_ps(t, acc[h][r]);
       for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j) out[r * kQuantDotMaxRows + j] = t[j - 8 * h];
     }
   }
 }
 
-// Q4_K interleaved, AVX2: rows 8h .. 8h + 7 per pass, same lane arithmetic as the AVX-512 body.
+// Q8_0 / Q4_0 block kb (column c) of all 16 rows into acc[h][r] (activation row m + r), one group
+// of both halves at a time so each activation broadcast serves both: the integer sums are exact, so
+// they equal the two-pass BlockHalf256's, and the f32 operations are the same.
+template <int R, bool kQ8>
+inline void BlockBoth256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t kb,
+                         __m256 (&acc)[2][R]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i sum[2][R];  // Q8_0: int32 sums; Q4_0: int16 pair sums (8 x 2 x 15 x 127 < 2^15)
+  for (auto& sum_h : sum) {
+    for (__m256i& v : sum_h) v = _mm256_setzero_si256();
+  }
+  for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
+    __m256i x[2];
+    for (int h = 0; h < 2; ++h)
+      x[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
+    for (int r = 0; r < R; ++r) {
+      const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
+      if constexpr (kQ8) {
+        for (int h = 0; h < 2; ++h) {
+          sum[h][r] = _mm256_add_epi32(
+              sum[h][r], _mm256_madd_epi16(
+                             _mm256_maddubs_epi16(_mm256_abs_epi8(x[h]), _mm256_sign_epi8(av, x[h])), ones));
+        }
+      } else {
+        const __m256i av_hi = _mm256_set1_epi32(ActGroup(a, m + r, kb, 4 + g));
+        for (int h = 0; h < 2; ++h) {
+          const __m256i lo = _mm256_and_si256(x[h], _mm256_set1_epi8(0x0F));
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x[h], 4), _mm256_set1_epi8(0x0F));
+          sum[h][r] = _mm256_add_epi16(
+              sum[h][r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, av), _mm256_maddubs_epi16(hi, av_hi)));
+        }
+      }
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+    for (int r = 0; r < R; ++r) {
+      const __m256i I = kQ8 ? sum[h][r]
+                            : _mm256_add_epi32(_mm256_madd_epi16(sum[h][r], ones),
+                                               _mm256_set1_epi32(-8 * a.sum[(m + r) * a.ldb + kb]));
+      const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
+      acc[h][r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[h][r]);
+    }
+  }
+}
+
+// Q8_0 / Q4_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r] (activation row m + r).
+template <int R, bool kQ8>
+inline void BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
+                         __m256 (&acc)[R]) {
+  constexpr int32_t kOffset = kQ8 ? 0 : 8;  // Q8_0 multiplies signed weights directly (sign trick)
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+  __m256i u[8];
+  for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
+    if constexpr (kQ8) {
+      u[g] = x;
+    } else {
+      u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
+      u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    __m256i I;
+    if constexpr (kQ8) {
+      // |w| * (a with w's sign): pairs fit int16 (2 * 128 * 127), widened per group.
+      I = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g) {
+        const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
+        I = _mm256_add_epi32(
+            I,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(u[g]), _mm256_sign_epi8(av, u[g])), ones));
+      }
+    } else {
+      // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
+      __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
+      for (int g = 1; g < 8; ++g) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
+      }
+      I = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
+                           _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
+    }
+    const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
+    acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+  }
+}
+
+template <int R, bool kQ8>
+void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                        int n_rows, float* out) {
+  constexpr size_t kCB = kQ8 ? 544 : 288;
+  TwoHalves256<R, (R <= kOnePassMaxR)>(
+      kb0, kb1, n_rows, out,
+      [&](int64_t kb, __m256(&acc)[2][R]) {
+        BlockBoth256<R, kQ8>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
+      },
+      [&](int h, int64_t kb, __m256(&acc)[R]) {
+        BlockHalf256<R, kQ8>(w + static_cast<size_t>(kb) * kCB, h, a, m, kb, acc);
+      },
+      [&](int64_t kb) {
+        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
+      });
+}
+
+// Q4_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the same lane
+// arithmetic as the AVX-512 body.
+template <int R>
+inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
+                                 __m256 (&acc)[R]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+  const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+  auto word = [&](int wd) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * wd + 32 * h));
+  };
+  const __m256i u0 = word(0), u1 = word(1), u2 = word(2);
+  const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
+                k3 = _mm256_set1_epi32(0x03030303);
+  const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
+  const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(u2, k2),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
+  const __m256i m_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
+                                       _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+  auto byte = [](__m256i v, int b) {
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
+  };
+  for (int s = 0; s < 8; ++s) {
+    const int64_t kb = sb * 8 + s;
+    const int t = s / 2;
+    const __m256 ws = _mm256_mul_ps(d, s < 4 ? byte(sc_lo, s) : byte(sc_hi, s - 4));
+    const __m256 wm = _mm256_mul_ps(dmin, s < 4 ? byte(m_lo, s) : byte(m_hi, s - 4));
+    __m256i u[8];
+    for (int g = 0; g < 8; ++g) {
+      const __m256i x = word(3 + 8 * t + g);
+      u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
+    }
+    for (int r = 0; r < R; ++r) {
+      // Nibble x int8 pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 < 2^15).
+      __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
+      for (int g = 1; g < 8; ++g) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
+      }
+      const __m256i I = _mm256_madd_epi16(s16, ones);
+      const __m256 t_min = _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
+      const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
+    }
+  }
+}
+
 template <int R>
 void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int h = 0; h < 2; ++h) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-      const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
-      if (h == 0) {
+  auto half = [&](int h, int64_t sb, __m256(&acc)[R]) {
+    SuperBlockQ4KHalf256<R>(w + static_cast<size_t>(sb) * 2304, h, a, m, sb, acc);
+  };
+  TwoHalves256<R, (R <= kOnePassMaxR)>(
+      kb0 / 8, kb1 / 8, n_rows, out,
+      [&](int64_t sb, __m256(&acc)[2][R]) {
+        half(0, sb, acc[0]);
+        half(1, sb, acc[1]);
+      },
+      half,
+      [&](int64_t sb) {
+        const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
         for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
-      }
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
-      auto word = [&](int wd) {
-        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * wd + 32 * h));
-      };
-      const __m256i u0 = word(0), u1 = word(1), u2 = word(2);
-      const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
-                    k3 = _mm256_set1_epi32(0x03030303);
-      const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
-      const __m256i sc_hi = _mm256_or_si256(
-          _mm256_and_si256(u2, k2), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
-      const __m256i m_hi =
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
-                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
-      auto byte = [](__m256i v, int b) {
-        return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
-      };
-      for (int s = 0; s < 8; ++s) {
-        const int64_t kb = sb * 8 + s;
-        const int t = s / 2;
-        const __m256 ws = _mm256_mul_ps(d, s < 4 ? byte(sc_lo, s) : byte(sc_hi, s - 4));
-        const __m256 wm = _mm256_mul_ps(dmin, s < 4 ? byte(m_lo, s) : byte(m_hi, s - 4));
-        __m256i u[8];
-        for (int g = 0; g < 8; ++g) {
-          const __m256i x = word(3 + 8 * t + g);
-          u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
-        }
-        for (int r = 0; r < R; ++r) {
-          // Nibble x int8 pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 < 2^15).
-          __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-          for (int g = 1; g < 8; ++g) {
-            s16 = _mm256_add_epi16(s16,
-                                   _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-          }
-          const __m256i I = _mm256_madd_epi16(s16, ones);
-          const __m256 t_min =
-              _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
-          const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
-          acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, acc[r]);
-      for (int j = 8 * h; j < std::min(n_rows, 8 * h + 8); ++j)
-        out[r * kQuantDotMaxRows + j] = tmp[j - 8 * h];
-    }
-  }
+      });
 }
 
 // Q6_K, AVX2: rows 8hh .. 8hh + 7 per pass (the 32-byte halves of each word), the same lane
@@ -415,30 +505,24 @@ inline void Q6KBlock256(const uint8_t* c, int hh, int h, __m256 d, const Q8Activ
 template <int R>
 void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
-  for (int hh = 0; hh < 2; ++hh) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-      const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-      if (hh == 0) {
+  // Two passes at every R: the Q6_K body holds too many words for both halves in registers.
+  auto half = [&](int hh, int64_t sb, __m256(&acc)[R]) {
+    const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * hh)));
+    for (int h = 0; h < 2; ++h) {
+      const int64_t kb = sb * 8 + 4 * h;
+      Q6KBlock256<R, 0>(c, hh, h, d, a, m, kb, acc);
+      Q6KBlock256<R, 1>(c, hh, h, d, a, m, kb + 1, acc);
+      Q6KBlock256<R, 2>(c, hh, h, d, a, m, kb + 2, acc);
+      Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
+    }
+  };
+  TwoHalves256<R, false>(
+      kb0 / 8, kb1 / 8, n_rows, out, [](int64_t, __m256(&)[2][R]) {}, half,
+      [&](int64_t sb) {
+        const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
         for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
-      }
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * hh)));
-      for (int h = 0; h < 2; ++h) {
-        const int64_t kb = sb * 8 + 4 * h;
-        Q6KBlock256<R, 0>(c, hh, h, d, a, m, kb, acc);
-        Q6KBlock256<R, 1>(c, hh, h, d, a, m, kb + 1, acc);
-        Q6KBlock256<R, 2>(c, hh, h, d, a, m, kb + 2, acc);
-        Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, acc[r]);
-      for (int j = 8 * hh; j < std::min(n_rows, 8 * hh + 8); ++j)
-        out[r * kQuantDotMaxRows + j] = tmp[j - 8 * hh];
-    }
-  }
+      });
 }
 
 constexpr int kInterleavedMaxR = 4;
