@@ -2,7 +2,10 @@
 """Turns scripts/bench.sh's per-repetition JSON files into BENCHMARKS.md: mean ± sd per engine,
 format and test, the moerun/llama.cpp ratio of means, and each engine's fraction of the decode
 bound: every timed tg run (either engine) has its own bound, from moerun's read probe just before
-and just after it, and an engine's fraction is the mean over its runs of t/s / that bound."""
+and just after it, and an engine's fraction is the mean over its runs of t/s / that bound.
+One section per code-path level bench.sh ran (--levels: native, the best path each engine finds
+for this CPU, and avx2, both engines restricted to their AVX2 paths); a native-only report has no
+section heading."""
 import argparse
 import datetime
 import glob
@@ -42,30 +45,37 @@ def cpu():
     return model, fam, flags
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--types", required=True)
-    ap.add_argument("--layers", type=int, required=True)
-    ap.add_argument("-p", type=int, required=True)
-    ap.add_argument("-n", type=int, required=True)
-    ap.add_argument("-t", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    model, fam, flags = cpu()
-    rows, bounds, runs, versions = [], [], [], ""
+# What each --levels entry of scripts/bench.sh runs, as the report's section heading and intro
+# (native first). {backend}: the ggml CPU variant llama.cpp's runs loaded at that level.
+LEVELS = {
+    "native": ("Native level: each engine's best code path for this CPU",
+               "moerun's default kernel rows (the best ISA this CPU has) vs llama.cpp's `{backend}` build "
+               "(the ggml CPU variant it loads here)."),
+    "avx2": ("AVX2 level on this machine",
+             "moerun with `--kernel avx2` (every kernel row restricted to AVX2 + FMA + F16C) vs llama.cpp's "
+             "`{backend}` build, from a copy of the peer that keeps only the ggml CPU variants an AVX2-only "
+             "CPU can load (`scripts/install_llama_cpp_peer.sh --cpu-level avx2`); `cpu:haswell` is the "
+             "variant an AMD Zen 3 (AVX2, no AVX-512, no AVX-VNNI) loads. Same files, threads and "
+             "alternation, but on this machine's clock, caches and memory bandwidth, not a Zen 3's: a "
+             "proxy for an AVX2 machine, not a measurement on one."),
+}
+
+
+def level_tables(a, level):
+    """One level's table rows from its result files ({engine}-{level}-{type}-{rep}.json): the t/s
+    rows, the decode-bound rows, every timed tg run, and llama.cpp's version and backend."""
+    rows, bounds, runs, version, backend = [], [], [], "?", "?"
     for t in a.types.split(","):
         ll = {"pp": [], "tg": [], "runs": []}  # runs: (t/s, (probe before, probe after)) per probed tg run
         mo = {"pp": [], "tg": []}
         extra = []
-        for f in sorted(glob.glob(os.path.join(a.results, f"llama-{t}-*.json"))):
+        for f in sorted(glob.glob(os.path.join(a.results, f"llama-{level}-{t}-*.json"))):
             for j in load(f):
                 ll["pp"] += j.get("pp_tps", [])
                 ll["tg"] += j.get("tg_tps", [])
                 ll["runs"] += list(zip(j.get("tg_tps", []), j.get("tg_read_gbs", [])))
-                versions = f"llama.cpp {j.get('llama_cpp_version', '?')} ({j.get('backend', '?')})"
-        for f in sorted(glob.glob(os.path.join(a.results, f"moerun-{t}-*.json"))):
+                version, backend = j.get("llama_cpp_version", "?"), j.get("backend", "?")
+        for f in sorted(glob.glob(os.path.join(a.results, f"moerun-{level}-{t}-*.json"))):
             for j in load(f):
                 if "test" in j:
                     mo["pp" if j["test"].startswith("pp") else "tg"].append(j["avg_ts"])
@@ -99,6 +109,60 @@ def main():
             kv = extra[0]["kv_bytes"]
             bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {mo_gbs:.1f} | {100 * mo_frac:.0f}% | "
                           f"{ll_cells} | {rss / 1e9:.2f} | {rss / (fb + kv):.2f} |")
+    return {"rows": rows, "bounds": bounds, "runs": runs, "version": version, "backend": backend}
+
+
+def write_level(f, tables, bound_text):
+    """One level's three tables; bound_text explains the decode bound before its table."""
+    f.write("| format | test | llama.cpp t/s | moerun t/s | moerun / llama.cpp |\n|---|---|---:|---:|---:|\n")
+    f.write("\n".join(tables["rows"]) + "\n\n")
+    f.write(bound_text)
+    f.write("| format | file GB | weights GB/token | read GB/s (moerun runs) | moerun % of bound | "
+            "read GB/s (llama.cpp runs) | llama.cpp % of bound | moerun / llama.cpp at equal bandwidth | "
+            "moerun peak RSS GB | RSS / (file + KV) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    f.write("\n".join(tables["bounds"]) + "\n")
+    if tables["runs"]:
+        f.write("\nEvery timed tg run in the order it ran, with the probes around it:\n\n"
+                "| format | repetition | engine | tg t/s | read GB/s before | read GB/s after | bound t/s | "
+                "% of bound |\n|---|---:|---|---:|---:|---:|---:|---:|\n")
+        f.write("\n".join(tables["runs"]) + "\n")
+
+
+BOUND_TEXT = ("Decode bound: bytes of weights read per generated token (moerun's count for this file) "
+              "over the read bandwidth of the moment. The host's bandwidth moves within seconds (two "
+              "threads read 45-50 GB/s at some moments and 75-83 GB/s at others), so every timed tg run "
+              "of either engine gets its own bound from `moerun read-bandwidth`'s probe (same thread "
+              "count) just before and just after it; \"% of bound\" is the mean over an engine's runs "
+              "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions: the "
+              "speed ratio if both engines' t/s were proportional to the bandwidth. They are not (the "
+              "per-run table: neither engine gets much faster at the high-bandwidth moments), so the "
+              "ratio of means above stays the comparison.\n\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--types", required=True)
+    ap.add_argument("--levels", default="native", help="comma-separated: " + ", ".join(LEVELS))
+    ap.add_argument("--layers", type=int, required=True)
+    ap.add_argument("-p", type=int, required=True)
+    ap.add_argument("-n", type=int, required=True)
+    ap.add_argument("-t", type=int, required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    unknown = [x for x in a.levels.split(",") if x not in LEVELS]
+    if unknown:
+        ap.error(f"unknown level(s) {', '.join(unknown)} (known: {', '.join(LEVELS)})")
+    levels = [x for x in LEVELS if x in a.levels.split(",")]  # native first
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    model, fam, flags = cpu()
+    tables = {level: level_tables(a, level) for level in levels}
+    first = tables[levels[0]]
+    if len(levels) == 1:
+        versions = f"llama.cpp {first['version']} ({first['backend']})"
+    else:
+        versions = f"llama.cpp {first['version']} (CPU backend per section below)"
     # Sections other scripts own (scripts/bench_serve.sh: <!-- serving:begin --> ... end) survive.
     kept = ""
     if os.path.exists(a.out):
@@ -112,30 +176,21 @@ def main():
                 f"DeepSeek-V2-Lite shapes, {a.layers} layers, random weights (`moerun make-model`). "
                 f"{a.t} threads, prompt processing of {a.p} tokens (pp) and generation of {a.n} (tg), "
                 "engines alternating one repetition at a time. The host is shared: compare ratios "
-                "from one run, not absolute numbers across runs.\n\n")
+                "from one run, not absolute numbers across runs.")
+        if len(levels) > 1:
+            f.write(f" Code-path levels, one section each, every repetition running all of them in "
+                    f"turn: {', '.join(levels)}.")
+        f.write("\n\n")
         f.write(f"- CPU: {model} (family {fam}); flags: {flags}\n")
         f.write(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; moerun commit {commit}; {versions}\n\n")
-        f.write("| format | test | llama.cpp t/s | moerun t/s | moerun / llama.cpp |\n|---|---|---:|---:|---:|\n")
-        f.write("\n".join(rows) + "\n\n")
-        f.write("Decode bound: bytes of weights read per generated token (moerun's count for this file) "
-                "over the read bandwidth of the moment. The host's bandwidth moves within seconds (two "
-                "threads read 45-50 GB/s at some moments and 75-83 GB/s at others), so every timed tg run "
-                "of either engine gets its own bound from `moerun read-bandwidth`'s probe (same thread "
-                "count) just before and just after it; \"% of bound\" is the mean over an engine's runs "
-                "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions: the "
-                "speed ratio if both engines' t/s were proportional to the bandwidth. They are not (the "
-                "per-run table: neither engine gets much faster at the high-bandwidth moments), so the "
-                "ratio of means above stays the comparison.\n\n")
-        f.write("| format | file GB | weights GB/token | read GB/s (moerun runs) | moerun % of bound | "
-                "read GB/s (llama.cpp runs) | llama.cpp % of bound | moerun / llama.cpp at equal bandwidth | "
-                "moerun peak RSS GB | RSS / (file + KV) |\n"
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-        f.write("\n".join(bounds) + "\n")
-        if runs:
-            f.write("\nEvery timed tg run in the order it ran, with the probes around it:\n\n"
-                    "| format | repetition | engine | tg t/s | read GB/s before | read GB/s after | bound t/s | "
-                    "% of bound |\n|---|---:|---|---:|---:|---:|---:|---:|\n")
-            f.write("\n".join(runs) + "\n")
+        for i, level in enumerate(levels):
+            if len(levels) > 1 or level != "native":  # a native-only report has no heading
+                title, intro = LEVELS[level]
+                if i > 0:
+                    f.write("\n")
+                f.write(f"## {title}\n\n{intro.format(backend=tables[level]['backend'])}\n\n")
+            write_level(f, tables[level], BOUND_TEXT if i == 0 else
+                        "Decode bound, probes and columns as in the first section.\n\n")
         f.write(kept)
 
 
