@@ -66,6 +66,20 @@ bool SmallGemmIsaSupported(SmallGemmIsa isa) {
   return false;
 }
 
+SmallGemmIsa SelectSmallGemmIsa(std::string_view forced) {
+  SmallGemmIsa want = SmallGemmIsa::kAuto;
+  if (forced == "ref") {
+    want = SmallGemmIsa::kRef;
+  } else if (forced == "avx2") {
+    want = SmallGemmIsa::kAvx2;
+  } else if (forced == "avx512" || forced == "avx512vnni") {
+    want = SmallGemmIsa::kAvx512;
+  }
+  if (want == SmallGemmIsa::kAvx512 && !SmallGemmIsaSupported(want)) want = SmallGemmIsa::kAvx2;
+  if (want == SmallGemmIsa::kAvx2 && !SmallGemmIsaSupported(want)) want = SmallGemmIsa::kRef;
+  return want;
+}
+
 void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc) {
   switch (Resolve(isa)) {

@@ -98,6 +98,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
   // The rank's layout (validated once: heads, experts, vocabulary) and its heads.
   RETURN_IF_ERROR(m->SetUpLayout(c.v_head_dim));
   m->row_isa_ = SelectRowOpsIsa(options.kernels.forced);
+  m->gemm_isa_ = SelectSmallGemmIsa(options.kernels.forced);
   RETURN_IF_ERROR(ValidateTensors(c, ckpt, DeepseekTensorTable(c)));
   if (options.check_tensors) RETURN_IF_ERROR(CheckFinite(ckpt));
 
@@ -216,12 +217,12 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
       for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[t0 + i / nh].pos;
       LatentAttention(q_cat.data() + t0 * nh * qc, (t1 - t0) * nh, qc, pos.data(), view, scale,
-                      o_lat.data() + t0 * nh * r, r);
+                      o_lat.data() + t0 * nh * r, r, gemm_isa_);
     } else {
       for (int64_t t = t0; t < t1; ++t) {
         const std::vector<int64_t> pos(static_cast<size_t>(h_b - h_a), rows[t].pos);
         LatentAttention(q_cat.data() + (t * nh + h_a) * qc, h_b - h_a, qc, pos.data(), view, scale,
-                        o_lat.data() + (t * nh + h_a) * r, r);
+                        o_lat.data() + (t * nh + h_a) * r, r, gemm_isa_);
       }
     }
     for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r

@@ -24,6 +24,7 @@
 #include "io/tensor_source.h"
 #include "kernels/packed_weight.h"
 #include "kernels/row_ops.h"
+#include "kernels/small_gemm.h"
 #include "model/arch.h"  // ExpectedModelTensors, for existing callers
 #include "model/decoder_model.h"
 #include "model/kv_cache.h"
@@ -93,8 +94,9 @@ class DeepseekModel : public DecoderModel {
   DeepseekModel() = default;
 
   std::unique_ptr<Rope> rope_;
-  std::vector<AttentionWeights> attn_;   // per layer, this rank's heads
-  RowOpsIsa row_isa_ = RowOpsIsa::kRef;  // kv_b row ops (follows --kernel ref|avx2|avx512)
+  std::vector<AttentionWeights> attn_;           // per layer, this rank's heads
+  RowOpsIsa row_isa_ = RowOpsIsa::kRef;          // kv_b row ops (follows --kernel ref|avx2|avx512)
+  SmallGemmIsa gemm_isa_ = SmallGemmIsa::kAuto;  // attention GEMMs over the cache (follows --kernel)
 };
 
 }  // namespace moerun

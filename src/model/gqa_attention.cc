@@ -202,6 +202,7 @@ Status GqaAttention::Forward(int64_t layer, const float* x, int64_t t_count, con
   // The run's queries of that head's group are gathered into one CachedAttention call.
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   ThreadPool* pool = ctx.pool;
+  const SmallGemmIsa gemm_isa = SelectSmallGemmIsa(ctx.policy->forced);
   const int threads = pool ? pool->size() : 1;
   const int64_t max_run = t_count < 2 * threads ? 1 : 16;
   std::vector<std::pair<int64_t, int64_t>> runs;  // [t0, t1): one cache, consecutive rows
@@ -223,7 +224,7 @@ Status GqaAttention::Forward(int64_t layer, const float* x, int64_t t_count, con
     }
     const GqaKvCache* cache = static_cast<const GqaKvCache*>(rows[t0].cache);
     CachedAttention(qb.data(), n, hd, pos.data(), cache->Keys(layer, g * hd, hd),
-                    cache->Values(layer, g * hd, hd), scale, ob.data(), hd);
+                    cache->Values(layer, g * hd, hd), scale, ob.data(), hd, gemm_isa);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = t0 + i / group, hh = g * group + i % group;
       std::copy(ob.data() + i * hd, ob.data() + (i + 1) * hd, o + (t * nh + hh) * hd);

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "kernels/small_gemm.h"
+
 namespace moerun {
 
 struct LatentCacheView {
@@ -30,8 +32,9 @@ struct LatentCacheView {
 };
 
 // q_cat: [n_rows, ldq] (ldq >= r + dr); pos: [n_rows] positions (each entry 0..pos[i] must be
-// filled); o_lat: [n_rows, ldo] f32 out.
+// filled); o_lat: [n_rows, ldo] f32 out. `isa`: the small-GEMM path (SelectSmallGemmIsa).
 void LatentAttention(const float* q_cat, int64_t n_rows, int64_t ldq, const int64_t* pos,
-                     const LatentCacheView& cache, float scale, float* o_lat, int64_t ldo);
+                     const LatentCacheView& cache, float scale, float* o_lat, int64_t ldo,
+                     SmallGemmIsa isa = SmallGemmIsa::kAuto);
 
 }  // namespace moerun

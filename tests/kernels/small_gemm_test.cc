@@ -132,5 +132,17 @@ TEST(SmallGemm, ElementsDoNotDependOnTheTiling) {
   }
 }
 
+TEST(SmallGemm, KernelFlagSelectsTheIsa) {
+  EXPECT_EQ(SelectSmallGemmIsa("ref"), SmallGemmIsa::kRef);
+  EXPECT_EQ(SelectSmallGemmIsa(""), SmallGemmIsa::kAuto);
+  EXPECT_EQ(SelectSmallGemmIsa("avx2-q4_k"), SmallGemmIsa::kAuto);  // a row name: the best
+  const SmallGemmIsa avx2 =
+      SmallGemmIsaSupported(SmallGemmIsa::kAvx2) ? SmallGemmIsa::kAvx2 : SmallGemmIsa::kRef;
+  EXPECT_EQ(SelectSmallGemmIsa("avx2"), avx2);
+  const SmallGemmIsa avx512 = SmallGemmIsaSupported(SmallGemmIsa::kAvx512) ? SmallGemmIsa::kAvx512 : avx2;
+  EXPECT_EQ(SelectSmallGemmIsa("avx512"), avx512);
+  EXPECT_EQ(SelectSmallGemmIsa("avx512vnni"), avx512);
+}
+
 }  // namespace
 }  // namespace moerun
