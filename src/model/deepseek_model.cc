@@ -153,22 +153,23 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
   const int64_t nh = local_heads(), dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
   const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, qd = c.q_head_dim();
   // Projections: q [T, nh * qd], ckv [T, r + dr].
-  std::vector<float> q(static_cast<size_t>(t_count * nh * qd)), ckv(static_cast<size_t>(t_count * (r + dr)));
+  float* q = scratch_.q.Get(static_cast<size_t>(t_count * nh * qd));
+  float* ckv = scratch_.ckv.Get(static_cast<size_t>(t_count * (r + dr)));
   // The projections that read x (q or q_a, and kv_a) in one parallel loop.
-  std::vector<float> qa(static_cast<size_t>(t_count * c.q_lora_rank));
+  float* qa = scratch_.qa.Get(static_cast<size_t>(t_count * c.q_lora_rank));
   const LinearOutput from_x[] = {
-      c.q_lora_rank == 0 ? LinearOutput{&at.q_proj, q.data()} : LinearOutput{&at.q_a_proj, qa.data()},
-      {&at.kv_a_proj, ckv.data()}};
+      c.q_lora_rank == 0 ? LinearOutput{&at.q_proj, q} : LinearOutput{&at.q_a_proj, qa},
+      {&at.kv_a_proj, ckv}};
   LinearForwardSameInput(from_x, x, t_count, Ctx());
   if (c.q_lora_rank > 0) {
-    RmsNorm(qa.data(), at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa.data());
-    LinearForward(at.q_b_proj, qa.data(), t_count, q.data(), Ctx());
+    RmsNorm(qa, at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa);
+    LinearForward(at.q_b_proj, qa, t_count, q, Ctx());
   }
   // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
     float* e = static_cast<KvCache*>(rows[t].cache)->entry(layer, rows[t].pos);
-    RmsNorm(ckv.data() + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
-    std::copy(ckv.data() + t * (r + dr) + r, ckv.data() + (t + 1) * (r + dr), e + r);
+    RmsNorm(ckv + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
+    std::copy(ckv + t * (r + dr) + r, ckv + (t + 1) * (r + dr), e + r);
     rope_->Apply(e + r, rows[t].pos);
   }
   // Absorbed attention. A task is a run of tokens of one sequence x a range of heads: it absorbs
@@ -190,15 +191,15 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
     t = t1;
   }
   const int64_t qc = r + dr;  // q_cat row: [q_lat (r) | q_pe (dr)], like a cache entry
-  std::vector<float> q_cat(static_cast<size_t>(t_count * nh * qc)),
-      o_lat(static_cast<size_t>(t_count * nh * r));
+  float* q_cat = scratch_.q_cat.Get(static_cast<size_t>(t_count * nh * qc));
+  float* o_lat = scratch_.o_lat.Get(static_cast<size_t>(t_count * nh * r));
   auto task = [&](int64_t id, int) {
     const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
     const int64_t h_a = (id % head_groups) * heads_per_task, h_b = std::min(nh, h_a + heads_per_task);
     const int64_t m = t1 - t0;
     for (int64_t hd = h_a; hd < h_b; ++hd) {  // the run's tokens as one batch of the row ops
-      const float* qn = q.data() + t0 * nh * qd + hd * qd;
-      float* ql = q_cat.data() + (t0 * nh + hd) * qc;
+      const float* qn = q + t0 * nh * qd + hd * qd;
+      float* ql = q_cat + (t0 * nh + hd) * qc;
       const RowBatch batch{.m = m, .ldx = nh * qd, .ldy = nh * qc};
       for (int64_t i = 0; i < m; ++i) std::fill(ql + i * nh * qc, ql + i * nh * qc + r, 0.0f);
       if (at.k_b_transposed) {
@@ -216,17 +217,17 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
     if (h_b - h_a == nh) {  // rows (t, h) of the run are contiguous
       std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
       for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[t0 + i / nh].pos;
-      LatentAttention(q_cat.data() + t0 * nh * qc, (t1 - t0) * nh, qc, pos.data(), view, scale,
-                      o_lat.data() + t0 * nh * r, r, gemm_isa_);
+      LatentAttention(q_cat + t0 * nh * qc, (t1 - t0) * nh, qc, pos.data(), view, scale, o_lat + t0 * nh * r,
+                      r, gemm_isa_);
     } else {
       for (int64_t t = t0; t < t1; ++t) {
         const std::vector<int64_t> pos(static_cast<size_t>(h_b - h_a), rows[t].pos);
-        LatentAttention(q_cat.data() + (t * nh + h_a) * qc, h_b - h_a, qc, pos.data(), view, scale,
-                        o_lat.data() + (t * nh + h_a) * r, r, gemm_isa_);
+        LatentAttention(q_cat + (t * nh + h_a) * qc, h_b - h_a, qc, pos.data(), view, scale,
+                        o_lat + (t * nh + h_a) * r, r, gemm_isa_);
       }
     }
     for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
-      RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat.data() + (t0 * nh + hd) * r,
+      RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat + (t0 * nh + hd) * r,
               o + t0 * nh * dv + hd * dv, {.m = m, .ldx = nh * r, .ldy = nh * dv});
     }
   };

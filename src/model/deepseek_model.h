@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
 #include "io/tensor_source.h"
 #include "kernels/packed_weight.h"
@@ -97,6 +98,16 @@ class DeepseekModel : public DecoderModel {
   std::vector<AttentionWeights> attn_;           // per layer, this rank's heads
   RowOpsIsa row_isa_ = RowOpsIsa::kRef;          // kv_b row ops (follows --kernel ref|avx2|avx512)
   SmallGemmIsa gemm_isa_ = SmallGemmIsa::kAuto;  // attention GEMMs over the cache (follows --kernel)
+  // Attention's per-call buffers, reused by every layer and step (a 512-token prefill needs tens
+  // of MB per layer; fresh pages would be faulted in and zeroed each time). Every element is
+  // written before it is read. Sizes in floats for T tokens of nh local heads:
+  struct AttentionScratch {
+    ScratchBuffer<float> q;      // [T, nh * qd] queries
+    ScratchBuffer<float> ckv;    // [T, r + dr] kv_a output: c_kv | k_pe
+    ScratchBuffer<float> qa;     // [T, q_lora_rank] q_a output (q-LoRA models)
+    ScratchBuffer<float> q_cat;  // [T * nh, r + dr] absorbed queries: q_lat | roped q_pe
+    ScratchBuffer<float> o_lat;  // [T * nh, r] latent attention output
+  } scratch_;
 };
 
 }  // namespace moerun
