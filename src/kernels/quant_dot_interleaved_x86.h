@@ -4,8 +4,8 @@
 //
 // Each 64-byte word of the 16 rows meets the 4 activation bytes of its elements broadcast, so every
 // lane accumulates its own row's exact int32 block sum; then the scalar reference's f32 operations
-// per (row, block) in block order. Activation rows go R at a time (AVX-512: up to 8, AVX2: 4),
-// sharing each unpacked weight column.
+// per (row, block) in block order. Activation rows go R at a time (up to 8), sharing each unpacked
+// weight column.
 // Thread safety: pure functions.
 #pragma once
 
@@ -237,15 +237,15 @@ constexpr int kInterleavedMaxR = 8;
 // AVX2 holds 8 of a column's 16 rows per register: rows 8h .. 8h + 7 are the 32-byte halves of each
 // 64-byte word. A tile of few activation rows (decode: R <= kOnePassMaxR) takes both halves of each
 // block in one pass over the weights, so the compute overlaps the stream from memory; more rows
-// (prefill, compute bound) take the halves in two passes to keep every accumulator and unpacked word
-// in registers (the second pass reads the tile from cache). Either order gives each lane the same
+// (prefill, compute bound) take the halves in two passes, which keeps one half's unpacked words and
+// sums in registers (the second pass reads the tile from cache). Either order gives each lane the same
 // f32 operations in block order.
 constexpr int kOnePassMaxR = 2;
 
 // Accumulates a tile over blocks (or super-blocks) i0 .. i1 - 1 and stores lanes j < n_rows of
 // acc[h][r] to out[r * kQuantDotMaxRows + 8h + ..]. One pass: both(i, acc) adds block i of both
-// halves; two passes: half(h, i, acc[h]) adds block i of rows 8h .. 8h + 7. prefetch(i) is issued
-// once per block.
+// halves; two passes: half(h, i, acc) adds block i of rows 8h .. 8h + 7 to acc[h]. prefetch(i) is
+// issued once per block.
 template <int R, bool kOnePass, typename Both, typename Half, typename PrefetchFn>
 inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both both, Half half,
                          PrefetchFn prefetch) {
@@ -262,7 +262,7 @@ inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both bo
     for (int h = 0; h < 2; ++h) {
       for (int64_t i = i0; i < i1; ++i) {
         if (h == 0) prefetch(i);
-        half(h, i, acc[h]);
+        half(h, i, acc);
       }
     }
   }
@@ -275,41 +275,46 @@ inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both bo
   }
 }
 
-// Q8_0 / Q4_0 block kb (column c) of all 16 rows into acc[h][r] (activation row m + r), one group
-// of both halves at a time so each activation broadcast serves both: the integer sums are exact, so
-// they equal the two-pass BlockHalf256's, and the f32 operations are the same.
-template <int R, bool kQ8>
-inline void BlockBoth256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t kb,
+// Q8_0 / Q4_0 block kb (column c) of rows 8 kH0 .. 8 kH1 - 1 into acc[h][r] (activation row
+// m + r), one 4-element group at a time: each unpacked word serves every row r and each activation
+// broadcast both halves. Integer sums are exact, so any grouping gives the same I; then the
+// reference's f32 operations.
+template <int R, bool kQ8, int kH0, int kH1>
+inline void BlockRows256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t kb,
                          __m256 (&acc)[2][R]) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i sum[2][R];  // Q8_0: int32 sums; Q4_0: int16 pair sums (8 x 2 x 15 x 127 < 2^15)
-  for (auto& sum_h : sum) {
-    for (__m256i& v : sum_h) v = _mm256_setzero_si256();
+  for (int h = kH0; h < kH1; ++h) {
+    for (__m256i& v : sum[h]) v = _mm256_setzero_si256();
   }
   for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-    __m256i x[2];
-    for (int h = 0; h < 2; ++h)
+    __m256i x[2], lo[2], hi[2];
+    for (int h = kH0; h < kH1; ++h) {
       x[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
+      if constexpr (kQ8) {
+        lo[h] = _mm256_abs_epi8(x[h]);  // |w|; a takes w's sign (pairs fit int16: 2 x 128 x 127)
+      } else {
+        lo[h] = _mm256_and_si256(x[h], _mm256_set1_epi8(0x0F));                        // elements 4g ..
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(x[h], 4), _mm256_set1_epi8(0x0F));  // 16 + 4g ..
+      }
+    }
     for (int r = 0; r < R; ++r) {
       const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
       if constexpr (kQ8) {
-        for (int h = 0; h < 2; ++h) {
+        for (int h = kH0; h < kH1; ++h) {
           sum[h][r] = _mm256_add_epi32(
-              sum[h][r], _mm256_madd_epi16(
-                             _mm256_maddubs_epi16(_mm256_abs_epi8(x[h]), _mm256_sign_epi8(av, x[h])), ones));
+              sum[h][r], _mm256_madd_epi16(_mm256_maddubs_epi16(lo[h], _mm256_sign_epi8(av, x[h])), ones));
         }
       } else {
         const __m256i av_hi = _mm256_set1_epi32(ActGroup(a, m + r, kb, 4 + g));
-        for (int h = 0; h < 2; ++h) {
-          const __m256i lo = _mm256_and_si256(x[h], _mm256_set1_epi8(0x0F));
-          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x[h], 4), _mm256_set1_epi8(0x0F));
-          sum[h][r] = _mm256_add_epi16(
-              sum[h][r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, av), _mm256_maddubs_epi16(hi, av_hi)));
+        for (int h = kH0; h < kH1; ++h) {
+          sum[h][r] = _mm256_add_epi16(sum[h][r], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], av),
+                                                                   _mm256_maddubs_epi16(hi[h], av_hi)));
         }
       }
     }
   }
-  for (int h = 0; h < 2; ++h) {
+  for (int h = kH0; h < kH1; ++h) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
     for (int r = 0; r < R; ++r) {
       const __m256i I = kQ8 ? sum[h][r]
@@ -321,43 +326,28 @@ inline void BlockBoth256(const uint8_t* c, const Q8Activations& a, int64_t m, in
   }
 }
 
-// Q8_0 / Q4_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r] (activation row m + r).
-template <int R, bool kQ8>
-inline void BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
-                         __m256 (&acc)[R]) {
-  constexpr int32_t kOffset = kQ8 ? 0 : 8;  // Q8_0 multiplies signed weights directly (sign trick)
+// Q4_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order: the 8
+// unpacked words first, then each row's 8 vpmaddubsw (faster than BlockRows256's group order for
+// Q4_0 at R = 8; Q8_0 is the other way round). The same exact I and f32 operations.
+template <int R>
+inline void Q4BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
+                           __m256 (&acc)[R]) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
   __m256i u[8];
-  for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
+  for (int g = 0; g < 4; ++g) {
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
-    if constexpr (kQ8) {
-      u[g] = x;
-    } else {
-      u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
-      u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
-    }
+    u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
+    u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
   }
   for (int r = 0; r < R; ++r) {
-    __m256i I;
-    if constexpr (kQ8) {
-      // |w| * (a with w's sign): pairs fit int16 (2 * 128 * 127), widened per group.
-      I = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g) {
-        const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
-        I = _mm256_add_epi32(
-            I,
-            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(u[g]), _mm256_sign_epi8(av, u[g])), ones));
-      }
-    } else {
-      // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
-      __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-      for (int g = 1; g < 8; ++g) {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-      }
-      I = _mm256_add_epi32(_mm256_madd_epi16(s16, ones),
-                           _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
+    // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
+    __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
+    for (int g = 1; g < 8; ++g) {
+      s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
     }
+    const __m256i I =
+        _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(-8 * a.sum[(m + r) * a.ldb + kb]));
     const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
     acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
   }
@@ -370,10 +360,17 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
   TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
-        BlockBoth256<R, kQ8>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
+        BlockRows256<R, kQ8, 0, 2>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
       },
-      [&](int h, int64_t kb, __m256(&acc)[R]) {
-        BlockHalf256<R, kQ8>(w + static_cast<size_t>(kb) * kCB, h, a, m, kb, acc);
+      [&](int h, int64_t kb, __m256(&acc)[2][R]) {
+        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+        if constexpr (!kQ8) {
+          Q4BlockHalf256<R>(c, h, a, m, kb, acc[h]);
+        } else if (h == 0) {
+          BlockRows256<R, kQ8, 0, 1>(c, a, m, kb, acc);
+        } else {
+          BlockRows256<R, kQ8, 1, 2>(c, a, m, kb, acc);
+        }
       },
       [&](int64_t kb) {
         const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
@@ -430,14 +427,14 @@ inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a
 template <int R>
 void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
-  auto half = [&](int h, int64_t sb, __m256(&acc)[R]) {
-    SuperBlockQ4KHalf256<R>(w + static_cast<size_t>(sb) * 2304, h, a, m, sb, acc);
+  auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
+    SuperBlockQ4KHalf256<R>(w + static_cast<size_t>(sb) * 2304, h, a, m, sb, acc[h]);
   };
   TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0 / 8, kb1 / 8, n_rows, out,
       [&](int64_t sb, __m256(&acc)[2][R]) {
-        half(0, sb, acc[0]);
-        half(1, sb, acc[1]);
+        half(0, sb, acc);
+        half(1, sb, acc);
       },
       half,
       [&](int64_t sb) {
@@ -506,7 +503,8 @@ template <int R>
 void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
   // Two passes at every R: the Q6_K body holds too many words for both halves in registers.
-  auto half = [&](int hh, int64_t sb, __m256(&acc)[R]) {
+  auto half = [&](int hh, int64_t sb, __m256(&acc_hh)[2][R]) {
+    __m256(&acc)[R] = acc_hh[hh];
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
     const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * hh)));
     for (int h = 0; h < 2; ++h) {
@@ -525,7 +523,7 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       });
 }
 
-constexpr int kInterleavedMaxR = 4;
+constexpr int kInterleavedMaxR = 8;
 #endif
 
 template <int R, DType kT>
