@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "kernels/read_bandwidth.h"
 #include "model/model.h"
+#include "tools/bandwidth_probe.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/model_cli.h"
@@ -52,27 +53,6 @@ MeanSd Stats(const std::vector<double>& v) {
   return r;
 }
 
-// VmHWM of /proc/self/status: this process's peak resident set, in bytes (0 if unreadable).
-double PeakRssBytes() {
-  std::FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  double kb = 0;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (std::strncmp(line, "VmHWM:", 6) == 0) kb = std::atof(line + 6);
-  }
-  std::fclose(f);
-  return kb * 1024.0;
-}
-
-// Restarts the peak at the current RSS (Linux: "5" to /proc/self/clear_refs).
-void ResetPeakRss() {
-  if (std::FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
-    std::fputs("5", f);
-    std::fclose(f);
-  }
-}
-
 double FileBytes(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -84,40 +64,6 @@ double FileBytes(const std::string& path) {
   }
   return total;
 }
-
-// The read bandwidth of the moment, probed while every rank waits (no rank computes meanwhile): by each
-// process with its own threads (rank 0 of in-process ranks; every rank under mpirun, summed: the
-// bandwidth all ranks share, on one host or many). The probe's buffer is kept out of the peak RSS:
-// the peak so far is kept in peak_rss() and the counter restarts after each probe.
-// Thread safety: Now() is called by every rank of `world` together; only rank 0 of a process
-// touches the state, and the accessors are for rank 0 afterwards.
-class BandwidthProbe {
- public:
-  explicit BandwidthProbe(int threads) : pool_(threads) {}
-
-  StatusOr<double> Now(Communicator& world) {
-    // Two labelled all-reduces bracket the probe: every rank is stopped while it reads, and a
-    // deadline error or a signal report names it ("... [collective #N: read-bandwidth probe]").
-    CollectiveLabel label(world.log(), "read-bandwidth probe");
-    float gbs = 0;
-    RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));  // everyone is here
-    if (StartedByMpirun() || world.rank() == 0) {                    // one probe per process
-      peak_rss_ = std::max(peak_rss_, PeakRssBytes());
-      gbs = static_cast<float>(MeasureReadBandwidth(&pool_));
-      ResetPeakRss();
-    }
-    RETURN_IF_ERROR(world.AllReduce(&gbs, 1, ReduceType::kF32Sum));  // the processes' sum, on every rank
-    if (world.rank() == 0) all_.push_back(gbs);
-    return gbs;
-  }
-  double peak_rss() const { return std::max(peak_rss_, PeakRssBytes()); }
-  const std::vector<double>& all() const { return all_; }
-
- private:
-  ThreadPool pool_;
-  double peak_rss_ = 0;
-  std::vector<double> all_;  // every probe of this run, GB/s
-};
 
 // One timed generation and the read bandwidth just before and just after it.
 struct TgRun {

@@ -7,9 +7,9 @@
 #include "comm/mpi_comm.h"
 #include "core/cpu_features.h"
 #include "io/safetensors.h"
-#include "kernels/read_bandwidth.h"
 #include "moe/parallel_moe.h"
 #include "moe/synthetic_block.h"
+#include "tools/bandwidth_probe.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/file_identity.h"
@@ -88,24 +88,32 @@ Timing Summarise(std::vector<double> times) {
   return {times[times.size() / 2], times[0], times.size()};
 }
 
+// The read bandwidth just before and just after a token count's timed calls, GB/s.
+struct ReadProbes {
+  double before = 0, after = 0;
+  double Mean() const { return 0.5 * (before + after); }
+};
+
 void PrintRow(const BenchArgs& a, WeightFormat format, const std::string& layout, int ranks, int threads,
-              int64_t t_count, const Timing& t, double gbs, double read_gbs, double gflops,
+              int64_t t_count, const Timing& t, double gbs, const ReadProbes& read, double gflops,
               uint64_t comm_bytes) {
   const double tps = static_cast<double>(t_count) / t.median;
+  const double read_gbs = read.Mean();
   if (a.json) {
     std::printf(
         "{\"preset\": \"%s\", \"format\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, "
         "\"tokens\": %lld, \"median_ms\": %.4f, \"min_ms\": %.4f, \"tokens_per_s\": %.2f, "
-        "\"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, \"bound_fraction\": %.3f, \"gflop_per_s\": "
-        "%.2f, "
+        "\"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, \"read_before_gb_per_s\": %.2f, "
+        "\"read_after_gb_per_s\": %.2f, \"bound_fraction\": %.3f, \"gflop_per_s\": %.2f, "
         "\"collective_bytes\": %llu, \"iters\": %zu}\n",
         a.preset.c_str(), WeightFormatName(format), layout.c_str(), ranks, threads,
-        static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, read_gbs, gbs / read_gbs,
-        gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
+        static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, read_gbs, read.before,
+        read.after, gbs / read_gbs, gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
   } else {
-    std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.0f%% | %.1f | %llu | %zu |\n",
-                static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, 100 * gbs / read_gbs,
-                gflops, static_cast<unsigned long long>(comm_bytes), t.iters);
+    std::printf("| %lld | %.3f | %.3f | %.1f | %.1f | %.1f / %.1f | %.0f%% | %.1f | %llu | %zu |\n",
+                static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, read.before,
+                read.after, 100 * gbs / read_gbs, gflops, static_cast<unsigned long long>(comm_bytes),
+                t.iters);
   }
   std::fflush(stdout);
 }
@@ -122,14 +130,10 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
   if (!StartedByMpirun()) RETURN_IF_ERROR(options.Validate(MoeLayoutDims(config), options.world()));
   const int threads = a.threads > 0 ? a.threads : DefaultThreadsPerProcess();
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, SyntheticLayer(a, config, dtype));
-  // The machine bound of this run: read bandwidth by this process's threads, measured just before.
-  double read_gbs = 0;
-  {
-    ThreadPool probe(threads);
-    read_gbs = MeasureReadBandwidth(&probe);
-    std::fprintf(stderr, "bench-moe: cpu: %s; read bandwidth %.1f GB/s (%d threads, measured now)\n",
-                 GetCpuFeatures().ToString().c_str(), read_gbs, probe.size());
-  }
+  // The machine bound of each token count: the read bandwidth by this process's threads, probed
+  // just before and just after its timed calls (the host's bandwidth moves within seconds).
+  BandwidthProbe probe(threads);
+  std::fprintf(stderr, "bench-moe: cpu: %s\n", GetCpuFeatures().ToString().c_str());
   RankFingerprint agree;
   agree.Add("command", "bench-moe");
   agree.Add("--preset", a.preset);
@@ -148,9 +152,9 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
                    options.ToString().c_str(), SelectKernel(format, 1, policy).name);
       if (!a.json) {
         std::printf(
-            "| tokens | median ms | min ms | tokens/s | weights GB/s | %% of read bound | GFLOP/s | "
-            "collective bytes/layer | iters |\n");
-        std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            "| tokens | median ms | min ms | tokens/s | weights GB/s | read GB/s before / after | "
+            "%% of read bound | GFLOP/s | collective bytes/layer | iters |\n");
+        std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
       }
     }
     for (int64_t t_count : a.tokens) {
@@ -176,6 +180,8 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
       RETURN_IF_ERROR(world.Broadcast(&iters, sizeof iters, 0));
       // Weight bytes and flops of the whole layer (all ranks), per call, over the summed time.
       const double bytes_per_weight = Traits(format).bits_per_weight / 8;
+      ASSIGN_OR_RETURN(const double read_before, probe.Now(world));
+      ASSIGN_OR_RETURN(first, call(0, &routing));  // timed after the probe, as every other call
       std::vector<double> times = {first};
       CallCost total = CostOf(config, routing, t_count, bytes_per_weight);
       for (uint64_t i = 1; i < iters; ++i) {
@@ -185,11 +191,13 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
         total.weight_bytes += c.weight_bytes;
         total.flops += c.flops;
       }
+      ASSIGN_OR_RETURN(const double read_after, probe.Now(world));
       if (lead) {
         double sum = 0;
         for (double t : times) sum += t;
         PrintRow(a, format, options.ToString(), world.size(), pool.size(), t_count, Summarise(times),
-                 total.weight_bytes / sum / 1e9, read_gbs, total.flops / sum / 1e9, comm_bytes);
+                 total.weight_bytes / sum / 1e9, {read_before, read_after}, total.flops / sum / 1e9,
+                 comm_bytes);
       }
     }
     return Status::Ok();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `moerun bench` and `moerun read-bandwidth` on the embedded tiny model: the JSON a benchmark script
-# reads is complete and its bound arithmetic is right (recomputed here from the per-run probes),
+# `moerun bench` and `moerun read-bandwidth` on the embedded tiny model, and `moerun bench-moe` on
+# one synthetic DeepSeek-V2-Lite MoE layer: the JSON a benchmark script reads is complete and its
+# bound arithmetic is right (recomputed here from the per-run probes),
 # on one rank, on in-process ranks and (when mpirun exists) on real processes; bad options fail
 # with a message naming them. Speeds are never judged: only their bookkeeping.
 set -uo pipefail
@@ -92,6 +93,44 @@ if command -v mpirun >/dev/null; then
     check_bench "mpirun -np 2 bench --tp 2" 2 2 "$WORK/mpi.json" || fail "mpirun bench exited non-zero"
 else
   echo "SKIP: mpirun not found"
+fi
+
+# 4. bench-moe (one DeepSeek-V2-Lite-shaped MoE layer, synthetic bf16 weights kept in $WORK): each
+# token count's bound comes from the probes just before and just after its timed calls.
+# check_bench_moe NAME FILE: the JSON lines in FILE against a recomputation.
+check_bench_moe() {
+  local name=$1 file=$2 why
+  if why=$(/usr/bin/python3 - "$file" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert [l["tokens"] for l in lines] == [1, 2], lines
+def close(x, y, rel=5e-3):
+    return abs(x - y) <= rel * max(abs(x), abs(y), 1e-9)
+for l in lines:
+    assert l["read_before_gb_per_s"] > 0 and l["read_after_gb_per_s"] > 0, l
+    assert close(l["read_gb_per_s"], (l["read_before_gb_per_s"] + l["read_after_gb_per_s"]) / 2), l
+    assert close(l["bound_fraction"], l["weights_gb_per_s"] / l["read_gb_per_s"]), l
+    assert close(l["tokens_per_s"], l["tokens"] / (l["median_ms"] / 1e3)), l
+    assert l["min_ms"] <= l["median_ms"] and l["iters"] >= 3, l
+EOF
+  ); then pass "$name"; else fail "$name: $why"; fi
+}
+moe_args=(bench-moe --preset v2-lite -n 1,2 --min-time 0.05 --cache-dir "$WORK" --json)
+"$MOERUN" "${moe_args[@]}" -t 2 >"$WORK/moe.json" 2>"$WORK/moe.err" &&
+  check_bench_moe "bench-moe (one rank)" "$WORK/moe.json" || fail "bench-moe: $(tail -3 "$WORK/moe.err")"
+"$MOERUN" "${moe_args[@]}" -t 2 --tp 2 --ep >"$WORK/moe2.json" 2>"$WORK/moe.err" &&
+  check_bench_moe "bench-moe --tp 2 --ep (in-process ranks)" "$WORK/moe2.json" ||
+  fail "bench-moe --tp 2 --ep: $(tail -3 "$WORK/moe.err")"
+if out=$("$MOERUN" bench-moe --preset v2-lite -n 1 --min-time 0.05 --cache-dir "$WORK" -t 2 2>/dev/null) &&
+    grep -qE '^\| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \| [0-9]+% \|' <<<"$out"; then
+  pass "bench-moe markdown shows the probes before / after"
+else
+  fail "bench-moe markdown: $out"
+fi
+if command -v mpirun >/dev/null; then
+  "${MPIRUN[@]}" -np 2 "$MOERUN" "${moe_args[@]}" -t 1 --tp 2 --ep >"$WORK/moe-mpi.json" 2>"$WORK/moe.err" &&
+    check_bench_moe "mpirun -np 2 bench-moe --tp 2 --ep" "$WORK/moe-mpi.json" ||
+    fail "mpirun bench-moe: $(tail -3 "$WORK/moe.err")"
 fi
 
 echo "bench_test: $failures failure(s)"
