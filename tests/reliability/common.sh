@@ -1,6 +1,6 @@
 # Shared by the reliability scripts (tests/reliability/*_test.sh, ctest label `reliability`): the
 # model scripts' helpers (tests/model/common.sh: MOERUN, ROOT, PY, WORK, pass/fail, expect_error,
-# bad) plus timed checks. Every case prints one line the report (scripts/reliability_report.sh)
+# bad) plus timed checks. Every case prints one line the report (scripts/reliability_report.py)
 # reads:  PASS: <case> [<seconds> s] ...   or   FAIL: <case> ...
 # Source it after `set -uo pipefail`, with HERE set to the sourcing script's folder.
 # shellcheck source=../model/common.sh
