@@ -326,13 +326,23 @@ inline void BlockRows256(const uint8_t* c, const Q8Activations& a, int64_t m, in
   }
 }
 
+// Sum over the 8 words u[g] (unsigned nibbles, <= 15) times activation group g of block kb of row m,
+// exact in int32 lanes: the vpmaddubsw pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 <
+// 2^15), widened once.
+inline __m256i NibbleDot256(const __m256i (&u)[8], const Q8Activations& a, int64_t m, int64_t kb) {
+  __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m, kb, 0)));
+  for (int g = 1; g < 8; ++g) {
+    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m, kb, g))));
+  }
+  return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+}
+
 // Q4_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order: the 8
 // unpacked words first, then each row's 8 vpmaddubsw (faster than BlockRows256's group order for
 // Q4_0 at R = 8; Q8_0 is the other way round). The same exact I and f32 operations.
 template <int R>
 inline void Q4BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
                            __m256 (&acc)[R]) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
   __m256i u[8];
   for (int g = 0; g < 4; ++g) {
@@ -341,13 +351,8 @@ inline void Q4BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int6
     u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
   }
   for (int r = 0; r < R; ++r) {
-    // Nibble x int8 pair sums stay int16 over all 8 groups (8 x 2 x 15 x 127 < 2^15).
-    __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-    for (int g = 1; g < 8; ++g) {
-      s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-    }
     const __m256i I =
-        _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(-8 * a.sum[(m + r) * a.ldb + kb]));
+        _mm256_add_epi32(NibbleDot256(u, a, m + r, kb), _mm256_set1_epi32(-8 * a.sum[(m + r) * a.ldb + kb]));
     const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
     acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
   }
@@ -383,7 +388,6 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
 template <int R>
 inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
                                  __m256 (&acc)[R]) {
-  const __m256i ones = _mm256_set1_epi16(1);
   const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
   const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
   auto word = [&](int wd) {
@@ -411,12 +415,7 @@ inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a
       u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
     }
     for (int r = 0; r < R; ++r) {
-      // Nibble x int8 pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 < 2^15).
-      __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m + r, kb, 0)));
-      for (int g = 1; g < 8; ++g) {
-        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))));
-      }
-      const __m256i I = _mm256_madd_epi16(s16, ones);
+      const __m256i I = NibbleDot256(u, a, m + r, kb);
       const __m256 t_min = _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
       const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
       acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
