@@ -23,6 +23,12 @@ double PeakRssBytes();
 // Restarts the peak at the current RSS (Linux: "5" to /proc/self/clear_refs).
 void ResetPeakRss();
 
+// The probes just before and just after one timed run, GB/s; the run's bound uses their mean.
+struct ReadProbes {
+  double before = 0, after = 0;
+  double Mean() const { return 0.5 * (before + after); }
+};
+
 class BandwidthProbe {
  public:
   explicit BandwidthProbe(int threads) : pool_(threads) {}

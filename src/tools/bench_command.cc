@@ -67,9 +67,10 @@ double FileBytes(const std::string& path) {
 
 // One timed generation and the read bandwidth just before and just after it.
 struct TgRun {
-  double tokens_per_s = 0, read_before = 0, read_after = 0;
+  double tokens_per_s = 0;
+  ReadProbes read;
   double Bound(double bytes_per_token) const {
-    return bytes_per_token > 0 ? 0.5 * (read_before + read_after) * 1e9 / bytes_per_token : 0;
+    return bytes_per_token > 0 ? read.Mean() * 1e9 / bytes_per_token : 0;
   }
 };
 
@@ -131,7 +132,7 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
     std::string runs;
     for (const TgRun& r : tg) {
       runs += fmt::format("{}{{\"ts\": {:.4f}, \"read_before\": {:.4f}, \"read_after\": {:.4f}}}",
-                          runs.empty() ? "" : ", ", r.tokens_per_s, r.read_before, r.read_after);
+                          runs.empty() ? "" : ", ", r.tokens_per_s, r.read.before, r.read.after);
     }
     std::printf(
         "{\"read_gbs\": %.4f, \"read_gbs_min\": %.4f, \"read_gbs_max\": %.4f, \"weight_bytes_per_token\": "
@@ -198,11 +199,11 @@ Status RunBench(const BenchArgs& a) {
         r.max_tokens = a.n_gen;
         TgRun run;
         if (rep > 0) {
-          ASSIGN_OR_RETURN(run.read_before, probe.Now(world));
+          ASSIGN_OR_RETURN(run.read.before, probe.Now(world));
         }
         ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
         if (rep > 0) {
-          ASSIGN_OR_RETURN(run.read_after, probe.Now(world));
+          ASSIGN_OR_RETURN(run.read.after, probe.Now(world));
           run.tokens_per_s = a.n_gen / s;
           tg.push_back(run);
         }

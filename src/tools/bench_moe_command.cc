@@ -88,12 +88,6 @@ Timing Summarise(std::vector<double> times) {
   return {times[times.size() / 2], times[0], times.size()};
 }
 
-// The read bandwidth just before and just after a token count's timed calls, GB/s.
-struct ReadProbes {
-  double before = 0, after = 0;
-  double Mean() const { return 0.5 * (before + after); }
-};
-
 void PrintRow(const BenchArgs& a, WeightFormat format, const std::string& layout, int ranks, int threads,
               int64_t t_count, const Timing& t, double gbs, const ReadProbes& read, double gflops,
               uint64_t comm_bytes) {
@@ -169,7 +163,8 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
         return SecondsSince(t0);
       };
       for (size_t w = 0; w < 2; ++w) RETURN_IF_ERROR(call(w, nullptr).status());
-      (void)world.log()->Take();
+      ASSIGN_OR_RETURN(const double read_before, probe.Now(world));
+      (void)world.log()->Take();  // the warm-up's and the probe's collectives
       Routing routing;
       ASSIGN_OR_RETURN(double first, call(0, &routing));
       uint64_t comm_bytes = 0;
@@ -180,8 +175,6 @@ Status RunBench(const BenchArgs& a, const MoeConfig& config, WeightFormat format
       RETURN_IF_ERROR(world.Broadcast(&iters, sizeof iters, 0));
       // Weight bytes and flops of the whole layer (all ranks), per call, over the summed time.
       const double bytes_per_weight = Traits(format).bits_per_weight / 8;
-      ASSIGN_OR_RETURN(const double read_before, probe.Now(world));
-      ASSIGN_OR_RETURN(first, call(0, &routing));  // timed after the probe, as every other call
       std::vector<double> times = {first};
       CallCost total = CostOf(config, routing, t_count, bytes_per_weight);
       for (uint64_t i = 1; i < iters; ++i) {
