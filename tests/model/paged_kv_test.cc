@@ -1,8 +1,9 @@
 // The KV cache on blocks (model/paged_kv.h): the storage's layout and growth; CachedAttention over
 // paged rows bitwise equal to contiguous rows (random block tables, several block sizes, every
-// small-GEMM ISA); whole models (DeepSeek MLA, Qwen3 GQA) give bitwise the logits of a contiguous
-// cache on a shuffled block table, and a sequence reusing another's prefix blocks gives the logits
-// it would compute itself; NewCache checks its table.
+// small-GEMM ISA), its subnormal softmax weights zeros and its normal ones kept; whole models
+// (DeepSeek MLA, Qwen3 GQA) give bitwise the logits of a contiguous cache on a shuffled block table,
+// and a sequence reusing another's prefix blocks gives the logits it would compute itself; NewCache
+// checks its table.
 #include "model/paged_kv.h"
 
 #include <gtest/gtest.h>
@@ -110,6 +111,28 @@ TEST(CachedAttention, PagedRowsGiveTheBitsOfContiguousRows) {
         for (float x : got) ASSERT_TRUE(std::isfinite(x));
       }
     }
+  }
+}
+
+// A weight under the smallest normal float (a score 88 below the row's maximum: exp(-88) = 6e-39)
+// is an exact zero: with a value of 1e38 it would add 0.6 to the output, and it adds nothing. One at
+// 80 below (exp(-80) = 1.8e-35, normal) is kept: with a value of 1e34 it adds 0.18, as the float64
+// softmax says. Every small-GEMM ISA.
+TEST(CachedAttention, SubnormalWeightsAreZeroAndNormalOnesKept) {
+  for (SmallGemmIsa isa : Isas()) {
+    SCOPED_TRACE(::testing::Message() << "isa " << static_cast<int>(isa));
+    const float q = 1.0f;
+    const int64_t pos = 1;
+    float out = -1.0f;
+    const std::vector<float> k_sub = {-88.0f, 0.0f}, v_sub = {1e38f, 1.0f};
+    CachedAttention(&q, 1, 1, &pos, {k_sub.data(), 1, 1}, {v_sub.data(), 1, 1}, 1.0f, &out, 1, isa);
+    EXPECT_EQ(out, 1.0f);  // p1 = 1 / (1 + 6e-39) rounds to 1; p0 counts as 0
+    const std::vector<float> k_norm = {-80.0f, 0.0f}, v_norm = {1e34f, 1.0f};
+    CachedAttention(&q, 1, 1, &pos, {k_norm.data(), 1, 1}, {v_norm.data(), 1, 1}, 1.0f, &out, 1, isa);
+    const double p0 = std::exp(-80.0) / (1.0 + std::exp(-80.0));
+    const double want = p0 * static_cast<double>(1e34f) + (1.0 - p0);
+    EXPECT_NEAR(out, want, 1e-6 * want);
+    EXPECT_GT(out, 1.1f);
   }
 }
 
