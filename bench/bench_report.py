@@ -64,7 +64,7 @@ LEVELS = {
 def level_tables(a, level):
     """One level's table rows from its result files ({engine}-{level}-{type}-{rep}.json): the t/s
     rows, the decode-bound rows, every timed tg run, and llama.cpp's version and backend."""
-    rows, bounds, runs, version, backend = [], [], [], "?", "?"
+    rows, bounds, runs, probes, version, backend = [], [], [], [], "?", "?"
     for t in a.types.split(","):
         ll = {"pp": [], "tg": [], "runs": []}  # runs: (t/s, (probe before, probe after)) per probed tg run
         mo = {"pp": [], "tg": []}
@@ -88,6 +88,7 @@ def level_tables(a, level):
             for engine, lst in (("llama.cpp", ll["runs"]), ("moerun", moerun_runs)):
                 if i < len(lst) and bpt:
                     ts, (before, after) = lst[i]
+                    probes += [before, after]
                     bound = (before + after) / 2 * 1e9 / bpt
                     runs.append(f"| {t} | {i + 1} | {engine} | {ts:.2f} | {before:.1f} | {after:.1f} | "
                                 f"{bound:.2f} | {100 * ts / bound:.0f}% |")
@@ -109,7 +110,8 @@ def level_tables(a, level):
             kv = extra[0]["kv_bytes"]
             bounds.append(f"| {t} | {fb / 1e9:.2f} | {bpt / 1e9:.3f} | {mo_gbs:.1f} | {100 * mo_frac:.0f}% | "
                           f"{ll_cells} | {rss / 1e9:.2f} | {rss / (fb + kv):.2f} |")
-    return {"rows": rows, "bounds": bounds, "runs": runs, "version": version, "backend": backend}
+    return {"rows": rows, "bounds": bounds, "runs": runs, "probes": probes, "version": version,
+            "backend": backend}
 
 
 def write_level(f, tables, bound_text):
@@ -129,15 +131,19 @@ def write_level(f, tables, bound_text):
         f.write("\n".join(tables["runs"]) + "\n")
 
 
-BOUND_TEXT = ("Decode bound: bytes of weights read per generated token (moerun's count for this file) "
-              "over the read bandwidth of the moment. The host's bandwidth moves within seconds (two "
-              "threads read 45-50 GB/s at some moments and 75-83 GB/s at others), so every timed tg run "
-              "of either engine gets its own bound from `moerun read-bandwidth`'s probe (same thread "
-              "count) just before and just after it; \"% of bound\" is the mean over an engine's runs "
-              "of t/s / its own bound, and \"at equal bandwidth\" is the ratio of the two fractions: the "
-              "speed ratio if both engines' t/s were proportional to the bandwidth. They are not (the "
-              "per-run table: neither engine gets much faster at the high-bandwidth moments), so the "
-              "ratio of means above stays the comparison.\n\n")
+def bound_text(probes):
+    """The decode bound's explanation before the first section's table; probes: every read probe
+    (GB/s) of the run, both engines and all levels."""
+    spread = (f" (in this run two-thread probes read {min(probes):.1f}-{max(probes):.1f} GB/s)"
+              if probes else "")
+    return ("Decode bound: bytes of weights read per generated token (moerun's count for this file) "
+            "over the read bandwidth of the moment. The host's bandwidth moves within seconds"
+            f"{spread}, so every timed tg run of either engine gets its own bound from `moerun "
+            "read-bandwidth`'s probe (same thread count) just before and just after it; \"% of bound\" "
+            "is the mean over an engine's runs of t/s / its own bound, and \"at equal bandwidth\" is "
+            "the ratio of the two fractions: the speed ratio if both engines' t/s were proportional "
+            "to the bandwidth. Where they are not (compare t/s and bound run by run in the last "
+            "table), the ratio of means above stays the comparison.\n\n")
 
 
 def main():
@@ -189,7 +195,8 @@ def main():
                 if i > 0:
                     f.write("\n")
                 f.write(f"## {title}\n\n{intro.format(backend=tables[level]['backend'])}\n\n")
-            write_level(f, tables[level], BOUND_TEXT if i == 0 else
+            all_probes = [p for lv in levels for p in tables[lv]["probes"]]
+            write_level(f, tables[level], bound_text(all_probes) if i == 0 else
                         "Decode bound, probes and columns as in the first section.\n\n")
         f.write(kept)
 
