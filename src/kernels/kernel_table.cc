@@ -50,7 +50,7 @@ constexpr std::array<MatmulKernel, 22> kKernels = {{
 }};
 // clang-format on
 
-bool IsIsa(const std::string& s) { return s == "ref" || s == "avx2" || s == "avx512" || s == "avx512vnni"; }
+bool IsIsa(const std::string& s) { return ForcedIsaLevel(s).has_value(); }
 
 // Whether the policy lets `k` serve `format` at `rows` rows (before the CPU check).
 bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
@@ -79,6 +79,13 @@ bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
 }
 
 }  // namespace
+
+std::optional<IsaLevel> ForcedIsaLevel(std::string_view forced) {
+  if (forced == "ref") return IsaLevel::kRef;
+  if (forced == "avx2") return IsaLevel::kAvx2;
+  if (forced == "avx512" || forced == "avx512vnni") return IsaLevel::kAvx512;
+  return std::nullopt;
+}
 
 std::span<const MatmulKernel> AllKernels() { return kKernels; }
 

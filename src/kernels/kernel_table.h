@@ -19,8 +19,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "core/cpu_features.h"
 #include "core/status.h"
@@ -62,6 +64,13 @@ struct KernelPolicy {
   bool deterministic = false;  // one row per format whatever the row count
   ActivationPrecision precision = ActivationPrecision::kAuto;
 };
+
+// The vector level a --kernel value asks of the kernels outside the table (the attention GEMMs of
+// kernels/small_gemm.h, the row ops of kernels/row_ops.h): "ref", "avx2", or "avx512" /
+// "avx512vnni" (both kAvx512); nullopt for "" or a row name such as "avx2-q4_k" (the best level).
+// Each caller caps the level at what its own code can run on this CPU.
+enum class IsaLevel { kRef, kAvx2, kAvx512 };
+std::optional<IsaLevel> ForcedIsaLevel(std::string_view forced);
 
 // Checks that `policy.forced` names an ISA or row this CPU supports ("--kernel avx512: this CPU
 // lacks avx512f ..."), before any weight is read.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/cpu_features.h"
+#include "kernels/kernel_table.h"
 
 namespace moerun {
 namespace {
@@ -83,12 +84,10 @@ bool RowOpsIsaSupported(RowOpsIsa isa) {
 }
 
 RowOpsIsa SelectRowOpsIsa(std::string_view forced) {
-  RowOpsIsa want = RowOpsIsa::kAvx512;
-  if (forced == "ref") {
-    want = RowOpsIsa::kRef;
-  } else if (forced == "avx2") {
-    want = RowOpsIsa::kAvx2;
-  }
+  const IsaLevel level = ForcedIsaLevel(forced).value_or(IsaLevel::kAvx512);
+  RowOpsIsa want = level == IsaLevel::kRef    ? RowOpsIsa::kRef
+                   : level == IsaLevel::kAvx2 ? RowOpsIsa::kAvx2
+                                              : RowOpsIsa::kAvx512;
   // Capped at what the CPU has: avx512 -> avx2 -> ref.
   if (want == RowOpsIsa::kAvx512 && !RowOpsIsaSupported(want)) want = RowOpsIsa::kAvx2;
   if (want == RowOpsIsa::kAvx2 && !RowOpsIsaSupported(want)) want = RowOpsIsa::kRef;

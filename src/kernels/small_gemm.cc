@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/cpu_features.h"
+#include "kernels/kernel_table.h"
 
 namespace moerun {
 namespace {
@@ -67,14 +68,11 @@ bool SmallGemmIsaSupported(SmallGemmIsa isa) {
 }
 
 SmallGemmIsa SelectSmallGemmIsa(std::string_view forced) {
-  SmallGemmIsa want = SmallGemmIsa::kAuto;
-  if (forced == "ref") {
-    want = SmallGemmIsa::kRef;
-  } else if (forced == "avx2") {
-    want = SmallGemmIsa::kAvx2;
-  } else if (forced == "avx512" || forced == "avx512vnni") {
-    want = SmallGemmIsa::kAvx512;
-  }
+  const std::optional<IsaLevel> level = ForcedIsaLevel(forced);
+  if (!level) return SmallGemmIsa::kAuto;
+  SmallGemmIsa want = *level == IsaLevel::kRef    ? SmallGemmIsa::kRef
+                      : *level == IsaLevel::kAvx2 ? SmallGemmIsa::kAvx2
+                                                  : SmallGemmIsa::kAvx512;
   if (want == SmallGemmIsa::kAvx512 && !SmallGemmIsaSupported(want)) want = SmallGemmIsa::kAvx2;
   if (want == SmallGemmIsa::kAvx2 && !SmallGemmIsaSupported(want)) want = SmallGemmIsa::kRef;
   return want;

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -249,6 +250,18 @@ TEST(KernelTable, SelectionFollowsPolicy) {
   }
   for (const WeightFormatTraits& f : AllWeightFormats())
     EXPECT_TRUE(SelectKernel(f.format, 3, {}).supported(cpu)) << f.name;
+}
+
+// The level --kernel asks of the kernels outside the table: each ISA name maps to its level, and
+// every row name or an empty value leaves them at the best.
+TEST(KernelTable, ForcedIsaLevelNamesEveryIsa) {
+  EXPECT_EQ(ForcedIsaLevel("ref"), IsaLevel::kRef);
+  EXPECT_EQ(ForcedIsaLevel("avx2"), IsaLevel::kAvx2);
+  EXPECT_EQ(ForcedIsaLevel("avx512"), IsaLevel::kAvx512);
+  EXPECT_EQ(ForcedIsaLevel("avx512vnni"), IsaLevel::kAvx512);
+  EXPECT_EQ(ForcedIsaLevel(""), std::nullopt);
+  EXPECT_EQ(ForcedIsaLevel("avx9"), std::nullopt);
+  for (const MatmulKernel& k : AllKernels()) EXPECT_EQ(ForcedIsaLevel(k.name), std::nullopt) << k.name;
 }
 
 TEST(KernelTable, RejectsUnknownOrUnsupportedKernels) {
