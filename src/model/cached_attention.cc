@@ -10,10 +10,10 @@ namespace {
 
 // Softmax weights under the smallest normal float (2^-126) are stored as exact zeros. The row's
 // largest weight is at least 1 / ctx, so such a term reaches an f32 output only when its value row
-// is some 2^100 times the others. Kept as subnormals, every multiply by them
-// takes a microcode assist on Intel cores: with random-weight DeepSeek-V2-Lite on an Emerald Rapids
-// Xeon, the value GEMM of a 512-token prefill took 35 % of the time, against 1 % for the score
-// GEMM of the same size, and the whole prefill ran 2.2x slower.
+// is some 2^100 times the others. Kept as subnormals, every multiply by them takes a microcode
+// assist on Intel cores: with random-weight DeepSeek-V2-Lite on an Emerald Rapids Xeon, the value
+// GEMM of a 512-token prefill took 35 % of the time, against 1 % for the score GEMM of the same
+// size, and the whole prefill ran 2.2x slower.
 constexpr float kMinNormal = std::numeric_limits<float>::min();
 constexpr float kLogMinNormal = -87.33654f;  // ln(kMinNormal): exp below it is subnormal
 
