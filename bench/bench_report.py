@@ -189,13 +189,13 @@ def main():
         f.write("\n\n")
         f.write(f"- CPU: {model} (family {fam}); flags: {flags}\n")
         f.write(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; moerun commit {commit}; {versions}\n\n")
+        all_probes = [p for lv in levels for p in tables[lv]["probes"]]
         for i, level in enumerate(levels):
             if len(levels) > 1 or level != "native":  # a native-only report has no heading
                 title, intro = LEVELS[level]
                 if i > 0:
                     f.write("\n")
                 f.write(f"## {title}\n\n{intro.format(backend=tables[level]['backend'])}\n\n")
-            all_probes = [p for lv in levels for p in tables[lv]["probes"]]
             write_level(f, tables[level], bound_text(all_probes) if i == 0 else
                         "Decode bound, probes and columns as in the first section.\n\n")
         f.write(kept)
