@@ -2,7 +2,7 @@
 // [M, K], W a PackedWeight [N, K]), optionally with a SwiGLU epilogue for an interleaved gate/up
 // weight: h[m, i] = silu(x W_gate^T)[m, i] * (x W_up^T)[m, i].
 //
-// Work is cut into independent tasks (a chunk of rows x a group of 4 column blocks) so callers can
+// Work is cut into independent tasks (a chunk of rows x a run of column blocks) so callers can
 // put the tasks of many matmuls (all experts of a layer) into one ThreadPool::ParallelFor. Each
 // output element is computed by one task with a fixed k order, so results do not depend on the
 // thread count or on which rows share a task (batch invariance). Which arithmetic runs is the
@@ -49,14 +49,24 @@ struct MatmulJob {
   int64_t KEnd() const { return k_end < 0 ? w->in_features() : k_end; }
 };
 
-// A task covers a chunk of rows x kMatmulGroupBlocks column blocks. Rows are split into
+// A task covers a chunk of rows x a run of column blocks. Rows are split into
 // ceil(M / kMatmulMaxChunkRows) near-equal chunks (so no chunk is a thin remainder that would
 // stream the weight panel again for a few rows); the panel stays in L2 across the chunk's tiles.
+// A run is kMatmulGroupBlocks blocks (the kernel rows' call unit: 4 x 16 output columns), except
+// for jobs of at most kMatmulStreamMaxRows rows. Those (decode) stream their weights from memory,
+// and each thread streaming long contiguous runs reads faster than both taking turns at short ones
+// (each new run starts with missed prefetches): their runs are sized so the loop has about
+// kMatmulTasksPerThread tasks per thread. Jobs of more rows are compute bound and keep short runs,
+// which balance the threads better.
 inline constexpr int64_t kMatmulMaxChunkRows = 192;
-inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per task
+inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel call
+inline constexpr int64_t kMatmulStreamMaxRows = 4;
+inline constexpr int64_t kMatmulTasksPerThread = 12;
 
-int64_t MatmulTaskCount(const MatmulJob& job);
-void RunMatmulTask(const MatmulJob& job, int64_t task);
+// Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of
+// kMatmulGroupBlocks, at least kMatmulGroupBlocks. E.g. 1408 units on 2 threads -> 60.
+int64_t MatmulRunBlocks(int64_t units, int threads);
+
 // Runs every task of `job` on `pool` (or inline when pool is nullptr).
 void RunMatmul(const MatmulJob& job, ThreadPool* pool);
 // Runs every task of every job in one parallel loop (one wait for all of them).

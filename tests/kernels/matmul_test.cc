@@ -171,7 +171,73 @@ TEST_P(KernelRowTest, RowsAreBatchInvariant) {
   }
 }
 
+// One parallel loop over jobs of few rows (long streaming runs of blocks) and of many (short
+// runs), with SwiGLU and deterministic K-blocks, on 2 and 3 threads: every output has the bits of
+// its job run alone on one thread (another task decomposition), and no output is left unwritten.
+TEST_P(KernelRowTest, PooledJobsGiveTheOneThreadBits) {
+  const int64_t k = 4 * AlignK(64, kern().weights), n = 600;  // 38 blocks of 16 columns
+  std::mt19937 rng(17);
+  const Tensor gate = RandomMatrix(n, k, rng, 0.05f), up = RandomMatrix(n, k, rng, 0.05f);
+  const PackedWeight w = PackedWeight::Pack(gate, kern().weights).value();
+  const PackedWeight gu = PackedWeight::PackGateUp(gate, up, kern().weights).value();
+  struct Case {
+    int64_t rows;
+    bool swiglu;
+    int64_t k_blocks;
+  };
+  const Case cases[] = {{1, false, 1}, {1, true, 1},  {3, false, 2}, {kMatmulStreamMaxRows, true, 1},
+                        {5, false, 1}, {40, true, 1}, {9, false, 2}};
+  const Tensor xt = RandomMatrix(40, k, rng, 1.0f);
+  ActivationBuffer buf;
+  const ActView x = buf.Prepare(kern().acts, xt.data<float>(), 40, k, k);
+  for (int threads : {2, 3}) {
+    SCOPED_TRACE(testing::Message() << threads << " threads");
+    std::vector<MatmulJob> jobs;
+    std::vector<std::vector<float>> pooled, alone;
+    for (const Case& c : cases) {
+      const int64_t ldy = c.k_blocks * n;  // y [rows, k_blocks, n]
+      pooled.emplace_back(static_cast<size_t>(c.rows * ldy), -1.0f);
+      alone.emplace_back(static_cast<size_t>(c.rows * ldy), -2.0f);
+      MatmulJob job = Job(c.swiglu ? gu : w, x, c.rows, nullptr, ldy);
+      if (c.swiglu) job.epilogue = Epilogue::kSwiGlu;
+      job.k_blocks = c.k_blocks;
+      job.block_stride = n;
+      jobs.push_back(job);
+    }
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      jobs[j].y = alone[j].data();
+      RunMatmul(jobs[j], nullptr);
+      jobs[j].y = pooled[j].data();
+    }
+    ThreadPool pool(threads);
+    RunMatmuls(jobs, &pool);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      ASSERT_EQ(std::memcmp(pooled[j].data(), alone[j].data(), pooled[j].size() * sizeof(float)), 0)
+          << "job " << j << " (" << cases[j].rows << " rows)";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
+
+// Runs of blocks: whole kernel calls, at least one, and about kMatmulTasksPerThread per thread.
+TEST(MatmulRunBlocks, IsAMultipleOfTheCallUnitGivingTasksPerThread) {
+  EXPECT_EQ(MatmulRunBlocks(0, 2), kMatmulGroupBlocks);
+  EXPECT_EQ(MatmulRunBlocks(1, 2), kMatmulGroupBlocks);
+  EXPECT_EQ(MatmulRunBlocks(1408, 2), 60);  // 6 experts' gate/up + the shared expert's at decode
+  for (int threads : {1, 2, 3, 8}) {
+    for (int64_t units : {int64_t{7}, int64_t{96}, int64_t{1000}, int64_t{123457}}) {
+      const int64_t run = MatmulRunBlocks(units, threads);
+      EXPECT_EQ(run % kMatmulGroupBlocks, 0) << units << " units, " << threads << " threads";
+      const int64_t tasks = (units + run - 1) / run;
+      EXPECT_LE(tasks, threads * kMatmulTasksPerThread) << units << " units, " << threads << " threads";
+      if (run > kMatmulGroupBlocks) {  // no smaller run would also keep to the task budget
+        const int64_t shorter = run - kMatmulGroupBlocks;
+        EXPECT_GT((units + shorter - 1) / shorter, threads * kMatmulTasksPerThread);
+      }
+    }
+  }
+}
 
 TEST(KernelTable, EveryFormatHasRefAvx2AndAvx512Rows) {
   for (const WeightFormatTraits& f : AllWeightFormats()) {
