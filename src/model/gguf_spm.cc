@@ -196,7 +196,7 @@ StatusOr<HfTokenizerText> SpmTokenizerFromGguf(const GgufFile& f) {
   }
   ASSIGN_OR_RETURN(bool space_prefix, f.GetBoolOr("tokenizer.ggml.add_space_prefix", true));
   ASSIGN_OR_RETURN(int64_t unk_id, f.GetIntOr("tokenizer.ggml.unknown_token_id", -1));
-  OJson vocab = OJson::object();
+  OrderedObjectBuilder vocab;
   OJson added = OJson::array();
   std::unordered_map<std::string, int64_t> ids;
   for (size_t i = 0; i < n; ++i) {
@@ -206,7 +206,7 @@ StatusOr<HfTokenizerText> SpmTokenizerFromGguf(const GgufFile& f) {
       added.push_back(AddedTokenJson(i, tokens[i], t));
       continue;
     }
-    vocab[tokens[i]] = i;
+    vocab.Put(tokens[i], i);
     if (t == kNormal) ids.emplace(tokens[i], static_cast<int64_t>(i));
   }
   // Every split (A, B) of every normal token T = A + B with A, B normal tokens, by score(T)
@@ -260,7 +260,7 @@ StatusOr<HfTokenizerText> SpmTokenizerFromGguf(const GgufFile& f) {
                      {"end_of_word_suffix", nullptr},
                      {"fuse_unk", true},
                      {"byte_fallback", true},
-                     {"vocab", std::move(vocab)},
+                     {"vocab", std::move(vocab).Take()},
                      {"merges", std::move(merge_list)}};
   return FinishTokenizerText(f, tokens, j, /*add_bos_default=*/true);
 }

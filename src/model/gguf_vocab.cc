@@ -204,7 +204,7 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
     }
   }
   ASSIGN_OR_RETURN(std::vector<std::string> merges, f.GetStringArray("tokenizer.ggml.merges"));
-  OJson vocab = OJson::object();
+  OrderedObjectBuilder vocab;
   OJson added = OJson::array();
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t t = types[i];
@@ -212,10 +212,10 @@ StatusOr<HfTokenizerText> ReadGpt2Tokenizer(const GgufFile& f) {
     if (t == kControl || t == kUserDefined) {
       added.push_back(AddedTokenJson(i, tokens[i], t));
     } else {
-      vocab[tokens[i]] = i;
+      vocab.Put(tokens[i], i);
     }
   }
-  const OJson j = ByteLevelBpeTokenizerJson(std::move(added), *pre_json, std::move(vocab), merges);
+  const OJson j = ByteLevelBpeTokenizerJson(std::move(added), *pre_json, std::move(vocab).Take(), merges);
   return FinishTokenizerText(f, tokens, j, /*add_bos_default=*/false);
 }
 

@@ -13,6 +13,7 @@
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "model/gguf_common.h"
 #include "model/gguf_gqa.h"
 #include "model/gguf_model.h"
 
@@ -33,6 +34,23 @@ std::vector<int64_t> NumpyPermute(int64_t n_head, int64_t hd) {
     }
   }
   return src;
+}
+
+// The vocabulary object a GGUF tokenizer becomes: the same JSON as ordered_json's operator[] key
+// by key (insertion order; a repeated key keeps its first place and takes the last value).
+TEST(OrderedObjectBuilder, GivesOperatorBracketsObject) {
+  const std::vector<std::pair<std::string, int>> puts = {{"b", 0}, {"a", 1}, {"\u0120the", 2}, {"a", 3},
+                                                         {"", 4},  {"c", 5}, {"b", 6}};
+  gguf_internal::OrderedObjectBuilder built;
+  gguf_internal::OJson expected = gguf_internal::OJson::object();
+  for (const auto& [key, value] : puts) {
+    built.Put(key, value);
+    expected[key] = value;
+  }
+  const gguf_internal::OJson got = std::move(built).Take();
+  EXPECT_EQ(got.dump(), expected.dump());
+  EXPECT_EQ(got.dump(), "{\"b\":6,\"a\":3,\"\u0120the\":2,\"\":4,\"c\":5}");
+  EXPECT_EQ(std::move(gguf_internal::OrderedObjectBuilder()).Take().dump(), "{}");
 }
 
 TEST(LlamaQkRowOrder, IsConvertsPermuteAndItsInverse) {
