@@ -68,14 +68,14 @@ inline size_t InterleavedWords(DType t) { return (DTypeBlockBytes(t) - 2 * Inter
 inline void InterleaveBlock(DType t, const uint8_t* block, int row, uint8_t* column) {
   const int h = InterleavedHalfFields(t);
   for (int f = 0; f < h; ++f) std::memcpy(column + 32 * f + 2 * row, block + InterleavedFieldOffset(t, f), 2);
-  for (size_t w = 0; w < InterleavedWords(t); ++w) {
+  for (size_t w = 0, words = InterleavedWords(t); w < words; ++w) {
     std::memcpy(column + 32 * h + (w * kInterleaveRows + row) * 4, block + InterleavedWordOffset(t, w), 4);
   }
 }
 inline void DeinterleaveBlock(DType t, const uint8_t* column, int row, uint8_t* block) {
   const int h = InterleavedHalfFields(t);
   for (int f = 0; f < h; ++f) std::memcpy(block + InterleavedFieldOffset(t, f), column + 32 * f + 2 * row, 2);
-  for (size_t w = 0; w < InterleavedWords(t); ++w) {
+  for (size_t w = 0, words = InterleavedWords(t); w < words; ++w) {
     std::memcpy(block + InterleavedWordOffset(t, w), column + 32 * h + (w * kInterleaveRows + row) * 4, 4);
   }
 }

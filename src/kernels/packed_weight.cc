@@ -87,7 +87,7 @@ void PackedWeight::PutRawRow(const uint8_t* row, int64_t block, int lane) {
   uint8_t* base = bytes_.get() + static_cast<size_t>(block) * block_bytes_;
   const DType t = Traits(format_).storage;  // a block format: interleaved
   const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
-  for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
+  for (int64_t kb = 0, nb = k_ / DTypeBlockSize(t); kb < nb; ++kb) {
     InterleaveBlock(t, row + static_cast<size_t>(kb) * bb, lane, base + static_cast<size_t>(kb) * cb);
   }
 }
@@ -98,7 +98,7 @@ void PackedWeight::RawRow(int64_t n, uint8_t* row) const {
   Locate(n, &b, &lane);
   const DType t = Traits(format_).storage;  // a block format: interleaved
   const size_t bb = DTypeBlockBytes(t), cb = InterleavedColumnBytes(t);
-  for (int64_t kb = 0; kb < k_ / DTypeBlockSize(t); ++kb) {
+  for (int64_t kb = 0, nb = k_ / DTypeBlockSize(t); kb < nb; ++kb) {
     DeinterleaveBlock(t, block(b) + static_cast<size_t>(kb) * cb, lane, row + static_cast<size_t>(kb) * bb);
   }
 }
