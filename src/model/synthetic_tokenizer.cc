@@ -39,7 +39,7 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
     return InvalidArgument("synthetic tokenizer: bos {} / eos {} must be distinct ids in [256, {})", bos_id,
                            eos_id, vocab_size);
   const std::vector<std::string> sym = ByteSymbols();
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+  gguf_internal::OrderedObjectBuilder vocab;
   nlohmann::json merges = nlohmann::json::array();
   nlohmann::json added = nlohmann::json::array();
   auto special = [&](int64_t id, const char* text) {
@@ -50,10 +50,10 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
                      {"rstrip", false},
                      {"normalized", false},
                      {"special", true}});
-    vocab[text] = id;
+    vocab.Put(text, id);
   };
   int64_t id = 0;
-  for (; id < 256; ++id) vocab[sym[static_cast<size_t>(id)]] = id;
+  for (; id < 256; ++id) vocab.Put(sym[static_cast<size_t>(id)], id);
   // Pairs (a, b), then triples ((a, b), c), in a fixed order: every token has its merge rule.
   int64_t pair = 0, triple = 0;
   while (id < vocab_size) {
@@ -80,12 +80,12 @@ StatusOr<std::string> SyntheticTokenizerJson(int64_t vocab_size, int64_t bos_id,
       right = sym[static_cast<size_t>(triple % 256)];
       ++triple;
     }
-    vocab[left + right] = id++;
+    vocab.Put(left + right, id++);
     merges.push_back(left + " " + right);
   }
   const nlohmann::ordered_json j =
       gguf_internal::ByteLevelBpeTokenizerJson(nlohmann::ordered_json(added), DeepseekLlmPreTokenizerJson(),
-                                               std::move(vocab), nlohmann::ordered_json(merges));
+                                               std::move(vocab).Take(), nlohmann::ordered_json(merges));
   return j.dump();
 }
 
