@@ -15,22 +15,23 @@ int64_t ChunkCount(const MatmulJob& job) {
   return (job.rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
 }
 
-// A job's tasks for runs of run_blocks blocks: chunks x runs.
-int64_t TaskCount(const MatmulJob& job, int64_t run_blocks) {
-  return ChunkCount(job) * ((BlockCount(job) + run_blocks - 1) / run_blocks);
+// Runs of run_blocks blocks covering the job's blocks; its tasks are chunks x runs.
+int64_t RunCount(const MatmulJob& job, int64_t run_blocks) {
+  return (BlockCount(job) + run_blocks - 1) / run_blocks;
 }
 
 // Blocks [b0, b1) of rows [m0, m1) in kernel calls of at most kMatmulGroupBlocks blocks.
 void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+  if (job.k_blocks <= 1) {
+    for (int64_t g0 = b0; g0 < b1; g0 += kMatmulGroupBlocks)
+      job.kernel->task(job, m0, m1, g0, std::min(b1, g0 + kMatmulGroupBlocks));
+    return;
+  }
+  const int64_t k0 = job.k_begin, width = (job.KEnd() - k0) / job.k_blocks;
+  MatmulJob block = job;
+  block.k_blocks = 1;
   for (int64_t g0 = b0; g0 < b1; g0 += kMatmulGroupBlocks) {
     const int64_t g1 = std::min(b1, g0 + kMatmulGroupBlocks);
-    if (job.k_blocks <= 1) {
-      job.kernel->task(job, m0, m1, g0, g1);
-      continue;
-    }
-    const int64_t k0 = job.k_begin, width = (job.KEnd() - k0) / job.k_blocks;
-    MatmulJob block = job;
-    block.k_blocks = 1;
     for (int64_t b = 0; b < job.k_blocks; ++b) {
       block.k_begin = k0 + b * width;
       block.k_end = block.k_begin + width;
@@ -41,7 +42,7 @@ void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t
 }
 
 void RunTask(const MatmulJob& job, int64_t run_blocks, int64_t task) {
-  const int64_t runs = (BlockCount(job) + run_blocks - 1) / run_blocks;
+  const int64_t runs = RunCount(job, run_blocks);
   const int64_t chunk = task / runs, run = task % runs;
   // Near-equal chunks: chunk c covers [c * M / C, (c + 1) * M / C).
   const int64_t chunks = ChunkCount(job);
@@ -76,7 +77,7 @@ void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
   };
   std::vector<int64_t> first_task(jobs.size() + 1, 0);  // job j's tasks: [first_task[j], first_task[j+1])
   for (size_t j = 0; j < jobs.size(); ++j) {
-    first_task[j + 1] = first_task[j] + TaskCount(jobs[j], run_blocks(jobs[j]));
+    first_task[j + 1] = first_task[j] + ChunkCount(jobs[j]) * RunCount(jobs[j], run_blocks(jobs[j]));
   }
   auto run = [&](int64_t task, int) {
     const size_t j = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
