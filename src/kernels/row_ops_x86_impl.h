@@ -221,6 +221,72 @@ float DotRowSimpleBlocks(DType t, const uint8_t* row, int64_t cols, const float*
   return V::Reduce(V::Add(acc[0], acc[1]));
 }
 
+// RR f32 rows (wf[r]: [cols]) dotted with RT vectors (x[t]) into y[r][t]: each of the RR x RT
+// results gets exactly DotRowF32's operations, but every loaded weight vector serves RT vectors and
+// every loaded activation vector RR rows (one product per load pair in DotRowF32).
+template <class V, int RR, int RT>
+void DotTileF32(const float* const (&wf)[RR], int64_t cols, const float* const (&x)[RT], float (&y)[RR][RT]) {
+  constexpr int W = V::W;
+  typename V::Vec acc[2][RR][RT];
+  for (auto& a : acc)
+    for (auto& ar : a)
+      for (auto& v : ar) v = V::Zero();
+  auto step = [&](int k, int64_t c) {  // one vector of every row and vector into accumulator k
+    typename V::Vec w[RR];
+    for (int r = 0; r < RR; ++r) w[r] = V::Load(wf[r] + c);
+    for (int t = 0; t < RT; ++t) {
+      const typename V::Vec xv = V::Load(x[t] + c);
+      for (int r = 0; r < RR; ++r) acc[k][r][t] = V::Fma(w[r], xv, acc[k][r][t]);
+    }
+  };
+  for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {  // each chunk starts at an even vector index
+    const int64_t n = std::min(kChunk, cols - c0);
+    int64_t c = 0;
+    for (; c + 2 * W <= n; c += 2 * W) {
+      step(0, c0 + c);
+      step(1, c0 + c + W);
+    }
+    int k = 0;  // the accumulator of the next vector
+    if (c + W <= n) {
+      step(0, c0 + c);
+      c += W;
+      k = 1;
+    }
+    if (c < n) {  // zero-padded last vector, as DotRowF32
+      for (int r = 0; r < RR; ++r) {
+        alignas(64) float tw[W] = {};
+        std::copy(wf[r] + c0 + c, wf[r] + c0 + n, tw);
+        for (int t = 0; t < RT; ++t) {
+          alignas(64) float tx[W] = {};
+          std::copy(x[t] + c0 + c, x[t] + c0 + n, tx);
+          acc[k][r][t] = V::Fma(V::Load(tw), V::Load(tx), acc[k][r][t]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < RR; ++r)
+    for (int t = 0; t < RT; ++t) y[r][t] = V::Reduce(V::Add(acc[0][r][t], acc[1][r][t]));
+}
+
+// Rows i .. i + RR - 1 (f32 in wf[r]) against every vector of the batch: kTokens at a time, then one.
+template <class V, int RR>
+void DotRowsBatch(const float* const (&wf)[RR], int64_t cols, int64_t i, const float* x, float* y,
+                  RowBatch batch) {
+  constexpr int kTokens = V::W == 8 ? 3 : 6;  // 2 x RR x kTokens accumulators fit the registers
+  int64_t v = 0;
+  for (; v + kTokens <= batch.m; v += kTokens) {
+    const float* xs[kTokens];
+    for (int t = 0; t < kTokens; ++t) xs[t] = x + (v + t) * batch.ldx;
+    float out[RR][kTokens];
+    DotTileF32<V, RR, kTokens>(wf, cols, xs, out);
+    for (int r = 0; r < RR; ++r)
+      for (int t = 0; t < kTokens; ++t) y[(v + t) * batch.ldy + i + r] = out[r][t];
+  }
+  for (; v < batch.m; ++v) {
+    for (int r = 0; r < RR; ++r) y[v * batch.ldy + i + r] = DotRowF32<V>(wf[r], cols, x + v * batch.ldx);
+  }
+}
+
 template <class V>
 void RowsDotT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
   if (batch.m == 1 && (w.dtype == DType::kQ8_0 || w.dtype == DType::kQ4_0)) {  // decode
@@ -230,21 +296,29 @@ void RowsDotT(const StoredRowsView& w, const float* x, float* y, RowBatch batch)
     }
     return;
   }
+  constexpr int kRows = 2;  // rows dequantised together, each loaded vector serving both
   thread_local std::vector<float> buf;
-  buf.resize(static_cast<size_t>(w.cols));
-  for (int64_t i = 0; i < w.rows; ++i) {
+  buf.resize(static_cast<size_t>(kRows * w.cols));
+  // Row i as f32: in place (f32 rows) or dequantised into buf slot s.
+  auto row_f32 = [&](int64_t i, int s) -> const float* {
     const auto* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride;
-    const float* wf = buf.data();
-    if (w.dtype == DType::kF32) {
-      wf = reinterpret_cast<const float*>(row);
-    } else {
-      for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
-        const int64_t n = std::min(kChunk, w.cols - c0);
-        const float* chunk = ChunkF32<V>(w.dtype, row, c0, n, buf.data() + c0);
-        if (chunk != buf.data() + c0) std::copy(chunk, chunk + n, buf.data() + c0);
-      }
+    if (w.dtype == DType::kF32) return reinterpret_cast<const float*>(row);
+    float* out = buf.data() + s * w.cols;
+    for (int64_t c0 = 0; c0 < w.cols; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, w.cols - c0);
+      const float* chunk = ChunkF32<V>(w.dtype, row, c0, n, out + c0);
+      if (chunk != out + c0) std::copy(chunk, chunk + n, out + c0);
     }
-    for (int64_t v = 0; v < batch.m; ++v) y[v * batch.ldy + i] = DotRowF32<V>(wf, w.cols, x + v * batch.ldx);
+    return out;
+  };
+  int64_t i = 0;
+  for (; i + kRows <= w.rows; i += kRows) {
+    const float* const wf[kRows] = {row_f32(i, 0), row_f32(i + 1, 1)};
+    DotRowsBatch<V, kRows>(wf, w.cols, i, x, y, batch);
+  }
+  for (; i < w.rows; ++i) {
+    const float* const wf[1] = {row_f32(i, 0)};
+    DotRowsBatch<V, 1>(wf, w.cols, i, x, y, batch);
   }
 }
 

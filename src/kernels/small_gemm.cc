@@ -20,12 +20,12 @@ void GemmNTRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
   }
 }
 
-void GemmNNRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-               float* c, int64_t ldc, bool accumulate) {
+void GemmNNRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
+               int64_t ldc, bool accumulate) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       float acc = accumulate ? c[i * ldc + j] : 0.0f;
-      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b[p * ldb + j], acc);
+      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b.Row(p)[j], acc);
       c[i * ldc + j] = acc;
     }
   }
@@ -40,14 +40,14 @@ SmallGemmIsa Resolve(SmallGemmIsa isa) {
 }
 
 void GemmNNDispatch(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                    const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+                    const PagedRows& b, float* c, int64_t ldc, bool accumulate) {
   switch (Resolve(isa)) {
     case SmallGemmIsa::kAvx512:
-      return internal::GemmNNAvx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+      return internal::GemmNNAvx512(m, n, k, a, lda, b, c, ldc, accumulate);
     case SmallGemmIsa::kAvx2:
-      return internal::GemmNNAvx2(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+      return internal::GemmNNAvx2(m, n, k, a, lda, b, c, ldc, accumulate);
     default:
-      return GemmNNRef(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+      return GemmNNRef(m, n, k, a, lda, b, c, ldc, accumulate);
   }
 }
 
@@ -92,12 +92,17 @@ void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, i
 
 void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc) {
-  GemmNNDispatch(isa, m, n, k, a, lda, b, ldb, c, ldc, false);
+  GemmNNDispatch(isa, m, n, k, a, lda, PagedRows{b, ldb}, c, ldc, false);
 }
 
 void GemmNNAccumulate(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                       const float* b, int64_t ldb, float* c, int64_t ldc) {
-  GemmNNDispatch(isa, m, n, k, a, lda, b, ldb, c, ldc, true);
+  GemmNNDispatch(isa, m, n, k, a, lda, PagedRows{b, ldb}, c, ldc, true);
+}
+
+void GemmNNPaged(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const PagedRows& b, float* c, int64_t ldc) {
+  GemmNNDispatch(isa, m, n, k, a, lda, b, c, ldc, false);
 }
 
 void GemmNT(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,

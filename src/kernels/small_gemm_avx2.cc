@@ -12,9 +12,9 @@ void GemmNTAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   GemmNTImpl<F32x8, 3>(m, n, k, a, lda, b, ldb, c, ldc);
 }
 
-void GemmNNAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float* c, int64_t ldc, bool accumulate) {
-  GemmNNImpl<F32x8>(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+void GemmNNAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
+                int64_t ldc, bool accumulate) {
+  GemmNNImpl<F32x8, 6>(m, n, k, a, lda, b, c, ldc, accumulate);
 }
 
 }  // namespace moerun::internal

@@ -16,9 +16,9 @@ void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, 
   GemmNTImpl<F32x16, 4>(m, n, k, a, lda, b, ldb, c, ldc);
 }
 
-void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float* c, int64_t ldc, bool accumulate) {
-  GemmNNImpl<F32x16>(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
+                  int64_t ldc, bool accumulate) {
+  GemmNNImpl<F32x16, 8>(m, n, k, a, lda, b, c, ldc, accumulate);
 }
 
 }  // namespace moerun::internal

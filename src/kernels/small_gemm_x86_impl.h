@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/small_gemm.h"
+
 namespace moerun::internal {
 namespace {
 
@@ -60,46 +62,69 @@ void GemmNTImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   for (; i < m; ++i) RowsNT<V, 1, kTile>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
 }
 
-// C[i][j0 .. j0 + width) for MR rows; width <= 2 * kLanes (partial vectors masked).
-template <typename V, int MR>
-void TileNN(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+// C[i][j0 .. j0 + width) for MR rows; width <= 2 * kLanes. kFull: width == 2 * kLanes (plain loads
+// and stores: AVX2 masked stores are slow on AMD cores); otherwise partial vectors are masked. The
+// tile stays in registers over all k rows of B, walked run by run (b.RunFrom) when paged.
+template <typename V, int MR, bool kFull>
+void TileNN(int64_t k, const float* a, int64_t lda, const PagedRows& b, int64_t j0, float* c, int64_t ldc,
             int width, bool accumulate) {
   typename V::Vec acc[MR][2];
-  const int w0 = std::min(width, V::W), w1 = width - w0;
+  const int w0 = kFull ? V::W : std::min(width, V::W), w1 = kFull ? V::W : width - w0;
+  auto load = [&](const float* p, int w) { return kFull ? V::Load(p) : V::LoadPartial(p, w); };
   for (int i = 0; i < MR; ++i) {
     if (accumulate) {
-      acc[i][0] = V::LoadPartial(c + i * ldc, w0);
-      acc[i][1] = w1 > 0 ? V::LoadPartial(c + i * ldc + V::W, w1) : V::Zero();
+      acc[i][0] = load(c + i * ldc, w0);
+      acc[i][1] = w1 > 0 ? load(c + i * ldc + V::W, w1) : V::Zero();
     } else {
       acc[i][0] = acc[i][1] = V::Zero();
     }
   }
-  for (int64_t p = 0; p < k; ++p) {
-    const float* bp = b + p * ldb;
-    const typename V::Vec b0 = w0 == V::W ? V::Load(bp) : V::LoadPartial(bp, w0);
-    const typename V::Vec b1 = w1 == V::W ? V::Load(bp + V::W) : V::LoadPartial(bp + V::W, w1);
-    for (int i = 0; i < MR; ++i) {
-      const typename V::Vec av = V::Set1(a[i * lda + p]);
-      acc[i][0] = V::Fma(av, b0, acc[i][0]);
-      if (w1 > 0) acc[i][1] = V::Fma(av, b1, acc[i][1]);
+  for (int64_t p0 = 0; p0 < k;) {
+    const int64_t run = b.RunFrom(p0, k);
+    const float* bp = b.Row(p0) + j0;
+    for (int64_t p = p0; p < p0 + run; ++p, bp += b.ld) {
+      const typename V::Vec b0 = load(bp, w0);
+      const typename V::Vec b1 = w1 > 0 ? load(bp + V::W, w1) : V::Zero();
+      for (int i = 0; i < MR; ++i) {
+        const typename V::Vec av = V::Set1(a[i * lda + p]);
+        acc[i][0] = V::Fma(av, b0, acc[i][0]);
+        if (w1 > 0) acc[i][1] = V::Fma(av, b1, acc[i][1]);
+      }
     }
+    p0 += run;
   }
   for (int i = 0; i < MR; ++i) {
-    V::StorePartial(c + i * ldc, acc[i][0], w0);
-    if (w1 > 0) V::StorePartial(c + i * ldc + V::W, acc[i][1], w1);
+    if (kFull) {
+      V::Store(c + i * ldc, acc[i][0]);
+      V::Store(c + i * ldc + V::W, acc[i][1]);
+    } else {
+      V::StorePartial(c + i * ldc, acc[i][0], w0);
+      if (w1 > 0) V::StorePartial(c + i * ldc + V::W, acc[i][1], w1);
+    }
   }
 }
 
-template <typename V>
-void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                float* c, int64_t ldc, bool accumulate) {
-  constexpr int kMR = 4;
+// Tiles of kMR rows x 2 vectors (then of 4 rows, then single rows): every element's fma chain runs over p in
+// order whatever the tile, so the tile shape is free (kMR * 2 accumulators must fit the registers).
+template <typename V, int kMR>
+void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
+                int64_t ldc, bool accumulate) {
   for (int64_t j = 0; j < n; j += 2 * V::W) {
     const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
-    int64_t i = 0;
-    for (; i + kMR <= m; i += kMR)
-      TileNN<V, kMR>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width, accumulate);
-    for (; i < m; ++i) TileNN<V, 1>(k, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, width, accumulate);
+    auto rows = [&]<bool kFull>() {
+      int64_t i = 0;
+      for (; i + kMR <= m; i += kMR)
+        TileNN<V, kMR, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
+      for (; i + 4 <= m; i += 4)
+        TileNN<V, 4, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
+      for (; i < m; ++i)
+        TileNN<V, 1, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
+    };
+    if (width == 2 * V::W) {
+      rows.template operator()<true>();
+    } else {
+      rows.template operator()<false>();
+    }
   }
 }
 

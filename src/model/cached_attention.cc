@@ -53,20 +53,8 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
     }
     std::fill(si + n, si + ctx, 0.0f);
   }
-  if (values.table == nullptr) {
-    GemmNN(isa, n_rows, values.dim, ctx, s.data(), ctx, values.data, values.ld, o, ldo);
-    return;
-  }
-  // Block by block: each element's fma chain continues through the blocks in position order.
-  for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += values.block_rows, ++b) {
-    const int64_t len = std::min(values.block_rows, ctx - j0);
-    const float* v = values.data + values.table[b] * values.block_stride;
-    if (j0 == 0) {
-      GemmNN(isa, n_rows, values.dim, len, s.data() + j0, ctx, v, values.ld, o, ldo);
-    } else {
-      GemmNNAccumulate(isa, n_rows, values.dim, len, s.data() + j0, ctx, v, values.ld, o, ldo);
-    }
-  }
+  // One chain per element over all positions, block after block (GemmNNPaged).
+  GemmNNPaged(isa, n_rows, values.dim, ctx, s.data(), ctx, values.paged(), o, ldo);
 }
 
 }  // namespace moerun

@@ -7,9 +7,9 @@
 //   o[i]     = sum_j p[i][j] * value_j                            value_j: [dim_v]
 // The cached rows are contiguous or paged (in blocks of block_rows rows listed by a block table,
 // model/paged_kv.h). The scores are f32 GemmNT of all rows against keys [0, max pos] (one call, or
-// one per block into that block's columns), the value sum GemmNN (one call, or GemmNN on the first
-// block then GemmNNAccumulate on each next: kernels/small_gemm.h), so paged and contiguous rows
-// give the same bits; entries past a row's own position get probability 0. Every element's
+// one per block into that block's columns), the value sum one GemmNNPaged (each element one fma
+// chain over the positions in order, block after block: kernels/small_gemm.h), so paged and
+// contiguous rows give the same bits; entries past a row's own position get probability 0. Every element's
 // arithmetic is fixed by the kernels, so a row's result does not depend on which other rows share
 // the call (what makes results independent of the task split and of the TP layout).
 //
@@ -32,6 +32,7 @@ struct CachedRows {
   const int32_t* table = nullptr;  // block ids in position order; null: contiguous
   int64_t block_rows = 0;          // rows per block, e.g. 16
   int64_t block_stride = 0;        // floats between blocks
+  PagedRows paged() const { return {data, ld, table, block_rows, block_stride}; }  // without dim
 };
 
 // q: [n_rows, ldq] (ldq >= keys.dim); pos: [n_rows] positions (rows 0..pos[i] of keys and values

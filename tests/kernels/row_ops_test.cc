@@ -191,22 +191,26 @@ INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, RowOpsTest, ::testing::ValuesIn(AllCa
 TEST(RowOps, BatchEqualsOneVectorAtATime) {
   std::mt19937 rng(31);
   for (RowOpsIsa isa : SupportedIsas()) {
-    for (DType t : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
-      const int64_t rows = 9, cols = 512, m = 5, ldx = 600, ldy = 700;
-      const Matrix w = MakeMatrix(t, rows, cols, 0, &rng);
-      const std::vector<float> x = RandomVector(m * ldx, &rng);
-      std::vector<float> yb(static_cast<size_t>(m * ldy), 0.25f), y1 = yb;
-      RowsAxpy(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
-      for (int64_t v = 0; v < m; ++v) RowsAxpy(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
-      EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
-          << RowOpsIsaName(isa) << DTypeName(t);
-      std::fill(yb.begin(), yb.end(), -1.0f);
-      y1 = yb;
-      RowsDot(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
-      for (int64_t v = 0; v < m; ++v) RowsDot(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
-      EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
-          << RowOpsIsaName(isa) << DTypeName(t);
-    }
+    for (DType t : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K})
+      for (const int64_t m : {2, 5, 7, 13}) {  // around the token tiles (3 on AVX2, 6 on AVX-512)
+        // Partial vectors and chunks: f32 / bf16 rows of any length, 32-blocks in odd vector counts.
+        const int64_t block = DTypeBlockSize(t);
+        const int64_t rows = 9, cols = block == 1 ? 100 + 28 * m : block == 32 ? 32 * (4 + m) : 512;
+        const int64_t ldx = 600, ldy = 700;
+        const Matrix w = MakeMatrix(t, rows, cols, 0, &rng);
+        const std::vector<float> x = RandomVector(m * ldx, &rng);
+        std::vector<float> yb(static_cast<size_t>(m * ldy), 0.25f), y1 = yb;
+        RowsAxpy(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
+        for (int64_t v = 0; v < m; ++v) RowsAxpy(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
+        EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
+            << RowOpsIsaName(isa) << DTypeName(t);
+        std::fill(yb.begin(), yb.end(), -1.0f);
+        y1 = yb;
+        RowsDot(isa, w.view, x.data(), yb.data(), {.m = m, .ldx = ldx, .ldy = ldy});
+        for (int64_t v = 0; v < m; ++v) RowsDot(isa, w.view, x.data() + v * ldx, y1.data() + v * ldy);
+        EXPECT_EQ(std::memcmp(yb.data(), y1.data(), yb.size() * sizeof(float)), 0)
+            << RowOpsIsaName(isa) << DTypeName(t);
+      }
   }
 }
 

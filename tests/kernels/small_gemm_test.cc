@@ -1,6 +1,7 @@
 // Attention's small f32 products (kernels/small_gemm.h): every ISA the CPU has against a double
 // oracle, GemmNN bitwise equal across ISAs, each element independent of the tile it falls in, and
-// GemmNN split over p (GemmNNAccumulate continuing each chain) bitwise equal to one call.
+// GemmNN split over p (GemmNNAccumulate continuing each chain) bitwise equal to one call, and
+// GemmNNPaged over a block table bitwise equal to GemmNN over the gathered rows.
 #include "kernels/small_gemm.h"
 
 #include <gtest/gtest.h>
@@ -104,6 +105,36 @@ TEST(SmallGemm, NNAccumulatedOverPartsOfPIsBitwiseOneCall) {
       }
       ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
           << static_cast<int>(isa) << " m" << m << " n" << n << " k" << k << " parts " << cuts.size() - 1;
+    }
+  }
+}
+
+// A paged B (rows in shuffled blocks of a block table) gives the bits of GemmNN over the gathered
+// rows, on every ISA, for row counts around every tile height and partial column vectors.
+TEST(SmallGemm, NNPagedIsBitwiseGemmNNOverTheGatheredRows) {
+  std::mt19937 rng(9);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t m = trial < 20 ? 1 + trial : 1 + rng() % 40, n = 1 + rng() % 80, k = 1 + rng() % 120;
+    const int64_t block_rows = 1 + rng() % 17, ld = n + rng() % 5, blocks = (k + block_rows - 1) / block_rows;
+    const int64_t block_stride = block_rows * ld + rng() % 7, lda = k + 2, ldc = n + 1;
+    std::vector<int32_t> table(static_cast<size_t>(blocks));
+    for (int32_t b = 0; b < static_cast<int32_t>(blocks); ++b) table[static_cast<size_t>(b)] = b;
+    std::shuffle(table.begin(), table.end(), rng);
+    const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
+                             storage = Random(static_cast<size_t>(blocks * block_stride), rng);
+    const PagedRows paged{storage.data(), ld, table.data(), block_rows, block_stride};
+    std::vector<float> gathered(static_cast<size_t>(k * n));
+    for (int64_t p = 0; p < k; ++p) std::copy(paged.Row(p), paged.Row(p) + n, gathered.begin() + p * n);
+    for (SmallGemmIsa isa : Isas()) {
+      std::vector<float> want(static_cast<size_t>(m * ldc), -5.0f), got(want.size(), -5.0f);
+      GemmNN(isa, m, n, k, a.data(), lda, gathered.data(), n, want.data(), ldc);
+      GemmNNPaged(isa, m, n, k, a.data(), lda, paged, got.data(), ldc);
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << static_cast<int>(isa) << " m" << m << " n" << n << " k" << k << " block_rows " << block_rows;
+      if (isa == SmallGemmIsa::kRef) continue;
+      std::vector<float> ref(want.size(), -5.0f);  // and the bits of the portable reference
+      GemmNNPaged(SmallGemmIsa::kRef, m, n, k, a.data(), lda, paged, ref.data(), ldc);
+      ASSERT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0) << static_cast<int>(isa);
     }
   }
 }

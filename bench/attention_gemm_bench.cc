@@ -1,0 +1,89 @@
+// Standalone benchmark of the small attention GEMMs (kernels/small_gemm.h) at DeepSeek-V2-Lite's
+// MLA prefill shapes: one task of 16 tokens x 16 heads = 256 query rows over a paged latent cache
+// of `ctx` entries in blocks of 16 (docs/models.md §3.4):
+//   scores: GemmNT [256, 576] x [ctx, 576]^T, one call per block;
+//   values: GemmNN on the first block, then GemmNNAccumulate per block, [256, ctx] x [ctx, 512];
+//   paged:  the same values as one GemmNNPaged over the block table.
+// Reports GFLOP/s (2 flops per multiply-add; mean, and the fastest of the timed batches) per ISA.
+//   build/bin/attention_gemm_bench [seconds_per_case [ctx]]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "kernels/small_gemm.h"
+
+using namespace moerun;
+
+namespace {
+
+constexpr int64_t kRows = 256, kKeyDim = 576, kValueDim = 512, kBlock = 16;
+
+template <typename Fn>
+void Time(const char* what, const char* isa_name, double flops_per_call, double seconds, Fn fn) {
+  double elapsed = 0, best = 1e30;
+  int64_t calls = 0;
+  while (elapsed < seconds) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int rep = 0; rep < 4; ++rep) fn();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    elapsed += dt;
+    best = std::min(best, dt / 4);
+    calls += 4;
+  }
+  std::printf("%-7s %-7s %10.1f %10.1f\n", what, isa_name, flops_per_call * calls / elapsed * 1e-9,
+              flops_per_call / best * 1e-9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double seconds = argc > 1 ? std::atof(argv[1]) : 0.5;
+  const int64_t ctx = argc > 2 ? std::atoll(argv[2]) : 512;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> ud(-1.0f, 1.0f);
+  auto fill = [&](std::vector<float>& v) {
+    for (float& e : v) e = ud(rng);
+  };
+  std::vector<float> q(kRows * kKeyDim), cache(ctx * kKeyDim), p(kRows * ctx), s(kRows * ctx),
+      o(kRows * kValueDim);
+  fill(q);
+  fill(cache);
+  fill(p);
+  std::vector<int32_t> table((ctx + kBlock - 1) / kBlock);
+  for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
+  const PagedRows paged{cache.data(), kKeyDim, table.data(), kBlock, kBlock * kKeyDim};
+  std::printf("ctx %lld, %lld query rows, blocks of %lld\n%-7s %-7s %10s %10s\n", static_cast<long long>(ctx),
+              static_cast<long long>(kRows), static_cast<long long>(kBlock), "gemm", "isa", "GFLOP/s",
+              "best");
+  const struct {
+    SmallGemmIsa isa;
+    const char* name;
+  } isas[] = {{SmallGemmIsa::kRef, "ref"}, {SmallGemmIsa::kAvx2, "avx2"}, {SmallGemmIsa::kAvx512, "avx512"}};
+  for (const auto& [isa, name] : isas) {
+    if (!SmallGemmIsaSupported(isa)) continue;
+    const double budget = isa == SmallGemmIsa::kRef ? seconds / 4 : seconds;
+    Time("scores", name, 2.0 * kRows * ctx * kKeyDim, budget, [&] {
+      for (int64_t j0 = 0; j0 < ctx; j0 += kBlock) {
+        GemmNT(isa, kRows, std::min(kBlock, ctx - j0), kKeyDim, q.data(), kKeyDim,
+               cache.data() + j0 * kKeyDim, kKeyDim, s.data() + j0, ctx);
+      }
+    });
+    Time("values", name, 2.0 * kRows * ctx * kValueDim, budget, [&] {
+      for (int64_t j0 = 0; j0 < ctx; j0 += kBlock) {
+        const int64_t len = std::min(kBlock, ctx - j0);
+        const float* v = cache.data() + j0 * kKeyDim;
+        if (j0 == 0) {
+          GemmNN(isa, kRows, kValueDim, len, p.data(), ctx, v, kKeyDim, o.data(), kValueDim);
+        } else {
+          GemmNNAccumulate(isa, kRows, kValueDim, len, p.data() + j0, ctx, v, kKeyDim, o.data(), kValueDim);
+        }
+      }
+    });
+    Time("paged", name, 2.0 * kRows * ctx * kValueDim, budget,
+         [&] { GemmNNPaged(isa, kRows, kValueDim, ctx, p.data(), ctx, paged, o.data(), kValueDim); });
+  }
+  return 0;
+}
