@@ -62,7 +62,9 @@ int main(int argc, char** argv) {
     SmallGemmIsa isa;
     const char* name;
   } isas[] = {{SmallGemmIsa::kRef, "ref"}, {SmallGemmIsa::kAvx2, "avx2"}, {SmallGemmIsa::kAvx512, "avx512"}};
-  for (const auto& [isa, name] : isas) {
+  for (const auto& entry : isas) {
+    const SmallGemmIsa isa = entry.isa;  // (a lambda may not capture a structured binding in C++20)
+    const char* name = entry.name;
     if (!SmallGemmIsaSupported(isa)) continue;
     const double budget = isa == SmallGemmIsa::kRef ? seconds / 4 : seconds;
     Time("scores", name, 2.0 * kRows * ctx * kKeyDim, budget, [&] {

@@ -17,9 +17,9 @@ bool Avx2(const CpuFeatures& f) { return f.HasAvx2Kernels(); }
 bool Avx512(const CpuFeatures& f) { return f.HasAvx512Bf16Kernels(); }
 bool Avx512Vnni(const CpuFeatures& f) { return f.HasAvx512VnniKernels() && f.HasAvx2Kernels(); }
 
-constexpr MatmulTaskFn kRefQ = MatmulTaskQuant<QuantDotTileRef>;
-constexpr MatmulTaskFn kAvx2Q = MatmulTaskQuant<QuantDotTileAvx2>;
-constexpr MatmulTaskFn kVnniQ = MatmulTaskQuant<QuantDotTileAvx512Vnni>;
+constexpr MatmulTaskFn kRefQ = MatmulTaskQuant<QuantDotTileRef, SwiGluRowRef>;
+constexpr MatmulTaskFn kAvx2Q = MatmulTaskQuant<QuantDotTileAvx2, internal::SwiGluRowAvx2>;
+constexpr MatmulTaskFn kVnniQ = MatmulTaskQuant<QuantDotTileAvx512Vnni, internal::SwiGluRowAvx512>;
 
 // clang-format off
 constexpr std::array<MatmulKernel, 22> kKernels = {{

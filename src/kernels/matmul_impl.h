@@ -2,10 +2,9 @@
 // computes rows [m0, m1) and stored 16-row blocks [b0, b1) of `job` (b0, b1 even for gate/up).
 #pragma once
 
-#include <cmath>
-
 #include "kernels/kernel_table.h"
 #include "kernels/quant_dot.h"
+#include "kernels/silu.h"
 
 namespace moerun::internal {
 
@@ -17,15 +16,16 @@ void MatmulTaskAvx2(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, in
 void MatmulTaskAvx512F32(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 void MatmulTaskAvx512Bf16Dot(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 
-// Block formats on q8 activations: per 16-row block, the ISA's quant_dot tile, then the epilogue.
-template <QuantDotTileFn Tile>
+// Block formats on q8 activations: per 16-row block, the ISA's quant_dot tile, then the epilogue
+// (SwiGLU through the ISA's row of kernels/silu.h: the same bits on every ISA).
+template <QuantDotTileFn Tile, SwiGluRowFn SwiGlu>
 void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
-extern template void MatmulTaskQuant<QuantDotTileRef>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
-extern template void MatmulTaskQuant<QuantDotTileAvx2>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
-extern template void MatmulTaskQuant<QuantDotTileAvx512Vnni>(const MatmulJob&, int64_t, int64_t, int64_t,
-                                                             int64_t);
-
-inline float Silu(float g) { return g / (1.0f + std::exp(-g)); }
+extern template void MatmulTaskQuant<QuantDotTileRef, SwiGluRowRef>(const MatmulJob&, int64_t, int64_t,
+                                                                    int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx2, SwiGluRowAvx2>(const MatmulJob&, int64_t, int64_t,
+                                                                      int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx512Vnni, SwiGluRowAvx512>(const MatmulJob&, int64_t,
+                                                                              int64_t, int64_t, int64_t);
 
 // Output columns of stored block b: [col0, col0 + 16) clipped to out_features.
 inline int64_t BlockCol0(const MatmulJob& job, int64_t b) {

@@ -46,13 +46,13 @@ void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int
         DotBlock(w, b, x, job.k_begin, job.KEnd(), acc);
         DotBlock(w, b + 1, x, job.k_begin, job.KEnd(), up);
         const int64_t col0 = (b / 2) * 16;
-        for (int l = 0; l < 16 && col0 + l < n; ++l) y[col0 + l] = Silu(acc[l]) * up[l];
+        for (int l = 0; l < 16 && col0 + l < n; ++l) y[col0 + l] = SiluRef(acc[l]) * up[l];
       }
     }
   }
 }
 
-template <QuantDotTileFn Tile>
+template <QuantDotTileFn Tile, SwiGluRowFn SwiGlu>
 void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
   const PackedWeight& w = *job.w;
   const int64_t n = w.out_features();
@@ -73,14 +73,17 @@ void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, i
       if (step == 1) {
         std::copy(g, g + valid, y);
       } else {
-        for (int l = 0; l < valid; ++l) y[l] = Silu(g[l]) * up[i * 16 + l];
+        SwiGlu(g, up + i * 16, y, valid);
       }
     }
   }
 }
 
-template void MatmulTaskQuant<QuantDotTileRef>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
-template void MatmulTaskQuant<QuantDotTileAvx2>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
-template void MatmulTaskQuant<QuantDotTileAvx512Vnni>(const MatmulJob&, int64_t, int64_t, int64_t, int64_t);
+template void MatmulTaskQuant<QuantDotTileRef, SwiGluRowRef>(const MatmulJob&, int64_t, int64_t, int64_t,
+                                                             int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx2, SwiGluRowAvx2>(const MatmulJob&, int64_t, int64_t, int64_t,
+                                                               int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx512Vnni, SwiGluRowAvx512>(const MatmulJob&, int64_t, int64_t,
+                                                                       int64_t, int64_t);
 
 }  // namespace moerun::internal
