@@ -1,6 +1,8 @@
-// The SIMD bodies of kernels/silu.h's exp and silu, one per vector width: include only from
-// translation units built for the ISA (AVX2 + FMA, or AVX-512F) with -ffp-contract=off, where they
-// give silu.h's reference bits lane by lane.
+// The SIMD bodies of kernels/silu.h's exp and silu, one per vector width, for translation units
+// built for the ISA (AVX2 + FMA, or AVX-512F). Built with -ffp-contract=off (silu_avx2.cc,
+// silu_avx512.cc) they give silu.h's reference bits lane by lane; the float matmul rows
+// (matmul_avx2.cc, matmul_avx512.cc) use them where the compiler may fuse a multiply and an add,
+// so their last bit may differ (float rows are checked against the oracle, not bitwise).
 #pragma once
 
 #include <immintrin.h>
