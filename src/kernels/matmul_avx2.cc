@@ -88,8 +88,8 @@ void Tile(const MatmulJob& job, int64_t m, int64_t b) {
       for (int j = 0; j < NB; ++j) Store16(job, m + i, (b + j) * 16, acc[i][j][0], acc[i][j][1], n);
     } else {
       for (int j = 0; j + 1 < NB; j += 2) {
-        Store16(job, m + i, ((b + j) / 2) * 16, _mm256_mul_ps(Silu256(acc[i][j][0]), acc[i][j + 1][0]),
-                _mm256_mul_ps(Silu256(acc[i][j][1]), acc[i][j + 1][1]), n);
+        Store16(job, m + i, ((b + j) / 2) * 16, _mm256_mul_ps(SiluV<F32x8>(acc[i][j][0]), acc[i][j + 1][0]),
+                _mm256_mul_ps(SiluV<F32x8>(acc[i][j][1]), acc[i][j + 1][1]), n);
       }
     }
   }

@@ -35,7 +35,7 @@ inline void Finish(const MatmulJob& job, __m512 (&acc)[MR][NB], int64_t m, int64
       for (int j = 0; j < NB; ++j) StoreLanes(job, m + i, (b + j) * 16, acc[i][j], n);
     } else {
       for (int j = 0; j + 1 < NB; j += 2) {
-        StoreLanes(job, m + i, ((b + j) / 2) * 16, _mm512_mul_ps(Silu512(acc[i][j]), acc[i][j + 1]), n);
+        StoreLanes(job, m + i, ((b + j) / 2) * 16, _mm512_mul_ps(SiluV<F32x16>(acc[i][j]), acc[i][j + 1]), n);
       }
     }
   }

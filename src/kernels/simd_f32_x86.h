@@ -1,8 +1,8 @@
 // f32 vector traits for kernels written once over a vector type: F32x8 (AVX2 + FMA + F16C, 8
 // lanes) and, in translation units compiled with -mavx512f, F32x16 (16 lanes). Each trait has the
 // vector type Vec, its width W, loads and stores (whole, or the first n lanes with the rest zero),
-// Set1, Add, Mul, Fma, FromI8, Reduce (a fixed tree: halves added pairwise down to one lane, so a sum's bits
-// depend only on the vector), and f16 / bf16 widening.
+// Set1, Add, Sub, Mul, Div, Fma / Fnma, Min / Max, RoundEven, Pow2, FromI8, Reduce (a fixed tree: halves
+// added pairwise down to one lane, so a sum's bits depend only on the vector), and f16 / bf16 widening.
 // Include only from the *_avx2.cc / *_avx512.cc translation units: everything here has internal
 // linkage, so each ISA's copy is compiled with its own flags (no cross-ISA ODR merging).
 // Thread safety: pure functions.
@@ -32,6 +32,17 @@ struct F32x8 {
   static Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
   static Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec Fnma(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a * b, one rounding
+  static Vec Sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+  static Vec Div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+  static Vec Min(Vec a, Vec b) { return _mm256_min_ps(a, b); }  // b when either is NaN
+  static Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }  // b when either is NaN
+  static Vec RoundEven(Vec v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // 2^n for integer-valued lanes n in [-126, 127] (built in the exponent bits).
+  static Vec Pow2(Vec n) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
   // ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
   static float Reduce(Vec v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -74,6 +85,18 @@ struct F32x16 {
   static Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
   static Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec Fnma(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+  static Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+  static Vec Div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+  static Vec Min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+  static Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+  static Vec RoundEven(Vec v) {
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  static Vec Pow2(Vec n) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
   // Halves added pairwise: 512 -> 256 -> 128 -> 64 -> 32 bits.
   static float Reduce(Vec v) {
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
