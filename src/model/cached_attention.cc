@@ -27,14 +27,12 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
   const int64_t ctx = *std::max_element(pos, pos + n_rows) + 1;
   thread_local std::vector<float> s;  // [n_rows, ctx] scores, then probabilities
   s.resize(static_cast<size_t>(n_rows * ctx));
-  if (keys.table == nullptr) {
-    GemmNT(isa, n_rows, ctx, keys.dim, q, ldq, keys.data, keys.ld, s.data(), ctx);
-  } else {
-    for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += keys.block_rows, ++b) {
-      const int64_t len = std::min(keys.block_rows, ctx - j0);
-      GemmNT(isa, n_rows, len, keys.dim, q, ldq, keys.data + keys.table[b] * keys.block_stride, keys.ld,
-             s.data() + j0, ctx);
-    }
+  // Scores: one GemmNT per contiguous run of keys (the whole context, or one block).
+  const PagedRows key_rows = keys.paged();
+  for (int64_t j0 = 0; j0 < ctx;) {
+    const int64_t len = key_rows.RunFrom(j0, ctx);
+    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), keys.ld, s.data() + j0, ctx);
+    j0 += len;
   }
   for (int64_t i = 0; i < n_rows; ++i) {
     float* si = s.data() + i * ctx;
