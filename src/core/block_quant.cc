@@ -72,6 +72,33 @@ void QuantizeQ4_0(const float* x, uint8_t* y) {
   }
 }
 
+// ---- Q5_0: [f16 d][qh u32 LE][16 bytes]; element j (< 16): low nibble of byte j and bit j of qh,
+// element j + 16: high nibble and bit j + 16; x = d * (q - 16). Q4_0's algorithm with 5 bits.
+void QuantizeQ5_0(const float* x, uint8_t* y) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = max / -16;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  StoreF16(y, d);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const float x0 = x[j] * id;
+    const float x1 = x[16 + j] * id;
+    // Truncation toward zero of x + 16.5 (always >= 0.5 here), then clamp to 31.
+    const auto q0 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x0 + 16.5f))));
+    const auto q1 = static_cast<uint32_t>(std::min(31, static_cast<int>(static_cast<int8_t>(x1 + 16.5f))));
+    y[6 + j] = static_cast<uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+    qh |= ((q0 & 0x10u) >> 4) << j;
+    qh |= ((q1 & 0x10u) >> 4) << (j + 16);
+  }
+  std::memcpy(y + 2, &qh, 4);
+}
+
 // Weighted asymmetric fit of n values to L in [0, nmax] with x ~ scale * L - the_min, searching
 // nstep + 1 candidate scales around nmax / (max - min) (ggml's make_qkx2_quants, use_mad false).
 float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
@@ -361,8 +388,9 @@ void DequantizeQ6_K(const uint8_t* b, float* y) {
   }
 }
 
-// ---- Load-only formats (docs/formats.md). Same f32 operations, in the same order, as ggml's
-// dequantize_row_*: an integer level times an f32 scale, then the min added or subtracted.
+// ---- Dequantisers of Q5_0 and the load-only formats (docs/formats.md). Same f32 operations, in the
+// same order, as ggml's dequantize_row_*: an integer level times an f32 scale, then the min added
+// or subtracted.
 
 // Q5_0: [f16 d][qh: 32 fifth bits, u32 LE][16 B nibbles]; element j (< 16): low nibble of byte j
 // and bit j of qh; element j + 16: high nibble of byte j and bit j + 16. x = d * (q - 16).
@@ -495,6 +523,9 @@ void QuantizeRow(DType t, const float* x, int64_t n, void* dst) {
         break;
       case DType::kQ4_0:
         QuantizeQ4_0(xb, yb);
+        break;
+      case DType::kQ5_0:
+        QuantizeQ5_0(xb, yb);
         break;
       case DType::kQ4_K:
         QuantizeQ4_K(xb, yb);

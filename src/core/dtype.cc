@@ -33,8 +33,8 @@ size_t DTypeSize(DType t) {
 bool IsBlockDType(DType t) { return DTypeBlockSize(t) > 1; }
 
 bool IsLoadOnlyDType(DType t) {
-  return t == DType::kQ5_0 || t == DType::kQ5_1 || t == DType::kQ5_K || t == DType::kQ3_K ||
-         t == DType::kQ2_K || t == DType::kIQ4_NL;
+  return t == DType::kQ5_1 || t == DType::kQ5_K || t == DType::kQ3_K || t == DType::kQ2_K ||
+         t == DType::kIQ4_NL;
 }
 
 int64_t DTypeBlockSize(DType t) {

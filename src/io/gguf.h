@@ -18,7 +18,7 @@
 // such a tensor is Unimplemented naming the tensor and the type.
 //
 // Tensors come back as moerun Tensors: shape = the reversed ggml dims (row-major, last dim =
-// ne[0]); block types (Q8_0, Q4_0, Q4_K, Q6_K, and the load-only Q5_0, Q5_1, Q5_K, Q3_K, Q2_K,
+// ne[0]); block types (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, and the load-only Q5_1, Q5_K, Q3_K, Q2_K,
 // IQ4_NL that loaders convert) as the core block DTypes; views of the mapping.
 //
 // Thread safety: a GgufFile is immutable after Open; all const methods are thread-safe. A

@@ -1,4 +1,4 @@
-// Interleaved Q8_0 / Q4_0 / Q4_K / Q6_K tile kernels (kernels/block_interleave.h), used by
+// Interleaved Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K tile kernels (kernels/block_interleave.h), used by
 // quant_dot_x86_impl.h and compiled once per ISA (MOERUN_QUANT_DOT_VNNI 0: AVX2, 1: AVX-512 VNNI
 // on zmm); internal linkage, include only from the quant_dot ISA translation units.
 //
@@ -62,7 +62,53 @@ inline int32_t ActLowHalfSum(const Q8Activations& a, int64_t m, int64_t kb) {
   return _mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4) - 16 * 128;
 }
 
+// ---- Q5_0 interleaved: 352-byte columns [d: rows 0..15 x f16 (32 B)][qh word][4 qs words]
+// (block_interleave.h). Lane j's 5-bit q of elements 4G..4G+3 (G < 8) is the nibbles of qs word
+// G % 4 (low for G < 4, high for G >= 4) with qh bits 4G..4G+3 (nibble G % 2 of qh byte G / 2) as
+// bit 4 of each byte: byte b of each lane takes qh byte G / 2 of its lane (vpshufb) and tests bit
+// 4 (G % 2) + b. Then I = sum q a - 16 A exact in int32, and the reference's f32 operations.
+constexpr size_t kQ5ColumnBytes = 352, kQ5QhWord = 32, kQ5QsWords = 96;
+// vpshufb indices (per 128-bit lane of 4 rows) and the per-byte bit masks for group G.
+constexpr int32_t Q5ShuffleIndex(int lane, int g) { return (4 * lane + g / 2) * 0x01010101; }
+constexpr int32_t Q5BitMask(int g) { return static_cast<int32_t>(0x08040201u << (4 * (g % 2))); }
+
 #if MOERUN_QUANT_DOT_VNNI
+// Group g's 5-bit values of the 16 rows (u8 lanes): nibbles `nib` plus 16 where the qh bit is set.
+inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
+  const __m512i idx = _mm512_set4_epi32(Q5ShuffleIndex(3, g), Q5ShuffleIndex(2, g), Q5ShuffleIndex(1, g),
+                                        Q5ShuffleIndex(0, g));
+  const __mmask64 high = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, idx), _mm512_set1_epi32(Q5BitMask(g)));
+  return _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16));
+}
+
+template <int R>
+void ColumnsQ5_0(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                 float* out) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
+    const uint8_t* c = w + static_cast<size_t>(kb) * kQ5ColumnBytes;
+    for (size_t off = 0; off < kQ5ColumnBytes; off += 64) Prefetch(c + kPrefetchAhead + off);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    const __m512i qh = _mm512_loadu_si512(c + kQ5QhWord);
+    __m512i u[8];
+    for (int g = 0; g < 4; ++g) {
+      const __m512i x = _mm512_loadu_si512(c + kQ5QsWords + 64 * g);
+      u[g] = Q5Word512(_mm512_and_si512(x, _mm512_set1_epi8(0x0F)), qh, g);
+      u[4 + g] = Q5Word512(_mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F)), qh, 4 + g);
+    }
+    for (int r = 0; r < R; ++r) {
+      __m512i I = _mm512_set1_epi32(-16 * a.sum[(m + r) * a.ldb + kb]);
+      for (int g = 0; g < 8; ++g)
+        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
+      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
+      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
+    }
+  }
+  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
+}
+
 template <int R, bool kQ8>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
@@ -383,6 +429,57 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       });
 }
 
+// Q5_0, AVX2: group g's 5-bit values of rows 8h .. 8h + 7 (u8 lanes), from their nibbles and qh.
+inline __m256i Q5Word256(__m256i nib, __m256i qh, int g) {
+  const __m256i idx = _mm256_setr_epi32(Q5ShuffleIndex(0, g), Q5ShuffleIndex(1, g), Q5ShuffleIndex(2, g),
+                                        Q5ShuffleIndex(3, g), Q5ShuffleIndex(0, g), Q5ShuffleIndex(1, g),
+                                        Q5ShuffleIndex(2, g), Q5ShuffleIndex(3, g));
+  const __m256i bit = _mm256_set1_epi32(Q5BitMask(g));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, idx), bit), bit);
+  return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+}
+
+// Q5_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r] (two-pass order, every R). The
+// vpmaddubsw pair sums of 4 words stay within int16 (4 x 2 x 31 x 127 < 2^15), so each half of
+// the block is widened once.
+template <int R>
+inline void Q5BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
+                           __m256 (&acc)[R]) {
+  const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QhWord + 32 * h));
+  __m256i u[8];
+  for (int g = 0; g < 4; ++g) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QsWords + 64 * g + 32 * h));
+    u[g] = Q5Word256(_mm256_and_si256(x, _mm256_set1_epi8(0x0F)), qh, g);
+    u[4 + g] = Q5Word256(_mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F)), qh, 4 + g);
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = 0; r < R; ++r) {
+    auto mb = [&](int g) { return _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))); };
+    const __m256i lo = _mm256_add_epi16(_mm256_add_epi16(mb(0), mb(1)), _mm256_add_epi16(mb(2), mb(3)));
+    const __m256i hi = _mm256_add_epi16(_mm256_add_epi16(mb(4), mb(5)), _mm256_add_epi16(mb(6), mb(7)));
+    const __m256i I =
+        _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones)),
+                         _mm256_set1_epi32(-16 * a.sum[(m + r) * a.ldb + kb]));
+    const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
+    acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+  }
+}
+
+template <int R>
+void ColumnsQ5_0(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+                 float* out) {
+  TwoHalves256<R, false>(
+      kb0, kb1, n_rows, out, [](int64_t, __m256(&)[2][R]) {},
+      [&](int h, int64_t kb, __m256(&acc)[2][R]) {
+        Q5BlockHalf256<R>(w + static_cast<size_t>(kb) * kQ5ColumnBytes, h, a, m, kb, acc[h]);
+      },
+      [&](int64_t kb) {
+        const uint8_t* c = w + static_cast<size_t>(kb) * kQ5ColumnBytes;
+        for (size_t off = 0; off < kQ5ColumnBytes; off += 64) Prefetch(c + kPrefetchAhead + off);
+      });
+}
+
 // Q4_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the same lane
 // arithmetic as the AVX-512 body.
 template <int R>
@@ -532,6 +629,8 @@ inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t
     ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
   } else if constexpr (kT == DType::kQ6_K) {
     ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
+  } else if constexpr (kT == DType::kQ5_0) {
+    ColumnsQ5_0<R>(w, a, m, kb0, kb1, n_rows, out);
   } else {
     ColumnsInterleaved<R, kT == DType::kQ8_0>(w, a, m, kb0, kb1, n_rows, out);
   }

@@ -32,6 +32,7 @@ bool RowOpsSupport(DType t) {
     case DType::kBF16:
     case DType::kQ8_0:
     case DType::kQ4_0:
+    case DType::kQ5_0:
     case DType::kQ4_K:
     case DType::kQ6_K:
       return true;

@@ -84,7 +84,8 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
         }
       }
       return;
-    case DType::kQ6_K:  // rare for kv_b: the reference dequantiser (same values by definition)
+    case DType::kQ5_0:  // rare for kv_b: the reference dequantiser (same values by definition)
+    case DType::kQ6_K:
       DequantizeRow(t, b, y, n);
       return;
     default:

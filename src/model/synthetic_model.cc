@@ -65,6 +65,11 @@ void FillRow(DType dtype, int64_t cols, float sd, Rng* rng, uint8_t* dst) {
         std::memcpy(b, &d, 2);
         break;
       }
+      case DType::kQ5_0: {  // d * (q - 16), q uniform in [0, 31]: sd ~ 9.2 d
+        const uint16_t d = F32ToF16(sd / 9.2f);
+        std::memcpy(b, &d, 2);
+        break;
+      }
       case DType::kQ4_K: {  // d * sc * q - dmin * m, every sub-block sc = 32, m = 16 (mean 0)
         const uint16_t d = F32ToF16(sd / (4.6f * 32.0f)), dmin = F32ToF16(sd * 7.5f / 16.0f / 4.6f);
         std::memcpy(b, &d, 2);

@@ -32,9 +32,10 @@ StatusOr<DType> ParseGgufType(const std::string& s) {
   if (s == "bf16") return DType::kBF16;
   if (s == "q8_0") return DType::kQ8_0;
   if (s == "q4_0") return DType::kQ4_0;
+  if (s == "q5_0") return DType::kQ5_0;
   if (s == "q4_k") return DType::kQ4_K;
   if (s == "q6_k") return DType::kQ6_K;
-  return InvalidArgument("--type '{}' is not one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k", s);
+  return InvalidArgument("--type '{}' is not one of f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q6_k", s);
 }
 
 Status Run(const ConvertGgufArgs& a) {
@@ -141,7 +142,7 @@ void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
       ->required();
   cmd->add_option("-o,--out", args->out, "Output .gguf file")->required();
   cmd->add_option("--type", args->type,
-                  "Weight type: f32|f16|bf16|q8_0|q4_0|q4_k|q6_k (norms/router stay f32)");
+                  "Weight type: f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k (norms/router stay f32)");
   cmd->add_flag("--check-tensors", args->check_tensors, "Scan every tensor for NaN/Inf before converting");
   cmd->add_option("--name", args->name, "general.name (default: the directory name)");
   cmd->add_option("--tokenizer", args->tokenizer_dir,

@@ -5,7 +5,8 @@
 #     greedy tokens for fixed prompts equal moerun's on the same file;
 #  2. GGUFs written by an independent stdlib writer (make_tiny_gguf.py, both MLA layouts, with and
 #     without q-LoRA) that llama.cpp accepts load in moerun with the same greedy tokens;
-#  3. a make-model random file (q4_k, real V2-Lite widths, 2 layers) gives the same tokens.
+#  3. a make-model random file (q4_k, real V2-Lite widths, 2 layers; the 1408-wide expert down
+#     projections in Q5_0 as in llama.cpp's Q4_K_M files, held natively) gives the same tokens.
 # llama.cpp runs with an f32 KV cache, so only kernel rounding separates the engines. The V2 model
 # routes with n_group = 1: llama.cpp scores expert groups by the sum of their top-2 experts (V3's
 # rule), not by the max as HF's V2 group_limited_greedy does, so grouped V2 routing is not a
@@ -52,6 +53,12 @@ done
 # 3. make-model's random blocks at real widths.
 if "$MOERUN" make-model --layers 2 --type q4_k -o "$WORK/mm-q4_k.gguf" 2>/dev/null; then
   compare "$WORK/mm-q4_k.gguf" "make-model q4_k (2 layers)" 1
+  row=$("$MOERUN" inspect -m "$WORK/mm-q4_k.gguf" 2>&1 | grep "^| blk.1.ffn_down_exps.weight |")
+  if [[ $row == *"| Q5_0 |"*"| q5_0 |"* ]] && ! grep -q "not native here" "$WORK/moerun.err"; then
+    pass "make-model q4_k: expert down projections stored and held as Q5_0: $row"
+  else
+    fail "make-model q4_k: expert down projections: '$row' / $(cat "$WORK/moerun.err")"
+  fi
 else
   fail "make-model q4_k"
 fi

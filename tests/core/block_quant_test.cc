@@ -83,6 +83,36 @@ TEST(BlockQuantTest, Q4_0HandBlock) {
   EXPECT_EQ(b, want);
 }
 
+// Q5_0: x_j = (j - 16) / 2, so max = x_0 = -8, d = -8 / -16 = 0.5, id = 2 and q_j =
+// trunc(2 x_j + 16.5) = j: byte j = j | (j + 16) << 4 (low nibbles), the fifth bits of elements
+// 16..31 set (qh = 0xFFFF0000), and every value comes back exactly. A row of zeros has d = -0 and
+// q = 16 everywhere (nibbles 0, every fifth bit set).
+TEST(BlockQuantTest, Q5_0HandBlocks) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16) * 0.5f;
+  x[31] = 7.6f;  // 2 x 7.6 + 16.5 = 31.7 -> 31
+  const std::vector<uint8_t> b = Quantize(DType::kQ5_0, x);
+  ASSERT_EQ(b.size(), 22u);
+  EXPECT_EQ(b[0], 0x00);
+  EXPECT_EQ(b[1], 0x38);  // f16 0.5
+  EXPECT_EQ(b[2], 0x00);
+  EXPECT_EQ(b[3], 0x00);
+  EXPECT_EQ(b[4], 0xFF);
+  EXPECT_EQ(b[5], 0xFF);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b[6 + j], j | (j << 4)) << j;
+  const std::vector<float> y = Dequantize(DType::kQ5_0, b, 32);
+  for (int j = 0; j < 31; ++j) EXPECT_EQ(y[j], x[j]) << j;
+  EXPECT_EQ(y[31], 7.5f);
+
+  const std::vector<uint8_t> z = Quantize(DType::kQ5_0, std::vector<float>(64, 0.0f));
+  for (int blk = 0; blk < 2; ++blk) {
+    EXPECT_EQ(z[22 * blk + 1], 0x80);  // -0
+    for (int i = 2; i < 6; ++i) EXPECT_EQ(z[22 * blk + i], 0xFF);
+    for (int i = 6; i < 22; ++i) EXPECT_EQ(z[22 * blk + i], 0x00);
+  }
+  for (float v : Dequantize(DType::kQ5_0, z, 64)) EXPECT_EQ(v, 0.0f);
+}
+
 // A positive extreme gives a negative d: here max = +8 so d = -1 and q = min(15, trunc(8.5 - x)).
 TEST(BlockQuantTest, Q4_0NegativeScale) {
   std::vector<float> x(32, 0.0f);
@@ -177,11 +207,11 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
     std::vector<float> x(1024);
     for (float& v : x) v = nd(rng) * 0.05f;
     if (outlier) x[300] = 40.0f;
-    for (DType t : {DType::kQ8_0, DType::kQ4_0}) {
+    for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0}) {
       const std::vector<float> y = Dequantize(t, Quantize(t, x), x.size());
-      const double levels = t == DType::kQ8_0 ? 127.0 : 8.0;
-      // Q8_0: half a step plus the f16 rounding of d; Q4_0: a full step (the extreme opposite to
-      // the signed max clamps from +8 to +7 steps).
+      const double levels = t == DType::kQ8_0 ? 127.0 : t == DType::kQ4_0 ? 8.0 : 16.0;
+      // Q8_0: half a step plus the f16 rounding of d; Q4_0 / Q5_0: a full step (the extreme
+      // opposite to the signed max clamps from +8 to +7 steps, or +16 to +15).
       const double frac = t == DType::kQ8_0 ? 0.57 : 1.01;
       for (size_t b = 0; b < x.size(); b += 32) {
         const double step = MaxAbs(x, b, 32) / levels;
@@ -216,7 +246,7 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
 TEST(BlockQuantTest, TensorToF32Dequantises) {
   std::vector<float> x(512);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 17) - 8) * 0.25f;
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K}) {
     Tensor q = Tensor::Zeros(t, {2, 256}).value();
     const std::vector<uint8_t> b = Quantize(t, x);
     ASSERT_EQ(q.nbytes(), b.size());
@@ -230,8 +260,8 @@ TEST(BlockQuantTest, TensorToF32Dequantises) {
   }
 }
 
-// The load-only types (Q5_0 ... IQ4_NL): sizes, and one hand-built block each whose values are
-// worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
+// Q5_0's size, and the load-only types (Q5_1 ... IQ4_NL): sizes, and one hand-built block each whose values
+// are worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
 // implementation: tests/core/dequant_reference.py.)
 TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
   struct Fact {
@@ -240,16 +270,17 @@ TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
     size_t bytes;
   };
   for (const Fact& f :
-       {Fact{DType::kQ5_0, 32, 2 + 4 + 16}, Fact{DType::kQ5_1, 32, 2 + 2 + 4 + 16},
-        Fact{DType::kQ5_K, 256, 2 + 2 + 12 + 32 + 128}, Fact{DType::kQ3_K, 256, 32 + 64 + 12 + 2},
-        Fact{DType::kQ2_K, 256, 16 + 64 + 2 + 2}, Fact{DType::kIQ4_NL, 32, 2 + 16}}) {
+       {Fact{DType::kQ5_1, 32, 2 + 2 + 4 + 16}, Fact{DType::kQ5_K, 256, 2 + 2 + 12 + 32 + 128},
+        Fact{DType::kQ3_K, 256, 32 + 64 + 12 + 2}, Fact{DType::kQ2_K, 256, 16 + 64 + 2 + 2},
+        Fact{DType::kIQ4_NL, 32, 2 + 16}}) {
     EXPECT_TRUE(IsBlockDType(f.t)) << DTypeName(f.t);
     EXPECT_TRUE(IsLoadOnlyDType(f.t)) << DTypeName(f.t);
     EXPECT_EQ(DTypeBlockSize(f.t), f.block) << DTypeName(f.t);
     EXPECT_EQ(DTypeBlockBytes(f.t), f.bytes) << DTypeName(f.t);
   }
-  for (DType t : {DType::kF32, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K})
+  for (DType t : {DType::kF32, DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K})
     EXPECT_FALSE(IsLoadOnlyDType(t)) << DTypeName(t);
+  EXPECT_EQ(DTypeBlockBytes(DType::kQ5_0), 2u + 4u + 16u);
   EXPECT_EQ(DTypeRowBytes(DType::kQ5_0, 1408), 44u * 22u);  // V2-Lite's expert down rows
 }
 

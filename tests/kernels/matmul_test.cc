@@ -359,12 +359,12 @@ TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
   EXPECT_FALSE(PackedWeight::Pack(f, WeightFormat::kQ4_K).ok());  // 96 is not a multiple of 256
 }
 
-// The load-only block types (Q5_0 ... IQ4_NL) have no format of their own: "auto" resolves to
+// The load-only block types (Q5_1 ... IQ4_NL) have no format of their own: "auto" resolves to
 // q8_0, and packing one (any format, a column slice, a gate/up pair) equals packing its
 // dequantised f32 values: the rows are dequantised one at a time, then quantised.
 TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
   std::mt19937 rng(11);
-  for (DType t : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K, DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
+  for (DType t : {DType::kQ5_1, DType::kQ5_K, DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
     SCOPED_TRACE(DTypeName(t));
     const int64_t bs = DTypeBlockSize(t), n = 19, k = 2 * bs;
     EXPECT_EQ(FormatOfDType(t), std::nullopt);
@@ -401,8 +401,8 @@ TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
 // the same packed bytes.
 TEST(PackedWeight, RawRowGivesBackTheGgufBytes) {
   std::mt19937 rng(9);
-  for (WeightFormat f :
-       {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ4_K, WeightFormat::kQ6_K}) {
+  for (WeightFormat f : {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ5_0, WeightFormat::kQ4_K,
+                         WeightFormat::kQ6_K}) {
     SCOPED_TRACE(WeightFormatName(f));
     const DType t = Traits(f).storage;
     const int64_t n = 21, bs = DTypeBlockSize(t), k = 3 * bs;

@@ -17,7 +17,7 @@
 namespace moerun {
 namespace {
 
-constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K};
+constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K};
 
 std::vector<QuantDotIsa> SupportedIsas() {
   std::vector<QuantDotIsa> out;
@@ -431,6 +431,38 @@ TEST(QuantDotTest, Q6KLargestSumsGiveTheReferenceBits) {
       ExpectReferenceBits(t, w, a, 0, m1, 8, k / 32, 16);
       if (HasFatalFailure()) return;
     }
+  }
+}
+
+// Q5_0 at the edge of the AVX2 kernel's int16 bound (4 words of vpmaddubsw pair sums, 4 x 2 x 31 x
+// 127 < 2^15): every q = 31 (all bits set) or 0 (every fifth bit clear), activations +-127, row 0
+// all +127; every ISA still gives the reference's bits.
+TEST(QuantDotTest, Q5_0LargestSumsGiveTheReferenceBits) {
+  const DType t = DType::kQ5_0;
+  const int64_t k = 256, rows = 9;
+  for (const uint8_t fill : {uint8_t{0xFF}, uint8_t{0x00}}) {
+    Weights w;
+    w.row_bytes = DTypeRowBytes(t, k);
+    w.bytes.assign(16 * w.row_bytes, fill);
+    for (size_t off = 0; off < w.bytes.size(); off += DTypeBlockBytes(t)) {
+      const uint16_t d = F32ToF16(0.01f);
+      std::memcpy(&w.bytes[off], &d, 2);
+    }
+    PackForTile(t, &w);
+    std::vector<float> x(static_cast<size_t>(rows * k));
+    std::mt19937 rng(fill);
+    for (size_t i = 0; i < x.size(); ++i)
+      x[i] = (i < static_cast<size_t>(k) || rng() % 4 != 0) ? 1.0f : -1.0f;
+    const Acts a = QuantizeActs(x, rows, k);
+    for (int64_t m1 = 1; m1 <= rows; ++m1) {
+      ExpectReferenceBits(t, w, a, 0, m1, 0, k / 32, 16);
+      if (HasFatalFailure()) return;
+    }
+    // And the values: q - 16 = 15 or -16 times d = 0.01 (f16), dotted with the row.
+    std::vector<float> out(16);
+    QuantDotTileRef(t, w.packed.data(), w.row_bytes, 16, a.view, 0, 1, 0, k / 32, out.data());
+    const double want = (fill == 0xFF ? 15.0 : -16.0) * F16ToF32(F32ToF16(0.01f)) * k;
+    EXPECT_NEAR(out[3], want, 1e-4 * std::fabs(want));
   }
 }
 
