@@ -37,6 +37,30 @@ inline void Store8(__m128i bytes8, bool is_signed, __m256 d, float* y) {
   _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
 }
 
+// A Q5_0 block's q - 16 as int8: elements 0..15 in *lo, 16..31 in *hi (the low / high nibbles of
+// qs with bit j of qh as bit 4: each qh byte spread over 8 bytes, tested bit by bit).
+inline void Q5_0Levels(const uint8_t* b, __m128i* lo, __m128i* hi) {
+  uint32_t qh;
+  std::memcpy(&qh, b + 2, 4);
+  const __m128i h = _mm_cvtsi32_si128(static_cast<int>(qh));
+  const __m128i bit = _mm_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  auto fifth = [&](int byte0) {  // 16 where bit j of qh bytes byte0, byte0 + 1 is set
+    const __m128i spread = _mm_shuffle_epi8(
+        h, _mm_setr_epi8(static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0),
+                         static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0),
+                         static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0 + 1),
+                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
+                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
+                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
+                         static_cast<char>(byte0 + 1)));
+    return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(spread, bit), bit), _mm_set1_epi8(16));
+  };
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 6));
+  const __m128i low4 = _mm_set1_epi8(0x0F), sixteen = _mm_set1_epi8(16);
+  *lo = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(x, low4), fifth(0)), sixteen);
+  *hi = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(x, 4), low4), fifth(2)), sixteen);
+}
+
 template <class V>
 void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
   const __m128i low4 = _mm_set1_epi8(0x0F);
@@ -84,8 +108,18 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
         }
       }
       return;
-    case DType::kQ5_0:  // rare for kv_b: the reference dequantiser (same values by definition)
-    case DType::kQ6_K:
+    case DType::kQ5_0:  // (q - 16) * d, as DequantizeQ5_0
+      for (int64_t i = 0; i < n; i += 32, b += 22, y += 32) {
+        const __m256 d = _mm256_set1_ps(V::Half(LoadU16(b)));
+        __m128i lo, hi;
+        Q5_0Levels(b, &lo, &hi);
+        Store8(lo, true, d, y);
+        Store8(_mm_srli_si128(lo, 8), true, d, y + 8);
+        Store8(hi, true, d, y + 16);
+        Store8(_mm_srli_si128(hi, 8), true, d, y + 24);
+      }
+      return;
+    case DType::kQ6_K:  // rare for kv_b: the reference dequantiser (same values by definition)
       DequantizeRow(t, b, y, n);
       return;
     default:
@@ -194,19 +228,24 @@ float DotRowF32(const float* wf_row, int64_t cols, const float* x) {
   return V::Reduce(V::Add(acc0, acc1));
 }
 
-// One Q8_0 / Q4_0 row dotted with one vector, dequantising in registers: the same values and the
-// same order as DotRowF32 on the dequantised row (vector j of the row into accumulator j % 2).
+// One Q8_0 / Q4_0 / Q5_0 row dotted with one vector, dequantising in registers: the same values and
+// the same order as DotRowF32 on the dequantised row (vector j of the row into accumulator j % 2).
 template <class V>
 float DotRowSimpleBlocks(DType t, const uint8_t* row, int64_t cols, const float* x) {
   constexpr int W = V::W;
   typename V::Vec acc[2] = {V::Zero(), V::Zero()};
   int j = 0;
   alignas(32) int8_t q[32];
-  const bool q8 = t == DType::kQ8_0;
-  const size_t bb = q8 ? 34 : 18;
+  const bool q8 = t == DType::kQ8_0, q5 = t == DType::kQ5_0;
+  const size_t bb = DTypeBlockBytes(t);
   for (int64_t c = 0; c < cols; c += 32, row += bb) {
     if (q8) {
       std::memcpy(q, row + 2, 32);
+    } else if (q5) {
+      __m128i lo, hi;
+      Q5_0Levels(row, &lo, &hi);
+      _mm_store_si128(reinterpret_cast<__m128i*>(q), lo);
+      _mm_store_si128(reinterpret_cast<__m128i*>(q + 16), hi);
     } else {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2));
       const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
@@ -290,7 +329,8 @@ void DotRowsBatch(const float* const (&wf)[RR], int64_t cols, int64_t i, const f
 
 template <class V>
 void RowsDotT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
-  if (batch.m == 1 && (w.dtype == DType::kQ8_0 || w.dtype == DType::kQ4_0)) {  // decode
+  if (batch.m == 1 &&
+      (w.dtype == DType::kQ8_0 || w.dtype == DType::kQ4_0 || w.dtype == DType::kQ5_0)) {  // decode
     for (int64_t i = 0; i < w.rows; ++i) {
       y[i] = DotRowSimpleBlocks<V>(
           w.dtype, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride, w.cols, x);
