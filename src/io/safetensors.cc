@@ -19,6 +19,7 @@
 #include "core/checked_math.h"
 #include "io/atomic_file.h"
 #include "io/json_checks.h"
+#include "io/ordered_object_builder.h"
 
 namespace moerun {
 
@@ -300,8 +301,8 @@ StatusOr<Tensor> SafetensorsFile::Get(std::string_view name) const {
 StatusOr<std::string> SerializeSafetensors(const std::vector<NamedTensor>& tensors,
                                            const std::map<std::string, std::string>& metadata) {
   // ordered_json keeps the header in data order, which is easier to read.
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header[std::string(kMetadataKey)] = metadata;
+  OrderedObjectBuilder header;
+  if (!metadata.empty()) header.Put(std::string(kMetadataKey), metadata);
   std::set<std::string_view> seen;
   std::vector<uint64_t> sizes;
   sizes.reserve(tensors.size());
@@ -321,13 +322,13 @@ StatusOr<std::string> SerializeSafetensors(const std::vector<NamedTensor>& tenso
     entry["dtype"] = std::string(DTypeName(t.dtype()));
     entry["shape"] = t.shape();
     entry["data_offsets"] = nlohmann::ordered_json::array({offset, end});
-    header[name] = std::move(entry);
+    header.Put(name, std::move(entry));
     sizes.push_back(nbytes);
     offset = end;
   }
   std::string text;
   try {
-    text = header.dump();
+    text = std::move(header).Take().dump();
   } catch (const nlohmann::json::exception& ex) {  // invalid UTF-8 in a name or metadata
     return InvalidArgument("cannot encode safetensors header: {}", ex.what());
   }

@@ -23,6 +23,7 @@
 #include "core/dtype.h"
 #include "core/status.h"
 #include "io/gguf.h"
+#include "io/ordered_object_builder.h"
 #include "io/tensor_source.h"
 #include "model/gguf_model.h"
 #include "model/model_config.h"
@@ -32,26 +33,7 @@ namespace moerun::gguf_internal {
 using Json = nlohmann::json;
 using OJson = nlohmann::ordered_json;
 
-// An ordered JSON object built key by key in O(1) per key: ordered_json's operator[] searches the
-// keys linearly, quadratic over a 100k-token vocabulary (seconds at every model load). A repeated
-// key keeps its first position and takes the new value, as operator[] would.
-class OrderedObjectBuilder {
- public:
-  void Put(const std::string& key, OJson value) {
-    auto& entries = static_cast<OJson::object_t::Container&>(object_.get_ref<OJson::object_t&>());
-    const auto [it, fresh] = index_.emplace(key, entries.size());
-    if (fresh) {
-      entries.emplace_back(key, std::move(value));
-    } else {
-      entries[it->second].second = std::move(value);
-    }
-  }
-  OJson Take() && { return std::move(object_); }
-
- private:
-  OJson object_ = OJson::object();
-  std::unordered_map<std::string, size_t> index_;  // key -> position in object_
-};
+using moerun::OrderedObjectBuilder;  // io/ordered_object_builder.h
 
 inline bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
