@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GGUF compatibility with the real llama.cpp (npm node-llama-cpp, prebuilt; installed on demand):
 #  1. moerun-written GGUFs (quantize from tiny random DeepSeek-V2 checkpoints: lite, V2 with q-LoRA
-#     and group-limited routing, V3 with noaux_tc; f32, q8_0 and q4_0) load in llama.cpp, and its
+#     and group-limited routing, V3 with noaux_tc; f32, q8_0, q5_0 and q4_0) load in llama.cpp, and its
 #     greedy tokens for fixed prompts equal moerun's on the same file;
 #  2. GGUFs written by an independent stdlib writer (make_tiny_gguf.py, both MLA layouts, with and
 #     without q-LoRA) that llama.cpp accepts load in moerun with the same greedy tokens;
@@ -30,10 +30,10 @@ c = json.load(open(sys.argv[1])); c.update(topk_method="greedy", n_group=1, topk
 json.dump(c, open(sys.argv[1], "w"), indent=2)
 PY
   fi
-  for type in f32 q8_0 q4_0; do
+  for type in f32 q8_0 q5_0 q4_0; do
     if "$MOERUN" quantize -m "$hf" -o "$WORK/$variant-$type.gguf" --type "$type" 2>"$WORK/err"; then
       check=8
-      [[ $type == q8_0 ]] && check=2
+      [[ $type == q8_0 || $type == q5_0 ]] && check=2
       [[ $type == q4_0 ]] && check=1
       compare "$WORK/$variant-$type.gguf" "moerun-written $variant $type" "$check"
     else
