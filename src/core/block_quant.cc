@@ -50,8 +50,9 @@ void QuantizeQ8_0(const float* x, uint8_t* y) {
   }
 }
 
-// ---- Q4_0: [f16 d][16 bytes], byte j = q[j] | q[j + 16] << 4, x = d * (q - 8).
-void QuantizeQ4_0(const float* x, uint8_t* y) {
+// The element of x[0, 32) with the largest |x|, with its sign (the first one on ties): Q4_0's and
+// Q5_0's scale comes from it.
+float SignedAbsMax32(const float* x) {
   float amax = 0.0f, max = 0.0f;
   for (int j = 0; j < 32; ++j) {
     if (amax < std::fabs(x[j])) {
@@ -59,7 +60,12 @@ void QuantizeQ4_0(const float* x, uint8_t* y) {
       max = x[j];
     }
   }
-  const float d = max / -8;
+  return max;
+}
+
+// ---- Q4_0: [f16 d][16 bytes], byte j = q[j] | q[j + 16] << 4, x = d * (q - 8).
+void QuantizeQ4_0(const float* x, uint8_t* y) {
+  const float d = SignedAbsMax32(x) / -8;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   StoreF16(y, d);
   for (int j = 0; j < 16; ++j) {
@@ -75,14 +81,7 @@ void QuantizeQ4_0(const float* x, uint8_t* y) {
 // ---- Q5_0: [f16 d][qh u32 LE][16 bytes]; element j (< 16): low nibble of byte j and bit j of qh,
 // element j + 16: high nibble and bit j + 16; x = d * (q - 16). Q4_0's algorithm with 5 bits.
 void QuantizeQ5_0(const float* x, uint8_t* y) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < 32; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  const float d = max / -16;
+  const float d = SignedAbsMax32(x) / -16;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   StoreF16(y, d);
   uint32_t qh = 0;

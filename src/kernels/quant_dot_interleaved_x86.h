@@ -81,39 +81,16 @@ inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
   return _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16));
 }
 
-template <int R>
-void ColumnsQ5_0(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                 float* out) {
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const uint8_t* c = w + static_cast<size_t>(kb) * kQ5ColumnBytes;
-    for (size_t off = 0; off < kQ5ColumnBytes; off += 64) Prefetch(c + kPrefetchAhead + off);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    const __m512i qh = _mm512_loadu_si512(c + kQ5QhWord);
-    __m512i u[8];
-    for (int g = 0; g < 4; ++g) {
-      const __m512i x = _mm512_loadu_si512(c + kQ5QsWords + 64 * g);
-      u[g] = Q5Word512(_mm512_and_si512(x, _mm512_set1_epi8(0x0F)), qh, g);
-      u[4 + g] = Q5Word512(_mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F)), qh, 4 + g);
-    }
-    for (int r = 0; r < R; ++r) {
-      __m512i I = _mm512_set1_epi32(-16 * a.sum[(m + r) * a.ldb + kb]);
-      for (int g = 0; g < 8; ++g)
-        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
-      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
-    }
-  }
-  const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
-  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
-}
-
-template <int R, bool kQ8>
+// Q8_0 / Q4_0 / Q5_0 (one f16 scale per block): u[g] = the unsigned bytes of elements 4g..4g+3 of
+// the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0: the nibbles with their fifth bits), and
+// I = vpdpbusd sums from -offset x A (128, 8 or 16).
+template <int R, DType kT>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
-  constexpr size_t kCB = kQ8 ? 544 : 288;
-  constexpr int32_t kOffset = kQ8 ? 128 : 8;
+  constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kT == DType::kQ5_0;
+  constexpr size_t kCB = kQ8 ? 544 : kQ5 ? kQ5ColumnBytes : 288;
+  constexpr size_t kWords = kQ5 ? kQ5QsWords : 32;  // the first word after the f16 scales and qh
+  constexpr int32_t kOffset = kQ8 ? 128 : kQ5 ? 16 : 8;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t kb = kb0; kb < kb1; ++kb) {
@@ -121,13 +98,18 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
     for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     __m512i u[8];
+    const __m512i qh = kQ5 ? _mm512_loadu_si512(c + kQ5QhWord) : _mm512_setzero_si512();
     for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-      const __m512i x = _mm512_loadu_si512(c + 32 + 64 * g);
+      const __m512i x = _mm512_loadu_si512(c + kWords + 64 * g);
       if constexpr (kQ8) {
         u[g] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));  // w + 128
       } else {
         u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
         u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
+        if constexpr (kQ5) {
+          u[g] = Q5Word512(u[g], qh, g);
+          u[4 + g] = Q5Word512(u[4 + g], qh, 4 + g);
+        }
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -404,9 +386,10 @@ inline void Q4BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int6
   }
 }
 
-template <int R, bool kQ8>
+template <int R, DType kT>  // Q8_0 or Q4_0 (Q5_0: ColumnsQ5_0)
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
+  constexpr bool kQ8 = kT == DType::kQ8_0;
   constexpr size_t kCB = kQ8 ? 544 : 288;
   TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
@@ -629,10 +612,10 @@ inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t
     ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
   } else if constexpr (kT == DType::kQ6_K) {
     ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
-  } else if constexpr (kT == DType::kQ5_0) {
+  } else if constexpr (kT == DType::kQ5_0 && !MOERUN_QUANT_DOT_VNNI) {
     ColumnsQ5_0<R>(w, a, m, kb0, kb1, n_rows, out);
   } else {
-    ColumnsInterleaved<R, kT == DType::kQ8_0>(w, a, m, kb0, kb1, n_rows, out);
+    ColumnsInterleaved<R, kT>(w, a, m, kb0, kb1, n_rows, out);
   }
 }
 

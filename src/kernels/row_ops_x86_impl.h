@@ -44,15 +44,9 @@ inline void Q5_0Levels(const uint8_t* b, __m128i* lo, __m128i* hi) {
   std::memcpy(&qh, b + 2, 4);
   const __m128i h = _mm_cvtsi32_si128(static_cast<int>(qh));
   const __m128i bit = _mm_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
-  auto fifth = [&](int byte0) {  // 16 where bit j of qh bytes byte0, byte0 + 1 is set
-    const __m128i spread = _mm_shuffle_epi8(
-        h, _mm_setr_epi8(static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0),
-                         static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0),
-                         static_cast<char>(byte0), static_cast<char>(byte0), static_cast<char>(byte0 + 1),
-                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
-                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
-                         static_cast<char>(byte0 + 1), static_cast<char>(byte0 + 1),
-                         static_cast<char>(byte0 + 1)));
+  auto fifth = [&](int64_t byte0) {                 // 16 where bit j of qh bytes byte0, byte0 + 1 is set
+    constexpr int64_t kEvery = 0x0101010101010101;  // bytes 0..7 <- byte0, bytes 8..15 <- byte0 + 1
+    const __m128i spread = _mm_shuffle_epi8(h, _mm_set_epi64x(kEvery * (byte0 + 1), kEvery * byte0));
     return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(spread, bit), bit), _mm_set1_epi8(16));
   };
   const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 6));
