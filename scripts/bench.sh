@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of moerun and llama.cpp (the npm node-llama-cpp prebuilt, installed on
 # demand by scripts/install_llama_cpp_peer.sh) on the SAME GGUF files: DeepSeek-V2-Lite shapes with
-# random weights, written by `moerun make-model` (no download). For each format the two engines
+# random weights, written by `moerun make-model` (no download; a file left by an earlier make-model
+# whose tensor types differ from what it writes now is rewritten). For each format the two engines
 # run alternately, one repetition at a time, same thread count, so host noise hits both alike.
 # Writes BENCHMARKS.md (CPU model and flags, date, commit, mean ± sd, ratios, the machine's read
 # bound and each engine's fraction of it: every timed tg run of either engine is bracketed by
@@ -63,9 +64,26 @@ mkdir -p "$MODELS"
 RESULTS=$(mktemp -d)
 trap 'rm -rf "$RESULTS"' EXIT
 
+# "name type" of a GGUF file's layer-1 tensors (an MoE layer: every kind of matrix the model has).
+layer1_types() {
+  "$MOERUN" inspect -m "$1" 2>/dev/null |
+    awk -F'|' '$2 ~ /^ blk\.1\./ { gsub(/ /, "", $2); gsub(/ /, "", $3); print $2, $3 }'
+}
+
 IFS=',' read -r -a types <<<"$TYPES"
 for type in "${types[@]}"; do
   gguf="$MODELS/v2-lite-${LAYERS}l-$type.gguf"
+  if [[ -f $gguf ]]; then
+    # A file written under older type rules (e.g. before q4_k's rows of 1408 fell back to Q5_0)
+    # is rewritten: the layer-1 types of a 2-layer model made now must match.
+    plan="$RESULTS/plan-$type.gguf"
+    if "$MOERUN" make-model --preset deepseek-v2-lite --layers 2 --type "$type" -o "$plan" >/dev/null 2>&1 &&
+      [[ $(layer1_types "$plan") != "$(layer1_types "$gguf")" ]]; then
+      echo "bench.sh: $gguf holds other tensor types than make-model writes now: rewriting it" >&2
+      rm -f "$gguf"
+    fi
+    rm -f "$plan"
+  fi
   if [[ ! -f $gguf ]]; then
     echo "bench.sh: writing $gguf" >&2
     "$MOERUN" make-model --preset deepseek-v2-lite --layers "$LAYERS" --type "$type" -o "$gguf" >&2
