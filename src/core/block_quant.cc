@@ -397,12 +397,7 @@ void DequantizeQ5_0(const uint8_t* b, float* y) {
   const float d = LoadF16(b);
   uint32_t qh;
   std::memcpy(&qh, b + 2, 4);
-  for (int j = 0; j < 16; ++j) {
-    const int q0 = (b[6 + j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
-    const int q1 = (b[6 + j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
-    y[j] = static_cast<float>(q0 - 16) * d;
-    y[j + 16] = static_cast<float>(q1 - 16) * d;
-  }
+  for (int e = 0; e < 32; ++e) y[e] = static_cast<float>(Q5Level(qh, b + 6, e) - 16) * d;
 }
 
 // Q5_1: [f16 d][f16 m][qh u32][16 B nibbles], the Q5_0 bit placement; x = d * q + m.
@@ -411,12 +406,7 @@ void DequantizeQ5_1(const uint8_t* b, float* y) {
   const float m = LoadF16(b + 2);
   uint32_t qh;
   std::memcpy(&qh, b + 4, 4);
-  for (int j = 0; j < 16; ++j) {
-    const int q0 = (b[8 + j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
-    const int q1 = (b[8 + j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
-    y[j] = static_cast<float>(q0) * d + m;
-    y[j + 16] = static_cast<float>(q1) * d + m;
-  }
+  for (int e = 0; e < 32; ++e) y[e] = static_cast<float>(Q5Level(qh, b + 8, e)) * d + m;
 }
 
 // Q5_K: [f16 d][f16 dmin][12 B Q4_K scales/mins][qh 32 B][qs 128 B]. Sub-block s (32 elements):

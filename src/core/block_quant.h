@@ -22,6 +22,14 @@ void QuantizeRow(DType t, const float* x, int64_t n, void* dst);
 // Dequantises n elements of type t from src into y[0, n). REQUIRES: IsBlockDType(t).
 void DequantizeRow(DType t, const void* src, float* y, int64_t n);
 
+// Q5_0 / Q5_1: the 5-bit level (0..31) of element e (< 32) of a block, from its `qh` word (bit e:
+// the fifth bit) and its 16 nibble bytes `qs` (element e < 16 in the low nibble of qs[e], e >= 16
+// in the high nibble of qs[e - 16]; docs/formats.md).
+inline int Q5Level(uint32_t qh, const uint8_t* qs, int e) {
+  const int nibble = e < 16 ? (qs[e] & 0x0F) : (qs[e - 16] >> 4);
+  return nibble | static_cast<int>(((qh >> e) & 1u) << 4);
+}
+
 // Q4_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed scale bytes of a block
 // (ggml's get_scale_min_k4; docs/formats.md).
 inline void Q4KScaleMin(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {

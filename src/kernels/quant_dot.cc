@@ -51,13 +51,8 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
         const uint8_t* b = row + kb * 22;
         uint32_t qh;
         std::memcpy(&qh, b + 2, 4);
-        int32_t I = 0;
-        for (int e = 0; e < 16; ++e) {
-          const int q0 = (b[6 + e] & 0xF) | static_cast<int>(((qh >> e) & 1u) << 4);
-          const int q1 = (b[6 + e] >> 4) | static_cast<int>(((qh >> (e + 16)) & 1u) << 4);
-          I += q0 * a[e] + q1 * a[16 + e];
-        }
-        I -= 16 * A;
+        int32_t I = -16 * A;
+        for (int e = 0; e < 32; ++e) I += Q5Level(qh, b + 6, e) * a[e];
         acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
         break;
       }

@@ -354,62 +354,24 @@ inline void BlockRows256(const uint8_t* c, const Q8Activations& a, int64_t m, in
   }
 }
 
-// Sum over the 8 words u[g] (unsigned nibbles, <= 15) times activation group g of block kb of row m,
-// exact in int32 lanes: the vpmaddubsw pair sums stay int16 over the 8 words (8 x 2 x 15 x 127 <
-// 2^15), widened once.
+// Sum over the 8 words u[g] (unsigned: nibbles <= 15, or Q5_0's 5-bit values <= 31) times
+// activation group g of block kb of row m, exact in int32 lanes: the vpmaddubsw pair sums stay
+// int16 over kChunk words (8 x 2 x 15 x 127, or 4 x 2 x 31 x 127, < 2^15), each chunk widened once.
+template <int kChunk = 8>
 inline __m256i NibbleDot256(const __m256i (&u)[8], const Q8Activations& a, int64_t m, int64_t kb) {
-  __m256i s16 = _mm256_maddubs_epi16(u[0], _mm256_set1_epi32(ActGroup(a, m, kb, 0)));
-  for (int g = 1; g < 8; ++g) {
-    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m, kb, g))));
+  __m256i I[8 / kChunk];
+  for (int c = 0; c < 8 / kChunk; ++c) {
+    __m256i s16 = _mm256_maddubs_epi16(u[c * kChunk], _mm256_set1_epi32(ActGroup(a, m, kb, c * kChunk)));
+    for (int g = c * kChunk + 1; g < (c + 1) * kChunk; ++g) {
+      s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m, kb, g))));
+    }
+    I[c] = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
   }
-  return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-}
-
-// Q4_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order: the 8
-// unpacked words first, then each row's 8 vpmaddubsw (faster than BlockRows256's group order for
-// Q4_0 at R = 8; Q8_0 is the other way round). The same exact I and f32 operations.
-template <int R>
-inline void Q4BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
-                           __m256 (&acc)[R]) {
-  const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-  __m256i u[8];
-  for (int g = 0; g < 4; ++g) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 + 64 * g + 32 * h));
-    u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
-    u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
+  if constexpr (kChunk == 8) {
+    return I[0];
+  } else {
+    return _mm256_add_epi32(I[0], I[1]);
   }
-  for (int r = 0; r < R; ++r) {
-    const __m256i I =
-        _mm256_add_epi32(NibbleDot256(u, a, m + r, kb), _mm256_set1_epi32(-8 * a.sum[(m + r) * a.ldb + kb]));
-    const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-    acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
-  }
-}
-
-template <int R, DType kT>  // Q8_0 or Q4_0 (Q5_0: ColumnsQ5_0)
-void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                        int n_rows, float* out) {
-  constexpr bool kQ8 = kT == DType::kQ8_0;
-  constexpr size_t kCB = kQ8 ? 544 : 288;
-  TwoHalves256<R, (R <= kOnePassMaxR)>(
-      kb0, kb1, n_rows, out,
-      [&](int64_t kb, __m256(&acc)[2][R]) {
-        BlockRows256<R, kQ8, 0, 2>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
-      },
-      [&](int h, int64_t kb, __m256(&acc)[2][R]) {
-        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-        if constexpr (!kQ8) {
-          Q4BlockHalf256<R>(c, h, a, m, kb, acc[h]);
-        } else if (h == 0) {
-          BlockRows256<R, kQ8, 0, 1>(c, a, m, kb, acc);
-        } else {
-          BlockRows256<R, kQ8, 1, 2>(c, a, m, kb, acc);
-        }
-      },
-      [&](int64_t kb) {
-        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
-      });
 }
 
 // Q5_0, AVX2: group g's 5-bit values of rows 8h .. 8h + 7 (u8 lanes), from their nibbles and qh.
@@ -422,44 +384,59 @@ inline __m256i Q5Word256(__m256i nib, __m256i qh, int g) {
   return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
 }
 
-// Q5_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r] (two-pass order, every R). The
-// vpmaddubsw pair sums of 4 words stay within int16 (4 x 2 x 31 x 127 < 2^15), so each half of
-// the block is widened once.
-template <int R>
-inline void Q5BlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
-                           __m256 (&acc)[R]) {
+// Q4_0 / Q5_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order: the 8
+// unpacked words first (Q5_0: with their fifth bits), then each row's 8 vpmaddubsw (faster than
+// BlockRows256's group order for Q4_0 at R = 8; Q8_0 is the other way round); I from -8 A or
+// -16 A. The same exact I and f32 operations as the reference.
+template <int R, DType kT>
+inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
+                               __m256 (&acc)[R]) {
+  constexpr bool kQ5 = kT == DType::kQ5_0;
+  constexpr size_t kWords = kQ5 ? kQ5QsWords : 32;  // the first qs word
+  constexpr int32_t kOffset = kQ5 ? 16 : 8;
   const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QhWord + 32 * h));
   __m256i u[8];
   for (int g = 0; g < 4; ++g) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QsWords + 64 * g + 32 * h));
-    u[g] = Q5Word256(_mm256_and_si256(x, _mm256_set1_epi8(0x0F)), qh, g);
-    u[4 + g] = Q5Word256(_mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F)), qh, 4 + g);
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kWords + 64 * g + 32 * h));
+    u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
+    u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
   }
-  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (kQ5) {
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QhWord + 32 * h));
+    for (int g = 0; g < 8; ++g) u[g] = Q5Word256(u[g], qh, g);
+  }
   for (int r = 0; r < R; ++r) {
-    auto mb = [&](int g) { return _mm256_maddubs_epi16(u[g], _mm256_set1_epi32(ActGroup(a, m + r, kb, g))); };
-    const __m256i lo = _mm256_add_epi16(_mm256_add_epi16(mb(0), mb(1)), _mm256_add_epi16(mb(2), mb(3)));
-    const __m256i hi = _mm256_add_epi16(_mm256_add_epi16(mb(4), mb(5)), _mm256_add_epi16(mb(6), mb(7)));
-    const __m256i I =
-        _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones)),
-                         _mm256_set1_epi32(-16 * a.sum[(m + r) * a.ldb + kb]));
+    const __m256i I = _mm256_add_epi32(NibbleDot256 < kQ5 ? 4 : 8 > (u, a, m + r, kb),
+                                       _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
     const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
     acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
   }
 }
 
-template <int R>
-void ColumnsQ5_0(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                 float* out) {
-  TwoHalves256<R, false>(
-      kb0, kb1, n_rows, out, [](int64_t, __m256(&)[2][R]) {},
+// Q8_0 / Q4_0 / Q5_0. Q5_0 always takes two passes (its fifth bits are unpacked per half).
+template <int R, DType kT>
+void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                        int n_rows, float* out) {
+  constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kT == DType::kQ5_0;
+  constexpr size_t kCB = kQ8 ? 544 : kQ5 ? kQ5ColumnBytes : 288;
+  TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
+      kb0, kb1, n_rows, out,
+      [&](int64_t kb, __m256(&acc)[2][R]) {
+        if constexpr (!kQ5) BlockRows256<R, kQ8, 0, 2>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
+      },
       [&](int h, int64_t kb, __m256(&acc)[2][R]) {
-        Q5BlockHalf256<R>(w + static_cast<size_t>(kb) * kQ5ColumnBytes, h, a, m, kb, acc[h]);
+        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+        if constexpr (!kQ8) {
+          NibbleBlockHalf256<R, kT>(c, h, a, m, kb, acc[h]);
+        } else if (h == 0) {
+          BlockRows256<R, kQ8, 0, 1>(c, a, m, kb, acc);
+        } else {
+          BlockRows256<R, kQ8, 1, 2>(c, a, m, kb, acc);
+        }
       },
       [&](int64_t kb) {
-        const uint8_t* c = w + static_cast<size_t>(kb) * kQ5ColumnBytes;
-        for (size_t off = 0; off < kQ5ColumnBytes; off += 64) Prefetch(c + kPrefetchAhead + off);
+        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
       });
 }
 
@@ -612,8 +589,6 @@ inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t
     ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
   } else if constexpr (kT == DType::kQ6_K) {
     ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
-  } else if constexpr (kT == DType::kQ5_0 && !MOERUN_QUANT_DOT_VNNI) {
-    ColumnsQ5_0<R>(w, a, m, kb0, kb1, n_rows, out);
   } else {
     ColumnsInterleaved<R, kT>(w, a, m, kb0, kb1, n_rows, out);
   }
