@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   // "best": the fastest batch of 16 calls (robust to a shared machine taking the core away).
   std::printf("%-5s %-11s %5s %10s %10s %10s %10s %10s\n", "fmt", "isa", "rows", "GB/s cold", "best cold",
               "GB/s hot", "best hot", "GOP/s best");
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K}) {
+  for (DType t :
+       {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
     if (!fmt_filter.empty() && fmt_filter != DTypeName(t)) continue;
     const size_t row_bytes = DTypeRowBytes(t, kK), tile_bytes = row_bytes * kRows;
     // Cold set: 256 MB worth of tiles (>> L3); quantise one tile and copy it around.

@@ -98,6 +98,30 @@ void QuantizeQ5_0(const float* x, uint8_t* y) {
   std::memcpy(y + 2, &qh, 4);
 }
 
+// ---- Q5_1: [f16 d][f16 m][qh u32 LE][16 bytes], Q5_0's bit placement; x = d * q + m with
+// m = the block's minimum and d = (max - min) / 31 (ggml's quantize_row_q5_1_ref).
+void QuantizeQ5_1(const float* x, uint8_t* y) {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+  const float d = (max - min) / 31;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  StoreF16(y, d);
+  StoreF16(y + 2, min);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    // Truncation of (x - min) / d + 0.5 (in [0.5, 31.5) here, so no clamp).
+    const auto q0 = static_cast<uint32_t>((x[j] - min) * id + 0.5f);
+    const auto q1 = static_cast<uint32_t>((x[16 + j] - min) * id + 0.5f);
+    y[8 + j] = static_cast<uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+    qh |= ((q0 & 0x10u) >> 4) << j;
+    qh |= ((q1 & 0x10u) >> 4) << (j + 16);
+  }
+  std::memcpy(y + 4, &qh, 4);
+}
+
 // Weighted asymmetric fit of n values to L in [0, nmax] with x ~ scale * L - the_min, searching
 // nstep + 1 candidate scales around nmax / (max - min) (ggml's make_qkx2_quants, use_mad false).
 float MakeQkx2Quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
@@ -223,9 +247,11 @@ float MakeQxQuants(int n, int nmax, const float* x, int8_t* L) {
   return scale;
 }
 
-// ---- Q4_K: [f16 d][f16 dmin][12 B scales/mins][128 B nibbles].
-void QuantizeQ4_K(const float* x, uint8_t* y) {
-  uint8_t L[kQK];
+// Q4_K and Q5_K share their fit (ggml's quantize_row_q4_K_ref / q5_K_ref): per 32-element
+// sub-block a weighted asymmetric fit of the levels to [0, nmax], the 6-bit scales and mins packed
+// into y[4, 16) with d and dmin at y[0, 4), then every level re-rounded against the stored scales
+// into L[0, 256).
+void FitKQuantLevels(const float* x, int nmax, float rmin, int nstep, uint8_t* y, uint8_t* L) {
   uint8_t Laux[32];
   float weights[32];
   float mins[8];
@@ -237,7 +263,7 @@ void QuantizeQ4_K(const float* x, uint8_t* y) {
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = MakeQkx2Quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
+    scales[j] = MakeQkx2Quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -272,12 +298,37 @@ void QuantizeQ4_K(const float* x, uint8_t* y) {
     const float dm = dmin_all * m;
     for (int ii = 0; ii < 32; ++ii) {
       const int l = NearestInt((x[32 * j + ii] + dm) / d);
-      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(15, l)));
+      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, l)));
     }
   }
+}
+
+// ---- Q4_K: [f16 d][f16 dmin][12 B scales/mins][128 B nibbles]; byte group g (32 bytes) holds
+// sub-block 2g in its low nibbles and 2g + 1 in its high nibbles.
+void QuantizeQ4_K(const float* x, uint8_t* y) {
+  uint8_t L[kQK];
+  FitKQuantLevels(x, 15, -1.f, 20, y, L);
   uint8_t* q = y + 16;
   for (int j = 0; j < kQK; j += 64) {
     for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    q += 32;
+  }
+}
+
+// ---- Q5_K: [f16 d][f16 dmin][12 B scales/mins][qh 32 B][qs 128 B]: Q4_K's nibbles, and the fifth
+// bit of element l of sub-block s in bit s of qh[l].
+void QuantizeQ5_K(const float* x, uint8_t* y) {
+  uint8_t L[kQK];
+  FitKQuantLevels(x, 31, -0.5f, 15, y, L);
+  uint8_t* qh = y + 16;
+  uint8_t* q = y + 48;
+  std::memset(qh, 0, 32);
+  for (int s = 0; s < 8; s += 2) {
+    for (int l = 0; l < 32; ++l) {
+      const int lo = L[32 * s + l], hi = L[32 * s + 32 + l];
+      qh[l] = static_cast<uint8_t>(qh[l] | ((lo >> 4) << s) | ((hi >> 4) << (s + 1)));
+      q[l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+    }
     q += 32;
   }
 }
@@ -516,8 +567,14 @@ void QuantizeRow(DType t, const float* x, int64_t n, void* dst) {
       case DType::kQ5_0:
         QuantizeQ5_0(xb, yb);
         break;
+      case DType::kQ5_1:
+        QuantizeQ5_1(xb, yb);
+        break;
       case DType::kQ4_K:
         QuantizeQ4_K(xb, yb);
+        break;
+      case DType::kQ5_K:
+        QuantizeQ5_K(xb, yb);
         break;
       case DType::kQ6_K:
         QuantizeQ6_K(xb, yb);

@@ -32,9 +32,19 @@ size_t DTypeSize(DType t) {
 
 bool IsBlockDType(DType t) { return DTypeBlockSize(t) > 1; }
 
-bool IsLoadOnlyDType(DType t) {
-  return t == DType::kQ5_1 || t == DType::kQ5_K || t == DType::kQ3_K || t == DType::kQ2_K ||
-         t == DType::kIQ4_NL;
+bool IsLoadOnlyDType(DType t) { return t == DType::kQ3_K || t == DType::kQ2_K || t == DType::kIQ4_NL; }
+
+DType KQuantRowFallback(DType t) {
+  switch (t) {
+    case DType::kQ4_K:
+      return DType::kQ5_0;
+    case DType::kQ5_K:
+      return DType::kQ5_1;
+    case DType::kQ6_K:
+      return DType::kQ8_0;
+    default:
+      return t;
+  }
 }
 
 int64_t DTypeBlockSize(DType t) {

@@ -1,10 +1,10 @@
 // Element types and scalar conversions between f32, bf16, f16 and FP8 (e4m3fn).
 //
 // Dense types store one element per DTypeSize() bytes. Block types (llama.cpp's GGUF formats
-// Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; layouts in docs/formats.md) store DTypeBlockSize() elements of a
-// row in DTypeBlockBytes() bytes; a row's length must be a multiple of the block size. Their
-// reference quantise/dequantise code is core/block_quant.h. The load-only block types (Q5_1, Q5_K,
-// Q3_K, Q2_K, IQ4_NL: what llama.cpp's quantiser mixes into K-quant files) can only be
+// Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; layouts in docs/formats.md) store DTypeBlockSize()
+// elements of a row in DTypeBlockBytes() bytes; a row's length must be a multiple of the block
+// size. Their reference quantise/dequantise code is core/block_quant.h. The load-only block types
+// (Q3_K, Q2_K, IQ4_NL: what llama.cpp's quantiser mixes into low-bit K-quant files) can only be
 // dequantised: no quantiser, no kernels; loaders convert them to a packed format.
 //
 // Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are
@@ -45,9 +45,9 @@ enum class DType : uint8_t {
   kQ4_K,  // 256 elements: f16 d, dmin, 12 bytes of 6-bit scales/mins, 128 B = 144 bytes
   kQ6_K,  // 256 elements: 128 B low 4 bits, 64 B high 2 bits, 16 int8 scales, f16 d = 210 bytes
   kQ5_0,  // 32 elements: f16 d, 4 B 5th bits, 16 B nibbles (offset 16)    = 22 bytes
+  kQ5_1,  // 32 elements: f16 d, f16 m, 4 B 5th bits, 16 B nibbles          = 24 bytes
+  kQ5_K,  // 256: f16 d, dmin, 12 B 6-bit scales/mins, 32 B 5th bits, 128 B = 176 bytes
   // Load-only block types (IsLoadOnlyDType; layouts in docs/formats.md):
-  kQ5_1,    // 32 elements: f16 d, f16 m, 4 B 5th bits, 16 B nibbles          = 24 bytes
-  kQ5_K,    // 256: f16 d, dmin, 12 B 6-bit scales/mins, 32 B 5th bits, 128 B = 176 bytes
   kQ3_K,    // 256: 32 B 3rd bits, 64 B 2-bit quants, 12 B 6-bit scales, f16 d = 110 bytes
   kQ2_K,    // 256: 16 B 4-bit scale|min, 64 B 2-bit quants, f16 d, dmin      = 84 bytes
   kIQ4_NL,  // 32 elements: f16 d, 16 B nibbles indexing a fixed 16-value table = 18 bytes
@@ -56,8 +56,11 @@ enum class DType : uint8_t {
 // Bytes per element of a dense type, e.g. 2 for kBF16. REQUIRES: !IsBlockDType(t).
 size_t DTypeSize(DType t);
 bool IsBlockDType(DType t);
-// The load-only block types (Q5_1 ... IQ4_NL above): IsBlockDType, dequantised only.
+// The load-only block types (Q3_K, Q2_K, IQ4_NL above): IsBlockDType, dequantised only.
 bool IsLoadOnlyDType(DType t);
+// The 32-element block type llama.cpp's quantiser writes when a row does not fit K type t's
+// 256-element super-blocks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; t itself for other types.
+DType KQuantRowFallback(DType t);
 // Elements per block: 1 for dense types, 32 for Q8_0/Q4_0/Q5_0/Q5_1/IQ4_NL, 256 for the K types.
 int64_t DTypeBlockSize(DType t);
 // Bytes per block: DTypeSize for dense types, the byte counts above for block types.

@@ -18,7 +18,7 @@
 // such a tensor is Unimplemented naming the tensor and the type.
 //
 // Tensors come back as moerun Tensors: shape = the reversed ggml dims (row-major, last dim =
-// ne[0]); block types (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, and the load-only Q5_1, Q5_K, Q3_K, Q2_K,
+// ne[0]); block types (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, and the load-only Q3_K, Q2_K,
 // IQ4_NL that loaders convert) as the core block DTypes; views of the mapping.
 //
 // Thread safety: a GgufFile is immutable after Open; all const methods are thread-safe. A
@@ -195,7 +195,7 @@ class GgufFile : public TensorSource, public std::enable_shared_from_this<GgufFi
   StatusOr<std::vector<int64_t>> GetIntArray(std::string_view key) const;
 
   // The load-only block types (core/dtype.h) the tensors use and how many of each, in ggml type
-  // id order, e.g. "Q5_0 x 26, Q5_K x 52"; "" when every tensor is of a native type.
+  // id order, e.g. "Q3_K x 26, IQ4_NL x 52"; "" when every tensor is of a native type.
   std::string LoadOnlyTypesSummary() const;
 
   // TensorSource, under the GGUF names. Get: a read-only view of the mapping (copied if the data

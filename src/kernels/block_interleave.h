@@ -1,5 +1,5 @@
-// Interleaved 16-row layout of the GGUF block formats (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) for the
-// matmul kernels.
+// Interleaved 16-row layout of the GGUF block formats (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)
+// for the matmul kernels.
 //
 // A GGUF row is a run of blocks (docs/formats.md). At one token, a kernel that walks one row at a
 // time spends most of its instructions on the per-block scales (a 2-byte value every 18 or 34
@@ -9,7 +9,9 @@
 //   Q4_0 (18 bytes):  H = 1 (d at 0),          W = 4  (16 nibble bytes qs, from byte 2)
 //   Q8_0 (34 bytes):  H = 1 (d at 0),          W = 8  (32 int8 qs, from byte 2)
 //   Q5_0 (22 bytes):  H = 1 (d at 0),          W = 5  (word 0: qh, the 32 fifth bits; 1-4: qs)
+//   Q5_1 (24 bytes):  H = 2 (d, m at 0, 2),    W = 5  (as Q5_0)
 //   Q4_K (144 bytes): H = 2 (d, dmin at 0, 2), W = 35 (3 words of packed 6-bit scales/mins, 32 of qs)
+//   Q5_K (176 bytes): H = 2 (d, dmin at 0, 2), W = 43 (3 scale words, 8 qh words, 32 qs words)
 //   Q6_K (210 bytes): H = 1 (d at 208),        W = 52 (words 0-3: the 16 int8 scales, bytes 192..207;
 //                     words 4-35: ql, bytes 0..127; words 36-51: qh, bytes 128..191)
 // and block column kb of the 16 rows (16 x block_bytes bytes, the same as in GGUF) is
@@ -19,9 +21,11 @@
 // with the 4 activation bytes of that word broadcast (vpdpbusd) gives each row's partial sum in
 // its own 32-bit lane, with no horizontal sums. Which elements a word holds:
 //   Q4_0 word g: elements 4g..4g+3 in its low nibbles and 16+4g.. in its high nibbles;
-//   Q5_0 word 1 + g: the same nibbles; word 0: each row's qh, bit e the fifth bit of element e
-//     (so elements 4G..4G+3, G < 8, have theirs in bits 4G..4G+3: nibble G % 2 of byte G / 2);
+//   Q5_0 / Q5_1 word 1 + g: the same nibbles; word 0: each row's qh, bit e the fifth bit of element
+//     e (so elements 4G..4G+3, G < 8, have theirs in bits 4G..4G+3: nibble G % 2 of byte G / 2);
 //   Q4_K qs word 8t + g: for sub-blocks 2t and 2t+1, elements 4g..4g+3 in its low and high nibbles;
+//   Q5_K the same qs words (from word 11), and qh word 3 + g: bit s of its byte e the fifth bit of
+//     element 4g + e of sub-block s;
 //   Q6_K (super-block halves h = 0, 1 of 128 elements, 32-element blocks i = 4h + g, p = 0..7):
 //     ql word 16h + 8(g & 1) + p: the low 4 bits of elements 32i + 4p .. +3, in its low nibbles
 //     for g < 2 and its high nibbles for g >= 2; qh word 8h + p: their high 2 bits, bits 2g, 2g+1
@@ -41,14 +45,13 @@ namespace moerun {
 
 inline constexpr int kInterleaveRows = 16;
 
-// Whether `t` is stored interleaved when packed (every block format: Q8_0, Q4_0, Q5_0, Q4_K, Q6_K).
-constexpr bool IsInterleavedBlockType(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ5_0 || t == DType::kQ4_K ||
-         t == DType::kQ6_K;
-}
+// Whether `t` is stored interleaved when packed (every block format but the load-only ones).
+inline bool IsInterleavedBlockType(DType t) { return IsBlockDType(t) && !IsLoadOnlyDType(t); }
 
-// H: the f16 fields of a block (d; d and dmin for Q4_K).
-constexpr int InterleavedHalfFields(DType t) { return t == DType::kQ4_K ? 2 : 1; }
+// H: the f16 fields of a block (d; d and m for Q5_1; d and dmin for Q4_K and Q5_K).
+constexpr int InterleavedHalfFields(DType t) {
+  return t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ5_K ? 2 : 1;
+}
 
 // Byte offset in the GGUF block of f16 field f (< H).
 constexpr size_t InterleavedFieldOffset(DType t, int f) {

@@ -22,7 +22,7 @@ constexpr MatmulTaskFn kAvx2Q = MatmulTaskQuant<QuantDotTileAvx2, internal::SwiG
 constexpr MatmulTaskFn kVnniQ = MatmulTaskQuant<QuantDotTileAvx512Vnni, internal::SwiGluRowAvx512>;
 
 // clang-format off
-constexpr std::array<MatmulKernel, 25> kKernels = {{
+constexpr std::array<MatmulKernel, 31> kKernels = {{
     // name               isa           weights    acts              cpu         inv   min prio task
     {"ref-f32",           "ref",        WF::kF32,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
     {"ref-f16",           "ref",        WF::kF16,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
@@ -30,7 +30,9 @@ constexpr std::array<MatmulKernel, 25> kKernels = {{
     {"ref-q8_0",          "ref",        WF::kQ8_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
     {"ref-q4_0",          "ref",        WF::kQ4_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
     {"ref-q5_0",          "ref",        WF::kQ5_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"ref-q5_1",          "ref",        WF::kQ5_1, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
     {"ref-q4_k",          "ref",        WF::kQ4_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
+    {"ref-q5_k",          "ref",        WF::kQ5_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
     {"ref-q6_k",          "ref",        WF::kQ6_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
     {"avx2-f32",          "avx2",       WF::kF32,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
     {"avx2-f16",          "avx2",       WF::kF16,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
@@ -38,7 +40,9 @@ constexpr std::array<MatmulKernel, 25> kKernels = {{
     {"avx2-q8_0",         "avx2",       WF::kQ8_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
     {"avx2-q4_0",         "avx2",       WF::kQ4_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
     {"avx2-q5_0",         "avx2",       WF::kQ5_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx2-q5_1",         "avx2",       WF::kQ5_1, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
     {"avx2-q4_k",         "avx2",       WF::kQ4_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
+    {"avx2-q5_k",         "avx2",       WF::kQ5_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
     {"avx2-q6_k",         "avx2",       WF::kQ6_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
     {"avx512-f32",        "avx512",     WF::kF32,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
     {"avx512-f16",        "avx512",     WF::kF16,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
@@ -48,7 +52,9 @@ constexpr std::array<MatmulKernel, 25> kKernels = {{
     {"avx512vnni-q8_0",   "avx512vnni", WF::kQ8_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
     {"avx512vnni-q4_0",   "avx512vnni", WF::kQ4_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
     {"avx512vnni-q5_0",   "avx512vnni", WF::kQ5_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+    {"avx512vnni-q5_1",   "avx512vnni", WF::kQ5_1, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
     {"avx512vnni-q4_k",   "avx512vnni", WF::kQ4_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+    {"avx512vnni-q5_k",   "avx512vnni", WF::kQ5_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
     {"avx512vnni-q6_k",   "avx512vnni", WF::kQ6_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
 }};
 // clang-format on

@@ -56,13 +56,29 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
         acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
         break;
       }
-      case DType::kQ4_K: {
-        const uint8_t* b = row + (kb / 8) * 144;
+      case DType::kQ5_1: {
+        const uint8_t* b = row + kb * 24;
+        uint32_t qh;
+        std::memcpy(&qh, b + 4, 4);
+        int32_t I = 0;
+        for (int e = 0; e < 32; ++e) I += Q5Level(qh, b + 8, e) * a[e];
+        const float inner =
+            std::fma(LoadF16(b), static_cast<float>(I), LoadF16(b + 2) * static_cast<float>(A));
+        acc = std::fma(da, inner, acc);
+        break;
+      }
+      case DType::kQ4_K:
+      case DType::kQ5_K: {
+        const bool q5 = format == DType::kQ5_K;
+        const uint8_t* b = row + (kb / 8) * (q5 ? 176 : 144);
         const int s = static_cast<int>(kb % 8);
-        const uint8_t* qs = b + 16 + 32 * (s / 2);
+        const uint8_t* qs = b + (q5 ? 48 : 16) + 32 * (s / 2);
         const int shift = (s & 1) * 4;
         int32_t I = 0;
-        for (int e = 0; e < 32; ++e) I += ((qs[e] >> shift) & 0xF) * a[e];
+        for (int e = 0; e < 32; ++e) {
+          const int fifth = q5 ? ((b[16 + e] >> s) & 1) << 4 : 0;  // Q5_K: bit s of qh[e]
+          I += (((qs[e] >> shift) & 0xF) | fifth) * a[e];
+        }
         uint8_t sc, m;
         Q4KScaleMin(s, b + 4, &sc, &m);
         const float ws = LoadF16(b) * static_cast<float>(sc);

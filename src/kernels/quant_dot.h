@@ -1,5 +1,5 @@
-// Integer dot-product tiles between GGUF block-quantised weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K;
-// layouts in docs/formats.md) and activations quantised to int8 per 32-element block.
+// Integer dot-product tiles between GGUF block-quantised weights (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K,
+// Q5_K, Q6_K; layouts in docs/formats.md) and activations quantised to int8 per 32-element block.
 //
 // Arithmetic. For each (activation row m, weight row j) and 32-element block kb the integer part I
 // is exact in int32, then enters f32 with the block's scales (da = activation block scale, A = its
@@ -7,14 +7,17 @@
 //   Q8_0: I = sum w*a;                              term = dw * da * I
 //   Q4_0: I = sum q*a - 8*A  (= sum (q - 8) a);     term = dw * da * I
 //   Q5_0: I = sum q*a - 16*A (5-bit q);             term = dw * da * I
+//   Q5_1: I = sum q*a (5-bit q);                    term = dw * da * I + m * da * A
 //   Q4_K: I = sum q*a over sub-block s = kb % 8;    term = d*sc_s * da * I - dmin*m_s * da * A
+//   Q5_K: as Q4_K with 5-bit q
 //   Q6_K: I = sc_2i * sum_{16} (q-32) a + sc_2i+1 * sum_{16} (q-32) a  (i = kb % 8);
 //                                                   term = d * da * I
 // and the output is the f32 sum of the terms over kb in [kb0, kb1). The reference sums them in
-// block order with one fma each. All five formats come interleaved (kernels/block_interleave.h):
-// the x86 paths give each weight row its own vector lane, form I exactly in int32 (or, for Q6_K's
-// two scaled halves, in f32 where every step is exact: |I| < 2^24), and then do the reference's
-// f32 operations per (row, block) in block order, so every ISA returns the reference's bits,
+// block order: one fma, or for the formats with a min (Q5_1, Q4_K, Q5_K) the weight's part first
+// (inner = fma(d, I, +-min * A)) and then acc = fma(da, inner, acc). All seven formats come interleaved
+// (kernels/block_interleave.h): the x86 paths give each weight row its own vector lane, form I exactly in
+// int32 (or, for Q6_K's two scaled halves, in f32 where every step is exact: |I| < 2^24), and then do the
+// reference's f32 operations per (row, block) in block order, so every ISA returns the reference's bits,
 // whatever the tile shape. The value for (m, j) depends only on the weight row, the activation row
 // and [kb0, kb1), never on m0, m1 or n_rows (batch invariance).
 //
@@ -48,11 +51,11 @@ void QuantizeActivationRowAvx512Vnni(const float* x, int64_t k, int8_t* q, float
 // The tile function: for m in [m0, m1) and j in [0, n_rows) (n_rows <= 16):
 //   out[(m - m0) * 16 + j] = sum over 32-element blocks kb in [kb0, kb1) of
 //        dot(weight row j restricted to block kb, activation row m restricted to block kb)
-// where `w` is one packed 16-row block of a PackedWeight in `format` (one of the 5 block types):
+// where `w` is one packed 16-row block of a PackedWeight in `format` (one of the 7 block types):
 // the interleaved columns of all 16 rows (block_interleave.h; w_row_bytes unused, rows j >= n_rows
 // are computed but not stored). kb indexes 32-element blocks from the start of the row (for
-// Q4_K/Q6_K, kb0 and kb1 are multiples of 8). Computed as the header comment above says. Q8_0 weights may be
-// any int8 (including -128).
+// the K types, kb0 and kb1 are multiples of 8). Computed as the header comment above says. Q8_0 weights may
+// be any int8 (including -128).
 using QuantDotTileFn = void (*)(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
                                 const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
                                 float* out);

@@ -1,6 +1,6 @@
-// Interleaved Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K tile kernels (kernels/block_interleave.h), used by
-// quant_dot_x86_impl.h and compiled once per ISA (MOERUN_QUANT_DOT_VNNI 0: AVX2, 1: AVX-512 VNNI
-// on zmm); internal linkage, include only from the quant_dot ISA translation units.
+// Interleaved Q8_0 / Q4_0 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K tile kernels (kernels/block_interleave.h), used
+// by quant_dot_x86_impl.h and compiled once per ISA (MOERUN_QUANT_DOT_VNNI 0: AVX2, 1: AVX-512 VNNI on zmm);
+// internal linkage, include only from the quant_dot ISA translation units.
 //
 // Each 64-byte word of the 16 rows meets the 4 activation bytes of its elements broadcast, so every
 // lane accumulates its own row's exact int32 block sum; then the scalar reference's f32 operations
@@ -67,7 +67,37 @@ inline int32_t ActLowHalfSum(const Q8Activations& a, int64_t m, int64_t kb) {
 // G % 4 (low for G < 4, high for G >= 4) with qh bits 4G..4G+3 (nibble G % 2 of qh byte G / 2) as
 // bit 4 of each byte: byte b of each lane takes qh byte G / 2 of its lane (vpshufb) and tests bit
 // 4 (G % 2) + b. Then I = sum q a - 16 A exact in int32, and the reference's f32 operations.
-constexpr size_t kQ5ColumnBytes = 352, kQ5QhWord = 32, kQ5QsWords = 96;
+// Q5_1 columns (384 bytes) add the 16 rows' f16 m after d: [d][m][qh word][4 qs words].
+//
+// The interleaved column of a 32-element format (block_interleave.h): byte offsets of its qh word
+// (0: none) and first qs word, the offset folded into I (I starts from -offset x A), and whether
+// the block has a min (Q5_1: inner = fma(d, I, m * A), m's f16 at byte 32; acc = fma(da, inner, acc)).
+struct Block32Layout {
+  size_t column_bytes, qh, qs;
+  int32_t offset;
+  bool has_min;
+};
+constexpr Block32Layout Block32LayoutOf(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+      return {544, 0, 32, 128, false};
+    case DType::kQ4_0:
+      return {288, 0, 32, 8, false};
+    case DType::kQ5_0:
+      return {352, 32, 96, 16, false};
+    default:  // Q5_1
+      return {384, 64, 128, 0, true};
+  }
+}
+
+// The interleaved column of Q4_K / Q5_K: its bytes and the offsets of the first qh word (0: none)
+// and qs word, after d, dmin (2 x 32 B) and the 3 scale words.
+struct KLayout {
+  size_t column_bytes, qh, qs;
+};
+constexpr KLayout KLayoutOf(DType t) {
+  return t == DType::kQ5_K ? KLayout{2816, 256, 768} : KLayout{2304, 0, 256};
+}
 // vpshufb indices (per 128-bit lane of 4 rows) and the per-byte bit masks for group G.
 constexpr int32_t Q5ShuffleIndex(int lane, int g) { return (4 * lane + g / 2) * 0x01010101; }
 constexpr int32_t Q5BitMask(int g) { return static_cast<int32_t>(0x08040201u << (4 * (g % 2))); }
@@ -81,52 +111,59 @@ inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
   return _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16));
 }
 
-// Q8_0 / Q4_0 / Q5_0 (one f16 scale per block): u[g] = the unsigned bytes of elements 4g..4g+3 of
-// the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0: the nibbles with their fifth bits), and
-// I = vpdpbusd sums from -offset x A (128, 8 or 16).
+// Q8_0 / Q4_0 / Q5_0 / Q5_1 (one f16 scale per block, and Q5_1's min): u[g] = the unsigned bytes
+// of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
+// with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
 template <int R, DType kT>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
-  constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kT == DType::kQ5_0;
-  constexpr size_t kCB = kQ8 ? 544 : kQ5 ? kQ5ColumnBytes : 288;
-  constexpr size_t kWords = kQ5 ? kQ5QsWords : 32;  // the first word after the f16 scales and qh
-  constexpr int32_t kOffset = kQ8 ? 128 : kQ5 ? 16 : 8;
+  constexpr Block32Layout kL = Block32LayoutOf(kT);
+  constexpr bool kQ8 = kT == DType::kQ8_0;
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-    for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
+    const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
+    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + kPrefetchAhead + off);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     __m512i u[8];
-    const __m512i qh = kQ5 ? _mm512_loadu_si512(c + kQ5QhWord) : _mm512_setzero_si512();
+    const __m512i qh = kL.qh ? _mm512_loadu_si512(c + kL.qh) : _mm512_setzero_si512();
     for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
-      const __m512i x = _mm512_loadu_si512(c + kWords + 64 * g);
+      const __m512i x = _mm512_loadu_si512(c + kL.qs + 64 * g);
       if constexpr (kQ8) {
         u[g] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));  // w + 128
       } else {
         u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
         u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
-        if constexpr (kQ5) {
+        if constexpr (kL.qh != 0) {
           u[g] = Q5Word512(u[g], qh, g);
           u[4 + g] = Q5Word512(u[4 + g], qh, 4 + g);
         }
       }
     }
     for (int r = 0; r < R; ++r) {
-      __m512i I = _mm512_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]);
+      const int32_t A = a.sum[(m + r) * a.ldb + kb];
+      __m512i I = _mm512_set1_epi32(-kL.offset * A);
       for (int g = 0; g < 8; ++g)
         I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-      const __m512 s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]));
-      acc[r] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(I), acc[r]);
+      const __m512 da = _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]);
+      if constexpr (kL.has_min) {
+        const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
+        const __m512 inner = _mm512_fmadd_ps(dw, _mm512_cvtepi32_ps(I),
+                                             _mm512_mul_ps(mw, _mm512_set1_ps(static_cast<float>(A))));
+        acc[r] = _mm512_fmadd_ps(da, inner, acc[r]);
+      } else {
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(I), acc[r]);
+      }
     }
   }
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
 }
 
-// Q4_K interleaved (2304-byte columns: d, dmin, 3 scale words, 32 qs words; block_interleave.h).
-// Lane j: row j's 6-bit scale and min of sub-block s, the exact int32 sum I of the sub-block, then
-// the reference's ops: inner = fma(d*sc, I, -(dmin*m * A)); acc = fma(da, inner, acc).
+// Q4_K / Q5_K interleaved (2304 / 2816-byte columns: d, dmin, 3 scale words, Q5_K's 8 qh words,
+// 32 qs words; block_interleave.h). Lane j: row j's 6-bit scale and min of sub-block s, the exact
+// int32 sum I of the sub-block, then the reference's ops: inner = fma(d*sc, I, -(dmin*m * A));
+// acc = fma(da, inner, acc).
 struct Q4KScales512 {
   __m512i sc_lo, sc_hi, m_lo, m_hi;  // bytes s (s < 4) / s - 4 of each lane: 6-bit values
   explicit Q4KScales512(const uint8_t* c) {
@@ -148,20 +185,21 @@ struct Q4KScales512 {
   __m512 Min(int s) const { return s < 4 ? Byte(m_lo, s) : Byte(m_hi, s - 4); }
 };
 
-template <int R>
-void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                float* out) {
+template <int R, DType kT>
+void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+              float* out) {
+  constexpr KLayout kL = KLayoutOf(kT);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
-    const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
-    for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+    const uint8_t* c = w + static_cast<size_t>(sb) * kL.column_bytes;
+    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
     const Q4KScales512 scales(c);
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
       __m512i x[8];
-      for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + 256 + 64 * (8 * t + g));
+      for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + kL.qs + 64 * (8 * t + g));
       for (int half = 0; half < 2; ++half) {
         const int s = 2 * t + half;
         const int64_t kb = sb * 8 + s;
@@ -169,6 +207,11 @@ void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
         __m512i u[8];
         for (int g = 0; g < 8; ++g) {
           u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
+          if constexpr (kL.qh != 0) {  // Q5_K: + 16 where bit s of the qh byte is set
+            const __mmask64 high = _mm512_test_epi8_mask(_mm512_loadu_si512(c + kL.qh + 64 * g),
+                                                         _mm512_set1_epi8(static_cast<char>(1 << s)));
+            u[g] = _mm512_mask_add_epi8(u[g], high, u[g], _mm512_set1_epi8(16));
+          }
         }
         for (int r = 0; r < R; ++r) {
           __m512i I = _mm512_setzero_si512();
@@ -384,41 +427,49 @@ inline __m256i Q5Word256(__m256i nib, __m256i qh, int g) {
   return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
 }
 
-// Q4_0 / Q5_0 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order: the 8
-// unpacked words first (Q5_0: with their fifth bits), then each row's 8 vpmaddubsw (faster than
-// BlockRows256's group order for Q4_0 at R = 8; Q8_0 is the other way round); I from -8 A or
-// -16 A. The same exact I and f32 operations as the reference.
+// Q4_0 / Q5_0 / Q5_1 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order:
+// the 8 unpacked words first (Q5: with their fifth bits), then each row's 8 vpmaddubsw (faster
+// than BlockRows256's group order for Q4_0 at R = 8; Q8_0 is the other way round); I from -8 A,
+// -16 A or 0. The same exact I and f32 operations as the reference.
 template <int R, DType kT>
 inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t kb,
                                __m256 (&acc)[R]) {
-  constexpr bool kQ5 = kT == DType::kQ5_0;
-  constexpr size_t kWords = kQ5 ? kQ5QsWords : 32;  // the first qs word
-  constexpr int32_t kOffset = kQ5 ? 16 : 8;
+  constexpr Block32Layout kL = Block32LayoutOf(kT);
   const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
   __m256i u[8];
   for (int g = 0; g < 4; ++g) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kWords + 64 * g + 32 * h));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kL.qs + 64 * g + 32 * h));
     u[g] = _mm256_and_si256(x, _mm256_set1_epi8(0x0F));
     u[4 + g] = _mm256_and_si256(_mm256_srli_epi16(x, 4), _mm256_set1_epi8(0x0F));
   }
-  if constexpr (kQ5) {
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kQ5QhWord + 32 * h));
+  if constexpr (kL.qh != 0) {
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kL.qh + 32 * h));
     for (int g = 0; g < 8; ++g) u[g] = Q5Word256(u[g], qh, g);
   }
   for (int r = 0; r < R; ++r) {
-    const __m256i I = _mm256_add_epi32(NibbleDot256 < kQ5 ? 4 : 8 > (u, a, m + r, kb),
-                                       _mm256_set1_epi32(-kOffset * a.sum[(m + r) * a.ldb + kb]));
-    const __m256 s = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]));
-    acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(I), acc[r]);
+    const int32_t A = a.sum[(m + r) * a.ldb + kb];
+    const __m256i I = _mm256_add_epi32(NibbleDot256 < kL.qh != 0 ? 4 : 8 > (u, a, m + r, kb),
+                                       _mm256_set1_epi32(-kL.offset * A));
+    const __m256 da = _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]);
+    if constexpr (kL.has_min) {
+      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+      const __m256 inner = _mm256_fmadd_ps(dw, _mm256_cvtepi32_ps(I),
+                                           _mm256_mul_ps(mw, _mm256_set1_ps(static_cast<float>(A))));
+      acc[r] = _mm256_fmadd_ps(da, inner, acc[r]);
+    } else {
+      acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(I), acc[r]);
+    }
   }
 }
 
-// Q8_0 / Q4_0 / Q5_0. Q5_0 always takes two passes (its fifth bits are unpacked per half).
+// Q8_0 / Q4_0 / Q5_0 / Q5_1. The Q5 formats always take two passes (their fifth bits are unpacked
+// per half).
 template <int R, DType kT>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
-  constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kT == DType::kQ5_0;
-  constexpr size_t kCB = kQ8 ? 544 : kQ5 ? kQ5ColumnBytes : 288;
+  constexpr Block32Layout kL = Block32LayoutOf(kT);
+  constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kL.qh != 0;
+  constexpr size_t kCB = kL.column_bytes;
   TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
@@ -440,17 +491,18 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       });
 }
 
-// Q4_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the same lane
-// arithmetic as the AVX-512 body.
-template <int R>
-inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
-                                 __m256 (&acc)[R]) {
+// Q4_K / Q5_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the
+// same lane arithmetic as the AVX-512 body.
+template <int R, DType kT>
+inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
+                               __m256 (&acc)[R]) {
+  constexpr KLayout kL = KLayoutOf(kT);
   const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
   const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
-  auto word = [&](int wd) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * wd + 32 * h));
+  auto load = [&](size_t offset) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset + 32 * h));
   };
-  const __m256i u0 = word(0), u1 = word(1), u2 = word(2);
+  const __m256i u0 = load(64), u1 = load(128), u2 = load(192);
   const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
                 k3 = _mm256_set1_epi32(0x03030303);
   const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
@@ -468,11 +520,16 @@ inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a
     const __m256 wm = _mm256_mul_ps(dmin, s < 4 ? byte(m_lo, s) : byte(m_hi, s - 4));
     __m256i u[8];
     for (int g = 0; g < 8; ++g) {
-      const __m256i x = word(3 + 8 * t + g);
+      const __m256i x = load(kL.qs + 64 * (8 * t + g));
       u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
+      if constexpr (kL.qh != 0) {  // Q5_K: bit s of each qh byte moved to bit 4
+        const __m256i qh = load(kL.qh + 64 * g);
+        const __m256i fifth = s <= 4 ? _mm256_slli_epi16(qh, 4 - s) : _mm256_srli_epi16(qh, s - 4);
+        u[g] = _mm256_or_si256(u[g], _mm256_and_si256(fifth, _mm256_set1_epi8(0x10)));
+      }
     }
     for (int r = 0; r < R; ++r) {
-      const __m256i I = NibbleDot256(u, a, m + r, kb);
+      const __m256i I = NibbleDot256 < kL.qh != 0 ? 4 : 8 > (u, a, m + r, kb);
       const __m256 t_min = _mm256_mul_ps(wm, _mm256_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
       const __m256 inner = _mm256_fmsub_ps(ws, _mm256_cvtepi32_ps(I), t_min);
       acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
@@ -480,11 +537,12 @@ inline void SuperBlockQ4KHalf256(const uint8_t* c, int h, const Q8Activations& a
   }
 }
 
-template <int R>
-void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
-                float* out) {
+template <int R, DType kT>
+void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
+              float* out) {
+  constexpr size_t kCB = KLayoutOf(kT).column_bytes;
   auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
-    SuperBlockQ4KHalf256<R>(w + static_cast<size_t>(sb) * 2304, h, a, m, sb, acc[h]);
+    SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
   };
   TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0 / 8, kb1 / 8, n_rows, out,
@@ -494,8 +552,8 @@ void ColumnsQ4K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       },
       half,
       [&](int64_t sb) {
-        const uint8_t* c = w + static_cast<size_t>(sb) * 2304;
-        for (size_t off = 0; off < 2304; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+        const uint8_t* c = w + static_cast<size_t>(sb) * kCB;
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
       });
 }
 
@@ -585,8 +643,8 @@ constexpr int kInterleavedMaxR = 8;
 template <int R, DType kT>
 inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                     float* out) {
-  if constexpr (kT == DType::kQ4_K) {
-    ColumnsQ4K<R>(w, a, m, kb0, kb1, n_rows, out);
+  if constexpr (kT == DType::kQ4_K || kT == DType::kQ5_K) {
+    ColumnsK<R, kT>(w, a, m, kb0, kb1, n_rows, out);
   } else if constexpr (kT == DType::kQ6_K) {
     ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
   } else {

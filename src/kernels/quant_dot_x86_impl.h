@@ -3,9 +3,9 @@
 // (MOERUN_QUANT_DOT_VNNI 1: vpdpbusd on zmm). Include from exactly those two files: everything here
 // has internal linkage, so each gets its own copy compiled for its ISA.
 //
-// Every block format (Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K) is packed interleaved (kernels/block_interleave.h)
-// and runs the kernels of quant_dot_interleaved_x86.h: one 32-bit lane per weight row and the f32
-// operations of the scalar reference, so they give the reference's bits on every ISA.
+// Every block format (Q8_0 / Q4_0 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K) is packed interleaved
+// (kernels/block_interleave.h) and runs the kernels of quant_dot_interleaved_x86.h: one 32-bit lane per
+// weight row and the f32 operations of the scalar reference, so they give the reference's bits on every ISA.
 #pragma once
 
 // g++ 12 flags the _mm512_undefined_* temporaries inside its own intrinsic headers.
@@ -79,8 +79,12 @@ void QuantDotTileX86(DType format, const uint8_t* w, size_t /*w_row_bytes*/, int
       return TileInterleaved<DType::kQ4_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ5_0:
       return TileInterleaved<DType::kQ5_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+    case DType::kQ5_1:
+      return TileInterleaved<DType::kQ5_1>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ4_K:
       return TileInterleaved<DType::kQ4_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
+    case DType::kQ5_K:
+      return TileInterleaved<DType::kQ5_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ6_K:
       return TileInterleaved<DType::kQ6_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
     default:

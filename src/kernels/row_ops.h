@@ -1,6 +1,6 @@
 // Row ops on a matrix kept in its stored format (f32, f16, bf16 or a GGUF block format Q8_0 / Q4_0 /
-// Q5_0 / Q4_K / Q6_K, never re-quantised), with f32 activations. Used by MLA's absorbed attention on the
-// kv_b halves (model/deepseek_model.h), whose products are matrix-vector per head:
+// Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K, never re-quantised), with f32 activations. Used by MLA's absorbed
+// attention on the kv_b halves (model/deepseek_model.h), whose products are matrix-vector per head:
 //
 //   RowsAxpy: y[c] += sum_i x[i] * W[i][c]   (dequantise-and-axpy over rows; kv_b's K rows)
 //   RowsDot:  y[i]  = sum_c W[i][c] * x[c]   (dequantise-and-dot per row; kv_b's V rows, attn_k_b)
@@ -59,7 +59,7 @@ struct StoredRows {
   size_t nbytes() const { return bytes.size(); }
 };
 
-// True for the dtypes the row ops read: f32, f16, bf16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K.
+// True for the dtypes the row ops read: f32, f16, bf16 and every block format but the load-only ones.
 bool RowOpsSupport(DType t);
 
 // An empty [0, cols] matrix of `dtype`, to which rows are appended by AppendRow. InvalidArgument

@@ -37,11 +37,12 @@ inline void Store8(__m128i bytes8, bool is_signed, __m256 d, float* y) {
   _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
 }
 
-// A Q5_0 block's q - 16 as int8: elements 0..15 in *lo, 16..31 in *hi (the low / high nibbles of
-// qs with bit j of qh as bit 4: each qh byte spread over 8 bytes, tested bit by bit).
-inline void Q5_0Levels(const uint8_t* b, __m128i* lo, __m128i* hi) {
+// A Q5_0 / Q5_1 block's q - offset as int8 (its qh word at `qh`, 16 nibble bytes at `qs`):
+// elements 0..15 in *lo, 16..31 in *hi (the low / high nibbles of qs with bit j of qh as bit 4:
+// each qh byte spread over 8 bytes, tested bit by bit).
+inline void Q5Levels(const uint8_t* qh_bytes, const uint8_t* qs, int8_t offset, __m128i* lo, __m128i* hi) {
   uint32_t qh;
-  std::memcpy(&qh, b + 2, 4);
+  std::memcpy(&qh, qh_bytes, 4);
   const __m128i h = _mm_cvtsi32_si128(static_cast<int>(qh));
   const __m128i bit = _mm_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
   auto fifth = [&](int64_t byte0) {                 // 16 where bit j of qh bytes byte0, byte0 + 1 is set
@@ -49,10 +50,20 @@ inline void Q5_0Levels(const uint8_t* b, __m128i* lo, __m128i* hi) {
     const __m128i spread = _mm_shuffle_epi8(h, _mm_set_epi64x(kEvery * (byte0 + 1), kEvery * byte0));
     return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(spread, bit), bit), _mm_set1_epi8(16));
   };
-  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 6));
-  const __m128i low4 = _mm_set1_epi8(0x0F), sixteen = _mm_set1_epi8(16);
-  *lo = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(x, low4), fifth(0)), sixteen);
-  *hi = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(x, 4), low4), fifth(2)), sixteen);
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i low4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(offset);
+  *lo = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(x, low4), fifth(0)), off);
+  *hi = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(x, 4), low4), fifth(2)), off);
+}
+inline void Q5_0Levels(const uint8_t* b, __m128i* lo, __m128i* hi) { Q5Levels(b + 2, b + 6, 16, lo, hi); }
+
+// 8 unsigned bytes q times d, minus m (K formats) or plus m (Q5_1): two f32 roundings, as the
+// scalar formulas.
+inline void Store8MinusMin(__m128i bytes8, __m256 d, __m256 m, float* y) {
+  _mm256_storeu_ps(y, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes8))), m));
+}
+inline void Store8PlusMin(__m128i bytes8, __m256 d, __m256 m, float* y) {
+  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes8)), d), m));
 }
 
 template <class V>
@@ -84,24 +95,30 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
       }
       return;
     case DType::kQ4_K:
-      for (int64_t i = 0; i < n; i += 256, b += 144) {
+    case DType::kQ5_K: {  // d * sc * q - dmin * m, Q5_K's q with bit j of its qh bytes as bit 4
+      const bool q5 = t == DType::kQ5_K;
+      for (int64_t i = 0; i < n; i += 256, b += DTypeBlockBytes(t)) {
         const float d = V::Half(LoadU16(b)), dmin = V::Half(LoadU16(b + 2));
-        const uint8_t* q = b + 16;
+        const uint8_t* q = b + (q5 ? 48 : 16);
         for (int j = 0; j < 8; ++j, y += 32) {
           uint8_t sc, m;
           Q4KScaleMin(j, b + 4, &sc, &m);
           const __m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(dmin * m);
           for (int h = 0; h < 2; ++h) {
             const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 32 * (j / 2) + 16 * h));
-            const __m128i v = _mm_and_si128((j & 1) ? _mm_srli_epi16(x, 4) : x, low4);
-            for (int e = 0; e < 2; ++e) {
-              const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e ? _mm_srli_si128(v, 8) : v));
-              _mm256_storeu_ps(y + 16 * h + 8 * e, _mm256_sub_ps(_mm256_mul_ps(d1, f), m1));
+            __m128i v = _mm_and_si128((j & 1) ? _mm_srli_epi16(x, 4) : x, low4);
+            if (q5) {
+              const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 + 16 * h));
+              const __m128i fifth = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(j)), _mm_set1_epi8(1));
+              v = _mm_or_si128(v, _mm_slli_epi16(fifth, 4));
             }
+            Store8MinusMin(v, d1, m1, y + 16 * h);
+            Store8MinusMin(_mm_srli_si128(v, 8), d1, m1, y + 16 * h + 8);
           }
         }
       }
       return;
+    }
     case DType::kQ5_0:  // (q - 16) * d, as DequantizeQ5_0
       for (int64_t i = 0; i < n; i += 32, b += 22, y += 32) {
         const __m256 d = _mm256_set1_ps(V::Half(LoadU16(b)));
@@ -111,6 +128,17 @@ void DequantBlocks(DType t, const uint8_t* b, int64_t n, float* y) {
         Store8(_mm_srli_si128(lo, 8), true, d, y + 8);
         Store8(hi, true, d, y + 16);
         Store8(_mm_srli_si128(hi, 8), true, d, y + 24);
+      }
+      return;
+    case DType::kQ5_1:  // q * d + m, as DequantizeQ5_1
+      for (int64_t i = 0; i < n; i += 32, b += 24, y += 32) {
+        const __m256 d = _mm256_set1_ps(V::Half(LoadU16(b))), m = _mm256_set1_ps(V::Half(LoadU16(b + 2)));
+        __m128i lo, hi;
+        Q5Levels(b + 4, b + 8, 0, &lo, &hi);
+        Store8PlusMin(lo, d, m, y);
+        Store8PlusMin(_mm_srli_si128(lo, 8), d, m, y + 8);
+        Store8PlusMin(hi, d, m, y + 16);
+        Store8PlusMin(_mm_srli_si128(hi, 8), d, m, y + 24);
       }
       return;
     case DType::kQ6_K:  // rare for kv_b: the reference dequantiser (same values by definition)

@@ -53,10 +53,14 @@ uint32_t FileType(DType target) {
       return 2;  // MOSTLY_Q4_0
     case DType::kQ5_0:
       return 8;  // MOSTLY_Q5_0
+    case DType::kQ5_1:
+      return 9;  // MOSTLY_Q5_1
     case DType::kQ8_0:
       return 7;  // MOSTLY_Q8_0
     case DType::kQ4_K:
       return 14;  // MOSTLY_Q4_K_S
+    case DType::kQ5_K:
+      return 16;  // MOSTLY_Q5_K_S
     case DType::kQ6_K:
       return 18;  // MOSTLY_Q6_K
     case DType::kBF16:
@@ -69,8 +73,9 @@ uint32_t FileType(DType target) {
 Status CheckTargetType(DType target, const std::string& out_path) {
   if (target != DType::kF32 && target != DType::kF16 && target != DType::kBF16 &&
       (!IsBlockDType(target) || IsLoadOnlyDType(target))) {
-    return InvalidArgument("{}: target type {} is not one of F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K",
-                           out_path, DTypeName(target));
+    return InvalidArgument(
+        "{}: target type {} is not one of F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K", out_path,
+        DTypeName(target));
   }
   return Status::Ok();
 }
@@ -417,9 +422,8 @@ DType GgufTensorType(const std::string& name, const Shape& shape, DType target) 
 DType GgufMatrixType(DType target, int64_t cols) {
   DType t = target;
   if (IsBlockDType(t) && cols % DTypeBlockSize(t) != 0) {
-    // llama.cpp's fallback (llama-quant.cpp): Q4_K -> Q5_0, Q6_K -> Q8_0, then F16.
-    if (t == DType::kQ4_K) t = DType::kQ5_0;
-    if (t == DType::kQ6_K) t = DType::kQ8_0;
+    // llama.cpp's fallback (llama-quant.cpp): the K types' 32-element stand-in, then F16.
+    t = KQuantRowFallback(t);
     if (cols % DTypeBlockSize(t) != 0) t = DType::kF16;
   }
   return t;

@@ -55,12 +55,11 @@ using GgufDeepseek2 = GgufModel;
 StatusOr<GgufDeepseek2> OpenGgufDeepseek2(const std::string& path);
 
 // (d) Writes `hf` (HF names, e.g. a Checkpoint) as a llama.cpp deepseek2 GGUF at `out_path`,
-// atomically. `target` is the type of the 2-D+ weight matrices: kF32, kF16, kBF16, or (once
-// core/block_quant.h's QuantizeRow is built in) kQ8_0, kQ4_0, kQ4_K, kQ6_K. Kept in F32 as
-// llama.cpp does: 1-D tensors, norms, ffn_gate_inp (router), exp_probs_b. A matrix whose row
-// length is not a multiple of the target's block size falls back: Q4_K -> Q8_0 (llama.cpp:
-// Q5_0, which moerun lacks), Q6_K -> Q8_0 (as llama.cpp), then F16 if still not divisible (as
-// llama.cpp). tokenizer_config_json may be empty.
+// atomically. `target` is the type of the 2-D+ weight matrices: kF32, kF16, kBF16 or a native
+// block type (kQ8_0 ... kQ6_K). Kept in F32 as llama.cpp does: 1-D tensors, norms, ffn_gate_inp
+// (router), exp_probs_b. A matrix whose row length is not a multiple of the target's block size
+// falls back as llama.cpp (GgufMatrixType: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16).
+// tokenizer_config_json may be empty.
 using Deepseek2GgufOptions = GgufWriteOptions;
 Status WriteDeepseek2Gguf(const TensorSource& hf, const std::string& config_json,
                           const std::string& tokenizer_json, const std::string& tokenizer_config_json,

@@ -30,7 +30,7 @@ struct HfTokenizerText {
 };
 
 // What a writer needs besides the checkpoint. `target` is the type of the 2-D+ weight matrices:
-// kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K or kQ6_K (GgufTensorType gives the per-tensor rule).
+// kF32, kF16, kBF16 or a native block type (kQ8_0 ... kQ6_K) (GgufTensorType gives the per-tensor rule).
 struct GgufWriteOptions {
   DType target = DType::kF16;
   std::string name;  // general.name, written when not empty
@@ -61,13 +61,13 @@ Status WriteGgufModel(const TensorSource& hf, const std::string& config_json,
                       const GgufWriteOptions& options, const std::string& out_path);
 
 // The one stderr line a model load prints when `file` holds load-only block types (core/dtype.h),
-// e.g. "moerun: m.gguf: Q5_0 x 26, Q5_K x 52 tensors are not native here: dequantised at load
+// e.g. "moerun: m.gguf: Q3_K x 26, IQ4_NL x 52 tensors are not native here: dequantised at load
 // into q8_0" (the requested --weight-format's name instead of q8_0 when one is given); "" when
 // every tensor is of a native type.
 std::string GgufConversionWarning(const GgufFile& file, std::optional<WeightFormat> requested);
 
 // The type a matrix of rows of `cols` elements gets under `target`: target itself, or when its
-// blocks do not fit llama.cpp's fallback (Q4_K -> Q5_0, which moerun lacks: Q8_0; Q6_K -> Q8_0;
+// blocks do not fit llama.cpp's fallback (Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0;
 // then F16).
 DType GgufMatrixType(DType target, int64_t cols);
 

@@ -144,7 +144,7 @@ void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows*
   for (int64_t i = r0; i < r1; ++i) {
     if (w.block_scaled()) {
       w.ReadRow(i, 0, w.cols(), row.data());
-    } else {  // a load-only block dtype (Q5_0, Q5_K, ...): dequantised exactly
+    } else {  // a load-only block dtype (Q3_K, ...): dequantised exactly
       ConvertToF32(w.dtype(),
                    static_cast<const uint8_t*>(w.values().raw()) + static_cast<size_t>(i) * stored_row_bytes,
                    row.data(), row.size());

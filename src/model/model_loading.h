@@ -78,7 +78,7 @@ ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const
                             std::optional<WeightFormat> requested);
 
 // A matrix kept in a stored format for the row ops (MLA's kv_b): the weight's own dtype, or for an
-// FP8 weight or a load-only block dtype (Q5_0, Q5_K, ...) the storage of the format `requested`
+// FP8 weight or a load-only block dtype (Q3_K, Q2_K, IQ4_NL) the storage of the format `requested`
 // resolves to for `cols`-long rows (auto: bf16 for FP8, q8_0 for the block dtypes).
 StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
                                        int64_t cols);

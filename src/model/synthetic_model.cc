@@ -70,8 +70,19 @@ void FillRow(DType dtype, int64_t cols, float sd, Rng* rng, uint8_t* dst) {
         std::memcpy(b, &d, 2);
         break;
       }
-      case DType::kQ4_K: {  // d * sc * q - dmin * m, every sub-block sc = 32, m = 16 (mean 0)
-        const uint16_t d = F32ToF16(sd / (4.6f * 32.0f)), dmin = F32ToF16(sd * 7.5f / 16.0f / 4.6f);
+      case DType::kQ5_1: {  // d * q + m, q uniform in [0, 31]: sd ~ 9.2 d; m = -15.5 d (mean 0)
+        const float d = sd / 9.2f;
+        const uint16_t hd = F32ToF16(d), hm = F32ToF16(-15.5f * d);
+        std::memcpy(b, &hd, 2);
+        std::memcpy(b + 2, &hm, 2);
+        break;
+      }
+      case DType::kQ4_K:
+      case DType::kQ5_K: {  // d * sc * q - dmin * m, every sub-block sc = 32, m = 16 (mean 0)
+        // q uniform in [0, 15] (Q4_K: mean 7.5, sd 4.6) or [0, 31] (Q5_K: mean 15.5, sd 9.2).
+        const bool q5 = dtype == DType::kQ5_K;
+        const float mean = q5 ? 15.5f : 7.5f, spread = q5 ? 9.2f : 4.6f;
+        const uint16_t d = F32ToF16(sd / (spread * 32.0f)), dmin = F32ToF16(sd * mean / 16.0f / spread);
         std::memcpy(b, &d, 2);
         std::memcpy(b + 2, &dmin, 2);
         for (int j = 0; j < 4; ++j) {

@@ -7,6 +7,7 @@
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "kernels/weight_format.h"
 #include "model/arch.h"
 #include "model/gguf_model.h"
 #include "model/model_loading.h"
@@ -27,15 +28,9 @@ struct ConvertGgufArgs {
 };
 
 StatusOr<DType> ParseGgufType(const std::string& s) {
-  if (s == "f32") return DType::kF32;
-  if (s == "f16") return DType::kF16;
-  if (s == "bf16") return DType::kBF16;
-  if (s == "q8_0") return DType::kQ8_0;
-  if (s == "q4_0") return DType::kQ4_0;
-  if (s == "q5_0") return DType::kQ5_0;
-  if (s == "q4_k") return DType::kQ4_K;
-  if (s == "q6_k") return DType::kQ6_K;
-  return InvalidArgument("--type '{}' is not one of f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q6_k", s);
+  const std::optional<WeightFormat> f = ParseWeightFormat(s);
+  if (!f) return InvalidArgument("--type '{}' is not one of {}", s, WeightFormatChoices());
+  return Traits(*f).storage;
 }
 
 Status Run(const ConvertGgufArgs& a) {
@@ -141,8 +136,7 @@ void RegisterConvertGgufCommand(CLI::App& app, int* exit_code) {
                   "HF checkpoint directory (config.json, safetensors, tokenizer.json)")
       ->required();
   cmd->add_option("-o,--out", args->out, "Output .gguf file")->required();
-  cmd->add_option("--type", args->type,
-                  "Weight type: f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k (norms/router stay f32)");
+  cmd->add_option("--type", args->type, "Weight type: " + WeightFormatChoices() + " (norms/router stay f32)");
   cmd->add_flag("--check-tensors", args->check_tensors, "Scan every tensor for NaN/Inf before converting");
   cmd->add_option("--name", args->name, "general.name (default: the directory name)");
   cmd->add_option("--tokenizer", args->tokenizer_dir,

@@ -1,5 +1,5 @@
 // KernelFlags: the weight-format and kernel flags every runner takes (moe-layer, bench-moe and
-// every model command): --weight-format auto|f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k (--weight-dtype is
+// every model command): --weight-format auto or a WeightFormatChoices() name (--weight-dtype is
 // the old spelling), --precision auto|f32|bf16 and --kernel ISA|ROW (kernels/kernel_table.h).
 // Parsed and validated once, before any weight is read.
 #pragma once

@@ -19,7 +19,7 @@ namespace {
 struct MakeModelArgs {
   std::string preset = "deepseek-v2-lite";
   std::string out;            // FILE.gguf or a directory
-  std::string type = "bf16";  // f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k
+  std::string type = "bf16";  // a WeightFormat name: f32, q4_k, q5_k, ...
   int64_t layers = 27;        // layer 0 dense, the rest MoE
   uint64_t seed = 1;
   int threads = 0;

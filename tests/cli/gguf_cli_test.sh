@@ -47,9 +47,9 @@ out=$("$MOERUN" inspect -m "$WORK/v3.gguf" -t 1 2>/dev/null)
 if [[ $out == *"deepseek2.attention.key_length_mla | u32 | 24"* && $out == *"blk.1.ffn_gate_exps.weight | F32 | [64, 32, 16]"* &&
   $out == *"validation: OK"* ]]; then pass "inspect on a GGUF"; else fail "inspect on a GGUF: $out"; fi
 
-err=$("$MOERUN" convert-gguf -m "$WORK/v2" -o "$WORK/bad.gguf" --type q5_k 2>&1 >/dev/null)
+err=$("$MOERUN" convert-gguf -m "$WORK/v2" -o "$WORK/bad.gguf" --type q3_k 2>&1 >/dev/null)
 rc=$?
-if [[ $rc -ne 0 && $rc -lt 128 && $err == *"q5_k"* && ! -e $WORK/bad.gguf ]]; then pass "unknown --type refused ($err)"; else
+if [[ $rc -ne 0 && $rc -lt 128 && $err == *"q3_k"* && ! -e $WORK/bad.gguf ]]; then pass "unknown --type refused ($err)"; else
   fail "unknown --type: $err"; fi
 err=$("$MOERUN" generate -m "$WORK/missing.gguf" --tokens 1 -n 1 2>&1 >/dev/null)
 rc=$?

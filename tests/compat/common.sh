@@ -46,5 +46,31 @@ check_prompts() {
   done
 }
 
+# check_logits FILE LABEL TOL [moerun logits args...]: for every prompt, the logits of the first
+# generated position: moerun's value for each of llama.cpp's top 5 tokens within TOL of llama.cpp's,
+# and the same argmax whenever llama.cpp's top-1 lead exceeds 2 TOL (a closer call can go either
+# way between two engines that each round correctly: the tiny random models have near ties).
+check_logits() {
+  local file=$1 label=$2 tol=$3 p theirs msg
+  shift 3
+  for p in "${PROMPTS[@]}"; do
+    if ! theirs=$("$NODE" "$HERE/llama_greedy.mjs" "$file" --tokens "$p" -n 1 --threads 2 --kv-type f32 --logits \
+      2>"$WORK/err"); then
+      fail "$label [$p]: llama.cpp rejected the file: $(tail -2 "$WORK/err")"
+      continue
+    fi
+    if ! "$MOERUN" logits -m "$file" --tokens "$p" -o "$WORK/logits.safetensors" --precision f32 -t 2 "$@" \
+      2>"$WORK/moerun.err"; then
+      fail "$label [$p]: moerun logits: $(tail -2 "$WORK/moerun.err")"
+      continue
+    fi
+    if msg=$($PY "$HERE/compare_top_logits.py" "$WORK/logits.safetensors" "$theirs" "$tol"); then
+      pass "$label [$p] logits: $msg"
+    else
+      fail "$label [$p] logits: $msg"
+    fi
+  done
+}
+
 # compare FILE LABEL [N_CHECK]: both of the above (N_CHECK default 8).
 compare() { llama_greedy "$1" "$2" && check_prompts "$1" "$2" "${3:-8}"; }

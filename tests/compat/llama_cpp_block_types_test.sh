@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# The GGUF block types llama.cpp's quantiser mixes into K-quant files (Q5_0, native in moerun, and
-# the load-only Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL), with the real llama.cpp (npm node-llama-cpp,
+# The GGUF block types llama.cpp's quantiser mixes into K-quant files (Q5_0, Q5_1, Q5_K, native in
+# moerun, and the load-only Q3_K, Q2_K, IQ4_NL), with the real llama.cpp (npm node-llama-cpp,
 # installed on demand) as the outside check: make_tiny_gguf.py --block-types writes a tiny
 # DeepSeek-V2 (MLA, no q-LoRA) whose matrices are random valid blocks of those types (ffn_down_exps
 # rows of 96 = Q5_0, as llama.cpp's fallback for V2-Lite's 1408-wide rows); llama.cpp computes with
-# the blocks as stored, moerun keeps the Q5_0 blocks and dequantises the others at load into q8_0
+# the blocks as stored, moerun keeps the Q5 blocks and dequantises the others at load into q8_0
 # (default) or f32 (--weight-format f32).
 # With f32 weights (the exact dequantised values) moerun must give llama.cpp's greedy tokens, all
-# 8 of every prompt, for two random models. With the default q8_0 re-quantisation the tiny random
-# models' margins are too small for 8 tokens (seed 2's first prompt flips at its 6th token), so
-# there the first 4 must match. And moerun must say once, on stderr, which types it converted and
-# into what (never Q5_0).
+# 8 of every prompt, for two random models. By default (the Q5 blocks as stored, the others
+# re-quantised to q8_0, int8 activations) the tiny random models' margins are too small for 8
+# tokens (seed 1's first prompt flips at its 3rd), so there the first 2 must match, and the first
+# position's logits must be within 0.3 of llama.cpp's (check_logits). And moerun must say once, on stderr, which types it converted and
+# into what (never a Q5 type).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-WANT_TYPES=("Q5_1 x " "Q2_K x " "Q3_K x " "Q5_K x " "IQ4_NL x ")
+WANT_TYPES=("Q2_K x " "Q3_K x " "IQ4_NL x ")
 
 for seed in 1 2; do
   f="$WORK/block-types-$seed.gguf"
@@ -25,9 +26,10 @@ for seed in 1 2; do
   llama_greedy "$f" "seed $seed" || continue
   for format in default f32; do
     fmt_args=()
-    check=4
+    check=2
     [[ $format == f32 ]] && fmt_args=(--weight-format f32) && check=8
     check_prompts "$f" "seed $seed, moerun $format weights" "$check" "${fmt_args[@]}"
+    [[ $format == default ]] && check_logits "$f" "seed $seed, moerun default weights" 0.3
     # The one warning line: every converted type, and the format they went into.
     into=q8_0
     [[ $format == f32 ]] && into=f32
@@ -36,7 +38,7 @@ for seed in 1 2; do
     ok=1
     [[ $warnings -eq 1 && $line == "moerun: $f: "*" tensors are not native here: dequantised at load into $into" ]] || ok=0
     for t in "${WANT_TYPES[@]}"; do [[ $line == *"$t"* ]] || ok=0; done
-    [[ $line == *"Q5_0"* ]] && ok=0
+    [[ $line == *"Q5_"* ]] && ok=0
     if [[ $ok -eq 1 ]]; then pass "seed $seed, $format: warning: $line"; else fail "seed $seed, $format: $warnings warning line(s): '$line'"; fi
   done
 done

@@ -113,6 +113,44 @@ TEST(BlockQuantTest, Q5_0HandBlocks) {
   for (float v : Dequantize(DType::kQ5_0, z, 64)) EXPECT_EQ(v, 0.0f);
 }
 
+// Q5_1: x_j = j / 2 - 4, so min = -4, max = 11.5, d = 15.5 / 31 = 0.5, id = 2 and q_j =
+// trunc(2 (x_j + 4) + 0.5) = j: byte j = j | (j + 16) << 4, qh = 0xFFFF0000, m = f16 -4, and every
+// value comes back exactly (j * 0.5 - 4). A constant row has d = 0: q = 0 and m the constant.
+TEST(BlockQuantTest, Q5_1HandBlocks) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j) * 0.5f - 4.0f;
+  const std::vector<uint8_t> b = Quantize(DType::kQ5_1, x);
+  ASSERT_EQ(b.size(), 24u);
+  const std::vector<uint8_t> head = {0x00, 0x38, 0x00, 0xC4, 0x00, 0x00, 0xFF, 0xFF};  // d, m, qh
+  EXPECT_EQ(std::vector<uint8_t>(b.begin(), b.begin() + 8), head);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b[8 + j], j | (j << 4)) << j;
+  EXPECT_EQ(Dequantize(DType::kQ5_1, b, 32), x);
+
+  const std::vector<uint8_t> c = Quantize(DType::kQ5_1, std::vector<float>(32, -1.5f));
+  EXPECT_EQ(std::vector<uint8_t>(c.begin(), c.begin() + 4), (std::vector<uint8_t>{0x00, 0x00, 0x00, 0xBE}));
+  for (size_t i = 4; i < 24; ++i) EXPECT_EQ(c[i], 0x00) << i;
+  for (float v : Dequantize(DType::kQ5_1, c, 32)) EXPECT_EQ(v, -1.5f);
+}
+
+// Q5_K's fit on ramps: sub-block s holds x = (1 + s / 8) (l - 15.5) / 31 (l = 0..31), so its 32
+// values want 32 levels. The dequantised values come back within a fraction of a level step, and every
+// sub-block uses the fifth bit (bit s of qh[l]) for about half its elements.
+TEST(BlockQuantTest, Q5_KRampUsesAllFiveBits) {
+  std::vector<float> x(256);
+  for (int i = 0; i < 256; ++i)
+    x[i] = (1.0f + static_cast<float>(i / 32) / 8.0f) * (static_cast<float>(i % 32) - 15.5f) / 31.0f;
+  const std::vector<uint8_t> b = Quantize(DType::kQ5_K, x);
+  ASSERT_EQ(b.size(), 176u);
+  const std::vector<float> y = Dequantize(DType::kQ5_K, b, 256);
+  for (int i = 0; i < 256; ++i) EXPECT_NEAR(y[i], x[i], 0.05) << i;
+  for (int s = 0; s < 8; ++s) {  // bit s of qh[l] is element l of sub-block s's fifth bit
+    int high = 0;
+    for (int l = 0; l < 32; ++l) high += (b[16 + l] >> s) & 1;
+    EXPECT_GE(high, 8) << "sub-block " << s;
+    EXPECT_LE(high, 24) << "sub-block " << s;
+  }
+}
+
 // A positive extreme gives a negative d: here max = +8 so d = -1 and q = min(15, trunc(8.5 - x)).
 TEST(BlockQuantTest, Q4_0NegativeScale) {
   std::vector<float> x(32, 0.0f);
@@ -138,11 +176,11 @@ TEST(BlockQuantTest, Q8_0ConstantRow) {
   }
 }
 
-// All-zero rows: Q8_0, Q4_K and Q6_K give all-zero bytes; Q4_0 has d = 0 / -8 = -0 (f16 0x8000) and
-// every nibble 8.
+// All-zero rows: Q8_0, Q5_1, Q4_K, Q5_K and Q6_K give all-zero bytes; Q4_0 has d = 0 / -8 = -0 (f16 0x8000)
+// and every nibble 8.
 TEST(BlockQuantTest, AllZeroRows) {
   const std::vector<float> z(256, 0.0f);
-  for (DType t : {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
+  for (DType t : {DType::kQ8_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
     const std::vector<uint8_t> b = Quantize(t, z);
     for (uint8_t v : b) ASSERT_EQ(v, 0) << DTypeName(t);
     for (float v : Dequantize(t, b, 256)) ASSERT_EQ(v, 0.0f);
@@ -218,13 +256,23 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
         for (size_t i = b; i < b + 32; ++i) ASSERT_LE(std::fabs(x[i] - y[i]), frac * step + 1e-12) << i;
       }
     }
-    for (DType t : {DType::kQ4_K, DType::kQ6_K}) {
+    // Q5_1: half a step (max - min) / 31, plus the f16 roundings of d (times q <= 31) and of m.
+    {
+      const std::vector<float> y = Dequantize(DType::kQ5_1, Quantize(DType::kQ5_1, x), x.size());
+      for (size_t b = 0; b < x.size(); b += 32) {
+        const auto [lo, hi] = std::minmax_element(x.begin() + b, x.begin() + b + 32);
+        const double step = (*hi - *lo) / 31.0, bound = 0.52 * step + std::fabs(*lo) * 1e-3;
+        for (size_t i = b; i < b + 32; ++i) ASSERT_LE(std::fabs(x[i] - y[i]), bound + 1e-12) << i;
+      }
+    }
+    for (DType t : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
       const std::vector<float> y = Dequantize(t, Quantize(t, x), x.size());
+      const double levels = t == DType::kQ4_K ? 15 : t == DType::kQ5_K ? 31 : 63;
       for (size_t b = 0; b < x.size(); b += 256) {
         if (outlier && b == 256) {
           // An outlier sets the super-block's scale range: the other values of its super-block
-          // can only be bounded by a step of the outlier's scale (x / 15 resp. x / 63).
-          const double step = 40.0 / (t == DType::kQ4_K ? 15 : 63);
+          // can only be bounded by a step of the outlier's scale (x / 15, x / 31 or x / 63).
+          const double step = 40.0 / levels;
           for (size_t i = b; i < b + 256; ++i) ASSERT_LE(std::fabs(x[i] - y[i]), step) << DTypeName(t) << i;
           continue;
         }
@@ -233,11 +281,13 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
           e2 += (x[i] - y[i]) * (x[i] - y[i]);
           x2 += x[i] * x[i];
         }
-        EXPECT_LE(std::sqrt(e2 / x2), t == DType::kQ4_K ? 0.12 : 0.03)
+        EXPECT_LE(std::sqrt(e2 / x2), t == DType::kQ4_K   ? 0.12
+                                      : t == DType::kQ5_K ? 0.06
+                                                          : 0.03)
             << DTypeName(t) << " block " << b / 256;
       }
       if (outlier) {
-        EXPECT_NEAR(y[300], 40.0f, t == DType::kQ4_K ? 0.7 : 0.2) << DTypeName(t);
+        EXPECT_NEAR(y[300], 40.0f, t == DType::kQ4_K ? 0.7 : t == DType::kQ5_K ? 0.35 : 0.2) << DTypeName(t);
       }
     }
   }
@@ -246,7 +296,8 @@ TEST(BlockQuantTest, RoundTripErrorBounds) {
 TEST(BlockQuantTest, TensorToF32Dequantises) {
   std::vector<float> x(512);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 17) - 8) * 0.25f;
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K}) {
+  for (DType t :
+       {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
     Tensor q = Tensor::Zeros(t, {2, 256}).value();
     const std::vector<uint8_t> b = Quantize(t, x);
     ASSERT_EQ(q.nbytes(), b.size());
@@ -260,8 +311,8 @@ TEST(BlockQuantTest, TensorToF32Dequantises) {
   }
 }
 
-// Q5_0's size, and the load-only types (Q5_1 ... IQ4_NL): sizes, and one hand-built block each whose values
-// are worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
+// The 5-bit formats' and the load-only types' (Q3_K, Q2_K, IQ4_NL) sizes, and one hand-built block each whose
+// values are worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
 // implementation: tests/core/dequant_reference.py.)
 TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
   struct Fact {
@@ -274,7 +325,7 @@ TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
         Fact{DType::kQ3_K, 256, 32 + 64 + 12 + 2}, Fact{DType::kQ2_K, 256, 16 + 64 + 2 + 2},
         Fact{DType::kIQ4_NL, 32, 2 + 16}}) {
     EXPECT_TRUE(IsBlockDType(f.t)) << DTypeName(f.t);
-    EXPECT_TRUE(IsLoadOnlyDType(f.t)) << DTypeName(f.t);
+    EXPECT_EQ(IsLoadOnlyDType(f.t), f.t != DType::kQ5_1 && f.t != DType::kQ5_K) << DTypeName(f.t);
     EXPECT_EQ(DTypeBlockSize(f.t), f.block) << DTypeName(f.t);
     EXPECT_EQ(DTypeBlockBytes(f.t), f.bytes) << DTypeName(f.t);
   }

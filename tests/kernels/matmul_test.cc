@@ -359,12 +359,29 @@ TEST(PackedWeight, KeepsGgufBlocksByteForByte) {
   EXPECT_FALSE(PackedWeight::Pack(f, WeightFormat::kQ4_K).ok());  // 96 is not a multiple of 256
 }
 
-// The load-only block types (Q5_1 ... IQ4_NL) have no format of their own: "auto" resolves to
+// "auto" keeps a stored block format; a row length its blocks do not fit falls back as llama.cpp's
+// quantiser (q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, 32-element formats -> bf16).
+TEST(WeightFormat, ResolveFallsBackLikeLlamaCpp) {
+  for (const WeightFormatTraits& t : AllWeightFormats()) {
+    const WeightFormat f = t.format;
+    SCOPED_TRACE(t.name);
+    EXPECT_EQ(ResolveWeightFormat(std::nullopt, Traits(f).storage, 2048), f);
+    EXPECT_EQ(ResolveWeightFormat(f, DType::kBF16, 2048), f);
+  }
+  EXPECT_EQ(ResolveWeightFormat(std::nullopt, DType::kQ4_K, 1408), WeightFormat::kQ5_0);
+  EXPECT_EQ(ResolveWeightFormat(std::nullopt, DType::kQ5_K, 1408), WeightFormat::kQ5_1);
+  EXPECT_EQ(ResolveWeightFormat(WeightFormat::kQ5_K, DType::kBF16, 128), WeightFormat::kQ5_1);
+  EXPECT_EQ(ResolveWeightFormat(WeightFormat::kQ6_K, DType::kBF16, 1408), WeightFormat::kQ8_0);
+  EXPECT_EQ(ResolveWeightFormat(WeightFormat::kQ5_K, DType::kBF16, 48), WeightFormat::kBF16);
+  EXPECT_EQ(ResolveWeightFormat(std::nullopt, DType::kF8_E4M3, 48), WeightFormat::kBF16);
+}
+
+// The load-only block types (Q3_K, Q2_K, IQ4_NL) have no format of their own: "auto" resolves to
 // q8_0, and packing one (any format, a column slice, a gate/up pair) equals packing its
 // dequantised f32 values: the rows are dequantised one at a time, then quantised.
 TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
   std::mt19937 rng(11);
-  for (DType t : {DType::kQ5_1, DType::kQ5_K, DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
+  for (DType t : {DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
     SCOPED_TRACE(DTypeName(t));
     const int64_t bs = DTypeBlockSize(t), n = 19, k = 2 * bs;
     EXPECT_EQ(FormatOfDType(t), std::nullopt);
@@ -401,8 +418,8 @@ TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
 // the same packed bytes.
 TEST(PackedWeight, RawRowGivesBackTheGgufBytes) {
   std::mt19937 rng(9);
-  for (WeightFormat f : {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ5_0, WeightFormat::kQ4_K,
-                         WeightFormat::kQ6_K}) {
+  for (WeightFormat f : {WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ5_0, WeightFormat::kQ5_1,
+                         WeightFormat::kQ4_K, WeightFormat::kQ5_K, WeightFormat::kQ6_K}) {
     SCOPED_TRACE(WeightFormatName(f));
     const DType t = Traits(f).storage;
     const int64_t n = 21, bs = DTypeBlockSize(t), k = 3 * bs;

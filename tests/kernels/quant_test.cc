@@ -1,6 +1,6 @@
 // Quantised dot tiles (kernels/quant_dot.h) against an independent double-precision oracle
 // (dequantised weights x dequantised activations), batch invariance, and exactness when every
-// scale is a power of two; the interleaved layout (all four formats) is lossless and gives the
+// scale is a power of two; the interleaved layout (every block format) is lossless and gives the
 // scalar reference's bits on every ISA.
 #include <gtest/gtest.h>
 
@@ -17,7 +17,8 @@
 namespace moerun {
 namespace {
 
-constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K};
+constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
+                              DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
 std::vector<QuantDotIsa> SupportedIsas() {
   std::vector<QuantDotIsa> out;
@@ -109,7 +110,7 @@ Weights RawWeights(DType t, int64_t k, std::mt19937& rng) {
       put(208);
     } else {
       put(0);
-      if (t == DType::kQ4_K) put(2);
+      if (InterleavedHalfFields(t) == 2) put(2);  // Q5_1's m, the K types' dmin
     }
   }
   out.deq.resize(static_cast<size_t>(16 * k));
@@ -310,11 +311,12 @@ TEST(QuantDotTest, ExactWithPowerOfTwoScales) {
       const uint16_t quarter = 0x3400, sixteenth = 0x2C00;  // f16 2^-2, 2^-4
       if (t == DType::kQ6_K) {
         std::memcpy(&w.bytes[off + 208], &sixteenth, 2);
-      } else if (t == DType::kQ4_K) {
+      } else if (DTypeBlockSize(t) == 256) {  // Q4_K / Q5_K: d, dmin
         std::memcpy(&w.bytes[off], &sixteenth, 2);
         std::memcpy(&w.bytes[off + 2], &sixteenth, 2);
       } else {
         std::memcpy(&w.bytes[off], &quarter, 2);
+        if (t == DType::kQ5_1) std::memcpy(&w.bytes[off + 2], &sixteenth, 2);  // m
       }
     }
     w.deq.resize(static_cast<size_t>(16 * k));
@@ -434,35 +436,42 @@ TEST(QuantDotTest, Q6KLargestSumsGiveTheReferenceBits) {
   }
 }
 
-// Q5_0 at the edge of the AVX2 kernel's int16 bound (4 words of vpmaddubsw pair sums, 4 x 2 x 31 x
-// 127 < 2^15): every q = 31 (all bits set) or 0 (every fifth bit clear), activations +-127, row 0
-// all +127; every ISA still gives the reference's bits.
-TEST(QuantDotTest, Q5_0LargestSumsGiveTheReferenceBits) {
-  const DType t = DType::kQ5_0;
-  const int64_t k = 256, rows = 9;
-  for (const uint8_t fill : {uint8_t{0xFF}, uint8_t{0x00}}) {
-    Weights w;
-    w.row_bytes = DTypeRowBytes(t, k);
-    w.bytes.assign(16 * w.row_bytes, fill);
-    for (size_t off = 0; off < w.bytes.size(); off += DTypeBlockBytes(t)) {
-      const uint16_t d = F32ToF16(0.01f);
-      std::memcpy(&w.bytes[off], &d, 2);
+// The 5-bit formats at the edge of the AVX2 kernels' int16 bound (4 words of vpmaddubsw pair sums,
+// 4 x 2 x 31 x 127 < 2^15): every q = 31 (all bits set) or 0 (every fifth bit clear; Q5_K keeps
+// its 6-bit scales and mins at 63), activations +-127, row 0 all +127; every ISA still gives the
+// reference's bits, and the values are the double oracle's.
+TEST(QuantDotTest, FiveBitLargestSumsGiveTheReferenceBits) {
+  for (const DType t : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K}) {
+    SCOPED_TRACE(DTypeName(t));
+    const int64_t k = 512, rows = 9;
+    for (const uint8_t fill : {uint8_t{0xFF}, uint8_t{0x00}}) {
+      Weights w;
+      w.row_bytes = DTypeRowBytes(t, k);
+      w.bytes.assign(16 * w.row_bytes, fill);
+      for (size_t off = 0; off < w.bytes.size(); off += DTypeBlockBytes(t)) {
+        const uint16_t d = F32ToF16(0.01f);
+        std::memcpy(&w.bytes[off], &d, 2);
+        if (InterleavedHalfFields(t) == 2) std::memcpy(&w.bytes[off + 2], &d, 2);  // m / dmin
+        if (t == DType::kQ5_K) std::memset(&w.bytes[off + 4], 0xFF, 12);           // sc = m = 63
+      }
+      w.deq.resize(static_cast<size_t>(16 * k));
+      DequantizeRow(t, w.bytes.data(), w.deq.data(), 16 * k);
+      PackForTile(t, &w);
+      std::vector<float> x(static_cast<size_t>(rows * k));
+      std::mt19937 rng(fill);
+      for (size_t i = 0; i < x.size(); ++i)
+        x[i] = (i < static_cast<size_t>(k) || rng() % 4 != 0) ? 1.0f : -1.0f;
+      const Acts a = QuantizeActs(x, rows, k);
+      for (int64_t m1 = 1; m1 <= rows; ++m1) {
+        ExpectReferenceBits(t, w, a, 0, m1, 0, k / 32, 16);
+        if (HasFatalFailure()) return;
+      }
+      std::vector<float> out(16);
+      QuantDotTileRef(t, w.packed.data(), w.row_bytes, 16, a.view, 0, 1, 0, k / 32, out.data());
+      double want = 0, mag = 0;
+      Oracle(w.deq, k, a, 0, 3, 0, k / 32, &want, &mag);
+      EXPECT_NEAR(out[3], want, 1e-5 * mag + 1e-6);
     }
-    PackForTile(t, &w);
-    std::vector<float> x(static_cast<size_t>(rows * k));
-    std::mt19937 rng(fill);
-    for (size_t i = 0; i < x.size(); ++i)
-      x[i] = (i < static_cast<size_t>(k) || rng() % 4 != 0) ? 1.0f : -1.0f;
-    const Acts a = QuantizeActs(x, rows, k);
-    for (int64_t m1 = 1; m1 <= rows; ++m1) {
-      ExpectReferenceBits(t, w, a, 0, m1, 0, k / 32, 16);
-      if (HasFatalFailure()) return;
-    }
-    // And the values: q - 16 = 15 or -16 times d = 0.01 (f16), dotted with the row.
-    std::vector<float> out(16);
-    QuantDotTileRef(t, w.packed.data(), w.row_bytes, 16, a.view, 0, 1, 0, k / 32, out.data());
-    const double want = (fill == 0xFF ? 15.0 : -16.0) * F16ToF32(F32ToF16(0.01f)) * k;
-    EXPECT_NEAR(out[3], want, 1e-4 * std::fabs(want));
   }
 }
 

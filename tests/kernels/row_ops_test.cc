@@ -174,7 +174,7 @@ std::vector<Case> AllCases() {
   std::vector<Case> out;
   for (RowOpsIsa isa : SupportedIsas()) {
     for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ5_0,
-                    DType::kQ4_K, DType::kQ6_K})
+                    DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
       out.push_back({isa, t});
   }
   return out;
@@ -191,8 +191,8 @@ INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, RowOpsTest, ::testing::ValuesIn(AllCa
 TEST(RowOps, BatchEqualsOneVectorAtATime) {
   std::mt19937 rng(31);
   for (RowOpsIsa isa : SupportedIsas()) {
-    for (DType t :
-         {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K, DType::kQ6_K})
+    for (DType t : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
+                    DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
       for (const int64_t m : {2, 5, 7, 13}) {  // around the token tiles (3 on AVX2, 6 on AVX-512)
         // Partial vectors and chunks: f32 / bf16 rows of any length, 32-blocks in odd vector counts.
         const int64_t block = DTypeBlockSize(t);

@@ -23,10 +23,10 @@ fast=$("$MOERUN" eval -m "$MODEL" --task "$TASK" 2>/dev/null | tail -1)
 if awk -v a="$(acc "$fast")" 'BEGIN { exit !(a >= 0.9) }'; then pass "one rank, fast mode: $fast"; else fail "fast mode: $fast"; fi
 
 # Per weight format (quantised at load, every kernel ISA this CPU has): q8_0 within 0.01 of f32,
-# the 4- and 5-bit formats within 0.05. The model is 128 wide, so q6_k falls back to q8_0 and q4_k
-# to q5_0 (their 256-element super-blocks do not fit; see kernels/weight_format.h).
+# the 4- and 5-bit formats within 0.05. The model is 128 wide, so q6_k falls back to q8_0, q4_k
+# to q5_0 and q5_k to q5_1 (their 256-element super-blocks do not fit; see kernels/weight_format.h).
 f32=$(acc "$("$MOERUN" eval -m "$MODEL" --task "$TASK" --weight-format f32 2>/dev/null | tail -1)")
-for spec in "q8_0|0.01" "f16|0.01" "bf16|0.01" "q4_0|0.05" "q5_0|0.05" "q6_k|0.01" "q4_k|0.05"; do
+for spec in "q8_0|0.01" "f16|0.01" "bf16|0.01" "q4_0|0.05" "q5_0|0.05" "q5_1|0.05" "q6_k|0.01" "q4_k|0.05" "q5_k|0.05"; do
   IFS='|' read -r fmt tol <<<"$spec"
   for kernel in ref avx2 ""; do
     out=$("$MOERUN" eval -m "$MODEL" --task "$TASK" --weight-format "$fmt" ${kernel:+--kernel "$kernel"} 2>&1 | tail -1)

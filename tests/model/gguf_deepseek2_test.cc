@@ -300,7 +300,7 @@ TEST_P(GgufDeepseek2Test, ModelLogitsMatchHfCheckpoint) {
 INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", "v2", "v3"));
 
 // Block-quantised MLA halves: a file whose attn_k_b / attn_v_b (llama.cpp's current form) or
-// attn_kv_b (the older one) is Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K loads, the model keeps those bytes
+// attn_kv_b (the older one) is in any native block type (Q8_0 ... Q6_K) loads, the model keeps those bytes
 // (kernels/row_ops.h on them), and its logits are those of the same file with attn_kv_b in F32
 // holding the same, dequantised values. Dims dn = 256, dv = 32, r = 256 so every row is whole
 // blocks of every type. Also: heads split over two TP ranks give the same logits bit for bit
@@ -461,13 +461,13 @@ TEST_P(GgufQuantisedKvB, SameLogitsAsF32KvBAndOnTwoRanks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, GgufQuantisedKvB,
-                         ::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ4_K,
-                                           DType::kQ6_K),
+                         ::testing::Values(DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
+                                           DType::kQ4_K, DType::kQ5_K, DType::kQ6_K),
                          [](const ::testing::TestParamInfo<DType>& p) {
                            return std::string(DTypeName(p.param));
                          });
 
-// Files with llama.cpp's other block types (Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL: random valid
+// Files with llama.cpp's load-only block types (Q3_K, Q2_K, IQ4_NL: random valid
 // blocks on every matrix whose rows fit, the MLA halves included) load: dequantised at load, they
 // give the logits of the same file with those tensors stored as their f32 values, bit for bit,
 // under --weight-format f32 (every weight exact; also on two TP ranks). By default every such
@@ -485,8 +485,8 @@ class GgufLoadOnlyTypes : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // base.gguf with every matrix in a load-only type: rows of a multiple of 256 cycle through
-  // Q5_K, Q3_K, Q2_K, of 32 through Q5_1, IQ4_NL (the same random blocks on every call).
+  // base.gguf with every matrix in a load-only type: rows of a multiple of 256 alternate Q3_K and
+  // Q2_K, rows of 32 are IQ4_NL (the same random blocks on every call).
   // kF32: those tensors hold their dequantised values in F32 instead; kQ8_0: those values
   // quantised to Q8_0 (token_embd: F32, as the embedding lookup reads stored rows). Returns the path.
   std::string Write(const std::string& name, Store store) {
@@ -495,7 +495,7 @@ class GgufLoadOnlyTypes : public ::testing::Test {
     const GgufFile& g = **file;
     std::vector<std::pair<std::string, Tensor>> tensors;
     std::mt19937 rng(7);
-    int k_types = 0, small_types = 0;
+    int k_types = 0;
     for (const GgufTensorInfo& info : g.tensors()) {
       Tensor t = g.Get(info.name).value();
       const std::string& n = info.name;
@@ -503,9 +503,9 @@ class GgufLoadOnlyTypes : public ::testing::Test {
       const bool matrix = Deepseek2GgufTensorType(n, t.shape(), DType::kQ8_0) != DType::kF32;
       DType type = DType::kF32;
       if (matrix && cols % 256 == 0) {
-        type = std::array{DType::kQ5_K, DType::kQ3_K, DType::kQ2_K}[k_types++ % 3];
+        type = std::array{DType::kQ3_K, DType::kQ2_K}[k_types++ % 2];
       } else if (matrix && cols % 32 == 0) {
-        type = std::array{DType::kQ5_1, DType::kIQ4_NL}[small_types++ % 2];
+        type = DType::kIQ4_NL;
       }
       if (type != DType::kF32) {
         Tensor q = Tensor::Zeros(type, t.shape()).value();
@@ -583,16 +583,15 @@ class GgufLoadOnlyTypes : public ::testing::Test {
 
 TEST_F(GgufLoadOnlyTypes, DequantisedAtLoadLikeTheirF32Values) {
   const std::string file = Write("load-only.gguf", Store::kLoadOnly);
-  EXPECT_EQ(types_.size(), 5u);  // every load-only type is in the file
+  EXPECT_EQ(types_.size(), 3u);  // every load-only type is in the file
   {
     auto src = OpenGgufDeepseek2(file);
     ASSERT_TRUE(src.ok()) << src.status().ToString();
     EXPECT_TRUE(IsLoadOnlyDType(src->tensors->Find(Deepseek2SplitKbName(0))->dtype));
     EXPECT_TRUE(IsLoadOnlyDType(src->tensors->Find("model.layers.1.mlp.experts.3.down_proj.weight")->dtype));
     const std::string warning = GgufConversionWarning(*src->file, std::nullopt);
-    EXPECT_EQ(warning.rfind("moerun: " + file + ": Q5_1 x ", 0), 0u) << warning;
-    for (const char* t : {"Q2_K x ", "Q3_K x ", "Q5_K x ", "IQ4_NL x "})
-      EXPECT_NE(warning.find(t), std::string::npos) << warning;
+    EXPECT_EQ(warning.rfind("moerun: " + file + ": Q2_K x ", 0), 0u) << warning;
+    for (const char* t : {"Q3_K x ", "IQ4_NL x "}) EXPECT_NE(warning.find(t), std::string::npos) << warning;
     EXPECT_TRUE(warning.ends_with(" tensors are not native here: dequantised at load into q8_0")) << warning;
     EXPECT_TRUE(GgufConversionWarning(*src->file, WeightFormat::kBF16).ends_with("into bf16"));
     auto plain = GgufFile::Open(base_);

@@ -32,10 +32,11 @@ done
 
 # Quantised at load (--weight-format) against the float64 reference on the f32 weights: the stated
 # bounds are measured quantisation error x ~2 (lite: f16 7e-4, q8_0 2.6e-2, q5_0 0.135, q4_0 0.31
-# of the logit scale). The model is 64 wide, so q6_k falls back to q8_0 and q4_k to q5_0 (as
-# llama.cpp: 256-element super-blocks).
+# of the logit scale). The model is 64 wide, so q6_k falls back to q8_0, q4_k to q5_0 and q5_k to
+# q5_1 (as llama.cpp: 256-element super-blocks).
 d="$WORK/lite-f32-1"
-for spec in "f16|2e-3|1.0" "q8_0|0.06|0.9" "q6_k|0.06|0.9" "q4_0|0.6|0.5" "q5_0|0.3|0.8" "q4_k|0.3|0.8"; do
+for spec in "f16|2e-3|1.0" "q8_0|0.06|0.9" "q6_k|0.06|0.9" "q4_0|0.6|0.5" "q5_0|0.3|0.8" "q5_1|0.3|0.8" "q4_k|0.3|0.8" \
+  "q5_k|0.3|0.8"; do
   IFS='|' read -r fmt tol agree <<<"$spec"
   for kernel in ref ""; do
     "$MOERUN" logits -m "$d" --tokens "$TOKENS" -o "$d.q" --weight-format "$fmt" --precision f32 ${kernel:+--kernel $kernel} 2>/dev/null

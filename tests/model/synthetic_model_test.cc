@@ -55,12 +55,15 @@ TEST_P(SyntheticSourceTest, MatricesHaveTheIntendedSpread) {
 
 INSTANTIATE_TEST_SUITE_P(Formats, SyntheticSourceTest,
                          ::testing::Values(DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0,
-                                           DType::kQ5_0, DType::kQ4_K, DType::kQ6_K),
+                                           DType::kQ5_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K,
+                                           DType::kQ6_K),
                          [](const auto& param_info) { return std::string(DTypeName(param_info.param)); });
 
 TEST(GgufMatrixType, FallsBackLikeLlamaCpp) {
   EXPECT_EQ(GgufMatrixType(DType::kQ4_K, 2048), DType::kQ4_K);
   EXPECT_EQ(GgufMatrixType(DType::kQ4_K, 1408), DType::kQ5_0);
+  EXPECT_EQ(GgufMatrixType(DType::kQ5_K, 1408), DType::kQ5_1);
+  EXPECT_EQ(GgufMatrixType(DType::kQ5_K, 2048), DType::kQ5_K);
   EXPECT_EQ(GgufMatrixType(DType::kQ6_K, 1408), DType::kQ8_0);
   EXPECT_EQ(GgufMatrixType(DType::kQ4_0, 48), DType::kF16);
 }

@@ -150,8 +150,9 @@ std::vector<BlockCase> AllCases() {
       for (const Kernel& k : kKernels) cases.push_back({preset, d, std::nullopt, k});
     }
     // Quantised at load from bf16 (the formats' kernels are checked exactly in kernels_test).
-    for (WeightFormat f : {WeightFormat::kF16, WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ5_0,
-                           WeightFormat::kQ4_K, WeightFormat::kQ6_K}) {
+    for (WeightFormat f :
+         {WeightFormat::kF16, WeightFormat::kQ8_0, WeightFormat::kQ4_0, WeightFormat::kQ5_0,
+          WeightFormat::kQ5_1, WeightFormat::kQ4_K, WeightFormat::kQ5_K, WeightFormat::kQ6_K}) {
       for (const Kernel& k : kKernels) {
         if (k.precision == ActivationPrecision::kAuto) cases.push_back({preset, DType::kBF16, f, k});
       }

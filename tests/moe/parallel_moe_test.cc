@@ -221,11 +221,12 @@ TEST(ParallelMoeDeterministic, QuantisedExpertsAreBitwiseIdenticalAcrossLayouts)
     WeightFormat format;
     int64_t hidden, intermediate, routed_blocks;  // routed_blocks: the count layouts must divide
   };
-  // q8_0 / q4_0 / q5_0 at I = 128: 8 blocks of 16 columns are not whole 32-blocks, 4 of 32 are.
-  // q4_k / q6_k at I = 512: 2 blocks of 256 columns (shared width 1024: 4 blocks).
+  // q8_0 / q4_0 / q5_0 / q5_1 at I = 128: 8 blocks of 16 columns are not whole 32-blocks, 4 of 32 are.
+  // q4_k / q5_k / q6_k at I = 512: 2 blocks of 256 columns (shared width 1024: 4 blocks).
   for (const FormatCase& fc :
        {FormatCase{WeightFormat::kQ8_0, 64, 128, 4}, FormatCase{WeightFormat::kQ4_0, 64, 128, 4},
-        FormatCase{WeightFormat::kQ5_0, 64, 128, 4}, FormatCase{WeightFormat::kQ4_K, 256, 512, 2},
+        FormatCase{WeightFormat::kQ5_0, 64, 128, 4}, FormatCase{WeightFormat::kQ5_1, 64, 128, 4},
+        FormatCase{WeightFormat::kQ4_K, 256, 512, 2}, FormatCase{WeightFormat::kQ5_K, 256, 512, 2},
         FormatCase{WeightFormat::kQ6_K, 256, 512, 2}}) {
     SCOPED_TRACE(WeightFormatName(fc.format));
     const Fixture& f = GetFixture("v2-lite", fc.hidden, fc.intermediate);

@@ -1,6 +1,6 @@
-// Test helper: random rows of the load-only GGUF block types (core/dtype.h: Q5_0, Q5_1, Q5_K,
-// Q3_K, Q2_K, IQ4_NL), which moerun cannot quantise into. Random bytes, then the f16 scale
-// fields set so the dequantised values are finite and spread roughly `sd` around 0 (layouts:
+// Test helper: random rows of GGUF block types written as llama.cpp's quantiser mixes them into
+// K-quant files (the load-only Q3_K, Q2_K, IQ4_NL of core/dtype.h, and Q5_0, Q5_1, Q5_K). Random bytes, then
+// the f16 scale fields set so the dequantised values are finite and spread roughly `sd` around 0 (layouts:
 // docs/formats.md). Header-only; deterministic for a given rng state.
 #pragma once
 
@@ -18,7 +18,7 @@ inline void PutF16(uint8_t* p, float f) {
   std::memcpy(p, &h, 2);
 }
 
-// DTypeRowBytes(t, cols) bytes of `cols` random elements. REQUIRES: IsLoadOnlyDType(t).
+// DTypeRowBytes(t, cols) bytes of `cols` random elements. REQUIRES: t one of the six above.
 inline std::vector<uint8_t> RandomLoadOnlyRow(DType t, int64_t cols, float sd, std::mt19937* rng) {
   std::vector<uint8_t> row(DTypeRowBytes(t, cols));
   std::uniform_int_distribution<int> byte(0, 255);
