@@ -62,9 +62,8 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
         std::memcpy(&qh, b + 4, 4);
         int32_t I = 0;
         for (int e = 0; e < 32; ++e) I += Q5Level(qh, b + 8, e) * a[e];
-        const float inner =
-            std::fma(LoadF16(b), static_cast<float>(I), LoadF16(b + 2) * static_cast<float>(A));
-        acc = std::fma(da, inner, acc);
+        acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
+        acc = std::fma(LoadF16(b + 2), da * static_cast<float>(A), acc);
         break;
       }
       case DType::kQ4_K:

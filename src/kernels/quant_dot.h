@@ -13,8 +13,9 @@
 //   Q6_K: I = sc_2i * sum_{16} (q-32) a + sc_2i+1 * sum_{16} (q-32) a  (i = kb % 8);
 //                                                   term = d * da * I
 // and the output is the f32 sum of the terms over kb in [kb0, kb1). The reference sums them in
-// block order: one fma, or for the formats with a min (Q5_1, Q4_K, Q5_K) the weight's part first
-// (inner = fma(d, I, +-min * A)) and then acc = fma(da, inner, acc). All seven formats come interleaved
+// block order: one fma (acc = fma(dw * da, I, acc)); Q5_1 adds a second, acc = fma(m, da * A, acc);
+// Q4_K / Q5_K take the weight's part first (inner = fma(d*sc, I, -(dmin*m * A))), then
+// acc = fma(da, inner, acc). All seven formats come interleaved
 // (kernels/block_interleave.h): the x86 paths give each weight row its own vector lane, form I exactly in
 // int32 (or, for Q6_K's two scaled halves, in f32 where every step is exact: |I| < 2^24), and then do the
 // reference's f32 operations per (row, block) in block order, so every ISA returns the reference's bits,

@@ -71,7 +71,7 @@ inline int32_t ActLowHalfSum(const Q8Activations& a, int64_t m, int64_t kb) {
 //
 // The interleaved column of a 32-element format (block_interleave.h): byte offsets of its qh word
 // (0: none) and first qs word, the offset folded into I (I starts from -offset x A), and whether
-// the block has a min (Q5_1: inner = fma(d, I, m * A), m's f16 at byte 32; acc = fma(da, inner, acc)).
+// the block has a min (Q5_1: m's f16 at byte 32; after the d term, acc = fma(m, da * A, acc)).
 struct Block32Layout {
   size_t column_bytes, qh, qs;
   int32_t offset;
@@ -125,6 +125,9 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
     for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + kPrefetchAhead + off);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    const __m512 mw = kL.has_min
+                          ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)))
+                          : _mm512_setzero_ps();
     __m512i u[8];
     const __m512i qh = kL.qh ? _mm512_loadu_si512(c + kL.qh) : _mm512_setzero_si512();
     for (int g = 0; g < (kQ8 ? 8 : 4); ++g) {
@@ -145,15 +148,10 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       __m512i I = _mm512_set1_epi32(-kL.offset * A);
       for (int g = 0; g < 8; ++g)
         I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-      const __m512 da = _mm512_set1_ps(a.d[(m + r) * a.ldb + kb]);
-      if constexpr (kL.has_min) {
-        const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
-        const __m512 inner = _mm512_fmadd_ps(dw, _mm512_cvtepi32_ps(I),
-                                             _mm512_mul_ps(mw, _mm512_set1_ps(static_cast<float>(A))));
-        acc[r] = _mm512_fmadd_ps(da, inner, acc[r]);
-      } else {
-        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(I), acc[r]);
-      }
+      const float da = a.d[(m + r) * a.ldb + kb];
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(da)), _mm512_cvtepi32_ps(I), acc[r]);
+      if constexpr (kL.has_min)
+        acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(da * static_cast<float>(A)), acc[r]);
     }
   }
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
@@ -436,6 +434,9 @@ inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, 
                                __m256 (&acc)[R]) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+  const __m256 mw = kL.has_min
+                        ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)))
+                        : _mm256_setzero_ps();
   __m256i u[8];
   for (int g = 0; g < 4; ++g) {
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kL.qs + 64 * g + 32 * h));
@@ -450,15 +451,10 @@ inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, 
     const int32_t A = a.sum[(m + r) * a.ldb + kb];
     const __m256i I = _mm256_add_epi32(NibbleDot256 < kL.qh != 0 ? 4 : 8 > (u, a, m + r, kb),
                                        _mm256_set1_epi32(-kL.offset * A));
-    const __m256 da = _mm256_set1_ps(a.d[(m + r) * a.ldb + kb]);
-    if constexpr (kL.has_min) {
-      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
-      const __m256 inner = _mm256_fmadd_ps(dw, _mm256_cvtepi32_ps(I),
-                                           _mm256_mul_ps(mw, _mm256_set1_ps(static_cast<float>(A))));
-      acc[r] = _mm256_fmadd_ps(da, inner, acc[r]);
-    } else {
-      acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(I), acc[r]);
-    }
+    const float da = a.d[(m + r) * a.ldb + kb];
+    acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(da)), _mm256_cvtepi32_ps(I), acc[r]);
+    if constexpr (kL.has_min)
+      acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(da * static_cast<float>(A)), acc[r]);
   }
 }
 
