@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent numpy reference for the load-only GGUF block types, checked bit for bit against
-moerun's DequantizeRow (core/block_quant.h) through tests/core/dequant_tool.
+moerun's DequantizeRow (core/block_quant.h) through tests/core/block_tool (dequant mode).
 
 For each of Q5_0, Q5_1, Q5_K, Q3_K, Q2_K and IQ4_NL: random blocks (random bytes, then every f16
 scale field replaced by a random finite f16: any sign, zero, subnormals, up to 65504) are
@@ -179,9 +179,9 @@ def main():
             blocks = random_blocks(rng, a.blocks, bb, scales)
             src, dst = os.path.join(tmp, name + ".bin"), os.path.join(tmp, name + ".f32")
             blocks.tofile(src)
-            r = subprocess.run([a.tool, name, src, dst], capture_output=True, text=True)
+            r = subprocess.run([a.tool, "dequant", name, src, dst], capture_output=True, text=True)
             if r.returncode != 0:
-                print(f"FAIL: {name}: dequant_tool: {r.stderr.strip()}")
+                print(f"FAIL: {name}: block_tool: {r.stderr.strip()}")
                 return 2
             got = np.fromfile(dst, dtype="<f4").reshape(a.blocks, block)
             want = REFS[name](blocks)
