@@ -112,9 +112,10 @@ void QuantizeQ5_1(const float* x, uint8_t* y) {
   StoreF16(y + 2, min);
   uint32_t qh = 0;
   for (int j = 0; j < 16; ++j) {
-    // Truncation of (x - min) / d + 0.5 (in [0.5, 31.5) here, so no clamp).
-    const auto q0 = static_cast<uint32_t>((x[j] - min) * id + 0.5f);
-    const auto q1 = static_cast<uint32_t>((x[16 + j] - min) * id + 0.5f);
+    // Truncation of (x - min) / d + 0.5 (in [0.5, 31.5) here, so no clamp), as ggml rounds.
+    const auto q0 = static_cast<uint32_t>((x[j] - min) * id + 0.5f);  // NOLINT(bugprone-incorrect-roundings)
+    const auto q1 =
+        static_cast<uint32_t>((x[16 + j] - min) * id + 0.5f);  // NOLINT(bugprone-incorrect-roundings)
     y[8 + j] = static_cast<uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
     qh |= ((q0 & 0x10u) >> 4) << j;
     qh |= ((q1 & 0x10u) >> 4) << (j + 16);

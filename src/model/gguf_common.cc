@@ -408,7 +408,7 @@ Status MapGgufTensors(const GgufFile& f, int64_t n_layers, std::string_view arch
 
 }  // namespace gguf_internal
 
-using namespace gguf_internal;  // NOLINT(build/namespaces)
+using namespace gguf_internal;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 DType GgufTensorType(const std::string& name, const Shape& shape, DType target) {
   if (shape.size() <= 1 || EndsWith(name, "_norm.weight") ||

@@ -35,7 +35,7 @@ int Write(const char* path, const void* data, size_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using namespace moerun;  // NOLINT(build/namespaces)
+  using namespace moerun;  // NOLINT(build/namespaces,google-build-using-namespace)
   if (argc != 5) return Fail("usage: block_tool dequant|quant <TYPE> <in> <out>");
   const std::string_view mode = argv[1], name = argv[2];
   if (mode != "dequant" && mode != "quant") return Fail(fmt::format("unknown mode '{}'", mode));
