@@ -47,23 +47,17 @@ float DotRow(DType format, const uint8_t* row, const int8_t* aq, const float* ad
         acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
         break;
       }
-      case DType::kQ5_0: {
-        const uint8_t* b = row + kb * 22;
+      case DType::kQ5_0:
+      case DType::kQ5_1: {  // Q5_1: d and m, then Q5_0's qh and qs; no offset, the min term
+        const bool q51 = format == DType::kQ5_1;
+        const uint8_t* b = row + kb * (q51 ? 24 : 22);
+        const uint8_t* qh_bytes = b + (q51 ? 4 : 2);
         uint32_t qh;
-        std::memcpy(&qh, b + 2, 4);
-        int32_t I = -16 * A;
-        for (int e = 0; e < 32; ++e) I += Q5Level(qh, b + 6, e) * a[e];
+        std::memcpy(&qh, qh_bytes, 4);
+        int32_t I = q51 ? 0 : -16 * A;
+        for (int e = 0; e < 32; ++e) I += Q5Level(qh, qh_bytes + 4, e) * a[e];
         acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
-        break;
-      }
-      case DType::kQ5_1: {
-        const uint8_t* b = row + kb * 24;
-        uint32_t qh;
-        std::memcpy(&qh, b + 4, 4);
-        int32_t I = 0;
-        for (int e = 0; e < 32; ++e) I += Q5Level(qh, b + 8, e) * a[e];
-        acc = std::fma(LoadF16(b) * da, static_cast<float>(I), acc);
-        acc = std::fma(LoadF16(b + 2), da * static_cast<float>(A), acc);
+        if (q51) acc = std::fma(LoadF16(b + 2), da * static_cast<float>(A), acc);
         break;
       }
       case DType::kQ4_K:

@@ -149,13 +149,18 @@ def quant_q8_0(x):
     return out
 
 
-def quant_q4_0(x):
-    B = x.shape[0]
-    d = signed_absmax(x) / F32(-8)
+def symmetric_levels(x, half, top):
+    """Q4_0 / Q5_0: d = max / -half (max: the signed largest |x|) and q = MIN(top, (int8_t)(x / d +
+    half + 0.5)) stored into uint8_t, per block."""
+    d = signed_absmax(x) / F32(-half)
     idv = np.where(d != 0, F32(1) / d, F32(0))
     xq = x * idv[:, None]
-    xi = np.minimum(15, as_int8(trunc_int(xq + F32(8.5))))  # MIN(15, (int8_t)(x0 + 8.5f))
-    xi = as_uint8(xi)  # stored into uint8_t xi0
+    return d, as_uint8(np.minimum(top, as_int8(trunc_int(xq + F32(half + 0.5)))))
+
+
+def quant_q4_0(x):
+    B = x.shape[0]
+    d, xi = symmetric_levels(x, 8, 15)
     out = np.empty((B, 18), np.uint8)
     out[:, 0:2] = le16(fp16_bits(d))
     out[:, 2:] = as_uint8(xi[:, :16] | (xi[:, 16:] << 4)).astype(np.uint8)
@@ -164,10 +169,7 @@ def quant_q4_0(x):
 
 def quant_q5_0(x):
     B = x.shape[0]
-    d = signed_absmax(x) / F32(-16)
-    idv = np.where(d != 0, F32(1) / d, F32(0))
-    xq = x * idv[:, None]
-    xi = as_uint8(np.minimum(31, as_int8(trunc_int(xq + F32(16.5)))))
+    d, xi = symmetric_levels(x, 16, 31)
     qs, qh = pack_q5_low_high(xi)
     out = np.empty((B, 22), np.uint8)
     out[:, 0:2] = le16(fp16_bits(d))
