@@ -51,8 +51,7 @@ Status PackedWeight::Allocate(WeightFormat format, int64_t n_blocks, int64_t k) 
   }
   const int64_t dims[] = {n_blocks, static_cast<int64_t>(block_bytes_)};
   ASSIGN_OR_RETURN(uint64_t bytes, CheckedProduct(dims, "packed weight"));
-  bytes_ = MakeAlignedArray<uint8_t>(bytes);
-  std::memset(bytes_.get(), 0, bytes);
+  bytes_ = AllocateStreamedBytes(bytes);  // zeroed: padding rows stay zero blocks
   return Status::Ok();
 }
 

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/huge_page_arena.h"
 #include "core/status.h"
 #include "core/stored_weight.h"
 #include "core/tensor.h"
@@ -92,7 +93,7 @@ class PackedWeight {
   int64_t n_ = 0, k_ = 0, n_blocks_ = 0;
   bool gate_up_ = false;
   size_t block_bytes_ = 0, row_bytes_ = 0;
-  AlignedArray<uint8_t> bytes_;
+  StreamedBytes bytes_;  // huge-page backed when large (core/huge_page_arena.h)
 };
 
 }  // namespace moerun

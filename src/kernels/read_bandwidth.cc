@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/cpu_features.h"
-#include "core/tensor.h"
+#include "core/huge_page_arena.h"
 
 namespace moerun {
 namespace {
@@ -24,21 +24,24 @@ float SumPortable(const float* p, size_t n) {
 
 double MeasureReadBandwidth(ThreadPool* pool, size_t bytes, int passes) {
   const size_t n = bytes / sizeof(float);
-  AlignedArray<float> buf = MakeAlignedArray<float>(n);
+  // The memory packed weights live in (huge pages where the kernel gives them), so the bound is
+  // measured on the same kind of pages the weights are streamed from.
+  const StreamedBytes bytes_buf = AllocateStreamedBytes(n * sizeof(float));
+  auto* buf = reinterpret_cast<float*>(bytes_buf.get());
   const int threads = pool != nullptr ? pool->size() : 1;
   const bool avx2 = GetCpuFeatures().HasAvx2Kernels();
   std::atomic<float> sink{0};
   auto run = [&](int64_t t, int) {
     const size_t b = n * static_cast<size_t>(t) / static_cast<size_t>(threads);
     const size_t e = n * static_cast<size_t>(t + 1) / static_cast<size_t>(threads);
-    const float s = avx2 ? internal::SumAvx2(buf.get() + b, e - b) : SumPortable(buf.get() + b, e - b);
+    const float s = avx2 ? internal::SumAvx2(buf + b, e - b) : SumPortable(buf + b, e - b);
     sink.store(sink.load(std::memory_order_relaxed) + s, std::memory_order_relaxed);
   };
   // First touch from the threads that will read (pages land near them), then timed passes.
   auto fill = [&](int64_t t, int) {
     const size_t b = n * static_cast<size_t>(t) / static_cast<size_t>(threads);
     const size_t e = n * static_cast<size_t>(t + 1) / static_cast<size_t>(threads);
-    std::memset(buf.get() + b, 0, (e - b) * sizeof(float));
+    std::memset(buf + b, 0, (e - b) * sizeof(float));
   };
   if (pool != nullptr) {
     pool->ParallelFor(threads, fill);
