@@ -11,6 +11,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 
@@ -24,6 +25,16 @@ def mean_sd(v):
     if not v:
         return float("nan"), float("nan")
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+
+def thp_mode():
+    """The kernel's transparent-huge-page mode, e.g. "madvise" (the bracketed one in sysfs)."""
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return "unknown (no /sys/kernel/mm/transparent_hugepage)"
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else text.strip()
 
 
 def cpu():
@@ -188,6 +199,8 @@ def main():
                     f"turn: {', '.join(levels)}.")
         f.write("\n\n")
         f.write(f"- CPU: {model} (family {fam}); flags: {flags}\n")
+        f.write(f"- Transparent huge pages (moerun's packed weights and the probe use them when offered): "
+                f"{thp_mode()}\n")
         f.write(f"- Date: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; moerun commit {commit}; {versions}\n\n")
         all_probes = [p for lv in levels for p in tables[lv]["probes"]]
         for i, level in enumerate(levels):
