@@ -78,11 +78,13 @@ def case_time(text):
 
 
 def split_case(text, ok):
-    """(case, time, detail) of a case line: `<case> [<s> s] <detail>` or, failing, `<case>: <detail>`."""
+    """(case, time, detail) of a case line: `<case> [<s> s] <detail>` (`[- s]`: not timed; the bracket
+    ends the case name, which may hold ": ") or, a failure from elsewhere, `<case>: <detail>`."""
     text = re.sub(r"/tmp/tmp\.\w+", "$WORK", text)  # the scripts' scratch folder
-    m = re.search(r" \[([\d.]+) s\] ?", text)
+    m = re.search(r" \[([\d.]+|-) s\] ?", text)
     if m:
-        return text[:m.start()], f"{float(m.group(1)):.2f} s", text[m.end():]
+        secs = "-" if m.group(1) == "-" else f"{float(m.group(1)):.2f} s"
+        return text[:m.start()], secs, text[m.end():]
     if not ok and ": " in text:
         case, detail = text.split(": ", 1)
         return case, "-", detail

@@ -1,7 +1,8 @@
 # Shared by the reliability scripts (tests/reliability/*_test.sh, ctest label `reliability`): the
 # model scripts' helpers (tests/model/common.sh: MOERUN, ROOT, PY, WORK, pass/fail, expect_error,
 # bad) plus timed checks. Every case prints one line the report (scripts/reliability_report.py)
-# reads:  PASS: <case> [<seconds> s] ...   or   FAIL: <case> ...
+# reads:  PASS: <case> [<seconds> s] ...   or   FAIL: <case> [<seconds> s] ... (the bracket ends the
+# case name, which may itself hold ": "; a FAIL line without it is split at its first ": ").
 # Source it after `set -uo pipefail`, with HERE set to the sourcing script's folder.
 # shellcheck source=../model/common.sh
 source "$HERE/../model/common.sh"
@@ -21,10 +22,10 @@ expect_fail_within() {
   out=$(timeout -s KILL "$limit" "$@" 2>&1 </dev/null)
   rc=$?
   secs=$(elapsed "$t0")
-  if [[ $rc -eq 137 ]]; then fail "$name: still running after $limit s (killed)"; return; fi
-  if [[ $rc -eq 0 ]]; then fail "$name: exit 0 after $secs s: $out"; return; fi
-  if [[ $rc -ge 124 ]]; then fail "$name: exit $rc (crash/signal) after $secs s: $out"; return; fi
-  if ! grep -qF -- "$needle" <<<"$out"; then fail "$name: output lacks '$needle' (rc $rc): $out"; return; fi
+  if [[ $rc -eq 137 ]]; then fail "$name [$secs s] still running after $limit s (killed)"; return; fi
+  if [[ $rc -eq 0 ]]; then fail "$name [$secs s] exit 0: $out"; return; fi
+  if [[ $rc -ge 124 ]]; then fail "$name [$secs s] exit $rc (crash/signal): $out"; return; fi
+  if ! grep -qF -- "$needle" <<<"$out"; then fail "$name [$secs s] output lacks '$needle' (rc $rc): $out"; return; fi
   pass "$name [$secs s] rc $rc: $(grep -F -- "$needle" <<<"$out" | head -n 1 | cut -c1-300)"
 }
 
@@ -82,7 +83,7 @@ sigbus_case() {
   if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "model.safetensors changed while mapped" "$WORK/bus.err"; then
     pass "$name [$secs s] rc $rc: $(grep -o 'moerun: error: .*changed while mapped.*' "$WORK/bus.err" | head -n 1 | cut -c1-200)"
   else
-    fail "$name: rc $rc: $(tail -c 400 "$WORK/bus.err")"
+    fail "$name [$secs s] rc $rc: $(tail -c 400 "$WORK/bus.err")"
   fi
 }
 

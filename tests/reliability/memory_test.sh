@@ -52,7 +52,7 @@ t0=$(now)
 if out=$("$MOERUN" logits -m "$TINY" --tokens 1,2,3 -o "$WORK/ok.st" -t 1 --max-memory 1G 2>&1); then
   pass "logits --max-memory 1G runs [$(elapsed "$t0") s] rc 0"
 else
-  fail "logits --max-memory 1G: $out"
+  fail "logits --max-memory 1G runs [$(elapsed "$t0") s] $out"
 fi
 
 # 5. An allocation failure is reported as out of memory, not as a bare std::bad_alloc: a 150 MB task

@@ -26,7 +26,7 @@ if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "no completion within 3000 ms \[col
     [[ -n $cpu ]] && $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.15 else 1)" "$cpu"; then
   pass "mpirun -np 2 logits: rank 1 SIGSTOPped before collective #10 (deadline 3 s) [$secs s] rc $rc: waiting rank used ${cpu} s of CPU in 3 s; $(grep -o 'all_[a-z_]* on group.*CPU)' <<<"$out" | head -n 1)"
 else
-  fail "mpirun: a rank stopped mid-forward: rc $rc, cpu '$cpu': $out"
+  fail "mpirun -np 2 logits: rank 1 SIGSTOPped before collective #10 (deadline 3 s) [$secs s] rc $rc, cpu '$cpu': $out"
 fi
 
 # 3. The same stall on generate and eval (the deadline reaches every command under mpirun too).
@@ -74,7 +74,7 @@ signal_case() {
   if [[ $rc -ne 0 && -z $left && -z $missing ]] && $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 10 else 1)" "$secs"; then
     pass "$name [$secs s] rc $rc: lines from$found; $(grep -E "^moerun: rank [0-9]+: SIG" "$WORK/sig.err" | tail -n 1 | cut -c1-200)"
   else
-    fail "$name: rc $rc after $secs s, processes left '$left', lines missing$missing: $(tail -c 600 "$WORK/sig.err")"
+    fail "$name [$secs s] rc $rc, processes left '$left', lines missing$missing: $(tail -c 600 "$WORK/sig.err")"
   fi
 }
 
@@ -103,7 +103,7 @@ if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "interrupted" "$WORK/eval.err" && [
     $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 10 else 1)" "$secs"; then
   pass "mpirun -np 2 eval: SIGTERM to mpirun [$secs s] rc $rc: $lines of 6000 answers written; $(grep -o 'interrupted (.*' "$WORK/eval.err" | tail -n 1)"
 else
-  fail "mpirun eval interrupted: rc $rc after $secs s, $lines answer lines: $(tail -c 600 "$WORK/eval.err")"
+  fail "mpirun -np 2 eval: SIGTERM to mpirun [$secs s] rc $rc, $lines answer lines: $(tail -c 600 "$WORK/eval.err")"
 fi
 
 # 6. The model file truncated under a running mpirun job (both ranks map it).

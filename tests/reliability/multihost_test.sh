@@ -94,7 +94,7 @@ moved=$(($(veth_bytes) - b0))
 if [[ $rc -eq 0 && -s $WORK/one.st ]] && cmp -s "$WORK/one.st" "$WORK/two.st" && ((moved >= floor)); then
   pass "two namespaces (TCP over a veth only): logits --tp 2 --deterministic [$secs s] rc 0: bitwise equal to one rank; veth $V0 carried $moved bytes (tx+rx; TP floor $floor)"
 else
-  fail "two namespaces: logits --tp 2 --deterministic: rc $rc, veth carried $moved bytes (floor $floor): $(tail -c 1500 <<<"$out")"
+  fail "two namespaces (TCP over a veth only): logits --tp 2 --deterministic [$secs s] rc $rc, veth carried $moved bytes (floor $floor): $(tail -c 1500 <<<"$out")"
 fi
 
 # 2. generate: the same greedy tokens as one rank.
@@ -108,7 +108,7 @@ moved=$(($(veth_bytes) - b0))
 if [[ $rc -eq 0 && -s $WORK/gen1.txt ]] && cmp -s "$WORK/gen1.txt" "$WORK/gen2.txt"; then
   pass "two namespaces: generate --tp 2 [$secs s] rc 0: the same greedy tokens as one rank ($(head -c 120 "$WORK/gen2.txt" | tr '\n' ' ')); veth carried $moved bytes"
 else
-  fail "two namespaces: generate --tp 2: rc $rc: $(head -c 300 "$WORK/gen1.txt") vs $(head -c 300 "$WORK/gen2.txt") $(tail -c 1000 "$WORK/gen2.err")"
+  fail "two namespaces: generate --tp 2 [$secs s] rc $rc: $(head -c 300 "$WORK/gen1.txt") vs $(head -c 300 "$WORK/gen2.txt") $(tail -c 1000 "$WORK/gen2.err")"
 fi
 
 # 3. Expert parallelism with data-parallel replicas across the link.
@@ -119,7 +119,7 @@ secs=$(elapsed "$t0")
 if [[ $rc -eq 0 ]] && cmp -s "$WORK/one.st" "$WORK/ep.st"; then
   pass "two namespaces: logits --dp 2 --ep --deterministic [$secs s] rc 0: bitwise equal to one rank"
 else
-  fail "two namespaces: logits --dp 2 --ep --deterministic: rc $rc: $(tail -c 1500 <<<"$out")"
+  fail "two namespaces: logits --dp 2 --ep --deterministic [$secs s] rc $rc: $(tail -c 1500 <<<"$out")"
 fi
 
 # cut_case NAME STOP_RANK0: a long eval over the link; once it computes, the veth goes down (and,
@@ -143,7 +143,7 @@ cut_case() {
   done
   if [[ $stop0 == 1 ]]; then
     if [[ -z $rank0 ]]; then
-      fail "$name: rank 0 not found in $NS0: $(grep "moerun: error" "$WORK/cut.err") $(tail -c 1500 "$WORK/cut.err")"
+      fail "$name [- s] rank 0 not found in $NS0: $(grep "moerun: error" "$WORK/cut.err") $(tail -c 1500 "$WORK/cut.err")"
       return
     fi
     kill -STOP "$rank0"
@@ -172,7 +172,7 @@ cut_case() {
       $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) + 10 else 1)" "$secs" "$deadline"; then
     pass "$name [$secs s] mpirun rc $rc, no process left in either namespace (the cut took $cut_secs s): $msgs"
   else
-    fail "$name: rc $rc after $secs s (bound $((deadline + 10)) s; the cut took $cut_secs s), left: '$left': $(tail -c 2000 "$WORK/cut.err")"
+    fail "$name [$secs s] rc $rc (bound $((deadline + 10)) s; the cut took $cut_secs s), left: '$left': $(tail -c 2000 "$WORK/cut.err")"
   fi
 }
 

@@ -27,7 +27,7 @@ if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -qF "cannot write '$WORK/no/such/dir/a
     ! grep -q "eval \[" <<<"$out"; then
   pass "eval --answers in a missing directory, refused before computing [$secs s] rc $rc: $(grep -F 'cannot write' <<<"$out" | head -n 1)"
 else
-  fail "eval --answers in a missing directory, refused before computing: rc $rc after $secs s: $(tail -c 300 <<<"$out")"
+  fail "eval --answers in a missing directory, refused before computing [$secs s] rc $rc: $(tail -c 300 <<<"$out")"
 fi
 
 # 3. An interrupted eval writes the answers so far and exits non-zero saying so.
@@ -38,7 +38,7 @@ lines=$(wc -l <"$WORK/partial.tsv" 2>/dev/null || echo 0)
 if [[ $rc -ne 0 && $rc -lt 124 ]] && grep -q "interrupted" "$WORK/eval.err" && [[ $lines -gt 0 && $lines -lt 6000 ]]; then
   pass "eval interrupted by SIGINT [$secs s] rc $rc: $lines of 6000 answers written; $(grep -o 'interrupted.*' "$WORK/eval.err" | tail -n 1)"
 else
-  fail "eval interrupted: rc $rc, $lines answer lines, stderr: $(tail -c 400 "$WORK/eval.err")"
+  fail "eval interrupted by SIGINT [$secs s] rc $rc, $lines answer lines, stderr: $(tail -c 400 "$WORK/eval.err")"
 fi
 
 # 4. A killed writer's temporary file (<path>.tmp.<dead pid>) is removed by the next write.
@@ -51,7 +51,7 @@ if "$MOERUN" logits -m "$TINY" --tokens 1,2 -o "$WORK/out.st" -t 1 2>/dev/null &
     [[ ! -e $WORK/out.st.tmp.$dead ]]; then
   pass "orphan <path>.tmp.<dead pid> removed by the next write [$(elapsed "$t0") s] rc 0: out.st.tmp.$dead gone, out.st written"
 else
-  fail "orphan temporary file: $(ls "$WORK" | grep tmp)"
+  fail "orphan <path>.tmp.<dead pid> removed by the next write [$(elapsed "$t0") s] left: $(ls "$WORK" | grep tmp)"
 fi
 
 # 5. SIGTERM to in-process ranks (--tp 2 --ep): the process ends by the signal, its last line naming
@@ -62,7 +62,7 @@ last=$(tail -n 1 "$WORK/term.err")
 if [[ $rc -eq 143 ]] && grep -Eq "^moerun: rank 0: SIGTERM received (during|while computing after) .*collective #[0-9]+( of this rank: | \()[a-z]" <<<"$last"; then
   pass "in-process ranks (--tp 2 --ep): SIGTERM [$secs s] rc $rc: $last"
 else
-  fail "in-process SIGTERM: rc $rc, last line '$last'"
+  fail "in-process ranks (--tp 2 --ep): SIGTERM [$secs s] rc $rc, last line '$last'"
 fi
 
 # 6. The model file truncated under a running process: SIGBUS caught, the file named.
