@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -31,11 +32,11 @@ class HugePageMapping {
         ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED) return nullptr;
     const auto start = reinterpret_cast<uintptr_t>(raw);
-    const uintptr_t base = RoundUp(start, kHugePageBytes);
-    if (base > start) ::munmap(raw, base - start);
-    const size_t tail = start + span - (base + size);
-    if (tail > 0) ::munmap(reinterpret_cast<void*>(base + size), tail);
-    auto* p = reinterpret_cast<uint8_t*>(base);
+    const size_t head = RoundUp(start, kHugePageBytes) - start;  // bytes before the first 2 MiB boundary
+    uint8_t* p = static_cast<uint8_t*>(raw) + head;
+    if (head > 0) ::munmap(raw, head);
+    const size_t tail = span - head - size;
+    if (tail > 0) ::munmap(p + size, tail);
     // Failure (a kernel without THP) leaves ordinary pages: still correct.
     (void)::madvise(p, size, MADV_HUGEPAGE);
     return std::shared_ptr<HugePageMapping>(new HugePageMapping(p, size));
@@ -93,7 +94,8 @@ void StreamedBytesDeleter::operator()(uint8_t* p) const {
 }
 
 StreamedBytes AllocateStreamedBytes(size_t bytes) {
-  if (bytes < kMinArenaBytes) return FromOperatorNew(bytes);
+  // Small buffers, and sizes no mapping could hold (operator new then throws std::bad_alloc).
+  if (bytes < kMinArenaBytes || bytes > SIZE_MAX - 2 * kHugePageBytes) return FromOperatorNew(bytes);
   const size_t reserved = RoundUp(bytes, kPageBytes);
   if (reserved > kMappingBytes / 2) {  // a buffer this large gets its own mapping
     std::shared_ptr<HugePageMapping> own = HugePageMapping::Create(RoundUp(reserved, kHugePageBytes));

@@ -7,12 +7,15 @@
 // such memory (85 vs 77 GB/s); a V2-Lite expert's down projection (1.6 MB at q4_0) only reaches
 // whole huge pages because experts are allocated back to back, not one mapping each.
 //
-// Invariants: every buffer is 4096-byte aligned (so 64-byte aligned) and starts zeroed; buffers
-// never overlap. Freeing a buffer returns its pages to the kernel (MADV_DONTNEED over exactly its
-// own pages, so a neighbour sharing a huge page keeps its bytes); a mapping the arena has moved on
-// from is unmapped when its last buffer is freed. Smaller buffers, or any buffer when a mapping cannot be
-// made (e.g. under `ulimit -v`), come from operator new (64-byte aligned, then zeroed) instead: huge pages
-// are an optimisation, never a reason to fail.
+// Invariants: every buffer starts zeroed and is 64-byte aligned (4096-byte aligned in a mapping);
+// buffers never overlap. Mappings reserve 1 GiB of address space each (MAP_NORESERVE: only touched
+// pages cost memory; under strict overcommit, vm.overcommit_memory = 2, the reservation counts
+// against the commit limit); a buffer over half of that gets a mapping of its own. Freeing a buffer
+// returns its pages to the kernel (MADV_DONTNEED over exactly its own pages, so a neighbour sharing
+// a huge page keeps its bytes; khugepaged may later re-collapse such a huge page, zero-filled); a
+// mapping the arena has moved on from is unmapped when its last buffer is freed. Smaller buffers,
+// or any buffer when a mapping cannot be made (e.g. under `ulimit -v`), come from operator new
+// (then zeroed) instead: huge pages are an optimisation, never a reason to fail.
 //
 // Thread safety: AllocateStreamedBytes may be called from any thread; a StreamedBytes is owned by
 // one object like a unique_ptr.

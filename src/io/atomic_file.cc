@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -36,6 +37,33 @@ void SyncParentDirectory(const std::string& path) {
   if (fd < 0) return;
   (void)::fsync(fd);
   ::close(fd);
+}
+
+// Reads `fd` (opened from `path`) to EOF or to `limit` bytes, whichever comes first; with `more`,
+// also says whether bytes remain past the limit. Errors name the path and the bytes read so far.
+StatusOr<std::string> ReadUpTo(int fd, const std::string& path, uint64_t limit, bool* more) {
+  std::string out;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) out.reserve(static_cast<size_t>(std::min<uint64_t>(limit, st.st_size)));
+  char buf[1 << 16];
+  while (true) {
+    const uint64_t room = limit - out.size();
+    const uint64_t want = room >= sizeof buf ? sizeof buf : room + (more != nullptr ? 1 : 0);
+    if (want == 0) break;
+    const ssize_t n = ::read(fd, buf, want);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return IOError("{}: read failed after {} bytes: {}", path, out.size(), ErrnoMessage(errno));
+    }
+    const uint64_t keep = std::min<uint64_t>(static_cast<uint64_t>(n), limit - out.size());
+    out.append(buf, static_cast<size_t>(keep));
+    if (keep < static_cast<uint64_t>(n)) {
+      *more = true;
+      break;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -131,25 +159,19 @@ StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_byt
                            static_cast<uint64_t>(st.st_size), max_bytes);
   }
   // Read to EOF rather than trusting st_size (/proc files, concurrent appends), up to the bound.
-  std::string out;
-  out.reserve(static_cast<size_t>(st.st_size));
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return IOError("{}: read failed after {} bytes: {}", path, out.size(), ErrnoMessage(err));
-    }
-    if (out.size() + static_cast<uint64_t>(n) > max_bytes) {
-      ::close(fd);
-      return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path,
-                             max_bytes);
-    }
-    out.append(buf, static_cast<size_t>(n));
+  bool more = false;
+  StatusOr<std::string> out = ReadUpTo(fd, path, max_bytes, &more);
+  ::close(fd);
+  if (out.ok() && more) {
+    return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path,
+                           max_bytes);
   }
+  return out;
+}
+
+StatusOr<std::string> ReadFilePrefix(const std::string& path, uint64_t n) {
+  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
+  StatusOr<std::string> out = ReadUpTo(fd, path, n, nullptr);
   ::close(fd);
   return out;
 }

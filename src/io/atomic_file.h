@@ -47,5 +47,8 @@ inline constexpr uint64_t kMaxTextFileBytes = uint64_t{256} << 20;
 // refused before anything is allocated. NotFound / IOError / InvalidArgument name the path (and the
 // bound).
 StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes = kMaxTextFileBytes);
+// The first `n` bytes of a regular file (fewer at EOF; FIFOs and devices refused, so it never blocks
+// on one). NotFound / IOError / InvalidArgument (not a regular file) name the path.
+StatusOr<std::string> ReadFilePrefix(const std::string& path, uint64_t n);
 
 }  // namespace moerun

@@ -28,10 +28,10 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
   thread_local std::vector<float> s;  // [n_rows, ctx] scores, then probabilities
   s.resize(static_cast<size_t>(n_rows * ctx));
   // Scores: one GemmNT per contiguous run of keys (the whole context, or one block).
-  const PagedRows key_rows = keys.paged();
+  const PagedRows& key_rows = keys.rows;
   for (int64_t j0 = 0; j0 < ctx;) {
     const int64_t len = key_rows.RunFrom(j0, ctx);
-    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), keys.ld, s.data() + j0, ctx);
+    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), key_rows.ld, s.data() + j0, ctx);
     j0 += len;
   }
   for (int64_t i = 0; i < n_rows; ++i) {
@@ -52,7 +52,7 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
     std::fill(si + n, si + ctx, 0.0f);
   }
   // One chain per element over all positions, block after block (GemmNNPaged).
-  GemmNNPaged(isa, n_rows, values.dim, ctx, s.data(), ctx, values.paged(), o, ldo);
+  GemmNNPaged(isa, n_rows, values.dim, ctx, s.data(), ctx, values.rows, o, ldo);
 }
 
 }  // namespace moerun

@@ -22,17 +22,12 @@
 
 namespace moerun {
 
+// The cached keys or values of one attention: where position j's row is, and how much of it is used.
 struct CachedRows {
-  // Contiguous (table == nullptr): row j at data + j * ld.
-  // Paged: row j at data + table[j / block_rows] * block_stride + (j % block_rows) * ld, i.e. data
-  // points at the first row of block id 0 and blocks are block_stride floats apart.
-  const float* data = nullptr;
-  int64_t ld = 0;                  // floats between rows, e.g. 576 (MLA entry) or 512 (4 KV heads x 128)
-  int64_t dim = 0;                 // elements used per row, e.g. 576 (MLA keys), 512 (MLA values), 128
-  const int32_t* table = nullptr;  // block ids in position order; null: contiguous
-  int64_t block_rows = 0;          // rows per block, e.g. 16
-  int64_t block_stride = 0;        // floats between blocks
-  PagedRows paged() const { return {data, ld, table, block_rows, block_stride}; }  // without dim
+  // Row j, contiguous or paged (kernels/small_gemm.h); paged: data points at the first row of block
+  // id 0. ld e.g. 576 (an MLA entry) or 512 (4 KV heads x 128).
+  PagedRows rows;
+  int64_t dim = 0;  // elements used per row, e.g. 576 (MLA keys), 512 (MLA values), 128
 };
 
 // q: [n_rows, ldq] (ldq >= keys.dim); pos: [n_rows] positions (rows 0..pos[i] of keys and values

@@ -55,12 +55,12 @@ class GqaKvCache : public ModelCache {
       : ModelCache(CacheKind::kGqaKv, std::move(storage), std::move(table), capacity) {}
   CachedRows Rows(int64_t array, int64_t layer, int64_t col, int64_t dim) const {
     const KvBlockStorage& s = storage();
-    return {.data = s.row(0, array, layer, 0) + col,
-            .ld = s.width(),
-            .dim = dim,
-            .table = block_table().data(),
-            .block_rows = s.block_tokens(),
-            .block_stride = s.block_floats()};
+    return {.rows = {.data = s.row(0, array, layer, 0) + col,
+                     .ld = s.width(),
+                     .table = block_table().data(),
+                     .block_rows = s.block_tokens(),
+                     .block_stride = s.block_floats()},
+            .dim = dim};
   }
   static std::shared_ptr<KvBlockStorage> NewStorageOrThrow(int64_t layers, int64_t kv_heads, int64_t head_dim,
                                                            int64_t capacity) {

@@ -22,7 +22,7 @@ namespace moerun {
 struct LatentCacheView {
   // Contiguous (table == nullptr): entry j at entries + j * stride. Paged (one layer of a
   // KvBlockStorage, model/paged_kv.h): entry j at entries + table[j / block_rows] * block_stride +
-  // (j % block_rows) * stride (as CachedRows).
+  // (j % block_rows) * stride (as PagedRows).
   const float* entries = nullptr;
   int64_t stride = 0;  // r + dr, e.g. 576
   int64_t rank = 0;    // r = kv_lora_rank, e.g. 512

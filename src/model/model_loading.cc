@@ -109,6 +109,11 @@ ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const
   const bool router = has("mlp.gate.weight") || has("block_sparse_moe.gate.weight") ||
                       has("shared_expert_gate") || has("ffn_gate_inp");
   if (shape.size() <= 1 || router) return {"f32", 4 * elements};
+  if (has("kv_b_proj") || has("attn_kv_b") || has("attn_k_b") || has("attn_v_b")) {  // MLA's row-op halves
+    const DType held = StoredRowsDType(stored, requested, cols);
+    return {std::string(DTypeName(held)), elements / static_cast<double>(DTypeBlockSize(held)) *
+                                              static_cast<double>(DTypeBlockBytes(held))};
+  }
   if (has("embed_tokens") || has("token_embd")) {
     const double block = static_cast<double>(DTypeBlockSize(stored));
     return {fmt::format("{} (mapped)", DTypeName(stored)),
@@ -124,10 +129,14 @@ StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& n
   return PackAs(w, requested);
 }
 
+DType StoredRowsDType(DType stored, std::optional<WeightFormat> requested, int64_t cols) {
+  if (stored != DType::kF8_E4M3 && !IsLoadOnlyDType(stored)) return stored;
+  return Traits(ResolveWeightFormat(requested, stored, cols)).storage;
+}
+
 StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
                                        int64_t cols) {
-  if (!w.block_scaled() && !IsLoadOnlyDType(w.dtype())) return MakeStoredRows(w.dtype(), cols);
-  return MakeStoredRows(Traits(ResolveWeightFormat(requested, w.dtype(), cols)).storage, cols);
+  return MakeStoredRows(StoredRowsDType(w.dtype(), requested, cols), cols);
 }
 
 void AppendWeightRows(const StoredWeight& w, int64_t r0, int64_t r1, StoredRows* out) {

@@ -67,8 +67,9 @@ StatusOr<PackedWeight> LoadPacked(const TensorSource& ckpt, const std::string& n
 // How a checkpoint tensor is held once loaded, by the loaders' rules (for `inspect`): vectors
 // (norms, biases, score-correction biases) and router gates (HF `mlp.gate`, `block_sparse_moe.gate`,
 // `shared_expert_gate`; GGUF `ffn_gate_inp*`) as f32; token embeddings left in the file's pages as
-// stored (rows are read on use); FP8 block scales folded into their weight (0 bytes); every other
-// matrix packed in ResolveWeightFormat(requested, stored, cols). `name` is an HF or a GGUF tensor
+// stored (rows are read on use); FP8 block scales folded into their weight (0 bytes); MLA's kv_b
+// (HF `kv_b_proj`; GGUF `attn_kv_b`, `attn_k_b`, `attn_v_b`) in StoredRowsDType; every other matrix
+// packed in ResolveWeightFormat(requested, stored, cols). `name` is an HF or a GGUF tensor
 // name, `shape` outermost first with the row length (cols) last.
 struct ResidentForm {
   std::string format;  // "q4_k", "f32", or "bf16 (mapped)"
@@ -77,9 +78,12 @@ struct ResidentForm {
 ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const int64_t> shape,
                             std::optional<WeightFormat> requested);
 
-// A matrix kept in a stored format for the row ops (MLA's kv_b): the weight's own dtype, or for an
-// FP8 weight or a load-only block dtype (Q3_K, Q2_K, IQ4_NL) the storage of the format `requested`
-// resolves to for `cols`-long rows (auto: bf16 for FP8, q8_0 for the block dtypes).
+// The dtype a matrix is kept in for the row ops (MLA's kv_b): its own `stored` dtype, or for FP8
+// (F8_E4M3, block scaled) or a load-only block dtype (Q3_K, Q2_K, IQ4_NL) the storage of the format
+// `requested` resolves to for `cols`-long rows (auto: bf16 for FP8, q8_0 for the block dtypes).
+// --weight-format does not re-quantise the others: the row ops read every other dtype as stored.
+DType StoredRowsDType(DType stored, std::optional<WeightFormat> requested, int64_t cols);
+// An empty StoredRows of StoredRowsDType(w.dtype(), requested, cols).
 StatusOr<StoredRows> MakeStoredRowsFor(const StoredWeight& w, std::optional<WeightFormat> requested,
                                        int64_t cols);
 // Appends rows [r0, r1) of `w` to `out` (made by MakeStoredRowsFor for w): bytes as stored, or FP8 /

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -22,34 +21,12 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// The first n bytes (fewer at EOF) of a regular file: OpenReadOnly refuses FIFOs and devices, so
-// the fingerprint never blocks on one (the loader would name it the same way).
-StatusOr<std::string> ReadPrefix(const std::string& path, uint64_t n) {
-  ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
-  std::string bytes(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::read(fd, bytes.data() + got, n - got);
-    if (r == 0) break;
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return IOError("{}: read failed after {} bytes: {}", path, got, std::strerror(err));
-    }
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  bytes.resize(got);
-  return bytes;
-}
-
 // The bytes that define the file: see the header comment.
 StatusOr<uint64_t> DefiningBytes(const std::string& path, uint64_t size, FileDigest how) {
   if (how == FileDigest::kContent) return size;
   if (EndsWith(path, ".gguf")) return std::min(size, kGgufPrefixBytes);
   if (!EndsWith(path, ".safetensors")) return size;
-  ASSIGN_OR_RETURN(std::string head, ReadPrefix(path, 8));
+  ASSIGN_OR_RETURN(std::string head, ReadFilePrefix(path, 8));
   if (head.size() < 8) return size;  // too short to be valid: the loader says why
   uint64_t n = 0;
   std::memcpy(&n, head.data(), 8);
@@ -66,7 +43,7 @@ StatusOr<std::string> FileIdentity(const std::string& path, FileDigest how) {
   if (!stated) return IOError("{}: cannot stat", path);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   ASSIGN_OR_RETURN(const uint64_t n, DefiningBytes(path, size, how));
-  ASSIGN_OR_RETURN(std::string bytes, ReadPrefix(path, n));
+  ASSIGN_OR_RETURN(std::string bytes, ReadFilePrefix(path, n));
   return fmt::format("size {} bytes, {}{}", size, DigestOf(bytes),
                      n < size ? fmt::format(" of the first {}", n) : "");
 }

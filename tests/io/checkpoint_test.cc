@@ -216,6 +216,32 @@ TEST_F(CheckpointTest, ReadRefusesFilesOverItsCap) {
       << text.status().message();
 }
 
+// A file whose size stat does not know (/proc) is still held to the cap while it is read.
+TEST_F(CheckpointTest, ReadStopsAtTheCapWhenTheFileOutgrowsItsStat) {
+  const StatusOr<std::string> whole = ReadFileToString("/proc/self/status");
+  ASSERT_TRUE(whole.ok()) << whole.status().message();
+  ASSERT_GT(whole->size(), 20U);
+  const StatusOr<std::string> capped = ReadFileToString("/proc/self/status", 20);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_NE(capped.status().message().find("grew past the 20 bytes"), std::string::npos)
+      << capped.status().message();
+}
+
+// ReadFilePrefix: the first n bytes, fewer at EOF, across several reads; FIFOs refused.
+TEST_F(CheckpointTest, ReadFilePrefixReadsTheFirstBytes) {
+  std::string bytes(200000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 % 251);
+  ASSERT_TRUE(WriteFileAtomically(Path("blob.bin"), bytes).ok());
+  EXPECT_EQ(ReadFilePrefix(Path("blob.bin"), 0).value(), "");
+  EXPECT_EQ(ReadFilePrefix(Path("blob.bin"), 5).value(), bytes.substr(0, 5));
+  EXPECT_EQ(ReadFilePrefix(Path("blob.bin"), 150000).value(), bytes.substr(0, 150000));
+  EXPECT_EQ(ReadFilePrefix(Path("blob.bin"), 1 << 20).value(), bytes);
+  ASSERT_EQ(::mkfifo(Path("fifo").c_str(), 0644), 0);
+  const StatusOr<std::string> fifo = ReadFilePrefix(Path("fifo"), 8);
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_NE(fifo.status().message().find("not a regular file"), std::string::npos) << fifo.status().message();
+}
+
 TEST_F(CheckpointTest, AtomicWriteRemovesDeadWritersTemporaries) {
   const pid_t child = ::fork();
   if (child == 0) ::_exit(0);

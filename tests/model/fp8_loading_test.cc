@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,35 @@ TEST(Fp8PackTest, PackedFromCodesEqualsPackedFromDequantisedMatrix) {
   }
   // FP8 codes without their scales are refused rather than decoded unscaled.
   EXPECT_FALSE(PackedWeight::Pack(w.values(), WeightFormat::kBF16).ok());
+}
+
+// `inspect`'s "held as" for MLA's kv_b (HF and GGUF names) is the dtype the loader's StoredRows
+// really get, for every kind of stored dtype and --weight-format, and its bytes are that dtype's.
+TEST(ResidentFormTest, KvBIsHeldAsTheRowOpsGetIt) {
+  const int64_t rows = 64, cols = 256;
+  const int64_t shape[] = {rows, cols};
+  for (DType stored :
+       {DType::kF32, DType::kBF16, DType::kQ4_0, DType::kQ4_K, DType::kQ3_K, DType::kF8_E4M3}) {
+    const StoredWeight w = stored == DType::kF8_E4M3
+                               ? MakeFp8(rows, cols)
+                               : StoredWeight(Tensor::Zeros(stored, {rows, cols}).value());
+    for (std::optional<WeightFormat> requested :
+         {std::optional<WeightFormat>(), std::optional(WeightFormat::kQ8_0),
+          std::optional(WeightFormat::kF32)}) {
+      const DType held = MakeStoredRowsFor(w, requested, cols).value().dtype;
+      for (const char* name : {"model.layers.3.self_attn.kv_b_proj.weight", "blk.3.attn_kv_b.weight",
+                               "blk.3.attn_k_b.weight", "blk.3.attn_v_b.weight"}) {
+        const ResidentForm form = ResidentFormOf(name, stored, shape, requested);
+        SCOPED_TRACE(std::string(name) + " stored " + std::string(DTypeName(stored)));
+        EXPECT_EQ(form.format, DTypeName(held));
+        EXPECT_EQ(form.bytes, static_cast<double>(rows) * static_cast<double>(DTypeRowBytes(held, cols)));
+      }
+    }
+  }
+  // The packed matrices beside it do follow --weight-format.
+  EXPECT_EQ(ResidentFormOf("model.layers.3.self_attn.q_proj.weight", DType::kF32, shape, WeightFormat::kQ8_0)
+                .format,
+            "q8_0");
 }
 
 TEST(Fp8PackTest, AutoFormatIsBf16AndRowsForKvB) {

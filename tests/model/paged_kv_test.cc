@@ -100,11 +100,11 @@ TEST(CachedAttention, PagedRowsGiveTheBitsOfContiguousRows) {
         for (float& x : q) x = nd(rng);
         const float scale = 0.125f;
         std::vector<float> want(static_cast<size_t>(n_rows * dv)), got(want.size(), -1.0f);
-        CachedAttention(q.data(), n_rows, dk, pos.data(), {k.data() + col, ld, dk}, {v.data() + col, ld, dv},
-                        scale, want.data(), dv, isa);
-        const CachedRows pk{arena.data() + col, ld, dk, table.data(), block_rows, stride};
+        CachedAttention(q.data(), n_rows, dk, pos.data(), {{k.data() + col, ld}, dk},
+                        {{v.data() + col, ld}, dv}, scale, want.data(), dv, isa);
+        const CachedRows pk{{arena.data() + col, ld, table.data(), block_rows, stride}, dk};
         CachedRows pv = pk;
-        pv.data = mla ? pk.data : arena.data() + block_rows * ld + col;
+        pv.rows.data = mla ? pk.rows.data : arena.data() + block_rows * ld + col;
         pv.dim = dv;
         CachedAttention(q.data(), n_rows, dk, pos.data(), pk, pv, scale, got.data(), dv, isa);
         ASSERT_TRUE(SameBits(got, want));
@@ -125,10 +125,10 @@ TEST(CachedAttention, SubnormalWeightsAreZeroAndNormalOnesKept) {
     const int64_t pos = 1;
     float out = -1.0f;
     const std::vector<float> k_sub = {-88.0f, 0.0f}, v_sub = {1e38f, 1.0f};
-    CachedAttention(&q, 1, 1, &pos, {k_sub.data(), 1, 1}, {v_sub.data(), 1, 1}, 1.0f, &out, 1, isa);
+    CachedAttention(&q, 1, 1, &pos, {{k_sub.data(), 1}, 1}, {{v_sub.data(), 1}, 1}, 1.0f, &out, 1, isa);
     EXPECT_EQ(out, 1.0f);  // p1 = 1 / (1 + 6e-39) rounds to 1; p0 counts as 0
     const std::vector<float> k_norm = {-80.0f, 0.0f}, v_norm = {1e34f, 1.0f};
-    CachedAttention(&q, 1, 1, &pos, {k_norm.data(), 1, 1}, {v_norm.data(), 1, 1}, 1.0f, &out, 1, isa);
+    CachedAttention(&q, 1, 1, &pos, {{k_norm.data(), 1}, 1}, {{v_norm.data(), 1}, 1}, 1.0f, &out, 1, isa);
     const double p0 = std::exp(-80.0) / (1.0 + std::exp(-80.0));
     const double want = p0 * static_cast<double>(1e34f) + (1.0 - p0);
     EXPECT_NEAR(out, want, 1e-6 * want);
