@@ -24,12 +24,14 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 // [base, base + size): 2 MiB aligned, advised MADV_HUGEPAGE; buffers are carved from `used` on.
 class HugePageMapping {
  public:
-  // nullptr if the kernel refuses the mapping.
-  static std::shared_ptr<HugePageMapping> Create(size_t size) {
+  // nullptr if the kernel refuses the mapping. `noreserve`: MAP_NORESERVE (the shared mapping, whose
+  // address space is mostly never touched); without it the kernel's overcommit check refuses an
+  // impossible size as it would refuse operator new's.
+  static std::shared_ptr<HugePageMapping> Create(size_t size, bool noreserve) {
     // Over-map by one huge page, then unmap the unaligned head and the tail.
     const size_t span = size + kHugePageBytes;
-    void* raw =
-        ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0), -1, 0);
     if (raw == MAP_FAILED) return nullptr;
     const auto start = reinterpret_cast<uintptr_t>(raw);
     const size_t head = RoundUp(start, kHugePageBytes) - start;  // bytes before the first 2 MiB boundary
@@ -98,7 +100,7 @@ StreamedBytes AllocateStreamedBytes(size_t bytes) {
   if (bytes < kMinArenaBytes || bytes > SIZE_MAX - 2 * kHugePageBytes) return FromOperatorNew(bytes);
   const size_t reserved = RoundUp(bytes, kPageBytes);
   if (reserved > kMappingBytes / 2) {  // a buffer this large gets its own mapping
-    std::shared_ptr<HugePageMapping> own = HugePageMapping::Create(RoundUp(reserved, kHugePageBytes));
+    std::shared_ptr<HugePageMapping> own = HugePageMapping::Create(RoundUp(reserved, kHugePageBytes), false);
     if (own == nullptr) return FromOperatorNew(bytes);
     uint8_t* p = own->Carve(reserved);
     return StreamedBytes(p, StreamedBytesDeleter{std::move(own), reserved});
@@ -107,7 +109,7 @@ StreamedBytes AllocateStreamedBytes(size_t bytes) {
   std::lock_guard<std::mutex> lock(arena.mu);
   uint8_t* p = arena.current != nullptr ? arena.current->Carve(reserved) : nullptr;
   if (p == nullptr) {
-    arena.current = HugePageMapping::Create(kMappingBytes);
+    arena.current = HugePageMapping::Create(kMappingBytes, true);
     if (arena.current == nullptr) return FromOperatorNew(bytes);
     p = arena.current->Carve(reserved);
   }

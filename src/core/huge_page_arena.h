@@ -10,7 +10,8 @@
 // Invariants: every buffer starts zeroed and is 64-byte aligned (4096-byte aligned in a mapping);
 // buffers never overlap. Mappings reserve 1 GiB of address space each (MAP_NORESERVE: only touched
 // pages cost memory; under strict overcommit, vm.overcommit_memory = 2, the reservation counts
-// against the commit limit); a buffer over half of that gets a mapping of its own. Freeing a buffer
+// against the commit limit); a buffer over half of that gets a mapping of its own, without
+// MAP_NORESERVE, so an impossible size is refused like operator new's. Freeing a buffer
 // returns its pages to the kernel (MADV_DONTNEED over exactly its own pages, so a neighbour sharing
 // a huge page keeps its bytes; khugepaged may later re-collapse such a huge page, zero-filled); a
 // mapping the arena has moved on from is unmapped when its last buffer is freed. Smaller buffers,

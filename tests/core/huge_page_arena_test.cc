@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <fstream>
+#include <new>
 #include <random>
 #include <sstream>
 #include <string>
@@ -121,6 +122,28 @@ TEST(HugePageArena, VeryLargeBufferHasItsOwnMappingAndIsUnmappedWhenFreed) {
   EXPECT_EQ(p[n / 2], 0);
   b.reset();
   EXPECT_EQ(ResidentPages(p, 4096), -1) << "the mapping outlived its only buffer";
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MOERUN_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MOERUN_SANITIZED 1
+#endif
+#endif
+
+// A size no machine of this kind can hold is refused with std::bad_alloc (which the tools report as
+// "out of memory"), as operator new refuses it, not mapped lazily and killed on first touch.
+TEST(HugePageArena, ImpossibleSizeIsRefusedNotMappedLazily) {
+#ifdef MOERUN_SANITIZED
+  GTEST_SKIP() << "the sanitizers' allocators abort on impossible sizes instead of throwing";
+#else
+  std::ifstream policy("/proc/sys/vm/overcommit_memory");
+  int mode = -1;
+  if (!(policy >> mode) || mode == 1)
+    GTEST_SKIP() << "vm.overcommit_memory = " << mode << ": the kernel maps anything";
+  EXPECT_THROW(AllocateStreamedBytes(size_t{1} << 42), std::bad_alloc);  // 4 TiB
+#endif
 }
 
 TEST(HugePageArena, ConcurrentAllocationsAreDisjoint) {
