@@ -47,7 +47,7 @@ inline constexpr size_t kMinArenaBytes = size_t{64} << 10;
 // A zeroed buffer of `bytes` bytes (see above). Throws std::bad_alloc only if operator new does.
 StreamedBytes AllocateStreamedBytes(size_t bytes);
 
-// True if `p` lies in a huge-page-advised mapping (for tests and `moerun inspect`-style reports).
+// True if `p` lies in a huge-page-advised mapping (what the tests check).
 bool InHugePageMapping(const StreamedBytes& p);
 
 }  // namespace moerun

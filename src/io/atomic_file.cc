@@ -56,7 +56,7 @@ StatusOr<std::string> ReadUpTo(int fd, const std::string& path, uint64_t limit, 
       if (errno == EINTR) continue;
       return IOError("{}: read failed after {} bytes: {}", path, out.size(), ErrnoMessage(errno));
     }
-    const uint64_t keep = std::min<uint64_t>(static_cast<uint64_t>(n), limit - out.size());
+    const uint64_t keep = std::min<uint64_t>(static_cast<uint64_t>(n), room);
     out.append(buf, static_cast<size_t>(keep));
     if (keep < static_cast<uint64_t>(n)) {
       *more = true;

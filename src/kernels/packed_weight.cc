@@ -1,7 +1,5 @@
 #include "kernels/packed_weight.h"
 
-#include <cstring>
-
 #include "core/block_quant.h"
 #include "core/checked_math.h"
 #include "kernels/block_interleave.h"

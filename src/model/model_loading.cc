@@ -105,19 +105,19 @@ ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const
   double elements = 1;
   for (int64_t d : shape) elements *= static_cast<double>(d);
   const int64_t cols = shape.empty() ? 1 : shape.back();
+  auto bytes_as = [&](DType t) {  // the whole tensor held in dtype t
+    return elements / static_cast<double>(DTypeBlockSize(t)) * static_cast<double>(DTypeBlockBytes(t));
+  };
   if (name.ends_with("weight_scale_inv")) return {"folded into its weight", 0};
   const bool router = has("mlp.gate.weight") || has("block_sparse_moe.gate.weight") ||
                       has("shared_expert_gate") || has("ffn_gate_inp");
   if (shape.size() <= 1 || router) return {"f32", 4 * elements};
   if (has("kv_b_proj") || has("attn_kv_b") || has("attn_k_b") || has("attn_v_b")) {  // MLA's row-op halves
     const DType held = StoredRowsDType(stored, requested, cols);
-    return {std::string(DTypeName(held)), elements / static_cast<double>(DTypeBlockSize(held)) *
-                                              static_cast<double>(DTypeBlockBytes(held))};
+    return {std::string(DTypeName(held)), bytes_as(held)};
   }
   if (has("embed_tokens") || has("token_embd")) {
-    const double block = static_cast<double>(DTypeBlockSize(stored));
-    return {fmt::format("{} (mapped)", DTypeName(stored)),
-            elements / block * static_cast<double>(DTypeBlockBytes(stored))};
+    return {fmt::format("{} (mapped)", DTypeName(stored)), bytes_as(stored)};
   }
   const WeightFormat f = ResolveWeightFormat(requested, stored, cols);
   return {WeightFormatName(f), elements * Traits(f).bits_per_weight / 8};
