@@ -34,6 +34,27 @@ inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
   return v;
 }
 
+// Activation rows m .. m + R - 1 of a tile, their row pointers taken once (not per block).
+template <int R>
+struct ActRows {
+  const int8_t* q[R];
+  const float* d[R];
+  const int32_t* sum[R];
+  ActRows(const Q8Activations& a, int64_t m) {
+    for (int r = 0; r < R; ++r) {
+      q[r] = a.q + (m + r) * a.ldq;
+      d[r] = a.d + (m + r) * a.ldb;
+      sum[r] = a.sum + (m + r) * a.ldb;
+    }
+  }
+  // The 4 activation bytes of elements 4g..4g+3 of block kb of row r.
+  int32_t Group(int r, int64_t kb, int g) const {
+    int32_t v;
+    std::memcpy(&v, q[r] + kb * 32 + 4 * g, 4);
+    return v;
+  }
+};
+
 // ---- Q6_K interleaved: 3360-byte columns (block_interleave.h) ----
 // [d: rows 0..15 x f16 (32 B)][4 scale words][32 ql words][16 qh words], 64 bytes (16 rows x 4)
 // per word. Lane j of 32-element block i (= 4h + g) of a super-block, per 16-element half e:
@@ -119,6 +140,11 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
+  // Few activation rows (decode): Q4_0's high nibbles meet the activations in place (x & 0xF0 is
+  // 16 q, so that chain sums 16 x its exact int32 part, and an arithmetic shift by 4 recovers it
+  // exactly), which saves a shift per word where the weight unpacking is most of the work.
+  constexpr bool kHighInPlace = kT == DType::kQ4_0 && R <= 2;
+  const ActRows<R> act(a, m);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t kb = kb0; kb < kb1; ++kb) {
@@ -134,6 +160,9 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       const __m512i x = _mm512_loadu_si512(c + kL.qs + 64 * g);
       if constexpr (kQ8) {
         u[g] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));  // w + 128
+      } else if constexpr (kHighInPlace) {
+        u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                         // elements 4g..
+        u[4 + g] = _mm512_and_si512(x, _mm512_set1_epi8(static_cast<char>(0xF0)));  // 16 x (16 + 4g..)
       } else {
         u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
         u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
@@ -144,11 +173,15 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       }
     }
     for (int r = 0; r < R; ++r) {
-      const int32_t A = a.sum[(m + r) * a.ldb + kb];
-      __m512i I = _mm512_set1_epi32(-kL.offset * A);
-      for (int g = 0; g < 8; ++g)
-        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-      const float da = a.d[(m + r) * a.ldb + kb];
+      const int32_t A = act.sum[r][kb];
+      // Two independent chains of 4 words each, added exactly.
+      __m512i I = _mm512_set1_epi32(-kL.offset * A), J = _mm512_setzero_si512();
+      for (int g = 0; g < 4; ++g) {
+        I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(act.Group(r, kb, g)));
+        J = _mm512_dpbusd_epi32(J, u[4 + g], _mm512_set1_epi32(act.Group(r, kb, 4 + g)));
+      }
+      I = _mm512_add_epi32(I, kHighInPlace ? _mm512_srai_epi32(J, 4) : J);
+      const float da = act.d[r][kb];
       acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(da)), _mm512_cvtepi32_ps(I), acc[r]);
       if constexpr (kL.has_min)
         acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(da * static_cast<float>(A)), acc[r]);
@@ -187,6 +220,9 @@ template <int R, DType kT>
 void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
               float* out) {
   constexpr KLayout kL = KLayoutOf(kT);
+  // Few activation rows: Q4_K's high nibbles meet the activations in place, as in ColumnsInterleaved.
+  constexpr bool kHighInPlace = kT == DType::kQ4_K && R <= 2;
+  const ActRows<R> act(a, m);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
@@ -204,7 +240,11 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
         const __m512 ws = _mm512_mul_ps(d, scales.Sc(s)), wm = _mm512_mul_ps(dmin, scales.Min(s));
         __m512i u[8];
         for (int g = 0; g < 8; ++g) {
-          u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
+          if (kHighInPlace && half) {
+            u[g] = _mm512_and_si512(x[g], _mm512_set1_epi8(static_cast<char>(0xF0)));  // 16 q
+          } else {
+            u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
+          }
           if constexpr (kL.qh != 0) {  // Q5_K: + 16 where bit s of the qh byte is set
             const __mmask64 high = _mm512_test_epi8_mask(_mm512_loadu_si512(c + kL.qh + 64 * g),
                                                          _mm512_set1_epi8(static_cast<char>(1 << s)));
@@ -212,13 +252,16 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
           }
         }
         for (int r = 0; r < R; ++r) {
-          __m512i I = _mm512_setzero_si512();
-          for (int g = 0; g < 8; ++g)
-            I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(ActGroup(a, m + r, kb, g)));
-          const __m512 t_min =
-              _mm512_mul_ps(wm, _mm512_set1_ps(static_cast<float>(a.sum[(m + r) * a.ldb + kb])));
+          __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512();  // two exact chains
+          for (int g = 0; g < 4; ++g) {
+            I = _mm512_dpbusd_epi32(I, u[g], _mm512_set1_epi32(act.Group(r, kb, g)));
+            J = _mm512_dpbusd_epi32(J, u[4 + g], _mm512_set1_epi32(act.Group(r, kb, 4 + g)));
+          }
+          I = _mm512_add_epi32(I, J);
+          if (kHighInPlace && half) I = _mm512_srai_epi32(I, 4);  // 16 I -> I, exact
+          const __m512 t_min = _mm512_mul_ps(wm, _mm512_set1_ps(static_cast<float>(act.sum[r][kb])));
           const __m512 inner = _mm512_fmsub_ps(ws, _mm512_cvtepi32_ps(I), t_min);
-          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[r]);
+          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(act.d[r][kb]), inner, acc[r]);
         }
       }
     }

@@ -436,12 +436,15 @@ TEST(QuantDotTest, Q6KLargestSumsGiveTheReferenceBits) {
   }
 }
 
-// The 5-bit formats at the edge of the AVX2 kernels' int16 bound (4 words of vpmaddubsw pair sums,
-// 4 x 2 x 31 x 127 < 2^15): every q = 31 (all bits set) or 0 (every fifth bit clear; Q5_K keeps
-// its 6-bit scales and mins at 63), activations +-127, row 0 all +127; every ISA still gives the
-// reference's bits, and the values are the double oracle's.
-TEST(QuantDotTest, FiveBitLargestSumsGiveTheReferenceBits) {
-  for (const DType t : {DType::kQ5_0, DType::kQ5_1, DType::kQ5_K}) {
+// The nibble formats at their kernels' edges: the 5-bit ones at the AVX2 int16 bound (4 words of
+// vpmaddubsw pair sums, 4 x 2 x 31 x 127 < 2^15), Q4_0 / Q4_K where the AVX-512 decode tiles sum
+// the high nibbles in place as 16 q (up to 16 x 15 x 127 x 16 per lane, shifted back exactly).
+// Every q = 31 / 15 (all bits set) or 0 (every fifth bit clear; the K formats keep their 6-bit
+// scales and mins at 63), activations +-127, row 0 all +127; every ISA and tile height (1, 2, ...
+// rows: the decode tiles among them) still gives the reference's bits, and the values are the
+// double oracle's.
+TEST(QuantDotTest, NibbleFormatLargestSumsGiveTheReferenceBits) {
+  for (const DType t : {DType::kQ4_0, DType::kQ4_K, DType::kQ5_0, DType::kQ5_1, DType::kQ5_K}) {
     SCOPED_TRACE(DTypeName(t));
     const int64_t k = 512, rows = 9;
     for (const uint8_t fill : {uint8_t{0xFF}, uint8_t{0x00}}) {
@@ -452,7 +455,7 @@ TEST(QuantDotTest, FiveBitLargestSumsGiveTheReferenceBits) {
         const uint16_t d = F32ToF16(0.01f);
         std::memcpy(&w.bytes[off], &d, 2);
         if (InterleavedHalfFields(t) == 2) std::memcpy(&w.bytes[off + 2], &d, 2);  // m / dmin
-        if (t == DType::kQ5_K) std::memset(&w.bytes[off + 4], 0xFF, 12);           // sc = m = 63
+        if (DTypeBlockSize(t) == 256) std::memset(&w.bytes[off + 4], 0xFF, 12);    // sc = m = 63
       }
       w.deq.resize(static_cast<size_t>(16 * k));
       DequantizeRow(t, w.bytes.data(), w.deq.data(), 16 * k);
