@@ -256,28 +256,28 @@ template <class V>
 float DotRowSimpleBlocks(DType t, const uint8_t* row, int64_t cols, const float* x) {
   constexpr int W = V::W;
   typename V::Vec acc[2] = {V::Zero(), V::Zero()};
-  int j = 0;
-  alignas(32) int8_t q[32];
   const bool q8 = t == DType::kQ8_0, q5 = t == DType::kQ5_0;
   const size_t bb = DTypeBlockBytes(t);
+  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
   for (int64_t c = 0; c < cols; c += 32, row += bb) {
+    __m128i q[2];  // the block's integer levels: elements 0..15, 16..31 (int8, in registers)
     if (q8) {
-      std::memcpy(q, row + 2, 32);
+      q[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2));
+      q[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 18));
     } else if (q5) {
-      __m128i lo, hi;
-      Q5_0Levels(row, &lo, &hi);
-      _mm_store_si128(reinterpret_cast<__m128i*>(q), lo);
-      _mm_store_si128(reinterpret_cast<__m128i*>(q + 16), hi);
+      Q5_0Levels(row, &q[0], &q[1]);
     } else {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2));
-      const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-      _mm_store_si128(reinterpret_cast<__m128i*>(q), _mm_sub_epi8(_mm_and_si128(v, low4), eight));
-      _mm_store_si128(reinterpret_cast<__m128i*>(q + 16),
-                      _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low4), eight));
+      q[0] = _mm_sub_epi8(_mm_and_si128(v, low4), eight);
+      q[1] = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low4), eight);
     }
     const typename V::Vec d = V::Set1(V::Half(LoadU16(row)));
-    for (int sub = 0; sub < 32; sub += W, ++j) {
-      acc[j & 1] = V::Fma(V::Mul(V::FromI8(q + sub), d), V::Load(x + c + sub), acc[j & 1]);
+    // Vector j of the row (W elements from c + j * W) into accumulator j % 2: every block holds
+    // 32 / W vectors, an even number, so vector 0 of each block goes to accumulator 0.
+    for (int j = 0; j < 32 / W; ++j) {
+      __m128i bytes = q[j * W / 16];  // W = 8: the high 8 bytes for odd j
+      if constexpr (W == 8) bytes = j % 2 == 0 ? bytes : _mm_srli_si128(bytes, 8);
+      acc[j & 1] = V::Fma(V::Mul(V::FromI8Lanes(bytes), d), V::Load(x + c + j * W), acc[j & 1]);
     }
   }
   return V::Reduce(V::Add(acc[0], acc[1]));

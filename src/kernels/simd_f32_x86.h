@@ -1,7 +1,7 @@
 // f32 vector traits for kernels written once over a vector type: F32x8 (AVX2 + FMA + F16C, 8
 // lanes) and, in translation units compiled with -mavx512f, F32x16 (16 lanes). Each trait has the
 // vector type Vec, its width W, loads and stores (whole, or the first n lanes with the rest zero),
-// Set1, Add, Sub, Mul, Div, Fma / Fnma, Min / Max, RoundEven, Pow2, FromI8, Reduce (a fixed tree: halves
+// Set1, Add, Sub, Mul, Div, Fma / Fnma, Min / Max, RoundEven, Pow2, FromI8Lanes, Reduce (a fixed tree: halves
 // added pairwise down to one lane, so a sum's bits depend only on the vector), and f16 / bf16 widening.
 // Include only from the *_avx2.cc / *_avx512.cc translation units: everything here has internal
 // linkage, so each ISA's copy is compiled with its own flags (no cross-ISA ODR merging).
@@ -52,9 +52,8 @@ struct F32x8 {
   }
   static float Half(uint16_t h) { return _cvtsh_ss(h); }
   // W int8 values as f32 (exact).
-  static Vec FromI8(const int8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-  }
+  // The low W int8 lanes of v as f32 (exact).
+  static Vec FromI8Lanes(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
   static void WidenF16(const uint16_t* s, float* d, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -104,9 +103,8 @@ struct F32x16 {
     return F32x8::Reduce(h);
   }
   static float Half(uint16_t h) { return _cvtsh_ss(h); }
-  static Vec FromI8(const int8_t* p) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-  }
+  // The low W int8 lanes of v as f32 (exact).
+  static Vec FromI8Lanes(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
   static void WidenF16(const uint16_t* s, float* d, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
