@@ -15,11 +15,6 @@ int64_t ChunkCount(const MatmulJob& job) {
   return (job.rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
 }
 
-// Runs of run_blocks blocks covering the job's blocks; its tasks are chunks x runs.
-int64_t RunCount(const MatmulJob& job, int64_t run_blocks) {
-  return (BlockCount(job) + run_blocks - 1) / run_blocks;
-}
-
 // Blocks [b0, b1) of rows [m0, m1) in kernel calls of at most kMatmulGroupBlocks blocks.
 void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
   if (job.k_blocks <= 1) {
@@ -41,19 +36,18 @@ void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t
   }
 }
 
-void RunTask(const MatmulJob& job, int64_t run_blocks, int64_t task) {
-  const int64_t runs = RunCount(job, run_blocks);
-  const int64_t chunk = task / runs, run = task % runs;
+// A job of 1 .. kMatmulStreamMaxRows rows (a job of none has no tasks).
+bool Streams(const MatmulJob& job) { return job.rows > 0 && job.rows <= kMatmulStreamMaxRows; }
+
+void RunTask(const MatmulJob& job, const MatmulTask& task) {
   // Near-equal chunks: chunk c covers [c * M / C, (c + 1) * M / C).
   const int64_t chunks = ChunkCount(job);
-  const int64_t m0 = chunk * job.rows / chunks;
-  const int64_t m1 = (chunk + 1) * job.rows / chunks;
-  const int64_t b0 = run * run_blocks;
-  const int64_t b1 = std::min(BlockCount(job), b0 + run_blocks);
+  const int64_t m0 = task.chunk * job.rows / chunks;
+  const int64_t m1 = (task.chunk + 1) * job.rows / chunks;
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());
   assert(job.kernel != nullptr && job.kernel->weights == job.w->format());
   assert(job.kernel->acts == job.x.format);
-  RunBlocks(job, m0, m1, b0, b1);
+  RunBlocks(job, m0, m1, task.b0, task.b1);
 }
 
 }  // namespace
@@ -68,23 +62,44 @@ void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
   RunMatmuls(std::span<const MatmulJob>(&job, 1), pool);
 }
 
-void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
-  int64_t units = 0;
-  for (const MatmulJob& job : jobs) units += ChunkCount(job) * BlockCount(job);
-  const int64_t stream_run = MatmulRunBlocks(units, pool != nullptr ? pool->size() : 1);
-  auto run_blocks = [&](const MatmulJob& job) {
-    return job.rows <= kMatmulStreamMaxRows ? stream_run : kMatmulGroupBlocks;
-  };
-  std::vector<int64_t> first_task(jobs.size() + 1, 0);  // job j's tasks: [first_task[j], first_task[j+1])
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    first_task[j + 1] = first_task[j] + ChunkCount(jobs[j]) * RunCount(jobs[j], run_blocks(jobs[j]));
+std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads) {
+  int64_t units = 0, stream_left = 0;  // stream_left: streaming blocks not yet in a task
+  for (const MatmulJob& job : jobs) {
+    units += ChunkCount(job) * BlockCount(job);
+    if (Streams(job)) stream_left += BlockCount(job);
   }
-  auto run = [&](int64_t task, int) {
-    const size_t j = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
-                                         first_task.begin() - 1);
-    RunTask(jobs[j], run_blocks(jobs[j]), task - first_task[j]);
-  };
-  ParallelForOn(pool, first_task.back(), run);
+  const int64_t stream_run = MatmulRunBlocks(units, threads);
+  const int64_t tail_share = 2 * int64_t{std::max(1, threads)};
+  std::vector<MatmulTask> tasks;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    const int64_t blocks = BlockCount(job);
+    if (!Streams(job)) {
+      for (int64_t c = 0; c < ChunkCount(job); ++c) {
+        for (int64_t b0 = 0; b0 < blocks; b0 += kMatmulGroupBlocks)
+          tasks.push_back({j, c, b0, std::min(blocks, b0 + kMatmulGroupBlocks)});
+      }
+      continue;
+    }
+    const int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;  // a gate block and its up block
+    for (int64_t b0 = 0; b0 < blocks;) {
+      const int64_t guided = (stream_left + tail_share - 1) / tail_share;
+      const int64_t run = (std::clamp<int64_t>(guided, 1, stream_run) + unit - 1) / unit * unit;
+      const int64_t b1 = std::min(blocks, b0 + run);
+      tasks.push_back({j, 0, b0, b1});
+      stream_left -= b1 - b0;
+      b0 = b1;
+    }
+  }
+  return tasks;
+}
+
+void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
+  const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, pool != nullptr ? pool->size() : 1);
+  ParallelForOn(pool, static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+    const MatmulTask& task = tasks[static_cast<size_t>(i)];
+    RunTask(jobs[task.job], task);
+  });
 }
 
 }  // namespace moerun

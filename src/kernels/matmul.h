@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "kernels/activations.h"
@@ -56,8 +57,11 @@ struct MatmulJob {
 // for jobs of at most kMatmulStreamMaxRows rows. Those (decode) stream their weights from memory,
 // and each thread streaming long contiguous runs reads faster than both taking turns at short ones
 // (each new run starts with missed prefetches): their runs are sized so the loop has about
-// kMatmulTasksPerThread tasks per thread. Jobs of more rows are compute bound and keep short runs,
-// which balance the threads better.
+// kMatmulTasksPerThread tasks per thread (MatmulRunBlocks), until the streaming blocks left fall
+// under 2 x threads such runs; from there each run is the blocks left / (2 x threads), down to one
+// block (a gate/up pair for an interleaved weight), so the threads finish together instead of one
+// waiting for the other's last long run (guided scheduling). Jobs of more rows are compute bound
+// and keep short runs, which balance the threads better.
 inline constexpr int64_t kMatmulMaxChunkRows = 192;
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel call
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
@@ -66,6 +70,16 @@ inline constexpr int64_t kMatmulTasksPerThread = 12;
 // Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of
 // kMatmulGroupBlocks, at least kMatmulGroupBlocks. E.g. 1408 units on 2 threads -> 60.
 int64_t MatmulRunBlocks(int64_t units, int threads);
+
+// One task of a loop over jobs: row chunk `chunk` of jobs[job], column blocks [b0, b1).
+struct MatmulTask {
+  size_t job = 0;
+  int64_t chunk = 0;
+  int64_t b0 = 0, b1 = 0;
+};
+// The tasks of `jobs` on `threads` threads, in the order the loop hands them out (see above).
+// Every (job, chunk, block) is in exactly one task.
+std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads);
 
 // Runs every task of `job` on `pool` (or inline when pool is nullptr).
 void RunMatmul(const MatmulJob& job, ThreadPool* pool);

@@ -165,12 +165,15 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
     RmsNorm(qa, at.q_a_norm, t_count, c.q_lora_rank, kLatentNormEps, qa);
     LinearForward(at.q_b_proj, qa, t_count, q, Ctx());
   }
+  // Each token's rotation, once for its k_pe and every head's q_pe: [T, dr].
+  float* rope_cs = scratch_.rope.Get(static_cast<size_t>(t_count * dr));
+  for (int64_t t = 0; t < t_count; ++t) rope_->Angles(rows[t].pos, rope_cs + t * dr);
   // Cache: normalised c_kv and roped k_pe per token (each row in its own sequence's cache).
   for (int64_t t = 0; t < t_count; ++t) {
     float* e = static_cast<KvCache*>(rows[t].cache)->entry(layer, rows[t].pos);
     RmsNorm(ckv + t * (r + dr), at.kv_a_norm, 1, r, kLatentNormEps, e);
     std::copy(ckv + t * (r + dr) + r, ckv + (t + 1) * (r + dr), e + r);
-    rope_->Apply(e + r, rows[t].pos);
+    rope_->ApplyAngles(e + r, rope_cs + t * dr);
   }
   // Absorbed attention. A task is a run of tokens of one sequence x a range of heads: it absorbs
   // its queries (q_cat = [q_nope through kv_b's K rows | roped q_pe]), attends over the latent
@@ -209,7 +212,7 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       }
       for (int64_t i = 0; i < m; ++i) {
         std::copy(qn + i * nh * qd + dn, qn + i * nh * qd + qd, ql + i * nh * qc + r);
-        rope_->Apply(ql + i * nh * qc + r, rows[t0 + i].pos);
+        rope_->ApplyAngles(ql + i * nh * qc + r, rope_cs + (t0 + i) * dr);
       }
     }
     const KvCache* cache = static_cast<const KvCache*>(rows[t0].cache);

@@ -107,6 +107,7 @@ class DeepseekModel : public DecoderModel {
     ScratchBuffer<float> qa;     // [T, q_lora_rank] q_a output (q-LoRA models)
     ScratchBuffer<float> q_cat;  // [T * nh, r + dr] absorbed queries: q_lat | roped q_pe
     ScratchBuffer<float> o_lat;  // [T * nh, r] latent attention output
+    ScratchBuffer<float> rope;   // [T, dr] each token's rotation (Rope::Angles)
   } scratch_;
 };
 

@@ -37,11 +37,17 @@ Rope::Rope(const ModelConfig& c)
   }
 }
 
-void Rope::Apply(float* x, int64_t pos) const {
+void Rope::Angles(int64_t pos, float* cs) const {
   for (int64_t i = 0; i < dim_ / 2; ++i) {
     const double theta = static_cast<double>(pos) * inv_freq_[i];
-    const float c = static_cast<float>(std::cos(theta) * mscale_),
-                s = static_cast<float>(std::sin(theta) * mscale_);
+    cs[2 * i] = static_cast<float>(std::cos(theta) * mscale_);
+    cs[2 * i + 1] = static_cast<float>(std::sin(theta) * mscale_);
+  }
+}
+
+void Rope::ApplyAngles(float* x, const float* cs) const {
+  for (int64_t i = 0; i < dim_ / 2; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
     const float a = x[2 * i], b = x[2 * i + 1];
     x[2 * i] = a * c - b * s;
     x[2 * i + 1] = b * c + a * s;

@@ -23,8 +23,14 @@ class Rope {
  public:
   explicit Rope(const ModelConfig& config);
 
-  // Rotates x [dim] in place for position `pos`.
-  void Apply(float* x, int64_t pos) const;
+  // The rotation at position `pos`: cs [dim] = (cos_0, sin_0, cos_1, sin_1, ...), angles
+  // pos * inv_freq[i] in double, times mscale, rounded to f32. Worked out once per token and
+  // applied to its k_pe and every head's q_pe.
+  void Angles(int64_t pos, float* cs) const;
+  // Rotates x [dim] in place by Angles' output: x'[2i] = x[2i] c - x[2i+1] s,
+  // x'[2i+1] = x[2i+1] c + x[2i] s (f32).
+  void ApplyAngles(float* x, const float* cs) const;
+  int64_t dim() const { return dim_; }
   const std::vector<double>& inv_freq() const { return inv_freq_; }
 
  private:

@@ -239,6 +239,68 @@ TEST(MatmulRunBlocks, IsAMultipleOfTheCallUnitGivingTasksPerThread) {
   }
 }
 
+// The task plan: every (job, chunk, block) in exactly one task; compute-bound jobs in whole kernel
+// calls; streaming (decode) runs no longer than MatmulRunBlocks, shrinking to single blocks (gate/up
+// pairs) at the end of the loop, where the threads would otherwise wait for one long run; a small
+// decode matmul (the router's 64 rows) is spread over the threads instead of being one task.
+TEST(PlanMatmulTasks, CoversEveryBlockOnceWithShortRunsAtTheEnd) {
+  std::mt19937 rng(7);
+  const PackedWeight big = PackedWeight::Pack(RandomMatrix(16 * 88, 32, rng, 1), WeightFormat::kF32).value();
+  const PackedWeight small = PackedWeight::Pack(RandomMatrix(64, 32, rng, 1), WeightFormat::kF32).value();
+  const Tensor g = RandomMatrix(16 * 44, 32, rng, 1), u = RandomMatrix(16 * 44, 32, rng, 1);
+  const PackedWeight gate_up = PackedWeight::PackGateUp(g, u, WeightFormat::kF32).value();
+  ASSERT_TRUE(gate_up.interleaved_gate_up());
+  for (int threads : {1, 2, 3, 8}) {
+    for (int64_t rows : {int64_t{1}, int64_t{4}, int64_t{5}, int64_t{400}}) {
+      SCOPED_TRACE(std::to_string(threads) + " threads, " + std::to_string(rows) + " rows");
+      // (A job of no rows, e.g. a rank's share of a batch that has none for it, has no tasks.)
+      std::vector<MatmulJob> jobs = {{.rows = rows, .w = &gate_up},
+                                     {.rows = 0, .w = &big},
+                                     {.rows = 1, .w = &small},
+                                     {.rows = rows, .w = &big}};
+      const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, threads);
+      std::vector<std::vector<int>> seen(jobs.size());
+      int64_t units = 0;
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        const int64_t chunks = (jobs[j].rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
+        seen[j].assign(static_cast<size_t>(chunks * jobs[j].w->n_blocks()), 0);
+        units += chunks * jobs[j].w->n_blocks();
+      }
+      const int64_t longest = MatmulRunBlocks(units, threads);
+      for (const MatmulTask& t : tasks) {
+        ASSERT_LT(t.job, jobs.size());
+        const MatmulJob& job = jobs[t.job];
+        ASSERT_GT(job.rows, 0) << "a task for a job of no rows";
+        ASSERT_LT(t.b0, t.b1);
+        ASSERT_LE(t.b1, job.w->n_blocks());
+        if (job.w->interleaved_gate_up()) {
+          EXPECT_EQ(t.b0 % 2, 0);
+        }
+        if (job.rows > kMatmulStreamMaxRows) {
+          EXPECT_EQ(t.b0 % kMatmulGroupBlocks, 0);
+          EXPECT_TRUE(t.b1 - t.b0 == kMatmulGroupBlocks || t.b1 == job.w->n_blocks());
+        } else {
+          EXPECT_EQ(t.chunk, 0);
+          EXPECT_LE(t.b1 - t.b0, longest + 1);
+        }
+        for (int64_t b = t.b0; b < t.b1; ++b)
+          ++seen[t.job][static_cast<size_t>(t.chunk * job.w->n_blocks() + b)];
+      }
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        for (size_t i = 0; i < seen[j].size(); ++i) {
+          ASSERT_EQ(seen[j][i], 1) << "job " << j << " unit " << i;
+        }
+      }
+      if (rows <= kMatmulStreamMaxRows && threads > 1) {
+        const MatmulTask& last = tasks.back();  // the big job's last run: one block
+        EXPECT_EQ(last.b1 - last.b0, 1);
+        const MatmulJob router{.rows = rows, .w = &small};  // alone in its loop
+        EXPECT_GE(PlanMatmulTasks(std::span<const MatmulJob>(&router, 1), threads).size(), 2u);
+      }
+    }
+  }
+}
+
 TEST(KernelTable, EveryFormatHasRefAvx2AndAvx512Rows) {
   for (const WeightFormatTraits& f : AllWeightFormats()) {
     bool ref = false, avx2 = false, avx512 = false;
