@@ -51,7 +51,6 @@ struct F32x8 {
     return _mm_cvtss_f32(s);
   }
   static float Half(uint16_t h) { return _cvtsh_ss(h); }
-  // W int8 values as f32 (exact).
   // The low W int8 lanes of v as f32 (exact).
   static Vec FromI8Lanes(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
   static void WidenF16(const uint16_t* s, float* d, int64_t n) {
