@@ -39,12 +39,13 @@ void SyncParentDirectory(const std::string& path) {
   ::close(fd);
 }
 
-// Reads `fd` (opened from `path`) to EOF or to `limit` bytes, whichever comes first; with `more`,
-// also says whether bytes remain past the limit. Errors name the path and the bytes read so far.
-StatusOr<std::string> ReadUpTo(int fd, const std::string& path, uint64_t limit, bool* more) {
+// Reads `fd` (opened from `path`) to EOF or to `limit` bytes, whichever comes first, reserving for
+// min(limit, expected) (`expected`: the size the caller's fstat gave); with `more`, also says
+// whether bytes remain past the limit. Errors name the path and the bytes read so far.
+StatusOr<std::string> ReadUpTo(int fd, const std::string& path, uint64_t limit, uint64_t expected,
+                               bool* more) {
   std::string out;
-  struct stat st {};
-  if (::fstat(fd, &st) == 0) out.reserve(static_cast<size_t>(std::min<uint64_t>(limit, st.st_size)));
+  out.reserve(static_cast<size_t>(std::min(limit, expected)));
   char buf[1 << 16];
   while (true) {
     const uint64_t room = limit - out.size();
@@ -160,7 +161,7 @@ StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_byt
   }
   // Read to EOF rather than trusting st_size (/proc files, concurrent appends), up to the bound.
   bool more = false;
-  StatusOr<std::string> out = ReadUpTo(fd, path, max_bytes, &more);
+  StatusOr<std::string> out = ReadUpTo(fd, path, max_bytes, static_cast<uint64_t>(st.st_size), &more);
   ::close(fd);
   if (out.ok() && more) {
     return InvalidArgument("{}: grew past the {} bytes a text file may have while being read", path,
@@ -171,7 +172,9 @@ StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_byt
 
 StatusOr<std::string> ReadFilePrefix(const std::string& path, uint64_t n) {
   ASSIGN_OR_RETURN(const int fd, OpenReadOnly(path));
-  StatusOr<std::string> out = ReadUpTo(fd, path, n, nullptr);
+  struct stat st {};
+  const uint64_t size = ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  StatusOr<std::string> out = ReadUpTo(fd, path, n, size, nullptr);
   ::close(fd);
   return out;
 }

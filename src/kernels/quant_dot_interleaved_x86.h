@@ -28,10 +28,14 @@ namespace {
 // block order: the same f32 operations as the scalar reference (quant_dot.cc), so every ISA gives
 // the reference's bits, whatever the tile shape.
 
-inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
+// The 4 activation bytes of elements 4g..4g+3 of block kb of the activation row at `row`.
+inline int32_t GroupAt(const int8_t* row, int64_t kb, int g) {
   int32_t v;
-  std::memcpy(&v, a.q + m * a.ldq + kb * 32 + 4 * g, 4);
+  std::memcpy(&v, row + kb * 32 + 4 * g, 4);
   return v;
+}
+inline int32_t ActGroup(const Q8Activations& a, int64_t m, int64_t kb, int g) {
+  return GroupAt(a.q + m * a.ldq, kb, g);
 }
 
 // Activation rows m .. m + R - 1 of a tile, their row pointers taken once (not per block).
@@ -47,12 +51,7 @@ struct ActRows {
       sum[r] = a.sum + (m + r) * a.ldb;
     }
   }
-  // The 4 activation bytes of elements 4g..4g+3 of block kb of row r.
-  int32_t Group(int r, int64_t kb, int g) const {
-    int32_t v;
-    std::memcpy(&v, q[r] + kb * 32 + 4 * g, 4);
-    return v;
-  }
+  int32_t Group(int r, int64_t kb, int g) const { return GroupAt(q[r], kb, g); }  // of row r
 };
 
 // ---- Q6_K interleaved: 3360-byte columns (block_interleave.h) ----
