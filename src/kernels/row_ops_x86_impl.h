@@ -167,6 +167,356 @@ const float* ChunkF32(DType t, const uint8_t* row, int64_t c0, int64_t n, float*
   }
 }
 
+// ---- Decode (one activation vector): block rows dequantised in registers ----
+// A row of a "unit format" is read 32 elements (a unit: a Q8_0 / Q4_0 / Q5_0 / Q5_1 block, or a
+// Q4_K / Q5_K sub-block) at a time, NR rows in lockstep, each unit as 32 / W f32 vectors holding
+// exactly the values DequantizeRow gives (so the ops' documented orders are unchanged):
+//   - AVX2: integer levels widened to f32, then the reference's operations (q * d; q * d + m;
+//     d * q - m), one rounding each;
+//   - AVX-512: the unit's 16 (4-bit) or 32 (5-bit) possible values are worked out once with those
+//     same operations on the levels 0..31, and each element is looked up by its level (vpermps /
+//     vpermt2ps), so the values are the same bits with a third of the work per element.
+constexpr bool IsUnitFormat(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ5_0 || t == DType::kQ5_1 ||
+         t == DType::kQ4_K || t == DType::kQ5_K;
+}
+constexpr bool IsKUnitFormat(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K; }
+
+// Bytes of one stored block of a unit format (core/dtype.h's DTypeBlockBytes, known at compile time).
+constexpr size_t UnitBlockBytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+      return 34;
+    case DType::kQ4_0:
+      return 18;
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ4_K:
+      return 144;
+    default:  // Q5_K
+      return 176;
+  }
+}
+
+// A Q4_K / Q5_K super-block's 8 sub-block constants, d * sc_j and dmin * m_j (f32, one rounding
+// each, as DequantizeRow), from its 12 packed 6-bit scale bytes (core/block_quant.h's Q4KScaleMin,
+// four sub-blocks per 32-bit word).
+struct KScales {
+  alignas(32) float d[8];
+  alignas(32) float m[8];
+};
+inline KScales KScalesOf(const uint8_t* b) {
+  uint32_t w[3];
+  std::memcpy(w, b + 4, sizeof w);
+  const uint32_t sc_lo = w[0] & 0x3f3f3f3fu, m_lo = w[1] & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
+  const uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
+  auto widen = [](uint32_t lo, uint32_t hi) {  // 8 bytes -> 8 f32 lanes (exact)
+    const uint64_t v = lo | (static_cast<uint64_t>(hi) << 32);
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(v))));
+  };
+  KScales k;
+  _mm256_store_ps(k.d, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(LoadU16(b))), widen(sc_lo, sc_hi)));
+  _mm256_store_ps(k.m, _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(LoadU16(b + 2))), widen(m_lo, m_hi)));
+  return k;
+}
+
+// A unit's integer levels as int8 (elements 0..15, 16..31), for the AVX2 path.
+struct Levels32 {
+  __m128i q[2];
+};
+
+// Vector j (elements jW .. jW + W - 1) of a unit from its levels: q * d, q * d + m (Q5_1) or
+// d * q - m (K formats), one rounding per operation.
+template <class V, DType kT>
+inline typename V::Vec LevelsVector(const Levels32& lv, int j, float d, float m) {
+  constexpr int W = V::W;
+  __m128i bytes = lv.q[j * W / 16];  // W = 8: the high 8 bytes for odd j
+  if constexpr (W == 8) bytes = j % 2 == 0 ? bytes : _mm_srli_si128(bytes, 8);
+  const typename V::Vec q = V::FromI8Lanes(bytes);
+  if constexpr (IsKUnitFormat(kT)) return V::Sub(V::Mul(V::Set1(d), q), V::Set1(m));
+  if constexpr (kT == DType::kQ5_1) return V::Add(V::Mul(q, V::Set1(d)), V::Set1(m));
+  return V::Mul(q, V::Set1(d));
+}
+
+// Levels of a Q8_0 / Q4_0 / Q5_0 / Q5_1 block (Q4_0, Q5_0: less their offsets 8, 16).
+template <DType kT>
+inline Levels32 BlockLevels(const uint8_t* b) {
+  Levels32 lv;
+  if constexpr (kT == DType::kQ8_0) {
+    lv.q[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+    lv.q[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
+  } else if constexpr (kT == DType::kQ4_0) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2)), low4 = _mm_set1_epi8(0x0F),
+                  eight = _mm_set1_epi8(8);
+    lv.q[0] = _mm_sub_epi8(_mm_and_si128(x, low4), eight);  // q - 8 in -8..7
+    lv.q[1] = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), low4), eight);
+  } else if constexpr (kT == DType::kQ5_0) {
+    Q5_0Levels(b, &lv.q[0], &lv.q[1]);
+  } else {  // Q5_1
+    Q5Levels(b + 4, b + 8, 0, &lv.q[0], &lv.q[1]);
+  }
+  return lv;
+}
+
+// Levels of sub-block j of a Q4_K / Q5_K super-block b.
+template <DType kT>
+inline Levels32 KLevels(const uint8_t* b, int j) {
+  constexpr bool kQ5 = kT == DType::kQ5_K;
+  const uint8_t* q = b + (kQ5 ? 48 : 16) + 32 * (j / 2);
+  Levels32 lv;
+  for (int h = 0; h < 2; ++h) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * h));
+    __m128i v = _mm_and_si128((j & 1) ? _mm_srli_epi16(x, 4) : x, _mm_set1_epi8(0x0F));
+    if constexpr (kQ5) {  // bit j of the qh bytes as bit 4
+      const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 + 16 * h));
+      const __m128i fifth = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(j)), _mm_set1_epi8(1));
+      v = _mm_or_si128(v, _mm_slli_epi16(fifth, 4));
+    }
+    lv.q[h] = v;
+  }
+  return lv;
+}
+
+#ifdef __AVX512F__
+// AVX-512 lookups. Lanes hold a level in their low 4 (vpermps) or 5 (vpermt2ps) bits; higher bits
+// are ignored by the permutes.
+inline __m512 Iota16() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+// 16 bytes at p widened to int32 lanes.
+inline __m512i Bytes16(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// Elements 16h .. 16h + 15 of a Q5_0 / Q5_1 block: nibbles (low for h = 0, high for h = 1) with
+// bit 16h + e of qh as bit 4.
+inline __m512i Q5Index(__m512i bytes, uint32_t qh, int h) {
+  const __m512i nib = h == 0 ? _mm512_and_si512(bytes, _mm512_set1_epi32(0x0F)) : _mm512_srli_epi32(bytes, 4);
+  return _mm512_mask_or_epi32(nib, static_cast<__mmask16>(qh >> (16 * h)), nib, _mm512_set1_epi32(16));
+}
+
+template <DType kT>
+inline void BlockVectors512(const uint8_t* b, __m512 (&w)[2]) {
+  const __m512 d = _mm512_set1_ps(_cvtsh_ss(LoadU16(b)));
+  if constexpr (kT == DType::kQ8_0) {
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q =
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + 16 * h)));
+      w[h] = _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+    }
+  } else if constexpr (kT == DType::kQ4_0) {  // value of level q: (q - 8) * d
+    const __m512 table = _mm512_mul_ps(_mm512_sub_ps(Iota16(), _mm512_set1_ps(8)), d);
+    const __m512i x = Bytes16(b + 2);
+    w[0] = _mm512_permutexvar_ps(x, table);
+    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), table);
+  } else {  // Q5_0: (q - 16) * d; Q5_1: q * d + m
+    constexpr bool kQ51 = kT == DType::kQ5_1;
+    uint32_t qh;
+    std::memcpy(&qh, b + (kQ51 ? 4 : 2), 4);
+    __m512 lo, hi;
+    if constexpr (kQ51) {
+      const __m512 m = _mm512_set1_ps(_cvtsh_ss(LoadU16(b + 2)));
+      lo = _mm512_add_ps(_mm512_mul_ps(Iota16(), d), m);
+      hi = _mm512_add_ps(_mm512_mul_ps(_mm512_add_ps(Iota16(), _mm512_set1_ps(16)), d), m);
+    } else {
+      lo = _mm512_mul_ps(_mm512_sub_ps(Iota16(), _mm512_set1_ps(16)), d);
+      hi = _mm512_mul_ps(Iota16(), d);
+    }
+    const __m512i x = Bytes16(b + (kQ51 ? 8 : 6));
+    for (int h = 0; h < 2; ++h) w[h] = _mm512_permutex2var_ps(lo, Q5Index(x, qh, h), hi);
+  }
+}
+
+// Sub-block j of a Q4_K / Q5_K super-block b (constants k; qh: Q5_K's 32 qh bytes as int32 lanes).
+template <DType kT>
+inline void KVectors512(const uint8_t* b, const KScales& k, const __m512i (&qh)[2], int j, __m512 (&w)[2]) {
+  const __m512 d = _mm512_set1_ps(k.d[j]), m = _mm512_set1_ps(k.m[j]);
+  const __m512 lo = _mm512_sub_ps(_mm512_mul_ps(d, Iota16()), m);  // value of level q: d * q - m
+  const uint8_t* q = b + (kT == DType::kQ5_K ? 48 : 16) + 32 * (j / 2);
+  for (int h = 0; h < 2; ++h) {
+    __m512i idx = Bytes16(q + 16 * h);
+    if (j & 1) idx = _mm512_srli_epi32(idx, 4);
+    if constexpr (kT == DType::kQ4_K) {
+      w[h] = _mm512_permutexvar_ps(idx, lo);
+    } else {
+      const __m512 hi = _mm512_sub_ps(_mm512_mul_ps(d, _mm512_add_ps(Iota16(), _mm512_set1_ps(16))), m);
+      // bit j of the qh byte as bit 4: (idx & 0x0F) | (qh shifted & ~0x0F), bits above 4 ignored.
+      const __m512i bit = j <= 4 ? _mm512_sll_epi32(qh[h], _mm_cvtsi32_si128(4 - j))
+                                 : _mm512_srl_epi32(qh[h], _mm_cvtsi32_si128(j - 4));
+      idx = _mm512_ternarylogic_epi32(idx, bit, _mm512_set1_epi32(0x0F), 0xE4);
+      w[h] = _mm512_permutex2var_ps(lo, idx, hi);
+    }
+  }
+}
+#endif
+
+// Calls f(u, w) for every unit u of NR rows in order, w[r][j] being vector j of row r's unit u.
+template <class V, DType kT, int NR, class F>
+inline void ForEachUnit(const uint8_t* const (&rows)[NR], int64_t cols, F&& f) {
+  using Vec = typename V::Vec;
+  constexpr int kVecs = 32 / V::W;
+  constexpr size_t kBytes = UnitBlockBytes(kT);
+  if constexpr (IsKUnitFormat(kT)) {
+    for (int64_t sb = 0; sb < cols / 256; ++sb) {
+      const uint8_t* b[NR];
+      KScales k[NR];
+#if defined(__AVX512F__)
+      __m512i qh[NR][2];
+#endif
+      for (int r = 0; r < NR; ++r) {
+        b[r] = rows[r] + static_cast<size_t>(sb) * kBytes;
+        k[r] = KScalesOf(b[r]);
+#if defined(__AVX512F__)
+        if constexpr (V::W == 16 && kT == DType::kQ5_K) {
+          qh[r][0] = Bytes16(b[r] + 16);
+          qh[r][1] = Bytes16(b[r] + 32);
+        }
+#endif
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        Vec w[NR][kVecs];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+#if defined(__AVX512F__)
+          if constexpr (V::W == 16) {
+            KVectors512<kT>(b[r], k[r], qh[r], j, w[r]);
+            continue;
+          }
+#endif
+          const Levels32 lv = KLevels<kT>(b[r], j);
+#pragma GCC unroll 4
+          for (int v = 0; v < kVecs; ++v) w[r][v] = LevelsVector<V, kT>(lv, v, k[r].d[j], k[r].m[j]);
+        }
+        f(sb * 8 + j, w);
+      }
+    }
+  } else {
+    for (int64_t u = 0; u < cols / 32; ++u) {
+      Vec w[NR][kVecs];
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const uint8_t* b = rows[r] + static_cast<size_t>(u) * kBytes;
+#if defined(__AVX512F__)
+        if constexpr (V::W == 16) {
+          BlockVectors512<kT>(b, w[r]);
+          continue;
+        }
+#endif
+        const Levels32 lv = BlockLevels<kT>(b);
+        const float d = V::Half(LoadU16(b)), m = kT == DType::kQ5_1 ? V::Half(LoadU16(b + 2)) : 0.0f;
+#pragma GCC unroll 4
+        for (int v = 0; v < kVecs; ++v) w[r][v] = LevelsVector<V, kT>(lv, v, d, m);
+      }
+      f(u, w);
+    }
+  }
+}
+
+// Rows in lockstep on the decode path: 4 (AVX-512) or 2 (AVX2, whose 16 registers hold fewer).
+template <class V>
+constexpr int kUnitRows = V::W == 16 ? 4 : 2;
+
+// Asks for the bytes [p, end) + kRowPrefetchAhead ahead of their use: a head's rows are read once
+// per token, from memory, in short rows the hardware prefetcher follows late.
+constexpr size_t kRowPrefetchAhead = 2048;
+inline void PrefetchAhead(const uint8_t* p, const uint8_t* end) {
+  for (; p < end; p += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kRowPrefetchAhead), _MM_HINT_T0);
+}
+
+// NR rows dotted with one vector: per row the same values and order as DotRowF32 on the
+// dequantised row (vector j of the row into accumulator j % 2; a unit holds an even number of
+// vectors). The rows' chains interleave for overlap.
+template <class V, DType kT, int NR>
+void DotRowsUnits(const uint8_t* const (&rows)[NR], int64_t cols, const float* x, float* y) {
+  constexpr int W = V::W;
+  typename V::Vec acc[NR][2];
+  for (auto& a : acc) a[0] = a[1] = V::Zero();
+  ForEachUnit<V, kT, NR>(rows, cols, [&](int64_t u, const typename V::Vec(&w)[NR][32 / W]) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 32 / W; ++j) {
+      const typename V::Vec xv = V::Load(x + 32 * u + j * W);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) acc[r][j & 1] = V::Fma(w[r][j], xv, acc[r][j & 1]);
+    }
+  });
+  for (int r = 0; r < NR; ++r) y[r] = V::Reduce(V::Add(acc[r][0], acc[r][1]));
+}
+
+// RowsDot of one vector on a unit format.
+template <class V, DType kT>
+void DotUnitsOneVector(const StoredRowsView& w, const float* x, float* y) {
+  constexpr int kRows = kUnitRows<V>;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  auto row = [&](int64_t i) { return base + static_cast<size_t>(i) * w.row_stride; };
+  int64_t i = 0;
+  for (; i + kRows <= w.rows; i += kRows) {
+    const uint8_t* rows[kRows];
+    for (int r = 0; r < kRows; ++r) rows[r] = row(i + r);
+    PrefetchAhead(row(i), row(i + kRows));
+    DotRowsUnits<V, kT, kRows>(rows, w.cols, x, y + i);
+  }
+  for (; i < w.rows; ++i) {
+    const uint8_t* const rows[1] = {row(i)};
+    DotRowsUnits<V, kT, 1>(rows, w.cols, x, y + i);
+  }
+}
+
+// RowsAxpy of one vector on a unit format: y[c] gets one fma per row in row order, as AxpyChunk
+// (NR rows per pass over y; the grouping does not change a chain).
+template <class V, DType kT, int NR>
+void AxpyRowsUnits(const StoredRowsView& w, int64_t i0, const float* x, float* y) {
+  constexpr int W = V::W;
+  const uint8_t* rows[NR];
+  typename V::Vec va[NR];
+  for (int k = 0; k < NR; ++k) {
+    rows[k] = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i0 + k) * w.row_stride;
+    va[k] = V::Set1(x[i0 + k]);
+  }
+  ForEachUnit<V, kT, NR>(rows, w.cols, [&](int64_t u, const typename V::Vec(&wv)[NR][32 / W]) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 32 / W; ++j) {
+      float* yc = y + 32 * u + j * W;
+      typename V::Vec acc = V::Load(yc);
+#pragma GCC unroll 4
+      for (int k = 0; k < NR; ++k) acc = V::Fma(va[k], wv[k][j], acc);
+      V::Store(yc, acc);
+    }
+  });
+}
+
+template <class V, DType kT>
+void AxpyUnitsOneVector(const StoredRowsView& w, const float* x, float* y) {
+  constexpr int kRows = kUnitRows<V>;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  int64_t i = 0;
+  for (; i + kRows <= w.rows; i += kRows) {
+    PrefetchAhead(base + static_cast<size_t>(i) * w.row_stride,
+                  base + static_cast<size_t>(i + kRows) * w.row_stride);
+    AxpyRowsUnits<V, kT, kRows>(w, i, x, y);
+  }
+  for (; i < w.rows; ++i) AxpyRowsUnits<V, kT, 1>(w, i, x, y);
+}
+
+// Calls f.template operator()<kT>() with t as a template argument (t a unit format).
+template <class F>
+void WithUnitFormat(DType t, F&& f) {
+  switch (t) {
+    case DType::kQ8_0:
+      return f.template operator()<DType::kQ8_0>();
+    case DType::kQ4_0:
+      return f.template operator()<DType::kQ4_0>();
+    case DType::kQ5_0:
+      return f.template operator()<DType::kQ5_0>();
+    case DType::kQ5_1:
+      return f.template operator()<DType::kQ5_1>();
+    case DType::kQ4_K:
+      return f.template operator()<DType::kQ4_K>();
+    default:
+      return f.template operator()<DType::kQ5_K>();
+  }
+}
+
 // y[0, n) = fma chain over NR rows (wf[k], coefficient a[k]) in row order.
 template <class V, int NR>
 void AxpyChunk(const float* const* wf, const float* a, int64_t n, float* y) {
@@ -210,6 +560,10 @@ void AxpyRows(const StoredRowsView& w, int64_t i0, const float* x, float* y, Row
 
 template <class V>
 void RowsAxpyT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
+  if (batch.m == 1 && IsUnitFormat(w.dtype)) {  // decode: dequantised in registers
+    WithUnitFormat(w.dtype, [&]<DType kT>() { AxpyUnitsOneVector<V, kT>(w, x, y); });
+    return;
+  }
   int64_t i = 0;
   for (; i + 4 <= w.rows; i += 4) AxpyRows<V, 4>(w, i, x, y, batch);
   for (; i < w.rows; ++i) AxpyRows<V, 1>(w, i, x, y, batch);
@@ -248,39 +602,6 @@ float DotRowF32(const float* wf_row, int64_t cols, const float* x) {
     }
   }
   return V::Reduce(V::Add(acc0, acc1));
-}
-
-// One Q8_0 / Q4_0 / Q5_0 row dotted with one vector, dequantising in registers: the same values and
-// the same order as DotRowF32 on the dequantised row (vector j of the row into accumulator j % 2).
-template <class V>
-float DotRowSimpleBlocks(DType t, const uint8_t* row, int64_t cols, const float* x) {
-  constexpr int W = V::W;
-  typename V::Vec acc[2] = {V::Zero(), V::Zero()};
-  const bool q8 = t == DType::kQ8_0, q5 = t == DType::kQ5_0;
-  const size_t bb = DTypeBlockBytes(t);
-  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-  for (int64_t c = 0; c < cols; c += 32, row += bb) {
-    __m128i q[2];  // the block's integer levels: elements 0..15, 16..31 (int8, in registers)
-    if (q8) {
-      q[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2));
-      q[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 18));
-    } else if (q5) {
-      Q5_0Levels(row, &q[0], &q[1]);
-    } else {
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2));
-      q[0] = _mm_sub_epi8(_mm_and_si128(v, low4), eight);
-      q[1] = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low4), eight);
-    }
-    const typename V::Vec d = V::Set1(V::Half(LoadU16(row)));
-    // Vector j of the row (W elements from c + j * W) into accumulator j % 2: every block holds
-    // 32 / W vectors, an even number, so vector 0 of each block goes to accumulator 0.
-    for (int j = 0; j < 32 / W; ++j) {
-      __m128i bytes = q[j * W / 16];  // W = 8: the high 8 bytes for odd j
-      if constexpr (W == 8) bytes = j % 2 == 0 ? bytes : _mm_srli_si128(bytes, 8);
-      acc[j & 1] = V::Fma(V::Mul(V::FromI8Lanes(bytes), d), V::Load(x + c + j * W), acc[j & 1]);
-    }
-  }
-  return V::Reduce(V::Add(acc[0], acc[1]));
 }
 
 // RR f32 rows (wf[r]: [cols]) dotted with RT vectors (x[t]) into y[r][t]: each of the RR x RT
@@ -351,12 +672,8 @@ void DotRowsBatch(const float* const (&wf)[RR], int64_t cols, int64_t i, const f
 
 template <class V>
 void RowsDotT(const StoredRowsView& w, const float* x, float* y, RowBatch batch) {
-  if (batch.m == 1 &&
-      (w.dtype == DType::kQ8_0 || w.dtype == DType::kQ4_0 || w.dtype == DType::kQ5_0)) {  // decode
-    for (int64_t i = 0; i < w.rows; ++i) {
-      y[i] = DotRowSimpleBlocks<V>(
-          w.dtype, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(i) * w.row_stride, w.cols, x);
-    }
+  if (batch.m == 1 && IsUnitFormat(w.dtype)) {  // decode: dequantised in registers
+    WithUnitFormat(w.dtype, [&]<DType kT>() { DotUnitsOneVector<V, kT>(w, x, y); });
     return;
   }
   constexpr int kRows = 2;  // rows dequantised together, each loaded vector serving both
