@@ -12,24 +12,36 @@ fail() {
 command -v node >/dev/null || fail "node not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
 command -v npm >/dev/null || fail "npm not found (Debian: apt-get install nodejs npm; see scripts/install_deps.sh)"
 
-# npm_require VERSION PACKAGE...: installs PACKAGE@VERSION into NPM_DIR unless every one is there
-# at that version already (then the registry is not contacted).
-npm_require() {
-  local version=$1 missing=0 p
+# npm_present VERSION PACKAGE...: true if every PACKAGE is in NPM_DIR at VERSION.
+npm_present() {
+  local version=$1 p
   shift
   for p in "$@"; do
     [[ "$(node -e 'try { console.log(require(process.argv[1]).version) } catch (e) { console.log("") }' \
-      "${NPM_DIR}/node_modules/$p/package.json")" == "$version" ]] || missing=1
+      "${NPM_DIR}/node_modules/$p/package.json")" == "$version" ]] || return 1
   done
-  [[ $missing -eq 1 ]] || return 0
+}
+
+# npm_require VERSION PACKAGE...: installs PACKAGE@VERSION into NPM_DIR unless every one is there
+# at that version already (then the registry is not contacted). Installs hold a lock on NPM_DIR:
+# tests running side by side (ctest -j) must not run npm in one folder at once.
+npm_require() {
+  local version=$1 p
+  npm_present "$@" && return 0
+  shift
   local specs=()
   for p in "$@"; do specs+=("$p@$version"); done
   mkdir -p "${NPM_DIR}"
-  [[ -f "${NPM_DIR}/package.json" ]] || echo '{"private": true}' >"${NPM_DIR}/package.json"
-  echo "${SCRIPT}: installing ${specs[*]} into ${NPM_DIR}" >&2
-  if ! (cd "${NPM_DIR}" && npm install --no-audit --no-fund "${specs[@]}" >&2); then
-    fail "could not install ${specs[*]} from the npm registry (is it reachable?); no comparison was made"
+  exec 8>"${NPM_DIR}/.install.lock"
+  flock 8
+  if ! npm_present "${version}" "$@"; then  # not installed meanwhile by the test that held the lock
+    [[ -f "${NPM_DIR}/package.json" ]] || echo '{"private": true}' >"${NPM_DIR}/package.json"
+    echo "${SCRIPT}: installing ${specs[*]} into ${NPM_DIR}" >&2
+    if ! (cd "${NPM_DIR}" && npm install --no-audit --no-fund "${specs[@]}" >&2); then
+      fail "could not install ${specs[*]} from the npm registry (is it reachable?); no comparison was made"
+    fi
   fi
+  exec 8>&-
 }
 
 WORK="$(mktemp -d)"
