@@ -168,17 +168,18 @@ const float* ChunkF32(DType t, const uint8_t* row, int64_t c0, int64_t n, float*
 }
 
 // ---- Decode (one activation vector): block rows dequantised in registers ----
-// A row of a "unit format" is read 32 elements (a unit: a Q8_0 / Q4_0 / Q5_0 / Q5_1 block, or a
-// Q4_K / Q5_K sub-block) at a time, NR rows in lockstep, each unit as 32 / W f32 vectors holding
-// exactly the values DequantizeRow gives (so the ops' documented orders are unchanged):
-//   - AVX2: integer levels widened to f32, then the reference's operations (q * d; q * d + m;
-//     d * q - m), one rounding each;
-//   - AVX-512: the unit's 16 (4-bit) or 32 (5-bit) possible values are worked out once with those
-//     same operations on the levels 0..31, and each element is looked up by its level (vpermps /
+// A row of a "unit format" is read 32 elements (a unit: a Q8_0 / Q4_0 / Q5_0 / Q5_1 block, or 32
+// elements of a Q4_K / Q5_K / Q6_K super-block) at a time, NR rows in lockstep, each unit as 32 / W
+// f32 vectors holding exactly the values DequantizeRow gives (so the ops' documented orders are
+// unchanged):
+//   - integer levels widened to f32, then the reference's operations (q * d; q * d + m; d * q - m;
+//     Q6_K: (d * sc) * q), one rounding each: AVX2 everywhere, AVX-512 for Q8_0 and Q6_K;
+//   - AVX-512, 4- and 5-bit formats: the unit's 16 or 32 possible values are worked out once with
+//     those same operations on the levels, and each element is looked up by its level (vpermps /
 //     vpermt2ps), so the values are the same bits with a third of the work per element.
 constexpr bool IsUnitFormat(DType t) {
   return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ5_0 || t == DType::kQ5_1 ||
-         t == DType::kQ4_K || t == DType::kQ5_K;
+         t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
 }
 constexpr bool IsKUnitFormat(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K; }
 
@@ -195,8 +196,10 @@ constexpr size_t UnitBlockBytes(DType t) {
       return 24;
     case DType::kQ4_K:
       return 144;
-    default:  // Q5_K
+    case DType::kQ5_K:
       return 176;
+    default:  // Q6_K
+      return 210;
   }
 }
 
@@ -280,6 +283,42 @@ inline Levels32 KLevels(const uint8_t* b, int j) {
   return lv;
 }
 
+// Q6_K (ql[128], qh[64], 16 int8 scales, f16 d): unit u of a super-block is elements 32u ..
+// 32u + 31, in 128-element half n = u / 4 at k = u % 4. Its levels q - 32 (int8): the low (k < 2)
+// or high nibbles of ql[64n + 32 (k % 2) + l] with bits 2k, 2k + 1 of qh[32n + l] as bits 4, 5.
+inline Levels32 Q6KLevels(const uint8_t* b, int u) {
+  const int n = u / 4, k = u % 4;
+  const uint8_t* ql = b + 64 * n + 32 * (k % 2);
+  const uint8_t* qh = b + 128 + 32 * n;
+  Levels32 lv;
+  for (int h = 0; h < 2; ++h) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ql + 16 * h));
+    const __m128i nib = _mm_and_si128(k >= 2 ? _mm_srli_epi16(x, 4) : x, _mm_set1_epi8(0x0F));
+    const __m128i hb =
+        _mm_and_si128(_mm_srl_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qh + 16 * h)),
+                                    _mm_cvtsi32_si128(2 * k)),
+                      _mm_set1_epi8(3));
+    lv.q[h] = _mm_sub_epi8(_mm_or_si128(nib, _mm_slli_epi16(hb, 4)), _mm_set1_epi8(32));
+  }
+  return lv;
+}
+// A Q6_K super-block's 16 products d * sc_i (f32, one rounding each, as DequantizeRow).
+inline void Q6KScales(const uint8_t* b, float (&ds)[16]) {
+  const __m256 d = _mm256_set1_ps(_cvtsh_ss(LoadU16(b + 208)));
+  for (int i = 0; i < 2; ++i) {
+    const __m128i sc = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 192 + 8 * i));
+    _mm256_storeu_ps(ds + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+  }
+}
+// Vector j of a Q6_K unit: (d * sc) * q, its 16-element half's scale ds[j * W / 16].
+template <class V>
+inline typename V::Vec Q6KVector(const Levels32& lv, int j, const float* ds) {
+  constexpr int W = V::W;
+  __m128i bytes = lv.q[j * W / 16];
+  if constexpr (W == 8) bytes = j % 2 == 0 ? bytes : _mm_srli_si128(bytes, 8);
+  return V::Mul(V::Set1(ds[j * W / 16]), V::FromI8Lanes(bytes));
+}
+
 #ifdef __AVX512F__
 // AVX-512 lookups. Lanes hold a level in their low 4 (vpermps) or 5 (vpermt2ps) bits; higher bits
 // are ignored by the permutes.
@@ -356,7 +395,28 @@ inline void ForEachUnit(const uint8_t* const (&rows)[NR], int64_t cols, F&& f) {
   using Vec = typename V::Vec;
   constexpr int kVecs = 32 / V::W;
   constexpr size_t kBytes = UnitBlockBytes(kT);
-  if constexpr (IsKUnitFormat(kT)) {
+  if constexpr (kT == DType::kQ6_K) {
+    for (int64_t sb = 0; sb < cols / 256; ++sb) {
+      const uint8_t* b[NR];
+      alignas(32) float ds[NR][16];
+      for (int r = 0; r < NR; ++r) {
+        b[r] = rows[r] + static_cast<size_t>(sb) * kBytes;
+        Q6KScales(b[r], ds[r]);
+      }
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u) {
+        Vec w[NR][kVecs];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          const Levels32 lv = Q6KLevels(b[r], u);
+          const float* unit_ds = ds[r] + 8 * (u / 4) + 2 * (u % 4);  // sc of its two halves
+#pragma GCC unroll 4
+          for (int v = 0; v < kVecs; ++v) w[r][v] = Q6KVector<V>(lv, v, unit_ds);
+        }
+        f(sb * 8 + u, w);
+      }
+    }
+  } else if constexpr (IsKUnitFormat(kT)) {
     for (int64_t sb = 0; sb < cols / 256; ++sb) {
       const uint8_t* b[NR];
       KScales k[NR];
@@ -512,8 +572,10 @@ void WithUnitFormat(DType t, F&& f) {
       return f.template operator()<DType::kQ5_1>();
     case DType::kQ4_K:
       return f.template operator()<DType::kQ4_K>();
-    default:
+    case DType::kQ5_K:
       return f.template operator()<DType::kQ5_K>();
+    default:
+      return f.template operator()<DType::kQ6_K>();
   }
 }
 
