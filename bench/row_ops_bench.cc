@@ -16,7 +16,7 @@
 #include "core/block_quant.h"
 #include "kernels/row_ops.h"
 
-using namespace moerun;
+using namespace moerun;  // NOLINT(google-build-using-namespace): a standalone benchmark
 
 namespace {
 
