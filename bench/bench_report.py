@@ -180,13 +180,12 @@ def main():
         versions = f"llama.cpp {first['version']} ({first['backend']})"
     else:
         versions = f"llama.cpp {first['version']} (CPU backend per section below)"
-    # Sections other scripts own (scripts/bench_serve.sh: <!-- serving:begin --> ... end) survive.
+    # Sections other scripts own (<!-- NAME:begin --> ... <!-- NAME:end -->: scripts/bench_serve.sh's
+    # "serving", scripts/bench_moe.sh's "moe-layer") survive, in their order.
     kept = ""
     if os.path.exists(a.out):
-        old = open(a.out).read()
-        begin, end = old.find("<!-- serving:begin -->"), old.find("<!-- serving:end -->")
-        if begin >= 0 and end > begin:
-            kept = "\n" + old[begin:end + len("<!-- serving:end -->")] + "\n"
+        for m in re.finditer(r"<!-- ([a-z-]+):begin -->.*?<!-- \1:end -->", open(a.out).read(), flags=re.S):
+            kept += "\n" + m.group(0) + "\n"
     with open(a.out, "w") as f:
         f.write("# Benchmarks: moerun vs llama.cpp\n\n")
         f.write("Written by `scripts/bench.sh` (do not edit by hand). Same GGUF files for both engines: "

@@ -7,7 +7,8 @@
 # Writes BENCHMARKS.md (CPU model and flags, date, commit, mean ± sd, ratios, the machine's read
 # bound and each engine's fraction of it: every timed tg run of either engine is bracketed by
 # `moerun read-bandwidth` probes, since the host's bandwidth moves within seconds). Timing here is
-# never a pass/fail test.
+# never a pass/fail test. Then scripts/bench_moe.sh adds one MoE layer in bf16 (its fraction of the
+# read bound at 1, 16 and 128 tokens) and deterministic mode's cost, at the same levels.
 #
 # --levels native,avx2 also runs both engines' AVX2 code paths on this machine: moerun with
 # `--kernel avx2`, llama.cpp from <peer>-avx2 (scripts/install_llama_cpp_peer.sh --cpu-level avx2:
@@ -118,4 +119,6 @@ done
 
 /usr/bin/python3 bench/bench_report.py "$RESULTS" --types "$TYPES" --levels "$LEVELS" --layers "$LAYERS" -p "$PP" \
   -n "$TG" -t "$THREADS" --out "$OUT"
+# The one-layer bf16 and deterministic-mode figures (their own section of the same file).
+scripts/bench_moe.sh --levels "$LEVELS" -t "$THREADS" --out "$OUT"
 echo "bench.sh: wrote $OUT" >&2
