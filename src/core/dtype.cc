@@ -7,29 +7,6 @@
 
 namespace moerun {
 
-size_t DTypeSize(DType t) {
-  switch (t) {
-    case DType::kF64:
-    case DType::kI64:
-      return 8;
-    case DType::kF32:
-    case DType::kI32:
-      return 4;
-    case DType::kBF16:
-    case DType::kF16:
-    case DType::kI16:
-      return 2;
-    case DType::kI8:
-    case DType::kU8:
-    case DType::kBool:
-    case DType::kF8_E4M3:
-      return 1;
-    default:
-      assert(false && "DTypeSize: block type");
-      return 0;
-  }
-}
-
 bool IsBlockDType(DType t) { return DTypeBlockSize(t) > 1; }
 
 bool IsLoadOnlyDType(DType t) { return t == DType::kQ3_K || t == DType::kQ2_K || t == DType::kIQ4_NL; }
@@ -44,52 +21,6 @@ DType KQuantRowFallback(DType t) {
       return DType::kQ8_0;
     default:
       return t;
-  }
-}
-
-int64_t DTypeBlockSize(DType t) {
-  switch (t) {
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ5_0:
-    case DType::kQ5_1:
-    case DType::kIQ4_NL:
-      return 32;
-    case DType::kQ4_K:
-    case DType::kQ6_K:
-    case DType::kQ5_K:
-    case DType::kQ3_K:
-    case DType::kQ2_K:
-      return 256;
-    default:
-      return 1;
-  }
-}
-
-size_t DTypeBlockBytes(DType t) {
-  switch (t) {
-    case DType::kQ8_0:
-      return 34;
-    case DType::kQ4_0:
-      return 18;
-    case DType::kQ4_K:
-      return 144;
-    case DType::kQ6_K:
-      return 210;
-    case DType::kQ5_0:
-      return 22;
-    case DType::kQ5_1:
-      return 24;
-    case DType::kQ5_K:
-      return 176;
-    case DType::kQ3_K:
-      return 110;
-    case DType::kQ2_K:
-      return 84;
-    case DType::kIQ4_NL:
-      return 18;
-    default:
-      return DTypeSize(t);
   }
 }
 

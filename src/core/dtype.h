@@ -20,6 +20,7 @@
 
 #include <array>
 #include <bit>
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -54,7 +55,29 @@ enum class DType : uint8_t {
 };
 
 // Bytes per element of a dense type, e.g. 2 for kBF16. REQUIRES: !IsBlockDType(t).
-size_t DTypeSize(DType t);
+constexpr size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kF64:
+    case DType::kI64:
+      return 8;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+    case DType::kI16:
+      return 2;
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kBool:
+    case DType::kF8_E4M3:
+      return 1;
+    default:
+      assert(false && "DTypeSize: block type");
+      return 0;
+  }
+}
+
 bool IsBlockDType(DType t);
 // The load-only block types (Q3_K, Q2_K, IQ4_NL above): IsBlockDType, dequantised only.
 bool IsLoadOnlyDType(DType t);
@@ -62,9 +85,54 @@ bool IsLoadOnlyDType(DType t);
 // 256-element super-blocks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; t itself for other types.
 DType KQuantRowFallback(DType t);
 // Elements per block: 1 for dense types, 32 for Q8_0/Q4_0/Q5_0/Q5_1/IQ4_NL, 256 for the K types.
-int64_t DTypeBlockSize(DType t);
-// Bytes per block: DTypeSize for dense types, the byte counts above for block types.
-size_t DTypeBlockBytes(DType t);
+constexpr int64_t DTypeBlockSize(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kIQ4_NL:
+      return 32;
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+    case DType::kQ5_K:
+    case DType::kQ3_K:
+    case DType::kQ2_K:
+      return 256;
+    default:
+      return 1;
+  }
+}
+
+// Bytes per block: DTypeSize for dense types, the byte counts above for block types (constant
+// expressions where t is, e.g. in kernels templated on the format).
+constexpr size_t DTypeBlockBytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+      return 34;
+    case DType::kQ4_0:
+      return 18;
+    case DType::kQ4_K:
+      return 144;
+    case DType::kQ6_K:
+      return 210;
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ5_K:
+      return 176;
+    case DType::kQ3_K:
+      return 110;
+    case DType::kQ2_K:
+      return 84;
+    case DType::kIQ4_NL:
+      return 18;
+    default:
+      return DTypeSize(t);
+  }
+}
+
 // Bytes of a row of `cols` elements. REQUIRES: cols % DTypeBlockSize(t) == 0.
 size_t DTypeRowBytes(DType t, int64_t cols);
 // The safetensors spelling, e.g. "BF16", or ggml's for block types, e.g. "Q4_K".

@@ -183,26 +183,6 @@ constexpr bool IsUnitFormat(DType t) {
 }
 constexpr bool IsKUnitFormat(DType t) { return t == DType::kQ4_K || t == DType::kQ5_K; }
 
-// Bytes of one stored block of a unit format (core/dtype.h's DTypeBlockBytes, known at compile time).
-constexpr size_t UnitBlockBytes(DType t) {
-  switch (t) {
-    case DType::kQ8_0:
-      return 34;
-    case DType::kQ4_0:
-      return 18;
-    case DType::kQ5_0:
-      return 22;
-    case DType::kQ5_1:
-      return 24;
-    case DType::kQ4_K:
-      return 144;
-    case DType::kQ5_K:
-      return 176;
-    default:  // Q6_K
-      return 210;
-  }
-}
-
 // A Q4_K / Q5_K super-block's 8 sub-block constants, d * sc_j and dmin * m_j (f32, one rounding
 // each, as DequantizeRow), from its 12 packed 6-bit scale bytes (core/block_quant.h's Q4KScaleMin,
 // four sub-blocks per 32-bit word).
@@ -394,7 +374,7 @@ template <class V, DType kT, int NR, class F>
 inline void ForEachUnit(const uint8_t* const (&rows)[NR], int64_t cols, F&& f) {
   using Vec = typename V::Vec;
   constexpr int kVecs = 32 / V::W;
-  constexpr size_t kBytes = UnitBlockBytes(kT);
+  constexpr size_t kBytes = DTypeBlockBytes(kT);
   if constexpr (kT == DType::kQ6_K) {
     for (int64_t sb = 0; sb < cols / 256; ++sb) {
       const uint8_t* b[NR];

@@ -208,6 +208,15 @@ std::string Deepseek2SplitVbName(int64_t layer) {
   return fmt::format("model.layers.{}.self_attn.v_b_proj.weight", layer);
 }
 
+bool Deepseek2TensorUnused(const GgufFile& f, std::string_view gguf_name) {
+  for (std::string_view half : {".attn_k_b.weight", ".attn_v_b.weight"}) {
+    if (!gguf_name.starts_with("blk.") || !gguf_name.ends_with(half)) continue;
+    const std::string_view layer = gguf_name.substr(4, gguf_name.size() - 4 - half.size());
+    return f.FindInfo(fmt::format("blk.{}.attn_kv_b.weight", layer)) != nullptr;
+  }
+  return false;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/status.h"
 #include "io/gguf.h"
@@ -49,6 +50,10 @@ StatusOr<std::unique_ptr<TensorSource>> MakeDeepseek2TensorSource(std::shared_pt
 // [nh, r, dn] (K transposed per head), "...v_b_proj.weight" = attn_v_b [nh, dv, r].
 std::string Deepseek2SplitKbName(int64_t layer);
 std::string Deepseek2SplitVbName(int64_t layer);
+// True for a tensor of `f` the deepseek2 loader never reads: a layer's attn_k_b / attn_v_b when the
+// same layer also has attn_kv_b (then kv_b_proj is served as stored), e.g. for `moerun inspect`'s
+// resident total, which would otherwise count that layer's kv_b twice.
+bool Deepseek2TensorUnused(const GgufFile& f, std::string_view gguf_name);
 
 // Everything at once.
 using GgufDeepseek2 = GgufModel;

@@ -9,6 +9,7 @@
 #include "io/checkpoint.h"
 #include "kernels/weight_format.h"
 #include "model/arch.h"
+#include "model/gguf_deepseek2.h"
 #include "model/gguf_model.h"
 #include "model/model_loading.h"
 #include "tools/cli_util.h"
@@ -97,14 +98,17 @@ Status InspectGguf(const ModelArgs& a) {
       "| tensor | ggml type | ne | offset | held as (--weight-format %s) | bytes held |\n"
       "|---|---|---|---|---|---:|\n",
       a.kernels.weight_format.c_str());
+  ASSIGN_OR_RETURN(const std::string gguf_arch, f->GetStringOr("general.architecture", "?"));
   uint64_t bytes = 0;
   double resident = 0;
   for (const GgufTensorInfo& t : f->tensors()) {
     const std::optional<GgmlTypeTraits> traits = GgmlTypeInfo(t.type);
     const std::optional<DType> dtype = DTypeFromGgml(t.type);
     const Shape shape = t.shape();
-    const ResidentForm held =
+    ResidentForm held =
         dtype ? ResidentFormOf(t.name, *dtype, shape, requested) : ResidentForm{"unreadable", 0};
+    if (gguf_arch == "deepseek2" && Deepseek2TensorUnused(*f, t.name))
+      held = {"unused (attn_kv_b is loaded)", 0};
     std::printf("| %s | %s | %s | %llu | %s | %.0f |\n", t.name.c_str(),
                 std::string(traits ? traits->name : "?").c_str(), ShapeToString(t.ne).c_str(),
                 static_cast<unsigned long long>(t.offset), held.format.c_str(), held.bytes);
@@ -114,7 +118,6 @@ Status InspectGguf(const ModelArgs& a) {
   std::printf("tensor bytes: %llu\n", static_cast<unsigned long long>(bytes));
   ASSIGN_OR_RETURN(std::string config, GgufConfigJson(*f));
   ASSIGN_OR_RETURN(ModelConfig c, ModelConfig::FromJson(config, a.model_dir + " (metadata)"));
-  ASSIGN_OR_RETURN(const std::string gguf_arch, f->GetStringOr("general.architecture", "?"));
   std::printf("family: %s; general.architecture %s -> model_type %s\n", FindArch(c.model_type)->family,
               gguf_arch.c_str(), c.model_type.c_str());
   std::printf("config: %s\n", c.Summary().c_str());

@@ -273,6 +273,36 @@ TEST_P(GgufDeepseek2Test, LegacyKvBFileReadsBack) {
     ASSERT_EQ(a.shape(), b.shape()) << name;
     EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << name;
   }
+  EXPECT_FALSE(Deepseek2TensorUnused(g, "blk.0.attn_k_b.weight"));  // split form only: used
+  EXPECT_FALSE(Deepseek2TensorUnused(**GgufFile::Open(legacy), "blk.0.attn_kv_b.weight"));
+
+  // A file with both forms (attn_kv_b and the split halves) loads attn_kv_b as stored; the halves
+  // are the tensors it never reads (what `moerun inspect` leaves out of its resident total).
+  const std::string both = (dir_ / "both.gguf").string();
+  auto wb = GgufWriter::Create(both);
+  ASSERT_TRUE(wb.ok());
+  for (const auto& [key, value] : g.metadata()) ASSERT_TRUE((*wb)->AddKv(key, value).ok());
+  for (const GgufTensorInfo& t : g.tensors()) {
+    if (t.name.find(".attn_k_b.") == std::string::npos && t.name.find(".attn_v_b.") == std::string::npos)
+      continue;
+    tensors.emplace_back(t.name, g.Get(t.name).value());
+  }
+  for (const auto& [name, t] : tensors)
+    ASSERT_TRUE((*wb)->AddTensor(name, t.dtype(), t.shape()).ok()) << name;
+  for (const auto& [name, t] : tensors) ASSERT_TRUE((*wb)->Append(t.raw(), t.nbytes()).ok()) << name;
+  ASSERT_TRUE((*wb)->Finish().ok());
+  auto fb = GgufFile::Open(both);
+  ASSERT_TRUE(fb.ok());
+  EXPECT_TRUE(Deepseek2TensorUnused(**fb, "blk.0.attn_k_b.weight"));
+  EXPECT_TRUE(Deepseek2TensorUnused(**fb, "blk.0.attn_v_b.weight"));
+  EXPECT_FALSE(Deepseek2TensorUnused(**fb, "blk.0.attn_kv_b.weight"));
+  EXPECT_FALSE(Deepseek2TensorUnused(**fb, "blk.0.attn_q.weight"));
+  auto mb = OpenGgufDeepseek2(both);
+  ASSERT_TRUE(mb.ok()) << mb.status().ToString();
+  const std::string kv_b = "model.layers.0.self_attn.kv_b_proj.weight";
+  const Tensor a = (*ckpt)->Get(kv_b).value(), b = mb->tensors->Get(kv_b).value();
+  ASSERT_EQ(a.shape(), b.shape());
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
 }
 
 // The model loaded from the GGUF gives the logits of the model loaded from the HF directory.
