@@ -44,39 +44,78 @@ ActView OffsetRows(const ActView& v, int64_t r0) {
 
 ActView ActivationBuffer::Prepare(ActFormat format, const float* x, int64_t rows, int64_t k, int64_t ldx,
                                   ThreadPool* pool) {
+  if (format == ActFormat::kF32) {
+    ActView v;
+    v.f32 = x;
+    v.ld = ldx;
+    return v;
+  }
+  return Convert(format, rows, k, pool, [&](int64_t r) { return x + r * ldx; }, {});
+}
+
+ActView ActivationBuffer::PrepareGathered(ActFormat format, const float* x, std::span<const int64_t> src_row,
+                                          int64_t k, int64_t ldx, ThreadPool* pool) {
+  const int64_t rows = static_cast<int64_t>(src_row.size());
+  if (format == ActFormat::kF32) {
+    float* dst = f32_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * k)));
+    ForRows(pool, rows, [&](int64_t r) { std::copy_n(x + src_row[r] * ldx, k, dst + r * k); });
+    ActView v;
+    v.f32 = dst;
+    v.ld = k;
+    return v;
+  }
+  // first[r]: the first row with row r's source; only those are converted, the others copied.
+  int64_t n_src = 0;
+  for (int64_t s : src_row) n_src = std::max(n_src, s + 1);
+  std::vector<int64_t> first_of_src(static_cast<size_t>(n_src), -1), first(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t& f = first_of_src[static_cast<size_t>(src_row[r])];
+    if (f < 0) f = r;
+    first[static_cast<size_t>(r)] = f;
+  }
+  return Convert(
+      format, rows, k, pool, [&](int64_t r) { return x + src_row[r] * ldx; }, first);
+}
+
+template <typename RowFn>
+ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row,
+                                  std::span<const int64_t> first) {
+  // Rows that repeat an earlier one (first[r] != r) are copied from it after the conversions.
+  auto is_copy = [&](int64_t r) { return !first.empty() && first[static_cast<size_t>(r)] != r; };
   ActView v;
   v.format = format;
-  switch (format) {
-    case ActFormat::kF32:
-      v.f32 = x;
-      v.ld = ldx;
-      return v;
-    case ActFormat::kBf16Pairs: {
-      const int64_t ld = Pad(k, 2);
-      uint16_t* dst = bf16_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ld)));
-      ForRows(pool, rows, [&](int64_t r) {
-        const float* src = x + r * ldx;
-        uint16_t* out = dst + r * ld;
-        for (int64_t i = 0; i < k; ++i) out[i] = F32ToBf16(src[i]);
-        for (int64_t i = k; i < ld; ++i) out[i] = 0;
-      });
-      v.bf16 = dst;
-      v.ld = ld;
-      return v;
-    }
-    case ActFormat::kQ8Block32: {
-      const int64_t ldq = Pad(k, 32), ldb = ldq / 32;
-      int8_t* q = q_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldq)));
-      float* d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
-      int32_t* s = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
-      ForRows(pool, rows, [&](int64_t r) {
-        QuantizeActivationRow(x + r * ldx, k, q + r * ldq, d + r * ldb, s + r * ldb);
-      });
-      v.q8 = Q8Activations{.q = q, .d = d, .sum = s, .ldq = ldq, .ldb = ldb};
-      v.ld = ldq;
-      return v;
-    }
+  if (format == ActFormat::kBf16Pairs) {
+    const int64_t ld = Pad(k, 2);
+    uint16_t* dst = bf16_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ld)));
+    ForRows(pool, rows, [&](int64_t r) {
+      if (is_copy(r)) return;
+      const float* src = row(r);
+      uint16_t* out = dst + r * ld;
+      for (int64_t i = 0; i < k; ++i) out[i] = F32ToBf16(src[i]);
+      for (int64_t i = k; i < ld; ++i) out[i] = 0;
+    });
+    for (int64_t r = 0; r < rows; ++r)
+      if (is_copy(r)) std::copy_n(dst + first[static_cast<size_t>(r)] * ld, ld, dst + r * ld);
+    v.bf16 = dst;
+    v.ld = ld;
+    return v;
   }
+  const int64_t ldq = Pad(k, 32), ldb = ldq / 32;  // kQ8Block32
+  int8_t* q = q_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldq)));
+  float* d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
+  int32_t* s = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
+  ForRows(pool, rows, [&](int64_t r) {
+    if (!is_copy(r)) QuantizeActivationRow(row(r), k, q + r * ldq, d + r * ldb, s + r * ldb);
+  });
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!is_copy(r)) continue;
+    const int64_t f = first[static_cast<size_t>(r)];
+    std::copy_n(q + f * ldq, ldq, q + r * ldq);
+    std::copy_n(d + f * ldb, ldb, d + r * ldb);
+    std::copy_n(s + f * ldb, ldb, s + r * ldb);
+  }
+  v.q8 = Q8Activations{.q = q, .d = d, .sum = s, .ldq = ldq, .ldb = ldb};
+  v.ld = ldq;
   return v;
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/scratch_buffer.h"
@@ -41,8 +42,21 @@ class ActivationBuffer {
   // x: [rows, k] f32 with row stride ldx. Returns the view in `format` (kF32 views x itself).
   ActView Prepare(ActFormat format, const float* x, int64_t rows, int64_t k, int64_t ldx,
                   ThreadPool* pool = nullptr);
+  // The same for the gathered rows x + src_row[r] * ldx, r in [0, src_row.size()) (src_row[r] >=
+  // 0; kF32 copies them into a buffer of its own, ld = k). A row whose source an earlier row
+  // already has is copied from that row's result, not converted again: the same values, once per
+  // token instead of once per (token, expert) for the MoE's expert-ordered rows.
+  ActView PrepareGathered(ActFormat format, const float* x, std::span<const int64_t> src_row, int64_t k,
+                          int64_t ldx, ThreadPool* pool = nullptr);
 
  private:
+  // kBf16Pairs or kQ8Block32 of rows row(r), r in [0, rows); rows with first[r] != r (when first
+  // is not empty) are copied from row first[r] < r.
+  template <typename RowFn>
+  ActView Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row,
+                  std::span<const int64_t> first);
+
+  ScratchBuffer<float> f32_;  // kF32 gathered rows
   ScratchBuffer<uint16_t> bf16_;
   ScratchBuffer<int8_t> q_;
   ScratchBuffer<float> d_;

@@ -54,13 +54,13 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
     assert(experts[e].down->in_features() % (nb * Traits(experts[e].down->format()).k_alignment) == 0 ||
            nb == 1);
   }
-  float* x_perm = x_perm_.Get(static_cast<size_t>(m * h));
   float* act = act_.Get(static_cast<size_t>(m * i_max));
   float* y_perm = spec.expert_order ? y : y_perm_.Get(static_cast<size_t>(m * nb * h));
-  ParallelForRows(pool, m, [&](int64_t p) {
-    const float* src = spec.x + spec.token[perm_row[p]] * h;
-    std::copy(src, src + h, x_perm + p * h);
-  });
+  // The gate/up inputs in expert order, each token's row converted once however many experts it
+  // goes to (a decoded token: once, not once per expert).
+  std::vector<int64_t>& perm_token = perm_token_;
+  perm_token.resize(static_cast<size_t>(m));
+  for (int64_t p = 0; p < m; ++p) perm_token[p] = spec.token[perm_row[p]];
   // Narrower experts (e.g. a shared expert beside routed ones) leave zeros past their width, so
   // the down activations can be prepared for all rows at once.
   for (int64_t e = 0; e < n_experts; ++e) {
@@ -70,7 +70,8 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   }
   ActView x_view[3], act_view[3];
   for (int f = 0; f < 3; ++f) {
-    if (up_needs[f]) x_view[f] = x_acts_.Prepare(static_cast<ActFormat>(f), x_perm, m, h, h, pool);
+    if (up_needs[f])
+      x_view[f] = x_acts_.PrepareGathered(static_cast<ActFormat>(f), spec.x, perm_token, h, h, pool);
   }
 
   // Phase 1: gate/up + SwiGLU.

@@ -55,12 +55,12 @@ class ExpertCompute {
 
  private:
   KernelPolicy policy_;
-  ScratchBuffer<float> x_perm_;    // [n, H] rows in expert order
-  ScratchBuffer<float> act_;       // [n, I_max] SwiGLU activations, zero beyond an expert's I
-  ScratchBuffer<float> y_perm_;    // [n, k_blocks, H] outputs in expert order
-  ActivationBuffer x_acts_;        // x_perm_ in the gate/up kernels' formats
-  ActivationBuffer act_acts_;      // act_ in the down kernels' formats
-  std::vector<int64_t> perm_row_;  // permuted position -> row, of the last Run
+  std::vector<int64_t> perm_token_;  // [m]: the token of each row in expert order
+  ScratchBuffer<float> act_;         // [n, I_max] SwiGLU activations, zero beyond an expert's I
+  ScratchBuffer<float> y_perm_;      // [n, k_blocks, H] outputs in expert order
+  ActivationBuffer x_acts_;          // the tokens' rows in expert order, in the gate/up kernels' formats
+  ActivationBuffer act_acts_;        // act_ in the down kernels' formats
+  std::vector<int64_t> perm_row_;    // permuted position -> row, of the last Run
 };
 
 // Runs fn(row) for every row in [0, n) in blocks of `rows_per_task` rows per pool task (inline if

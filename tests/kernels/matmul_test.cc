@@ -221,6 +221,48 @@ TEST_P(KernelRowTest, PooledJobsGiveTheOneThreadBits) {
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
 
 // Runs of blocks: whole kernel calls, at least one, and about kMatmulTasksPerThread per thread.
+// Gathered rows (an expert-ordered MoE batch: a token once per expert it goes to) give the bytes
+// Prepare gives for the same rows copied out by hand, in every format; repeats are copies.
+TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
+  constexpr int64_t k = 77, ldx = 80;  // K not a multiple of 32 or 2: padded blocks and pairs
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(5 * ldx));
+  for (float& v : x) v = nd(rng);
+  const std::vector<int64_t> src = {4, 0, 4, 2, 0, 4, 1, 3, 3, 4, 0};  // first seen out of order
+  std::vector<float> copied(src.size() * k);
+  for (size_t r = 0; r < src.size(); ++r) std::copy_n(x.data() + src[r] * ldx, k, copied.data() + r * k);
+  const int64_t rows = static_cast<int64_t>(src.size());
+  ThreadPool pool(2);
+  for (ActFormat f : {ActFormat::kF32, ActFormat::kBf16Pairs, ActFormat::kQ8Block32}) {
+    SCOPED_TRACE(ActFormatName(f));
+    ActivationBuffer a, b;
+    const ActView got = a.PrepareGathered(f, x.data(), src, k, ldx, &pool);
+    const ActView want = b.Prepare(f, copied.data(), rows, k, k);
+    ASSERT_EQ(got.format, f);
+    for (int64_t r = 0; r < rows; ++r) {
+      switch (f) {
+        case ActFormat::kF32:
+          ASSERT_EQ(std::memcmp(got.f32 + r * got.ld, want.f32 + r * want.ld, k * sizeof(float)), 0) << r;
+          break;
+        case ActFormat::kBf16Pairs:
+          ASSERT_EQ(got.ld, want.ld);
+          ASSERT_EQ(std::memcmp(got.bf16 + r * got.ld, want.bf16 + r * want.ld, got.ld * 2), 0) << r;
+          break;
+        case ActFormat::kQ8Block32:
+          ASSERT_EQ(got.q8.ldq, want.q8.ldq);
+          ASSERT_EQ(std::memcmp(got.q8.q + r * got.q8.ldq, want.q8.q + r * want.q8.ldq, got.q8.ldq), 0) << r;
+          ASSERT_EQ(std::memcmp(got.q8.d + r * got.q8.ldb, want.q8.d + r * want.q8.ldb, got.q8.ldb * 4), 0)
+              << r;
+          ASSERT_EQ(std::memcmp(got.q8.sum + r * got.q8.ldb, want.q8.sum + r * want.q8.ldb, got.q8.ldb * 4),
+                    0)
+              << r;
+          break;
+      }
+    }
+  }
+}
+
 TEST(MatmulRunBlocks, IsAMultipleOfTheCallUnitGivingTasksPerThread) {
   EXPECT_EQ(MatmulRunBlocks(0, 2), kMatmulGroupBlocks);
   EXPECT_EQ(MatmulRunBlocks(1, 2), kMatmulGroupBlocks);
