@@ -220,7 +220,6 @@ TEST_P(KernelRowTest, PooledJobsGiveTheOneThreadBits) {
 
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
 
-// Runs of blocks: whole kernel calls, at least one, and about kMatmulTasksPerThread per thread.
 // Gathered rows (an expert-ordered MoE batch: a token once per expert it goes to) give the bytes
 // Prepare gives for the same rows copied out by hand, in every format; repeats are copies.
 TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
@@ -263,6 +262,7 @@ TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
   }
 }
 
+// Runs of blocks: whole kernel calls, at least one, and about kMatmulTasksPerThread per thread.
 TEST(MatmulRunBlocks, IsAMultipleOfTheCallUnitGivingTasksPerThread) {
   EXPECT_EQ(MatmulRunBlocks(0, 2), kMatmulGroupBlocks);
   EXPECT_EQ(MatmulRunBlocks(1, 2), kMatmulGroupBlocks);
