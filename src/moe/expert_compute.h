@@ -3,7 +3,8 @@
 // Given hidden states x [T, H] and n rows, each naming a source token and an expert, it gathers
 // the rows expert by expert (stable order), runs one gate/up matmul with a fused SwiGLU epilogue
 // and one down matmul per expert over all its rows (all experts' tasks in one parallel loop per
-// phase), and writes y in row order. The down projection can be cut into `k_blocks` fixed
+// phase), and writes y in row order, or in expert order (what the MoE's dispatchers ask for: no
+// zero fill or scatter). The down projection can be cut into `k_blocks` fixed
 // K-blocks whose partial sums are returned separately (deterministic mode sums them exactly).
 // Used by the MoE layer (ParallelMoe) on every layout, one rank included; experts may be whole or a TP slice
 // of the intermediate dimension.

@@ -209,7 +209,11 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   float* y = scratch.y.Get(static_cast<size_t>(spec.n_rows * nb * h));
   scratch.compute.Run(spec, refs, parts_->pool(), y);
   if (how == SharedFold::kInCompute) {
-    in.fold_shared = y + rows.n * nb * h;  // row order: the shared rows follow the routed ones
+    // The shared rows follow the routed ones: in row order after rows.n rows; in expert order (the
+    // shared experts are the last expert, every token one row) they are the last t_own positions.
+    const int64_t first_shared =
+        spec.expert_order ? static_cast<int64_t>(scratch.compute.RowsInExpertOrder().size()) - t_own : rows.n;
+    in.fold_shared = y + first_shared * nb * h;
     in.fold_nb = nb;
   } else if (how == SharedFold::kPrecomputed) {
     in.fold_shared = fold.y;
@@ -238,7 +242,8 @@ ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
        .token = token.data(),
        .expert = expert.data(),
        .k_blocks = nb,
-       .expert_order = options_.deterministic},  // one expert: expert order is row order
+       .expert_order = true},  // one expert: expert order is row order (no fill, no scatter)  // one expert:
+                               // expert order is row order (no fill, no scatter)
       std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), y);
   return {y, nb};
 }

@@ -65,7 +65,9 @@ struct ExpertRows {
   int64_t n = 0;
   const int64_t* token = nullptr;
   const int32_t* expert = nullptr;
-  bool expert_order = false;  // ExpertCompute writes y in expert order (ExpertRowsSpec::expert_order)
+  // ExpertCompute writes y in expert order (ExpertRowsSpec::expert_order); the none and allgather
+  // dispatchers ask for it, alltoall reads y in row order.
+  bool expert_order = false;
   // Where x's rows came from: source_rows[g] consecutive rows of x from rank g of `sources`, in
   // order (for observers: moe/testing/dispatch_probe.h).
   Group sources = Group::kTp;
