@@ -44,10 +44,10 @@ done
 echo "bench_moe.sh: det_ratio (deterministic / fast), native level, tokens $TOKENS" >&2
 build/bin/det_ratio --tokens "$TOKENS" -t "$THREADS" >"$WORK/det.md"
 
-/usr/bin/python3 - "$WORK" "$OUT" "$LEVELS" "$(git rev-parse --short HEAD)" \
-  "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY'
-import datetime, json, os, re, sys
-work, out, levels, commit, cpu = sys.argv[1:6]
+/usr/bin/python3 - "$WORK" "$LEVELS" "$(git rev-parse --short HEAD)" \
+  "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY' | /usr/bin/python3 bench/write_section.py moe-layer "$OUT"
+import datetime, json, sys
+work, levels, commit, cpu = sys.argv[1:5]
 rows = []
 for level in levels.split(","):
     kernel = open(f"{work}/row-{level}.txt").read().strip() or "?"
@@ -83,12 +83,6 @@ the per-round ratio):
 """ + "\n".join(det) + """
 <!-- moe-layer:end -->
 """
-text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
-if "<!-- moe-layer:begin -->" in text:
-    text = re.sub(r"<!-- moe-layer:begin -->.*?<!-- moe-layer:end -->\n", lambda _: section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(out, "w").write(text)
 print(section)
 PY
 echo "bench_moe.sh: wrote $OUT" >&2

@@ -28,8 +28,8 @@ serve_node load_test.mjs "$SERVE_URL" models/tiny-arith/heldout.jsonl --clients 
   --out "$WORK/load.json"
 serve_stop
 /usr/bin/python3 - "$WORK/load.json" "$(git rev-parse --short HEAD)" "$(lscpu | sed -n 's/^Model name: *//p')" \
-  "${ARGS[*]:-}" <<'PY'
-import datetime, json, re, sys
+  "${ARGS[*]:-}" <<'PY' | /usr/bin/python3 bench/write_section.py serving BENCHMARKS.md
+import datetime, json, sys
 r = json.load(open(sys.argv[1]))
 commit, cpu, args = sys.argv[2], sys.argv[3], sys.argv[4] or "(defaults: tiny-arith, one rank)"
 section = f"""<!-- serving:begin -->
@@ -48,11 +48,5 @@ Inter-token latency is measured at the client between streamed chunks (tokens th
 read count as 0 ms apart); the server's own view is `moerun_inter_token_latency_seconds` in /metrics.
 <!-- serving:end -->
 """
-text = open("BENCHMARKS.md").read() if __import__("os").path.exists("BENCHMARKS.md") else "# Benchmarks\n"
-if "<!-- serving:begin -->" in text:
-    text = re.sub(r"<!-- serving:begin -->.*?<!-- serving:end -->\n", section, text, flags=re.S)
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open("BENCHMARKS.md", "w").write(text)
 print(section)
 PY

@@ -67,14 +67,15 @@ ActView ActivationBuffer::PrepareGathered(ActFormat format, const float* x, std:
   // first[r]: the first row with row r's source; only those are converted, the others copied.
   int64_t n_src = 0;
   for (int64_t s : src_row) n_src = std::max(n_src, s + 1);
-  std::vector<int64_t> first_of_src(static_cast<size_t>(n_src), -1), first(static_cast<size_t>(rows));
+  first_of_src_.assign(static_cast<size_t>(n_src), -1);
+  first_.resize(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t& f = first_of_src[static_cast<size_t>(src_row[r])];
+    int64_t& f = first_of_src_[static_cast<size_t>(src_row[r])];
     if (f < 0) f = r;
-    first[static_cast<size_t>(r)] = f;
+    first_[static_cast<size_t>(r)] = f;
   }
   return Convert(
-      format, rows, k, pool, [&](int64_t r) { return x + src_row[r] * ldx; }, first);
+      format, rows, k, pool, [&](int64_t r) { return x + src_row[r] * ldx; }, first_);
 }
 
 template <typename RowFn>

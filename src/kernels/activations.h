@@ -61,6 +61,9 @@ class ActivationBuffer {
   ScratchBuffer<int8_t> q_;
   ScratchBuffer<float> d_;
   ScratchBuffer<int32_t> sum_;
+  // PrepareGathered's indices, kept so a decode step allocates nothing: the first row of each
+  // source row (-1: none yet), and the first row with row r's source.
+  std::vector<int64_t> first_of_src_, first_;
 };
 
 // The activation row x[0, k) as the kernel sees it, in double: exact for kF32, bf16-rounded for
