@@ -242,8 +242,7 @@ ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
        .token = token.data(),
        .expert = expert.data(),
        .k_blocks = nb,
-       .expert_order = true},  // one expert: expert order is row order (no fill, no scatter)  // one expert:
-                               // expert order is row order (no fill, no scatter)
+       .expert_order = true},  // one expert: expert order is row order (no fill, no scatter)
       std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), y);
   return {y, nb};
 }
