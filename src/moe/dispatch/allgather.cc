@@ -45,7 +45,6 @@ class AllGatherDispatch final : public Dispatcher {
     const int64_t h = in.x_own.dim(1), total = static_cast<int64_t>(x_.size()) / h;
     slots_.Fill(in, ids_.data(), total);
     ExpertRows rows = slots_.Rows(x_.data(), total, in.routing.k);
-    rows.expert_order = true;  // SumTokenSlots reads y where the experts wrote it
     rows.sources = Owners();
     rows.source_rows = rows_of_rank_;
     return rows;

@@ -65,8 +65,8 @@ struct ExpertRows {
   int64_t n = 0;
   const int64_t* token = nullptr;
   const int32_t* expert = nullptr;
-  // ExpertCompute writes y in expert order (ExpertRowsSpec::expert_order); the none and allgather
-  // dispatchers ask for it, alltoall reads y in row order.
+  // ExpertCompute writes y in expert order (ExpertRowsSpec::expert_order): token-slot rows (the
+  // none and allgather dispatchers, TokenSlots::Rows) ask for it, alltoall reads y in row order.
   bool expert_order = false;
   // Where x's rows came from: source_rows[g] consecutive rows of x from rank g of `sources`, in
   // order (for observers: moe/testing/dispatch_probe.h).
@@ -116,7 +116,7 @@ class Dispatcher {
 
   // Moves rows to the experts; the returned pointers stay valid until Combine returns.
   virtual StatusOr<ExpertRows> Dispatch(const RoutedInput& in) = 0;
-  // y: [rows.n, k_blocks, H] expert outputs as ExpertCompute wrote them (`in_expert_order`: at the
+  // y: [rows.n, k_blocks, H] expert outputs as ExpertCompute wrote them (`rows.expert_order`: at the
   // positions of `order`). Returns this rank's [t_own, H] routed part in state RoutedState().
   virtual StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
                                     std::span<const int64_t> order) = 0;

@@ -25,7 +25,6 @@ class LocalDispatch final : public Dispatcher {
     const int64_t t_own = in.x_own.dim(0);
     slots_.Fill(in, in.routing.ids.data(), t_own);
     ExpertRows rows = slots_.Rows(in.x_own.data<float>(), t_own, in.routing.k);
-    rows.expert_order = true;   // SumTokenSlots reads y where the experts wrote it
     rows.sources = Group::kTp;  // every row is this rank's own
     rows.source_rows.assign(static_cast<size_t>(in.layout.GroupSize(Group::kTp)), 0);
     rows.source_rows[static_cast<size_t>(in.layout.GroupRank(Group::kTp))] = t_own;

@@ -18,6 +18,7 @@ ExpertRows TokenSlots::Rows(const float* x, int64_t tokens, int64_t k) const {
   rows.n = tokens * k;
   rows.token = token.data();
   rows.expert = expert.data();
+  rows.expert_order = true;  // SumTokenSlots reads y where the experts wrote it
   return rows;
 }
 
@@ -26,15 +27,11 @@ MoePart SumTokenSlots(const RoutedInput& in, const ReductionState& state, const 
   const int64_t h = in.x_own.dim(1), k = in.routing.k, nb = in.k_blocks;
   // In expert order the partials are read where the experts wrote them: no zero fill of y and no
   // scatter of it to row order (at a 512-token V2-Lite prefill: 2 x 29 MB per layer).
+  // Positions of rows past rows.n (the shared rows ParallelMoe folds in, in.fold_shared) are not
+  // the routed rows'.
   std::vector<int64_t> pos_of(static_cast<size_t>(rows.n));  // row -> output position
-  if (rows.expert_order) {
-    // Positions of rows past rows.n (the shared rows ParallelMoe folds in, in.fold_shared) are not
-    // the routed rows'.
-    for (size_t p = 0; p < order.size(); ++p) {
-      if (order[p] < rows.n) pos_of[static_cast<size_t>(order[p])] = static_cast<int64_t>(p);
-    }
-  } else {
-    for (int64_t r = 0; r < rows.n; ++r) pos_of[r] = r;
+  for (size_t p = 0; p < order.size(); ++p) {
+    if (order[p] < rows.n) pos_of[static_cast<size_t>(order[p])] = static_cast<int64_t>(p);
   }
   MoePart part = in.parts.Make(state, tokens, h, /*zeroed=*/false);
   in.parts.AccumulateRows(
