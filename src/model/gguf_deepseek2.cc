@@ -9,7 +9,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <set>
 #include <type_traits>
 #include <vector>
 
@@ -146,13 +145,11 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
   const GgufFile& f = *file;
   GgufHfSource::Map map;
   std::map<int64_t, std::pair<std::string, std::string>> kv_split;  // layer -> (k_b, v_b)
-  std::set<int64_t> has_kv_b;
   auto layer_tensor = [&](const std::string& gguf_name, int64_t layer, std::string_view part,
                           const std::string& hf_prefix) -> StatusOr<bool> {
     for (const LayerName& g : kLayerNames) {
       if (part != g.gguf) continue;
       GgufHfSource::AddDirect(f, gguf_name, hf_prefix + std::string(g.hf), &map);
-      if (part == "attn_kv_b.weight") has_kv_b.insert(layer);
       return true;
     }
     for (const LayerName& g : kExpertNames) {
@@ -163,6 +160,7 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
       return true;
     }
     if (part == "attn_k_b.weight" || part == "attn_v_b.weight") {
+      if (Deepseek2TensorUnused(f, gguf_name)) return true;  // attn_kv_b itself is served as stored
       (part == "attn_k_b.weight" ? kv_split[layer].first : kv_split[layer].second) = gguf_name;
       return true;
     }
@@ -172,7 +170,6 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
   const int64_t nh = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dv = c.v_head_dim;
   GgufHfSource::Map internal;
   for (const auto& [layer, kv] : kv_split) {
-    if (has_kv_b.count(layer)) continue;  // attn_kv_b itself is served as stored
     const std::string hf = fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer);
     if (kv.first.empty() || kv.second.empty()) {
       return InvalidArgument("{}: layer {} has {} but not {}", f.path(), layer,

@@ -52,7 +52,8 @@ std::string Deepseek2SplitKbName(int64_t layer);
 std::string Deepseek2SplitVbName(int64_t layer);
 // True for a tensor of `f` the deepseek2 loader never reads: a layer's attn_k_b / attn_v_b when the
 // same layer also has attn_kv_b (then kv_b_proj is served as stored), e.g. for `moerun inspect`'s
-// resident total, which would otherwise count that layer's kv_b twice.
+// resident total, which would otherwise count that layer's kv_b twice. The loader skips them by
+// this same function.
 bool Deepseek2TensorUnused(const GgufFile& f, std::string_view gguf_name);
 
 // Everything at once.
