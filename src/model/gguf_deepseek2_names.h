@@ -12,7 +12,7 @@
 
 namespace moerun::gguf_deepseek2_internal {
 
-using namespace gguf_internal;  // NOLINT(build/namespaces)
+using namespace gguf_internal;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 constexpr std::string_view kArch = "deepseek2";
 

@@ -23,7 +23,7 @@ namespace moerun {
 
 namespace {
 
-using namespace gguf_deepseek2_internal;  // NOLINT(build/namespaces)
+using namespace gguf_deepseek2_internal;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 }  // namespace
 

@@ -13,7 +13,7 @@
 namespace moerun {
 namespace {
 
-using namespace gguf_internal;  // NOLINT(build/namespaces)
+using namespace gguf_internal;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 struct GqaArchName {
   std::string_view model_type;
@@ -191,8 +191,8 @@ StatusOr<std::unique_ptr<TensorSource>> MakeSource(std::shared_ptr<GgufFile> fil
           {"ffn_up_exps.weight", x.up},
           {"ffn_down_exps.weight", x.down}}) {
       if (part != gguf) continue;
-      RETURN_IF_ERROR(GgufHfSource::AddExperts(f, gguf_name, p + c.moe_block + "experts.{}." + hf + ".weight",
-                                               c.moe.n_routed_experts, &map));
+      const std::string pattern = fmt::format("{}{}experts.{{}}.{}.weight", p, c.moe_block, hf);
+      RETURN_IF_ERROR(GgufHfSource::AddExperts(f, gguf_name, pattern, c.moe.n_routed_experts, &map));
       return true;
     }
     return false;

@@ -13,7 +13,7 @@
 namespace moerun {
 namespace {
 
-using namespace gguf_internal;  // NOLINT(build/namespaces)
+using namespace gguf_internal;  // NOLINT(build/namespaces,google-build-using-namespace)
 
 constexpr float kUnreachableScore = -1e9f;
 const std::string kSpace = "\xe2\x96\x81";  // "▁"
