@@ -464,7 +464,7 @@ inline void PrefetchAhead(const uint8_t* p, const uint8_t* end) {
   for (; p < end; p += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kRowPrefetchAhead), _MM_HINT_T0);
 }
 
-// NR rows dotted with one vector: per row the same values and order as DotRowF32 on the
+// NR rows dotted with one vector: per row the same values and order as DotTileF32 on the
 // dequantised row (vector j of the row into accumulator j % 2; a unit holds an even number of
 // vectors). The rows' chains interleave for overlap.
 template <class V, DType kT, int NR>
@@ -611,44 +611,11 @@ void RowsAxpyT(const StoredRowsView& w, const float* x, float* y, RowBatch batch
   for (; i < w.rows; ++i) AxpyRows<V, 1>(w, i, x, y, batch);
 }
 
-// One row, already f32 (wf: [cols]), dotted with x in the documented order: chunks of kChunk,
-// vectors alternating between two accumulators, the last partial vector zero-padded.
-template <class V>
-float DotRowF32(const float* wf_row, int64_t cols, const float* x) {
-  constexpr int W = V::W;
-  typename V::Vec acc0 = V::Zero(), acc1 = V::Zero();
-  for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {  // each chunk starts at an even vector index
-    const int64_t n = std::min(kChunk, cols - c0);
-    const float* wf = wf_row + c0;
-    const float* xc = x + c0;
-    int64_t c = 0;
-    for (; c + 2 * W <= n; c += 2 * W) {
-      acc0 = V::Fma(V::Load(wf + c), V::Load(xc + c), acc0);
-      acc1 = V::Fma(V::Load(wf + c + W), V::Load(xc + c + W), acc1);
-    }
-    bool odd = false;  // the next vector goes to acc1
-    if (c + W <= n) {
-      acc0 = V::Fma(V::Load(wf + c), V::Load(xc + c), acc0);
-      c += W;
-      odd = true;
-    }
-    if (c < n) {  // zero-padded last vector (dense rows of any length)
-      alignas(64) float tw[W] = {}, tx[W] = {};
-      std::copy(wf + c, wf + n, tw);
-      std::copy(xc + c, xc + n, tx);
-      if (odd) {
-        acc1 = V::Fma(V::Load(tw), V::Load(tx), acc1);
-      } else {
-        acc0 = V::Fma(V::Load(tw), V::Load(tx), acc0);
-      }
-    }
-  }
-  return V::Reduce(V::Add(acc0, acc1));
-}
-
-// RR f32 rows (wf[r]: [cols]) dotted with RT vectors (x[t]) into y[r][t]: each of the RR x RT
-// results gets exactly DotRowF32's operations, but every loaded weight vector serves RT vectors and
-// every loaded activation vector RR rows (one product per load pair in DotRowF32).
+// RR f32 rows (wf[r]: [cols]) dotted with RT vectors (x[t]) into y[r][t], each of the RR x RT
+// results in the documented order whatever RR and RT: chunks of kChunk, vectors alternating
+// between two accumulators (each chunk starts with the first), the last partial vector
+// zero-padded, then the two accumulators added and reduced. Every loaded weight vector serves RT
+// vectors and every loaded activation vector RR rows.
 template <class V, int RR, int RT>
 void DotTileF32(const float* const (&wf)[RR], int64_t cols, const float* const (&x)[RT], float (&y)[RR][RT]) {
   constexpr int W = V::W;
@@ -677,7 +644,7 @@ void DotTileF32(const float* const (&wf)[RR], int64_t cols, const float* const (
       c += W;
       k = 1;
     }
-    if (c < n) {  // zero-padded last vector, as DotRowF32
+    if (c < n) {  // zero-padded last vector
       for (int r = 0; r < RR; ++r) {
         alignas(64) float tw[W] = {};
         std::copy(wf[r] + c0 + c, wf[r] + c0 + n, tw);
@@ -693,23 +660,28 @@ void DotTileF32(const float* const (&wf)[RR], int64_t cols, const float* const (
     for (int t = 0; t < RT; ++t) y[r][t] = V::Reduce(V::Add(acc[0][r][t], acc[1][r][t]));
 }
 
-// Rows i .. i + RR - 1 (f32 in wf[r]) against every vector of the batch: kTokens at a time, then one.
+// Rows i .. i + RR - 1 (f32 in wf[r]) against every vector of the batch: kTokens at a time, then
+// the rest in smaller tiles (4 on AVX-512, 2, 1); every result gets the same operations whatever
+// its tile.
 template <class V, int RR>
 void DotRowsBatch(const float* const (&wf)[RR], int64_t cols, int64_t i, const float* x, float* y,
                   RowBatch batch) {
   constexpr int kTokens = V::W == 8 ? 3 : 6;  // 2 x RR x kTokens accumulators fit the registers
   int64_t v = 0;
-  for (; v + kTokens <= batch.m; v += kTokens) {
-    const float* xs[kTokens];
-    for (int t = 0; t < kTokens; ++t) xs[t] = x + (v + t) * batch.ldx;
-    float out[RR][kTokens];
-    DotTileF32<V, RR, kTokens>(wf, cols, xs, out);
-    for (int r = 0; r < RR; ++r)
-      for (int t = 0; t < kTokens; ++t) y[(v + t) * batch.ldy + i + r] = out[r][t];
-  }
-  for (; v < batch.m; ++v) {
-    for (int r = 0; r < RR; ++r) y[v * batch.ldy + i + r] = DotRowF32<V>(wf[r], cols, x + v * batch.ldx);
-  }
+  auto tiles = [&]<int kT>() {  // vectors v, v + 1, .. kT at a time while kT are left
+    for (; v + kT <= batch.m; v += kT) {
+      const float* xs[kT];
+      for (int t = 0; t < kT; ++t) xs[t] = x + (v + t) * batch.ldx;
+      float out[RR][kT];
+      DotTileF32<V, RR, kT>(wf, cols, xs, out);
+      for (int r = 0; r < RR; ++r)
+        for (int t = 0; t < kT; ++t) y[(v + t) * batch.ldy + i + r] = out[r][t];
+    }
+  };
+  tiles.template operator()<kTokens>();
+  if constexpr (kTokens > 4) tiles.template operator()<4>();
+  tiles.template operator()<2>();
+  tiles.template operator()<1>();
 }
 
 template <class V>

@@ -193,11 +193,11 @@ TEST(RowOps, BatchEqualsOneVectorAtATime) {
   for (RowOpsIsa isa : SupportedIsas()) {
     for (DType t : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
                     DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
-      for (const int64_t m : {2, 5, 7, 13}) {  // around the token tiles (3 on AVX2, 6 on AVX-512)
+      for (const int64_t m : {2, 5, 7, 13, 16}) {  // token tiles 3, 2, 1 (AVX2), 6, 4, 2, 1 (AVX-512)
         // Partial vectors and chunks: f32 / bf16 rows of any length, 32-blocks in odd vector counts.
         const int64_t block = DTypeBlockSize(t);
         const int64_t rows = 9, cols = block == 1 ? 100 + 28 * m : block == 32 ? 32 * (4 + m) : 512;
-        const int64_t ldx = 600, ldy = 700;
+        const int64_t ldx = 700, ldy = 700;  // >= cols (640 at m = 16)
         const Matrix w = MakeMatrix(t, rows, cols, 0, &rng);
         const std::vector<float> x = RandomVector(m * ldx, &rng);
         std::vector<float> yb(static_cast<size_t>(m * ldy), 0.25f), y1 = yb;
