@@ -540,11 +540,24 @@ void DequantizeQ2_K(const uint8_t* b, float* y) {
 // IQ4_NL: [f16 d][16 B nibbles], Q4_0's placement; x = d * kIq4NlValues[q].
 constexpr int8_t kIq4NlValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                      1,    13,   25,  38,  53,  69,  89,  113};
-void DequantizeIQ4_NL(const uint8_t* b, float* y) {
-  const float d = LoadF16(b);
+// One IQ4_NL block's values: d * table[q] for the 16 bytes `qs` (elements j, j + 16 in byte j).
+void DequantizeIQ4Nibbles(float d, const uint8_t* qs, float* y) {
   for (int j = 0; j < 16; ++j) {
-    y[j] = d * static_cast<float>(kIq4NlValues[b[2 + j] & 0x0F]);
-    y[j + 16] = d * static_cast<float>(kIq4NlValues[b[2 + j] >> 4]);
+    y[j] = d * static_cast<float>(kIq4NlValues[qs[j] & 0x0F]);
+    y[j + 16] = d * static_cast<float>(kIq4NlValues[qs[j] >> 4]);
+  }
+}
+void DequantizeIQ4_NL(const uint8_t* b, float* y) { DequantizeIQ4Nibbles(LoadF16(b), b + 2, y); }
+
+// IQ4_XS: [f16 d][u16 scales_h][4 B scales_l][128 B qs]. Sub-block s (elements 32s..32s+31) has the
+// 6-bit scale ls = nibble s % 2 of scales_l[s / 2] | bits 2s, 2s+1 of scales_h << 4, and is the
+// IQ4_NL block of scale d * (ls - 32) over qs bytes 16s..16s+15.
+void DequantizeIQ4_XS(const uint8_t* b, float* y) {
+  const float d = LoadF16(b);
+  const unsigned scales_h = b[2] | (unsigned{b[3]} << 8);
+  for (int s = 0; s < 8; ++s) {
+    const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0x0F) | (((scales_h >> (2 * s)) & 3) << 4);
+    DequantizeIQ4Nibbles(d * static_cast<float>(ls - 32), b + 8 + 16 * s, y + 32 * s);
   }
 }
 
@@ -624,6 +637,9 @@ void DequantizeRow(DType t, const void* src, float* y, int64_t n) {
         break;
       case DType::kIQ4_NL:
         DequantizeIQ4_NL(b, yb);
+        break;
+      case DType::kIQ4_XS:
+        DequantizeIQ4_XS(b, yb);
         break;
       default:
         assert(false && "DequantizeRow: not a block type");

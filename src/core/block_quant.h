@@ -1,5 +1,5 @@
 // Quantise / dequantise rows of llama.cpp's GGUF block formats (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K,
-// Q6_K), and dequantise the load-only ones (Q3_K, Q2_K, IQ4_NL; core/dtype.h).
+// Q6_K), and dequantise the load-only ones (Q3_K, Q2_K, IQ4_NL, IQ4_XS; core/dtype.h).
 //
 // Byte layouts and value formulas are in docs/formats.md. QuantizeRow follows the same algorithm
 // and float rounding as ggml's reference quantisers (quantize_row_*_ref, without an importance

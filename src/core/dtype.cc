@@ -9,7 +9,9 @@ namespace moerun {
 
 bool IsBlockDType(DType t) { return DTypeBlockSize(t) > 1; }
 
-bool IsLoadOnlyDType(DType t) { return t == DType::kQ3_K || t == DType::kQ2_K || t == DType::kIQ4_NL; }
+bool IsLoadOnlyDType(DType t) {
+  return t == DType::kQ3_K || t == DType::kQ2_K || t == DType::kIQ4_NL || t == DType::kIQ4_XS;
+}
 
 DType KQuantRowFallback(DType t) {
   switch (t) {
@@ -73,6 +75,8 @@ std::string_view DTypeName(DType t) {
       return "Q2_K";
     case DType::kIQ4_NL:
       return "IQ4_NL";
+    case DType::kIQ4_XS:
+      return "IQ4_XS";
   }
   return "?";
 }

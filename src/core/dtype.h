@@ -4,8 +4,9 @@
 // Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; layouts in docs/formats.md) store DTypeBlockSize()
 // elements of a row in DTypeBlockBytes() bytes; a row's length must be a multiple of the block
 // size. Their reference quantise/dequantise code is core/block_quant.h. The load-only block types
-// (Q3_K, Q2_K, IQ4_NL: what llama.cpp's quantiser mixes into low-bit K-quant files) can only be
-// dequantised: no quantiser, no kernels; loaders convert them to a packed format.
+// (Q3_K, Q2_K, IQ4_NL: what llama.cpp's quantiser mixes into low-bit K-quant files; IQ4_XS, the
+// type of its IQ4_XS files) can only be dequantised: no quantiser, no kernels; loaders convert them
+// to a packed format.
 //
 // Dense DType names follow safetensors ("F32", "BF16", ...), block ones ggml ("Q4_K"). bf16 and f16 are
 // stored as raw uint16_t bit patterns (little-endian, as in every supported file format). Conversions round
@@ -52,6 +53,7 @@ enum class DType : uint8_t {
   kQ3_K,    // 256: 32 B 3rd bits, 64 B 2-bit quants, 12 B 6-bit scales, f16 d = 110 bytes
   kQ2_K,    // 256: 16 B 4-bit scale|min, 64 B 2-bit quants, f16 d, dmin      = 84 bytes
   kIQ4_NL,  // 32 elements: f16 d, 16 B nibbles indexing a fixed 16-value table = 18 bytes
+  kIQ4_XS,  // 256: f16 d, 2 + 4 B 6-bit sub-block scales, 128 B IQ4_NL nibbles = 136 bytes
 };
 
 // Bytes per element of a dense type, e.g. 2 for kBF16. REQUIRES: !IsBlockDType(t).
@@ -79,7 +81,7 @@ constexpr size_t DTypeSize(DType t) {
 }
 
 bool IsBlockDType(DType t);
-// The load-only block types (Q3_K, Q2_K, IQ4_NL above): IsBlockDType, dequantised only.
+// The load-only block types (Q3_K, Q2_K, IQ4_NL, IQ4_XS above): IsBlockDType, dequantised only.
 bool IsLoadOnlyDType(DType t);
 // The 32-element block type llama.cpp's quantiser writes when a row does not fit K type t's
 // 256-element super-blocks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; t itself for other types.
@@ -98,6 +100,7 @@ constexpr int64_t DTypeBlockSize(DType t) {
     case DType::kQ5_K:
     case DType::kQ3_K:
     case DType::kQ2_K:
+    case DType::kIQ4_XS:
       return 256;
     default:
       return 1;
@@ -128,6 +131,8 @@ constexpr size_t DTypeBlockBytes(DType t) {
       return 84;
     case DType::kIQ4_NL:
       return 18;
+    case DType::kIQ4_XS:
+      return 136;
     default:
       return DTypeSize(t);
   }

@@ -229,6 +229,8 @@ std::optional<DType> DTypeFromGgml(uint32_t id) {
       return DType::kQ2_K;
     case GgmlType::kIQ4_NL:
       return DType::kIQ4_NL;
+    case GgmlType::kIQ4_XS:
+      return DType::kIQ4_XS;
     case GgmlType::kI8:
       return DType::kI8;
     case GgmlType::kI16:
@@ -272,6 +274,8 @@ std::optional<GgmlType> GgmlFromDType(DType t) {
       return GgmlType::kQ2_K;
     case DType::kIQ4_NL:
       return GgmlType::kIQ4_NL;
+    case DType::kIQ4_XS:
+      return GgmlType::kIQ4_XS;
     case DType::kI8:
       return GgmlType::kI8;
     case DType::kI16:

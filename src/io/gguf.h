@@ -14,12 +14,12 @@
 // GGML_MAX_NAME); general.alignment a nonzero power of two of type u32; dims >= 0 with their
 // product < 2^63; known ggml type ids whose block size divides ne[0]; sizes from block sizes with
 // overflow checks; offsets multiples of the alignment; every tensor inside the file; no overlaps.
-// ggml types moerun cannot read (Q4_1, IQ* but IQ4_NL, TQ*, Q8_1/Q8_K, MXFP4) parse, and Get() on
+// ggml types moerun cannot read (Q4_1, IQ* but IQ4_NL / IQ4_XS, TQ*, Q8_1/Q8_K, MXFP4) parse, and Get() on
 // such a tensor is Unimplemented naming the tensor and the type.
 //
 // Tensors come back as moerun Tensors: shape = the reversed ggml dims (row-major, last dim =
 // ne[0]); block types (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, and the load-only Q3_K, Q2_K,
-// IQ4_NL that loaders convert) as the core block DTypes; views of the mapping.
+// IQ4_NL, IQ4_XS that loaders convert) as the core block DTypes; views of the mapping.
 //
 // Thread safety: a GgufFile is immutable after Open; all const methods are thread-safe. A
 // GgufWriter is single-threaded.

@@ -48,7 +48,7 @@ std::optional<WeightFormat> FormatOfDType(DType dtype) {
 WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k) {
   // FP8 weights are dequantised at load; "auto" keeps them 16-bit, as DeepSeek's own bf16 cast does.
   const DType as_stored = stored == DType::kF8_E4M3 ? DType::kBF16 : stored;
-  // Load-only block types (Q3_K, Q2_K, IQ4_NL) have no format of their own: Q8_0 keeps them closest.
+  // Load-only block types (Q3_K, Q2_K, IQ4_NL, IQ4_XS) have no format of their own: Q8_0 keeps them closest.
   const WeightFormat fallback = IsBlockDType(stored) ? WeightFormat::kQ8_0 : WeightFormat::kF32;
   WeightFormat f = requested ? *requested : FormatOfDType(as_stored).value_or(fallback);
   while (k % Traits(f).k_alignment != 0) {

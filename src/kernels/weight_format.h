@@ -43,7 +43,7 @@ std::optional<WeightFormat> FormatOfDType(DType dtype);
 // requested is nullopt ("auto"); if k is not a multiple of its K alignment, the nearest format
 // that fits, as llama.cpp's quantiser falls back (q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, the
 // 32-element formats -> bf16), the same rule as the GGUF writer.
-// Stored F8_E4M3 resolves to bf16; stored load-only block dtypes (Q3_K, Q2_K, IQ4_NL:
+// Stored F8_E4M3 resolves to bf16; stored load-only block dtypes (Q3_K, Q2_K, IQ4_NL, IQ4_XS:
 // dequantised at load) to q8_0; other non-float dtypes (ints) to f32.
 WeightFormat ResolveWeightFormat(std::optional<WeightFormat> requested, DType stored, int64_t k);
 // "f32|f16|bf16|q8_0|q4_0|q5_0|q5_1|q4_k|q5_k|q6_k", for help texts and errors.

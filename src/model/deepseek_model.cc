@@ -21,7 +21,7 @@ constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use t
 
 // MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
 // GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
-// from kv_b_proj. An FP8 or load-only block dtype (Q3_K, Q2_K, IQ4_NL) is converted row by row into
+// from kv_b_proj. An FP8 or load-only block dtype (Q3_K, Q2_K, IQ4_NL, IQ4_XS) is converted row by row into
 // `requested`'s format (MakeStoredRowsFor).
 Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
                std::optional<WeightFormat> requested, AttentionWeights* at) {

@@ -79,7 +79,7 @@ ResidentForm ResidentFormOf(std::string_view name, DType stored, std::span<const
                             std::optional<WeightFormat> requested);
 
 // The dtype a matrix is kept in for the row ops (MLA's kv_b): its own `stored` dtype, or for FP8
-// (F8_E4M3, block scaled) or a load-only block dtype (Q3_K, Q2_K, IQ4_NL) the storage of the format
+// (F8_E4M3, block scaled) or a load-only block dtype (Q3_K, Q2_K, IQ4_NL, IQ4_XS) the storage of the format
 // `requested` resolves to for `cols`-long rows (auto: bf16 for FP8, q8_0 for the block dtypes).
 // --weight-format does not re-quantise the others: the row ops read every other dtype as stored.
 DType StoredRowsDType(DType stored, std::optional<WeightFormat> requested, int64_t cols);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GGUF block types llama.cpp's quantiser mixes into K-quant files (Q5_0, Q5_1, Q5_K, native in
-# moerun, and the load-only Q3_K, Q2_K, IQ4_NL), with the real llama.cpp (npm node-llama-cpp,
-# installed on demand) as the outside check: make_tiny_gguf.py --block-types writes a tiny
-# DeepSeek-V2 (MLA, no q-LoRA) whose matrices are random valid blocks of those types (ffn_down_exps
+# moerun, and the load-only Q3_K, Q2_K, IQ4_NL), and the load-only IQ4_XS of its IQ4_XS files, with
+# the real llama.cpp (npm node-llama-cpp, installed on demand) as the outside check:
+# make_tiny_gguf.py --block-types writes a tiny DeepSeek-V2 (MLA, no q-LoRA) whose matrices are random valid blocks of those types (ffn_down_exps
 # rows of 96 = Q5_0, as llama.cpp's fallback for V2-Lite's 1408-wide rows); llama.cpp computes with
 # the blocks as stored, moerun keeps the Q5 blocks and dequantises the others at load into q8_0
 # (default) or f32 (--weight-format f32).
@@ -40,6 +40,33 @@ for seed in 1 2; do
     for t in "${WANT_TYPES[@]}"; do [[ $line == *"$t"* ]] || ok=0; done
     [[ $line == *"Q5_"* ]] && ok=0
     if [[ $ok -eq 1 ]]; then pass "seed $seed, $format: warning: $line"; else fail "seed $seed, $format: $warnings warning line(s): '$line'"; fi
+  done
+done
+
+# IQ4_XS files (make_tiny_gguf.py --iq4-xs: every matrix IQ4_XS, or IQ4_NL where its rows are not
+# a multiple of 256, as llama.cpp's quantiser writes them): both weight formats must give llama.cpp's
+# 8 greedy tokens of every prompt and its first logits within 0.3 (measured: <= 0.04; a scale
+# nibble read from the wrong half of its byte gives 0.9-2.7 and other tokens).
+for seed in 1 2; do
+  f="$WORK/iq4-xs-$seed.gguf"
+  if ! $PY "$HERE/make_tiny_gguf.py" "$f" --iq4-xs --seed "$seed" >/dev/null; then
+    fail "seed $seed: make_tiny_gguf.py --iq4-xs"
+    continue
+  fi
+  llama_greedy "$f" "IQ4_XS seed $seed" || continue
+  for format in default f32; do
+    fmt_args=()
+    [[ $format == f32 ]] && fmt_args=(--weight-format f32)
+    check_prompts "$f" "IQ4_XS seed $seed, moerun $format weights" 8 "${fmt_args[@]}"
+    check_logits "$f" "IQ4_XS seed $seed, moerun $format weights" 0.3 "${fmt_args[@]}"
+    into=q8_0
+    [[ $format == f32 ]] && into=f32
+    line=$(grep "tensors are not native here" "$WORK/moerun.err")
+    if [[ $line == "moerun: $f: IQ4_NL x 4, IQ4_XS x 13 tensors are not native here: dequantised at load into $into" ]]; then
+      pass "IQ4_XS seed $seed, $format: warning: $line"
+    else
+      fail "IQ4_XS seed $seed, $format: warning line '$line'"
+    fi
   done
 done
 

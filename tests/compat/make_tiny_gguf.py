@@ -7,7 +7,7 @@ llama.cpp bundled with node-llama-cpp accepts for the deepseek2 architecture (se
 Usage:
   make_tiny_gguf.py OUT.gguf [--arch llama|deepseek2] [--layers N] [--q-lora-rank R]
                     [--kv-layout mla|kv_b] [--seed S] [--omit-key KEY] [--extra-tensor NAME]
-                    [--block-types]
+                    [--block-types | --iq4-xs]
 
 deepseek2 options:
   --q-lora-rank R   0 (default): no q-LoRA, blk.N.attn_q.weight; R > 0: attn_q_a/attn_q_a_norm/attn_q_b.
@@ -26,6 +26,8 @@ fields set so values spread about 1/sqrt(row length)): widths n_embd 256, n_ff 2
 ffn 96, qk_nope 32, so ffn_down_exps rows (96: a multiple of 32, not of 256) are Q5_0 as in
 llama.cpp's fallback for V2-Lite's 1408-wide rows. Types by tensor: BLOCK_TYPES below. Every
 other tensor stays F32; the embedding/output values are F32-exact in llama.cpp and moerun alike.
+--iq4-xs: the same tensors and widths as llama.cpp's IQ4_XS files hold them: IQ4_XS where rows
+are a multiple of 256, else its fallback IQ4_NL.
 """
 import argparse
 import random
@@ -39,7 +41,8 @@ ALIGN = 32
 # ggml type id: (name, elements per block, bytes per block, {f16 scale field offset: scale factor})
 # -- the f16 fields get sd * factor (per block, times a random 0.75..1.25), sd = 1/sqrt(row length)
 # (1 for token_embd): Q5_0 d (q - 16); Q5_1 d q + m; Q5_K d sc q - dmin m with random 6-bit sc, m;
-# Q3_K d (sc - 32) q, q in -4..3; Q2_K d sc q - dmin m, sc, m in 0..15; IQ4_NL d table[q].
+# Q3_K d (sc - 32) q, q in -4..3; Q2_K d sc q - dmin m, sc, m in 0..15; IQ4_NL d table[q];
+# IQ4_XS d (ls - 32) table[q], ls random 6-bit.
 GGML_BLOCKS = {
     6: ("Q5_0", 32, 22, {0: 1 / 9}),
     7: ("Q5_1", 32, 24, {0: 1 / 9, 2: -16 / 9}),
@@ -47,8 +50,9 @@ GGML_BLOCKS = {
     11: ("Q3_K", 256, 110, {108: 1 / 40}),
     10: ("Q2_K", 256, 84, {80: 1 / 9, 82: 1.5 / 9}),
     20: ("IQ4_NL", 32, 18, {0: 1 / 73}),
+    23: ("IQ4_XS", 256, 136, {0: 1 / (73 * 18)}),
 }
-Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL = 6, 7, 13, 11, 10, 20
+Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL, IQ4_XS = 6, 7, 13, 11, 10, 20, 23
 # --block-types: tensor name suffix -> ggml type (row length in the comment).
 BLOCK_TYPES = {
     "token_embd.weight": Q5_K,         # 256
@@ -179,26 +183,33 @@ def main():
     ap.add_argument("--omit-key", action="append", default=[])
     ap.add_argument("--extra-tensor", action="append", default=[])
     ap.add_argument("--block-types", action="store_true")
+    ap.add_argument("--iq4-xs", action="store_true")
     a = ap.parse_args()
-    if a.block_types and (a.arch != "deepseek2" or a.kv_layout != "mla" or a.q_lora_rank != 0):
-        ap.error("--block-types needs --arch deepseek2 --kv-layout mla --q-lora-rank 0")
+    if a.block_types and a.iq4_xs:
+        ap.error("--block-types and --iq4-xs exclude each other")
+    if (a.block_types or a.iq4_xs) and (a.arch != "deepseek2" or a.kv_layout != "mla" or a.q_lora_rank != 0):
+        ap.error("--block-types / --iq4-xs need --arch deepseek2 --kv-layout mla --q-lora-rank 0")
 
     rng = random.Random(a.seed)
     tokens, types, merges, bos, eos = make_vocab()
     n_vocab = len(tokens)
-    n_embd, n_head, n_ff = (256, 4, 256) if a.block_types else (64, 4, 96)
+    n_embd, n_head, n_ff = (256, 4, 256) if a.block_types or a.iq4_xs else (64, 4, 96)
     w = Writer()
     arch = a.arch
 
-    def block_type(name):
-        if not a.block_types:
+    def block_type(name, row):
+        if not a.block_types and not a.iq4_xs:
             return None
-        return next((ty for suffix, ty in BLOCK_TYPES.items() if name.endswith("." + suffix) or name == suffix), None)
+        ty = next((ty for suffix, ty in BLOCK_TYPES.items() if name.endswith("." + suffix) or name == suffix), None)
+        if ty is not None and a.iq4_xs:
+            return IQ4_XS if row % 256 == 0 else IQ4_NL
+        return ty
 
     def t(name, ne, scale=None, const=None):
-        if block_type(name) is not None:
+        ty = block_type(name, ne[0])
+        if ty is not None:
             sd = scale if scale is not None else 1.0 / (ne[0] ** 0.5)
-            w.tensors.append((name, list(ne), (block_type(name), random_blocks(rng, block_type(name), ne, sd))))
+            w.tensors.append((name, list(ne), (ty, random_blocks(rng, ty, ne, sd))))
             return
         n = 1
         for d in ne:

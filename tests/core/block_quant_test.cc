@@ -311,9 +311,9 @@ TEST(BlockQuantTest, TensorToF32Dequantises) {
   }
 }
 
-// The 5-bit formats' and the load-only types' (Q3_K, Q2_K, IQ4_NL) sizes, and one hand-built block each whose
-// values are worked out from the layouts in docs/formats.md. (Random blocks against an independent numpy
-// implementation: tests/core/dequant_reference.py.)
+// The 5-bit formats' and the load-only types' (Q3_K, Q2_K, IQ4_NL, IQ4_XS) sizes, and one hand-built block
+// each whose values are worked out from the layouts in docs/formats.md. (Random blocks against an independent
+// numpy implementation: tests/core/dequant_reference.py.)
 TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
   struct Fact {
     DType t;
@@ -323,7 +323,7 @@ TEST(BlockQuantTest, LoadOnlyLayoutFacts) {
   for (const Fact& f :
        {Fact{DType::kQ5_1, 32, 2 + 2 + 4 + 16}, Fact{DType::kQ5_K, 256, 2 + 2 + 12 + 32 + 128},
         Fact{DType::kQ3_K, 256, 32 + 64 + 12 + 2}, Fact{DType::kQ2_K, 256, 16 + 64 + 2 + 2},
-        Fact{DType::kIQ4_NL, 32, 2 + 16}}) {
+        Fact{DType::kIQ4_NL, 32, 2 + 16}, Fact{DType::kIQ4_XS, 256, 2 + 2 + 4 + 128}}) {
     EXPECT_TRUE(IsBlockDType(f.t)) << DTypeName(f.t);
     EXPECT_EQ(IsLoadOnlyDType(f.t), f.t != DType::kQ5_1 && f.t != DType::kQ5_K) << DTypeName(f.t);
     EXPECT_EQ(DTypeBlockSize(f.t), f.block) << DTypeName(f.t);
@@ -428,6 +428,25 @@ TEST(BlockQuantTest, Q2_KAndIQ4_NLHandBlocks) {
   EXPECT_EQ(y[16], 56.5f);
   EXPECT_EQ(y[1], -63.5f);
   EXPECT_EQ(y[17], -63.5f);
+}
+
+TEST(BlockQuantTest, IQ4_XSHandBlock) {
+  // d = 0.5. All-zero scale bits mean ls = 0, scale d (0 - 32) = -16, and nibble 0 is table[0] =
+  // -127: the all-zero block is 2032 everywhere.
+  std::vector<uint8_t> b(136, 0);
+  SetF16(&b, 0, 0x3800);
+  // Sub-block 5: ls = 9 | (2 << 4) = 41 (high nibble of scales_l[2], bits 10, 11 of scales_h =
+  // bits 2, 3 of byte 3), scale 0.5 * 9 = 4.5. Its byte 16 * 5 + 3 = 0xE1: element 160 + 3 is
+  // table[1] = -104, element 160 + 19 table[14] = 89.
+  b[4 + 2] = 0x90;
+  b[3] = 0x08;
+  b[8 + 80 + 3] = 0xE1;
+  const std::vector<float> y = Dequantize(DType::kIQ4_XS, b, 256);
+  EXPECT_EQ(y[163], 4.5f * -104);
+  EXPECT_EQ(y[179], 4.5f * 89);
+  EXPECT_EQ(y[160], 4.5f * -127);
+  EXPECT_EQ(y[128], 2032.0f);  // sub-block 4 (low nibble of scales_l[2], bits 8, 9): ls 0
+  EXPECT_EQ(y[255], 2032.0f);
 }
 
 }  // namespace

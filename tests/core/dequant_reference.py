@@ -2,7 +2,7 @@
 """Independent numpy reference for the load-only GGUF block types, checked bit for bit against
 moerun's DequantizeRow (core/block_quant.h) through tests/core/block_tool (dequant mode).
 
-For each of Q5_0, Q5_1, Q5_K, Q3_K, Q2_K and IQ4_NL: random blocks (random bytes, then every f16
+For each of Q5_0, Q5_1, Q5_K, Q3_K, Q2_K, IQ4_NL and IQ4_XS: random blocks (random bytes, then every f16
 scale field replaced by a random finite f16: any sign, zero, subnormals, up to 65504) are
 dequantised here, from the byte layouts of docs/formats.md (themselves read from ggml's
 ggml-common.h structs and ggml-quants.c dequantize_row_*), and by moerun; the f32 bit patterns
@@ -30,6 +30,7 @@ TYPES = {
     "Q3_K": (256, 110, [108]),
     "Q2_K": (256, 84, [80, 82]),
     "IQ4_NL": (32, 18, [0]),
+    "IQ4_XS": (256, 136, [0]),
 }
 
 IQ4NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
@@ -151,8 +152,24 @@ def ref_iq4_nl(b):
     return d * IQ4NL_VALUES[q].astype(F32)
 
 
+def ref_iq4_xs(b):
+    # d f16 | scales_h u16 | scales_l 4 | qs 128. Sub-block s: 6-bit ls = nibble s % 2 of
+    # scales_l[s / 2] | bits 2s, 2s+1 of scales_h << 4; qs[16s:16s+16] as IQ4_NL's nibbles.
+    # x = (d * float(ls - 32)) * table[q].
+    d = f16(b, 0)
+    sh = b[:, 2:4].copy().view("<u2")[:, 0].astype(np.int64)
+    out = []
+    for s in range(8):
+        ls = ((b[:, 4 + s // 2].astype(np.int64) >> (4 * (s % 2))) & 15) | (((sh >> (2 * s)) & 3) << 4)
+        dl = (d * (ls - 32).astype(F32))[:, None]
+        qs = b[:, 8 + 16 * s:24 + 16 * s].astype(np.int64)
+        q = np.concatenate([qs & 15, qs >> 4], axis=1)
+        out.append(dl * IQ4NL_VALUES[q].astype(F32))
+    return np.concatenate(out, axis=1)
+
+
 REFS = {"Q5_0": ref_q5_0, "Q5_1": ref_q5_1, "Q5_K": ref_q5_k, "Q3_K": ref_q3_k, "Q2_K": ref_q2_k,
-        "IQ4_NL": ref_iq4_nl}
+        "IQ4_NL": ref_iq4_nl, "IQ4_XS": ref_iq4_xs}
 
 
 def random_blocks(rng, n, bb, scale_offsets):

@@ -410,8 +410,8 @@ TEST(GgufParse, UnsupportedKnownTypeParsesButGetNamesIt) {
             "requantise the file with llama.cpp's quantize to Q4_K_M or Q8_0");
   EXPECT_TRUE((*f)->Get("ok").ok());
   EXPECT_EQ((*f)->LoadOnlyTypesSummary(), "");
-  // The other refused types, by name: Q4_1, Q8_1, Q8_K, the other IQ*, TQ*, MXFP4.
-  for (uint32_t id : {3u, 9u, 15u, 17u, 18u, 19u, 21u, 22u, 23u, 29u, 34u, 35u, 39u}) {
+  // The other refused types, by name: Q4_1, Q8_1, Q8_K, the IQ* but IQ4_NL / IQ4_XS, TQ*, MXFP4.
+  for (uint32_t id : {3u, 9u, 15u, 17u, 18u, 19u, 21u, 22u, 29u, 34u, 35u, 39u}) {
     const GgmlTypeTraits t = GgmlTypeInfo(id).value();
     Image one;
     one.Header(1, 0);
@@ -444,9 +444,9 @@ TEST(GgufParse, LoadOnlyBlockTypesReadAsTheirDTypes) {
     DType dtype;
   };
   Image im;
-  const Case cases[] = {{6, DType::kQ5_0},  {7, DType::kQ5_1},  {13, DType::kQ5_K},
-                        {11, DType::kQ3_K}, {10, DType::kQ2_K}, {20, DType::kIQ4_NL}};
-  im.Header(6, 0);
+  const Case cases[] = {{6, DType::kQ5_0},  {7, DType::kQ5_1},    {13, DType::kQ5_K},  {11, DType::kQ3_K},
+                        {10, DType::kQ2_K}, {20, DType::kIQ4_NL}, {23, DType::kIQ4_XS}};
+  im.Header(7, 0);
   uint64_t offset = 0;
   for (const Case& c : cases) {
     const GgmlTypeTraits t = GgmlTypeInfo(c.id).value();
@@ -468,7 +468,7 @@ TEST(GgufParse, LoadOnlyBlockTypesReadAsTheirDTypes) {
     EXPECT_TRUE(t->ToF32().ok());  // bytes 0x11: finite values
   }
   EXPECT_EQ((*f)->LoadOnlyTypesSummary(),
-            "Q2_K x 1, Q3_K x 1, IQ4_NL x 1");  // Q5_0, Q5_1, Q5_K are native
+            "Q2_K x 1, Q3_K x 1, IQ4_NL x 1, IQ4_XS x 1");  // Q5_0, Q5_1, Q5_K are native
   // Sizes are still checked from the block: a Q5_K row of 128 elements is refused.
   Image bad;
   bad.Header(1, 0);

@@ -480,12 +480,12 @@ TEST(WeightFormat, ResolveFallsBackLikeLlamaCpp) {
   EXPECT_EQ(ResolveWeightFormat(std::nullopt, DType::kF8_E4M3, 48), WeightFormat::kBF16);
 }
 
-// The load-only block types (Q3_K, Q2_K, IQ4_NL) have no format of their own: "auto" resolves to
+// The load-only block types (Q3_K, Q2_K, IQ4_NL, IQ4_XS) have no format of their own: "auto" resolves to
 // q8_0, and packing one (any format, a column slice, a gate/up pair) equals packing its
 // dequantised f32 values: the rows are dequantised one at a time, then quantised.
 TEST(PackedWeight, LoadOnlyTypesPackAsTheirF32Values) {
   std::mt19937 rng(11);
-  for (DType t : {DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL}) {
+  for (DType t : {DType::kQ3_K, DType::kQ2_K, DType::kIQ4_NL, DType::kIQ4_XS}) {
     SCOPED_TRACE(DTypeName(t));
     const int64_t bs = DTypeBlockSize(t), n = 19, k = 2 * bs;
     EXPECT_EQ(FormatOfDType(t), std::nullopt);

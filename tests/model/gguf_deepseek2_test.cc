@@ -497,7 +497,7 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufQuantisedKvB,
                            return std::string(DTypeName(p.param));
                          });
 
-// Files with llama.cpp's load-only block types (Q3_K, Q2_K, IQ4_NL: random valid
+// Files with llama.cpp's load-only block types (Q3_K, Q2_K, IQ4_NL, IQ4_XS: random valid
 // blocks on every matrix whose rows fit, the MLA halves included) load: dequantised at load, they
 // give the logits of the same file with those tensors stored as their f32 values, bit for bit,
 // under --weight-format f32 (every weight exact; also on two TP ranks). By default every such
@@ -515,8 +515,8 @@ class GgufLoadOnlyTypes : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // base.gguf with every matrix in a load-only type: rows of a multiple of 256 alternate Q3_K and
-  // Q2_K, rows of 32 are IQ4_NL (the same random blocks on every call).
+  // base.gguf with every matrix in a load-only type: rows of a multiple of 256 take Q3_K, Q2_K and
+  // IQ4_XS in turn, rows of 32 are IQ4_NL (the same random blocks on every call).
   // kF32: those tensors hold their dequantised values in F32 instead; kQ8_0: those values
   // quantised to Q8_0 (token_embd: F32, as the embedding lookup reads stored rows). Returns the path.
   std::string Write(const std::string& name, Store store) {
@@ -533,7 +533,7 @@ class GgufLoadOnlyTypes : public ::testing::Test {
       const bool matrix = Deepseek2GgufTensorType(n, t.shape(), DType::kQ8_0) != DType::kF32;
       DType type = DType::kF32;
       if (matrix && cols % 256 == 0) {
-        type = std::array{DType::kQ3_K, DType::kQ2_K}[k_types++ % 2];
+        type = std::array{DType::kQ3_K, DType::kQ2_K, DType::kIQ4_XS}[k_types++ % 3];
       } else if (matrix && cols % 32 == 0) {
         type = DType::kIQ4_NL;
       }
@@ -613,7 +613,7 @@ class GgufLoadOnlyTypes : public ::testing::Test {
 
 TEST_F(GgufLoadOnlyTypes, DequantisedAtLoadLikeTheirF32Values) {
   const std::string file = Write("load-only.gguf", Store::kLoadOnly);
-  EXPECT_EQ(types_.size(), 3u);  // every load-only type is in the file
+  EXPECT_EQ(types_.size(), 4u);  // every load-only type is in the file
   {
     auto src = OpenGgufDeepseek2(file);
     ASSERT_TRUE(src.ok()) << src.status().ToString();
@@ -621,7 +621,8 @@ TEST_F(GgufLoadOnlyTypes, DequantisedAtLoadLikeTheirF32Values) {
     EXPECT_TRUE(IsLoadOnlyDType(src->tensors->Find("model.layers.1.mlp.experts.3.down_proj.weight")->dtype));
     const std::string warning = GgufConversionWarning(*src->file, std::nullopt);
     EXPECT_EQ(warning.rfind("moerun: " + file + ": Q2_K x ", 0), 0u) << warning;
-    for (const char* t : {"Q3_K x ", "IQ4_NL x "}) EXPECT_NE(warning.find(t), std::string::npos) << warning;
+    for (const char* t : {"Q3_K x ", "IQ4_NL x ", "IQ4_XS x "})
+      EXPECT_NE(warning.find(t), std::string::npos) << warning;
     EXPECT_TRUE(warning.ends_with(" tensors are not native here: dequantised at load into q8_0")) << warning;
     EXPECT_TRUE(GgufConversionWarning(*src->file, WeightFormat::kBF16).ends_with("into bf16"));
     auto plain = GgufFile::Open(base_);

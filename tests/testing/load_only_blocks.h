@@ -1,5 +1,6 @@
 // Test helper: random rows of GGUF block types written as llama.cpp's quantiser mixes them into
-// K-quant files (the load-only Q3_K, Q2_K, IQ4_NL of core/dtype.h, and Q5_0, Q5_1, Q5_K). Random bytes, then
+// K-quant files (the load-only Q3_K, Q2_K, IQ4_NL of core/dtype.h, and Q5_0, Q5_1, Q5_K) and the IQ4_XS of
+// IQ4_XS files. Random bytes, then
 // the f16 scale fields set so the dequantised values are finite and spread roughly `sd` around 0 (layouts:
 // docs/formats.md). Header-only; deterministic for a given rng state.
 #pragma once
@@ -18,7 +19,7 @@ inline void PutF16(uint8_t* p, float f) {
   std::memcpy(p, &h, 2);
 }
 
-// DTypeRowBytes(t, cols) bytes of `cols` random elements. REQUIRES: t one of the six above.
+// DTypeRowBytes(t, cols) bytes of `cols` random elements. REQUIRES: t one of the seven above.
 inline std::vector<uint8_t> RandomLoadOnlyRow(DType t, int64_t cols, float sd, std::mt19937* rng) {
   std::vector<uint8_t> row(DTypeRowBytes(t, cols));
   std::uniform_int_distribution<int> byte(0, 255);
@@ -36,6 +37,9 @@ inline std::vector<uint8_t> RandomLoadOnlyRow(DType t, int64_t cols, float sd, s
         break;
       case DType::kIQ4_NL:  // d table[q], |table| <= 127
         PutF16(b, s / 73.0f);
+        break;
+      case DType::kIQ4_XS:  // d (ls - 32) table[q]; ls random 6-bit
+        PutF16(b, s / (73.0f * 18.0f));
         break;
       case DType::kQ5_K:  // d sc q - dmin m; sc, m random 6-bit
         PutF16(b, s / (9.0f * 32.0f));
