@@ -50,7 +50,18 @@ ActView ActivationBuffer::Prepare(ActFormat format, const float* x, int64_t rows
     v.ld = ldx;
     return v;
   }
-  return Convert(format, rows, k, pool, [&](int64_t r) { return x + r * ldx; }, {});
+  return Convert(
+      format, rows, k, pool, [&](int64_t r) { return x + r * ldx; }, [&](int64_t) { return k; }, {});
+}
+
+ActView ActivationBuffer::PrepareRowWidths(ActFormat format, const float* x, std::span<const int64_t> row_k,
+                                           int64_t ldx, ThreadPool* pool) {
+  const int64_t rows = static_cast<int64_t>(row_k.size());
+  if (format == ActFormat::kF32) return Prepare(format, x, rows, ldx, ldx, pool);
+  int64_t k = 0;
+  for (int64_t w : row_k) k = std::max(k, w);
+  return Convert(
+      format, rows, k, pool, [&](int64_t r) { return x + r * ldx; }, [&](int64_t r) { return row_k[r]; }, {});
 }
 
 ActView ActivationBuffer::PrepareGathered(ActFormat format, const float* x, std::span<const int64_t> src_row,
@@ -75,12 +86,13 @@ ActView ActivationBuffer::PrepareGathered(ActFormat format, const float* x, std:
     first_[static_cast<size_t>(r)] = f;
   }
   return Convert(
-      format, rows, k, pool, [&](int64_t r) { return x + src_row[r] * ldx; }, first_);
+      format, rows, k, pool, [&](int64_t r) { return x + src_row[r] * ldx; }, [&](int64_t) { return k; },
+      first_);
 }
 
-template <typename RowFn>
+template <typename RowFn, typename WidthFn>
 ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row,
-                                  std::span<const int64_t> first) {
+                                  WidthFn&& k_of, std::span<const int64_t> first) {
   // Rows that repeat an earlier one (first[r] != r) are copied from it after the conversions.
   auto is_copy = [&](int64_t r) { return !first.empty() && first[static_cast<size_t>(r)] != r; };
   ActView v;
@@ -92,8 +104,9 @@ ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, Thr
       if (is_copy(r)) return;
       const float* src = row(r);
       uint16_t* out = dst + r * ld;
-      for (int64_t i = 0; i < k; ++i) out[i] = F32ToBf16(src[i]);
-      for (int64_t i = k; i < ld; ++i) out[i] = 0;
+      const int64_t k_r = k_of(r);
+      for (int64_t i = 0; i < k_r; ++i) out[i] = F32ToBf16(src[i]);
+      for (int64_t i = k_r; i < Pad(k_r, 2); ++i) out[i] = 0;
     });
     for (int64_t r = 0; r < rows; ++r)
       if (is_copy(r)) std::copy_n(dst + first[static_cast<size_t>(r)] * ld, ld, dst + r * ld);
@@ -106,7 +119,7 @@ ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, Thr
   float* d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
   int32_t* s = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
   ForRows(pool, rows, [&](int64_t r) {
-    if (!is_copy(r)) QuantizeActivationRow(row(r), k, q + r * ldq, d + r * ldb, s + r * ldb);
+    if (!is_copy(r)) QuantizeActivationRow(row(r), k_of(r), q + r * ldq, d + r * ldb, s + r * ldb);
   });
   for (int64_t r = 0; r < rows; ++r) {
     if (!is_copy(r)) continue;

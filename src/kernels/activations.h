@@ -48,12 +48,18 @@ class ActivationBuffer {
   // token instead of once per (token, expert) for the MoE's expert-ordered rows.
   ActView PrepareGathered(ActFormat format, const float* x, std::span<const int64_t> src_row, int64_t k,
                           int64_t ldx, ThreadPool* pool = nullptr);
+  // Prepare of rows.size() rows of different widths: row r is x[r * ldx, + row_k[r]) (row_k[r] <=
+  // ldx), e.g. a routed expert's SwiGLU row beside a wider shared expert's. The view's stride fits
+  // the widest row; past its own width (padded to the format's unit) a row's contents are
+  // unspecified, so only a kernel reading at most row_k[r] elements may read row r.
+  ActView PrepareRowWidths(ActFormat format, const float* x, std::span<const int64_t> row_k, int64_t ldx,
+                           ThreadPool* pool = nullptr);
 
  private:
-  // kBf16Pairs or kQ8Block32 of rows row(r), r in [0, rows); rows with first[r] != r (when first
-  // is not empty) are copied from row first[r] < r.
-  template <typename RowFn>
-  ActView Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row,
+  // kBf16Pairs or kQ8Block32 of rows row(r), r in [0, rows), row r of width k_of(r) <= k; rows
+  // with first[r] != r (when first is not empty) are copied from row first[r] < r.
+  template <typename RowFn, typename WidthFn>
+  ActView Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row, WidthFn&& k_of,
                   std::span<const int64_t> first);
 
   ScratchBuffer<float> f32_;  // kF32 gathered rows

@@ -61,12 +61,12 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
   std::vector<int64_t>& perm_token = perm_token_;
   perm_token.resize(static_cast<size_t>(m));
   for (int64_t p = 0; p < m; ++p) perm_token[p] = spec.token[perm_row[p]];
-  // Narrower experts (e.g. a shared expert beside routed ones) leave zeros past their width, so
-  // the down activations can be prepared for all rows at once.
+  // Each row's down input width (routed experts narrower than a shared expert beside them): the
+  // down activations are prepared for all rows at once, each over its own width only.
+  std::vector<int64_t>& row_width = row_width_;
+  row_width.resize(static_cast<size_t>(m));
   for (int64_t e = 0; e < n_experts; ++e) {
-    if (up_kernel[e] == nullptr || experts[e].down->in_features() == i_max) continue;
-    for (int64_t p = offset[e]; p < offset[e + 1]; ++p)
-      std::fill(act + p * i_max + experts[e].down->in_features(), act + (p + 1) * i_max, 0.0f);
+    for (int64_t p = offset[e]; p < offset[e + 1]; ++p) row_width[p] = experts[e].down->in_features();
   }
   ActView x_view[3], act_view[3];
   for (int f = 0; f < 3; ++f) {
@@ -91,7 +91,8 @@ void ExpertCompute::Run(const ExpertRowsSpec& spec, std::span<const ExpertWeight
 
   // Phase 2: down, per K-block.
   for (int f = 0; f < 3; ++f) {
-    if (down_needs[f]) act_view[f] = act_acts_.Prepare(static_cast<ActFormat>(f), act, m, i_max, i_max, pool);
+    if (down_needs[f])
+      act_view[f] = act_acts_.PrepareRowWidths(static_cast<ActFormat>(f), act, row_width, i_max, pool);
   }
   for (int64_t e = 0; e < n_experts; ++e) {
     const int64_t r0 = offset[e], rows = offset[e + 1] - r0;

@@ -57,7 +57,8 @@ class ExpertCompute {
  private:
   KernelPolicy policy_;
   std::vector<int64_t> perm_token_;  // [m]: the token of each row in expert order
-  ScratchBuffer<float> act_;         // [n, I_max] SwiGLU activations, zero beyond an expert's I
+  std::vector<int64_t> row_width_;   // [m]: each row's expert's I (its down input width), e.g. 1408
+  ScratchBuffer<float> act_;         // [n, I_max] SwiGLU activations; unspecified beyond an expert's I
   ScratchBuffer<float> y_perm_;      // [n, k_blocks, H] outputs in expert order
   ActivationBuffer x_acts_;          // the tokens' rows in expert order, in the gate/up kernels' formats
   ActivationBuffer act_acts_;        // act_ in the down kernels' formats

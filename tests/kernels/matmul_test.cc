@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -256,6 +257,47 @@ TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
           ASSERT_EQ(std::memcmp(got.q8.sum + r * got.q8.ldb, want.q8.sum + r * want.q8.ldb, got.q8.ldb * 4),
                     0)
               << r;
+          break;
+      }
+    }
+  }
+}
+
+// Rows of different widths (routed experts' down inputs beside a wider shared expert's): each row
+// gets the bytes Prepare gives it alone at its own width, and nothing past its width is read (NaN
+// there would show in the block's scale and sum).
+TEST(ActivationBuffer, PrepareRowWidthsEqualsPrepareOfEachRowAlone) {
+  constexpr int64_t ldx = 96;
+  const std::vector<int64_t> widths = {77, 64, 96, 33, 2, 64, 90, 77, 50};  // >= 8 rows: the pool runs
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t rows = static_cast<int64_t>(widths.size());
+  std::vector<float> x(static_cast<size_t>(rows * ldx), std::numeric_limits<float>::quiet_NaN());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < widths[r]; ++i) x[r * ldx + i] = nd(rng);
+  }
+  ThreadPool pool(2);
+  for (ActFormat f : {ActFormat::kF32, ActFormat::kBf16Pairs, ActFormat::kQ8Block32}) {
+    SCOPED_TRACE(ActFormatName(f));
+    ActivationBuffer a;
+    const ActView got = a.PrepareRowWidths(f, x.data(), widths, ldx, &pool);
+    ASSERT_EQ(got.format, f);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t w = widths[r];
+      ActivationBuffer b;
+      const ActView want = b.Prepare(f, x.data() + r * ldx, 1, w, w);
+      switch (f) {
+        case ActFormat::kF32:
+          ASSERT_EQ(got.f32 + r * got.ld, x.data() + r * ldx) << r;  // the rows as given
+          break;
+        case ActFormat::kBf16Pairs:
+          ASSERT_EQ(std::memcmp(got.bf16 + r * got.ld, want.bf16, want.ld * 2), 0) << r;
+          break;
+        case ActFormat::kQ8Block32:
+          ASSERT_EQ(got.q8.ldq, 96);
+          ASSERT_EQ(std::memcmp(got.q8.q + r * got.q8.ldq, want.q8.q, want.q8.ldq), 0) << r;
+          ASSERT_EQ(std::memcmp(got.q8.d + r * got.q8.ldb, want.q8.d, want.q8.ldb * 4), 0) << r;
+          ASSERT_EQ(std::memcmp(got.q8.sum + r * got.q8.ldb, want.q8.sum, want.q8.ldb * 4), 0) << r;
           break;
       }
     }
