@@ -242,7 +242,8 @@ TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
     ASSERT_EQ(got.format, f);
     for (int64_t r = 0; r < rows; ++r) {
       switch (f) {
-        case ActFormat::kF32:
+        case ActFormat::kF32:  // the same bits (NaN included) is the point
+          // NOLINTNEXTLINE(bugprone-suspicious-memory-comparison)
           ASSERT_EQ(std::memcmp(got.f32 + r * got.ld, want.f32 + r * want.ld, k * sizeof(float)), 0) << r;
           break;
         case ActFormat::kBf16Pairs:
