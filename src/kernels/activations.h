@@ -48,7 +48,7 @@ class ActivationBuffer {
   // token instead of once per (token, expert) for the MoE's expert-ordered rows.
   ActView PrepareGathered(ActFormat format, const float* x, std::span<const int64_t> src_row, int64_t k,
                           int64_t ldx, ThreadPool* pool = nullptr);
-  // Prepare of rows.size() rows of different widths: row r is x[r * ldx, + row_k[r]) (row_k[r] <=
+  // Prepare of row_k.size() rows of different widths: row r is x[r * ldx, + row_k[r]) (row_k[r] <=
   // ldx), e.g. a routed expert's SwiGLU row beside a wider shared expert's. The view's stride fits
   // the widest row; past its own width (padded to the format's unit) a row's contents are
   // unspecified, so only a kernel reading at most row_k[r] elements may read row r.
