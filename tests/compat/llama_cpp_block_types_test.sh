@@ -15,58 +15,45 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
-WANT_TYPES=("Q2_K x " "Q3_K x " "IQ4_NL x ")
+# The types each kind of file must name in its one warning line (iq4-xs: exactly these counts).
+declare -A WANT_TYPES=([block-types]="Q2_K x |Q3_K x |IQ4_NL x " [iq4-xs]="IQ4_NL x 4, IQ4_XS x 13")
 
-for seed in 1 2; do
-  f="$WORK/block-types-$seed.gguf"
-  if ! $PY "$HERE/make_tiny_gguf.py" "$f" --block-types --seed "$seed" >/dev/null; then
-    fail "seed $seed: make_tiny_gguf.py --block-types"
-    continue
-  fi
-  llama_greedy "$f" "seed $seed" || continue
-  for format in default f32; do
-    fmt_args=()
-    check=2
-    [[ $format == f32 ]] && fmt_args=(--weight-format f32) && check=8
-    check_prompts "$f" "seed $seed, moerun $format weights" "$check" "${fmt_args[@]}"
-    [[ $format == default ]] && check_logits "$f" "seed $seed, moerun default weights" 0.3
-    # The one warning line: every converted type, and the format they went into.
-    into=q8_0
-    [[ $format == f32 ]] && into=f32
-    warnings=$(grep -c "tensors are not native here" "$WORK/moerun.err")
-    line=$(grep "tensors are not native here" "$WORK/moerun.err")
-    ok=1
-    [[ $warnings -eq 1 && $line == "moerun: $f: "*" tensors are not native here: dequantised at load into $into" ]] || ok=0
-    for t in "${WANT_TYPES[@]}"; do [[ $line == *"$t"* ]] || ok=0; done
-    [[ $line == *"Q5_"* ]] && ok=0
-    if [[ $ok -eq 1 ]]; then pass "seed $seed, $format: warning: $line"; else fail "seed $seed, $format: $warnings warning line(s): '$line'"; fi
-  done
-done
-
-# IQ4_XS files (make_tiny_gguf.py --iq4-xs: every matrix IQ4_XS, or IQ4_NL where its rows are not
-# a multiple of 256, as llama.cpp's quantiser writes them): both weight formats must give llama.cpp's
-# 8 greedy tokens of every prompt and its first logits within 0.3 (measured: <= 0.04; a scale
-# nibble read from the wrong half of its byte gives 0.9-2.7 and other tokens).
-for seed in 1 2; do
-  f="$WORK/iq4-xs-$seed.gguf"
-  if ! $PY "$HERE/make_tiny_gguf.py" "$f" --iq4-xs --seed "$seed" >/dev/null; then
-    fail "seed $seed: make_tiny_gguf.py --iq4-xs"
-    continue
-  fi
-  llama_greedy "$f" "IQ4_XS seed $seed" || continue
-  for format in default f32; do
-    fmt_args=()
-    [[ $format == f32 ]] && fmt_args=(--weight-format f32)
-    check_prompts "$f" "IQ4_XS seed $seed, moerun $format weights" 8 "${fmt_args[@]}"
-    check_logits "$f" "IQ4_XS seed $seed, moerun $format weights" 0.3 "${fmt_args[@]}"
-    into=q8_0
-    [[ $format == f32 ]] && into=f32
-    line=$(grep "tensors are not native here" "$WORK/moerun.err")
-    if [[ $line == "moerun: $f: IQ4_NL x 4, IQ4_XS x 13 tensors are not native here: dequantised at load into $into" ]]; then
-      pass "IQ4_XS seed $seed, $format: warning: $line"
-    else
-      fail "IQ4_XS seed $seed, $format: warning line '$line'"
+# Two files of each kind: --block-types as above; --iq4-xs (every matrix IQ4_XS, or IQ4_NL where its
+# rows are not a multiple of 256, as llama.cpp's quantiser writes IQ4_XS files), where both weight
+# formats must give llama.cpp's 8 greedy tokens of every prompt and its first logits within 0.3
+# (measured: <= 0.04; a scale nibble read from the wrong half of its byte gives 0.9-2.7 and other
+# tokens).
+for kind in block-types iq4-xs; do
+  for seed in 1 2; do
+    f="$WORK/$kind-$seed.gguf"
+    if ! $PY "$HERE/make_tiny_gguf.py" "$f" "--$kind" --seed "$seed" >/dev/null; then
+      fail "$kind seed $seed: make_tiny_gguf.py --$kind"
+      continue
     fi
+    llama_greedy "$f" "$kind seed $seed" || continue
+    for format in default f32; do
+      fmt_args=()
+      into=q8_0
+      [[ $format == f32 ]] && fmt_args=(--weight-format f32) && into=f32
+      check=8
+      [[ $kind == block-types && $format == default ]] && check=2
+      label="$kind seed $seed, moerun $format weights"
+      check_prompts "$f" "$label" "$check" "${fmt_args[@]}"
+      [[ $kind == iq4-xs || $format == default ]] && check_logits "$f" "$label" 0.3 "${fmt_args[@]}"
+      # The one warning line: every converted type, and the format they went into.
+      warnings=$(grep -c "tensors are not native here" "$WORK/moerun.err")
+      line=$(grep "tensors are not native here" "$WORK/moerun.err")
+      ok=1
+      [[ $warnings -eq 1 && $line == "moerun: $f: "*" tensors are not native here: dequantised at load into $into" ]] || ok=0
+      if [[ $kind == iq4-xs ]]; then
+        [[ $line == "moerun: $f: ${WANT_TYPES[$kind]} tensors are not native here"* ]] || ok=0
+      else
+        IFS='|' read -ra want <<<"${WANT_TYPES[$kind]}"
+        for t in "${want[@]}"; do [[ $line == *"$t"* ]] || ok=0; done
+      fi
+      [[ $line == *"Q5_"* ]] && ok=0
+      if [[ $ok -eq 1 ]]; then pass "$label: warning: $line"; else fail "$label: $warnings warning line(s): '$line'"; fi
+    done
   done
 done
 
