@@ -139,6 +139,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
+  constexpr size_t kAhead = kQ8 ? 2 * kPrefetchAhead : kPrefetchAhead;
   // Few activation rows (decode): Q4_0's high nibbles meet the activations in place (x & 0xF0 is
   // 16 q, so that chain sums 16 x its exact int32 part, and an arithmetic shift by 4 recovers it
   // exactly), which saves a shift per word where the weight unpacking is most of the work.
@@ -148,7 +149,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
-    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + kPrefetchAhead + off);
+    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + kAhead + off);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 mw = kL.has_min
                           ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)))
@@ -507,7 +508,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kL.qh != 0;
-  constexpr size_t kCB = kL.column_bytes;
+  constexpr size_t kCB = kL.column_bytes, kAhead = kQ8 ? 2 * kPrefetchAhead : kPrefetchAhead;
   TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
@@ -525,7 +526,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       },
       [&](int64_t kb) {
         const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kPrefetchAhead + off);
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kAhead + off);
       });
 }
 
