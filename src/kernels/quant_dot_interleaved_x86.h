@@ -139,7 +139,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
-  constexpr size_t kAhead = kQ8 ? 2 * kPrefetchAhead : kPrefetchAhead;
+  constexpr size_t kAhead = PrefetchAheadOf(kT);
   // Few activation rows (decode): Q4_0's high nibbles meet the activations in place (x & 0xF0 is
   // 16 q, so that chain sums 16 x its exact int32 part, and an arithmetic shift by 4 recovers it
   // exactly), which saves a shift per word where the weight unpacking is most of the work.
@@ -227,7 +227,7 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kL.column_bytes;
-    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + PrefetchAheadOf(kT) + off);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
     const Q4KScales512 scales(c);
@@ -330,7 +330,7 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     for (int h = 0; h < 2; ++h) {
       const int64_t kb = sb * 8 + 4 * h;
@@ -508,7 +508,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kL.qh != 0;
-  constexpr size_t kCB = kL.column_bytes, kAhead = kQ8 ? 2 * kPrefetchAhead : kPrefetchAhead;
+  constexpr size_t kCB = kL.column_bytes, kAhead = PrefetchAheadOf(kT);
   TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
@@ -592,7 +592,7 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
       half,
       [&](int64_t sb) {
         const uint8_t* c = w + static_cast<size_t>(sb) * kCB;
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + PrefetchAheadOf(kT) + off);
       });
 }
 
@@ -672,7 +672,8 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       kb0 / 8, kb1 / 8, n_rows, out, [](int64_t, __m256(&)[2][R]) {}, half,
       [&](int64_t sb) {
         const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-        for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + 2 * kPrefetchAhead + off);
+        for (size_t off = 0; off < kQ6KColumnBytes; off += 64)
+          Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
       });
 }
 
