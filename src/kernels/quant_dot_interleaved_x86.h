@@ -227,11 +227,16 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kL.column_bytes;
-    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + PrefetchAheadOf(kT) + off);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
     const Q4KScales512 scales(c);
+    // Unrolled, so each sub-block's scale byte is a constant shift, and the column ahead prefetched
+    // a quarter per step (PrefetchPart). In-process A/B on DeepSeek-V2-Lite Q4_K decode (Zen 4, 2
+    // threads) against the loop with one burst of prefetches per column: 5-15 % faster in eight
+    // runs; from 3 % slower to 2 % faster in six runs while the host's bandwidth was low.
+#pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
+      PrefetchPart<kL.column_bytes, 4>(c + PrefetchAheadOf(kT), t);
       __m512i x[8];
       for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + kL.qs + 64 * (8 * t + g));
       for (int half = 0; half < 2; ++half) {
