@@ -335,13 +335,21 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
+    const uint8_t* ahead = c + PrefetchAheadOf(DType::kQ6_K);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    // Unrolled (constant word offsets), and the column ahead prefetched an eighth per block
+    // (PrefetchPart). In-process A/B on a Q6_K DeepSeek-V2-Lite's decode (Zen 4, 2 threads) against
+    // the loop with one burst of prefetches per column: 31-45 % faster.
+#pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const int64_t kb = sb * 8 + 4 * h;
+      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h);
       Q6KBlock512<R, 0>(c, h, d, a, m, kb, acc);
+      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 1);
       Q6KBlock512<R, 1>(c, h, d, a, m, kb + 1, acc);
+      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 2);
       Q6KBlock512<R, 2>(c, h, d, a, m, kb + 2, acc);
+      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 3);
       Q6KBlock512<R, 3>(c, h, d, a, m, kb + 3, acc);
     }
   }
@@ -660,7 +668,9 @@ inline void Q6KBlock256(const uint8_t* c, int hh, int h, __m256 d, const Q8Activ
 template <int R>
 void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
-  // Two passes at every R: the Q6_K body holds too many words for both halves in registers.
+  // Few activation rows take both halves per super-block in one pass, as ColumnsK does (in-process
+  // A/B on a Q6_K DeepSeek-V2-Lite's decode, Zen 4 forced to these rows: 4 % faster than two passes);
+  // more rows take two passes (the Q6_K body holds too many words for both halves in registers).
   auto half = [&](int hh, int64_t sb, __m256(&acc_hh)[2][R]) {
     __m256(&acc)[R] = acc_hh[hh];
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
@@ -673,8 +683,13 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
     }
   };
-  TwoHalves256<R, false>(
-      kb0 / 8, kb1 / 8, n_rows, out, [](int64_t, __m256(&)[2][R]) {}, half,
+  TwoHalves256<R, (R <= kOnePassMaxR)>(
+      kb0 / 8, kb1 / 8, n_rows, out,
+      [&](int64_t sb, __m256(&acc)[2][R]) {
+        half(0, sb, acc);
+        half(1, sb, acc);
+      },
+      half,
       [&](int64_t sb) {
         const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
         for (size_t off = 0; off < kQ6KColumnBytes; off += 64)
