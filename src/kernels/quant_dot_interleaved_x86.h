@@ -400,6 +400,25 @@ inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both bo
   }
 }
 
+// A super-block format's tile (K-quants, Q6_K: kColumnBytes per 256-element column) over
+// super-blocks kb0 / 8 .. kb1 / 8 - 1, through half(h, sb, acc): one pass at few activation rows
+// (halves 0 and 1 of each super-block in turn), else two; the column kAhead bytes on is prefetched
+// once per super-block.
+template <int R, size_t kColumnBytes, size_t kAhead, typename Half>
+inline void SuperBlocks256(const uint8_t* w, int64_t kb0, int64_t kb1, int n_rows, float* out, Half half) {
+  TwoHalves256<R, (R <= kOnePassMaxR)>(
+      kb0 / 8, kb1 / 8, n_rows, out,
+      [&](int64_t sb, __m256(&acc)[2][R]) {
+        half(0, sb, acc);
+        half(1, sb, acc);
+      },
+      half,
+      [&](int64_t sb) {
+        const uint8_t* c = w + static_cast<size_t>(sb) * kColumnBytes;
+        for (size_t off = 0; off < kColumnBytes; off += 64) Prefetch(c + kAhead + off);
+      });
+}
+
 // Q8_0 / Q4_0 block kb (column c) of rows 8 kH0 .. 8 kH1 - 1 into acc[h][r] (activation row
 // m + r), one 4-element group at a time: each unpacked word serves every row r and each activation
 // broadcast both halves. Integer sums are exact, so any grouping gives the same I; then the
@@ -596,17 +615,7 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
     SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
   };
-  TwoHalves256<R, (R <= kOnePassMaxR)>(
-      kb0 / 8, kb1 / 8, n_rows, out,
-      [&](int64_t sb, __m256(&acc)[2][R]) {
-        half(0, sb, acc);
-        half(1, sb, acc);
-      },
-      half,
-      [&](int64_t sb) {
-        const uint8_t* c = w + static_cast<size_t>(sb) * kCB;
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + PrefetchAheadOf(kT) + off);
-      });
+  SuperBlocks256<R, kCB, PrefetchAheadOf(kT)>(w, kb0, kb1, n_rows, out, half);
 }
 
 // Q6_K, AVX2: rows 8hh .. 8hh + 7 per pass (the 32-byte halves of each word), the same lane
@@ -683,18 +692,7 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
     }
   };
-  TwoHalves256<R, (R <= kOnePassMaxR)>(
-      kb0 / 8, kb1 / 8, n_rows, out,
-      [&](int64_t sb, __m256(&acc)[2][R]) {
-        half(0, sb, acc);
-        half(1, sb, acc);
-      },
-      half,
-      [&](int64_t sb) {
-        const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-        for (size_t off = 0; off < kQ6KColumnBytes; off += 64)
-          Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
-      });
+  SuperBlocks256<R, kQ6KColumnBytes, PrefetchAheadOf(DType::kQ6_K)>(w, kb0, kb1, n_rows, out, half);
 }
 
 constexpr int kInterleavedMaxR = 8;
