@@ -335,21 +335,16 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-    const uint8_t* ahead = c + PrefetchAheadOf(DType::kQ6_K);
+    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    // Unrolled (constant word offsets), and the column ahead prefetched an eighth per block
-    // (PrefetchPart). In-process A/B on a Q6_K DeepSeek-V2-Lite's decode (Zen 4, 2 threads) against
-    // the loop with one burst of prefetches per column: 31-45 % faster.
-#pragma GCC unroll 2
+    // One burst of prefetches per column, in a loop over blocks. Unrolling the loop and spreading
+    // the prefetches an eighth per block (as ColumnsK does) measured 31-45 % faster in one state of
+    // the host and 14-45 % slower in another (in-process A/B, Q6_K V2-Lite decode, Zen 4).
     for (int h = 0; h < 2; ++h) {
       const int64_t kb = sb * 8 + 4 * h;
-      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h);
       Q6KBlock512<R, 0>(c, h, d, a, m, kb, acc);
-      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 1);
       Q6KBlock512<R, 1>(c, h, d, a, m, kb + 1, acc);
-      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 2);
       Q6KBlock512<R, 2>(c, h, d, a, m, kb + 2, acc);
-      PrefetchPart<kQ6KColumnBytes, 8>(ahead, 4 * h + 3);
       Q6KBlock512<R, 3>(c, h, d, a, m, kb + 3, acc);
     }
   }
