@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The AVX2-only CPU level (AMD Zen 1-3, Intel Haswell to Alder Lake: AVX2 + FMA + F16C, no AVX-512),
+# tested on any x86-64 machine. QEMU's user-mode emulator (`qemu-x86_64 -cpu max`, Debian's
+# qemu-user 7.2) runs moerun and the test binaries on an emulated CPU whose CPUID offers AVX2, FMA
+# and F16C but no AVX-512 (QEMU's TCG implements no AVX-512 instruction), so on that CPU:
+#   1. run-time dispatch: `moerun --version` names that CPU and picks an avx2 row for every format.
+#      An AVX-512 instruction reached on any path below would stop the run with SIGILL.
+#   2. The unit tests of the kernels (every row the CPU has against the double-precision oracle),
+#      the core (fixed point, quantisers) and the models pass.
+#   3. Whole models: a 2-layer random model of DeepSeek-V2-Lite's real shapes, in every weight
+#      format moerun packs but f16 (see below), gives bit for bit the logits of the native run forced to the AVX2 rows
+#      (`--kernel avx2`): prefill, decode, and --deterministic on in-process ranks (--tp 2 --ep --shared-replicated)
+#      against one native rank. So the forced AVX2 rows of scripts/bench.sh's avx2 level are the
+#      code an AVX2-only machine runs. The float64-reference model tests (tests/model/model_test.sh)
+#      pass on the emulated CPU.
+#   4. The embedded tiny-arith model's held-out accuracy is >= 0.9 there.
+# Speed is not measured here: emulated time says nothing about a real AVX2 machine.
+#
+# Needs MOERUN and the test binaries KERNELS_TEST, CORE_TEST, SYNTHETIC_MODEL_TEST, GGUF_MODEL_TEST,
+# ENGINE_TEST (set by tests/CMakeLists.txt), and qemu-x86_64 (scripts/install_deps.sh installs it).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+MOERUN=${MOERUN:?set MOERUN to the moerun binary}
+PY=/usr/bin/python3
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+pass() { echo "PASS (${SECONDS} s): $1"; }
+fail() { echo "FAIL (${SECONDS} s): $1"; failures=$((failures + 1)); }
+
+QEMU=$(command -v qemu-x86_64 || true)
+if [[ -z $QEMU ]]; then
+  echo "FAIL: qemu-x86_64 not found (Debian's qemu-user; scripts/install_deps.sh installs it)"
+  exit 1
+fi
+# The emulated AVX2-only CPU, as a program the model scripts can call in place of moerun.
+on_avx2() { "$QEMU" -cpu max "$@"; }
+printf '#!/bin/sh\nexec "%s" -cpu max "%s" "$@"\n' "$QEMU" "$MOERUN" >"$WORK/moerun-avx2"
+chmod +x "$WORK/moerun-avx2"
+EMULATED="$WORK/moerun-avx2"
+
+# 1. The emulated CPU and the rows picked on it.
+version=$("$EMULATED" --version 2>&1)
+cpu=$(grep '^cpu:' <<<"$version")
+rows=$(grep '^kernels:' <<<"$version")
+if [[ $cpu == *avx2* && $cpu == *fma* && $cpu == *f16c* && $cpu != *avx512* ]]; then
+  pass "emulated CPU: $cpu"
+else
+  fail "the emulated CPU is not AVX2-only: '$cpu' (this test would prove nothing)"
+  exit 1
+fi
+# Every format's row (and its many-row alternative) is an avx2 row.
+not_avx2=$(tr ' ' '\n' <<<"${rows#kernels: }" | grep '=' | grep -v '=avx2-' || true)
+if [[ -n $rows && -z $not_avx2 ]]; then pass "rows picked: $rows"; else fail "rows not avx2: $not_avx2 ($rows)"; fi
+
+# 2. Unit tests on the emulated CPU. Left out: HugePageArena.MappingIsAdvisedForHugePages, because
+# qemu-user does not pass madvise(MADV_HUGEPAGE) on to the kernel (THPeligible stays 0 in its smaps).
+run_gtest() {
+  local name=$1 bin=$2 filter=${3:-*} out
+  if out=$(on_avx2 "$bin" --gtest_brief=1 --gtest_filter="$filter" 2>&1); then
+    pass "$name on the AVX2-only CPU: $(grep -o 'PASSED  \] [0-9]*' <<<"$out" | grep -o '[0-9]*$') tests passed"
+  else
+    fail "$name on the AVX2-only CPU:"
+    tail -n 30 <<<"$out"
+  fi
+}
+run_gtest kernels_test "${KERNELS_TEST:?}"
+run_gtest core_test "${CORE_TEST:?}" '-HugePageArena.MappingIsAdvisedForHugePages'
+run_gtest synthetic_model_test "${SYNTHETIC_MODEL_TEST:?}"
+run_gtest gguf_model_test "${GGUF_MODEL_TEST:?}"
+run_gtest engine_test "${ENGINE_TEST:?}"
+
+# 3. Same bits as the native run forced to the AVX2 rows, every weight format.
+TOKENS=5,17,3,99,42,7,8,200,1,0
+same_bits() {  # NAME NATIVE_ARGS... -- EMULATED_ARGS...
+  local name=$1
+  shift
+  local native=() emulated=()
+  while [[ $1 != -- ]]; do
+    native+=("$1")
+    shift
+  done
+  shift
+  emulated=("$@")
+  if ! "$MOERUN" logits "${native[@]}" -o "$WORK/native.st" 2>"$WORK/err"; then
+    fail "$name: native run failed: $(tail -n 2 "$WORK/err")"
+    return
+  fi
+  if ! "$EMULATED" logits "${emulated[@]}" -o "$WORK/emulated.st" 2>"$WORK/err"; then
+    fail "$name: run on the AVX2-only CPU failed: $(tail -n 2 "$WORK/err")"
+    return
+  fi
+  if cmp -s "$WORK/native.st" "$WORK/emulated.st"; then
+    pass "$name: the same logits bit for bit"
+  else
+    fail "$name: logits differ between the AVX2-only CPU and the native --kernel avx2 run"
+  fi
+}
+# f16 is left out: QEMU converts F16C's halves in software, so its 420 MB lm_head takes minutes per
+# pass; its row is checked against the oracle by kernels_test above.
+for type in q8_0 q4_0 q5_0 q5_1 q4_k q5_k q6_k bf16; do
+  model="$WORK/lite-$type.gguf"
+  if ! "$MOERUN" make-model --preset deepseek-v2-lite --layers 2 --type "$type" -o "$model" 2>"$WORK/err"; then
+    fail "make-model $type: $(tail -n 2 "$WORK/err")"
+    continue
+  fi
+  m=(-m "$model" --tokens "$TOKENS")
+  same_bits "$type prefill" "${m[@]}" --kernel avx2 -- "${m[@]}"
+  # Decode reads the whole lm_head once per token: 3 tokens.
+  d=(-m "$model" --tokens 5,17,3 --decode)
+  same_bits "$type decode" "${d[@]}" --kernel avx2 -- "${d[@]}"
+  if [[ $type == q4_k ]]; then
+    same_bits "$type --deterministic, --tp 2 --ep on the AVX2-only CPU against one native rank" \
+      "${m[@]}" --deterministic --kernel avx2 -- "${m[@]}" --deterministic --tp 2 --ep --shared-replicated
+  fi
+  rm -f "$model"
+done
+
+# 3b. The float64-reference model tests, with the emulated CPU as moerun.
+if out=$(MOERUN="$EMULATED" bash "$ROOT/tests/model/model_test.sh" 2>&1); then
+  pass "tests/model/model_test.sh on the AVX2-only CPU: $(tail -n 1 <<<"$out")"
+else
+  fail "tests/model/model_test.sh on the AVX2-only CPU:"
+  grep FAIL <<<"$out"
+fi
+
+# 4. The embedded trained model's held-out accuracy.
+if [[ -f $ROOT/models/tiny-arith/model.safetensors ]]; then
+  out=$(cd "$ROOT" && "$EMULATED" eval --task models/tiny-arith/heldout.jsonl 2>/dev/null)
+  acc=$(grep -o 'accuracy: [0-9.]*' <<<"$out" | awk '{print $2}')
+  if awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 0.9) }'; then
+    pass "tiny-arith on the AVX2-only CPU: $(grep accuracy <<<"$out")"
+  else
+    fail "tiny-arith accuracy on the AVX2-only CPU below 0.9: '$out'"
+  fi
+fi
+
+echo "avx2_level_test: $failures failure(s)"
+[[ $failures -eq 0 ]]
