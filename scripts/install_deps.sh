@@ -15,7 +15,7 @@ PACKAGES=(
   libpcre2-dev
   libcpp-httplib-dev prometheus-cpp-dev
   chromium
-  qemu-user  # qemu-x86_64: tests/cpu_level/avx2_level_test.sh runs moerun on an emulated AVX2-only CPU
+  qemu-user  # qemu-x86_64: tests/cpu_level/cpu_levels_test.sh runs moerun on an emulated AVX2-only CPU
 )
 # node + npm run the tokenizer comparison (tests/tokenizer/npm_compare.sh). Asked for only when
 # missing: a NodeSource nodejs bundles npm, and Debian's separate npm package conflicts with it.

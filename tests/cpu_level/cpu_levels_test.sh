@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The AVX2-only CPU level (AMD Zen 1-3, Intel Haswell to Alder Lake: AVX2 + FMA + F16C, no AVX-512),
-# tested on any x86-64 machine. QEMU's user-mode emulator (`qemu-x86_64 -cpu max`, Debian's
+# The CPU levels below the machine's own, tested on any x86-64 machine. Mainly the AVX2-only level
+# (AMD Zen 1-3, Intel Haswell to Alder Lake: AVX2 + FMA + F16C, no AVX-512). QEMU's user-mode emulator (`qemu-x86_64 -cpu max`, Debian's
 # qemu-user 7.2) runs moerun and the test binaries on an emulated CPU whose CPUID offers AVX2, FMA
 # and F16C but no AVX-512 (QEMU's TCG implements no AVX-512 instruction), so on that CPU:
 #   1. run-time dispatch: `moerun --version` names that CPU and picks an avx2 row for every format.
@@ -14,7 +14,9 @@
 #      code an AVX2-only machine runs. The float64-reference model tests (tests/model/model_test.sh)
 #      pass on the emulated CPU.
 #   4. The embedded tiny-arith model's held-out accuracy is >= 0.9 there.
-# Speed is not measured here: emulated time says nothing about a real AVX2 machine.
+# And on a baseline x86-64 CPU without AVX (`-cpu qemu64`), the portable rows: moerun starts, picks
+# a ref row for every format, and a q4_k model's logits equal the native `--kernel ref` run's.
+# Speed is not measured here: emulated time says nothing about a real machine.
 #
 # Needs MOERUN and the test binaries KERNELS_TEST, CORE_TEST, SYNTHETIC_MODEL_TEST, GGUF_MODEL_TEST,
 # ENGINE_TEST (set by tests/CMakeLists.txt), and qemu-x86_64 (scripts/install_deps.sh installs it).
@@ -73,7 +75,9 @@ run_gtest engine_test "${ENGINE_TEST:?}"
 
 # 3. Same bits as the native run forced to the AVX2 rows, every weight format.
 TOKENS=5,17,3,99,42,7,8,200,1,0
-same_bits() {  # NAME NATIVE_ARGS... -- EMULATED_ARGS...
+# same_bits NAME NATIVE_ARGS... -- EMULATED_ARGS...: `moerun logits` natively and on $EMULATED
+# write the same bytes.
+same_bits() {
   local name=$1
   shift
   local native=() emulated=()
@@ -88,13 +92,13 @@ same_bits() {  # NAME NATIVE_ARGS... -- EMULATED_ARGS...
     return
   fi
   if ! "$EMULATED" logits "${emulated[@]}" -o "$WORK/emulated.st" 2>"$WORK/err"; then
-    fail "$name: run on the AVX2-only CPU failed: $(tail -n 2 "$WORK/err")"
+    fail "$name: run on the emulated CPU failed: $(tail -n 2 "$WORK/err")"
     return
   fi
   if cmp -s "$WORK/native.st" "$WORK/emulated.st"; then
     pass "$name: the same logits bit for bit"
   else
-    fail "$name: logits differ between the AVX2-only CPU and the native --kernel avx2 run"
+    fail "$name: logits differ between the emulated CPU and the native run"
   fi
 }
 # f16 is left out: QEMU converts F16C's halves in software, so its 420 MB lm_head takes minutes per
@@ -136,5 +140,21 @@ if [[ -f $ROOT/models/tiny-arith/model.safetensors ]]; then
   fi
 fi
 
-echo "avx2_level_test: $failures failure(s)"
+# 5. The portable level on a baseline x86-64 CPU (SSE2, no AVX).
+version=$("$QEMU" -cpu qemu64 "$MOERUN" --version 2>&1)
+rows=$(grep '^kernels:' <<<"$version")
+not_ref=$(tr ' ' '\n' <<<"${rows#kernels: }" | grep '=' | grep -v '=ref-' || true)
+if [[ -n $rows && -z $not_ref ]]; then pass "baseline x86-64 rows: $rows"; else fail "baseline rows: $version"; fi
+printf '#!/bin/sh\nexec "%s" -cpu qemu64 "%s" "$@"\n' "$QEMU" "$MOERUN" >"$WORK/moerun-baseline"
+chmod +x "$WORK/moerun-baseline"
+model="$WORK/lite-q4_k.gguf"
+if "$MOERUN" make-model --preset deepseek-v2-lite --layers 2 --type q4_k -o "$model" 2>"$WORK/err"; then
+  m=(-m "$model" --tokens 5,17,3)
+  EMULATED="$WORK/moerun-baseline" same_bits "q4_k prefill on a baseline x86-64 CPU against native --kernel ref" \
+    "${m[@]}" --kernel ref -- "${m[@]}"
+else
+  fail "make-model q4_k: $(tail -n 2 "$WORK/err")"
+fi
+
+echo "cpu_levels_test: $failures failure(s)"
 [[ $failures -eq 0 ]]
