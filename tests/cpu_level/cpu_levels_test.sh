@@ -22,14 +22,9 @@
 # ENGINE_TEST (set by tests/CMakeLists.txt), and qemu-x86_64 (scripts/install_deps.sh installs it).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-MOERUN=${MOERUN:?set MOERUN to the moerun binary}
-PY=/usr/bin/python3
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-pass() { echo "PASS (${SECONDS} s): $1"; }
-fail() { echo "FAIL (${SECONDS} s): $1"; failures=$((failures + 1)); }
+# MOERUN, ROOT, WORK (removed on exit), pass / fail and their count.
+# shellcheck source=../model/common.sh
+source "$HERE/../model/common.sh"
 
 QEMU=$(command -v qemu-x86_64 || true)
 if [[ -z $QEMU ]]; then
@@ -61,7 +56,7 @@ if [[ -n $rows && -z $not_avx2 ]]; then pass "rows picked: $rows"; else fail "ro
 run_gtest() {
   local name=$1 bin=$2 filter=${3:-*} out
   if out=$(on_avx2 "$bin" --gtest_brief=1 --gtest_filter="$filter" 2>&1); then
-    pass "$name on the AVX2-only CPU: $(grep -o 'PASSED  \] [0-9]*' <<<"$out" | grep -o '[0-9]*$') tests passed"
+    pass "$name on the AVX2-only CPU: $(grep -o 'PASSED  \] [0-9]*' <<<"$out" | grep -o '[0-9]*$') tests passed (at ${SECONDS} s)"
   else
     fail "$name on the AVX2-only CPU:"
     tail -n 30 <<<"$out"
@@ -96,7 +91,7 @@ same_bits() {
     return
   fi
   if cmp -s "$WORK/native.st" "$WORK/emulated.st"; then
-    pass "$name: the same logits bit for bit"
+    pass "$name: the same logits bit for bit (at ${SECONDS} s)"
   else
     fail "$name: logits differ between the emulated CPU and the native run"
   fi
