@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The CPU levels below the machine's own, tested on any x86-64 machine. Mainly the AVX2-only level
-# (AMD Zen 1-3, Intel Haswell to Alder Lake: AVX2 + FMA + F16C, no AVX-512). QEMU's user-mode emulator (`qemu-x86_64 -cpu max`, Debian's
-# qemu-user 7.2) runs moerun and the test binaries on an emulated CPU whose CPUID offers AVX2, FMA
-# and F16C but no AVX-512 (QEMU's TCG implements no AVX-512 instruction), so on that CPU:
+# The CPU levels below the machine's own, tested on any x86-64 machine; mainly the AVX2-only level
+# (AMD Zen 1-3, Intel Haswell to Alder Lake: AVX2 + FMA + F16C, no AVX-512). QEMU's user-mode
+# emulator (`qemu-x86_64 -cpu max`, Debian's qemu-user 7.2) runs moerun and the test binaries on an
+# emulated CPU whose CPUID offers AVX2, FMA and F16C but no AVX-512 (QEMU's TCG implements no
+# AVX-512 instruction), so on that CPU:
 #   1. run-time dispatch: `moerun --version` names that CPU and picks an avx2 row for every format.
 #      An AVX-512 instruction reached on any path below would stop the run with SIGILL.
 #   2. The unit tests of the kernels (every row the CPU has against the double-precision oracle),
 #      the core (fixed point, quantisers) and the models pass.
 #   3. Whole models: a 2-layer random model of DeepSeek-V2-Lite's real shapes, in every weight
-#      format moerun packs but f16 (see below), gives bit for bit the logits of the native run forced to the AVX2 rows
-#      (`--kernel avx2`): prefill, decode, and --deterministic on in-process ranks (--tp 2 --ep --shared-replicated)
-#      against one native rank. So the forced AVX2 rows of scripts/bench.sh's avx2 level are the
-#      code an AVX2-only machine runs. The float64-reference model tests (tests/model/model_test.sh)
-#      pass on the emulated CPU.
+#      format moerun packs but f16 (see below), gives bit for bit the logits of the native run
+#      forced to the AVX2 rows (`--kernel avx2`): prefill, decode, and --deterministic on
+#      in-process ranks (--tp 2 --ep --shared-replicated) against one native rank. So the forced
+#      AVX2 rows of scripts/bench.sh's avx2 level are the code an AVX2-only machine runs. The
+#      float64-reference model tests (tests/model/model_test.sh) pass on the emulated CPU.
 #   4. The embedded tiny-arith model's held-out accuracy is >= 0.9 there.
 # And on a baseline x86-64 CPU without AVX (`-cpu qemu64`), the portable rows: moerun starts, picks
 # a ref row for every format, and a q4_k model's logits equal the native `--kernel ref` run's.
