@@ -32,11 +32,17 @@ if [[ -z $QEMU ]]; then
   echo "FAIL: qemu-x86_64 not found (Debian's qemu-user; scripts/install_deps.sh installs it)"
   exit 1
 fi
-# The emulated AVX2-only CPU, as a program the model scripts can call in place of moerun.
+# emulated_moerun QEMU_CPU: writes and prints a program that runs moerun on that emulated CPU, which
+# the model scripts can call in place of moerun.
+emulated_moerun() {
+  local path="$WORK/moerun-$1"
+  printf '#!/bin/sh\nexec "%s" -cpu %s "%s" "$@"\n' "$QEMU" "$1" "$MOERUN" >"$path"
+  chmod +x "$path"
+  echo "$path"
+}
+# The emulated AVX2-only CPU.
 on_avx2() { "$QEMU" -cpu max "$@"; }
-printf '#!/bin/sh\nexec "%s" -cpu max "%s" "$@"\n' "$QEMU" "$MOERUN" >"$WORK/moerun-avx2"
-chmod +x "$WORK/moerun-avx2"
-EMULATED="$WORK/moerun-avx2"
+EMULATED=$(emulated_moerun max)
 
 # 1. The emulated CPU and the rows picked on it.
 version=$("$EMULATED" --version 2>&1)
@@ -137,16 +143,15 @@ if [[ -f $ROOT/models/tiny-arith/model.safetensors ]]; then
 fi
 
 # 5. The portable level on a baseline x86-64 CPU (SSE2, no AVX).
-version=$("$QEMU" -cpu qemu64 "$MOERUN" --version 2>&1)
+BASELINE=$(emulated_moerun qemu64)
+version=$("$BASELINE" --version 2>&1)
 rows=$(grep '^kernels:' <<<"$version")
 not_ref=$(tr ' ' '\n' <<<"${rows#kernels: }" | grep '=' | grep -v '=ref-' || true)
 if [[ -n $rows && -z $not_ref ]]; then pass "baseline x86-64 rows: $rows"; else fail "baseline rows: $version"; fi
-printf '#!/bin/sh\nexec "%s" -cpu qemu64 "%s" "$@"\n' "$QEMU" "$MOERUN" >"$WORK/moerun-baseline"
-chmod +x "$WORK/moerun-baseline"
 model="$WORK/lite-q4_k.gguf"
 if "$MOERUN" make-model --preset deepseek-v2-lite --layers 2 --type q4_k -o "$model" 2>"$WORK/err"; then
   m=(-m "$model" --tokens 5,17,3)
-  EMULATED="$WORK/moerun-baseline" same_bits "q4_k prefill on a baseline x86-64 CPU against native --kernel ref" \
+  EMULATED=$BASELINE same_bits "q4_k prefill on a baseline x86-64 CPU against native --kernel ref" \
     "${m[@]}" --kernel ref -- "${m[@]}"
 else
   fail "make-model q4_k: $(tail -n 2 "$WORK/err")"
