@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   const Q8Activations a{q.data(), d.data(), s.data(), kK, kK / 32};
   std::vector<float> out(kMaxM * 16);
   // "best": the fastest batch of 16 calls (robust to a shared machine taking the core away).
-  std::printf("%-5s %-11s %5s %10s %10s %10s %10s %10s\n", "fmt", "isa", "rows", "GB/s cold", "best cold",
+  std::printf("%-5s %-15s %5s %10s %10s %10s %10s %10s\n", "fmt", "isa", "rows", "GB/s cold", "best cold",
               "GB/s hot", "best hot", "GOP/s best");
   for (DType t :
        {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
       for (size_t i = 1; i < n_tiles; ++i)
         std::copy(w.begin(), w.begin() + tile_bytes, w.begin() + i * tile_bytes);
     }
-    for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
+    for (QuantDotIsa isa : kAllQuantDotIsas) {
       if (!QuantDotIsaSupported(isa)) continue;
       if (!isa_filter.empty() && isa_filter != QuantDotIsaName(isa)) continue;
       QuantDotTileFn fn = QuantDotTileFor(isa);
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
           gbs[hot] = static_cast<double>(calls) * static_cast<double>(tile_bytes) / el / 1e9;
           if (hot) gops = 16.0 * 2.0 * static_cast<double>(rows * kRows * kK) / best_batch / 1e9;
         }
-        std::printf("%-5s %-11s %5lld %10.2f %10.2f %10.2f %10.2f %10.2f\n",
+        std::printf("%-5s %-15s %5lld %10.2f %10.2f %10.2f %10.2f %10.2f\n",
                     std::string(DTypeName(t)).c_str(), QuantDotIsaName(isa), static_cast<long long>(rows),
                     gbs[0], best[0], gbs[1], best[1], gops);
         std::fflush(stdout);

@@ -1,5 +1,7 @@
 #include "core/cpu_features.h"
 
+#include <cstdio>
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
@@ -11,7 +13,12 @@ CpuFeatures Detect() {
   CpuFeatures f;
 #if defined(__x86_64__)
   unsigned a = 0, b = 0, c = 0, d = 0;
+  // Vendor "AuthenticAMD": "Auth" in EBX, "enti" in EDX, "cAMD" in ECX.
+  if (__get_cpuid(0, &a, &b, &c, &d)) f.amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const CpuFamilyModel fm = DisplayFamilyModel(a);
+  f.family = fm.family;
+  f.model = fm.model;
   f.fma = (c >> 12) & 1;
   f.f16c = (c >> 29) & 1;
   const bool osxsave = (c >> 27) & 1;
@@ -53,6 +60,23 @@ std::string CpuFeatures::ToString() const {
   add(fma, "fma");
   add(f16c, "f16c");
   return s.empty() ? "none" : s;
+}
+
+CpuFamilyModel DisplayFamilyModel(unsigned cpuid1_eax) {
+  const unsigned base_family = (cpuid1_eax >> 8) & 0xF, base_model = (cpuid1_eax >> 4) & 0xF;
+  const unsigned ext_family = (cpuid1_eax >> 20) & 0xFF, ext_model = (cpuid1_eax >> 16) & 0xF;
+  CpuFamilyModel fm;
+  fm.family = static_cast<int>(base_family == 0xF ? base_family + ext_family : base_family);
+  fm.model =
+      static_cast<int>(base_family == 0xF || base_family == 0x6 ? (ext_model << 4) | base_model : base_model);
+  return fm;
+}
+
+std::string CpuFeatures::Identity() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%sfamily 0x%x model 0x%x%s", amd ? "AMD " : "", family, model,
+                IsAmdZen4() ? " (Zen 4)" : "");
+  return buf;
 }
 
 const CpuFeatures& GetCpuFeatures() {

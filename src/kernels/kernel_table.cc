@@ -15,54 +15,78 @@ using AF = ActFormat;
 bool Always(const CpuFeatures&) { return true; }
 bool Avx2(const CpuFeatures& f) { return f.HasAvx2Kernels(); }
 bool Avx512(const CpuFeatures& f) { return f.HasAvx512Bf16Kernels(); }
-bool Avx512Vnni(const CpuFeatures& f) { return f.HasAvx512VnniKernels() && f.HasAvx2Kernels(); }
+bool Vnni(const CpuFeatures& f) { return f.HasAvx512VnniKernels() && f.HasAvx2Kernels(); }
+// Where the -nopf rows decode faster (kernel_table.h): in-process A/B on DeepSeek-V2-Lite decode,
+// AMD EPYC Zen 4, 2 threads: Q4_K 9-13 % (AVX2 rows: 13-15 %), Q8_0 11-16 %, Q4_0 5-7 % faster
+// without the tiles' software prefetch; Q6_K 60 % slower, so it keeps its prefetch everywhere.
+bool Zen4(const CpuFeatures& f) { return f.IsAmdZen4(); }
 
+constexpr MatmulTaskFn kRefF = internal::MatmulTaskRef;
+constexpr MatmulTaskFn kAvx2F = internal::MatmulTaskAvx2;
+constexpr MatmulTaskFn kAvx512F = internal::MatmulTaskAvx512F32;
+constexpr MatmulTaskFn kBf16Dot = internal::MatmulTaskAvx512Bf16Dot;
 constexpr MatmulTaskFn kRefQ = MatmulTaskQuant<QuantDotTileRef, SwiGluRowRef>;
 constexpr MatmulTaskFn kAvx2Q = MatmulTaskQuant<QuantDotTileAvx2, internal::SwiGluRowAvx2>;
 constexpr MatmulTaskFn kVnniQ = MatmulTaskQuant<QuantDotTileAvx512Vnni, internal::SwiGluRowAvx512>;
+constexpr MatmulTaskFn kAvx2QNoPf = MatmulTaskQuant<QuantDotTileAvx2NoPrefetch, internal::SwiGluRowAvx2>;
+constexpr MatmulTaskFn kVnniQNoPf =
+    MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, internal::SwiGluRowAvx512>;
 
 // clang-format off
-constexpr std::array<MatmulKernel, 31> kKernels = {{
-    // name               isa           weights    acts              cpu         inv   min prio task
-    {"ref-f32",           "ref",        WF::kF32,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
-    {"ref-f16",           "ref",        WF::kF16,  AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
-    {"ref-bf16",          "ref",        WF::kBF16, AF::kF32,         Always,     true, 0, 0, internal::MatmulTaskRef},
-    {"ref-q8_0",          "ref",        WF::kQ8_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q4_0",          "ref",        WF::kQ4_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q5_0",          "ref",        WF::kQ5_0, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q5_1",          "ref",        WF::kQ5_1, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q4_k",          "ref",        WF::kQ4_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q5_k",          "ref",        WF::kQ5_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"ref-q6_k",          "ref",        WF::kQ6_K, AF::kQ8Block32,   Always,     true, 0, 0, kRefQ},
-    {"avx2-f32",          "avx2",       WF::kF32,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
-    {"avx2-f16",          "avx2",       WF::kF16,  AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
-    {"avx2-bf16",         "avx2",       WF::kBF16, AF::kF32,         Avx2,       true, 0, 1, internal::MatmulTaskAvx2},
-    {"avx2-q8_0",         "avx2",       WF::kQ8_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q4_0",         "avx2",       WF::kQ4_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q5_0",         "avx2",       WF::kQ5_0, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q5_1",         "avx2",       WF::kQ5_1, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q4_k",         "avx2",       WF::kQ4_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q5_k",         "avx2",       WF::kQ5_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx2-q6_k",         "avx2",       WF::kQ6_K, AF::kQ8Block32,   Avx2,       true, 0, 1, kAvx2Q},
-    {"avx512-f32",        "avx512",     WF::kF32,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
-    {"avx512-f16",        "avx512",     WF::kF16,  AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
-    {"avx512-bf16",       "avx512",     WF::kBF16, AF::kF32,         Avx512,     true, 0, 2, internal::MatmulTaskAvx512F32},
-    {"avx512-bf16dot",    "avx512",     WF::kBF16, AF::kBf16Pairs,   Avx512,     true, kBf16DotMinRows, 3,
-     internal::MatmulTaskAvx512Bf16Dot},
-    {"avx512vnni-q8_0",   "avx512vnni", WF::kQ8_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q4_0",   "avx512vnni", WF::kQ4_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q5_0",   "avx512vnni", WF::kQ5_0, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q5_1",   "avx512vnni", WF::kQ5_1, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q4_k",   "avx512vnni", WF::kQ4_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q5_k",   "avx512vnni", WF::kQ5_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
-    {"avx512vnni-q6_k",   "avx512vnni", WF::kQ6_K, AF::kQ8Block32,   Avx512Vnni, true, 0, 2, kVnniQ},
+constexpr std::array<MatmulKernel, 43> kKernels = {{
+    // name                  isa           weights    acts            cpu     prefer  inv   min prio task
+    {"ref-f32",              "ref",        WF::kF32,  AF::kF32,       Always, Always, true, 0, 0, kRefF},
+    {"ref-f16",              "ref",        WF::kF16,  AF::kF32,       Always, Always, true, 0, 0, kRefF},
+    {"ref-bf16",             "ref",        WF::kBF16, AF::kF32,       Always, Always, true, 0, 0, kRefF},
+    {"ref-q8_0",             "ref",        WF::kQ8_0, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q4_0",             "ref",        WF::kQ4_0, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q5_0",             "ref",        WF::kQ5_0, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q5_1",             "ref",        WF::kQ5_1, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q4_k",             "ref",        WF::kQ4_K, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q5_k",             "ref",        WF::kQ5_K, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"ref-q6_k",             "ref",        WF::kQ6_K, AF::kQ8Block32, Always, Always, true, 0, 0, kRefQ},
+    {"avx2-f32",             "avx2",       WF::kF32,  AF::kF32,       Avx2,   Always, true, 0, 2, kAvx2F},
+    {"avx2-f16",             "avx2",       WF::kF16,  AF::kF32,       Avx2,   Always, true, 0, 2, kAvx2F},
+    {"avx2-bf16",            "avx2",       WF::kBF16, AF::kF32,       Avx2,   Always, true, 0, 2, kAvx2F},
+    {"avx2-q8_0",            "avx2",       WF::kQ8_0, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q4_0",            "avx2",       WF::kQ4_0, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q5_0",            "avx2",       WF::kQ5_0, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q5_1",            "avx2",       WF::kQ5_1, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q4_k",            "avx2",       WF::kQ4_K, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q5_k",            "avx2",       WF::kQ5_K, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q6_k",            "avx2",       WF::kQ6_K, AF::kQ8Block32, Avx2,   Always, true, 0, 2, kAvx2Q},
+    {"avx2-q8_0-nopf",       "avx2",       WF::kQ8_0, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx2-q4_0-nopf",       "avx2",       WF::kQ4_0, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx2-q5_0-nopf",       "avx2",       WF::kQ5_0, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx2-q5_1-nopf",       "avx2",       WF::kQ5_1, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx2-q4_k-nopf",       "avx2",       WF::kQ4_K, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx2-q5_k-nopf",       "avx2",       WF::kQ5_K, AF::kQ8Block32, Avx2,   Zen4,   true, 0, 3, kAvx2QNoPf},
+    {"avx512-f32",           "avx512",     WF::kF32,  AF::kF32,       Avx512, Always, true, 0, 4, kAvx512F},
+    {"avx512-f16",           "avx512",     WF::kF16,  AF::kF32,       Avx512, Always, true, 0, 4, kAvx512F},
+    {"avx512-bf16",          "avx512",     WF::kBF16, AF::kF32,       Avx512, Always, true, 0, 4, kAvx512F},
+    {"avx512-bf16dot",       "avx512",     WF::kBF16, AF::kBf16Pairs, Avx512, Always, true,
+     kBf16DotMinRows, 6, kBf16Dot},
+    {"avx512vnni-q8_0",      "avx512vnni", WF::kQ8_0, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q4_0",      "avx512vnni", WF::kQ4_0, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q5_0",      "avx512vnni", WF::kQ5_0, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q5_1",      "avx512vnni", WF::kQ5_1, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q4_k",      "avx512vnni", WF::kQ4_K, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q5_k",      "avx512vnni", WF::kQ5_K, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q6_k",      "avx512vnni", WF::kQ6_K, AF::kQ8Block32, Vnni,   Always, true, 0, 4, kVnniQ},
+    {"avx512vnni-q8_0-nopf", "avx512vnni", WF::kQ8_0, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
+    {"avx512vnni-q4_0-nopf", "avx512vnni", WF::kQ4_0, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
+    {"avx512vnni-q5_0-nopf", "avx512vnni", WF::kQ5_0, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
+    {"avx512vnni-q5_1-nopf", "avx512vnni", WF::kQ5_1, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
+    {"avx512vnni-q4_k-nopf", "avx512vnni", WF::kQ4_K, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
+    {"avx512vnni-q5_k-nopf", "avx512vnni", WF::kQ5_K, AF::kQ8Block32, Vnni,   Zen4,   true, 0, 5, kVnniQNoPf},
 }};
 // clang-format on
 
 bool IsIsa(const std::string& s) { return ForcedIsaLevel(s).has_value(); }
 
-// Whether the policy lets `k` serve `format` at `rows` rows (before the CPU check).
-bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
+// Whether the policy lets `k` serve `format` at `rows` rows on `cpu` (before the CPU check): a row
+// forced by name always, others only on the CPUs they are preferred on.
+bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p, const CpuFeatures& cpu) {
   if (!p.forced.empty()) {
     if (IsIsa(p.forced)) {
       // A forced ISA: its rows only; the AVX-512 ISAs serve each other's formats.
@@ -73,6 +97,7 @@ bool Allowed(const MatmulKernel& k, int64_t rows, const KernelPolicy& p) {
       return f == &k;
     }
   }
+  if (!k.preferred(cpu)) return false;
   const bool bf16_acts = k.acts == ActFormat::kBf16Pairs;
   switch (p.precision) {
     case ActivationPrecision::kF32:
@@ -126,11 +151,11 @@ Status ValidateKernelPolicy(const KernelPolicy& policy) {
                          policy.forced, cpu.ToString());
 }
 
-const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy) {
-  const CpuFeatures& cpu = GetCpuFeatures();
+const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy,
+                                 const CpuFeatures& cpu) {
   const MatmulKernel* best = nullptr;
   for (const MatmulKernel& k : AllKernels()) {
-    if (k.weights != format || !k.supported(cpu) || !Allowed(k, rows, policy)) continue;
+    if (k.weights != format || !k.supported(cpu) || !Allowed(k, rows, policy, cpu)) continue;
     if (policy.deterministic && !k.batch_invariant) continue;
     if (best == nullptr || k.priority > best->priority) best = &k;
   }
@@ -138,11 +163,12 @@ const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const Kernel
   // A forced ISA without a row for this format: the best auto row.
   KernelPolicy fallback = policy;
   fallback.forced.clear();
-  return SelectKernel(format, rows, fallback);
+  return SelectKernel(format, rows, fallback, cpu);
 }
 
 std::string DescribeKernelChoice(const KernelPolicy& policy) {
-  std::string s = "cpu: " + GetCpuFeatures().ToString() + "\nkernels:";
+  const CpuFeatures& cpu = GetCpuFeatures();
+  std::string s = "cpu: " + cpu.Identity() + ": " + cpu.ToString() + "\nkernels:";
   for (const WeightFormatTraits& f : AllWeightFormats()) {
     const MatmulKernel& one = SelectKernel(f.format, 1, policy);
     const MatmulKernel& many = SelectKernel(f.format, 512, policy);

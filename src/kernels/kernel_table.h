@@ -12,6 +12,12 @@
 //   avx512-bf16dot       AVX-512 BF16 vdpbf16ps on bf16-rounded activations (bf16 weights;
 //                        auto picks it from kBf16DotMinRows rows: compute bound)
 //   avx512vnni-<fmt>     AVX-512 VNNI vpdpbusd for the block formats
+//   <isa>-<fmt>-nopf     avx2 / avx512vnni block-format rows without the tiles' software prefetch
+//                        (the same bits; the weight stream is left to the hardware prefetchers).
+//                        Auto picks them only where preferred: AMD Zen 4, where they decode
+//                        5-16 % faster (kernel_table.cc). Q6_K has none: it decodes 60 % slower
+//                        there without its prefetch. `--kernel avx512vnni-q4_k` forces the
+//                        prefetching row, to compare on another CPU.
 // Every row is batch-invariant (an output element does not depend on the other rows of the
 // batch), so deterministic mode may use any; it uses one row per format for every row count.
 //
@@ -38,7 +44,8 @@ struct MatmulKernel {
   const char* isa;   // "ref" | "avx2" | "avx512" | "avx512vnni"
   WeightFormat weights;
   ActFormat acts;
-  bool (*supported)(const CpuFeatures&);
+  bool (*supported)(const CpuFeatures&);  // the CPU can run it
+  bool (*preferred)(const CpuFeatures&);  // auto and forced-ISA selection consider it (by name: always)
   bool batch_invariant;
   int64_t min_rows;  // auto selection uses the row only for batches of at least this many rows
   int priority;      // auto selection prefers the highest
@@ -53,7 +60,8 @@ const MatmulKernel* FindKernel(const std::string& name);
 // How activations may be rounded (the --precision flag).
 enum class ActivationPrecision {
   kAuto,  // bf16 dot products for rows >= kBf16DotMinRows, exact f32 otherwise
-  kF32,   // never round f32 activations for float weights (slower at large batch)
+  kF32,   // never round f32 activations for float weights (slower at large batch), and keep MLA's
+          // block-format kv_b on f32 activations (row ops) instead of quantised matmuls
   kBf16,  // always use bf16 dot products where the CPU has them
 };
 
@@ -75,10 +83,12 @@ std::optional<IsaLevel> ForcedIsaLevel(std::string_view forced);
 // Checks that `policy.forced` names an ISA or row this CPU supports ("--kernel avx512: this CPU
 // lacks avx512f ..."), before any weight is read.
 Status ValidateKernelPolicy(const KernelPolicy& policy);
-// The row for `format` at `rows` rows. Never null: the ref row always qualifies.
-const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy);
+// The row for `format` at `rows` rows on `cpu`. Never null: the ref row always qualifies.
+const MatmulKernel& SelectKernel(WeightFormat format, int64_t rows, const KernelPolicy& policy,
+                                 const CpuFeatures& cpu = GetCpuFeatures());
 
-// "cpu: avx2 f16c ...; kernels: f32=avx512-f32 bf16=avx512-bf16 (>=8 rows: avx512-bf16dot) ..."
+// "cpu: AMD family 0x19 model 0x11 (Zen 4): avx512f ...
+//  kernels: f32=avx512-f32 bf16=avx512-bf16 (>=8 rows: avx512-bf16dot) ... q4_k=avx512vnni-q4_k-nopf ..."
 std::string DescribeKernelChoice(const KernelPolicy& policy);
 
 }  // namespace moerun

@@ -26,6 +26,11 @@ extern template void MatmulTaskQuant<QuantDotTileAvx2, SwiGluRowAvx2>(const Matm
                                                                       int64_t, int64_t);
 extern template void MatmulTaskQuant<QuantDotTileAvx512Vnni, SwiGluRowAvx512>(const MatmulJob&, int64_t,
                                                                               int64_t, int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx2NoPrefetch, SwiGluRowAvx2>(const MatmulJob&, int64_t,
+                                                                                int64_t, int64_t, int64_t);
+extern template void MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, SwiGluRowAvx512>(const MatmulJob&,
+                                                                                        int64_t, int64_t,
+                                                                                        int64_t, int64_t);
 
 // Output columns of stored block b: [col0, col0 + 16) clipped to out_features.
 inline int64_t BlockCol0(const MatmulJob& job, int64_t b) {

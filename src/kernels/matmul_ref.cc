@@ -85,5 +85,9 @@ template void MatmulTaskQuant<QuantDotTileAvx2, SwiGluRowAvx2>(const MatmulJob&,
                                                                int64_t);
 template void MatmulTaskQuant<QuantDotTileAvx512Vnni, SwiGluRowAvx512>(const MatmulJob&, int64_t, int64_t,
                                                                        int64_t, int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx2NoPrefetch, SwiGluRowAvx2>(const MatmulJob&, int64_t, int64_t,
+                                                                         int64_t, int64_t);
+template void MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, SwiGluRowAvx512>(const MatmulJob&, int64_t,
+                                                                                 int64_t, int64_t, int64_t);
 
 }  // namespace moerun::internal

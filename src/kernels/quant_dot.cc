@@ -158,8 +158,12 @@ const char* QuantDotIsaName(QuantDotIsa isa) {
       return "ref";
     case QuantDotIsa::kAvx2:
       return "avx2";
+    case QuantDotIsa::kAvx2NoPrefetch:
+      return "avx2-nopf";
     case QuantDotIsa::kAvx512Vnni:
       return "avx512vnni";
+    case QuantDotIsa::kAvx512VnniNoPrefetch:
+      return "avx512vnni-nopf";
   }
   return "?";
 }
@@ -169,8 +173,10 @@ bool QuantDotIsaSupported(QuantDotIsa isa) {
     case QuantDotIsa::kRef:
       return true;
     case QuantDotIsa::kAvx2:
+    case QuantDotIsa::kAvx2NoPrefetch:
       return GetCpuFeatures().HasAvx2Kernels();
     case QuantDotIsa::kAvx512Vnni:
+    case QuantDotIsa::kAvx512VnniNoPrefetch:
       return GetCpuFeatures().HasAvx512VnniKernels();
   }
   return false;
@@ -182,8 +188,12 @@ QuantDotTileFn QuantDotTileFor(QuantDotIsa isa) {
       return &QuantDotTileRef;
     case QuantDotIsa::kAvx2:
       return &QuantDotTileAvx2;
+    case QuantDotIsa::kAvx2NoPrefetch:
+      return &QuantDotTileAvx2NoPrefetch;
     case QuantDotIsa::kAvx512Vnni:
       return &QuantDotTileAvx512Vnni;
+    case QuantDotIsa::kAvx512VnniNoPrefetch:
+      return &QuantDotTileAvx512VnniNoPrefetch;
   }
   return &QuantDotTileRef;
 }

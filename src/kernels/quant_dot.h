@@ -74,10 +74,22 @@ void QuantDotTileAvx512Vnni(DType format, const uint8_t* w, size_t w_row_bytes, 
                             const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
                             float* out);
 
+// The same tiles without software prefetch: the weight stream is left to the hardware prefetchers
+// (the same bits; faster decode on some CPUs, see kernel_table.h's -nopf rows).
+void QuantDotTileAvx2NoPrefetch(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                                const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
+                                float* out);
+void QuantDotTileAvx512VnniNoPrefetch(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                                      const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0,
+                                      int64_t kb1, float* out);
+
 // Dispatch helpers.
-enum class QuantDotIsa { kRef, kAvx2, kAvx512Vnni };
-const char* QuantDotIsaName(QuantDotIsa isa);
-bool QuantDotIsaSupported(QuantDotIsa isa);  // by this CPU (cpu_features.h)
+enum class QuantDotIsa { kRef, kAvx2, kAvx2NoPrefetch, kAvx512Vnni, kAvx512VnniNoPrefetch };
+inline constexpr QuantDotIsa kAllQuantDotIsas[] = {QuantDotIsa::kRef, QuantDotIsa::kAvx2,
+                                                   QuantDotIsa::kAvx2NoPrefetch, QuantDotIsa::kAvx512Vnni,
+                                                   QuantDotIsa::kAvx512VnniNoPrefetch};
+const char* QuantDotIsaName(QuantDotIsa isa);  // "avx2", "avx2-nopf", ...
+bool QuantDotIsaSupported(QuantDotIsa isa);    // by this CPU (cpu_features.h)
 QuantDotTileFn QuantDotTileFor(QuantDotIsa isa);
 QuantDotIsa BestQuantDotIsa();  // the fastest supported one
 

@@ -7,7 +7,13 @@ namespace moerun {
 
 void QuantDotTileAvx2(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows, const Q8Activations& a,
                       int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
-  QuantDotTileX86(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
+  QuantDotTileX86<true>(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
+}
+
+void QuantDotTileAvx2NoPrefetch(DType format, const uint8_t* w, size_t w_row_bytes, int n_rows,
+                                const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1,
+                                float* out) {
+  QuantDotTileX86<false>(format, w, w_row_bytes, n_rows, a, m0, m1, kb0, kb1, out);
 }
 
 void QuantizeActivationRowAvx2(const float* x, int64_t k, int8_t* q, float* d, int32_t* sum) {

@@ -134,12 +134,11 @@ inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
 // Q8_0 / Q4_0 / Q5_0 / Q5_1 (one f16 scale per block, and Q5_1's min): u[g] = the unsigned bytes
 // of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
 // with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
-template <int R, DType kT>
+template <int R, DType kT, bool kSwPrefetch>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
-  constexpr size_t kAhead = PrefetchAheadOf(kT);
   // Few activation rows (decode): Q4_0's high nibbles meet the activations in place (x & 0xF0 is
   // 16 q, so that chain sums 16 x its exact int32 part, and an arithmetic shift by 4 recovers it
   // exactly), which saves a shift per word where the weight unpacking is most of the work.
@@ -149,7 +148,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
-    for (size_t off = 0; off < kL.column_bytes; off += 64) Prefetch(c + kAhead + off);
+    PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + PrefetchAheadOf(kT));
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 mw = kL.has_min
                           ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)))
@@ -216,7 +215,7 @@ struct Q4KScales512 {
   __m512 Min(int s) const { return s < 4 ? Byte(m_lo, s) : Byte(m_hi, s - 4); }
 };
 
-template <int R, DType kT>
+template <int R, DType kT, bool kSwPrefetch>
 void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
               float* out) {
   constexpr KLayout kL = KLayoutOf(kT);
@@ -236,7 +235,7 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
     // runs; from 3 % slower to 2 % faster in six runs while the host's bandwidth was low.
 #pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
-      PrefetchPart<kL.column_bytes, 4>(c + PrefetchAheadOf(kT), t);
+      PrefetchPart<kSwPrefetch, kL.column_bytes, 4>(c + PrefetchAheadOf(kT), t);
       __m512i x[8];
       for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + kL.qs + 64 * (8 * t + g));
       for (int half = 0; half < 2; ++half) {
@@ -328,14 +327,14 @@ inline void Q6KBlock512(const uint8_t* c, int h, __m512 d, const Q8Activations& 
   }
 }
 
-template <int R>
+template <int R, bool kSwPrefetch>
 void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
     const uint8_t* c = w + static_cast<size_t>(sb) * kQ6KColumnBytes;
-    for (size_t off = 0; off < kQ6KColumnBytes; off += 64) Prefetch(c + PrefetchAheadOf(DType::kQ6_K) + off);
+    PrefetchColumn<kSwPrefetch, kQ6KColumnBytes>(c + PrefetchAheadOf(DType::kQ6_K));
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     // One burst of prefetches per column, in a loop over blocks. Unrolling the loop and spreading
     // the prefetches an eighth per block (as ColumnsK does) measured 31-45 % faster in one state of
@@ -397,9 +396,9 @@ inline void TwoHalves256(int64_t i0, int64_t i1, int n_rows, float* out, Both bo
 
 // A super-block format's tile (K-quants, Q6_K: kColumnBytes per 256-element column) over
 // super-blocks kb0 / 8 .. kb1 / 8 - 1, through half(h, sb, acc): one pass at few activation rows
-// (halves 0 and 1 of each super-block in turn), else two; the column kAhead bytes on is prefetched
-// once per super-block.
-template <int R, size_t kColumnBytes, size_t kAhead, typename Half>
+// (halves 0 and 1 of each super-block in turn), else two; with kSwPrefetch, the column kAhead bytes
+// on is prefetched once per super-block.
+template <int R, size_t kColumnBytes, size_t kAhead, bool kSwPrefetch, typename Half>
 inline void SuperBlocks256(const uint8_t* w, int64_t kb0, int64_t kb1, int n_rows, float* out, Half half) {
   TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0 / 8, kb1 / 8, n_rows, out,
@@ -409,8 +408,7 @@ inline void SuperBlocks256(const uint8_t* w, int64_t kb0, int64_t kb1, int n_row
       },
       half,
       [&](int64_t sb) {
-        const uint8_t* c = w + static_cast<size_t>(sb) * kColumnBytes;
-        for (size_t off = 0; off < kColumnBytes; off += 64) Prefetch(c + kAhead + off);
+        PrefetchColumn<kSwPrefetch, kColumnBytes>(w + static_cast<size_t>(sb) * kColumnBytes + kAhead);
       });
 }
 
@@ -530,12 +528,12 @@ inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, 
 
 // Q8_0 / Q4_0 / Q5_0 / Q5_1. The Q5 formats always take two passes (their fifth bits are unpacked
 // per half).
-template <int R, DType kT>
+template <int R, DType kT, bool kSwPrefetch>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kL.qh != 0;
-  constexpr size_t kCB = kL.column_bytes, kAhead = PrefetchAheadOf(kT);
+  constexpr size_t kCB = kL.column_bytes;
   TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
@@ -552,8 +550,7 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
         }
       },
       [&](int64_t kb) {
-        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
-        for (size_t off = 0; off < kCB; off += 64) Prefetch(c + kAhead + off);
+        PrefetchColumn<kSwPrefetch, kCB>(w + static_cast<size_t>(kb) * kCB + PrefetchAheadOf(kT));
       });
 }
 
@@ -603,14 +600,14 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
   }
 }
 
-template <int R, DType kT>
+template <int R, DType kT, bool kSwPrefetch>
 void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
               float* out) {
   constexpr size_t kCB = KLayoutOf(kT).column_bytes;
   auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
     SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
   };
-  SuperBlocks256<R, kCB, PrefetchAheadOf(kT)>(w, kb0, kb1, n_rows, out, half);
+  SuperBlocks256<R, kCB, PrefetchAheadOf(kT), kSwPrefetch>(w, kb0, kb1, n_rows, out, half);
 }
 
 // Q6_K, AVX2: rows 8hh .. 8hh + 7 per pass (the 32-byte halves of each word), the same lane
@@ -669,7 +666,7 @@ inline void Q6KBlock256(const uint8_t* c, int hh, int h, __m256 d, const Q8Activ
   }
 }
 
-template <int R>
+template <int R, bool kSwPrefetch>
 void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                 float* out) {
   // Few activation rows take both halves per super-block in one pass, as ColumnsK does (in-process
@@ -687,41 +684,42 @@ void ColumnsQ6K(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0
       Q6KBlock256<R, 3>(c, hh, h, d, a, m, kb + 3, acc);
     }
   };
-  SuperBlocks256<R, kQ6KColumnBytes, PrefetchAheadOf(DType::kQ6_K)>(w, kb0, kb1, n_rows, out, half);
+  SuperBlocks256<R, kQ6KColumnBytes, PrefetchAheadOf(DType::kQ6_K), kSwPrefetch>(w, kb0, kb1, n_rows, out,
+                                                                                 half);
 }
 
 constexpr int kInterleavedMaxR = 8;
 #endif
 
-template <int R, DType kT>
+template <int R, DType kT, bool kSwPrefetch>
 inline void Columns(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
                     float* out) {
   if constexpr (kT == DType::kQ4_K || kT == DType::kQ5_K) {
-    ColumnsK<R, kT>(w, a, m, kb0, kb1, n_rows, out);
+    ColumnsK<R, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, out);
   } else if constexpr (kT == DType::kQ6_K) {
-    ColumnsQ6K<R>(w, a, m, kb0, kb1, n_rows, out);
+    ColumnsQ6K<R, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, out);
   } else {
-    ColumnsInterleaved<R, kT>(w, a, m, kb0, kb1, n_rows, out);
+    ColumnsInterleaved<R, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, out);
   }
 }
 
-template <DType kT>
+template <DType kT, bool kSwPrefetch>
 void TileInterleaved(const uint8_t* w, int n_rows, const Q8Activations& a, int64_t m0, int64_t m1,
                      int64_t kb0, int64_t kb1, float* out) {
   for (int64_t m = m0; m < m1;) {
     float* o = out + (m - m0) * kQuantDotMaxRows;
     const int64_t left = m1 - m;
     if (left >= kInterleavedMaxR) {
-      Columns<kInterleavedMaxR, kT>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<kInterleavedMaxR, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, o);
       m += kInterleavedMaxR;
     } else if (kInterleavedMaxR > 4 && left >= 4) {
-      Columns<4, kT>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<4, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, o);
       m += 4;
     } else if (left >= 2) {
-      Columns<2, kT>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<2, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, o);
       m += 2;
     } else {
-      Columns<1, kT>(w, a, m, kb0, kb1, n_rows, o);
+      Columns<1, kT, kSwPrefetch>(w, a, m, kb0, kb1, n_rows, o);
       m += 1;
     }
   }

@@ -38,17 +38,31 @@ constexpr size_t PrefetchAheadOf(DType t) {
   return t == DType::kQ4_0 || t == DType::kQ5_0 || t == DType::kQ5_1 ? kPrefetchAhead : 2 * kPrefetchAhead;
 }
 
+// Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
+// and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
+// kernels/kernel_table.h, which auto-selection prefers on CPUs where that decodes faster).
+
+// Prefetches the kBytes at p (a column ahead) in one burst of 64-byte lines, or nothing.
+template <bool kSwPrefetch, size_t kBytes>
+inline void PrefetchColumn(const uint8_t* p) {
+  if constexpr (kSwPrefetch) {
+    for (size_t off = 0; off < kBytes; off += 64) Prefetch(p + off);
+  }
+}
+
 // Prefetches part `part` (< kParts) of the kBytes at p, in whole 64-byte lines, so a tile kernel can
 // spread the prefetches of the column ahead over its steps instead of issuing them in one burst per
 // column. In-process A/B on DeepSeek-V2-Lite Q4_K decode (Zen 4, AVX-512 rows, 2 threads): a quarter
 // per sub-block pair is 2-9 % faster than the burst, eighths the same as quarters. Unrolled, so a
 // constant `part` leaves straight-line code.
-template <size_t kBytes, int kParts>
+template <bool kSwPrefetch, size_t kBytes, int kParts>
 inline void PrefetchPart(const uint8_t* p, int part) {
-  constexpr size_t kLines = (kBytes + 63) / 64, kPerPart = (kLines + kParts - 1) / kParts;
-  const size_t end = std::min(kLines, kPerPart * static_cast<size_t>(part + 1));
+  if constexpr (kSwPrefetch) {
+    constexpr size_t kLines = (kBytes + 63) / 64, kPerPart = (kLines + kParts - 1) / kParts;
+    const size_t end = std::min(kLines, kPerPart * static_cast<size_t>(part + 1));
 #pragma GCC unroll 16
-  for (size_t line = kPerPart * static_cast<size_t>(part); line < end; ++line) Prefetch(p + 64 * line);
+    for (size_t line = kPerPart * static_cast<size_t>(part); line < end; ++line) Prefetch(p + 64 * line);
+  }
 }
 
 }  // namespace

@@ -70,23 +70,24 @@ inline void QuantizeActivationRowX86(const float* x, int64_t k, int8_t* q, float
   }
 }
 
+template <bool kSwPrefetch>
 void QuantDotTileX86(DType format, const uint8_t* w, size_t /*w_row_bytes*/, int n_rows,
                      const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0, int64_t kb1, float* out) {
   switch (format) {
     case DType::kQ8_0:
-      return TileInterleaved<DType::kQ8_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ8_0, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ4_0:
-      return TileInterleaved<DType::kQ4_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ4_0, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ5_0:
-      return TileInterleaved<DType::kQ5_0>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ5_0, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ5_1:
-      return TileInterleaved<DType::kQ5_1>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ5_1, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ4_K:
-      return TileInterleaved<DType::kQ4_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ4_K, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ5_K:
-      return TileInterleaved<DType::kQ5_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ5_K, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     case DType::kQ6_K:
-      return TileInterleaved<DType::kQ6_K>(w, n_rows, a, m0, m1, kb0, kb1, out);
+      return TileInterleaved<DType::kQ6_K, kSwPrefetch>(w, n_rows, a, m0, m1, kb0, kb1, out);
     default:
       return;
   }

@@ -12,8 +12,10 @@
 #      format moerun packs but f16 (see below), gives bit for bit the logits of the native run
 #      forced to the AVX2 rows (`--kernel avx2`): prefill, decode, and --deterministic on
 #      in-process ranks (--tp 2 --ep --shared-replicated) against one native rank. So the forced
-#      AVX2 rows of scripts/bench.sh's avx2 level are the code an AVX2-only machine runs. The
-#      float64-reference model tests (tests/model/model_test.sh) pass on the emulated CPU.
+#      AVX2 rows of scripts/bench.sh's avx2 level compute what an AVX2-only machine computes (on
+#      AMD Zen 4 they are the -nopf twins, which differ from the emulated CPU's rows only in their
+#      software prefetch: docs/kernels.md). The float64-reference model tests
+#      (tests/model/model_test.sh) pass on the emulated CPU.
 #   4. The embedded tiny-arith model's held-out accuracy is >= 0.9 there.
 # And on a baseline x86-64 CPU without AVX (`-cpu qemu64`), the portable rows: moerun starts, picks
 # a ref row for every format, and a q4_k model's logits equal the native `--kernel ref` run's.

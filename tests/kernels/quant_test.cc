@@ -22,7 +22,7 @@ constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::k
 
 std::vector<QuantDotIsa> SupportedIsas() {
   std::vector<QuantDotIsa> out;
-  for (QuantDotIsa isa : {QuantDotIsa::kRef, QuantDotIsa::kAvx2, QuantDotIsa::kAvx512Vnni}) {
+  for (QuantDotIsa isa : kAllQuantDotIsas) {
     if (QuantDotIsaSupported(isa)) out.push_back(isa);
   }
   return out;
