@@ -7,11 +7,11 @@
 namespace moerun {
 
 void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, const LinearContext& ctx,
-                   bool swiglu, int64_t ldy) {
+                   bool swiglu, int64_t ldy, int64_t ldx) {
   const MatmulKernel& kernel = SelectKernel(w.format(), rows, *ctx.policy);
   const int64_t k = w.in_features();
   MatmulJob job{.rows = rows,
-                .x = ctx.acts->Prepare(kernel.acts, x, rows, k, k, ctx.pool),
+                .x = ctx.acts->Prepare(kernel.acts, x, rows, k, ldx > 0 ? ldx : k, ctx.pool),
                 .w = &w,
                 .kernel = &kernel,
                 .y = y,

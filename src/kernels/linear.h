@@ -19,10 +19,11 @@ struct LinearContext {
   ActivationBuffer* acts = nullptr;      // scratch for the prepared activations
 };
 
-// x: [rows, w.in_features()] f32 row-major; y: [rows, w.out_features()] f32 (row stride ldy, or
-// out_features when ldy = 0). With a gate/up weight and `swiglu`, y is [rows, I] = silu(gate) * up.
+// x: [rows, w.in_features()] f32 (row stride ldx, or in_features when ldx = 0); y: [rows,
+// w.out_features()] f32 (row stride ldy, or out_features when ldy = 0). With a gate/up weight and
+// `swiglu`, y is [rows, I] = silu(gate) * up.
 void LinearForward(const PackedWeight& w, const float* x, int64_t rows, float* y, const LinearContext& ctx,
-                   bool swiglu = false, int64_t ldy = 0);
+                   bool swiglu = false, int64_t ldy = 0, int64_t ldx = 0);
 
 // One output of LinearForwardSameInput: y [rows, w->out_features()] f32 row-major.
 struct LinearOutput {

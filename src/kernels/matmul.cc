@@ -95,7 +95,13 @@ std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int thr
 }
 
 void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
-  const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, pool != nullptr ? pool->size() : 1);
+  if (pool == nullptr) {  // one thread: each job's chunks in turn, no plan (the same bits)
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      for (int64_t c = 0; c < ChunkCount(jobs[j]); ++c) RunTask(jobs[j], {j, c, 0, BlockCount(jobs[j])});
+    }
+    return;
+  }
+  const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, pool->size());
   ParallelForOn(pool, static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
     const MatmulTask& task = tasks[static_cast<size_t>(i)];
     RunTask(jobs[task.job], task);

@@ -10,6 +10,7 @@
 #include "core/fixed_point.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
+#include "kernels/linear.h"
 #include "model/gguf_deepseek2.h"
 #include "model/mla_attention.h"
 #include "moe/moe_weights.h"
@@ -19,12 +20,43 @@ namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
 
+// Packs `rows` (`heads` equal runs of rows, one per local head) per head for the matmul kernels
+// when its dtype is a block format with integer kernel rows whose block divides the row length,
+// then releases the stored rows (one resident copy); leaves them as they are otherwise.
+Status PackKvBHeads(int64_t heads, StoredRows* rows, std::vector<PackedWeight>* out) {
+  const std::optional<WeightFormat> format = FormatOfDType(rows->dtype);
+  if (!format || Traits(*format).layout != PackedLayout::kInterleaved16 ||
+      rows->cols % Traits(*format).k_alignment != 0 || rows->rows % heads != 0) {
+    return Status::Ok();
+  }
+  const int64_t per_head = rows->rows / heads;
+  out->reserve(static_cast<size_t>(heads));
+  for (int64_t k = 0; k < heads; ++k) {
+    const Tensor head =
+        Tensor::View(rows->dtype, Shape{per_head, rows->cols},
+                     rows->bytes.data() + static_cast<size_t>(k * per_head) * rows->row_bytes);
+    ASSIGN_OR_RETURN(PackedWeight packed, PackedWeight::Pack(head, *format));
+    out->push_back(std::move(packed));
+  }
+  rows->rows = 0;
+  std::vector<uint8_t>().swap(rows->bytes);
+  return Status::Ok();
+}
+
+double PackedBytes(const std::vector<PackedWeight>& heads) {
+  double bytes = 0;
+  for (const PackedWeight& p : heads) bytes += static_cast<double>(p.bytes());
+  return bytes;
+}
+
 // MLA's kv_b halves of heads [h0, h1) in their stored dtype (AttentionWeights::k_b / v_b): from
 // GGUF's split attn_k_b / attn_v_b when the source serves them (model/gguf_deepseek2.h), else
 // from kv_b_proj. An FP8 or load-only block dtype (Q3_K, Q2_K, IQ4_NL, IQ4_XS) is converted row by row into
 // `requested`'s format (MakeStoredRowsFor).
+// With `pack_heads` (every --precision but f32), block-format halves whose rows are the per-head
+// product's rows are then packed per head for the matmul kernels (PackKvBHeads).
 Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, int64_t h0, int64_t h1,
-               std::optional<WeightFormat> requested, AttentionWeights* at) {
+               std::optional<WeightFormat> requested, bool pack_heads, AttentionWeights* at) {
   const int64_t nh = c.num_attention_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
   const std::string kb_name = Deepseek2SplitKbName(layer), vb_name = Deepseek2SplitVbName(layer);
   if (ckpt.Has(kb_name) && ckpt.Has(vb_name)) {
@@ -41,7 +73,9 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
     at->k_b_transposed = true;
     AppendWeightRows(kb2, h0 * r, h1 * r, &at->k_b);
     AppendWeightRows(vb2, h0 * dv, h1 * dv, &at->v_b);
-    return Status::Ok();
+    if (!pack_heads) return Status::Ok();
+    RETURN_IF_ERROR(PackKvBHeads(h1 - h0, &at->k_b, &at->k_b_heads));
+    return PackKvBHeads(h1 - h0, &at->v_b, &at->v_b_heads);
   }
   ASSIGN_OR_RETURN(StoredWeight kv_b,
                    GetStoredWeight(ckpt, fmt::format("model.layers.{}.self_attn.kv_b_proj.weight", layer)));
@@ -52,7 +86,8 @@ Status LoadKvB(const ModelConfig& c, const TensorSource& ckpt, int64_t layer, in
     AppendWeightRows(kv_b, h * (dn + dv), h * (dn + dv) + dn, &at->k_b);
     AppendWeightRows(kv_b, h * (dn + dv) + dn, (h + 1) * (dn + dv), &at->v_b);
   }
-  return Status::Ok();
+  if (!pack_heads) return Status::Ok();
+  return PackKvBHeads(h1 - h0, &at->v_b, &at->v_b_heads);  // k_b's rows are K's columns: row ops
 }
 
 }  // namespace
@@ -123,7 +158,7 @@ StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::LoadFrom(
     }
     ASSIGN_OR_RETURN(at.kv_a_proj, LoadPacked(ckpt, a + "kv_a_proj_with_mqa.weight", w));
     ASSIGN_OR_RETURN(at.kv_a_norm, LoadVector(ckpt, a + "kv_a_layernorm.weight"));
-    return LoadKvB(c, ckpt, l, h0, h1, w, &at);
+    return LoadKvB(c, ckpt, l, h0, h1, w, options.kernels.precision != ActivationPrecision::kF32, &at);
   }));
   return m;
 }
@@ -196,7 +231,11 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
   const int64_t qc = r + dr;  // q_cat row: [q_lat (r) | q_pe (dr)], like a cache entry
   float* q_cat = scratch_.q_cat.Get(static_cast<size_t>(t_count * nh * qc));
   float* o_lat = scratch_.o_lat.Get(static_cast<size_t>(t_count * nh * r));
-  auto task = [&](int64_t id, int) {
+  if (head_acts_.size() < static_cast<size_t>(threads)) head_acts_.resize(static_cast<size_t>(threads));
+  auto task = [&](int64_t id, int thread) {
+    LinearContext head_ctx = Ctx();  // the packed kv_b heads: on this thread, its own buffer
+    head_ctx.pool = nullptr;
+    head_ctx.acts = &head_acts_[static_cast<size_t>(thread)];
     const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
     const int64_t h_a = (id % head_groups) * heads_per_task, h_b = std::min(nh, h_a + heads_per_task);
     const int64_t m = t1 - t0;
@@ -204,10 +243,12 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       const float* qn = q + t0 * nh * qd + hd * qd;
       float* ql = q_cat + (t0 * nh + hd) * qc;
       const RowBatch batch{.m = m, .ldx = nh * qd, .ldy = nh * qc};
-      for (int64_t i = 0; i < m; ++i) std::fill(ql + i * nh * qc, ql + i * nh * qc + r, 0.0f);
-      if (at.k_b_transposed) {
+      if (!at.k_b_heads.empty()) {
+        LinearForward(at.k_b_heads[static_cast<size_t>(hd)], qn, m, ql, head_ctx, false, nh * qc, nh * qd);
+      } else if (at.k_b_transposed) {
         RowsDot(row_isa_, at.k_b.View(hd * r, (hd + 1) * r), qn, ql, batch);  // rows [r] of dn
-      } else {
+      } else {  // the axpy adds into q_lat; the two paths above store every element
+        for (int64_t i = 0; i < m; ++i) std::fill(ql + i * nh * qc, ql + i * nh * qc + r, 0.0f);
         RowsAxpy(row_isa_, at.k_b.View(hd * dn, (hd + 1) * dn), qn, ql, batch);  // rows [dn] of r
       }
       for (int64_t i = 0; i < m; ++i) {
@@ -230,6 +271,11 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       }
     }
     for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
+      if (!at.v_b_heads.empty()) {
+        LinearForward(at.v_b_heads[static_cast<size_t>(hd)], o_lat + (t0 * nh + hd) * r, m,
+                      o + t0 * nh * dv + hd * dv, head_ctx, false, nh * dv, nh * r);
+        continue;
+      }
       RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat + (t0 * nh + hd) * r,
               o + t0 * nh * dv + hd * dv, {.m = m, .ldx = nh * r, .ldy = nh * dv});
     }
@@ -243,7 +289,8 @@ double DeepseekModel::AttentionWeightBytes(int64_t layer) const {
   const AttentionWeights& at = attn_[static_cast<size_t>(layer)];
   return static_cast<double>(at.q_proj.bytes() + at.q_a_proj.bytes() + at.q_b_proj.bytes() +
                              at.kv_a_proj.bytes()) +
-         static_cast<double>(at.k_b.nbytes() + at.v_b.nbytes());  // kv_b as stored
+         static_cast<double>(at.k_b.nbytes() + at.v_b.nbytes()) + PackedBytes(at.k_b_heads) +
+         PackedBytes(at.v_b_heads);  // kv_b as stored or packed
 }
 
 }  // namespace moerun

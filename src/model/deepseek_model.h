@@ -23,6 +23,7 @@
 #include "core/scratch_buffer.h"
 #include "core/thread_pool.h"
 #include "io/tensor_source.h"
+#include "kernels/activations.h"
 #include "kernels/packed_weight.h"
 #include "kernels/row_ops.h"
 #include "kernels/small_gemm.h"
@@ -54,6 +55,14 @@ struct AttentionWeights {
   StoredRows k_b;
   bool k_b_transposed = false;
   StoredRows v_b;
+  // The same halves per local head packed for the matmul kernels (kernels/linear.h) when their
+  // dtype is a block format with integer kernel rows (q8_0 ... q6_k), the row length a multiple of
+  // its block and --precision is not f32 (PackKvBHeads); k_b / v_b are then empty. Their products
+  // are then quantised matmuls like every other projection (activations rounded to 8 bits per 32
+  // elements), not dequantise-and-dot row ops:
+  //   k_b_heads[k] [r, dn] (only when k_b_transposed): q_lat = q_nope W^T;
+  //   v_b_heads[k] [dv, r]: o_head = o_lat W^T.
+  std::vector<PackedWeight> k_b_heads, v_b_heads;
   // o_proj [H, nh * dv] lives in DecoderModel::LayerWeights (shared by every architecture).
 };
 
@@ -98,6 +107,7 @@ class DeepseekModel : public DecoderModel {
   std::vector<AttentionWeights> attn_;           // per layer, this rank's heads
   RowOpsIsa row_isa_ = RowOpsIsa::kRef;          // kv_b row ops (follows --kernel ref|avx2|avx512)
   SmallGemmIsa gemm_isa_ = SmallGemmIsa::kAuto;  // attention GEMMs over the cache (follows --kernel)
+  std::vector<ActivationBuffer> head_acts_;      // per pool thread: the packed kv_b heads' inputs
   // Attention's per-call buffers, reused by every layer and step (a 512-token prefill needs tens
   // of MB per layer; fresh pages would be faulted in and zeroed each time). Every element is
   // written before it is read. Sizes in floats for T tokens of nh local heads:

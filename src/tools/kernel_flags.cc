@@ -7,7 +7,9 @@ void KernelFlags::Add(CLI::App* cmd, const std::string& default_format) {
   cmd->add_option("--weight-format,--weight-dtype", weight_format,
                   "Packed weights: auto (as stored)|" + WeightFormatChoices() + "; quantised at load")
       ->capture_default_str();
-  cmd->add_option("--precision", precision, "Activation rounding for bf16 weights: auto|f32|bf16");
+  cmd->add_option("--precision", precision,
+                  "Activation rounding for bf16 weights: auto|f32|bf16 (f32 also keeps MLA's block-format "
+                  "kv_b on f32 activations)");
   cmd->add_option(
       "--kernel", kernel,
       "Force kernel rows: an ISA (ref|avx2|avx512|avx512vnni) or a row name (see `moerun --version`)");

@@ -16,6 +16,7 @@
 
 #include "../testing/load_only_blocks.h"
 #include "kernels/kernel_table.h"
+#include "kernels/linear.h"
 #include "kernels/row_ops.h"
 
 namespace moerun {
@@ -448,7 +449,9 @@ TEST(KernelTable, SelectionFollowsPolicy) {
   EXPECT_STREQ(SelectKernel(WeightFormat::kQ4_K, 1, {.forced = "ref"}).name, "ref-q4_k");
   EXPECT_STREQ(SelectKernel(WeightFormat::kBF16, 1, {.forced = "ref-bf16"}).name, "ref-bf16");
   if (cpu.HasAvx2Kernels()) {
-    EXPECT_STREQ(SelectKernel(WeightFormat::kQ8_0, 64, {.forced = "avx2"}).name, "avx2-q8_0");
+    EXPECT_STREQ(SelectKernel(WeightFormat::kQ8_0, 64, {.forced = "avx2"}).name,
+                 cpu.IsAmdZen4() ? "avx2-q8_0-nopf" : "avx2-q8_0");
+    EXPECT_STREQ(SelectKernel(WeightFormat::kQ8_0, 64, {.forced = "avx2-q8_0"}).name, "avx2-q8_0");
   }
   if (cpu.HasAvx512Bf16Kernels()) {
     EXPECT_STREQ(SelectKernel(WeightFormat::kBF16, 1, {}).name, "avx512-bf16");
@@ -463,6 +466,58 @@ TEST(KernelTable, SelectionFollowsPolicy) {
   }
   for (const WeightFormatTraits& f : AllWeightFormats())
     EXPECT_TRUE(SelectKernel(f.format, 3, {}).supported(cpu)) << f.name;
+}
+
+// The -nopf rows (no software prefetch in the tiles) are picked where preferred, on AMD Zen 4, for
+// every block format but Q6_K; elsewhere the prefetching rows; and a row forced by name always wins.
+TEST(KernelTable, NoPrefetchRowsArePreferredOnZen4Only) {
+  const CpuFeatures zen4{.avx512f = true,
+                         .avx512bw = true,
+                         .avx512vl = true,
+                         .avx512dq = true,
+                         .avx512_bf16 = true,
+                         .avx512_vnni = true,
+                         .avx2 = true,
+                         .fma = true,
+                         .f16c = true,
+                         .os_saves_ymm = true,
+                         .os_saves_zmm = true,
+                         .amd = true,
+                         .family = 0x19,
+                         .model = 0x11};
+  CpuFeatures zen5 = zen4, zen3 = zen4;
+  zen5.family = 0x1A;
+  zen5.model = 0x02;
+  zen3.avx512f = zen3.avx512bw = zen3.avx512vl = zen3.avx512dq = zen3.avx512_bf16 = zen3.avx512_vnni = false;
+  zen3.os_saves_zmm = false;
+  for (const WeightFormatTraits& f : AllWeightFormats()) {
+    if (f.k_alignment == 1) continue;  // f32 / f16 / bf16: no integer rows
+    const std::string fmt = f.name;
+    const bool nopf = f.format != WeightFormat::kQ6_K;
+    for (int64_t rows : {1, 512}) {
+      SCOPED_TRACE(fmt + " rows " + std::to_string(rows));
+      EXPECT_EQ(SelectKernel(f.format, rows, {}, zen4).name, "avx512vnni-" + fmt + (nopf ? "-nopf" : ""));
+      EXPECT_EQ(SelectKernel(f.format, rows, {.deterministic = true}, zen4).name,
+                "avx512vnni-" + fmt + (nopf ? "-nopf" : ""));
+      EXPECT_EQ(SelectKernel(f.format, rows, {.forced = "avx2"}, zen4).name,
+                "avx2-" + fmt + (nopf ? "-nopf" : ""));
+      EXPECT_EQ(SelectKernel(f.format, rows, {.forced = "avx512vnni-" + fmt}, zen4).name,
+                "avx512vnni-" + fmt);
+      EXPECT_EQ(SelectKernel(f.format, rows, {}, zen5).name, "avx512vnni-" + fmt);
+      EXPECT_EQ(SelectKernel(f.format, rows, {}, zen3).name, "avx2-" + fmt);
+    }
+  }
+  // Each -nopf row is its prefetching row's twin: same weights, ISA and activations.
+  for (const MatmulKernel& k : AllKernels()) {
+    const std::string name = k.name;
+    if (!name.ends_with("-nopf")) continue;
+    const MatmulKernel* twin = FindKernel(name.substr(0, name.size() - 5));
+    ASSERT_NE(twin, nullptr) << name;
+    EXPECT_EQ(twin->weights, k.weights) << name;
+    EXPECT_EQ(twin->acts, k.acts) << name;
+    EXPECT_STREQ(twin->isa, k.isa) << name;
+    EXPECT_NE(twin->task, k.task) << name;
+  }
 }
 
 // The level --kernel asks of the kernels outside the table: each ISA name maps to its level, and
@@ -595,6 +650,40 @@ TEST(PackedWeight, RawRowGivesBackTheGgufBytes) {
     const PackedWeight again = PackedWeight::Pack(back, f).value();
     ASSERT_EQ(again.bytes(), p.bytes());
     EXPECT_EQ(std::memcmp(again.block(0), p.block(0), p.bytes()), 0);
+  }
+}
+
+// LinearForward on rows ldx floats apart, into rows ldy floats apart (MLA's per-head kv_b
+// products read a head's slice of every token's row): the bits of the same rows packed densely,
+// and the single-threaded run (no pool) gives the bits of a two-thread pool's.
+TEST(LinearForwardTest, StridedRowsGiveTheBitsOfDenseRows) {
+  ThreadPool pool(2);
+  const KernelPolicy policy;
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kQ8_0, WeightFormat::kQ5_0, WeightFormat::kQ4_K}) {
+    SCOPED_TRACE(WeightFormatName(f));
+    std::mt19937 rng(7);
+    const int64_t n = 48, k = AlignK(128, f), ldx = k + 40, ldy = n + 24;
+    const PackedWeight w = PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), f).value();
+    for (int64_t m : {1, 3, 16}) {
+      Tensor dense_x = RandomMatrix(m, k, rng, 1.0f);
+      std::vector<float> strided_x(static_cast<size_t>(m * ldx), std::numeric_limits<float>::quiet_NaN());
+      for (int64_t i = 0; i < m; ++i) {
+        std::copy(dense_x.data<float>() + i * k, dense_x.data<float>() + (i + 1) * k,
+                  strided_x.begin() + i * ldx);
+      }
+      ActivationBuffer dense_buf, strided_buf;
+      std::vector<float> dense(static_cast<size_t>(m * n)), strided(static_cast<size_t>(m * ldy), -7.0f);
+      LinearForward(w, dense_x.data<float>(), m, dense.data(),
+                    {.pool = &pool, .policy = &policy, .acts = &dense_buf});
+      LinearForward(w, strided_x.data(), m, strided.data(),
+                    {.pool = nullptr, .policy = &policy, .acts = &strided_buf}, false, ldy, ldx);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) {
+          ASSERT_EQ(dense[i * n + j], strided[i * ldy + j]) << "m=" << m << " row " << i << " col " << j;
+        }
+        for (int64_t j = n; j < ldy; ++j) ASSERT_EQ(strided[i * ldy + j], -7.0f) << "wrote past row " << i;
+      }
+    }
   }
 }
 

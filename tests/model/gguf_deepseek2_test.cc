@@ -331,9 +331,9 @@ INSTANTIATE_TEST_SUITE_P(Variants, GgufDeepseek2Test, ::testing::Values("lite", 
 
 // Block-quantised MLA halves: a file whose attn_k_b / attn_v_b (llama.cpp's current form) or
 // attn_kv_b (the older one) is in any native block type (Q8_0 ... Q6_K) loads, the model keeps those bytes
-// (kernels/row_ops.h on them), and its logits are those of the same file with attn_kv_b in F32
-// holding the same, dequantised values. Dims dn = 256, dv = 32, r = 256 so every row is whole
-// blocks of every type. Also: heads split over two TP ranks give the same logits bit for bit
+// (kernels/row_ops.h on them under --precision f32), and its logits are those of the same file with attn_kv_b
+// in F32 holding the same, dequantised values. Dims dn = 256, dv = 32, r = 256 so every row is whole blocks
+// of every type. Also: heads split over two TP ranks give the same logits bit for bit
 // (--deterministic), in both forms.
 class GgufQuantisedKvB : public ::testing::TestWithParam<DType> {
  protected:
@@ -400,8 +400,11 @@ class GgufQuantisedKvB : public ::testing::TestWithParam<DType> {
   }
 
   // Logits of every token of a fixed prompt, on `tp` in-process ranks (rank 0's), deterministic or not.
+  // precision kF32 keeps the block-format halves on the row ops (f32 activations); kAuto packs
+  // them per head for the quantised matmuls (the prompt's 7 rows keep every f32 layer exact).
   static std::vector<float> Logits(const std::string& path, int tp, bool deterministic,
-                                   double* bytes = nullptr) {
+                                   double* bytes = nullptr,
+                                   ActivationPrecision precision = ActivationPrecision::kF32) {
     auto worlds = InProcessWorld::Create(tp);
     std::vector<std::vector<float>> out(static_cast<size_t>(tp));
     std::vector<std::thread> threads;
@@ -410,7 +413,7 @@ class GgufQuantisedKvB : public ::testing::TestWithParam<DType> {
         ThreadPool pool(1);
         ModelLoadOptions opt;
         opt.weight_format = WeightFormat::kF32;
-        opt.kernels.precision = ActivationPrecision::kF32;
+        opt.kernels.precision = precision;
         opt.parallel.tp = tp;
         opt.parallel.deterministic = deterministic;
         auto m = OpenGgufDeepseek2(path);
@@ -487,6 +490,45 @@ TEST_P(GgufQuantisedKvB, SameLogitsAsF32KvBAndOnTwoRanks) {
     const std::vector<float> one = Logits(path, 1, true), two = Logits(path, 2, true);
     ASSERT_EQ(one.size(), two.size());
     EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0) << path;
+  }
+}
+
+// The same files with the halves packed per head (--precision auto): attn_k_b and every V half run
+// as quantised matmuls (activations rounded to 8 bits per 32 elements), so the logits stay within
+// that rounding of the f32-activation row ops', the decode read is the same bytes, and heads split
+// over two ranks still give the one-rank logits bit for bit (--deterministic).
+TEST_P(GgufQuantisedKvB, PackedHeadsStayNearTheRowOpsAndSplitOverRanksBitwise) {
+  const DType type = GetParam();
+  const std::string split = Rewrite(
+      "split.gguf", [&](const Tensor& t) { return Quantise(t, type); }, nullptr);
+  auto ckpt = Checkpoint::Open((dir_ / "hf").string());
+  ASSERT_TRUE(ckpt.ok());
+  const std::string merged = Rewrite("merged.gguf", nullptr, [&](const std::string& layer) {
+    return Quantise((*ckpt)->Get("model.layers." + layer + ".self_attn.kv_b_proj.weight").value(), type);
+  });
+  const auto packed = ActivationPrecision::kAuto;
+  for (const std::string& path : {split, merged}) {
+    SCOPED_TRACE(path);
+    double row_ops_bytes = 0, packed_bytes = 0;
+    const std::vector<float> row_ops = Logits(path, 1, false, &row_ops_bytes);
+    const std::vector<float> mm = Logits(path, 1, false, &packed_bytes, packed);
+    ASSERT_EQ(row_ops.size(), mm.size());
+    ASSERT_FALSE(mm.empty());
+    EXPECT_EQ(packed_bytes, row_ops_bytes);
+    double max_abs = 0, max_diff = 0;
+    for (size_t k = 0; k < mm.size(); ++k) {
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(row_ops[k])));
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(mm[k] - row_ops[k])));
+    }
+    // 8-bit activations move these random models' logits (largest about 3.5) by up to 0.49
+    // (Q4_0; Q8_0 and the K types 0.09-0.13): their attention is sharp, so a small change in q_lat
+    // shows. The bound is twice that; a wrong head's V rows move them by 4.6-5.3.
+    EXPECT_LE(max_diff, 0.2 * (1.0 + max_abs)) << "largest logit " << max_abs;
+    EXPECT_GT(max_diff, 0.0) << "the packed path did not run";
+    const std::vector<float> one = Logits(path, 1, true, nullptr, packed),
+                             two = Logits(path, 2, true, nullptr, packed);
+    ASSERT_EQ(one.size(), two.size());
+    EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
   }
 }
 
