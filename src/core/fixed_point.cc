@@ -42,7 +42,8 @@ void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const Fixe
 
 }  // namespace internal
 
-void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows, FixedPath path) {
+void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows, FixedPath path,
+                     FixedLimbs limbs) {
   if (path == FixedPath::kAuto) {
     static const FixedPath best = FixedPathSupported(FixedPath::kAvx512) ? FixedPath::kAvx512
                                   : FixedPathSupported(FixedPath::kAvx2) ? FixedPath::kAvx2
@@ -52,15 +53,24 @@ void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> row
   const int64_t n_rows = static_cast<int64_t>(rows.size());
 #if defined(__x86_64__)
   if (path == FixedPath::kAvx512) {
-    internal::AccumulateFixedAvx512(dst, n, rows.data(), n_rows);
+    internal::AccumulateFixedAvx512(dst, n, rows.data(), n_rows, limbs);
     return;
   }
   if (path == FixedPath::kAvx2) {
-    internal::AccumulateFixedAvx2(dst, n, rows.data(), n_rows);
+    internal::AccumulateFixedAvx2(dst, n, rows.data(), n_rows, limbs);
     return;
   }
 #endif
   internal::AccumulateFixedScalar(dst, 0, n, rows.data(), n_rows);
+}
+
+void FlushFixedLimbs(Fixed128* dst, int64_t n, FixedLimbs limbs) {
+  constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
+  for (int64_t c = 0; c < n; ++c) {
+    dst[c] += Fixed128{limbs.hi[c]} * kHiUnit + Fixed128{limbs.lo[c]};
+    limbs.hi[c] = 0;
+    limbs.lo[c] = 0;
+  }
 }
 
 }  // namespace moerun

@@ -99,17 +99,33 @@ enum class FixedPath {
 const char* FixedPathName(FixedPath path);
 bool FixedPathSupported(FixedPath path);
 
+// Per-column partial sums of terms held as two int64 limbs, value hi[c] * 2^48 + lo[c] in the
+// 2^-80 fixed point, for callers that add a few terms at a time to many rows (the fused
+// deterministic down projection: 8 per call). The vector paths add a call's terms into the limbs
+// instead of normalising them into the 128-bit dst on every call; FlushFixedLimbs does that once.
+// Arrays of n columns, zero before the first term; at most 2^14 terms per column between flushes.
+struct FixedLimbs {
+  int64_t* hi = nullptr;
+  int64_t* lo = nullptr;
+};
+
 // dst[c] += sum over rows r of ToFixed(rows[r].weight * rows[r].y[c]), for c in [0, n).
 // The f32 product is rounded as in scalar code (no FMA), then converted exactly; the integer
 // result is the same for every path, order and grouping of rows. REQUIRES: FixedPathSupported.
+// With limbs (columns [0, n) of them), some or all of the sum may go into the limbs instead of
+// dst: dst + the limbs' value is the same integer.
 void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> rows,
-                     FixedPath path = FixedPath::kAuto);
+                     FixedPath path = FixedPath::kAuto, FixedLimbs limbs = {});
+// dst[c] += hi[c] * 2^48 + lo[c] for c in [0, n), and the limbs back to zero.
+void FlushFixedLimbs(Fixed128* dst, int64_t n, FixedLimbs limbs);
 
 namespace internal {
 // The AVX-512 kernel (core/fixed_point_avx512.cc); call only when the CPU supports it.
-void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows,
+                           FixedLimbs limbs);
 // The AVX2 kernel (core/fixed_point_avx2.cc); likewise.
-void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows);
+void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows,
+                         FixedLimbs limbs);
 void AccumulateFixedScalar(Fixed128* dst, int64_t begin, int64_t end, const FixedTermRow* rows,
                            int64_t n_rows);
 }  // namespace internal

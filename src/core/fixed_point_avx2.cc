@@ -17,7 +17,8 @@
 
 namespace moerun::internal {
 
-void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows) {
+void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows,
+                         FixedLimbs limbs) {
   constexpr int64_t kBatch = int64_t{1} << 14;
   constexpr int64_t kPrefetchFloats = 256;
   constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
@@ -66,6 +67,16 @@ void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int
       _mm256_store_si256(reinterpret_cast<__m256i*>(lo), lo0);
       _mm256_store_si256(reinterpret_cast<__m256i*>(lo + 4), lo1);
       const uint64_t bias = static_cast<uint64_t>(r1 - r0) * magic_bits;  // mod 2^64
+      if (limbs.hi != nullptr) {  // into the caller's limbs: normalised at its flush
+        const __m256i b = _mm256_set1_epi64x(static_cast<int64_t>(bias));
+        const __m256i sums[4] = {hi0, hi1, lo0, lo1};
+        int64_t* dsts[4] = {limbs.hi + c, limbs.hi + c + 4, limbs.lo + c, limbs.lo + c + 4};
+        for (int i = 0; i < 4; ++i) {
+          auto* p = reinterpret_cast<__m256i*>(dsts[i]);
+          _mm256_storeu_si256(p, _mm256_add_epi64(_mm256_loadu_si256(p), _mm256_sub_epi64(sums[i], b)));
+        }
+        continue;
+      }
       for (int i = 0; i < 8; ++i) {
         const auto h = static_cast<int64_t>(hi[i] - bias), l = static_cast<int64_t>(lo[i] - bias);
         dst[c + i] += Fixed128{h} * kHiUnit + Fixed128{l};

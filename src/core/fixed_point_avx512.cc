@@ -24,7 +24,8 @@
 
 namespace moerun::internal {
 
-void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows) {
+void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows,
+                           FixedLimbs limbs) {
   constexpr int64_t kBatch = int64_t{1} << 14;
   constexpr int64_t kPrefetchFloats = 256;  // 1 KiB ahead in every term row
   constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
@@ -54,6 +55,13 @@ void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, i
       }
       if (ok != 0xffff) {
         AccumulateFixedScalar(dst, c, c + 16, rows + r0, r1 - r0);
+        continue;
+      }
+      if (limbs.hi != nullptr) {  // into the caller's limbs: normalised at its flush
+        _mm512_storeu_si512(limbs.hi + c, _mm512_add_epi64(_mm512_loadu_si512(limbs.hi + c), hi0));
+        _mm512_storeu_si512(limbs.hi + c + 8, _mm512_add_epi64(_mm512_loadu_si512(limbs.hi + c + 8), hi1));
+        _mm512_storeu_si512(limbs.lo + c, _mm512_add_epi64(_mm512_loadu_si512(limbs.lo + c), lo0));
+        _mm512_storeu_si512(limbs.lo + c + 8, _mm512_add_epi64(_mm512_loadu_si512(limbs.lo + c + 8), lo1));
         continue;
       }
       alignas(64) int64_t hi[16], lo[16];

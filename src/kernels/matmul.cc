@@ -15,8 +15,10 @@ int64_t ChunkCount(const MatmulJob& job) {
   return (job.rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
 }
 
+}  // namespace
+
 // Blocks [b0, b1) of rows [m0, m1) in kernel calls of at most kMatmulGroupBlocks blocks.
-void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+void RunMatmulBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
   if (job.k_blocks <= 1) {
     for (int64_t g0 = b0; g0 < b1; g0 += kMatmulGroupBlocks)
       job.kernel->task(job, m0, m1, g0, std::min(b1, g0 + kMatmulGroupBlocks));
@@ -36,6 +38,8 @@ void RunBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t
   }
 }
 
+namespace {
+
 // A job of 1 .. kMatmulStreamMaxRows rows (a job of none has no tasks).
 bool Streams(const MatmulJob& job) { return job.rows > 0 && job.rows <= kMatmulStreamMaxRows; }
 
@@ -47,7 +51,7 @@ void RunTask(const MatmulJob& job, const MatmulTask& task) {
   assert(job.epilogue != Epilogue::kSwiGlu || job.w->interleaved_gate_up());
   assert(job.kernel != nullptr && job.kernel->weights == job.w->format());
   assert(job.kernel->acts == job.x.format);
-  RunBlocks(job, m0, m1, task.b0, task.b1);
+  RunMatmulBlocks(job, m0, m1, task.b0, task.b1);
 }
 
 }  // namespace

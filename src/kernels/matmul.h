@@ -35,6 +35,9 @@ struct MatmulJob {
   const MatmulKernel* kernel = nullptr;  // a row of the kernel table for w->format()
   float* y = nullptr;                    // [M, ldy] f32 output
   int64_t ldy = 0;
+  // The output column y's rows start at: element (m, n) is at y[m * ldy + n - y_col0], so a task
+  // may write its columns [y_col0, y_col0 + ldy) into a buffer of its own (e.g. 64 columns).
+  int64_t y_col0 = 0;
   Epilogue epilogue = Epilogue::kStore;
   // Reduce over k in [k_begin, k_end) only (k_end < 0: in_features). x is still indexed by the
   // absolute k. REQUIRES: k_begin, k_end multiples of the format's K alignment (even for bf16),
@@ -48,6 +51,8 @@ struct MatmulJob {
   int64_t block_stride = 0;  // floats between block outputs, e.g. H for y [M, k_blocks, H]
 
   int64_t KEnd() const { return k_end < 0 ? w->in_features() : k_end; }
+  // Where output element (m, col) goes.
+  float* YAt(int64_t m, int64_t col) const { return y + m * ldy + (col - y_col0); }
 };
 
 // A task covers a chunk of rows x a run of column blocks. Rows are split into
@@ -81,6 +86,9 @@ struct MatmulTask {
 // Every (job, chunk, block) is in exactly one task.
 std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads);
 
+// Computes rows [m0, m1) x column blocks [b0, b1) of `job` (every K-block of it) on this thread:
+// one task's work, for callers that schedule their own tasks (ExpertCompute's fixed-point sums).
+void RunMatmulBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 // Runs every task of `job` on `pool` (or inline when pool is nullptr).
 void RunMatmul(const MatmulJob& job, ThreadPool* pool);
 // Runs every task of every job in one parallel loop (one wait for all of them).

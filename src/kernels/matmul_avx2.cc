@@ -17,7 +17,7 @@ namespace {
 inline void Store16(const MatmulJob& job, int64_t m, int64_t col, __m256 lo, __m256 hi, int64_t n) {
   const int64_t left = n - col;
   if (left <= 0) return;
-  float* y = job.y + m * job.ldy + col;
+  float* y = job.YAt(m, col);
   if (left >= 16) {
     _mm256_storeu_ps(y, lo);
     _mm256_storeu_ps(y + 8, hi);

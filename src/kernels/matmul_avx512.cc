@@ -24,7 +24,7 @@ inline void StoreLanes(const MatmulJob& job, int64_t m, int64_t col, __m512 v, i
   if (left <= 0) return;
   const __mmask16 mask =
       left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
-  _mm512_mask_storeu_ps(job.y + m * job.ldy + col, mask, v);
+  _mm512_mask_storeu_ps(job.YAt(m, col), mask, v);
 }
 
 template <int MR, int NB>

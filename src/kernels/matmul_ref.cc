@@ -35,18 +35,19 @@ void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int
   float acc[16], up[16];
   for (int64_t m = m0; m < m1; ++m) {
     const float* x = job.x.f32 + m * job.x.ld;
-    float* y = job.y + m * job.ldy;
     if (job.epilogue == Epilogue::kStore) {
       for (int64_t b = b0; b < b1; ++b) {
         DotBlock(w, b, x, job.k_begin, job.KEnd(), acc);
-        for (int l = 0; l < 16 && b * 16 + l < n; ++l) y[b * 16 + l] = acc[l];
+        float* y = job.YAt(m, b * 16);
+        for (int l = 0; l < 16 && b * 16 + l < n; ++l) y[l] = acc[l];
       }
     } else {
       for (int64_t b = b0; b < b1; b += 2) {
         DotBlock(w, b, x, job.k_begin, job.KEnd(), acc);
         DotBlock(w, b + 1, x, job.k_begin, job.KEnd(), up);
         const int64_t col0 = (b / 2) * 16;
-        for (int l = 0; l < 16 && col0 + l < n; ++l) y[col0 + l] = SiluRef(acc[l]) * up[l];
+        float* y = job.YAt(m, col0);
+        for (int l = 0; l < 16 && col0 + l < n; ++l) y[l] = SiluRef(acc[l]) * up[l];
       }
     }
   }
@@ -68,7 +69,7 @@ void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, i
     Tile(storage, w.block(b), w.row_bytes(), valid, job.x.q8, m0, m1, kb0, kb1, gate);
     if (step == 2) Tile(storage, w.block(b + 1), w.row_bytes(), valid, job.x.q8, m0, m1, kb0, kb1, up);
     for (int64_t i = 0; i < rows; ++i) {
-      float* y = job.y + (m0 + i) * job.ldy + col0;
+      float* y = job.YAt(m0 + i, col0);
       const float* g = gate + i * 16;
       if (step == 1) {
         std::copy(g, g + valid, y);

@@ -49,7 +49,8 @@ struct MoeRankScratch {
   ScratchBuffer<float> y_back;                     // expert outputs returned by an all-to-all combine
   ScratchBuffer<float> y_shared;                   // shared expert outputs [tokens, nb, H]
   std::vector<int64_t> merged_token;               // routed rows + one shared row per own token
-  std::vector<int32_t> merged_expert;              // (SharedFold::kInCompute), their experts
+  std::vector<int32_t> merged_expert;              // (shared experts in the routed loops), their experts
+  std::vector<float> merged_weight;                // and weights (deterministic token sums)
   std::vector<std::vector<Fixed128>> spare_fixed;  // released part buffers (deterministic mode)
 };
 

@@ -166,7 +166,7 @@ Status ParallelMoe::CheckDeterministicBlocks(const std::string& prefix) const {
 }
 
 StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& routing, SharedFold how,
-                                          const SharedRows& fold, const std::string& layer_name) {
+                                          const std::string& layer_name) {
   if (!dispatcher_) return RoutedOutputState().status();
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
   const ParallelLayout& lay = layout();
@@ -192,7 +192,20 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
                       .expert = rows.expert,
                       .k_blocks = nb,
                       .expert_order = rows.expert_order};
-  if (how == SharedFold::kInCompute) {
+  // Deterministic mode, token-slot rows: the experts add weight x output into fixed-point token
+  // rows in their down projection's epilogue (the same integers as summing y's K-block partials,
+  // without writing and reading them back).
+  const bool into_sums = parts_->deterministic() && rows.sum_tokens > 0;
+  if (how == SharedFold::kIntoSums && !into_sums) {
+    return Internal(
+        "{}: the shared experts were to be summed into the {} dispatcher's token sums, it has none",
+        layer_name, dispatcher_->name());
+  }
+  // The shared experts in the routed experts' parallel loops when their down projections have as
+  // many K-blocks (in deterministic mode the blocks are fixed per matrix, so not always).
+  const bool merge_shared =
+      how == SharedFold::kInCompute || (how == SharedFold::kIntoSums && lay.SharedBlocks() == nb);
+  if (merge_shared) {
     // The rows are the own tokens (rows.x = x_own): one more row per token for the shared experts,
     // as expert refs.size(), after the routed rows, so one pair of parallel loops runs them all.
     scratch.merged_token.assign(rows.token, rows.token + rows.n);
@@ -206,8 +219,23 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     spec.token = scratch.merged_token.data();
     spec.expert = scratch.merged_expert.data();
   }
-  float* y = scratch.y.Get(static_cast<size_t>(spec.n_rows * nb * h));
+  MoePart sums;
+  float* y = nullptr;
+  if (into_sums) {
+    sums = parts_->Make(ReductionState{}, rows.sum_tokens, h);  // Combine sets the state
+    spec.token_sums = sums.fixed.data();
+    spec.weight = rows.weight;
+    if (merge_shared) {  // the shared rows' weight: each token's shared gate
+      scratch.merged_weight.assign(rows.weight, rows.weight + rows.n);
+      for (int64_t t = 0; t < t_own; ++t)
+        scratch.merged_weight.push_back(SharedGateValue(weights_, x_own.data<float>() + t * h, h));
+      spec.weight = scratch.merged_weight.data();
+    }
+  } else {
+    y = scratch.y.Get(static_cast<size_t>(spec.n_rows * nb * h));
+  }
   scratch.compute.Run(spec, refs, parts_->pool(), y);
+  if (how == SharedFold::kIntoSums && !merge_shared) AddSharedInto(x_own, sums.fixed.data());
   if (how == SharedFold::kInCompute) {
     // The shared rows follow the routed ones: in row order after rows.n rows; in expert order (the
     // shared experts are the last expert, every token one row) they are the last t_own positions.
@@ -215,11 +243,10 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
         spec.expert_order ? static_cast<int64_t>(scratch.compute.RowsInExpertOrder().size()) - t_own : rows.n;
     in.fold_shared = y + first_shared * nb * h;
     in.fold_nb = nb;
-  } else if (how == SharedFold::kPrecomputed) {
-    in.fold_shared = fold.y;
-    in.fold_nb = fold.nb;
   }
-  ASSIGN_OR_RETURN(MoePart part, dispatcher_->Combine(in, rows, y, scratch.compute.RowsInExpertOrder()));
+  const ExpertOutputs out{
+      .y = y, .order = scratch.compute.RowsInExpertOrder(), .token_sums = into_sums ? &sums : nullptr};
+  ASSIGN_OR_RETURN(MoePart part, dispatcher_->Combine(in, rows, out));
   if (part.state != dispatcher_->RoutedState()) {
     return Internal("{}: the {} dispatcher combined into {}, it declares {}", layer_name, dispatcher_->name(),
                     part.state.ToString(), dispatcher_->RoutedState().ToString());
@@ -247,10 +274,35 @@ ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
   return {y, nb};
 }
 
+void ParallelMoe::AddSharedInto(const Tensor& x_own, Fixed128* sums) {
+  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
+  std::vector<int64_t> token(static_cast<size_t>(t_own));
+  std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
+  std::vector<float> gate(static_cast<size_t>(t_own));
+  for (int64_t t = 0; t < t_own; ++t) {
+    token[t] = t;
+    gate[t] = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
+  }
+  const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
+  parts_->scratch().compute.Run({.x = x_own.data<float>(),
+                                 .hidden = h,
+                                 .n_rows = t_own,
+                                 .token = token.data(),
+                                 .expert = expert.data(),
+                                 .k_blocks = layout().SharedBlocks(),
+                                 .token_sums = sums,
+                                 .weight = gate.data()},
+                                std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), nullptr);
+}
+
 StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
   MoePart part = parts_->Make(SharedOutputState(), t_own, h);
   if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
+  if (options_.deterministic) {
+    AddSharedInto(x_own, part.fixed.data());
+    return part;
+  }
   const SharedRows rows = ComputeShared(x_own);
   parts_->AccumulateRows(&part, [&](int64_t t, std::vector<SlotOutput>* slots) {
     const float g = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
@@ -300,22 +352,20 @@ StatusOr<Tensor> ParallelMoe::Forward(const Tensor& x_own, int layer, Routing* r
     if (id >= 0 && id < e) routed_counts_[static_cast<size_t>(id)].fetch_add(1, std::memory_order_relaxed);
 
   // Without dispatch the shared experts' terms are summed into the routed rows: deterministic
-  // mode from their separately computed K-block partials (exact integer sums: the same bits as
+  // mode into the routed experts' fixed-point token sums (exact integer sums: the same bits as
   // adding a separate shared part, one pass fewer); fast mode computes them in the routed experts'
   // parallel loops (with one K-block each), adding g y_shared after the routed terms of each row
   // as adding a separate shared part would.
   const bool fold_shared =
       fuse && has_shared && t_own > 0 && hooks_.empty() && dispatcher_->RowsAreOwnTokens();
   SharedFold how = SharedFold::kNone;
-  SharedRows shared_rows;
   if (fold_shared && options_.deterministic) {
-    how = SharedFold::kPrecomputed;
-    shared_rows = ComputeShared(x_own);
+    how = SharedFold::kIntoSums;
   } else if (fold_shared && layout().ExpertBlocks() == 1 && layout().SharedBlocks() == 1) {
     how = SharedFold::kInCompute;
   }
   const bool folded = how != SharedFold::kNone;
-  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, how, shared_rows, layer_name));
+  ASSIGN_OR_RETURN(MoePart routed, RoutedPart(x_own, routing, how, layer_name));
   MoePart shared;
   if (folded) {  // already inside `routed`; an empty part with its declared state
     shared.state = SharedOutputState();

@@ -135,16 +135,19 @@ class ParallelMoe {
     int64_t nb = 0;
   };
   SharedRows ComputeShared(const Tensor& x_own);
+  // Deterministic mode: adds g(t) x the shared experts' output for each token t of x_own into
+  // sums[t] ([t_own, H] fixed point) in their down projection's epilogue.
+  void AddSharedInto(const Tensor& x_own, Fixed128* sums);
   // How RoutedPart treats the shared experts when the dispatcher's rows are the own tokens.
   enum class SharedFold {
-    kNone,         // the shared experts are a separate part (SharedPart)
-    kPrecomputed,  // `fold` holds their outputs (deterministic mode); Combine sums them in
-    kInCompute,    // computed beside the routed experts in the same parallel loops, summed in Combine
+    kNone,       // the shared experts are a separate part (SharedPart)
+    kIntoSums,   // deterministic mode: added into the routed experts' fixed-point token sums
+    kInCompute,  // computed beside the routed experts in the same parallel loops, summed in Combine
   };
   // The dispatcher's Dispatch, the held experts on its rows, its Combine; the shared experts'
-  // terms as `how` says (`fold` is read for kPrecomputed only).
+  // terms as `how` says. Deterministic mode sums token-slot rows in the experts' epilogue.
   StatusOr<MoePart> RoutedPart(const Tensor& x_own, const Routing& routing, SharedFold how,
-                               const SharedRows& fold, const std::string& layer_name);
+                               const std::string& layer_name);
   StatusOr<MoePart> SharedPart(const Tensor& x_own);
   // Moves a part to `target` through the transition executor (parallel/transition.h).
   Status Reduce(MoePart* part, const ReductionState& target, const std::string& what);

@@ -269,6 +269,41 @@ TEST(FixedPoint, MoeLikeRowsAreOrderIndependent) {
   ExpectAllPathsEqual(t, "moe rows");
 }
 
+// The fused deterministic down projection adds 8 terms per call to each token row and keeps the
+// partial sums in int64 limbs until a flush: every path gives the integers of the plain sum, with
+// terms the vector paths cannot take (huge, NaN, subnormal) among them and a tail of columns past
+// the last whole vector; the flush leaves the limbs zero for the next row.
+TEST(FixedPoint, LimbsFlushedOnceGiveThePlainSum) {
+  std::mt19937 rng(11);
+  Terms t;
+  t.cols = 70;  // four 16-column vectors and a tail of 6
+  for (int r = 0; r < 8 * 40; ++r) {
+    std::vector<float> row(static_cast<size_t>(t.cols));
+    for (float& v : row) v = RandomFloat(rng, 100, 140);  // 2^-27 .. 2^13
+    t.y.push_back(row);
+    t.w.push_back(RandomFloat(rng, 120, 127));
+  }
+  t.y[9][3] = 0x1p20f;                                    // outside the fast range
+  t.y[17][20] = std::numeric_limits<float>::quiet_NaN();  // poisons column 20
+  t.y[30][40] = Bits(0x00000123u);                        // subnormal
+  t.y[31][69] = -0x1p17f;                                 // in the tail
+  const std::vector<Fixed128> ref = Reference(t);
+  const std::vector<FixedTermRow> rows = t.Rows();
+  for (FixedPath p : Paths()) {
+    std::vector<Fixed128> acc(static_cast<size_t>(t.cols), 0);
+    std::vector<int64_t> hi(static_cast<size_t>(t.cols), 0), lo(static_cast<size_t>(t.cols), 0);
+    const FixedLimbs limbs{hi.data(), lo.data()};
+    for (size_t r0 = 0; r0 < rows.size(); r0 += 8)
+      AccumulateFixed(acc.data(), t.cols, std::span(rows).subspan(r0, 8), p, limbs);
+    FlushFixedLimbs(acc.data(), t.cols, limbs);
+    for (int64_t c = 0; c < t.cols; ++c) {
+      ASSERT_TRUE(acc[c] == ref[c]) << "path " << FixedPathName(p) << " column " << c << " differs";
+      ASSERT_EQ(hi[c], 0);
+      ASSERT_EQ(lo[c], 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moerun
 

@@ -44,17 +44,17 @@ class AllGatherDispatch final : public Dispatcher {
     RETURN_IF_ERROR(GatherTokens(in));
     const int64_t h = in.x_own.dim(1), total = static_cast<int64_t>(x_.size()) / h;
     slots_.Fill(in, ids_.data(), total);
-    ExpertRows rows = slots_.Rows(x_.data(), total, in.routing.k);
+    ExpertRows rows = slots_.Rows(x_.data(), total, in.routing.k, wts_.data());
     rows.sources = Owners();
     rows.source_rows = rows_of_rank_;
     return rows;
   }
 
-  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
-                            std::span<const int64_t> order) override {
-    const int64_t h = in.x_own.dim(1), total = static_cast<int64_t>(x_.size()) / h;
+  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows,
+                            const ExpertOutputs& out) override {
+    const int64_t h = in.x_own.dim(1);
     const bool det = in.parts.deterministic();
-    MoePart all = SumTokenSlots(in, ReductionState::Partial(Owners()), rows, total, wts_.data(), y, order);
+    MoePart all = SumTokenSlots(in, ReductionState::Partial(Owners()), rows, out);
     // Reduce-scatter the partial sums back to their owners: Partial over the owners -> their token
     // shards. What remains (a Partial over tp, or complete) is this dispatcher's declaration.
     MoePart part = in.parts.Make(RoutedState(), in.x_own.dim(0), h);

@@ -104,8 +104,9 @@ class AllToAllDispatch final : public Dispatcher {
     return rows;
   }
 
-  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
-                            std::span<const int64_t> /*order*/) override {
+  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows,
+                            const ExpertOutputs& out) override {
+    const float* y = out.y;  // in row order (rows.expert_order is false)
     const ParallelLayout& lay = in.layout;
     const int64_t h = in.x_own.dim(1), k = in.routing.k, t_own = in.x_own.dim(0), nb = in.k_blocks;
     float* y_back = in.parts.scratch().y_back.Get(static_cast<size_t>(n_send_ * nb * h));

@@ -72,6 +72,22 @@ struct ExpertRows {
   // order (for observers: moe/testing/dispatch_probe.h).
   Group sources = Group::kTp;
   std::vector<int64_t> source_rows;
+  // Token-slot rows (the none and allgather dispatchers): row r counts weight[r] times in the sum
+  // of token token[r] < sum_tokens, so the layer may have the experts sum them itself
+  // (ExpertOutputs::token_sums). 0: only Combine knows where the rows go (alltoall).
+  int64_t sum_tokens = 0;
+  const float* weight = nullptr;  // [n] each row's routing weight, e.g. 0.21
+};
+
+// What the experts made of a dispatch's rows, for Combine.
+struct ExpertOutputs {
+  // [rows.n, k_blocks, H] outputs as ExpertCompute wrote them (rows.expert_order: row order[p] at
+  // position p), or null when token_sums holds them.
+  const float* y = nullptr;
+  std::span<const int64_t> order;
+  // Deterministic mode, token-slot rows: [rows.sum_tokens, H] fixed-point sums of weight x output
+  // per token, made by the layer (its state is for Combine to set), folded shared terms included.
+  MoePart* token_sums = nullptr;
 };
 
 // One collective a dispatch issues, as `moerun plan` lists it (the same fields --stats logs).
@@ -116,10 +132,10 @@ class Dispatcher {
 
   // Moves rows to the experts; the returned pointers stay valid until Combine returns.
   virtual StatusOr<ExpertRows> Dispatch(const RoutedInput& in) = 0;
-  // y: [rows.n, k_blocks, H] expert outputs as ExpertCompute wrote them (`rows.expert_order`: at the
-  // positions of `order`). Returns this rank's [t_own, H] routed part in state RoutedState().
-  virtual StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
-                                    std::span<const int64_t> order) = 0;
+  // Returns this rank's [t_own, H] routed part in state RoutedState(), from the expert outputs of
+  // Dispatch's rows (token_sums only for rows with sum_tokens > 0).
+  virtual StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows,
+                                    const ExpertOutputs& out) = 0;
 };
 
 // The dispatcher a layout binds: none when tokens are already on every rank (dp == 1, no SP), else

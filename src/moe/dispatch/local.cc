@@ -24,17 +24,16 @@ class LocalDispatch final : public Dispatcher {
   StatusOr<ExpertRows> Dispatch(const RoutedInput& in) override {
     const int64_t t_own = in.x_own.dim(0);
     slots_.Fill(in, in.routing.ids.data(), t_own);
-    ExpertRows rows = slots_.Rows(in.x_own.data<float>(), t_own, in.routing.k);
+    ExpertRows rows = slots_.Rows(in.x_own.data<float>(), t_own, in.routing.k, in.routing.weights.data());
     rows.sources = Group::kTp;  // every row is this rank's own
     rows.source_rows.assign(static_cast<size_t>(in.layout.GroupSize(Group::kTp)), 0);
     rows.source_rows[static_cast<size_t>(in.layout.GroupRank(Group::kTp))] = t_own;
     return rows;
   }
 
-  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
-                            std::span<const int64_t> order) override {
-    MoePart part =
-        SumTokenSlots(in, RoutedState(), rows, in.x_own.dim(0), in.routing.weights.data(), y, order);
+  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows,
+                            const ExpertOutputs& out) override {
+    MoePart part = SumTokenSlots(in, RoutedState(), rows, out);
     slots_ = {};  // per-call buffers are not kept between calls
     return part;
   }

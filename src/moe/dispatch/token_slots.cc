@@ -12,19 +12,28 @@ void TokenSlots::Fill(const RoutedInput& in, const int32_t* ids, int64_t tokens)
   }
 }
 
-ExpertRows TokenSlots::Rows(const float* x, int64_t tokens, int64_t k) const {
+ExpertRows TokenSlots::Rows(const float* x, int64_t tokens, int64_t k, const float* wts) const {
   ExpertRows rows;
   rows.x = x;
   rows.n = tokens * k;
   rows.token = token.data();
   rows.expert = expert.data();
   rows.expert_order = true;  // SumTokenSlots reads y where the experts wrote it
+  rows.sum_tokens = tokens;
+  rows.weight = wts;
   return rows;
 }
 
 MoePart SumTokenSlots(const RoutedInput& in, const ReductionState& state, const ExpertRows& rows,
-                      int64_t tokens, const float* wts, const float* y, std::span<const int64_t> order) {
-  const int64_t h = in.x_own.dim(1), k = in.routing.k, nb = in.k_blocks;
+                      const ExpertOutputs& out) {
+  const int64_t h = in.x_own.dim(1), k = in.routing.k, nb = in.k_blocks, tokens = rows.sum_tokens;
+  if (out.token_sums != nullptr) {  // the experts summed the rows (deterministic mode)
+    MoePart part = std::move(*out.token_sums);
+    part.state = state;
+    return part;
+  }
+  const float *y = out.y, *wts = rows.weight;
+  const std::span<const int64_t> order = out.order;
   // In expert order the partials are read where the experts wrote them: no zero fill of y and no
   // scatter of it to row order (at a 512-token V2-Lite prefill: 2 x 29 MB per layer).
   // Positions of rows past rows.n (the shared rows ParallelMoe folds in, in.fold_shared) are not

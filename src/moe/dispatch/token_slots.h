@@ -18,14 +18,16 @@ struct TokenSlots {
 
   // Fills the rows of `tokens` tokens routed to global ids `ids` ([tokens, k]).
   void Fill(const RoutedInput& in, const int32_t* ids, int64_t tokens);
-  // The rows over x ([tokens, H]); they ask ExpertCompute for expert order (no fill, no scatter).
-  ExpertRows Rows(const float* x, int64_t tokens, int64_t k) const;
+  // The rows over x ([tokens, H]) with their weights wts ([tokens, k]); they ask ExpertCompute
+  // for expert order (no fill, no scatter) and may be summed per token by the experts.
+  ExpertRows Rows(const float* x, int64_t tokens, int64_t k, const float* wts) const;
 };
 
-// Sums, for each of `tokens` tokens, weight x output over its held slots in slot order (and the
-// folded shared terms when in.fold_shared is set) into a part of `state` with `tokens` rows.
-// y holds the outputs in expert order: row order[p] at position p.
+// Sums, for each of rows.sum_tokens tokens, weight x output over its held slots in slot order (and
+// the folded shared terms when in.fold_shared is set) into a part of `state` with that many rows.
+// out.y holds the outputs in expert order (row out.order[p] at position p); or out.token_sums
+// holds the sums already (deterministic mode), and becomes the part.
 MoePart SumTokenSlots(const RoutedInput& in, const ReductionState& state, const ExpertRows& rows,
-                      int64_t tokens, const float* wts, const float* y, std::span<const int64_t> order);
+                      const ExpertOutputs& out);
 
 }  // namespace moerun

@@ -45,9 +45,9 @@ class Probed final : public Dispatcher {
     }
     return rows;
   }
-  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows, const float* y,
-                            std::span<const int64_t> order) override {
-    return inner_->Combine(in, rows, y, order);
+  StatusOr<MoePart> Combine(const RoutedInput& in, const ExpertRows& rows,
+                            const ExpertOutputs& out) override {
+    return inner_->Combine(in, rows, out);
   }
 
  private:
