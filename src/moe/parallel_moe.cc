@@ -226,16 +226,16 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
     spec.token_sums = sums.fixed.data();
     spec.weight = rows.weight;
     if (merge_shared) {  // the shared rows' weight: each token's shared gate
+      const std::vector<float> gates = SharedGates(x_own);
       scratch.merged_weight.assign(rows.weight, rows.weight + rows.n);
-      for (int64_t t = 0; t < t_own; ++t)
-        scratch.merged_weight.push_back(SharedGateValue(weights_, x_own.data<float>() + t * h, h));
+      scratch.merged_weight.insert(scratch.merged_weight.end(), gates.begin(), gates.end());
       spec.weight = scratch.merged_weight.data();
     }
   } else {
     y = scratch.y.Get(static_cast<size_t>(spec.n_rows * nb * h));
   }
   scratch.compute.Run(spec, refs, parts_->pool(), y);
-  if (how == SharedFold::kIntoSums && !merge_shared) AddSharedInto(x_own, sums.fixed.data());
+  if (how == SharedFold::kIntoSums && !merge_shared) ComputeShared(x_own, sums.fixed.data());
   if (how == SharedFold::kInCompute) {
     // The shared rows follow the routed ones: in row order after rows.n rows; in expert order (the
     // shared experts are the last expert, every token one row) they are the last t_own positions.
@@ -254,45 +254,38 @@ StatusOr<MoePart> ParallelMoe::RoutedPart(const Tensor& x_own, const Routing& ro
   return part;
 }
 
-ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own) {
+std::vector<float> ParallelMoe::SharedGates(const Tensor& x_own) const {
+  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
+  std::vector<float> gate(static_cast<size_t>(t_own));
+  for (int64_t t = 0; t < t_own; ++t) gate[t] = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
+  return gate;
+}
+
+ParallelMoe::SharedRows ParallelMoe::ComputeShared(const Tensor& x_own, Fixed128* sums) {
   const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
   const int64_t nb = layout().SharedBlocks();
   std::vector<int64_t> token(static_cast<size_t>(t_own));
   std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
   for (int64_t t = 0; t < t_own; ++t) token[t] = t;
   const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
-  float* y = parts_->scratch().y_shared.Get(static_cast<size_t>(t_own * nb * h));
-  parts_->scratch().compute.Run(
-      {.x = x_own.data<float>(),
-       .hidden = h,
-       .n_rows = t_own,
-       .token = token.data(),
-       .expert = expert.data(),
-       .k_blocks = nb,
-       .expert_order = true},  // one expert: expert order is row order (no fill, no scatter)
-      std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), y);
-  return {y, nb};
-}
-
-void ParallelMoe::AddSharedInto(const Tensor& x_own, Fixed128* sums) {
-  const int64_t h = config_.hidden_size, t_own = x_own.dim(0);
-  std::vector<int64_t> token(static_cast<size_t>(t_own));
-  std::vector<int32_t> expert(static_cast<size_t>(t_own), 0);
-  std::vector<float> gate(static_cast<size_t>(t_own));
-  for (int64_t t = 0; t < t_own; ++t) {
-    token[t] = t;
-    gate[t] = SharedGateValue(weights_, x_own.data<float>() + t * h, h);
+  ExpertRowsSpec spec{.x = x_own.data<float>(),
+                      .hidden = h,
+                      .n_rows = t_own,
+                      .token = token.data(),
+                      .expert = expert.data(),
+                      .k_blocks = nb,
+                      .expert_order = true};  // one expert: expert order is row order (no fill, no scatter)
+  std::vector<float> gate;
+  float* y = nullptr;
+  if (sums != nullptr) {
+    gate = SharedGates(x_own);
+    spec.token_sums = sums;
+    spec.weight = gate.data();
+  } else {
+    y = parts_->scratch().y_shared.Get(static_cast<size_t>(t_own * nb * h));
   }
-  const ExpertWeightsRef ref{&weights_.shared_gate_up, &weights_.shared_down};
-  parts_->scratch().compute.Run({.x = x_own.data<float>(),
-                                 .hidden = h,
-                                 .n_rows = t_own,
-                                 .token = token.data(),
-                                 .expert = expert.data(),
-                                 .k_blocks = layout().SharedBlocks(),
-                                 .token_sums = sums,
-                                 .weight = gate.data()},
-                                std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), nullptr);
+  parts_->scratch().compute.Run(spec, std::span<const ExpertWeightsRef>(&ref, 1), parts_->pool(), y);
+  return {y, nb};
 }
 
 StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
@@ -300,7 +293,7 @@ StatusOr<MoePart> ParallelMoe::SharedPart(const Tensor& x_own) {
   MoePart part = parts_->Make(SharedOutputState(), t_own, h);
   if (config_.shared_intermediate_size == 0 || t_own == 0) return part;
   if (options_.deterministic) {
-    AddSharedInto(x_own, part.fixed.data());
+    ComputeShared(x_own, part.fixed.data());
     return part;
   }
   const SharedRows rows = ComputeShared(x_own);

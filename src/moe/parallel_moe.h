@@ -129,15 +129,16 @@ class ParallelMoe {
 
  private:
   ParallelMoe() = default;
-  // The shared experts' outputs for this rank's tokens: y [t_own, nb, H] K-block partials.
+  // The shared experts' outputs for this rank's tokens: y [t_own, nb, H] K-block partials; or,
+  // with sums (deterministic mode), g(t) x the output of each token t added into sums[t]
+  // ([t_own, H] fixed point) in their down projection's epilogue, and y null.
   struct SharedRows {
     const float* y = nullptr;
     int64_t nb = 0;
   };
-  SharedRows ComputeShared(const Tensor& x_own);
-  // Deterministic mode: adds g(t) x the shared experts' output for each token t of x_own into
-  // sums[t] ([t_own, H] fixed point) in their down projection's epilogue.
-  void AddSharedInto(const Tensor& x_own, Fixed128* sums);
+  SharedRows ComputeShared(const Tensor& x_own, Fixed128* sums = nullptr);
+  // [t_own] each token's shared-expert gate g(t) (1 without a shared gate).
+  std::vector<float> SharedGates(const Tensor& x_own) const;
   // How RoutedPart treats the shared experts when the dispatcher's rows are the own tokens.
   enum class SharedFold {
     kNone,       // the shared experts are a separate part (SharedPart)
