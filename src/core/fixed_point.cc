@@ -65,9 +65,8 @@ void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> row
 }
 
 void FlushFixedLimbs(Fixed128* dst, int64_t n, FixedLimbs limbs) {
-  constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
   for (int64_t c = 0; c < n; ++c) {
-    dst[c] += Fixed128{limbs.hi[c]} * kHiUnit + Fixed128{limbs.lo[c]};
+    dst[c] += internal::FromLimbs(limbs.hi[c], limbs.lo[c]);
     limbs.hi[c] = 0;
     limbs.lo[c] = 0;
   }

@@ -120,6 +120,10 @@ void AccumulateFixed(Fixed128* dst, int64_t n, std::span<const FixedTermRow> row
 void FlushFixedLimbs(Fixed128* dst, int64_t n, FixedLimbs limbs);
 
 namespace internal {
+// The value of a column's two limbs, hi * 2^48 + lo (FixedLimbs; the vector paths' per-lane sums).
+inline Fixed128 FromLimbs(int64_t hi, int64_t lo) {
+  return Fixed128{hi} * (Fixed128{1} << 48) + Fixed128{lo};
+}
 // The AVX-512 kernel (core/fixed_point_avx512.cc); call only when the CPU supports it.
 void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, int64_t n_rows,
                            FixedLimbs limbs);

@@ -21,7 +21,6 @@ void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int
                          FixedLimbs limbs) {
   constexpr int64_t kBatch = int64_t{1} << 14;
   constexpr int64_t kPrefetchFloats = 256;
-  constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
   constexpr double kMagic = 0x1.8p52;
   const uint64_t magic_bits = std::bit_cast<uint64_t>(kMagic);
   const __m256d two32 = _mm256_set1_pd(0x1p32), two_m32 = _mm256_set1_pd(0x1p-32);
@@ -79,7 +78,7 @@ void AccumulateFixedAvx2(Fixed128* dst, int64_t n, const FixedTermRow* rows, int
       }
       for (int i = 0; i < 8; ++i) {
         const auto h = static_cast<int64_t>(hi[i] - bias), l = static_cast<int64_t>(lo[i] - bias);
-        dst[c + i] += Fixed128{h} * kHiUnit + Fixed128{l};
+        dst[c + i] += FromLimbs(h, l);
       }
     }
   }

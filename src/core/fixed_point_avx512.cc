@@ -28,7 +28,6 @@ void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, i
                            FixedLimbs limbs) {
   constexpr int64_t kBatch = int64_t{1} << 14;
   constexpr int64_t kPrefetchFloats = 256;  // 1 KiB ahead in every term row
-  constexpr Fixed128 kHiUnit = Fixed128{1} << 48;
   const __m512 two32 = _mm512_set1_ps(0x1p32f), two_m32 = _mm512_set1_ps(0x1p-32f);
   const __m512 two80 = _mm512_set1_ps(0x1p80f), limit = _mm512_set1_ps(0x1p16f);
   int64_t c = 0;
@@ -69,7 +68,7 @@ void AccumulateFixedAvx512(Fixed128* dst, int64_t n, const FixedTermRow* rows, i
       _mm512_store_si512(hi + 8, hi1);
       _mm512_store_si512(lo, lo0);
       _mm512_store_si512(lo + 8, lo1);
-      for (int i = 0; i < 16; ++i) dst[c + i] += Fixed128{hi[i]} * kHiUnit + Fixed128{lo[i]};
+      for (int i = 0; i < 16; ++i) dst[c + i] += FromLimbs(hi[i], lo[i]);
     }
   }
   if (c < n) AccumulateFixedScalar(dst, c, n, rows, n_rows);
