@@ -1,5 +1,6 @@
 #include "core/thread_pool.h"
 
+#include <algorithm>
 #include <cassert>
 #include <stdexcept>
 #include <string>
@@ -32,7 +33,18 @@ int DefaultThreadCount() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
+namespace {
+
+constexpr uint64_t PackRange(int64_t next, int64_t end) {
+  return static_cast<uint64_t>(next) | (static_cast<uint64_t>(end) << 32);
+}
+constexpr int64_t RangeNext(uint64_t v) { return static_cast<int64_t>(v & 0xffffffffu); }
+constexpr int64_t RangeEnd(uint64_t v) { return static_cast<int64_t>(v >> 32); }
+constexpr int64_t RangeLeft(uint64_t v) { return std::max<int64_t>(0, RangeEnd(v) - RangeNext(v)); }
+
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads), ranges_(new TaskRange[n_threads]) {
   assert(n_threads >= 1);
   try {
     for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
@@ -74,16 +86,16 @@ void ThreadPool::RunTasks(int thread) {
   tls_pool = this;
   tls_thread = thread;
   for (;;) {
-    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= n_tasks_) break;
+    const int64_t task = ClaimTask(thread);
+    if (task < 0) break;
     try {
       (*fn_)(task, thread);
     } catch (...) {
-      // End the loop: every later claim returns >= n_tasks_ (tasks already claimed still run).
-      // ParallelFor rethrows after WaitForWorkers, never while a worker may still run a task that
-      // uses the caller's frame (a task thrown on the caller used to unwind that frame under
-      // running workers, a data race on its locals; one thrown on a worker ended the process).
-      next_task_.store(n_tasks_, std::memory_order_relaxed);
+      // End the loop. ParallelFor rethrows after WaitForWorkers, never while a worker may still
+      // run a task that uses the caller's frame (a task thrown on the caller used to unwind that
+      // frame under running workers, a data race on its locals; one thrown on a worker ended the
+      // process).
+      EndClaims();
       std::lock_guard<std::mutex> lock(mu_);
       if (!error_) error_ = std::current_exception();
       break;
@@ -91,7 +103,51 @@ void ThreadPool::RunTasks(int thread) {
   }
 }
 
-void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
+int64_t ThreadPool::ClaimTask(int thread) {
+  if (contiguous_) return ClaimContiguous(thread);
+  const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
+  return task < n_tasks_ ? task : -1;
+}
+
+int64_t ThreadPool::ClaimContiguous(int thread) {
+  std::atomic<uint64_t>& own = ranges_[thread].next_end;
+  uint64_t v = own.load(std::memory_order_relaxed);
+  while (RangeLeft(v) > 0) {  // the front of this thread's range
+    if (own.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return RangeNext(v);
+  }
+  for (;;) {  // the back of the range with the most left
+    int victim = -1;
+    int64_t most = 0;
+    for (int t = 0; t < n_threads_; ++t) {
+      const int64_t left = RangeLeft(ranges_[t].next_end.load(std::memory_order_relaxed));
+      if (left > most) {
+        most = left;
+        victim = t;
+      }
+    }
+    if (victim < 0) return -1;
+    std::atomic<uint64_t>& range = ranges_[victim].next_end;
+    v = range.load(std::memory_order_relaxed);
+    while (RangeLeft(v) > 0) {
+      if (range.compare_exchange_weak(v, v - (uint64_t{1} << 32), std::memory_order_relaxed))
+        return RangeEnd(v) - 1;
+    }
+  }
+}
+
+void ThreadPool::EndClaims() {
+  next_task_.store(n_tasks_, std::memory_order_relaxed);
+  for (int t = 0; t < n_threads_; ++t) ranges_[t].next_end.store(PackRange(0, 0), std::memory_order_relaxed);
+}
+
+void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) { Run(n_tasks, fn, false); }
+
+void ThreadPool::ParallelForContiguous(int64_t n_tasks, const TaskFn& fn) {
+  assert(n_tasks < (int64_t{1} << 31));
+  Run(n_tasks, fn, true);
+}
+
+void ThreadPool::Run(int64_t n_tasks, const TaskFn& fn, bool contiguous) {
   if (n_tasks <= 0) return;
   if (tls_pool == this) {  // nested inside one of this pool's tasks: inline
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, tls_thread);
@@ -106,6 +162,13 @@ void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) {
   fn_ = &fn;
   n_tasks_ = n_tasks;
   next_task_.store(0, std::memory_order_relaxed);
+  contiguous_ = contiguous;
+  if (contiguous) {
+    for (int t = 0; t < n_threads_; ++t) {
+      ranges_[t].next_end.store(PackRange(t * n_tasks / n_threads_, (t + 1) * n_tasks / n_threads_),
+                                std::memory_order_relaxed);
+    }
+  }
   active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);
   // A worker that stopped spinning registered as a sleeper before its last look at the

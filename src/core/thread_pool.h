@@ -6,6 +6,12 @@
 // it holds. Waiting never spins unboundedly: a thread spins for at most kSpinIterations polls,
 // then blocks on a condition variable (on a shared 2-vCPU host a spinning peer can stall the run).
 //
+// ParallelForContiguous(n, fn) is the same loop for tasks whose neighbours read neighbouring memory
+// (decode's weight streams): thread t starts with the t-th of size() near-equal contiguous ranges of
+// [0, n) and runs it in order, so each thread reads one stream the hardware prefetchers can follow
+// instead of taking turns with its peers along one; a thread whose range is done takes tasks from
+// the end of the range with the most left, so a preempted thread delays only its current task.
+//
 // A task that throws ends the loop: no thread starts another of its tasks, and ParallelFor
 // rethrows the first exception once every worker has left the loop (so no task still uses the
 // caller's frame while it unwinds); the pool stays usable.
@@ -21,6 +27,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -39,12 +46,27 @@ class ThreadPool {
 
   using TaskFn = std::function<void(int64_t task, int thread)>;
   void ParallelFor(int64_t n_tasks, const TaskFn& fn);
+  // REQUIRES: n_tasks < 2^31.
+  void ParallelForContiguous(int64_t n_tasks, const TaskFn& fn);
 
   static constexpr int kSpinIterations = 4000;  // ~10-50 us of polling before blocking
 
  private:
+  // One thread's contiguous range of a ParallelForContiguous loop: its next task in the low 32
+  // bits, its end in the high 32 bits (one word, so the owner taking the front and a peer taking
+  // the back never both get the last task). On its own cache line.
+  struct alignas(64) TaskRange {
+    std::atomic<uint64_t> next_end{0};
+  };
+
+  void Run(int64_t n_tasks, const TaskFn& fn, bool contiguous);
   void WorkerLoop(int thread);
   void RunTasks(int thread);
+  // The next task `thread` runs, or -1 when the loop has none left.
+  int64_t ClaimTask(int thread);
+  int64_t ClaimContiguous(int thread);
+  // After a task threw: every later claim finds no task (tasks already claimed still run).
+  void EndClaims();
   void WaitForWorkers();
 
   const int n_threads_;
@@ -59,7 +81,9 @@ class ThreadPool {
   // State of the current loop (valid while a generation is running).
   const TaskFn* fn_ = nullptr;
   int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
+  std::atomic<int64_t> next_task_{0};    // ParallelFor's shared counter
+  bool contiguous_ = false;              // ParallelForContiguous: tasks come from ranges_
+  std::unique_ptr<TaskRange[]> ranges_;  // [size()]
   std::atomic<int> active_workers_{0};
   // The first exception a task of the current loop threw (guarded by mu_ while workers run; the
   // caller reads it after WaitForWorkers, whose acquire orders every worker's write before).

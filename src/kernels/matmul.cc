@@ -98,6 +98,26 @@ std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int thr
   return tasks;
 }
 
+std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads) {
+  int64_t blocks = 0;
+  for (const MatmulJob& job : jobs) blocks += job.rows > 0 ? BlockCount(job) : 0;
+  const int64_t share = blocks / (2 * int64_t{std::max(1, threads)});  // blocks per half thread
+  std::vector<MatmulTask> tasks;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    if (job.rows == 0) continue;                                // a job of none has no tasks
+    const int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;  // a gate block and its up block
+    // Bytes one block's tile streams over the job's K range.
+    const int64_t block_bytes = std::max<int64_t>(
+        1, static_cast<int64_t>(job.w->block_bytes()) * (job.KEnd() - job.k_begin) / job.w->in_features());
+    const int64_t by_bytes = static_cast<int64_t>(kMatmulStreamTaskBytes) / block_bytes;
+    const int64_t run = std::max(unit, std::min(by_bytes, share) / unit * unit);
+    for (int64_t b0 = 0; b0 < BlockCount(job); b0 += run)
+      tasks.push_back({j, 0, b0, std::min(BlockCount(job), b0 + run)});
+  }
+  return tasks;
+}
+
 void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
   if (pool == nullptr) {  // one thread: each job's chunks in turn, no plan (the same bits)
     for (size_t j = 0; j < jobs.size(); ++j) {
@@ -105,11 +125,19 @@ void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
     }
     return;
   }
-  const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, pool->size());
-  ParallelForOn(pool, static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+  const bool streams = std::none_of(jobs.begin(), jobs.end(),
+                                    [](const MatmulJob& job) { return job.rows > kMatmulStreamMaxRows; });
+  const std::vector<MatmulTask> tasks =
+      streams ? PlanStreamingMatmulTasks(jobs, pool->size()) : PlanMatmulTasks(jobs, pool->size());
+  const auto run = [&](int64_t i, int) {
     const MatmulTask& task = tasks[static_cast<size_t>(i)];
     RunTask(jobs[task.job], task);
-  });
+  };
+  if (streams) {
+    pool->ParallelForContiguous(static_cast<int64_t>(tasks.size()), run);
+  } else {
+    pool->ParallelFor(static_cast<int64_t>(tasks.size()), run);
+  }
 }
 
 }  // namespace moerun

@@ -67,10 +67,18 @@ struct MatmulJob {
 // block (a gate/up pair for an interleaved weight), so the threads finish together instead of one
 // waiting for the other's last long run (guided scheduling). Jobs of more rows are compute bound
 // and keep short runs, which balance the threads better.
+//
+// A loop whose jobs all stream (every decode loop) is planned another way: PlanStreamingMatmulTasks
+// cuts each job into runs of about kMatmulStreamTaskBytes, in memory order, and RunMatmuls hands them
+// out with ThreadPool::ParallelForContiguous. Thread t walks the t-th contiguous share of the loop's
+// weights as one stream and, when done, takes runs from the end of the share with the most left.
+// Under the shared counter the two threads took turns along one stream, each jumping over the
+// other's run (see docs/benchmarks.md for what that cost).
 inline constexpr int64_t kMatmulMaxChunkRows = 192;
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel call
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
 inline constexpr int64_t kMatmulTasksPerThread = 12;
+inline constexpr size_t kMatmulStreamTaskBytes = size_t{128} << 10;  // weight bytes per streaming run
 
 // Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of
 // kMatmulGroupBlocks, at least kMatmulGroupBlocks. E.g. 1408 units on 2 threads -> 60.
@@ -85,6 +93,10 @@ struct MatmulTask {
 // The tasks of `jobs` on `threads` threads, in the order the loop hands them out (see above).
 // Every (job, chunk, block) is in exactly one task.
 std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads);
+// The tasks of a loop whose jobs all have at most kMatmulStreamMaxRows rows, for ParallelForContiguous:
+// each job's blocks in order, in runs of about kMatmulStreamTaskBytes (whole gate/up pairs, at least
+// one), shorter when the loop has fewer than 2 x threads such runs. Every block is in exactly one task.
+std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads);
 
 // Computes rows [m0, m1) x column blocks [b0, b1) of `job` (every K-block of it) on this thread:
 // one task's work, for callers that schedule their own tasks (ExpertCompute's fixed-point sums).

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -138,6 +139,77 @@ TEST(ThreadPoolTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
   }
   std::vector<int64_t> out(64, -1);
   pool.ParallelFor(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
+  for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
+}
+
+// The contiguous schedule: every task once; thread t runs a prefix of its range [t n / T, (t + 1) n
+// / T) in order, and the rest of each range (if any) went to other threads.
+TEST(ThreadPoolContiguousTest, EveryTaskOnceEachThreadAPrefixOfItsRangeInOrder) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      SCOPED_TRACE(std::to_string(threads) + " threads, " + std::to_string(n) + " tasks");
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::vector<std::vector<int64_t>> ran(static_cast<size_t>(threads));  // each thread its own
+      std::atomic<int> bad_thread{0};
+      pool.ParallelForContiguous(n, [&](int64_t t, int thread) {
+        if (thread < 0 || thread >= threads) {
+          bad_thread = 1;
+          return;
+        }
+        hits[static_cast<size_t>(t)].fetch_add(1);
+        ran[static_cast<size_t>(thread)].push_back(t);
+      });
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+      ASSERT_EQ(bad_thread.load(), 0);
+      if (n == 1) continue;  // a single task runs inline on the caller
+      for (int t = 0; t < threads; ++t) {
+        const int64_t begin = t * n / threads, end = (t + 1) * n / threads;
+        int64_t next = begin;
+        for (int64_t task : ran[static_cast<size_t>(t)]) {
+          if (task >= begin && task < end) {
+            EXPECT_EQ(task, next++) << "thread " << t;
+          }
+        }
+      }
+    }
+  }
+}
+
+// A thread that stalls (here the worker, in its first task) delays only that task: the caller runs
+// its own range, then takes the stalled thread's from the end.
+TEST(ThreadPoolContiguousTest, APeerTakesTheRangeOfAStalledThread) {
+  ThreadPool pool(2);
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::atomic<int>> hits(200);
+    std::atomic<int> worker_tasks{0};
+    pool.ParallelForContiguous(200, [&](int64_t t, int thread) {
+      hits[static_cast<size_t>(t)].fetch_add(1);
+      if (thread == 1 && worker_tasks.fetch_add(1) == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      }
+    });
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    EXPECT_LE(worker_tasks.load(), 1);
+  }
+}
+
+TEST(ThreadPoolContiguousTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 12; ++round) {
+    const int64_t bad = round % 3 == 0 ? 0 : 7 + round;
+    std::vector<int64_t> out(64, -1);
+    EXPECT_THROW(pool.ParallelForContiguous(64,
+                                            [&](int64_t t, int) {
+                                              if (t == bad) throw std::runtime_error("task failed");
+                                              std::this_thread::sleep_for(std::chrono::microseconds(300));
+                                              out[static_cast<size_t>(t)] = t;
+                                            }),
+                 std::runtime_error);
+    EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
+  }
+  std::vector<int64_t> out(64, -1);
+  pool.ParallelForContiguous(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
   for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
 }
 

@@ -387,6 +387,64 @@ TEST(PlanMatmulTasks, CoversEveryBlockOnceWithShortRunsAtTheEnd) {
   }
 }
 
+// The streaming plan (every job of at most kMatmulStreamMaxRows rows): each job's blocks once, in
+// memory order, in runs of at most kMatmulStreamTaskBytes (whole gate/up pairs, at least one), and
+// at least 2 x threads runs when the loop has that many units (so the contiguous schedule has
+// something to hand over at the end).
+TEST(PlanStreamingMatmulTasks, CoversEveryBlockOnceInMemoryOrderInShortRuns) {
+  std::mt19937 rng(9);
+  const PackedWeight big =
+      PackedWeight::Pack(RandomMatrix(16 * 88, 1024, rng, 1), WeightFormat::kQ4_0).value();
+  const PackedWeight small = PackedWeight::Pack(RandomMatrix(64, 64, rng, 1), WeightFormat::kF32).value();
+  const Tensor g = RandomMatrix(16 * 44, 2048, rng, 1), u = RandomMatrix(16 * 44, 2048, rng, 1);
+  const PackedWeight gate_up = PackedWeight::PackGateUp(g, u, WeightFormat::kQ8_0).value();
+  ASSERT_GT(gate_up.block_bytes(), kMatmulStreamTaskBytes / 32);  // so the byte bound matters
+  for (int threads : {1, 2, 3, 8}) {
+    SCOPED_TRACE(std::to_string(threads) + " threads");
+    std::vector<MatmulJob> jobs = {{.rows = 1, .w = &gate_up},
+                                   {.rows = 0, .w = &big},  // no rows: no tasks
+                                   {.rows = 4, .w = &small},
+                                   {.rows = 2, .w = &big, .k_begin = 512}};  // half of K streams
+    const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(jobs, threads);
+    std::vector<std::vector<int>> seen(jobs.size());
+    for (size_t j = 0; j < jobs.size(); ++j) seen[j].assign(static_cast<size_t>(jobs[j].w->n_blocks()), 0);
+    size_t prev_job = 0;
+    int64_t prev_b1 = 0;
+    for (const MatmulTask& t : tasks) {
+      ASSERT_LT(t.job, jobs.size());
+      const MatmulJob& job = jobs[t.job];
+      ASSERT_GT(job.rows, 0) << "a task for a job of no rows";
+      EXPECT_EQ(t.chunk, 0);
+      ASSERT_LT(t.b0, t.b1);
+      ASSERT_LE(t.b1, job.w->n_blocks());
+      // In memory order: each job's runs follow each other, jobs in the loop's order.
+      if (t.job == prev_job) {
+        EXPECT_EQ(t.b0, prev_b1);
+      } else {
+        EXPECT_GT(t.job, prev_job);
+        EXPECT_EQ(t.b0, 0);
+      }
+      prev_job = t.job;
+      prev_b1 = t.b1;
+      const int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;
+      EXPECT_EQ(t.b0 % unit, 0);
+      const size_t bytes = job.w->block_bytes() * static_cast<size_t>(t.b1 - t.b0) *
+                           static_cast<size_t>(job.KEnd() - job.k_begin) /
+                           static_cast<size_t>(job.w->in_features());
+      EXPECT_TRUE(bytes <= kMatmulStreamTaskBytes || t.b1 - t.b0 == unit || t.b1 == job.w->n_blocks())
+          << bytes << " bytes in job " << t.job;
+      for (int64_t b = t.b0; b < t.b1; ++b) ++seen[t.job][static_cast<size_t>(b)];
+    }
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      for (size_t i = 0; i < seen[j].size(); ++i)
+        ASSERT_EQ(seen[j][i], jobs[j].rows > 0 ? 1 : 0) << j << " " << i;
+    }
+    const MatmulJob router{.rows = 1, .w = &small};  // 4 blocks alone in its loop
+    EXPECT_EQ(PlanStreamingMatmulTasks(std::span<const MatmulJob>(&router, 1), threads).size(),
+              threads == 1 ? 2u : 4u);
+  }
+}
+
 TEST(KernelTable, EveryFormatHasRefAvx2AndAvx512Rows) {
   for (const WeightFormatTraits& f : AllWeightFormats()) {
     bool ref = false, avx2 = false, avx512 = false;
