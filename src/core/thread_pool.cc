@@ -143,8 +143,7 @@ void ThreadPool::EndClaims() {
 void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) { Run(n_tasks, fn, false); }
 
 void ThreadPool::ParallelForContiguous(int64_t n_tasks, const TaskFn& fn) {
-  assert(n_tasks < (int64_t{1} << 31));
-  Run(n_tasks, fn, true);
+  Run(n_tasks, fn, n_tasks <= kMaxContiguousTasks);
 }
 
 void ThreadPool::Run(int64_t n_tasks, const TaskFn& fn, bool contiguous) {

@@ -46,8 +46,9 @@ class ThreadPool {
 
   using TaskFn = std::function<void(int64_t task, int thread)>;
   void ParallelFor(int64_t n_tasks, const TaskFn& fn);
-  // REQUIRES: n_tasks < 2^31.
+  // More than kMaxContiguousTasks tasks (a range's bounds are 32-bit) take ParallelFor's schedule.
   void ParallelForContiguous(int64_t n_tasks, const TaskFn& fn);
+  static constexpr int64_t kMaxContiguousTasks = (int64_t{1} << 31) - 1;
 
   static constexpr int kSpinIterations = 4000;  // ~10-50 us of polling before blocking
 

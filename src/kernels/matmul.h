@@ -59,14 +59,15 @@ struct MatmulJob {
 // ceil(M / kMatmulMaxChunkRows) near-equal chunks (so no chunk is a thin remainder that would
 // stream the weight panel again for a few rows); the panel stays in L2 across the chunk's tiles.
 // A run is kMatmulGroupBlocks blocks (the kernel rows' call unit: 4 x 16 output columns), except
-// for jobs of at most kMatmulStreamMaxRows rows. Those (decode) stream their weights from memory,
-// and each thread streaming long contiguous runs reads faster than both taking turns at short ones
-// (each new run starts with missed prefetches): their runs are sized so the loop has about
-// kMatmulTasksPerThread tasks per thread (MatmulRunBlocks), until the streaming blocks left fall
-// under 2 x threads such runs; from there each run is the blocks left / (2 x threads), down to one
-// block (a gate/up pair for an interleaved weight), so the threads finish together instead of one
-// waiting for the other's last long run (guided scheduling). Jobs of more rows are compute bound
-// and keep short runs, which balance the threads better.
+// for jobs of at most kMatmulStreamMaxRows rows. Those stream their weights from memory, and each
+// thread streaming long contiguous runs reads faster than both taking turns at short ones (each new
+// run starts with missed prefetches). In a loop that also has bigger jobs (a prefill's experts that
+// got few tokens) their runs are sized so the loop has about kMatmulTasksPerThread tasks per thread
+// (MatmulRunBlocks), until the streaming blocks left fall under 2 x threads such runs; from there
+// each run is the blocks left / (2 x threads), down to one block (a gate/up pair for an interleaved
+// weight), so the threads finish together instead of one waiting for the other's last long run
+// (guided scheduling). Jobs of more rows are compute bound and keep short runs, which balance the
+// threads better.
 //
 // A loop whose jobs all stream (every decode loop) is planned another way: PlanStreamingMatmulTasks
 // cuts each job into runs of about kMatmulStreamTaskBytes, in memory order, and RunMatmuls hands them
