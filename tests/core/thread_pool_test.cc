@@ -119,27 +119,39 @@ TEST(ThreadPoolTest, DestroyWithSleepingOrSpinningWorkers) {
   }
 }
 
+// pool.ParallelFor, or pool.ParallelForContiguous when `contiguous`.
+void Loop(ThreadPool& pool, bool contiguous, int64_t n, const ThreadPool::TaskFn& fn) {
+  if (contiguous) {
+    pool.ParallelForContiguous(n, fn);
+  } else {
+    pool.ParallelFor(n, fn);
+  }
+}
+
 // A task that throws (e.g. std::bad_alloc, which RunRanks turns into the rank's error) on the
-// caller or on a worker ends the loop: ParallelFor rethrows it only after every worker has left
-// the loop, so no task still writes into the caller's frame (here `out`) once it unwinds; the
-// pool stays usable.
+// caller or on a worker ends the loop, under either schedule: the loop rethrows it only after every
+// worker has left the loop, so no task still writes into the caller's frame (here `out`) once it
+// unwinds; the pool stays usable.
 TEST(ThreadPoolTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
   ThreadPool pool(3);
-  for (int round = 0; round < 12; ++round) {
-    const int64_t bad = round % 3 == 0 ? 0 : 7 + round;  // task 0 is usually the caller's
+  for (bool contiguous : {false, true}) {
+    SCOPED_TRACE(contiguous ? "ParallelForContiguous" : "ParallelFor");
+    for (int round = 0; round < 12; ++round) {
+      const int64_t bad = round % 3 == 0 ? 0 : 7 + round;  // task 0 is usually the caller's
+      std::vector<int64_t> out(64, -1);
+      EXPECT_THROW(Loop(pool, contiguous, 64,
+                        [&](int64_t t, int) {
+                          if (t == bad) throw std::runtime_error("task failed");
+                          std::this_thread::sleep_for(std::chrono::microseconds(300));
+                          out[static_cast<size_t>(t)] = t;
+                        }),
+                   std::runtime_error);
+      EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
+    }
     std::vector<int64_t> out(64, -1);
-    EXPECT_THROW(pool.ParallelFor(64,
-                                  [&](int64_t t, int) {
-                                    if (t == bad) throw std::runtime_error("task failed");
-                                    std::this_thread::sleep_for(std::chrono::microseconds(300));
-                                    out[static_cast<size_t>(t)] = t;
-                                  }),
-                 std::runtime_error);
-    EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
+    Loop(pool, contiguous, 64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
+    for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
   }
-  std::vector<int64_t> out(64, -1);
-  pool.ParallelFor(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
-  for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
 }
 
 // The contiguous schedule: every task once; thread t runs a prefix of its range [t n / T, (t + 1) n
@@ -192,25 +204,6 @@ TEST(ThreadPoolContiguousTest, APeerTakesTheRangeOfAStalledThread) {
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
     EXPECT_LE(worker_tasks.load(), 1);
   }
-}
-
-TEST(ThreadPoolContiguousTest, AThrowingTaskEndsTheLoopAfterEveryWorkerLeft) {
-  ThreadPool pool(3);
-  for (int round = 0; round < 12; ++round) {
-    const int64_t bad = round % 3 == 0 ? 0 : 7 + round;
-    std::vector<int64_t> out(64, -1);
-    EXPECT_THROW(pool.ParallelForContiguous(64,
-                                            [&](int64_t t, int) {
-                                              if (t == bad) throw std::runtime_error("task failed");
-                                              std::this_thread::sleep_for(std::chrono::microseconds(300));
-                                              out[static_cast<size_t>(t)] = t;
-                                            }),
-                 std::runtime_error);
-    EXPECT_EQ(out[static_cast<size_t>(bad)], -1);
-  }
-  std::vector<int64_t> out(64, -1);
-  pool.ParallelForContiguous(64, [&](int64_t t, int) { out[static_cast<size_t>(t)] = t; });
-  for (int64_t t = 0; t < 64; ++t) EXPECT_EQ(out[static_cast<size_t>(t)], t);
 }
 
 }  // namespace
