@@ -10,6 +10,7 @@
 #include <string>
 #include <tuple>
 
+#include "../testing/process_temp_dir.h"
 #include "core/cpu_features.h"
 #include "moe/moe_reference.h"
 #include "moe/parallel_moe.h"
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("moerun_moe_test_" + std::to_string(::getpid())) / name;
+  fs::path dir = testing_support::ProcessTempDir("moerun_moe_test") / name;
   fs::create_directories(dir);
   return dir;
 }

@@ -13,6 +13,7 @@
 #include <set>
 #include <tuple>
 
+#include "../testing/process_temp_dir.h"
 #include "comm/in_process_comm.h"
 #include "moe/synthetic_block.h"
 #include "moe/testing/dispatch_probe.h"
@@ -45,8 +46,7 @@ const Fixture& GetFixture(const std::string& preset, int64_t hidden = 0, int64_t
   if (hidden > 0) j["hidden_size"] = hidden;
   if (intermediate > 0) j["moe_intermediate_size"] = intermediate;
   f.config = MoeConfig::FromJson(j.dump(), key).value();
-  const fs::path dir = fs::temp_directory_path() / ("moerun_parallel_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const fs::path& dir = testing_support::ProcessTempDir("moerun_parallel_test");
   const std::string path = (dir / (key + ".safetensors")).string();
   EXPECT_TRUE(WriteSafetensors(path, MakeSyntheticMoeTensors(f.config, 3, DType::kF32).value()).ok());
   f.ckpt = Checkpoint::Open(path).value();
