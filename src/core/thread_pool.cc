@@ -44,7 +44,8 @@ constexpr int64_t RangeLeft(uint64_t v) { return std::max<int64_t>(0, RangeEnd(v
 
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads), ranges_(new TaskRange[n_threads]) {
+ThreadPool::ThreadPool(int n_threads)
+    : n_threads_(n_threads), ranges_(new TaskRange[static_cast<size_t>(n_threads) * kMaxStreams]) {
   assert(n_threads >= 1);
   try {
     for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { WorkerLoop(t); });
@@ -86,10 +87,16 @@ void ThreadPool::RunTasks(int thread) {
   tls_pool = this;
   tls_thread = thread;
   for (;;) {
-    const int64_t task = ClaimTask(thread);
-    if (task < 0) break;
+    int64_t group[kMaxStreams];
+    const int n = group_fn_ != nullptr ? ClaimGroup(thread, group) : 0;
+    const int64_t task = group_fn_ != nullptr ? -1 : ClaimTask(thread);
+    if (n == 0 && task < 0) break;
     try {
-      (*fn_)(task, thread);
+      if (n > 0) {
+        (*group_fn_)(std::span<const int64_t>(group, static_cast<size_t>(n)), thread);
+      } else {
+        (*fn_)(task, thread);
+      }
     } catch (...) {
       // End the loop. ParallelFor rethrows after WaitForWorkers, never while a worker may still
       // run a task that uses the caller's frame (a task thrown on the caller used to unwind that
@@ -104,30 +111,54 @@ void ThreadPool::RunTasks(int thread) {
 }
 
 int64_t ThreadPool::ClaimTask(int thread) {
-  if (contiguous_) return ClaimContiguous(thread);
+  if (streams_ > 0) return ClaimContiguous(thread);
   const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
   return task < n_tasks_ ? task : -1;
 }
 
 int64_t ThreadPool::ClaimContiguous(int thread) {
-  std::atomic<uint64_t>& own = ranges_[thread].next_end;
+  const int64_t task = ClaimFront(thread);
+  return task >= 0 ? task : StealBack();
+}
+
+int ThreadPool::ClaimGroup(int thread, int64_t* tasks) {
+  if (streams_ == 0) {  // past kMaxContiguousTasks: single tasks from the shared counter
+    tasks[0] = ClaimTask(thread);
+    return tasks[0] >= 0 ? 1 : 0;
+  }
+  int n = 0;
+  for (int s = 0; s < streams_; ++s) {
+    const int64_t task = ClaimFront(thread * streams_ + s);
+    if (task >= 0) tasks[n++] = task;
+  }
+  if (n == 0 && (tasks[0] = StealBack()) >= 0) n = 1;
+  return n;
+}
+
+int64_t ThreadPool::ClaimFront(int range) {
+  std::atomic<uint64_t>& own = ranges_[range].next_end;
   uint64_t v = own.load(std::memory_order_relaxed);
-  while (RangeLeft(v) > 0) {  // the front of this thread's range
+  while (RangeLeft(v) > 0) {
     if (own.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) return RangeNext(v);
   }
-  for (;;) {  // the back of the range with the most left
+  return -1;
+}
+
+int64_t ThreadPool::StealBack() {
+  const int n_ranges = n_threads_ * streams_;
+  for (;;) {
     int victim = -1;
     int64_t most = 0;
-    for (int t = 0; t < n_threads_; ++t) {
-      const int64_t left = RangeLeft(ranges_[t].next_end.load(std::memory_order_relaxed));
+    for (int r = 0; r < n_ranges; ++r) {
+      const int64_t left = RangeLeft(ranges_[r].next_end.load(std::memory_order_relaxed));
       if (left > most) {
         most = left;
-        victim = t;
+        victim = r;
       }
     }
     if (victim < 0) return -1;
     std::atomic<uint64_t>& range = ranges_[victim].next_end;
-    v = range.load(std::memory_order_relaxed);
+    uint64_t v = range.load(std::memory_order_relaxed);
     while (RangeLeft(v) > 0) {
       if (range.compare_exchange_weak(v, v - (uint64_t{1} << 32), std::memory_order_relaxed))
         return RangeEnd(v) - 1;
@@ -137,36 +168,58 @@ int64_t ThreadPool::ClaimContiguous(int thread) {
 
 void ThreadPool::EndClaims() {
   next_task_.store(n_tasks_, std::memory_order_relaxed);
-  for (int t = 0; t < n_threads_; ++t) ranges_[t].next_end.store(PackRange(0, 0), std::memory_order_relaxed);
+  for (int r = 0; r < n_threads_ * kMaxStreams; ++r)
+    ranges_[r].next_end.store(PackRange(0, 0), std::memory_order_relaxed);
 }
 
-void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) { Run(n_tasks, fn, false); }
+void ThreadPool::ParallelFor(int64_t n_tasks, const TaskFn& fn) { Run(n_tasks, &fn, nullptr, 0); }
 
 void ThreadPool::ParallelForContiguous(int64_t n_tasks, const TaskFn& fn) {
-  Run(n_tasks, fn, n_tasks <= kMaxContiguousTasks);
+  Run(n_tasks, &fn, nullptr, n_tasks <= kMaxContiguousTasks ? 1 : 0);
 }
 
-void ThreadPool::Run(int64_t n_tasks, const TaskFn& fn, bool contiguous) {
-  if (n_tasks <= 0) return;
-  if (tls_pool == this) {  // nested inside one of this pool's tasks: inline
-    for (int64_t i = 0; i < n_tasks; ++i) fn(i, tls_thread);
+void ThreadPool::ParallelForStreams(int64_t n_tasks, int streams, const GroupFn& fn) {
+  assert(streams >= 1 && streams <= kMaxStreams);
+  Run(n_tasks, nullptr, &fn, n_tasks <= kMaxContiguousTasks ? streams : 0);
+}
+
+void ThreadPool::RunInline(int64_t n_tasks, const TaskFn* fn, const GroupFn* group_fn, int streams,
+                           int thread) {
+  if (group_fn == nullptr) {
+    for (int64_t i = 0; i < n_tasks; ++i) (*fn)(i, thread);
     return;
   }
-  if (n_threads_ == 1 || n_tasks == 1) {
-    for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+  // The same ranges one thread of ParallelForStreams would own, in lockstep.
+  const int64_t per = (n_tasks + streams - 1) / streams;
+  for (int64_t j = 0; j < per; ++j) {
+    int64_t group[kMaxStreams];
+    int n = 0;
+    for (int s = 0; s < streams; ++s) {
+      const int64_t task = s * n_tasks / streams + j;
+      if (task < (s + 1) * n_tasks / streams) group[n++] = task;
+    }
+    if (n > 0) (*group_fn)(std::span<const int64_t>(group, static_cast<size_t>(n)), thread);
+  }
+}
+
+void ThreadPool::Run(int64_t n_tasks, const TaskFn* fn, const GroupFn* group_fn, int streams) {
+  if (n_tasks <= 0) return;
+  const bool nested = tls_pool == this;             // inside one of this pool's tasks
+  if (nested || n_threads_ == 1 || n_tasks == 1) {  // inline, as one thread would
+    RunInline(n_tasks, fn, group_fn, std::max(1, streams), nested ? tls_thread : 0);
     return;
   }
   // Every worker finished the previous loop (the wait below), so none reads these while they
   // change; the generation's increment publishes them.
-  fn_ = &fn;
+  fn_ = fn;
+  group_fn_ = group_fn;
   n_tasks_ = n_tasks;
   next_task_.store(0, std::memory_order_relaxed);
-  contiguous_ = contiguous;
-  if (contiguous) {
-    for (int t = 0; t < n_threads_; ++t) {
-      ranges_[t].next_end.store(PackRange(t * n_tasks / n_threads_, (t + 1) * n_tasks / n_threads_),
-                                std::memory_order_relaxed);
-    }
+  streams_ = streams;
+  const int64_t n_ranges = int64_t{n_threads_} * streams;
+  for (int64_t r = 0; r < n_ranges; ++r) {
+    ranges_[r].next_end.store(PackRange(r * n_tasks / n_ranges, (r + 1) * n_tasks / n_ranges),
+                              std::memory_order_relaxed);
   }
   active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);

@@ -12,6 +12,12 @@
 // instead of taking turns with its peers along one; a thread whose range is done takes tasks from
 // the end of the range with the most left, so a preempted thread delays only its current task.
 //
+// ParallelForStreams(n, streams, fn) cuts [0, n) into size() x `streams` contiguous ranges, thread t
+// owning ranges [t x streams, (t + 1) x streams); each call fn(tasks, thread) gets the next task of
+// each of the thread's ranges that has one, so the thread works along `streams` memory streams at
+// once (one core reads several streams faster than one). A thread whose ranges are done takes
+// single tasks from the end of the range with the most left.
+//
 // A task that throws ends the loop: no thread starts another of its tasks, and ParallelFor
 // rethrows the first exception once every worker has left the loop (so no task still uses the
 // caller's frame while it unwinds); the pool stays usable.
@@ -29,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -49,6 +56,12 @@ class ThreadPool {
   // More than kMaxContiguousTasks tasks (a range's bounds are 32-bit) take ParallelFor's schedule.
   void ParallelForContiguous(int64_t n_tasks, const TaskFn& fn);
   static constexpr int64_t kMaxContiguousTasks = (int64_t{1} << 31) - 1;
+  // tasks: 1 .. streams task indices, in range order.
+  using GroupFn = std::function<void(std::span<const int64_t> tasks, int thread)>;
+  // REQUIRES: 1 <= streams <= kMaxStreams. More than kMaxContiguousTasks tasks: single tasks in
+  // ParallelFor's schedule.
+  void ParallelForStreams(int64_t n_tasks, int streams, const GroupFn& fn);
+  static constexpr int kMaxStreams = 4;
 
   static constexpr int kSpinIterations = 4000;  // ~10-50 us of polling before blocking
 
@@ -60,12 +73,18 @@ class ThreadPool {
     std::atomic<uint64_t> next_end{0};
   };
 
-  void Run(int64_t n_tasks, const TaskFn& fn, bool contiguous);
+  // streams: 0 = the shared counter, else that many contiguous ranges per thread.
+  void Run(int64_t n_tasks, const TaskFn* fn, const GroupFn* group_fn, int streams);
+  void RunInline(int64_t n_tasks, const TaskFn* fn, const GroupFn* group_fn, int streams, int thread);
   void WorkerLoop(int thread);
   void RunTasks(int thread);
   // The next task `thread` runs, or -1 when the loop has none left.
   int64_t ClaimTask(int thread);
   int64_t ClaimContiguous(int thread);
+  int64_t ClaimFront(int range);
+  int64_t StealBack();  // the last task of the range with the most left, or -1
+  // The next task of each of the thread's ranges; a stolen one when they are done. Returns the count.
+  int ClaimGroup(int thread, int64_t* tasks);
   // After a task threw: every later claim finds no task (tasks already claimed still run).
   void EndClaims();
   void WaitForWorkers();
@@ -81,10 +100,11 @@ class ThreadPool {
 
   // State of the current loop (valid while a generation is running).
   const TaskFn* fn_ = nullptr;
+  const GroupFn* group_fn_ = nullptr;  // ParallelForStreams' fn (fn_ is null then)
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_task_{0};    // ParallelFor's shared counter
-  bool contiguous_ = false;              // ParallelForContiguous: tasks come from ranges_
-  std::unique_ptr<TaskRange[]> ranges_;  // [size()]
+  int streams_ = 0;                      // ranges per thread; 0: tasks come from next_task_
+  std::unique_ptr<TaskRange[]> ranges_;  // [size() x kMaxStreams]
   std::atomic<int> active_workers_{0};
   // The first exception a task of the current loop threw (guarded by mu_ while workers run; the
   // caller reads it after WaitForWorkers, whose acquire orders every worker's write before).

@@ -32,6 +32,12 @@ constexpr MatmulTaskFn kAvx2QNoPf = MatmulTaskQuant<QuantDotTileAvx2NoPrefetch, 
 constexpr MatmulTaskFn kVnniQNoPf =
     MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, internal::SwiGluRowAvx512>;
 
+// The streams entries of the rows that have one (StreamsOf).
+constexpr MatmulStreamsFn kVnniQStreams =
+    internal::MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, internal::SwiGluRowAvx512>;
+constexpr MatmulStreamsFn kVnniQNoPfStreams =
+    internal::MatmulStreamsQuant<QuantDotStreamsAvx512VnniNoPrefetch, internal::SwiGluRowAvx512>;
+
 // clang-format off
 constexpr std::array<MatmulKernel, 43> kKernels = {{
     // name                  isa           weights    acts            cpu     prefer  inv   min prio task
@@ -122,6 +128,18 @@ std::optional<IsaLevel> ForcedIsaLevel(std::string_view forced) {
 }
 
 std::span<const MatmulKernel> AllKernels() { return kKernels; }
+
+MatmulStreamsFn StreamsOf(const MatmulKernel& kernel) {
+  // The 32-element block formats. The K formats' 2304-3360 byte columns decoded slower as streams
+  // (Q4_K V2-Lite, Zen 5: 49 % of the bound with four, 71 % with one; docs/benchmarks.md).
+  const WeightFormat f = kernel.weights;
+  if (f != WeightFormat::kQ8_0 && f != WeightFormat::kQ4_0 && f != WeightFormat::kQ5_0 &&
+      f != WeightFormat::kQ5_1)
+    return nullptr;
+  if (kernel.task == kVnniQ) return kVnniQStreams;
+  if (kernel.task == kVnniQNoPf) return kVnniQNoPfStreams;
+  return nullptr;
+}
 
 const MatmulKernel* FindKernel(const std::string& name) {
   for (const MatmulKernel& k : AllKernels()) {

@@ -33,11 +33,22 @@
 #include "core/cpu_features.h"
 #include "core/status.h"
 #include "kernels/matmul.h"
+#include "kernels/quant_dot.h"
 
 namespace moerun {
 
 // Computes rows [m0, m1) x stored 16-row blocks [b0, b1) of job (b0, b1 even for gate/up).
 using MatmulTaskFn = void (*)(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
+
+// Blocks [b0, b1) of a job of one row: one stream of a MatmulStreamsFn call.
+struct MatmulStream {
+  const MatmulJob* job = nullptr;
+  int64_t b0 = 0, b1 = 0;
+};
+// Computes 1 .. kQuantDotMaxStreams streams at once, their blocks' columns interleaved so the
+// thread reads that many memory streams together (ThreadPool::ParallelForStreams). REQUIRES: the
+// jobs have one row, k_blocks <= 1, and the same row, weight format, K range and epilogue.
+using MatmulStreamsFn = void (*)(std::span<const MatmulStream> streams);
 
 struct MatmulKernel {
   const char* name;  // "avx2-q4_k"
@@ -56,6 +67,8 @@ inline constexpr int64_t kBf16DotMinRows = 8;
 
 std::span<const MatmulKernel> AllKernels();
 const MatmulKernel* FindKernel(const std::string& name);
+// The row's streams entry, or nullptr where it has none (its streams run one task at a time).
+MatmulStreamsFn StreamsOf(const MatmulKernel& kernel);
 
 // How activations may be rounded (the --precision flag).
 enum class ActivationPrecision {

@@ -54,6 +54,44 @@ void RunTask(const MatmulJob& job, const MatmulTask& task) {
   RunMatmulBlocks(job, m0, m1, task.b0, task.b1);
 }
 
+// Jobs whose tasks can run as streams of one MatmulStreamsFn call (its requirements).
+bool SameStreams(const MatmulJob& a, const MatmulJob& b) {
+  return a.kernel == b.kernel && a.k_begin == b.k_begin && a.KEnd() == b.KEnd() && a.epilogue == b.epilogue &&
+         a.w->format() == b.w->format();
+}
+
+bool CanStream(const MatmulJob& job) {
+  return job.rows == 1 && job.k_blocks <= 1 && StreamsOf(*job.kernel) != nullptr;
+}
+
+static_assert(ThreadPool::kMaxStreams == kQuantDotMaxStreams);
+
+// A ParallelForStreams group: the tasks that can run together through their row's streams entry,
+// the others one by one (the same bits either way).
+void RunStreams(std::span<const MatmulJob> jobs, const std::vector<MatmulTask>& tasks,
+                std::span<const int64_t> group) {
+  bool done[ThreadPool::kMaxStreams] = {};
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (done[i]) continue;
+    const MatmulTask& task = tasks[static_cast<size_t>(group[i])];
+    const MatmulJob& job = jobs[task.job];
+    if (!CanStream(job)) {
+      RunTask(job, task);
+      continue;
+    }
+    MatmulStream streams[ThreadPool::kMaxStreams];
+    size_t n = 0;
+    for (size_t k = i; k < group.size(); ++k) {
+      const MatmulTask& other = tasks[static_cast<size_t>(group[k])];
+      if (done[k] || !CanStream(jobs[other.job]) || !SameStreams(job, jobs[other.job])) continue;
+      streams[n++] = {&jobs[other.job], other.b0, other.b1};
+      done[k] = true;
+    }
+    const MatmulStreamsFn run_streams = StreamsOf(*job.kernel);
+    run_streams(std::span<const MatmulStream>(streams, n));
+  }
+}
+
 }  // namespace
 
 int64_t MatmulRunBlocks(int64_t units, int threads) {
@@ -127,17 +165,21 @@ void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
   }
   const bool streams = std::none_of(jobs.begin(), jobs.end(),
                                     [](const MatmulJob& job) { return job.rows > kMatmulStreamMaxRows; });
-  const std::vector<MatmulTask> tasks =
-      streams ? PlanStreamingMatmulTasks(jobs, pool->size()) : PlanMatmulTasks(jobs, pool->size());
-  const auto run = [&](int64_t i, int) {
-    const MatmulTask& task = tasks[static_cast<size_t>(i)];
-    RunTask(jobs[task.job], task);
-  };
-  if (streams) {
-    pool->ParallelForContiguous(static_cast<int64_t>(tasks.size()), run);
-  } else {
-    pool->ParallelFor(static_cast<int64_t>(tasks.size()), run);
+  if (!streams) {
+    const std::vector<MatmulTask> tasks = PlanMatmulTasks(jobs, pool->size());
+    pool->ParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+      const MatmulTask& task = tasks[static_cast<size_t>(i)];
+      RunTask(jobs[task.job], task);
+    });
+    return;
   }
+  // Several streams per thread where the jobs' kernel rows can run them together.
+  const bool grouped = std::all_of(jobs.begin(), jobs.end(),
+                                   [](const MatmulJob& job) { return job.rows == 0 || CanStream(job); });
+  const int per_thread = grouped ? kQuantDotMaxStreams : 1;
+  const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(jobs, pool->size() * per_thread);
+  pool->ParallelForStreams(static_cast<int64_t>(tasks.size()), per_thread,
+                           [&](std::span<const int64_t> group, int) { RunStreams(jobs, tasks, group); });
 }
 
 }  // namespace moerun

@@ -71,10 +71,12 @@ struct MatmulJob {
 //
 // A loop whose jobs all stream (every decode loop) is planned another way: PlanStreamingMatmulTasks
 // cuts each job into runs of about kMatmulStreamTaskBytes, in memory order, and RunMatmuls hands them
-// out with ThreadPool::ParallelForContiguous. Thread t walks the t-th contiguous share of the loop's
-// weights as one stream and, when done, takes runs from the end of the share with the most left.
-// Under the shared counter the two threads took turns along one stream, each jumping over the
-// other's run (see docs/benchmarks.md for what that cost).
+// out with ThreadPool::ParallelForStreams. Thread t walks the t-th contiguous share of the loop's
+// weights and, when done, takes runs from the end of the share with the most left. Under the shared
+// counter the two threads took turns along one stream, each jumping over the other's run (see
+// docs/benchmarks.md for what that cost). Where every job has one row and a kernel row with a
+// streams entry (kernel_table.h's StreamsOf), the share is kQuantDotMaxStreams streams the thread
+// reads together, one column of each in turn: one core reads several streams faster than one.
 inline constexpr int64_t kMatmulMaxChunkRows = 192;
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel call
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
@@ -94,7 +96,8 @@ struct MatmulTask {
 // The tasks of `jobs` on `threads` threads, in the order the loop hands them out (see above).
 // Every (job, chunk, block) is in exactly one task.
 std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads);
-// The tasks of a loop whose jobs all have at most kMatmulStreamMaxRows rows, for ParallelForContiguous:
+// The tasks of a loop whose jobs all have at most kMatmulStreamMaxRows rows, for ParallelForStreams
+// (`threads`: the loop's streams, threads x streams per thread):
 // each job's blocks in order, in runs of about kMatmulStreamTaskBytes (whole gate/up pairs, at least
 // one), shorter when the loop has fewer than 2 x threads such runs. Every block is in exactly one task.
 std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads);

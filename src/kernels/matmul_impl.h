@@ -32,6 +32,16 @@ extern template void MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, SwiGluRow
                                                                                         int64_t, int64_t,
                                                                                         int64_t, int64_t);
 
+// One activation row x 16-row blocks of several jobs at once (the streams of a ParallelForStreams
+// group; kernel_table.h's MatmulStreamsFn): block step i of every stream together through the
+// ISA's QuantDotStreamsFn, then each block's epilogue as MatmulTaskQuant writes it (the same bits).
+template <QuantDotStreamsFn Streams, SwiGluRowFn SwiGlu>
+void MatmulStreamsQuant(std::span<const MatmulStream> streams);
+extern template void MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, SwiGluRowAvx512>(
+    std::span<const MatmulStream>);
+extern template void MatmulStreamsQuant<QuantDotStreamsAvx512VnniNoPrefetch, SwiGluRowAvx512>(
+    std::span<const MatmulStream>);
+
 // Output columns of stored block b: [col0, col0 + 16) clipped to out_features.
 inline int64_t BlockCol0(const MatmulJob& job, int64_t b) {
   return job.epilogue == Epilogue::kSwiGlu ? (b / 2) * 16 : b * 16;

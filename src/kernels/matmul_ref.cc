@@ -80,6 +80,56 @@ void MatmulTaskQuant(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, i
   }
 }
 
+template <QuantDotStreamsFn Streams, SwiGluRowFn SwiGlu>
+void MatmulStreamsQuant(std::span<const MatmulStream> streams) {
+  assert(!streams.empty() && streams.size() <= static_cast<size_t>(kQuantDotMaxStreams));
+  const MatmulJob& first = *streams[0].job;
+  const DType storage = Traits(first.w->format()).storage;
+  const int64_t kb0 = first.k_begin / 32, kb1 = (first.KEnd() + 31) / 32;
+  const int step = first.epilogue == Epilogue::kSwiGlu ? 2 : 1;
+  float gate[kQuantDotMaxStreams][16], up[kQuantDotMaxStreams][16];
+  for (int64_t i = 0;; i += step) {
+    QuantDotStream lanes[kQuantDotMaxStreams];
+    const MatmulStream* owner[kQuantDotMaxStreams];
+    int64_t cols[kQuantDotMaxStreams];
+    int n = 0;
+    bool any = false;
+    for (const MatmulStream& s : streams) {
+      const int64_t b = s.b0 + i;
+      if (b >= s.b1) continue;
+      any = true;
+      const int64_t col0 = BlockCol0(*s.job, b);
+      const int valid = static_cast<int>(std::min<int64_t>(16, s.job->w->out_features() - col0));
+      if (valid <= 0) continue;
+      lanes[n] = {s.job->w->block(b), valid, &s.job->x.q8, 0, gate[n]};
+      owner[n] = &s;
+      cols[n++] = col0;
+    }
+    if (!any) return;
+    if (n == 0) continue;
+    Streams(storage, lanes, n, kb0, kb1);
+    if (step == 2) {
+      for (int j = 0; j < n; ++j) {
+        lanes[j].w = owner[j]->job->w->block(owner[j]->b0 + i + 1);
+        lanes[j].out = up[j];
+      }
+      Streams(storage, lanes, n, kb0, kb1);
+    }
+    for (int j = 0; j < n; ++j) {
+      float* y = owner[j]->job->YAt(0, cols[j]);
+      if (step == 1) {
+        std::copy(gate[j], gate[j] + lanes[j].n_rows, y);
+      } else {
+        SwiGlu(gate[j], up[j], y, lanes[j].n_rows);
+      }
+    }
+  }
+}
+
+template void MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, SwiGluRowAvx512>(std::span<const MatmulStream>);
+template void MatmulStreamsQuant<QuantDotStreamsAvx512VnniNoPrefetch, SwiGluRowAvx512>(
+    std::span<const MatmulStream>);
+
 template void MatmulTaskQuant<QuantDotTileRef, SwiGluRowRef>(const MatmulJob&, int64_t, int64_t, int64_t,
                                                              int64_t);
 template void MatmulTaskQuant<QuantDotTileAvx2, SwiGluRowAvx2>(const MatmulJob&, int64_t, int64_t, int64_t,

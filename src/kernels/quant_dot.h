@@ -83,6 +83,27 @@ void QuantDotTileAvx512VnniNoPrefetch(DType format, const uint8_t* w, size_t w_r
                                       const Q8Activations& a, int64_t m0, int64_t m1, int64_t kb0,
                                       int64_t kb1, float* out);
 
+// One activation row against one 16-row block: a stream of QuantDotStreamsFn. out[j] (j < n_rows)
+// gets what QuantDotTileFn gives for m0 = m, m1 = m + 1.
+struct QuantDotStream {
+  const uint8_t* w = nullptr;        // one packed 16-row block (as QuantDotTileFn's w)
+  int n_rows = 0;                    // rows of it stored, <= 16
+  const Q8Activations* a = nullptr;  // the stream's activations
+  int64_t m = 0;                     // its activation row
+  float* out = nullptr;              // [n_rows]
+};
+inline constexpr int kQuantDotMaxStreams = 4;
+// Up to kQuantDotMaxStreams streams of one format over the same blocks [kb0, kb1), column by
+// column across the streams, so one core keeps that many memory streams in flight (the bits of
+// QuantDotTileFn for each stream).
+using QuantDotStreamsFn = void (*)(DType format, const QuantDotStream* streams, int n, int64_t kb0,
+                                   int64_t kb1);
+// AVX-512 VNNI, with and without the tiles' software prefetch. Q6_K runs its streams one by one.
+// REQUIRES: GetCpuFeatures().HasAvx512VnniKernels(), 1 <= n <= kQuantDotMaxStreams.
+void QuantDotStreamsAvx512Vnni(DType format, const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1);
+void QuantDotStreamsAvx512VnniNoPrefetch(DType format, const QuantDotStream* streams, int n, int64_t kb0,
+                                         int64_t kb1);
+
 // Dispatch helpers.
 enum class QuantDotIsa { kRef, kAvx2, kAvx2NoPrefetch, kAvx512Vnni, kAvx512VnniNoPrefetch };
 inline constexpr QuantDotIsa kAllQuantDotIsas[] = {QuantDotIsa::kRef, QuantDotIsa::kAvx2,

@@ -44,6 +44,7 @@ struct ActRows {
   const int8_t* q[R];
   const float* d[R];
   const int32_t* sum[R];
+  ActRows() = default;
   ActRows(const Q8Activations& a, int64_t m) {
     for (int r = 0; r < R; ++r) {
       q[r] = a.q + (m + r) * a.ldq;
@@ -134,19 +135,16 @@ inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
 // Q8_0 / Q4_0 / Q5_0 / Q5_1 (one f16 scale per block, and Q5_1's min): u[g] = the unsigned bytes
 // of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
 // with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
+// Column kb (block kb of the 16 rows) into acc[r] for activation rows act.
 template <int R, DType kT, bool kSwPrefetch>
-void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
-                        int n_rows, float* out) {
+inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t kb, __m512 (&acc)[R]) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
   // Few activation rows (decode): Q4_0's high nibbles meet the activations in place (x & 0xF0 is
   // 16 q, so that chain sums 16 x its exact int32 part, and an arithmetic shift by 4 recovers it
   // exactly), which saves a shift per word where the weight unpacking is most of the work.
   constexpr bool kHighInPlace = kT == DType::kQ4_0 && R <= 2;
-  const ActRows<R> act(a, m);
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
+  {
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
     PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + PrefetchAheadOf(kT));
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
@@ -186,6 +184,15 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
         acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(da * static_cast<float>(A)), acc[r]);
     }
   }
+}
+
+template <int R, DType kT, bool kSwPrefetch>
+void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
+                        int n_rows, float* out) {
+  const ActRows<R> act(a, m);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t kb = kb0; kb < kb1; ++kb) InterleavedColumn<R, kT, kSwPrefetch>(w, act, kb, acc);
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
 }
@@ -272,6 +279,27 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   }
   const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1);
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + r * kQuantDotMaxRows, valid, acc[r]);
+}
+
+// One activation row against kNs blocks (streams[i]), column by column across the blocks: the
+// kNs blocks are kNs memory streams in flight at once, which one core reads faster than one stream
+// (docs/benchmarks.md "Several streams per thread"). Each block's lanes take the operations of the
+// one-stream kernels in the same order: the same bits.
+template <DType kT, bool kSwPrefetch, int kNs>
+void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
+  ActRows<1> acts[kNs];
+  __m512 acc[kNs][1];
+  for (int i = 0; i < kNs; ++i) {
+    acts[i] = ActRows<1>(*streams[i].a, streams[i].m);
+    acc[i][0] = _mm512_setzero_ps();
+  }
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
+    for (int i = 0; i < kNs; ++i) InterleavedColumn<1, kT, kSwPrefetch>(streams[i].w, acts[i], kb, acc[i]);
+  }
+  for (int i = 0; i < kNs; ++i) {
+    const __mmask16 valid = static_cast<__mmask16>((1u << streams[i].n_rows) - 1);
+    _mm512_mask_storeu_ps(streams[i].out, valid, acc[i][0]);
+  }
 }
 
 // Q6_K, AVX-512: the 6-bit q of elements 4p..4p+3 of block i = 4h + G, 16 rows (u8 lanes).

@@ -93,6 +93,41 @@ void QuantDotTileX86(DType format, const uint8_t* w, size_t /*w_row_bytes*/, int
   }
 }
 
+#if MOERUN_QUANT_DOT_VNNI
+template <DType kT, bool kSwPrefetch>
+void StreamsOf(const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1) {
+  switch (n) {
+    case 4:
+      return StreamColumns<kT, kSwPrefetch, 4>(streams, kb0, kb1);
+    case 3:
+      return StreamColumns<kT, kSwPrefetch, 3>(streams, kb0, kb1);
+    case 2:
+      return StreamColumns<kT, kSwPrefetch, 2>(streams, kb0, kb1);
+    default:
+      return StreamColumns<kT, kSwPrefetch, 1>(streams, kb0, kb1);
+  }
+}
+
+template <bool kSwPrefetch>
+void QuantDotStreamsX86(DType format, const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1) {
+  switch (format) {
+    case DType::kQ8_0:
+      return StreamsOf<DType::kQ8_0, kSwPrefetch>(streams, n, kb0, kb1);
+    case DType::kQ4_0:
+      return StreamsOf<DType::kQ4_0, kSwPrefetch>(streams, n, kb0, kb1);
+    case DType::kQ5_0:
+      return StreamsOf<DType::kQ5_0, kSwPrefetch>(streams, n, kb0, kb1);
+    case DType::kQ5_1:
+      return StreamsOf<DType::kQ5_1, kSwPrefetch>(streams, n, kb0, kb1);
+    default:  // the K formats: one stream at a time (see kernel_table.cc's StreamsOf)
+      for (int i = 0; i < n; ++i) {
+        const QuantDotStream& s = streams[i];
+        QuantDotTileX86<kSwPrefetch>(format, s.w, 0, s.n_rows, *s.a, s.m, s.m + 1, kb0, kb1, s.out);
+      }
+  }
+}
+#endif
+
 }  // namespace
 }  // namespace moerun
 

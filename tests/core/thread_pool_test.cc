@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -204,6 +205,70 @@ TEST(ThreadPoolContiguousTest, APeerTakesTheRangeOfAStalledThread) {
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
     EXPECT_LE(worker_tasks.load(), 1);
   }
+}
+
+// ParallelForStreams: every task once; a call gets 1 .. streams tasks, and the tasks each thread
+// takes from the front of one of its own ranges come in order (the stream it reads).
+TEST(ThreadPoolStreamsTest, EveryTaskOnceEachOwnRangeInOrder) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int streams : {1, 2, 4}) {
+      for (int64_t n : {1, 5, 64, 1001}) {
+        SCOPED_TRACE(testing::Message()
+                     << threads << " threads, " << streams << " streams, " << n << " tasks");
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::vector<std::vector<int64_t>> ran(static_cast<size_t>(threads));
+        std::atomic<int> bad_group{0};
+        pool.ParallelForStreams(n, streams, [&](std::span<const int64_t> tasks, int thread) {
+          if (tasks.empty() || tasks.size() > static_cast<size_t>(streams)) bad_group = 1;
+          for (int64_t t : tasks) {
+            hits[static_cast<size_t>(t)].fetch_add(1);
+            ran[static_cast<size_t>(thread)].push_back(t);
+          }
+        });
+        for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+        ASSERT_EQ(bad_group.load(), 0);
+        const int64_t ranges = int64_t{threads} * streams;
+        for (int t = 0; t < threads; ++t) {
+          for (int s = 0; s < streams; ++s) {
+            const int64_t r = int64_t{t} * streams + s, begin = r * n / ranges, end = (r + 1) * n / ranges;
+            int64_t next = begin;
+            for (int64_t task : ran[static_cast<size_t>(t)]) {
+              if (task >= begin && task < end && task == next) ++next;
+            }
+            // The owner ran a prefix of its range in order (peers may have taken the rest from the end).
+            for (int64_t task : ran[static_cast<size_t>(t)]) {
+              if (task >= begin && task < end) EXPECT_LT(task, next) << "range " << r << " out of order";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// One call holds one task of each of the thread's ranges: the streams are read together.
+TEST(ThreadPoolStreamsTest, ACallTakesTheNextTaskOfEachOwnRange) {
+  ThreadPool pool(1);
+  std::vector<std::vector<int64_t>> groups;
+  pool.ParallelForStreams(
+      10, 4, [&](std::span<const int64_t> tasks, int) { groups.emplace_back(tasks.begin(), tasks.end()); });
+  // Ranges [0, 2), [2, 5), [5, 7), [7, 10).
+  const std::vector<std::vector<int64_t>> expected = {{0, 2, 5, 7}, {1, 3, 6, 8}, {4, 9}};
+  EXPECT_EQ(groups, expected);
+}
+
+TEST(ThreadPoolStreamsTest, APeerTakesTheRangesOfAStalledThread) {
+  ThreadPool pool(2);
+  std::vector<std::atomic<int>> hits(400);
+  std::atomic<int> worker_calls{0};
+  pool.ParallelForStreams(400, 4, [&](std::span<const int64_t> tasks, int thread) {
+    for (int64_t t : tasks) hits[static_cast<size_t>(t)].fetch_add(1);
+    if (thread == 1 && worker_calls.fetch_add(1) == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  });
+  for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  EXPECT_LE(worker_calls.load(), 1);
 }
 
 }  // namespace

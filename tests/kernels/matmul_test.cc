@@ -220,6 +220,46 @@ TEST_P(KernelRowTest, PooledJobsGiveTheOneThreadBits) {
   }
 }
 
+// Decode loops (every job streams): one-row jobs, plain and gate/up, run as several streams per
+// thread where the row can (kernel_table.h's StreamsOf), and a loop with a 3-row job beside them
+// (one stream per thread). On 1-3 threads every output has the bits of its job run alone.
+TEST_P(KernelRowTest, StreamingLoopsGiveTheOneThreadBits) {
+  const int64_t k = 4 * AlignK(64, kern().weights), n = 600;  // 38 blocks of 16 columns
+  std::mt19937 rng(29);
+  const Tensor gate = RandomMatrix(n, k, rng, 0.05f), up = RandomMatrix(n, k, rng, 0.05f);
+  const PackedWeight w = PackedWeight::Pack(gate, kern().weights).value();
+  const PackedWeight gu = PackedWeight::PackGateUp(gate, up, kern().weights).value();
+  const Tensor xt = RandomMatrix(8, k, rng, 1.0f);
+  ActivationBuffer buf;
+  const ActView x = buf.Prepare(kern().acts, xt.data<float>(), 8, k, k);
+  for (const bool with_three_rows : {false, true}) {
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(testing::Message() << threads << " threads" << (with_three_rows ? ", a 3-row job" : ""));
+      std::vector<MatmulJob> jobs;
+      std::vector<std::vector<float>> pooled, alone;
+      for (int j = 0; j < 7; ++j) {
+        const bool swiglu = j % 3 == 1;
+        const int64_t rows = with_three_rows && j == 6 ? 3 : 1;
+        MatmulJob job = Job(swiglu ? gu : w, x, rows, nullptr, n);
+        job.x = OffsetRows(x, j % 5);  // its own activation row(s)
+        if (swiglu) job.epilogue = Epilogue::kSwiGlu;
+        pooled.emplace_back(static_cast<size_t>(rows * n), -1.0f);
+        alone.emplace_back(static_cast<size_t>(rows * n), -2.0f);
+        job.y = alone.back().data();
+        RunMatmul(job, nullptr);
+        jobs.push_back(job);
+      }
+      for (size_t j = 0; j < jobs.size(); ++j) jobs[j].y = pooled[j].data();
+      ThreadPool pool(threads);
+      RunMatmuls(jobs, &pool);
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        ASSERT_EQ(std::memcmp(pooled[j].data(), alone[j].data(), pooled[j].size() * sizeof(float)), 0)
+            << "job " << j;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
 
 // Gathered rows (an expert-ordered MoE batch: a token once per expert it goes to) give the bytes
