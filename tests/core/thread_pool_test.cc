@@ -238,7 +238,9 @@ TEST(ThreadPoolStreamsTest, EveryTaskOnceEachOwnRangeInOrder) {
             }
             // The owner ran a prefix of its range in order (peers may have taken the rest from the end).
             for (int64_t task : ran[static_cast<size_t>(t)]) {
-              if (task >= begin && task < end) EXPECT_LT(task, next) << "range " << r << " out of order";
+              if (task >= begin && task < end) {
+                EXPECT_LT(task, next) << "range " << r << " out of order";
+              }
             }
           }
         }
