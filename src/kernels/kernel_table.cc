@@ -33,6 +33,10 @@ constexpr MatmulTaskFn kVnniQNoPf =
     MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, internal::SwiGluRowAvx512>;
 
 // The streams entries of the rows that have one (StreamsOf).
+constexpr MatmulStreamsFn kAvx2QStreams =
+    internal::MatmulStreamsQuant<QuantDotStreamsAvx2, internal::SwiGluRowAvx2>;
+constexpr MatmulStreamsFn kAvx2QNoPfStreams =
+    internal::MatmulStreamsQuant<QuantDotStreamsAvx2NoPrefetch, internal::SwiGluRowAvx2>;
 constexpr MatmulStreamsFn kVnniQStreams =
     internal::MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, internal::SwiGluRowAvx512>;
 constexpr MatmulStreamsFn kVnniQNoPfStreams =
@@ -136,6 +140,8 @@ MatmulStreamsFn StreamsOf(const MatmulKernel& kernel) {
   if (f != WeightFormat::kQ8_0 && f != WeightFormat::kQ4_0 && f != WeightFormat::kQ5_0 &&
       f != WeightFormat::kQ5_1)
     return nullptr;
+  if (kernel.task == kAvx2Q) return kAvx2QStreams;
+  if (kernel.task == kAvx2QNoPf) return kAvx2QNoPfStreams;
   if (kernel.task == kVnniQ) return kVnniQStreams;
   if (kernel.task == kVnniQNoPf) return kVnniQNoPfStreams;
   return nullptr;

@@ -37,6 +37,9 @@ extern template void MatmulTaskQuant<QuantDotTileAvx512VnniNoPrefetch, SwiGluRow
 // ISA's QuantDotStreamsFn, then each block's epilogue as MatmulTaskQuant writes it (the same bits).
 template <QuantDotStreamsFn Streams, SwiGluRowFn SwiGlu>
 void MatmulStreamsQuant(std::span<const MatmulStream> streams);
+extern template void MatmulStreamsQuant<QuantDotStreamsAvx2, SwiGluRowAvx2>(std::span<const MatmulStream>);
+extern template void MatmulStreamsQuant<QuantDotStreamsAvx2NoPrefetch, SwiGluRowAvx2>(
+    std::span<const MatmulStream>);
 extern template void MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, SwiGluRowAvx512>(
     std::span<const MatmulStream>);
 extern template void MatmulStreamsQuant<QuantDotStreamsAvx512VnniNoPrefetch, SwiGluRowAvx512>(

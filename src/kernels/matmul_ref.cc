@@ -126,6 +126,8 @@ void MatmulStreamsQuant(std::span<const MatmulStream> streams) {
   }
 }
 
+template void MatmulStreamsQuant<QuantDotStreamsAvx2, SwiGluRowAvx2>(std::span<const MatmulStream>);
+template void MatmulStreamsQuant<QuantDotStreamsAvx2NoPrefetch, SwiGluRowAvx2>(std::span<const MatmulStream>);
 template void MatmulStreamsQuant<QuantDotStreamsAvx512Vnni, SwiGluRowAvx512>(std::span<const MatmulStream>);
 template void MatmulStreamsQuant<QuantDotStreamsAvx512VnniNoPrefetch, SwiGluRowAvx512>(
     std::span<const MatmulStream>);

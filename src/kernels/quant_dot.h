@@ -98,8 +98,11 @@ inline constexpr int kQuantDotMaxStreams = 4;
 // QuantDotTileFn for each stream).
 using QuantDotStreamsFn = void (*)(DType format, const QuantDotStream* streams, int n, int64_t kb0,
                                    int64_t kb1);
-// AVX-512 VNNI, with and without the tiles' software prefetch. Q6_K runs its streams one by one.
-// REQUIRES: GetCpuFeatures().HasAvx512VnniKernels(), 1 <= n <= kQuantDotMaxStreams.
+// AVX2 and AVX-512 VNNI, with and without the tiles' software prefetch. The K formats and Q6_K run
+// their streams one by one. REQUIRES: the ISA's CPU features, 1 <= n <= kQuantDotMaxStreams.
+void QuantDotStreamsAvx2(DType format, const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1);
+void QuantDotStreamsAvx2NoPrefetch(DType format, const QuantDotStream* streams, int n, int64_t kb0,
+                                   int64_t kb1);
 void QuantDotStreamsAvx512Vnni(DType format, const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1);
 void QuantDotStreamsAvx512VnniNoPrefetch(DType format, const QuantDotStream* streams, int n, int64_t kb0,
                                          int64_t kb1);

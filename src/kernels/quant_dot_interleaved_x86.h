@@ -582,6 +582,39 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
       });
 }
 
+// One activation row against kNs blocks (streams[i]), column by column across the blocks, as the
+// AVX-512 StreamColumns: both 8-row halves of a stream's column in turn (one pass; the Q5 formats'
+// halves one after the other), so each lane takes the one-stream kernels' f32 operations in block
+// order: the same bits.
+template <DType kT, bool kSwPrefetch, int kNs>
+void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
+  constexpr Block32Layout kL = Block32LayoutOf(kT);
+  constexpr bool kQ8 = kT == DType::kQ8_0;
+  __m256 acc[kNs][2][1];
+  for (auto& acc_i : acc) {
+    for (auto& acc_h : acc_i) acc_h[0] = _mm256_setzero_ps();
+  }
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
+    for (int i = 0; i < kNs; ++i) {
+      const QuantDotStream& s = streams[i];
+      const uint8_t* c = s.w + static_cast<size_t>(kb) * kL.column_bytes;
+      PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + PrefetchAheadOf(kT));
+      if constexpr (kL.qh != 0) {
+        NibbleBlockHalf256<1, kT>(c, 0, *s.a, s.m, kb, acc[i][0]);
+        NibbleBlockHalf256<1, kT>(c, 1, *s.a, s.m, kb, acc[i][1]);
+      } else {
+        BlockRows256<1, kQ8, 0, 2>(c, *s.a, s.m, kb, acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < kNs; ++i) {
+    alignas(32) float t[16];
+    _mm256_store_ps(t, acc[i][0][0]);
+    _mm256_store_ps(t + 8, acc[i][1][0]);
+    std::copy(t, t + streams[i].n_rows, streams[i].out);
+  }
+}
+
 // Q4_K / Q5_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the
 // same lane arithmetic as the AVX-512 body.
 template <int R, DType kT>

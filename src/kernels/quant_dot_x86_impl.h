@@ -93,7 +93,6 @@ void QuantDotTileX86(DType format, const uint8_t* w, size_t /*w_row_bytes*/, int
   }
 }
 
-#if MOERUN_QUANT_DOT_VNNI
 template <DType kT, bool kSwPrefetch>
 void StreamsOf(const QuantDotStream* streams, int n, int64_t kb0, int64_t kb1) {
   switch (n) {
@@ -126,7 +125,6 @@ void QuantDotStreamsX86(DType format, const QuantDotStream* streams, int n, int6
       }
   }
 }
-#endif
 
 }  // namespace
 }  // namespace moerun

@@ -262,6 +262,49 @@ TEST_P(KernelRowTest, StreamingLoopsGiveTheOneThreadBits) {
 
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
 
+// A decode loop of mixed formats, as a Q4_K GGUF's down projections (Q5_0 routed experts, a Q4_K
+// shared expert): on each ISA this CPU has, the jobs whose row has a streams entry run as streams,
+// the others one task at a time among them; on 1-3 threads every output has its job's bits alone.
+TEST(MixedFormatDecodeLoop, EachJobGetsItsOneThreadBits) {
+  const int64_t k = 512, n = 600;  // 38 blocks of 16 columns; K a multiple of 256 (Q4_K)
+  std::mt19937 rng(31);
+  const PackedWeight routed = PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), WeightFormat::kQ5_0).value();
+  const PackedWeight shared = PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), WeightFormat::kQ4_K).value();
+  const Tensor xt = RandomMatrix(6, k, rng, 1.0f);
+  for (const char* isa : {"ref", "avx2", "avx512vnni"}) {
+    if (!ValidateKernelPolicy({.forced = isa}).ok()) continue;
+    SCOPED_TRACE(isa);
+    const MatmulKernel& q5 = SelectKernel(WeightFormat::kQ5_0, 1, {.forced = isa});
+    const MatmulKernel& q4k = SelectKernel(WeightFormat::kQ4_K, 1, {.forced = isa});
+    ASSERT_EQ(q5.acts, q4k.acts);
+    ActivationBuffer buf;
+    const ActView x = buf.Prepare(q5.acts, xt.data<float>(), 6, k, k);
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(testing::Message() << threads << " threads");
+      std::vector<MatmulJob> jobs;
+      std::vector<std::vector<float>> pooled(7, std::vector<float>(n, -1.0f)),
+          alone(7, std::vector<float>(n, -2.0f));
+      for (int j = 0; j < 7; ++j) {
+        const bool is_shared = j == 3;
+        MatmulJob job{.rows = 1,
+                      .x = OffsetRows(x, j % 6),
+                      .w = is_shared ? &shared : &routed,
+                      .kernel = is_shared ? &q4k : &q5,
+                      .y = alone[j].data(),
+                      .ldy = n};
+        RunMatmul(job, nullptr);
+        job.y = pooled[j].data();
+        jobs.push_back(job);
+      }
+      ThreadPool pool(threads);
+      RunMatmuls(jobs, &pool);
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        ASSERT_EQ(std::memcmp(pooled[j].data(), alone[j].data(), n * sizeof(float)), 0) << "job " << j;
+      }
+    }
+  }
+}
+
 // Gathered rows (an expert-ordered MoE batch: a token once per expert it goes to) give the bytes
 // Prepare gives for the same rows copied out by hand, in every format; repeats are copies.
 TEST(ActivationBuffer, PrepareGatheredEqualsPrepareOfTheGatheredRows) {
