@@ -74,9 +74,10 @@ struct MatmulJob {
 // out with ThreadPool::ParallelForStreams. Thread t walks the t-th contiguous share of the loop's
 // weights and, when done, takes runs from the end of the share with the most left. Under the shared
 // counter the two threads took turns along one stream, each jumping over the other's run (see
-// docs/benchmarks.md for what that cost). Where every job has one row and a kernel row with a
+// docs/benchmarks.md for what that cost). Where every job has one row and some job's kernel row has a
 // streams entry (kernel_table.h's StreamsOf), the share is kQuantDotMaxStreams streams the thread
-// reads together, one column of each in turn: one core reads several streams faster than one.
+// reads together, one column of each in turn (one core reads several streams faster than one); the
+// tasks of jobs without one run one at a time among them.
 inline constexpr int64_t kMatmulMaxChunkRows = 192;
 inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel call
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
