@@ -616,8 +616,9 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
 }
 
 // Q4_K / Q5_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the
-// same lane arithmetic as the AVX-512 body.
-template <int R, DType kT>
+// same lane arithmetic as the AVX-512 body. kSpreadPrefetch: prefetches part 8h + s of 16 of the
+// column PrefetchAheadOf(kT) bytes on before sub-block s.
+template <int R, DType kT, bool kSpreadPrefetch = false>
 inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
                                __m256 (&acc)[R]) {
   constexpr KLayout kL = KLayoutOf(kT);
@@ -638,6 +639,7 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
     return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
   };
   for (int s = 0; s < 8; ++s) {
+    PrefetchPart<kSpreadPrefetch, kL.column_bytes, 16>(c + PrefetchAheadOf(kT), 8 * h + s);
     const int64_t kb = sb * 8 + s;
     const int t = s / 2;
     const __m256 ws = _mm256_mul_ps(d, s < 4 ? byte(sc_lo, s) : byte(sc_hi, s - 4));
@@ -665,10 +667,20 @@ template <int R, DType kT, bool kSwPrefetch>
 void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
               float* out) {
   constexpr size_t kCB = KLayoutOf(kT).column_bytes;
-  auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
-    SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
-  };
-  SuperBlocks256<R, kCB, PrefetchAheadOf(kT), kSwPrefetch>(w, kb0, kb1, n_rows, out, half);
+  if constexpr (R <= kOnePassMaxR) {
+    // One pass (decode): the column ahead is prefetched a sixteenth per sub-block half instead of
+    // in one burst per super-block. In-process A/B on DeepSeek-V2-Lite Q4_K decode (AMD Zen 3, 2
+    // threads, the Q4_K loops alternating): 11-12 % faster in three runs (twice as far ahead: 9-11 %).
+    auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
+      SuperBlockKHalf256<R, kT, kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
+    };
+    SuperBlocks256<R, kCB, PrefetchAheadOf(kT), false>(w, kb0, kb1, n_rows, out, half);
+  } else {
+    auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
+      SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
+    };
+    SuperBlocks256<R, kCB, PrefetchAheadOf(kT), kSwPrefetch>(w, kb0, kb1, n_rows, out, half);
+  }
 }
 
 // Q6_K, AVX2: rows 8hh .. 8hh + 7 per pass (the 32-byte halves of each word), the same lane
