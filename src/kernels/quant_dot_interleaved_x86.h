@@ -663,14 +663,105 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
   }
 }
 
+// vpshufb index (within each 128-bit lane of 4 rows) taking byte b of each row's dword into the low
+// byte of both its int16 halves (kBoth) or of its low half only, every other byte zero.
+template <bool kBoth>
+inline __m256i ByteToWordsIndex(int b) {
+  const int32_t lo = 0x8080 << 16 | 0x80 << 8;  // bytes 1..3 zero
+  auto lane = [&](int j) { return (kBoth ? (4 * j + b) * 0x00010001 | 0x80008000 : (4 * j + b) | lo); };
+  return _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
+}
+
+// Q4_K interleaved, AVX2, at few activation rows (decode): super-block sb (column c) of all 16
+// rows into acc[h][r], sub-block by sub-block, both 8-row halves together (each activation group
+// broadcast once for both). Each lane gets the reference's f32 operations on the same exact values:
+// the sub-block's int16 pair sums are widened by vpmaddwd against its 6-bit scale (sc I exact:
+// |sc I| <= 63 x 32 x 15 x 127 < 2^24, so d x float(sc I) is the exact product (d sc) x I that the
+// reference rounds once in its fmsub), and the min term is dmin x float(m A) (m A exact in int32
+// and in f32: the reference's single rounding of (dmin m) x A). The group loop stays a loop (two
+// loads per step walking the sub-block's words): fully unrolled, the tile ran 0.8 x as fast from L1
+// and 0.93-0.94 x in the decode (AMD Zen 3). kSwPrefetch: parts 2s, 2s + 1 of 16 of the column
+// PrefetchAheadOf(Q4_K) bytes on before sub-block s.
+template <int R, bool kSwPrefetch>
+inline void SuperBlockQ4K256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t sb,
+                             __m256 (&acc)[2][R]) {
+  constexpr KLayout kL = KLayoutOf(DType::kQ4_K);
+  __m256 d[2], dmin[2];
+  __m256i sc[2][2], mn[2][2];  // [half][sub-blocks 0..3 | 4..7]: 6-bit scale / min bytes per row
+  for (int h = 0; h < 2; ++h) {
+    d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+    dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+    auto load = [&](size_t offset) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset + 32 * h));
+    };
+    const __m256i u0 = load(64), u1 = load(128), u2 = load(192);
+    const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm256_set1_epi32(0x03030303);
+    sc[h][0] = _mm256_and_si256(u0, k1);
+    mn[h][0] = _mm256_and_si256(u1, k1);
+    sc[h][1] = _mm256_or_si256(_mm256_and_si256(u2, k2),
+                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
+    mn[h][1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
+                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+  }
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+#pragma GCC unroll 8
+  for (int s = 0; s < 8; ++s) {
+    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + PrefetchAheadOf(DType::kQ4_K), 2 * s);
+    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + PrefetchAheadOf(DType::kQ4_K), 2 * s + 1);
+    const int64_t kb = sb * 8 + s;
+    __m256i s16[2][R];  // int16 pair sums (8 x 2 x 15 x 127 < 2^15)
+    for (auto& v : s16) {
+      for (__m256i& x : v) x = _mm256_setzero_si256();
+    }
+#pragma GCC unroll 1
+    for (int g = 0; g < 8; ++g) {
+      __m256i u[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256i x =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kL.qs + 64 * (8 * (s / 2) + g) + 32 * h));
+        u[h] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, nib);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
+        for (int h = 0; h < 2; ++h) s16[h][r] = _mm256_add_epi16(s16[h][r], _mm256_maddubs_epi16(u[h], av));
+      }
+    }
+    const __m256i sc_index = ByteToWordsIndex<true>(s % 4), m_index = ByteToWordsIndex<false>(s % 4);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i sc16 = _mm256_shuffle_epi8(sc[h][s / 4], sc_index);
+      const __m256i m32 = _mm256_shuffle_epi8(mn[h][s / 4], m_index);
+      for (int r = 0; r < R; ++r) {
+        const __m256i scI = _mm256_madd_epi16(s16[h][r], sc16);
+        const __m256i mA = _mm256_madd_epi16(m32, _mm256_set1_epi32(a.sum[(m + r) * a.ldb + kb]));
+        const __m256 t_min = _mm256_mul_ps(dmin[h], _mm256_cvtepi32_ps(mA));
+        const __m256 inner = _mm256_fmsub_ps(d[h], _mm256_cvtepi32_ps(scI), t_min);
+        acc[h][r] = _mm256_fmadd_ps(_mm256_set1_ps(a.d[(m + r) * a.ldb + kb]), inner, acc[h][r]);
+      }
+    }
+  }
+}
+
 template <int R, DType kT, bool kSwPrefetch>
 void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1, int n_rows,
               float* out) {
   constexpr size_t kCB = KLayoutOf(kT).column_bytes;
-  if constexpr (R <= kOnePassMaxR) {
-    // One pass (decode): the column ahead is prefetched a sixteenth per sub-block half instead of
-    // in one burst per super-block. In-process A/B on DeepSeek-V2-Lite Q4_K decode (AMD Zen 3, 2
-    // threads, the Q4_K loops alternating): 11-12 % faster in three runs (twice as far ahead: 9-11 %).
+  if constexpr (kT == DType::kQ4_K && R <= kOnePassMaxR) {
+    // Decode: both halves per sub-block (SuperBlockQ4K256). From L1 1.7 x the per-half tile below
+    // (30 vs 18 GB/s, one Zen 3 thread); in-process A/B on V2-Lite Q4_K decode (AMD Zen 3, the Q4_K
+    // gate/up loops alternating): 1 thread +3 to +20 % in five runs, 2 threads 0.93 to 1.15
+    // (docs/benchmarks.md).
+    TwoHalves256<R, true>(
+        kb0 / 8, kb1 / 8, n_rows, out,
+        [&](int64_t sb, __m256(&acc)[2][R]) {
+          SuperBlockQ4K256<R, kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, a, m, sb, acc);
+        },
+        [](int, int64_t, __m256(&)[2][R]) {}, [](int64_t) {});
+  } else if constexpr (R <= kOnePassMaxR) {
+    // One pass (Q5_K decode): the column ahead is prefetched a sixteenth per sub-block half instead
+    // of in one burst per super-block. In-process A/B on DeepSeek-V2-Lite Q4_K decode with this tile
+    // (AMD Zen 3, 2 threads, the Q4_K loops alternating): 11-12 % faster in three runs (twice as far
+    // ahead: 9-11 %).
     auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
       SuperBlockKHalf256<R, kT, kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
     };
