@@ -664,11 +664,13 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
 }
 
 // vpshufb index (within each 128-bit lane of 4 rows) taking byte b of each row's dword into the low
-// byte of both its int16 halves (kBoth) or of its low half only, every other byte zero.
+// byte of both its int16 halves (kBoth) or of its low half only; every other byte zero (index bit 7).
 template <bool kBoth>
 inline __m256i ByteToWordsIndex(int b) {
-  const int32_t lo = 0x8080 << 16 | 0x80 << 8;  // bytes 1..3 zero
-  auto lane = [&](int j) { return (kBoth ? (4 * j + b) * 0x00010001 | 0x80008000 : (4 * j + b) | lo); };
+  auto lane = [&](int j) {
+    const uint32_t i = static_cast<uint32_t>(4 * j + b);  // row j's byte b within the 128-bit lane
+    return static_cast<int32_t>(kBoth ? (i | 0x80u << 8) * 0x00010001u : i | 0xFFFFFF00u);
+  };
   return _mm256_setr_epi32(lane(0), lane(1), lane(2), lane(3), lane(0), lane(1), lane(2), lane(3));
 }
 
