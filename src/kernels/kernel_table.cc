@@ -135,7 +135,8 @@ std::span<const MatmulKernel> AllKernels() { return kKernels; }
 
 MatmulStreamsFn StreamsOf(const MatmulKernel& kernel) {
   // The 32-element block formats. The K formats' 2304-3360 byte columns decoded slower as streams
-  // (Q4_K V2-Lite, Zen 5: 49 % of the bound with four, 71 % with one; docs/benchmarks.md).
+  // (Q4_K V2-Lite, Zen 5: 49 % of the bound with four, 71 % with one; Zen 3, AVX2 rows: the loops
+  // 0.77-0.83 x; docs/benchmarks.md).
   const WeightFormat f = kernel.weights;
   if (f != WeightFormat::kQ8_0 && f != WeightFormat::kQ4_0 && f != WeightFormat::kQ5_0 &&
       f != WeightFormat::kQ5_1)
