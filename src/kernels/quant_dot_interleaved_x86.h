@@ -618,6 +618,23 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
 // Q4_K / Q5_K interleaved, AVX2: super-block sb (column c) of rows 8h .. 8h + 7 into acc[r], the
 // same lane arithmetic as the AVX-512 body. kSpreadPrefetch: prefetches part 8h + s of 16 of the
 // column PrefetchAheadOf(kT) bytes on before sub-block s.
+// The 6-bit scales (sc) and mins (mn) of rows 8h .. 8h + 7 of a Q4_K / Q5_K column, one byte per
+// sub-block in each row's dword: [0] sub-blocks 0..3, [1] sub-blocks 4..7.
+inline void KScales256(const uint8_t* c, int h, __m256i (&sc)[2], __m256i (&mn)[2]) {
+  auto load = [&](size_t offset) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset + 32 * h));
+  };
+  const __m256i u0 = load(64), u1 = load(128), u2 = load(192);
+  const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
+                k3 = _mm256_set1_epi32(0x03030303);
+  sc[0] = _mm256_and_si256(u0, k1);
+  mn[0] = _mm256_and_si256(u1, k1);
+  sc[1] = _mm256_or_si256(_mm256_and_si256(u2, k2),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
+  mn[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+}
+
 template <int R, DType kT, bool kSpreadPrefetch = false>
 inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, int64_t m, int64_t sb,
                                __m256 (&acc)[R]) {
@@ -627,14 +644,9 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
   auto load = [&](size_t offset) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset + 32 * h));
   };
-  const __m256i u0 = load(64), u1 = load(128), u2 = load(192);
-  const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
-                k3 = _mm256_set1_epi32(0x03030303);
-  const __m256i sc_lo = _mm256_and_si256(u0, k1), m_lo = _mm256_and_si256(u1, k1);
-  const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(u2, k2),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
-  const __m256i m_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
-                                       _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+  __m256i sc[2], mn[2];
+  KScales256(c, h, sc, mn);
+  const __m256i sc_lo = sc[0], sc_hi = sc[1], m_lo = mn[0], m_hi = mn[1];
   auto byte = [](__m256i v, int b) {
     return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xFF)));
   };
@@ -693,18 +705,7 @@ inline void SuperBlockQ4K256(const uint8_t* c, const Q8Activations& a, int64_t m
   for (int h = 0; h < 2; ++h) {
     d[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
     dmin[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
-    auto load = [&](size_t offset) {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset + 32 * h));
-    };
-    const __m256i u0 = load(64), u1 = load(128), u2 = load(192);
-    const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
-                  k3 = _mm256_set1_epi32(0x03030303);
-    sc[h][0] = _mm256_and_si256(u0, k1);
-    mn[h][0] = _mm256_and_si256(u1, k1);
-    sc[h][1] = _mm256_or_si256(_mm256_and_si256(u2, k2),
-                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
-    mn[h][1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2),
-                               _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
+    KScales256(c, h, sc[h], mn[h]);
   }
   const __m256i nib = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 8
@@ -751,28 +752,25 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   if constexpr (kT == DType::kQ4_K && R <= kOnePassMaxR) {
     // Decode: both halves per sub-block (SuperBlockQ4K256). From L1 1.7 x the per-half tile below
     // (30 vs 18 GB/s, one Zen 3 thread); in-process A/B on V2-Lite Q4_K decode (AMD Zen 3, the Q4_K
-    // gate/up loops alternating): 1 thread +3 to +20 % in five runs, 2 threads 0.93 to 1.15
-    // (docs/benchmarks.md).
+    // gate/up loops alternating): 1 thread 1.04 and 1.23 x, 2 threads 0.93-1.15 x in five runs
+    // (mean 1.03; docs/benchmarks.md).
     TwoHalves256<R, true>(
         kb0 / 8, kb1 / 8, n_rows, out,
         [&](int64_t sb, __m256(&acc)[2][R]) {
           SuperBlockQ4K256<R, kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, a, m, sb, acc);
         },
         [](int, int64_t, __m256(&)[2][R]) {}, [](int64_t) {});
-  } else if constexpr (R <= kOnePassMaxR) {
-    // One pass (Q5_K decode): the column ahead is prefetched a sixteenth per sub-block half instead
-    // of in one burst per super-block. In-process A/B on DeepSeek-V2-Lite Q4_K decode with this tile
-    // (AMD Zen 3, 2 threads, the Q4_K loops alternating): 11-12 % faster in three runs (twice as far
-    // ahead: 9-11 %).
-    auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
-      SuperBlockKHalf256<R, kT, kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
-    };
-    SuperBlocks256<R, kCB, PrefetchAheadOf(kT), false>(w, kb0, kb1, n_rows, out, half);
   } else {
+    // One pass (Q5_K decode) prefetches the column ahead a sixteenth per sub-block half instead of
+    // in one burst per super-block (in-process A/B on DeepSeek-V2-Lite Q4_K decode with this tile,
+    // AMD Zen 3, 2 threads: 11-12 % faster in three runs; twice as far ahead 9-11 %); two passes
+    // (prefill) keep the burst.
+    constexpr bool kSpread = R <= kOnePassMaxR;
     auto half = [&](int h, int64_t sb, __m256(&acc)[2][R]) {
-      SuperBlockKHalf256<R, kT>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb, acc[h]);
+      SuperBlockKHalf256<R, kT, kSpread && kSwPrefetch>(w + static_cast<size_t>(sb) * kCB, h, a, m, sb,
+                                                        acc[h]);
     };
-    SuperBlocks256<R, kCB, PrefetchAheadOf(kT), kSwPrefetch>(w, kb0, kb1, n_rows, out, half);
+    SuperBlocks256<R, kCB, PrefetchAheadOf(kT), !kSpread && kSwPrefetch>(w, kb0, kb1, n_rows, out, half);
   }
 }
 
