@@ -16,6 +16,7 @@ PACKAGES=(
   libcpp-httplib-dev prometheus-cpp-dev
   chromium
   qemu-user  # qemu-x86_64: tests/cpu_level/cpu_levels_test.sh runs moerun on an emulated AVX2-only CPU
+  libsimde-dev  # portable AVX-512: quant_dot_avx512_emulated_test checks the AVX-512 kernels on AVX2 CPUs
 )
 # node + npm run the tokenizer comparison (tests/tokenizer/npm_compare.sh). Asked for only when
 # missing: a NodeSource nodejs bundles npm, and Debian's separate npm package conflicts with it.

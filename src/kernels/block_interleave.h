@@ -17,12 +17,14 @@
 // and block column kb of the 16 rows (16 x block_bytes bytes, the same as in GGUF) is
 //   [field h = 0 .. H-1: rows 0..15 x f16][word w = 0 .. W-1: rows 0..15 x 4 bytes]
 // so field h of row j is at 32 h + 2 j and word w at 32 H + 64 w + 4 j. Packing and unpacking
-// move bytes only: lossless and exact. One 64-byte load is one word of all 16 rows; an int8 dot
-// with the 4 activation bytes of that word broadcast (vpdpbusd) gives each row's partial sum in
-// its own 32-bit lane, with no horizontal sums. Which elements a word holds:
+// move bytes (and Q5's qh bits) only: lossless and exact. One 64-byte load is one word of all 16 rows; an
+// int8 dot with the 4 activation bytes of that word broadcast (vpdpbusd) gives each row's partial sum in its
+// own 32-bit lane, with no horizontal sums. Which elements a word holds:
 //   Q4_0 word g: elements 4g..4g+3 in its low nibbles and 16+4g.. in its high nibbles;
-//   Q5_0 / Q5_1 word 1 + g: the same nibbles; word 0: each row's qh, bit e the fifth bit of element
-//     e (so elements 4G..4G+3, G < 8, have theirs in bits 4G..4G+3: nibble G % 2 of byte G / 2);
+//   Q5_0 / Q5_1 word 1 + g: the same nibbles; word 0: each row's qh transposed (the GGUF qh has
+//     bit e for element e): bit G of byte j is the fifth bit of element 4G + j, so group G's four
+//     fifth bits (elements 4G..4G+3, G < 8) sit at bit G of the word's 4 bytes, where one shift
+//     and one mask move them to bit 4 (TransposeQ5Qh; the only word that is not a plain copy);
 //   Q4_K qs word 8t + g: for sub-blocks 2t and 2t+1, elements 4g..4g+3 in its low and high nibbles;
 //   Q5_K the same qs words (from word 11), and qh word 3 + g: bit s of its byte e the fifth bit of
 //     element 4g + e of sub-block s;
@@ -71,19 +73,61 @@ inline size_t InterleavedColumnBytes(DType t) { return kInterleaveRows * DTypeBl
 // W: the 4-byte words of a block.
 inline size_t InterleavedWords(DType t) { return (DTypeBlockBytes(t) - 2 * InterleavedHalfFields(t)) / 4; }
 
+// Q5_0 / Q5_1's qh word (4 bytes, little-endian) from GGUF order (bit e: element e) to the packed
+// order (bit G of byte j: element 4G + j), or back (kBack). Either is a bit permutation.
+// Byte j of the packed word gathers GGUF bits j, 4 + j, .., 28 + j (halving the gaps 4 -> 1 in
+// three steps); back, the steps run in reverse.
+template <bool kBack = false>
+inline void TransposeQ5Qh(const uint8_t* in, uint8_t* out) {
+  uint32_t from = 0, to = 0;
+  std::memcpy(&from, in, 4);
+  for (int j = 0; j < 4; ++j) {
+    if constexpr (kBack) {
+      uint32_t x = (from >> (8 * j)) & 0xFFu;
+      x = (x | x << 12) & 0x000F000Fu;
+      x = (x | x << 6) & 0x03030303u;
+      x = (x | x << 3) & 0x11111111u;
+      to |= x << j;
+    } else {
+      uint32_t x = (from >> j) & 0x11111111u;
+      x = (x | x >> 3) & 0x03030303u;
+      x = (x | x >> 6) & 0x000F000Fu;
+      x = (x | x >> 12) & 0xFFu;
+      to |= x << (8 * j);
+    }
+  }
+  std::memcpy(out, &to, 4);
+}
+
+inline bool HasTransposedQh(DType t, size_t word) {
+  return word == 0 && (t == DType::kQ5_0 || t == DType::kQ5_1);
+}
+
 // Moves GGUF block `block` of row `row` (< 16) into its interleaved column (or back).
 inline void InterleaveBlock(DType t, const uint8_t* block, int row, uint8_t* column) {
   const int h = InterleavedHalfFields(t);
   for (int f = 0; f < h; ++f) std::memcpy(column + 32 * f + 2 * row, block + InterleavedFieldOffset(t, f), 2);
   for (size_t w = 0, words = InterleavedWords(t); w < words; ++w) {
-    std::memcpy(column + 32 * h + (w * kInterleaveRows + row) * 4, block + InterleavedWordOffset(t, w), 4);
+    uint8_t* to = column + 32 * h + (w * kInterleaveRows + row) * 4;
+    const uint8_t* from = block + InterleavedWordOffset(t, w);
+    if (HasTransposedQh(t, w)) {
+      TransposeQ5Qh(from, to);
+    } else {
+      std::memcpy(to, from, 4);
+    }
   }
 }
 inline void DeinterleaveBlock(DType t, const uint8_t* column, int row, uint8_t* block) {
   const int h = InterleavedHalfFields(t);
   for (int f = 0; f < h; ++f) std::memcpy(block + InterleavedFieldOffset(t, f), column + 32 * f + 2 * row, 2);
   for (size_t w = 0, words = InterleavedWords(t); w < words; ++w) {
-    std::memcpy(block + InterleavedWordOffset(t, w), column + 32 * h + (w * kInterleaveRows + row) * 4, 4);
+    uint8_t* to = block + InterleavedWordOffset(t, w);
+    const uint8_t* from = column + 32 * h + (w * kInterleaveRows + row) * 4;
+    if (HasTransposedQh(t, w)) {
+      TransposeQ5Qh</*kBack=*/true>(from, to);
+    } else {
+      std::memcpy(to, from, 4);
+    }
   }
 }
 

@@ -85,9 +85,8 @@ inline int32_t ActLowHalfSum(const Q8Activations& a, int64_t m, int64_t kb) {
 
 // ---- Q5_0 interleaved: 352-byte columns [d: rows 0..15 x f16 (32 B)][qh word][4 qs words]
 // (block_interleave.h). Lane j's 5-bit q of elements 4G..4G+3 (G < 8) is the nibbles of qs word
-// G % 4 (low for G < 4, high for G >= 4) with qh bits 4G..4G+3 (nibble G % 2 of qh byte G / 2) as
-// bit 4 of each byte: byte b of each lane takes qh byte G / 2 of its lane (vpshufb) and tests bit
-// 4 (G % 2) + b. Then I = sum q a - 16 A exact in int32, and the reference's f32 operations.
+// G % 4 (low for G < 4, high for G >= 4) with bit G of each byte of the packed (transposed) qh word
+// as bit 4. Then I = sum q a - 16 A exact in int32, and the reference's f32 operations.
 // Q5_1 columns (384 bytes) add the 16 rows' f16 m after d: [d][m][qh word][4 qs words].
 //
 // The interleaved column of a 32-element format (block_interleave.h): byte offsets of its qh word
@@ -119,16 +118,11 @@ struct KLayout {
 constexpr KLayout KLayoutOf(DType t) {
   return t == DType::kQ5_K ? KLayout{2816, 256, 768} : KLayout{2304, 0, 256};
 }
-// vpshufb indices (per 128-bit lane of 4 rows) and the per-byte bit masks for group G.
-constexpr int32_t Q5ShuffleIndex(int lane, int g) { return (4 * lane + g / 2) * 0x01010101; }
-constexpr int32_t Q5BitMask(int g) { return static_cast<int32_t>(0x08040201u << (4 * (g % 2))); }
-
 #if MOERUN_QUANT_DOT_VNNI
-// Group g's 5-bit values of the 16 rows (u8 lanes): nibbles `nib` plus 16 where the qh bit is set.
+// Group g's 5-bit values of the 16 rows (u8 lanes): nibbles `nib` plus 16 where bit g of the
+// packed qh byte is set (as Q5_K's bit s below).
 inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
-  const __m512i idx = _mm512_set4_epi32(Q5ShuffleIndex(3, g), Q5ShuffleIndex(2, g), Q5ShuffleIndex(1, g),
-                                        Q5ShuffleIndex(0, g));
-  const __mmask64 high = _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, idx), _mm512_set1_epi32(Q5BitMask(g)));
+  const __mmask64 high = _mm512_test_epi8_mask(qh, _mm512_set1_epi8(static_cast<char>(1 << g)));
   return _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16));
 }
 
@@ -511,14 +505,67 @@ inline __m256i NibbleDot256(const __m256i (&u)[8], const Q8Activations& a, int64
   }
 }
 
-// Q5_0, AVX2: group g's 5-bit values of rows 8h .. 8h + 7 (u8 lanes), from their nibbles and qh.
-inline __m256i Q5Word256(__m256i nib, __m256i qh, int g) {
-  const __m256i idx = _mm256_setr_epi32(Q5ShuffleIndex(0, g), Q5ShuffleIndex(1, g), Q5ShuffleIndex(2, g),
-                                        Q5ShuffleIndex(3, g), Q5ShuffleIndex(0, g), Q5ShuffleIndex(1, g),
-                                        Q5ShuffleIndex(2, g), Q5ShuffleIndex(3, g));
-  const __m256i bit = _mm256_set1_epi32(Q5BitMask(g));
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, idx), bit), bit);
-  return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+// Nibbles `nib` (u8 lanes) with bit b of each byte of `bits` as their bit 4: a Q5 format's 5-bit
+// values (Q5_0 / Q5_1 group b, bits = the packed qh word; Q5_K sub-block b, bits = a qh word).
+inline __m256i WithFifthBit256(__m256i nib, __m256i bits, int b) {
+  const __m256i fifth = b <= 4 ? _mm256_slli_epi16(bits, 4 - b) : _mm256_srli_epi16(bits, b - 4);
+  return _mm256_or_si256(nib, _mm256_and_si256(fifth, _mm256_set1_epi8(0x10)));
+}
+
+// Q5_0 / Q5_1 block kb (column c) of both halves into acc[h][r] in one pass (decode), in
+// BlockRows256's group order: each word's low and high nibbles take their fifth bits, and the int16
+// pair sums are widened every two groups (4 x 2 x 31 x 127 < 2^15). The same exact I and f32
+// operations as the reference (NibbleBlockHalf256's).
+template <int R, DType kT>
+inline void Q5BlockRows256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t kb,
+                           __m256 (&acc)[2][R]) {
+  constexpr Block32Layout kL = Block32LayoutOf(kT);
+  const __m256i ones = _mm256_set1_epi16(1), nib = _mm256_set1_epi8(0x0F);
+  auto load = [&](size_t offset) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + offset)); };
+  __m256i qh[2], sum[2][R];  // the halves' packed qh words; int32 sums
+  for (int h = 0; h < 2; ++h) {
+    qh[h] = load(kL.qh + 32 * h);
+    for (__m256i& v : sum[h]) v = _mm256_setzero_si256();
+  }
+  for (int g0 = 0; g0 < 4; g0 += 2) {
+    __m256i s16[2][R];  // int16 pair sums of groups g0, g0 + 1 and 4 + g0, 5 + g0
+    for (auto& v : s16) {
+      for (__m256i& x : v) x = _mm256_setzero_si256();
+    }
+    for (int g = g0; g < g0 + 2; ++g) {
+      __m256i lo[2], hi[2];  // elements 4g .. 4g + 3 and 16 + 4g .. 16 + 4g + 3
+      for (int h = 0; h < 2; ++h) {
+        const __m256i x = load(kL.qs + 64 * g + 32 * h);
+        lo[h] = WithFifthBit256(_mm256_and_si256(x, nib), qh[h], g);
+        hi[h] = WithFifthBit256(_mm256_and_si256(_mm256_srli_epi16(x, 4), nib), qh[h], 4 + g);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256i av = _mm256_set1_epi32(ActGroup(a, m + r, kb, g));
+        const __m256i av_hi = _mm256_set1_epi32(ActGroup(a, m + r, kb, 4 + g));
+        for (int h = 0; h < 2; ++h) {
+          s16[h][r] = _mm256_add_epi16(s16[h][r], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], av),
+                                                                   _mm256_maddubs_epi16(hi[h], av_hi)));
+        }
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int r = 0; r < R; ++r) sum[h][r] = _mm256_add_epi32(sum[h][r], _mm256_madd_epi16(s16[h][r], ones));
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+    const __m256 mw =
+        kL.has_min ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)))
+                   : _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      const int32_t A = a.sum[(m + r) * a.ldb + kb];
+      const __m256i I = _mm256_add_epi32(sum[h][r], _mm256_set1_epi32(-kL.offset * A));
+      const float da = a.d[(m + r) * a.ldb + kb];
+      acc[h][r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(da)), _mm256_cvtepi32_ps(I), acc[h][r]);
+      if constexpr (kL.has_min)
+        acc[h][r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(da * static_cast<float>(A)), acc[h][r]);
+    }
+  }
 }
 
 // Q4_0 / Q5_0 / Q5_1 block kb (column c) of rows 8h .. 8h + 7 into acc[r], for the two-pass order:
@@ -541,7 +588,7 @@ inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, 
   }
   if constexpr (kL.qh != 0) {
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + kL.qh + 32 * h));
-    for (int g = 0; g < 8; ++g) u[g] = Q5Word256(u[g], qh, g);
+    for (int g = 0; g < 8; ++g) u[g] = WithFifthBit256(u[g], qh, g);
   }
   for (int r = 0; r < R; ++r) {
     const int32_t A = a.sum[(m + r) * a.ldb + kb];
@@ -554,18 +601,22 @@ inline void NibbleBlockHalf256(const uint8_t* c, int h, const Q8Activations& a, 
   }
 }
 
-// Q8_0 / Q4_0 / Q5_0 / Q5_1. The Q5 formats always take two passes (their fifth bits are unpacked
-// per half).
+// Q8_0 / Q4_0 / Q5_0 / Q5_1.
 template <int R, DType kT, bool kSwPrefetch>
 void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, int64_t kb1,
                         int n_rows, float* out) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0, kQ5 = kL.qh != 0;
   constexpr size_t kCB = kL.column_bytes;
-  TwoHalves256<R, (!kQ5 && R <= kOnePassMaxR)>(
+  TwoHalves256<R, (R <= kOnePassMaxR)>(
       kb0, kb1, n_rows, out,
       [&](int64_t kb, __m256(&acc)[2][R]) {
-        if constexpr (!kQ5) BlockRows256<R, kQ8, 0, 2>(w + static_cast<size_t>(kb) * kCB, a, m, kb, acc);
+        const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
+        if constexpr (kQ5) {
+          Q5BlockRows256<R, kT>(c, a, m, kb, acc);
+        } else {
+          BlockRows256<R, kQ8, 0, 2>(c, a, m, kb, acc);
+        }
       },
       [&](int h, int64_t kb, __m256(&acc)[2][R]) {
         const uint8_t* c = w + static_cast<size_t>(kb) * kCB;
@@ -583,9 +634,8 @@ void ColumnsInterleaved(const uint8_t* w, const Q8Activations& a, int64_t m, int
 }
 
 // One activation row against kNs blocks (streams[i]), column by column across the blocks, as the
-// AVX-512 StreamColumns: both 8-row halves of a stream's column in turn (one pass; the Q5 formats'
-// halves one after the other), so each lane takes the one-stream kernels' f32 operations in block
-// order: the same bits.
+// AVX-512 StreamColumns: both 8-row halves of a stream's column in turn (one pass), so each lane
+// takes the one-stream kernels' f32 operations in block order: the same bits.
 template <DType kT, bool kSwPrefetch, int kNs>
 void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
@@ -600,8 +650,7 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
       const uint8_t* c = s.w + static_cast<size_t>(kb) * kL.column_bytes;
       PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + PrefetchAheadOf(kT));
       if constexpr (kL.qh != 0) {
-        NibbleBlockHalf256<1, kT>(c, 0, *s.a, s.m, kb, acc[i][0]);
-        NibbleBlockHalf256<1, kT>(c, 1, *s.a, s.m, kb, acc[i][1]);
+        Q5BlockRows256<1, kT>(c, *s.a, s.m, kb, acc[i]);
       } else {
         BlockRows256<1, kQ8, 0, 2>(c, *s.a, s.m, kb, acc[i]);
       }
@@ -660,11 +709,7 @@ inline void SuperBlockKHalf256(const uint8_t* c, int h, const Q8Activations& a, 
     for (int g = 0; g < 8; ++g) {
       const __m256i x = load(kL.qs + 64 * (8 * t + g));
       u[g] = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(x, 4) : x, _mm256_set1_epi8(0x0F));
-      if constexpr (kL.qh != 0) {  // Q5_K: bit s of each qh byte moved to bit 4
-        const __m256i qh = load(kL.qh + 64 * g);
-        const __m256i fifth = s <= 4 ? _mm256_slli_epi16(qh, 4 - s) : _mm256_srli_epi16(qh, s - 4);
-        u[g] = _mm256_or_si256(u[g], _mm256_and_si256(fifth, _mm256_set1_epi8(0x10)));
-      }
+      if constexpr (kL.qh != 0) u[g] = WithFifthBit256(u[g], load(kL.qh + 64 * g), s);  // Q5_K
     }
     for (int r = 0; r < R; ++r) {
       const __m256i I = NibbleDot256 < kL.qh != 0 ? 4 : 8 > (u, a, m + r, kb);

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "../testing/quant_dot_inputs.h"
 #include "core/block_quant.h"
 #include "core/cpu_features.h"
 #include "kernels/block_interleave.h"
@@ -16,6 +17,13 @@
 
 namespace moerun {
 namespace {
+
+using quant_test::Acts;
+using quant_test::PackForTile;
+using quant_test::QuantizeActs;
+using quant_test::QuantizeWeights;
+using quant_test::RawWeights;
+using quant_test::Weights;
 
 constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
                               DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
@@ -26,29 +34,6 @@ std::vector<QuantDotIsa> SupportedIsas() {
     if (QuantDotIsaSupported(isa)) out.push_back(isa);
   }
   return out;
-}
-
-// Quantised activations [rows, k] with a padded stride (ldq > k_pad) to catch stride bugs.
-struct Acts {
-  std::vector<int8_t> q;
-  std::vector<float> d;
-  std::vector<int32_t> sum;
-  Q8Activations view;
-};
-
-Acts QuantizeActs(const std::vector<float>& x, int64_t rows, int64_t k) {
-  Acts a;
-  const int64_t nb = (k + 31) / 32;
-  const int64_t ldq = nb * 32 + 64, ldb = nb + 3;
-  a.q.assign(static_cast<size_t>(rows * ldq), 0);
-  a.d.assign(static_cast<size_t>(rows * ldb), 0.0f);
-  a.sum.assign(static_cast<size_t>(rows * ldb), 0);
-  for (int64_t m = 0; m < rows; ++m) {
-    QuantizeActivationRow(x.data() + m * k, k, a.q.data() + m * ldq, a.d.data() + m * ldb,
-                          a.sum.data() + m * ldb);
-  }
-  a.view = {a.q.data(), a.d.data(), a.sum.data(), ldq, ldb};
-  return a;
 }
 
 // Oracle: sum over blocks [kb0, kb1) of dequantised weight * (q * d) activation in double, and
@@ -64,59 +49,6 @@ void Oracle(const std::vector<float>& wdeq, int64_t k, const Acts& a, int64_t m,
     *dot += t;
     *mag += std::fabs(t);
   }
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;   // [16 rows, row_bytes] GGUF rows
-  std::vector<uint8_t> packed;  // what a tile reads: the interleaved columns of `bytes`
-  std::vector<float> deq;       // [16, k]
-  size_t row_bytes = 0;
-};
-
-void PackForTile(DType t, Weights* w) {
-  w->packed = w->bytes;
-  if (IsInterleavedBlockType(t)) {
-    InterleaveRows(t, w->bytes.data(), w->row_bytes, static_cast<int64_t>(w->row_bytes / DTypeBlockBytes(t)),
-                   w->packed.data());
-  }
-}
-
-Weights QuantizeWeights(DType t, const std::vector<float>& w, int64_t k) {
-  Weights out;
-  out.row_bytes = DTypeRowBytes(t, k);
-  out.bytes.resize(out.row_bytes * 16);
-  out.deq.resize(static_cast<size_t>(16 * k));
-  for (int j = 0; j < 16; ++j) QuantizeRow(t, w.data() + j * k, k, out.bytes.data() + j * out.row_bytes);
-  DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
-  PackForTile(t, &out);
-  return out;
-}
-
-// Random raw bytes (every int8 / nibble / 6-bit pattern, incl. Q8_0 -128 and Q6_K scale -128),
-// with the f16 scales overwritten by moderate values.
-Weights RawWeights(DType t, int64_t k, std::mt19937& rng) {
-  Weights out;
-  out.row_bytes = DTypeRowBytes(t, k);
-  out.bytes.resize(out.row_bytes * 16);
-  for (uint8_t& b : out.bytes) b = static_cast<uint8_t>(rng());
-  std::uniform_real_distribution<float> u(-0.02f, 0.02f);
-  const size_t bb = DTypeBlockBytes(t);
-  for (size_t off = 0; off < out.bytes.size(); off += bb) {
-    auto put = [&](size_t at) {
-      const uint16_t h = F32ToF16(u(rng));
-      std::memcpy(&out.bytes[off + at], &h, 2);
-    };
-    if (t == DType::kQ6_K) {
-      put(208);
-    } else {
-      put(0);
-      if (InterleavedHalfFields(t) == 2) put(2);  // Q5_1's m, the K types' dmin
-    }
-  }
-  out.deq.resize(static_cast<size_t>(16 * k));
-  DequantizeRow(t, out.bytes.data(), out.deq.data(), 16 * k);
-  PackForTile(t, &out);
-  return out;
 }
 
 void CheckAgainstOracle(QuantDotIsa isa, DType t, const Weights& w, int64_t k, const Acts& a, int64_t m0,
