@@ -222,6 +222,7 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
   constexpr KLayout kL = KLayoutOf(kT);
   // Few activation rows: Q4_K's high nibbles meet the activations in place, as in ColumnsInterleaved.
   constexpr bool kHighInPlace = kT == DType::kQ4_K && R <= 2;
+  constexpr size_t kAhead = R <= 2 ? kKDecodeAhead : PrefetchAheadOf(kT);
   const ActRows<R> act(a, m);
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -233,10 +234,11 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
     // Unrolled, so each sub-block's scale byte is a constant shift, and the column ahead prefetched
     // a quarter per step (PrefetchPart). In-process A/B on DeepSeek-V2-Lite Q4_K decode (Zen 4, 2
     // threads) against the loop with one burst of prefetches per column: 5-15 % faster in eight
-    // runs; from 3 % slower to 2 % faster in six runs while the host's bandwidth was low.
+    // runs; from 3 % slower to 2 % faster in six runs while the host's bandwidth was low. At decode
+    // (one stream per thread) it looks kKDecodeAhead on.
 #pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
-      PrefetchPart<kSwPrefetch, kL.column_bytes, 4>(c + PrefetchAheadOf(kT), t);
+      PrefetchPart<kSwPrefetch, kL.column_bytes, 4>(c + kAhead, t);
       __m512i x[8];
       for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + kL.qs + 64 * (8 * t + g));
       for (int half = 0; half < 2; ++half) {
@@ -740,13 +742,7 @@ inline __m256i ByteToWordsIndex(int b) {
 // and in f32: the reference's single rounding of (dmin m) x A). The group loop stays a loop (two
 // loads per step walking the sub-block's words): fully unrolled, the tile ran 0.8 x as fast from L1
 // and 0.93-0.94 x in the decode (AMD Zen 3). kSwPrefetch: parts 2s, 2s + 1 of 16 of the column
-// kQ4KDecodeAhead bytes on before sub-block s.
-//
-// One stream per thread reads Q4_K at decode, so it looks twice as far ahead as the other tiles'
-// PrefetchAheadOf(Q4_K): in-process A/B on V2-Lite Q4_K decode (AMD Zen 3, 2 threads, the gate/up
-// loops alternating), 8 KB against 4 KB: 1.006-1.027 x in five runs (mean 1.017); 16 KB against
-// 8 KB: 0.94-1.00 x in three.
-constexpr size_t kQ4KDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
+// kKDecodeAhead bytes on before sub-block s.
 template <int R, bool kSwPrefetch>
 inline void SuperBlockQ4K256(const uint8_t* c, const Q8Activations& a, int64_t m, int64_t sb,
                              __m256 (&acc)[2][R]) {
@@ -761,8 +757,8 @@ inline void SuperBlockQ4K256(const uint8_t* c, const Q8Activations& a, int64_t m
   const __m256i nib = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 8
   for (int s = 0; s < 8; ++s) {
-    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + kQ4KDecodeAhead, 2 * s);
-    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + kQ4KDecodeAhead, 2 * s + 1);
+    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + kKDecodeAhead, 2 * s);
+    PrefetchPart<kSwPrefetch, kL.column_bytes, 16>(c + kKDecodeAhead, 2 * s + 1);
     const int64_t kb = sb * 8 + s;
     __m256i s16[2][R];  // int16 pair sums (8 x 2 x 15 x 127 < 2^15)
     for (auto& v : s16) {

@@ -37,6 +37,14 @@ constexpr size_t kPrefetchAhead = 2048;
 constexpr size_t PrefetchAheadOf(DType t) {
   return t == DType::kQ4_0 || t == DType::kQ5_0 || t == DType::kQ5_1 ? kPrefetchAhead : 2 * kPrefetchAhead;
 }
+// A decode loop gives each thread one stream of the K formats (Q4_K, Q5_K; kernel_table.h's
+// StreamsOf has none for them), and their tiles at one or two activation rows look twice as far
+// ahead as PrefetchAheadOf. In-process A/B on V2-Lite decode (2 threads, the gate/up loops
+// alternating 8 KB and 4 KB): AMD Zen 3, AVX2 Q4_K: 1.006-1.027 x in five runs; AMD Zen 5, AVX-512
+// VNNI Q4_K: 0.98-1.12 x in eight runs (mean 1.05; the gain is at the host's fast moments), Q5_K
+// 1.09, 1.18. 16 KB was no better than 8 on either, 32 KB worse; Q6_K (one burst per column) ran
+// 0.93-0.97 x at 8 KB and stays at PrefetchAheadOf.
+constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
 // and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
