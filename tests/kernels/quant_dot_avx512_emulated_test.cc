@@ -21,8 +21,12 @@ namespace moerun {
 namespace {
 
 using quant_test::Acts;
+using quant_test::ForEachShapeInput;
+using quant_test::kShapeRows;
 using quant_test::QuantizeActs;
+using quant_test::RandomTileCase;
 using quant_test::RawWeights;
+using quant_test::TileCase;
 using quant_test::Weights;
 
 constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
@@ -39,23 +43,16 @@ class EmulatedAvx512Test : public ::testing::Test {
 // block format, with and without the software prefetch: the reference's bits.
 TEST_F(EmulatedAvx512Test, TilesGiveTheReferenceBits) {
   std::mt19937 rng(31);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   for (DType t : kFormats) {
     SCOPED_TRACE(DTypeName(t));
-    const bool kq = DTypeBlockSize(t) == 256;
-    const int64_t k = kq ? 256 * 5 : 32 * 37, rows = 19;
-    for (int pattern = 0; pattern < 2; ++pattern) {
-      std::vector<float> x(static_cast<size_t>(rows * k));
-      for (float& v : x) v = pattern == 0 ? nd(rng) : ((rng() & 1) ? 1.0f : -1.0f);
-      const Acts a = QuantizeActs(x, rows, k);
-      const Weights w = RawWeights(t, k, rng);
+    ForEachShapeInput(t, rng, [&](const Acts& a, const Weights& w) {
       for (int trial = 0; trial < 24; ++trial) {
-        const int64_t m0 = trial < 4 ? 0 : static_cast<int64_t>(rng() % rows);
-        const int64_t m1 = trial < 4 ? 1 + trial : m0 + 1 + static_cast<int64_t>(rng() % (rows - m0));
-        const int64_t step = kq ? 8 : 1;
-        const int64_t kb0 = static_cast<int64_t>(rng() % (kq ? 4 : 30)) * step;
-        const int64_t kb1 = kb0 + step * (1 + static_cast<int64_t>(rng() % (kq ? (40 - kb0) / 8 : 7)));
-        const int n = 1 + static_cast<int>(rng() % 16);
+        TileCase c = RandomTileCase(rng, DTypeBlockSize(t) == 256, kShapeRows);
+        if (trial < 4) {  // the decode shapes (1..4 rows) every time
+          c.m0 = 0;
+          c.m1 = 1 + trial;
+        }
+        const auto [m0, m1, kb0, kb1, n] = c;
         std::vector<float> want(static_cast<size_t>((m1 - m0) * kQuantDotMaxRows), 0.0f);
         QuantDotTileRef(t, w.packed.data(), w.row_bytes, n, a.view, m0, m1, kb0, kb1, want.data());
         for (bool prefetch : {true, false}) {
@@ -67,7 +64,8 @@ TEST_F(EmulatedAvx512Test, TilesGiveTheReferenceBits) {
               << " prefetch=" << prefetch;
         }
       }
-    }
+    });
+    if (HasFatalFailure()) return;
   }
 }
 

@@ -19,10 +19,14 @@ namespace moerun {
 namespace {
 
 using quant_test::Acts;
+using quant_test::ForEachShapeInput;
+using quant_test::kShapeRows;
 using quant_test::PackForTile;
 using quant_test::QuantizeActs;
 using quant_test::QuantizeWeights;
+using quant_test::RandomTileCase;
 using quant_test::RawWeights;
+using quant_test::TileCase;
 using quant_test::Weights;
 
 constexpr DType kFormats[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ5_0, DType::kQ5_1,
@@ -314,26 +318,14 @@ void ExpectReferenceBits(DType t, const Weights& w, const Acts& a, int64_t m0, i
 // activations.
 TEST(QuantDotTest, InterleavedIsasGiveTheReferenceBits) {
   std::mt19937 rng(21);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   for (DType t : kFormats) {
-    const bool kq = DTypeBlockSize(t) == 256;
-    const int64_t k = kq ? 256 * 5 : 32 * 37, rows = 19;
-    for (int pattern = 0; pattern < 2; ++pattern) {
-      std::vector<float> x(static_cast<size_t>(rows * k));
-      for (float& v : x) v = pattern == 0 ? nd(rng) : ((rng() & 1) ? 1.0f : -1.0f);
-      const Acts a = QuantizeActs(x, rows, k);
-      const Weights w = RawWeights(t, k, rng);
-      for (int trial = 0; trial < 20; ++trial) {
-        const int64_t m0 = static_cast<int64_t>(rng() % rows);
-        const int64_t m1 = m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - m0));
-        const int64_t step = kq ? 8 : 1;
-        const int64_t kb0 = static_cast<int64_t>(rng() % (kq ? 4 : 30)) * step;
-        const int64_t kb1 = kb0 + step * (1 + static_cast<int64_t>(rng() % (kq ? (40 - kb0) / 8 : 7)));
-        const int n = 1 + static_cast<int>(rng() % 16);
-        ExpectReferenceBits(t, w, a, m0, m1, kb0, kb1, n);
-        if (HasFatalFailure()) return;
+    ForEachShapeInput(t, rng, [&](const Acts& a, const Weights& w) {
+      for (int trial = 0; trial < 20 && !HasFatalFailure(); ++trial) {
+        const TileCase c = RandomTileCase(rng, DTypeBlockSize(t) == 256, kShapeRows);
+        ExpectReferenceBits(t, w, a, c.m0, c.m1, c.kb0, c.kb1, c.n);
       }
-    }
+    });
+    if (HasFatalFailure()) return;
   }
 }
 

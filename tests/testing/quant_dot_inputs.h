@@ -90,4 +90,39 @@ inline Weights RawWeights(DType t, int64_t k, std::mt19937& rng) {
   return out;
 }
 
+// The shape tests' inputs for format t: kShapeRows activation rows of normal values, then of
+// +-1 (+-127 once quantised: the largest sums), each with new 16-row weights; K is 5 super-blocks
+// for the K formats, 37 blocks for the others. fn(const Acts&, const Weights&).
+constexpr int64_t kShapeRows = 19;
+template <typename Fn>
+void ForEachShapeInput(DType t, std::mt19937& rng, Fn&& fn) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t k = DTypeBlockSize(t) == 256 ? 256 * 5 : 32 * 37;
+  for (int pattern = 0; pattern < 2; ++pattern) {
+    std::vector<float> x(static_cast<size_t>(kShapeRows * k));
+    for (float& v : x) v = pattern == 0 ? nd(rng) : ((rng() & 1) ? 1.0f : -1.0f);
+    const Acts a = QuantizeActs(x, kShapeRows, k);
+    const Weights w = RawWeights(t, k, rng);
+    fn(a, w);
+  }
+}
+
+// One random tile of the shape tests: activation rows [m0, m1) of `rows`, blocks [kb0, kb1) (whole
+// super-blocks of a K format) of a K of at least 40 blocks (37 for the 32-element formats) and
+// n (1..16) weight rows.
+struct TileCase {
+  int64_t m0, m1, kb0, kb1;
+  int n;
+};
+inline TileCase RandomTileCase(std::mt19937& rng, bool k_format, int64_t rows) {
+  TileCase c{};
+  c.m0 = static_cast<int64_t>(rng() % static_cast<unsigned>(rows));
+  c.m1 = c.m0 + 1 + static_cast<int64_t>(rng() % static_cast<unsigned>(rows - c.m0));
+  const int64_t step = k_format ? 8 : 1;
+  c.kb0 = static_cast<int64_t>(rng() % (k_format ? 4 : 30)) * step;
+  c.kb1 = c.kb0 + step * (1 + static_cast<int64_t>(rng() % (k_format ? (40 - c.kb0) / 8 : 7)));
+  c.n = 1 + static_cast<int>(rng() % 16);
+  return c;
+}
+
 }  // namespace moerun::quant_test
