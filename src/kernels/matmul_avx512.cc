@@ -41,13 +41,6 @@ inline void Finish(const MatmulJob& job, __m512 (&acc)[MR][NB], int64_t m, int64
   }
 }
 
-// How far ahead of its reads the bf16 tile prefetches each 16-column panel at one or two activation
-// rows (decode), in bf16 elements: 2 KB. Its NB panels are NB memory streams, 64 bytes of each per
-// step. In-process A/B on a bf16 V2-Lite decode (8 layers, AMD Zen 5, 2 threads, the bf16 loops
-// alternating with and without): 1 KB 1.07 x, 2 KB 1.10-1.14 x (three runs), 4 KB 1.07-1.12 x,
-// 8 KB 1.10 x.
-constexpr int64_t kBf16DecodeAhead = 1024;
-
 // f32 activations; weights bf16 (widened), f16 (vcvtph2ps) or f32.
 template <int MR, int NB>
 void TileF32(const MatmulJob& job, int64_t m, int64_t b) {

@@ -8,6 +8,14 @@
 
 namespace moerun::internal {
 
+// How far ahead of its reads the AVX2 and AVX-512 bf16 tiles (f32 activations) prefetch each
+// 16-column panel at one or two activation rows (decode), in bf16 elements: 2 KB. Their NB panels
+// are NB memory streams, 64 bytes of each per step. In-process A/B on a bf16 V2-Lite decode (8
+// layers, AMD Zen 5, 2 threads, the bf16 loops alternating with and without): AVX-512 1 KB 1.07 x,
+// 2 KB 1.10-1.14 x (three runs), 4 KB 1.07-1.12 x, 8 KB 1.10 x; the AVX2 tile (--kernel avx2 on
+// the same machine, not measured on an AVX2-only CPU) 2 KB 1.10-1.17 x (three runs), 4 KB 1.17 x.
+constexpr int64_t kBf16DecodeAhead = 1024;
+
 // Portable C++ (matmul_ref.cc): float formats on f32 activations.
 void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
 // AVX2 + FMA + F16C (matmul_avx2.cc).
