@@ -119,10 +119,11 @@ constexpr KLayout KLayoutOf(DType t) {
   return t == DType::kQ5_K ? KLayout{2816, 256, 768} : KLayout{2304, 0, 256};
 }
 #if MOERUN_QUANT_DOT_VNNI
-// Group g's 5-bit values of the 16 rows (u8 lanes): nibbles `nib` plus 16 where bit g of the
-// packed qh byte is set (as Q5_K's bit s below).
-inline __m512i Q5Word512(__m512i nib, __m512i qh, int g) {
-  const __mmask64 high = _mm512_test_epi8_mask(qh, _mm512_set1_epi8(static_cast<char>(1 << g)));
+// Nibbles `nib` (u8 lanes of the 16 rows) plus 16 where bit b of the same byte of `bits` is set: a
+// Q5 format's 5-bit values (Q5_0 / Q5_1 group b, bits = the packed qh word; Q5_K sub-block b,
+// bits = a qh word), as WithFifthBit256 on AVX2.
+inline __m512i WithFifthBit512(__m512i nib, __m512i bits, int b) {
+  const __mmask64 high = _mm512_test_epi8_mask(bits, _mm512_set1_epi8(static_cast<char>(1 << b)));
   return _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16));
 }
 
@@ -158,8 +159,8 @@ inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t k
         u[g] = _mm512_and_si512(x, _mm512_set1_epi8(0x0F));                            // elements 4g..
         u[4 + g] = _mm512_and_si512(_mm512_srli_epi16(x, 4), _mm512_set1_epi8(0x0F));  // 16 + 4g..
         if constexpr (kL.qh != 0) {
-          u[g] = Q5Word512(u[g], qh, g);
-          u[4 + g] = Q5Word512(u[4 + g], qh, 4 + g);
+          u[g] = WithFifthBit512(u[g], qh, g);
+          u[4 + g] = WithFifthBit512(u[4 + g], qh, 4 + g);
         }
       }
     }
@@ -252,11 +253,8 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
           } else {
             u[g] = _mm512_and_si512(half ? _mm512_srli_epi16(x[g], 4) : x[g], _mm512_set1_epi8(0x0F));
           }
-          if constexpr (kL.qh != 0) {  // Q5_K: + 16 where bit s of the qh byte is set
-            const __mmask64 high = _mm512_test_epi8_mask(_mm512_loadu_si512(c + kL.qh + 64 * g),
-                                                         _mm512_set1_epi8(static_cast<char>(1 << s)));
-            u[g] = _mm512_mask_add_epi8(u[g], high, u[g], _mm512_set1_epi8(16));
-          }
+          if constexpr (kL.qh != 0)
+            u[g] = WithFifthBit512(u[g], _mm512_loadu_si512(c + kL.qh + 64 * g), s);  // Q5_K
         }
         for (int r = 0; r < R; ++r) {
           __m512i I = _mm512_setzero_si512(), J = _mm512_setzero_si512();  // two exact chains
