@@ -131,7 +131,8 @@ inline __m512i WithFifthBit512(__m512i nib, __m512i bits, int b) {
 // of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
 // with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
 // Column kb (block kb of the 16 rows) into acc[r] for activation rows act.
-template <int R, DType kT, bool kSwPrefetch>
+// Prefetches kAhead bytes ahead of the column (StreamColumns passes StreamAheadOf).
+template <int R, DType kT, bool kSwPrefetch, size_t kAhead = PrefetchAheadOf(kT)>
 inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t kb, __m512 (&acc)[R]) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
@@ -141,7 +142,7 @@ inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t k
   constexpr bool kHighInPlace = kT == DType::kQ4_0 && R <= 2;
   {
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
-    PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + PrefetchAheadOf(kT));
+    PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + kAhead);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 mw = kL.has_min
                           ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)))
@@ -288,7 +289,8 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
     acc[i][0] = _mm512_setzero_ps();
   }
   for (int64_t kb = kb0; kb < kb1; ++kb) {
-    for (int i = 0; i < kNs; ++i) InterleavedColumn<1, kT, kSwPrefetch>(streams[i].w, acts[i], kb, acc[i]);
+    for (int i = 0; i < kNs; ++i)
+      InterleavedColumn<1, kT, kSwPrefetch, StreamAheadOf(kT)>(streams[i].w, acts[i], kb, acc[i]);
   }
   for (int i = 0; i < kNs; ++i) {
     const __mmask16 valid = static_cast<__mmask16>((1u << streams[i].n_rows) - 1);
