@@ -51,8 +51,9 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // twice that, Q4_0 three quarters of it. In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads,
 // the loops alternating, probes 56-78 GB/s): Q8_0 at 2 KB against 4 KB 1.024, 1.029, 1.031 x (1 KB
 // 1.011-1.013, 3 KB 1.014); Q4_0 at 1.5 KB against 2 KB 1.016, 1.028, 1.032 x (1 KB 0.99, 3 KB
-// 0.99). Q5_0 at 1.5 KB ran 0.99-1.01 x and stays at 2 KB. The AVX2 streams are unmeasured on an
-// AVX2-only CPU and keep PrefetchAheadOf.
+// 0.99). Q5_0 at 1.5 KB ran 0.99-1.01 x and stays at 2 KB. Measured before StreamColumns' loop
+// over the streams was unrolled, not since. The AVX2 streams are unmeasured on an AVX2-only CPU and
+// keep PrefetchAheadOf.
 constexpr size_t StreamAheadOf(DType t) {
   return t == DType::kQ4_0 ? 3 * kPrefetchAhead / 4 : kPrefetchAhead;
 }
