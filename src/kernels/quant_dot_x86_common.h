@@ -47,15 +47,23 @@ constexpr size_t PrefetchAheadOf(DType t) {
 constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 
 // Four streams per thread (the AVX-512 StreamColumns of the 32-element formats) keep four columns
-// in flight, and each stream looks less far ahead than a lone tile: Q8_0 kPrefetchAhead instead of
-// twice that, Q4_0 three quarters of it. In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads,
-// the loops alternating, probes 56-78 GB/s): Q8_0 at 2 KB against 4 KB 1.024, 1.029, 1.031 x (1 KB
-// 1.011-1.013, 3 KB 1.014); Q4_0 at 1.5 KB against 2 KB 1.016, 1.028, 1.032 x (1 KB 0.99, 3 KB
-// 0.99). Q5_0 at 1.5 KB ran 0.99-1.01 x and stays at 2 KB. Measured before StreamColumns' loop
-// over the streams was unrolled, not since. The AVX2 streams are unmeasured on an AVX2-only CPU and
-// keep PrefetchAheadOf.
+// in flight, and each stream looks less far ahead than a lone tile: Q8_0 a quarter of
+// PrefetchAheadOf (1 KB), Q4_0 three quarters (1.5 KB), Q5_0 / Q5_1 all of it (2 KB). In-process
+// A/B on V2-Lite decode (AMD Zen 5, 2 threads, the loops alternating, probes 50-78 GB/s), with the
+// streams' loop unrolled: Q8_0 at 1 KB against 2 KB 1.015, 1.017, 1.019 x (0.5 KB 0.93, 3 KB 0.99,
+// 4 KB 0.965-0.973, each against 2 KB); Q4_0 at 1.5 KB against 2 KB 1.034 and 0.991 x, at 1 KB
+// against 1.5 KB 0.98 x. Before the loop was unrolled: Q8_0 2 KB against 4 KB 1.024-1.031 x, Q4_0 1.5 KB
+// against 2 KB 1.016-1.032 x, and Q5_0 at 1.5 KB 0.99-1.01 x (so it stays at 2 KB). The AVX2 streams are
+// unmeasured on an AVX2-only CPU and keep PrefetchAheadOf.
 constexpr size_t StreamAheadOf(DType t) {
-  return t == DType::kQ4_0 ? 3 * kPrefetchAhead / 4 : kPrefetchAhead;
+  switch (t) {
+    case DType::kQ8_0:
+      return kPrefetchAhead / 2;
+    case DType::kQ4_0:
+      return 3 * kPrefetchAhead / 4;
+    default:
+      return kPrefetchAhead;
+  }
 }
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
