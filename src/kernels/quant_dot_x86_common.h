@@ -50,21 +50,22 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // in flight, and each stream looks less far ahead than a lone tile: Q8_0 a quarter of
 // PrefetchAheadOf (1 KB), Q4_0 three quarters (1.5 KB), Q5_0 / Q5_1 all of it (2 KB). In-process
 // A/B on V2-Lite decode (AMD Zen 5, 2 threads, the loops alternating, probes 50-78 GB/s), with the
-// streams' loop unrolled: Q8_0 at 1 KB against 2 KB 1.015, 1.017, 1.019 x (0.5 KB 0.93, 3 KB 0.99,
-// 4 KB 0.965-0.973, each against 2 KB); Q4_0 at 1.5 KB against 2 KB 1.034 and 0.991 x, at 1 KB
-// against 1.5 KB 0.98 x. Before the loop was unrolled: Q8_0 2 KB against 4 KB 1.024-1.031 x, Q4_0 1.5 KB
-// against 2 KB 1.016-1.032 x, and Q5_0 at 1.5 KB 0.99-1.01 x (so it stays at 2 KB). The AVX2 streams are
-// unmeasured on an AVX2-only CPU and keep PrefetchAheadOf.
+// streams' loop unrolled: Q8_0 at 1 KB against 2 KB 1.015, 1.017, 1.019 x (against 2 KB too:
+// 0.5 KB 0.93, 3 KB 0.99, 4 KB 0.965-0.973); Q4_0 at 1.5 KB against 2 KB 1.034 and 0.991 x, at
+// 1 KB against 1.5 KB 0.98 x. Before the loop was unrolled: Q8_0 2 KB against 4 KB
+// 1.024-1.031 x, Q4_0 1.5 KB against 2 KB 1.016-1.032 x, and Q5_0 at 1.5 KB 0.99-1.01 x (so it
+// stays at 2 KB). The AVX2 streams are unmeasured on an AVX2-only CPU and keep PrefetchAheadOf.
 constexpr size_t StreamAheadOf(DType t) {
   switch (t) {
     case DType::kQ8_0:
-      return kPrefetchAhead / 2;
+      return PrefetchAheadOf(t) / 4;
     case DType::kQ4_0:
-      return 3 * kPrefetchAhead / 4;
+      return 3 * PrefetchAheadOf(t) / 4;
     default:
-      return kPrefetchAhead;
+      return PrefetchAheadOf(t);
   }
 }
+static_assert(StreamAheadOf(DType::kQ8_0) == 1024 && StreamAheadOf(DType::kQ4_0) == 1536);
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
 // and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
