@@ -215,9 +215,10 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
   // cache (model/mla_attention.h: one score GEMM and one value GEMM for all its rows) and reads
   // the values back through kv_b's V rows. Prefill: runs of up to 16 tokens x all heads; a few
   // tokens (decode): one token x a thread's share of the heads, so every thread has work and reads
-  // the cache once. Shares of half that size (two tasks per thread, each reading the whole cache)
-  // made this phase 1.08-1.11 x slower at tg128 and 1.14 x at tg512 (in-process A/B, V2-Lite Q4_K
-  // and Q8_0 files, AMD Zen 5, 2 threads). A row's bits do not depend on its task.
+  // the cache once. With shares of half that size (two tasks per thread, each reading the whole
+  // cache) this phase took 1.08-1.11 x the time at tg128 and 1.14 x at tg512 (in-process A/B,
+  // V2-Lite Q4_K and Q8_0 files, AMD Zen 5, 2 threads). A row's bits do not depend on its task
+  // (PagedModelTest.EveryThreadCountGivesTheOneThreadLogits).
   const float scale = static_cast<float>(c.SoftmaxScale());
   const int threads = pool_ ? pool_->size() : 1;
   const bool few = t_count < 2 * threads;

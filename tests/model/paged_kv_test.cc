@@ -2,8 +2,8 @@
 // paged rows bitwise equal to contiguous rows (random block tables, several block sizes, every
 // small-GEMM ISA), its subnormal softmax weights zeros and its normal ones kept; whole models
 // (DeepSeek MLA, Qwen3 GQA) give bitwise the logits of a contiguous cache on a shuffled block table,
-// and a sequence reusing another's prefix blocks gives the logits it would compute itself; NewCache
-// checks its table.
+// and a sequence reusing another's prefix blocks gives the logits it would compute itself; every
+// thread count gives the one-thread logits; NewCache checks its table.
 #include "model/paged_kv.h"
 
 #include <gtest/gtest.h>
@@ -209,6 +209,30 @@ TEST_P(PagedModelTest, ReusedPrefixBlocksGiveTheLogitsOfComputingThem) {
   const std::vector<float> full = Run(alone.get(), b, {5, 16});
   const size_t v = static_cast<size_t>(model_->hparams().vocab_size);
   EXPECT_TRUE(SameBits(got, std::vector<float>(full.begin() + 12 * v, full.end())));
+}
+
+// Decode steps split attention's heads over the pool's threads (one task per thread's share), and
+// prefill chunks their tokens: every thread count gives the one-thread logits bitwise.
+TEST_P(PagedModelTest, EveryThreadCountGivesTheOneThreadLogits) {
+  const std::vector<int32_t> tokens = Tokens(12, 4);
+  std::vector<float> want;
+  for (int threads : {1, 2, 3, 5}) {
+    SCOPED_TRACE(threads);
+    ThreadPool pool(threads);
+    ModelLoadOptions o;
+    o.parallel.deterministic = true;
+    auto m = test_models::LoadTinySynthetic(test_models::TinyConfigJson(GetParam()), o, &pool);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    std::swap(model_, *m);  // Run uses model_
+    auto cache = model_->NewCache(16);
+    const std::vector<float> got = Run(cache.get(), tokens, {5, 1, 1, 2, 1});
+    std::swap(model_, *m);
+    if (threads == 1) {
+      want = got;
+    } else {
+      EXPECT_TRUE(SameBits(got, want));
+    }
+  }
 }
 
 TEST_P(PagedModelTest, NewCacheChecksItsTable) {
