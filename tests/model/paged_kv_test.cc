@@ -141,11 +141,15 @@ TEST(CachedAttention, SubnormalWeightsAreZeroAndNormalOnesKept) {
 class PagedModelTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    ModelLoadOptions o;
-    o.parallel.deterministic = true;
-    auto m = test_models::LoadTinySynthetic(test_models::TinyConfigJson(GetParam()), o, &pool_);
+    auto m = Load(&pool_);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::move(*m);
+  }
+  // The parameter's tiny model, deterministic, on `pool`.
+  StatusOr<std::unique_ptr<Model>> Load(ThreadPool* pool) const {
+    ModelLoadOptions o;
+    o.parallel.deterministic = true;
+    return test_models::LoadTinySynthetic(test_models::TinyConfigJson(GetParam()), o, pool);
   }
   std::vector<int32_t> Tokens(int64_t n, uint32_t seed) const {
     std::mt19937 rng(seed);
@@ -155,12 +159,16 @@ class PagedModelTest : public ::testing::TestWithParam<const char*> {
   }
   // Runs `tokens` through `cache` in chunks of the given sizes; every row's logits.
   std::vector<float> Run(ModelCache* cache, std::span<const int32_t> tokens, std::vector<int64_t> chunks) {
+    return RunOn(*model_, cache, tokens, std::move(chunks));
+  }
+  static std::vector<float> RunOn(Model& model, ModelCache* cache, std::span<const int32_t> tokens,
+                                  std::vector<int64_t> chunks) {
     std::vector<float> all, part;
     for (int64_t at = 0, i = 0; at < static_cast<int64_t>(tokens.size()); ++i) {
       const int64_t n = std::min<int64_t>(chunks[static_cast<size_t>(i) % chunks.size()],
                                           static_cast<int64_t>(tokens.size()) - at);
-      const Status s = model_->Forward(tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(n)), cache,
-                                       true, &part);
+      const Status s =
+          model.Forward(tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(n)), cache, true, &part);
       EXPECT_TRUE(s.ok()) << s.ToString();
       all.insert(all.end(), part.begin(), part.end());
       at += n;
@@ -219,14 +227,10 @@ TEST_P(PagedModelTest, EveryThreadCountGivesTheOneThreadLogits) {
   for (int threads : {1, 2, 3, 5}) {
     SCOPED_TRACE(threads);
     ThreadPool pool(threads);
-    ModelLoadOptions o;
-    o.parallel.deterministic = true;
-    auto m = test_models::LoadTinySynthetic(test_models::TinyConfigJson(GetParam()), o, &pool);
+    auto m = Load(&pool);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
-    std::swap(model_, *m);  // Run uses model_
-    auto cache = model_->NewCache(16);
-    const std::vector<float> got = Run(cache.get(), tokens, {5, 1, 1, 2, 1});
-    std::swap(model_, *m);
+    auto cache = (*m)->NewCache(16);
+    const std::vector<float> got = RunOn(**m, cache.get(), tokens, {5, 1, 1, 2, 1});
     if (threads == 1) {
       want = got;
     } else {
