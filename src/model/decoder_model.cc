@@ -243,6 +243,7 @@ Status DecoderModel::RunBatch(std::span<const SequenceChunk> seqs, bool all_logi
       tokens.push_back(sc.tokens[t]);
     }
     if (n > 0) last_rows.push_back(static_cast<int64_t>(rows.size()) - 1);
+    sc.cache->CommitRows(start, start + n);  // the rows this pass writes, committed ahead
   }
   const int64_t t_count = static_cast<int64_t>(rows.size());
   if (t_count == 0 && world_->size() == 1) {  // nothing to do and no peers to meet

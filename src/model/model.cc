@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cassert>
 #include <new>
 
 namespace moerun {
@@ -13,6 +14,20 @@ const char* CacheKindName(CacheKind kind) {
       return "GQA K/V";
   }
   return "?";
+}
+
+void ModelCache::CommitRows(int64_t begin, int64_t end) {
+  assert(0 <= begin && begin <= end && end <= capacity_);
+  if (end <= committed_) return;
+  const int64_t from = std::max(begin, committed_),
+                to = std::min(capacity_, std::max(end, from + kCommitAhead));
+  const int64_t bt = storage_->block_tokens();
+  for (int64_t p = from; p < to;) {
+    const int64_t in_block = p % bt, n = std::min(bt - in_block, to - p);
+    storage_->Commit(table_[static_cast<size_t>(p / bt)], in_block, in_block + n);
+    p += n;
+  }
+  committed_ = to;
 }
 
 Status CheckBlockTable(const KvBlockStorage& storage, const std::vector<int32_t>& table, int64_t capacity,

@@ -70,6 +70,12 @@ class ModelCache {
   int64_t size() const { return size_; }          // positions filled
   // E.g. positions [0, n) already filled through shared prefix blocks.
   void set_size(int64_t n) { size_ = n; }
+  // Before positions [begin, end) are written: commits their memory and that of the next
+  // kCommitAhead positions (capped at the capacity), unless an earlier call did, so a decode step
+  // writes into committed pages and commits a run of them once every kCommitAhead tokens
+  // (KvBlockStorage::Commit). REQUIRES: 0 <= begin <= end <= capacity().
+  void CommitRows(int64_t begin, int64_t end);
+  static constexpr int64_t kCommitAhead = 64;
   const KvBlockStorage& storage() const { return *storage_; }
   // The sequence's block ids in position order: [ceil(capacity / block_tokens)] at least.
   const std::vector<int32_t>& block_table() const { return table_; }
@@ -96,6 +102,7 @@ class ModelCache {
   int64_t size_ = 0;
   std::shared_ptr<KvBlockStorage> storage_;
   std::vector<int32_t> table_;
+  int64_t committed_ = 0;  // positions [0, committed_) were committed by CommitRows
 };
 
 // Checks that `table` covers `capacity` positions with block ids of `storage`, and that the storage

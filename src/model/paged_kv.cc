@@ -1,7 +1,9 @@
 #include "model/paged_kv.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -99,6 +101,38 @@ Status KvBlockStorage::Grow(int64_t n_blocks) {
   bytes_ = bytes;
   n_blocks_ = n_blocks;
   return Status::Ok();
+}
+
+namespace {
+
+// Faults in the pages of [begin, end) for writing, if the kernel can (see Commit).
+void PopulateForWrite(const float* begin, const float* end) {
+#ifdef MADV_POPULATE_WRITE
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(begin) / page * page;
+  const uintptr_t e = reinterpret_cast<uintptr_t>(end);
+  if (e > b) (void)madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_WRITE);
+#else
+  (void)begin;
+  (void)end;
+#endif
+}
+
+}  // namespace
+
+void KvBlockStorage::Commit(int32_t block, int64_t pos_begin, int64_t pos_end) {
+  assert(block >= 0 && block < n_blocks_ && 0 <= pos_begin && pos_begin <= pos_end &&
+         pos_end <= block_tokens_);
+  if (pos_begin == pos_end) return;
+  if (pos_begin == 0 && pos_end == block_tokens_) {  // the whole block: one run of memory
+    const float* first = row(block, 0, 0, 0);
+    PopulateForWrite(first, first + block_floats());
+    return;
+  }
+  for (int64_t a = 0; a < arrays_; ++a) {
+    for (int64_t l = 0; l < layers_; ++l)
+      PopulateForWrite(row(block, a, l, pos_begin), row(block, a, l, pos_end - 1) + width_);
+  }
 }
 
 KvBlockStorage::~KvBlockStorage() {

@@ -10,7 +10,10 @@
 // same rows of block b start b * block_floats() floats after those of block 0.
 // The arena is one anonymous mmap (MAP_NORESERVE): pages are committed only when first written,
 // so a large budget costs address space, not memory, until it is used. Fresh pages read as 0.
-// Grow adds blocks at the end (mremap: the arena may move, its contents stay).
+// Grow adds blocks at the end (mremap: the arena may move, its contents stay). Commit faults a
+// block's pages for some positions in ahead of their first write, in one call per run of memory
+// (MADV_POPULATE_WRITE): a page fault per 4 KiB inside a decode step cost a median 13.5 us per
+// layer and token on a V2-Lite decode (AMD Zen 5 guest), 0.3 ms of a 29 ms token.
 //
 // Invariants: block ids are int32 indices in [0, n_blocks); block_tokens, layers, width and arrays
 // are fixed at creation; n_blocks only grows. Addresses (row) are valid until the next Grow.
@@ -47,6 +50,12 @@ class KvBlockStorage {
   // Floats per block (all arrays, layers and positions): the distance between blocks.
   int64_t block_floats() const { return arrays_ * layers_ * block_tokens_ * width_; }
   size_t reserved_bytes() const { return bytes_; }
+
+  // Commits the pages of positions [pos_begin, pos_end) of `block` in every array and layer, so
+  // their first writes do not fault; contents unchanged. Best effort: a kernel without
+  // MADV_POPULATE_WRITE (before Linux 5.14) leaves them to fault on first write as before.
+  // REQUIRES: 0 <= pos_begin <= pos_end <= block_tokens, block in [0, n_blocks).
+  void Commit(int32_t block, int64_t pos_begin, int64_t pos_end);
 
   // Row `pos_in_block` of (array, layer) in block `block`: [width] floats.
   float* row(int32_t block, int64_t array, int64_t layer, int64_t pos_in_block) {

@@ -3,10 +3,13 @@
 // small-GEMM ISA), its subnormal softmax weights zeros and its normal ones kept; whole models
 // (DeepSeek MLA, Qwen3 GQA) give bitwise the logits of a contiguous cache on a shuffled block table,
 // and a sequence reusing another's prefix blocks gives the logits it would compute itself; every
-// thread count gives the one-thread logits; NewCache checks its table.
+// thread count gives the one-thread logits; NewCache checks its table; Commit and CommitRows fault
+// in exactly the pages of the positions they name (mincore).
 #include "model/paged_kv.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -51,6 +54,94 @@ TEST(KvBlockStorage, RefusesBadSizes) {
   EXPECT_NE(
       KvBlockStorage::Create(1 << 30, 1 << 20, 1 << 20, 1 << 20, 1).status().message().find("overflows"),
       std::string::npos);
+}
+
+// Whether the kernel has MADV_POPULATE_WRITE (Linux 5.14): without it Commit is a no-op.
+bool KernelPopulatesForWrite() {
+#ifdef MADV_POPULATE_WRITE
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* p = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool ok = madvise(p, page, MADV_POPULATE_WRITE) == 0;
+  munmap(p, page);
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// Whether the page holding *p is resident.
+bool Resident(const float* p) {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  unsigned char in = 0;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p) / page * page;
+  EXPECT_EQ(mincore(reinterpret_cast<void*>(start), page, &in), 0);
+  return (in & 1) != 0;
+}
+
+int64_t PageFloats() { return sysconf(_SC_PAGESIZE) / static_cast<int64_t>(sizeof(float)); }
+
+TEST(KvBlockStorage, CommitFaultsInItsPositionsInEveryArrayAndLayer) {
+  if (!KernelPopulatesForWrite()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
+  // Rows of one page each: [2 blocks][2 arrays][3 layers][8 positions][a page of floats].
+  auto s = KvBlockStorage::Create(2, 8, 3, PageFloats(), 2).value();
+  s->Commit(1, 2, 5);
+  for (int32_t b = 0; b < 2; ++b) {
+    for (int64_t a = 0; a < 2; ++a) {
+      for (int64_t l = 0; l < 3; ++l) {
+        for (int64_t pos = 0; pos < 8; ++pos) {
+          SCOPED_TRACE(testing::Message()
+                       << "block " << b << " array " << a << " layer " << l << " pos " << pos);
+          EXPECT_EQ(Resident(s->row(b, a, l, pos)), b == 1 && pos >= 2 && pos < 5);
+        }
+      }
+    }
+  }
+  s->Commit(0, 0, 8);  // a whole block
+  for (int64_t a = 0; a < 2; ++a) {
+    for (int64_t l = 0; l < 3; ++l) {
+      for (int64_t pos = 0; pos < 8; ++pos) EXPECT_TRUE(Resident(s->row(0, a, l, pos)));
+    }
+  }
+  EXPECT_EQ(s->row(1, 1, 2, 4)[PageFloats() - 1], 0.0f);  // committed pages still read as 0
+}
+
+// A cache of no particular architecture over a storage: only its block table matters here.
+class TableCache : public ModelCache {
+ public:
+  TableCache(std::shared_ptr<KvBlockStorage> s, std::vector<int32_t> table, int64_t capacity)
+      : ModelCache(CacheKind::kLatentMla, std::move(s), std::move(table), capacity) {}
+  const float* At(int64_t layer, int64_t pos) const { return Row(0, layer, pos); }
+};
+
+TEST(ModelCache, CommitRowsCommitsAheadOnceAndNeverPastTheCapacity) {
+  if (!KernelPopulatesForWrite()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
+  const int64_t capacity = 200, ahead = ModelCache::kCommitAhead;
+  auto s = KvBlockStorage::Create(60, 4, 2, PageFloats(), 1).value();
+  std::vector<int32_t> table(50);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(3));  // blocks out of order
+  TableCache cache(s, table, capacity);
+  auto committed_below = [&](int64_t end) {
+    for (int64_t pos = 0; pos < capacity; ++pos) {
+      for (int64_t l = 0; l < 2; ++l) {
+        SCOPED_TRACE(testing::Message() << "pos " << pos << " layer " << l << " committed below " << end);
+        EXPECT_EQ(Resident(cache.At(l, pos)), pos < end);
+      }
+    }
+  };
+  cache.CommitRows(0, 1);  // a first token: the next `ahead` positions with it
+  committed_below(ahead);
+  cache.CommitRows(1, 2);  // already committed: nothing more
+  committed_below(ahead);
+  cache.CommitRows(ahead - 4, ahead + 6);  // crossing the mark: another `ahead` from there
+  committed_below(2 * ahead);
+  cache.CommitRows(2 * ahead, 2 * ahead + 1);
+  committed_below(3 * ahead);
+  cache.CommitRows(3 * ahead, 3 * ahead + 1);  // capped at the capacity
+  ASSERT_LT(capacity, 4 * ahead);
+  committed_below(capacity);
+  for (int32_t b = 50; b < 60; ++b) EXPECT_FALSE(Resident(s->row(b, 0, 0, 0)));  // not in the table
 }
 
 std::vector<SmallGemmIsa> Isas() {
