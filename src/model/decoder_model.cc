@@ -108,12 +108,30 @@ Status DecoderModel::LoadLayers(const LoadProgress& progress,
   return Status::Ok();
 }
 
+namespace {
+
+// Σ x[i]² in double over kLanes interleaved lanes (element i into lane i % kLanes), the lanes then
+// added in a fixed tree: the same bits on every machine, and a loop the compiler vectorises
+// without reassociating anything. One chain of dependent double adds (the plain loop) took
+// 2.5 us for a 2048-wide row on AMD Zen 5, twice per layer in decode.
+double SumOfSquares(const float* x, int64_t n) {
+  constexpr int64_t kLanes = 8;
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(x[i + j]) * x[i + j];
+  }
+  for (int64_t j = 0; i < n; ++i, ++j) lane[j] += static_cast<double>(x[i]) * x[i];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+}  // namespace
+
 void DecoderModel::RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
                            float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
-    double ss = 0;
-    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const double ss = SumOfSquares(xr, dim);
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
     for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = xr[i] * inv * w[static_cast<size_t>(i)];
   }

@@ -66,7 +66,8 @@ class DecoderModel : public Model {
   std::vector<std::vector<uint64_t>> RoutedTokenCounts() const override;
   // This rank's layout (coordinates and groups, made once at load).
   const ParallelLayout& layout() const { return context_->layout(); }
-  // y = w ⊙ x / sqrt(mean(x²) + eps) per row of `dim` (sum of squares in double); y may alias x.
+  // y = w ⊙ x / sqrt(mean(x²) + eps) per row of `dim` (sum of squares in double, over 8 fixed
+  // interleaved lanes: the same bits on every machine); y may alias x.
   static void RmsNorm(const float* x, const std::vector<float>& w, int64_t rows, int64_t dim, float eps,
                       float* y);
 
