@@ -20,6 +20,11 @@ struct SamplingParams {
   Status Validate() const;
 };
 
+// The greedy token: the first index of the largest value, as the plain loop
+// `if (x[i] > x[best]) best = i` finds it (NaNs never win, except a NaN at 0 keeps 0), in two
+// vectorisable passes. REQUIRES: x not empty.
+int64_t FirstArgMax(std::span<const float> x);
+
 class Sampler {
  public:
   explicit Sampler(SamplingParams p) : params_(p), rng_(p.seed) {}
