@@ -90,6 +90,23 @@ ActView ActivationBuffer::PrepareGathered(ActFormat format, const float* x, std:
       first_);
 }
 
+Q8Rows ActivationBuffer::ReserveQ8(int64_t rows, int64_t k) {
+  const int64_t ldq = Pad(k, 32), ldb = ldq / 32;
+  return Q8Rows{.q = q_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldq))),
+                .d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb))),
+                .sum = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb))),
+                .ldq = ldq,
+                .ldb = ldb};
+}
+
+ActView ActivationBuffer::ViewOf(const Q8Rows& rows) {
+  ActView v;
+  v.format = ActFormat::kQ8Block32;
+  v.q8 = rows.View();
+  v.ld = rows.ldq;
+  return v;
+}
+
 template <typename RowFn, typename WidthFn>
 ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, ThreadPool* pool, RowFn&& row,
                                   WidthFn&& k_of, std::span<const int64_t> first) {

@@ -54,6 +54,11 @@ class ActivationBuffer {
   // unspecified, so only a kernel reading at most row_k[r] elements may read row r.
   ActView PrepareRowWidths(ActFormat format, const float* x, std::span<const int64_t> row_k, int64_t ldx,
                            ThreadPool* pool = nullptr);
+  // `rows` kQ8Block32 rows of width up to k (stride padded to 32), contents unspecified: for a
+  // producer that quantises into them (MatmulJob::quantize_into), e.g. a gate/up loop making the
+  // down projection's input; ViewOf gives the view of them. Valid until the next call on this buffer.
+  Q8Rows ReserveQ8(int64_t rows, int64_t k);
+  static ActView ViewOf(const Q8Rows& rows);
 
  private:
   // kBf16Pairs or kQ8Block32 of rows row(r), r in [0, rows), row r of width k_of(r) <= k; rows

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/kernel_table.h"
+#include "kernels/quant_dot.h"
 
 namespace moerun {
 namespace {
@@ -13,6 +14,36 @@ int64_t BlockCount(const MatmulJob& job) { return job.w->n_blocks(); }
 
 int64_t ChunkCount(const MatmulJob& job) {
   return (job.rows + kMatmulMaxChunkRows - 1) / kMatmulMaxChunkRows;
+}
+
+}  // namespace
+
+// Tasks of jobs that do not stream are kMatmulGroupBlocks blocks: whole 32-column groups too.
+static_assert(kMatmulGroupBlocks % 4 == 0);
+
+int64_t MatmulTaskUnit(const MatmulJob& job) {
+  const bool swiglu = job.epilogue == Epilogue::kSwiGlu;
+  int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;  // a gate block and its up block
+  if (job.quantize_into.q != nullptr) unit = std::max<int64_t>(unit, swiglu ? 4 : 2);  // 32 columns
+  return unit;
+}
+
+namespace {
+
+// MatmulJob::quantize_into for rows [m0, m1) x the output columns of blocks [b0, b1).
+void QuantizeOutput(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+  const Q8Rows& q = job.quantize_into;
+  if (q.q == nullptr || b0 >= b1) return;
+  assert(job.k_blocks <= 1);
+  const bool swiglu = job.epilogue == Epilogue::kSwiGlu;
+  const int64_t width = job.w->out_features();  // I for a gate/up pair
+  const int64_t per_block = swiglu ? 8 : 16;    // a gate block and its up block make 16 columns
+  const int64_t c0 = b0 * per_block, c1 = std::min(width, b1 * per_block);
+  assert(c0 % 32 == 0 && "tasks start at whole 32-column groups (MatmulTaskUnit)");
+  for (int64_t m = m0; m < m1; ++m) {
+    QuantizeActivationRow(job.YAt(m, c0), c1 - c0, q.q + m * q.ldq + c0, q.d + m * q.ldb + c0 / 32,
+                          q.sum + m * q.ldb + c0 / 32);
+  }
 }
 
 }  // namespace
@@ -52,6 +83,7 @@ void RunTask(const MatmulJob& job, const MatmulTask& task) {
   assert(job.kernel != nullptr && job.kernel->weights == job.w->format());
   assert(job.kernel->acts == job.x.format);
   RunMatmulBlocks(job, m0, m1, task.b0, task.b1);
+  QuantizeOutput(job, m0, m1, task.b0, task.b1);
 }
 
 // Jobs whose tasks can run as streams of one MatmulStreamsFn call (its requirements).
@@ -89,6 +121,8 @@ void RunStreams(std::span<const MatmulJob> jobs, const std::vector<MatmulTask>& 
     }
     const MatmulStreamsFn run_streams = StreamsOf(*job.kernel);
     run_streams(std::span<const MatmulStream>(streams, n));
+    for (size_t s = 0; s < n; ++s)
+      QuantizeOutput(*streams[s].job, 0, streams[s].job->rows, streams[s].b0, streams[s].b1);
   }
 }
 
@@ -123,7 +157,7 @@ std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int thr
       }
       continue;
     }
-    const int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;  // a gate block and its up block
+    const int64_t unit = MatmulTaskUnit(job);
     for (int64_t b0 = 0; b0 < blocks;) {
       const int64_t guided = (stream_left + tail_share - 1) / tail_share;
       const int64_t run = (std::clamp<int64_t>(guided, 1, stream_run) + unit - 1) / unit * unit;
@@ -143,8 +177,8 @@ std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs
   std::vector<MatmulTask> tasks;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MatmulJob& job = jobs[j];
-    if (job.rows == 0) continue;                                // a job of none has no tasks
-    const int64_t unit = job.w->interleaved_gate_up() ? 2 : 1;  // a gate block and its up block
+    if (job.rows == 0) continue;  // a job of none has no tasks
+    const int64_t unit = MatmulTaskUnit(job);
     // Bytes one block's tile streams over the job's K range.
     const int64_t block_bytes = std::max<int64_t>(
         1, static_cast<int64_t>(job.w->block_bytes()) * (job.KEnd() - job.k_begin) / job.w->in_features());

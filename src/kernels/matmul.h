@@ -49,6 +49,12 @@ struct MatmulJob {
   // order, so a row panel streams once. REQUIRES: each range a multiple of the K alignment.
   int64_t k_blocks = 1;
   int64_t block_stride = 0;  // floats between block outputs, e.g. H for y [M, k_blocks, H]
+  // With q != nullptr: each task also quantises the output columns it wrote (after the epilogue)
+  // into these rows (row m at q + m * ldq, its scales and sums at m * ldb), bit for bit as
+  // ActivationBuffer would: the next projection's input made while the task's outputs are in its
+  // core's cache (the MoE's gate/up loop making the down loop's input). Tasks then cover whole
+  // 32-column groups (MatmulTaskUnit). REQUIRES: k_blocks == 1.
+  Q8Rows quantize_into{};
 
   int64_t KEnd() const { return k_end < 0 ? w->in_features() : k_end; }
   // Where output element (m, col) goes.
@@ -87,6 +93,11 @@ inline constexpr size_t kMatmulStreamTaskBytes = size_t{128} << 10;  // weight b
 // Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of
 // kMatmulGroupBlocks, at least kMatmulGroupBlocks. E.g. 1408 units on 2 threads -> 60.
 int64_t MatmulRunBlocks(int64_t units, int threads);
+
+// The blocks a task's run is a multiple of: 2 for an interleaved gate/up weight (a gate block and
+// its up block), 4 for one that quantises its output (MatmulJob::quantize_into: 32 columns),
+// 2 for a plain one that does, else 1.
+int64_t MatmulTaskUnit(const MatmulJob& job);
 
 // One task of a loop over jobs: row chunk `chunk` of jobs[job], column blocks [b0, b1).
 struct MatmulTask {

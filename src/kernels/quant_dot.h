@@ -40,6 +40,16 @@ struct Q8Activations {
   int64_t ldq = 0, ldb = 0;      // row strides in elements
 };
 
+// The same rows being written (by QuantizeActivationRow); View() reads them.
+struct Q8Rows {
+  int8_t* q = nullptr;     // [rows, ldq]
+  float* d = nullptr;      // [rows, ldb]
+  int32_t* sum = nullptr;  // [rows, ldb]
+  int64_t ldq = 0, ldb = 0;
+  Q8Rows From(int64_t row) const { return {q + row * ldq, d + row * ldb, sum + row * ldb, ldq, ldb}; }
+  Q8Activations View() const { return {q, d, sum, ldq, ldb}; }
+};
+
 // Quantises one row x[0, k) into q[0, k_pad), d[0, k_pad/32), sum[...] with k_pad = k rounded up to
 // 32. Per block: amax = max |x| (padding counts as 0), d = amax / 127, q = x * (127 / amax) rounded
 // to nearest even (so |q| <= 127), or all zero when amax == 0.

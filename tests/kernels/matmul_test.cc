@@ -260,6 +260,65 @@ TEST_P(KernelRowTest, StreamingLoopsGiveTheOneThreadBits) {
   }
 }
 
+// MatmulJob::quantize_into: on 1-3 threads, in streaming loops (one-row jobs) and chunked ones,
+// plain and gate/up, each job's 8-bit rows are bit for bit QuantizeActivationRow of its own f32
+// output rows (what ActivationBuffer would make of them), and the f32 output is unchanged.
+TEST_P(KernelRowTest, QuantizeIntoGivesTheRowsOfItsOutput) {
+  const int64_t k = 4 * AlignK(64, kern().weights), n = 600;  // 600 columns: a short last group
+  std::mt19937 rng(31);
+  const Tensor gate = RandomMatrix(n, k, rng, 0.05f), up = RandomMatrix(n, k, rng, 0.05f);
+  const PackedWeight w = PackedWeight::Pack(gate, kern().weights).value();
+  const PackedWeight gu = PackedWeight::PackGateUp(gate, up, kern().weights).value();
+  const Tensor xt = RandomMatrix(42, k, rng, 1.0f);  // 40 rows from offsets 0-2
+  ActivationBuffer buf;
+  const ActView x = buf.Prepare(kern().acts, xt.data<float>(), 42, k, k);
+  const int64_t ldq = (n + 31) / 32 * 32, ldb = ldq / 32;
+  for (const int64_t rows : {int64_t{1}, int64_t{5}, int64_t{40}}) {
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(testing::Message() << rows << " rows, " << threads << " threads");
+      std::vector<MatmulJob> jobs;
+      std::vector<std::vector<float>> y, alone;
+      std::vector<std::vector<int8_t>> q;
+      std::vector<std::vector<float>> d;
+      std::vector<std::vector<int32_t>> sum;
+      for (int j = 0; j < 5; ++j) {
+        const bool swiglu = j % 2 == 1;
+        MatmulJob job = Job(swiglu ? gu : w, OffsetRows(x, j % 3), rows, nullptr, n);
+        if (swiglu) job.epilogue = Epilogue::kSwiGlu;
+        alone.emplace_back(static_cast<size_t>(rows * n), -2.0f);
+        job.y = alone.back().data();
+        RunMatmul(job, nullptr);  // without quantize_into
+        y.emplace_back(static_cast<size_t>(rows * n), -1.0f);
+        q.emplace_back(static_cast<size_t>(rows * ldq), int8_t{99});
+        d.emplace_back(static_cast<size_t>(rows * ldb), -1.0f);
+        sum.emplace_back(static_cast<size_t>(rows * ldb), -1);
+        jobs.push_back(job);
+      }
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        jobs[j].y = y[j].data();
+        jobs[j].quantize_into = Q8Rows{q[j].data(), d[j].data(), sum[j].data(), ldq, ldb};
+      }
+      ThreadPool pool(threads);
+      RunMatmuls(jobs, threads == 1 ? nullptr : &pool);
+      for (size_t j = 0; j < jobs.size(); ++j) {
+        ASSERT_EQ(std::memcmp(y[j].data(), alone[j].data(), y[j].size() * sizeof(float)), 0) << "job " << j;
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<int8_t> want_q(static_cast<size_t>(ldq));
+          std::vector<float> want_d(static_cast<size_t>(ldb));
+          std::vector<int32_t> want_s(static_cast<size_t>(ldb));
+          QuantizeActivationRow(y[j].data() + r * n, n, want_q.data(), want_d.data(), want_s.data());
+          EXPECT_EQ(std::memcmp(q[j].data() + r * ldq, want_q.data(), static_cast<size_t>(ldq)), 0)
+              << "job " << j << " row " << r;
+          EXPECT_EQ(std::memcmp(d[j].data() + r * ldb, want_d.data(), want_d.size() * sizeof(float)), 0)
+              << "job " << j << " row " << r;
+          EXPECT_EQ(std::memcmp(sum[j].data() + r * ldb, want_s.data(), want_s.size() * sizeof(int32_t)), 0)
+              << "job " << j << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, KernelRowTest, ::testing::ValuesIn(SupportedRows()), RowName);
 
 // A decode loop of mixed formats, as a Q4_K GGUF's down projections (Q5_0 routed experts, a Q4_K
