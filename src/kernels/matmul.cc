@@ -183,7 +183,13 @@ std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs
     const int64_t block_bytes = std::max<int64_t>(
         1, static_cast<int64_t>(job.w->block_bytes()) * (job.KEnd() - job.k_begin) / job.w->in_features());
     const int64_t by_bytes = static_cast<int64_t>(kMatmulStreamTaskBytes) / block_bytes;
-    const int64_t run = std::max(unit, std::min(by_bytes, share) / unit * unit);
+    // A quantising job's runs are rounded to the nearest multiple of its unit (4 gate/up blocks of
+    // a Q4_K expert: 72 KB rounded down, 144 KB to the nearest): in-process A/B of the experts'
+    // decode phase on V2-Lite (AMD Zen 5, 2 threads), quantising in the loop with runs rounded down
+    // took 0.99-1.02 x the time of quantising after it, rounded to the nearest 0.98-1.02 x.
+    const int64_t want = std::min(by_bytes, share);
+    const int64_t run =
+        std::max(unit, (job.quantize_into.q != nullptr ? want + unit / 2 : want) / unit * unit);
     for (int64_t b0 = 0; b0 < BlockCount(job); b0 += run)
       tasks.push_back({j, 0, b0, std::min(BlockCount(job), b0 + run)});
   }
