@@ -81,10 +81,16 @@ bool Resident(const float* p) {
 
 int64_t PageFloats() { return sysconf(_SC_PAGESIZE) / static_cast<int64_t>(sizeof(float)); }
 
+// 4 KiB pages only, whatever the THP mode: a huge page would make rows resident in bulk.
+void NoHugePages(KvBlockStorage& s) {
+  EXPECT_EQ(madvise(s.row(0, 0, 0, 0), s.reserved_bytes(), MADV_NOHUGEPAGE), 0);
+}
+
 TEST(KvBlockStorage, CommitFaultsInItsPositionsInEveryArrayAndLayer) {
   if (!KernelPopulatesForWrite()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
   // Rows of one page each: [2 blocks][2 arrays][3 layers][8 positions][a page of floats].
   auto s = KvBlockStorage::Create(2, 8, 3, PageFloats(), 2).value();
+  NoHugePages(*s);
   s->Commit(1, 2, 5);
   for (int32_t b = 0; b < 2; ++b) {
     for (int64_t a = 0; a < 2; ++a) {
@@ -118,6 +124,7 @@ TEST(ModelCache, CommitRowsCommitsAheadOnceAndNeverPastTheCapacity) {
   if (!KernelPopulatesForWrite()) GTEST_SKIP() << "no MADV_POPULATE_WRITE in this kernel";
   const int64_t capacity = 200, ahead = ModelCache::kCommitAhead;
   auto s = KvBlockStorage::Create(60, 4, 2, PageFloats(), 1).value();
+  NoHugePages(*s);
   std::vector<int32_t> table(50);
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), std::mt19937(3));  // blocks out of order
