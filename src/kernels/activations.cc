@@ -112,9 +112,9 @@ ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, Thr
                                   WidthFn&& k_of, std::span<const int64_t> first) {
   // Rows that repeat an earlier one (first[r] != r) are copied from it after the conversions.
   auto is_copy = [&](int64_t r) { return !first.empty() && first[static_cast<size_t>(r)] != r; };
-  ActView v;
-  v.format = format;
   if (format == ActFormat::kBf16Pairs) {
+    ActView v;
+    v.format = format;
     const int64_t ld = Pad(k, 2);
     uint16_t* dst = bf16_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ld)));
     ForRows(pool, rows, [&](int64_t r) {
@@ -131,10 +131,11 @@ ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, Thr
     v.ld = ld;
     return v;
   }
-  const int64_t ldq = Pad(k, 32), ldb = ldq / 32;  // kQ8Block32
-  int8_t* q = q_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldq)));
-  float* d = d_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
-  int32_t* s = sum_.Get(static_cast<size_t>(std::max<int64_t>(1, rows * ldb)));
+  const Q8Rows out = ReserveQ8(rows, k);  // kQ8Block32
+  int8_t* q = out.q;
+  float* d = out.d;
+  int32_t* s = out.sum;
+  const int64_t ldq = out.ldq, ldb = out.ldb;
   ForRows(pool, rows, [&](int64_t r) {
     if (!is_copy(r)) QuantizeActivationRow(row(r), k_of(r), q + r * ldq, d + r * ldb, s + r * ldb);
   });
@@ -145,9 +146,7 @@ ActView ActivationBuffer::Convert(ActFormat format, int64_t rows, int64_t k, Thr
     std::copy_n(d + f * ldb, ldb, d + r * ldb);
     std::copy_n(s + f * ldb, ldb, s + r * ldb);
   }
-  v.q8 = Q8Activations{.q = q, .d = d, .sum = s, .ldq = ldq, .ldb = ldb};
-  v.ld = ldq;
-  return v;
+  return ViewOf(out);
 }
 
 std::vector<double> ActivationsAsSeen(ActFormat format, const float* x, int64_t k) {

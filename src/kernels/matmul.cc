@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/kernel_table.h"
+#include "kernels/matmul_impl.h"
 #include "kernels/quant_dot.h"
 
 namespace moerun {
@@ -35,10 +36,8 @@ void QuantizeOutput(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, in
   const Q8Rows& q = job.quantize_into;
   if (q.q == nullptr || b0 >= b1) return;
   assert(job.k_blocks <= 1);
-  const bool swiglu = job.epilogue == Epilogue::kSwiGlu;
   const int64_t width = job.w->out_features();  // I for a gate/up pair
-  const int64_t per_block = swiglu ? 8 : 16;    // a gate block and its up block make 16 columns
-  const int64_t c0 = b0 * per_block, c1 = std::min(width, b1 * per_block);
+  const int64_t c0 = internal::BlockCol0(job, b0), c1 = std::min(width, internal::BlockCol0(job, b1));
   assert(c0 % 32 == 0 && "tasks start at whole 32-column groups (MatmulTaskUnit)");
   for (int64_t m = m0; m < m1; ++m) {
     QuantizeActivationRow(job.YAt(m, c0), c1 - c0, q.q + m * q.ldq + c0, q.d + m * q.ldb + c0 / 32,
