@@ -97,8 +97,8 @@ void PrintRow(const BenchArgs& a, WeightFormat format, const std::string& layout
     std::printf(
         "{\"preset\": \"%s\", \"format\": \"%s\", \"layout\": \"%s\", \"ranks\": %d, \"threads\": %d, "
         "\"tokens\": %lld, \"median_ms\": %.4f, \"min_ms\": %.4f, \"tokens_per_s\": %.2f, "
-        "\"weights_gb_per_s\": %.2f, \"read_gb_per_s\": %.2f, \"read_before_gb_per_s\": %.2f, "
-        "\"read_after_gb_per_s\": %.2f, \"bound_fraction\": %.3f, \"gflop_per_s\": %.2f, "
+        "\"weights_gb_per_s\": %.4f, \"read_gb_per_s\": %.4f, \"read_before_gb_per_s\": %.4f, "
+        "\"read_after_gb_per_s\": %.4f, \"bound_fraction\": %.5f, \"gflop_per_s\": %.2f, "
         "\"collective_bytes\": %llu, \"iters\": %zu}\n",
         a.preset.c_str(), WeightFormatName(format), layout.c_str(), ranks, threads,
         static_cast<long long>(t_count), t.median * 1e3, t.min * 1e3, tps, gbs, read_gbs, read.before,
