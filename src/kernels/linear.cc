@@ -37,4 +37,22 @@ void LinearForwardSameInput(std::span<const LinearOutput> outs, const float* x, 
   RunMatmuls(jobs, ctx.pool);
 }
 
+void LinearForwardRowPerWeight(std::span<const PackedWeight> weights, const float* x, int64_t ldx, float* y,
+                               int64_t ldy, const LinearContext& ctx) {
+  if (weights.empty()) return;
+  const PackedWeight& w0 = weights[0];
+  const MatmulKernel& kernel = SelectKernel(w0.format(), 1, *ctx.policy);
+  const auto n = static_cast<int64_t>(weights.size());
+  const ActView rows = ctx.acts->Prepare(kernel.acts, x, n, w0.in_features(), ldx, nullptr);
+  std::vector<MatmulJob> jobs;
+  jobs.reserve(weights.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const PackedWeight& w = weights[static_cast<size_t>(i)];
+    assert(w.format() == w0.format() && w.in_features() == w0.in_features());
+    jobs.push_back(MatmulJob{
+        .rows = 1, .x = OffsetRows(rows, i), .w = &w, .kernel = &kernel, .y = y + i * ldy, .ldy = w.out_features()});
+  }
+  RunMatmulsOnThisThread(jobs);
+}
+
 }  // namespace moerun

@@ -36,4 +36,13 @@ struct LinearOutput {
 void LinearForwardSameInput(std::span<const LinearOutput> outs, const float* x, int64_t rows,
                             const LinearContext& ctx);
 
+// One input row per weight, on the calling thread (ctx.pool unused): y_i = x_i W_i^T for
+// weights[i], x_i = x + i * ldx, y_i = y + i * ldy (e.g. one token's attention heads, each through
+// its own kv_b slice: [r, dn] per head). The rows are prepared in one call and the products run as
+// memory streams read together where the kernel row has them (RunMatmulsOnThisThread). Each y_i
+// gets the bits LinearForward(weights[i], x_i, 1, y_i) gives it.
+// REQUIRES: the weights have one format and one in_features.
+void LinearForwardRowPerWeight(std::span<const PackedWeight> weights, const float* x, int64_t ldx, float* y,
+                               int64_t ldy, const LinearContext& ctx);
+
 }  // namespace moerun

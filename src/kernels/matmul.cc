@@ -137,6 +137,20 @@ void RunMatmul(const MatmulJob& job, ThreadPool* pool) {
   RunMatmuls(std::span<const MatmulJob>(&job, 1), pool);
 }
 
+void RunMatmulsOnThisThread(std::span<const MatmulJob> jobs) {
+  std::vector<MatmulTask> tasks;  // one per job (a job of more rows: one per row chunk)
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    for (int64_t c = 0; c < ChunkCount(jobs[j]); ++c) tasks.push_back({j, c, 0, BlockCount(jobs[j])});
+  }
+  const auto n = static_cast<int64_t>(tasks.size());
+  int64_t group[kQuantDotMaxStreams];
+  for (int64_t t0 = 0; t0 < n; t0 += kQuantDotMaxStreams) {
+    const int64_t len = std::min<int64_t>(kQuantDotMaxStreams, n - t0);
+    for (int64_t i = 0; i < len; ++i) group[i] = t0 + i;
+    RunStreams(jobs, tasks, std::span<const int64_t>(group, static_cast<size_t>(len)));
+  }
+}
+
 std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads) {
   int64_t units = 0, stream_left = 0;  // stream_left: streaming blocks not yet in a task
   for (const MatmulJob& job : jobs) {

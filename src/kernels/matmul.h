@@ -121,5 +121,10 @@ void RunMatmulBlocks(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, i
 void RunMatmul(const MatmulJob& job, ThreadPool* pool);
 // Runs every task of every job in one parallel loop (one wait for all of them).
 void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool);
+// Runs every job on the calling thread, in order; consecutive one-row jobs whose kernel row has a
+// streams entry run kQuantDotMaxStreams at a time, one column of each in turn (a thread's share of
+// decode attention's per-head kv_b products: small weights of their own, each read from memory
+// with its own input row). The same bits as RunMatmuls.
+void RunMatmulsOnThisThread(std::span<const MatmulJob> jobs);
 
 }  // namespace moerun

@@ -260,6 +260,38 @@ TEST_P(KernelRowTest, StreamingLoopsGiveTheOneThreadBits) {
   }
 }
 
+// RunMatmulsOnThisThread: one-row jobs run as streams (where the row has them) beside a job of
+// three rows and gate/up jobs, each job the bits of RunMatmul on it alone.
+TEST_P(KernelRowTest, OnThisThreadGivesEachJobsOwnBits) {
+  const int64_t k = 2 * AlignK(64, kern().weights), n = 200;
+  std::mt19937 rng(31);
+  const Tensor gate = RandomMatrix(n, k, rng, 0.05f), up = RandomMatrix(n, k, rng, 0.05f);
+  const PackedWeight w = PackedWeight::Pack(gate, kern().weights).value();
+  const PackedWeight gu = PackedWeight::PackGateUp(gate, up, kern().weights).value();
+  const Tensor xt = RandomMatrix(9, k, rng, 1.0f);
+  ActivationBuffer buf;
+  const ActView x = buf.Prepare(kern().acts, xt.data<float>(), 9, k, k);
+  std::vector<MatmulJob> jobs;
+  std::vector<std::vector<float>> together, alone;
+  for (int j = 0; j < 9; ++j) {
+    const bool swiglu = j == 5, three_rows = j == 2;
+    const int64_t rows = three_rows ? 3 : 1;
+    MatmulJob job = Job(swiglu ? gu : w, OffsetRows(x, j % 6), rows, nullptr, n);
+    if (swiglu) job.epilogue = Epilogue::kSwiGlu;
+    together.emplace_back(static_cast<size_t>(rows * n), -1.0f);
+    alone.emplace_back(static_cast<size_t>(rows * n), -2.0f);
+    job.y = alone.back().data();
+    RunMatmul(job, nullptr);
+    job.y = together.back().data();
+    jobs.push_back(job);
+  }
+  RunMatmulsOnThisThread(jobs);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    ASSERT_EQ(std::memcmp(together[j].data(), alone[j].data(), together[j].size() * sizeof(float)), 0)
+        << "job " << j;
+  }
+}
+
 // MatmulJob::quantize_into: on 1-3 threads, in streaming loops (one-row jobs) and chunked ones,
 // plain and gate/up, each job's 8-bit rows are bit for bit QuantizeActivationRow of its own f32
 // output rows (what ActivationBuffer would make of them), and the f32 output is unchanged.
@@ -883,6 +915,32 @@ TEST(LinearForwardTest, StridedRowsGiveTheBitsOfDenseRows) {
         }
         for (int64_t j = n; j < ldy; ++j) ASSERT_EQ(strided[i * ldy + j], -7.0f) << "wrote past row " << i;
       }
+    }
+  }
+}
+
+// LinearForwardRowPerWeight (one token's heads, each through its own weight): row i of x (ldx
+// floats apart) through weight i gives the bits LinearForward gives it alone, written ldy floats
+// apart and nothing past each weight's out_features.
+TEST(LinearForwardTest, RowPerWeightGivesEachRowItsOwnLinearForwardBits) {
+  const KernelPolicy policy;
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kQ8_0, WeightFormat::kQ4_0,
+                         WeightFormat::kQ5_0, WeightFormat::kQ4_K, WeightFormat::kQ6_K}) {
+    SCOPED_TRACE(WeightFormatName(f));
+    std::mt19937 rng(11);
+    const int64_t heads = 7, n = 80, k = AlignK(128, f), ldx = k + 64, ldy = n + 16;
+    std::vector<PackedWeight> w;
+    for (int64_t h = 0; h < heads; ++h) w.push_back(PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), f).value());
+    const Tensor x = RandomMatrix(heads, ldx, rng, 1.0f);
+    ActivationBuffer buf;
+    const LinearContext ctx{.pool = nullptr, .policy = &policy, .acts = &buf};
+    std::vector<float> y(static_cast<size_t>(heads * ldy), -7.0f);
+    LinearForwardRowPerWeight(w, x.data<float>(), ldx, y.data(), ldy, ctx);
+    for (int64_t h = 0; h < heads; ++h) {
+      std::vector<float> alone(static_cast<size_t>(n));
+      LinearForward(w[static_cast<size_t>(h)], x.data<float>() + h * ldx, 1, alone.data(), ctx);
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[h * ldy + j], alone[j]) << "head " << h << " col " << j;
+      for (int64_t j = n; j < ldy; ++j) ASSERT_EQ(y[h * ldy + j], -7.0f) << "wrote past head " << h;
     }
   }
 }
