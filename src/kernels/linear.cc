@@ -49,8 +49,12 @@ void LinearForwardRowPerWeight(std::span<const PackedWeight> weights, const floa
   for (int64_t i = 0; i < n; ++i) {
     const PackedWeight& w = weights[static_cast<size_t>(i)];
     assert(w.format() == w0.format() && w.in_features() == w0.in_features());
-    jobs.push_back(MatmulJob{
-        .rows = 1, .x = OffsetRows(rows, i), .w = &w, .kernel = &kernel, .y = y + i * ldy, .ldy = w.out_features()});
+    jobs.push_back(MatmulJob{.rows = 1,
+                             .x = OffsetRows(rows, i),
+                             .w = &w,
+                             .kernel = &kernel,
+                             .y = y + i * ldy,
+                             .ldy = w.out_features()});
   }
   RunMatmulsOnThisThread(jobs);
 }

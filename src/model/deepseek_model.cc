@@ -289,8 +289,8 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       }
     }
     if (heads_at_once && !at.v_b_heads.empty()) {
-      LinearForwardRowPerWeight(share(at.v_b_heads), o_lat + (t0 * nh + h_a) * r, r, o + t0 * nh * dv + h_a * dv,
-                                dv, head_ctx);
+      LinearForwardRowPerWeight(share(at.v_b_heads), o_lat + (t0 * nh + h_a) * r, r,
+                                o + t0 * nh * dv + h_a * dv, dv, head_ctx);
       return;
     }
     for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r

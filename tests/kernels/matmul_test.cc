@@ -930,7 +930,8 @@ TEST(LinearForwardTest, RowPerWeightGivesEachRowItsOwnLinearForwardBits) {
     std::mt19937 rng(11);
     const int64_t heads = 7, n = 80, k = AlignK(128, f), ldx = k + 64, ldy = n + 16;
     std::vector<PackedWeight> w;
-    for (int64_t h = 0; h < heads; ++h) w.push_back(PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), f).value());
+    for (int64_t h = 0; h < heads; ++h)
+      w.push_back(PackedWeight::Pack(RandomMatrix(n, k, rng, 0.05f), f).value());
     const Tensor x = RandomMatrix(heads, ldx, rng, 1.0f);
     ActivationBuffer buf;
     const LinearContext ctx{.pool = nullptr, .policy = &policy, .acts = &buf};
