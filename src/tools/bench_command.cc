@@ -36,6 +36,7 @@ struct BenchArgs {
   ModelArgs model;
   int n_prompt = 512;  // pp: prefill this many tokens into an empty cache
   int n_gen = 128;     // tg: decode this many tokens one at a time
+  int n_depth = 0;     // tg: after an untimed prompt of this many tokens (llama-bench's -d), e.g. 4096
   int reps = 3;
   std::string output = "md";  // md | json
 };
@@ -101,7 +102,7 @@ BenchBound Bound(const Model& model, const BenchArgs& a, const BandwidthProbe& p
   }
   b.peak_rss = probe.peak_rss();
   b.file_bytes = FileBytes(a.model.model_dir);
-  b.kv_bytes = model.CacheBytesPerToken() * std::max(a.n_prompt, a.n_gen);
+  b.kv_bytes = model.CacheBytesPerToken() * std::max(a.n_prompt, std::max(a.n_depth, 1) + 1 + a.n_gen);
   return b;
 }
 
@@ -110,23 +111,26 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
   const ModelConfig& c = model.hparams();
   std::vector<double> tg_ts;
   for (const TgRun& r : tg) tg_ts.push_back(r.tokens_per_s);
-  auto row = [&](const char* test, int n, const std::vector<double>& v) {
+  // depth: the context the test's tokens were computed after (llama-bench's "tg128 @ d4096").
+  auto row = [&](const char* test, int n, int depth, const std::vector<double>& v) {
     if (v.empty()) return;
     const MeanSd m = Stats(v);
     if (a.output == "json") {
       std::printf(
           "{\"model\": \"%s\", \"layers\": %lld, \"layout\": \"%s\", \"test\": \"%s%d\", "
-          "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
+          "\"n_depth\": %d, \"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"reps\": %zu}\n",
           a.model.model_dir.c_str(), static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n,
-          m.mean, m.sd, v.size());
+          depth, m.mean, m.sd, v.size());
     } else {
-      std::printf("| %s | %lld | %s | %s%d | %.2f ± %.2f |\n", c.model_type.c_str(),
-                  static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n, m.mean, m.sd);
+      const std::string at = depth > 0 ? fmt::format(" @ d{}", depth) : "";
+      std::printf("| %s | %lld | %s | %s%d%s | %.2f ± %.2f |\n", c.model_type.c_str(),
+                  static_cast<long long>(c.num_hidden_layers), layout.c_str(), test, n, at.c_str(), m.mean,
+                  m.sd);
     }
   };
   if (a.output == "md") std::printf("| model | layers | layout | test | t/s |\n|---|---:|---|---:|---:|\n");
-  row("pp", a.n_prompt, pp);
-  row("tg", a.n_gen, tg_ts);
+  row("pp", a.n_prompt, 0, pp);
+  row("tg", a.n_gen, a.n_depth, tg_ts);
   const double rss_ratio = b.peak_rss / std::max(1.0, b.file_bytes + b.kv_bytes);
   if (a.output == "json") {
     std::string runs;
@@ -152,13 +156,15 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
 }
 
 Status RunBench(const BenchArgs& a) {
-  if (a.n_prompt < 0 || a.n_gen < 0 || a.reps < 1) return InvalidArgument("-p, -n must be >= 0 and -r >= 1");
+  if (a.n_prompt < 0 || a.n_gen < 0 || a.n_depth < 0 || a.reps < 1)
+    return InvalidArgument("-p, -n, -d must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
   ModelArgs model_args = a.model;
-  model_args.kv_tokens = std::max(a.n_prompt, 1 + a.n_gen);
+  model_args.kv_tokens = std::max(a.n_prompt, std::max(a.n_depth, 1) + 1 + a.n_gen);
   ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
   agree.Add("-p", std::to_string(a.n_prompt));
   agree.Add("-n", std::to_string(a.n_gen));
+  agree.Add("-d", std::to_string(a.n_depth));
   agree.Add("-r", std::to_string(a.reps));
   // One probe per process, by as many threads as the process computes with.
   BandwidthProbe probe(a.model.threads > 0 ? a.model.threads : DefaultThreadsPerProcess());
@@ -166,13 +172,16 @@ Status RunBench(const BenchArgs& a) {
     const ModelConfig& c = model.hparams();
     std::mt19937_64 rng(1);
     std::uniform_int_distribution<int32_t> tok(2, static_cast<int32_t>(c.vocab_size - 1));
-    std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt));
+    std::vector<int32_t> prompt(static_cast<size_t>(a.n_prompt)), depth(static_cast<size_t>(a.n_depth));
     for (int32_t& t : prompt) t = tok(rng);
+    for (int32_t& t : depth) t = tok(rng);
     std::vector<double> pp;
     std::vector<TgRun> tg;
-    // pp: the prompt into an empty cache in one step; tg: n_gen ids decoded one per step (prompt
-    // {2}, no stop id), both through the engine's step protocol. Every repetition runs the same
-    // prompt: no prefix caching, so each one computes it.
+    // pp: the prompt into an empty cache in one step; tg: n_gen ids decoded one per step, both
+    // through the engine's step protocol. Every repetition runs the same prompt: no prefix caching,
+    // so each one computes it. tg's prompt is {2}, or the depth's ids, and no stop id; only the
+    // n_gen decode steps after the first generated id are timed (from that id's event to the last
+    // one's, on rank 0, which reports), as llama-bench times its tg calls.
     Engine engine(world, model, nullptr, EngineOptions{.tp = a.model.parallel.tp, .prefix_cache = false});
     auto timed = [&](Request r) -> StatusOr<double> {
       RETURN_IF_ERROR(world.Barrier());
@@ -195,8 +204,14 @@ Status RunBench(const BenchArgs& a) {
       }
       if (a.n_gen > 0) {
         Request r;
-        r.prompt = {2};
-        r.max_tokens = a.n_gen;
+        std::chrono::steady_clock::time_point first, last;  // events of the first and last ids
+        int64_t events = 0;
+        r.prompt = a.n_depth > 0 ? depth : std::vector<int32_t>{2};
+        r.max_tokens = a.n_gen + 1;
+        r.on_token = [&](const TokenEvent&) {
+          last = std::chrono::steady_clock::now();
+          if (events++ == 0) first = last;
+        };
         TgRun run;
         if (rep > 0) {
           ASSIGN_OR_RETURN(run.read.before, probe.Now(world));
@@ -204,7 +219,9 @@ Status RunBench(const BenchArgs& a) {
         ASSIGN_OR_RETURN(const double s, timed(std::move(r)));
         if (rep > 0) {
           ASSIGN_OR_RETURN(run.read.after, probe.Now(world));
-          run.tokens_per_s = a.n_gen / s;
+          // (Ranks other than 0 see no events; their figure is not reported.)
+          const double decode_s = events > 1 ? std::chrono::duration<double>(last - first).count() : s;
+          run.tokens_per_s = a.n_gen / decode_s;
           tg.push_back(run);
         }
       }
@@ -245,6 +262,9 @@ void RegisterBenchCommands(CLI::App& app, int* exit_code) {
   AddModelOptions(bc, &bench->model);
   bc->add_option("-p,--n-prompt", bench->n_prompt, "Prompt tokens for pp")->check(AtLeast(0));
   bc->add_option("-n,--n-gen", bench->n_gen, "Generated tokens for tg")->check(AtLeast(0));
+  bc->add_option("-d,--n-depth", bench->n_depth,
+                 "tg decodes after an untimed prompt of this many tokens (llama-bench's depth; pp unchanged)")
+      ->check(AtLeast(0));
   bc->add_option("-r,--repetitions", bench->reps, "Repetitions (mean ± sd)")->check(AtLeast(1));
   bc->add_option("-o,--output", bench->output, "md|json");
   bc->callback([bench, exit_code] {

@@ -14,12 +14,13 @@ failures=0
 pass() { echo "PASS: $1"; }
 fail() { echo "FAIL: $1"; failures=$((failures + 1)); }
 
-# check_bench NAME REPS N_GEN FILE: the bench JSON lines in FILE against an independent recomputation.
+# check_bench NAME REPS N_GEN FILE [DEPTH]: the bench JSON lines in FILE against an independent
+# recomputation.
 check_bench() {
-  local name=$1 reps=$2 n_gen=$3 file=$4 why
-  if why=$(/usr/bin/python3 - "$reps" "$n_gen" "$file" <<'EOF'
+  local name=$1 reps=$2 n_gen=$3 file=$4 depth=${5:-0} why
+  if why=$(/usr/bin/python3 - "$reps" "$n_gen" "$file" "$depth" <<'EOF'
 import json, statistics, sys
-reps, n_gen = int(sys.argv[1]), int(sys.argv[2])
+reps, n_gen, depth = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
 lines = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
 tests = {l["test"]: l for l in lines if "test" in l}
 b = next(l for l in lines if "read_gbs" in l)
@@ -33,6 +34,7 @@ if n_gen == 0:
     sys.exit(0)
 tg = tests[f"tg{n_gen}"]
 assert tg["reps"] == reps and len(runs) == reps, (tg, runs)
+assert tg["n_depth"] == depth and tests.get("pp4", {"n_depth": 0})["n_depth"] == 0, tests
 probes = [p for r in runs for p in (r["read_before"], r["read_after"])]
 assert all(p > 0 for p in probes), runs
 assert close(b["read_gbs"], statistics.mean(probes)), (b, probes)
@@ -73,6 +75,23 @@ done
 # 2. bench: one rank, pp only, in-process ranks.
 "$MOERUN" bench -m "$TINY" -p 4 -n 3 -r 3 -t 2 -o json >"$WORK/one.json" 2>/dev/null &&
   check_bench "bench -r 3 (one rank)" 3 3 "$WORK/one.json" || fail "bench -r 3 exited non-zero"
+# tg at a depth: decoded after an untimed prompt of 5 ids, so the cache holds 5 + 1 + 3 positions
+# where -d 0 holds 1 + 1 + 3 (the prompt {2}, the first id, 3 timed ones).
+"$MOERUN" bench -m "$TINY" -p 0 -n 3 -d 5 -r 2 -t 2 -o json >"$WORK/depth.json" 2>/dev/null &&
+  check_bench "bench -d 5" 2 3 "$WORK/depth.json" 5 || fail "bench -d 5 exited non-zero"
+"$MOERUN" bench -m "$TINY" -p 0 -n 3 -r 1 -t 2 -o json >"$WORK/nodepth.json" 2>/dev/null &&
+  check_bench "bench -n 3 (no depth)" 1 3 "$WORK/nodepth.json" || fail "bench -n 3 exited non-zero"
+if why=$(/usr/bin/python3 - "$WORK/depth.json" "$WORK/nodepth.json" <<'EOF'
+import json, sys
+kv = [next(json.loads(l) for l in open(f) if '"kv_bytes"' in l)["kv_bytes"] for f in sys.argv[1:]]
+assert kv[1] > 0 and kv[0] * 5 == kv[1] * 9, kv
+EOF
+); then pass "bench -d 5 holds 9 cache positions where -d 0 holds 5"; else fail "bench -d kv_bytes: $why"; fi
+if out=$("$MOERUN" bench -m "$TINY" -p 0 -n 2 -d 3 -r 1 -t 2 2>/dev/null) && grep -qF '| tg2 @ d3 |' <<<"$out"; then
+  pass "bench markdown names the depth"
+else
+  fail "bench -d markdown: $out"
+fi
 "$MOERUN" bench -m "$TINY" -p 4 -n 0 -r 2 -t 2 -o json >"$WORK/pp.json" 2>/dev/null &&
   check_bench "bench -n 0 (pp only: one probe)" 2 0 "$WORK/pp.json" || fail "bench -n 0 exited non-zero"
 "$MOERUN" bench -m "$TINY" -p 4 -n 2 -r 2 -t 2 --tp 2 --ep -o json >"$WORK/inproc.json" 2>/dev/null &&
