@@ -5,7 +5,8 @@
 //   values: GemmNN on the first block, then GemmNNAccumulate per block, [256, ctx] x [ctx, 512];
 //   paged:  the same values as one GemmNNPaged over the block table.
 // Reports GFLOP/s (2 flops per multiply-add; mean, and the fastest of the timed batches) per ISA.
-//   build/bin/attention_gemm_bench [seconds_per_case [ctx]]
+//   build/bin/attention_gemm_bench [seconds_per_case [ctx [query_rows]]]
+// e.g. `attention_gemm_bench 0.5 4096 16`: one decode step's 16 heads at a context of 4096.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,7 +20,7 @@ using namespace moerun;
 
 namespace {
 
-constexpr int64_t kRows = 256, kKeyDim = 576, kValueDim = 512, kBlock = 16;
+constexpr int64_t kKeyDim = 576, kValueDim = 512, kBlock = 16;
 
 template <typename Fn>
 void Time(const char* what, const char* isa_name, double flops_per_call, double seconds, Fn fn) {
@@ -42,6 +43,7 @@ void Time(const char* what, const char* isa_name, double flops_per_call, double 
 int main(int argc, char** argv) {
   const double seconds = argc > 1 ? std::atof(argv[1]) : 0.5;
   const int64_t ctx = argc > 2 ? std::atoll(argv[2]) : 512;
+  const int64_t kRows = argc > 3 ? std::atoll(argv[3]) : 256;
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> ud(-1.0f, 1.0f);
   auto fill = [&](std::vector<float>& v) {

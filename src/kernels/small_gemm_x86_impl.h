@@ -62,12 +62,13 @@ void GemmNTImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   for (; i < m; ++i) RowsNT<V, 1, kTile>(n, k, a + i * lda, lda, b, ldb, c + i * ldc, ldc);
 }
 
-// C[i][j0 .. j0 + width) for MR rows; width <= 2 * kLanes. kFull: width == 2 * kLanes (plain loads
-// and stores: AVX2 masked stores are slow on AMD cores); otherwise partial vectors are masked. The
-// tile stays in registers over all k rows of B, walked run by run (b.RunFrom) when paged.
+// C[i][j0 .. j0 + width) for MR rows over rows [p_begin, p_end) of B; width <= 2 * kLanes. kFull:
+// width == 2 * kLanes (plain loads and stores: AVX2 masked stores are slow on AMD cores); otherwise
+// partial vectors are masked. The tile stays in registers over those rows of B, walked run by run
+// (b.RunFrom) when paged.
 template <typename V, int MR, bool kFull>
-void TileNN(int64_t k, const float* a, int64_t lda, const PagedRows& b, int64_t j0, float* c, int64_t ldc,
-            int width, bool accumulate) {
+void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const PagedRows& b, int64_t j0,
+            float* c, int64_t ldc, int width, bool accumulate) {
   typename V::Vec acc[MR][2];
   const int w0 = kFull ? V::W : std::min(width, V::W), w1 = kFull ? V::W : width - w0;
   auto load = [&](const float* p, int w) { return kFull ? V::Load(p) : V::LoadPartial(p, w); };
@@ -79,8 +80,8 @@ void TileNN(int64_t k, const float* a, int64_t lda, const PagedRows& b, int64_t 
       acc[i][0] = acc[i][1] = V::Zero();
     }
   }
-  for (int64_t p0 = 0; p0 < k;) {
-    const int64_t run = b.RunFrom(p0, k);
+  for (int64_t p0 = p_begin; p0 < p_end;) {
+    const int64_t run = b.RunFrom(p0, p_end);
     const float* bp = b.Row(p0) + j0;
     for (int64_t p = p0; p < p0 + run; ++p, bp += b.ld) {
       const typename V::Vec b0 = load(bp, w0);
@@ -104,26 +105,37 @@ void TileNN(int64_t k, const float* a, int64_t lda, const PagedRows& b, int64_t 
   }
 }
 
-// Tiles of kMR rows x 2 vectors (then of 4 rows, then single rows): every element's fma chain runs over p in
-// order whatever the tile, so the tile shape is free (kMR * 2 accumulators must fit the registers).
+// Rows of B per pass over C's tiles: every tile walks kNNChunk rows of B, then the next chunk
+// continues each element's chain from its stored value (an exact f32 store and reload), so each
+// chunk of B (64 rows of 2 KB: 128 KB) stays in L2 while all the tiles read their column strips of
+// it, instead of every tile walking all of B from memory.
+constexpr int64_t kNNChunk = 128;
+
+// Tiles of kMR rows x 2 vectors (then of 4 rows, then single rows), chunk by chunk of B's rows: every
+// element's fma chain runs over p in order whatever the tile and the chunks, so both are free (kMR * 2
+// accumulators must fit the registers).
 template <typename V, int kMR>
 void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
                 int64_t ldc, bool accumulate) {
-  for (int64_t j = 0; j < n; j += 2 * V::W) {
-    const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
-    auto rows = [&]<bool kFull>() {
-      int64_t i = 0;
-      for (; i + kMR <= m; i += kMR)
-        TileNN<V, kMR, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
-      for (; i + 4 <= m; i += 4)
-        TileNN<V, 4, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
-      for (; i < m; ++i)
-        TileNN<V, 1, kFull>(k, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, accumulate);
-    };
-    if (width == 2 * V::W) {
-      rows.template operator()<true>();
-    } else {
-      rows.template operator()<false>();
+  for (int64_t p0 = 0; p0 < k || p0 == 0; p0 += kNNChunk) {
+    const int64_t p1 = std::min(k, p0 + kNNChunk);
+    const bool from_c = accumulate || p0 > 0;
+    for (int64_t j = 0; j < n; j += 2 * V::W) {
+      const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
+      auto rows = [&]<bool kFull>() {
+        int64_t i = 0;
+        for (; i + kMR <= m; i += kMR)
+          TileNN<V, kMR, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c);
+        for (; i + 4 <= m; i += 4)
+          TileNN<V, 4, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c);
+        for (; i < m; ++i)
+          TileNN<V, 1, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c);
+      };
+      if (width == 2 * V::W) {
+        rows.template operator()<true>();
+      } else {
+        rows.template operator()<false>();
+      }
     }
   }
 }

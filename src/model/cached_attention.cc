@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "core/thread_pool.h"
+
 namespace moerun {
 namespace {
 
@@ -19,6 +21,47 @@ constexpr float kMinNormal = std::numeric_limits<float>::min();
 // flush after normalisation catches the weights that 1 / sum takes under kMinNormal.
 constexpr float kLogMinNormal = -87.33654f;
 
+// Scores of positions [j0, j1) into columns j0.. of s ([n_rows, lds]): one GemmNT per contiguous
+// run of keys (the whole range, or one block). Each element's arithmetic is GemmNT's whatever the
+// runs (kernels/small_gemm.h), so any split of the positions gives the same bits.
+void Scores(const float* q, int64_t n_rows, int64_t ldq, const CachedRows& keys, int64_t j0, int64_t j1,
+            float* s, int64_t lds, SmallGemmIsa isa) {
+  const PagedRows& key_rows = keys.rows;
+  while (j0 < j1) {
+    const int64_t len = key_rows.RunFrom(j0, j1);
+    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), key_rows.ld, s + j0, lds);
+    j0 += len;
+  }
+}
+
+// Row si ([ctx] scores) scaled and made the probabilities of positions 0 .. n - 1, in place; the
+// positions past them get 0.
+void SoftmaxRow(float* si, int64_t n, int64_t ctx, float scale) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, si[j] *= scale);
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float d = si[j] - mx;
+    sum += si[j] = d < kLogMinNormal ? 0.0f : std::exp(d);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) {
+    const float p = si[j] * inv;
+    si[j] = p < kMinNormal ? 0.0f : p;
+  }
+  std::fill(si + n, si + ctx, 0.0f);
+}
+
+// Output columns [c0, c1) of every row: one chain per element over all ctx positions, block after
+// block (GemmNNPaged), reading only those columns of the value rows. Each element's chain is the
+// same whatever the columns around it.
+void Values(const float* p, int64_t n_rows, int64_t ctx, const CachedRows& values, int64_t c0, int64_t c1,
+            float* o, int64_t ldo, SmallGemmIsa isa) {
+  PagedRows cols = values.rows;
+  cols.data += c0;
+  GemmNNPaged(isa, n_rows, c1 - c0, ctx, p, ctx, cols, o + c0, ldo);
+}
+
 }  // namespace
 
 void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos, const CachedRows& keys,
@@ -27,32 +70,30 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
   const int64_t ctx = *std::max_element(pos, pos + n_rows) + 1;
   thread_local std::vector<float> s;  // [n_rows, ctx] scores, then probabilities
   s.resize(static_cast<size_t>(n_rows * ctx));
-  // Scores: one GemmNT per contiguous run of keys (the whole context, or one block).
-  const PagedRows& key_rows = keys.rows;
-  for (int64_t j0 = 0; j0 < ctx;) {
-    const int64_t len = key_rows.RunFrom(j0, ctx);
-    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), key_rows.ld, s.data() + j0, ctx);
-    j0 += len;
-  }
-  for (int64_t i = 0; i < n_rows; ++i) {
-    float* si = s.data() + i * ctx;
-    const int64_t n = pos[i] + 1;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, si[j] *= scale);
-    double sum = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      const float d = si[j] - mx;
-      sum += si[j] = d < kLogMinNormal ? 0.0f : std::exp(d);
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = si[j] * inv;
-      si[j] = p < kMinNormal ? 0.0f : p;
-    }
-    std::fill(si + n, si + ctx, 0.0f);
-  }
-  // One chain per element over all positions, block after block (GemmNNPaged).
-  GemmNNPaged(isa, n_rows, values.dim, ctx, s.data(), ctx, values.rows, o, ldo);
+  Scores(q, n_rows, ldq, keys, 0, ctx, s.data(), ctx, isa);
+  for (int64_t i = 0; i < n_rows; ++i) SoftmaxRow(s.data() + i * ctx, pos[i] + 1, ctx, scale);
+  Values(s.data(), n_rows, ctx, values, 0, values.dim, o, ldo, isa);
+}
+
+void CachedAttentionSpread(ThreadPool* pool, const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos,
+                           const CachedRows& keys, const CachedRows& values, float scale, float* o,
+                           int64_t ldo, SmallGemmIsa isa) {
+  if (n_rows == 0) return;
+  const int64_t ctx = *std::max_element(pos, pos + n_rows) + 1;
+  thread_local std::vector<float> s;  // the calling thread's: [n_rows, ctx], written by every thread
+  s.resize(static_cast<size_t>(n_rows * ctx));
+  float* sp = s.data();
+  const int64_t score_tasks = (ctx + kSpreadPositions - 1) / kSpreadPositions;
+  ParallelForOn(pool, score_tasks, [&](int64_t c, int) {
+    Scores(q, n_rows, ldq, keys, c * kSpreadPositions, std::min(ctx, (c + 1) * kSpreadPositions), sp, ctx,
+           isa);
+  });
+  ParallelForOn(pool, n_rows, [&](int64_t i, int) { SoftmaxRow(sp + i * ctx, pos[i] + 1, ctx, scale); });
+  const int64_t value_tasks = (values.dim + kSpreadColumns - 1) / kSpreadColumns;
+  ParallelForOn(pool, value_tasks, [&](int64_t c, int) {
+    Values(sp, n_rows, ctx, values, c * kSpreadColumns, std::min(values.dim, (c + 1) * kSpreadColumns), o,
+           ldo, isa);
+  });
 }
 
 }  // namespace moerun

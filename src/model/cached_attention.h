@@ -13,7 +13,9 @@
 // arithmetic is fixed by the kernels, so a row's result does not depend on which other rows share
 // the call (what makes results independent of the task split and of the TP layout).
 //
-// Thread safety: pure function over its arguments (scratch is thread-local).
+// CachedAttentionSpread gives the same bits with one call's work spread over a thread pool.
+//
+// Thread safety: pure functions over their arguments (scratch is the calling thread's).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,8 @@
 #include "kernels/small_gemm.h"
 
 namespace moerun {
+
+class ThreadPool;
 
 // The cached keys or values of one attention: where position j's row is, and how much of it is used.
 struct CachedRows {
@@ -36,5 +40,17 @@ struct CachedRows {
 void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos, const CachedRows& keys,
                      const CachedRows& values, float scale, float* o, int64_t ldo,
                      SmallGemmIsa isa = SmallGemmIsa::kAuto);
+
+// CachedAttention's result, bit for bit, with one call's work spread over `pool` (null: the calling
+// thread) in three parallel loops: the scores of chunks of kSpreadPositions positions, each row's
+// softmax, then chunks of kSpreadColumns output columns (each reads only its columns of the cached
+// values). So the cache is read once across the threads, where calls on each thread for its own
+// rows (a decode step's heads) would each read all of it. Every element's arithmetic is
+// CachedAttention's (the small GEMMs fix it per element whatever the split), so the result does not
+// depend on the pool either. Call it from outside the pool's tasks.
+inline constexpr int64_t kSpreadPositions = 256, kSpreadColumns = 64;
+void CachedAttentionSpread(ThreadPool* pool, const float* q, int64_t n_rows, int64_t ldq, const int64_t* pos,
+                           const CachedRows& keys, const CachedRows& values, float scale, float* o,
+                           int64_t ldo, SmallGemmIsa isa = SmallGemmIsa::kAuto);
 
 }  // namespace moerun

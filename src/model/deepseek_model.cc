@@ -19,6 +19,12 @@ namespace moerun {
 namespace {
 
 constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use the module default
+// Decode contexts (positions) from which a token's attention over its heads is spread over the
+// threads (LatentAttentionSpread: three loops, the cache read once between the threads) instead of
+// each thread attending with its share of the heads over the whole cache. In-process A/B of the
+// attention phase (V2-Lite Q4_K, AMD Zen 5, 2 threads, layers alternating), spread against shares:
+// 1.30 x the time at contexts 1-64, 1.00 x at 257-320, 0.79-0.80 x at 1025-1088.
+constexpr int64_t kSpreadMinContext = 512;
 
 // Packs `rows` (`heads` equal runs of rows, one per local head) per head for the matmul kernels
 // when its dtype is a block format with integer kernel rows whose block divides the row length,
@@ -236,29 +242,40 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
   float* q_cat = scratch_.q_cat.Get(static_cast<size_t>(t_count * nh * qc));
   float* o_lat = scratch_.o_lat.Get(static_cast<size_t>(t_count * nh * r));
   if (head_acts_.size() < static_cast<size_t>(threads)) head_acts_.resize(static_cast<size_t>(threads));
-  auto task = [&](int64_t id, int thread) {
+  // Task `id`: run id / head_groups, heads [h_a, h_b).
+  struct HeadTask {
+    int64_t t0, t1, h_a, h_b;
+  };
+  const auto task_of = [&](int64_t id) {
+    const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
+    const int64_t h_a = (id % head_groups) * heads_per_task;
+    return HeadTask{t0, t1, h_a, std::min(nh, h_a + heads_per_task)};
+  };
+  const auto head_ctx_of = [&](int thread) {
     LinearContext head_ctx = Ctx();  // the packed kv_b heads: on this thread, its own buffer
     head_ctx.pool = nullptr;
     head_ctx.acts = &head_acts_[static_cast<size_t>(thread)];
-    const auto [t0, t1] = runs[static_cast<size_t>(id / head_groups)];
-    const int64_t h_a = (id % head_groups) * heads_per_task, h_b = std::min(nh, h_a + heads_per_task);
-    const int64_t m = t1 - t0;
-    // One token (decode): the task's heads in one call, their packed kv_b slices read as memory
-    // streams together where the kernel row has them (LinearForwardRowPerWeight). In-process A/B
-    // of the attention phase against a call per head (V2-Lite, AMD Zen 5, 2 threads, tg128):
-    // 0.90-0.92 x the time on the Q4_0 file, 0.94-1.05 x on Q8_0, 0.91-1.11 x (median 0.95) on
-    // Q4_K (its k_b heads are Q5_0 streams, its v_b heads Q4_K one by one).
+    return head_ctx;
+  };
+  // One token (decode): a task's heads in one call, their packed kv_b slices read as memory
+  // streams together where the kernel row has them (LinearForwardRowPerWeight). In-process A/B of
+  // the attention phase against a call per head (V2-Lite, AMD Zen 5, 2 threads, tg128): 0.90-0.92 x
+  // the time on the Q4_0 file, 0.94-1.05 x on Q8_0, 0.91-1.11 x (median 0.95) on Q4_K (its k_b
+  // heads are Q5_0 streams, its v_b heads Q4_K one by one).
+  const auto share = [](const std::vector<PackedWeight>& heads, const HeadTask& k) {
+    return std::span(heads).subspan(static_cast<size_t>(k.h_a), static_cast<size_t>(k.h_b - k.h_a));
+  };
+  // q_cat rows of the task's tokens and heads: q_nope absorbed through kv_b's K rows, roped q_pe.
+  const auto absorb = [&](const HeadTask& k, const LinearContext& head_ctx) {
+    const int64_t m = k.t1 - k.t0;
     const bool heads_at_once = m == 1;
-    const auto share = [&](const std::vector<PackedWeight>& heads) {
-      return std::span(heads).subspan(static_cast<size_t>(h_a), static_cast<size_t>(h_b - h_a));
-    };
     if (heads_at_once && !at.k_b_heads.empty()) {
-      LinearForwardRowPerWeight(share(at.k_b_heads), q + t0 * nh * qd + h_a * qd, qd,
-                                q_cat + (t0 * nh + h_a) * qc, qc, head_ctx);
+      LinearForwardRowPerWeight(share(at.k_b_heads, k), q + k.t0 * nh * qd + k.h_a * qd, qd,
+                                q_cat + (k.t0 * nh + k.h_a) * qc, qc, head_ctx);
     }
-    for (int64_t hd = h_a; hd < h_b; ++hd) {  // the run's tokens as one batch of the row ops
-      const float* qn = q + t0 * nh * qd + hd * qd;
-      float* ql = q_cat + (t0 * nh + hd) * qc;
+    for (int64_t hd = k.h_a; hd < k.h_b; ++hd) {  // the run's tokens as one batch of the row ops
+      const float* qn = q + k.t0 * nh * qd + hd * qd;
+      float* ql = q_cat + (k.t0 * nh + hd) * qc;
       const RowBatch batch{.m = m, .ldx = nh * qd, .ldy = nh * qc};
       if (!at.k_b_heads.empty()) {
         if (!heads_at_once)
@@ -271,40 +288,67 @@ Status DeepseekModel::Attention(int64_t layer, const float* x, int64_t t_count, 
       }
       for (int64_t i = 0; i < m; ++i) {
         std::copy(qn + i * nh * qd + dn, qn + i * nh * qd + qd, ql + i * nh * qc + r);
-        rope_->ApplyAngles(ql + i * nh * qc + r, rope_cs + (t0 + i) * dr);
+        rope_->ApplyAngles(ql + i * nh * qc + r, rope_cs + (k.t0 + i) * dr);
       }
     }
-    const KvCache* cache = static_cast<const KvCache*>(rows[t0].cache);
-    const LatentCacheView view = cache->View(layer);
-    if (h_b - h_a == nh) {  // rows (t, h) of the run are contiguous
-      std::vector<int64_t> pos(static_cast<size_t>((t1 - t0) * nh));
-      for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[t0 + i / nh].pos;
-      LatentAttention(q_cat + t0 * nh * qc, (t1 - t0) * nh, qc, pos.data(), view, scale, o_lat + t0 * nh * r,
-                      r, gemm_isa_);
-    } else {
-      for (int64_t t = t0; t < t1; ++t) {
-        const std::vector<int64_t> pos(static_cast<size_t>(h_b - h_a), rows[t].pos);
-        LatentAttention(q_cat + (t * nh + h_a) * qc, h_b - h_a, qc, pos.data(), view, scale,
-                        o_lat + (t * nh + h_a) * r, r, gemm_isa_);
-      }
-    }
-    if (heads_at_once && !at.v_b_heads.empty()) {
-      LinearForwardRowPerWeight(share(at.v_b_heads), o_lat + (t0 * nh + h_a) * r, r,
-                                o + t0 * nh * dv + h_a * dv, dv, head_ctx);
+  };
+  // o_lat rows of the task's tokens and heads, over their sequence's latent cache.
+  const auto attend = [&](const HeadTask& k) {
+    const LatentCacheView view = static_cast<const KvCache*>(rows[k.t0].cache)->View(layer);
+    if (k.h_b - k.h_a == nh) {  // rows (t, h) of the run are contiguous
+      std::vector<int64_t> pos(static_cast<size_t>((k.t1 - k.t0) * nh));
+      for (int64_t i = 0; i < static_cast<int64_t>(pos.size()); ++i) pos[i] = rows[k.t0 + i / nh].pos;
+      LatentAttention(q_cat + k.t0 * nh * qc, (k.t1 - k.t0) * nh, qc, pos.data(), view, scale,
+                      o_lat + k.t0 * nh * r, r, gemm_isa_);
       return;
     }
-    for (int64_t hd = h_a; hd < h_b; ++hd) {  // V rows [dv] of r
+    for (int64_t t = k.t0; t < k.t1; ++t) {
+      const std::vector<int64_t> pos(static_cast<size_t>(k.h_b - k.h_a), rows[t].pos);
+      LatentAttention(q_cat + (t * nh + k.h_a) * qc, k.h_b - k.h_a, qc, pos.data(), view, scale,
+                      o_lat + (t * nh + k.h_a) * r, r, gemm_isa_);
+    }
+  };
+  // Attention outputs of the task's tokens and heads: o_lat read back through kv_b's V rows.
+  const auto read_back = [&](const HeadTask& k, const LinearContext& head_ctx) {
+    const int64_t m = k.t1 - k.t0;
+    if (m == 1 && !at.v_b_heads.empty()) {
+      LinearForwardRowPerWeight(share(at.v_b_heads, k), o_lat + (k.t0 * nh + k.h_a) * r, r,
+                                o + k.t0 * nh * dv + k.h_a * dv, dv, head_ctx);
+      return;
+    }
+    for (int64_t hd = k.h_a; hd < k.h_b; ++hd) {  // V rows [dv] of r
       if (!at.v_b_heads.empty()) {
-        LinearForward(at.v_b_heads[static_cast<size_t>(hd)], o_lat + (t0 * nh + hd) * r, m,
-                      o + t0 * nh * dv + hd * dv, head_ctx, false, nh * dv, nh * r);
+        LinearForward(at.v_b_heads[static_cast<size_t>(hd)], o_lat + (k.t0 * nh + hd) * r, m,
+                      o + k.t0 * nh * dv + hd * dv, head_ctx, false, nh * dv, nh * r);
         continue;
       }
-      RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat + (t0 * nh + hd) * r,
-              o + t0 * nh * dv + hd * dv, {.m = m, .ldx = nh * r, .ldy = nh * dv});
+      RowsDot(row_isa_, at.v_b.View(hd * dv, (hd + 1) * dv), o_lat + (k.t0 * nh + hd) * r,
+              o + k.t0 * nh * dv + hd * dv, {.m = m, .ldx = nh * r, .ldy = nh * dv});
     }
   };
   const int64_t n_tasks = static_cast<int64_t>(runs.size()) * head_groups;
-  ParallelForOn(pool_, n_tasks, task);
+  int64_t longest = 0;  // context of the longest run's last token
+  for (int64_t t = 0; t < t_count; ++t) longest = std::max(longest, rows[t].pos + 1);
+  if (!few || threads == 1 || longest < kSpreadMinContext) {
+    ParallelForOn(pool_, n_tasks, [&](int64_t id, int thread) {
+      const HeadTask k = task_of(id);
+      const LinearContext head_ctx = head_ctx_of(thread);
+      absorb(k, head_ctx);
+      attend(k);
+      read_back(k, head_ctx);
+    });
+    return Status::Ok();
+  }
+  // A long context: each token's attention over all its heads spread over the threads, so the
+  // cache is read once between them (LatentAttentionSpread: the same bits).
+  ParallelForOn(pool_, n_tasks, [&](int64_t id, int thread) { absorb(task_of(id), head_ctx_of(thread)); });
+  for (int64_t t = 0; t < t_count; ++t) {
+    const std::vector<int64_t> pos(static_cast<size_t>(nh), rows[t].pos);
+    LatentAttentionSpread(pool_, q_cat + t * nh * qc, nh, qc, pos.data(),
+                          static_cast<const KvCache*>(rows[t].cache)->View(layer), scale, o_lat + t * nh * r,
+                          r, gemm_isa_);
+  }
+  ParallelForOn(pool_, n_tasks, [&](int64_t id, int thread) { read_back(task_of(id), head_ctx_of(thread)); });
   return Status::Ok();
 }
 

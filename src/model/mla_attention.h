@@ -10,7 +10,7 @@
 // part (score GemmNT and value GemmNN, per block when paged; a row's result does not depend on its call
 // partners).
 //
-// Thread safety: pure function over its arguments (scratch is thread-local).
+// Thread safety: pure functions over their arguments (scratch is the calling thread's).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,8 @@
 #include "kernels/small_gemm.h"
 
 namespace moerun {
+
+class ThreadPool;
 
 struct LatentCacheView {
   // Contiguous (table == nullptr): entry j at entries + j * stride. Paged (one layer of a
@@ -36,5 +38,10 @@ struct LatentCacheView {
 void LatentAttention(const float* q_cat, int64_t n_rows, int64_t ldq, const int64_t* pos,
                      const LatentCacheView& cache, float scale, float* o_lat, int64_t ldo,
                      SmallGemmIsa isa = SmallGemmIsa::kAuto);
+// The same bits, one call's work spread over `pool` (CachedAttentionSpread): for a decode step's
+// heads at a long context, so the threads read the cache once between them.
+void LatentAttentionSpread(ThreadPool* pool, const float* q_cat, int64_t n_rows, int64_t ldq,
+                           const int64_t* pos, const LatentCacheView& cache, float scale, float* o_lat,
+                           int64_t ldo, SmallGemmIsa isa = SmallGemmIsa::kAuto);
 
 }  // namespace moerun

@@ -2,16 +2,17 @@
 // llama-bench style throughput of the real llama.cpp (node-llama-cpp, CPU backend): the peer
 // baseline for moerun's own benchmark.
 //
-// Usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup]
-//                              [--probe MOERUN] [-v]
+// Usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-d 0] [-r 3] [-t 2] [--kv-type f16]
+//                              [--no-warmup] [--probe MOERUN] [-v]
 //
 // Like llama-bench's pp<p> and tg<n> tests, each repetition:
 //   pp: clear the KV cache, evaluate p random token ids as ONE batch (batch = ubatch = p);
-//   tg: clear the KV cache, evaluate n random token ids one at a time from an empty cache; each
-//       step computes the logits and lets llama.cpp's greedy sampler pick a token (llama-bench
-//       computes the logits and does not sample; argmax over the vocab costs little).
+//   tg: clear the KV cache, evaluate d random token ids untimed (the depth, -d: llama-bench's
+//       "tg128 @ d4096"), then n random token ids one at a time; each step computes the logits and
+//       lets llama.cpp's greedy sampler pick a token (llama-bench computes the logits and does not
+//       sample; argmax over the vocab costs little).
 // One untimed warmup of each test first (as llama-bench), unless --no-warmup. Context size is
-// p + n, flash attention off, KV cache f16 (llama.cpp's default), mmap on (llama.cpp's default).
+// max(p, d + n), flash attention off, KV cache f16 (llama.cpp's default), mmap on (llama.cpp's default).
 // Differences from llama-bench: the time includes node-llama-cpp's JS batching per call (small
 // for pp; per token for tg); pp asks no logits (llama-bench asks only the last one).
 // With --probe MOERUN, `MOERUN read-bandwidth -t T -o json` runs just before and just after each
@@ -23,7 +24,7 @@ import {execFileSync} from "node:child_process";
 import {die, loadLlama, loadModel, loadedCpuVariant, peerVersions} from "./peer.mjs";
 
 function parseArgs(argv) {
-    const a = {model: null, p: 512, n: 128, r: 3, t: 2, kvType: null, warmup: true, verbose: false, seed: 42,
+    const a = {model: null, p: 512, n: 128, d: 0, r: 3, t: 2, kvType: null, warmup: true, verbose: false, seed: 42,
                probe: null};
     for (let i = 0; i < argv.length; i++) {
         const arg = argv[i];
@@ -37,6 +38,7 @@ function parseArgs(argv) {
         };
         if (arg === "-p" || arg === "--n-prompt") a.p = int(next());
         else if (arg === "-n" || arg === "--n-gen") a.n = int(next());
+        else if (arg === "-d" || arg === "--n-depth") a.d = int(next());
         else if (arg === "-r" || arg === "--repetitions") a.r = int(next());
         else if (arg === "-t" || arg === "--threads") a.t = int(next());
         else if (arg === "--kv-type") a.kvType = next().toUpperCase();
@@ -45,7 +47,7 @@ function parseArgs(argv) {
         else if (arg === "--probe") a.probe = next();
         else if (arg === "-v" || arg === "--verbose") a.verbose = true;
         else if (arg === "-h" || arg === "--help") {
-            process.stdout.write("usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-r 3] [-t 2] [--kv-type f16] [--no-warmup] [--seed 42] [--probe MOERUN] [-v]\n");
+            process.stdout.write("usage: node llama_bench.mjs MODEL.gguf [-p 512] [-n 128] [-d 0] [-r 3] [-t 2] [--kv-type f16] [--no-warmup] [--seed 42] [--probe MOERUN] [-v]\n");
             process.exit(0);
         } else if (arg.startsWith("-")) die(`unknown option ${arg}`);
         else if (a.model === null) a.model = arg;
@@ -76,8 +78,8 @@ const randomToken = () => {
 let context;
 try {
     context = await model.createContext({
-        contextSize: Math.max(args.p + args.n, 32),
-        batchSize: Math.max(args.p, 1),
+        contextSize: Math.max(args.p, args.d + args.n, 32),
+        batchSize: Math.max(args.p, Math.min(args.d, 512), 1),
         sequences: 1,
         threads: {ideal: args.t, min: args.t},
         flashAttention: false,
@@ -100,6 +102,7 @@ async function runPP() {
 
 async function runTG(n) {
     await seq.clearHistory();
+    if (args.d > 0) await seq.evaluateWithoutGeneratingNewTokens(Array.from({length: args.d}, randomToken));
     const step = {generateNext: {token: true, options: {temperature: 0}}};
     const t0 = now();
     for (let i = 0; i < n; i++) await seq.controlledEvaluate([[randomToken(), step]]);
@@ -148,6 +151,7 @@ const result = {
     model_type: model.typeDescription,
     n_prompt: args.p,
     n_gen: args.n,
+    n_depth: args.d,
     repetitions: args.r,
     threads: context.currentThreads ?? args.t,
     pp_tps: pp.map(round),

@@ -110,11 +110,13 @@ TEST(SmallGemm, NNAccumulatedOverPartsOfPIsBitwiseOneCall) {
 }
 
 // A paged B (rows in shuffled blocks of a block table) gives the bits of GemmNN over the gathered
-// rows, on every ISA, for row counts around every tile height and partial column vectors.
+// rows, on every ISA, for row counts around every tile height and partial column vectors, and
+// lengths k within and across the x86 paths' 128-row chunks of B (which the reference does not cut).
 TEST(SmallGemm, NNPagedIsBitwiseGemmNNOverTheGatheredRows) {
   std::mt19937 rng(9);
   for (int trial = 0; trial < 40; ++trial) {
-    const int64_t m = trial < 20 ? 1 + trial : 1 + rng() % 40, n = 1 + rng() % 80, k = 1 + rng() % 120;
+    const int64_t m = trial < 20 ? 1 + trial : 1 + rng() % 40, n = 1 + rng() % 80;
+    const int64_t k = trial % 3 == 0 ? 1 + rng() % 120 : 120 + rng() % 300;
     const int64_t block_rows = 1 + rng() % 17, ld = n + rng() % 5, blocks = (k + block_rows - 1) / block_rows;
     const int64_t block_stride = block_rows * ld + rng() % 7, lda = k + 2, ldc = n + 1;
     std::vector<int32_t> table(static_cast<size_t>(blocks));

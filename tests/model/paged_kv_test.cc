@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../testing/tiny_models.h"
+#include "core/thread_pool.h"
 #include "model/cached_attention.h"
 
 namespace moerun {
@@ -212,6 +213,52 @@ TEST(CachedAttention, PagedRowsGiveTheBitsOfContiguousRows) {
   }
 }
 
+// CachedAttentionSpread (scores by chunks of positions, softmax by rows, value sums by chunks of
+// columns, over a pool) gives CachedAttention's bits: contexts around and past kSpreadPositions,
+// value widths past kSpreadColumns and not a multiple of it, keys = whole rows and values = a prefix
+// of them (MLA), contiguous and in shuffled blocks, pools of 1-3 threads and none, every ISA.
+TEST(CachedAttention, SpreadOverAPoolGivesTheBitsOfOneCall) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  ThreadPool pools[] = {ThreadPool(1), ThreadPool(2), ThreadPool(3)};
+  const int64_t ld = 160, dk = 160, dv = kSpreadColumns * 2 + 22;
+  for (SmallGemmIsa isa : Isas()) {
+    for (int64_t ctx : {int64_t{1}, int64_t{7}, kSpreadPositions - 1, kSpreadPositions, kSpreadPositions + 1,
+                        int64_t{700}}) {
+      SCOPED_TRACE(::testing::Message() << "isa " << static_cast<int>(isa) << " ctx " << ctx);
+      const int64_t n_rows = 1 + rng() % 16, block_rows = 16;
+      std::vector<float> rows(static_cast<size_t>(ctx * ld)), q(static_cast<size_t>(n_rows * dk));
+      for (float& x : rows) x = nd(rng);
+      for (float& x : q) x = nd(rng);
+      const int64_t blocks = (ctx + block_rows - 1) / block_rows;
+      std::vector<int32_t> table(static_cast<size_t>(blocks));
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), rng);
+      std::vector<float> arena(static_cast<size_t>(blocks * block_rows * ld), NAN);
+      for (int64_t j = 0; j < ctx; ++j) {
+        std::copy(rows.begin() + j * ld, rows.begin() + (j + 1) * ld,
+                  arena.begin() + (table[j / block_rows] * block_rows + j % block_rows) * ld);
+      }
+      std::vector<int64_t> pos(static_cast<size_t>(n_rows));
+      for (int64_t& p : pos) p = rng() % ctx;
+      pos[0] = ctx - 1;
+      for (bool paged : {false, true}) {
+        const PagedRows where = paged ? PagedRows{arena.data(), ld, table.data(), block_rows, block_rows * ld}
+                                      : PagedRows{rows.data(), ld};
+        const CachedRows keys{where, dk}, values{where, dv};
+        std::vector<float> want(static_cast<size_t>(n_rows * dv));
+        CachedAttention(q.data(), n_rows, dk, pos.data(), keys, values, 0.1f, want.data(), dv, isa);
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pools[0], &pools[1], &pools[2]}) {
+          std::vector<float> got(want.size(), -1.0f);
+          CachedAttentionSpread(pool, q.data(), n_rows, dk, pos.data(), keys, values, 0.1f, got.data(), dv,
+                                isa);
+          ASSERT_TRUE(SameBits(got, want)) << "paged " << paged << " threads " << (pool ? pool->size() : 0);
+        }
+      }
+    }
+  }
+}
+
 // A weight under the smallest normal float (a score 88 below the row's maximum: exp(-88) = 6e-39)
 // is an exact zero: with a value of 1e38 it would add 0.6 to the output, and it adds nothing. One at
 // 80 below (exp(-80) = 1.8e-35, normal) is kept: with a value of 1e34 it adds 0.18, as the float64
@@ -350,6 +397,38 @@ TEST_P(PagedModelTest, NewCacheChecksItsTable) {
   EXPECT_NE(wrong.status().message().find("this model's cache needs"), std::string::npos)
       << wrong.status().ToString();
   EXPECT_TRUE(model_->NewCache(storage, {3, 1, 7}, 9).ok());
+}
+
+// Decode steps at a context of kSpreadMinContext (512) positions or more spread each token's
+// attention over the pool's threads (DeepSeek's MLA: scores by positions, value sums by columns):
+// a 600-id sequence, a prompt of 530 then one id per step, on 2 and 3 threads and in shuffled blocks,
+// gives the one-thread logits (which never spread) bitwise. The GQA families run their heads as
+// before and must agree too.
+TEST_P(PagedModelTest, LongContextDecodeOnEveryThreadCountGivesTheOneThreadLogits) {
+  const std::vector<int32_t> tokens = Tokens(600, 5);
+  std::vector<int64_t> chunks(71, 1);
+  chunks[0] = 530;
+  std::vector<float> want;
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE(threads);
+    ThreadPool pool(threads);
+    auto m = Load(&pool);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const int64_t bt = 16, blocks = 600 / bt + 1;
+    auto storage = (*m)->NewKvStorage(blocks, bt).value();
+    std::vector<int32_t> ids(static_cast<size_t>(blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937(static_cast<uint32_t>(threads)));
+    auto cache = threads == 1 ? (*m)->NewCache(600) : (*m)->NewCache(storage, ids, 600).value();
+    const std::vector<float> got = RunOn(**m, cache.get(), tokens, chunks);
+    const size_t v = static_cast<size_t>((*m)->hparams().vocab_size);
+    ASSERT_EQ(got.size(), 600 * v);
+    if (threads == 1) {
+      want = got;
+    } else {
+      EXPECT_TRUE(SameBits(got, want));
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, PagedModelTest,
