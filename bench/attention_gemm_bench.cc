@@ -3,7 +3,8 @@
 // of `ctx` entries in blocks of 16 (docs/models.md §3.4):
 //   scores: GemmNT [256, 576] x [ctx, 576]^T, one call per block;
 //   values: GemmNN on the first block, then GemmNNAccumulate per block, [256, ctx] x [ctx, 512];
-//   paged:  the same values as one GemmNNPaged over the block table.
+//   paged:  the same values as one GemmNNPaged over the block table;
+//   paged64: the same as 8 GemmNNPaged calls of 64 columns (a spread decode step's value tasks).
 // Reports GFLOP/s (2 flops per multiply-add; mean, and the fastest of the timed batches) per ISA.
 //   build/bin/attention_gemm_bench [seconds_per_case [ctx [query_rows]]]
 // e.g. `attention_gemm_bench 0.5 4096 16`: one decode step's 16 heads at a context of 4096.
@@ -88,6 +89,13 @@ int main(int argc, char** argv) {
     });
     Time("paged", name, 2.0 * kRows * ctx * kValueDim, budget,
          [&] { GemmNNPaged(isa, kRows, kValueDim, ctx, p.data(), ctx, paged, o.data(), kValueDim); });
+    Time("paged64", name, 2.0 * kRows * ctx * kValueDim, budget, [&] {
+      for (int64_t c0 = 0; c0 < kValueDim; c0 += 64) {
+        PagedRows cols = paged;
+        cols.data += c0;
+        GemmNNPaged(isa, kRows, 64, ctx, p.data(), ctx, cols, o.data() + c0, kValueDim);
+      }
+    });
   }
   return 0;
 }
