@@ -107,7 +107,7 @@ void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const P
 
 // Rows of B per pass over C's tiles: every tile walks kNNChunk rows of B, then the next chunk
 // continues each element's chain from its stored value (an exact f32 store and reload), so each
-// chunk of B (64 rows of 2 KB: 128 KB) stays in L2 while all the tiles read their column strips of
+// chunk of B (128 rows of 2 KB: 256 KB) stays in L2 while all the tiles read their column strips of
 // it, instead of every tile walking all of B from memory.
 constexpr int64_t kNNChunk = 128;
 
