@@ -41,6 +41,10 @@ struct BenchArgs {
   std::string output = "md";  // md | json
 };
 
+// Cache positions a run needs at most: the pp prompt, or tg's prompt ({2} or the depth's ids), its
+// first id and the n_gen decoded ones.
+int CachePositions(const BenchArgs& a) { return std::max(a.n_prompt, std::max(a.n_depth, 1) + 1 + a.n_gen); }
+
 struct MeanSd {
   double mean = 0, sd = 0;
 };
@@ -102,7 +106,7 @@ BenchBound Bound(const Model& model, const BenchArgs& a, const BandwidthProbe& p
   }
   b.peak_rss = probe.peak_rss();
   b.file_bytes = FileBytes(a.model.model_dir);
-  b.kv_bytes = model.CacheBytesPerToken() * std::max(a.n_prompt, std::max(a.n_depth, 1) + 1 + a.n_gen);
+  b.kv_bytes = model.CacheBytesPerToken() * CachePositions(a);
   return b;
 }
 
@@ -160,7 +164,7 @@ Status RunBench(const BenchArgs& a) {
     return InvalidArgument("-p, -n, -d must be >= 0 and -r >= 1");
   if (a.output != "md" && a.output != "json") return InvalidArgument("-o '{}' is not md or json", a.output);
   ModelArgs model_args = a.model;
-  model_args.kv_tokens = std::max(a.n_prompt, std::max(a.n_depth, 1) + 1 + a.n_gen);
+  model_args.kv_tokens = CachePositions(a);
   ASSIGN_OR_RETURN(RankFingerprint agree, ModelFingerprint(a.model, "bench"));
   agree.Add("-p", std::to_string(a.n_prompt));
   agree.Add("-n", std::to_string(a.n_gen));
