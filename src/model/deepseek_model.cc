@@ -23,7 +23,7 @@ constexpr float kLatentNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm use t
 // threads (LatentAttentionSpread: three loops, the cache read once between the threads) instead of
 // each thread attending with its share of the heads over the whole cache. In-process A/B of the
 // attention phase (V2-Lite Q4_K, AMD Zen 5, 2 threads, layers alternating), spread against shares:
-// 1.30 x the time at contexts 1-64, 1.00 x at 257-320, 0.79-0.80 x at 1025-1088.
+// 1.30 x the time at contexts 1-64, 1.00 x at 257-320, 0.79-0.80 x at 1025-1088, 0.71 x at 4097-4128.
 constexpr int64_t kSpreadMinContext = 512;
 
 // Packs `rows` (`heads` equal runs of rows, one per local head) per head for the matmul kernels
