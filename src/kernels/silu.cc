@@ -13,6 +13,8 @@ namespace {
 float MaxPs(float a, float b) { return a > b ? a : b; }
 float MinPs(float a, float b) { return a < b ? a : b; }
 
+}  // namespace
+
 float ExpRef(float x) {
   x = MinPs(MaxPs(x, -87.0f), 88.0f);
   const float n = std::nearbyint(x * 1.44269504088896341f);
@@ -28,8 +30,6 @@ float ExpRef(float x) {
   const auto e = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 127]
   return p * std::bit_cast<float>(e);
 }
-
-}  // namespace
 
 float SiluRef(float g) { return g / (1.0f + ExpRef(0.0f - g)); }
 

@@ -15,7 +15,8 @@
 
 namespace moerun {
 
-// The scalar definition above.
+// The scalar definitions above (ExpRef is also attention's softmax exp, kernels/attention_softmax.h).
+float ExpRef(float x);
 float SiluRef(float g);
 
 // y[l] = silu(g[l]) * u[l] for l < n. y may alias g or u.

@@ -2,7 +2,9 @@
 // lanes) and, in translation units compiled with -mavx512f, F32x16 (16 lanes). Each trait has the
 // vector type Vec, its width W, loads and stores (whole, or the first n lanes with the rest zero),
 // Set1, Add, Sub, Mul, Div, Fma / Fnma, Min / Max, RoundEven, Pow2, FromI8Lanes, Reduce (a fixed tree: halves
-// added pairwise down to one lane, so a sum's bits depend only on the vector), and f16 / bf16 widening.
+// added pairwise down to one lane, so a sum's bits depend only on the vector), ReduceMax,
+// ZeroWhereLess, eight f64 running sums fed lane by lane (Doubles8: lane l of a 16-lane vector goes to
+// sum l % 8, the low half first), and f16 / bf16 widening.
 // Include only from the *_avx2.cc / *_avx512.cc translation units: everything here has internal
 // linkage, so each ISA's copy is compiled with its own flags (no cross-ISA ODR merging).
 // Thread safety: pure functions.
@@ -42,6 +44,25 @@ struct F32x8 {
   static Vec Pow2(Vec n) {
     return _mm256_castsi256_ps(
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  // v with 0 in the lanes where a < b (a NaN in a or b keeps v's lane).
+  static Vec ZeroWhereLess(Vec v, Vec a, Vec b) { return _mm256_and_ps(_mm256_cmp_ps(a, b, _CMP_NLT_UQ), v); }
+  // Eight f64 running sums; AddToDoubles adds lanes 0..7 of v to sums 0..7.
+  struct Doubles8 {
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  };
+  static void AddToDoubles(Doubles8& d, Vec v) {
+    d.lo = _mm256_add_pd(d.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    d.hi = _mm256_add_pd(d.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
+  static void StoreDoubles(double* out, const Doubles8& d) {
+    _mm256_storeu_pd(out, d.lo);
+    _mm256_storeu_pd(out + 4, d.hi);
+  }
+  static float ReduceMax(Vec v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
   }
   // ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
   static float Reduce(Vec v) {
@@ -95,6 +116,20 @@ struct F32x16 {
     return _mm512_castsi512_ps(
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
   }
+  static Vec ZeroWhereLess(Vec v, Vec a, Vec b) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ), v);
+  }
+  // Lanes 0..7 of v are added to sums 0..7, then lanes 8..15 to the same sums.
+  struct Doubles8 {
+    __m512d v = _mm512_setzero_pd();
+  };
+  static void AddToDoubles(Doubles8& d, Vec v) {
+    d.v = _mm512_add_pd(d.v, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    d.v =
+        _mm512_add_pd(d.v, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+  }
+  static void StoreDoubles(double* out, const Doubles8& d) { _mm512_storeu_pd(out, d.v); }
+  static float ReduceMax(Vec v) { return _mm512_reduce_max_ps(v); }
   // Halves added pairwise: 512 -> 256 -> 128 -> 64 -> 32 bits.
   static float Reduce(Vec v) {
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),

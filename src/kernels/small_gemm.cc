@@ -31,17 +31,9 @@ void GemmNNRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, con
   }
 }
 
-SmallGemmIsa Resolve(SmallGemmIsa isa) {
-  if (isa != SmallGemmIsa::kAuto) return isa;
-  static const SmallGemmIsa best = SmallGemmIsaSupported(SmallGemmIsa::kAvx512) ? SmallGemmIsa::kAvx512
-                                   : SmallGemmIsaSupported(SmallGemmIsa::kAvx2) ? SmallGemmIsa::kAvx2
-                                                                                : SmallGemmIsa::kRef;
-  return best;
-}
-
 void GemmNNDispatch(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                     const PagedRows& b, float* c, int64_t ldc, bool accumulate) {
-  switch (Resolve(isa)) {
+  switch (ResolveSmallGemmIsa(isa)) {
     case SmallGemmIsa::kAvx512:
       return internal::GemmNNAvx512(m, n, k, a, lda, b, c, ldc, accumulate);
     case SmallGemmIsa::kAvx2:
@@ -67,6 +59,14 @@ bool SmallGemmIsaSupported(SmallGemmIsa isa) {
   return false;
 }
 
+SmallGemmIsa ResolveSmallGemmIsa(SmallGemmIsa isa) {
+  if (isa != SmallGemmIsa::kAuto) return isa;
+  static const SmallGemmIsa best = SmallGemmIsaSupported(SmallGemmIsa::kAvx512) ? SmallGemmIsa::kAvx512
+                                   : SmallGemmIsaSupported(SmallGemmIsa::kAvx2) ? SmallGemmIsa::kAvx2
+                                                                                : SmallGemmIsa::kRef;
+  return best;
+}
+
 SmallGemmIsa SelectSmallGemmIsa(std::string_view forced) {
   const std::optional<IsaLevel> level = ForcedIsaLevel(forced);
   if (!level) return SmallGemmIsa::kAuto;
@@ -80,7 +80,7 @@ SmallGemmIsa SelectSmallGemmIsa(std::string_view forced) {
 
 void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc) {
-  switch (Resolve(isa)) {
+  switch (ResolveSmallGemmIsa(isa)) {
     case SmallGemmIsa::kAvx512:
       return internal::GemmNTAvx512(m, n, k, a, lda, b, ldb, c, ldc);
     case SmallGemmIsa::kAvx2:

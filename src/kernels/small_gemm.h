@@ -52,6 +52,8 @@ void GemmNNAccumulate(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 // Which implementation runs: kAuto picks the best the CPU has; tests force each one.
 enum class SmallGemmIsa { kAuto, kRef, kAvx2, kAvx512 };
 bool SmallGemmIsaSupported(SmallGemmIsa isa);
+// kAuto -> the best path the CPU has; any other value unchanged.
+SmallGemmIsa ResolveSmallGemmIsa(SmallGemmIsa isa);
 // The ISA a --kernel value names ("ref", "avx2", "avx512", "avx512vnni"), capped at what the CPU
 // has; "" or a row name such as "avx2-q4_k": kAuto (the best). So `--kernel avx2` runs attention's
 // GEMMs on AVX2 too, as an AVX2-only CPU would.

@@ -1,25 +1,13 @@
 #include "model/cached_attention.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "kernels/attention_softmax.h"
 
 namespace moerun {
 namespace {
-
-// Softmax weights under the smallest normal float (2^-126) are stored as exact zeros. The row's
-// largest weight is at least 1 / ctx, so such a term reaches an f32 output only when its value row
-// is some 2^100 times the others. Kept as subnormals, every multiply by them takes a microcode
-// assist on Intel cores: with random-weight DeepSeek-V2-Lite on an Emerald Rapids Xeon, the value
-// GEMM of a 512-token prefill took 35 % of the time, against 1 % for the score GEMM of the same
-// size, and the whole prefill ran 2.2x slower.
-constexpr float kMinNormal = std::numeric_limits<float>::min();
-// ln(kMinNormal): below it the exp is skipped, so no subnormal enters expf or the double sum; the
-// flush after normalisation catches the weights that 1 / sum takes under kMinNormal.
-constexpr float kLogMinNormal = -87.33654f;
 
 // Scores of positions [j0, j1) into columns j0.. of s ([n_rows, lds]): one GemmNT per contiguous
 // run of keys (the whole range, or one block). Each element's arithmetic is GemmNT's whatever the
@@ -34,21 +22,10 @@ void Scores(const float* q, int64_t n_rows, int64_t ldq, const CachedRows& keys,
   }
 }
 
-// Row si ([ctx] scores) scaled and made the probabilities of positions 0 .. n - 1, in place; the
-// positions past them get 0.
-void SoftmaxRow(float* si, int64_t n, int64_t ctx, float scale) {
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, si[j] *= scale);
-  double sum = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const float d = si[j] - mx;
-    sum += si[j] = d < kLogMinNormal ? 0.0f : std::exp(d);
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t j = 0; j < n; ++j) {
-    const float p = si[j] * inv;
-    si[j] = p < kMinNormal ? 0.0f : p;
-  }
+// Row si ([ctx] scores) scaled and made the probabilities of positions 0 .. n - 1, in place
+// (kernels/attention_softmax.h); the positions past them get 0.
+void SoftmaxRow(float* si, int64_t n, int64_t ctx, float scale, SmallGemmIsa isa) {
+  AttentionSoftmaxRow(si, n, scale, isa);
   std::fill(si + n, si + ctx, 0.0f);
 }
 
@@ -71,7 +48,7 @@ void CachedAttention(const float* q, int64_t n_rows, int64_t ldq, const int64_t*
   thread_local std::vector<float> s;  // [n_rows, ctx] scores, then probabilities
   s.resize(static_cast<size_t>(n_rows * ctx));
   Scores(q, n_rows, ldq, keys, 0, ctx, s.data(), ctx, isa);
-  for (int64_t i = 0; i < n_rows; ++i) SoftmaxRow(s.data() + i * ctx, pos[i] + 1, ctx, scale);
+  for (int64_t i = 0; i < n_rows; ++i) SoftmaxRow(s.data() + i * ctx, pos[i] + 1, ctx, scale, isa);
   Values(s.data(), n_rows, ctx, values, 0, values.dim, o, ldo, isa);
 }
 
@@ -88,7 +65,7 @@ void CachedAttentionSpread(ThreadPool* pool, const float* q, int64_t n_rows, int
     Scores(q, n_rows, ldq, keys, c * kSpreadPositions, std::min(ctx, (c + 1) * kSpreadPositions), sp, ctx,
            isa);
   });
-  ParallelForOn(pool, n_rows, [&](int64_t i, int) { SoftmaxRow(sp + i * ctx, pos[i] + 1, ctx, scale); });
+  ParallelForOn(pool, n_rows, [&](int64_t i, int) { SoftmaxRow(sp + i * ctx, pos[i] + 1, ctx, scale, isa); });
   const int64_t value_tasks = (values.dim + kSpreadColumns - 1) / kSpreadColumns;
   ParallelForOn(pool, value_tasks, [&](int64_t c, int) {
     Values(sp, n_rows, ctx, values, c * kSpreadColumns, std::min(values.dim, (c + 1) * kSpreadColumns), o,

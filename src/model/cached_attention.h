@@ -2,8 +2,9 @@
 // layer MLA (model/mla_attention.h, keys = values = latent entries) and GQA (Qwen3-MoE, one KV
 // head's roped keys and values) share. For each query row i at position pos[i]:
 //   s[i][j]  = scale * <q[i], key_j>,  j = 0 .. pos[i]          key_j: [dim_k]
-//   p[i]     = softmax(s[i])      (row maximum subtracted, sum in double; a weight under the
-//                                  smallest normal float, 1.2e-38, is stored as 0)
+//   p[i]     = softmax(s[i])      (kernels/attention_softmax.h: row maximum subtracted, a
+//                                  vectorised exp, sum in double; weights under e^-87 of the
+//                                  largest or under the smallest normal float are stored as 0)
 //   o[i]     = sum_j p[i][j] * value_j                            value_j: [dim_v]
 // The cached rows are contiguous or paged (in blocks of block_rows rows listed by a block table,
 // model/paged_kv.h). The scores are f32 GemmNT of all rows against keys [0, max pos] (one call, or
