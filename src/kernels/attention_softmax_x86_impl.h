@@ -4,6 +4,7 @@
 // and the positions past the last whole vector run the portable tails themselves.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>

@@ -150,6 +150,13 @@ TEST(SmallGemm, ElementsDoNotDependOnTheTiling) {
   for (SmallGemmIsa isa : Isas()) {
     std::vector<float> full(static_cast<size_t>(m * n));
     GemmNT(isa, m, n, k, a.data(), k, b.data(), k, full.data(), n);
+    // Each row alone (single-row tiles) against the full call (whole register tiles).
+    for (int64_t i = 0; i < m; ++i) {
+      std::vector<float> row(static_cast<size_t>(n));
+      GemmNT(isa, 1, n, k, a.data() + i * k, k, b.data(), k, row.data(), n);
+      ASSERT_EQ(std::memcmp(row.data(), full.data() + i * n, row.size() * sizeof(float)), 0)
+          << "isa " << static_cast<int>(isa) << " row " << i;
+    }
     for (int trial = 0; trial < 25; ++trial) {
       const int64_t i0 = rng() % m, i1 = i0 + 1 + rng() % (m - i0), j0 = rng() % n,
                     j1 = j0 + 1 + rng() % (n - j0);
