@@ -4,7 +4,11 @@
 //   scores: GemmNT [256, 576] x [ctx, 576]^T, one call per block;
 //   values: GemmNN on the first block, then GemmNNAccumulate per block, [256, ctx] x [ctx, 512];
 //   paged:  the same values as one GemmNNPaged over the block table;
-//   paged64: the same as 8 GemmNNPaged calls of 64 columns (a spread decode step's value tasks).
+//   paged64: the same as 8 GemmNNPaged calls of 64 columns (a spread decode step's value tasks);
+//   arena64 / arenaNT: paged64 and the scores as one GemmNTPaged, over the same entries laid out as
+//   the model's KV arena lays them out (each 16-entry block is one of 27 layers' blocks side by
+//   side, so a layer's blocks lie about 1 MB apart: what the kernels' prefetch of the next block is
+//   for).
 // Reports GFLOP/s (2 flops per multiply-add; mean, and the fastest of the timed batches) per ISA.
 //   build/bin/attention_gemm_bench [seconds_per_case [ctx [query_rows]]]
 // e.g. `attention_gemm_bench 0.5 4096 16`: one decode step's 16 heads at a context of 4096.
@@ -58,6 +62,13 @@ int main(int argc, char** argv) {
   std::vector<int32_t> table((ctx + kBlock - 1) / kBlock);
   for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
   const PagedRows paged{cache.data(), kKeyDim, table.data(), kBlock, kBlock * kKeyDim};
+  constexpr int64_t kLayers = 27;  // V2-Lite's: blocks of the other layers between a layer's blocks
+  std::vector<float> arena_cache(static_cast<size_t>(table.size()) * kLayers * kBlock * kKeyDim);
+  for (size_t b = 0; b < table.size(); ++b)
+    std::copy(cache.begin() + b * kBlock * kKeyDim,
+              cache.begin() + std::min<size_t>(cache.size(), (b + 1) * kBlock * kKeyDim),
+              arena_cache.begin() + b * kLayers * kBlock * kKeyDim);
+  const PagedRows arena{arena_cache.data(), kKeyDim, table.data(), kBlock, kLayers * kBlock * kKeyDim};
   std::printf("ctx %lld, %lld query rows, blocks of %lld\n%-7s %-7s %10s %10s\n", static_cast<long long>(ctx),
               static_cast<long long>(kRows), static_cast<long long>(kBlock), "gemm", "isa", "GFLOP/s",
               "best");
@@ -96,6 +107,15 @@ int main(int argc, char** argv) {
         GemmNNPaged(isa, kRows, 64, ctx, p.data(), ctx, cols, o.data() + c0, kValueDim);
       }
     });
+    Time("arena64", name, 2.0 * kRows * ctx * kValueDim, budget, [&] {
+      for (int64_t c0 = 0; c0 < kValueDim; c0 += 64) {
+        PagedRows cols = arena;
+        cols.data += c0;
+        GemmNNPaged(isa, kRows, 64, ctx, p.data(), ctx, cols, o.data() + c0, kValueDim);
+      }
+    });
+    Time("arenaNT", name, 2.0 * kRows * ctx * kKeyDim, budget,
+         [&] { GemmNTPaged(isa, kRows, 0, ctx, kKeyDim, q.data(), kKeyDim, arena, s.data(), ctx); });
   }
   return 0;
 }

@@ -9,14 +9,27 @@
 namespace moerun {
 namespace {
 
-void GemmNTRef(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+void GemmNTRef(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda, const PagedRows& b,
                float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* bj = b.Row(j);
       float acc = 0.0f;
-      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], b[j * ldb + p], acc);
+      for (int64_t p = 0; p < k; ++p) acc = std::fma(a[i * lda + p], bj[p], acc);
       c[i * ldc + j] = acc;
     }
+  }
+}
+
+void GemmNTDispatch(SmallGemmIsa isa, int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a,
+                    int64_t lda, const PagedRows& b, float* c, int64_t ldc) {
+  switch (ResolveSmallGemmIsa(isa)) {
+    case SmallGemmIsa::kAvx512:
+      return internal::GemmNTAvx512(m, j0, j1, k, a, lda, b, c, ldc);
+    case SmallGemmIsa::kAvx2:
+      return internal::GemmNTAvx2(m, j0, j1, k, a, lda, b, c, ldc);
+    default:
+      return GemmNTRef(m, j0, j1, k, a, lda, b, c, ldc);
   }
 }
 
@@ -80,14 +93,12 @@ SmallGemmIsa SelectSmallGemmIsa(std::string_view forced) {
 
 void GemmNT(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
             int64_t ldb, float* c, int64_t ldc) {
-  switch (ResolveSmallGemmIsa(isa)) {
-    case SmallGemmIsa::kAvx512:
-      return internal::GemmNTAvx512(m, n, k, a, lda, b, ldb, c, ldc);
-    case SmallGemmIsa::kAvx2:
-      return internal::GemmNTAvx2(m, n, k, a, lda, b, ldb, c, ldc);
-    default:
-      return GemmNTRef(m, n, k, a, lda, b, ldb, c, ldc);
-  }
+  GemmNTDispatch(isa, m, 0, n, k, a, lda, PagedRows{b, ldb}, c, ldc);
+}
+
+void GemmNTPaged(SmallGemmIsa isa, int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda,
+                 const PagedRows& b, float* c, int64_t ldc) {
+  GemmNTDispatch(isa, m, j0, j1, k, a, lda, b, c, ldc);
 }
 
 void GemmNN(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,

@@ -3,6 +3,7 @@
 //   GemmNN: C[i][j] = sum_p A[i][p] * B[p][j]   (probabilities x cache rows)
 //   GemmNNAccumulate: C[i][j] += sum_p A[i][p] * B[p][j], as a continuation of GemmNN's chain
 //   GemmNNPaged: GemmNN with B's rows in blocks listed by a block table (a paged KV cache)
+//   GemmNTPaged: GemmNT over B's rows [j0, j1) of such a table
 // Row-major with leading dimensions in elements. GemmNT and GemmNN write C (no accumulation).
 //
 // Arithmetic, fixed per ISA whatever m, n and the blocking (so attention is batch invariant):
@@ -15,6 +16,9 @@
 //       each next) gives exactly the bits of one GemmNN over all of p (attention over KV blocks).
 //       GemmNNPaged gives the bits of GemmNN over the gathered rows; it keeps each tile of C in
 //       registers across the blocks instead of storing and reloading it per block.
+// Paged B on the vector paths: while a tile works on one block's rows, it also prefetches the rows
+// of the block the table lists next (their lines the call reads), which the hardware prefetchers
+// cannot guess (a KV cache's blocks lie a layer's worth of blocks apart). Prefetches change no bits.
 // Thread safety: pure functions; concurrent calls must not share C.
 #pragma once
 
@@ -67,15 +71,20 @@ void GemmNNAccumulate(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const f
 // B: rows 0 .. k - 1 of `b`, n elements used per row.
 void GemmNNPaged(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                  const PagedRows& b, float* c, int64_t ldc);
+// C[i][j] = sum_p A[i][p] * b.Row(j)[p] for j in [j0, j1), at c[i * ldc + j] (columns j0.. of C):
+// GemmNT's bits for every element, whatever j0, j1 and the blocks.
+void GemmNTPaged(SmallGemmIsa isa, int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda,
+                 const PagedRows& b, float* c, int64_t ldc);
 
 namespace internal {
 // accumulate: start each element's chain from C (GemmNNAccumulate) instead of 0.
-void GemmNTAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+// GemmNTPaged's columns [j0, j1) (GemmNT: one contiguous run from 0).
+void GemmNTAvx2(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda, const PagedRows& b,
                 float* c, int64_t ldc);
 void GemmNNAvx2(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
                 int64_t ldc, bool accumulate);
-void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float* c, int64_t ldc);
+void GemmNTAvx512(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda,
+                  const PagedRows& b, float* c, int64_t ldc);
 void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,
                   int64_t ldc, bool accumulate);
 }  // namespace internal

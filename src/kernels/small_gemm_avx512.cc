@@ -11,9 +11,9 @@
 
 namespace moerun::internal {
 
-void GemmNTAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
-                  float* c, int64_t ldc) {
-  GemmNTImpl<F32x16, 4>(m, n, k, a, lda, b, ldb, c, ldc);
+void GemmNTAvx512(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, int64_t lda,
+                  const PagedRows& b, float* c, int64_t ldc) {
+  GemmNTImpl<F32x16, 4>(m, j0, j1, k, a, lda, b, c, ldc);
 }
 
 void GemmNNAvx512(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PagedRows& b, float* c,

@@ -9,17 +9,12 @@
 namespace moerun {
 namespace {
 
-// Scores of positions [j0, j1) into columns j0.. of s ([n_rows, lds]): one GemmNT per contiguous
-// run of keys (the whole range, or one block). Each element's arithmetic is GemmNT's whatever the
-// runs (kernels/small_gemm.h), so any split of the positions gives the same bits.
+// Scores of positions [j0, j1) into columns j0.. of s ([n_rows, lds]): GemmNTPaged, one contiguous
+// run of keys after another (the whole range, or block by block). Each element's arithmetic is
+// GemmNT's whatever the runs (kernels/small_gemm.h), so any split of the positions gives the same bits.
 void Scores(const float* q, int64_t n_rows, int64_t ldq, const CachedRows& keys, int64_t j0, int64_t j1,
             float* s, int64_t lds, SmallGemmIsa isa) {
-  const PagedRows& key_rows = keys.rows;
-  while (j0 < j1) {
-    const int64_t len = key_rows.RunFrom(j0, j1);
-    GemmNT(isa, n_rows, len, keys.dim, q, ldq, key_rows.Row(j0), key_rows.ld, s + j0, lds);
-    j0 += len;
-  }
+  GemmNTPaged(isa, n_rows, j0, j1, keys.dim, q, ldq, keys.rows, s, lds);
 }
 
 // Row si ([ctx] scores) scaled and made the probabilities of positions 0 .. n - 1, in place

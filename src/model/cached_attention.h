@@ -7,8 +7,8 @@
 //                                  largest or under the smallest normal float are stored as 0)
 //   o[i]     = sum_j p[i][j] * value_j                            value_j: [dim_v]
 // The cached rows are contiguous or paged (in blocks of block_rows rows listed by a block table,
-// model/paged_kv.h). The scores are f32 GemmNT of all rows against keys [0, max pos] (one call, or
-// one per block into that block's columns), the value sum one GemmNNPaged (each element one fma
+// model/paged_kv.h). The scores are f32 GemmNT of all rows against keys [0, max pos] (one
+// GemmNTPaged, run by run), the value sum one GemmNNPaged (each element one fma
 // chain over the positions in order, block after block: kernels/small_gemm.h), so paged and
 // contiguous rows give the same bits; entries past a row's own position get probability 0. Every element's
 // arithmetic is fixed by the kernels, so a row's result does not depend on which other rows share

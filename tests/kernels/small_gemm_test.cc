@@ -1,7 +1,8 @@
 // Attention's small f32 products (kernels/small_gemm.h): every ISA the CPU has against a double
 // oracle, GemmNN bitwise equal across ISAs, each element independent of the tile it falls in, and
 // GemmNN split over p (GemmNNAccumulate continuing each chain) bitwise equal to one call, and
-// GemmNNPaged over a block table bitwise equal to GemmNN over the gathered rows.
+// GemmNNPaged over a block table bitwise equal to GemmNN over the gathered rows, and GemmNTPaged
+// over any range of a block table bitwise equal to GemmNT over the gathered rows.
 #include "kernels/small_gemm.h"
 
 #include <gtest/gtest.h>
@@ -137,6 +138,37 @@ TEST(SmallGemm, NNPagedIsBitwiseGemmNNOverTheGatheredRows) {
       std::vector<float> ref(want.size(), -5.0f);  // and the bits of the portable reference
       GemmNNPaged(SmallGemmIsa::kRef, m, n, k, a.data(), lda, paged, ref.data(), ldc);
       ASSERT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0) << static_cast<int>(isa);
+    }
+  }
+}
+
+// GemmNTPaged over rows [j0, j1) of a paged B (shuffled blocks, rows not 64-byte aligned, k within
+// and past a vector) writes columns j0.. of C with GemmNT's bits over the gathered rows on every ISA,
+// and leaves every other column of C as it was. (Its prefetches touch only rows in [j0, j1).)
+TEST(SmallGemm, NTPagedIsBitwiseGemmNTOverTheGatheredRows) {
+  std::mt19937 rng(10);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t m = trial < 20 ? 1 + trial : 1 + rng() % 40, n = 1 + rng() % 90;
+    const int64_t k = trial % 3 == 0 ? 1 + rng() % 40 : 60 + rng() % 600;
+    const int64_t block_rows = 1 + rng() % 17, ld = k + rng() % 5, blocks = (n + block_rows - 1) / block_rows;
+    const int64_t block_stride = block_rows * ld + rng() % 7, lda = k + 3, ldc = n + 2;
+    const int64_t j0 = trial % 4 == 0 ? 0 : rng() % n, j1 = j0 + 1 + rng() % (n - j0);
+    std::vector<int32_t> table(static_cast<size_t>(blocks));
+    for (int32_t b = 0; b < static_cast<int32_t>(blocks); ++b) table[static_cast<size_t>(b)] = b;
+    std::shuffle(table.begin(), table.end(), rng);
+    const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
+                             storage = Random(static_cast<size_t>(blocks * block_stride + 1), rng);
+    const PagedRows paged{storage.data() + 1, ld, table.data(), block_rows, block_stride};
+    std::vector<float> gathered(static_cast<size_t>((j1 - j0) * k));
+    for (int64_t j = j0; j < j1; ++j)
+      std::copy(paged.Row(j), paged.Row(j) + k, gathered.begin() + (j - j0) * k);
+    for (SmallGemmIsa isa : Isas()) {
+      std::vector<float> want(static_cast<size_t>(m * ldc), -5.0f), got(want.size(), -5.0f);
+      GemmNT(isa, m, j1 - j0, k, a.data(), lda, gathered.data(), k, want.data() + j0, ldc);
+      GemmNTPaged(isa, m, j0, j1, k, a.data(), lda, paged, got.data(), ldc);
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << static_cast<int>(isa) << " m" << m << " j" << j0 << ".." << j1 << " k" << k << " block_rows "
+          << block_rows;
     }
   }
 }
