@@ -30,7 +30,7 @@ inline void PrefetchLine(const void* p) { _mm_prefetch(static_cast<const char*>(
 
 // The lines holding floats [0, k) of `rows` rows ld floats apart from `row`, handed out one by one
 // (Next issues the next line's prefetch, nothing once all are issued): the next block of a paged B
-// fetched a line per k step while the current block is multiplied.
+// (NT: a line per k step while the current block is multiplied; NN: a column strip of it at once).
 class LinePrefetcher {
  public:
   LinePrefetcher() = default;
@@ -136,13 +136,9 @@ void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const P
   for (int64_t p0 = p_begin; p0 < p_end;) {
     const int64_t run = b.RunFrom(p0, p_end);
     const float* bp = b.Row(p0) + j0;
-    if (prefetch_next && p0 + run < p_end) {  // while this block is multiplied
-      const float* next = b.Row(p0 + run) + j0;
-      const int64_t next_rows = b.RunFrom(p0 + run, p_end);
-      for (int64_t r = 0; r < next_rows; ++r, next += b.ld) {
-        for (int off = 0; off < width; off += 16) PrefetchLine(next + off);
-        PrefetchLine(next + width - 1);
-      }
+    if (prefetch_next && p0 + run < p_end) {  // all at once, while this block is multiplied
+      LinePrefetcher next(b.Row(p0 + run) + j0, b.ld, width, b.RunFrom(p0 + run, p_end));
+      while (!next.Done()) next.Next();
     }
     for (int64_t p = p0; p < p0 + run; ++p, bp += b.ld) {
       const typename V::Vec b0 = load(bp, w0);

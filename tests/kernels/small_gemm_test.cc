@@ -24,6 +24,14 @@ std::vector<SmallGemmIsa> Isas() {
   return out;
 }
 
+// Block ids 0 .. blocks - 1 in a random order (a paged B whose blocks are not in row order).
+std::vector<int32_t> ShuffledBlockTable(int64_t blocks, std::mt19937& rng) {
+  std::vector<int32_t> table(static_cast<size_t>(blocks));
+  for (int32_t b = 0; b < static_cast<int32_t>(blocks); ++b) table[static_cast<size_t>(b)] = b;
+  std::shuffle(table.begin(), table.end(), rng);
+  return table;
+}
+
 std::vector<float> Random(size_t n, std::mt19937& rng) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> v(n);
@@ -120,9 +128,7 @@ TEST(SmallGemm, NNPagedIsBitwiseGemmNNOverTheGatheredRows) {
     const int64_t k = trial % 3 == 0 ? 1 + rng() % 120 : 120 + rng() % 300;
     const int64_t block_rows = 1 + rng() % 17, ld = n + rng() % 5, blocks = (k + block_rows - 1) / block_rows;
     const int64_t block_stride = block_rows * ld + rng() % 7, lda = k + 2, ldc = n + 1;
-    std::vector<int32_t> table(static_cast<size_t>(blocks));
-    for (int32_t b = 0; b < static_cast<int32_t>(blocks); ++b) table[static_cast<size_t>(b)] = b;
-    std::shuffle(table.begin(), table.end(), rng);
+    const std::vector<int32_t> table = ShuffledBlockTable(blocks, rng);
     const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
                              storage = Random(static_cast<size_t>(blocks * block_stride), rng);
     const PagedRows paged{storage.data(), ld, table.data(), block_rows, block_stride};
@@ -153,9 +159,7 @@ TEST(SmallGemm, NTPagedIsBitwiseGemmNTOverTheGatheredRows) {
     const int64_t block_rows = 1 + rng() % 17, ld = k + rng() % 5, blocks = (n + block_rows - 1) / block_rows;
     const int64_t block_stride = block_rows * ld + rng() % 7, lda = k + 3, ldc = n + 2;
     const int64_t j0 = trial % 4 == 0 ? 0 : rng() % n, j1 = j0 + 1 + rng() % (n - j0);
-    std::vector<int32_t> table(static_cast<size_t>(blocks));
-    for (int32_t b = 0; b < static_cast<int32_t>(blocks); ++b) table[static_cast<size_t>(b)] = b;
-    std::shuffle(table.begin(), table.end(), rng);
+    const std::vector<int32_t> table = ShuffledBlockTable(blocks, rng);
     const std::vector<float> a = Random(static_cast<size_t>(m * lda), rng),
                              storage = Random(static_cast<size_t>(blocks * block_stride + 1), rng);
     const PagedRows paged{storage.data() + 1, ld, table.data(), block_rows, block_stride};
