@@ -72,7 +72,10 @@ double FileBytes(const std::string& path) {
 
 // One timed generation and the read bandwidth just before and just after it.
 struct TgRun {
-  double tokens_per_s = 0;
+  double tokens_per_s = 0;  // n_gen / the run's time (llama-bench's tg)
+  // 1 / the median of the run's n_gen step times (from one id's event to the next): the rate of a
+  // typical step, without the steps the host preempted (tens of ms now and then).
+  double median_step_ts = 0;
   ReadProbes read;
   double Bound(double bytes_per_token) const {
     return bytes_per_token > 0 ? read.Mean() * 1e9 / bytes_per_token : 0;
@@ -85,6 +88,7 @@ struct BenchBound {
   size_t probes = 0;                                // how many there were
   double bytes_per_token = 0, tg_bound = 0;         // tg_bound at the mean read_gbs
   double fraction = 0;                              // mean over tg runs of tg / its own bound
+  double fraction_median_step = 0;                  // the same of median_step_ts
   double peak_rss = 0, file_bytes = 0, kv_bytes = 0;
 };
 
@@ -103,6 +107,7 @@ BenchBound Bound(const Model& model, const BenchArgs& a, const BandwidthProbe& p
   for (const TgRun& r : tg) {
     const double bound = r.Bound(b.bytes_per_token);
     b.fraction += bound > 0 ? r.tokens_per_s / bound / static_cast<double>(tg.size()) : 0;
+    b.fraction_median_step += bound > 0 ? r.median_step_ts / bound / static_cast<double>(tg.size()) : 0;
   }
   b.peak_rss = probe.peak_rss();
   b.file_bytes = FileBytes(a.model.model_dir);
@@ -139,24 +144,27 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
   if (a.output == "json") {
     std::string runs;
     for (const TgRun& r : tg) {
-      runs += fmt::format("{}{{\"ts\": {:.4f}, \"read_before\": {:.4f}, \"read_after\": {:.4f}}}",
-                          runs.empty() ? "" : ", ", r.tokens_per_s, r.read.before, r.read.after);
+      runs += fmt::format(
+          "{}{{\"ts\": {:.4f}, \"median_step_ts\": {:.4f}, \"read_before\": {:.4f}, \"read_after\": {:.4f}}}",
+          runs.empty() ? "" : ", ", r.tokens_per_s, r.median_step_ts, r.read.before, r.read.after);
     }
     std::printf(
         "{\"read_gbs\": %.4f, \"read_gbs_min\": %.4f, \"read_gbs_max\": %.4f, \"weight_bytes_per_token\": "
         "%.0f, "
-        "\"tg_bound_ts\": %.4f, \"tg_fraction\": %.5f, \"tg_runs\": [%s], \"peak_rss_bytes\": %.0f, "
-        "\"file_bytes\": %.0f, \"kv_bytes\": %.0f}\n",
-        b.read_gbs, b.read_min, b.read_max, b.bytes_per_token, b.tg_bound, b.fraction, runs.c_str(),
-        b.peak_rss, b.file_bytes, b.kv_bytes);
+        "\"tg_bound_ts\": %.4f, \"tg_fraction\": %.5f, \"tg_fraction_median_step\": %.5f, \"tg_runs\": [%s], "
+        "\"peak_rss_bytes\": %.0f, \"file_bytes\": %.0f, \"kv_bytes\": %.0f}\n",
+        b.read_gbs, b.read_min, b.read_max, b.bytes_per_token, b.tg_bound, b.fraction, b.fraction_median_step,
+        runs.c_str(), b.peak_rss, b.file_bytes, b.kv_bytes);
     return;
   }
   std::printf(
       "bound: read %.1f GB/s (mean of %zu probes just before and after each tg run; %.1f-%.1f), %.3f GB of "
       "weights per decoded token -> tg bound %.2f t/s; reached %.0f%% (mean over tg runs of t/s / the bound "
-      "of its own probes)\nmemory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; ratio %.2f)\n",
+      "of its own probes), %.0f%% at each run's median step time\nmemory: peak RSS %.2f GB (model files %.2f "
+      "GB + "
+      "KV cache %.3f GB; ratio %.2f)\n",
       b.read_gbs, b.probes, b.read_min, b.read_max, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction,
-      b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
+      100 * b.fraction_median_step, b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
 }
 
 Status RunBench(const BenchArgs& a) {
@@ -210,11 +218,17 @@ Status RunBench(const BenchArgs& a) {
         Request r;
         std::chrono::steady_clock::time_point first, last;  // events of the first and last ids
         int64_t events = 0;
+        std::vector<double> steps;  // seconds from each id's event to the next one's
         r.prompt = a.n_depth > 0 ? depth : std::vector<int32_t>{2};
         r.max_tokens = a.n_gen + 1;
         r.on_token = [&](const TokenEvent&) {
-          last = std::chrono::steady_clock::now();
-          if (events++ == 0) first = last;
+          const auto now = std::chrono::steady_clock::now();
+          if (events++ == 0) {
+            first = now;
+          } else {
+            steps.push_back(std::chrono::duration<double>(now - last).count());
+          }
+          last = now;
         };
         TgRun run;
         if (rep > 0) {
@@ -226,6 +240,11 @@ Status RunBench(const BenchArgs& a) {
           // (Ranks other than 0 see no events; their figure is not reported.)
           const double decode_s = events > 1 ? std::chrono::duration<double>(last - first).count() : s;
           run.tokens_per_s = a.n_gen / decode_s;
+          run.median_step_ts = run.tokens_per_s;
+          if (!steps.empty()) {
+            std::sort(steps.begin(), steps.end());
+            run.median_step_ts = 1 / steps[steps.size() / 2];
+          }
           tg.push_back(run);
         }
       }

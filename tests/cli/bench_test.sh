@@ -43,6 +43,12 @@ assert close(tg["avg_ts"], statistics.mean(r["ts"] for r in runs)), (tg, runs)
 bpt = b["weight_bytes_per_token"]
 frac = statistics.mean(r["ts"] * bpt / ((r["read_before"] + r["read_after"]) / 2 * 1e9) for r in runs)
 assert close(b["tg_fraction"], frac), (b["tg_fraction"], frac)
+# Each run's median step rate (of its n_gen steps) and the fraction at that rate against the same
+# probes.
+assert all(r["median_step_ts"] > 0 for r in runs), runs
+frac_median = statistics.mean(r["median_step_ts"] * bpt / ((r["read_before"] + r["read_after"]) / 2 * 1e9)
+                              for r in runs)
+assert close(b["tg_fraction_median_step"], frac_median), (b["tg_fraction_median_step"], frac_median)
 assert close(b["tg_bound_ts"], b["read_gbs"] * 1e9 / bpt), b
 EOF
   ); then pass "$name"; else fail "$name: $why"; fi
@@ -98,7 +104,8 @@ fi
   check_bench "bench --tp 2 --ep (in-process ranks)" 2 2 "$WORK/inproc.json" ||
   fail "bench --tp 2 --ep exited non-zero"
 if out=$("$MOERUN" bench -m "$TINY" -p 2 -n 2 -r 2 -t 2 2>/dev/null) &&
-    grep -qE '^bound: read [0-9.]+ GB/s \(mean of 4 probes just before and after each tg run' <<<"$out"; then
+    grep -qE '^bound: read [0-9.]+ GB/s \(mean of 4 probes just before and after each tg run' <<<"$out" &&
+    grep -qE 'reached [0-9]+% \(mean over tg runs .*\), [0-9]+% at each run.s median step time$' <<<"$out"; then
   pass "bench markdown names its probes"
 else
   fail "bench markdown: $out"
@@ -129,8 +136,16 @@ for l in lines:
     assert l["read_before_gb_per_s"] > 0 and l["read_after_gb_per_s"] > 0, l
     assert close(l["read_gb_per_s"], (l["read_before_gb_per_s"] + l["read_after_gb_per_s"]) / 2), l
     assert close(l["bound_fraction"], l["weights_gb_per_s"] / l["read_gb_per_s"]), l
+    assert close(l["bound_fraction_mean"], l["weights_gb_per_s_mean"] / l["read_gb_per_s"]), l
     assert close(l["tokens_per_s"], l["tokens"] / (l["median_ms"] / 1e3)), l
-    assert l["min_ms"] <= l["median_ms"] and l["iters"] >= 3, l
+    assert l["min_ms"] <= l["median_ms"] and l["min_ms"] <= l["mean_ms"] and l["iters"] >= 3, l
+    # The layer's weight bytes per call (the same at every call at one token: 6 routed experts,
+    # the shared ones and the router) over the median and over the mean time.
+    if l["tokens"] == 1:
+        h, i, s, e, k = 2048, 1408, 2816, 64, 6
+        per_call = ((k * 3 * h * i + 3 * h * s) * 2 + e * h * 4) / 1e9
+        assert close(l["weights_gb_per_s_mean"], per_call / (l["mean_ms"] / 1e3)), l
+        assert close(l["weights_gb_per_s"], per_call / (l["median_ms"] / 1e3)), l
 EOF
   ); then pass "$name"; else fail "$name: $why"; fi
 }
@@ -141,7 +156,7 @@ moe_args=(bench-moe --preset v2-lite -n 1,2 --min-time 0.05 --cache-dir "$WORK" 
   check_bench_moe "bench-moe --tp 2 --ep (in-process ranks)" "$WORK/moe2.json" ||
   fail "bench-moe --tp 2 --ep: $(tail -3 "$WORK/moe.err")"
 if out=$("$MOERUN" bench-moe --preset v2-lite -n 1 --min-time 0.05 --cache-dir "$WORK" -t 2 2>/dev/null) &&
-    grep -qE '^\| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \| [0-9]+% \|' <<<"$out"; then
+    grep -qE '^\| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ \| [0-9]+% \| [0-9]+% \|' <<<"$out"; then
   pass "bench-moe markdown shows the probes before / after"
 else
   fail "bench-moe markdown: $out"
