@@ -7,13 +7,16 @@
 // C[i][j] gets the same sequence of operations whatever tile it falls in.
 // NN: tiles of MR rows x 2 vectors of columns; acc = fma(broadcast A[i][p], B[p][j..], acc) over p,
 // from acc = 0 or (accumulate) from the tile of C.
-// Paged B: both walk B block by block and prefetch the next block's rows as they go. NT issues one
-// line of them per k step of its tiles until all are issued; NN, in the first row tile of each
-// column strip only, a strip's lines of the next block's rows at each block's start (the other row
-// tiles find them in cache: with every tile prefetching, a 2048-token prefill ran 0.85 x as fast).
-// In-process A/B of a V2-Lite decode at 2048 and 4096 positions (AMD Zen 5, 2 threads): the value
-// loop 0.65-0.67 x the time without, the score and softmax loops 0.88-0.90 x; on the AVX2 rows
-// 0.90 x and 0.75 x (docs/architecture.md "Decode at long contexts").
+// Paged B: both walk B block by block and prefetch rows ahead as they go. NT issues one line of the
+// next block's rows per k step of its tiles until all are issued. NN prefetches in the first row
+// tile of each column strip only (the other row tiles find the lines in cache: with every tile
+// prefetching, a 2048-token prefill ran 0.85 x as fast): at each block's start, the strip's lines
+// of the rows one chunk (kNNChunk rows) further on, which the strip's pass over the next chunk
+// reads; in the first chunk also those of the next block. In-process A/B of a V2-Lite decode at
+// 2048 and 4096 positions (AMD Zen 5, 2 threads): the value loop 0.65-0.67 x the time without
+// prefetch with the next block alone, and 0.84-0.99 x that again with the chunk ahead; the score and
+// softmax loops 0.88-0.90 x; on the AVX2 rows 0.90 x and 0.75 x (docs/architecture.md "Decode at
+// long contexts").
 #pragma once
 
 #include <immintrin.h>
@@ -115,13 +118,28 @@ void GemmNTImpl(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a, in
   }
 }
 
+// Rows of B per pass over C's tiles: every tile walks kNNChunk rows of B, then the next chunk
+// continues each element's chain from its stored value (an exact f32 store and reload), so each
+// chunk of B (128 rows of 2 KB: 256 KB) stays in L2 while all the tiles read their column strips of
+// it, instead of every tile walking all of B from memory.
+constexpr int64_t kNNChunk = 128;
+
+// Prefetches the lines of `width` floats from column j0 of B's rows p .. p + b.RunFrom(p, end) - 1.
+inline void PrefetchStrip(const PagedRows& b, int64_t p, int64_t end, int64_t j0, int width) {
+  LinePrefetcher lines(b.Row(p) + j0, b.ld, width, b.RunFrom(p, end));
+  while (!lines.Done()) lines.Next();
+}
+
 // C[i][j0 .. j0 + width) for MR rows over rows [p_begin, p_end) of B; width <= 2 * kLanes. kFull:
 // width == 2 * kLanes (plain loads and stores: AVX2 masked stores are slow on AMD cores); otherwise
 // partial vectors are masked. The tile stays in registers over those rows of B, walked run by run
-// (b.RunFrom) when paged. prefetch_next: also prefetch the strip of each next block's rows.
+// (b.RunFrom) when paged. prefetch_end > 0: at each run's start, also prefetch the strip's lines of
+// the rows kNNChunk further on (below prefetch_end), and in the first chunk (p_begin == 0) those of
+// the next run. A block's strip is 32 lines, multiplied in some 30 ns: the next block is too close
+// to hide a miss to memory, the next chunk's block far enough (docs/architecture.md).
 template <typename V, int MR, bool kFull>
 void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const PagedRows& b, int64_t j0,
-            float* c, int64_t ldc, int width, bool accumulate, bool prefetch_next) {
+            float* c, int64_t ldc, int width, bool accumulate, int64_t prefetch_end) {
   typename V::Vec acc[MR][2];
   const int w0 = kFull ? V::W : std::min(width, V::W), w1 = kFull ? V::W : width - w0;
   auto load = [&](const float* p, int w) { return kFull ? V::Load(p) : V::LoadPartial(p, w); };
@@ -136,9 +154,9 @@ void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const P
   for (int64_t p0 = p_begin; p0 < p_end;) {
     const int64_t run = b.RunFrom(p0, p_end);
     const float* bp = b.Row(p0) + j0;
-    if (prefetch_next && p0 + run < p_end) {  // all at once, while this block is multiplied
-      LinePrefetcher next(b.Row(p0 + run) + j0, b.ld, width, b.RunFrom(p0 + run, p_end));
-      while (!next.Done()) next.Next();
+    if (prefetch_end > 0) {  // all at once, while this run is multiplied
+      if (p_begin == 0 && p0 + run < p_end) PrefetchStrip(b, p0 + run, p_end, j0, width);
+      if (p0 + kNNChunk < prefetch_end) PrefetchStrip(b, p0 + kNNChunk, prefetch_end, j0, width);
     }
     for (int64_t p = p0; p < p0 + run; ++p, bp += b.ld) {
       const typename V::Vec b0 = load(bp, w0);
@@ -162,12 +180,6 @@ void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const P
   }
 }
 
-// Rows of B per pass over C's tiles: every tile walks kNNChunk rows of B, then the next chunk
-// continues each element's chain from its stored value (an exact f32 store and reload), so each
-// chunk of B (128 rows of 2 KB: 256 KB) stays in L2 while all the tiles read their column strips of
-// it, instead of every tile walking all of B from memory.
-constexpr int64_t kNNChunk = 128;
-
 // Tiles of kMR rows x 2 vectors (then of 4 rows, then single rows), chunk by chunk of B's rows: every
 // element's fma chain runs over p in order whatever the tile and the chunks, so both are free (kMR * 2
 // accumulators must fit the registers).
@@ -180,13 +192,16 @@ void GemmNNImpl(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
     for (int64_t j = 0; j < n; j += 2 * V::W) {
       const int width = static_cast<int>(std::min<int64_t>(2 * V::W, n - j));
       auto rows = [&]<bool kFull>() {
+        // Paged B: the strip's first row tile prefetches; a contiguous B is one run the hardware
+        // prefetchers follow.
+        auto pf = [&](int64_t row) { return row == 0 && b.table != nullptr ? k : int64_t{0}; };
         int64_t i = 0;
         for (; i + kMR <= m; i += kMR)
-          TileNN<V, kMR, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, i == 0);
+          TileNN<V, kMR, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, pf(i));
         for (; i + 4 <= m; i += 4)
-          TileNN<V, 4, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, i == 0);
+          TileNN<V, 4, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, pf(i));
         for (; i < m; ++i)
-          TileNN<V, 1, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, i == 0);
+          TileNN<V, 1, kFull>(p0, p1, a + i * lda, lda, b, j, c + i * ldc + j, ldc, width, from_c, pf(i));
       };
       if (width == 2 * V::W) {
         rows.template operator()<true>();

@@ -160,9 +160,8 @@ void PrintBench(const BenchArgs& a, const Model& model, const std::string& layou
   std::printf(
       "bound: read %.1f GB/s (mean of %zu probes just before and after each tg run; %.1f-%.1f), %.3f GB of "
       "weights per decoded token -> tg bound %.2f t/s; reached %.0f%% (mean over tg runs of t/s / the bound "
-      "of its own probes), %.0f%% at each run's median step time\nmemory: peak RSS %.2f GB (model files %.2f "
-      "GB + "
-      "KV cache %.3f GB; ratio %.2f)\n",
+      "of its own probes), %.0f%% at each run's median step time\n"
+      "memory: peak RSS %.2f GB (model files %.2f GB + KV cache %.3f GB; ratio %.2f)\n",
       b.read_gbs, b.probes, b.read_min, b.read_max, b.bytes_per_token / 1e9, b.tg_bound, 100 * b.fraction,
       100 * b.fraction_median_step, b.peak_rss / 1e9, b.file_bytes / 1e9, b.kv_bytes / 1e9, rss_ratio);
 }
