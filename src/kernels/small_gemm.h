@@ -16,9 +16,10 @@
 //       each next) gives exactly the bits of one GemmNN over all of p (attention over KV blocks).
 //       GemmNNPaged gives the bits of GemmNN over the gathered rows; it keeps each tile of C in
 //       registers across the blocks instead of storing and reloading it per block.
-// Paged B on the vector paths: while a tile works on one block's rows, it also prefetches the rows
-// of the block the table lists next (their lines the call reads), which the hardware prefetchers
-// cannot guess (a KV cache's blocks lie a layer's worth of blocks apart). Prefetches change no bits.
+// Paged B on the vector paths: while a tile works on one block's rows, it also prefetches rows the
+// table lists later (GemmNTPaged: the next block; GemmNNPaged: the same block of its next 128-row
+// chunk), which the hardware prefetchers cannot guess (a KV cache's blocks lie a layer's worth of
+// blocks apart). Prefetches change no bits.
 // Thread safety: pure functions; concurrent calls must not share C.
 #pragma once
 
