@@ -135,8 +135,9 @@ inline void PrefetchStrip(const PagedRows& b, int64_t p, int64_t end, int64_t j0
 // partial vectors are masked. The tile stays in registers over those rows of B, walked run by run
 // (b.RunFrom) when paged. prefetch_end > 0: at each run's start, also prefetch the strip's lines of
 // the rows kNNChunk further on (below prefetch_end), and in the first chunk (p_begin == 0) those of
-// the next run. A block's strip is 32 lines, multiplied in some 30 ns: the next block is too close
-// to hide a miss to memory, the next chunk's block far enough (docs/architecture.md).
+// the next run. A 16-row block's strip (AVX-512: 32 lines) is multiplied in an estimated 30 ns (16
+// steps of about 8 cycles): the next block is too close to hide a miss to memory, the next chunk's
+// block far enough (docs/architecture.md).
 template <typename V, int MR, bool kFull>
 void TileNN(int64_t p_begin, int64_t p_end, const float* a, int64_t lda, const PagedRows& b, int64_t j0,
             float* c, int64_t ldc, int width, bool accumulate, int64_t prefetch_end) {
