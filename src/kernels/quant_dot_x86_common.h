@@ -47,25 +47,18 @@ constexpr size_t PrefetchAheadOf(DType t) {
 constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 
 // Four streams per thread (the AVX-512 StreamColumns of the 32-element formats) keep four columns
-// in flight, and each stream looks less far ahead than a lone tile: Q8_0 a quarter of
-// PrefetchAheadOf (1 KB), Q4_0 three quarters (1.5 KB), Q5_0 / Q5_1 all of it (2 KB). In-process
-// A/B on V2-Lite decode (AMD Zen 5, 2 threads, the loops alternating, probes 50-78 GB/s), with the
-// streams' loop unrolled: Q8_0 at 1 KB against 2 KB 1.015, 1.017, 1.019 x (against 2 KB too:
-// 0.5 KB 0.93, 3 KB 0.99, 4 KB 0.965-0.973); Q4_0 at 1.5 KB against 2 KB 1.034 and 0.991 x, at
-// 1 KB against 1.5 KB 0.98 x. Before the loop was unrolled: Q8_0 2 KB against 4 KB
-// 1.024-1.031 x, Q4_0 1.5 KB against 2 KB 1.016-1.032 x, and Q5_0 at 1.5 KB 0.99-1.01 x (so it
-// stays at 2 KB). The AVX2 streams are unmeasured on an AVX2-only CPU and keep PrefetchAheadOf.
-constexpr size_t StreamAheadOf(DType t) {
-  switch (t) {
-    case DType::kQ8_0:
-      return PrefetchAheadOf(t) / 4;
-    case DType::kQ4_0:
-      return 3 * PrefetchAheadOf(t) / 4;
-    default:
-      return PrefetchAheadOf(t);
-  }
-}
-static_assert(StreamAheadOf(DType::kQ8_0) == 1024 && StreamAheadOf(DType::kQ4_0) == 1536);
+// in flight, each looking kPrefetchAhead (2 KB) ahead: 8 KB per thread. How far pays depends on how
+// much bandwidth the host leaves us. In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, decode
+// steps alternating in threes), 2 KB against the 1 KB (Q8_0) and 1.5 KB (Q4_0) used before, time per
+// step: Q8_0 0.943-0.987 x in five runs whose probes read 41-50 GB/s, 1.000 and 1.006 x in two at
+// 31-38 GB/s (the memory is then the limit, however far one looks); Q4_0 0.942 and 0.958 x (probes
+// 44-49 GB/s). Further is not better: Q8_0 2.5 KB 0.981 and 1.007 x, 3 KB 0.969; Q4_0 3 KB 0.945 and
+// 0.989 x (each against 1 KB / 1.5 KB in the same runs). A session in which the host read 50-78 GB/s
+// had measured 1 KB ahead of 2 KB for Q8_0 (1.015-1.019 x): the gain moves with the host, and
+// these are the later, more numerous runs. The AVX2 streams are unmeasured on an AVX2-only CPU and
+// keep PrefetchAheadOf.
+constexpr size_t StreamAheadOf(DType /*t*/) { return kPrefetchAhead; }
+static_assert(StreamAheadOf(DType::kQ8_0) == 2048 && StreamAheadOf(DType::kQ4_0) == 2048);
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
 // and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
