@@ -51,7 +51,7 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // much bandwidth the host leaves us. In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, decode
 // steps alternating in threes), 2 KB against the 1 KB (Q8_0) and 1.5 KB (Q4_0) used before, time per
 // step: Q8_0 0.943-0.987 x in five runs whose probes read 41-50 GB/s, 1.000 and 1.006 x in two at
-// 31-38 GB/s (the memory is then the limit, however far one looks); Q4_0 0.942 and 0.958 x (probes
+// 31-39 GB/s (the memory is then the limit, however far one looks); Q4_0 0.942 and 0.958 x (probes
 // 44-49 GB/s). Further is not better: Q8_0 2.5 KB 0.981 and 1.007 x, 3 KB 0.969; Q4_0 3 KB 0.945 and
 // 0.989 x (each against 1 KB / 1.5 KB in the same runs). A session in which the host read 50-78 GB/s
 // had measured 1 KB ahead of 2 KB for Q8_0 (1.015-1.019 x): the gain moves with the host, and
