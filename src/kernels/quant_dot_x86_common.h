@@ -49,14 +49,17 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // Four streams per thread (the AVX-512 StreamColumns of the 32-element formats) keep four columns
 // in flight, each looking kPrefetchAhead (2 KB) ahead: 8 KB per thread. How far pays depends on how
 // much bandwidth the host leaves us. In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, decode
-// steps alternating in threes), 2 KB against the 1 KB (Q8_0) and 1.5 KB (Q4_0) used before, time per
-// step: Q8_0 0.943-0.987 x in five runs whose probes read 41-50 GB/s, 1.000 and 1.006 x in two at
-// 31-39 GB/s (the memory is then the limit, however far one looks); Q4_0 0.942 and 0.958 x (probes
-// 44-49 GB/s). Further is not better: Q8_0 2.5 KB 0.981 and 1.007 x, 3 KB 0.969; Q4_0 3 KB 0.945 and
-// 0.989 x (each against 1 KB / 1.5 KB in the same runs). A session in which the host read 50-78 GB/s
-// had measured 1 KB ahead of 2 KB for Q8_0 (1.015-1.019 x): the gain moves with the host, and
-// these are the later, more numerous runs. The AVX2 streams are unmeasured on an AVX2-only CPU and
-// keep PrefetchAheadOf.
+// steps alternating in threes), 2 KB against the 1 KB (Q8_0) and 1.5 KB (Q4_0) used before, time
+// per step: Q8_0 0.943-0.987 x in five runs whose probes read 41-50 GB/s, 1.000 and 1.006 x in two
+// at 31-39 GB/s (the memory is then the limit, however far one looks); Q4_0 0.942 and 0.958 x
+// (probes 44-49 GB/s). The Q8_0 runs prefetched one 64-byte line per column line 2 KB on;
+// PrefetchColumn's burst of 9 lines from 2 KB on (what the kernel issues) ran 1.007 and 0.974 x in
+// the two runs that had both (the per-line form 1.000 and 0.980), and the Q4_0 runs used it.
+// Further is not better: Q8_0 2.5 KB 0.981 and 1.007 x, 3 KB 0.969; Q4_0 3 KB 0.945 and 0.989 x
+// (each against 1 KB / 1.5 KB in the same runs). A session in which the host read 50-78 GB/s had
+// measured 1 KB ahead of 2 KB for Q8_0 (1.015-1.019 x): the gain moves with the host, and these are
+// the later, more numerous runs. The AVX2 streams are unmeasured on an AVX2-only CPU and keep
+// PrefetchAheadOf.
 constexpr size_t StreamAheadOf(DType /*t*/) { return kPrefetchAhead; }
 static_assert(StreamAheadOf(DType::kQ8_0) == 2048 && StreamAheadOf(DType::kQ4_0) == 2048);
 
