@@ -131,7 +131,7 @@ inline __m512i WithFifthBit512(__m512i nib, __m512i bits, int b) {
 // of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
 // with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
 // Column kb (block kb of the 16 rows) into acc[r] for activation rows act.
-// Prefetches kAhead bytes ahead of the column (StreamColumns passes StreamAheadOf).
+// Prefetches kAhead bytes ahead of the column (StreamColumns passes kStreamAhead).
 template <int R, DType kT, bool kSwPrefetch, size_t kAhead = PrefetchAheadOf(kT)>
 inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t kb, __m512 (&acc)[R]) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
@@ -295,7 +295,7 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
   for (int64_t kb = kb0; kb < kb1; ++kb) {
 #pragma GCC unroll 4
     for (int i = 0; i < kNs; ++i)
-      InterleavedColumn<1, kT, kSwPrefetch, StreamAheadOf(kT)>(streams[i].w, acts[i], kb, acc[i]);
+      InterleavedColumn<1, kT, kSwPrefetch, kStreamAhead>(streams[i].w, acts[i], kb, acc[i]);
   }
   for (int i = 0; i < kNs; ++i) {
     const __mmask16 valid = static_cast<__mmask16>((1u << streams[i].n_rows) - 1);

@@ -60,8 +60,8 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // measured 1 KB ahead of 2 KB for Q8_0 (1.015-1.019 x): the gain moves with the host, and these are
 // the later, more numerous runs. The AVX2 streams are unmeasured on an AVX2-only CPU and keep
 // PrefetchAheadOf.
-constexpr size_t StreamAheadOf(DType /*t*/) { return kPrefetchAhead; }
-static_assert(StreamAheadOf(DType::kQ8_0) == 2048 && StreamAheadOf(DType::kQ4_0) == 2048);
+constexpr size_t kStreamAhead = kPrefetchAhead;
+static_assert(kStreamAhead == 2048);
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
 // and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
