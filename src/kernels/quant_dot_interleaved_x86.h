@@ -131,8 +131,9 @@ inline __m512i WithFifthBit512(__m512i nib, __m512i bits, int b) {
 // of elements 4g..4g+3 of the 16 rows (Q8_0: w + 128; Q4_0: the nibbles; Q5_0 / Q5_1: the nibbles
 // with their fifth bits), and I = vpdpbusd sums from -offset x A (128, 8, 16 or 0).
 // Column kb (block kb of the 16 rows) into acc[r] for activation rows act.
-// Prefetches kAhead bytes ahead of the column (StreamColumns passes kStreamAhead).
-template <int R, DType kT, bool kSwPrefetch, size_t kAhead = PrefetchAheadOf(kT)>
+// Prefetches kAhead bytes ahead of the column, kCopies times (StreamColumns passes kStreamAhead and
+// kStreamPrefetchCopies).
+template <int R, DType kT, bool kSwPrefetch, size_t kAhead = PrefetchAheadOf(kT), int kCopies = 1>
 inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t kb, __m512 (&acc)[R]) {
   constexpr Block32Layout kL = Block32LayoutOf(kT);
   constexpr bool kQ8 = kT == DType::kQ8_0;
@@ -142,7 +143,7 @@ inline void InterleavedColumn(const uint8_t* w, const ActRows<R>& act, int64_t k
   constexpr bool kHighInPlace = kT == DType::kQ4_0 && R <= 2;
   {
     const uint8_t* c = w + static_cast<size_t>(kb) * kL.column_bytes;
-    PrefetchColumn<kSwPrefetch, kL.column_bytes>(c + kAhead);
+    PrefetchColumn<kSwPrefetch, kL.column_bytes, kCopies>(c + kAhead);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 mw = kL.has_min
                           ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)))
@@ -237,10 +238,11 @@ void ColumnsK(const uint8_t* w, const Q8Activations& a, int64_t m, int64_t kb0, 
     // a quarter per step (PrefetchPart). In-process A/B on DeepSeek-V2-Lite Q4_K decode (Zen 4, 2
     // threads) against the loop with one burst of prefetches per column: 5-15 % faster in eight
     // runs; from 3 % slower to 2 % faster in six runs while the host's bandwidth was low. At decode
-    // (one stream per thread) it looks kKDecodeAhead on.
+    // (one stream per thread) it looks kKDecodeAhead on, and kKDecodeFarAhead.
 #pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {  // sub-blocks 2t (low nibbles) and 2t + 1 (high nibbles)
       PrefetchPart<kSwPrefetch, kL.column_bytes, 4>(c + kAhead, t);
+      if constexpr (R <= 2) PrefetchPart<kSwPrefetch, kL.column_bytes, 4>(c + kKDecodeFarAhead, t);
       __m512i x[8];
       for (int g = 0; g < 8; ++g) x[g] = _mm512_loadu_si512(c + kL.qs + 64 * (8 * t + g));
       for (int half = 0; half < 2; ++half) {
@@ -295,7 +297,8 @@ void StreamColumns(const QuantDotStream* streams, int64_t kb0, int64_t kb1) {
   for (int64_t kb = kb0; kb < kb1; ++kb) {
 #pragma GCC unroll 4
     for (int i = 0; i < kNs; ++i)
-      InterleavedColumn<1, kT, kSwPrefetch, kStreamAhead>(streams[i].w, acts[i], kb, acc[i]);
+      InterleavedColumn<1, kT, kSwPrefetch, kStreamAhead, kStreamPrefetchCopies>(streams[i].w, acts[i], kb,
+                                                                                 acc[i]);
   }
   for (int i = 0; i < kNs; ++i) {
     const __mmask16 valid = static_cast<__mmask16>((1u << streams[i].n_rows) - 1);

@@ -45,6 +45,16 @@ constexpr size_t PrefetchAheadOf(DType t) {
 // 1.09, 1.18. 16 KB was no better than 8 on either, 32 KB worse; Q6_K (one burst per column) ran
 // 0.93-0.97 x at 8 KB and stays at PrefetchAheadOf.
 constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
+// The AVX-512 Q4_K / Q5_K decode tiles also prefetch each line a second time, kKDecodeFarAhead
+// on: the first request goes out twice as early, and the kKDecodeAhead one catches the lines it
+// did not bring. In-process A/B on V2-Lite Q4_K decode (AMD Zen 5, 2 threads, steps alternating
+// in threes), against kKDecodeAhead alone: decode step 0.925-0.970 x (five runs, probes 41-51
+// GB/s), the gate/up loops 0.890-0.982 x. A copy at 8 KB instead (the same line twice) ran the
+// loops 0.945-0.955 x; 8 and 24 KB 0.961 x; 8, 16 and 24 KB 0.969 x; 4 and 8 KB 1.047 x. A
+// stand-alone loop over 0.5 GiB of Q4_K tiles (2 threads) read 0.90 x a plain sum's bytes per
+// second with one prefetch, 1.10-1.15 x with two. Q5_K's tile takes the same (unmeasured: no
+// Q5_K file); the AVX2 tiles keep one prefetch (unmeasured on an AVX2-only CPU).
+constexpr size_t kKDecodeFarAhead = 2 * kKDecodeAhead;
 
 // Four streams per thread (the AVX-512 StreamColumns of the 32-element formats) keep four columns
 // in flight, each looking kPrefetchAhead (2 KB) ahead: 8 KB per thread. How far pays depends on how
@@ -62,16 +72,26 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // PrefetchAheadOf.
 constexpr size_t kStreamAhead = kPrefetchAhead;
 static_assert(kStreamAhead == 2048);
+// How many times a four-stream column's prefetch burst is issued (the same lines each time).
+// In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, probes 38-47 GB/s) against one burst: Q8_0
+// step 0.957, 0.985 and 0.988 x (the gate/up loops 0.932, 0.988 and 0.990 x), Q4_0 0.981, 0.974 and
+// 0.978 x (0.956, 0.955 and 0.967 x). A second burst 4 KB ahead instead ran 0.983 x (Q8_0) and
+// 1.027 x (Q4_0). Why the copy pays is not known; a software prefetch may be dropped when the
+// core's miss buffers are full, and the copy is a second chance. The AVX2 streams keep one burst
+// (unmeasured on an AVX2-only CPU).
+constexpr int kStreamPrefetchCopies = 2;
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
 // and leaves the weight stream to the hardware prefetchers (the "-nopf" rows of
 // kernels/kernel_table.h, which auto-selection prefers on CPUs where that decodes faster).
 
-// Prefetches the kBytes at p (a column ahead) in one burst of 64-byte lines, or nothing.
-template <bool kSwPrefetch, size_t kBytes>
+// Prefetches the kBytes at p (a column ahead) in kCopies bursts of 64-byte lines, or nothing.
+template <bool kSwPrefetch, size_t kBytes, int kCopies = 1>
 inline void PrefetchColumn(const uint8_t* p) {
   if constexpr (kSwPrefetch) {
-    for (size_t off = 0; off < kBytes; off += 64) Prefetch(p + off);
+    for (int copy = 0; copy < kCopies; ++copy) {
+      for (size_t off = 0; off < kBytes; off += 64) Prefetch(p + off);
+    }
   }
 }
 
