@@ -183,7 +183,8 @@ std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int thr
   return tasks;
 }
 
-std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads) {
+std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads,
+                                                 size_t run_bytes) {
   int64_t blocks = 0;
   for (const MatmulJob& job : jobs) blocks += job.rows > 0 ? BlockCount(job) : 0;
   const int64_t share = blocks / (2 * int64_t{std::max(1, threads)});  // blocks per half thread
@@ -195,7 +196,7 @@ std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs
     // Bytes one block's tile streams over the job's K range.
     const int64_t block_bytes = std::max<int64_t>(
         1, static_cast<int64_t>(job.w->block_bytes()) * (job.KEnd() - job.k_begin) / job.w->in_features());
-    const int64_t by_bytes = static_cast<int64_t>(kMatmulStreamTaskBytes) / block_bytes;
+    const int64_t by_bytes = static_cast<int64_t>(run_bytes) / block_bytes;
     // A quantising job's runs are rounded to the nearest multiple of its unit (4 gate/up blocks of
     // a Q4_K expert: 72 KB rounded down, 144 KB to the nearest): in-process A/B of the experts'
     // decode phase on V2-Lite (AMD Zen 5, 2 threads), quantising in the loop with runs rounded down
@@ -233,7 +234,8 @@ void RunMatmuls(std::span<const MatmulJob> jobs, ThreadPool* pool) {
       std::all_of(jobs.begin(), jobs.end(), [](const MatmulJob& job) { return job.rows <= 1; }) &&
       std::any_of(jobs.begin(), jobs.end(), [](const MatmulJob& job) { return CanStream(job); });
   const int per_thread = grouped ? kQuantDotMaxStreams : 1;
-  const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(jobs, pool->size() * per_thread);
+  const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(
+      jobs, pool->size() * per_thread, grouped ? kMatmulStreamTaskBytes : kMatmulOneStreamTaskBytes);
   pool->ParallelForStreams(static_cast<int64_t>(tasks.size()), per_thread,
                            [&](std::span<const int64_t> group, int) { RunStreams(jobs, tasks, group); });
 }

@@ -76,9 +76,10 @@ struct MatmulJob {
 // threads better.
 //
 // A loop whose jobs all stream (every decode loop) is planned another way: PlanStreamingMatmulTasks
-// cuts each job into runs of about kMatmulStreamTaskBytes, in memory order, and RunMatmuls hands them
-// out with ThreadPool::ParallelForStreams. Thread t walks the t-th contiguous share of the loop's
-// weights and, when done, takes runs from the end of the share with the most left. Under the shared
+// cuts each job into runs of about kMatmulStreamTaskBytes (kMatmulOneStreamTaskBytes where each
+// thread reads one stream), in memory order, and RunMatmuls hands them out with
+// ThreadPool::ParallelForStreams. Thread t walks the t-th contiguous share of the loop's weights
+// and, when done, takes runs from the end of the share with the most left. Under the shared
 // counter the two threads took turns along one stream, each jumping over the other's run (see
 // docs/benchmarks.md for what that cost). Where every job has one row and some job's kernel row has a
 // streams entry (kernel_table.h's StreamsOf), the share is kQuantDotMaxStreams streams the thread
@@ -89,6 +90,12 @@ inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel ca
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
 inline constexpr int64_t kMatmulTasksPerThread = 12;
 inline constexpr size_t kMatmulStreamTaskBytes = size_t{128} << 10;  // weight bytes per streaming run
+// A loop of one stream per thread (no job's kernel row has a streams entry: the Q4_K file's gate/up
+// loops, its attention and lm_head) takes longer runs. In-process A/B on V2-Lite Q4_K decode (AMD
+// Zen 5, 2 threads, steps alternating in threes) against 128 KB runs for every loop: 512 KB 0.955,
+// 0.968 and 0.972 x the step time (the gate/up loops 0.934-0.976 x), 1 MB 0.960 x, 2 MB 0.959 x.
+// The four-stream loops gained nothing from longer runs (Q8_0 1.007 x at 512 KB, Q4_0 0.997 x).
+inline constexpr size_t kMatmulOneStreamTaskBytes = size_t{512} << 10;
 
 // Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of
 // kMatmulGroupBlocks, at least kMatmulGroupBlocks. E.g. 1408 units on 2 threads -> 60.
@@ -110,9 +117,10 @@ struct MatmulTask {
 std::vector<MatmulTask> PlanMatmulTasks(std::span<const MatmulJob> jobs, int threads);
 // The tasks of a loop whose jobs all have at most kMatmulStreamMaxRows rows, for ParallelForStreams
 // (`threads`: the loop's streams, threads x streams per thread):
-// each job's blocks in order, in runs of about kMatmulStreamTaskBytes (whole gate/up pairs, at least
-// one), shorter when the loop has fewer than 2 x threads such runs. Every block is in exactly one task.
-std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads);
+// each job's blocks in order, in runs of about run_bytes (whole gate/up pairs, at least one),
+// shorter when the loop has fewer than 2 x threads such runs. Every block is in exactly one task.
+std::vector<MatmulTask> PlanStreamingMatmulTasks(std::span<const MatmulJob> jobs, int threads,
+                                                 size_t run_bytes = kMatmulStreamTaskBytes);
 
 // Computes rows [m0, m1) x column blocks [b0, b1) of `job` (every K-block of it) on this thread:
 // one task's work, for callers that schedule their own tasks (ExpertCompute's fixed-point sums).

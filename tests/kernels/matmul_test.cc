@@ -562,9 +562,9 @@ TEST(PlanMatmulTasks, CoversEveryBlockOnceWithShortRunsAtTheEnd) {
 }
 
 // The streaming plan (every job of at most kMatmulStreamMaxRows rows): each job's blocks once, in
-// memory order, in runs of at most kMatmulStreamTaskBytes (whole gate/up pairs, at least one), and
-// at least 2 x threads runs when the loop has that many units (so the contiguous schedule has
-// something to hand over at the end).
+// memory order, in runs of at most run_bytes (kMatmulStreamTaskBytes by default, whole gate/up
+// pairs, at least one), and at least 2 x threads runs when the loop has that many units (so the
+// contiguous schedule has something to hand over at the end).
 TEST(PlanStreamingMatmulTasks, CoversEveryBlockOnceInMemoryOrderInShortRuns) {
   std::mt19937 rng(9);
   const PackedWeight big =
@@ -573,14 +573,20 @@ TEST(PlanStreamingMatmulTasks, CoversEveryBlockOnceInMemoryOrderInShortRuns) {
   const Tensor g = RandomMatrix(16 * 44, 2048, rng, 1), u = RandomMatrix(16 * 44, 2048, rng, 1);
   const PackedWeight gate_up = PackedWeight::PackGateUp(g, u, WeightFormat::kQ8_0).value();
   ASSERT_GT(gate_up.block_bytes(), kMatmulStreamTaskBytes / 32);  // so the byte bound matters
-  for (int threads : {1, 2, 3, 8}) {
-    SCOPED_TRACE(std::to_string(threads) + " threads");
+  for (const auto& [threads, run_bytes] : {std::pair{1, kMatmulStreamTaskBytes},
+                                           {2, kMatmulStreamTaskBytes},
+                                           {3, kMatmulStreamTaskBytes},
+                                           {8, kMatmulStreamTaskBytes},
+                                           {1, kMatmulOneStreamTaskBytes},
+                                           {2, kMatmulOneStreamTaskBytes}}) {
+    SCOPED_TRACE(std::to_string(threads) + " threads, runs of " + std::to_string(run_bytes) + " bytes");
     std::vector<MatmulJob> jobs = {{.rows = 1, .w = &gate_up},
                                    {.rows = 0, .w = &big},  // no rows: no tasks
                                    {.rows = 4, .w = &small},
                                    {.rows = 2, .w = &big, .k_begin = 512}};  // half of K streams
-    const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(jobs, threads);
+    const std::vector<MatmulTask> tasks = PlanStreamingMatmulTasks(jobs, threads, run_bytes);
     std::vector<std::vector<int>> seen(jobs.size());
+    size_t longest = 0;  // bytes of the longest run
     for (size_t j = 0; j < jobs.size(); ++j) seen[j].assign(static_cast<size_t>(jobs[j].w->n_blocks()), 0);
     size_t prev_job = 0;
     int64_t prev_b1 = 0;
@@ -605,13 +611,19 @@ TEST(PlanStreamingMatmulTasks, CoversEveryBlockOnceInMemoryOrderInShortRuns) {
       const size_t bytes = job.w->block_bytes() * static_cast<size_t>(t.b1 - t.b0) *
                            static_cast<size_t>(job.KEnd() - job.k_begin) /
                            static_cast<size_t>(job.w->in_features());
-      EXPECT_TRUE(bytes <= kMatmulStreamTaskBytes || t.b1 - t.b0 == unit || t.b1 == job.w->n_blocks())
+      EXPECT_TRUE(bytes <= run_bytes || t.b1 - t.b0 == unit || t.b1 == job.w->n_blocks())
           << bytes << " bytes in job " << t.job;
+      longest = std::max(longest, bytes);
       for (int64_t b = t.b0; b < t.b1; ++b) ++seen[t.job][static_cast<size_t>(b)];
     }
     for (size_t j = 0; j < jobs.size(); ++j) {
       for (size_t i = 0; i < seen[j].size(); ++i)
         ASSERT_EQ(seen[j][i], jobs[j].rows > 0 ? 1 : 0) << j << " " << i;
+    }
+    // One thread: the loop's share is long, so the byte bound sets the runs (the longest run is
+    // within one block of run_bytes: the longer bound gives longer runs).
+    if (threads == 1) {
+      EXPECT_GT(longest + 2 * gate_up.block_bytes(), run_bytes);
     }
     const MatmulJob router{.rows = 1, .w = &small};  // 4 blocks alone in its loop
     EXPECT_EQ(PlanStreamingMatmulTasks(std::span<const MatmulJob>(&router, 1), threads).size(),
