@@ -48,7 +48,7 @@ constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
 // The AVX-512 Q4_K / Q5_K decode tiles also prefetch each line a second time, kKDecodeFarAhead
 // on: the first request goes out twice as early, and the kKDecodeAhead one catches the lines it
 // did not bring. In-process A/B on V2-Lite Q4_K decode (AMD Zen 5, 2 threads, steps alternating
-// in threes), against kKDecodeAhead alone: decode step 0.925-0.970 x (five runs, probes 41-51
+// in threes), against kKDecodeAhead alone: decode step 0.925-0.970 x (four runs, probes 46-48
 // GB/s), the gate/up loops 0.890-0.982 x. A copy at 8 KB instead (the same line twice) ran the
 // loops 0.945-0.955 x; 8 and 24 KB 0.961 x; 8, 16 and 24 KB 0.969 x; 4 and 8 KB 1.047 x. A
 // stand-alone loop over 0.5 GiB of Q4_K tiles (2 threads) read 0.90 x a plain sum's bytes per
@@ -73,12 +73,13 @@ constexpr size_t kKDecodeFarAhead = 2 * kKDecodeAhead;
 constexpr size_t kStreamAhead = kPrefetchAhead;
 static_assert(kStreamAhead == 2048);
 // How many times a four-stream column's prefetch burst is issued (the same lines each time).
-// In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, probes 38-47 GB/s) against one burst: Q8_0
-// step 0.957, 0.985 and 0.988 x (the gate/up loops 0.932, 0.988 and 0.990 x), Q4_0 0.981, 0.974 and
-// 0.978 x (0.956, 0.955 and 0.967 x). A second burst 4 KB ahead instead ran 0.983 x (Q8_0) and
-// 1.027 x (Q4_0). Why the copy pays is not known; a software prefetch may be dropped when the
-// core's miss buffers are full, and the copy is a second chance. The AVX2 streams keep one burst
-// (unmeasured on an AVX2-only CPU).
+// In-process A/B on V2-Lite decode (AMD Zen 5, 2 threads, probes 38-47 GB/s) against one burst, two
+// runs per file (the second with one burst as two of the three alternating variants): Q8_0 step
+// 0.957, then 0.985 and 0.988 x (the gate/up loops 0.932, then 0.988 and 0.990 x); Q4_0 0.981, then
+// 0.974 and 0.978 x (0.956, then 0.955 and 0.967 x). A second burst 4 KB ahead instead ran 0.983 x
+// (Q8_0) and 1.027 x (Q4_0). Why the copy pays is not known; a software prefetch may be dropped
+// when the core's miss buffers are full, and the copy is a second chance. The AVX2 streams keep one
+// burst (unmeasured on an AVX2-only CPU).
 constexpr int kStreamPrefetchCopies = 2;
 
 // Every tile kernel takes kSwPrefetch: true issues the software prefetches below, false issues none
