@@ -90,11 +90,12 @@ inline constexpr int64_t kMatmulGroupBlocks = 4;  // 16-row blocks per kernel ca
 inline constexpr int64_t kMatmulStreamMaxRows = 4;
 inline constexpr int64_t kMatmulTasksPerThread = 12;
 inline constexpr size_t kMatmulStreamTaskBytes = size_t{128} << 10;  // weight bytes per streaming run
-// A loop of one stream per thread (no job's kernel row has a streams entry: the Q4_K file's gate/up
-// loops, its attention and lm_head) takes longer runs. In-process A/B on V2-Lite Q4_K decode (AMD
-// Zen 5, 2 threads, steps alternating in threes) against 128 KB runs for every loop: 512 KB 0.955,
-// 0.968 and 0.972 x the step time (the gate/up loops 0.934-0.976 x), 1 MB 0.960 x, 2 MB 0.959 x.
-// The four-stream loops gained nothing from longer runs (Q8_0 1.007 x at 512 KB, Q4_0 0.997 x).
+// A loop of one stream per thread (no job's kernel row has a streams entry, as in the Q4_K file's
+// gate/up loops, its attention and lm_head, or a job has 2-4 rows) takes longer runs; the 2-4 row
+// case was not measured on its own. In-process A/B on V2-Lite Q4_K decode (AMD Zen 5, 2 threads,
+// steps alternating in threes) against 128 KB runs for every loop: 512 KB 0.955, 0.968 and 0.972 x
+// the step time (the gate/up loops 0.934-0.976 x), 1 MB 0.960 x, 2 MB 0.959 x. The four-stream loops
+// gained nothing from longer runs (Q8_0 1.007 x at 512 KB, Q4_0 0.997 x).
 inline constexpr size_t kMatmulOneStreamTaskBytes = size_t{512} << 10;
 
 // Blocks per task for a loop over `units` (chunk, block) pairs on `threads` threads: a multiple of

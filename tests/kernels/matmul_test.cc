@@ -621,7 +621,7 @@ TEST(PlanStreamingMatmulTasks, CoversEveryBlockOnceInMemoryOrderInShortRuns) {
         ASSERT_EQ(seen[j][i], jobs[j].rows > 0 ? 1 : 0) << j << " " << i;
     }
     // One thread: the loop's share is long, so the byte bound sets the runs (the longest run is
-    // within one block of run_bytes: the longer bound gives longer runs).
+    // within one gate/up pair of run_bytes: the longer bound gives longer runs).
     if (threads == 1) {
       EXPECT_GT(longest + 2 * gate_up.block_bytes(), run_bytes);
     }
