@@ -45,15 +45,15 @@ constexpr size_t PrefetchAheadOf(DType t) {
 // 1.09, 1.18. 16 KB was no better than 8 on either, 32 KB worse; Q6_K (one burst per column) ran
 // 0.93-0.97 x at 8 KB and stays at PrefetchAheadOf.
 constexpr size_t kKDecodeAhead = 2 * PrefetchAheadOf(DType::kQ4_K);
-// The AVX-512 Q4_K / Q5_K decode tiles also prefetch each line a second time, kKDecodeFarAhead
-// on: the first request goes out twice as early, and the kKDecodeAhead one catches the lines it
-// did not bring. In-process A/B on V2-Lite Q4_K decode (AMD Zen 5, 2 threads, steps alternating
-// in threes), against kKDecodeAhead alone: decode step 0.925-0.970 x (four runs, probes 46-48
-// GB/s), the gate/up loops 0.890-0.982 x. A copy at 8 KB instead (the same line twice) ran the
-// loops 0.945-0.955 x; 8 and 24 KB 0.961 x; 8, 16 and 24 KB 0.969 x; 4 and 8 KB 1.047 x. A
-// stand-alone loop over 0.5 GiB of Q4_K tiles (2 threads) read 0.90 x a plain sum's bytes per
-// second with one prefetch, 1.10-1.15 x with two. Q5_K's tile takes the same (unmeasured: no
-// Q5_K file); the AVX2 tiles keep one prefetch (unmeasured on an AVX2-only CPU).
+// The AVX-512 Q4_K / Q5_K decode tiles also prefetch each line a second time, kKDecodeFarAhead on
+// (why two requests beat either alone is not known; see kStreamPrefetchCopies). In-process A/B on
+// V2-Lite Q4_K decode (AMD Zen 5, 2 threads, steps alternating in threes), against kKDecodeAhead
+// alone: decode step 0.925-0.970 x (four runs, probes 46-48 GB/s), the gate/up loops 0.890-0.982 x.
+// A copy at 8 KB instead (the same line twice) ran the loops 0.945-0.955 x; 8 and 24 KB 0.961 x; 8,
+// 16 and 24 KB 0.969 x; 4 and 8 KB 1.047 x. A stand-alone loop over 0.5 GiB of Q4_K tiles (2
+// threads) read 0.90 x a plain sum's bytes per second with one prefetch, 1.10-1.15 x with two.
+// Q5_K's tile takes the same (unmeasured: no Q5_K file); the AVX2 tiles keep one prefetch
+// (unmeasured on an AVX2-only CPU).
 constexpr size_t kKDecodeFarAhead = 2 * kKDecodeAhead;
 
 // Four streams per thread (the AVX-512 StreamColumns of the 32-element formats) keep four columns
