@@ -126,6 +126,13 @@ void TileBf16Dot(const MatmulJob& job, int64_t m, int64_t b) {
   for (int j = 0; j < NB; ++j) blk[j] = w.u16_block(b + j);
   const int64_t pairs = (job.KEnd() + 1) / 2;
   for (int64_t p = job.k_begin / 2; p < pairs; ++p) {
+    // Deterministic mode runs this row at 1-2 rows too (kernel_table.h): memory bound there, so
+    // it prefetches like TileF32's bf16 decode.
+    if constexpr (MR <= 2) {
+      for (int j = 0; j < NB; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(blk[j] + p * 32 + kBf16DecodeAhead), _MM_HINT_T0);
+      }
+    }
     __m512i v[NB];
     for (int j = 0; j < NB; ++j) v[j] = _mm512_load_si512(blk[j] + p * 32);
     for (int i = 0; i < MR; ++i) {
