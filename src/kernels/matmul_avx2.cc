@@ -49,11 +49,7 @@ void Tile(const MatmulJob& job, int64_t m, int64_t b) {
         xe[i] = _mm256_set1_ps(x[i][2 * p]);
         xo[i] = _mm256_set1_ps(has_odd ? x[i][2 * p + 1] : 0.0f);
       }
-      if constexpr (MR <= 2) {
-        for (int j = 0; j < NB; ++j) {
-          _mm_prefetch(reinterpret_cast<const char*>(blk[j] + p * 32 + kBf16DecodeAhead), _MM_HINT_T0);
-        }
-      }
+      PrefetchBf16Panels<MR, NB>(blk, p);
       for (int j = 0; j < NB; ++j) {
         for (int h = 0; h < 2; ++h) {
           const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk[j] + p * 32 + h * 16));

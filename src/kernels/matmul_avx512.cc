@@ -62,11 +62,7 @@ void TileF32(const MatmulJob& job, int64_t m, int64_t b) {
         xe[i] = _mm512_set1_ps(x[i][2 * p]);
         xo[i] = _mm512_set1_ps(x[i][2 * p + 1]);
       }
-      if constexpr (MR <= 2) {
-        for (int j = 0; j < NB; ++j) {
-          _mm_prefetch(reinterpret_cast<const char*>(blk[j] + p * 32 + kBf16DecodeAhead), _MM_HINT_T0);
-        }
-      }
+      PrefetchBf16Panels<MR, NB>(blk, p);
       for (int j = 0; j < NB; ++j) {
         const __m512i v = _mm512_load_si512(blk[j] + p * 32);
         const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -128,11 +124,7 @@ void TileBf16Dot(const MatmulJob& job, int64_t m, int64_t b) {
   for (int64_t p = job.k_begin / 2; p < pairs; ++p) {
     // Deterministic mode runs this row at 1-2 rows too (kernel_table.h): memory bound there, so
     // it prefetches like TileF32's bf16 decode.
-    if constexpr (MR <= 2) {
-      for (int j = 0; j < NB; ++j) {
-        _mm_prefetch(reinterpret_cast<const char*>(blk[j] + p * 32 + kBf16DecodeAhead), _MM_HINT_T0);
-      }
-    }
+    PrefetchBf16Panels<MR, NB>(blk, p);
     __m512i v[NB];
     for (int j = 0; j < NB; ++j) v[j] = _mm512_load_si512(blk[j] + p * 32);
     for (int i = 0; i < MR; ++i) {

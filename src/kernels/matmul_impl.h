@@ -2,6 +2,8 @@
 // computes rows [m0, m1) and stored 16-row blocks [b0, b1) of `job` (b0, b1 even for gate/up).
 #pragma once
 
+#include <cstdint>
+
 #include "kernels/kernel_table.h"
 #include "kernels/quant_dot.h"
 #include "kernels/silu.h"
@@ -14,7 +16,17 @@ namespace moerun::internal {
 // layers, AMD Zen 5, 2 threads, the bf16 loops alternating with and without): AVX-512 1 KB 1.07 x,
 // 2 KB 1.10-1.14 x (three runs), 4 KB 1.07-1.12 x, 8 KB 1.10 x; the AVX2 tile (--kernel avx2 on
 // the same machine, not measured on an AVX2-only CPU) 2 KB 1.10-1.17 x (three runs), 4 KB 1.17 x.
+// avx512-bf16dot prefetches the same way: deterministic mode runs it at one row too.
 constexpr int64_t kBf16DecodeAhead = 1024;
+
+// The bf16 tiles' decode prefetch: step p's line of each of the NB panels kBf16DecodeAhead ahead
+// (prefetcht0), at MR <= 2 activation rows only (more rows are compute bound).
+template <int MR, int NB>
+inline void PrefetchBf16Panels(const uint16_t* const (&blk)[NB], int64_t p) {
+  if constexpr (MR <= 2) {
+    for (int j = 0; j < NB; ++j) __builtin_prefetch(blk[j] + p * 32 + kBf16DecodeAhead, 0, 3);
+  }
+}
 
 // Portable C++ (matmul_ref.cc): float formats on f32 activations.
 void MatmulTaskRef(const MatmulJob& job, int64_t m0, int64_t m1, int64_t b0, int64_t b1);
